@@ -1,0 +1,107 @@
+//! The key layout: the one place that knows where each record lives.
+//! See docs/adr/0001-store-key-layout.md before changing anything here;
+//! stored data outlives the code that wrote it.
+//!
+//! Every resource key is scoped by account and region, as ECS resources are:
+//! `/berth/v1/{account}/{region}/{service}/{kind}/...`. Names are the users'
+//! own (ECS names are `[A-Za-z0-9_-]`, so they never contain `/`).
+
+/// The account and region a request acts in.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Scope {
+    pub account: String,
+    pub region: String,
+}
+
+impl Scope {
+    fn base(&self) -> String {
+        format!("/berth/v1/{}/{}/ecs", self.account, self.region)
+    }
+
+    /// Prefix of every cluster record.
+    pub fn clusters(&self) -> String {
+        format!("{}/clusters/", self.base())
+    }
+    pub fn cluster(&self, name: &str) -> String {
+        format!("{}{name}", self.clusters())
+    }
+
+    /// Prefix of every task definition family record (revision counters).
+    pub fn taskdef_families(&self) -> String {
+        format!("{}/taskdef-families/", self.base())
+    }
+    pub fn taskdef_family(&self, family: &str) -> String {
+        format!("{}{family}", self.taskdef_families())
+    }
+
+    /// Prefix of every task definition revision, ordered by family then revision.
+    pub fn taskdefs(&self) -> String {
+        format!("{}/taskdefs/", self.base())
+    }
+    /// Prefix of one family's revisions. The trailing `/` keeps `web` from
+    /// matching `webapp`.
+    pub fn taskdefs_of(&self, family: &str) -> String {
+        format!("{}{family}/", self.taskdefs())
+    }
+    /// Revisions are zero-padded so key order is revision order.
+    pub fn taskdef(&self, family: &str, revision: i64) -> String {
+        format!("{}{revision:010}", self.taskdefs_of(family))
+    }
+
+    /// Prefix of account settings; `principal` is an IAM ARN or `default`
+    /// for the account-wide default.
+    pub fn account_settings(&self) -> String {
+        format!("{}/account-settings/", self.base())
+    }
+    pub fn account_setting(&self, principal: &str, name: &str) -> String {
+        format!(
+            "{}{}/{name}",
+            self.account_settings(),
+            principal_segment(principal)
+        )
+    }
+
+    /// Prefix of the tasks of one cluster (written by the tasks issue).
+    pub fn tasks_of(&self, cluster: &str) -> String {
+        format!("{}/tasks/{cluster}/", self.base())
+    }
+    /// Prefix of the services of one cluster.
+    pub fn services_of(&self, cluster: &str) -> String {
+        format!("{}/services/{cluster}/", self.base())
+    }
+    /// Prefix of the container instances of one cluster.
+    pub fn instances_of(&self, cluster: &str) -> String {
+        format!("{}/container-instances/{cluster}/", self.base())
+    }
+}
+
+/// IAM ARNs contain `/` and `:`; escape `/` so a principal is one segment.
+fn principal_segment(principal: &str) -> String {
+    principal.replace('%', "%25").replace('/', "%2F")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scope() -> Scope {
+        Scope {
+            account: "000000000000".into(),
+            region: "us-east-1".into(),
+        }
+    }
+
+    #[test]
+    fn taskdef_keys_sort_by_revision() {
+        let s = scope();
+        assert!(s.taskdef("web", 9) < s.taskdef("web", 10));
+        assert!(s.taskdef("web", 10).starts_with(&s.taskdefs_of("web")));
+        assert!(!s.taskdef("webapp", 1).starts_with(&s.taskdefs_of("web")));
+    }
+
+    #[test]
+    fn principal_is_one_segment() {
+        let k = scope().account_setting("arn:aws:iam::1:role/a/b", "containerInsights");
+        assert!(k.ends_with("/arn:aws:iam::1:role%2Fa%2Fb/containerInsights"));
+    }
+}

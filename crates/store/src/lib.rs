@@ -1,0 +1,242 @@
+//! Berth's versioned key-value store.
+//!
+//! The [`Store`] trait is shaped like etcd's v3 API so that an etcd backend
+//! can be added without touching callers: one global revision that every
+//! write transaction advances by one; per-key create/mod revisions and
+//! version; get and prefix range with limit and continuation; transactions
+//! that compare mod revisions (or values) and apply several puts/deletes
+//! atomically; watches from a revision that deliver every event in revision
+//! order; leases with a TTL whose expiry deletes the keys attached to them.
+//!
+//! Backends: [`MemStore`] (tests, `memory://`) and [`SqliteStore`] (the
+//! default; an acknowledged write is fsynced, so `kill -9` never loses it).
+//! Values are opaque bytes; [`typed`] adds JSON records and [`keys`] is the
+//! one place that knows the key layout (docs/adr/0001-store-key-layout.md).
+//!
+//! This crate is the only home of rusqlite (and later etcd-client). It knows
+//! nothing of HTTP or of AWS wire shapes.
+
+mod apply;
+mod lease;
+mod mem;
+mod sqlite;
+mod watch;
+
+pub mod keys;
+pub mod typed;
+
+use async_trait::async_trait;
+use futures::stream::BoxStream;
+use std::time::Duration;
+
+pub use mem::MemStore;
+pub use sqlite::SqliteStore;
+
+/// The store's logical clock. Revision 0 means "nothing written yet"; the
+/// first write transaction produces revision 1.
+pub type Revision = i64;
+
+/// Identifies a lease. Never 0.
+pub type LeaseId = i64;
+
+/// One key with its value and its revision metadata.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyValue {
+    pub key: String,
+    pub value: Vec<u8>,
+    /// Revision of the transaction that created the key (since it last did not exist).
+    pub create_revision: Revision,
+    /// Revision of the transaction that last wrote the key.
+    pub mod_revision: Revision,
+    /// Number of writes since creation; 1 when created.
+    pub version: i64,
+    /// Lease the key is attached to; the key is deleted when the lease expires.
+    pub lease: Option<LeaseId>,
+}
+
+/// A condition of a transaction, evaluated atomically with its operations.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Compare {
+    /// The key's mod revision equals `revision`; 0 means "the key does not exist".
+    ModRevision { key: String, revision: Revision },
+    /// The key exists and holds exactly `value`.
+    Value { key: String, value: Vec<u8> },
+}
+
+/// A write inside a transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    Put {
+        key: String,
+        value: Vec<u8>,
+        lease: Option<LeaseId>,
+    },
+    /// Deleting a missing key is not an error and produces no event.
+    Delete { key: String },
+}
+
+impl Op {
+    pub fn put(key: impl Into<String>, value: Vec<u8>) -> Self {
+        Op::Put {
+            key: key.into(),
+            value,
+            lease: None,
+        }
+    }
+    pub fn delete(key: impl Into<String>) -> Self {
+        Op::Delete { key: key.into() }
+    }
+}
+
+/// If every compare holds, `success` is applied, otherwise `failure`; either
+/// way atomically and at one revision.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Txn {
+    pub compares: Vec<Compare>,
+    pub success: Vec<Op>,
+    pub failure: Vec<Op>,
+}
+
+impl Txn {
+    /// A transaction that applies `ops` only if every compare holds.
+    pub fn when(compares: Vec<Compare>, ops: Vec<Op>) -> Self {
+        Txn {
+            compares,
+            success: ops,
+            failure: vec![],
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TxnResult {
+    pub succeeded: bool,
+    /// The store revision after the transaction: its own revision if it
+    /// changed anything, otherwise the revision it was evaluated at.
+    pub revision: Revision,
+}
+
+/// Keys starting with `prefix`, in key order, after `start_after` if given.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RangeRequest {
+    pub prefix: String,
+    /// Continuation: only keys strictly greater than this one.
+    pub start_after: Option<String>,
+    /// At most this many keys; `None` for all.
+    pub limit: Option<usize>,
+}
+
+impl RangeRequest {
+    pub fn prefix(prefix: impl Into<String>) -> Self {
+        RangeRequest {
+            prefix: prefix.into(),
+            ..Default::default()
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RangeResponse {
+    pub kvs: Vec<KeyValue>,
+    /// True when `limit` cut the result short.
+    pub more: bool,
+    /// The revision the range was read at.
+    pub revision: Revision,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    Put,
+    Delete,
+}
+
+/// A change seen by a watcher. For a delete, `kv.value` is empty and
+/// `kv.mod_revision` is the revision of the delete.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    pub kind: EventKind,
+    pub kv: KeyValue,
+}
+
+/// A lease as granted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lease {
+    pub id: LeaseId,
+    pub ttl: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A watch asked for history that compaction removed; re-list and watch
+    /// from the revision of the list.
+    #[error("required revision {requested} has been compacted (compact revision {compacted})")]
+    Compacted {
+        requested: Revision,
+        compacted: Revision,
+    },
+    /// A compaction asked for a revision the store has not reached.
+    #[error("compaction to future revision {requested} (current {current})")]
+    FutureRevision {
+        requested: Revision,
+        current: Revision,
+    },
+    #[error("lease {0} not found")]
+    LeaseNotFound(LeaseId),
+    #[error("sqlite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("store file {path}: {reason}")]
+    Open { path: String, reason: String },
+    #[error("stored record at {key} is not valid: {reason}")]
+    Corrupt { key: String, reason: String },
+    #[error("the store is shut down")]
+    Closed,
+}
+
+/// A stream of every event under a prefix, from a revision, in revision order.
+pub type WatchStream = BoxStream<'static, Result<Event, StoreError>>;
+
+/// The versioned key-value store every other component talks to.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError>;
+    async fn range(&self, req: RangeRequest) -> Result<RangeResponse, StoreError>;
+    /// Applies a transaction. When it returns Ok, the write is durable.
+    async fn txn(&self, txn: Txn) -> Result<TxnResult, StoreError>;
+    async fn current_revision(&self) -> Result<Revision, StoreError>;
+    /// Every event under `prefix` with revision >= `from` (0: from now on),
+    /// in order, without gaps. Yields [`StoreError::Compacted`] and ends if
+    /// `from` is older than the compact revision.
+    fn watch(&self, prefix: &str, from: Revision) -> WatchStream;
+    /// Forgets history before `revision` (etcd semantics: events at
+    /// `revision` and later stay); watches from older revisions fail.
+    async fn compact(&self, revision: Revision) -> Result<(), StoreError>;
+    async fn lease_grant(&self, ttl: Duration) -> Result<Lease, StoreError>;
+    /// Restarts the lease's TTL; returns it.
+    async fn lease_keep_alive(&self, id: LeaseId) -> Result<Duration, StoreError>;
+    /// Ends the lease now and deletes its keys (one revision).
+    async fn lease_revoke(&self, id: LeaseId) -> Result<(), StoreError>;
+}
+
+/// Smallest string greater than every string with this prefix, or None when
+/// the prefix is empty (no upper bound).
+pub(crate) fn prefix_end(prefix: &str) -> Option<String> {
+    let mut chars: Vec<char> = prefix.chars().collect();
+    while let Some(last) = chars.pop() {
+        if let Some(next) = char::from_u32(last as u32 + 1) {
+            chars.push(next);
+            return Some(chars.into_iter().collect());
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_end_bumps_last_char() {
+        assert_eq!(prefix_end("/a/b/").as_deref(), Some("/a/b0"));
+        assert_eq!(prefix_end(""), None);
+    }
+}

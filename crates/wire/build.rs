@@ -1,0 +1,211 @@
+//! Generates serde types for every shape of the vendored botocore models so
+//! that field names and types are exactly what real AWS clients send and
+//! expect. Hand-written code is for behaviour, not for transcribing shapes.
+
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write;
+use std::path::Path;
+
+fn main() {
+    let out_dir = std::env::var("OUT_DIR").expect("cargo sets OUT_DIR");
+    for (model, module) in [("ecs-2014-11-13.json", "ecs")] {
+        let path = Path::new("../../models").join(model);
+        println!("cargo:rerun-if-changed={}", path.display());
+        let text = std::fs::read_to_string(&path).expect("vendored model is readable");
+        let json: Value = serde_json::from_str(&text).expect("vendored model is JSON");
+        let code = generate(&json);
+        std::fs::write(Path::new(&out_dir).join(format!("{module}.rs")), code)
+            .expect("OUT_DIR is writable");
+    }
+}
+
+fn rust_field_name(member: &str) -> String {
+    let mut out = String::new();
+    let chars: Vec<char> = member.chars().collect();
+    for (i, c) in chars.iter().enumerate() {
+        if c.is_ascii_uppercase() {
+            let prev_lower =
+                i > 0 && (chars[i - 1].is_ascii_lowercase() || chars[i - 1].is_ascii_digit());
+            let next_lower = i + 1 < chars.len() && chars[i + 1].is_ascii_lowercase();
+            let prev_upper = i > 0 && chars[i - 1].is_ascii_uppercase();
+            if i > 0 && (prev_lower || (prev_upper && next_lower)) {
+                out.push('_');
+            }
+            out.push(c.to_ascii_lowercase());
+        } else {
+            out.push(*c);
+        }
+    }
+    match out.as_str() {
+        "type" | "override" | "match" | "ref" | "mod" | "move" | "loop" | "in" | "use" | "self"
+        | "enum" | "struct" => {
+            format!("r#{out}")
+        }
+        _ => out,
+    }
+}
+
+fn const_name(shape: &str) -> String {
+    let snake = rust_field_name(shape);
+    snake.trim_start_matches("r#").to_ascii_uppercase()
+}
+
+struct Gen<'a> {
+    shapes: &'a serde_json::Map<String, Value>,
+}
+
+impl Gen<'_> {
+    fn kind(&self, name: &str) -> &str {
+        self.shapes[name]["type"]
+            .as_str()
+            .expect("shape has a type")
+    }
+
+    fn rust_type(&self, name: &str) -> String {
+        let shape = &self.shapes[name];
+        match self.kind(name) {
+            "structure" => name.to_string(),
+            "string" | "blob" => "String".into(),
+            "integer" => "i32".into(),
+            "long" => "i64".into(),
+            "double" | "float" => "f64".into(),
+            "boolean" => "bool".into(),
+            // Epoch seconds, fractions allowed, as the JSON 1.1 protocol sends them.
+            "timestamp" => "f64".into(),
+            "list" => format!(
+                "Vec<{}>",
+                self.rust_type(shape["member"]["shape"].as_str().expect("list member"))
+            ),
+            "map" => format!(
+                "std::collections::BTreeMap<String, {}>",
+                self.rust_type(shape["value"]["shape"].as_str().expect("map value"))
+            ),
+            other => panic!("unsupported shape type {other} for {name}"),
+        }
+    }
+
+    /// Structures reachable from themselves through direct (non-list, non-map)
+    /// structure members need a Box to have a finite size.
+    fn direct_struct_refs(&self, name: &str) -> Vec<String> {
+        let shape = &self.shapes[name];
+        let mut out = vec![];
+        if let Some(members) = shape["members"].as_object() {
+            for m in members.values() {
+                let target = m["shape"].as_str().expect("member shape");
+                if self.kind(target) == "structure" {
+                    out.push(target.to_string());
+                }
+            }
+        }
+        out
+    }
+
+    fn reaches(&self, from: &str, to: &str, seen: &mut BTreeSet<String>) -> bool {
+        for next in self.direct_struct_refs(from) {
+            if next == to {
+                return true;
+            }
+            if seen.insert(next.clone()) && self.reaches(&next, to, seen) {
+                return true;
+            }
+        }
+        false
+    }
+}
+
+fn generate(model: &Value) -> String {
+    let shapes = model["shapes"].as_object().expect("model has shapes");
+    let gen = Gen { shapes };
+    let mut out = String::new();
+    let mut enums: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut exceptions = vec![];
+
+    for (name, shape) in shapes {
+        match gen.kind(name) {
+            "structure" => {
+                if shape.get("exception").and_then(Value::as_bool) == Some(true) {
+                    exceptions.push(name.clone());
+                }
+                writeln!(out, "/// botocore shape `{name}`.").ok();
+                writeln!(out, "#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]").ok();
+                writeln!(out, "pub struct {name} {{").ok();
+                let members = shape["members"].as_object().cloned().unwrap_or_default();
+                for (member, spec) in &members {
+                    let target = spec["shape"].as_str().expect("member shape");
+                    let mut ty = gen.rust_type(target);
+                    if gen.kind(target) == "structure"
+                        && gen.reaches(target, name, &mut BTreeSet::new())
+                    {
+                        ty = format!("Box<{ty}>");
+                    }
+                    writeln!(
+                        out,
+                        "    #[serde(rename = \"{member}\", default, skip_serializing_if = \"Option::is_none\")]\n    pub {}: Option<{ty}>,",
+                        rust_field_name(member)
+                    )
+                    .ok();
+                }
+                writeln!(out, "}}\n").ok();
+            }
+            "string" => {
+                if let Some(values) = shape.get("enum").and_then(Value::as_array) {
+                    enums.insert(
+                        name.clone(),
+                        values
+                            .iter()
+                            .filter_map(|v| v.as_str().map(str::to_string))
+                            .collect(),
+                    );
+                }
+            }
+            _ => {}
+        }
+    }
+
+    writeln!(
+        out,
+        "/// Allowed values of every enum shape, for validation that names the field."
+    )
+    .ok();
+    writeln!(out, "pub mod enums {{").ok();
+    for (name, values) in &enums {
+        let list = values
+            .iter()
+            .map(|v| format!("{v:?}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        writeln!(
+            out,
+            "    /// botocore enum `{name}`.\n    pub const {}: &[&str] = &[{list}];",
+            const_name(name)
+        )
+        .ok();
+    }
+    writeln!(out, "}}\n").ok();
+
+    let ops = model["operations"]
+        .as_object()
+        .expect("model has operations");
+    let names = ops
+        .keys()
+        .map(|k| format!("{k:?}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    writeln!(out, "/// Every operation the model defines, in name order.\npub const OPERATIONS: &[&str] = &[{names}];").ok();
+    let exc = exceptions
+        .iter()
+        .map(|k| format!("{k:?}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    writeln!(
+        out,
+        "/// Every modeled exception shape.\npub const EXCEPTIONS: &[&str] = &[{exc}];"
+    )
+    .ok();
+    let target = model["metadata"]["targetPrefix"]
+        .as_str()
+        .expect("json model has targetPrefix");
+    writeln!(out, "/// The `X-Amz-Target` prefix of this service.\npub const TARGET_PREFIX: &str = {target:?};").ok();
+    out
+}

@@ -1,0 +1,20 @@
+//! AWS wire shapes and protocol codecs for Berth.
+//!
+//! The ECS shapes in [`ecs`] are generated at build time from the vendored
+//! botocore model (`models/`), so member names and types match what aws-cli,
+//! boto3 and the SDKs send. Every member is optional on the wire: required
+//! members are checked by the domain so the error can name the field, as ECS
+//! does, instead of failing in the decoder.
+//!
+//! This crate does no I/O and knows nothing about Berth's domain; it must not
+//! depend on any other Berth crate.
+
+pub mod json;
+pub mod query;
+pub mod sigv4;
+
+/// Shapes of Amazon ECS (`ecs/2014-11-13`).
+#[allow(clippy::all)]
+pub mod ecs {
+    include!(concat!(env!("OUT_DIR"), "/ecs.rs"));
+}
