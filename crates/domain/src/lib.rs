@@ -1,1 +1,32 @@
-//! placeholder
+//! Berth's ECS domain: who and where a request acts ([`Scope`]), ARNs,
+//! the stored records, and the validation rules ECS applies, with ECS's
+//! exceptions and wording ([`EcsError`]).
+//!
+//! Pure: no I/O, no clock (callers pass `now`), no store. Depends only on
+//! `berth-wire`, whose shapes are used directly for user documents such as
+//! task definitions, which ECS returns as they were registered.
+
+pub mod arn;
+pub mod capacity;
+pub mod cluster;
+pub mod error;
+pub mod paging;
+pub mod settings;
+pub mod tags;
+pub mod taskdef;
+
+pub use arn::{Arn, Scope};
+pub use error::EcsError;
+
+/// Seconds since the Unix epoch, with fractions: the JSON 1.1 timestamp.
+pub type Timestamp = f64;
+
+/// ECS names (clusters, families, containers, capacity providers):
+/// 1 to 255 letters, digits, hyphens and underscores.
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 255
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}

@@ -6,54 +6,66 @@
 //! `/berth/v1/{account}/{region}/{service}/{kind}/...`. Names are the users'
 //! own (ECS names are `[A-Za-z0-9_-]`, so they never contain `/`).
 
-/// The account and region a request acts in.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Scope {
-    pub account: String,
-    pub region: String,
+use berth_domain::Scope;
+
+/// Where each record of a scope lives.
+pub trait Keys {
+    fn base(&self) -> String;
+    fn clusters(&self) -> String;
+    fn cluster(&self, name: &str) -> String;
+    fn taskdef_families(&self) -> String;
+    fn taskdef_family(&self, family: &str) -> String;
+    fn taskdefs(&self) -> String;
+    fn taskdefs_of(&self, family: &str) -> String;
+    fn taskdef(&self, family: &str, revision: i64) -> String;
+    fn account_settings(&self) -> String;
+    fn account_setting(&self, principal: &str, name: &str) -> String;
+    fn tasks_of(&self, cluster: &str) -> String;
+    fn services_of(&self, cluster: &str) -> String;
+    fn instances_of(&self, cluster: &str) -> String;
 }
 
-impl Scope {
+impl Keys for Scope {
     fn base(&self) -> String {
         format!("/berth/v1/{}/{}/ecs", self.account, self.region)
     }
 
     /// Prefix of every cluster record.
-    pub fn clusters(&self) -> String {
+    fn clusters(&self) -> String {
         format!("{}/clusters/", self.base())
     }
-    pub fn cluster(&self, name: &str) -> String {
+    fn cluster(&self, name: &str) -> String {
         format!("{}{name}", self.clusters())
     }
 
     /// Prefix of every task definition family record (revision counters).
-    pub fn taskdef_families(&self) -> String {
+    fn taskdef_families(&self) -> String {
         format!("{}/taskdef-families/", self.base())
     }
-    pub fn taskdef_family(&self, family: &str) -> String {
+    fn taskdef_family(&self, family: &str) -> String {
         format!("{}{family}", self.taskdef_families())
     }
 
     /// Prefix of every task definition revision, ordered by family then revision.
-    pub fn taskdefs(&self) -> String {
+    fn taskdefs(&self) -> String {
         format!("{}/taskdefs/", self.base())
     }
     /// Prefix of one family's revisions. The trailing `/` keeps `web` from
     /// matching `webapp`.
-    pub fn taskdefs_of(&self, family: &str) -> String {
+    fn taskdefs_of(&self, family: &str) -> String {
         format!("{}{family}/", self.taskdefs())
     }
     /// Revisions are zero-padded so key order is revision order.
-    pub fn taskdef(&self, family: &str, revision: i64) -> String {
+    fn taskdef(&self, family: &str, revision: i64) -> String {
         format!("{}{revision:010}", self.taskdefs_of(family))
     }
 
     /// Prefix of account settings; `principal` is an IAM ARN or `default`
     /// for the account-wide default.
-    pub fn account_settings(&self) -> String {
+    fn account_settings(&self) -> String {
         format!("{}/account-settings/", self.base())
     }
-    pub fn account_setting(&self, principal: &str, name: &str) -> String {
+    fn account_setting(&self, principal: &str, name: &str) -> String {
         format!(
             "{}{}/{name}",
             self.account_settings(),
@@ -62,15 +74,15 @@ impl Scope {
     }
 
     /// Prefix of the tasks of one cluster (written by the tasks issue).
-    pub fn tasks_of(&self, cluster: &str) -> String {
+    fn tasks_of(&self, cluster: &str) -> String {
         format!("{}/tasks/{cluster}/", self.base())
     }
     /// Prefix of the services of one cluster.
-    pub fn services_of(&self, cluster: &str) -> String {
+    fn services_of(&self, cluster: &str) -> String {
         format!("{}/services/{cluster}/", self.base())
     }
     /// Prefix of the container instances of one cluster.
-    pub fn instances_of(&self, cluster: &str) -> String {
+    fn instances_of(&self, cluster: &str) -> String {
         format!("{}/container-instances/{cluster}/", self.base())
     }
 }

@@ -1,0 +1,180 @@
+//! Scope (account + region) and ECS ARNs in the long format.
+
+use serde::{Deserialize, Serialize};
+
+/// The account and region a request acts in. Every resource lives in one.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Scope {
+    pub account: String,
+    pub region: String,
+}
+
+impl Scope {
+    pub fn new(account: impl Into<String>, region: impl Into<String>) -> Self {
+        Scope {
+            account: account.into(),
+            region: region.into(),
+        }
+    }
+
+    fn prefix(&self) -> String {
+        format!("arn:aws:ecs:{}:{}:", self.region, self.account)
+    }
+
+    pub fn cluster_arn(&self, name: &str) -> String {
+        format!("{}cluster/{name}", self.prefix())
+    }
+    pub fn task_definition_arn(&self, family: &str, revision: i64) -> String {
+        format!("{}task-definition/{family}:{revision}", self.prefix())
+    }
+    pub fn capacity_provider_arn(&self, name: &str) -> String {
+        format!("{}capacity-provider/{name}", self.prefix())
+    }
+    /// The account root, the principal of unsigned requests.
+    pub fn root_principal(&self) -> String {
+        format!("arn:aws:iam::{}:root", self.account)
+    }
+}
+
+/// An ECS resource named by ARN.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Arn {
+    Cluster {
+        scope: Scope,
+        name: String,
+    },
+    TaskDefinition {
+        scope: Scope,
+        family: String,
+        revision: i64,
+    },
+    CapacityProvider {
+        scope: Scope,
+        name: String,
+    },
+    /// A well-formed ECS ARN of a kind this version does not store yet.
+    Other {
+        scope: Scope,
+        resource: String,
+    },
+}
+
+impl Arn {
+    /// Parses `arn:<partition>:ecs:<region>:<account>:<type>/<rest>`.
+    pub fn parse(arn: &str) -> Option<Arn> {
+        let mut parts = arn.splitn(6, ':');
+        if parts.next()? != "arn" {
+            return None;
+        }
+        let partition = parts.next()?;
+        if !partition.starts_with("aws") || parts.next()? != "ecs" {
+            return None;
+        }
+        let region = parts.next()?;
+        let account = parts.next()?;
+        let resource = parts.next()?;
+        if region.is_empty() || account.is_empty() {
+            return None;
+        }
+        let scope = Scope::new(account, region);
+        let (kind, rest) = resource.split_once('/')?;
+        Some(match kind {
+            "cluster" if crate::valid_name(rest) => Arn::Cluster {
+                scope,
+                name: rest.to_string(),
+            },
+            "task-definition" => {
+                let (family, rev) = rest.rsplit_once(':')?;
+                let revision = rev.parse().ok().filter(|r| *r > 0)?;
+                if !crate::valid_name(family) {
+                    return None;
+                }
+                Arn::TaskDefinition {
+                    scope,
+                    family: family.to_string(),
+                    revision,
+                }
+            }
+            "capacity-provider" if crate::valid_name(rest) => Arn::CapacityProvider {
+                scope,
+                name: rest.to_string(),
+            },
+            _ if !rest.is_empty() => Arn::Other {
+                scope,
+                resource: resource.to_string(),
+            },
+            _ => return None,
+        })
+    }
+
+    pub fn scope(&self) -> &Scope {
+        match self {
+            Arn::Cluster { scope, .. }
+            | Arn::TaskDefinition { scope, .. }
+            | Arn::CapacityProvider { scope, .. }
+            | Arn::Other { scope, .. } => scope,
+        }
+    }
+}
+
+/// A `cluster` parameter is a name or an ARN; None means `default`.
+/// Returns the cluster name, or None if an ARN names another scope or is malformed.
+pub fn cluster_name(scope: &Scope, cluster: Option<&str>) -> Option<String> {
+    match cluster.map(str::trim) {
+        None | Some("") => Some("default".to_string()),
+        Some(s) if s.starts_with("arn:") => match Arn::parse(s)? {
+            Arn::Cluster { scope: s2, name } if &s2 == scope => Some(name),
+            _ => None,
+        },
+        Some(s) => Some(s.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_round_trips_arns() {
+        let s = Scope::new("000000000000", "us-east-1");
+        assert_eq!(
+            Arn::parse(&s.cluster_arn("prod")),
+            Some(Arn::Cluster {
+                scope: s.clone(),
+                name: "prod".into()
+            })
+        );
+        assert_eq!(
+            Arn::parse(&s.task_definition_arn("web", 12)),
+            Some(Arn::TaskDefinition {
+                scope: s.clone(),
+                family: "web".into(),
+                revision: 12
+            })
+        );
+        assert_eq!(
+            Arn::parse("arn:aws:ecs:us-east-1:0:task-definition/web"),
+            None
+        );
+        assert_eq!(Arn::parse("arn:aws:s3:::bucket"), None);
+        assert!(matches!(
+            Arn::parse("arn:aws:ecs:us-east-1:1:service/c/s"),
+            Some(Arn::Other { .. })
+        ));
+    }
+
+    #[test]
+    fn cluster_name_defaults_and_checks_scope() {
+        let s = Scope::new("1", "us-east-1");
+        assert_eq!(cluster_name(&s, None).as_deref(), Some("default"));
+        assert_eq!(cluster_name(&s, Some("x")).as_deref(), Some("x"));
+        assert_eq!(
+            cluster_name(&s, Some("arn:aws:ecs:us-east-1:1:cluster/y")).as_deref(),
+            Some("y")
+        );
+        assert_eq!(
+            cluster_name(&s, Some("arn:aws:ecs:eu-west-1:1:cluster/y")),
+            None
+        );
+    }
+}
