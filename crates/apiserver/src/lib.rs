@@ -1,1 +1,82 @@
-//! placeholder
+//! Berth's front door: one HTTP listener for every AWS-style API.
+//!
+//! `POST /` is dispatched by protocol: AWS JSON 1.1 requests by their
+//! `X-Amz-Target` prefix (ECS today; Application Auto Scaling and Logs
+//! later), awsQuery requests (form-encoded `Action`) by the SigV4 service of
+//! their credential scope (STS today; ELBv2 later). Each request is decoded
+//! into the operation's generated input shape, handled against the store,
+//! and encoded back; every failure leaves as the protocol's error shape with
+//! a request id. `GET /health` answers liveness, `GET /metrics` Prometheus.
+//!
+//! This crate is the only home of axum. It holds no state of its own beyond
+//! caches that can be rebuilt; everything durable is in the store.
+
+mod context;
+mod ecs;
+mod error;
+mod front;
+mod metrics;
+mod sts;
+
+use berth_store::Store;
+use std::sync::Arc;
+
+pub use context::RequestContext;
+pub use error::ApiError;
+
+/// Settings of the API server.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// Account every request acts in until IAM maps access keys to accounts.
+    pub account_id: String,
+    /// Region for requests whose SigV4 scope names none (unsigned requests).
+    pub default_region: String,
+    /// Largest request body accepted, in bytes.
+    pub body_limit: usize,
+    /// Ceiling for Fargate containers' stopTimeout, in seconds.
+    pub fargate_max_stop_timeout: i32,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            account_id: "000000000000".into(),
+            default_region: "us-east-1".into(),
+            body_limit: 1024 * 1024,
+            fargate_max_stop_timeout: berth_domain::taskdef::FARGATE_MAX_STOP_TIMEOUT,
+        }
+    }
+}
+
+/// Shared state of every handler.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub config: Arc<ApiConfig>,
+    metrics: Arc<metrics::Metrics>,
+    locks: Arc<ecs::FamilyLocks>,
+}
+
+impl AppState {
+    pub fn new(store: Arc<dyn Store>, config: ApiConfig) -> Self {
+        AppState {
+            store,
+            config: Arc::new(config),
+            metrics: Arc::new(metrics::Metrics::new()),
+            locks: Arc::new(ecs::FamilyLocks::default()),
+        }
+    }
+}
+
+/// The router with every route of the front door.
+pub fn router(state: AppState) -> axum::Router {
+    front::router(state)
+}
+
+/// Seconds since the epoch, as JSON 1.1 timestamps carry them (millisecond precision).
+pub(crate) fn now() -> f64 {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    (d.as_millis() as f64) / 1000.0
+}

@@ -320,9 +320,11 @@ pub fn prepare(
             let container_port = match (pm.container_port, &pm.container_port_range) {
                 (Some(p), _) => p,
                 (None, Some(_)) => continue,
-                (None, None) => return Err(client(format!(
+                (None, None) => {
+                    return Err(client(format!(
                     "Invalid setting for container '{name}'. portMappings require a containerPort."
-                ))),
+                )))
+                }
             };
             if !(1..=65535).contains(&container_port) {
                 return Err(client(format!(

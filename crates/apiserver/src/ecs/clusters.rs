@@ -1,0 +1,404 @@
+//! Cluster operations and capacity providers.
+
+use super::{backoff, CAS_RETRIES};
+use crate::{context::RequestContext, error::ApiError, now, AppState};
+use berth_domain::cluster::{self, Cluster, ClusterCounts, ClusterInclude, ClusterStatus};
+use berth_domain::{arn, capacity, paging, tags, valid_name, EcsError, Scope};
+use berth_store::keys::Keys;
+use berth_store::{typed, Store, Txn};
+use berth_wire::ecs as w;
+
+/// Resolves a `cluster` parameter to an ACTIVE cluster record and its revision.
+pub(crate) async fn active_cluster(
+    st: &AppState,
+    scope: &Scope,
+    cluster: Option<&str>,
+) -> Result<(String, typed::Versioned<Cluster>), ApiError> {
+    let name = arn::cluster_name(scope, cluster).ok_or(EcsError::ClusterNotFound)?;
+    match typed::get::<Cluster>(&*st.store, &scope.cluster(&name)).await? {
+        Some(c) if c.value.status == ClusterStatus::Active => Ok((name, c)),
+        _ => Err(EcsError::ClusterNotFound.into()),
+    }
+}
+
+pub(crate) async fn counts(
+    store: &dyn Store,
+    scope: &Scope,
+    name: &str,
+) -> Result<ClusterCounts, ApiError> {
+    // Tasks, services and instances are written by later subsystems; until
+    // a task record carries its status, each stored task counts as running.
+    Ok(ClusterCounts {
+        registered_instances: typed::count(store, &scope.instances_of(name)).await? as i32,
+        running_tasks: typed::count(store, &scope.tasks_of(name)).await? as i32,
+        pending_tasks: 0,
+        active_services: typed::count(store, &scope.services_of(name)).await? as i32,
+    })
+}
+
+async fn view(
+    st: &AppState,
+    scope: &Scope,
+    c: &Cluster,
+    include: ClusterInclude,
+) -> Result<w::Cluster, ApiError> {
+    let counts = counts(&*st.store, scope, &c.name).await?;
+    Ok(c.to_wire(scope, counts, include))
+}
+
+const EVERYTHING: ClusterInclude = ClusterInclude {
+    tags: true,
+    settings: true,
+    statistics: false,
+    configurations: true,
+    attachments: false,
+};
+
+/// Berth has no Cloud Map yet; the namespace is kept as given.
+fn connect_defaults(
+    r: &w::ClusterServiceConnectDefaultsRequest,
+) -> w::ClusterServiceConnectDefaults {
+    w::ClusterServiceConnectDefaults {
+        namespace: r.namespace.clone(),
+    }
+}
+
+fn provider_exists(name: &str) -> bool {
+    capacity::BUILT_IN.contains(&name)
+}
+
+async fn account_setting(
+    st: &AppState,
+    ctx: &RequestContext,
+    name: &str,
+) -> Result<String, ApiError> {
+    super::settings::effective(st, ctx, &ctx.principal, name).await
+}
+
+pub async fn create_cluster(
+    st: &AppState,
+    ctx: &RequestContext,
+    req: w::CreateClusterRequest,
+) -> Result<w::CreateClusterResponse, ApiError> {
+    let name = req.cluster_name.clone().unwrap_or_else(|| "default".into());
+    if !valid_name(&name) {
+        return Err(EcsError::invalid(format!(
+            "Invalid cluster name '{name}'. Up to 255 letters (uppercase and lowercase), numbers, hyphens, and underscores are allowed."
+        ))
+        .into());
+    }
+    let tag_list = req.tags.clone().unwrap_or_default();
+    tags::validate(&tag_list)?;
+    let insights = account_setting(st, ctx, "containerInsights").await?;
+    let settings = cluster::merge_settings(
+        &cluster::default_settings(&insights),
+        &req.settings.clone().unwrap_or_default(),
+    )?;
+    let providers = req.capacity_providers.clone().unwrap_or_default();
+    let strategy = req
+        .default_capacity_provider_strategy
+        .clone()
+        .unwrap_or_default();
+    capacity::validate_cluster_providers(&providers, &strategy, provider_exists)?;
+
+    let key = ctx.scope.cluster(&name);
+    for attempt in 0..CAS_RETRIES {
+        let existing = typed::get::<Cluster>(&*st.store, &key).await?;
+        if let Some(c) = existing
+            .as_ref()
+            .filter(|c| c.value.status == ClusterStatus::Active)
+        {
+            // CreateCluster is idempotent: an ACTIVE cluster is returned as it is.
+            return Ok(w::CreateClusterResponse {
+                cluster: Some(view(st, &ctx.scope, &c.value, EVERYTHING).await?),
+            });
+        }
+        let record = Cluster {
+            name: name.clone(),
+            status: ClusterStatus::Active,
+            settings: settings.clone(),
+            configuration: req.configuration.clone(),
+            service_connect_defaults: req.service_connect_defaults.as_ref().map(connect_defaults),
+            capacity_providers: providers.clone(),
+            default_strategy: strategy.clone(),
+            tags: tag_list.clone(),
+            created_at: now(),
+        };
+        let rev = existing.map_or(0, |e| e.mod_revision);
+        let txn = Txn::when(
+            vec![typed::unchanged(&key, rev)],
+            vec![typed::put(&key, &record)],
+        );
+        if st.store.txn(txn).await?.succeeded {
+            tracing::info!(cluster = %name, "cluster created");
+            return Ok(w::CreateClusterResponse {
+                cluster: Some(view(st, &ctx.scope, &record, EVERYTHING).await?),
+            });
+        }
+        backoff(attempt).await;
+    }
+    Err(EcsError::UpdateInProgress(format!(
+        "Cluster {name} is being changed by another request; try again."
+    ))
+    .into())
+}
+
+pub async fn describe_clusters(
+    st: &AppState,
+    ctx: &RequestContext,
+    req: w::DescribeClustersRequest,
+) -> Result<w::DescribeClustersResponse, ApiError> {
+    let include = ClusterInclude::parse(req.include.as_deref())?;
+    let wanted = req
+        .clusters
+        .clone()
+        .unwrap_or_else(|| vec!["default".into()]);
+    if wanted.len() > 100 {
+        return Err(EcsError::invalid("clusters can contain at most 100 names or ARNs.").into());
+    }
+    let mut clusters = vec![];
+    let mut failures = vec![];
+    for c in wanted {
+        let missing_arn = if c.starts_with("arn:") {
+            c.clone()
+        } else {
+            ctx.scope.cluster_arn(&c)
+        };
+        let record = match arn::cluster_name(&ctx.scope, Some(&c)) {
+            Some(name) => typed::get::<Cluster>(&*st.store, &ctx.scope.cluster(&name)).await?,
+            None => None,
+        };
+        match record {
+            Some(r) => clusters.push(view(st, &ctx.scope, &r.value, include).await?),
+            None => failures.push(w::Failure {
+                arn: Some(missing_arn),
+                reason: Some("MISSING".into()),
+                detail: None,
+            }),
+        }
+    }
+    Ok(w::DescribeClustersResponse {
+        clusters: Some(clusters),
+        failures: Some(failures),
+    })
+}
+
+pub async fn list_clusters(
+    st: &AppState,
+    ctx: &RequestContext,
+    req: w::ListClustersRequest,
+) -> Result<w::ListClustersResponse, ApiError> {
+    let limit = paging::max_results(req.max_results, 100)?;
+    let after = paging::resume("ListClusters", req.next_token.as_deref())?;
+    let all = typed::list::<Cluster>(&*st.store, &ctx.scope.clusters()).await?;
+    let active = all
+        .into_iter()
+        .filter(|(_, c)| c.value.status == ClusterStatus::Active)
+        .map(|(k, c)| (k, ctx.scope.cluster_arn(&c.value.name)))
+        .collect();
+    let (arns, next) = paging::page("ListClusters", active, after.as_deref(), limit);
+    Ok(w::ListClustersResponse {
+        cluster_arns: Some(arns),
+        next_token: next,
+    })
+}
+
+/// Applies `change` to an ACTIVE cluster with compare-and-swap, retrying on conflict.
+async fn modify_cluster(
+    st: &AppState,
+    ctx: &RequestContext,
+    cluster: Option<&str>,
+    change: impl Fn(&mut Cluster) -> Result<(), EcsError>,
+) -> Result<Cluster, ApiError> {
+    for attempt in 0..CAS_RETRIES {
+        let (name, current) = active_cluster(st, &ctx.scope, cluster).await?;
+        let mut updated = current.value.clone();
+        change(&mut updated)?;
+        let key = ctx.scope.cluster(&name);
+        let txn = Txn::when(
+            vec![typed::unchanged(&key, current.mod_revision)],
+            vec![typed::put(&key, &updated)],
+        );
+        if st.store.txn(txn).await?.succeeded {
+            return Ok(updated);
+        }
+        backoff(attempt).await;
+    }
+    Err(EcsError::UpdateInProgress(
+        "The cluster is being changed by another request; try again.".into(),
+    )
+    .into())
+}
+
+pub async fn update_cluster(
+    st: &AppState,
+    ctx: &RequestContext,
+    req: w::UpdateClusterRequest,
+) -> Result<w::UpdateClusterResponse, ApiError> {
+    let settings = req.settings.clone().unwrap_or_default();
+    let c = modify_cluster(st, ctx, req.cluster.as_deref(), |c| {
+        c.settings = cluster::merge_settings(&c.settings, &settings)?;
+        if let Some(conf) = &req.configuration {
+            c.configuration = Some(conf.clone());
+        }
+        if let Some(d) = &req.service_connect_defaults {
+            c.service_connect_defaults = Some(connect_defaults(d));
+        }
+        Ok(())
+    })
+    .await?;
+    Ok(w::UpdateClusterResponse {
+        cluster: Some(view(st, &ctx.scope, &c, EVERYTHING).await?),
+    })
+}
+
+pub async fn update_cluster_settings(
+    st: &AppState,
+    ctx: &RequestContext,
+    req: w::UpdateClusterSettingsRequest,
+) -> Result<w::UpdateClusterSettingsResponse, ApiError> {
+    let Some(settings) = req.settings.clone() else {
+        return Err(EcsError::invalid("settings is required.").into());
+    };
+    let c = modify_cluster(st, ctx, req.cluster.as_deref(), |c| {
+        c.settings = cluster::merge_settings(&c.settings, &settings)?;
+        Ok(())
+    })
+    .await?;
+    let include = ClusterInclude {
+        settings: true,
+        ..Default::default()
+    };
+    Ok(w::UpdateClusterSettingsResponse {
+        cluster: Some(view(st, &ctx.scope, &c, include).await?),
+    })
+}
+
+pub async fn delete_cluster(
+    st: &AppState,
+    ctx: &RequestContext,
+    req: w::DeleteClusterRequest,
+) -> Result<w::DeleteClusterResponse, ApiError> {
+    let Some(cluster) = req.cluster.as_deref().filter(|c| !c.is_empty()) else {
+        return Err(EcsError::invalid("cluster is required.").into());
+    };
+    for attempt in 0..CAS_RETRIES {
+        let (name, current) = active_cluster(st, &ctx.scope, Some(cluster)).await?;
+        let counts = counts(&*st.store, &ctx.scope, &name).await?;
+        if counts.registered_instances > 0 {
+            return Err(EcsError::ClusterContainsContainerInstances.into());
+        }
+        if counts.active_services > 0 {
+            return Err(EcsError::ClusterContainsServices.into());
+        }
+        if counts.running_tasks + counts.pending_tasks > 0 {
+            return Err(EcsError::ClusterContainsTasks.into());
+        }
+        let mut updated = current.value.clone();
+        updated.status = ClusterStatus::Inactive;
+        let key = ctx.scope.cluster(&name);
+        // The emptiness checks hold only if nothing was added under the
+        // cluster since they ran; later subsystems add their prefixes'
+        // revisions here as compares.
+        let txn = Txn::when(
+            vec![typed::unchanged(&key, current.mod_revision)],
+            vec![typed::put(&key, &updated)],
+        );
+        if st.store.txn(txn).await?.succeeded {
+            tracing::info!(cluster = %name, "cluster deleted");
+            return Ok(w::DeleteClusterResponse {
+                cluster: Some(view(st, &ctx.scope, &updated, EVERYTHING).await?),
+            });
+        }
+        backoff(attempt).await;
+    }
+    Err(EcsError::UpdateInProgress(
+        "The cluster is being changed by another request; try again.".into(),
+    )
+    .into())
+}
+
+pub async fn put_cluster_capacity_providers(
+    st: &AppState,
+    ctx: &RequestContext,
+    req: w::PutClusterCapacityProvidersRequest,
+) -> Result<w::PutClusterCapacityProvidersResponse, ApiError> {
+    let Some(providers) = req.capacity_providers.clone() else {
+        return Err(EcsError::invalid("capacityProviders is required.").into());
+    };
+    let Some(strategy) = req.default_capacity_provider_strategy.clone() else {
+        return Err(EcsError::invalid("defaultCapacityProviderStrategy is required.").into());
+    };
+    capacity::validate_cluster_providers(&providers, &strategy, provider_exists)?;
+    let c = modify_cluster(st, ctx, req.cluster.as_deref(), |c| {
+        c.capacity_providers = providers.clone();
+        c.default_strategy = strategy.clone();
+        Ok(())
+    })
+    .await?;
+    Ok(w::PutClusterCapacityProvidersResponse {
+        cluster: Some(view(st, &ctx.scope, &c, EVERYTHING).await?),
+    })
+}
+
+pub async fn describe_capacity_providers(
+    _st: &AppState,
+    ctx: &RequestContext,
+    req: w::DescribeCapacityProvidersRequest,
+) -> Result<w::DescribeCapacityProvidersResponse, ApiError> {
+    let limit = paging::max_results(req.max_results, 10)?;
+    let after = paging::resume("DescribeCapacityProviders", req.next_token.as_deref())?;
+    let include_tags = req
+        .include
+        .as_ref()
+        .is_some_and(|i| i.iter().any(|x| x == "TAGS"));
+    let mut failures = vec![];
+    let mut found = vec![];
+    match &req.capacity_providers {
+        Some(names) => {
+            for n in names {
+                let name = match arn::Arn::parse(n) {
+                    Some(arn::Arn::CapacityProvider { scope, name }) if scope == ctx.scope => {
+                        Some(name)
+                    }
+                    Some(_) => None,
+                    None if !n.starts_with("arn:") => Some(n.clone()),
+                    None => None,
+                };
+                match name.and_then(|n| capacity::built_in(&ctx.scope, &n)) {
+                    Some(p) => found.push(p),
+                    None => failures.push(w::Failure {
+                        arn: Some(if n.starts_with("arn:") {
+                            n.clone()
+                        } else {
+                            ctx.scope.capacity_provider_arn(n)
+                        }),
+                        reason: Some("MISSING".into()),
+                        detail: None,
+                    }),
+                }
+            }
+        }
+        None => found.extend(
+            capacity::BUILT_IN
+                .iter()
+                .filter_map(|n| capacity::built_in(&ctx.scope, n)),
+        ),
+    }
+    let keyed = found
+        .into_iter()
+        .map(|mut p| {
+            if !include_tags {
+                p.tags = None;
+            }
+            (p.name.clone().unwrap_or_default(), p)
+        })
+        .collect();
+    let (providers, next) =
+        paging::page("DescribeCapacityProviders", keyed, after.as_deref(), limit);
+    Ok(w::DescribeCapacityProvidersResponse {
+        capacity_providers: Some(providers),
+        failures: Some(failures),
+        next_token: next,
+    })
+}

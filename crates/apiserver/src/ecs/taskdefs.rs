@@ -1,0 +1,481 @@
+//! Task definition operations.
+//!
+//! Revisions of a family are strictly increasing with no gaps or reuse: the
+//! family record holds the last revision issued, and a registration writes
+//! the family record and the new revision in one transaction that compares
+//! the family record's mod revision. Registrations of one family are also
+//! queued behind a per-family lock inside this server so they do not burn
+//! retries against each other; the compare keeps it correct across servers.
+
+use super::{backoff, CAS_RETRIES};
+use crate::{context::RequestContext, error::ApiError, now, AppState};
+use berth_domain::taskdef::{self, Family, StoredTaskDefinition};
+use berth_domain::{arn::Arn, paging, valid_name, EcsError, Scope};
+use berth_store::keys::Keys;
+use berth_store::{typed, Txn};
+use berth_wire::ecs as w;
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// One async lock per family name, dropped when nobody holds it.
+#[derive(Default)]
+pub struct FamilyLocks {
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl FamilyLocks {
+    async fn lock(&self, family: &str) -> FamilyGuard<'_> {
+        let lock = self
+            .locks
+            .lock()
+            .entry(family.to_string())
+            .or_default()
+            .clone();
+        let guard = lock.clone().lock_owned().await;
+        FamilyGuard {
+            locks: self,
+            family: family.to_string(),
+            lock,
+            _guard: guard,
+        }
+    }
+}
+
+struct FamilyGuard<'a> {
+    locks: &'a FamilyLocks,
+    family: String,
+    lock: Arc<tokio::sync::Mutex<()>>,
+    _guard: tokio::sync::OwnedMutexGuard<()>,
+}
+
+impl Drop for FamilyGuard<'_> {
+    fn drop(&mut self) {
+        let mut map = self.locks.locks.lock();
+        // Ours, the map's and the guard's: nobody else waits for it.
+        if Arc::strong_count(&self.lock) <= 3 {
+            map.remove(&self.family);
+        }
+    }
+}
+
+pub async fn register_task_definition(
+    st: &AppState,
+    ctx: &RequestContext,
+    req: w::RegisterTaskDefinitionRequest,
+) -> Result<w::RegisterTaskDefinitionResponse, ApiError> {
+    let prepared = taskdef::prepare(&req, st.config.fargate_max_stop_timeout)?;
+    let family = prepared.family.clone();
+    let family_key = ctx.scope.taskdef_family(&family);
+    let _guard = st.locks.lock(&family).await;
+    for attempt in 0..CAS_RETRIES {
+        let current = typed::get::<Family>(&*st.store, &family_key).await?;
+        let (last, family_rev) = current
+            .as_ref()
+            .map_or((0, 0), |f| (f.value.last_revision, f.mod_revision));
+        let revision = last + 1;
+        let stored = prepared.finish(&ctx.scope, revision, now(), &ctx.principal);
+        let def_key = ctx.scope.taskdef(&family, revision);
+        let txn = Txn::when(
+            vec![
+                typed::unchanged(&family_key, family_rev),
+                typed::unchanged(&def_key, 0),
+            ],
+            vec![
+                typed::put(
+                    &family_key,
+                    &Family {
+                        name: family.clone(),
+                        last_revision: revision,
+                    },
+                ),
+                typed::put(&def_key, &stored),
+            ],
+        );
+        if st.store.txn(txn).await?.succeeded {
+            tracing::info!(family = %family, revision, "task definition registered");
+            let tags = (!stored.tags.is_empty()).then(|| stored.tags.clone());
+            return Ok(w::RegisterTaskDefinitionResponse {
+                task_definition: Some(stored.def),
+                tags,
+            });
+        }
+        backoff(attempt).await;
+    }
+    Err(EcsError::UpdateInProgress(format!(
+        "Task definition family {family} is being registered by other requests; try again."
+    ))
+    .into())
+}
+
+/// What a `taskDefinition` parameter names.
+enum Reference {
+    /// A family: its latest ACTIVE revision.
+    Latest(String),
+    Revision(String, i64),
+}
+
+fn parse_reference(scope: &Scope, s: &str, field: &str) -> Result<Reference, EcsError> {
+    let s = s.trim();
+    if s.is_empty() {
+        return Err(EcsError::client(format!("{field} must not be empty.")));
+    }
+    if s.starts_with("arn:") {
+        return match Arn::parse(s) {
+            Some(Arn::TaskDefinition {
+                scope: sc,
+                family,
+                revision,
+            }) if &sc == scope => Ok(Reference::Revision(family, revision)),
+            Some(Arn::TaskDefinition { .. }) => Err(EcsError::TaskDefinitionNotFound),
+            _ => Err(EcsError::client(format!(
+                "Invalid {field}: '{s}' is not a task definition ARN."
+            ))),
+        };
+    }
+    match s.rsplit_once(':') {
+        Some((family, rev)) => {
+            let revision: i64 = rev.parse().ok().filter(|r| *r > 0).ok_or_else(|| {
+                EcsError::client(format!("Invalid revision number. Number: {rev}"))
+            })?;
+            if !valid_name(family) {
+                return Err(EcsError::client(format!(
+                    "Invalid family '{family}' in {field}."
+                )));
+            }
+            Ok(Reference::Revision(family.to_string(), revision))
+        }
+        None if valid_name(s) => Ok(Reference::Latest(s.to_string())),
+        None => Err(EcsError::client(format!(
+            "Invalid family '{s}' in {field}."
+        ))),
+    }
+}
+
+/// Resolves a reference to a stored revision and its mod revision.
+async fn resolve(
+    st: &AppState,
+    scope: &Scope,
+    reference: &Reference,
+) -> Result<typed::Versioned<StoredTaskDefinition>, ApiError> {
+    match reference {
+        Reference::Revision(family, revision) => {
+            typed::get(&*st.store, &scope.taskdef(family, *revision))
+                .await?
+                .ok_or_else(|| EcsError::TaskDefinitionNotFound.into())
+        }
+        Reference::Latest(family) => {
+            let all =
+                typed::list::<StoredTaskDefinition>(&*st.store, &scope.taskdefs_of(family)).await?;
+            all.into_iter()
+                .rev()
+                .map(|(_, d)| d)
+                .find(|d| d.value.def.status.as_deref() == Some("ACTIVE"))
+                .ok_or_else(|| EcsError::TaskDefinitionNotFound.into())
+        }
+    }
+}
+
+fn wants_tags(include: &Option<Vec<String>>) -> Result<bool, EcsError> {
+    let mut tags = false;
+    for i in include.iter().flatten() {
+        match i.as_str() {
+            "TAGS" => tags = true,
+            other => {
+                return Err(EcsError::invalid(format!(
+                    "Invalid value '{other}' for include. Valid values: TAGS"
+                )))
+            }
+        }
+    }
+    Ok(tags)
+}
+
+pub async fn describe_task_definition(
+    st: &AppState,
+    ctx: &RequestContext,
+    req: w::DescribeTaskDefinitionRequest,
+) -> Result<w::DescribeTaskDefinitionResponse, ApiError> {
+    let with_tags = wants_tags(&req.include)?;
+    let reference = parse_reference(
+        &ctx.scope,
+        req.task_definition.as_deref().unwrap_or_default(),
+        "taskDefinition",
+    )?;
+    let found = resolve(st, &ctx.scope, &reference).await?.value;
+    Ok(w::DescribeTaskDefinitionResponse {
+        task_definition: Some(found.def),
+        tags: with_tags.then_some(found.tags),
+    })
+}
+
+pub async fn list_task_definitions(
+    st: &AppState,
+    ctx: &RequestContext,
+    req: w::ListTaskDefinitionsRequest,
+) -> Result<w::ListTaskDefinitionsResponse, ApiError> {
+    let limit = paging::max_results(req.max_results, 100)?;
+    let status = req.status.clone().unwrap_or_else(|| "ACTIVE".into());
+    if !w::enums::TASK_DEFINITION_STATUS.contains(&status.as_str()) {
+        return Err(EcsError::invalid(format!(
+            "Invalid value '{status}' for status. Valid values: ACTIVE, INACTIVE, DELETE_IN_PROGRESS"
+        ))
+        .into());
+    }
+    let sort = req.sort.clone().unwrap_or_else(|| "ASC".into());
+    if sort != "ASC" && sort != "DESC" {
+        return Err(EcsError::invalid(format!(
+            "Invalid value '{sort}' for sort. Valid values: ASC, DESC"
+        ))
+        .into());
+    }
+    let listing = format!("ListTaskDefinitions/{status}/{sort}");
+    let after = paging::resume(&listing, req.next_token.as_deref())?;
+    // familyPrefix is the full family name (as ECS documents it), not a prefix.
+    let prefix = match req.family_prefix.as_deref().filter(|f| !f.is_empty()) {
+        Some(f) => ctx.scope.taskdefs_of(f),
+        None => ctx.scope.taskdefs(),
+    };
+    let all = typed::list::<StoredTaskDefinition>(&*st.store, &prefix).await?;
+    let mut matching: Vec<(String, String)> = all
+        .into_iter()
+        .filter(|(_, d)| d.value.def.status.as_deref() == Some(status.as_str()))
+        .map(|(k, d)| (k, d.value.def.task_definition_arn.unwrap_or_default()))
+        .collect();
+    if sort == "DESC" {
+        matching.reverse();
+        // Paging compares keys; in DESC order "after" means "smaller", so
+        // page over inverted keys.
+        let inverted = matching.into_iter().map(|(k, a)| (invert(&k), a)).collect();
+        let (arns, next) = paging::page(&listing, inverted, after.as_deref(), limit);
+        return Ok(w::ListTaskDefinitionsResponse {
+            task_definition_arns: Some(arns),
+            next_token: next,
+        });
+    }
+    let (arns, next) = paging::page(&listing, matching, after.as_deref(), limit);
+    Ok(w::ListTaskDefinitionsResponse {
+        task_definition_arns: Some(arns),
+        next_token: next,
+    })
+}
+
+/// Maps a key to one that sorts in the opposite order (keys are ASCII).
+fn invert(key: &str) -> String {
+    key.chars()
+        .map(|c| char::from_u32(0x7f - (c as u32).min(0x7f)).unwrap_or('\0'))
+        .chain(['\u{7f}'])
+        .collect()
+}
+
+pub async fn list_task_definition_families(
+    st: &AppState,
+    ctx: &RequestContext,
+    req: w::ListTaskDefinitionFamiliesRequest,
+) -> Result<w::ListTaskDefinitionFamiliesResponse, ApiError> {
+    let limit = paging::max_results(req.max_results, 100)?;
+    let status = req.status.clone().unwrap_or_else(|| "ALL".into());
+    if !w::enums::TASK_DEFINITION_FAMILY_STATUS.contains(&status.as_str()) {
+        return Err(EcsError::invalid(format!(
+            "Invalid value '{status}' for status. Valid values: ACTIVE, INACTIVE, ALL"
+        ))
+        .into());
+    }
+    let listing = format!("ListTaskDefinitionFamilies/{status}");
+    let after = paging::resume(&listing, req.next_token.as_deref())?;
+    let prefix = req.family_prefix.clone().unwrap_or_default();
+    let families = typed::list::<Family>(
+        &*st.store,
+        &format!("{}{prefix}", ctx.scope.taskdef_families()),
+    )
+    .await?;
+    let mut out = vec![];
+    for (key, f) in families {
+        let keep = match status.as_str() {
+            "ALL" => true,
+            wanted => {
+                let revisions = typed::list::<StoredTaskDefinition>(
+                    &*st.store,
+                    &ctx.scope.taskdefs_of(&f.value.name),
+                )
+                .await?;
+                let any_active = revisions
+                    .iter()
+                    .any(|(_, d)| d.value.def.status.as_deref() == Some("ACTIVE"));
+                if wanted == "ACTIVE" {
+                    any_active
+                } else {
+                    !any_active
+                }
+            }
+        };
+        if keep {
+            out.push((key, f.value.name));
+        }
+    }
+    let (families, next) = paging::page(&listing, out, after.as_deref(), limit);
+    Ok(w::ListTaskDefinitionFamiliesResponse {
+        families: Some(families),
+        next_token: next,
+    })
+}
+
+pub async fn deregister_task_definition(
+    st: &AppState,
+    ctx: &RequestContext,
+    req: w::DeregisterTaskDefinitionRequest,
+) -> Result<w::DeregisterTaskDefinitionResponse, ApiError> {
+    let reference = parse_reference(
+        &ctx.scope,
+        req.task_definition.as_deref().unwrap_or_default(),
+        "taskDefinition",
+    )?;
+    let Reference::Revision(family, revision) = reference else {
+        return Err(EcsError::client("Revision is missing.").into());
+    };
+    let key = ctx.scope.taskdef(&family, revision);
+    for attempt in 0..CAS_RETRIES {
+        let current = resolve(
+            st,
+            &ctx.scope,
+            &Reference::Revision(family.clone(), revision),
+        )
+        .await?;
+        if current.value.def.status.as_deref() != Some("ACTIVE") {
+            return Ok(w::DeregisterTaskDefinitionResponse {
+                task_definition: Some(current.value.def),
+            });
+        }
+        let mut updated = current.value.clone();
+        updated.def.status = Some("INACTIVE".into());
+        updated.def.deregistered_at = Some(now());
+        let txn = Txn::when(
+            vec![typed::unchanged(&key, current.mod_revision)],
+            vec![typed::put(&key, &updated)],
+        );
+        if st.store.txn(txn).await?.succeeded {
+            tracing::info!(family = %family, revision, "task definition deregistered");
+            return Ok(w::DeregisterTaskDefinitionResponse {
+                task_definition: Some(updated.def),
+            });
+        }
+        backoff(attempt).await;
+    }
+    Err(EcsError::UpdateInProgress(
+        "The task definition is being changed by another request; try again.".into(),
+    )
+    .into())
+}
+
+pub async fn delete_task_definitions(
+    st: &AppState,
+    ctx: &RequestContext,
+    req: w::DeleteTaskDefinitionsRequest,
+) -> Result<w::DeleteTaskDefinitionsResponse, ApiError> {
+    let wanted = req.task_definitions.clone().unwrap_or_default();
+    if wanted.is_empty() {
+        return Err(EcsError::invalid(
+            "taskDefinitions must contain at least one task definition.",
+        )
+        .into());
+    }
+    if wanted.len() > 10 {
+        return Err(
+            EcsError::invalid("taskDefinitions can contain at most 10 task definitions.").into(),
+        );
+    }
+    let mut deleted = vec![];
+    let mut failures = vec![];
+    for given in wanted {
+        let fail = |reason: &str| w::Failure {
+            arn: Some(given.clone()),
+            reason: Some(reason.into()),
+            detail: None,
+        };
+        let (family, revision) = match parse_reference(&ctx.scope, &given, "taskDefinitions") {
+            Ok(Reference::Revision(f, r)) => (f, r),
+            Ok(Reference::Latest(_)) => {
+                failures.push(fail("The specified task definition must include a revision: family:revision or a full ARN."));
+                continue;
+            }
+            Err(e) => {
+                failures.push(fail(&e.to_string()));
+                continue;
+            }
+        };
+        let key = ctx.scope.taskdef(&family, revision);
+        let mut outcome = None;
+        for attempt in 0..CAS_RETRIES {
+            let Some(current) = typed::get::<StoredTaskDefinition>(&*st.store, &key).await? else {
+                outcome = Some(Err("The specified task definition does not exist."));
+                break;
+            };
+            match current.value.def.status.as_deref() {
+                Some("ACTIVE") => {
+                    outcome = Some(Err(
+                        "The specified task definition is still in ACTIVE status. Please deregister the target and try again.",
+                    ));
+                    break;
+                }
+                Some("DELETE_IN_PROGRESS") => {
+                    outcome = Some(Ok(current.value.def));
+                    break;
+                }
+                _ => {}
+            }
+            let mut updated = current.value.clone();
+            updated.def.status = Some("DELETE_IN_PROGRESS".into());
+            updated.def.delete_requested_at = Some(now());
+            let txn = Txn::when(
+                vec![typed::unchanged(&key, current.mod_revision)],
+                vec![typed::put(&key, &updated)],
+            );
+            if st.store.txn(txn).await?.succeeded {
+                outcome = Some(Ok(updated.def));
+                break;
+            }
+            backoff(attempt).await;
+        }
+        match outcome {
+            Some(Ok(def)) => deleted.push(def),
+            Some(Err(reason)) => failures.push(fail(reason)),
+            None => failures.push(fail(
+                "The task definition is being changed by another request; try again.",
+            )),
+        }
+    }
+    Ok(w::DeleteTaskDefinitionsResponse {
+        task_definitions: Some(deleted),
+        failures: Some(failures),
+    })
+}
+
+/// Reads a revision for tagging.
+pub(crate) async fn stored(
+    st: &AppState,
+    scope: &Scope,
+    family: &str,
+    revision: i64,
+) -> Result<Option<typed::Versioned<StoredTaskDefinition>>, ApiError> {
+    Ok(typed::get(&*st.store, &scope.taskdef(family, revision)).await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::invert;
+
+    #[test]
+    fn invert_reverses_order() {
+        let mut keys = vec![
+            "/a/web/0000000002",
+            "/a/web/0000000010",
+            "/a/api/0000000001",
+            "/a/web",
+        ];
+        let mut inv: Vec<String> = keys.iter().map(|k| invert(k)).collect();
+        keys.sort();
+        inv.sort();
+        let back: Vec<String> = keys.iter().rev().map(|k| invert(k)).collect();
+        assert_eq!(inv, back);
+    }
+}

@@ -1,0 +1,61 @@
+//! Every way a request can fail, and how each leaves the server.
+
+use berth_domain::EcsError;
+use berth_store::StoreError;
+
+/// A failed request.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error(transparent)]
+    Ecs(#[from] EcsError),
+    /// The body is not JSON, or a member has the wrong type.
+    #[error("{0}")]
+    Serialization(String),
+    #[error("{0}")]
+    UnknownOperation(String),
+    /// The body is larger than the configured limit.
+    #[error("Request body is larger than the limit of {0} bytes.")]
+    TooLarge(usize),
+    /// A store failure: the client sees ServerException, the log the cause.
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+}
+
+impl ApiError {
+    /// (HTTP status, exception name, message) as the client sees them. One
+    /// exhaustive match: adding an error forces a decision here.
+    pub fn parts(&self) -> (u16, &'static str, String) {
+        match self {
+            ApiError::Ecs(e) => {
+                let status = match e {
+                    EcsError::ClusterNotFound
+                    | EcsError::TaskDefinitionNotFound
+                    | EcsError::ClusterContainsServices
+                    | EcsError::ClusterContainsTasks
+                    | EcsError::ClusterContainsContainerInstances
+                    | EcsError::Client(_)
+                    | EcsError::InvalidParameter(_)
+                    | EcsError::ResourceNotFound(_)
+                    | EcsError::LimitExceeded(_)
+                    | EcsError::UpdateInProgress(_) => 400,
+                };
+                (status, e.code(), e.to_string())
+            }
+            ApiError::Serialization(m) => (400, "SerializationException", m.clone()),
+            ApiError::UnknownOperation(m) => (400, "UnknownOperationException", m.clone()),
+            ApiError::TooLarge(_) => (413, "RequestEntityTooLargeException", self.to_string()),
+            ApiError::Store(_) => (500, "ServerException", "An internal error occurred.".into()),
+        }
+    }
+}
+
+impl From<berth_wire::json::DecodeError> for ApiError {
+    fn from(e: berth_wire::json::DecodeError) -> Self {
+        ApiError::Serialization(match e {
+            berth_wire::json::DecodeError::Malformed(m) => m,
+            berth_wire::json::DecodeError::WrongType { path, message } => {
+                format!("Invalid value for member '{path}': {message}")
+            }
+        })
+    }
+}

@@ -1,0 +1,230 @@
+//! The `berth` binary: a thin adapter that parses flags, opens the store,
+//! and runs the components. Behaviour lives in the library crates.
+
+use anyhow::{bail, Context};
+use berth_apiserver::{ApiConfig, AppState};
+use berth_store::{MemStore, SqliteStore, Store};
+use clap::{Parser, Subcommand, ValueEnum};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(name = "berth", version, about = "A self-hosted Amazon ECS")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the control plane (the ECS API and everything behind it).
+    Server(ServerArgs),
+    /// Run everything on this machine: the control plane on an embedded store.
+    Up(ServerArgs),
+    /// Print the version.
+    Version,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(clap::Args, Clone)]
+struct ServerArgs {
+    /// Address of the API (ECS, STS, later ELBv2...), /health and /metrics.
+    #[arg(long, env = "BERTH_LISTEN", default_value = "127.0.0.1:8750")]
+    listen: SocketAddr,
+    /// Directory for Berth's state. Defaults to $XDG_DATA_HOME/berth or ~/.local/share/berth.
+    #[arg(long, env = "BERTH_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Store URL: sqlite://PATH (default: berth.db in the data dir) or memory:// (lost on exit).
+    #[arg(long, env = "BERTH_STORE")]
+    store: Option<String>,
+    /// Account id of every resource and ARN.
+    #[arg(long, env = "BERTH_ACCOUNT_ID", default_value = "000000000000")]
+    account_id: String,
+    /// Region of unsigned requests; a signed request's credential scope wins.
+    #[arg(long, env = "BERTH_REGION", default_value = "us-east-1")]
+    region: String,
+    /// Log format.
+    #[arg(long, env = "BERTH_LOG_FORMAT", value_enum, default_value = "text")]
+    log_format: LogFormat,
+    /// Log filter (tracing EnvFilter syntax), e.g. info or berth_apiserver=debug.
+    #[arg(long, env = "BERTH_LOG", default_value = "info")]
+    log: String,
+    /// Largest accepted request body, in bytes.
+    #[arg(long, env = "BERTH_BODY_LIMIT", default_value_t = 1024 * 1024)]
+    body_limit: usize,
+    /// Ceiling for Fargate containers' stopTimeout, in seconds (AWS: 120).
+    #[arg(long, env = "BERTH_FARGATE_MAX_STOP_TIMEOUT", default_value_t = 120)]
+    fargate_max_stop_timeout: i32,
+    /// Store history kept for watchers, in revisions; older history is compacted.
+    #[arg(long, env = "BERTH_HISTORY_REVISIONS", default_value_t = 100_000)]
+    history_revisions: i64,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Version => {
+            println!("berth {}", env!("CARGO_PKG_VERSION"));
+            Ok(())
+        }
+        Command::Server(args) => run(args, false),
+        Command::Up(args) => run(args, true),
+    }
+}
+
+fn init_logs(args: &ServerArgs) -> anyhow::Result<()> {
+    let filter =
+        tracing_subscriber::EnvFilter::try_new(&args.log).context("invalid --log filter")?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match args.log_format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+    Ok(())
+}
+
+fn data_dir(args: &ServerArgs) -> anyhow::Result<PathBuf> {
+    if let Some(d) = &args.data_dir {
+        return Ok(d.clone());
+    }
+    if let Some(x) = std::env::var_os("XDG_DATA_HOME") {
+        return Ok(PathBuf::from(x).join("berth"));
+    }
+    match std::env::var_os("HOME") {
+        Some(h) => Ok(PathBuf::from(h).join(".local/share/berth")),
+        None => bail!("no data directory: set --data-dir or BERTH_DATA_DIR"),
+    }
+}
+
+fn open_store(args: &ServerArgs) -> anyhow::Result<(Arc<dyn Store>, String)> {
+    let url = match &args.store {
+        Some(u) => u.clone(),
+        None => {
+            let dir = data_dir(args)?;
+            format!("sqlite://{}", dir.join("berth.db").display())
+        }
+    };
+    if url == "memory://" {
+        return Ok((Arc::new(MemStore::new()), url));
+    }
+    let Some(path) = url.strip_prefix("sqlite://") else {
+        bail!("unsupported --store {url:?}: use sqlite://PATH or memory://");
+    };
+    let path = PathBuf::from(path);
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("cannot create {}", parent.display()))?;
+    }
+    let store = SqliteStore::open(&path)
+        .with_context(|| format!("cannot open store {}", path.display()))?;
+    Ok((Arc::new(store), url))
+}
+
+fn run(args: ServerArgs, up: bool) -> anyhow::Result<()> {
+    init_logs(&args)?;
+    if args.account_id.len() != 12 || !args.account_id.bytes().all(|b| b.is_ascii_digit()) {
+        bail!("--account-id must be 12 digits, got {:?}", args.account_id);
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(serve(args, up))
+}
+
+async fn serve(args: ServerArgs, up: bool) -> anyhow::Result<()> {
+    let (store, url) = open_store(&args)?;
+    let config = ApiConfig {
+        account_id: args.account_id.clone(),
+        default_region: args.region.clone(),
+        body_limit: args.body_limit,
+        fargate_max_stop_timeout: args.fargate_max_stop_timeout,
+    };
+    let app = berth_apiserver::router(AppState::new(store.clone(), config));
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(listen = %addr, store = %url, "berth server ready");
+    if up {
+        eprintln!(
+            "Berth is up: ECS API on http://{addr} (store {url}).\n  \
+             Try: aws --endpoint-url http://{addr} --region {} ecs create-cluster --cluster-name demo",
+            args.region
+        );
+    }
+
+    let shutdown = CancellationToken::new();
+    let compactor = tokio::spawn(compact_history(
+        store.clone(),
+        args.history_revisions,
+        shutdown.clone(),
+    ));
+    let signal = shutdown.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutting down");
+        signal.cancel();
+    });
+    let stop = shutdown.clone();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move { stop.cancelled().await })
+        .await?;
+    shutdown.cancel();
+    compactor.await.ok();
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(
+            tokio::signal::unix::SignalKind::terminate(),
+        ) {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch SIGTERM; only Ctrl-C stops the server");
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+/// Keeps the watch history bounded: compacts everything older than the
+/// newest `keep` revisions, once a minute.
+async fn compact_history(store: Arc<dyn Store>, keep: i64, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        match store.current_revision().await {
+            Ok(rev) if rev > keep => {
+                if let Err(e) = store.compact(rev - keep).await {
+                    tracing::warn!(error = %e, "history compaction failed");
+                }
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot read the store revision"),
+        }
+    }
+}
