@@ -7,9 +7,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
 use std::path::Path;
 
+// One entry per served JSON model; ELBv2, Logs and App Auto Scaling join later.
+const MODELS: &[(&str, &str)] = &[("ecs-2014-11-13.json", "ecs")];
+
 fn main() {
     let out_dir = std::env::var("OUT_DIR").expect("cargo sets OUT_DIR");
-    for (model, module) in [("ecs-2014-11-13.json", "ecs")] {
+    for (model, module) in MODELS {
         let path = Path::new("../../models").join(model);
         println!("cargo:rerun-if-changed={}", path.display());
         let text = std::fs::read_to_string(&path).expect("vendored model is readable");

@@ -53,10 +53,8 @@ async fn root(State(st): State<AppState>, headers: HeaderMap, body: Body) -> Res
         .and_then(|v| v.to_str().ok())
         .is_some_and(|ct| ct.starts_with("application/x-www-form-urlencoded"));
 
-    let body = match axum::body::to_bytes(body, st.config.body_limit).await {
-        Ok(b) => Some(b),
-        Err(_) => None,
-    };
+    // None means the body exceeded the limit.
+    let body = axum::body::to_bytes(body, st.config.body_limit).await.ok();
 
     let (service, operation, protocol, result) = match (&target, form) {
         (_, _) if ctx.bad_region.is_some() => (

@@ -22,6 +22,8 @@ use berth_store::Store;
 use std::sync::Arc;
 
 pub use context::RequestContext;
+/// ECS operations Berth serves (the rest of the model answers UnknownOperationException).
+pub use ecs::IMPLEMENTED as ECS_IMPLEMENTED;
 pub use error::ApiError;
 
 /// Settings of the API server.

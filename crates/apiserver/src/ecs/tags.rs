@@ -12,8 +12,8 @@ use berth_wire::ecs as w;
 
 /// A taggable record: where it lives and how to reach its tags.
 enum Taggable {
-    Cluster(String, typed::Versioned<Cluster>),
-    TaskDefinition(String, typed::Versioned<StoredTaskDefinition>),
+    Cluster(String, Box<typed::Versioned<Cluster>>),
+    TaskDefinition(String, Box<typed::Versioned<StoredTaskDefinition>>),
 }
 
 async fn find(
@@ -39,7 +39,9 @@ async fn find(
         Arn::Cluster { name, .. } => {
             let key = ctx.scope.cluster(&name);
             match typed::get::<Cluster>(&*st.store, &key).await? {
-                Some(c) if c.value.status == ClusterStatus::Active => Ok(Taggable::Cluster(key, c)),
+                Some(c) if c.value.status == ClusterStatus::Active => {
+                    Ok(Taggable::Cluster(key, Box::new(c)))
+                }
                 _ => Err(EcsError::ClusterNotFound.into()),
             }
         }
@@ -48,7 +50,7 @@ async fn find(
         } => match super::taskdefs::stored(st, &ctx.scope, &family, revision).await? {
             Some(d) => Ok(Taggable::TaskDefinition(
                 ctx.scope.taskdef(&family, revision),
-                d,
+                Box::new(d),
             )),
             None => Err(EcsError::ResourceNotFound(format!(
                 "The specified resource {arn} could not be found."

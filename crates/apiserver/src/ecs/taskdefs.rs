@@ -466,7 +466,7 @@ mod tests {
 
     #[test]
     fn invert_reverses_order() {
-        let mut keys = vec![
+        let mut keys = [
             "/a/web/0000000002",
             "/a/web/0000000010",
             "/a/api/0000000001",

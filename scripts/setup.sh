@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Installs what Berth's build and tests need on a Debian machine, idempotently:
+# system packages, a Rust toolchain check, and a Python venv (.venv) with the
+# real AWS clients used by the conformance tests and benchmarks.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+command -v cc >/dev/null || need_apt+=(build-essential)
+command -v curl >/dev/null || need_apt+=(curl)
+python3 -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3-venv)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "setup: installing ${need_apt[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq "${need_apt[@]}" </dev/null
+fi
+
+command -v cargo >/dev/null || { echo "setup: cargo is missing; install a stable Rust toolchain" >&2; exit 1; }
+if ! cargo nextest --version >/dev/null 2>&1; then
+  echo "setup: installing cargo-nextest"
+  cargo install --locked cargo-nextest
+fi
+
+# The venv is rebuilt when requirements change.
+req=tests/conformance/requirements.txt
+stamp=.venv/.requirements
+if [ ! -x .venv/bin/python ] || ! cmp -s "$req" "$stamp"; then
+  echo "setup: creating .venv"
+  python3 -m venv .venv
+  .venv/bin/pip install -q --disable-pip-version-check -r "$req"
+  cp "$req" "$stamp"
+fi

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The whole test suite. Fails when any test fails.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy -D warnings"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== cargo nextest"
+cargo nextest run --workspace --locked --no-fail-fast
+echo "== conformance (aws-cli + boto3 against berth server)"
+cargo build --locked -p berth
+BERTH_BIN="$PWD/target/debug/berth" .venv/bin/python -m pytest -q tests/conformance
