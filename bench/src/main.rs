@@ -1,1 +1,150 @@
-fn main() {}
+//! Drives one ECS operation at an endpoint with N concurrent keep-alive
+//! clients for a fixed time and prints one JSON line of results. The same
+//! requests go to every target (Berth, moto_server...), signed with a
+//! credential scope so that multi-service emulators route them to ECS.
+
+use anyhow::{bail, Context};
+use bytes::Bytes;
+use clap::Parser;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+
+#[derive(Parser, Clone)]
+struct Args {
+    /// Endpoint, e.g. http://127.0.0.1:8750
+    #[arg(long)]
+    target: String,
+    /// Label for the results line.
+    #[arg(long)]
+    name: String,
+    /// register | describe | list
+    #[arg(long)]
+    op: String,
+    #[arg(long, default_value_t = 1)]
+    clients: usize,
+    /// Seconds of load after a short warm-up.
+    #[arg(long, default_value_t = 5.0)]
+    seconds: f64,
+    /// Prefix for family names, so runs do not see each other's data.
+    #[arg(long, default_value = "bench")]
+    run: String,
+}
+
+type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
+
+async fn call(client: &HttpClient, target: &str, op: &str, body: &Value) -> anyhow::Result<Value> {
+    let req = hyper::Request::post(format!("{target}/"))
+        .header("X-Amz-Target", format!("AmazonEC2ContainerServiceV20141113.{op}"))
+        .header("Content-Type", "application/x-amz-json-1.1")
+        .header(
+            "Authorization",
+            "AWS4-HMAC-SHA256 Credential=AKIDBENCH/20260101/us-east-1/ecs/aws4_request, SignedHeaders=host, Signature=0",
+        )
+        .body(Full::new(Bytes::from(body.to_string())))?;
+    let resp = client.request(req).await?;
+    let status = resp.status();
+    let bytes = resp.into_body().collect().await?.to_bytes();
+    if !status.is_success() {
+        bail!("{op}: HTTP {status}: {}", String::from_utf8_lossy(&bytes));
+    }
+    Ok(serde_json::from_slice(&bytes)?)
+}
+
+fn task_definition(family: &str) -> Value {
+    json!({
+        "family": family,
+        "containerDefinitions": [{
+            "name": "web", "image": "busybox", "memory": 128, "cpu": 128,
+            "portMappings": [{"containerPort": 80}],
+            "environment": [{"name": "MODE", "value": "bench"}],
+            "healthCheck": {"command": ["CMD-SHELL", "true"], "interval": 10}
+        }]
+    })
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let client: HttpClient = Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(256)
+        .build_http();
+    let shared = format!("{}-shared", args.run);
+    if args.op != "register" {
+        // Reads run against a family with a realistic number of revisions.
+        for _ in 0..20 {
+            call(
+                &client,
+                &args.target,
+                "RegisterTaskDefinition",
+                &task_definition(&shared),
+            )
+            .await
+            .context("setup")?;
+        }
+    }
+    let warmup = Duration::from_millis(500);
+    let run_for = Duration::from_secs_f64(args.seconds);
+    let start = Instant::now();
+    let mut tasks = vec![];
+    for i in 0..args.clients {
+        let client = client.clone();
+        let args = args.clone();
+        let shared = shared.clone();
+        tasks.push(tokio::spawn(async move {
+            let (op, body) = match args.op.as_str() {
+                // Each client registers its own family: services in one account register in parallel.
+                "register" => (
+                    "RegisterTaskDefinition",
+                    task_definition(&format!("{}-c{i}", args.run)),
+                ),
+                "describe" => ("DescribeTaskDefinition", json!({"taskDefinition": shared})),
+                "list" => (
+                    "ListTaskDefinitions",
+                    json!({"familyPrefix": shared, "maxResults": 10}),
+                ),
+                other => panic!("unknown --op {other}"),
+            };
+            let mut lat = vec![];
+            let mut errors = 0u64;
+            loop {
+                let t = Instant::now();
+                let since = t.duration_since(start);
+                if since >= warmup + run_for {
+                    break;
+                }
+                let ok = call(&client, &args.target, op, &body).await.is_ok();
+                if since >= warmup {
+                    if ok {
+                        lat.push(t.elapsed());
+                    } else {
+                        errors += 1;
+                    }
+                }
+            }
+            (lat, errors)
+        }));
+    }
+    let mut all = vec![];
+    let mut errors = 0;
+    for t in tasks {
+        let (l, e) = t.await?;
+        all.extend(l);
+        errors += e;
+    }
+    all.sort();
+    let pct = |p: f64| {
+        all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1)))
+            .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+    };
+    let out = json!({
+        "name": args.name, "op": args.op, "clients": args.clients,
+        "requests": all.len(), "errors": errors,
+        "rps": all.len() as f64 / run_for.as_secs_f64(),
+        "p50_ms": pct(0.50), "p99_ms": pct(0.99),
+    });
+    println!("{out}");
+    Ok(())
+}

@@ -536,17 +536,23 @@ impl Store for SqliteStore {
                 Some(after) if after.as_str() >= req.prefix.as_str() => after.clone(),
                 _ => String::new(),
             };
-            let upper = prefix_end(&req.prefix);
             // Fetch one more than the limit to learn whether there is more.
             let fetch = req.limit.map_or(-1, |l| l as i64 + 1);
-            let sql = format!(
-                "SELECT {KV_COLS} FROM kv WHERE key >= ?1 AND key > ?2 AND (?3 IS NULL OR key < ?3) \
-                 ORDER BY key LIMIT ?4"
-            );
-            let mut stmt = conn.prepare_cached(&sql)?;
-            let mut kvs: Vec<KeyValue> = stmt
-                .query_map(params![req.prefix, lower, upper, fetch], row_kv)?
-                .collect::<Result<_, _>>()?;
+            // Two statements rather than `?3 IS NULL OR key < ?3`: the OR
+            // keeps SQLite from using the upper bound, turning every prefix
+            // read into a scan to the end of the table.
+            let mut kvs: Vec<KeyValue> = match prefix_end(&req.prefix) {
+                Some(upper) => conn
+                    .prepare_cached(&format!(
+                        "SELECT {KV_COLS} FROM kv WHERE key >= ?1 AND key > ?2 AND key < ?3 ORDER BY key LIMIT ?4"
+                    ))?
+                    .query_map(params![req.prefix, lower, upper, fetch], row_kv)?
+                    .collect::<Result<_, _>>()?,
+                None => conn
+                    .prepare_cached(&format!("SELECT {KV_COLS} FROM kv WHERE key > ?1 ORDER BY key LIMIT ?2"))?
+                    .query_map(params![lower, fetch], row_kv)?
+                    .collect::<Result<_, _>>()?,
+            };
             let more = req.limit.is_some_and(|l| kvs.len() > l);
             if let Some(l) = req.limit {
                 kvs.truncate(l);

@@ -12,7 +12,7 @@ use crate::{context::RequestContext, error::ApiError, now, AppState};
 use berth_domain::taskdef::{self, Family, StoredTaskDefinition};
 use berth_domain::{arn::Arn, paging, valid_name, EcsError, Scope};
 use berth_store::keys::Keys;
-use berth_store::{typed, Txn};
+use berth_store::{typed, RangeRequest, Txn};
 use berth_wire::ecs as w;
 use parking_lot::Mutex;
 use std::collections::HashMap;
@@ -108,6 +108,26 @@ pub async fn register_task_definition(
     .into())
 }
 
+/// The part of a stored revision that listings need; decoding only this
+/// skips the container definitions.
+#[derive(serde::Deserialize)]
+struct Summary {
+    def: SummaryDef,
+}
+
+#[derive(serde::Deserialize)]
+struct SummaryDef {
+    status: Option<String>,
+    #[serde(rename = "taskDefinitionArn")]
+    arn: Option<String>,
+}
+
+impl Summary {
+    fn is_active(&self) -> bool {
+        self.def.status.as_deref() == Some("ACTIVE")
+    }
+}
+
 /// What a `taskDefinition` parameter names.
 enum Reference {
     /// A family: its latest ACTIVE revision.
@@ -165,13 +185,18 @@ async fn resolve(
                 .ok_or_else(|| EcsError::TaskDefinitionNotFound.into())
         }
         Reference::Latest(family) => {
-            let all =
-                typed::list::<StoredTaskDefinition>(&*st.store, &scope.taskdefs_of(family)).await?;
-            all.into_iter()
-                .rev()
-                .map(|(_, d)| d)
-                .find(|d| d.value.def.status.as_deref() == Some("ACTIVE"))
-                .ok_or_else(|| EcsError::TaskDefinitionNotFound.into())
+            // Newest first, reading only the status until the ACTIVE one:
+            // full decodes are the expensive part of a read.
+            let all = st
+                .store
+                .range(RangeRequest::prefix(scope.taskdefs_of(family)))
+                .await?;
+            for kv in all.kvs.iter().rev() {
+                if typed::decode::<Summary>(kv)?.value.is_active() {
+                    return Ok(typed::decode(kv)?);
+                }
+            }
+            Err(EcsError::TaskDefinitionNotFound.into())
         }
     }
 }
@@ -236,11 +261,11 @@ pub async fn list_task_definitions(
         Some(f) => ctx.scope.taskdefs_of(f),
         None => ctx.scope.taskdefs(),
     };
-    let all = typed::list::<StoredTaskDefinition>(&*st.store, &prefix).await?;
+    let all = typed::list::<Summary>(&*st.store, &prefix).await?;
     let mut matching: Vec<(String, String)> = all
         .into_iter()
         .filter(|(_, d)| d.value.def.status.as_deref() == Some(status.as_str()))
-        .map(|(k, d)| (k, d.value.def.task_definition_arn.unwrap_or_default()))
+        .map(|(k, d)| (k, d.value.def.arn.unwrap_or_default()))
         .collect();
     if sort == "DESC" {
         matching.reverse();
@@ -294,14 +319,10 @@ pub async fn list_task_definition_families(
         let keep = match status.as_str() {
             "ALL" => true,
             wanted => {
-                let revisions = typed::list::<StoredTaskDefinition>(
-                    &*st.store,
-                    &ctx.scope.taskdefs_of(&f.value.name),
-                )
-                .await?;
-                let any_active = revisions
-                    .iter()
-                    .any(|(_, d)| d.value.def.status.as_deref() == Some("ACTIVE"));
+                let revisions =
+                    typed::list::<Summary>(&*st.store, &ctx.scope.taskdefs_of(&f.value.name))
+                        .await?;
+                let any_active = revisions.iter().any(|(_, d)| d.value.is_active());
                 if wanted == "ACTIVE" {
                     any_active
                 } else {
