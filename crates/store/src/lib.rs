@@ -217,26 +217,82 @@ pub trait Store: Send + Sync + 'static {
     async fn lease_revoke(&self, id: LeaseId) -> Result<(), StoreError>;
 }
 
-/// Smallest string greater than every string with this prefix, or None when
-/// the prefix is empty (no upper bound).
-pub(crate) fn prefix_end(prefix: &str) -> Option<String> {
-    let mut chars: Vec<char> = prefix.chars().collect();
-    while let Some(last) = chars.pop() {
-        if let Some(next) = char::from_u32(last as u32 + 1) {
-            chars.push(next);
-            return Some(chars.into_iter().collect());
+/// A prefix range over an ordered in-memory key space, shared by every
+/// backend that serves reads from memory.
+pub(crate) fn range_in(
+    kvs: &std::collections::BTreeMap<String, KeyValue>,
+    req: &RangeRequest,
+    revision: Revision,
+) -> RangeResponse {
+    let start = match &req.start_after {
+        Some(after) if after.as_str() >= req.prefix.as_str() => {
+            std::ops::Bound::Excluded(after.clone())
         }
+        _ => std::ops::Bound::Included(req.prefix.clone()),
+    };
+    let limit = req.limit.unwrap_or(usize::MAX);
+    let mut iter = kvs
+        .range((start, std::ops::Bound::Unbounded))
+        .take_while(|(k, _)| k.starts_with(&req.prefix))
+        .map(|(_, kv)| kv.clone());
+    let found: Vec<KeyValue> = iter.by_ref().take(limit).collect();
+    let more = iter.next().is_some();
+    RangeResponse {
+        kvs: found,
+        more,
+        revision,
     }
-    None
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn kv(k: &str) -> KeyValue {
+        KeyValue {
+            key: k.into(),
+            value: vec![],
+            create_revision: 1,
+            mod_revision: 1,
+            version: 1,
+            lease: None,
+        }
+    }
+
     #[test]
-    fn prefix_end_bumps_last_char() {
-        assert_eq!(prefix_end("/a/b/").as_deref(), Some("/a/b0"));
-        assert_eq!(prefix_end(""), None);
+    fn range_in_honours_prefix_continuation_and_limit() {
+        let map: std::collections::BTreeMap<_, _> = ["/a", "/a/1", "/a/2", "/a/3", "/b"]
+            .iter()
+            .map(|k| (k.to_string(), kv(k)))
+            .collect();
+        let r = range_in(
+            &map,
+            &RangeRequest {
+                prefix: "/a/".into(),
+                start_after: Some("/a/1".into()),
+                limit: Some(1),
+            },
+            7,
+        );
+        assert_eq!(
+            r.kvs.iter().map(|k| k.key.as_str()).collect::<Vec<_>>(),
+            ["/a/2"]
+        );
+        assert!(r.more);
+        assert_eq!(r.revision, 7);
+        let r = range_in(
+            &map,
+            &RangeRequest {
+                prefix: "/a/".into(),
+                start_after: Some("/".into()),
+                limit: None,
+            },
+            7,
+        );
+        assert_eq!(
+            r.kvs.len(),
+            3,
+            "a continuation before the prefix starts at the prefix"
+        );
     }
 }

@@ -177,25 +177,7 @@ impl Store for MemStore {
 
     async fn range(&self, req: RangeRequest) -> Result<RangeResponse, StoreError> {
         let state = self.inner.state.lock();
-        let start = match &req.start_after {
-            Some(after) if after.as_str() >= req.prefix.as_str() => {
-                std::ops::Bound::Excluded(after.clone())
-            }
-            _ => std::ops::Bound::Included(req.prefix.clone()),
-        };
-        let limit = req.limit.unwrap_or(usize::MAX);
-        let mut iter = state
-            .kvs
-            .range((start, std::ops::Bound::Unbounded))
-            .take_while(|(k, _)| k.starts_with(&req.prefix))
-            .map(|(_, kv)| kv.clone());
-        let kvs: Vec<KeyValue> = iter.by_ref().take(limit).collect();
-        let more = iter.next().is_some();
-        Ok(RangeResponse {
-            kvs,
-            more,
-            revision: state.revision,
-        })
+        Ok(range_in(&state.kvs, &req, state.revision))
     }
 
     async fn txn(&self, txn: Txn) -> Result<TxnResult, StoreError> {

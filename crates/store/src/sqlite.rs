@@ -6,8 +6,12 @@
 //! commits once, and only then answers. One fsync is shared by the whole
 //! group, which is what makes thousands of durable writes per second possible
 //! on one disk, and no caller hears "ok" before its write is on disk.
-//! Reads go to a small pool of read connections; WAL lets them run while the
-//! writer commits.
+//! Like etcd, the current key space is also kept in memory: the writer
+//! applies each group's changes to it after the commit succeeded and before
+//! answering, and get/range are served from it. SQLite is the durable copy
+//! (read back at open) and the source of watch history, which is read
+//! through a small pool of read connections that WAL lets run beside the
+//! writer.
 
 use crate::apply::{apply, TxnState};
 use crate::lease::{self, LeaseClock};
@@ -51,8 +55,16 @@ enum WriteCmd {
     LeaseRevoke(LeaseId, Reply<bool>),
 }
 
+/// The committed key space and the revision it is at, updated together.
+#[derive(Default)]
+struct Cache {
+    kvs: std::collections::BTreeMap<String, KeyValue>,
+    revision: Revision,
+}
+
 struct Inner {
     writer: mpsc::SyncSender<WriteCmd>,
+    cache: Arc<parking_lot::RwLock<Cache>>,
     readers: Vec<Mutex<Connection>>,
     next_reader: AtomicUsize,
     revisions: tokio_watch::Sender<Revision>,
@@ -91,6 +103,15 @@ impl SqliteStore {
         })?;
         conn.execute_batch(SCHEMA)?;
         let revision = meta(&conn, "revision")?;
+        let mut kvs = std::collections::BTreeMap::new();
+        {
+            let mut stmt = conn.prepare(&format!("SELECT {KV_COLS} FROM kv"))?;
+            for kv in stmt.query_map([], row_kv)? {
+                let kv = kv?;
+                kvs.insert(kv.key.clone(), kv);
+            }
+        }
+        let cache = Arc::new(parking_lot::RwLock::new(Cache { kvs, revision }));
         let leases: Vec<(LeaseId, i64)> = conn
             .prepare("SELECT id, ttl_ms FROM leases")?
             .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
@@ -105,6 +126,7 @@ impl SqliteStore {
         let revisions = tokio_watch::channel(revision).0;
         let inner = Arc::new(Inner {
             writer: tx,
+            cache: cache.clone(),
             readers,
             next_reader: AtomicUsize::new(0),
             revisions: revisions.clone(),
@@ -122,6 +144,8 @@ impl SqliteStore {
                     conn,
                     revision,
                     revisions,
+                    cache,
+                    changes: vec![],
                 }
                 .run(rx)
             })
@@ -260,6 +284,9 @@ struct Writer {
     conn: Connection,
     revision: Revision,
     revisions: tokio_watch::Sender<Revision>,
+    cache: Arc<parking_lot::RwLock<Cache>>,
+    /// Changes of the current group, applied to the cache once it commits.
+    changes: Vec<Event>,
 }
 
 /// An answer held back until the group's commit succeeded.
@@ -330,6 +357,20 @@ impl Writer {
             .and_then(|_| self.conn.execute_batch("COMMIT"));
         match result {
             Ok(()) => {
+                {
+                    let mut cache = self.cache.write();
+                    for e in self.changes.drain(..) {
+                        match e.kind {
+                            EventKind::Put => {
+                                cache.kvs.insert(e.kv.key.clone(), e.kv);
+                            }
+                            EventKind::Delete => {
+                                cache.kvs.remove(&e.kv.key);
+                            }
+                        }
+                    }
+                    cache.revision = self.revision;
+                }
                 // Publish before answering: a caller that reads the revision
                 // right after its write must see at least its own.
                 if self.revision != start_revision {
@@ -343,6 +384,7 @@ impl Writer {
                 tracing::error!(error = %e, "store: group commit failed; no write of this group is acknowledged");
                 let _ = self.conn.execute_batch("ROLLBACK");
                 self.revision = start_revision;
+                self.changes.clear();
                 for p in pending {
                     p.fail(&e);
                 }
@@ -353,6 +395,7 @@ impl Writer {
     /// Runs one request inside a savepoint so its failure undoes only itself.
     fn apply_one(&mut self, cmd: WriteCmd) -> Pending {
         let before = self.revision;
+        let changes_before = self.changes.len();
         let sp = self.conn.execute_batch("SAVEPOINT one");
         macro_rules! guarded {
             ($body:expr) => {{
@@ -363,6 +406,7 @@ impl Writer {
                 }
                 if out.is_err() {
                     self.revision = before;
+                    self.changes.truncate(changes_before);
                 }
                 out
             }};
@@ -374,6 +418,7 @@ impl Writer {
                     let mut st = SqlTxn {
                         conn: &self.conn,
                         revision: next,
+                        changes: &mut self.changes,
                     };
                     apply(&mut st, next, &txn)
                 });
@@ -438,6 +483,7 @@ impl Writer {
                     let mut st = SqlTxn {
                         conn: &self.conn,
                         revision: next,
+                        changes: &mut self.changes,
                     };
                     let (_, changed) = apply(&mut st, next, &txn)?;
                     Ok((existed, changed))
@@ -468,6 +514,7 @@ fn fail_cmd(cmd: WriteCmd, e: &rusqlite::Error) {
 struct SqlTxn<'c> {
     conn: &'c Connection,
     revision: Revision,
+    changes: &'c mut Vec<Event>,
 }
 
 impl TxnState for SqlTxn<'_> {
@@ -518,6 +565,7 @@ impl TxnState for SqlTxn<'_> {
                 event.kv.version,
                 event.kv.lease
             ])?;
+        self.changes.push(event.clone());
         Ok(())
     }
 }
@@ -525,41 +573,12 @@ impl TxnState for SqlTxn<'_> {
 #[async_trait]
 impl Store for SqliteStore {
     async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
-        let key = key.to_string();
-        self.read(move |conn| get_kv(conn, &key)).await
+        Ok(self.inner.cache.read().kvs.get(key).cloned())
     }
 
     async fn range(&self, req: RangeRequest) -> Result<RangeResponse, StoreError> {
-        self.read(move |conn| {
-            let revision = meta(conn, "revision")?;
-            let lower = match &req.start_after {
-                Some(after) if after.as_str() >= req.prefix.as_str() => after.clone(),
-                _ => String::new(),
-            };
-            // Fetch one more than the limit to learn whether there is more.
-            let fetch = req.limit.map_or(-1, |l| l as i64 + 1);
-            // Two statements rather than `?3 IS NULL OR key < ?3`: the OR
-            // keeps SQLite from using the upper bound, turning every prefix
-            // read into a scan to the end of the table.
-            let mut kvs: Vec<KeyValue> = match prefix_end(&req.prefix) {
-                Some(upper) => conn
-                    .prepare_cached(&format!(
-                        "SELECT {KV_COLS} FROM kv WHERE key >= ?1 AND key > ?2 AND key < ?3 ORDER BY key LIMIT ?4"
-                    ))?
-                    .query_map(params![req.prefix, lower, upper, fetch], row_kv)?
-                    .collect::<Result<_, _>>()?,
-                None => conn
-                    .prepare_cached(&format!("SELECT {KV_COLS} FROM kv WHERE key > ?1 ORDER BY key LIMIT ?2"))?
-                    .query_map(params![lower, fetch], row_kv)?
-                    .collect::<Result<_, _>>()?,
-            };
-            let more = req.limit.is_some_and(|l| kvs.len() > l);
-            if let Some(l) = req.limit {
-                kvs.truncate(l);
-            }
-            Ok(RangeResponse { kvs, more, revision })
-        })
-        .await
+        let cache = self.inner.cache.read();
+        Ok(range_in(&cache.kvs, &req, cache.revision))
     }
 
     async fn txn(&self, txn: Txn) -> Result<TxnResult, StoreError> {
