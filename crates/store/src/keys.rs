@@ -18,6 +18,9 @@ pub trait Keys {
     fn taskdefs(&self) -> String;
     fn taskdefs_of(&self, family: &str) -> String;
     fn taskdef(&self, family: &str, revision: i64) -> String;
+    fn taskdef_status_index(&self, status: &str) -> String;
+    fn taskdef_status_of(&self, status: &str, family: &str) -> String;
+    fn taskdef_status(&self, status: &str, family: &str, revision: i64) -> String;
     fn account_settings(&self) -> String;
     fn account_setting(&self, principal: &str, name: &str) -> String;
     fn tasks_of(&self, cluster: &str) -> String;
@@ -60,6 +63,19 @@ impl Keys for Scope {
         format!("{}{revision:010}", self.taskdefs_of(family))
     }
 
+    /// Index of revisions by status (empty values), written in the same
+    /// transaction as the revision, so listings and "latest ACTIVE" walk
+    /// keys instead of decoding records.
+    fn taskdef_status_index(&self, status: &str) -> String {
+        format!("{}/taskdef-status/{status}/", self.base())
+    }
+    fn taskdef_status_of(&self, status: &str, family: &str) -> String {
+        format!("{}{family}/", self.taskdef_status_index(status))
+    }
+    fn taskdef_status(&self, status: &str, family: &str, revision: i64) -> String {
+        format!("{}{revision:010}", self.taskdef_status_of(status, family))
+    }
+
     /// Prefix of account settings; `principal` is an IAM ARN or `default`
     /// for the account-wide default.
     fn account_settings(&self) -> String {
@@ -92,6 +108,12 @@ fn principal_segment(principal: &str) -> String {
     principal.replace('%', "%25").replace('/', "%2F")
 }
 
+/// Splits the tail of a task definition key (`{family}/{revision:010}`).
+pub fn parse_family_revision(tail: &str) -> Option<(&str, i64)> {
+    let (family, rev) = tail.rsplit_once('/')?;
+    Some((family, rev.parse().ok()?))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -109,6 +131,16 @@ mod tests {
         assert!(s.taskdef("web", 9) < s.taskdef("web", 10));
         assert!(s.taskdef("web", 10).starts_with(&s.taskdefs_of("web")));
         assert!(!s.taskdef("webapp", 1).starts_with(&s.taskdefs_of("web")));
+    }
+
+    #[test]
+    fn status_index_keys_parse_back() {
+        let s = scope();
+        let k = s.taskdef_status("ACTIVE", "web", 12);
+        let tail = k
+            .strip_prefix(&s.taskdef_status_index("ACTIVE"))
+            .expect("prefix");
+        assert_eq!(parse_family_revision(tail), Some(("web", 12)));
     }
 
     #[test]

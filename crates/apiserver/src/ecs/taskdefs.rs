@@ -11,8 +11,9 @@ use super::{backoff, CAS_RETRIES};
 use crate::{context::RequestContext, error::ApiError, now, AppState};
 use berth_domain::taskdef::{self, Family, StoredTaskDefinition};
 use berth_domain::{arn::Arn, paging, valid_name, EcsError, Scope};
+use berth_store::keys::parse_family_revision;
 use berth_store::keys::Keys;
-use berth_store::{typed, RangeRequest, Txn};
+use berth_store::{typed, Op, RangeRequest, Txn};
 use berth_wire::ecs as w;
 use parking_lot::Mutex;
 use std::collections::HashMap;
@@ -90,6 +91,10 @@ pub async fn register_task_definition(
                     },
                 ),
                 typed::put(&def_key, &stored),
+                Op::put(
+                    ctx.scope.taskdef_status("ACTIVE", &family, revision),
+                    vec![],
+                ),
             ],
         );
         if st.store.txn(txn).await?.succeeded {
@@ -108,24 +113,37 @@ pub async fn register_task_definition(
     .into())
 }
 
-/// The part of a stored revision that listings need; decoding only this
-/// skips the container definitions.
-#[derive(serde::Deserialize)]
-struct Summary {
-    def: SummaryDef,
+/// Moves a revision from one status index to another (same transaction as the record).
+fn move_status(scope: &Scope, family: &str, revision: i64, from: &str, to: &str) -> [Op; 2] {
+    [
+        Op::delete(scope.taskdef_status(from, family, revision)),
+        Op::put(scope.taskdef_status(to, family, revision), vec![]),
+    ]
 }
 
-#[derive(serde::Deserialize)]
-struct SummaryDef {
-    status: Option<String>,
-    #[serde(rename = "taskDefinitionArn")]
-    arn: Option<String>,
-}
-
-impl Summary {
-    fn is_active(&self) -> bool {
-        self.def.status.as_deref() == Some("ACTIVE")
-    }
+/// (index key, family, revision) of every revision with `status`, in key
+/// order, optionally of one family. Keys only: no record is decoded.
+async fn indexed(
+    st: &AppState,
+    scope: &Scope,
+    status: &str,
+    family: Option<&str>,
+) -> Result<Vec<(String, String, i64)>, ApiError> {
+    let base = scope.taskdef_status_index(status);
+    let prefix = match family {
+        Some(f) => scope.taskdef_status_of(status, f),
+        None => base.clone(),
+    };
+    let found = st.store.range(RangeRequest::prefix(prefix)).await?;
+    Ok(found
+        .kvs
+        .into_iter()
+        .filter_map(|kv| {
+            let (f, r) = parse_family_revision(kv.key.strip_prefix(&base)?)?;
+            let f = f.to_string();
+            Some((kv.key, f, r))
+        })
+        .collect())
 }
 
 /// What a `taskDefinition` parameter names.
@@ -185,18 +203,11 @@ async fn resolve(
                 .ok_or_else(|| EcsError::TaskDefinitionNotFound.into())
         }
         Reference::Latest(family) => {
-            // Newest first, reading only the status until the ACTIVE one:
-            // full decodes are the expensive part of a read.
-            let all = st
-                .store
-                .range(RangeRequest::prefix(scope.taskdefs_of(family)))
-                .await?;
-            for kv in all.kvs.iter().rev() {
-                if typed::decode::<Summary>(kv)?.value.is_active() {
-                    return Ok(typed::decode(kv)?);
-                }
-            }
-            Err(EcsError::TaskDefinitionNotFound.into())
+            let active = indexed(st, scope, "ACTIVE", Some(family)).await?;
+            let (_, family, revision) = active.last().ok_or(EcsError::TaskDefinitionNotFound)?;
+            typed::get(&*st.store, &scope.taskdef(family, *revision))
+                .await?
+                .ok_or_else(|| EcsError::TaskDefinitionNotFound.into())
         }
     }
 }
@@ -257,15 +268,11 @@ pub async fn list_task_definitions(
     let listing = format!("ListTaskDefinitions/{status}/{sort}");
     let after = paging::resume(&listing, req.next_token.as_deref())?;
     // familyPrefix is the full family name (as ECS documents it), not a prefix.
-    let prefix = match req.family_prefix.as_deref().filter(|f| !f.is_empty()) {
-        Some(f) => ctx.scope.taskdefs_of(f),
-        None => ctx.scope.taskdefs(),
-    };
-    let all = typed::list::<Summary>(&*st.store, &prefix).await?;
-    let mut matching: Vec<(String, String)> = all
+    let family = req.family_prefix.as_deref().filter(|f| !f.is_empty());
+    let mut matching: Vec<(String, String)> = indexed(st, &ctx.scope, &status, family)
+        .await?
         .into_iter()
-        .filter(|(_, d)| d.value.def.status.as_deref() == Some(status.as_str()))
-        .map(|(k, d)| (k, d.value.def.arn.unwrap_or_default()))
+        .map(|(k, f, r)| (k, ctx.scope.task_definition_arn(&f, r)))
         .collect();
     if sort == "DESC" {
         matching.reverse();
@@ -315,20 +322,20 @@ pub async fn list_task_definition_families(
     )
     .await?;
     let mut out = vec![];
+    let active: std::collections::HashSet<String> = if status == "ALL" {
+        Default::default()
+    } else {
+        indexed(st, &ctx.scope, "ACTIVE", None)
+            .await?
+            .into_iter()
+            .map(|(_, f, _)| f)
+            .collect()
+    };
     for (key, f) in families {
         let keep = match status.as_str() {
             "ALL" => true,
-            wanted => {
-                let revisions =
-                    typed::list::<Summary>(&*st.store, &ctx.scope.taskdefs_of(&f.value.name))
-                        .await?;
-                let any_active = revisions.iter().any(|(_, d)| d.value.is_active());
-                if wanted == "ACTIVE" {
-                    any_active
-                } else {
-                    !any_active
-                }
-            }
+            "ACTIVE" => active.contains(&f.value.name),
+            _ => !active.contains(&f.value.name),
         };
         if keep {
             out.push((key, f.value.name));
@@ -370,10 +377,11 @@ pub async fn deregister_task_definition(
         let mut updated = current.value.clone();
         updated.def.status = Some("INACTIVE".into());
         updated.def.deregistered_at = Some(now());
-        let txn = Txn::when(
-            vec![typed::unchanged(&key, current.mod_revision)],
-            vec![typed::put(&key, &updated)],
-        );
+        let mut ops = vec![typed::put(&key, &updated)];
+        ops.extend(move_status(
+            &ctx.scope, &family, revision, "ACTIVE", "INACTIVE",
+        ));
+        let txn = Txn::when(vec![typed::unchanged(&key, current.mod_revision)], ops);
         if st.store.txn(txn).await?.succeeded {
             tracing::info!(family = %family, revision, "task definition deregistered");
             return Ok(w::DeregisterTaskDefinitionResponse {
@@ -447,10 +455,15 @@ pub async fn delete_task_definitions(
             let mut updated = current.value.clone();
             updated.def.status = Some("DELETE_IN_PROGRESS".into());
             updated.def.delete_requested_at = Some(now());
-            let txn = Txn::when(
-                vec![typed::unchanged(&key, current.mod_revision)],
-                vec![typed::put(&key, &updated)],
-            );
+            let mut ops = vec![typed::put(&key, &updated)];
+            ops.extend(move_status(
+                &ctx.scope,
+                &family,
+                revision,
+                "INACTIVE",
+                "DELETE_IN_PROGRESS",
+            ));
+            let txn = Txn::when(vec![typed::unchanged(&key, current.mod_revision)], ops);
             if st.store.txn(txn).await?.succeeded {
                 outcome = Some(Ok(updated.def));
                 break;
