@@ -145,7 +145,7 @@ impl SqliteStore {
                     revision,
                     revisions,
                     cache,
-                    changes: vec![],
+                    changes: Group::default(),
                 }
                 .run(rx)
             })
@@ -221,13 +221,6 @@ fn row_kv(r: &rusqlite::Row<'_>) -> rusqlite::Result<KeyValue> {
 
 const KV_COLS: &str = "key, value, create_rev, mod_rev, version, lease";
 
-fn get_kv(conn: &Connection, key: &str) -> Result<Option<KeyValue>, StoreError> {
-    Ok(conn
-        .prepare_cached(&format!("SELECT {KV_COLS} FROM kv WHERE key = ?1"))?
-        .query_row([key], row_kv)
-        .optional()?)
-}
-
 #[async_trait]
 impl History for SqliteStore {
     async fn events_between(
@@ -286,7 +279,47 @@ struct Writer {
     revisions: tokio_watch::Sender<Revision>,
     cache: Arc<parking_lot::RwLock<Cache>>,
     /// Changes of the current group, applied to the cache once it commits.
-    changes: Vec<Event>,
+    changes: Group,
+}
+
+/// The changes of the group being committed, and the latest state of each
+/// key they touched, so that transactions read their predecessors' writes
+/// without going back to SQLite.
+#[derive(Default)]
+struct Group {
+    events: Vec<Event>,
+    latest: std::collections::HashMap<String, Option<KeyValue>>,
+}
+
+impl Group {
+    fn push(&mut self, e: Event) {
+        let state = match e.kind {
+            EventKind::Put => Some(e.kv.clone()),
+            EventKind::Delete => None,
+        };
+        self.latest.insert(e.kv.key.clone(), state);
+        self.events.push(e);
+    }
+
+    /// Forgets the changes after the first `n` (a rolled-back transaction).
+    fn truncate(&mut self, n: usize) {
+        if n < self.events.len() {
+            let kept: Vec<Event> = self.events.drain(..).take(n).collect();
+            self.latest.clear();
+            for e in kept {
+                self.push(e);
+            }
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.events.len()
+    }
+
+    fn take(&mut self) -> Vec<Event> {
+        self.latest.clear();
+        std::mem::take(&mut self.events)
+    }
 }
 
 /// An answer held back until the group's commit succeeded.
@@ -359,7 +392,7 @@ impl Writer {
             Ok(()) => {
                 {
                     let mut cache = self.cache.write();
-                    for e in self.changes.drain(..) {
+                    for e in self.changes.take() {
                         match e.kind {
                             EventKind::Put => {
                                 cache.kvs.insert(e.kv.key.clone(), e.kv);
@@ -384,7 +417,7 @@ impl Writer {
                 tracing::error!(error = %e, "store: group commit failed; no write of this group is acknowledged");
                 let _ = self.conn.execute_batch("ROLLBACK");
                 self.revision = start_revision;
-                self.changes.clear();
+                self.changes.take();
                 for p in pending {
                     p.fail(&e);
                 }
@@ -419,6 +452,7 @@ impl Writer {
                         conn: &self.conn,
                         revision: next,
                         changes: &mut self.changes,
+                        cache: &self.cache,
                     };
                     apply(&mut st, next, &txn)
                 });
@@ -484,6 +518,7 @@ impl Writer {
                         conn: &self.conn,
                         revision: next,
                         changes: &mut self.changes,
+                        cache: &self.cache,
                     };
                     let (_, changed) = apply(&mut st, next, &txn)?;
                     Ok((existed, changed))
@@ -514,12 +549,18 @@ fn fail_cmd(cmd: WriteCmd, e: &rusqlite::Error) {
 struct SqlTxn<'c> {
     conn: &'c Connection,
     revision: Revision,
-    changes: &'c mut Vec<Event>,
+    changes: &'c mut Group,
+    cache: &'c parking_lot::RwLock<Cache>,
 }
 
 impl TxnState for SqlTxn<'_> {
     fn read(&mut self, key: &str) -> Result<Option<KeyValue>, StoreError> {
-        get_kv(self.conn, key)
+        // The group's own writes first, then the committed key space in
+        // memory, which equals what SQLite holds before this group.
+        if let Some(state) = self.changes.latest.get(key) {
+            return Ok(state.clone());
+        }
+        Ok(self.cache.read().kvs.get(key).cloned())
     }
     fn write(&mut self, kv: &KeyValue) -> Result<(), StoreError> {
         self.conn

@@ -34,18 +34,29 @@ pub fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, DecodeError> {
     } else {
         body
     };
-    let value: serde_json::Value = serde_json::from_slice(body)
-        .map_err(|e| DecodeError::Malformed(format!("Malformed JSON: {e}")))?;
-    if !value.is_object() {
+    // Input shapes are structures: anything but an object is malformed.
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
         return Err(DecodeError::Malformed(
             "Request body must be a JSON object".into(),
         ));
     }
-    serde_path_to_error::deserialize(value).map_err(|e| {
+    // One pass straight from the bytes, tracking the path for the message.
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
-        let message = e.into_inner().to_string();
-        DecodeError::WrongType { path, message }
-    })
+        let inner = e.into_inner();
+        if inner.is_syntax() || inner.is_eof() {
+            DecodeError::Malformed(format!("Malformed JSON: {inner}"))
+        } else {
+            DecodeError::WrongType {
+                path,
+                message: inner.to_string(),
+            }
+        }
+    })?;
+    de.end()
+        .map_err(|e| DecodeError::Malformed(format!("Malformed JSON: {e}")))?;
+    Ok(value)
 }
 
 /// Encodes an output shape. Unset members are left out, as AWS does.
