@@ -6,6 +6,10 @@
 //! commits once, and only then answers. One fsync is shared by the whole
 //! group, which is what makes thousands of durable writes per second possible
 //! on one disk, and no caller hears "ok" before its write is on disk.
+//! Rows hold whole records (often kilobytes), so the tables are rowid
+//! tables: SQLite advises WITHOUT ROWID only for rows far smaller than a
+//! page, and history is appended in rowid order.
+//!
 //! Like etcd, the current key space is also kept in memory: the writer
 //! applies each group's changes to it after the commit succeeded and before
 //! answering, and get/range are served from it. SQLite is the durable copy
@@ -33,15 +37,16 @@ const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v INTEGER NOT NULL) WITHOUT ROWID;
 INSERT OR IGNORE INTO meta (k, v) VALUES ('revision', 0), ('compacted', 0), ('schema', 1);
 CREATE TABLE IF NOT EXISTS kv (
-    key TEXT PRIMARY KEY, value BLOB NOT NULL, create_rev INTEGER NOT NULL,
+    key TEXT NOT NULL UNIQUE, value BLOB NOT NULL, create_rev INTEGER NOT NULL,
     mod_rev INTEGER NOT NULL, version INTEGER NOT NULL, lease INTEGER
-) WITHOUT ROWID;
+);
 CREATE INDEX IF NOT EXISTS kv_lease ON kv (lease) WHERE lease IS NOT NULL;
 CREATE TABLE IF NOT EXISTS history (
-    rev INTEGER NOT NULL, seq INTEGER NOT NULL, kind INTEGER NOT NULL, key TEXT NOT NULL,
-    value BLOB NOT NULL, create_rev INTEGER NOT NULL, version INTEGER NOT NULL, lease INTEGER,
-    PRIMARY KEY (rev, seq)
-) WITHOUT ROWID;
+    id INTEGER PRIMARY KEY, rev INTEGER NOT NULL, seq INTEGER NOT NULL, kind INTEGER NOT NULL,
+    key TEXT NOT NULL, value BLOB NOT NULL, create_rev INTEGER NOT NULL, version INTEGER NOT NULL,
+    lease INTEGER
+);
+CREATE INDEX IF NOT EXISTS history_rev ON history (rev);
 CREATE TABLE IF NOT EXISTS leases (id INTEGER PRIMARY KEY, ttl_ms INTEGER NOT NULL);
 ";
 
