@@ -14,15 +14,15 @@ pub use taskdefs::FamilyLocks;
 /// lost to a concurrent writer before giving up with UpdateInProgress.
 pub(crate) const CAS_RETRIES: usize = 32;
 
-/// Decodes the input, runs the handler, encodes the output.
-pub async fn dispatch(
-    st: &AppState,
-    ctx: &RequestContext,
-    op: &str,
-    body: &[u8],
-) -> Result<Vec<u8>, ApiError> {
-    macro_rules! ops {
-        ($($name:literal => $handler:path),* $(,)?) => {
+/// Declares the served operations once: the dispatch table and the list of
+/// implemented names (for docs/api-coverage.md's test) come from one place.
+macro_rules! operations {
+    ($($name:literal => $handler:path),* $(,)?) => {
+        /// The ECS operations Berth serves.
+        pub const IMPLEMENTED: &[&str] = &[$($name),*];
+
+        /// Decodes the input, runs the handler, encodes the output.
+        pub async fn dispatch(st: &AppState, ctx: &RequestContext, op: &str, body: &[u8]) -> Result<Vec<u8>, ApiError> {
             match op {
                 $($name => {
                     let input = json::decode(body)?;
@@ -34,57 +34,33 @@ pub async fn dispatch(
                 ))),
                 other => Err(ApiError::UnknownOperation(format!("Unknown operation {other}"))),
             }
-        };
-    }
-    ops! {
-        "CreateCluster" => clusters::create_cluster,
-        "DescribeClusters" => clusters::describe_clusters,
-        "ListClusters" => clusters::list_clusters,
-        "UpdateCluster" => clusters::update_cluster,
-        "UpdateClusterSettings" => clusters::update_cluster_settings,
-        "DeleteCluster" => clusters::delete_cluster,
-        "PutClusterCapacityProviders" => clusters::put_cluster_capacity_providers,
-        "DescribeCapacityProviders" => clusters::describe_capacity_providers,
-        "RegisterTaskDefinition" => taskdefs::register_task_definition,
-        "DescribeTaskDefinition" => taskdefs::describe_task_definition,
-        "ListTaskDefinitions" => taskdefs::list_task_definitions,
-        "ListTaskDefinitionFamilies" => taskdefs::list_task_definition_families,
-        "DeregisterTaskDefinition" => taskdefs::deregister_task_definition,
-        "DeleteTaskDefinitions" => taskdefs::delete_task_definitions,
-        "TagResource" => tags::tag_resource,
-        "UntagResource" => tags::untag_resource,
-        "ListTagsForResource" => tags::list_tags_for_resource,
-        "PutAccountSetting" => settings::put_account_setting,
-        "PutAccountSettingDefault" => settings::put_account_setting_default,
-        "DeleteAccountSetting" => settings::delete_account_setting,
-        "ListAccountSettings" => settings::list_account_settings,
-    }
+        }
+    };
 }
 
-/// The operations Berth serves, for docs/api-coverage.md's test.
-pub const IMPLEMENTED: &[&str] = &[
-    "CreateCluster",
-    "DescribeClusters",
-    "ListClusters",
-    "UpdateCluster",
-    "UpdateClusterSettings",
-    "DeleteCluster",
-    "PutClusterCapacityProviders",
-    "DescribeCapacityProviders",
-    "RegisterTaskDefinition",
-    "DescribeTaskDefinition",
-    "ListTaskDefinitions",
-    "ListTaskDefinitionFamilies",
-    "DeregisterTaskDefinition",
-    "DeleteTaskDefinitions",
-    "TagResource",
-    "UntagResource",
-    "ListTagsForResource",
-    "PutAccountSetting",
-    "PutAccountSettingDefault",
-    "DeleteAccountSetting",
-    "ListAccountSettings",
-];
+operations! {
+    "CreateCluster" => clusters::create_cluster,
+    "DescribeClusters" => clusters::describe_clusters,
+    "ListClusters" => clusters::list_clusters,
+    "UpdateCluster" => clusters::update_cluster,
+    "UpdateClusterSettings" => clusters::update_cluster_settings,
+    "DeleteCluster" => clusters::delete_cluster,
+    "PutClusterCapacityProviders" => clusters::put_cluster_capacity_providers,
+    "DescribeCapacityProviders" => clusters::describe_capacity_providers,
+    "RegisterTaskDefinition" => taskdefs::register_task_definition,
+    "DescribeTaskDefinition" => taskdefs::describe_task_definition,
+    "ListTaskDefinitions" => taskdefs::list_task_definitions,
+    "ListTaskDefinitionFamilies" => taskdefs::list_task_definition_families,
+    "DeregisterTaskDefinition" => taskdefs::deregister_task_definition,
+    "DeleteTaskDefinitions" => taskdefs::delete_task_definitions,
+    "TagResource" => tags::tag_resource,
+    "UntagResource" => tags::untag_resource,
+    "ListTagsForResource" => tags::list_tags_for_resource,
+    "PutAccountSetting" => settings::put_account_setting,
+    "PutAccountSettingDefault" => settings::put_account_setting_default,
+    "DeleteAccountSetting" => settings::delete_account_setting,
+    "ListAccountSettings" => settings::list_account_settings,
+}
 
 /// A short random pause before retrying a lost compare-and-swap, so that
 /// contenders spread out instead of colliding again.
