@@ -5,7 +5,6 @@ import os
 import shutil
 import socket
 import subprocess
-import tempfile
 import time
 import urllib.request
 import uuid
@@ -72,12 +71,10 @@ class Server:
 
 
 @pytest.fixture(scope="session")
-def server():
-    d = tempfile.mkdtemp(prefix="berth-conformance-")
-    s = Server(d).start()
+def server(tmp_path_factory):
+    s = Server(str(tmp_path_factory.mktemp("berth"))).start()
     yield s
     s.stop()
-    shutil.rmtree(d, ignore_errors=True)
 
 
 def make_client(url, service="ecs", region="us-east-1"):

@@ -30,3 +30,16 @@ pub fn valid_name(name: &str) -> bool {
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
+
+/// Checks that a request parameter is one of its allowed values, with the
+/// message every operation uses (`InvalidParameterException`).
+pub fn one_of(value: &str, allowed: &[&str], field: &str) -> Result<(), EcsError> {
+    if allowed.contains(&value) {
+        Ok(())
+    } else {
+        Err(EcsError::invalid(format!(
+            "Invalid value '{value}' for {field}. Valid values: {}",
+            allowed.join(", ")
+        )))
+    }
+}

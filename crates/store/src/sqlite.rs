@@ -293,26 +293,32 @@ struct Writer {
 #[derive(Default)]
 struct Group {
     events: Vec<Event>,
-    latest: std::collections::HashMap<String, Option<KeyValue>>,
+    /// Index in `events` of the last change to each key.
+    latest: std::collections::HashMap<String, usize>,
 }
 
 impl Group {
     fn push(&mut self, e: Event) {
-        let state = match e.kind {
+        self.latest.insert(e.kv.key.clone(), self.events.len());
+        self.events.push(e);
+    }
+
+    /// The key's state after this group's changes so far, if it changed.
+    fn get(&self, key: &str) -> Option<Option<KeyValue>> {
+        let e = &self.events[*self.latest.get(key)?];
+        Some(match e.kind {
             EventKind::Put => Some(e.kv.clone()),
             EventKind::Delete => None,
-        };
-        self.latest.insert(e.kv.key.clone(), state);
-        self.events.push(e);
+        })
     }
 
     /// Forgets the changes after the first `n` (a rolled-back transaction).
     fn truncate(&mut self, n: usize) {
         if n < self.events.len() {
-            let kept: Vec<Event> = self.events.drain(..).take(n).collect();
+            self.events.truncate(n);
             self.latest.clear();
-            for e in kept {
-                self.push(e);
+            for (i, e) in self.events.iter().enumerate() {
+                self.latest.insert(e.kv.key.clone(), i);
             }
         }
     }
@@ -562,8 +568,8 @@ impl TxnState for SqlTxn<'_> {
     fn read(&mut self, key: &str) -> Result<Option<KeyValue>, StoreError> {
         // The group's own writes first, then the committed key space in
         // memory, which equals what SQLite holds before this group.
-        if let Some(state) = self.changes.latest.get(key) {
-            return Ok(state.clone());
+        if let Some(state) = self.changes.get(key) {
+            return Ok(state);
         }
         Ok(self.cache.read().kvs.get(key).cloned())
     }

@@ -282,40 +282,29 @@ pub async fn delete_cluster(
     let Some(cluster) = req.cluster.as_deref().filter(|c| !c.is_empty()) else {
         return Err(EcsError::invalid("cluster is required.").into());
     };
-    for attempt in 0..CAS_RETRIES {
-        let (name, current) = active_cluster(st, &ctx.scope, Some(cluster)).await?;
-        let counts = counts(&*st.store, &ctx.scope, &name).await?;
-        if counts.registered_instances > 0 {
-            return Err(EcsError::ClusterContainsContainerInstances.into());
-        }
-        if counts.active_services > 0 {
-            return Err(EcsError::ClusterContainsServices.into());
-        }
-        if counts.running_tasks + counts.pending_tasks > 0 {
-            return Err(EcsError::ClusterContainsTasks.into());
-        }
-        let mut updated = current.value.clone();
-        updated.status = ClusterStatus::Inactive;
-        let key = ctx.scope.cluster(&name);
-        // The emptiness checks hold only if nothing was added under the
-        // cluster since they ran; later subsystems add their prefixes'
-        // revisions here as compares.
-        let txn = Txn::when(
-            vec![typed::unchanged(&key, current.mod_revision)],
-            vec![typed::put(&key, &updated)],
-        );
-        if st.store.txn(txn).await?.succeeded {
-            tracing::info!(cluster = %name, "cluster deleted");
-            return Ok(w::DeleteClusterResponse {
-                cluster: Some(view(st, &ctx.scope, &updated, EVERYTHING).await?),
-            });
-        }
-        backoff(attempt).await;
+    let (name, _) = active_cluster(st, &ctx.scope, Some(cluster)).await?;
+    let counts = counts(&*st.store, &ctx.scope, &name).await?;
+    if counts.registered_instances > 0 {
+        return Err(EcsError::ClusterContainsContainerInstances.into());
     }
-    Err(EcsError::UpdateInProgress(
-        "The cluster is being changed by another request; try again.".into(),
-    )
-    .into())
+    if counts.active_services > 0 {
+        return Err(EcsError::ClusterContainsServices.into());
+    }
+    if counts.running_tasks + counts.pending_tasks > 0 {
+        return Err(EcsError::ClusterContainsTasks.into());
+    }
+    // The emptiness checks hold only if nothing was added under the cluster
+    // since they ran; later subsystems add their prefixes' revisions to the
+    // transaction's compares.
+    let deleted = modify_cluster(st, ctx, Some(cluster), |c| {
+        c.status = ClusterStatus::Inactive;
+        Ok(())
+    })
+    .await?;
+    tracing::info!(cluster = %name, "cluster deleted");
+    Ok(w::DeleteClusterResponse {
+        cluster: Some(view(st, &ctx.scope, &deleted, EVERYTHING).await?),
+    })
 }
 
 pub async fn put_cluster_capacity_providers(

@@ -10,7 +10,7 @@
 use super::{backoff, CAS_RETRIES};
 use crate::{context::RequestContext, error::ApiError, now, AppState};
 use berth_domain::taskdef::{self, Family, StoredTaskDefinition};
-use berth_domain::{arn::Arn, paging, valid_name, EcsError, Scope};
+use berth_domain::{arn::Arn, one_of, paging, valid_name, EcsError, Scope};
 use berth_store::keys::parse_family_revision;
 use berth_store::keys::Keys;
 use berth_store::{typed, Op, RangeRequest, Txn};
@@ -252,19 +252,9 @@ pub async fn list_task_definitions(
 ) -> Result<w::ListTaskDefinitionsResponse, ApiError> {
     let limit = paging::max_results(req.max_results, 100)?;
     let status = req.status.clone().unwrap_or_else(|| "ACTIVE".into());
-    if !w::enums::TASK_DEFINITION_STATUS.contains(&status.as_str()) {
-        return Err(EcsError::invalid(format!(
-            "Invalid value '{status}' for status. Valid values: ACTIVE, INACTIVE, DELETE_IN_PROGRESS"
-        ))
-        .into());
-    }
+    one_of(&status, w::enums::TASK_DEFINITION_STATUS, "status")?;
     let sort = req.sort.clone().unwrap_or_else(|| "ASC".into());
-    if sort != "ASC" && sort != "DESC" {
-        return Err(EcsError::invalid(format!(
-            "Invalid value '{sort}' for sort. Valid values: ASC, DESC"
-        ))
-        .into());
-    }
+    one_of(&sort, &["ASC", "DESC"], "sort")?;
     let listing = format!("ListTaskDefinitions/{status}/{sort}");
     let after = paging::resume(&listing, req.next_token.as_deref())?;
     // familyPrefix is the full family name (as ECS documents it), not a prefix.
@@ -307,12 +297,7 @@ pub async fn list_task_definition_families(
 ) -> Result<w::ListTaskDefinitionFamiliesResponse, ApiError> {
     let limit = paging::max_results(req.max_results, 100)?;
     let status = req.status.clone().unwrap_or_else(|| "ALL".into());
-    if !w::enums::TASK_DEFINITION_FAMILY_STATUS.contains(&status.as_str()) {
-        return Err(EcsError::invalid(format!(
-            "Invalid value '{status}' for status. Valid values: ACTIVE, INACTIVE, ALL"
-        ))
-        .into());
-    }
+    one_of(&status, w::enums::TASK_DEFINITION_FAMILY_STATUS, "status")?;
     let listing = format!("ListTaskDefinitionFamilies/{status}");
     let after = paging::resume(&listing, req.next_token.as_deref())?;
     let prefix = req.family_prefix.clone().unwrap_or_default();
