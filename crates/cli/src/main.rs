@@ -11,6 +11,13 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
+// glibc's malloc spent about a quarter of the server's CPU under write load
+// (bench/, docs/benchmarks.md); request handling allocates many small,
+// short-lived buffers across threads, which mimalloc serves from per-thread
+// pages.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "berth", version, about = "A self-hosted Amazon ECS")]
 struct Cli {

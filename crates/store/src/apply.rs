@@ -1,17 +1,31 @@
 //! Transaction semantics, written once for every backend so that they agree
 //! by construction (the property test checks the backends' storage of it).
 
-use crate::{Compare, Event, EventKind, KeyValue, LeaseId, Op, Revision, StoreError, Txn};
+use crate::{
+    Compare, Event, EventKind, KeyValue, LeaseId, Op, Revision, StoreError, Txn, MAX_TXN_OPS,
+};
+use std::collections::HashSet;
 
 /// What a backend offers a transaction while it runs inside the backend's
-/// own atomic section (a mutex for MemStore, a SQLite savepoint).
+/// own atomic section. Every check that can reject a transaction runs before
+/// the first `record`, so a backend never has to undo part of one.
 pub(crate) trait TxnState {
     fn read(&mut self, key: &str) -> Result<Option<KeyValue>, StoreError>;
-    fn write(&mut self, kv: &KeyValue) -> Result<(), StoreError>;
-    fn remove(&mut self, key: &str) -> Result<(), StoreError>;
     fn lease_exists(&mut self, id: LeaseId) -> Result<bool, StoreError>;
-    /// Appends an event to the history; `seq` orders events within a revision.
-    fn record(&mut self, seq: usize, event: &Event) -> Result<(), StoreError>;
+    /// Applies one change. `seq` orders the changes within a revision;
+    /// `replaced` is the mod revision of the key's previous state, if any.
+    fn record(
+        &mut self,
+        seq: usize,
+        event: Event,
+        replaced: Option<Revision>,
+    ) -> Result<(), StoreError>;
+}
+
+fn key_of(op: &Op) -> &str {
+    match op {
+        Op::Put { key, .. } | Op::Delete { key } => key,
+    }
 }
 
 /// Evaluates and applies `txn` at `revision` (the revision it will have if
@@ -40,7 +54,20 @@ pub(crate) fn apply(
     } else {
         &txn.failure
     };
+    if ops.len() > MAX_TXN_OPS {
+        return Err(StoreError::InvalidTxn(format!(
+            "{} operations, at most {MAX_TXN_OPS}",
+            ops.len()
+        )));
+    }
+    let mut seen = HashSet::with_capacity(ops.len());
     for op in ops {
+        if !seen.insert(key_of(op)) {
+            return Err(StoreError::InvalidTxn(format!(
+                "duplicate key {} in one transaction",
+                key_of(op)
+            )));
+        }
         if let Op::Put {
             lease: Some(id), ..
         } = op
@@ -63,19 +90,15 @@ pub(crate) fn apply(
                     version: prev.as_ref().map_or(1, |p| p.version + 1),
                     lease: *lease,
                 };
-                state.write(&kv)?;
-                state.record(
-                    seq,
-                    &Event {
-                        kind: EventKind::Put,
-                        kv,
-                    },
-                )?;
+                let event = Event {
+                    kind: EventKind::Put,
+                    kv,
+                };
+                state.record(seq, event, prev.map(|p| p.mod_revision))?;
                 seq += 1;
             }
             Op::Delete { key } => {
                 if let Some(prev) = state.read(key)? {
-                    state.remove(key)?;
                     let kv = KeyValue {
                         key: key.clone(),
                         value: vec![],
@@ -84,13 +107,11 @@ pub(crate) fn apply(
                         version: 0,
                         lease: None,
                     };
-                    state.record(
-                        seq,
-                        &Event {
-                            kind: EventKind::Delete,
-                            kv,
-                        },
-                    )?;
+                    let event = Event {
+                        kind: EventKind::Delete,
+                        kv,
+                    };
+                    state.record(seq, event, Some(prev.mod_revision))?;
                     seq += 1;
                 }
             }

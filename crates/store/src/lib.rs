@@ -158,6 +158,9 @@ pub struct Event {
     pub kv: KeyValue,
 }
 
+/// Operations one transaction may carry.
+pub const MAX_TXN_OPS: usize = 1 << 20;
+
 /// A lease as granted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Lease {
@@ -182,6 +185,9 @@ pub enum StoreError {
     },
     #[error("lease {0} not found")]
     LeaseNotFound(LeaseId),
+    /// As in etcd, a transaction touches each key at most once.
+    #[error("invalid transaction: {0}")]
+    InvalidTxn(String),
     #[error("sqlite: {0}")]
     Sqlite(#[from] rusqlite::Error),
     #[error("store file {path}: {reason}")]

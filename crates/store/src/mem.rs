@@ -127,19 +127,21 @@ impl TxnState for Scratch<'_> {
             None => self.base.get(key).cloned(),
         })
     }
-    fn write(&mut self, kv: &KeyValue) -> Result<(), StoreError> {
-        self.overlay.insert(kv.key.clone(), Some(kv.clone()));
-        Ok(())
-    }
-    fn remove(&mut self, key: &str) -> Result<(), StoreError> {
-        self.overlay.insert(key.to_string(), None);
-        Ok(())
-    }
     fn lease_exists(&mut self, id: LeaseId) -> Result<bool, StoreError> {
         Ok(self.leases.contains(&id))
     }
-    fn record(&mut self, _seq: usize, event: &Event) -> Result<(), StoreError> {
-        self.events.push(event.clone());
+    fn record(
+        &mut self,
+        _seq: usize,
+        event: Event,
+        _replaced: Option<Revision>,
+    ) -> Result<(), StoreError> {
+        let state = match event.kind {
+            EventKind::Put => Some(event.kv.clone()),
+            EventKind::Delete => None,
+        };
+        self.overlay.insert(event.kv.key.clone(), state);
+        self.events.push(event);
         Ok(())
     }
 }

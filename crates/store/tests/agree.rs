@@ -4,6 +4,7 @@
 use berth_store::*;
 use futures::StreamExt;
 use proptest::prelude::*;
+use std::sync::Arc;
 
 #[derive(Debug, Clone)]
 enum Action {
@@ -15,6 +16,8 @@ enum Action {
     Get(u8),
     Range(u8, Option<usize>),
     Compact,
+    /// Restart the store (SQLite replays its log; memory has nothing to do).
+    Reopen,
 }
 
 fn key(k: u8) -> String {
@@ -31,10 +34,15 @@ fn action() -> impl Strategy<Value = Action> {
         (0..12u8).prop_map(Action::Get),
         (0..4u8, prop::option::of(1..5usize)).prop_map(|(p, l)| Action::Range(p, l)),
         Just(Action::Compact),
+        Just(Action::Reopen),
     ]
 }
 
-async fn run(s: &dyn Store, actions: &[Action]) -> (Vec<String>, Vec<Event>) {
+async fn run(
+    mut s: Arc<dyn Store>,
+    reopen: impl Fn() -> Option<Arc<dyn Store>>,
+    actions: &[Action],
+) -> (Vec<String>, Vec<Event>) {
     let mut out = vec![];
     for a in actions {
         let line = match a {
@@ -109,6 +117,12 @@ async fn run(s: &dyn Store, actions: &[Action]) -> (Vec<String>, Vec<Event>) {
                 let rev = s.current_revision().await.expect("rev");
                 format!("{:?}", s.compact(rev / 2).await.map_err(|e| e.to_string()))
             }
+            Action::Reopen => {
+                if let Some(fresh) = reopen() {
+                    s = fresh;
+                }
+                format!("{:?}", s.current_revision().await)
+            }
         };
         out.push(line);
     }
@@ -145,10 +159,10 @@ proptest! {
         let rt = tokio::runtime::Runtime::new().expect("runtime");
         let (mem, sql) = rt.block_on(async {
             let dir = tempfile::tempdir().expect("tempdir");
-            let sql = SqliteStore::open(dir.path().join("db")).expect("open");
-            let mem = MemStore::new();
-            let a = run(&mem, &actions).await;
-            let b = run(&sql, &actions).await;
+            let path = dir.path().join("db");
+            let open = || -> Arc<dyn Store> { Arc::new(SqliteStore::open(&path).expect("open")) };
+            let a = run(Arc::new(MemStore::new()), || None, &actions).await;
+            let b = run(open(), || Some(open()), &actions).await;
             (a, b)
         });
         prop_assert_eq!(mem, sql);
