@@ -236,3 +236,17 @@ def test_task_definitions_with_aws_cli(server, name, tmp_path):
     bad = aws_cli(server, "ecs", "register-task-definition", "--family", name, "--container-definitions",
                   '[{"name":"web","image":"nginx"}]', check=False)
     assert bad.returncode != 0 and "At least one of 'memory' or 'memoryReservation' must be specified." in bad.stderr
+
+
+def test_describe_follows_changes_to_the_same_revision(ecs, name):
+    arn = register(ecs, name, tags=[{"key": "a", "value": "1"}])["taskDefinition"]["taskDefinitionArn"]
+    ref = f"{name}:1"
+    for _ in range(2):  # the second round can be answered from the server's answer cache
+        assert ecs.describe_task_definition(taskDefinition=ref)["taskDefinition"]["status"] == "ACTIVE"
+        assert ecs.describe_task_definition(taskDefinition=ref, include=["TAGS"])["tags"] == [{"key": "a", "value": "1"}]
+    ecs.tag_resource(resourceArn=arn, tags=[{"key": "a", "value": "2"}])
+    assert ecs.describe_task_definition(taskDefinition=ref, include=["TAGS"])["tags"] == [{"key": "a", "value": "2"}]
+    assert "tags" not in ecs.describe_task_definition(taskDefinition=ref)
+    ecs.deregister_task_definition(taskDefinition=ref)
+    assert ecs.describe_task_definition(taskDefinition=ref)["taskDefinition"]["status"] == "INACTIVE"
+    assert ecs.describe_task_definition(taskDefinition=arn, include=["TAGS"])["taskDefinition"]["status"] == "INACTIVE"

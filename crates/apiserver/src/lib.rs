@@ -57,6 +57,7 @@ pub struct AppState {
     pub config: Arc<ApiConfig>,
     metrics: Arc<metrics::Metrics>,
     locks: Arc<ecs::FamilyLocks>,
+    described: Arc<ecs::DescribeCache>,
 }
 
 impl AppState {
@@ -66,6 +67,7 @@ impl AppState {
             config: Arc::new(config),
             metrics: Arc::new(metrics::Metrics::new()),
             locks: Arc::new(ecs::FamilyLocks::default()),
+            described: Arc::new(ecs::DescribeCache::default()),
         }
     }
 }

@@ -25,7 +25,11 @@ impl Scope {
         format!("{}cluster/{name}", self.prefix())
     }
     pub fn task_definition_arn(&self, family: &str, revision: i64) -> String {
-        format!("{}task-definition/{family}:{revision}", self.prefix())
+        // Listings build many of these; one pass, no intermediate prefix.
+        format!(
+            "arn:aws:ecs:{}:{}:task-definition/{family}:{revision}",
+            self.region, self.account
+        )
     }
     pub fn capacity_provider_arn(&self, name: &str) -> String {
         format!("{}capacity-provider/{name}", self.prefix())

@@ -8,7 +8,7 @@ mod taskdefs;
 use crate::{context::RequestContext, error::ApiError, AppState};
 use berth_wire::json;
 
-pub use taskdefs::FamilyLocks;
+pub use taskdefs::{DescribeCache, FamilyLocks};
 
 /// How many times a handler re-reads and retries a compare-and-swap that
 /// lost to a concurrent writer before giving up with UpdateInProgress.

@@ -13,11 +13,65 @@ use berth_domain::taskdef::{self, Family, StoredTaskDefinition};
 use berth_domain::{arn::Arn, one_of, paging, valid_name, EcsError, Scope};
 use berth_store::keys::parse_family_revision;
 use berth_store::keys::Keys;
-use berth_store::{typed, Op, RangeRequest, Txn};
+use berth_store::{typed, KeyValue, Op, RangeRequest, Revision, StoreError, Txn};
 use berth_wire::ecs as w;
 use parking_lot::Mutex;
+use serde_json::value::RawValue;
 use std::collections::HashMap;
 use std::sync::Arc;
+
+/// Encoded DescribeTaskDefinition answers, by record key and the record's
+/// mod revision (which fixes its content). A revision's record changes
+/// rarely after registration, and decoding it and encoding the answer was
+/// most of this handler's time (docs/benchmarks.md).
+#[derive(Default)]
+pub struct DescribeCache {
+    entries: Mutex<HashMap<String, Described>>,
+}
+
+/// Answers kept at most; past that the cache starts over.
+const DESCRIBE_CACHE_ENTRIES: usize = 4096;
+
+#[derive(Default)]
+struct Described {
+    revision: Revision,
+    with_tags: Option<Box<RawValue>>,
+    without_tags: Option<Box<RawValue>>,
+}
+
+impl DescribeCache {
+    fn get(&self, kv: &KeyValue, with_tags: bool) -> Option<Box<RawValue>> {
+        let entries = self.entries.lock();
+        let hit = entries.get(&kv.key)?;
+        if hit.revision != kv.mod_revision {
+            return None;
+        }
+        if with_tags {
+            hit.with_tags.clone()
+        } else {
+            hit.without_tags.clone()
+        }
+    }
+
+    fn put(&self, kv: &KeyValue, with_tags: bool, answer: Box<RawValue>) {
+        let mut entries = self.entries.lock();
+        if entries.len() >= DESCRIBE_CACHE_ENTRIES && !entries.contains_key(&kv.key) {
+            entries.clear();
+        }
+        let entry = entries.entry(kv.key.clone()).or_default();
+        if entry.revision != kv.mod_revision {
+            *entry = Described {
+                revision: kv.mod_revision,
+                ..Described::default()
+            };
+        }
+        if with_tags {
+            entry.with_tags = Some(answer);
+        } else {
+            entry.without_tags = Some(answer);
+        }
+    }
+}
 
 /// One async lock per family name, dropped when nobody holds it.
 #[derive(Default)]
@@ -196,20 +250,27 @@ async fn resolve(
     scope: &Scope,
     reference: &Reference,
 ) -> Result<typed::Versioned<StoredTaskDefinition>, ApiError> {
-    match reference {
-        Reference::Revision(family, revision) => {
-            typed::get(&*st.store, &scope.taskdef(family, *revision))
-                .await?
-                .ok_or_else(|| EcsError::TaskDefinitionNotFound.into())
-        }
+    Ok(typed::decode(&resolve_record(st, scope, reference).await?)?)
+}
+
+/// The stored record a reference names, undecoded.
+async fn resolve_record(
+    st: &AppState,
+    scope: &Scope,
+    reference: &Reference,
+) -> Result<KeyValue, ApiError> {
+    let key = match reference {
+        Reference::Revision(family, revision) => scope.taskdef(family, *revision),
         Reference::Latest(family) => {
             let active = indexed(st, scope, "ACTIVE", Some(family)).await?;
             let (_, family, revision) = active.last().ok_or(EcsError::TaskDefinitionNotFound)?;
-            typed::get(&*st.store, &scope.taskdef(family, *revision))
-                .await?
-                .ok_or_else(|| EcsError::TaskDefinitionNotFound.into())
+            scope.taskdef(family, *revision)
         }
-    }
+    };
+    st.store
+        .get(&key)
+        .await?
+        .ok_or_else(|| EcsError::TaskDefinitionNotFound.into())
 }
 
 fn wants_tags(include: &Option<Vec<String>>) -> Result<bool, EcsError> {
@@ -231,18 +292,30 @@ pub async fn describe_task_definition(
     st: &AppState,
     ctx: &RequestContext,
     req: w::DescribeTaskDefinitionRequest,
-) -> Result<w::DescribeTaskDefinitionResponse, ApiError> {
+) -> Result<Box<RawValue>, ApiError> {
     let with_tags = wants_tags(&req.include)?;
     let reference = parse_reference(
         &ctx.scope,
         req.task_definition.as_deref().unwrap_or_default(),
         "taskDefinition",
     )?;
-    let found = resolve(st, &ctx.scope, &reference).await?.value;
-    Ok(w::DescribeTaskDefinitionResponse {
+    let record = resolve_record(st, &ctx.scope, &reference).await?;
+    if let Some(answer) = st.described.get(&record, with_tags) {
+        return Ok(answer);
+    }
+    let found: StoredTaskDefinition = typed::decode(&record)?.value;
+    let answer = w::DescribeTaskDefinitionResponse {
         task_definition: Some(found.def),
         tags: with_tags.then_some(found.tags),
-    })
+    };
+    // Only a record holding something JSON cannot carry (a non-finite
+    // number) fails to encode.
+    let answer = serde_json::value::to_raw_value(&answer).map_err(|e| StoreError::Corrupt {
+        key: record.key.clone(),
+        reason: e.to_string(),
+    })?;
+    st.described.put(&record, with_tags, answer.clone());
+    Ok(answer)
 }
 
 pub async fn list_task_definitions(
@@ -259,23 +332,25 @@ pub async fn list_task_definitions(
     let after = paging::resume(&listing, req.next_token.as_deref())?;
     // familyPrefix is the full family name (as ECS documents it), not a prefix.
     let family = req.family_prefix.as_deref().filter(|f| !f.is_empty());
-    let mut matching: Vec<(String, String)> = indexed(st, &ctx.scope, &status, family)
+    // ARNs are built for the page only.
+    let mut matching: Vec<(String, (String, i64))> = indexed(st, &ctx.scope, &status, family)
         .await?
         .into_iter()
-        .map(|(k, f, r)| (k, ctx.scope.task_definition_arn(&f, r)))
+        .map(|(k, f, r)| (k, (f, r)))
         .collect();
-    if sort == "DESC" {
+    let (page, next) = if sort == "DESC" {
         matching.reverse();
         // Paging compares keys; in DESC order "after" means "smaller", so
         // page over inverted keys.
         let inverted = matching.into_iter().map(|(k, a)| (invert(&k), a)).collect();
-        let (arns, next) = paging::page(&listing, inverted, after.as_deref(), limit);
-        return Ok(w::ListTaskDefinitionsResponse {
-            task_definition_arns: Some(arns),
-            next_token: next,
-        });
-    }
-    let (arns, next) = paging::page(&listing, matching, after.as_deref(), limit);
+        paging::page(&listing, inverted, after.as_deref(), limit)
+    } else {
+        paging::page(&listing, matching, after.as_deref(), limit)
+    };
+    let arns = page
+        .into_iter()
+        .map(|(f, r)| ctx.scope.task_definition_arn(&f, r))
+        .collect();
     Ok(w::ListTaskDefinitionsResponse {
         task_definition_arns: Some(arns),
         next_token: next,
@@ -481,7 +556,60 @@ pub(crate) async fn stored(
 
 #[cfg(test)]
 mod tests {
-    use super::invert;
+    use super::{invert, DescribeCache, DESCRIBE_CACHE_ENTRIES};
+    use berth_store::KeyValue;
+    use serde_json::value::{to_raw_value, RawValue};
+
+    fn record(key: &str, mod_revision: i64) -> KeyValue {
+        KeyValue {
+            key: key.into(),
+            value: vec![],
+            create_revision: 1,
+            mod_revision,
+            version: 1,
+            lease: None,
+        }
+    }
+
+    fn raw(s: &str) -> Box<RawValue> {
+        to_raw_value(&s).expect("raw")
+    }
+
+    #[test]
+    fn describe_cache_answers_only_for_the_same_revision_and_tags_choice() {
+        let cache = DescribeCache::default();
+        cache.put(&record("/k", 5), false, raw("five"));
+        assert_eq!(
+            cache.get(&record("/k", 5), false).expect("hit").get(),
+            "\"five\""
+        );
+        assert!(
+            cache.get(&record("/k", 5), true).is_none(),
+            "with TAGS is another answer"
+        );
+        assert!(
+            cache.get(&record("/k", 6), false).is_none(),
+            "a newer record"
+        );
+        cache.put(&record("/k", 6), true, raw("six"));
+        assert!(
+            cache.get(&record("/k", 5), false).is_none(),
+            "the older answer is gone"
+        );
+        assert_eq!(
+            cache.get(&record("/k", 6), true).expect("hit").get(),
+            "\"six\""
+        );
+    }
+
+    #[test]
+    fn describe_cache_stays_bounded() {
+        let cache = DescribeCache::default();
+        for i in 0..DESCRIBE_CACHE_ENTRIES + 10 {
+            cache.put(&record(&format!("/k/{i}"), 1), false, raw("x"));
+        }
+        assert!(cache.entries.lock().len() <= DESCRIBE_CACHE_ENTRIES);
+    }
 
     #[test]
     fn invert_reverses_order() {
