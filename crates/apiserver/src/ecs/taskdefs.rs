@@ -332,6 +332,37 @@ pub async fn list_task_definitions(
     let after = paging::resume(&listing, req.next_token.as_deref())?;
     // familyPrefix is the full family name (as ECS documents it), not a prefix.
     let family = req.family_prefix.as_deref().filter(|f| !f.is_empty());
+    if sort == "ASC" {
+        // Key order is the answer's order: let the store do the paging and
+        // copy out only the page.
+        let base = ctx.scope.taskdef_status_index(&status);
+        let prefix = match family {
+            Some(f) => ctx.scope.taskdef_status_of(&status, f),
+            None => base.clone(),
+        };
+        let found = st
+            .store
+            .range(RangeRequest {
+                prefix,
+                start_after: after,
+                limit: Some(limit),
+            })
+            .await?;
+        let next = match found.kvs.last() {
+            Some(last) if found.more => Some(paging::token(&listing, &last.key)),
+            _ => None,
+        };
+        let arns = found
+            .kvs
+            .iter()
+            .filter_map(|kv| parse_family_revision(kv.key.strip_prefix(&base)?))
+            .map(|(f, r)| ctx.scope.task_definition_arn(f, r))
+            .collect();
+        return Ok(w::ListTaskDefinitionsResponse {
+            task_definition_arns: Some(arns),
+            next_token: next,
+        });
+    }
     // ARNs are built for the page only.
     let mut matching: Vec<(String, (String, i64))> = indexed(st, &ctx.scope, &status, family)
         .await?
