@@ -60,9 +60,10 @@ pub(crate) fn apply(
             ops.len()
         )));
     }
-    let mut seen = HashSet::with_capacity(ops.len());
+    // Most transactions carry one operation; only more can repeat a key.
+    let mut seen = HashSet::with_capacity(if ops.len() > 1 { ops.len() } else { 0 });
     for op in ops {
-        if !seen.insert(key_of(op)) {
+        if ops.len() > 1 && !seen.insert(key_of(op)) {
             return Err(StoreError::InvalidTxn(format!(
                 "duplicate key {} in one transaction",
                 key_of(op)

@@ -1,6 +1,6 @@
 //! Cluster operations and capacity providers.
 
-use super::{backoff, CAS_RETRIES};
+use super::{compare_and_swap, Attempt};
 use crate::{context::RequestContext, error::ApiError, now, AppState};
 use berth_domain::cluster::{self, Cluster, ClusterCounts, ClusterInclude, ClusterStatus};
 use berth_domain::{arn, capacity, paging, tags, valid_name, EcsError, Scope};
@@ -102,45 +102,46 @@ pub async fn create_cluster(
     capacity::validate_cluster_providers(&providers, &strategy, provider_exists)?;
 
     let key = ctx.scope.cluster(&name);
-    for attempt in 0..CAS_RETRIES {
-        let existing = typed::get::<Cluster>(&*st.store, &key).await?;
-        if let Some(c) = existing
-            .as_ref()
-            .filter(|c| c.value.status == ClusterStatus::Active)
-        {
-            // CreateCluster is idempotent: an ACTIVE cluster is returned as it is.
-            return Ok(w::CreateClusterResponse {
-                cluster: Some(view(st, &ctx.scope, &c.value, EVERYTHING).await?),
-            });
-        }
-        let record = Cluster {
-            name: name.clone(),
-            status: ClusterStatus::Active,
-            settings: settings.clone(),
-            configuration: req.configuration.clone(),
-            service_connect_defaults: req.service_connect_defaults.as_ref().map(connect_defaults),
-            capacity_providers: providers.clone(),
-            default_strategy: strategy.clone(),
-            tags: tag_list.clone(),
-            created_at: now(),
-        };
-        let rev = existing.map_or(0, |e| e.mod_revision);
-        let txn = Txn::when(
-            vec![typed::unchanged(&key, rev)],
-            vec![typed::put(&key, &record)],
-        );
-        if st.store.txn(txn).await?.succeeded {
-            tracing::info!(cluster = %name, "cluster created");
-            return Ok(w::CreateClusterResponse {
-                cluster: Some(view(st, &ctx.scope, &record, EVERYTHING).await?),
-            });
-        }
-        backoff(attempt).await;
+    let (name, key, req) = (&name, &key, &req);
+    let (settings, providers, strategy, tag_list) = (&settings, &providers, &strategy, &tag_list);
+    let (record, created) = compare_and_swap(
+        st,
+        || format!("Cluster {name} is being changed by another request; try again."),
+        move || async move {
+            let existing = typed::get::<Cluster>(&*st.store, key).await?;
+            let rev = existing.as_ref().map_or(0, |e| e.mod_revision);
+            if let Some(c) = existing.filter(|c| c.value.status == ClusterStatus::Active) {
+                // CreateCluster is idempotent: an ACTIVE cluster is returned as it is.
+                return Ok(Attempt::Done((c.value, false)));
+            }
+            let record = Cluster {
+                name: name.clone(),
+                status: ClusterStatus::Active,
+                settings: settings.clone(),
+                configuration: req.configuration.clone(),
+                service_connect_defaults: req
+                    .service_connect_defaults
+                    .as_ref()
+                    .map(connect_defaults),
+                capacity_providers: providers.clone(),
+                default_strategy: strategy.clone(),
+                tags: tag_list.clone(),
+                created_at: now(),
+            };
+            let txn = Txn::when(
+                vec![typed::unchanged(key, rev)],
+                vec![typed::put(key, &record)],
+            );
+            Ok(Attempt::Write(txn, (record, true)))
+        },
+    )
+    .await?;
+    if created {
+        tracing::info!(cluster = %name, "cluster created");
     }
-    Err(EcsError::UpdateInProgress(format!(
-        "Cluster {name} is being changed by another request; try again."
-    ))
-    .into())
+    Ok(w::CreateClusterResponse {
+        cluster: Some(view(st, &ctx.scope, &record, EVERYTHING).await?),
+    })
 }
 
 pub async fn describe_clusters(
@@ -210,24 +211,23 @@ async fn modify_cluster(
     cluster: Option<&str>,
     change: impl Fn(&mut Cluster) -> Result<(), EcsError>,
 ) -> Result<Cluster, ApiError> {
-    for attempt in 0..CAS_RETRIES {
-        let (name, current) = active_cluster(st, &ctx.scope, cluster).await?;
-        let mut updated = current.value.clone();
-        change(&mut updated)?;
-        let key = ctx.scope.cluster(&name);
-        let txn = Txn::when(
-            vec![typed::unchanged(&key, current.mod_revision)],
-            vec![typed::put(&key, &updated)],
-        );
-        if st.store.txn(txn).await?.succeeded {
-            return Ok(updated);
-        }
-        backoff(attempt).await;
-    }
-    Err(EcsError::UpdateInProgress(
-        "The cluster is being changed by another request; try again.".into(),
+    let change = &change;
+    compare_and_swap(
+        st,
+        || "The cluster is being changed by another request; try again.".into(),
+        move || async move {
+            let (name, current) = active_cluster(st, &ctx.scope, cluster).await?;
+            let mut updated = current.value.clone();
+            change(&mut updated)?;
+            let key = ctx.scope.cluster(&name);
+            let txn = Txn::when(
+                vec![typed::unchanged(&key, current.mod_revision)],
+                vec![typed::put(&key, &updated)],
+            );
+            Ok(Attempt::Write(txn, updated))
+        },
     )
-    .into())
+    .await
 }
 
 pub async fn update_cluster(

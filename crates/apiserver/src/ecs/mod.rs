@@ -6,13 +6,16 @@ mod tags;
 mod taskdefs;
 
 use crate::{context::RequestContext, error::ApiError, AppState};
+use berth_domain::EcsError;
+use berth_store::Txn;
 use berth_wire::json;
+use std::future::Future;
 
 pub use taskdefs::{DescribeCache, FamilyLocks};
 
 /// How many times a handler re-reads and retries a compare-and-swap that
 /// lost to a concurrent writer before giving up with UpdateInProgress.
-pub(crate) const CAS_RETRIES: usize = 32;
+const CAS_RETRIES: usize = 32;
 
 /// Declares the served operations once: the dispatch table and the list of
 /// implemented names (for docs/api-coverage.md's test) come from one place.
@@ -62,9 +65,43 @@ operations! {
     "ListAccountSettings" => settings::list_account_settings,
 }
 
+/// What one try of a read-modify-write decided.
+pub(crate) enum Attempt<T> {
+    /// Nothing to write (the record is already as wanted): the answer.
+    Done(T),
+    /// The transaction to commit, and the answer if it applies.
+    Write(Txn, T),
+}
+
+/// Runs a read-modify-write until its transaction applies. Each try reads
+/// again what its transaction compares, so a loser sees the winner's write;
+/// after `CAS_RETRIES` lost races the caller gets UpdateInProgress with
+/// `busy`'s message.
+pub(crate) async fn compare_and_swap<T, Fut>(
+    st: &AppState,
+    busy: impl FnOnce() -> String,
+    mut attempt: impl FnMut() -> Fut,
+) -> Result<T, ApiError>
+where
+    Fut: Future<Output = Result<Attempt<T>, ApiError>>,
+{
+    for n in 0..CAS_RETRIES {
+        match attempt().await? {
+            Attempt::Done(answer) => return Ok(answer),
+            Attempt::Write(txn, answer) => {
+                if st.store.txn(txn).await?.succeeded {
+                    return Ok(answer);
+                }
+            }
+        }
+        backoff(n).await;
+    }
+    Err(EcsError::UpdateInProgress(busy()).into())
+}
+
 /// A short random pause before retrying a lost compare-and-swap, so that
 /// contenders spread out instead of colliding again.
-pub(crate) async fn backoff(attempt: usize) {
+async fn backoff(attempt: usize) {
     let max = 1u64 << attempt.min(6);
     let ms = rand::random::<u64>() % (max + 1);
     tokio::time::sleep(std::time::Duration::from_millis(ms)).await;

@@ -1,6 +1,6 @@
 //! TagResource, UntagResource and ListTagsForResource.
 
-use super::{backoff, CAS_RETRIES};
+use super::{compare_and_swap, Attempt};
 use crate::{context::RequestContext, error::ApiError, AppState};
 use berth_domain::arn::Arn;
 use berth_domain::cluster::{Cluster, ClusterStatus};
@@ -79,30 +79,29 @@ async fn retag(
     arn: Option<&str>,
     change: impl Fn(&[w::Tag]) -> Result<Vec<w::Tag>, EcsError>,
 ) -> Result<(), ApiError> {
-    for attempt in 0..CAS_RETRIES {
-        let (key, rev, value) = match find(st, ctx, arn).await? {
-            Taggable::Cluster(key, mut c) => {
-                c.value.tags = change(&c.value.tags)?;
-                (key, c.mod_revision, typed::encode(&c.value))
-            }
-            Taggable::TaskDefinition(key, mut d) => {
-                d.value.tags = change(&d.value.tags)?;
-                (key, d.mod_revision, typed::encode(&d.value))
-            }
-        };
-        let txn = Txn::when(
-            vec![typed::unchanged(&key, rev)],
-            vec![berth_store::Op::put(key.clone(), value)],
-        );
-        if st.store.txn(txn).await?.succeeded {
-            return Ok(());
-        }
-        backoff(attempt).await;
-    }
-    Err(EcsError::UpdateInProgress(
-        "The resource is being changed by another request; try again.".into(),
+    let change = &change;
+    compare_and_swap(
+        st,
+        || "The resource is being changed by another request; try again.".into(),
+        move || async move {
+            let (key, rev, value) = match find(st, ctx, arn).await? {
+                Taggable::Cluster(key, mut c) => {
+                    c.value.tags = change(&c.value.tags)?;
+                    (key, c.mod_revision, typed::encode(&c.value))
+                }
+                Taggable::TaskDefinition(key, mut d) => {
+                    d.value.tags = change(&d.value.tags)?;
+                    (key, d.mod_revision, typed::encode(&d.value))
+                }
+            };
+            let txn = Txn::when(
+                vec![typed::unchanged(&key, rev)],
+                vec![berth_store::Op::put(key.clone(), value)],
+            );
+            Ok(Attempt::Write(txn, ()))
+        },
     )
-    .into())
+    .await
 }
 
 pub async fn tag_resource(

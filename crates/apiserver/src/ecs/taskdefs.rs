@@ -7,7 +7,7 @@
 //! queued behind a per-family lock inside this server so they do not burn
 //! retries against each other; the compare keeps it correct across servers.
 
-use super::{backoff, CAS_RETRIES};
+use super::{compare_and_swap, Attempt};
 use crate::{context::RequestContext, error::ApiError, now, AppState};
 use berth_domain::taskdef::{self, Family, StoredTaskDefinition};
 use berth_domain::{arn::Arn, one_of, paging, valid_name, EcsError, Scope};
@@ -123,48 +123,49 @@ pub async fn register_task_definition(
     let family = prepared.family.clone();
     let family_key = ctx.scope.taskdef_family(&family);
     let _guard = st.locks.lock(&family).await;
-    for attempt in 0..CAS_RETRIES {
-        let current = typed::get::<Family>(&*st.store, &family_key).await?;
-        let (last, family_rev) = current
-            .as_ref()
-            .map_or((0, 0), |f| (f.value.last_revision, f.mod_revision));
-        let revision = last + 1;
-        let stored = prepared.finish(&ctx.scope, revision, now(), &ctx.principal);
-        let def_key = ctx.scope.taskdef(&family, revision);
-        let txn = Txn::when(
-            vec![
-                typed::unchanged(&family_key, family_rev),
-                typed::unchanged(&def_key, 0),
-            ],
-            vec![
-                typed::put(
-                    &family_key,
-                    &Family {
-                        name: family.clone(),
-                        last_revision: revision,
-                    },
-                ),
-                typed::put(&def_key, &stored),
-                Op::put(
-                    ctx.scope.taskdef_status("ACTIVE", &family, revision),
-                    vec![],
-                ),
-            ],
-        );
-        if st.store.txn(txn).await?.succeeded {
-            tracing::info!(family = %family, revision, "task definition registered");
-            let tags = (!stored.tags.is_empty()).then(|| stored.tags.clone());
-            return Ok(w::RegisterTaskDefinitionResponse {
-                task_definition: Some(stored.def),
-                tags,
-            });
-        }
-        backoff(attempt).await;
-    }
-    Err(EcsError::UpdateInProgress(format!(
-        "Task definition family {family} is being registered by other requests; try again."
-    ))
-    .into())
+    let (family, family_key, prepared) = (&family, &family_key, &prepared);
+    let stored = compare_and_swap(
+        st,
+        || {
+            format!(
+                "Task definition family {family} is being registered by other requests; try again."
+            )
+        },
+        move || async move {
+            let current = typed::get::<Family>(&*st.store, family_key).await?;
+            let (last, family_rev) = current
+                .as_ref()
+                .map_or((0, 0), |f| (f.value.last_revision, f.mod_revision));
+            let revision = last + 1;
+            let stored = prepared.finish(&ctx.scope, revision, now(), &ctx.principal);
+            let def_key = ctx.scope.taskdef(family, revision);
+            let txn = Txn::when(
+                vec![
+                    typed::unchanged(family_key, family_rev),
+                    typed::unchanged(&def_key, 0),
+                ],
+                vec![
+                    typed::put(
+                        family_key,
+                        &Family {
+                            name: family.clone(),
+                            last_revision: revision,
+                        },
+                    ),
+                    typed::put(&def_key, &stored),
+                    Op::put(ctx.scope.taskdef_status("ACTIVE", family, revision), vec![]),
+                ],
+            );
+            Ok(Attempt::Write(txn, stored))
+        },
+    )
+    .await?;
+    tracing::info!(family = %family, revision = stored.def.revision, "task definition registered");
+    let tags = (!stored.tags.is_empty()).then(|| stored.tags.clone());
+    Ok(w::RegisterTaskDefinitionResponse {
+        task_definition: Some(stored.def),
+        tags,
+    })
 }
 
 /// Moves a revision from one status index to another (same transaction as the record).
@@ -175,21 +176,31 @@ fn move_status(scope: &Scope, family: &str, revision: i64, from: &str, to: &str)
     ]
 }
 
-/// (index key, family, revision) of every revision with `status`, in key
-/// order, optionally of one family. Keys only: no record is decoded.
+/// (index key, family, revision) of the revisions with `status`, in key
+/// order, optionally of one family, after `start_after` and at most `limit`
+/// of them; and whether more follow. Keys only: no record is decoded.
 async fn indexed(
     st: &AppState,
     scope: &Scope,
     status: &str,
     family: Option<&str>,
-) -> Result<Vec<(String, String, i64)>, ApiError> {
+    start_after: Option<String>,
+    limit: Option<usize>,
+) -> Result<(Vec<(String, String, i64)>, bool), ApiError> {
     let base = scope.taskdef_status_index(status);
     let prefix = match family {
         Some(f) => scope.taskdef_status_of(status, f),
         None => base.clone(),
     };
-    let found = st.store.range(RangeRequest::prefix(prefix)).await?;
-    Ok(found
+    let found = st
+        .store
+        .range(RangeRequest {
+            prefix,
+            start_after,
+            limit,
+        })
+        .await?;
+    let entries = found
         .kvs
         .into_iter()
         .filter_map(|kv| {
@@ -197,7 +208,8 @@ async fn indexed(
             let f = f.to_string();
             Some((kv.key, f, r))
         })
-        .collect())
+        .collect();
+    Ok((entries, found.more))
 }
 
 /// What a `taskDefinition` parameter names.
@@ -262,7 +274,7 @@ async fn resolve_record(
     let key = match reference {
         Reference::Revision(family, revision) => scope.taskdef(family, *revision),
         Reference::Latest(family) => {
-            let active = indexed(st, scope, "ACTIVE", Some(family)).await?;
+            let (active, _) = indexed(st, scope, "ACTIVE", Some(family), None, None).await?;
             let (_, family, revision) = active.last().ok_or(EcsError::TaskDefinitionNotFound)?;
             scope.taskdef(family, *revision)
         }
@@ -332,55 +344,30 @@ pub async fn list_task_definitions(
     let after = paging::resume(&listing, req.next_token.as_deref())?;
     // familyPrefix is the full family name (as ECS documents it), not a prefix.
     let family = req.family_prefix.as_deref().filter(|f| !f.is_empty());
-    if sort == "ASC" {
-        // Key order is the answer's order: let the store do the paging and
-        // copy out only the page.
-        let base = ctx.scope.taskdef_status_index(&status);
-        let prefix = match family {
-            Some(f) => ctx.scope.taskdef_status_of(&status, f),
-            None => base.clone(),
-        };
-        let found = st
-            .store
-            .range(RangeRequest {
-                prefix,
-                start_after: after,
-                limit: Some(limit),
-            })
-            .await?;
-        let next = match found.kvs.last() {
-            Some(last) if found.more => Some(paging::token(&listing, &last.key)),
+    let (page, next) = if sort == "ASC" {
+        // Key order is the answer's order: the store pages, and only the
+        // page is copied out.
+        let (entries, more) = indexed(st, &ctx.scope, &status, family, after, Some(limit)).await?;
+        let next = match entries.last() {
+            Some((key, _, _)) if more => Some(paging::token(&listing, key)),
             _ => None,
         };
-        let arns = found
-            .kvs
-            .iter()
-            .filter_map(|kv| parse_family_revision(kv.key.strip_prefix(&base)?))
-            .map(|(f, r)| ctx.scope.task_definition_arn(f, r))
-            .collect();
-        return Ok(w::ListTaskDefinitionsResponse {
-            task_definition_arns: Some(arns),
-            next_token: next,
-        });
-    }
-    // ARNs are built for the page only.
-    let mut matching: Vec<(String, (String, i64))> = indexed(st, &ctx.scope, &status, family)
-        .await?
-        .into_iter()
-        .map(|(k, f, r)| (k, (f, r)))
-        .collect();
-    let (page, next) = if sort == "DESC" {
-        matching.reverse();
+        (entries.into_iter().map(|(_, f, r)| (f, r)).collect(), next)
+    } else {
+        let (mut entries, _) = indexed(st, &ctx.scope, &status, family, None, None).await?;
+        entries.reverse();
         // Paging compares keys; in DESC order "after" means "smaller", so
         // page over inverted keys.
-        let inverted = matching.into_iter().map(|(k, a)| (invert(&k), a)).collect();
+        let inverted = entries
+            .into_iter()
+            .map(|(k, f, r)| (invert(&k), (f, r)))
+            .collect();
         paging::page(&listing, inverted, after.as_deref(), limit)
-    } else {
-        paging::page(&listing, matching, after.as_deref(), limit)
     };
+    // ARNs are built for the page only.
     let arns = page
         .into_iter()
-        .map(|(f, r)| ctx.scope.task_definition_arn(&f, r))
+        .map(|(f, r): (String, i64)| ctx.scope.task_definition_arn(&f, r))
         .collect();
     Ok(w::ListTaskDefinitionsResponse {
         task_definition_arns: Some(arns),
@@ -416,8 +403,9 @@ pub async fn list_task_definition_families(
     let active: std::collections::HashSet<String> = if status == "ALL" {
         Default::default()
     } else {
-        indexed(st, &ctx.scope, "ACTIVE", None)
+        indexed(st, &ctx.scope, "ACTIVE", None, None, None)
             .await?
+            .0
             .into_iter()
             .map(|(_, f, _)| f)
             .collect()
@@ -453,38 +441,38 @@ pub async fn deregister_task_definition(
         return Err(EcsError::client("Revision is missing.").into());
     };
     let key = ctx.scope.taskdef(&family, revision);
-    for attempt in 0..CAS_RETRIES {
-        let current = resolve(
-            st,
-            &ctx.scope,
-            &Reference::Revision(family.clone(), revision),
-        )
-        .await?;
-        if current.value.def.status.as_deref() != Some("ACTIVE") {
-            return Ok(w::DeregisterTaskDefinitionResponse {
-                task_definition: Some(current.value.def),
-            });
-        }
-        let mut updated = current.value.clone();
-        updated.def.status = Some("INACTIVE".into());
-        updated.def.deregistered_at = Some(now());
-        let mut ops = vec![typed::put(&key, &updated)];
-        ops.extend(move_status(
-            &ctx.scope, &family, revision, "ACTIVE", "INACTIVE",
-        ));
-        let txn = Txn::when(vec![typed::unchanged(&key, current.mod_revision)], ops);
-        if st.store.txn(txn).await?.succeeded {
-            tracing::info!(family = %family, revision, "task definition deregistered");
-            return Ok(w::DeregisterTaskDefinitionResponse {
-                task_definition: Some(updated.def),
-            });
-        }
-        backoff(attempt).await;
-    }
-    Err(EcsError::UpdateInProgress(
-        "The task definition is being changed by another request; try again.".into(),
+    let (family, key) = (&family, &key);
+    let (def, changed) = compare_and_swap(
+        st,
+        || "The task definition is being changed by another request; try again.".into(),
+        move || async move {
+            let current = resolve(
+                st,
+                &ctx.scope,
+                &Reference::Revision(family.clone(), revision),
+            )
+            .await?;
+            if current.value.def.status.as_deref() != Some("ACTIVE") {
+                return Ok(Attempt::Done((current.value.def, false)));
+            }
+            let mut updated = current.value.clone();
+            updated.def.status = Some("INACTIVE".into());
+            updated.def.deregistered_at = Some(now());
+            let mut ops = vec![typed::put(key, &updated)];
+            ops.extend(move_status(
+                &ctx.scope, family, revision, "ACTIVE", "INACTIVE",
+            ));
+            let txn = Txn::when(vec![typed::unchanged(key, current.mod_revision)], ops);
+            Ok(Attempt::Write(txn, (updated.def, true)))
+        },
     )
-    .into())
+    .await?;
+    if changed {
+        tracing::info!(family = %family, revision, "task definition deregistered");
+    }
+    Ok(w::DeregisterTaskDefinitionResponse {
+        task_definition: Some(def),
+    })
 }
 
 pub async fn delete_task_definitions(
@@ -524,49 +512,44 @@ pub async fn delete_task_definitions(
             }
         };
         let key = ctx.scope.taskdef(&family, revision);
-        let mut outcome = None;
-        for attempt in 0..CAS_RETRIES {
-            let Some(current) = typed::get::<StoredTaskDefinition>(&*st.store, &key).await? else {
-                outcome = Some(Err("The specified task definition does not exist."));
-                break;
-            };
-            match current.value.def.status.as_deref() {
-                Some("ACTIVE") => {
-                    outcome = Some(Err(
+        let (family, key) = (&family, &key);
+        let outcome = compare_and_swap(
+            st,
+            || "The task definition is being changed by another request; try again.".into(),
+            move || async move {
+                let Some(current) = typed::get::<StoredTaskDefinition>(&*st.store, key).await?
+                else {
+                    return Ok(Attempt::Done(Err("The specified task definition does not exist.")));
+                };
+                match current.value.def.status.as_deref() {
+                    Some("ACTIVE") => return Ok(Attempt::Done(Err(
                         "The specified task definition is still in ACTIVE status. Please deregister the target and try again.",
-                    ));
-                    break;
+                    ))),
+                    Some("DELETE_IN_PROGRESS") => return Ok(Attempt::Done(Ok(current.value.def))),
+                    _ => {}
                 }
-                Some("DELETE_IN_PROGRESS") => {
-                    outcome = Some(Ok(current.value.def));
-                    break;
-                }
-                _ => {}
-            }
-            let mut updated = current.value.clone();
-            updated.def.status = Some("DELETE_IN_PROGRESS".into());
-            updated.def.delete_requested_at = Some(now());
-            let mut ops = vec![typed::put(&key, &updated)];
-            ops.extend(move_status(
-                &ctx.scope,
-                &family,
-                revision,
-                "INACTIVE",
-                "DELETE_IN_PROGRESS",
-            ));
-            let txn = Txn::when(vec![typed::unchanged(&key, current.mod_revision)], ops);
-            if st.store.txn(txn).await?.succeeded {
-                outcome = Some(Ok(updated.def));
-                break;
-            }
-            backoff(attempt).await;
-        }
+                let mut updated = current.value.clone();
+                updated.def.status = Some("DELETE_IN_PROGRESS".into());
+                updated.def.delete_requested_at = Some(now());
+                let mut ops = vec![typed::put(key, &updated)];
+                ops.extend(move_status(
+                    &ctx.scope,
+                    family,
+                    revision,
+                    "INACTIVE",
+                    "DELETE_IN_PROGRESS",
+                ));
+                let txn = Txn::when(vec![typed::unchanged(key, current.mod_revision)], ops);
+                Ok(Attempt::Write(txn, Ok(updated.def)))
+            },
+        )
+        .await;
         match outcome {
-            Some(Ok(def)) => deleted.push(def),
-            Some(Err(reason)) => failures.push(fail(reason)),
-            None => failures.push(fail(
-                "The task definition is being changed by another request; try again.",
-            )),
+            Ok(Ok(def)) => deleted.push(def),
+            Ok(Err(reason)) => failures.push(fail(reason)),
+            // Losing every race fails this one item, not the request.
+            Err(ApiError::Ecs(EcsError::UpdateInProgress(reason))) => failures.push(fail(&reason)),
+            Err(e) => return Err(e),
         }
     }
     Ok(w::DeleteTaskDefinitionsResponse {
