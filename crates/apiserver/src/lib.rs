@@ -8,7 +8,7 @@
 //! and encoded back; every failure leaves as the protocol's error shape with
 //! a request id. `GET /health` answers liveness, `GET /metrics` Prometheus.
 //!
-//! This crate is the only home of axum. It holds no state of its own beyond
+//! This crate is the only home of axum and of hyper's server side. It holds no state of its own beyond
 //! caches that can be rebuilt; everything durable is in the store.
 
 mod context;
@@ -16,6 +16,7 @@ mod ecs;
 mod error;
 mod front;
 mod metrics;
+mod serve;
 mod sts;
 
 use berth_store::Store;
@@ -25,6 +26,7 @@ pub use context::RequestContext;
 /// ECS operations Berth serves (the rest of the model answers UnknownOperationException).
 pub use ecs::IMPLEMENTED as ECS_IMPLEMENTED;
 pub use error::ApiError;
+pub use serve::serve;
 
 /// Settings of the API server.
 #[derive(Debug, Clone)]

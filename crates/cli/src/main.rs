@@ -73,6 +73,9 @@ struct ServerArgs {
     /// Store history kept for watchers, in revisions; older history is compacted.
     #[arg(long, env = "BERTH_HISTORY_REVISIONS", default_value_t = 100_000)]
     history_revisions: i64,
+    /// Threads serving HTTP connections (default: one per CPU).
+    #[arg(long, env = "BERTH_HTTP_THREADS", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    http_threads: Option<u16>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -183,9 +186,10 @@ async fn serve(args: ServerArgs, up: bool) -> anyhow::Result<()> {
         signal.cancel();
     });
     let stop = shutdown.clone();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move { stop.cancelled().await })
-        .await?;
+    let threads = args.http_threads.map(usize::from).unwrap_or_else(|| {
+        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+    });
+    berth_apiserver::serve(listener, app, threads, stop).await?;
     shutdown.cancel();
     compactor.await.ok();
     tracing::info!("stopped");
