@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what Berth's build and tests need on a Debian machine, idempotently:
-# system packages, a Rust toolchain check, and a Python venv (.venv) with the
-# real AWS clients used by the conformance tests and benchmarks.
+# system packages, a Rust toolchain check, a Python venv (.venv) with the
+# real AWS clients used by the conformance tests and benchmarks, a running
+# Docker Engine and the local test images.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -9,6 +10,8 @@ need_apt=()
 command -v cc >/dev/null || need_apt+=(build-essential)
 command -v curl >/dev/null || need_apt+=(curl)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3-venv)
+# The test images are FROM scratch, so they need the static busybox.
+dpkg -s busybox-static >/dev/null 2>&1 || need_apt+=(busybox-static)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: installing ${need_apt[*]}"
   export DEBIAN_FRONTEND=noninteractive
@@ -31,3 +34,7 @@ if [ ! -x .venv/bin/python ] || ! cmp -s "$req" "$stamp"; then
   .venv/bin/pip install -q --disable-pip-version-check -r "$req"
   cp "$req" "$stamp"
 fi
+
+# The container runtime's and agent's tests drive a real Docker Engine.
+scripts/docker.sh
+scripts/test-images.sh

@@ -1,0 +1,594 @@
+//! The Docker Engine driver, over the engine's unix socket.
+
+use crate::pull::Plan;
+use crate::{
+    Binding, ContainerInfo, ContainerRuntime, ContainerSpec, ContainerState, ContainerSummary,
+    Event, EventKind, Health, LogChunk, LogStream, MountSource, NetworkMode, Protocol,
+    PullBehavior, Pulled, RuntimeError, Stats,
+};
+use async_trait::async_trait;
+use bollard::errors::Error as DockerError;
+use bollard::models::{
+    ContainerCreateBody, ContainerStateStatusEnum, HealthConfig, HealthStatusEnum, HostConfig,
+    Mount, MountType, PortBinding, ResourcesUlimits,
+};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, EventsOptionsBuilder,
+    ListContainersOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
+    StatsOptionsBuilder, StopContainerOptionsBuilder,
+};
+use bollard::{Docker, API_DEFAULT_VERSION};
+use futures::stream::BoxStream;
+use futures::{StreamExt, TryStreamExt};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// Requests that get no answer in this long fail (a pull's answer is the
+/// start of its progress stream, so slow pulls are not cut off).
+const REQUEST_TIMEOUT_SECS: u64 = 120;
+
+pub struct DockerRuntime {
+    docker: Docker,
+    /// Images this process pulled, for [`PullBehavior::Once`].
+    pulled: Mutex<HashSet<String>>,
+}
+
+fn unavailable(e: DockerError) -> RuntimeError {
+    RuntimeError::Unavailable(e.to_string())
+}
+
+/// The engine's own message for a refused request, without bollard's
+/// wrapping.
+fn refused(e: DockerError) -> RuntimeError {
+    match e {
+        DockerError::DockerResponseServerError {
+            status_code: 404,
+            message,
+        } => RuntimeError::NotFound(message),
+        DockerError::DockerResponseServerError { message, .. } => RuntimeError::Rejected(message),
+        other => unavailable(other),
+    }
+}
+
+fn is_not_found(e: &DockerError) -> bool {
+    matches!(
+        e,
+        DockerError::DockerResponseServerError {
+            status_code: 404,
+            ..
+        }
+    )
+}
+
+impl DockerRuntime {
+    /// Connects to the engine at `socket` (default `/var/run/docker.sock`)
+    /// and settles on an API version both sides speak.
+    pub async fn connect(socket: Option<&str>) -> Result<DockerRuntime, RuntimeError> {
+        let path = socket.unwrap_or("/var/run/docker.sock");
+        let docker = Docker::connect_with_unix(path, REQUEST_TIMEOUT_SECS, API_DEFAULT_VERSION)
+            .map_err(unavailable)?
+            .negotiate_version()
+            .await
+            .map_err(unavailable)?;
+        docker.ping().await.map_err(unavailable)?;
+        Ok(DockerRuntime {
+            docker,
+            pulled: Mutex::default(),
+        })
+    }
+
+    async fn fetch(&self, image: &str) -> Result<(), String> {
+        let (from, tag) = split_reference(image);
+        let mut options = CreateImageOptionsBuilder::new().from_image(from);
+        if let Some(tag) = tag {
+            options = options.tag(tag);
+        }
+        let mut progress = self.docker.create_image(Some(options.build()), None, None);
+        while let Some(step) = progress.next().await {
+            match step {
+                Ok(info) => {
+                    if let Some(detail) = info.error_detail.and_then(|d| d.message) {
+                        return Err(detail);
+                    }
+                }
+                Err(DockerError::DockerResponseServerError { message, .. }) => {
+                    return Err(format!("Error response from daemon: {message}"))
+                }
+                Err(DockerError::DockerStreamError { error }) => return Err(error),
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `repo[:tag]` or `repo@digest` -> (what to ask for, tag). Without a tag
+/// the engine would pull every tag of the repository.
+fn split_reference(image: &str) -> (&str, Option<&str>) {
+    if image.contains('@') {
+        return (image, None);
+    }
+    let name_start = image.rfind('/').map_or(0, |i| i + 1);
+    match image[name_start..].rfind(':') {
+        Some(i) => (&image[..name_start + i], Some(&image[name_start + i + 1..])),
+        None => (image, Some("latest")),
+    }
+}
+
+/// RFC 3339 as the engine writes it, to seconds since the epoch; the
+/// engine's zero time ("0001-01-01T00:00:00Z") means "never".
+fn timestamp(s: Option<&str>) -> Option<f64> {
+    let t = time::OffsetDateTime::parse(s?, &time::format_description::well_known::Rfc3339).ok()?;
+    (t.year() > 1970).then(|| t.unix_timestamp_nanos() as f64 / 1e9)
+}
+
+fn protocol(s: &str) -> Option<Protocol> {
+    match s {
+        "tcp" => Some(Protocol::Tcp),
+        "udp" => Some(Protocol::Udp),
+        _ => None,
+    }
+}
+
+fn health(s: Option<HealthStatusEnum>) -> Option<Health> {
+    match s? {
+        HealthStatusEnum::STARTING => Some(Health::Starting),
+        HealthStatusEnum::HEALTHY => Some(Health::Healthy),
+        HealthStatusEnum::UNHEALTHY => Some(Health::Unhealthy),
+        _ => None,
+    }
+}
+
+fn state(s: &str) -> ContainerState {
+    match s {
+        "created" => ContainerState::Created,
+        "running" => ContainerState::Running,
+        "exited" | "dead" => ContainerState::Exited,
+        _ => ContainerState::Other,
+    }
+}
+
+fn nanos(d: Duration) -> i64 {
+    i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
+}
+
+fn non_empty<T>(v: Vec<T>) -> Option<Vec<T>> {
+    (!v.is_empty()).then_some(v)
+}
+
+/// The engine's create request for a spec.
+fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
+    let key = |p: &crate::PortSpec| format!("{}/{}", p.container_port, p.protocol.as_str());
+    let mut port_bindings: HashMap<String, Option<Vec<PortBinding>>> = HashMap::new();
+    for p in &spec.ports {
+        port_bindings
+            .entry(key(p))
+            .or_default()
+            .get_or_insert_with(Vec::new)
+            .push(PortBinding {
+                host_ip: None,
+                // An empty host port asks the engine for one from the ephemeral range.
+                host_port: Some(p.host_port.map(|h| h.to_string()).unwrap_or_default()),
+            });
+    }
+    let mounts = spec
+        .mounts
+        .iter()
+        .map(|m| {
+            let (typ, source) = match &m.source {
+                MountSource::HostPath(p) => (MountType::BIND, p.clone()),
+                MountSource::Volume(v) => (MountType::VOLUME, v.clone()),
+            };
+            Mount {
+                target: Some(m.target.clone()),
+                source: Some(source),
+                typ: Some(typ),
+                read_only: Some(m.read_only),
+                ..Default::default()
+            }
+        })
+        .collect();
+    let host_config = HostConfig {
+        cpu_shares: spec.cpu_shares,
+        memory: spec.memory_bytes,
+        memory_reservation: spec.memory_reservation_bytes,
+        nano_cpus: spec.nano_cpus,
+        network_mode: Some(match &spec.network_mode {
+            NetworkMode::Bridge => "bridge".to_string(),
+            NetworkMode::Host => "host".to_string(),
+            NetworkMode::None => "none".to_string(),
+            NetworkMode::Container(id) => format!("container:{id}"),
+        }),
+        port_bindings: (!port_bindings.is_empty()).then_some(port_bindings),
+        extra_hosts: non_empty(
+            spec.extra_hosts
+                .iter()
+                .map(|(h, ip)| format!("{h}:{ip}"))
+                .collect(),
+        ),
+        dns: non_empty(spec.dns_servers.clone()),
+        dns_search: non_empty(spec.dns_search.clone()),
+        links: non_empty(spec.links.clone()),
+        ulimits: non_empty(
+            spec.ulimits
+                .iter()
+                .map(|u| ResourcesUlimits {
+                    name: Some(u.name.clone()),
+                    soft: Some(u.soft),
+                    hard: Some(u.hard),
+                })
+                .collect(),
+        ),
+        cap_add: non_empty(spec.cap_add.clone()),
+        cap_drop: non_empty(spec.cap_drop.clone()),
+        init: spec.init.then_some(true),
+        tmpfs: (!spec.tmpfs.is_empty()).then(|| spec.tmpfs.iter().cloned().collect()),
+        shm_size: spec.shm_size_bytes,
+        readonly_rootfs: Some(spec.readonly_rootfs),
+        privileged: Some(spec.privileged),
+        mounts: non_empty(mounts),
+        volumes_from: non_empty(spec.volumes_from.clone()),
+        security_opt: non_empty(spec.security_opts.clone()),
+        ..Default::default()
+    };
+    ContainerCreateBody {
+        image: Some(spec.image.clone()),
+        cmd: spec.command.clone(),
+        entrypoint: spec.entry_point.clone(),
+        env: non_empty(spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+        working_dir: spec.working_dir.clone(),
+        user: spec.user.clone(),
+        hostname: spec.hostname.clone(),
+        labels: Some(spec.labels.clone().into_iter().collect()),
+        exposed_ports: non_empty(spec.ports.iter().map(key).collect()),
+        healthcheck: spec.health_check.as_ref().map(|h| HealthConfig {
+            test: Some(h.test.clone()),
+            interval: Some(nanos(h.interval)),
+            timeout: Some(nanos(h.timeout)),
+            retries: Some(i64::from(h.retries)),
+            start_period: Some(nanos(h.start_period)),
+            ..Default::default()
+        }),
+        stop_timeout: spec.stop_timeout.map(|d| d.as_secs() as i64),
+        host_config: Some(host_config),
+        ..Default::default()
+    }
+}
+
+fn label_filter(label: &str, value: &str) -> HashMap<String, Vec<String>> {
+    HashMap::from([("label".to_string(), vec![format!("{label}={value}")])])
+}
+
+#[async_trait]
+impl ContainerRuntime for DockerRuntime {
+    async fn pull(&self, image: &str, behavior: PullBehavior) -> Result<Pulled, RuntimeError> {
+        let cached = match self.docker.inspect_image(image).await {
+            Ok(_) => true,
+            Err(e) if is_not_found(&e) => false,
+            Err(e) => return Err(unavailable(e)),
+        };
+        let before = self
+            .pulled
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .contains(image);
+        match behavior.plan(cached, before) {
+            Plan::UseCache => Ok(Pulled::Cached),
+            Plan::Pull { fallback_to_cache } => match self.fetch(image).await {
+                Ok(()) => {
+                    self.pulled
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .insert(image.to_string());
+                    Ok(Pulled::Fetched)
+                }
+                Err(why) if fallback_to_cache => {
+                    tracing::warn!(image, error = %why, "pull failed; using the cached image");
+                    Ok(Pulled::Cached)
+                }
+                Err(why) => Err(RuntimeError::CannotPull(why)),
+            },
+        }
+    }
+
+    async fn create(&self, spec: &ContainerSpec) -> Result<String, RuntimeError> {
+        let options = CreateContainerOptionsBuilder::new()
+            .name(&spec.name)
+            .build();
+        self.docker
+            .create_container(Some(options), create_body(spec))
+            .await
+            .map(|r| r.id)
+            .map_err(refused)
+    }
+
+    async fn start(&self, id: &str) -> Result<(), RuntimeError> {
+        self.docker.start_container(id, None).await.map_err(refused)
+    }
+
+    async fn stop(&self, id: &str, timeout: Duration) -> Result<(), RuntimeError> {
+        let secs = i32::try_from(timeout.as_secs()).unwrap_or(i32::MAX);
+        let options = StopContainerOptionsBuilder::new().t(secs).build();
+        match self.docker.stop_container(id, Some(options)).await {
+            // 304: already stopped.
+            Ok(()) => Ok(()),
+            Err(DockerError::DockerResponseServerError {
+                status_code: 304, ..
+            }) => Ok(()),
+            Err(e) => Err(refused(e)),
+        }
+    }
+
+    async fn remove(&self, id: &str) -> Result<(), RuntimeError> {
+        let options = RemoveContainerOptionsBuilder::new()
+            .force(true)
+            .v(true)
+            .build();
+        match self.docker.remove_container(id, Some(options)).await {
+            Ok(()) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
+            Err(e) => Err(refused(e)),
+        }
+    }
+
+    async fn inspect(&self, id: &str) -> Result<Option<ContainerInfo>, RuntimeError> {
+        let c = match self.docker.inspect_container(id, None).await {
+            Ok(c) => c,
+            Err(e) if is_not_found(&e) => return Ok(None),
+            Err(e) => return Err(unavailable(e)),
+        };
+        let st = c.state.unwrap_or_default();
+        let status = st.status.map_or(ContainerState::Other, |s| match s {
+            ContainerStateStatusEnum::CREATED => ContainerState::Created,
+            ContainerStateStatusEnum::RUNNING => ContainerState::Running,
+            ContainerStateStatusEnum::EXITED | ContainerStateStatusEnum::DEAD => {
+                ContainerState::Exited
+            }
+            _ => ContainerState::Other,
+        });
+        let mut ports = Vec::new();
+        let bound = c.network_settings.and_then(|n| n.ports).unwrap_or_default();
+        for (key, bindings) in bound {
+            let Some((port, proto)) = key.split_once('/') else {
+                continue;
+            };
+            let (Ok(container_port), Some(protocol)) = (port.parse(), protocol(proto)) else {
+                continue;
+            };
+            for b in bindings.unwrap_or_default() {
+                if let Some(host_port) = b.host_port.and_then(|p| p.parse().ok()) {
+                    ports.push(Binding {
+                        container_port,
+                        host_port,
+                        host_ip: b.host_ip.unwrap_or_default(),
+                        protocol,
+                    });
+                }
+            }
+        }
+        ports.sort_by_key(|b| (b.container_port, b.host_port, b.host_ip.clone()));
+        let exited = status == ContainerState::Exited;
+        Ok(Some(ContainerInfo {
+            id: c.id.unwrap_or_default(),
+            name: c
+                .name
+                .unwrap_or_default()
+                .trim_start_matches('/')
+                .to_string(),
+            image: c
+                .config
+                .as_ref()
+                .and_then(|k| k.image.clone())
+                .unwrap_or_default(),
+            labels: c
+                .config
+                .and_then(|k| k.labels)
+                .unwrap_or_default()
+                .into_iter()
+                .collect(),
+            state: status,
+            started_at: timestamp(st.started_at.as_deref()),
+            finished_at: timestamp(st.finished_at.as_deref()).filter(|_| exited),
+            exit_code: st.exit_code.filter(|_| exited),
+            health: health(st.health.and_then(|h| h.status)),
+            oom_killed: st.oom_killed.unwrap_or(false),
+            error: st.error.filter(|e| !e.is_empty()),
+            ports,
+        }))
+    }
+
+    async fn list(&self, label: &str, value: &str) -> Result<Vec<ContainerSummary>, RuntimeError> {
+        let options = ListContainersOptionsBuilder::new()
+            .all(true)
+            .filters(&label_filter(label, value))
+            .build();
+        let found = self
+            .docker
+            .list_containers(Some(options))
+            .await
+            .map_err(unavailable)?;
+        Ok(found
+            .into_iter()
+            .map(|c| ContainerSummary {
+                id: c.id.unwrap_or_default(),
+                name: c
+                    .names
+                    .and_then(|n| n.into_iter().next())
+                    .unwrap_or_default()
+                    .trim_start_matches('/')
+                    .to_string(),
+                labels: c.labels.unwrap_or_default().into_iter().collect(),
+                state: state(&c.state.map(|s| s.to_string()).unwrap_or_default()),
+            })
+            .collect())
+    }
+
+    fn events(&self, label: &str, value: &str) -> BoxStream<'static, Result<Event, RuntimeError>> {
+        let mut filters = label_filter(label, value);
+        filters.insert("type".into(), vec!["container".into()]);
+        // The request goes out when the stream is first polled; asking from
+        // the time of this call keeps events in between from being lost.
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let since = format!("{}.{:09}", now.as_secs(), now.subsec_nanos());
+        let options = EventsOptionsBuilder::new()
+            .since(&since)
+            .filters(&filters)
+            .build();
+        self.docker
+            .events(Some(options))
+            .map_err(unavailable)
+            .try_filter_map(|m| async move {
+                let actor = m.actor.unwrap_or_default();
+                let mut labels: BTreeMap<String, String> =
+                    actor.attributes.unwrap_or_default().into_iter().collect();
+                let action = m.action.unwrap_or_default();
+                let kind = match action.as_str() {
+                    "start" => EventKind::Started,
+                    "die" => EventKind::Died {
+                        exit_code: labels.get("exitCode").and_then(|c| c.parse().ok()),
+                    },
+                    "oom" => EventKind::OutOfMemory,
+                    "destroy" => EventKind::Removed,
+                    "health_status: healthy" => EventKind::Health(Health::Healthy),
+                    "health_status: unhealthy" => EventKind::Health(Health::Unhealthy),
+                    _ => return Ok(None),
+                };
+                // The engine mixes its own attributes in with the labels.
+                for k in ["exitCode", "image", "name", "execDuration"] {
+                    labels.remove(k);
+                }
+                let at = m
+                    .time_nano
+                    .map(|n| n as f64 / 1e9)
+                    .or(m.time.map(|s| s as f64))
+                    .unwrap_or_default();
+                Ok(Some(Event {
+                    id: actor.id.unwrap_or_default(),
+                    labels,
+                    kind,
+                    at,
+                }))
+            })
+            .boxed()
+    }
+
+    fn logs(&self, id: &str, follow: bool) -> BoxStream<'static, Result<LogChunk, RuntimeError>> {
+        let options = LogsOptionsBuilder::new()
+            .follow(follow)
+            .stdout(true)
+            .stderr(true)
+            .build();
+        self.docker
+            .logs(id, Some(options))
+            .map_err(refused)
+            .try_filter_map(|out| async move {
+                Ok(match out {
+                    bollard::container::LogOutput::StdOut { message }
+                    | bollard::container::LogOutput::Console { message } => Some(LogChunk {
+                        stream: LogStream::Stdout,
+                        bytes: message.to_vec(),
+                    }),
+                    bollard::container::LogOutput::StdErr { message } => Some(LogChunk {
+                        stream: LogStream::Stderr,
+                        bytes: message.to_vec(),
+                    }),
+                    bollard::container::LogOutput::StdIn { .. } => None,
+                })
+            })
+            .boxed()
+    }
+
+    async fn stats(&self, id: &str) -> Result<Stats, RuntimeError> {
+        let options = StatsOptionsBuilder::new()
+            .stream(false)
+            .one_shot(true)
+            .build();
+        let s = self
+            .docker
+            .stats(id, Some(options))
+            .next()
+            .await
+            .ok_or_else(|| RuntimeError::NotFound(id.to_string()))?
+            .map_err(refused)?;
+        let memory = s.memory_stats.unwrap_or_default();
+        Ok(Stats {
+            cpu_total_ns: s
+                .cpu_stats
+                .and_then(|c| c.cpu_usage)
+                .and_then(|u| u.total_usage)
+                .unwrap_or(0),
+            memory_bytes: memory.usage.unwrap_or(0),
+            memory_limit_bytes: memory.limit.unwrap_or(0),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn references_split_into_repository_and_tag() {
+        assert_eq!(split_reference("busybox"), ("busybox", Some("latest")));
+        assert_eq!(split_reference("busybox:1.36"), ("busybox", Some("1.36")));
+        assert_eq!(
+            split_reference("localhost:5000/team/app"),
+            ("localhost:5000/team/app", Some("latest"))
+        );
+        assert_eq!(
+            split_reference("localhost:5000/team/app:v2"),
+            ("localhost:5000/team/app", Some("v2"))
+        );
+        assert_eq!(split_reference("app@sha256:abc"), ("app@sha256:abc", None));
+    }
+
+    #[test]
+    fn engine_times_become_epoch_seconds_and_zero_means_never() {
+        assert_eq!(timestamp(Some("1970-01-01T00:00:10Z")), None);
+        let t = timestamp(Some("2026-11-24T01:28:53.5Z")).expect("time");
+        assert!((t - 1_795_483_733.5).abs() < 1e-3, "{t}");
+        assert_eq!(timestamp(Some("0001-01-01T00:00:00Z")), None);
+        assert_eq!(timestamp(Some("garbage")), None);
+    }
+
+    #[test]
+    fn a_spec_becomes_the_engine_request() {
+        let spec = ContainerSpec {
+            name: "t".into(),
+            image: "img".into(),
+            env: vec![("A".into(), "1".into())],
+            ports: vec![
+                crate::PortSpec {
+                    container_port: 80,
+                    host_port: None,
+                    protocol: Protocol::Tcp,
+                },
+                crate::PortSpec {
+                    container_port: 53,
+                    host_port: Some(5353),
+                    protocol: Protocol::Udp,
+                },
+            ],
+            network_mode: NetworkMode::Host,
+            stop_timeout: Some(Duration::from_secs(7)),
+            ..Default::default()
+        };
+        let body = create_body(&spec);
+        assert_eq!(body.env, Some(vec!["A=1".to_string()]));
+        assert_eq!(body.stop_timeout, Some(7));
+        let host = body.host_config.expect("host config");
+        assert_eq!(host.network_mode.as_deref(), Some("host"));
+        let bindings = host.port_bindings.expect("ports");
+        let dynamic = bindings["80/tcp"].as_ref().expect("80");
+        assert_eq!(dynamic[0].host_port.as_deref(), Some(""));
+        assert_eq!(
+            bindings["53/udp"].as_ref().expect("53")[0]
+                .host_port
+                .as_deref(),
+            Some("5353")
+        );
+    }
+}

@@ -1,0 +1,273 @@
+//! Container runtimes behind one trait: [`ContainerRuntime`]. The Docker
+//! Engine driver ([`docker::DockerRuntime`], on bollard) is the first; a
+//! [`fake::FakeRuntime`] records calls for unit tests; a microVM driver
+//! comes with the Fargate isolation work.
+//!
+//! The trait speaks in containers, not tasks: the agent turns a task into
+//! container specs, and labels every container it creates, so it can find
+//! its own containers again after a restart ([`ContainerRuntime::list`]).
+//!
+//! This crate is the only home of bollard.
+
+pub mod docker;
+pub mod fake;
+mod pull;
+
+pub use pull::PullBehavior;
+
+use async_trait::async_trait;
+use futures::stream::BoxStream;
+use std::collections::BTreeMap;
+use std::time::Duration;
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum RuntimeError {
+    /// The image could not be pulled and no usable copy is cached; the
+    /// message is what ECS puts in a task's stoppedReason.
+    #[error("CannotPullContainerError: {0}")]
+    CannotPull(String),
+    #[error("No such container: {0}")]
+    NotFound(String),
+    /// The runtime refused the request (a bad spec, a name in use, ...).
+    #[error("{0}")]
+    Rejected(String),
+    /// The runtime could not be reached or failed.
+    #[error("container runtime unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Everything a container is created with.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ContainerSpec {
+    pub name: String,
+    pub image: String,
+    pub command: Option<Vec<String>>,
+    pub entry_point: Option<Vec<String>>,
+    pub env: Vec<(String, String)>,
+    pub working_dir: Option<String>,
+    pub user: Option<String>,
+    pub hostname: Option<String>,
+    pub labels: BTreeMap<String, String>,
+    /// Relative CPU weight (Docker CPU shares; ECS cpu units).
+    pub cpu_shares: Option<i64>,
+    /// Hard memory limit in bytes.
+    pub memory_bytes: Option<i64>,
+    /// Soft memory limit in bytes.
+    pub memory_reservation_bytes: Option<i64>,
+    /// Hard CPU limit in billionths of a CPU.
+    pub nano_cpus: Option<i64>,
+    pub network_mode: NetworkMode,
+    pub ports: Vec<PortSpec>,
+    /// `host:ip` entries for /etc/hosts.
+    pub extra_hosts: Vec<(String, String)>,
+    pub dns_servers: Vec<String>,
+    pub dns_search: Vec<String>,
+    /// `container[:alias]`.
+    pub links: Vec<String>,
+    pub ulimits: Vec<Ulimit>,
+    pub cap_add: Vec<String>,
+    pub cap_drop: Vec<String>,
+    /// Runs an init process as PID 1 that reaps zombies and forwards signals.
+    pub init: bool,
+    /// Mount path -> mount options.
+    pub tmpfs: Vec<(String, String)>,
+    pub shm_size_bytes: Option<i64>,
+    pub readonly_rootfs: bool,
+    pub privileged: bool,
+    pub mounts: Vec<MountSpec>,
+    /// `container[:ro]`.
+    pub volumes_from: Vec<String>,
+    pub health_check: Option<HealthCheck>,
+    /// How long a stop waits after SIGTERM before SIGKILL.
+    pub stop_timeout: Option<Duration>,
+    pub security_opts: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum NetworkMode {
+    #[default]
+    Bridge,
+    Host,
+    None,
+    /// Another container's network namespace.
+    Container(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Protocol {
+    Tcp,
+    Udp,
+}
+
+impl Protocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortSpec {
+    pub container_port: u16,
+    /// `None` takes a port from the host's ephemeral range.
+    pub host_port: Option<u16>,
+    pub protocol: Protocol,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ulimit {
+    pub name: String,
+    pub soft: i64,
+    pub hard: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountSpec {
+    pub source: MountSource,
+    pub target: String,
+    pub read_only: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MountSource {
+    HostPath(String),
+    /// A named volume of the runtime, created on first use.
+    Volume(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheck {
+    /// `["CMD", ...]` or `["CMD-SHELL", "..."]`.
+    pub test: Vec<String>,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub retries: u32,
+    pub start_period: Duration,
+}
+
+/// What the runtime knows about one container.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContainerInfo {
+    pub id: String,
+    pub name: String,
+    pub image: String,
+    pub labels: BTreeMap<String, String>,
+    pub state: ContainerState,
+    /// Seconds since the epoch; `None` before the container first started.
+    pub started_at: Option<f64>,
+    /// Seconds since the epoch; `None` while it has not exited.
+    pub finished_at: Option<f64>,
+    pub exit_code: Option<i64>,
+    pub health: Option<Health>,
+    pub oom_killed: bool,
+    /// Why the runtime could not start it, if it could not.
+    pub error: Option<String>,
+    pub ports: Vec<Binding>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContainerState {
+    Created,
+    Running,
+    Exited,
+    /// Paused, restarting, being removed: transient states the agent waits out.
+    Other,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Health {
+    Starting,
+    Healthy,
+    Unhealthy,
+}
+
+/// A published port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Binding {
+    pub container_port: u16,
+    pub host_port: u16,
+    pub host_ip: String,
+    pub protocol: Protocol,
+}
+
+/// A container found by label.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContainerSummary {
+    pub id: String,
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub state: ContainerState,
+}
+
+/// A change the runtime reports about one container.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    pub id: String,
+    pub labels: BTreeMap<String, String>,
+    pub kind: EventKind,
+    /// Seconds since the epoch.
+    pub at: f64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum EventKind {
+    Started,
+    Died { exit_code: Option<i64> },
+    Health(Health),
+    OutOfMemory,
+    Removed,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogChunk {
+    pub stream: LogStream,
+    pub bytes: Vec<u8>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogStream {
+    Stdout,
+    Stderr,
+}
+
+/// One sample of a running container's usage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Stats {
+    pub cpu_total_ns: u64,
+    pub memory_bytes: u64,
+    pub memory_limit_bytes: u64,
+}
+
+/// Whether an image came from the registry or the local cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pulled {
+    Fetched,
+    Cached,
+}
+
+#[async_trait]
+pub trait ContainerRuntime: Send + Sync {
+    /// Makes `image` available under `behavior`.
+    async fn pull(&self, image: &str, behavior: PullBehavior) -> Result<Pulled, RuntimeError>;
+    /// Creates a container and returns its id.
+    async fn create(&self, spec: &ContainerSpec) -> Result<String, RuntimeError>;
+    async fn start(&self, id: &str) -> Result<(), RuntimeError>;
+    /// SIGTERM, then SIGKILL after `timeout`. Stopping a stopped container
+    /// is not an error.
+    async fn stop(&self, id: &str, timeout: Duration) -> Result<(), RuntimeError>;
+    /// Removes a container and its anonymous volumes; a missing one is not
+    /// an error.
+    async fn remove(&self, id: &str) -> Result<(), RuntimeError>;
+    /// `None` if there is no such container.
+    async fn inspect(&self, id: &str) -> Result<Option<ContainerInfo>, RuntimeError>;
+    /// Containers, running or not, carrying `label=value`.
+    async fn list(&self, label: &str, value: &str) -> Result<Vec<ContainerSummary>, RuntimeError>;
+    /// Changes to containers carrying `label=value`, from now on.
+    fn events(&self, label: &str, value: &str) -> BoxStream<'static, Result<Event, RuntimeError>>;
+    /// A container's output so far, then (with `follow`) as it comes.
+    fn logs(&self, id: &str, follow: bool) -> BoxStream<'static, Result<LogChunk, RuntimeError>>;
+    async fn stats(&self, id: &str) -> Result<Stats, RuntimeError>;
+}
