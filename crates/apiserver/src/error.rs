@@ -37,7 +37,9 @@ impl ApiError {
                     | EcsError::InvalidParameter(_)
                     | EcsError::ResourceNotFound(_)
                     | EcsError::LimitExceeded(_)
-                    | EcsError::UpdateInProgress(_) => 400,
+                    | EcsError::UpdateInProgress(_)
+                    | EcsError::TargetNotFound(_)
+                    | EcsError::AttributeLimitExceeded(_) => 400,
                 };
                 (status, e.code(), e.to_string())
             }

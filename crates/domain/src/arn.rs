@@ -31,6 +31,9 @@ impl Scope {
             self.region, self.account
         )
     }
+    pub fn container_instance_arn(&self, cluster: &str, id: &str) -> String {
+        format!("{}container-instance/{cluster}/{id}", self.prefix())
+    }
     pub fn capacity_provider_arn(&self, name: &str) -> String {
         format!("{}capacity-provider/{name}", self.prefix())
     }

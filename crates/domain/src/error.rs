@@ -30,6 +30,12 @@ pub enum EcsError {
     /// `UpdateInProgressException`: a concurrent writer kept winning.
     #[error("{0}")]
     UpdateInProgress(String),
+    /// `TargetNotFoundException`: an attribute's target does not exist.
+    #[error("{0}")]
+    TargetNotFound(String),
+    /// `AttributeLimitExceededException`: more than 10 custom attributes.
+    #[error("{0}")]
+    AttributeLimitExceeded(String),
 }
 
 impl EcsError {
@@ -54,6 +60,8 @@ impl EcsError {
             EcsError::ResourceNotFound(_) => "ResourceNotFoundException",
             EcsError::LimitExceeded(_) => "LimitExceededException",
             EcsError::UpdateInProgress(_) => "UpdateInProgressException",
+            EcsError::TargetNotFound(_) => "TargetNotFoundException",
+            EcsError::AttributeLimitExceeded(_) => "AttributeLimitExceededException",
         }
     }
 }
@@ -75,6 +83,8 @@ mod tests {
             EcsError::ResourceNotFound("x".into()),
             EcsError::LimitExceeded("x".into()),
             EcsError::UpdateInProgress("x".into()),
+            EcsError::TargetNotFound("x".into()),
+            EcsError::AttributeLimitExceeded("x".into()),
         ];
         for e in all {
             assert!(

@@ -10,6 +10,7 @@ pub mod arn;
 pub mod capacity;
 pub mod cluster;
 pub mod error;
+pub mod instance;
 pub mod paging;
 pub mod settings;
 pub mod tags;

@@ -26,6 +26,9 @@ pub trait Keys {
     fn tasks_of(&self, cluster: &str) -> String;
     fn services_of(&self, cluster: &str) -> String;
     fn instances_of(&self, cluster: &str) -> String;
+    fn instance(&self, cluster: &str, id: &str) -> String;
+    fn inactive_instances_of(&self, cluster: &str) -> String;
+    fn inactive_instance(&self, cluster: &str, id: &str) -> String;
 }
 
 impl Keys for Scope {
@@ -97,9 +100,21 @@ impl Keys for Scope {
     fn services_of(&self, cluster: &str) -> String {
         format!("{}/services/{cluster}/", self.base())
     }
-    /// Prefix of the container instances of one cluster.
+    /// Prefix of the ACTIVE and DRAINING container instances of one cluster.
     fn instances_of(&self, cluster: &str) -> String {
         format!("{}/container-instances/{cluster}/", self.base())
+    }
+    fn instance(&self, cluster: &str, id: &str) -> String {
+        format!("{}{id}", self.instances_of(cluster))
+    }
+    /// Deregistered instances, kept under a lease so that they stay
+    /// describable for a while and then go; apart from the live ones so
+    /// that counts and listings never see them.
+    fn inactive_instances_of(&self, cluster: &str) -> String {
+        format!("{}/container-instances-inactive/{cluster}/", self.base())
+    }
+    fn inactive_instance(&self, cluster: &str, id: &str) -> String {
+        format!("{}{id}", self.inactive_instances_of(cluster))
     }
 }
 

@@ -1,6 +1,7 @@
 //! ECS operations (AWS JSON 1.1, `AmazonEC2ContainerServiceV20141113.*`).
 
 mod clusters;
+mod instances;
 mod settings;
 mod tags;
 mod taskdefs;
@@ -63,6 +64,14 @@ operations! {
     "PutAccountSettingDefault" => settings::put_account_setting_default,
     "DeleteAccountSetting" => settings::delete_account_setting,
     "ListAccountSettings" => settings::list_account_settings,
+    "RegisterContainerInstance" => instances::register_container_instance,
+    "DeregisterContainerInstance" => instances::deregister_container_instance,
+    "DescribeContainerInstances" => instances::describe_container_instances,
+    "ListContainerInstances" => instances::list_container_instances,
+    "UpdateContainerInstancesState" => instances::update_container_instances_state,
+    "PutAttributes" => instances::put_attributes,
+    "DeleteAttributes" => instances::delete_attributes,
+    "ListAttributes" => instances::list_attributes,
 }
 
 /// What one try of a read-modify-write decided.
