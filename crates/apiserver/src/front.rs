@@ -15,6 +15,10 @@ pub fn router(state: AppState) -> axum::Router {
         .route("/", post(root))
         .route("/health", get(health))
         .route("/metrics", get(metrics))
+        .route(
+            berth_wire::agent::CONNECT_PATH,
+            get(crate::gateway::connect),
+        )
         .with_state(state)
 }
 

@@ -15,6 +15,7 @@ mod context;
 mod ecs;
 mod error;
 mod front;
+mod gateway;
 mod metrics;
 mod serve;
 mod sts;
@@ -39,6 +40,8 @@ pub struct ApiConfig {
     pub body_limit: usize,
     /// Ceiling for Fargate containers' stopTimeout, in seconds.
     pub fargate_max_stop_timeout: i32,
+    /// An agent silent for this long counts as disconnected.
+    pub agent_timeout: std::time::Duration,
 }
 
 impl Default for ApiConfig {
@@ -48,6 +51,7 @@ impl Default for ApiConfig {
             default_region: "us-east-1".into(),
             body_limit: 1024 * 1024,
             fargate_max_stop_timeout: berth_domain::taskdef::FARGATE_MAX_STOP_TIMEOUT,
+            agent_timeout: std::time::Duration::from_secs(10),
         }
     }
 }

@@ -13,7 +13,6 @@
 use axum::Router;
 use hyper::server::conn::http1;
 use hyper_util::rt::TokioIo;
-use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use std::io;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -21,6 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 /// How long shutdown waits for in-flight requests before it drops them.
 const DRAIN: Duration = Duration::from_secs(10);
@@ -41,14 +41,14 @@ pub async fn serve(
     for i in 0..threads {
         let (tx, rx) = mpsc::unbounded_channel();
         let (done, finished_rx) = tokio::sync::oneshot::channel();
-        let (app, open) = (app.clone(), open.clone());
+        let (app, open, stop) = (app.clone(), open.clone(), shutdown.clone());
         std::thread::Builder::new()
             .name(format!("berth-http-{i}"))
             .spawn(move || {
                 let result = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()
-                    .and_then(|rt| rt.block_on(connections(rx, app, open, i)));
+                    .and_then(|rt| rt.block_on(connections(rx, app, open, i, stop)));
                 let _ = done.send(result);
             })?;
         handoff.push(tx);
@@ -104,8 +104,9 @@ async fn connections(
     app: Router,
     open: Arc<[AtomicUsize]>,
     me: usize,
+    stop: CancellationToken,
 ) -> io::Result<()> {
-    let graceful = GracefulShutdown::new();
+    let running = TaskTracker::new();
     while let Some(stream) = handed.recv().await {
         let stream = match tokio::net::TcpStream::from_std(stream) {
             Ok(stream) => stream,
@@ -117,22 +118,31 @@ async fn connections(
         };
         // Responses are written whole; Nagle would only delay them.
         stream.set_nodelay(true).ok();
-        let conn = graceful.watch(
-            http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone())),
-        );
-        let open = open.clone();
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
+        let service = TowerToHyperService::new(app.clone());
+        let (open, stop) = (open.clone(), stop.clone());
+        running.spawn(async move {
+            // Upgrades: agents hold a WebSocket to the gateway.
+            let conn = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades();
+            let mut conn = std::pin::pin!(conn);
+            let ended = tokio::select! {
+                ended = conn.as_mut() => ended,
+                _ = stop.cancelled() => {
+                    // Finishes the request in flight, then closes; an idle
+                    // keep-alive connection closes at once.
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            if let Err(e) = ended {
                 tracing::trace!(error = %e, "connection ended with an error");
             }
             open[me].fetch_sub(1, Ordering::Relaxed);
         });
     }
-    if tokio::time::timeout(DRAIN, graceful.shutdown())
-        .await
-        .is_err()
-    {
+    running.close();
+    if tokio::time::timeout(DRAIN, running.wait()).await.is_err() {
         tracing::warn!("shutdown: dropped requests still running after {DRAIN:?}");
     }
     Ok(())

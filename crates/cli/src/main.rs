@@ -73,9 +73,22 @@ struct ServerArgs {
     /// Store history kept for watchers, in revisions; older history is compacted.
     #[arg(long, env = "BERTH_HISTORY_REVISIONS", default_value_t = 100_000)]
     history_revisions: i64,
+    /// Seconds without a heartbeat after which an agent counts as
+    /// disconnected (agentConnected false).
+    #[arg(long, env = "BERTH_AGENT_TIMEOUT", default_value_t = 10.0, value_parser = parse_timeout)]
+    agent_timeout: f64,
     /// Threads serving HTTP connections (default: one per CPU).
     #[arg(long, env = "BERTH_HTTP_THREADS", value_parser = clap::value_parser!(u16).range(1..=1024))]
     http_threads: Option<u16>,
+}
+
+fn parse_timeout(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if (0.5..=600.0).contains(&v) => Ok(v),
+        _ => Err(format!(
+            "{s} is not a number of seconds between 0.5 and 600"
+        )),
+    }
 }
 
 fn main() -> anyhow::Result<()> {
@@ -158,6 +171,7 @@ async fn serve(args: ServerArgs, up: bool) -> anyhow::Result<()> {
         default_region: args.region.clone(),
         body_limit: args.body_limit,
         fargate_max_stop_timeout: args.fargate_max_stop_timeout,
+        agent_timeout: Duration::from_secs_f64(args.agent_timeout),
     };
     let app = berth_apiserver::router(AppState::new(store.clone(), config));
     let listener = tokio::net::TcpListener::bind(args.listen)

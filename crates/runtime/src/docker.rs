@@ -262,6 +262,14 @@ fn label_filter(label: &str, value: &str) -> HashMap<String, Vec<String>> {
 
 #[async_trait]
 impl ContainerRuntime for DockerRuntime {
+    async fn version(&self) -> Result<crate::Version, RuntimeError> {
+        let v = self.docker.version().await.map_err(unavailable)?;
+        Ok(crate::Version {
+            engine: v.version.unwrap_or_default(),
+            api: self.docker.client_version().to_string(),
+        })
+    }
+
     async fn pull(&self, image: &str, behavior: PullBehavior) -> Result<Pulled, RuntimeError> {
         let cached = match self.docker.inspect_image(image).await {
             Ok(_) => true,

@@ -149,6 +149,13 @@ impl FakeRuntime {
 
 #[async_trait]
 impl ContainerRuntime for FakeRuntime {
+    async fn version(&self) -> Result<crate::Version, RuntimeError> {
+        Ok(crate::Version {
+            engine: "fake".into(),
+            api: "1.41".into(),
+        })
+    }
+
     async fn pull(&self, image: &str, behavior: PullBehavior) -> Result<Pulled, RuntimeError> {
         let mut st = self.state();
         st.calls.push(Call::Pull(image.to_string(), behavior));

@@ -248,8 +248,17 @@ pub enum Pulled {
     Cached,
 }
 
+/// The engine's own version and the API version spoken with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Version {
+    pub engine: String,
+    /// `major.minor`, e.g. `1.41`.
+    pub api: String,
+}
+
 #[async_trait]
 pub trait ContainerRuntime: Send + Sync {
+    async fn version(&self) -> Result<Version, RuntimeError>;
     /// Makes `image` available under `behavior`.
     async fn pull(&self, image: &str, behavior: PullBehavior) -> Result<Pulled, RuntimeError>;
     /// Creates a container and returns its id.

@@ -29,6 +29,8 @@ pub trait Keys {
     fn instance(&self, cluster: &str, id: &str) -> String;
     fn inactive_instances_of(&self, cluster: &str) -> String;
     fn inactive_instance(&self, cluster: &str, id: &str) -> String;
+    fn agent_connections_of(&self, cluster: &str) -> String;
+    fn agent_connection(&self, cluster: &str, id: &str) -> String;
 }
 
 impl Keys for Scope {
@@ -115,6 +117,14 @@ impl Keys for Scope {
     }
     fn inactive_instance(&self, cluster: &str, id: &str) -> String {
         format!("{}{id}", self.inactive_instances_of(cluster))
+    }
+    /// Agents connected to the gateway, one key per instance under the
+    /// connection's lease: observed state, written only by the gateway.
+    fn agent_connections_of(&self, cluster: &str) -> String {
+        format!("{}/agent-connections/{cluster}/", self.base())
+    }
+    fn agent_connection(&self, cluster: &str, id: &str) -> String {
+        format!("{}{id}", self.agent_connections_of(cluster))
     }
 }
 

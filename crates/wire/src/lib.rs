@@ -9,6 +9,7 @@
 //! This crate does no I/O and knows nothing about Berth's domain; it must not
 //! depend on any other Berth crate.
 
+pub mod agent;
 pub mod json;
 pub mod query;
 pub mod sigv4;

@@ -71,11 +71,25 @@ fn missing_arn(scope: &Scope, cluster: &str, given: &str) -> String {
     }
 }
 
+/// Whether the instance's agent holds a connection to the gateway now.
+async fn connected(st: &AppState, scope: &Scope, ci: &ContainerInstance) -> Result<bool, ApiError> {
+    Ok(st
+        .store
+        .get(&scope.agent_connection(&ci.cluster, &ci.id))
+        .await?
+        .is_some())
+}
+
 /// The wire view of an instance as this server sees it now.
-fn view(scope: &Scope, ci: &ContainerInstance, include_tags: bool) -> w::ContainerInstance {
-    // The agent gateway (next in the tasks issue) records connected agents;
-    // until it exists no agent can be connected and no task runs here.
-    ci.view(scope, false, 0, 0, include_tags)
+async fn view(
+    st: &AppState,
+    scope: &Scope,
+    ci: &ContainerInstance,
+    include_tags: bool,
+) -> Result<w::ContainerInstance, ApiError> {
+    // Tasks come next in the tasks issue; until then none runs anywhere.
+    let agent = ci.status != InstanceStatus::Inactive && connected(st, scope, ci).await?;
+    Ok(ci.view(scope, agent, 0, 0, include_tags))
 }
 
 pub async fn register_container_instance(
@@ -155,7 +169,7 @@ pub async fn register_container_instance(
     .await?;
     tracing::info!(cluster = %record.cluster, instance = %record.id, ec2 = %record.ec2_instance_id, "container instance registered");
     Ok(w::RegisterContainerInstanceResponse {
-        container_instance: Some(view(&ctx.scope, &record, true)),
+        container_instance: Some(view(st, &ctx.scope, &record, true).await?),
     })
 }
 
@@ -203,7 +217,7 @@ pub async fn deregister_container_instance(
     .await?;
     tracing::info!(cluster = %cluster, instance = %id, "container instance deregistered");
     Ok(w::DeregisterContainerInstanceResponse {
-        container_instance: Some(view(&ctx.scope, &record, true)),
+        container_instance: Some(view(st, &ctx.scope, &record, true).await?),
     })
 }
 
@@ -254,7 +268,7 @@ pub async fn describe_container_instances(
             None => None,
         };
         match record {
-            Some(r) => found.push(view(&ctx.scope, &r, include_tags)),
+            Some(r) => found.push(view(st, &ctx.scope, &r, include_tags).await?),
             None => failures.push(missing(missing_arn(&ctx.scope, &cluster, &given))),
         }
     }
@@ -264,15 +278,16 @@ pub async fn describe_container_instances(
     })
 }
 
-/// What the cluster query language sees of a stored instance.
-struct Filterable<'a>(&'a ContainerInstance);
+/// What the cluster query language sees of a stored instance: the record
+/// and whether its agent is connected.
+struct Filterable<'a>(&'a ContainerInstance, bool);
 
 impl Subjects for Filterable<'_> {
     fn attribute(&self, name: &str) -> Option<Option<&str>> {
         self.0.attribute(name).map(|a| a.value.as_deref())
     }
     fn agent_connected(&self) -> bool {
-        false
+        self.1
     }
     fn agent_version(&self) -> &str {
         self.0
@@ -328,13 +343,23 @@ pub async fn list_container_instances(
     let after = paging::resume(&listing, req.next_token.as_deref())?;
     let all =
         typed::list::<ContainerInstance>(&*st.store, &ctx.scope.instances_of(&cluster)).await?;
+    let connections = ctx.scope.agent_connections_of(&cluster);
+    let connected: std::collections::HashSet<String> = st
+        .store
+        .range(berth_store::RangeRequest::prefix(connections.as_str()))
+        .await?
+        .kvs
+        .into_iter()
+        .filter_map(|kv| kv.key.strip_prefix(&connections).map(str::to_string))
+        .collect();
     let chosen = all
         .into_iter()
         .filter(|(_, r)| status.is_none_or(|s| r.value.status == s))
         .filter(|(_, r)| {
+            let agent = connected.contains(&r.value.id);
             filter
                 .as_ref()
-                .is_none_or(|q| q.matches(&Filterable(&r.value)))
+                .is_none_or(|q| q.matches(&Filterable(&r.value, agent)))
         })
         .map(|(k, r)| (k, r.value.arn(&ctx.scope)))
         .collect();
@@ -394,7 +419,7 @@ pub async fn update_container_instances_state(
         )
         .await?;
         match changed {
-            Some(r) => done.push(view(&ctx.scope, &r, false)),
+            Some(r) => done.push(view(st, &ctx.scope, &r, false).await?),
             None => failures.push(missing(missing_arn(&ctx.scope, &cluster, &given))),
         }
     }

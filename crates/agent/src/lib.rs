@@ -1,0 +1,376 @@
+//! `berth agent`: makes a host a container instance. It registers through
+//! the ECS API, as the stock ECS agent does, remembers its instance in a
+//! state file so a restart is the same instance, and holds one WebSocket to
+//! the server's gateway (`berth_wire::agent`), reconnecting with backoff.
+//! The task runner that converges the host's containers to the desired
+//! set the gateway pushes comes next.
+
+mod ecs_client;
+mod host;
+
+pub use ecs_client::{EcsClient, EcsError};
+
+use berth_runtime::ContainerRuntime;
+use berth_wire::agent::{AgentMessage, ServerMessage, CONNECT_PATH};
+use berth_wire::ecs as w;
+use futures::{SinkExt, StreamExt};
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use thiserror::Error;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_util::sync::CancellationToken;
+
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Ports the stock agent reserves: ssh, the Docker API, its own.
+pub const DEFAULT_RESERVED_PORTS: [u16; 5] = [22, 2375, 2376, 51678, 51679];
+
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// The server's API, e.g. `http://127.0.0.1:8750`.
+    pub server: String,
+    pub cluster: String,
+    pub region: String,
+    /// The EC2-style id; one is made up and kept in the state file if none is given.
+    pub instance_id: Option<String>,
+    pub instance_type: String,
+    pub availability_zone: String,
+    /// Custom attributes (`name`, optional value).
+    pub attributes: Vec<(String, Option<String>)>,
+    /// MiB kept from tasks.
+    pub reserved_memory_mib: i64,
+    /// Host ports kept from tasks, besides [`DEFAULT_RESERVED_PORTS`].
+    pub reserved_ports: Vec<u16>,
+    /// Where the state file lives.
+    pub data_dir: PathBuf,
+}
+
+#[derive(Debug, Error)]
+pub enum AgentError {
+    #[error("registration failed: {0}")]
+    Register(#[from] EcsError),
+    #[error("state file {path}: {reason}")]
+    State { path: PathBuf, reason: String },
+    #[error("container runtime: {0}")]
+    Runtime(#[from] berth_runtime::RuntimeError),
+    #[error("{0}")]
+    Host(String),
+}
+
+/// What the agent remembers across restarts.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct State {
+    cluster: String,
+    instance_id: String,
+    container_instance_arn: Option<String>,
+}
+
+fn state_path(config: &AgentConfig) -> PathBuf {
+    config.data_dir.join("agent-state.json")
+}
+
+fn load_state(config: &AgentConfig) -> Result<Option<State>, AgentError> {
+    let path = state_path(config);
+    match std::fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| AgentError::State {
+                path,
+                reason: e.to_string(),
+            }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(AgentError::State {
+            path,
+            reason: e.to_string(),
+        }),
+    }
+}
+
+/// Written to a temporary file and renamed, so a crash leaves the old
+/// state or the new one, never half of either.
+fn save_state(config: &AgentConfig, state: &State) -> Result<(), AgentError> {
+    let path = state_path(config);
+    let fail = |e: std::io::Error| AgentError::State {
+        path: path.clone(),
+        reason: e.to_string(),
+    };
+    std::fs::create_dir_all(&config.data_dir).map_err(fail)?;
+    let tmp = path.with_extension("json.tmp");
+    let bytes = serde_json::to_vec_pretty(state).unwrap_or_default();
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&tmp).map_err(fail)?;
+        f.write_all(&bytes).map_err(fail)?;
+        f.sync_all().map_err(fail)?;
+    }
+    std::fs::rename(&tmp, &path).map_err(fail)
+}
+
+fn attribute(name: &str, value: Option<&str>) -> w::Attribute {
+    w::Attribute {
+        name: Some(name.into()),
+        value: value.map(String::from),
+        ..Default::default()
+    }
+}
+
+/// Registers this host (again, if the state file names an instance) and
+/// returns its container instance ARN.
+pub async fn register(
+    config: &AgentConfig,
+    ecs: &EcsClient,
+    runtime: &dyn ContainerRuntime,
+) -> Result<String, AgentError> {
+    let mut state = load_state(config)?
+        .filter(|s| s.cluster == config.cluster)
+        .unwrap_or_default();
+    state.cluster = config.cluster.clone();
+    if let Some(id) = &config.instance_id {
+        state.instance_id = id.clone();
+    }
+    if state.instance_id.is_empty() {
+        state.instance_id = format!("i-{}", &uuid::Uuid::new_v4().simple().to_string()[..17]);
+    }
+    let facts = host::facts().map_err(AgentError::Host)?;
+    let version = runtime.version().await?;
+    let mut ports: Vec<u16> = DEFAULT_RESERVED_PORTS.to_vec();
+    ports.extend(&config.reserved_ports);
+    ports.sort_unstable();
+    ports.dedup();
+    let resources = vec![
+        w::Resource {
+            name: Some("CPU".into()),
+            r#type: Some("INTEGER".into()),
+            integer_value: Some(facts.cpus * 1024),
+            ..Default::default()
+        },
+        w::Resource {
+            name: Some("MEMORY".into()),
+            r#type: Some("INTEGER".into()),
+            integer_value: Some(
+                i32::try_from((facts.memory_mib - config.reserved_memory_mib).max(0))
+                    .unwrap_or(i32::MAX),
+            ),
+            ..Default::default()
+        },
+        w::Resource {
+            name: Some("PORTS".into()),
+            r#type: Some("STRINGSET".into()),
+            string_set_value: Some(ports.iter().map(u16::to_string).collect()),
+            ..Default::default()
+        },
+        w::Resource {
+            name: Some("PORTS_UDP".into()),
+            r#type: Some("STRINGSET".into()),
+            string_set_value: Some(vec![]),
+            ..Default::default()
+        },
+    ];
+    let mut attributes = vec![
+        attribute("ecs.os-type", Some("linux")),
+        attribute("ecs.os-family", Some("LINUX")),
+    ];
+    // The Docker API versions this engine speaks, as the stock agent
+    // advertises them for requiresAttributes.
+    if let Some(max) = version
+        .api
+        .strip_prefix("1.")
+        .and_then(|m| m.parse::<u32>().ok())
+    {
+        for minor in 17..=max {
+            attributes.push(attribute(
+                &format!("com.amazonaws.ecs.capability.docker-remote-api.1.{minor}"),
+                None,
+            ));
+        }
+    }
+    for (name, value) in &config.attributes {
+        attributes.push(attribute(name, value.as_deref()));
+    }
+    let identity = serde_json::json!({
+        "instanceId": state.instance_id,
+        "instanceType": config.instance_type,
+        "availabilityZone": config.availability_zone,
+        "region": config.region,
+        "architecture": facts.architecture,
+    });
+    let mut req = w::RegisterContainerInstanceRequest {
+        cluster: Some(config.cluster.clone()),
+        instance_identity_document: Some(identity.to_string()),
+        total_resources: Some(resources),
+        attributes: Some(attributes),
+        version_info: Some(w::VersionInfo {
+            agent_version: Some(VERSION.into()),
+            agent_hash: None,
+            docker_version: Some(version.engine.clone()),
+        }),
+        container_instance_arn: state.container_instance_arn.clone(),
+        ..Default::default()
+    };
+    let answer: w::RegisterContainerInstanceResponse =
+        match ecs.call("RegisterContainerInstance", &req).await {
+            Err(EcsError::Api { code, message })
+                if code == "InvalidParameterException" && message.contains("is not registered") =>
+            {
+                // Deregistered while the agent was away: start over as a new instance.
+                tracing::warn!(%message, "the remembered instance is gone; registering anew");
+                req.container_instance_arn = None;
+                ecs.call("RegisterContainerInstance", &req).await?
+            }
+            other => other?,
+        };
+    let arn = answer
+        .container_instance
+        .and_then(|c| c.container_instance_arn)
+        .ok_or_else(|| EcsError::Protocol("no containerInstanceArn in the answer".into()))?;
+    state.container_instance_arn = Some(arn.clone());
+    save_state(config, &state)?;
+    Ok(arn)
+}
+
+/// The gateway URL for an API URL (`http://h:p` -> `ws://h:p/agent/v1/connect`).
+fn gateway_url(server: &str) -> String {
+    let base = server.trim_end_matches('/');
+    let ws = match base.strip_prefix("https://") {
+        Some(rest) => format!("wss://{rest}"),
+        None => format!("ws://{}", base.trim_start_matches("http://")),
+    };
+    format!("{ws}{CONNECT_PATH}")
+}
+
+/// Registers, then keeps a connection to the gateway until `shutdown`.
+pub async fn run(
+    config: AgentConfig,
+    runtime: Arc<dyn ContainerRuntime>,
+    shutdown: CancellationToken,
+) -> Result<(), AgentError> {
+    let ecs = EcsClient::new(&config.server, &config.region);
+    let arn = register(&config, &ecs, &*runtime).await?;
+    tracing::info!(cluster = %config.cluster, instance = %arn, "registered");
+    let url = gateway_url(&config.server);
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let session = connect_once(&config, &ecs, &url, &arn, &shutdown);
+        match session.await {
+            Ok(()) if shutdown.is_cancelled() => return Ok(()),
+            Ok(()) => {
+                tracing::warn!("the gateway closed the connection");
+                backoff = Duration::from_millis(100);
+            }
+            Err(e) => tracing::warn!(error = %e, retry_in = ?backoff, "gateway connection failed"),
+        }
+        let jitter = Duration::from_millis(rand::random::<u64>() % 100);
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            _ = tokio::time::sleep(backoff + jitter) => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// One connection: hello, then heartbeats until it ends.
+async fn connect_once(
+    config: &AgentConfig,
+    ecs: &EcsClient,
+    url: &str,
+    arn: &str,
+    shutdown: &CancellationToken,
+) -> Result<(), String> {
+    let mut request =
+        tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(url)
+            .map_err(|e| e.to_string())?;
+    if let Ok(v) = ecs.authorization().parse() {
+        request.headers_mut().insert("authorization", v);
+    }
+    let (mut ws, _) = tokio_tungstenite::connect_async(request)
+        .await
+        .map_err(|e| e.to_string())?;
+    let hello = AgentMessage::Hello {
+        cluster: config.cluster.clone(),
+        container_instance_arn: arn.to_string(),
+        agent_version: VERSION.into(),
+    };
+    let send = |m: &AgentMessage| Message::text(serde_json::to_string(m).unwrap_or_default());
+    ws.send(send(&hello)).await.map_err(|e| e.to_string())?;
+    let mut beat = tokio::time::interval(Duration::from_secs(1));
+    let mut welcomed = false;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => {
+                let _ = ws.close(None).await;
+                return Ok(());
+            }
+            _ = beat.tick(), if welcomed => {
+                ws.send(send(&AgentMessage::Heartbeat)).await.map_err(|e| e.to_string())?;
+            }
+            frame = ws.next() => {
+                let text = match frame {
+                    None => return Ok(()),
+                    Some(Err(e)) => return Err(e.to_string()),
+                    Some(Ok(Message::Text(t))) => t,
+                    Some(Ok(Message::Close(_))) => return Ok(()),
+                    Some(Ok(_)) => continue,
+                };
+                match serde_json::from_str::<ServerMessage>(text.as_str()) {
+                    Ok(ServerMessage::Welcome { heartbeat_interval_ms, .. }) => {
+                        beat = tokio::time::interval(Duration::from_millis(heartbeat_interval_ms.max(50)));
+                        welcomed = true;
+                        tracing::info!("connected to the gateway");
+                    }
+                    Ok(ServerMessage::Desired { revision, tasks }) => {
+                        tracing::debug!(revision, tasks = tasks.len(), "desired tasks");
+                    }
+                    Ok(ServerMessage::Refused { message }) => return Err(format!("refused: {message}")),
+                    Err(e) => return Err(format!("bad message from the server: {e}")),
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gateway_urls_follow_the_api_url() {
+        assert_eq!(
+            gateway_url("http://127.0.0.1:8750/"),
+            "ws://127.0.0.1:8750/agent/v1/connect"
+        );
+        assert_eq!(
+            gateway_url("https://ecs.example"),
+            "wss://ecs.example/agent/v1/connect"
+        );
+    }
+
+    #[test]
+    fn state_survives_a_round_trip_and_a_bad_file_is_reported() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let config = AgentConfig {
+            server: String::new(),
+            cluster: "c".into(),
+            region: "us-east-1".into(),
+            instance_id: None,
+            instance_type: "t".into(),
+            availability_zone: "a".into(),
+            attributes: vec![],
+            reserved_memory_mib: 0,
+            reserved_ports: vec![],
+            data_dir: dir.path().to_path_buf(),
+        };
+        assert_eq!(load_state(&config).expect("no file"), None);
+        let s = State {
+            cluster: "c".into(),
+            instance_id: "i-1".into(),
+            container_instance_arn: Some("arn".into()),
+        };
+        save_state(&config, &s).expect("save");
+        assert_eq!(load_state(&config).expect("load"), Some(s));
+        std::fs::write(state_path(&config), b"{oops").expect("write");
+        assert!(matches!(load_state(&config), Err(AgentError::State { .. })));
+    }
+}

@@ -1,0 +1,183 @@
+//! The agent gateway over a real socket: a connected agent shows as
+//! agentConnected, heartbeats keep it so, and silence or a goodbye ends it.
+
+use axum::body::Body;
+use axum::http::Request;
+use berth_apiserver::{router, serve, ApiConfig, AppState};
+use berth_store::MemStore;
+use berth_wire::agent::{AgentMessage, ServerMessage, CONNECT_PATH};
+use futures::{SinkExt, StreamExt};
+use http_body_util::BodyExt;
+use serde_json::{json, Value};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_util::sync::CancellationToken;
+use tower::ServiceExt;
+
+const TIMEOUT: Duration = Duration::from_millis(800);
+
+async fn call(app: &axum::Router, op: &str, body: Value) -> Value {
+    let req = Request::post("/")
+        .header(
+            "X-Amz-Target",
+            format!("AmazonEC2ContainerServiceV20141113.{op}"),
+        )
+        .header("Content-Type", "application/x-amz-json-1.1")
+        .body(Body::from(body.to_string()))
+        .expect("request");
+    let resp = app.clone().oneshot(req).await.expect("response");
+    let bytes = resp.into_body().collect().await.expect("body").to_bytes();
+    serde_json::from_slice(&bytes).expect("json")
+}
+
+struct Setup {
+    app: axum::Router,
+    url: String,
+    arn: String,
+    stop: CancellationToken,
+}
+
+async fn setup() -> Setup {
+    let config = ApiConfig {
+        agent_timeout: TIMEOUT,
+        ..ApiConfig::default()
+    };
+    let app = router(AppState::new(Arc::new(MemStore::new()), config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!(
+        "ws://{}{CONNECT_PATH}",
+        listener.local_addr().expect("addr")
+    );
+    let stop = CancellationToken::new();
+    tokio::spawn(serve(listener, app.clone(), 2, stop.clone()));
+    call(&app, "CreateCluster", json!({"clusterName": "gw"})).await;
+    let ci = call(&app, "RegisterContainerInstance", json!({"cluster": "gw"})).await;
+    let arn = ci["containerInstance"]["containerInstanceArn"]
+        .as_str()
+        .expect("arn")
+        .to_string();
+    Setup {
+        app,
+        url,
+        arn,
+        stop,
+    }
+}
+
+async fn connected(s: &Setup) -> bool {
+    let d = call(
+        &s.app,
+        "DescribeContainerInstances",
+        json!({"cluster": "gw", "containerInstances": [s.arn]}),
+    )
+    .await;
+    d["containerInstances"][0]["agentConnected"] == json!(true)
+}
+
+/// Waits (up to a generous bound) for the connection state to become `want`.
+async fn becomes(s: &Setup, want: bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if connected(s).await == want {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn send(ws: &mut Ws, m: &AgentMessage) {
+    let text = serde_json::to_string(m).expect("encode");
+    ws.send(Message::text(text)).await.expect("send");
+}
+
+async fn receive(ws: &mut Ws) -> ServerMessage {
+    loop {
+        match ws.next().await.expect("open").expect("frame") {
+            Message::Text(t) => return serde_json::from_str(t.as_str()).expect("server message"),
+            _ => continue,
+        }
+    }
+}
+
+async fn hello(s: &Setup, arn: &str) -> Ws {
+    let (mut ws, _) = tokio_tungstenite::connect_async(s.url.as_str())
+        .await
+        .expect("connect");
+    let m = AgentMessage::Hello {
+        cluster: "gw".into(),
+        container_instance_arn: arn.into(),
+        agent_version: "test".into(),
+    };
+    send(&mut ws, &m).await;
+    ws
+}
+
+#[tokio::test]
+async fn heartbeats_keep_an_agent_connected_and_silence_disconnects_it() {
+    let s = setup().await;
+    assert!(!connected(&s).await);
+    let mut ws = hello(&s, &s.arn).await;
+    let ServerMessage::Welcome {
+        heartbeat_interval_ms,
+        timeout_ms,
+    } = receive(&mut ws).await
+    else {
+        panic!("welcome first");
+    };
+    assert_eq!(timeout_ms, TIMEOUT.as_millis() as u64);
+    assert!(
+        matches!(receive(&mut ws).await, ServerMessage::Desired { tasks, .. } if tasks.is_empty())
+    );
+    assert!(connected(&s).await);
+
+    // Three timeouts' worth of heartbeats: still connected throughout.
+    let until = Instant::now() + TIMEOUT * 3;
+    while Instant::now() < until {
+        send(&mut ws, &AgentMessage::Heartbeat).await;
+        tokio::time::sleep(Duration::from_millis(heartbeat_interval_ms)).await;
+        assert!(connected(&s).await, "a heartbeating agent dropped");
+    }
+
+    // Silence: the server gives up on the agent.
+    assert!(becomes(&s, false).await, "a silent agent stayed connected");
+    let listed = call(
+        &s.app,
+        "ListContainerInstances",
+        json!({"cluster": "gw", "filter": "agentConnected == false"}),
+    )
+    .await;
+    assert_eq!(listed["containerInstanceArns"], json!([s.arn]));
+    s.stop.cancel();
+}
+
+#[tokio::test]
+async fn a_goodbye_disconnects_at_once_and_strangers_are_refused() {
+    let s = setup().await;
+    let mut ws = hello(&s, &s.arn).await;
+    receive(&mut ws).await;
+    assert!(connected(&s).await);
+    ws.close(None).await.expect("close");
+    assert!(becomes(&s, false).await);
+
+    let base = s
+        .arn
+        .rfind('/')
+        .expect("an instance ARN has a cluster part")
+        + 1;
+    let stranger = format!("{}{}", &s.arn[..base], "f".repeat(32));
+    let mut ws = hello(&s, &stranger).await;
+    match receive(&mut ws).await {
+        ServerMessage::Refused { message } => {
+            assert!(message.contains("is not registered"), "{message}")
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    s.stop.cancel();
+}
