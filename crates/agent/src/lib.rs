@@ -2,11 +2,22 @@
 //! the ECS API, as the stock ECS agent does, remembers its instance in a
 //! state file so a restart is the same instance, and holds one WebSocket to
 //! the server's gateway (`berth_wire::agent`), reconnecting with backoff.
-//! The task runner that converges the host's containers to the desired
-//! set the gateway pushes comes next.
+//! The gateway pushes the instance's desired task set; the runner drives
+//! each task's containers towards it (`task`) and the latest report of
+//! every task goes back on the connection (`report`). Task logs are copied
+//! to files and served over HTTP (`logs`).
+//!
+//! Containers are touched only through `berth_runtime::ContainerRuntime`,
+//! and only those labelled with this agent's instance id, so several
+//! agents can share one engine.
 
 mod ecs_client;
 mod host;
+pub mod logs;
+mod report;
+mod runner;
+pub mod spec;
+mod task;
 
 pub use ecs_client::{EcsClient, EcsError};
 
@@ -43,8 +54,12 @@ pub struct AgentConfig {
     pub reserved_memory_mib: i64,
     /// Host ports kept from tasks, besides [`DEFAULT_RESERVED_PORTS`].
     pub reserved_ports: Vec<u16>,
-    /// Where the state file lives.
+    /// Where the state file, task states and logs live.
     pub data_dir: PathBuf,
+    /// When to pull images (ECS_IMAGE_PULL_BEHAVIOR).
+    pub pull_behavior: berth_runtime::PullBehavior,
+    /// Where to serve task logs; port 0 picks a free one.
+    pub logs_listen: std::net::SocketAddr,
 }
 
 #[derive(Debug, Error)]
@@ -241,7 +256,8 @@ fn gateway_url(server: &str) -> String {
     format!("{ws}{CONNECT_PATH}")
 }
 
-/// Registers, then keeps a connection to the gateway until `shutdown`.
+/// Registers, then runs tasks and keeps a connection to the gateway until
+/// `shutdown`. Containers keep running when the agent stops.
 pub async fn run(
     config: AgentConfig,
     runtime: Arc<dyn ContainerRuntime>,
@@ -250,11 +266,46 @@ pub async fn run(
     let ecs = EcsClient::new(&config.server, &config.region);
     let arn = register(&config, &ecs, &*runtime).await?;
     tracing::info!(cluster = %config.cluster, instance = %arn, "registered");
+    let instance = arn.rsplit('/').next().unwrap_or_default().to_string();
+    let (reporter, mut changed) = report::Reporter::open(config.data_dir.join("tasks.json"))
+        .map_err(|reason| AgentError::State {
+            path: config.data_dir.join("tasks.json"),
+            reason,
+        })?;
+    let logs = logs::Logs::new(config.data_dir.join("logs"));
+    let listener = tokio::net::TcpListener::bind(config.logs_listen)
+        .await
+        .map_err(|e| {
+            AgentError::Host(format!(
+                "cannot listen on {} for logs: {e}",
+                config.logs_listen
+            ))
+        })?;
+    let logs_url = listener.local_addr().ok().map(|a| format!("http://{a}"));
+    tokio::spawn(logs::serve(listener, logs.clone()));
+    let ctx = task::Ctx {
+        runtime,
+        instance,
+        region: config.region.clone(),
+        pull: config.pull_behavior,
+        reporter: reporter.clone(),
+        logs,
+    };
+    let (desired_tx, desired_rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(runner::run(ctx, desired_rx));
     let url = gateway_url(&config.server);
     let mut backoff = Duration::from_millis(100);
+    let link = Link {
+        config: &config,
+        ecs: &ecs,
+        url: &url,
+        arn: &arn,
+        logs_url,
+        desired: &desired_tx,
+        reporter: &reporter,
+    };
     loop {
-        let session = connect_once(&config, &ecs, &url, &arn, &shutdown);
-        match session.await {
+        match link.connect_once(&mut changed, &shutdown).await {
             Ok(()) if shutdown.is_cancelled() => return Ok(()),
             Ok(()) => {
                 tracing::warn!("the gateway closed the connection");
@@ -267,64 +318,96 @@ pub async fn run(
             _ = shutdown.cancelled() => return Ok(()),
             _ = tokio::time::sleep(backoff + jitter) => {}
         }
-        backoff = (backoff * 2).min(Duration::from_secs(5));
+        backoff = (backoff * 2).min(Duration::from_secs(2));
     }
 }
 
-/// One connection: hello, then heartbeats until it ends.
-async fn connect_once(
-    config: &AgentConfig,
-    ecs: &EcsClient,
-    url: &str,
-    arn: &str,
-    shutdown: &CancellationToken,
-) -> Result<(), String> {
-    let mut request =
-        tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(url)
+/// What a connection to the gateway needs.
+struct Link<'a> {
+    config: &'a AgentConfig,
+    ecs: &'a EcsClient,
+    url: &'a str,
+    arn: &'a str,
+    logs_url: Option<String>,
+    desired: &'a tokio::sync::mpsc::UnboundedSender<Vec<berth_wire::agent::DesiredTask>>,
+    reporter: &'a report::Reporter,
+}
+
+fn encode(m: &AgentMessage) -> Message {
+    Message::text(serde_json::to_string(m).unwrap_or_default())
+}
+
+impl Link<'_> {
+    /// One connection: hello, every task's report, then heartbeats and
+    /// reports as they change, and desired sets as they come.
+    async fn connect_once(
+        &self,
+        changed: &mut tokio::sync::mpsc::UnboundedReceiver<String>,
+        shutdown: &CancellationToken,
+    ) -> Result<(), String> {
+        let mut request =
+            tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
+                self.url,
+            )
             .map_err(|e| e.to_string())?;
-    if let Ok(v) = ecs.authorization().parse() {
-        request.headers_mut().insert("authorization", v);
-    }
-    let (mut ws, _) = tokio_tungstenite::connect_async(request)
-        .await
-        .map_err(|e| e.to_string())?;
-    let hello = AgentMessage::Hello {
-        cluster: config.cluster.clone(),
-        container_instance_arn: arn.to_string(),
-        agent_version: VERSION.into(),
-    };
-    let send = |m: &AgentMessage| Message::text(serde_json::to_string(m).unwrap_or_default());
-    ws.send(send(&hello)).await.map_err(|e| e.to_string())?;
-    let mut beat = tokio::time::interval(Duration::from_secs(1));
-    let mut welcomed = false;
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => {
-                let _ = ws.close(None).await;
-                return Ok(());
-            }
-            _ = beat.tick(), if welcomed => {
-                ws.send(send(&AgentMessage::Heartbeat)).await.map_err(|e| e.to_string())?;
-            }
-            frame = ws.next() => {
-                let text = match frame {
-                    None => return Ok(()),
-                    Some(Err(e)) => return Err(e.to_string()),
-                    Some(Ok(Message::Text(t))) => t,
-                    Some(Ok(Message::Close(_))) => return Ok(()),
-                    Some(Ok(_)) => continue,
-                };
-                match serde_json::from_str::<ServerMessage>(text.as_str()) {
-                    Ok(ServerMessage::Welcome { heartbeat_interval_ms, .. }) => {
-                        beat = tokio::time::interval(Duration::from_millis(heartbeat_interval_ms.max(50)));
-                        welcomed = true;
-                        tracing::info!("connected to the gateway");
+        if let Ok(v) = self.ecs.authorization().parse() {
+            request.headers_mut().insert("authorization", v);
+        }
+        let (mut ws, _) = tokio_tungstenite::connect_async(request)
+            .await
+            .map_err(|e| e.to_string())?;
+        let hello = AgentMessage::Hello {
+            cluster: self.config.cluster.clone(),
+            container_instance_arn: self.arn.to_string(),
+            agent_version: VERSION.into(),
+            logs_url: self.logs_url.clone(),
+        };
+        ws.send(encode(&hello)).await.map_err(|e| e.to_string())?;
+        let mut beat = tokio::time::interval(Duration::from_secs(1));
+        let mut welcomed = false;
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => {
+                    let _ = ws.close(None).await;
+                    return Ok(());
+                }
+                _ = beat.tick(), if welcomed => {
+                    ws.send(encode(&AgentMessage::Heartbeat)).await.map_err(|e| e.to_string())?;
+                }
+                arn = changed.recv(), if welcomed => {
+                    let Some(arn) = arn else { return Ok(()) };
+                    if let Some(r) = self.reporter.get(&arn) {
+                        ws.send(encode(&AgentMessage::TaskState(r))).await.map_err(|e| e.to_string())?;
                     }
-                    Ok(ServerMessage::Desired { revision, tasks }) => {
-                        tracing::debug!(revision, tasks = tasks.len(), "desired tasks");
+                }
+                frame = ws.next() => {
+                    let text = match frame {
+                        None => return Ok(()),
+                        Some(Err(e)) => return Err(e.to_string()),
+                        Some(Ok(Message::Text(t))) => t,
+                        Some(Ok(Message::Close(_))) => return Ok(()),
+                        Some(Ok(_)) => continue,
+                    };
+                    match serde_json::from_str::<ServerMessage>(text.as_str()) {
+                        Ok(ServerMessage::Welcome { heartbeat_interval_ms, .. }) => {
+                            beat = tokio::time::interval(Duration::from_millis(heartbeat_interval_ms.max(50)));
+                            welcomed = true;
+                            tracing::info!("connected to the gateway");
+                            // Level-based: whatever the server missed while
+                            // the connection was down, it gets now.
+                            for r in self.reporter.all() {
+                                ws.send(encode(&AgentMessage::TaskState(r))).await.map_err(|e| e.to_string())?;
+                            }
+                        }
+                        Ok(ServerMessage::Desired { revision, tasks }) => {
+                            tracing::debug!(revision, tasks = tasks.len(), "desired tasks");
+                            if self.desired.send(tasks).is_err() {
+                                return Err("the task runner stopped".into());
+                            }
+                        }
+                        Ok(ServerMessage::Refused { message }) => return Err(format!("refused: {message}")),
+                        Err(e) => return Err(format!("bad message from the server: {e}")),
                     }
-                    Ok(ServerMessage::Refused { message }) => return Err(format!("refused: {message}")),
-                    Err(e) => return Err(format!("bad message from the server: {e}")),
                 }
             }
         }
@@ -361,6 +444,8 @@ mod tests {
             reserved_memory_mib: 0,
             reserved_ports: vec![],
             data_dir: dir.path().to_path_buf(),
+            pull_behavior: berth_runtime::PullBehavior::Default,
+            logs_listen: "127.0.0.1:0".parse().expect("addr"),
         };
         assert_eq!(load_state(&config).expect("no file"), None);
         let s = State {

@@ -39,7 +39,9 @@ impl ApiError {
                     | EcsError::LimitExceeded(_)
                     | EcsError::UpdateInProgress(_)
                     | EcsError::TargetNotFound(_)
-                    | EcsError::AttributeLimitExceeded(_) => 400,
+                    | EcsError::AttributeLimitExceeded(_)
+                    | EcsError::Conflict(_)
+                    | EcsError::UnsupportedFeature(_) => 400,
                 };
                 (status, e.code(), e.to_string())
             }

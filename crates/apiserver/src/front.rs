@@ -19,6 +19,10 @@ pub fn router(state: AppState) -> axum::Router {
             berth_wire::agent::CONNECT_PATH,
             get(crate::gateway::connect),
         )
+        .route(
+            "/berth/v1/logs/{cluster}/{task}",
+            get(crate::logs::task_logs),
+        )
         .with_state(state)
 }
 

@@ -11,10 +11,12 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::Response;
 use berth_domain::instance::ContainerInstance;
+use berth_domain::task::{Task, TaskStatus};
 use berth_domain::{arn, Arn, Scope};
 use berth_store::keys::Keys;
-use berth_store::{typed, Op, Txn};
-use berth_wire::agent::{AgentMessage, ServerMessage};
+use berth_store::{typed, Op, RangeRequest, Txn};
+use berth_wire::agent::{AgentMessage, DesiredTask, ServerMessage, TaskReport};
+use futures::{FutureExt, StreamExt};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
@@ -23,6 +25,9 @@ use std::time::Duration;
 pub(crate) struct AgentConnection {
     pub connected_at: f64,
     pub agent_version: String,
+    /// Where the agent serves its tasks' logs.
+    #[serde(default)]
+    pub logs_url: Option<String>,
 }
 
 pub(crate) async fn connect(
@@ -90,14 +95,119 @@ async fn instance(
     found.map(|_| (name, id)).ok_or_else(unknown)
 }
 
+/// The desired set of an instance: every task placed on it that the
+/// server has not yet recorded STOPPED.
+async fn desired(
+    st: &AppState,
+    scope: &Scope,
+    cluster: &str,
+    instance: &str,
+) -> Result<ServerMessage, String> {
+    let prefix = scope.instance_tasks_of(cluster, instance);
+    let listed = st
+        .store
+        .range(RangeRequest::prefix(prefix.as_str()))
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut tasks = vec![];
+    for kv in &listed.kvs {
+        let Some(id) = kv.key.strip_prefix(&prefix) else {
+            continue;
+        };
+        let Some(t) = typed::get::<Task>(&*st.store, &scope.task(cluster, id))
+            .await
+            .map_err(|e| e.to_string())?
+        else {
+            continue;
+        };
+        let report = typed::get::<TaskReport>(&*st.store, &scope.task_state(cluster, id))
+            .await
+            .map_err(|e| e.to_string())?;
+        if Task::last_status(report.as_ref().map(|r| &r.value)) == TaskStatus::Stopped {
+            continue;
+        }
+        let t = t.value;
+        tasks.push(DesiredTask {
+            task_arn: t.arn(scope),
+            cluster: cluster.to_string(),
+            desired_status: t.desired_status.as_str().into(),
+            container_arns: t
+                .containers
+                .iter()
+                .map(|(name, uuid)| (name.clone(), t.container_arn(scope, uuid)))
+                .collect(),
+            stop_code: t.stop.as_ref().map(|s| s.code.as_str().to_string()),
+            stopped_reason: t.stop.as_ref().map(|s| s.reason.clone()),
+            availability_zone: t.availability_zone.clone(),
+            definition: t.definition,
+        });
+    }
+    Ok(ServerMessage::Desired {
+        revision: listed.revision,
+        tasks,
+    })
+}
+
+/// Records what the agent observed of one of its tasks. Reports for tasks
+/// that are not on this instance are dropped, and a STOPPED task never
+/// comes back to life.
+async fn record(
+    st: &AppState,
+    scope: &Scope,
+    cluster: &str,
+    instance: &str,
+    report: TaskReport,
+) -> Result<bool, String> {
+    let Some(id) = berth_domain::arn::task_id(scope, cluster, &report.task_arn) else {
+        return Ok(false);
+    };
+    let placed = st
+        .store
+        .get(&scope.instance_task(cluster, instance, &id))
+        .await
+        .map_err(|e| e.to_string())?;
+    if placed.is_none() {
+        tracing::debug!(task = %id, "report for a task not on this instance dropped");
+        return Ok(false);
+    }
+    let next = TaskStatus::parse(&report.last_status)
+        .ok_or_else(|| format!("unknown task status {}", report.last_status))?;
+    let key = scope.task_state(cluster, &id);
+    let current = typed::get::<TaskReport>(&*st.store, &key)
+        .await
+        .map_err(|e| e.to_string())?;
+    if let Some(c) = &current {
+        if !Task::last_status(Some(&c.value)).can_become(next) {
+            return Ok(false);
+        }
+        if c.value == report {
+            return Ok(false);
+        }
+    }
+    st.store
+        .txn(Txn::when(vec![], vec![typed::put(&key, &report)]))
+        .await
+        .map_err(|e| e.to_string())?;
+    tracing::info!(cluster = %cluster, task = %id, status = %report.last_status, "task state");
+    Ok(next == TaskStatus::Stopped)
+}
+
+async fn send(socket: &mut WebSocket, m: &ServerMessage) -> Result<(), String> {
+    socket
+        .send(text(m))
+        .await
+        .map_err(|_| "the agent went away".to_string())
+}
+
 async fn session(st: &AppState, scope: &Scope, socket: &mut WebSocket) -> Result<(), String> {
     let timeout = st.config.agent_timeout;
-    let (cluster, arn, agent_version) = match next(socket, timeout).await? {
+    let (cluster, arn, agent_version, logs_url) = match next(socket, timeout).await? {
         Some(AgentMessage::Hello {
             cluster,
             container_instance_arn,
             agent_version,
-        }) => (cluster, container_instance_arn, agent_version),
+            logs_url,
+        }) => (cluster, container_instance_arn, agent_version, logs_url),
         Some(other) => return Err(format!("expected hello first, got {other:?}")),
         None => return Ok(()),
     };
@@ -108,57 +218,24 @@ async fn session(st: &AppState, scope: &Scope, socket: &mut WebSocket) -> Result
         .lease_grant(timeout)
         .await
         .map_err(|e| e.to_string())?;
-    let record = AgentConnection {
+    let connection = AgentConnection {
         connected_at: crate::now(),
         agent_version,
+        logs_url,
     };
     st.store
         .txn(Txn::when(
             vec![],
             vec![Op::Put {
                 key: key.clone(),
-                value: typed::encode(&record),
+                value: typed::encode(&connection),
                 lease: Some(lease.id),
             }],
         ))
         .await
         .map_err(|e| e.to_string())?;
     tracing::info!(cluster = %cluster, instance = %id, "agent connected");
-
-    let interval = (timeout / 4).max(Duration::from_millis(100));
-    let welcome = ServerMessage::Welcome {
-        heartbeat_interval_ms: interval.as_millis() as u64,
-        timeout_ms: timeout.as_millis() as u64,
-    };
-    // Nothing can be placed on an instance until tasks exist, so the first
-    // desired set is empty; its revision lets the agent resume from it.
-    let revision = st
-        .store
-        .current_revision()
-        .await
-        .map_err(|e| e.to_string())?;
-    let desired = ServerMessage::Desired {
-        revision,
-        tasks: vec![],
-    };
-    let mut result = Ok(());
-    for m in [welcome, desired] {
-        if socket.send(text(&m)).await.is_err() {
-            result = Err("the agent went away".to_string());
-        }
-    }
-    while result.is_ok() {
-        match next(socket, timeout).await {
-            Ok(Some(AgentMessage::Heartbeat)) => {
-                if st.store.lease_keep_alive(lease.id).await.is_err() {
-                    result = Err("the connection's lease ran out".into());
-                }
-            }
-            Ok(Some(other)) => result = Err(format!("unexpected message {other:?}")),
-            Ok(None) => break,
-            Err(e) => result = Err(e),
-        }
-    }
+    let result = converse(st, scope, socket, &cluster, &id, lease.id).await;
     // A clean goodbye or a broken connection: the agent is gone now, not
     // when the lease would have run out. A newer connection of the same
     // agent holds its own lease, which this does not touch.
@@ -167,4 +244,71 @@ async fn session(st: &AppState, scope: &Scope, socket: &mut WebSocket) -> Result
     }
     tracing::info!(cluster = %cluster, instance = %id, "agent disconnected");
     result
+}
+
+/// The connected part of a session: pushes the desired set whenever the
+/// instance's task index changes, records reports, keeps the lease alive.
+async fn converse(
+    st: &AppState,
+    scope: &Scope,
+    socket: &mut WebSocket,
+    cluster: &str,
+    id: &str,
+    lease: berth_store::LeaseId,
+) -> Result<(), String> {
+    let timeout = st.config.agent_timeout;
+    let interval = (timeout / 4).max(Duration::from_millis(100));
+    send(
+        socket,
+        &ServerMessage::Welcome {
+            heartbeat_interval_ms: interval.as_millis() as u64,
+            timeout_ms: timeout.as_millis() as u64,
+        },
+    )
+    .await?;
+    let from = st
+        .store
+        .current_revision()
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut changes = st
+        .store
+        .watch(&scope.instance_tasks_of(cluster, id), from + 1);
+    send(socket, &desired(st, scope, cluster, id).await?).await?;
+    let mut deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        tokio::select! {
+            change = changes.next() => {
+                match change {
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => return Err(format!("watch failed: {e}")),
+                    None => return Err("watch ended".into()),
+                }
+                // Level-based: one push covers every change seen so far.
+                while let Some(Some(more)) = changes.next().now_or_never() {
+                    more.map_err(|e| format!("watch failed: {e}"))?;
+                }
+                send(socket, &desired(st, scope, cluster, id).await?).await?;
+            }
+            message = next(socket, deadline.saturating_duration_since(tokio::time::Instant::now())) => {
+                deadline = tokio::time::Instant::now() + timeout;
+                match message? {
+                    Some(AgentMessage::Heartbeat) => {
+                        if st.store.lease_keep_alive(lease).await.is_err() {
+                            return Err("the connection's lease ran out".into());
+                        }
+                    }
+                    Some(AgentMessage::TaskState(report)) => {
+                        if record(st, scope, cluster, id, report).await? {
+                            // A STOPPED task leaves the desired set: that
+                            // tells the agent it may remove its containers.
+                            send(socket, &desired(st, scope, cluster, id).await?).await?;
+                        }
+                    }
+                    Some(other) => return Err(format!("unexpected message {other:?}")),
+                    None => return Ok(()),
+                }
+            }
+        }
+    }
 }

@@ -16,6 +16,7 @@ mod ecs;
 mod error;
 mod front;
 mod gateway;
+mod logs;
 mod metrics;
 mod serve;
 mod sts;

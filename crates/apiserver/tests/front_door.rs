@@ -37,68 +37,187 @@ fn app() -> (axum::Router, Arc<dyn Store>) {
     )
 }
 
+async fn put(store: &Arc<dyn Store>, key: String, value: &[u8]) {
+    store
+        .txn(Txn {
+            success: vec![Op::put(key, value.to_vec())],
+            ..Default::default()
+        })
+        .await
+        .expect("put");
+}
+
+/// Registers an instance in `cluster` and marks its agent connected, as
+/// the gateway would while an agent holds its connection.
+async fn instance_with_agent(app: &axum::Router, store: &Arc<dyn Store>, cluster: &str) -> String {
+    let scope = Scope::new("000000000000", "us-east-1");
+    let (_, ci) = call(
+        app,
+        "RegisterContainerInstance",
+        json!({"cluster": cluster, "totalResources": [
+            {"name": "CPU", "type": "INTEGER", "integerValue": 1024},
+            {"name": "MEMORY", "type": "INTEGER", "integerValue": 512}]}),
+    )
+    .await;
+    let arn = ci["containerInstance"]["containerInstanceArn"]
+        .as_str()
+        .expect("arn")
+        .to_string();
+    let id = arn.rsplit('/').next().expect("id").to_string();
+    put(
+        store,
+        scope.agent_connection(cluster, &id),
+        br#"{"connected_at":0,"agent_version":"test"}"#,
+    )
+    .await;
+    arn
+}
+
 #[tokio::test]
 async fn delete_cluster_refuses_while_it_holds_work() {
     let (app, store) = app();
     let scope = Scope::new("000000000000", "us-east-1");
     call(&app, "CreateCluster", json!({"clusterName": "busy"})).await;
-    for (prefix, code) in [
-        (
-            scope.instances_of("busy"),
-            "ClusterContainsContainerInstancesException",
-        ),
-        (
-            scope.services_of("busy"),
-            "ClusterContainsServicesException",
-        ),
-        (scope.tasks_of("busy"), "ClusterContainsTasksException"),
-    ] {
-        let key = format!("{prefix}x");
-        store
-            .txn(Txn {
-                success: vec![Op::put(key.clone(), b"{}".to_vec())],
-                ..Default::default()
-            })
-            .await
-            .expect("put");
-        let (status, body) = call(&app, "DeleteCluster", json!({"cluster": "busy"})).await;
-        assert_eq!(
-            (status, body["__type"].as_str()),
-            (StatusCode::BAD_REQUEST, Some(code))
-        );
-        store
-            .txn(Txn {
-                success: vec![Op::delete(key)],
-                ..Default::default()
-            })
-            .await
-            .expect("delete");
-    }
+    let key = format!("{}x", scope.services_of("busy"));
+    put(&store, key.clone(), b"{}").await;
     let (status, body) = call(&app, "DeleteCluster", json!({"cluster": "busy"})).await;
+    assert_eq!(
+        (status, body["__type"].as_str()),
+        (
+            StatusCode::BAD_REQUEST,
+            Some("ClusterContainsServicesException")
+        )
+    );
+    store
+        .txn(Txn {
+            success: vec![Op::delete(key)],
+            ..Default::default()
+        })
+        .await
+        .expect("delete");
+
+    let arn = instance_with_agent(&app, &store, "busy").await;
+    let (status, body) = call(&app, "DeleteCluster", json!({"cluster": "busy"})).await;
+    assert_eq!(
+        body["__type"], "ClusterContainsContainerInstancesException",
+        "{status}"
+    );
+    call(
+        &app,
+        "RegisterTaskDefinition",
+        json!({"family": "f", "containerDefinitions": [{"name": "c", "image": "i", "memory": 64}]}),
+    )
+    .await;
+    let (status, run) = call(
+        &app,
+        "RunTask",
+        json!({"cluster": "busy", "taskDefinition": "f"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{run}");
+    let task = run["tasks"][0]["taskArn"]
+        .as_str()
+        .expect("task")
+        .to_string();
+    let (_, body) = call(
+        &app,
+        "DeregisterContainerInstance",
+        json!({"cluster": "busy", "containerInstance": arn}),
+    )
+    .await;
+    assert_eq!(body["message"], "Found running tasks on the instance.");
+    let (status, _) = call(
+        &app,
+        "DeregisterContainerInstance",
+        json!({"cluster": "busy", "containerInstance": arn, "force": true}),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK);
+    let (_, d) = call(
+        &app,
+        "DescribeTasks",
+        json!({"cluster": "busy", "tasks": [task]}),
+    )
+    .await;
+    assert_eq!(d["tasks"][0]["desiredStatus"], "STOPPED");
+    assert_eq!(
+        d["tasks"][0]["stoppedReason"],
+        "Container instance deregistration forced by user"
+    );
+    // Asked to stop, but no agent has reported it stopped: still a task.
+    let (_, body) = call(&app, "DeleteCluster", json!({"cluster": "busy"})).await;
+    assert_eq!(body["__type"], "ClusterContainsTasksException");
+    let id = task.rsplit('/').next().expect("id");
+    put(
+        &store,
+        scope.task_state("busy", id),
+        format!(r#"{{"taskArn":"{task}","lastStatus":"STOPPED"}}"#).as_bytes(),
+    )
+    .await;
+    let (status, body) = call(&app, "DeleteCluster", json!({"cluster": "busy"})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["cluster"]["status"], "INACTIVE");
 }
 
 #[tokio::test]
-async fn cluster_counts_come_from_the_store() {
+async fn cluster_and_instance_counts_follow_the_tasks() {
     let (app, store) = app();
     let scope = Scope::new("000000000000", "us-east-1");
     call(&app, "CreateCluster", json!({"clusterName": "c"})).await;
-    let ops = vec![
-        Op::put(format!("{}a", scope.tasks_of("c")), b"{}".to_vec()),
-        Op::put(format!("{}b", scope.tasks_of("c")), b"{}".to_vec()),
-        Op::put(format!("{}s", scope.services_of("c")), b"{}".to_vec()),
-    ];
-    store
-        .txn(Txn {
-            success: ops,
-            ..Default::default()
-        })
-        .await
-        .expect("put");
+    let arn = instance_with_agent(&app, &store, "c").await;
+    call(
+        &app,
+        "RegisterTaskDefinition",
+        json!({"family": "f", "containerDefinitions": [{"name": "c", "image": "i", "cpu": 256, "memory": 100,
+               "portMappings": [{"containerPort": 80, "hostPort": 8080}]}]}),
+    )
+    .await;
+    let (_, run) = call(
+        &app,
+        "RunTask",
+        json!({"cluster": "c", "taskDefinition": "f"}),
+    )
+    .await;
+    let task = run["tasks"][0]["taskArn"]
+        .as_str()
+        .expect("task")
+        .to_string();
+    assert_eq!(run["tasks"][0]["lastStatus"], "PROVISIONING");
+    put(
+        &store,
+        scope.task_state("c", task.rsplit('/').next().expect("id")),
+        format!(r#"{{"taskArn":"{task}","lastStatus":"RUNNING"}}"#).as_bytes(),
+    )
+    .await;
+    put(&store, format!("{}s", scope.services_of("c")), b"{}").await;
     let (_, body) = call(&app, "DescribeClusters", json!({"clusters": ["c"]})).await;
-    assert_eq!(body["clusters"][0]["runningTasksCount"], 2);
+    assert_eq!(body["clusters"][0]["runningTasksCount"], 1);
+    assert_eq!(body["clusters"][0]["pendingTasksCount"], 0);
     assert_eq!(body["clusters"][0]["activeServicesCount"], 1);
+    let (_, d) = call(
+        &app,
+        "DescribeContainerInstances",
+        json!({"cluster": "c", "containerInstances": [arn]}),
+    )
+    .await;
+    let ci = &d["containerInstances"][0];
+    assert_eq!(ci["runningTasksCount"], 1);
+    let remaining = &ci["remainingResources"];
+    assert_eq!(remaining[0]["integerValue"], 1024 - 256);
+    assert_eq!(remaining[1]["integerValue"], 512 - 100);
+    assert!(remaining[2]["stringSetValue"]
+        .as_array()
+        .expect("ports")
+        .contains(&json!("8080")));
+    // The port is taken and memory is short: the next two fail with ECS's reasons.
+    let (_, again) = call(
+        &app,
+        "RunTask",
+        json!({"cluster": "c", "taskDefinition": "f"}),
+    )
+    .await;
+    assert_eq!(again["tasks"], json!([]));
+    assert_eq!(again["failures"][0]["reason"], "RESOURCE:PORTS");
 }
 
 #[tokio::test]

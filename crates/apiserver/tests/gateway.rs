@@ -114,6 +114,7 @@ async fn hello(s: &Setup, arn: &str) -> Ws {
         cluster: "gw".into(),
         container_instance_arn: arn.into(),
         agent_version: "test".into(),
+        logs_url: None,
     };
     send(&mut ws, &m).await;
     ws

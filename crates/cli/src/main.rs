@@ -29,10 +29,100 @@ struct Cli {
 enum Command {
     /// Run the control plane (the ECS API and everything behind it).
     Server(ServerArgs),
-    /// Run everything on this machine: the control plane on an embedded store.
-    Up(ServerArgs),
+    /// Run everything on this machine: the control plane on an embedded
+    /// store, the `default` cluster, and this host as its container instance.
+    Up(UpArgs),
+    /// Make this host a container instance of a cluster and run its tasks.
+    Agent(AgentArgs),
+    /// Show a task's container logs.
+    Logs(LogsArgs),
     /// Print the version.
     Version,
+}
+
+#[derive(clap::Args, Clone)]
+struct UpArgs {
+    #[command(flatten)]
+    server: ServerArgs,
+    #[command(flatten)]
+    host: HostArgs,
+}
+
+/// What a container instance says about itself and how it runs tasks.
+#[derive(clap::Args, Clone)]
+struct HostArgs {
+    /// Custom attribute, NAME or NAME=VALUE (repeatable).
+    #[arg(long = "attribute", env = "BERTH_ATTRIBUTES", value_delimiter = ',')]
+    attributes: Vec<String>,
+    /// The ecs.availability-zone attribute.
+    #[arg(long, env = "BERTH_AVAILABILITY_ZONE", default_value = "local-1a")]
+    availability_zone: String,
+    /// The EC2-style instance id (default: made up once and kept).
+    #[arg(long, env = "BERTH_INSTANCE_ID")]
+    instance_id: Option<String>,
+    /// The ecs.instance-type attribute.
+    #[arg(long, env = "BERTH_INSTANCE_TYPE", default_value = "berth.host")]
+    instance_type: String,
+    /// MiB of memory kept from tasks (ECS_RESERVED_MEMORY).
+    #[arg(long, env = "BERTH_RESERVED_MEMORY", default_value_t = 0)]
+    reserved_memory: i64,
+    /// Host ports kept from tasks, besides 22, 2375, 2376, 51678, 51679.
+    #[arg(long, env = "BERTH_RESERVED_PORTS", value_delimiter = ',')]
+    reserved_ports: Vec<u16>,
+    /// When to pull images: default, always, once or prefer-cached
+    /// (ECS_IMAGE_PULL_BEHAVIOR).
+    #[arg(long, env = "BERTH_IMAGE_PULL_BEHAVIOR", default_value = "default")]
+    image_pull_behavior: String,
+    /// The Docker Engine's socket.
+    #[arg(
+        long,
+        env = "BERTH_DOCKER_SOCKET",
+        default_value = "/var/run/docker.sock"
+    )]
+    docker_socket: String,
+    /// Where the agent serves task logs (port 0: any free port).
+    #[arg(long, env = "BERTH_LOGS_LISTEN", default_value = "127.0.0.1:0")]
+    logs_listen: SocketAddr,
+}
+
+#[derive(clap::Args, Clone)]
+struct AgentArgs {
+    /// The server's API URL.
+    #[arg(long, env = "BERTH_SERVER", default_value = "http://127.0.0.1:8750")]
+    server: String,
+    /// The cluster to join.
+    #[arg(long, env = "BERTH_CLUSTER", default_value = "default")]
+    cluster: String,
+    /// Region of the cluster.
+    #[arg(long, env = "BERTH_REGION", default_value = "us-east-1")]
+    region: String,
+    /// Directory for the agent's state and task logs. Defaults to
+    /// $XDG_DATA_HOME/berth-agent or ~/.local/share/berth-agent.
+    #[arg(long, env = "BERTH_AGENT_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    #[command(flatten)]
+    host: HostArgs,
+    /// Log format.
+    #[arg(long, env = "BERTH_LOG_FORMAT", value_enum, default_value = "text")]
+    log_format: LogFormat,
+    /// Log filter (tracing EnvFilter syntax).
+    #[arg(long, env = "BERTH_LOG", default_value = "info")]
+    log: String,
+}
+
+#[derive(clap::Args, Clone)]
+struct LogsArgs {
+    /// The task: its id or ARN.
+    task: String,
+    /// The task's cluster.
+    #[arg(long, env = "BERTH_CLUSTER", default_value = "default")]
+    cluster: String,
+    /// The server's API URL.
+    #[arg(long, env = "BERTH_SERVER", default_value = "http://127.0.0.1:8750")]
+    server: String,
+    /// Keep printing new output as it comes.
+    #[arg(long, short)]
+    follow: bool,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -98,18 +188,19 @@ fn main() -> anyhow::Result<()> {
             println!("berth {}", env!("CARGO_PKG_VERSION"));
             Ok(())
         }
-        Command::Server(args) => run(args, false),
-        Command::Up(args) => run(args, true),
+        Command::Server(args) => run(args, None),
+        Command::Up(args) => run(args.server, Some(args.host)),
+        Command::Agent(args) => agent(args),
+        Command::Logs(args) => logs(args),
     }
 }
 
-fn init_logs(args: &ServerArgs) -> anyhow::Result<()> {
-    let filter =
-        tracing_subscriber::EnvFilter::try_new(&args.log).context("invalid --log filter")?;
+fn init_logs(log: &str, format: LogFormat) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_new(log).context("invalid --log filter")?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
-    match args.log_format {
+    match format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
     }
@@ -153,8 +244,8 @@ fn open_store(args: &ServerArgs) -> anyhow::Result<(Arc<dyn Store>, String)> {
     Ok((Arc::new(store), url))
 }
 
-fn run(args: ServerArgs, up: bool) -> anyhow::Result<()> {
-    init_logs(&args)?;
+fn run(args: ServerArgs, up: Option<HostArgs>) -> anyhow::Result<()> {
+    init_logs(&args.log, args.log_format)?;
     if args.account_id.len() != 12 || !args.account_id.bytes().all(|b| b.is_ascii_digit()) {
         bail!("--account-id must be 12 digits, got {:?}", args.account_id);
     }
@@ -164,7 +255,7 @@ fn run(args: ServerArgs, up: bool) -> anyhow::Result<()> {
     runtime.block_on(serve(args, up))
 }
 
-async fn serve(args: ServerArgs, up: bool) -> anyhow::Result<()> {
+async fn serve(args: ServerArgs, up: Option<HostArgs>) -> anyhow::Result<()> {
     let (store, url) = open_store(&args)?;
     let config = ApiConfig {
         account_id: args.account_id.clone(),
@@ -179,15 +270,50 @@ async fn serve(args: ServerArgs, up: bool) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let addr = listener.local_addr()?;
     tracing::info!(listen = %addr, store = %url, "berth server ready");
-    if up {
+
+    let shutdown = CancellationToken::new();
+    let mut local_agent = None;
+    if let Some(host) = up {
+        let data = data_dir(&args)?.join("agent");
+        let server = format!("http://{addr}");
+        let (region, stop) = (args.region.clone(), shutdown.clone());
+        let config = agent_config(&server, "default", &region, data, &host)?;
+        let runtime = berth_runtime::docker::DockerRuntime::connect(Some(&host.docker_socket))
+            .await
+            .with_context(|| {
+                format!(
+                    "berth up needs a Docker Engine on {}; start one (scripts/docker.sh does)",
+                    host.docker_socket
+                )
+            })?;
+        local_agent = Some(tokio::spawn(async move {
+            // The API is served below; wait for it, then make sure the
+            // default cluster exists before the agent registers in it.
+            let ecs = berth_agent::EcsClient::new(&server, &region);
+            for _ in 0..100 {
+                let made: Result<serde_json::Value, _> = ecs
+                    .call(
+                        "CreateCluster",
+                        &serde_json::json!({"clusterName": "default"}),
+                    )
+                    .await;
+                if made.is_ok() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            if let Err(e) = berth_agent::run(config, Arc::new(runtime), stop).await {
+                tracing::error!(error = %e, "the local agent stopped");
+            }
+        }));
         eprintln!(
-            "Berth is up: ECS API on http://{addr} (store {url}).\n  \
-             Try: aws --endpoint-url http://{addr} --region {} ecs create-cluster --cluster-name demo",
+            "Berth is up: ECS API on http://{addr} (store {url}); this host runs the tasks of cluster 'default'.\n  \
+             export AWS_ENDPOINT_URL=http://{addr} AWS_ACCESS_KEY_ID=x AWS_SECRET_ACCESS_KEY=x AWS_DEFAULT_REGION={}\n  \
+             aws ecs register-task-definition --family hello --container-definitions '[{{\"name\":\"hello\",\"image\":\"berth-test/busybox:latest\",\"memory\":32,\"command\":[\"echo\",\"hello from Berth\"]}}]'\n  \
+             aws ecs run-task --task-definition hello     # then: berth logs <task id> --server http://{addr}",
             args.region
         );
     }
-
-    let shutdown = CancellationToken::new();
     let compactor = tokio::spawn(compact_history(
         store.clone(),
         args.history_revisions,
@@ -206,8 +332,92 @@ async fn serve(args: ServerArgs, up: bool) -> anyhow::Result<()> {
     berth_apiserver::serve(listener, app, threads, stop).await?;
     shutdown.cancel();
     compactor.await.ok();
+    if let Some(a) = local_agent {
+        a.await.ok();
+    }
     tracing::info!("stopped");
     Ok(())
+}
+
+fn agent_config(
+    server: &str,
+    cluster: &str,
+    region: &str,
+    data_dir: PathBuf,
+    host: &HostArgs,
+) -> anyhow::Result<berth_agent::AgentConfig> {
+    let pull_behavior = host
+        .image_pull_behavior
+        .parse()
+        .map_err(|e| anyhow::anyhow!("--image-pull-behavior: {e}"))?;
+    Ok(berth_agent::AgentConfig {
+        server: server.to_string(),
+        cluster: cluster.to_string(),
+        region: region.to_string(),
+        instance_id: host.instance_id.clone(),
+        instance_type: host.instance_type.clone(),
+        availability_zone: host.availability_zone.clone(),
+        attributes: host
+            .attributes
+            .iter()
+            .filter(|a| !a.is_empty())
+            .map(|a| match a.split_once('=') {
+                Some((k, v)) => (k.to_string(), Some(v.to_string())),
+                None => (a.clone(), None),
+            })
+            .collect(),
+        reserved_memory_mib: host.reserved_memory,
+        reserved_ports: host.reserved_ports.clone(),
+        data_dir,
+        pull_behavior,
+        logs_listen: host.logs_listen,
+    })
+}
+
+fn agent(args: AgentArgs) -> anyhow::Result<()> {
+    init_logs(&args.log, args.log_format)?;
+    let data = match &args.data_dir {
+        Some(d) => d.clone(),
+        None => match (std::env::var_os("XDG_DATA_HOME"), std::env::var_os("HOME")) {
+            (Some(x), _) => PathBuf::from(x).join("berth-agent"),
+            (None, Some(h)) => PathBuf::from(h).join(".local/share/berth-agent"),
+            (None, None) => bail!("no data directory: set --data-dir or BERTH_AGENT_DATA_DIR"),
+        },
+    };
+    let config = agent_config(&args.server, &args.cluster, &args.region, data, &args.host)?;
+    // One thread: the agent waits on the engine and the server, and a
+    // small footprint matters more than parallelism.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let runtime = berth_runtime::docker::DockerRuntime::connect(Some(&args.host.docker_socket))
+            .await
+            .with_context(|| format!("no Docker Engine on {}", args.host.docker_socket))?;
+        let shutdown = CancellationToken::new();
+        let signal = shutdown.clone();
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            tracing::info!("agent stopping; its containers keep running");
+            signal.cancel();
+        });
+        berth_agent::run(config, Arc::new(runtime), shutdown)
+            .await
+            .map_err(anyhow::Error::from)
+    })
+}
+
+fn logs(args: LogsArgs) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(berth_agent::logs::print(
+        &args.server,
+        &args.cluster,
+        &args.task,
+        args.follow,
+    ))
+    .map_err(|e| anyhow::anyhow!(e))
 }
 
 async fn wait_for_signal() {

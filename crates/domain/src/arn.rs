@@ -34,6 +34,12 @@ impl Scope {
     pub fn container_instance_arn(&self, cluster: &str, id: &str) -> String {
         format!("{}container-instance/{cluster}/{id}", self.prefix())
     }
+    pub fn task_arn(&self, cluster: &str, id: &str) -> String {
+        format!("{}task/{cluster}/{id}", self.prefix())
+    }
+    pub fn container_arn(&self, cluster: &str, task: &str, uuid: &str) -> String {
+        format!("{}container/{cluster}/{task}/{uuid}", self.prefix())
+    }
     pub fn capacity_provider_arn(&self, name: &str) -> String {
         format!("{}capacity-provider/{name}", self.prefix())
     }
@@ -124,6 +130,33 @@ impl Arn {
     }
 }
 
+/// The id a task reference names within `cluster`: a bare id, a long ARN
+/// (`task/<cluster>/<id>`) or an old one (`task/<id>`). None if it names
+/// another cluster or scope, or is not a task reference at all.
+pub fn task_id(scope: &Scope, cluster: &str, given: &str) -> Option<String> {
+    let given = given.trim();
+    let id = if given.starts_with("arn:") {
+        let Some(Arn::Other { scope: s, resource }) = Arn::parse(given) else {
+            return None;
+        };
+        if &s != scope {
+            return None;
+        }
+        let rest = resource.strip_prefix("task/")?;
+        match rest.split_once('/') {
+            Some((c, id)) if c == cluster => id.to_string(),
+            Some(_) => return None,
+            None => rest.to_string(),
+        }
+    } else {
+        given.to_string()
+    };
+    let ok = !id.is_empty()
+        && id.len() <= 64
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+    ok.then_some(id)
+}
+
 /// A `cluster` parameter is a name or an ARN; None means `default`.
 /// Returns the cluster name, or None if an ARN names another scope or is malformed.
 pub fn cluster_name(scope: &Scope, cluster: Option<&str>) -> Option<String> {
@@ -168,6 +201,24 @@ mod tests {
             Arn::parse("arn:aws:ecs:us-east-1:1:service/c/s"),
             Some(Arn::Other { .. })
         ));
+    }
+
+    #[test]
+    fn task_references_resolve_to_ids_within_the_cluster() {
+        let s = Scope::new("1", "us-east-1");
+        let arn = s.task_arn("c", "0123abcd");
+        assert_eq!(task_id(&s, "c", &arn).as_deref(), Some("0123abcd"));
+        assert_eq!(task_id(&s, "other", &arn), None);
+        assert_eq!(task_id(&s, "c", "0123abcd").as_deref(), Some("0123abcd"));
+        assert_eq!(
+            task_id(&s, "c", "arn:aws:ecs:us-east-1:1:task/0123abcd").as_deref(),
+            Some("0123abcd")
+        );
+        assert_eq!(
+            task_id(&s, "c", "arn:aws:ecs:eu-west-1:1:task/c/0123abcd"),
+            None
+        );
+        assert_eq!(task_id(&s, "c", "not/an id"), None);
     }
 
     #[test]

@@ -36,6 +36,12 @@ pub enum EcsError {
     /// `AttributeLimitExceededException`: more than 10 custom attributes.
     #[error("{0}")]
     AttributeLimitExceeded(String),
+    /// `ConflictException`: a clientToken reused with other parameters.
+    #[error("{0}")]
+    Conflict(String),
+    /// `UnsupportedFeatureException`: valid, but not available here (yet).
+    #[error("{0}")]
+    UnsupportedFeature(String),
 }
 
 impl EcsError {
@@ -62,6 +68,8 @@ impl EcsError {
             EcsError::UpdateInProgress(_) => "UpdateInProgressException",
             EcsError::TargetNotFound(_) => "TargetNotFoundException",
             EcsError::AttributeLimitExceeded(_) => "AttributeLimitExceededException",
+            EcsError::Conflict(_) => "ConflictException",
+            EcsError::UnsupportedFeature(_) => "UnsupportedFeatureException",
         }
     }
 }
@@ -85,6 +93,8 @@ mod tests {
             EcsError::UpdateInProgress("x".into()),
             EcsError::TargetNotFound("x".into()),
             EcsError::AttributeLimitExceeded("x".into()),
+            EcsError::Conflict("x".into()),
+            EcsError::UnsupportedFeature("x".into()),
         ];
         for e in all {
             assert!(

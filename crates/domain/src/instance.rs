@@ -326,14 +326,37 @@ impl ContainerInstance {
             .find(|r| r.name.as_deref() == Some(name))
     }
 
-    /// The wire view. `agent_connected` and the task counts are observed
+    /// What is left once `used` is taken: CPU and MEMORY less the tasks'
+    /// reservations, PORTS and PORTS_UDP plus the ports tasks hold.
+    pub fn remaining(&self, used: &crate::task::Usage) -> Vec<w::Resource> {
+        let left =
+            |total: i32, used: i64| (i64::from(total) - used).clamp(0, i64::from(i32::MAX)) as i32;
+        let ports = |udp: bool, taken: &std::collections::BTreeSet<u16>| {
+            let mut all: Vec<u16> = self.reserved_ports(udp);
+            all.extend(taken);
+            all.sort_unstable();
+            all.dedup();
+            all.iter().map(u16::to_string).collect()
+        };
+        self.resources
+            .iter()
+            .map(|r| match r.name.as_deref() {
+                Some("CPU") => integer("CPU", left(self.cpu(), used.cpu)),
+                Some("MEMORY") => integer("MEMORY", left(self.memory(), used.memory)),
+                Some("PORTS") => string_set("PORTS", ports(false, &used.tcp_ports)),
+                Some("PORTS_UDP") => string_set("PORTS_UDP", ports(true, &used.udp_ports)),
+                _ => r.clone(),
+            })
+            .collect()
+    }
+
+    /// The wire view. `agent_connected` and what the tasks use are observed
     /// state, passed in by the caller.
     pub fn view(
         &self,
         scope: &Scope,
         agent_connected: bool,
-        running_tasks: i32,
-        pending_tasks: i32,
+        used: &crate::task::Usage,
         include_tags: bool,
     ) -> w::ContainerInstance {
         w::ContainerInstance {
@@ -341,14 +364,12 @@ impl ContainerInstance {
             ec2_instance_id: Some(self.ec2_instance_id.clone()),
             version: Some(self.version),
             version_info: self.version_info.clone(),
-            // Tasks reserve resources with the tasks issue's placement; until
-            // a task can run here, nothing is reserved.
-            remaining_resources: Some(self.resources.clone()),
+            remaining_resources: Some(self.remaining(used)),
             registered_resources: Some(self.resources.clone()),
             status: Some(self.status.as_str().into()),
             agent_connected: Some(agent_connected),
-            running_tasks_count: Some(running_tasks),
-            pending_tasks_count: Some(pending_tasks),
+            running_tasks_count: Some(used.running as i32),
+            pending_tasks_count: Some(used.pending as i32),
             attributes: Some(self.attributes.clone()),
             registered_at: Some(self.registered_at),
             attachments: Some(vec![]),

@@ -14,6 +14,7 @@ pub mod instance;
 pub mod paging;
 pub mod settings;
 pub mod tags;
+pub mod task;
 pub mod taskdef;
 
 pub use arn::{Arn, Scope};

@@ -31,6 +31,13 @@ pub trait Keys {
     fn inactive_instance(&self, cluster: &str, id: &str) -> String;
     fn agent_connections_of(&self, cluster: &str) -> String;
     fn agent_connection(&self, cluster: &str, id: &str) -> String;
+    fn task(&self, cluster: &str, id: &str) -> String;
+    fn task_states_of(&self, cluster: &str) -> String;
+    fn task_state(&self, cluster: &str, id: &str) -> String;
+    fn instance_tasks_of(&self, cluster: &str, instance: &str) -> String;
+    fn instance_task(&self, cluster: &str, instance: &str, id: &str) -> String;
+    fn placement(&self, cluster: &str) -> String;
+    fn run_token(&self, cluster: &str, token: &str) -> String;
 }
 
 impl Keys for Scope {
@@ -94,9 +101,37 @@ impl Keys for Scope {
         )
     }
 
-    /// Prefix of the tasks of one cluster (written by the tasks issue).
+    /// Prefix of the desired records of one cluster's tasks.
     fn tasks_of(&self, cluster: &str) -> String {
         format!("{}/tasks/{cluster}/", self.base())
+    }
+    fn task(&self, cluster: &str, id: &str) -> String {
+        format!("{}{id}", self.tasks_of(cluster))
+    }
+    /// What agents observed of each task: written only by the gateway.
+    fn task_states_of(&self, cluster: &str) -> String {
+        format!("{}/task-states/{cluster}/", self.base())
+    }
+    fn task_state(&self, cluster: &str, id: &str) -> String {
+        format!("{}{id}", self.task_states_of(cluster))
+    }
+    /// The tasks placed on one instance, written with each task's desired
+    /// record (the value is its desired status), so the gateway watches
+    /// one prefix per agent.
+    fn instance_tasks_of(&self, cluster: &str, instance: &str) -> String {
+        format!("{}/instance-tasks/{cluster}/{instance}/", self.base())
+    }
+    fn instance_task(&self, cluster: &str, instance: &str, id: &str) -> String {
+        format!("{}{id}", self.instance_tasks_of(cluster, instance))
+    }
+    /// Bumped by every placement in a cluster; placements compare it, so
+    /// two plans made from the same snapshot cannot both commit.
+    fn placement(&self, cluster: &str) -> String {
+        format!("{}/placement/{cluster}", self.base())
+    }
+    /// RunTask clientTokens, kept for a while under a lease.
+    fn run_token(&self, cluster: &str, token: &str) -> String {
+        format!("{}/run-tokens/{cluster}/{token}", self.base())
     }
     /// Prefix of the services of one cluster.
     fn services_of(&self, cluster: &str) -> String {

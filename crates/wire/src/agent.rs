@@ -1,12 +1,18 @@
 //! Berth's own agent protocol: the messages on the WebSocket an agent holds
 //! to the server's gateway (`GET /agent/v1/connect`), as JSON text frames.
+//! See docs/adr/0003-agent-protocol.md.
 //!
 //! The agent says hello, then sends a heartbeat at the interval the server
 //! asks for. The server answers the hello with a welcome and pushes the
 //! whole desired task set of the instance, with a revision, whenever it
-//! changes (the set is empty until tasks exist). Missing heartbeats for the
-//! server's timeout marks the agent disconnected.
+//! changes. The agent converges to it and reports each task's whole state
+//! whenever it changes (level-based: the last report wins, so a report can
+//! be sent again after a reconnect without harm). A task leaves the desired
+//! set once the server has recorded it STOPPED; the agent then removes its
+//! containers. Missing heartbeats for the server's timeout marks the agent
+//! disconnected.
 
+use crate::ecs as w;
 use serde::{Deserialize, Serialize};
 
 /// Path of the gateway on the API port.
@@ -21,8 +27,13 @@ pub enum AgentMessage {
         cluster: String,
         container_instance_arn: String,
         agent_version: String,
+        /// Where the agent serves task logs (`http://host:port`), if it does.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        logs_url: Option<String>,
     },
     Heartbeat,
+    /// The whole observed state of one task.
+    TaskState(TaskReport),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -45,12 +56,76 @@ pub enum ServerMessage {
     Refused { message: String },
 }
 
-/// One task the instance should run (filled in with the task runner).
+/// One task the instance should run, or stop.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DesiredTask {
     pub task_arn: String,
+    pub cluster: String,
+    /// `RUNNING` or `STOPPED`.
     pub desired_status: String,
+    /// The task definition with the task's overrides applied: what to run.
+    pub definition: w::TaskDefinition,
+    /// Container name to container ARN, in definition order.
+    pub container_arns: Vec<(String, String)>,
+    /// Why the server wants it stopped, when it does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_code: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped_reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub availability_zone: Option<String>,
+}
+
+/// What an agent observed of one task. Timestamps are epoch seconds.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskReport {
+    pub task_arn: String,
+    /// A task `lastStatus`: PENDING, ACTIVATING, RUNNING, ..., STOPPED.
+    pub last_status: String,
+    #[serde(default)]
+    pub containers: Vec<ContainerReport>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_status: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pull_started_at: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pull_stopped_at: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopping_at: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub execution_stopped_at: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped_at: Option<f64>,
+    /// Set when the agent decided the stop (an essential container exited,
+    /// an image could not be pulled).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_code: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped_reason: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerReport {
+    pub name: String,
+    /// The runtime's container id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime_id: Option<String>,
+    /// PENDING, RUNNING or STOPPED.
+    pub last_status: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default)]
+    pub network_bindings: Vec<w::NetworkBinding>,
+    /// HEALTHY, UNHEALTHY or UNKNOWN.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_status: Option<String>,
 }
 
 #[cfg(test)]
@@ -63,6 +138,7 @@ mod tests {
             cluster: "c".into(),
             container_instance_arn: "arn".into(),
             agent_version: "0.1.0".into(),
+            logs_url: None,
         };
         let text = serde_json::to_string(&hello).expect("encode");
         assert_eq!(
@@ -85,6 +161,20 @@ mod tests {
                 revision: 7,
                 tasks: vec![]
             }
+        );
+        let report = AgentMessage::TaskState(TaskReport {
+            task_arn: "t".into(),
+            last_status: "RUNNING".into(),
+            ..Default::default()
+        });
+        let text = serde_json::to_string(&report).expect("encode");
+        assert_eq!(
+            text,
+            r#"{"type":"taskState","taskArn":"t","lastStatus":"RUNNING","containers":[]}"#
+        );
+        assert_eq!(
+            serde_json::from_str::<AgentMessage>(&text).ok(),
+            Some(report)
         );
     }
 }

@@ -5,7 +5,7 @@ use crate::{context::RequestContext, error::ApiError, now, AppState};
 use berth_domain::cluster::{self, Cluster, ClusterCounts, ClusterInclude, ClusterStatus};
 use berth_domain::{arn, capacity, paging, tags, valid_name, EcsError, Scope};
 use berth_store::keys::Keys;
-use berth_store::{typed, Store, Txn};
+use berth_store::{typed, Txn};
 use berth_wire::ecs as w;
 
 /// Resolves a `cluster` parameter to an ACTIVE cluster record and its revision.
@@ -22,16 +22,24 @@ pub(crate) async fn active_cluster(
 }
 
 pub(crate) async fn counts(
-    store: &dyn Store,
+    st: &AppState,
     scope: &Scope,
     name: &str,
 ) -> Result<ClusterCounts, ApiError> {
-    // Tasks, services and instances are written by later subsystems; until
-    // a task record carries its status, each stored task counts as running.
+    let tasks = super::tasks::ClusterTasks::load(st, scope, name).await?;
+    let (mut running, mut pending) = (0, 0);
+    for t in &tasks.tasks {
+        match berth_domain::task::Task::last_status(tasks.report(&t.value.id)) {
+            berth_domain::task::TaskStatus::Stopped => {}
+            s if s.is_pending() => pending += 1,
+            _ => running += 1,
+        }
+    }
+    let store = &*st.store;
     Ok(ClusterCounts {
         registered_instances: typed::count(store, &scope.instances_of(name)).await? as i32,
-        running_tasks: typed::count(store, &scope.tasks_of(name)).await? as i32,
-        pending_tasks: 0,
+        running_tasks: running,
+        pending_tasks: pending,
         active_services: typed::count(store, &scope.services_of(name)).await? as i32,
     })
 }
@@ -42,7 +50,7 @@ async fn view(
     c: &Cluster,
     include: ClusterInclude,
 ) -> Result<w::Cluster, ApiError> {
-    let counts = counts(&*st.store, scope, &c.name).await?;
+    let counts = counts(st, scope, &c.name).await?;
     Ok(c.to_wire(scope, counts, include))
 }
 
@@ -283,7 +291,7 @@ pub async fn delete_cluster(
         return Err(EcsError::invalid("cluster is required.").into());
     };
     let (name, _) = active_cluster(st, &ctx.scope, Some(cluster)).await?;
-    let counts = counts(&*st.store, &ctx.scope, &name).await?;
+    let counts = counts(st, &ctx.scope, &name).await?;
     if counts.registered_instances > 0 {
         return Err(EcsError::ClusterContainsContainerInstances.into());
     }

@@ -1,9 +1,11 @@
 //! Container instances and their attributes.
 
 use super::clusters::active_cluster;
+use super::tasks::{request_stop, ClusterTasks};
 use super::{compare_and_swap, Attempt};
 use crate::{context::RequestContext, error::ApiError, now, AppState};
 use berth_domain::instance::{self, ContainerInstance, InstanceStatus};
+use berth_domain::task::{DesiredStatus, StopCode, Task, TaskStatus};
 use berth_domain::{paging, tags, Arn, EcsError, Scope};
 use berth_scheduler::{Query, Subjects};
 use berth_store::keys::Keys;
@@ -19,7 +21,7 @@ const TARGET_TYPE: &str = "container-instance";
 
 /// A `containerInstance` parameter (an id, or an ARN in the long or the old
 /// format) to the instance id, if it can name an instance of `cluster`.
-fn instance_id(scope: &Scope, cluster: &str, given: &str) -> Option<String> {
+pub(crate) fn instance_id(scope: &Scope, cluster: &str, given: &str) -> Option<String> {
     let given = given.trim();
     let id = if given.starts_with("arn:") {
         let Some(Arn::Other { scope: s, resource }) = Arn::parse(given) else {
@@ -44,7 +46,7 @@ fn instance_id(scope: &Scope, cluster: &str, given: &str) -> Option<String> {
 }
 
 /// The `containerInstances` of a request, 1 to `max` of them.
-fn references(given: Option<&[String]>, max: usize) -> Result<Vec<String>, EcsError> {
+pub(crate) fn references(given: Option<&[String]>, max: usize) -> Result<Vec<String>, EcsError> {
     let given = given.unwrap_or_default();
     if given.is_empty() || given.len() > max {
         return Err(EcsError::invalid(format!(
@@ -80,16 +82,18 @@ async fn connected(st: &AppState, scope: &Scope, ci: &ContainerInstance) -> Resu
         .is_some())
 }
 
-/// The wire view of an instance as this server sees it now.
+/// The wire view of an instance as this server sees it now: its agent's
+/// connection and what its tasks hold.
 async fn view(
     st: &AppState,
     scope: &Scope,
     ci: &ContainerInstance,
     include_tags: bool,
 ) -> Result<w::ContainerInstance, ApiError> {
-    // Tasks come next in the tasks issue; until then none runs anywhere.
     let agent = ci.status != InstanceStatus::Inactive && connected(st, scope, ci).await?;
-    Ok(ci.view(scope, agent, 0, 0, include_tags))
+    let usage = ClusterTasks::load(st, scope, &ci.cluster).await?.usage();
+    let used = usage.get(&ci.id).cloned().unwrap_or_default();
+    Ok(ci.view(scope, agent, &used, include_tags))
 }
 
 pub async fn register_container_instance(
@@ -186,6 +190,39 @@ pub async fn deregister_container_instance(
         ))
     };
     let id = instance_id(&ctx.scope, &cluster, &given).ok_or_else(not_found)?;
+    if typed::get::<ContainerInstance>(&*st.store, &ctx.scope.instance(&cluster, &id))
+        .await?
+        .is_none()
+    {
+        return Err(not_found().into());
+    }
+    let on_it: Vec<Task> = {
+        let all = ClusterTasks::load(st, &ctx.scope, &cluster).await?;
+        all.tasks
+            .iter()
+            .map(|t| &t.value)
+            .filter(|t| t.container_instance == id)
+            .filter(|t| Task::last_status(all.report(&t.id)) != TaskStatus::Stopped)
+            .cloned()
+            .collect()
+    };
+    let running = on_it
+        .iter()
+        .any(|t| t.desired_status == DesiredStatus::Running);
+    if running && !req.force.unwrap_or(false) {
+        return Err(EcsError::invalid("Found running tasks on the instance.").into());
+    }
+    for t in on_it {
+        request_stop(
+            st,
+            &ctx.scope,
+            &cluster,
+            &t.id,
+            StopCode::UserInitiated,
+            "Container instance deregistration forced by user",
+        )
+        .await?;
+    }
     let key = ctx.scope.instance(&cluster, &id);
     let gone = ctx.scope.inactive_instance(&cluster, &id);
     let lease = st.store.lease_grant(INACTIVE_RETENTION).await?;

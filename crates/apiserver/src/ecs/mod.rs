@@ -5,6 +5,7 @@ mod instances;
 mod settings;
 mod tags;
 mod taskdefs;
+mod tasks;
 
 use crate::{context::RequestContext, error::ApiError, AppState};
 use berth_domain::EcsError;
@@ -72,6 +73,11 @@ operations! {
     "PutAttributes" => instances::put_attributes,
     "DeleteAttributes" => instances::delete_attributes,
     "ListAttributes" => instances::list_attributes,
+    "RunTask" => tasks::run_task,
+    "StartTask" => tasks::start_task,
+    "StopTask" => tasks::stop_task,
+    "DescribeTasks" => tasks::describe_tasks,
+    "ListTasks" => tasks::list_tasks,
 }
 
 /// What one try of a read-modify-write decided.

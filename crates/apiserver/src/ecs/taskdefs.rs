@@ -213,13 +213,13 @@ async fn indexed(
 }
 
 /// What a `taskDefinition` parameter names.
-enum Reference {
+pub(crate) enum Reference {
     /// A family: its latest ACTIVE revision.
     Latest(String),
     Revision(String, i64),
 }
 
-fn parse_reference(scope: &Scope, s: &str, field: &str) -> Result<Reference, EcsError> {
+pub(crate) fn parse_reference(scope: &Scope, s: &str, field: &str) -> Result<Reference, EcsError> {
     let s = s.trim();
     if s.is_empty() {
         return Err(EcsError::client(format!("{field} must not be empty.")));
@@ -257,7 +257,7 @@ fn parse_reference(scope: &Scope, s: &str, field: &str) -> Result<Reference, Ecs
 }
 
 /// Resolves a reference to a stored revision and its mod revision.
-async fn resolve(
+pub(crate) async fn resolve(
     st: &AppState,
     scope: &Scope,
     reference: &Reference,

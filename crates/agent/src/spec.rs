@@ -1,0 +1,451 @@
+//! A task's containers as runtime specs: the pure mapping from ECS
+//! container definitions (with the task's overrides already applied) to
+//! what the engine is asked to create.
+
+use berth_runtime::{
+    ContainerSpec, HealthCheck, MountSource, MountSpec, NetworkMode, PortSpec, Protocol, Ulimit,
+};
+use berth_wire::agent::DesiredTask;
+use berth_wire::ecs as w;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// Label naming the agent (container instance id) that owns a container.
+pub const OWNER_LABEL: &str = "berth.instance";
+pub const TASK_LABEL: &str = "com.amazonaws.ecs.task-arn";
+pub const CONTAINER_LABEL: &str = "com.amazonaws.ecs.container-name";
+
+/// ECS_CONTAINER_STOP_TIMEOUT's default.
+pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(30);
+/// The agent turns 0 or unset CPU into 2 shares (the engine's minimum).
+const MIN_CPU_SHARES: i64 = 2;
+const MIB: i64 = 1024 * 1024;
+
+/// The last part of a task ARN.
+pub fn task_id(task_arn: &str) -> &str {
+    task_arn.rsplit('/').next().unwrap_or(task_arn)
+}
+
+/// The engine's name for a container: `ecs-<family>-<revision>-<name>-<task id>`,
+/// as the ECS agent names them (unique per task).
+pub fn docker_name(task: &DesiredTask, container: &str) -> String {
+    let def = &task.definition;
+    format!(
+        "ecs-{}-{}-{}-{}",
+        def.family.as_deref().unwrap_or("task"),
+        def.revision.unwrap_or(0),
+        container,
+        task_id(&task.task_arn)
+    )
+}
+
+pub fn containers(task: &DesiredTask) -> &[w::ContainerDefinition] {
+    task.definition
+        .container_definitions
+        .as_deref()
+        .unwrap_or_default()
+}
+
+pub fn essential(c: &w::ContainerDefinition) -> bool {
+    c.essential.unwrap_or(true)
+}
+
+pub fn stop_timeout(c: &w::ContainerDefinition) -> Duration {
+    c.stop_timeout
+        .and_then(|s| u64::try_from(s).ok())
+        .map(Duration::from_secs)
+        .unwrap_or(DEFAULT_STOP_TIMEOUT)
+}
+
+fn volume_source(task: &DesiredTask, name: &str) -> Option<MountSource> {
+    let v = task
+        .definition
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| v.name.as_deref() == Some(name))?;
+    if let Some(path) = v.host.as_ref().and_then(|h| h.source_path.clone()) {
+        return Some(MountSource::HostPath(path));
+    }
+    let shared = v
+        .docker_volume_configuration
+        .as_ref()
+        .is_some_and(|d| d.scope.as_deref() == Some("shared"));
+    Some(MountSource::Volume(if shared {
+        name.to_string()
+    } else {
+        // Task-scoped volumes (and bind volumes without a source path)
+        // live and die with the task.
+        format!("ecs-{}-{}", name, task_id(&task.task_arn))
+    }))
+}
+
+/// The spec for container `c` of `task`, owned by `instance`.
+pub fn container_spec(
+    task: &DesiredTask,
+    c: &w::ContainerDefinition,
+    instance: &str,
+    region: &str,
+) -> ContainerSpec {
+    let def = &task.definition;
+    let name = c.name.clone().unwrap_or_default();
+    let mode = def.network_mode.as_deref().unwrap_or("bridge");
+    let mut labels: BTreeMap<String, String> = c.docker_labels.clone().unwrap_or_default();
+    labels.insert(OWNER_LABEL.into(), instance.into());
+    labels.insert(TASK_LABEL.into(), task.task_arn.clone());
+    labels.insert(CONTAINER_LABEL.into(), name.clone());
+    labels.insert("com.amazonaws.ecs.cluster".into(), task.cluster.clone());
+    labels.insert(
+        "com.amazonaws.ecs.task-definition-family".into(),
+        def.family.clone().unwrap_or_default(),
+    );
+    labels.insert(
+        "com.amazonaws.ecs.task-definition-version".into(),
+        def.revision.unwrap_or(0).to_string(),
+    );
+    let mut env: Vec<(String, String)> = vec![
+        ("AWS_EXECUTION_ENV".into(), "AWS_ECS_EC2".into()),
+        ("AWS_REGION".into(), region.into()),
+        ("AWS_DEFAULT_REGION".into(), region.into()),
+    ];
+    for kv in c.environment.iter().flatten() {
+        if let Some(k) = &kv.name {
+            env.retain(|(e, _)| e != k);
+            env.push((k.clone(), kv.value.clone().unwrap_or_default()));
+        }
+    }
+    // Task-level limits: the engine has no task cgroup of its own, so a
+    // container without limits of its own gets the task's.
+    let task_cpu = def.cpu.as_deref().and_then(parse_cpu_units);
+    let task_memory = def.memory.as_deref().and_then(parse_memory_mib);
+    let memory = c.memory.map(i64::from).or(task_memory);
+    let ports = match mode {
+        "bridge" => c
+            .port_mappings
+            .iter()
+            .flatten()
+            .filter_map(|p| {
+                Some(PortSpec {
+                    container_port: u16::try_from(p.container_port?).ok()?,
+                    host_port: p
+                        .host_port
+                        .filter(|h| *h > 0)
+                        .and_then(|h| u16::try_from(h).ok()),
+                    protocol: if p.protocol.as_deref() == Some("udp") {
+                        Protocol::Udp
+                    } else {
+                        Protocol::Tcp
+                    },
+                })
+            })
+            .collect(),
+        _ => vec![],
+    };
+    let linux = c.linux_parameters.clone().unwrap_or_default();
+    let caps = linux.capabilities.clone().unwrap_or_default();
+    let mounts = c
+        .mount_points
+        .iter()
+        .flatten()
+        .filter_map(|m| {
+            Some(MountSpec {
+                source: volume_source(task, m.source_volume.as_deref()?)?,
+                target: m.container_path.clone()?,
+                read_only: m.read_only.unwrap_or(false),
+            })
+        })
+        .collect();
+    let sibling = |n: &str| docker_name(task, n);
+    ContainerSpec {
+        name: docker_name(task, &name),
+        image: c.image.clone().unwrap_or_default(),
+        command: c.command.clone().filter(|v| !v.is_empty()),
+        entry_point: c.entry_point.clone().filter(|v| !v.is_empty()),
+        env,
+        working_dir: c.working_directory.clone(),
+        user: c.user.clone(),
+        hostname: c.hostname.clone(),
+        labels,
+        cpu_shares: Some(
+            c.cpu
+                .map(i64::from)
+                .filter(|s| *s >= MIN_CPU_SHARES)
+                .unwrap_or(MIN_CPU_SHARES),
+        ),
+        memory_bytes: memory.map(|m| m * MIB),
+        memory_reservation_bytes: c.memory_reservation.map(|m| i64::from(m) * MIB),
+        nano_cpus: task_cpu.map(|u| u * 1_000_000_000 / 1024),
+        network_mode: match mode {
+            "host" => NetworkMode::Host,
+            "none" => NetworkMode::None,
+            _ => NetworkMode::Bridge,
+        },
+        ports,
+        extra_hosts: c
+            .extra_hosts
+            .iter()
+            .flatten()
+            .filter_map(|h| Some((h.hostname.clone()?, h.ip_address.clone()?)))
+            .collect(),
+        dns_servers: c.dns_servers.clone().unwrap_or_default(),
+        dns_search: c.dns_search_domains.clone().unwrap_or_default(),
+        links: c
+            .links
+            .iter()
+            .flatten()
+            .map(|l| match l.split_once(':') {
+                Some((n, alias)) => format!("{}:{alias}", sibling(n)),
+                None => format!("{}:{l}", sibling(l)),
+            })
+            .collect(),
+        ulimits: c
+            .ulimits
+            .iter()
+            .flatten()
+            .filter_map(|u| {
+                Some(Ulimit {
+                    name: u.name.clone()?,
+                    soft: i64::from(u.soft_limit?),
+                    hard: i64::from(u.hard_limit?),
+                })
+            })
+            .collect(),
+        cap_add: caps.add.unwrap_or_default(),
+        cap_drop: caps.drop.unwrap_or_default(),
+        init: linux.init_process_enabled.unwrap_or(false),
+        tmpfs: linux
+            .tmpfs
+            .iter()
+            .flatten()
+            .filter_map(|t| {
+                let mut opts = vec![format!("size={}m", t.size?)];
+                opts.extend(t.mount_options.clone().unwrap_or_default());
+                Some((t.container_path.clone()?, opts.join(",")))
+            })
+            .collect(),
+        shm_size_bytes: linux.shared_memory_size.map(|m| i64::from(m) * MIB),
+        readonly_rootfs: c.readonly_root_filesystem.unwrap_or(false),
+        privileged: c.privileged.unwrap_or(false),
+        mounts,
+        volumes_from: c
+            .volumes_from
+            .iter()
+            .flatten()
+            .filter_map(|v| {
+                let n = sibling(v.source_container.as_deref()?);
+                Some(if v.read_only.unwrap_or(false) {
+                    format!("{n}:ro")
+                } else {
+                    n
+                })
+            })
+            .collect(),
+        health_check: c.health_check.as_ref().map(|h| HealthCheck {
+            test: h.command.clone().unwrap_or_default(),
+            interval: secs(h.interval, 30),
+            timeout: secs(h.timeout, 5),
+            retries: h.retries.and_then(|r| u32::try_from(r).ok()).unwrap_or(3),
+            start_period: secs(h.start_period, 0),
+        }),
+        stop_timeout: Some(stop_timeout(c)),
+        security_opts: c.docker_security_options.clone().unwrap_or_default(),
+    }
+}
+
+fn secs(v: Option<i32>, default: u64) -> Duration {
+    Duration::from_secs(v.and_then(|s| u64::try_from(s).ok()).unwrap_or(default))
+}
+
+/// Task-level cpu as the server normalised it ("1024" or "1 vCPU").
+fn parse_cpu_units(s: &str) -> Option<i64> {
+    let s = s.trim().to_ascii_lowercase();
+    match s.strip_suffix("vcpu") {
+        Some(v) => v.trim().parse::<f64>().ok().map(|f| (f * 1024.0) as i64),
+        None => s.parse().ok(),
+    }
+}
+
+fn parse_memory_mib(s: &str) -> Option<i64> {
+    let s = s.trim().to_ascii_lowercase();
+    match s.strip_suffix("gb") {
+        Some(v) => v.trim().parse::<f64>().ok().map(|f| (f * 1024.0) as i64),
+        None => s.parse().ok(),
+    }
+}
+
+/// The order containers are created in: each after the containers it
+/// links to, takes volumes from or depends on (the server checked there
+/// is no cycle; anything left over goes last, in definition order).
+pub fn creation_order(defs: &[w::ContainerDefinition]) -> Vec<usize> {
+    let name = |i: usize| defs[i].name.clone().unwrap_or_default();
+    let needs = |c: &w::ContainerDefinition| -> Vec<String> {
+        let mut n: Vec<String> = c
+            .depends_on
+            .iter()
+            .flatten()
+            .filter_map(|d| d.container_name.clone())
+            .collect();
+        n.extend(
+            c.links
+                .iter()
+                .flatten()
+                .map(|l| l.split(':').next().unwrap_or(l).to_string()),
+        );
+        n.extend(
+            c.volumes_from
+                .iter()
+                .flatten()
+                .filter_map(|v| v.source_container.clone()),
+        );
+        n
+    };
+    let mut order: Vec<usize> = vec![];
+    while order.len() < defs.len() {
+        let before = order.len();
+        for i in 0..defs.len() {
+            if order.contains(&i) {
+                continue;
+            }
+            let ready = needs(&defs[i]).iter().all(|n| {
+                order.iter().any(|&j| &name(j) == n)
+                    || !defs.iter().any(|d| d.name.as_ref() == Some(n))
+            });
+            if ready {
+                order.push(i);
+            }
+        }
+        if order.len() == before {
+            order.extend(
+                (0..defs.len())
+                    .filter(|i| !order.contains(i))
+                    .collect::<Vec<_>>(),
+            );
+        }
+    }
+    order
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn task(containers: Vec<w::ContainerDefinition>) -> DesiredTask {
+        DesiredTask {
+            task_arn: "arn:aws:ecs:us-east-1:0:task/c/abc123".into(),
+            cluster: "c".into(),
+            desired_status: "RUNNING".into(),
+            definition: w::TaskDefinition {
+                family: Some("web".into()),
+                revision: Some(3),
+                cpu: Some("512".into()),
+                memory: Some("256".into()),
+                container_definitions: Some(containers),
+                volumes: Some(vec![
+                    w::Volume {
+                        name: Some("data".into()),
+                        host: Some(w::HostVolumeProperties {
+                            source_path: Some("/srv/data".into()),
+                        }),
+                        ..Default::default()
+                    },
+                    w::Volume {
+                        name: Some("scratch".into()),
+                        ..Default::default()
+                    },
+                ]),
+                ..Default::default()
+            },
+            container_arns: vec![],
+            stop_code: None,
+            stopped_reason: None,
+            availability_zone: None,
+        }
+    }
+
+    #[test]
+    fn a_definition_becomes_a_spec_with_ecs_labels_limits_and_ports() {
+        let c = w::ContainerDefinition {
+            name: Some("app".into()),
+            image: Some("busybox".into()),
+            cpu: Some(0),
+            memory_reservation: Some(64),
+            environment: Some(vec![w::KeyValuePair {
+                name: Some("AWS_REGION".into()),
+                value: Some("mine".into()),
+            }]),
+            port_mappings: Some(vec![
+                w::PortMapping {
+                    container_port: Some(80),
+                    host_port: Some(0),
+                    ..Default::default()
+                },
+                w::PortMapping {
+                    container_port: Some(53),
+                    host_port: Some(5353),
+                    protocol: Some("udp".into()),
+                    ..Default::default()
+                },
+            ]),
+            mount_points: Some(vec![
+                w::MountPoint {
+                    source_volume: Some("data".into()),
+                    container_path: Some("/data".into()),
+                    read_only: Some(true),
+                },
+                w::MountPoint {
+                    source_volume: Some("scratch".into()),
+                    container_path: Some("/scratch".into()),
+                    read_only: None,
+                },
+            ]),
+            links: Some(vec!["db:database".into()]),
+            stop_timeout: Some(5),
+            ..Default::default()
+        };
+        let t = task(vec![c.clone()]);
+        let s = container_spec(&t, &c, "inst1", "eu-west-1");
+        assert_eq!(s.name, "ecs-web-3-app-abc123");
+        assert_eq!(s.labels[OWNER_LABEL], "inst1");
+        assert_eq!(s.labels[TASK_LABEL], t.task_arn);
+        assert_eq!(s.labels["com.amazonaws.ecs.task-definition-version"], "3");
+        assert_eq!(s.cpu_shares, Some(2));
+        assert_eq!(
+            s.memory_bytes,
+            Some(256 * MIB),
+            "the task's memory, lacking the container's"
+        );
+        assert_eq!(s.memory_reservation_bytes, Some(64 * MIB));
+        assert_eq!(s.nano_cpus, Some(500_000_000));
+        assert!(s.env.contains(&("AWS_REGION".into(), "mine".into())));
+        assert_eq!(s.ports[0].host_port, None);
+        assert_eq!(s.ports[1].protocol, Protocol::Udp);
+        assert_eq!(
+            s.mounts[0].source,
+            MountSource::HostPath("/srv/data".into())
+        );
+        assert_eq!(
+            s.mounts[1].source,
+            MountSource::Volume("ecs-scratch-abc123".into())
+        );
+        assert_eq!(s.links, ["ecs-web-3-db-abc123:database"]);
+        assert_eq!(s.stop_timeout, Some(Duration::from_secs(5)));
+    }
+
+    #[test]
+    fn containers_are_created_after_what_they_need() {
+        let c = |n: &str, dep: Option<&str>| w::ContainerDefinition {
+            name: Some(n.into()),
+            depends_on: dep.map(|d| {
+                vec![w::ContainerDependency {
+                    container_name: Some(d.into()),
+                    condition: Some("START".into()),
+                }]
+            }),
+            ..Default::default()
+        };
+        let defs = vec![c("app", Some("init")), c("init", Some("db")), c("db", None)];
+        assert_eq!(creation_order(&defs), [2, 1, 0]);
+        let cycle = vec![c("a", Some("b")), c("b", Some("a"))];
+        assert_eq!(creation_order(&cycle), [0, 1]);
+    }
+}

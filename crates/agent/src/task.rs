@@ -1,0 +1,686 @@
+//! One task on this host, driven through ECS's lifecycle: PENDING (pull,
+//! create), ACTIVATING, RUNNING, then DEACTIVATING, STOPPING (SIGTERM, then
+//! SIGKILL after each container's stopTimeout), DEPROVISIONING, STOPPED.
+//! Each change is published as a whole [`TaskReport`].
+//!
+//! A driver can start from scratch or adopt a task whose containers already
+//! exist (after an agent restart): it inspects them and carries on from
+//! what it finds, so containers that exited while the agent was away stop
+//! the task as they would have with the agent watching.
+
+use crate::logs::Logs;
+use crate::report::Reporter;
+use crate::spec::{self, container_spec, creation_order, essential, stop_timeout};
+use berth_runtime::{ContainerRuntime, ContainerState, EventKind, Health, PullBehavior};
+use berth_wire::agent::{ContainerReport, DesiredTask, TaskReport};
+use berth_wire::ecs as w;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+/// What the runner tells a task's driver.
+#[derive(Debug)]
+pub enum Input {
+    /// The server's latest wish for the task.
+    Desired(Box<DesiredTask>),
+    /// The runtime saw something happen to one of its containers.
+    Event(berth_runtime::Event),
+    /// Events may have been missed: look at every container again.
+    Resync,
+    /// The server is done with the task: remove its containers and end.
+    Forget,
+}
+
+/// What a driver needs from the agent.
+#[derive(Clone)]
+pub struct Ctx {
+    pub runtime: Arc<dyn ContainerRuntime>,
+    pub instance: String,
+    pub region: String,
+    pub pull: PullBehavior,
+    pub reporter: Reporter,
+    pub logs: Logs,
+}
+
+fn now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or_default()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Status {
+    Pending,
+    Running,
+    Stopped,
+}
+
+struct Container {
+    def: w::ContainerDefinition,
+    name: String,
+    id: Option<String>,
+    status: Status,
+    /// Started at least once.
+    started: bool,
+    exit_code: Option<i32>,
+    reason: Option<String>,
+    health: Option<Health>,
+    bindings: Vec<w::NetworkBinding>,
+    last_start: Option<Instant>,
+    restarts: u32,
+}
+
+impl Container {
+    fn report(&self) -> ContainerReport {
+        ContainerReport {
+            name: self.name.clone(),
+            runtime_id: self.id.clone(),
+            last_status: match self.status {
+                Status::Pending => "PENDING",
+                Status::Running => "RUNNING",
+                Status::Stopped => "STOPPED",
+            }
+            .into(),
+            exit_code: self.exit_code,
+            reason: self.reason.clone(),
+            network_bindings: self.bindings.clone(),
+            health_status: self.def.health_check.as_ref().map(|_| {
+                match self.health {
+                    Some(Health::Healthy) => "HEALTHY",
+                    Some(Health::Unhealthy) => "UNHEALTHY",
+                    _ => "UNKNOWN",
+                }
+                .into()
+            }),
+        }
+    }
+}
+
+pub struct Driver {
+    ctx: Ctx,
+    desired: DesiredTask,
+    report: TaskReport,
+    containers: Vec<Container>,
+    rx: mpsc::UnboundedReceiver<Input>,
+    forget: bool,
+}
+
+/// How a task came to stop, when the agent decided it.
+struct Stop {
+    code: &'static str,
+    reason: String,
+}
+
+impl Driver {
+    /// `saved`: the last report published before a restart; `existing`:
+    /// container name to id, for containers the runtime still has.
+    pub fn new(
+        ctx: Ctx,
+        desired: DesiredTask,
+        saved: Option<TaskReport>,
+        existing: HashMap<String, String>,
+        rx: mpsc::UnboundedReceiver<Input>,
+    ) -> Driver {
+        let containers = spec::containers(&desired)
+            .iter()
+            .map(|d| {
+                let name = d.name.clone().unwrap_or_default();
+                let old = saved
+                    .as_ref()
+                    .and_then(|s| s.containers.iter().find(|c| c.name == name));
+                Container {
+                    id: existing.get(&name).cloned(),
+                    def: d.clone(),
+                    status: Status::Pending,
+                    started: old.is_some_and(|c| c.last_status != "PENDING"),
+                    exit_code: old.and_then(|c| c.exit_code),
+                    reason: old.and_then(|c| c.reason.clone()),
+                    health: None,
+                    bindings: old.map(|c| c.network_bindings.clone()).unwrap_or_default(),
+                    last_start: None,
+                    restarts: 0,
+                    name,
+                }
+            })
+            .collect();
+        let report = saved.unwrap_or_else(|| TaskReport {
+            task_arn: desired.task_arn.clone(),
+            last_status: "PENDING".into(),
+            ..Default::default()
+        });
+        Driver {
+            ctx,
+            desired,
+            report,
+            containers,
+            rx,
+            forget: false,
+        }
+    }
+
+    fn publish(&mut self) {
+        self.report.containers = self.containers.iter().map(Container::report).collect();
+        self.report.health_status = Some(self.task_health().into());
+        self.ctx.reporter.publish(self.report.clone());
+    }
+
+    fn set_status(&mut self, s: &str) {
+        if self.report.last_status != s {
+            tracing::info!(task = %self.desired.task_arn, status = s, "task");
+            self.report.last_status = s.into();
+            self.publish();
+        }
+    }
+
+    fn task_health(&self) -> &'static str {
+        let checked: Vec<&Container> = self
+            .containers
+            .iter()
+            .filter(|c| essential(&c.def) && c.def.health_check.is_some())
+            .collect();
+        if checked.is_empty() {
+            "UNKNOWN"
+        } else if checked.iter().any(|c| c.health == Some(Health::Unhealthy)) {
+            "UNHEALTHY"
+        } else if checked.iter().all(|c| c.health == Some(Health::Healthy)) {
+            "HEALTHY"
+        } else {
+            "UNKNOWN"
+        }
+    }
+
+    fn stopped(&self) -> bool {
+        self.report.last_status == "STOPPED"
+    }
+
+    fn wants_stop(&self) -> bool {
+        self.desired.desired_status == "STOPPED"
+    }
+
+    /// Applies what came in without waiting; false once the runner is gone.
+    fn drain(&mut self) -> bool {
+        loop {
+            match self.rx.try_recv() {
+                Ok(input) => self.apply(input),
+                Err(mpsc::error::TryRecvError::Empty) => return true,
+                Err(mpsc::error::TryRecvError::Disconnected) => {
+                    self.forget = true;
+                    return false;
+                }
+            }
+        }
+    }
+
+    fn apply(&mut self, input: Input) {
+        match input {
+            Input::Desired(d) => self.desired = *d,
+            Input::Forget => self.forget = true,
+            Input::Resync => {}
+            Input::Event(e) => {
+                let Some(c) = self
+                    .containers
+                    .iter_mut()
+                    .find(|c| c.id.as_deref() == Some(e.id.as_str()))
+                else {
+                    return;
+                };
+                match e.kind {
+                    EventKind::Died { exit_code } => {
+                        c.status = Status::Stopped;
+                        c.exit_code = exit_code.and_then(|x| i32::try_from(x).ok());
+                    }
+                    EventKind::Health(h) => c.health = Some(h),
+                    EventKind::OutOfMemory => {
+                        c.reason =
+                            Some("OutOfMemoryError: Container killed due to memory usage".into())
+                    }
+                    EventKind::Started | EventKind::Removed => {}
+                }
+            }
+        }
+    }
+
+    /// Looks at every container the runtime has for this task.
+    async fn inspect_all(&mut self) {
+        for i in 0..self.containers.len() {
+            let Some(id) = self.containers[i].id.clone() else {
+                continue;
+            };
+            match self.ctx.runtime.inspect(&id).await {
+                Ok(Some(info)) => {
+                    let c = &mut self.containers[i];
+                    match info.state {
+                        ContainerState::Running => {
+                            c.status = Status::Running;
+                            c.started = true;
+                            c.last_start.get_or_insert_with(Instant::now);
+                        }
+                        ContainerState::Exited if info.started_at.is_some() => {
+                            c.status = Status::Stopped;
+                            c.started = true;
+                            c.exit_code = info.exit_code.and_then(|x| i32::try_from(x).ok());
+                            if info.oom_killed {
+                                c.reason = Some(
+                                    "OutOfMemoryError: Container killed due to memory usage".into(),
+                                );
+                            }
+                        }
+                        _ => {}
+                    }
+                    c.health = info.health.or(c.health);
+                    if c.bindings.is_empty() {
+                        c.bindings = bindings(&info.ports);
+                    }
+                }
+                Ok(None) => {
+                    let c = &mut self.containers[i];
+                    c.id = None;
+                    if c.started {
+                        c.status = Status::Stopped;
+                        c.reason.get_or_insert_with(|| {
+                            "The container was removed outside the agent.".into()
+                        });
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "inspect failed"),
+            }
+        }
+    }
+
+    pub async fn run(mut self) {
+        self.inspect_all().await;
+        if !self.stopped() {
+            self.publish();
+            if let Err(stop) = self.start().await {
+                self.stop(Some(stop)).await;
+            }
+            self.supervise().await;
+        }
+        // Done: report again whenever asked until the server lets go.
+        while !self.forget {
+            match self.rx.recv().await {
+                Some(i) => self.apply(i),
+                None => break,
+            }
+        }
+        self.remove().await;
+    }
+
+    /// Pulls and creates, unless the task is past that already.
+    async fn start(&mut self) -> Result<(), Stop> {
+        let fresh = matches!(self.report.last_status.as_str(), "PENDING" | "PROVISIONING");
+        if fresh && !self.wants_stop() {
+            self.report.pull_started_at.get_or_insert_with(now);
+            self.publish();
+            let mut images: Vec<String> = self
+                .containers
+                .iter()
+                .filter(|c| c.id.is_none())
+                .filter_map(|c| c.def.image.clone())
+                .collect();
+            images.dedup();
+            for image in images {
+                if let Err(e) = self.ctx.runtime.pull(&image, self.ctx.pull).await {
+                    let reason = e.to_string();
+                    for c in self
+                        .containers
+                        .iter_mut()
+                        .filter(|c| c.def.image.as_deref() == Some(&image))
+                    {
+                        c.status = Status::Stopped;
+                        c.reason = Some(reason.clone());
+                    }
+                    self.report.pull_stopped_at = Some(now());
+                    return Err(Stop {
+                        code: "TaskFailedToStart",
+                        reason,
+                    });
+                }
+                if !self.drain() || self.wants_stop() {
+                    break;
+                }
+            }
+            self.report.pull_stopped_at = Some(now());
+            self.publish();
+        }
+        if self.wants_stop() {
+            return Ok(());
+        }
+        let defs: Vec<w::ContainerDefinition> =
+            self.containers.iter().map(|c| c.def.clone()).collect();
+        for i in creation_order(&defs) {
+            if self.containers[i].id.is_some() || self.containers[i].started {
+                continue;
+            }
+            let s = container_spec(
+                &self.desired,
+                &self.containers[i].def,
+                &self.ctx.instance,
+                &self.ctx.region,
+            );
+            let created = match self.ctx.runtime.create(&s).await {
+                Ok(id) => Ok(id),
+                // A container left over from a create the agent did not see
+                // finish: remove it and try once more.
+                Err(berth_runtime::RuntimeError::Rejected(m)) if m.contains("already in use") => {
+                    let _ = self.ctx.runtime.remove(&s.name).await;
+                    self.ctx.runtime.create(&s).await
+                }
+                Err(e) => Err(e),
+            };
+            match created {
+                Ok(id) => self.containers[i].id = Some(id),
+                Err(e) => {
+                    let reason = format!("CannotCreateContainerError: {e}");
+                    self.containers[i].status = Status::Stopped;
+                    self.containers[i].reason = Some(reason.clone());
+                    return Err(Stop {
+                        code: "TaskFailedToStart",
+                        reason,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether container `i`'s dependencies allow it to start: Some(true)
+    /// yes, Some(false) not yet, None never.
+    fn ready(&self, i: usize) -> Option<bool> {
+        let mut ok = true;
+        for d in self.containers[i].def.depends_on.iter().flatten() {
+            let Some(dep) = self
+                .containers
+                .iter()
+                .find(|c| c.def.name == d.container_name)
+            else {
+                continue;
+            };
+            let met = match d.condition.as_deref().unwrap_or("START") {
+                "START" => Some(dep.started),
+                "COMPLETE" => Some(dep.status == Status::Stopped && dep.started),
+                "SUCCESS" => match (dep.status, dep.exit_code) {
+                    (Status::Stopped, Some(0)) => Some(true),
+                    (Status::Stopped, _) if dep.started => None,
+                    _ => Some(false),
+                },
+                "HEALTHY" => match (dep.status, dep.health) {
+                    (_, Some(Health::Healthy)) => Some(true),
+                    (Status::Stopped, _) if dep.started => None,
+                    _ => Some(false),
+                },
+                _ => Some(true),
+            };
+            match met {
+                None => return None,
+                Some(false) => ok = false,
+                Some(true) => {}
+            }
+        }
+        Some(ok)
+    }
+
+    /// Starts every container whose dependencies are met. Err when the
+    /// task cannot go on.
+    async fn start_ready(&mut self) -> Result<(), Stop> {
+        loop {
+            let mut progressed = false;
+            for i in 0..self.containers.len() {
+                let c = &self.containers[i];
+                if c.started || c.status != Status::Pending {
+                    continue;
+                }
+                let Some(id) = c.id.clone() else { continue };
+                match self.ready(i) {
+                    Some(false) => continue,
+                    None => {
+                        let reason = format!(
+                            "Container {} could not start: a container it depends on did not meet its condition.",
+                            c.name
+                        );
+                        let c = &mut self.containers[i];
+                        c.status = Status::Stopped;
+                        c.reason = Some(reason.clone());
+                        if essential(&c.def) {
+                            return Err(Stop {
+                                code: "TaskFailedToStart",
+                                reason,
+                            });
+                        }
+                        continue;
+                    }
+                    Some(true) => {}
+                }
+                if let Err(e) = self.ctx.runtime.start(&id).await {
+                    let reason = format!("CannotStartContainerError: {e}");
+                    let c = &mut self.containers[i];
+                    c.status = Status::Stopped;
+                    c.reason = Some(reason.clone());
+                    return Err(Stop {
+                        code: "TaskFailedToStart",
+                        reason,
+                    });
+                }
+                let info = self.ctx.runtime.inspect(&id).await.ok().flatten();
+                let task_id = spec::task_id(&self.desired.task_arn).to_string();
+                let c = &mut self.containers[i];
+                c.started = true;
+                c.last_start = Some(Instant::now());
+                if c.status == Status::Pending {
+                    c.status = Status::Running;
+                }
+                if let Some(info) = info {
+                    c.bindings = bindings(&info.ports);
+                    if info.state == ContainerState::Exited {
+                        c.status = Status::Stopped;
+                        c.exit_code = info.exit_code.and_then(|x| i32::try_from(x).ok());
+                    }
+                }
+                if self.desired.definition.network_mode.as_deref() == Some("host") {
+                    c.bindings = host_bindings(&c.def);
+                }
+                self.ctx
+                    .logs
+                    .follow(&self.ctx.runtime, &task_id, &c.name, &id);
+                progressed = true;
+            }
+            if !progressed {
+                return Ok(());
+            }
+            self.publish();
+        }
+    }
+
+    /// Restarts a container that exited if its restart policy says so.
+    async fn maybe_restart(&mut self, i: usize) -> bool {
+        let c = &self.containers[i];
+        let Some(policy) = c
+            .def
+            .restart_policy
+            .as_ref()
+            .filter(|p| p.enabled == Some(true))
+        else {
+            return false;
+        };
+        let ignored = policy
+            .ignored_exit_codes
+            .as_deref()
+            .unwrap_or_default()
+            .iter()
+            .any(|x| Some(*x) == c.exit_code);
+        let period =
+            Duration::from_secs(policy.restart_attempt_period.unwrap_or(300).max(0) as u64);
+        let ran_long_enough = c.last_start.is_none_or(|t| t.elapsed() >= period);
+        if ignored || !ran_long_enough || self.wants_stop() {
+            return false;
+        }
+        let Some(id) = c.id.clone() else { return false };
+        if self.ctx.runtime.start(&id).await.is_err() {
+            return false;
+        }
+        let c = &mut self.containers[i];
+        c.status = Status::Running;
+        c.restarts += 1;
+        c.last_start = Some(Instant::now());
+        tracing::info!(task = %self.desired.task_arn, container = %c.name, restarts = c.restarts, "container restarted");
+        true
+    }
+
+    /// Watches the task until it stops.
+    async fn supervise(&mut self) {
+        while !self.stopped() {
+            if self.wants_stop() {
+                self.stop(None).await;
+                return;
+            }
+            if let Err(stop) = self.start_ready().await {
+                self.stop(Some(stop)).await;
+                return;
+            }
+            for i in 0..self.containers.len() {
+                if self.containers[i].status == Status::Stopped
+                    && self.containers[i].started
+                    && self.containers[i].def.restart_policy.is_some()
+                    && self.maybe_restart(i).await
+                {
+                    self.publish();
+                }
+            }
+            if let Some(c) = self
+                .containers
+                .iter()
+                .find(|c| essential(&c.def) && c.started && c.status == Status::Stopped)
+            {
+                tracing::info!(task = %self.desired.task_arn, container = %c.name, exit = ?c.exit_code, "essential container exited");
+                self.stop(Some(Stop {
+                    code: "EssentialContainerExited",
+                    reason: "Essential container in task exited".into(),
+                }))
+                .await;
+                return;
+            }
+            let all_up = self
+                .containers
+                .iter()
+                .all(|c| c.started || c.status == Status::Stopped);
+            if all_up {
+                if self.report.last_status != "RUNNING" {
+                    self.set_status("ACTIVATING");
+                    self.report.started_at.get_or_insert_with(now);
+                    self.set_status("RUNNING");
+                }
+            } else if self.report.last_status == "PENDING" {
+                self.set_status("ACTIVATING");
+            }
+            self.publish();
+            match self.rx.recv().await {
+                Some(Input::Resync) => self.inspect_all().await,
+                Some(i) => self.apply(i),
+                None => {
+                    self.forget = true;
+                    return;
+                }
+            }
+            if !self.drain() {
+                return;
+            }
+        }
+    }
+
+    /// Stops every container that runs, dependents first, and reports the
+    /// task STOPPED.
+    async fn stop(&mut self, why: Option<Stop>) {
+        if let Some(s) = why {
+            self.report.stop_code.get_or_insert(s.code.to_string());
+            self.report.stopped_reason.get_or_insert(s.reason);
+        }
+        self.report.stopping_at.get_or_insert_with(now);
+        if self.report.last_status == "RUNNING" {
+            self.set_status("DEACTIVATING");
+        }
+        self.set_status("STOPPING");
+        let defs: Vec<w::ContainerDefinition> =
+            self.containers.iter().map(|c| c.def.clone()).collect();
+        let mut order = creation_order(&defs);
+        order.reverse();
+        for i in order {
+            let c = &self.containers[i];
+            let Some(id) = c.id.clone() else { continue };
+            if c.status != Status::Running {
+                continue;
+            }
+            if let Err(e) = self.ctx.runtime.stop(&id, stop_timeout(&c.def)).await {
+                tracing::warn!(error = %e, container = %c.name, "stop failed");
+            }
+            let info = self.ctx.runtime.inspect(&id).await.ok().flatten();
+            let c = &mut self.containers[i];
+            c.status = Status::Stopped;
+            if let Some(info) = info {
+                c.exit_code = info
+                    .exit_code
+                    .and_then(|x| i32::try_from(x).ok())
+                    .or(c.exit_code);
+            }
+        }
+        for c in self.containers.iter_mut() {
+            if c.status != Status::Stopped {
+                c.status = Status::Stopped;
+            }
+        }
+        self.report.execution_stopped_at.get_or_insert_with(now);
+        self.set_status("DEPROVISIONING");
+        self.report.stopped_at.get_or_insert_with(now);
+        self.set_status("STOPPED");
+    }
+
+    /// The server has recorded the task STOPPED: its containers go.
+    async fn remove(&mut self) {
+        for c in &self.containers {
+            if let Some(id) = &c.id {
+                if c.status == Status::Running {
+                    let _ = self.ctx.runtime.stop(id, stop_timeout(&c.def)).await;
+                }
+                if let Err(e) = self.ctx.runtime.remove(id).await {
+                    tracing::warn!(error = %e, container = %c.name, "remove failed");
+                }
+            }
+        }
+        self.ctx.reporter.forget(&self.desired.task_arn);
+    }
+}
+
+fn bindings(ports: &[berth_runtime::Binding]) -> Vec<w::NetworkBinding> {
+    ports
+        .iter()
+        .map(|b| w::NetworkBinding {
+            bind_ip: Some(if b.host_ip.is_empty() {
+                "0.0.0.0".into()
+            } else {
+                b.host_ip.clone()
+            }),
+            container_port: Some(i32::from(b.container_port)),
+            host_port: Some(i32::from(b.host_port)),
+            protocol: Some(b.protocol.as_str().into()),
+            ..Default::default()
+        })
+        .collect()
+}
+
+fn host_bindings(def: &w::ContainerDefinition) -> Vec<w::NetworkBinding> {
+    def.port_mappings
+        .iter()
+        .flatten()
+        .filter_map(|p| {
+            let port = p.host_port.filter(|h| *h > 0).or(p.container_port)?;
+            Some(w::NetworkBinding {
+                bind_ip: Some("0.0.0.0".into()),
+                container_port: p.container_port,
+                host_port: Some(port),
+                protocol: Some(p.protocol.clone().unwrap_or_else(|| "tcp".into())),
+                ..Default::default()
+            })
+        })
+        .collect()
+}

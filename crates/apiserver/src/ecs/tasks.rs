@@ -1,0 +1,826 @@
+//! Tasks: RunTask and StartTask place and record them, StopTask asks for
+//! their stop, DescribeTasks and ListTasks read them. Handlers write only
+//! the desired record; what the agents observed comes from the gateway.
+
+use super::clusters::active_cluster;
+use super::instances::{instance_id, references};
+use super::taskdefs::{parse_reference, resolve};
+use super::{compare_and_swap, Attempt};
+use crate::{context::RequestContext, error::ApiError, now, AppState};
+use berth_domain::instance::{ContainerInstance, InstanceStatus};
+use berth_domain::task::{
+    self, DesiredStatus, StopCode, StopRequest, Task, TaskStatus, Usage, MAX_RUN_COUNT,
+};
+use berth_domain::{arn, capacity, paging, tags, EcsError, Scope};
+use berth_scheduler as sched;
+use berth_store::keys::Keys;
+use berth_store::{typed, Op, RangeRequest, Txn};
+use berth_wire::agent::TaskReport;
+use berth_wire::ecs as w;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Ports Docker hands out for hostPort 0: its default ephemeral range.
+const DYNAMIC_PORTS: u32 = 65535 - 49153 + 1;
+/// How long a RunTask clientToken is remembered.
+const TOKEN_RETENTION: Duration = Duration::from_secs(3600);
+/// Constraints (the task definition's included) and strategies per request.
+const MAX_CONSTRAINTS: usize = 10;
+const MAX_STRATEGIES: usize = 5;
+
+/// One cluster's tasks: desired records with their mod revisions, and
+/// what agents reported of them.
+pub(crate) struct ClusterTasks {
+    pub tasks: Vec<typed::Versioned<Task>>,
+    pub reports: HashMap<String, TaskReport>,
+}
+
+impl ClusterTasks {
+    pub(crate) async fn load(
+        st: &AppState,
+        scope: &Scope,
+        cluster: &str,
+    ) -> Result<ClusterTasks, ApiError> {
+        let tasks = typed::list::<Task>(&*st.store, &scope.tasks_of(cluster))
+            .await?
+            .into_iter()
+            .map(|(_, t)| t)
+            .collect();
+        let reports = typed::list::<TaskReport>(&*st.store, &scope.task_states_of(cluster))
+            .await?
+            .into_iter()
+            .filter_map(|(k, r)| {
+                let id = k.rsplit('/').next()?.to_string();
+                Some((id, r.value))
+            })
+            .collect();
+        Ok(ClusterTasks { tasks, reports })
+    }
+
+    pub(crate) fn report(&self, id: &str) -> Option<&TaskReport> {
+        self.reports.get(id)
+    }
+
+    /// What the tasks that are not STOPPED hold, per instance id.
+    pub(crate) fn usage(&self) -> HashMap<String, Usage> {
+        let mut out: HashMap<String, Usage> = HashMap::new();
+        for t in &self.tasks {
+            let report = self.report(&t.value.id);
+            if Task::last_status(report) != TaskStatus::Stopped {
+                out.entry(t.value.container_instance.clone())
+                    .or_default()
+                    .add(&t.value, report);
+            }
+        }
+        out
+    }
+}
+
+/// The instance ids of `cluster` whose agents are connected now.
+pub(crate) async fn connected_agents(
+    st: &AppState,
+    scope: &Scope,
+    cluster: &str,
+) -> Result<HashSet<String>, ApiError> {
+    let prefix = scope.agent_connections_of(cluster);
+    Ok(st
+        .store
+        .range(RangeRequest::prefix(prefix.as_str()))
+        .await?
+        .kvs
+        .into_iter()
+        .filter_map(|kv| kv.key.strip_prefix(&prefix).map(str::to_string))
+        .collect())
+}
+
+/// Placement's view of an instance.
+fn placeable(
+    scope: &Scope,
+    ci: &ContainerInstance,
+    connected: bool,
+    used: Option<&Usage>,
+) -> sched::Instance {
+    let empty = Usage::default();
+    let used = used.unwrap_or(&empty);
+    let mut tcp: std::collections::BTreeSet<u16> = ci.reserved_ports(false).into_iter().collect();
+    tcp.extend(&used.tcp_ports);
+    let mut udp: std::collections::BTreeSet<u16> = ci.reserved_ports(true).into_iter().collect();
+    udp.extend(&used.udp_ports);
+    sched::Instance {
+        arn: Arc::from(ci.arn(scope)),
+        ec2_instance_id: ci.ec2_instance_id.clone(),
+        status: match ci.status {
+            InstanceStatus::Active => sched::InstanceStatus::Active,
+            InstanceStatus::Draining => sched::InstanceStatus::Draining,
+            InstanceStatus::Inactive => sched::InstanceStatus::Inactive,
+        },
+        agent_connected: connected,
+        agent_version: ci
+            .version_info
+            .as_ref()
+            .and_then(|v| v.agent_version.clone())
+            .unwrap_or_default(),
+        registered_at: ci.registered_at as i64,
+        attributes: ci
+            .attributes
+            .iter()
+            .filter_map(|a| Some((a.name.clone()?, a.value.clone())))
+            .collect(),
+        cpu_free: i64::from(ci.cpu()) - used.cpu,
+        memory_free: i64::from(ci.memory()) - used.memory,
+        tcp_ports_taken: tcp,
+        udp_ports_taken: udp,
+        dynamic_ports_free: DYNAMIC_PORTS.saturating_sub(used.dynamic_ports),
+        running_tasks: used.running + used.pending,
+        groups: used.groups.clone(),
+    }
+}
+
+/// A validated task definition, ready to become tasks.
+struct Launch {
+    def: w::TaskDefinition,
+    family: String,
+    arn: String,
+    overrides: Option<w::TaskOverride>,
+    group: String,
+    started_by: Option<String>,
+    tags: Vec<w::Tag>,
+    launch_type: String,
+    enable_execute_command: bool,
+    request: sched::Request,
+}
+
+struct LaunchInput<'a> {
+    task_definition: Option<&'a str>,
+    overrides: Option<&'a w::TaskOverride>,
+    group: Option<&'a str>,
+    started_by: Option<&'a str>,
+    tags: Option<&'a [w::Tag]>,
+    constraints: Option<&'a [w::PlacementConstraint]>,
+    strategies: Option<&'a [w::PlacementStrategy]>,
+    launch_type: &'a str,
+    count: usize,
+    enable_execute_command: bool,
+}
+
+async fn prepare(st: &AppState, scope: &Scope, i: LaunchInput<'_>) -> Result<Launch, ApiError> {
+    let reference = parse_reference(
+        scope,
+        i.task_definition.ok_or_else(|| {
+            EcsError::invalid("taskDefinition is required: name a family, family:revision or ARN.")
+        })?,
+        "taskDefinition",
+    )?;
+    let stored = resolve(st, scope, &reference).await?.value.def;
+    let status = stored.status.as_deref().unwrap_or("ACTIVE");
+    if status != "ACTIVE" {
+        return Err(EcsError::client(format!(
+            "TaskDefinition is {status}: register a new revision or run an ACTIVE one."
+        ))
+        .into());
+    }
+    let compatible = stored
+        .compatibilities
+        .as_deref()
+        .unwrap_or_default()
+        .iter()
+        .any(|c| c == i.launch_type);
+    if !compatible {
+        return Err(EcsError::invalid(format!(
+            "Task definition does not support launch_type {}.",
+            i.launch_type
+        ))
+        .into());
+    }
+    let def = task::apply_overrides(&stored, i.overrides)?;
+    let family = def.family.clone().unwrap_or_default();
+    task::validate_labels(i.group, i.started_by)?;
+    let tag_list = i.tags.map(<[w::Tag]>::to_vec).unwrap_or_default();
+    tags::validate(&tag_list)?;
+
+    let mut constraints = vec![];
+    let from_def = def.placement_constraints.as_deref().unwrap_or_default();
+    let given = i.constraints.unwrap_or_default();
+    if from_def.len() + given.len() > MAX_CONSTRAINTS {
+        return Err(EcsError::invalid(format!(
+            "placementConstraints: at most {MAX_CONSTRAINTS} constraints per task, the task definition's included."
+        ))
+        .into());
+    }
+    for c in from_def
+        .iter()
+        .map(|c| (c.r#type.as_deref(), c.expression.as_deref()))
+        .chain(
+            given
+                .iter()
+                .map(|c| (c.r#type.as_deref(), c.expression.as_deref())),
+        )
+    {
+        constraints.push(
+            sched::Constraint::parse(c.0.unwrap_or_default(), c.1)
+                .map_err(|e| EcsError::invalid(format!("placementConstraints: {e}")))?,
+        );
+    }
+    let strategies_given = i.strategies.unwrap_or_default();
+    if strategies_given.len() > MAX_STRATEGIES {
+        return Err(EcsError::invalid(format!(
+            "placementStrategy: at most {MAX_STRATEGIES} strategies."
+        ))
+        .into());
+    }
+    let strategies = strategies_given
+        .iter()
+        .map(|s| {
+            sched::Strategy::parse(s.r#type.as_deref().unwrap_or_default(), s.field.as_deref())
+                .map_err(|e| EcsError::invalid(format!("placementStrategy: {e}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let reservation = task::reservation(&def);
+    let group = i
+        .group
+        .map(String::from)
+        .unwrap_or_else(|| format!("family:{family}"));
+    let request = sched::Request {
+        group: group.clone(),
+        count: i.count,
+        cpu: reservation.cpu,
+        memory: reservation.memory,
+        tcp_ports: reservation.tcp_ports.clone(),
+        udp_ports: reservation.udp_ports.clone(),
+        dynamic_ports: reservation.dynamic_ports,
+        requires_attributes: def
+            .requires_attributes
+            .iter()
+            .flatten()
+            .filter_map(|a| Some((a.name.clone()?, a.value.clone())))
+            .collect(),
+        constraints,
+        strategies,
+    };
+    Ok(Launch {
+        arn: def.task_definition_arn.clone().unwrap_or_default(),
+        def,
+        family,
+        overrides: i.overrides.cloned(),
+        group,
+        started_by: i.started_by.map(String::from),
+        tags: tag_list,
+        launch_type: i.launch_type.to_string(),
+        enable_execute_command: i.enable_execute_command,
+        request,
+    })
+}
+
+impl Launch {
+    /// A new task of this launch on `ci`.
+    fn task(&self, cluster: &str, ci: &ContainerInstance) -> Task {
+        let containers = self
+            .def
+            .container_definitions
+            .iter()
+            .flatten()
+            .map(|c| {
+                (
+                    c.name.clone().unwrap_or_default(),
+                    uuid::Uuid::new_v4().to_string(),
+                )
+            })
+            .collect();
+        Task {
+            id: uuid::Uuid::new_v4().simple().to_string(),
+            cluster: cluster.to_string(),
+            task_definition_arn: self.arn.clone(),
+            family: self.family.clone(),
+            definition: self.def.clone(),
+            containers,
+            overrides: self.overrides.clone(),
+            container_instance: ci.id.clone(),
+            availability_zone: ci
+                .attribute("ecs.availability-zone")
+                .and_then(|a| a.value.clone()),
+            launch_type: self.launch_type.clone(),
+            group: self.group.clone(),
+            started_by: self.started_by.clone(),
+            tags: self.tags.clone(),
+            created_at: now(),
+            desired_status: DesiredStatus::Running,
+            stop: None,
+            reservation: task::reservation(&self.def),
+            enable_execute_command: self.enable_execute_command,
+            version: 1,
+        }
+    }
+}
+
+/// The ops that store a task: its record and its place in the instance's index.
+fn write_task(scope: &Scope, t: &Task) -> [Op; 2] {
+    [
+        typed::put(&scope.task(&t.cluster, &t.id), t),
+        Op::put(
+            scope.instance_task(&t.cluster, &t.container_instance, &t.id),
+            t.desired_status.as_str().as_bytes().to_vec(),
+        ),
+    ]
+}
+
+/// The launch type a RunTask asks for. Fargate (explicit, through a
+/// capacity provider, or the cluster's default strategy) comes with the
+/// Fargate issue.
+fn launch_type(
+    given: Option<&str>,
+    strategy: Option<&[w::CapacityProviderStrategyItem]>,
+    cluster_default: &[w::CapacityProviderStrategyItem],
+) -> Result<String, EcsError> {
+    let strategy = strategy.filter(|s| !s.is_empty());
+    if given.is_some() && strategy.is_some() {
+        return Err(EcsError::invalid(
+            "Specifying both a launch type and capacity provider strategy is not supported. Remove one and try again.",
+        ));
+    }
+    let fargate = || {
+        EcsError::UnsupportedFeature(
+            "Berth runs FARGATE tasks once its Fargate data plane lands; use launchType EC2 or EXTERNAL."
+                .into(),
+        )
+    };
+    if let Some(s) = strategy {
+        capacity::validate_strategy(s, "capacityProviderStrategy")?;
+        return Err(fargate());
+    }
+    match given {
+        Some(lt) => {
+            berth_domain::one_of(
+                lt,
+                &["EC2", "FARGATE", "EXTERNAL", "MANAGED_INSTANCES"],
+                "launchType",
+            )?;
+            match lt {
+                "EC2" | "EXTERNAL" => Ok(lt.to_string()),
+                _ => Err(fargate()),
+            }
+        }
+        None if !cluster_default.is_empty() => Err(fargate()),
+        None => Ok("EC2".into()),
+    }
+}
+
+/// What a clientToken remembers: the request it came with and its tasks.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct RunToken {
+    fingerprint: String,
+    tasks: Vec<String>,
+}
+
+fn fingerprint(req: &w::RunTaskRequest) -> String {
+    let mut r = req.clone();
+    r.client_token = None;
+    typed::encode(&r).iter().map(|b| *b as char).collect()
+}
+
+async fn views(
+    st: &AppState,
+    scope: &Scope,
+    cluster: &str,
+    ids: &[String],
+    include_tags: bool,
+) -> Result<Vec<w::Task>, ApiError> {
+    let mut out = vec![];
+    for id in ids {
+        if let Some(t) = typed::get::<Task>(&*st.store, &scope.task(cluster, id)).await? {
+            let report = typed::get::<TaskReport>(&*st.store, &scope.task_state(cluster, id))
+                .await?
+                .map(|r| r.value);
+            out.push(t.value.view(scope, report.as_ref(), include_tags));
+        }
+    }
+    Ok(out)
+}
+
+fn failure(arn: impl Into<String>, reason: impl Into<String>) -> w::Failure {
+    w::Failure {
+        arn: Some(arn.into()),
+        reason: Some(reason.into()),
+        detail: None,
+    }
+}
+
+pub async fn run_task(
+    st: &AppState,
+    ctx: &RequestContext,
+    req: w::RunTaskRequest,
+) -> Result<w::RunTaskResponse, ApiError> {
+    let (cluster, record) = active_cluster(st, &ctx.scope, req.cluster.as_deref()).await?;
+    let count = req.count.unwrap_or(1);
+    if !(1..=MAX_RUN_COUNT).contains(&count) {
+        return Err(EcsError::invalid(format!(
+            "count must be between 1 and {MAX_RUN_COUNT}; got {count}."
+        ))
+        .into());
+    }
+    let launch_type = launch_type(
+        req.launch_type.as_deref(),
+        req.capacity_provider_strategy.as_deref(),
+        &record.value.default_strategy,
+    )?;
+    if let Some(t) = &req.client_token {
+        if t.is_empty() || t.len() > 64 {
+            return Err(EcsError::invalid("clientToken must be 1 to 64 characters.").into());
+        }
+    }
+    let launch = prepare(
+        st,
+        &ctx.scope,
+        LaunchInput {
+            task_definition: req.task_definition.as_deref(),
+            overrides: req.overrides.as_ref(),
+            group: req.group.as_deref(),
+            started_by: req.started_by.as_deref(),
+            tags: req.tags.as_deref(),
+            constraints: req.placement_constraints.as_deref(),
+            strategies: req.placement_strategy.as_deref(),
+            launch_type: &launch_type,
+            count: count as usize,
+            enable_execute_command: req.enable_execute_command.unwrap_or(false),
+        },
+    )
+    .await?;
+    let token_key = req
+        .client_token
+        .as_deref()
+        .map(|t| ctx.scope.run_token(&cluster, t));
+    let token_lease = match &token_key {
+        Some(_) => Some(st.store.lease_grant(TOKEN_RETENTION).await?),
+        None => None,
+    };
+    let print = fingerprint(&req);
+    let (scope, cluster, launch, token_key, print) =
+        (&ctx.scope, &cluster, &launch, &token_key, &print);
+    let (ids, failures) = compare_and_swap(
+        st,
+        || "Tasks are being placed in this cluster by other requests; try again.".into(),
+        move || async move {
+            let mut compares = vec![];
+            if let Some(k) = token_key {
+                if let Some(kv) = st.store.get(k).await? {
+                    let seen: RunToken = typed::decode(&kv)?.value;
+                    if &seen.fingerprint != print {
+                        return Err(EcsError::Conflict(
+                            "The clientToken was used before with different parameters.".into(),
+                        )
+                        .into());
+                    }
+                    return Ok(Attempt::Done((seen.tasks, vec![])));
+                }
+                compares.push(typed::unchanged(k, 0));
+            }
+            let lock = scope.placement(cluster);
+            let lock_rev = st.store.get(&lock).await?.map_or(0, |kv| kv.mod_revision);
+            compares.push(typed::unchanged(&lock, lock_rev));
+            let instances =
+                typed::list::<ContainerInstance>(&*st.store, &scope.instances_of(cluster)).await?;
+            if instances.is_empty() {
+                return Err(EcsError::invalid(
+                    "No Container Instances were found in your cluster.",
+                )
+                .into());
+            }
+            let connected = connected_agents(st, scope, cluster).await?;
+            let usage = ClusterTasks::load(st, scope, cluster).await?.usage();
+            let snapshot = sched::Snapshot::new(
+                instances
+                    .iter()
+                    .map(|(_, ci)| {
+                        placeable(
+                            scope,
+                            &ci.value,
+                            connected.contains(&ci.value.id),
+                            usage.get(&ci.value.id),
+                        )
+                    })
+                    .collect(),
+            );
+            let plan = snapshot.place(&launch.request, rand::random());
+            let by_arn: HashMap<String, &ContainerInstance> = instances
+                .iter()
+                .map(|(_, ci)| (ci.value.arn(scope), &ci.value))
+                .collect();
+            let mut ops = vec![Op::put(lock.clone(), vec![])];
+            let mut ids = vec![];
+            for p in &plan.placements {
+                let Some(ci) = by_arn.get(&*p.instance) else {
+                    continue;
+                };
+                let t = launch.task(cluster, ci);
+                ops.extend(write_task(scope, &t));
+                ids.push(t.id);
+            }
+            let failures: Vec<w::Failure> = if plan.placements.len() < launch.request.count {
+                plan.failures
+                    .iter()
+                    .map(|f| failure(&*f.arn, f.reason.as_str()))
+                    .collect()
+            } else {
+                vec![]
+            };
+            if let (Some(k), Some(lease)) = (token_key, &token_lease) {
+                ops.push(Op::Put {
+                    key: k.clone(),
+                    value: typed::encode(&RunToken {
+                        fingerprint: print.clone(),
+                        tasks: ids.clone(),
+                    }),
+                    lease: Some(lease.id),
+                });
+            }
+            Ok(Attempt::Write(Txn::when(compares, ops), (ids, failures)))
+        },
+    )
+    .await?;
+    if !ids.is_empty() {
+        tracing::info!(cluster = %cluster, tasks = ids.len(), family = %launch.family, "tasks placed");
+    }
+    Ok(w::RunTaskResponse {
+        tasks: Some(views(st, scope, cluster, &ids, true).await?),
+        failures: Some(failures),
+    })
+}
+
+pub async fn start_task(
+    st: &AppState,
+    ctx: &RequestContext,
+    req: w::StartTaskRequest,
+) -> Result<w::StartTaskResponse, ApiError> {
+    let (cluster, _) = active_cluster(st, &ctx.scope, req.cluster.as_deref()).await?;
+    let given = references(req.container_instances.as_deref(), 10)?;
+    let launch = prepare(
+        st,
+        &ctx.scope,
+        LaunchInput {
+            task_definition: req.task_definition.as_deref(),
+            overrides: req.overrides.as_ref(),
+            group: req.group.as_deref(),
+            started_by: req.started_by.as_deref(),
+            tags: req.tags.as_deref(),
+            constraints: None,
+            strategies: None,
+            launch_type: "EC2",
+            count: 1,
+            enable_execute_command: req.enable_execute_command.unwrap_or(false),
+        },
+    )
+    .await?;
+    let (scope, cluster, launch, given) = (&ctx.scope, &cluster, &launch, &given);
+    let (ids, failures) = compare_and_swap(
+        st,
+        || "Tasks are being placed in this cluster by other requests; try again.".into(),
+        move || async move {
+            let lock = scope.placement(cluster);
+            let lock_rev = st.store.get(&lock).await?.map_or(0, |kv| kv.mod_revision);
+            let connected = connected_agents(st, scope, cluster).await?;
+            let usage = ClusterTasks::load(st, scope, cluster).await?.usage();
+            let mut ops = vec![Op::put(lock.clone(), vec![])];
+            let (mut ids, mut failures) = (vec![], vec![]);
+            // Each named instance gets one task if it can hold it; what
+            // this request already put on it counts.
+            let mut chosen: HashMap<String, (ContainerInstance, sched::Snapshot)> = HashMap::new();
+            for g in given {
+                let missing = || failure(g.clone(), "MISSING");
+                let Some(id) = instance_id(scope, cluster, g) else {
+                    failures.push(missing());
+                    continue;
+                };
+                if !chosen.contains_key(&id) {
+                    let Some(ci) =
+                        typed::get::<ContainerInstance>(&*st.store, &scope.instance(cluster, &id))
+                            .await?
+                    else {
+                        failures.push(missing());
+                        continue;
+                    };
+                    let snap = sched::Snapshot::new(vec![placeable(
+                        scope,
+                        &ci.value,
+                        connected.contains(&id),
+                        usage.get(&id),
+                    )]);
+                    chosen.insert(id.clone(), (ci.value, snap));
+                }
+                let Some((ci, snap)) = chosen.get_mut(&id) else {
+                    continue;
+                };
+                let plan = snap.place(&launch.request, 0);
+                if plan.placements.is_empty() {
+                    for f in &plan.failures {
+                        failures.push(failure(&*f.arn, f.reason.as_str()));
+                    }
+                    continue;
+                }
+                snap.commit(&launch.request, &plan);
+                let t = launch.task(cluster, ci);
+                ops.extend(write_task(scope, &t));
+                ids.push(t.id);
+            }
+            let txn = Txn::when(vec![typed::unchanged(&lock, lock_rev)], ops);
+            Ok(Attempt::Write(txn, (ids, failures)))
+        },
+    )
+    .await?;
+    Ok(w::StartTaskResponse {
+        tasks: Some(views(st, scope, cluster, &ids, true).await?),
+        failures: Some(failures),
+    })
+}
+
+/// Asks for tasks to stop: desired STOPPED with the stop's code and
+/// reason; the agent does the rest. Tasks already asked keep their first
+/// reason. Used by StopTask and forced deregistration.
+pub(crate) async fn request_stop(
+    st: &AppState,
+    scope: &Scope,
+    cluster: &str,
+    id: &str,
+    code: StopCode,
+    reason: &str,
+) -> Result<Option<Task>, ApiError> {
+    let key = scope.task(cluster, id);
+    let (key, reason) = (&key, reason);
+    compare_and_swap(
+        st,
+        || "The task is being changed by another request; try again.".into(),
+        move || async move {
+            let Some(current) = typed::get::<Task>(&*st.store, key).await? else {
+                return Ok(Attempt::Done(None));
+            };
+            let mut t = current.value;
+            if t.desired_status == DesiredStatus::Stopped {
+                return Ok(Attempt::Done(Some(t)));
+            }
+            t.desired_status = DesiredStatus::Stopped;
+            t.stop = Some(StopRequest {
+                code,
+                reason: reason.to_string(),
+                at: now(),
+            });
+            t.version += 1;
+            let mut ops = vec![];
+            ops.extend(write_task(scope, &t));
+            let txn = Txn::when(vec![typed::unchanged(key, current.mod_revision)], ops);
+            Ok(Attempt::Write(txn, Some(t)))
+        },
+    )
+    .await
+}
+
+pub async fn stop_task(
+    st: &AppState,
+    ctx: &RequestContext,
+    req: w::StopTaskRequest,
+) -> Result<w::StopTaskResponse, ApiError> {
+    let (cluster, _) = active_cluster(st, &ctx.scope, req.cluster.as_deref()).await?;
+    let given = req.task.as_deref().unwrap_or_default();
+    let not_found = || EcsError::invalid("The referenced task was not found.");
+    let id = arn::task_id(&ctx.scope, &cluster, given).ok_or_else(not_found)?;
+    let reason = req
+        .reason
+        .as_deref()
+        .filter(|r| !r.is_empty())
+        .unwrap_or("Task stopped by user");
+    if reason.len() > 255 {
+        return Err(EcsError::invalid("reason must be at most 255 characters.").into());
+    }
+    let t = request_stop(
+        st,
+        &ctx.scope,
+        &cluster,
+        &id,
+        StopCode::UserInitiated,
+        reason,
+    )
+    .await?
+    .ok_or_else(not_found)?;
+    tracing::info!(cluster = %cluster, task = %id, "task stop requested");
+    let report = typed::get::<TaskReport>(&*st.store, &ctx.scope.task_state(&cluster, &id))
+        .await?
+        .map(|r| r.value);
+    Ok(w::StopTaskResponse {
+        task: Some(t.view(&ctx.scope, report.as_ref(), false)),
+    })
+}
+
+pub async fn describe_tasks(
+    st: &AppState,
+    ctx: &RequestContext,
+    req: w::DescribeTasksRequest,
+) -> Result<w::DescribeTasksResponse, ApiError> {
+    let (cluster, _) = active_cluster(st, &ctx.scope, req.cluster.as_deref()).await?;
+    let given = req.tasks.clone().unwrap_or_default();
+    if given.is_empty() {
+        return Err(EcsError::invalid("Tasks cannot be empty.").into());
+    }
+    if given.len() > 100 {
+        return Err(EcsError::invalid("tasks: at most 100 tasks per request.").into());
+    }
+    let mut include_tags = false;
+    for i in req.include.iter().flatten() {
+        berth_domain::one_of(i, &["TAGS"], "include")?;
+        include_tags = true;
+    }
+    let mut found = vec![];
+    let mut failures = vec![];
+    for g in &given {
+        let id = arn::task_id(&ctx.scope, &cluster, g);
+        let record = match &id {
+            Some(id) => typed::get::<Task>(&*st.store, &ctx.scope.task(&cluster, id)).await?,
+            None => None,
+        };
+        match (record, id) {
+            (Some(t), Some(id)) => {
+                let report =
+                    typed::get::<TaskReport>(&*st.store, &ctx.scope.task_state(&cluster, &id))
+                        .await?
+                        .map(|r| r.value);
+                found.push(t.value.view(&ctx.scope, report.as_ref(), include_tags));
+            }
+            _ => {
+                let arn = if g.starts_with("arn:") {
+                    g.clone()
+                } else {
+                    ctx.scope.task_arn(&cluster, g)
+                };
+                failures.push(failure(arn, "MISSING"));
+            }
+        }
+    }
+    Ok(w::DescribeTasksResponse {
+        tasks: Some(found),
+        failures: Some(failures),
+    })
+}
+
+pub async fn list_tasks(
+    st: &AppState,
+    ctx: &RequestContext,
+    req: w::ListTasksRequest,
+) -> Result<w::ListTasksResponse, ApiError> {
+    let (cluster, _) = active_cluster(st, &ctx.scope, req.cluster.as_deref()).await?;
+    let limit = paging::max_results(req.max_results, 100)?;
+    let desired = req.desired_status.as_deref().unwrap_or("RUNNING");
+    berth_domain::one_of(desired, &["RUNNING", "PENDING", "STOPPED"], "desiredStatus")?;
+    if let Some(lt) = req.launch_type.as_deref() {
+        berth_domain::one_of(
+            lt,
+            &["EC2", "FARGATE", "EXTERNAL", "MANAGED_INSTANCES"],
+            "launchType",
+        )?;
+    }
+    if req.family.is_some() && req.service_name.is_some() {
+        return Err(EcsError::invalid(
+            "family and serviceName cannot be used together; choose one.",
+        )
+        .into());
+    }
+    let instance = match req.container_instance.as_deref() {
+        Some(g) => Some(instance_id(&ctx.scope, &cluster, g).ok_or_else(|| {
+            EcsError::invalid(format!(
+                "containerInstance '{g}' does not name a container instance of cluster {cluster}."
+            ))
+        })?),
+        None => None,
+    };
+    let service_group = req.service_name.as_deref().map(|s| format!("service:{s}"));
+    let listing = format!("ListTasks/{cluster}");
+    let after = paging::resume(&listing, req.next_token.as_deref())?;
+    let all = ClusterTasks::load(st, &ctx.scope, &cluster).await?;
+    let chosen = all
+        .tasks
+        .iter()
+        .map(|t| &t.value)
+        .filter(|t| {
+            let report = all.report(&t.id);
+            let want = t.effective_desired(report);
+            match desired {
+                "STOPPED" => want == DesiredStatus::Stopped,
+                "PENDING" => {
+                    want == DesiredStatus::Running && Task::last_status(report).is_pending()
+                }
+                _ => want == DesiredStatus::Running,
+            }
+        })
+        .filter(|t| req.family.as_ref().is_none_or(|f| &t.family == f))
+        .filter(|t| instance.as_ref().is_none_or(|i| &t.container_instance == i))
+        .filter(|t| {
+            req.started_by
+                .as_ref()
+                .is_none_or(|s| t.started_by.as_ref() == Some(s))
+        })
+        .filter(|t| service_group.as_ref().is_none_or(|g| &t.group == g))
+        .filter(|t| req.launch_type.as_ref().is_none_or(|l| &t.launch_type == l))
+        .map(|t| (t.id.clone(), t.arn(&ctx.scope)))
+        .collect();
+    let (arns, next_token) = paging::page(&listing, chosen, after.as_deref(), limit);
+    Ok(w::ListTasksResponse {
+        task_arns: Some(arns),
+        next_token,
+    })
+}

@@ -1,0 +1,682 @@
+//! Tasks: the stored desired record, the lifecycle statuses, overrides,
+//! what a task reserves on its instance, and the wire view that merges the
+//! desired record with what the agent observed.
+//!
+//! Two records per task, with separate writers: [`Task`] (desired state:
+//! RunTask, StopTask, later the service controllers) and
+//! [`berth_wire::agent::TaskReport`] (observed state, written only by the
+//! agent gateway from agent reports).
+
+use crate::{EcsError, Scope, Timestamp};
+use berth_wire::agent::TaskReport;
+use berth_wire::ecs as w;
+use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
+
+/// Tasks per RunTask call.
+pub const MAX_RUN_COUNT: i32 = 10;
+/// Stopped tasks stay describable at least this long (seconds).
+pub const STOPPED_RETENTION_SECS: f64 = 3600.0;
+
+/// A task's `lastStatus`, in lifecycle order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum TaskStatus {
+    Provisioning,
+    Pending,
+    Activating,
+    Running,
+    Deactivating,
+    Stopping,
+    Deprovisioning,
+    Stopped,
+}
+
+impl TaskStatus {
+    pub const ALL: [TaskStatus; 8] = [
+        TaskStatus::Provisioning,
+        TaskStatus::Pending,
+        TaskStatus::Activating,
+        TaskStatus::Running,
+        TaskStatus::Deactivating,
+        TaskStatus::Stopping,
+        TaskStatus::Deprovisioning,
+        TaskStatus::Stopped,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskStatus::Provisioning => "PROVISIONING",
+            TaskStatus::Pending => "PENDING",
+            TaskStatus::Activating => "ACTIVATING",
+            TaskStatus::Running => "RUNNING",
+            TaskStatus::Deactivating => "DEACTIVATING",
+            TaskStatus::Stopping => "STOPPING",
+            TaskStatus::Deprovisioning => "DEPROVISIONING",
+            TaskStatus::Stopped => "STOPPED",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<TaskStatus> {
+        TaskStatus::ALL.into_iter().find(|t| t.as_str() == s)
+    }
+
+    /// Whether a task may move from `self` to `next`: only forwards, and
+    /// to STOPPED from anywhere (a failed pull skips the running states).
+    pub fn can_become(self, next: TaskStatus) -> bool {
+        next >= self
+    }
+
+    /// Not yet RUNNING: what `pendingTasksCount` counts.
+    pub fn is_pending(self) -> bool {
+        self < TaskStatus::Running
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum DesiredStatus {
+    Running,
+    Stopped,
+}
+
+impl DesiredStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DesiredStatus::Running => "RUNNING",
+            DesiredStatus::Stopped => "STOPPED",
+        }
+    }
+}
+
+/// Why a task stopped (`stopCode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StopCode {
+    TaskFailedToStart,
+    EssentialContainerExited,
+    UserInitiated,
+    ServiceSchedulerInitiated,
+    TerminationNotice,
+}
+
+impl StopCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StopCode::TaskFailedToStart => "TaskFailedToStart",
+            StopCode::EssentialContainerExited => "EssentialContainerExited",
+            StopCode::UserInitiated => "UserInitiated",
+            StopCode::ServiceSchedulerInitiated => "ServiceSchedulerInitiated",
+            StopCode::TerminationNotice => "TerminationNotice",
+        }
+    }
+}
+
+/// A request to stop, as the desired side records it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StopRequest {
+    pub code: StopCode,
+    pub reason: String,
+    pub at: Timestamp,
+}
+
+/// What a task holds on its instance while it is not STOPPED.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reservation {
+    /// CPU units: the task-level cpu, else the sum of the containers' cpu.
+    pub cpu: i64,
+    /// MiB: the task-level memory, else per container memoryReservation or memory.
+    pub memory: i64,
+    /// Fixed host ports (bridge and host mode).
+    pub tcp_ports: Vec<u16>,
+    pub udp_ports: Vec<u16>,
+    /// Host ports taken from the ephemeral range (bridge, hostPort 0).
+    pub dynamic_ports: u32,
+}
+
+/// The desired record of a task.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Task {
+    /// 32 hex digits, the last part of the ARN.
+    pub id: String,
+    pub cluster: String,
+    pub task_definition_arn: String,
+    pub family: String,
+    /// The definition with the overrides applied: what the agent runs.
+    pub definition: w::TaskDefinition,
+    /// Container name and the uuid of its ARN, in definition order.
+    pub containers: Vec<(String, String)>,
+    #[serde(default)]
+    pub overrides: Option<w::TaskOverride>,
+    /// The container instance's id.
+    pub container_instance: String,
+    #[serde(default)]
+    pub availability_zone: Option<String>,
+    pub launch_type: String,
+    pub group: String,
+    #[serde(default)]
+    pub started_by: Option<String>,
+    #[serde(default)]
+    pub tags: Vec<w::Tag>,
+    pub created_at: Timestamp,
+    pub desired_status: DesiredStatus,
+    #[serde(default)]
+    pub stop: Option<StopRequest>,
+    pub reservation: Reservation,
+    #[serde(default)]
+    pub enable_execute_command: bool,
+    /// Bumped by every desired-side change.
+    pub version: i64,
+}
+
+impl Task {
+    pub fn arn(&self, scope: &Scope) -> String {
+        scope.task_arn(&self.cluster, &self.id)
+    }
+
+    pub fn container_arn(&self, scope: &Scope, uuid: &str) -> String {
+        scope.container_arn(&self.cluster, &self.id, uuid)
+    }
+
+    /// The status the task is in as far as anyone knows: the agent's
+    /// report, or PROVISIONING before the first one.
+    pub fn last_status(report: Option<&TaskReport>) -> TaskStatus {
+        report
+            .and_then(|r| TaskStatus::parse(&r.last_status))
+            .unwrap_or(TaskStatus::Provisioning)
+    }
+
+    /// The desired status as ECS shows it: a task that stopped by itself
+    /// (its essential container exited, its image could not be pulled) is
+    /// STOPPED in both.
+    pub fn effective_desired(&self, report: Option<&TaskReport>) -> DesiredStatus {
+        if Task::last_status(report) == TaskStatus::Stopped {
+            DesiredStatus::Stopped
+        } else {
+            self.desired_status
+        }
+    }
+
+    /// The wire view: the desired record, completed by the agent's report.
+    pub fn view(&self, scope: &Scope, report: Option<&TaskReport>, include_tags: bool) -> w::Task {
+        let last = Task::last_status(report);
+        let arn = self.arn(scope);
+        let defs = self
+            .definition
+            .container_definitions
+            .as_deref()
+            .unwrap_or_default();
+        let containers = self
+            .containers
+            .iter()
+            .map(|(name, uuid)| {
+                let def = defs.iter().find(|d| d.name.as_deref() == Some(name));
+                let seen = report.and_then(|r| r.containers.iter().find(|c| &c.name == name));
+                let container_status = match seen {
+                    Some(c) => c.last_status.clone(),
+                    None if last == TaskStatus::Stopped => "STOPPED".into(),
+                    None => "PENDING".into(),
+                };
+                w::Container {
+                    container_arn: Some(self.container_arn(scope, uuid)),
+                    task_arn: Some(arn.clone()),
+                    name: Some(name.clone()),
+                    image: def.and_then(|d| d.image.clone()),
+                    last_status: Some(container_status),
+                    exit_code: seen.and_then(|c| c.exit_code),
+                    reason: seen.and_then(|c| c.reason.clone()),
+                    runtime_id: seen.and_then(|c| c.runtime_id.clone()),
+                    network_bindings: Some(
+                        seen.map(|c| c.network_bindings.clone()).unwrap_or_default(),
+                    ),
+                    network_interfaces: Some(vec![]),
+                    health_status: Some(
+                        seen.and_then(|c| c.health_status.clone())
+                            .unwrap_or_else(|| "UNKNOWN".into()),
+                    ),
+                    cpu: Some(def.and_then(|d| d.cpu).unwrap_or(0).to_string()),
+                    memory: def.and_then(|d| d.memory).map(|m| m.to_string()),
+                    memory_reservation: def
+                        .and_then(|d| d.memory_reservation)
+                        .map(|m| m.to_string()),
+                    ..Default::default()
+                }
+            })
+            .collect();
+        // A stop the server asked for names the reason; otherwise the
+        // agent's (an essential container exited, a pull failed).
+        let (stop_code, stopped_reason) = match &self.stop {
+            Some(s) => (Some(s.code.as_str().to_string()), Some(s.reason.clone())),
+            None => (
+                report.and_then(|r| r.stop_code.clone()),
+                report.and_then(|r| r.stopped_reason.clone()),
+            ),
+        };
+        let stopping_at = match (&self.stop, report.and_then(|r| r.stopping_at)) {
+            (Some(s), Some(r)) => Some(s.at.min(r)),
+            (Some(s), None) => Some(s.at),
+            (None, r) => r,
+        };
+        let report_version = report.map_or(0, |r| {
+            TaskStatus::ALL
+                .iter()
+                .position(|s| s.as_str() == r.last_status)
+                .unwrap_or(0) as i64
+        });
+        w::Task {
+            task_arn: Some(arn),
+            cluster_arn: Some(scope.cluster_arn(&self.cluster)),
+            task_definition_arn: Some(self.task_definition_arn.clone()),
+            container_instance_arn: Some(
+                scope.container_instance_arn(&self.cluster, &self.container_instance),
+            ),
+            availability_zone: self.availability_zone.clone(),
+            launch_type: Some(self.launch_type.clone()),
+            group: Some(self.group.clone()),
+            started_by: self.started_by.clone(),
+            containers: Some(containers),
+            cpu: self.definition.cpu.clone(),
+            memory: self.definition.memory.clone(),
+            overrides: Some(self.overrides.clone().unwrap_or_else(|| w::TaskOverride {
+                container_overrides: Some(vec![]),
+                ..Default::default()
+            })),
+            created_at: Some(self.created_at),
+            desired_status: Some(self.effective_desired(report).as_str().into()),
+            last_status: Some(last.as_str().into()),
+            health_status: Some(
+                report
+                    .and_then(|r| r.health_status.clone())
+                    .unwrap_or_else(|| "UNKNOWN".into()),
+            ),
+            connectivity: report.map(|_| "CONNECTED".into()),
+            connectivity_at: report
+                .and_then(|r| r.pull_started_at)
+                .or(report.map(|_| self.created_at)),
+            pull_started_at: report.and_then(|r| r.pull_started_at),
+            pull_stopped_at: report.and_then(|r| r.pull_stopped_at),
+            started_at: report.and_then(|r| r.started_at),
+            stopping_at,
+            execution_stopped_at: report.and_then(|r| r.execution_stopped_at),
+            stopped_at: report.and_then(|r| r.stopped_at),
+            stop_code,
+            stopped_reason,
+            enable_execute_command: Some(self.enable_execute_command),
+            attachments: Some(vec![]),
+            attributes: Some(vec![]),
+            version: Some(self.version + report_version),
+            tags: include_tags.then(|| self.tags.clone()),
+            ..Default::default()
+        }
+    }
+}
+
+/// Applies RunTask/StartTask `overrides` to a task definition: the
+/// containers' command, environment, cpu and memory, and the task-level
+/// cpu, memory and roles. Naming a container the definition does not have
+/// is an error.
+pub fn apply_overrides(
+    def: &w::TaskDefinition,
+    overrides: Option<&w::TaskOverride>,
+) -> Result<w::TaskDefinition, EcsError> {
+    let mut def = def.clone();
+    let Some(o) = overrides else {
+        return Ok(def);
+    };
+    let containers = def.container_definitions.get_or_insert_with(Vec::new);
+    let mut seen = HashSet::new();
+    for co in o.container_overrides.iter().flatten() {
+        let name = co.name.as_deref().unwrap_or_default();
+        if name.is_empty() {
+            return Err(EcsError::invalid(
+                "overrides.containerOverrides: every override needs the container's name.",
+            ));
+        }
+        if !seen.insert(name) {
+            return Err(EcsError::invalid(format!(
+                "overrides.containerOverrides: container {name} is overridden more than once."
+            )));
+        }
+        let Some(c) = containers
+            .iter_mut()
+            .find(|c| c.name.as_deref() == Some(name))
+        else {
+            return Err(EcsError::invalid(format!(
+                "Override for container named {name} is not a container in the TaskDefinition."
+            )));
+        };
+        if let Some(cmd) = &co.command {
+            c.command = Some(cmd.clone());
+        }
+        if let Some(env) = &co.environment {
+            // Overrides add to the definition's environment and win on a clash.
+            let mut merged: Vec<w::KeyValuePair> = c
+                .environment
+                .clone()
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|kv| !env.iter().any(|o| o.name == kv.name))
+                .collect();
+            merged.extend(env.iter().cloned());
+            c.environment = Some(merged);
+        }
+        if let Some(cpu) = co.cpu {
+            if cpu < 0 {
+                return Err(EcsError::invalid(format!(
+                    "overrides.containerOverrides[{name}].cpu must be 0 or more."
+                )));
+            }
+            c.cpu = Some(cpu);
+        }
+        if let Some(m) = co.memory {
+            if m < 6 {
+                return Err(EcsError::invalid(format!(
+                    "overrides.containerOverrides[{name}].memory must be at least 6 MiB."
+                )));
+            }
+            c.memory = Some(m);
+        }
+        if let Some(m) = co.memory_reservation {
+            if m < 6 {
+                return Err(EcsError::invalid(format!(
+                    "overrides.containerOverrides[{name}].memoryReservation must be at least 6 MiB."
+                )));
+            }
+            c.memory_reservation = Some(m);
+        }
+        if let (Some(hard), Some(soft)) = (c.memory, c.memory_reservation) {
+            if soft > hard {
+                return Err(EcsError::invalid(format!(
+                    "Invalid setting for container '{name}'. The memory value must be greater than the memoryReservation value."
+                )));
+            }
+        }
+    }
+    if let Some(cpu) = &o.cpu {
+        crate::taskdef::parse_cpu(cpu).ok_or_else(|| {
+            EcsError::invalid(format!("overrides.cpu: '{cpu}' is not a CPU value."))
+        })?;
+        def.cpu = Some(cpu.clone());
+    }
+    if let Some(memory) = &o.memory {
+        crate::taskdef::parse_memory(memory).ok_or_else(|| {
+            EcsError::invalid(format!(
+                "overrides.memory: '{memory}' is not a memory value."
+            ))
+        })?;
+        def.memory = Some(memory.clone());
+    }
+    if o.task_role_arn.is_some() {
+        def.task_role_arn = o.task_role_arn.clone();
+    }
+    if o.execution_role_arn.is_some() {
+        def.execution_role_arn = o.execution_role_arn.clone();
+    }
+    Ok(def)
+}
+
+/// What a task of `def` reserves on an instance.
+pub fn reservation(def: &w::TaskDefinition) -> Reservation {
+    let containers = def.container_definitions.as_deref().unwrap_or_default();
+    let task_cpu = def.cpu.as_deref().and_then(crate::taskdef::parse_cpu);
+    let task_memory = def.memory.as_deref().and_then(crate::taskdef::parse_memory);
+    let cpu = task_cpu.unwrap_or_else(|| {
+        containers
+            .iter()
+            .map(|c| i64::from(c.cpu.unwrap_or(0)))
+            .sum()
+    });
+    let memory = task_memory.unwrap_or_else(|| {
+        containers
+            .iter()
+            .map(|c| i64::from(c.memory_reservation.or(c.memory).unwrap_or(0)))
+            .sum()
+    });
+    let mode = def.network_mode.as_deref().unwrap_or("bridge");
+    let mut r = Reservation {
+        cpu,
+        memory,
+        ..Default::default()
+    };
+    if mode == "none" || mode == "awsvpc" {
+        return r;
+    }
+    for c in containers {
+        for p in c.port_mappings.iter().flatten() {
+            let udp = p.protocol.as_deref() == Some("udp");
+            let host = match mode {
+                "host" => p.host_port.or(p.container_port),
+                _ => p.host_port.filter(|h| *h > 0),
+            };
+            match host.and_then(|h| u16::try_from(h).ok()) {
+                Some(h) if udp => r.udp_ports.push(h),
+                Some(h) => r.tcp_ports.push(h),
+                None => r.dynamic_ports += 1,
+            }
+        }
+    }
+    r
+}
+
+/// What the tasks on one instance hold, counted from the tasks that are
+/// not STOPPED.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub cpu: i64,
+    pub memory: i64,
+    pub tcp_ports: std::collections::BTreeSet<u16>,
+    pub udp_ports: std::collections::BTreeSet<u16>,
+    /// Ports from the ephemeral range, reserved (not yet bound) or bound.
+    pub dynamic_ports: u32,
+    pub running: u32,
+    pub pending: u32,
+    pub groups: std::collections::HashMap<String, u32>,
+}
+
+impl Usage {
+    /// Adds a task that is not STOPPED, with what its agent reported.
+    pub fn add(&mut self, task: &Task, report: Option<&TaskReport>) {
+        let r = &task.reservation;
+        self.cpu += r.cpu;
+        self.memory += r.memory;
+        self.tcp_ports.extend(&r.tcp_ports);
+        self.udp_ports.extend(&r.udp_ports);
+        // Bound dynamic ports are known exactly once reported; until then
+        // the reservation stands for them.
+        let bound: Vec<(u16, bool)> = report
+            .into_iter()
+            .flat_map(|rep| &rep.containers)
+            .flat_map(|c| &c.network_bindings)
+            .filter_map(|b| {
+                let port = u16::try_from(b.host_port?).ok()?;
+                Some((port, b.protocol.as_deref() == Some("udp")))
+            })
+            .filter(|(p, udp)| {
+                if *udp {
+                    !r.udp_ports.contains(p)
+                } else {
+                    !r.tcp_ports.contains(p)
+                }
+            })
+            .collect();
+        if bound.is_empty() {
+            self.dynamic_ports += r.dynamic_ports;
+        } else {
+            self.dynamic_ports += bound.len() as u32;
+            for (p, udp) in bound {
+                if udp {
+                    self.udp_ports.insert(p);
+                } else {
+                    self.tcp_ports.insert(p);
+                }
+            }
+        }
+        if Task::last_status(report).is_pending() {
+            self.pending += 1;
+        } else {
+            self.running += 1;
+        }
+        *self.groups.entry(task.group.clone()).or_default() += 1;
+    }
+}
+
+/// Checks RunTask's `group` and `startedBy`.
+pub fn validate_labels(group: Option<&str>, started_by: Option<&str>) -> Result<(), EcsError> {
+    if let Some(g) = group {
+        let ok = !g.is_empty()
+            && g.len() <= 255
+            && g.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_:".contains(c));
+        if !ok {
+            return Err(EcsError::invalid(format!(
+                "group '{g}' is invalid: up to 255 letters, numbers, hyphens, underscores and colons."
+            )));
+        }
+    }
+    if let Some(s) = started_by {
+        let ok = s.len() <= 128
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_/:.".contains(c));
+        if !ok {
+            return Err(EcsError::invalid(format!(
+                "startedBy '{s}' is invalid: up to 128 letters, numbers, hyphens, underscores, slashes, colons and periods."
+            )));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn container(name: &str) -> w::ContainerDefinition {
+        w::ContainerDefinition {
+            name: Some(name.into()),
+            image: Some("busybox".into()),
+            memory: Some(64),
+            cpu: Some(128),
+            environment: Some(vec![w::KeyValuePair {
+                name: Some("A".into()),
+                value: Some("1".into()),
+            }]),
+            ..Default::default()
+        }
+    }
+
+    fn def(containers: Vec<w::ContainerDefinition>) -> w::TaskDefinition {
+        w::TaskDefinition {
+            family: Some("f".into()),
+            container_definitions: Some(containers),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn statuses_only_move_forwards() {
+        assert!(TaskStatus::Pending.can_become(TaskStatus::Running));
+        assert!(TaskStatus::Pending.can_become(TaskStatus::Stopped));
+        assert!(!TaskStatus::Stopped.can_become(TaskStatus::Running));
+        assert!(!TaskStatus::Running.can_become(TaskStatus::Pending));
+        for s in TaskStatus::ALL {
+            assert_eq!(TaskStatus::parse(s.as_str()), Some(s));
+        }
+        assert_eq!(TaskStatus::parse("DELETED"), None);
+    }
+
+    #[test]
+    fn overrides_replace_command_and_merge_environment() {
+        let d = def(vec![container("web"), container("side")]);
+        let o = w::TaskOverride {
+            container_overrides: Some(vec![w::ContainerOverride {
+                name: Some("web".into()),
+                command: Some(vec!["echo".into(), "hi".into()]),
+                environment: Some(vec![
+                    w::KeyValuePair {
+                        name: Some("A".into()),
+                        value: Some("2".into()),
+                    },
+                    w::KeyValuePair {
+                        name: Some("B".into()),
+                        value: Some("3".into()),
+                    },
+                ]),
+                memory: Some(128),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        };
+        let out = apply_overrides(&d, Some(&o)).expect("valid");
+        let web = &out.container_definitions.as_ref().expect("containers")[0];
+        assert_eq!(
+            web.command.as_deref(),
+            Some(&["echo".to_string(), "hi".to_string()][..])
+        );
+        let env: Vec<_> = web
+            .environment
+            .iter()
+            .flatten()
+            .map(|kv| {
+                (
+                    kv.name.clone().unwrap_or_default(),
+                    kv.value.clone().unwrap_or_default(),
+                )
+            })
+            .collect();
+        assert_eq!(env, [("A".into(), "2".into()), ("B".into(), "3".into())]);
+        assert_eq!(web.memory, Some(128));
+        let unknown = w::TaskOverride {
+            container_overrides: Some(vec![w::ContainerOverride {
+                name: Some("nope".into()),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        };
+        let e = apply_overrides(&d, Some(&unknown)).expect_err("unknown container");
+        assert_eq!(e.code(), "InvalidParameterException");
+        assert!(e.to_string().contains("nope"), "{e}");
+    }
+
+    #[test]
+    fn reservations_follow_ecs_accounting() {
+        let mut a = container("a");
+        a.memory_reservation = Some(32);
+        a.port_mappings = Some(vec![
+            w::PortMapping {
+                container_port: Some(80),
+                host_port: Some(8080),
+                ..Default::default()
+            },
+            w::PortMapping {
+                container_port: Some(81),
+                ..Default::default()
+            },
+            w::PortMapping {
+                container_port: Some(53),
+                host_port: Some(5353),
+                protocol: Some("udp".into()),
+                ..Default::default()
+            },
+        ]);
+        let d = def(vec![a.clone(), container("b")]);
+        let r = reservation(&d);
+        assert_eq!(r.cpu, 256);
+        assert_eq!(r.memory, 32 + 64);
+        assert_eq!(r.tcp_ports, [8080]);
+        assert_eq!(r.udp_ports, [5353]);
+        assert_eq!(r.dynamic_ports, 1);
+        let mut host = def(vec![a]);
+        host.network_mode = Some("host".into());
+        host.cpu = Some("1024".into());
+        host.memory = Some("512".into());
+        let r = reservation(&host);
+        assert_eq!((r.cpu, r.memory), (1024, 512));
+        assert_eq!(r.tcp_ports, [8080, 81]);
+        assert_eq!(r.dynamic_ports, 0);
+    }
+
+    #[test]
+    fn labels_are_checked() {
+        assert!(validate_labels(Some("family:web"), Some("me")).is_ok());
+        assert!(validate_labels(Some("bad group"), None).is_err());
+        assert!(validate_labels(None, Some(&"x".repeat(129))).is_err());
+    }
+}
