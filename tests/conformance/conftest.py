@@ -115,3 +115,112 @@ def container(name="app", **kw):
     c = {"name": name, "image": "busybox", "memory": 64}
     c.update(kw)
     return c
+
+
+IMAGE = "berth-test/busybox:latest"
+
+
+class Agent:
+    """A `berth agent` process: one container instance, on the shared engine."""
+
+    def __init__(self, server, cluster, data_dir, instance_id, attributes=(), zone="local-1a"):
+        self.server, self.cluster, self.data_dir = server, cluster, data_dir
+        self.instance_id, self.attributes, self.zone = instance_id, list(attributes), zone
+        self.proc = None
+        self.log = os.path.join(data_dir, "agent.log")
+        os.makedirs(data_dir, exist_ok=True)
+
+    def start(self):
+        args = [BERTH, "agent", "--server", self.server.url, "--cluster", self.cluster,
+                "--data-dir", self.data_dir, "--instance-id", self.instance_id,
+                "--availability-zone", self.zone, "--log", "info"]
+        for a in self.attributes:
+            args += ["--attribute", a]
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=open(self.log, "ab"), stdin=subprocess.DEVNULL)
+        return self
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=20)
+
+    def kill9(self):
+        self.proc.kill()
+        self.proc.wait(timeout=20)
+
+
+def wait_for(what, check, timeout=30, interval=0.1):
+    """Polls `check` until it returns something truthy; fails naming `what`."""
+    deadline = time.time() + timeout
+    last = None
+    while time.time() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out waiting for {what}; last saw {last!r}")
+
+
+def docker(*args):
+    p = subprocess.run(["docker", *args], capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    if p.returncode != 0:
+        raise AssertionError(f"docker {' '.join(args)} failed: {p.stderr}")
+    return p.stdout
+
+
+def docker_inspect(container_id):
+    return json.loads(docker("inspect", container_id))[0]
+
+
+def agents_connected(ecs, cluster, n):
+    arns = ecs.list_container_instances(cluster=cluster)["containerInstanceArns"]
+    if len(arns) < n:
+        return None
+    d = ecs.describe_container_instances(cluster=cluster, containerInstances=arns)["containerInstances"]
+    up = [c for c in d if c["agentConnected"]]
+    return up if len(up) >= n else None
+
+
+class Cluster:
+    """A cluster on its own server with agents on the local engine."""
+
+    def __init__(self, tmp, name, agents, extra_env=None):
+        self.tmp, self.name = tmp, name
+        self.server = Server(os.path.join(tmp, "server"), extra_env=extra_env)
+        os.makedirs(self.server.data_dir, exist_ok=True)
+        self.agent_specs = agents
+        self.agents = []
+
+    def start(self):
+        self.server.start()
+        self.ecs = make_client(self.server.url)
+        self.ecs.create_cluster(clusterName=self.name)
+        for i, attrs in enumerate(self.agent_specs):
+            iid = "i-" + uuid.uuid4().hex[:17]
+            zone = f"local-1{'abc'[i % 3]}"
+            a = Agent(self.server, self.name, os.path.join(self.tmp, f"agent{i}"), iid, attrs, zone).start()
+            self.agents.append(a)
+        wait_for("agents to connect", lambda: agents_connected(self.ecs, self.name, len(self.agents)))
+        return self
+
+    def instances(self):
+        """instance id (EC2-style) -> container instance ARN."""
+        arns = self.ecs.list_container_instances(cluster=self.name)["containerInstanceArns"]
+        d = self.ecs.describe_container_instances(cluster=self.name, containerInstances=arns)["containerInstances"]
+        return {c["ec2InstanceId"]: c["containerInstanceArn"] for c in d}
+
+    def task(self, arn):
+        return self.ecs.describe_tasks(cluster=self.name, tasks=[arn])["tasks"][0]
+
+    def wait_status(self, arn, status, timeout=30):
+        return wait_for(f"task {arn} to be {status}", lambda: (lambda t: t if t["lastStatus"] == status else None)(self.task(arn)), timeout)
+
+    def stop(self):
+        for a in self.agents:
+            a.stop()
+        # The agents leave their containers running by design; the test
+        # cluster cleans them up.
+        ids = docker("ps", "-aq", "--filter", f"label=com.amazonaws.ecs.cluster={self.name}").split()
+        if ids:
+            subprocess.run(["docker", "rm", "-f", *ids], capture_output=True)
+        self.server.stop()

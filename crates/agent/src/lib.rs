@@ -35,6 +35,14 @@ use tokio_util::sync::CancellationToken;
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
+/// Capabilities this agent's task runner implements (health checks,
+/// dependsOn and start/stop timeouts, task-level cpu and memory).
+pub const CAPABILITIES: [&str; 3] = [
+    "ecs.capability.container-health-check",
+    "ecs.capability.container-ordering",
+    "ecs.capability.task-cpu-mem-limit",
+];
+
 /// Ports the stock agent reserves: ssh, the Docker API, its own.
 pub const DEFAULT_RESERVED_PORTS: [u16; 5] = [22, 2375, 2376, 51678, 51679];
 
@@ -188,6 +196,11 @@ pub async fn register(
         attribute("ecs.os-type", Some("linux")),
         attribute("ecs.os-family", Some("LINUX")),
     ];
+    // What the task runner implements, so task definitions that need it
+    // (requiresAttributes) can be placed here and others cannot.
+    for capability in CAPABILITIES {
+        attributes.push(attribute(capability, None));
+    }
     // The Docker API versions this engine speaks, as the stock agent
     // advertises them for requiresAttributes.
     if let Some(max) = version

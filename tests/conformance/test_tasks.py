@@ -1,0 +1,300 @@
+"""Tasks on real Docker through boto3 and the aws CLI: RunTask to RUNNING
+with the right container settings, essential exits, failed pulls, StopTask's
+SIGTERM then SIGKILL, dependsOn, placement across two agents, logs, and bad
+input. Every test here runs real containers."""
+
+import os
+import subprocess
+import time
+
+import botocore.exceptions
+import pytest
+
+from conftest import BERTH, IMAGE, Cluster, aws_cli, docker_inspect, wait_for
+
+
+@pytest.fixture(scope="module")
+def cl(tmp_path_factory):
+    c = Cluster(str(tmp_path_factory.mktemp("tasks")), "e2e", [["stack=blue"], ["stack=green"]],
+                extra_env={"BERTH_AGENT_TIMEOUT": "3"}).start()
+    yield c
+    c.stop()
+
+
+def register(cl, family, containers, **kw):
+    return cl.ecs.register_task_definition(family=family, containerDefinitions=containers, **kw)["taskDefinition"]
+
+
+def run(cl, family, **kw):
+    r = cl.ecs.run_task(cluster=cl.name, taskDefinition=family, **kw)
+    assert r["failures"] == [], r["failures"]
+    return r["tasks"]
+
+
+def error(call):
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        call()
+    return e.value.response["Error"]["Code"], e.value.response["Error"]["Message"]
+
+
+def test_run_task_reaches_running_with_the_containers_settings(cl, name):
+    register(cl, name, [{
+        "name": "web", "image": IMAGE, "cpu": 256, "memory": 96, "memoryReservation": 48,
+        "command": ["sh", "-c", "echo started; exec httpd -f -p 8080"],
+        "environment": [{"name": "GREETING", "value": "hi"}],
+        "portMappings": [{"containerPort": 8080, "hostPort": 0}],
+        "dockerLabels": {"team": "core"},
+        "workingDirectory": "/tmp", "ulimits": [{"name": "nofile", "softLimit": 1024, "hardLimit": 2048}],
+        "linuxParameters": {"initProcessEnabled": True, "capabilities": {"drop": ["NET_RAW"]}},
+    }])
+    t = run(cl, name, overrides={"containerOverrides": [{"name": "web", "environment": [{"name": "EXTRA", "value": "1"}]}]},
+            startedBy="e2e", tags=[{"key": "k", "value": "v"}])[0]
+    assert t["lastStatus"] in ("PROVISIONING", "PENDING")
+    assert t["desiredStatus"] == "RUNNING"
+    assert t["group"] == f"family:{name}"
+    assert t["containers"][0]["containerArn"].startswith("arn:aws:ecs:us-east-1:000000000000:container/e2e/")
+    t = cl.wait_status(t["taskArn"], "RUNNING")
+    for field in ("createdAt", "pullStartedAt", "pullStoppedAt", "startedAt"):
+        assert field in t, field
+    assert t["createdAt"] <= t["pullStartedAt"] <= t["pullStoppedAt"] <= t["startedAt"]
+    c = t["containers"][0]
+    assert c["lastStatus"] == "RUNNING"
+    binding = c["networkBindings"][0]
+    assert binding["containerPort"] == 8080 and binding["hostPort"] >= 32768
+    d = docker_inspect(c["runtimeId"])
+    host = d["HostConfig"]
+    assert host["Memory"] == 96 * 1024 * 1024
+    assert host["MemoryReservation"] == 48 * 1024 * 1024
+    assert host["CpuShares"] == 256
+    assert host["Init"] is True
+    assert "NET_RAW" in (host["CapDrop"] or [])
+    assert {"Name": "nofile", "Soft": 1024, "Hard": 2048} in host["Ulimits"]
+    assert d["Config"]["WorkingDir"] == "/tmp"
+    env = d["Config"]["Env"]
+    assert "GREETING=hi" in env and "EXTRA=1" in env and "AWS_EXECUTION_ENV=AWS_ECS_EC2" in env
+    labels = d["Config"]["Labels"]
+    assert labels["team"] == "core"
+    assert labels["com.amazonaws.ecs.task-arn"] == t["taskArn"]
+    assert labels["com.amazonaws.ecs.cluster"] == "e2e"
+    assert labels["com.amazonaws.ecs.container-name"] == "web"
+    assert labels["com.amazonaws.ecs.task-definition-family"] == name
+    published = d["NetworkSettings"]["Ports"]["8080/tcp"][0]["HostPort"]
+    assert int(published) == binding["hostPort"]
+    # The port really serves.
+    wait_for("httpd", lambda: _get(f"http://127.0.0.1:{binding['hostPort']}/"))
+    # The instance counts the task and its reservation.
+    ci = cl.ecs.describe_container_instances(cluster=cl.name, containerInstances=[t["containerInstanceArn"]])["containerInstances"][0]
+    assert ci["runningTasksCount"] >= 1
+    cpu_left = [r for r in ci["remainingResources"] if r["name"] == "CPU"][0]["integerValue"]
+    cpu_total = [r for r in ci["registeredResources"] if r["name"] == "CPU"][0]["integerValue"]
+    assert cpu_left <= cpu_total - 256
+    listed = cl.ecs.list_tasks(cluster=cl.name, family=name)["taskArns"]
+    assert listed == [t["taskArn"]]
+    assert cl.ecs.list_tasks(cluster=cl.name, startedBy="e2e")["taskArns"] == [t["taskArn"]]
+    tagged = cl.ecs.describe_tasks(cluster=cl.name, tasks=[t["taskArn"]], include=["TAGS"])["tasks"][0]
+    assert tagged["tags"] == [{"key": "k", "value": "v"}]
+    cl.ecs.stop_task(cluster=cl.name, task=t["taskArn"])
+    cl.wait_status(t["taskArn"], "STOPPED")
+
+
+def _get(url):
+    """The HTTP status of `url`, any status; None if nothing answers."""
+    import urllib.error
+    import urllib.request
+    try:
+        with urllib.request.urlopen(url, timeout=1) as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
+    except OSError:
+        return None
+
+
+def test_an_essential_container_exiting_stops_the_task_with_its_exit_code(cl, name):
+    register(cl, name, [
+        {"name": "main", "image": IMAGE, "memory": 32, "command": ["sh", "-c", "sleep 1; exit 3"]},
+        {"name": "side", "image": IMAGE, "memory": 32, "essential": False, "command": ["sleep", "600"], "stopTimeout": 1},
+    ])
+    t = run(cl, name)[0]
+    t = cl.wait_status(t["taskArn"], "STOPPED")
+    assert t["stopCode"] == "EssentialContainerExited"
+    assert t["stoppedReason"] == "Essential container in task exited"
+    assert t["desiredStatus"] == "STOPPED"
+    by = {c["name"]: c for c in t["containers"]}
+    assert by["main"]["exitCode"] == 3
+    assert by["side"]["lastStatus"] == "STOPPED"
+    assert t["stoppingAt"] <= t["executionStoppedAt"] <= t["stoppedAt"]
+    assert t["taskArn"] in cl.ecs.list_tasks(cluster=cl.name, desiredStatus="STOPPED")["taskArns"]
+    assert t["taskArn"] not in cl.ecs.list_tasks(cluster=cl.name)["taskArns"]
+    # Its containers are removed once the server has it STOPPED.
+    def gone():
+        p = subprocess.run(["docker", "ps", "-aq", "--filter", f"label=com.amazonaws.ecs.task-arn={t['taskArn']}"], capture_output=True, text=True)
+        return p.stdout.strip() == ""
+    wait_for("containers to be removed", gone)
+
+
+def test_a_missing_image_stops_the_task_with_cannot_pull(cl, name):
+    register(cl, name, [{"name": "app", "image": "berth-test/does-not-exist:1", "memory": 32}])
+    t = run(cl, name)[0]
+    t = cl.wait_status(t["taskArn"], "STOPPED")
+    assert t["stopCode"] == "TaskFailedToStart"
+    assert t["stoppedReason"].startswith("CannotPullContainerError:"), t["stoppedReason"]
+    assert t["containers"][0]["reason"].startswith("CannotPullContainerError:")
+    assert "pullStartedAt" in t and "pullStoppedAt" in t
+    assert "startedAt" not in t
+
+
+def test_stop_task_sends_sigterm_then_sigkill_after_stop_timeout(cl, name):
+    register(cl, name, [
+        {"name": "stubborn", "image": IMAGE, "memory": 32, "stopTimeout": 2,
+         "command": ["sh", "-c", "trap '' TERM; while true; do sleep 0.2; done"]},
+        {"name": "polite", "image": IMAGE, "memory": 32, "stopTimeout": 20,
+         "command": ["sh", "-c", "trap 'exit 42' TERM; while true; do sleep 0.2; done"]},
+    ])
+    t = run(cl, name)[0]
+    cl.wait_status(t["taskArn"], "RUNNING")
+    began = time.time()
+    stopped = cl.ecs.stop_task(cluster=cl.name, task=t["taskArn"], reason="e2e says stop")["task"]
+    assert stopped["desiredStatus"] == "STOPPED"
+    assert stopped["lastStatus"] != "STOPPED"
+    assert "stoppingAt" in stopped
+    t = cl.wait_status(t["taskArn"], "STOPPED")
+    took = time.time() - began
+    by = {c["name"]: c for c in t["containers"]}
+    assert by["stubborn"]["exitCode"] == 137, "SIGKILL after the timeout"
+    assert by["polite"]["exitCode"] == 42, "SIGTERM handled"
+    assert 2 <= took < 15, took
+    assert t["stopCode"] == "UserInitiated"
+    assert t["stoppedReason"] == "e2e says stop"
+
+
+def test_depends_on_orders_the_containers(cl, name):
+    register(cl, name, [
+        {"name": "init", "image": IMAGE, "memory": 32, "essential": False, "command": ["sh", "-c", "sleep 1; exit 0"]},
+        {"name": "db", "image": IMAGE, "memory": 32, "command": ["sleep", "600"], "stopTimeout": 1,
+         "healthCheck": {"command": ["CMD-SHELL", "true"], "interval": 5, "timeout": 2, "retries": 1, "startPeriod": 0}},
+        {"name": "app", "image": IMAGE, "memory": 32, "command": ["sleep", "600"], "stopTimeout": 1,
+         "dependsOn": [{"containerName": "init", "condition": "SUCCESS"}, {"containerName": "db", "condition": "HEALTHY"}]},
+    ])
+    t = run(cl, name)[0]
+    t = cl.wait_status(t["taskArn"], "RUNNING", timeout=60)
+    by = {c["name"]: docker_inspect(c["runtimeId"])["State"] for c in t["containers"]}
+    assert by["app"]["StartedAt"] > by["init"]["FinishedAt"], "app waits for init to succeed"
+    assert by["app"]["StartedAt"] > by["db"]["StartedAt"]
+    t = cl.task(t["taskArn"])
+    health = {c["name"]: c.get("healthStatus") for c in t["containers"]}
+    assert health["db"] == "HEALTHY"
+    assert t["healthStatus"] == "HEALTHY"
+    cl.ecs.stop_task(cluster=cl.name, task=t["taskArn"])
+    cl.wait_status(t["taskArn"], "STOPPED")
+
+
+def test_placement_failures_report_ecs_reasons(cl, name):
+    register(cl, name, [{"name": "big", "image": IMAGE, "memory": 10_000_000}])
+    r = cl.ecs.run_task(cluster=cl.name, taskDefinition=name)
+    assert r["tasks"] == []
+    assert {f["reason"] for f in r["failures"]} == {"RESOURCE:MEMORY"}
+    assert len(r["failures"]) == 2
+    register(cl, name + "x", [{"name": "c", "image": IMAGE, "memory": 16}])
+    r = cl.ecs.run_task(cluster=cl.name, taskDefinition=name + "x",
+                        placementConstraints=[{"type": "memberOf", "expression": "attribute:stack == red"}])
+    assert r["tasks"] == [] and r["failures"]
+    assert all("MemberOf" in f["reason"] for f in r["failures"])
+
+
+def test_distinct_instance_and_member_of_across_two_agents(cl, name):
+    register(cl, name, [{"name": "c", "image": IMAGE, "memory": 16, "command": ["sleep", "600"], "stopTimeout": 1}])
+    tasks = run(cl, name, count=2, placementConstraints=[{"type": "distinctInstance"}])
+    assert len({t["containerInstanceArn"] for t in tasks}) == 2
+    more = cl.ecs.run_task(cluster=cl.name, taskDefinition=name, count=3, placementConstraints=[{"type": "distinctInstance"}])
+    assert len(more["tasks"]) == 0, "two instances already hold a task of the group"
+    assert more["failures"]
+    green = run(cl, name, count=3, group="green-only",
+                placementConstraints=[{"type": "memberOf", "expression": "attribute:stack == green"}])
+    instances = {c["containerInstanceArn"]: c for c in cl.ecs.describe_container_instances(
+        cluster=cl.name, containerInstances=list(cl.instances().values()))["containerInstances"]}
+    for t in green:
+        attrs = {a["name"]: a.get("value") for a in instances[t["containerInstanceArn"]]["attributes"]}
+        assert attrs["stack"] == "green"
+    for t in tasks + green:
+        cl.wait_status(t["taskArn"], "RUNNING")
+        # Each agent ran only what was placed on it.
+        cid = cl.task(t["taskArn"])["containers"][0]["runtimeId"]
+        owner = docker_inspect(cid)["Config"]["Labels"]["berth.instance"]
+        assert t["containerInstanceArn"].endswith(owner)
+    for t in tasks + green:
+        cl.ecs.stop_task(cluster=cl.name, task=t["taskArn"])
+    for t in tasks + green:
+        cl.wait_status(t["taskArn"], "STOPPED")
+
+
+def test_run_task_client_token_is_idempotent(cl, name):
+    register(cl, name, [{"name": "c", "image": IMAGE, "memory": 16, "command": ["sleep", "600"], "stopTimeout": 1}])
+    a = run(cl, name, clientToken="tok-" + name)
+    b = run(cl, name, clientToken="tok-" + name)
+    assert [t["taskArn"] for t in a] == [t["taskArn"] for t in b]
+    code, _ = error(lambda: cl.ecs.run_task(cluster=cl.name, taskDefinition=name, count=2, clientToken="tok-" + name))
+    assert code == "ConflictException"
+    cl.ecs.stop_task(cluster=cl.name, task=a[0]["taskArn"])
+
+
+def test_logs_show_the_containers_output(cl, name):
+    register(cl, name, [{"name": "talker", "image": IMAGE, "memory": 16,
+                         "command": ["sh", "-c", "echo one; echo two >&2; sleep 1; echo three"]}])
+    t = run(cl, name)[0]
+    cl.wait_status(t["taskArn"], "STOPPED")
+    out = subprocess.run([BERTH, "logs", t["taskArn"], "--cluster", cl.name, "--server", cl.server.url],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines == ["talker | one", "talker | two", "talker | three"] or sorted(lines) == sorted(
+        ["talker | one", "talker | two", "talker | three"]), lines
+    follow = subprocess.Popen([BERTH, "logs", t["taskArn"].rsplit("/", 1)[1], "--cluster", cl.name,
+                               "--server", cl.server.url, "--follow"], stdout=subprocess.PIPE, text=True)
+    first = follow.stdout.readline()
+    follow.kill()
+    assert first.startswith("talker | ")
+
+
+def test_the_aws_cli_runs_and_stops_tasks(cl, name):
+    aws_cli(cl.server, "ecs", "register-task-definition", "--family", name, "--container-definitions",
+            f'[{{"name":"c","image":"{IMAGE}","memory":16,"command":["sleep","600"],"stopTimeout":1}}]')
+    out = aws_cli(cl.server, "ecs", "run-task", "--cluster", cl.name, "--task-definition", name)
+    arn = out["tasks"][0]["taskArn"]
+    aws_cli(cl.server, "ecs", "wait", "tasks-running", "--cluster", cl.name, "--tasks", arn)
+    aws_cli(cl.server, "ecs", "stop-task", "--cluster", cl.name, "--task", arn)
+    aws_cli(cl.server, "ecs", "wait", "tasks-stopped", "--cluster", cl.name, "--tasks", arn)
+    t = aws_cli(cl.server, "ecs", "describe-tasks", "--cluster", cl.name, "--tasks", arn)["tasks"][0]
+    assert t["lastStatus"] == "STOPPED"
+
+
+def test_bad_input_is_refused_and_starts_nothing(cl, name):
+    register(cl, name, [{"name": "c", "image": IMAGE, "memory": 16}])
+    before = cl.ecs.list_tasks(cluster=cl.name)["taskArns"]
+    cases = [
+        (dict(taskDefinition="nope-" + name), "ClientException", "Unable to describe task definition."),
+        (dict(taskDefinition=name, cluster="no-such-cluster"), "ClusterNotFoundException", "Cluster not found."),
+        (dict(taskDefinition=name, count=11), "InvalidParameterException", "count"),
+        (dict(taskDefinition=name, launchType="EC2", capacityProviderStrategy=[{"capacityProvider": "FARGATE", "weight": 1}]),
+         "InvalidParameterException", "launch type and capacity provider strategy"),
+        (dict(taskDefinition=name, placementConstraints=[{"type": "memberOf", "expression": "attribute:stack =="}]),
+         "InvalidParameterException", "placementConstraints"),
+        (dict(taskDefinition=name, placementStrategy=[{"type": "binpack", "field": "disk"}]),
+         "InvalidParameterException", "binpack"),
+        (dict(taskDefinition=name, overrides={"containerOverrides": [{"name": "ghost"}]}),
+         "InvalidParameterException", "ghost"),
+    ]
+    for kw, code, says in cases:
+        kw.setdefault("cluster", cl.name)
+        got, message = error(lambda: cl.ecs.run_task(**kw))
+        assert got == code, (kw, got, message)
+        assert says in message, (kw, message)
+    assert cl.ecs.list_tasks(cluster=cl.name)["taskArns"] == before
+    code, message = error(lambda: cl.ecs.stop_task(cluster=cl.name, task="0" * 32))
+    assert (code, message) == ("InvalidParameterException", "The referenced task was not found.")
+    code, message = error(lambda: cl.ecs.describe_tasks(cluster=cl.name, tasks=[]))
+    assert message == "Tasks cannot be empty."
+    d = cl.ecs.describe_tasks(cluster=cl.name, tasks=["0" * 32])
+    assert d["failures"][0]["reason"] == "MISSING"
+    code, _ = error(lambda: cl.ecs.list_tasks(cluster=cl.name, desiredStatus="DEAD"))
+    assert code == "InvalidParameterException"
