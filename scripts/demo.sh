@@ -20,19 +20,33 @@ fi
 curl -sf "$url/health" >/dev/null || { echo "berth did not start; see $data/berth.log" >&2; exit 1; }
 
 aws() { .venv/bin/aws --endpoint-url "$url" "$@"; }
+# berth up registers this host in the default cluster; wait for its agent.
+for _ in $(seq 100); do
+  [ "$(aws ecs list-container-instances --query 'length(containerInstanceArns)' --output text 2>/dev/null)" = "1" ] && break
+  sleep 0.1
+done
 set -x
 aws sts get-caller-identity
-aws ecs create-cluster --cluster-name demo --tags key=team,value=platform
+aws ecs list-container-instances
+aws ecs register-task-definition --family hello \
+  --container-definitions '[{"name":"hello","image":"berth-test/busybox:latest","memory":32,
+    "command":["sh","-c","echo hello from a Berth task on $(hostname); sleep 2; echo bye"]}]' \
+  --query 'taskDefinition.taskDefinitionArn'
+task=$(aws ecs run-task --task-definition hello --query 'tasks[0].taskArn' --output text)
+aws ecs wait tasks-stopped --tasks "$task"
+aws ecs describe-tasks --tasks "$task" \
+  --query 'tasks[0].{lastStatus:lastStatus,stopCode:stopCode,exitCode:containers[0].exitCode,startedAt:startedAt,stoppedAt:stoppedAt}'
+target/release/berth logs "$task" --server "$url"
 aws ecs register-task-definition --family web \
-  --container-definitions '[{"name":"web","image":"nginx:alpine","memory":128,"portMappings":[{"containerPort":80}]}]' \
-  --query 'taskDefinition.{arn:taskDefinitionArn,revision:revision,compatibilities:compatibilities}'
-aws ecs register-task-definition --family web --requires-compatibilities FARGATE --network-mode awsvpc \
-  --cpu "0.25 vCPU" --memory "0.5 GB" --container-definitions '[{"name":"web","image":"nginx:alpine"}]' \
-  --query 'taskDefinition.{arn:taskDefinitionArn,cpu:cpu,memory:memory,compatibilities:compatibilities}'
-aws ecs list-task-definitions --family-prefix web
-aws ecs describe-clusters --clusters demo missing --include TAGS SETTINGS
-aws ecs register-task-definition --family web --requires-compatibilities FARGATE --network-mode awsvpc \
-  --cpu 256 --memory 4096 --container-definitions '[{"name":"web","image":"nginx:alpine"}]' || true
+  --container-definitions '[{"name":"web","image":"berth-test/busybox:latest","memory":32,"stopTimeout":2,
+    "command":["httpd","-f","-p","8080"],"portMappings":[{"containerPort":8080}]}]' --query 'taskDefinition.revision'
+web=$(aws ecs run-task --task-definition web --query 'tasks[0].taskArn' --output text)
+aws ecs wait tasks-running --tasks "$web"
+port=$(aws ecs describe-tasks --tasks "$web" --query 'tasks[0].containers[0].networkBindings[0].hostPort' --output text)
+curl -s -o /dev/null -w "GET http://127.0.0.1:$port/ -> HTTP %{http_code} from the task's container\n" "http://127.0.0.1:$port/"
+aws ecs stop-task --task "$web" --query 'task.{desired:desiredStatus,last:lastStatus}'
+aws ecs wait tasks-stopped --tasks "$web"
+aws ecs list-tasks --desired-status STOPPED
 set +x
 echo
 echo "Berth is running at $url (data in $data). Stop it with: pkill -f 'berth up'"
