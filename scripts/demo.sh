@@ -39,11 +39,11 @@ aws ecs describe-tasks --tasks "$task" \
 target/release/berth logs "$task" --server "$url"
 aws ecs register-task-definition --family web \
   --container-definitions '[{"name":"web","image":"berth-test/busybox:latest","memory":32,"stopTimeout":2,
-    "command":["httpd","-f","-p","8080"],"portMappings":[{"containerPort":8080}]}]' --query 'taskDefinition.revision'
+    "command":["sh","-c","echo hello over HTTP > /tmp/index.html; exec httpd -f -p 8080 -h /tmp"],"portMappings":[{"containerPort":8080}]}]' --query 'taskDefinition.revision'
 web=$(aws ecs run-task --task-definition web --query 'tasks[0].taskArn' --output text)
 aws ecs wait tasks-running --tasks "$web"
 port=$(aws ecs describe-tasks --tasks "$web" --query 'tasks[0].containers[0].networkBindings[0].hostPort' --output text)
-curl -s -o /dev/null -w "GET http://127.0.0.1:$port/ -> HTTP %{http_code} from the task's container\n" "http://127.0.0.1:$port/"
+curl -s --retry 10 --retry-connrefused --retry-delay 0 "http://127.0.0.1:$port/"
 aws ecs stop-task --task "$web" --query 'task.{desired:desiredStatus,last:lastStatus}'
 aws ecs wait tasks-stopped --tasks "$web"
 aws ecs list-tasks --desired-status STOPPED

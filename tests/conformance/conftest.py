@@ -213,7 +213,18 @@ class Cluster:
         return self.ecs.describe_tasks(cluster=self.name, tasks=[arn])["tasks"][0]
 
     def wait_status(self, arn, status, timeout=30):
-        return wait_for(f"task {arn} to be {status}", lambda: (lambda t: t if t["lastStatus"] == status else None)(self.task(arn)), timeout)
+        seen = {}
+
+        def check():
+            t = self.task(arn)
+            seen.update(t)
+            return t if t["lastStatus"] == status else None
+        try:
+            return wait_for(f"task {arn} to be {status}", check, timeout)
+        except AssertionError:
+            raise AssertionError(f"task {arn} is {seen.get('lastStatus')}, not {status}: stopCode "
+                                 f"{seen.get('stopCode')}, reason {seen.get('stoppedReason')!r}, containers "
+                                 f"{[(c['name'], c['lastStatus'], c.get('reason')) for c in seen.get('containers', [])]}")
 
     def stop(self):
         for a in self.agents:

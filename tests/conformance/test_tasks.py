@@ -298,3 +298,63 @@ def test_bad_input_is_refused_and_starts_nothing(cl, name):
     assert d["failures"][0]["reason"] == "MISSING"
     code, _ = error(lambda: cl.ecs.list_tasks(cluster=cl.name, desiredStatus="DEAD"))
     assert code == "InvalidParameterException"
+
+
+def test_volumes_links_and_the_other_container_settings_reach_the_engine(cl, name, tmp_path):
+    host_dir = str(tmp_path)
+    register(cl, name, [
+        {"name": "db", "image": IMAGE, "memory": 16, "command": ["sleep", "600"], "stopTimeout": 1,
+         "mountPoints": [{"sourceVolume": "data", "containerPath": "/data"},
+                         {"sourceVolume": "scratch", "containerPath": "/scratch"}]},
+        {"name": "app", "image": IMAGE, "memory": 16, "command": ["sleep", "600"], "stopTimeout": 1,
+         "links": ["db:database"], "volumesFrom": [{"sourceContainer": "db", "readOnly": True}],
+         "extraHosts": [{"hostname": "svc.local", "ipAddress": "10.1.2.3"}], "dnsServers": ["10.0.0.2"],
+         "hostname": "apphost", "readonlyRootFilesystem": True,
+         "linuxParameters": {"tmpfs": [{"containerPath": "/run/t", "size": 16}], "sharedMemorySize": 32}},
+    ], volumes=[{"name": "data", "host": {"sourcePath": host_dir}},
+                {"name": "scratch", "dockerVolumeConfiguration": {"scope": "task", "driver": "local"}}])
+    t = run(cl, name)[0]
+    t = cl.wait_status(t["taskArn"], "RUNNING")
+    by = {c["name"]: docker_inspect(c["runtimeId"]) for c in t["containers"]}
+    db_mounts = {m["Destination"]: m for m in by["db"]["Mounts"]}
+    assert db_mounts["/data"]["Type"] == "bind" and db_mounts["/data"]["Source"] == host_dir
+    assert db_mounts["/scratch"]["Type"] == "volume"
+    host = by["app"]["HostConfig"]
+    assert host["VolumesFrom"] == [by["db"]["Name"].lstrip("/") + ":ro"]
+    assert host["Links"] and "database" in host["Links"][0]
+    assert host["ExtraHosts"] == ["svc.local:10.1.2.3"]
+    assert host["Dns"] == ["10.0.0.2"]
+    assert host["ReadonlyRootfs"] is True
+    assert "/run/t" in host["Tmpfs"] and host["ShmSize"] == 32 * 1024 * 1024
+    assert by["app"]["Config"]["Hostname"] == "apphost"
+    cl.ecs.stop_task(cluster=cl.name, task=t["taskArn"])
+    cl.wait_status(t["taskArn"], "STOPPED")
+
+
+def test_host_networking_start_task_and_draining(cl, name):
+    register(cl, name, [{"name": "web", "image": IMAGE, "memory": 16, "stopTimeout": 1,
+                         "command": ["httpd", "-f", "-p", "18931"], "portMappings": [{"containerPort": 18931}]}],
+             networkMode="host")
+    instances = sorted(cl.instances().values())
+    started = cl.ecs.start_task(cluster=cl.name, taskDefinition=name, containerInstances=[instances[0]])
+    assert started["failures"] == []
+    t = started["tasks"][0]
+    assert t["containerInstanceArn"] == instances[0]
+    t = cl.wait_status(t["taskArn"], "RUNNING")
+    assert t["containers"][0]["networkBindings"][0]["hostPort"] == 18931
+    assert docker_inspect(t["containers"][0]["runtimeId"])["HostConfig"]["NetworkMode"] == "host"
+    # The static host port is taken on that instance now.
+    again = cl.ecs.start_task(cluster=cl.name, taskDefinition=name, containerInstances=[instances[0]])
+    assert again["tasks"] == [] and again["failures"][0]["reason"] == "RESOURCE:PORTS"
+    cl.ecs.stop_task(cluster=cl.name, task=t["taskArn"])
+    cl.wait_status(t["taskArn"], "STOPPED")
+    # A DRAINING instance takes no new tasks.
+    cl.ecs.update_container_instances_state(cluster=cl.name, containerInstances=[instances[1]], status="DRAINING")
+    try:
+        register(cl, name + "d", [{"name": "c", "image": IMAGE, "memory": 16, "command": ["sleep", "600"], "stopTimeout": 1}])
+        placed = run(cl, name + "d", count=3)
+        assert {p["containerInstanceArn"] for p in placed} == {instances[0]}
+        for p in placed:
+            cl.ecs.stop_task(cluster=cl.name, task=p["taskArn"])
+    finally:
+        cl.ecs.update_container_instances_state(cluster=cl.name, containerInstances=[instances[1]], status="ACTIVE")
