@@ -114,10 +114,11 @@ pub fn container_spec(
             env.push((k.clone(), kv.value.clone().unwrap_or_default()));
         }
     }
-    // Task-level limits: the engine has no task cgroup of its own, so a
-    // container without limits of its own gets the task's.
-    let task_cpu = def.cpu.as_deref().and_then(parse_cpu_units);
-    let task_memory = def.memory.as_deref().and_then(parse_memory_mib);
+    // Task-level limits (units and MiB, as the server sends them): the
+    // engine has no task cgroup of its own, so a container without limits
+    // of its own gets the task's.
+    let task_cpu = def.cpu.as_deref().and_then(|c| c.parse::<i64>().ok());
+    let task_memory = def.memory.as_deref().and_then(|m| m.parse::<i64>().ok());
     let memory = c.memory.map(i64::from).or(task_memory);
     let ports = match mode {
         "bridge" => c
@@ -254,23 +255,6 @@ pub fn container_spec(
 
 fn secs(v: Option<i32>, default: u64) -> Duration {
     Duration::from_secs(v.and_then(|s| u64::try_from(s).ok()).unwrap_or(default))
-}
-
-/// Task-level cpu as the server normalised it ("1024" or "1 vCPU").
-fn parse_cpu_units(s: &str) -> Option<i64> {
-    let s = s.trim().to_ascii_lowercase();
-    match s.strip_suffix("vcpu") {
-        Some(v) => v.trim().parse::<f64>().ok().map(|f| (f * 1024.0) as i64),
-        None => s.parse().ok(),
-    }
-}
-
-fn parse_memory_mib(s: &str) -> Option<i64> {
-    let s = s.trim().to_ascii_lowercase();
-    match s.strip_suffix("gb") {
-        Some(v) => v.trim().parse::<f64>().ok().map(|f| (f * 1024.0) as i64),
-        None => s.parse().ok(),
-    }
 }
 
 /// The order containers are created in: each after the containers it

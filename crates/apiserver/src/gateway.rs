@@ -12,7 +12,8 @@ use axum::http::HeaderMap;
 use axum::response::Response;
 use berth_domain::instance::ContainerInstance;
 use berth_domain::task::{Task, TaskStatus};
-use berth_domain::{arn, Arn, Scope};
+use berth_domain::taskdef::{parse_cpu, parse_memory};
+use berth_domain::{arn, Scope};
 use berth_store::keys::Keys;
 use berth_store::{typed, Op, RangeRequest, Txn};
 use berth_wire::agent::{AgentMessage, DesiredTask, ServerMessage, TaskReport};
@@ -81,14 +82,7 @@ async fn instance(
 ) -> Result<(String, String), String> {
     let unknown = || format!("container instance {arn} is not registered in cluster {cluster}");
     let name = arn::cluster_name(scope, Some(cluster)).ok_or_else(unknown)?;
-    let Some(Arn::Other { scope: s, resource }) = Arn::parse(arn) else {
-        return Err(unknown());
-    };
-    let id = resource
-        .strip_prefix(&format!("container-instance/{name}/"))
-        .filter(|_| &s == scope)
-        .ok_or_else(unknown)?
-        .to_string();
+    let id = arn::container_instance_id(scope, &name, arn).ok_or_else(unknown)?;
     let found = typed::get::<ContainerInstance>(&*st.store, &scope.instance(&name, &id))
         .await
         .map_err(|e| e.to_string())?;
@@ -127,7 +121,7 @@ async fn desired(
             continue;
         }
         let t = t.value;
-        tasks.push(DesiredTask {
+        let mut desired = DesiredTask {
             task_arn: t.arn(scope),
             cluster: cluster.to_string(),
             desired_status: t.desired_status.as_str().into(),
@@ -140,7 +134,21 @@ async fn desired(
             stopped_reason: t.stop.as_ref().map(|s| s.reason.clone()),
             availability_zone: t.availability_zone.clone(),
             definition: t.definition,
-        });
+        };
+        // The agent gets task cpu and memory in units and MiB, however an
+        // override spelt them ("1 vCPU", "2 GB"); only the domain parses them.
+        let def = &mut desired.definition;
+        def.cpu = def
+            .cpu
+            .as_deref()
+            .and_then(parse_cpu)
+            .map(|c| c.to_string());
+        def.memory = def
+            .memory
+            .as_deref()
+            .and_then(parse_memory)
+            .map(|m| m.to_string());
+        tasks.push(desired);
     }
     Ok(ServerMessage::Desired {
         revision: listed.revision,
@@ -158,7 +166,7 @@ async fn record(
     instance: &str,
     report: TaskReport,
 ) -> Result<bool, String> {
-    let Some(id) = berth_domain::arn::task_id(scope, cluster, &report.task_arn) else {
+    let Some(id) = arn::task_id(scope, cluster, &report.task_arn) else {
         return Ok(false);
     };
     let placed = st

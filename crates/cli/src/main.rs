@@ -208,15 +208,20 @@ fn init_logs(log: &str, format: LogFormat) -> anyhow::Result<()> {
 }
 
 fn data_dir(args: &ServerArgs) -> anyhow::Result<PathBuf> {
-    if let Some(d) = &args.data_dir {
+    given_or_default_dir(args.data_dir.as_ref(), "berth", "BERTH_DATA_DIR")
+}
+
+/// `given`, else `$XDG_DATA_HOME/<name>`, else `~/.local/share/<name>`.
+fn given_or_default_dir(given: Option<&PathBuf>, name: &str, env: &str) -> anyhow::Result<PathBuf> {
+    if let Some(d) = given {
         return Ok(d.clone());
     }
     if let Some(x) = std::env::var_os("XDG_DATA_HOME") {
-        return Ok(PathBuf::from(x).join("berth"));
+        return Ok(PathBuf::from(x).join(name));
     }
     match std::env::var_os("HOME") {
-        Some(h) => Ok(PathBuf::from(h).join(".local/share/berth")),
-        None => bail!("no data directory: set --data-dir or BERTH_DATA_DIR"),
+        Some(h) => Ok(PathBuf::from(h).join(".local/share").join(name)),
+        None => bail!("no data directory: set --data-dir or {env}"),
     }
 }
 
@@ -376,14 +381,11 @@ fn agent_config(
 
 fn agent(args: AgentArgs) -> anyhow::Result<()> {
     init_logs(&args.log, args.log_format)?;
-    let data = match &args.data_dir {
-        Some(d) => d.clone(),
-        None => match (std::env::var_os("XDG_DATA_HOME"), std::env::var_os("HOME")) {
-            (Some(x), _) => PathBuf::from(x).join("berth-agent"),
-            (None, Some(h)) => PathBuf::from(h).join(".local/share/berth-agent"),
-            (None, None) => bail!("no data directory: set --data-dir or BERTH_AGENT_DATA_DIR"),
-        },
-    };
+    let data = given_or_default_dir(
+        args.data_dir.as_ref(),
+        "berth-agent",
+        "BERTH_AGENT_DATA_DIR",
+    )?;
     let config = agent_config(&args.server, &args.cluster, &args.region, data, &args.host)?;
     // One thread: the agent waits on the engine and the server, and a
     // small footprint matters more than parallelism.

@@ -130,10 +130,11 @@ impl Arn {
     }
 }
 
-/// The id a task reference names within `cluster`: a bare id, a long ARN
-/// (`task/<cluster>/<id>`) or an old one (`task/<id>`). None if it names
-/// another cluster or scope, or is not a task reference at all.
-pub fn task_id(scope: &Scope, cluster: &str, given: &str) -> Option<String> {
+/// The id a reference to a cluster-scoped resource of `kind` (`task`,
+/// `container-instance`) names within `cluster`: a bare id, a long ARN
+/// (`<kind>/<cluster>/<id>`) or an old one (`<kind>/<id>`). None if it names
+/// another cluster or scope, or is not such a reference at all.
+fn cluster_resource_id(scope: &Scope, kind: &str, cluster: &str, given: &str) -> Option<String> {
     let given = given.trim();
     let id = if given.starts_with("arn:") {
         let Some(Arn::Other { scope: s, resource }) = Arn::parse(given) else {
@@ -142,7 +143,7 @@ pub fn task_id(scope: &Scope, cluster: &str, given: &str) -> Option<String> {
         if &s != scope {
             return None;
         }
-        let rest = resource.strip_prefix("task/")?;
+        let rest = resource.strip_prefix(kind)?.strip_prefix('/')?;
         match rest.split_once('/') {
             Some((c, id)) if c == cluster => id.to_string(),
             Some(_) => return None,
@@ -155,6 +156,16 @@ pub fn task_id(scope: &Scope, cluster: &str, given: &str) -> Option<String> {
         && id.len() <= 64
         && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
     ok.then_some(id)
+}
+
+/// The task id a `task` parameter names within `cluster`.
+pub fn task_id(scope: &Scope, cluster: &str, given: &str) -> Option<String> {
+    cluster_resource_id(scope, "task", cluster, given)
+}
+
+/// The instance id a `containerInstance` parameter names within `cluster`.
+pub fn container_instance_id(scope: &Scope, cluster: &str, given: &str) -> Option<String> {
+    cluster_resource_id(scope, "container-instance", cluster, given)
 }
 
 /// A `cluster` parameter is a name or an ARN; None means `default`.

@@ -255,12 +255,6 @@ impl Task {
             (Some(s), None) => Some(s.at),
             (None, r) => r,
         };
-        let report_version = report.map_or(0, |r| {
-            TaskStatus::ALL
-                .iter()
-                .position(|s| s.as_str() == r.last_status)
-                .unwrap_or(0) as i64
-        });
         w::Task {
             task_arn: Some(arn),
             cluster_arn: Some(scope.cluster_arn(&self.cluster)),
@@ -302,7 +296,8 @@ impl Task {
             enable_execute_command: Some(self.enable_execute_command),
             attachments: Some(vec![]),
             attributes: Some(vec![]),
-            version: Some(self.version + report_version),
+            // Every reported status change counts once, in lifecycle order.
+            version: Some(self.version + last as i64),
             tags: include_tags.then(|| self.tags.clone()),
             ..Default::default()
         }

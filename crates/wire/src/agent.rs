@@ -65,6 +65,8 @@ pub struct DesiredTask {
     /// `RUNNING` or `STOPPED`.
     pub desired_status: String,
     /// The task definition with the task's overrides applied: what to run.
+    /// Task-level `cpu` and `memory`, when set, are plain numbers of CPU
+    /// units and MiB.
     pub definition: w::TaskDefinition,
     /// Container name to container ARN, in definition order.
     pub container_arns: Vec<(String, String)>,

@@ -1,12 +1,13 @@
 //! Container instances and their attributes.
 
 use super::clusters::active_cluster;
-use super::tasks::{request_stop, ClusterTasks};
+use super::tasks::{connected_agents, request_stop, ClusterTasks, Occupancy};
 use super::{compare_and_swap, Attempt};
 use crate::{context::RequestContext, error::ApiError, now, AppState};
+use berth_domain::arn::container_instance_id as instance_id;
 use berth_domain::instance::{self, ContainerInstance, InstanceStatus};
 use berth_domain::task::{DesiredStatus, StopCode, Task, TaskStatus};
-use berth_domain::{paging, tags, Arn, EcsError, Scope};
+use berth_domain::{paging, tags, EcsError, Scope};
 use berth_scheduler::{Query, Subjects};
 use berth_store::keys::Keys;
 use berth_store::{typed, Op, Txn};
@@ -18,32 +19,6 @@ const INACTIVE_RETENTION: Duration = Duration::from_secs(3600);
 
 /// The only attribute target ECS has.
 const TARGET_TYPE: &str = "container-instance";
-
-/// A `containerInstance` parameter (an id, or an ARN in the long or the old
-/// format) to the instance id, if it can name an instance of `cluster`.
-pub(crate) fn instance_id(scope: &Scope, cluster: &str, given: &str) -> Option<String> {
-    let given = given.trim();
-    let id = if given.starts_with("arn:") {
-        let Some(Arn::Other { scope: s, resource }) = Arn::parse(given) else {
-            return None;
-        };
-        let rest = resource.strip_prefix("container-instance/")?;
-        if &s != scope {
-            return None;
-        }
-        match rest.split_once('/') {
-            Some((c, id)) if c == cluster => id.to_string(),
-            Some(_) => return None,
-            None => rest.to_string(),
-        }
-    } else {
-        given.to_string()
-    };
-    let ok = !id.is_empty()
-        && id.len() <= 64
-        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
-    ok.then_some(id)
-}
 
 /// The `containerInstances` of a request, 1 to `max` of them.
 pub(crate) fn references(given: Option<&[String]>, max: usize) -> Result<Vec<String>, EcsError> {
@@ -73,27 +48,18 @@ fn missing_arn(scope: &Scope, cluster: &str, given: &str) -> String {
     }
 }
 
-/// Whether the instance's agent holds a connection to the gateway now.
-async fn connected(st: &AppState, scope: &Scope, ci: &ContainerInstance) -> Result<bool, ApiError> {
-    Ok(st
-        .store
-        .get(&scope.agent_connection(&ci.cluster, &ci.id))
-        .await?
-        .is_some())
-}
-
 /// The wire view of an instance as this server sees it now: its agent's
-/// connection and what its tasks hold.
-async fn view(
-    st: &AppState,
+/// connection and what its tasks hold, from `observed` (read once per
+/// request for the whole cluster).
+fn view(
     scope: &Scope,
     ci: &ContainerInstance,
+    observed: &Occupancy,
     include_tags: bool,
-) -> Result<w::ContainerInstance, ApiError> {
-    let agent = ci.status != InstanceStatus::Inactive && connected(st, scope, ci).await?;
-    let usage = ClusterTasks::load(st, scope, &ci.cluster).await?.usage();
-    let used = usage.get(&ci.id).cloned().unwrap_or_default();
-    Ok(ci.view(scope, agent, &used, include_tags))
+) -> w::ContainerInstance {
+    let agent = ci.status != InstanceStatus::Inactive && observed.connected(&ci.id);
+    let used = observed.usage(&ci.id).cloned().unwrap_or_default();
+    ci.view(scope, agent, &used, include_tags)
 }
 
 pub async fn register_container_instance(
@@ -172,8 +138,9 @@ pub async fn register_container_instance(
     )
     .await?;
     tracing::info!(cluster = %record.cluster, instance = %record.id, ec2 = %record.ec2_instance_id, "container instance registered");
+    let observed = Occupancy::load(st, &ctx.scope, &record.cluster).await?;
     Ok(w::RegisterContainerInstanceResponse {
-        container_instance: Some(view(st, &ctx.scope, &record, true).await?),
+        container_instance: Some(view(&ctx.scope, &record, &observed, true)),
     })
 }
 
@@ -253,8 +220,9 @@ pub async fn deregister_container_instance(
     )
     .await?;
     tracing::info!(cluster = %cluster, instance = %id, "container instance deregistered");
+    let observed = Occupancy::load(st, &ctx.scope, &cluster).await?;
     Ok(w::DeregisterContainerInstanceResponse {
-        container_instance: Some(view(st, &ctx.scope, &record, true).await?),
+        container_instance: Some(view(&ctx.scope, &record, &observed, true)),
     })
 }
 
@@ -297,6 +265,7 @@ pub async fn describe_container_instances(
         }
     }
     let wanted = references(req.container_instances.as_deref(), 100)?;
+    let observed = Occupancy::load(st, &ctx.scope, &cluster).await?;
     let mut found = vec![];
     let mut failures = vec![];
     for given in wanted {
@@ -305,7 +274,7 @@ pub async fn describe_container_instances(
             None => None,
         };
         match record {
-            Some(r) => found.push(view(st, &ctx.scope, &r, include_tags).await?),
+            Some(r) => found.push(view(&ctx.scope, &r, &observed, include_tags)),
             None => failures.push(missing(missing_arn(&ctx.scope, &cluster, &given))),
         }
     }
@@ -380,15 +349,7 @@ pub async fn list_container_instances(
     let after = paging::resume(&listing, req.next_token.as_deref())?;
     let all =
         typed::list::<ContainerInstance>(&*st.store, &ctx.scope.instances_of(&cluster)).await?;
-    let connections = ctx.scope.agent_connections_of(&cluster);
-    let connected: std::collections::HashSet<String> = st
-        .store
-        .range(berth_store::RangeRequest::prefix(connections.as_str()))
-        .await?
-        .kvs
-        .into_iter()
-        .filter_map(|kv| kv.key.strip_prefix(&connections).map(str::to_string))
-        .collect();
+    let connected = connected_agents(st, &ctx.scope, &cluster).await?;
     let chosen = all
         .into_iter()
         .filter(|(_, r)| status.is_none_or(|s| r.value.status == s))
@@ -425,6 +386,7 @@ pub async fn update_container_instances_state(
         }
     };
     let wanted = references(req.container_instances.as_deref(), 10)?;
+    let observed = Occupancy::load(st, &ctx.scope, &cluster).await?;
     let mut done = vec![];
     let mut failures = vec![];
     for given in wanted {
@@ -456,7 +418,7 @@ pub async fn update_container_instances_state(
         )
         .await?;
         match changed {
-            Some(r) => done.push(view(st, &ctx.scope, &r, false).await?),
+            Some(r) => done.push(view(&ctx.scope, &r, &observed, false)),
             None => failures.push(missing(missing_arn(&ctx.scope, &cluster, &given))),
         }
     }

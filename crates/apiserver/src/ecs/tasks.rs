@@ -3,15 +3,16 @@
 //! the desired record; what the agents observed comes from the gateway.
 
 use super::clusters::active_cluster;
-use super::instances::{instance_id, references};
+use super::instances::references;
 use super::taskdefs::{parse_reference, resolve};
 use super::{compare_and_swap, Attempt};
 use crate::{context::RequestContext, error::ApiError, now, AppState};
+use berth_domain::arn::{self, container_instance_id as instance_id};
 use berth_domain::instance::{ContainerInstance, InstanceStatus};
 use berth_domain::task::{
     self, DesiredStatus, StopCode, StopRequest, Task, TaskStatus, Usage, MAX_RUN_COUNT,
 };
-use berth_domain::{arn, capacity, paging, tags, EcsError, Scope};
+use berth_domain::{capacity, paging, tags, EcsError, Scope};
 use berth_scheduler as sched;
 use berth_store::keys::Keys;
 use berth_store::{typed, Op, RangeRequest, Txn};
@@ -77,7 +78,8 @@ impl ClusterTasks {
     }
 }
 
-/// The instance ids of `cluster` whose agents are connected now.
+/// The instance ids of `cluster` whose agents are connected now (the
+/// gateway's lease-bound connection keys).
 pub(crate) async fn connected_agents(
     st: &AppState,
     scope: &Scope,
@@ -94,46 +96,73 @@ pub(crate) async fn connected_agents(
         .collect())
 }
 
-/// Placement's view of an instance.
-fn placeable(
-    scope: &Scope,
-    ci: &ContainerInstance,
-    connected: bool,
-    used: Option<&Usage>,
-) -> sched::Instance {
-    let empty = Usage::default();
-    let used = used.unwrap_or(&empty);
-    let mut tcp: std::collections::BTreeSet<u16> = ci.reserved_ports(false).into_iter().collect();
-    tcp.extend(&used.tcp_ports);
-    let mut udp: std::collections::BTreeSet<u16> = ci.reserved_ports(true).into_iter().collect();
-    udp.extend(&used.udp_ports);
-    sched::Instance {
-        arn: Arc::from(ci.arn(scope)),
-        ec2_instance_id: ci.ec2_instance_id.clone(),
-        status: match ci.status {
-            InstanceStatus::Active => sched::InstanceStatus::Active,
-            InstanceStatus::Draining => sched::InstanceStatus::Draining,
-            InstanceStatus::Inactive => sched::InstanceStatus::Inactive,
-        },
-        agent_connected: connected,
-        agent_version: ci
-            .version_info
-            .as_ref()
-            .and_then(|v| v.agent_version.clone())
-            .unwrap_or_default(),
-        registered_at: ci.registered_at as i64,
-        attributes: ci
-            .attributes
-            .iter()
-            .filter_map(|a| Some((a.name.clone()?, a.value.clone())))
-            .collect(),
-        cpu_free: i64::from(ci.cpu()) - used.cpu,
-        memory_free: i64::from(ci.memory()) - used.memory,
-        tcp_ports_taken: tcp,
-        udp_ports_taken: udp,
-        dynamic_ports_free: DYNAMIC_PORTS.saturating_sub(used.dynamic_ports),
-        running_tasks: used.running + used.pending,
-        groups: used.groups.clone(),
+/// What a cluster's instances hold now, read once per request: which
+/// agents are connected, and what the not-STOPPED tasks on each reserve.
+#[derive(Default)]
+pub(crate) struct Occupancy {
+    connected: HashSet<String>,
+    usage: HashMap<String, Usage>,
+}
+
+impl Occupancy {
+    pub(crate) async fn load(
+        st: &AppState,
+        scope: &Scope,
+        cluster: &str,
+    ) -> Result<Occupancy, ApiError> {
+        Ok(Occupancy {
+            connected: connected_agents(st, scope, cluster).await?,
+            usage: ClusterTasks::load(st, scope, cluster).await?.usage(),
+        })
+    }
+
+    /// Whether the instance's agent holds a connection to the gateway.
+    pub(crate) fn connected(&self, instance: &str) -> bool {
+        self.connected.contains(instance)
+    }
+
+    pub(crate) fn usage(&self, instance: &str) -> Option<&Usage> {
+        self.usage.get(instance)
+    }
+
+    /// Placement's view of `ci`: what it is and what it has left.
+    fn placeable(&self, scope: &Scope, ci: &ContainerInstance) -> sched::Instance {
+        let empty = Usage::default();
+        let used = self.usage(&ci.id).unwrap_or(&empty);
+        let mut tcp: std::collections::BTreeSet<u16> =
+            ci.reserved_ports(false).into_iter().collect();
+        tcp.extend(&used.tcp_ports);
+        let mut udp: std::collections::BTreeSet<u16> =
+            ci.reserved_ports(true).into_iter().collect();
+        udp.extend(&used.udp_ports);
+        sched::Instance {
+            arn: Arc::from(ci.arn(scope)),
+            ec2_instance_id: ci.ec2_instance_id.clone(),
+            status: match ci.status {
+                InstanceStatus::Active => sched::InstanceStatus::Active,
+                InstanceStatus::Draining => sched::InstanceStatus::Draining,
+                InstanceStatus::Inactive => sched::InstanceStatus::Inactive,
+            },
+            agent_connected: self.connected(&ci.id),
+            agent_version: ci
+                .version_info
+                .as_ref()
+                .and_then(|v| v.agent_version.clone())
+                .unwrap_or_default(),
+            registered_at: ci.registered_at as i64,
+            attributes: ci
+                .attributes
+                .iter()
+                .filter_map(|a| Some((a.name.clone()?, a.value.clone())))
+                .collect(),
+            cpu_free: i64::from(ci.cpu()) - used.cpu,
+            memory_free: i64::from(ci.memory()) - used.memory,
+            tcp_ports_taken: tcp,
+            udp_ports_taken: udp,
+            dynamic_ports_free: DYNAMIC_PORTS.saturating_sub(used.dynamic_ports),
+            running_tasks: used.running + used.pending,
+            groups: used.groups.clone(),
+        }
     }
 }
 
@@ -375,7 +404,7 @@ struct RunToken {
 fn fingerprint(req: &w::RunTaskRequest) -> String {
     let mut r = req.clone();
     r.client_token = None;
-    typed::encode(&r).iter().map(|b| *b as char).collect()
+    serde_json::to_string(&r).unwrap_or_default()
 }
 
 async fn views(
@@ -485,19 +514,11 @@ pub async fn run_task(
                 )
                 .into());
             }
-            let connected = connected_agents(st, scope, cluster).await?;
-            let usage = ClusterTasks::load(st, scope, cluster).await?.usage();
+            let occupancy = Occupancy::load(st, scope, cluster).await?;
             let snapshot = sched::Snapshot::new(
                 instances
                     .iter()
-                    .map(|(_, ci)| {
-                        placeable(
-                            scope,
-                            &ci.value,
-                            connected.contains(&ci.value.id),
-                            usage.get(&ci.value.id),
-                        )
-                    })
+                    .map(|(_, ci)| occupancy.placeable(scope, &ci.value))
                     .collect(),
             );
             let plan = snapshot.place(&launch.request, rand::random());
@@ -577,8 +598,7 @@ pub async fn start_task(
         move || async move {
             let lock = scope.placement(cluster);
             let lock_rev = st.store.get(&lock).await?.map_or(0, |kv| kv.mod_revision);
-            let connected = connected_agents(st, scope, cluster).await?;
-            let usage = ClusterTasks::load(st, scope, cluster).await?.usage();
+            let occupancy = Occupancy::load(st, scope, cluster).await?;
             let mut ops = vec![Op::put(lock.clone(), vec![])];
             let (mut ids, mut failures) = (vec![], vec![]);
             // Each named instance gets one task if it can hold it; what
@@ -598,12 +618,7 @@ pub async fn start_task(
                         failures.push(missing());
                         continue;
                     };
-                    let snap = sched::Snapshot::new(vec![placeable(
-                        scope,
-                        &ci.value,
-                        connected.contains(&id),
-                        usage.get(&id),
-                    )]);
+                    let snap = sched::Snapshot::new(vec![occupancy.placeable(scope, &ci.value)]);
                     chosen.insert(id.clone(), (ci.value, snap));
                 }
                 let Some((ci, snap)) = chosen.get_mut(&id) else {
