@@ -10,7 +10,7 @@ import time
 import botocore.exceptions
 import pytest
 
-from conftest import BERTH, IMAGE, Cluster, aws_cli, docker_inspect, wait_for
+from conftest import BERTH, IMAGE, Cluster, aws_cli, docker, docker_inspect, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -358,3 +358,113 @@ def test_host_networking_start_task_and_draining(cl, name):
             cl.ecs.stop_task(cluster=cl.name, task=p["taskArn"])
     finally:
         cl.ecs.update_container_instances_state(cluster=cl.name, containerInstances=[instances[1]], status="ACTIVE")
+
+
+def test_network_mode_none_leaves_only_loopback(cl, name):
+    register(cl, name, [{"name": "c", "image": IMAGE, "memory": 16, "command": ["sleep", "600"], "stopTimeout": 1}],
+             networkMode="none")
+    t = run(cl, name)[0]
+    t = cl.wait_status(t["taskArn"], "RUNNING")
+    c = t["containers"][0]
+    assert c.get("networkBindings", []) == []
+    assert docker_inspect(c["runtimeId"])["HostConfig"]["NetworkMode"] == "none"
+    assert docker("exec", c["runtimeId"], "ls", "/sys/class/net").split() == ["lo"]
+    cl.ecs.stop_task(cluster=cl.name, task=t["taskArn"])
+    cl.wait_status(t["taskArn"], "STOPPED")
+
+
+def test_failing_health_checks_make_containers_and_the_task_unhealthy(cl, name):
+    check = {"interval": 5, "timeout": 2, "retries": 1, "startPeriod": 0}
+    failing = {**check, "command": ["CMD-SHELL", "exit 1"]}
+    passing = {**check, "command": ["CMD-SHELL", "true"]}
+    sleeper = {"image": IMAGE, "memory": 16, "command": ["sleep", "600"], "stopTimeout": 1}
+    # Only essential containers decide the task's health.
+    register(cl, name + "-bad", [{**sleeper, "name": "main", "healthCheck": failing},
+                                 {**sleeper, "name": "side", "essential": False, "healthCheck": passing}])
+    register(cl, name + "-ok", [{**sleeper, "name": "main", "healthCheck": passing},
+                                {**sleeper, "name": "side", "essential": False, "healthCheck": failing}])
+    bad, ok = run(cl, name + "-bad")[0], run(cl, name + "-ok")[0]
+    for t in (bad, ok):
+        assert cl.wait_status(t["taskArn"], "RUNNING")["healthStatus"] == "UNKNOWN"
+
+    def health(arn):
+        t = cl.task(arn)
+        by = {c["name"]: c.get("healthStatus") for c in t["containers"]}
+        settled = "UNKNOWN" not in by.values()
+        return (t["healthStatus"], by["main"], by["side"]) if settled else None
+    assert wait_for("bad health", lambda: health(bad["taskArn"])) == ("UNHEALTHY", "UNHEALTHY", "HEALTHY")
+    assert wait_for("ok health", lambda: health(ok["taskArn"])) == ("HEALTHY", "HEALTHY", "UNHEALTHY")
+    # A standalone task is not replaced for being unhealthy: it keeps running.
+    assert cl.task(bad["taskArn"])["lastStatus"] == "RUNNING"
+    for t in (bad, ok):
+        cl.ecs.stop_task(cluster=cl.name, task=t["taskArn"])
+    for t in (bad, ok):
+        cl.wait_status(t["taskArn"], "STOPPED")
+
+
+def test_attributes_put_after_registration_steer_placement(cl, name):
+    target = sorted(cl.instances().values())[1]
+    attr = {"name": "disk-" + name, "value": "ssd", "targetType": "container-instance", "targetId": target}
+    put = cl.ecs.put_attributes(cluster=cl.name, attributes=[attr])["attributes"]
+    assert put[0]["name"] == attr["name"] and put[0]["value"] == "ssd"
+    listed = cl.ecs.list_attributes(cluster=cl.name, targetType="container-instance", attributeName=attr["name"])
+    assert [(a["targetId"], a["value"]) for a in listed["attributes"]] == [(target, "ssd")]
+    register(cl, name, [{"name": "c", "image": IMAGE, "memory": 16, "command": ["sleep", "600"], "stopTimeout": 1}])
+    constraint = [{"type": "memberOf", "expression": f"attribute:{attr['name']} == ssd"}]
+    tasks = run(cl, name, count=3, placementConstraints=constraint)
+    assert {t["containerInstanceArn"] for t in tasks} == {target}
+    for t in tasks:
+        cl.ecs.stop_task(cluster=cl.name, task=t["taskArn"])
+    cl.ecs.delete_attributes(cluster=cl.name, attributes=[{"name": attr["name"], "targetId": target}])
+    r = cl.ecs.run_task(cluster=cl.name, taskDefinition=name, placementConstraints=constraint)
+    assert r["tasks"] == [] and all("MemberOf" in f["reason"] for f in r["failures"]), r["failures"]
+    for t in tasks:
+        cl.wait_status(t["taskArn"], "STOPPED")
+
+
+def test_restart_policy_restarts_in_place_only_after_the_attempt_period(cl, name):
+    # ECS's shortest restartAttemptPeriod is 60 s, so the first run lasts
+    # just over it. The second run exits early, so it is not restarted and,
+    # being essential, stops the task. `side` exits with an ignored code.
+    main = ("if [ -e /ran ]; then echo second; sleep 6; exit 5; fi; "
+            "touch /ran; echo first; sleep 61; exit 1")
+    register(cl, name, [
+        {"name": "main", "image": IMAGE, "memory": 16, "command": ["sh", "-c", main], "stopTimeout": 1,
+         "portMappings": [{"containerPort": 8080}],
+         "restartPolicy": {"enabled": True, "restartAttemptPeriod": 60}},
+        {"name": "side", "image": IMAGE, "memory": 16, "essential": False, "command": ["sh", "-c", "sleep 61; exit 7"],
+         "restartPolicy": {"enabled": True, "restartAttemptPeriod": 60, "ignoredExitCodes": [7]}},
+    ])
+    code, message = error(lambda: register(cl, name + "-bad", [
+        {"name": "c", "image": IMAGE, "memory": 16, "restartPolicy": {"enabled": True, "restartAttemptPeriod": 30}}]))
+    assert code == "ClientException" and "restartAttemptPeriod" in message, (code, message)
+    t = run(cl, name)[0]
+    t = cl.wait_status(t["taskArn"], "RUNNING")
+    by = {c["name"]: c for c in t["containers"]}
+    main_id = by["main"]["runtimeId"]
+    first_start = docker_inspect(main_id)["State"]["StartedAt"]
+
+    def restarted():
+        s = docker_inspect(main_id)["State"]
+        return s["Running"] and s["StartedAt"] != first_start
+    wait_for("main to be restarted", restarted, timeout=90, interval=0.2)
+    after = cl.task(t["taskArn"])
+    assert after["lastStatus"] == "RUNNING" and after["desiredStatus"] == "RUNNING"
+    by = {c["name"]: c for c in after["containers"]}
+    assert by["main"]["runtimeId"] == main_id, "restarted in place, not replaced"
+
+    def containers():
+        return {c["name"]: c for c in cl.task(t["taskArn"])["containers"]}
+    assert wait_for("side to stop", lambda: containers()["side"].get("exitCode") == 7, timeout=10)
+    assert containers()["side"]["lastStatus"] == "STOPPED", "an ignored exit code is not restarted"
+    host_port = docker_inspect(main_id)["NetworkSettings"]["Ports"]["8080/tcp"][0]["HostPort"]
+    main_now = containers()["main"]
+    assert main_now["lastStatus"] == "RUNNING"
+    assert main_now["networkBindings"][0]["hostPort"] == int(host_port)
+    t = cl.wait_status(t["taskArn"], "STOPPED", timeout=30)
+    by = {c["name"]: c for c in t["containers"]}
+    assert t["stopCode"] == "EssentialContainerExited"
+    assert by["main"]["exitCode"] == 5 and by["side"]["exitCode"] == 7
+    out = subprocess.run([BERTH, "logs", t["taskArn"], "--cluster", cl.name, "--server", cl.server.url],
+                         capture_output=True, text=True, timeout=30)
+    assert "main | first" in out.stdout and "main | second" in out.stdout, out.stdout

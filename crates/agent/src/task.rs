@@ -520,10 +520,23 @@ impl Driver {
         if self.ctx.runtime.start(&id).await.is_err() {
             return false;
         }
+        // The engine may publish dynamic ports on new host ports.
+        let info = self.ctx.runtime.inspect(&id).await.ok().flatten();
+        let host_mode = self.desired.definition.network_mode.as_deref() == Some("host");
+        let task_id = spec::task_id(&self.desired.task_arn).to_string();
         let c = &mut self.containers[i];
         c.status = Status::Running;
+        c.exit_code = None;
         c.restarts += 1;
         c.last_start = Some(Instant::now());
+        if let Some(info) = info.filter(|_| !host_mode) {
+            c.bindings = bindings(&info.ports);
+        }
+        // The engine's log stream ended with the exit; the new one starts
+        // from the container's first line, and the file is rewritten.
+        self.ctx
+            .logs
+            .follow(&self.ctx.runtime, &task_id, &c.name, &id);
         tracing::info!(task = %self.desired.task_arn, container = %c.name, restarts = c.restarts, "container restarted");
         true
     }

@@ -190,9 +190,38 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Server(args) => run(args, None),
         Command::Up(args) => run(args.server, Some(args.host)),
-        Command::Agent(args) => agent(args),
+        Command::Agent(args) => {
+            commit_lazily();
+            agent(args)
+        }
         Command::Logs(args) => logs(args),
     }
+}
+
+/// mimalloc commits its first arena eagerly on Linux, and the pages it
+/// frees there stay resident. The agent sits on every host beside the
+/// workloads it runs, so it asks for lazy commit, which keeps it at about
+/// 12 MiB with 50 tasks instead of 20 (bench/tasks.sh, docs/benchmarks.md).
+/// mimalloc reads its options before `main`, hence the re-exec; the PID
+/// stays the same. If the exec fails the agent runs on the defaults.
+fn commit_lazily() {
+    use std::os::unix::process::CommandExt;
+    const OPTION: &str = "MIMALLOC_ARENA_EAGER_COMMIT";
+    if std::env::var_os(OPTION).is_some() {
+        return;
+    }
+    let Ok(exe) = std::env::current_exe() else {
+        return;
+    };
+    let mut argv = std::env::args_os();
+    let mut command = std::process::Command::new(exe);
+    if let Some(arg0) = argv.next() {
+        command.arg0(arg0);
+    }
+    let error = command.args(argv).env(OPTION, "0").exec();
+    eprintln!(
+        "berth agent: cannot re-exec with {OPTION}=0 ({error}); running with mimalloc's defaults"
+    );
 }
 
 fn init_logs(log: &str, format: LogFormat) -> anyhow::Result<()> {

@@ -379,6 +379,20 @@ pub fn prepare(
                 )));
             }
         }
+        if let Some(rp) = &c.restart_policy {
+            if let Some(period) = rp.restart_attempt_period {
+                if !(60..=1800).contains(&period) {
+                    return Err(client(format!(
+                        "Invalid 'restartPolicy' setting for container '{name}': restartAttemptPeriod {period} must be between 60 and 1800 seconds."
+                    )));
+                }
+            }
+            if rp.ignored_exit_codes.as_ref().is_some_and(|c| c.len() > 50) {
+                return Err(client(format!(
+                    "Invalid 'restartPolicy' setting for container '{name}': ignoredExitCodes can hold at most 50 exit codes."
+                )));
+            }
+        }
         if let Some(lc) = &c.log_configuration {
             check_enum(
                 lc.log_driver.as_deref().unwrap_or_default(),
@@ -777,6 +791,25 @@ mod tests {
         assert_eq!(parse_memory("2 GB"), Some(2048));
         assert_eq!(parse_memory("0.5GB"), Some(512));
         assert_eq!(parse_memory("-5"), None);
+    }
+
+    #[test]
+    fn restart_policy_bounds_are_ecs_bounds() {
+        let with = |rp: serde_json::Value| json!({"family":"f","containerDefinitions":[{"name":"a","image":"i","memory":64,"restartPolicy":rp}]});
+        assert!(err(with(json!({"enabled":true,"restartAttemptPeriod":59})))
+            .contains("restartAttemptPeriod 59 must be between 60 and 1800"));
+        assert!(
+            err(with(json!({"enabled":true,"restartAttemptPeriod":1801})))
+                .contains("restartAttemptPeriod")
+        );
+        let codes: Vec<i32> = (0..51).collect();
+        assert!(err(with(json!({"enabled":true,"ignoredExitCodes":codes}))).contains("at most 50"));
+        for ok in [
+            json!({"enabled":true,"restartAttemptPeriod":60,"ignoredExitCodes":[0]}),
+            json!({"enabled":false}),
+        ] {
+            assert!(prepare(&req(with(ok)), 120).is_ok());
+        }
     }
 
     #[test]
