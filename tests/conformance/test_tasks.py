@@ -222,6 +222,12 @@ def test_distinct_instance_and_member_of_across_two_agents(cl, name):
         cid = cl.task(t["taskArn"])["containers"][0]["runtimeId"]
         owner = docker_inspect(cid)["Config"]["Labels"]["berth.instance"]
         assert t["containerInstanceArn"].endswith(owner)
+    # ListContainerInstances' query language sees the tasks and their groups.
+    green_arn = green[0]["containerInstanceArn"]
+    listed = cl.ecs.list_container_instances(cluster=cl.name, filter="task:group == green-only")
+    assert listed["containerInstanceArns"] == [green_arn]
+    busy = cl.ecs.list_container_instances(cluster=cl.name, filter="runningTasksCount >= 4")
+    assert green_arn in busy["containerInstanceArns"]
     for t in tasks + green:
         cl.ecs.stop_task(cluster=cl.name, task=t["taskArn"])
     for t in tasks + green:

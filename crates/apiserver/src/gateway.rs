@@ -192,8 +192,14 @@ async fn record(
             return Ok(false);
         }
     }
+    let mut ops = vec![typed::put(&key, &report)];
+    if next == TaskStatus::Stopped {
+        // A STOPPED task leaves its instance's desired set for good; taking
+        // it out of the index keeps every later push as small as what runs.
+        ops.push(Op::delete(scope.instance_task(cluster, instance, &id)));
+    }
     st.store
-        .txn(Txn::when(vec![], vec![typed::put(&key, &report)]))
+        .txn(Txn::when(vec![], ops))
         .await
         .map_err(|e| e.to_string())?;
     tracing::info!(cluster = %cluster, task = %id, status = %report.last_status, "task state");

@@ -1,11 +1,12 @@
 //! The agent gateway over a real socket: a connected agent shows as
-//! agentConnected, heartbeats keep it so, and silence or a goodbye ends it.
+//! agentConnected, heartbeats keep it so, and silence or a goodbye ends it;
+//! tasks reach the agent's desired set and leave it once reported STOPPED.
 
 use axum::body::Body;
 use axum::http::Request;
 use berth_apiserver::{router, serve, ApiConfig, AppState};
-use berth_store::MemStore;
-use berth_wire::agent::{AgentMessage, ServerMessage, CONNECT_PATH};
+use berth_store::{MemStore, RangeRequest, Store};
+use berth_wire::agent::{AgentMessage, ServerMessage, TaskReport, CONNECT_PATH};
 use futures::{SinkExt, StreamExt};
 use http_body_util::BodyExt;
 use serde_json::{json, Value};
@@ -33,6 +34,7 @@ async fn call(app: &axum::Router, op: &str, body: Value) -> Value {
 
 struct Setup {
     app: axum::Router,
+    store: Arc<MemStore>,
     url: String,
     arn: String,
     stop: CancellationToken,
@@ -43,7 +45,8 @@ async fn setup() -> Setup {
         agent_timeout: TIMEOUT,
         ..ApiConfig::default()
     };
-    let app = router(AppState::new(Arc::new(MemStore::new()), config));
+    let store = Arc::new(MemStore::new());
+    let app = router(AppState::new(store.clone(), config));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -54,13 +57,23 @@ async fn setup() -> Setup {
     let stop = CancellationToken::new();
     tokio::spawn(serve(listener, app.clone(), 2, stop.clone()));
     call(&app, "CreateCluster", json!({"clusterName": "gw"})).await;
-    let ci = call(&app, "RegisterContainerInstance", json!({"cluster": "gw"})).await;
+    let resources = json!([
+        {"name": "CPU", "type": "INTEGER", "integerValue": 1024},
+        {"name": "MEMORY", "type": "INTEGER", "integerValue": 1024}
+    ]);
+    let ci = call(
+        &app,
+        "RegisterContainerInstance",
+        json!({"cluster": "gw", "totalResources": resources}),
+    )
+    .await;
     let arn = ci["containerInstance"]["containerInstanceArn"]
         .as_str()
         .expect("arn")
         .to_string();
     Setup {
         app,
+        store,
         url,
         arn,
         stop,
@@ -180,5 +193,89 @@ async fn a_goodbye_disconnects_at_once_and_strangers_are_refused() {
         }
         other => panic!("expected a refusal, got {other:?}"),
     }
+    s.stop.cancel();
+}
+
+/// Keys of the per-instance task index, whatever the instance.
+async fn indexed(s: &Setup) -> Vec<String> {
+    let all = s
+        .store
+        .range(RangeRequest::prefix(""))
+        .await
+        .expect("range");
+    all.kvs
+        .into_iter()
+        .map(|kv| kv.key)
+        .filter(|k| k.contains("/instance-tasks/"))
+        .collect()
+}
+
+async fn next_desired(ws: &mut Ws) -> Vec<String> {
+    loop {
+        if let ServerMessage::Desired { tasks, .. } = receive(ws).await {
+            return tasks.into_iter().map(|t| t.task_arn).collect();
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_task_reported_stopped_leaves_the_desired_set_and_the_index() {
+    let s = setup().await;
+    let mut ws = hello(&s, &s.arn).await;
+    assert!(next_desired(&mut ws).await.is_empty());
+    call(
+        &s.app,
+        "RegisterTaskDefinition",
+        json!({"family": "f", "containerDefinitions": [{"name": "c", "image": "i", "memory": 16}]}),
+    )
+    .await;
+    let run = call(
+        &s.app,
+        "RunTask",
+        json!({"cluster": "gw", "taskDefinition": "f"}),
+    )
+    .await;
+    let arn = run["tasks"][0]["taskArn"]
+        .as_str()
+        .unwrap_or_else(|| panic!("not placed: {run}"))
+        .to_string();
+    assert_eq!(next_desired(&mut ws).await, vec![arn.clone()]);
+    assert_eq!(indexed(&s).await.len(), 1);
+
+    let report = |status: &str| {
+        AgentMessage::TaskState(TaskReport {
+            task_arn: arn.clone(),
+            last_status: status.into(),
+            stop_code: (status == "STOPPED").then(|| "EssentialContainerExited".into()),
+            stopped_reason: (status == "STOPPED")
+                .then(|| "Essential container in task exited".into()),
+            ..TaskReport::default()
+        })
+    };
+    send(&mut ws, &report("RUNNING")).await;
+    send(&mut ws, &report("STOPPED")).await;
+    assert!(next_desired(&mut ws).await.is_empty());
+    assert!(
+        indexed(&s).await.is_empty(),
+        "a STOPPED task left in the index"
+    );
+
+    // Stopping it afterwards records the request but does not put it back.
+    let stopped = call(&s.app, "StopTask", json!({"cluster": "gw", "task": arn})).await;
+    assert_eq!(stopped["task"]["lastStatus"], json!("STOPPED"));
+    assert_eq!(stopped["task"]["desiredStatus"], json!("STOPPED"));
+    assert!(indexed(&s).await.is_empty());
+    // A late report for it is dropped: STOPPED stays STOPPED.
+    send(&mut ws, &report("RUNNING")).await;
+    send(&mut ws, &AgentMessage::Heartbeat).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let d = call(
+        &s.app,
+        "DescribeTasks",
+        json!({"cluster": "gw", "tasks": [arn]}),
+    )
+    .await;
+    assert_eq!(d["tasks"][0]["lastStatus"], json!("STOPPED"));
+    assert_eq!(d["tasks"][0]["stopCode"], json!("EssentialContainerExited"));
     s.stop.cancel();
 }

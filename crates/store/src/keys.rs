@@ -115,9 +115,9 @@ impl Keys for Scope {
     fn task_state(&self, cluster: &str, id: &str) -> String {
         format!("{}{id}", self.task_states_of(cluster))
     }
-    /// The tasks placed on one instance, written with each task's desired
-    /// record (the value is its desired status), so the gateway watches
-    /// one prefix per agent.
+    /// The tasks placed on one instance and not yet reported STOPPED,
+    /// written with each task's desired record (the value is its desired
+    /// status), so the gateway watches one prefix per agent.
     fn instance_tasks_of(&self, cluster: &str, instance: &str) -> String {
         format!("{}/instance-tasks/{cluster}/{instance}/", self.base())
     }

@@ -1,14 +1,14 @@
 //! Container instances and their attributes.
 
 use super::clusters::active_cluster;
-use super::tasks::{connected_agents, request_stop, ClusterTasks, Occupancy};
+use super::tasks::{request_stop, ClusterTasks, Occupancy};
 use super::{compare_and_swap, Attempt};
 use crate::{context::RequestContext, error::ApiError, now, AppState};
 use berth_domain::arn::container_instance_id as instance_id;
 use berth_domain::instance::{self, ContainerInstance, InstanceStatus};
 use berth_domain::task::{DesiredStatus, StopCode, Task, TaskStatus};
 use berth_domain::{paging, tags, EcsError, Scope};
-use berth_scheduler::{Query, Subjects};
+use berth_scheduler::Query;
 use berth_store::keys::Keys;
 use berth_store::{typed, Op, Txn};
 use berth_wire::ecs as w;
@@ -284,38 +284,6 @@ pub async fn describe_container_instances(
     })
 }
 
-/// What the cluster query language sees of a stored instance: the record
-/// and whether its agent is connected.
-struct Filterable<'a>(&'a ContainerInstance, bool);
-
-impl Subjects for Filterable<'_> {
-    fn attribute(&self, name: &str) -> Option<Option<&str>> {
-        self.0.attribute(name).map(|a| a.value.as_deref())
-    }
-    fn agent_connected(&self) -> bool {
-        self.1
-    }
-    fn agent_version(&self) -> &str {
-        self.0
-            .version_info
-            .as_ref()
-            .and_then(|v| v.agent_version.as_deref())
-            .unwrap_or_default()
-    }
-    fn ec2_instance_id(&self) -> &str {
-        &self.0.ec2_instance_id
-    }
-    fn registered_at(&self) -> i64 {
-        self.0.registered_at as i64
-    }
-    fn running_tasks_count(&self) -> u32 {
-        0
-    }
-    fn task_groups(&self) -> Box<dyn Iterator<Item = &str> + '_> {
-        Box::new(std::iter::empty())
-    }
-}
-
 pub async fn list_container_instances(
     st: &AppState,
     ctx: &RequestContext,
@@ -349,15 +317,19 @@ pub async fn list_container_instances(
     let after = paging::resume(&listing, req.next_token.as_deref())?;
     let all =
         typed::list::<ContainerInstance>(&*st.store, &ctx.scope.instances_of(&cluster)).await?;
-    let connected = connected_agents(st, &ctx.scope, &cluster).await?;
+    // The query language sees what placement sees: attributes, the agent's
+    // connection, running tasks and their groups.
+    let observed = match filter {
+        Some(_) => Occupancy::load(st, &ctx.scope, &cluster).await?,
+        None => Occupancy::default(),
+    };
     let chosen = all
         .into_iter()
         .filter(|(_, r)| status.is_none_or(|s| r.value.status == s))
         .filter(|(_, r)| {
-            let agent = connected.contains(&r.value.id);
             filter
                 .as_ref()
-                .is_none_or(|q| q.matches(&Filterable(&r.value, agent)))
+                .is_none_or(|q| q.matches(&observed.placeable(&ctx.scope, &r.value)))
         })
         .map(|(k, r)| (k, r.value.arn(&ctx.scope)))
         .collect();

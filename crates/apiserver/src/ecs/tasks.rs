@@ -126,7 +126,7 @@ impl Occupancy {
     }
 
     /// Placement's view of `ci`: what it is and what it has left.
-    fn placeable(&self, scope: &Scope, ci: &ContainerInstance) -> sched::Instance {
+    pub(crate) fn placeable(&self, scope: &Scope, ci: &ContainerInstance) -> sched::Instance {
         let empty = Usage::default();
         let used = self.usage(&ci.id).unwrap_or(&empty);
         let mut tcp: std::collections::BTreeSet<u16> =
@@ -668,7 +668,13 @@ pub(crate) async fn request_stop(
                 return Ok(Attempt::Done(None));
             };
             let mut t = current.value;
-            if t.desired_status == DesiredStatus::Stopped {
+            // A task already reported STOPPED keeps the stop it had: its
+            // own stopCode and reason, and no place in its instance's index
+            // (the gateway took it out).
+            let state_key = scope.task_state(cluster, id);
+            let state = typed::get::<TaskReport>(&*st.store, &state_key).await?;
+            let observed = Task::last_status(state.as_ref().map(|r| &r.value));
+            if t.desired_status == DesiredStatus::Stopped || observed == TaskStatus::Stopped {
                 return Ok(Attempt::Done(Some(t)));
             }
             t.desired_status = DesiredStatus::Stopped;
@@ -678,10 +684,14 @@ pub(crate) async fn request_stop(
                 at: now(),
             });
             t.version += 1;
-            let mut ops = vec![];
-            ops.extend(write_task(scope, &t));
-            let txn = Txn::when(vec![typed::unchanged(key, current.mod_revision)], ops);
-            Ok(Attempt::Write(txn, Some(t)))
+            let compares = vec![
+                typed::unchanged(key, current.mod_revision),
+                typed::unchanged(&state_key, state.as_ref().map_or(0, |r| r.mod_revision)),
+            ];
+            Ok(Attempt::Write(
+                Txn::when(compares, write_task(scope, &t).to_vec()),
+                Some(t),
+            ))
         },
     )
     .await
