@@ -474,3 +474,37 @@ def test_restart_policy_restarts_in_place_only_after_the_attempt_period(cl, name
     out = subprocess.run([BERTH, "logs", t["taskArn"], "--cluster", cl.name, "--server", cl.server.url],
                          capture_output=True, text=True, timeout=30)
     assert "main | first" in out.stdout and "main | second" in out.stdout, out.stdout
+
+
+def test_task_level_limits_are_one_cgroup_the_containers_share(cl, name):
+    register(cl, name, [
+        {"name": "main", "image": IMAGE, "command": ["sleep", "600"], "stopTimeout": 1},
+        {"name": "hog", "image": IMAGE, "essential": False, "memoryReservation": 8,
+         "command": ["sh", "-c", "sleep 1; dd if=/dev/zero of=/dev/null bs=100M count=1"]},
+    ], cpu="256", memory="64")
+    t = run(cl, name)[0]
+    t = cl.wait_status(t["taskArn"], "RUNNING")
+    task_id = t["taskArn"].rsplit("/", 1)[1]
+    group = f"/sys/fs/cgroup/memory/berth/{task_id}"
+    for c in t["containers"]:
+        host = docker_inspect(c["runtimeId"])["HostConfig"]
+        assert host["CgroupParent"] == f"/berth/{task_id}"
+        assert host["Memory"] == 0 and host["NanoCpus"] == 0, "the task's cgroup holds the limits"
+        full_id = docker_inspect(c["runtimeId"])["Id"]
+        assert os.path.isdir(f"{group}/{full_id}"), "each container's cgroup sits under the task's"
+    with open(f"{group}/memory.limit_in_bytes") as f:
+        assert int(f.read()) == 64 * 1024 * 1024
+    with open(f"/sys/fs/cgroup/cpu/berth/{task_id}/cpu.cfs_quota_us") as f:
+        assert int(f.read()) == 25000, "256 units are a quarter of a CPU"
+
+    # 100 MiB in a 64 MiB task: the kernel kills it.
+    def hog():
+        c = [c for c in cl.task(t["taskArn"])["containers"] if c["name"] == "hog"][0]
+        return c if c["lastStatus"] == "STOPPED" else None
+    c = wait_for("the hog to be killed", hog)
+    assert c["exitCode"] == 137
+    assert c["reason"] == "OutOfMemoryError: Container killed due to memory usage"
+    assert cl.task(t["taskArn"])["lastStatus"] == "RUNNING", "it was not essential"
+    cl.ecs.stop_task(cluster=cl.name, task=t["taskArn"])
+    cl.wait_status(t["taskArn"], "STOPPED")
+    wait_for("the task cgroup to be removed", lambda: not os.path.exists(group))

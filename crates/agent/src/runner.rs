@@ -57,6 +57,11 @@ impl Runner {
                     let _ = self.ctx.runtime.stop(id, Duration::from_secs(10)).await;
                     let _ = self.ctx.runtime.remove(id).await;
                 }
+                let _ = self
+                    .ctx
+                    .runtime
+                    .remove_task_cgroup(crate::spec::task_id(arn))
+                    .await;
             }
             for r in self.ctx.reporter.all() {
                 if !wanted.contains(&r.task_arn) {

@@ -3,7 +3,8 @@
 //! what the engine is asked to create.
 
 use berth_runtime::{
-    ContainerSpec, HealthCheck, MountSource, MountSpec, NetworkMode, PortSpec, Protocol, Ulimit,
+    ContainerSpec, HealthCheck, MountSource, MountSpec, NetworkMode, PortSpec, Protocol,
+    TaskLimits, Ulimit,
 };
 use berth_wire::agent::DesiredTask;
 use berth_wire::ecs as w;
@@ -80,12 +81,23 @@ fn volume_source(task: &DesiredTask, name: &str) -> Option<MountSource> {
     }))
 }
 
-/// The spec for container `c` of `task`, owned by `instance`.
+/// The task-level limits (units and MiB, as the server sends them).
+pub fn task_limits(task: &DesiredTask) -> TaskLimits {
+    let def = &task.definition;
+    TaskLimits {
+        cpu_units: def.cpu.as_deref().and_then(|c| c.parse::<i64>().ok()),
+        memory_mib: def.memory.as_deref().and_then(|m| m.parse::<i64>().ok()),
+    }
+}
+
+/// The spec for container `c` of `task`, owned by `instance`, created
+/// under the task's cgroup when it has one (`cgroup_parent`).
 pub fn container_spec(
     task: &DesiredTask,
     c: &w::ContainerDefinition,
     instance: &str,
     region: &str,
+    cgroup_parent: Option<&str>,
 ) -> ContainerSpec {
     let def = &task.definition;
     let name = c.name.clone().unwrap_or_default();
@@ -114,12 +126,14 @@ pub fn container_spec(
             env.push((k.clone(), kv.value.clone().unwrap_or_default()));
         }
     }
-    // Task-level limits (units and MiB, as the server sends them): the
-    // engine has no task cgroup of its own, so a container without limits
-    // of its own gets the task's.
-    let task_cpu = def.cpu.as_deref().and_then(|c| c.parse::<i64>().ok());
-    let task_memory = def.memory.as_deref().and_then(|m| m.parse::<i64>().ok());
-    let memory = c.memory.map(i64::from).or(task_memory);
+    // The task's cgroup bounds its containers together; without one, a
+    // container without limits of its own gets the task's.
+    let carried = if cgroup_parent.is_some() {
+        TaskLimits::default()
+    } else {
+        task_limits(task)
+    };
+    let memory = c.memory.map(i64::from).or(carried.memory_mib);
     let ports = match mode {
         "bridge" => c
             .port_mappings
@@ -175,7 +189,7 @@ pub fn container_spec(
         ),
         memory_bytes: memory.map(|m| m * MIB),
         memory_reservation_bytes: c.memory_reservation.map(|m| i64::from(m) * MIB),
-        nano_cpus: task_cpu.map(|u| u * 1_000_000_000 / 1024),
+        nano_cpus: carried.cpu_units.map(|u| u * 1_000_000_000 / 1024),
         network_mode: match mode {
             "host" => NetworkMode::Host,
             "none" => NetworkMode::None,
@@ -250,6 +264,7 @@ pub fn container_spec(
         }),
         stop_timeout: Some(stop_timeout(c)),
         security_opts: c.docker_security_options.clone().unwrap_or_default(),
+        cgroup_parent: cgroup_parent.map(str::to_string),
     }
 }
 
@@ -388,7 +403,7 @@ mod tests {
             ..Default::default()
         };
         let t = task(vec![c.clone()]);
-        let s = container_spec(&t, &c, "inst1", "eu-west-1");
+        let s = container_spec(&t, &c, "inst1", "eu-west-1", None);
         assert_eq!(s.name, "ecs-web-3-app-abc123");
         assert_eq!(s.labels[OWNER_LABEL], "inst1");
         assert_eq!(s.labels[TASK_LABEL], t.task_arn);
@@ -417,6 +432,22 @@ mod tests {
         // This sandbox's runc cannot start privileged containers, so the
         // end-to-end tests stop at the spec for this one.
         assert!(s.privileged);
+        assert_eq!(s.cgroup_parent, None);
+
+        // Under a task cgroup the kernel bounds the task as a whole, so the
+        // container keeps only its own limits.
+        let s = container_spec(&t, &c, "inst1", "eu-west-1", Some("/berth/abc123"));
+        assert_eq!(s.cgroup_parent.as_deref(), Some("/berth/abc123"));
+        assert_eq!(s.memory_bytes, None);
+        assert_eq!(s.nano_cpus, None);
+        assert_eq!(s.memory_reservation_bytes, Some(64 * MIB));
+        assert_eq!(
+            task_limits(&t),
+            TaskLimits {
+                cpu_units: Some(512),
+                memory_mib: Some(256)
+            }
+        );
     }
 
     #[test]

@@ -11,7 +11,9 @@
 use crate::logs::Logs;
 use crate::report::Reporter;
 use crate::spec::{self, container_spec, creation_order, essential, stop_timeout};
-use berth_runtime::{ContainerRuntime, ContainerState, EventKind, Health, PullBehavior};
+use berth_runtime::{
+    ContainerRuntime, ContainerState, EventKind, Health, PullBehavior, TaskLimits,
+};
 use berth_wire::agent::{ContainerReport, DesiredTask, TaskReport};
 use berth_wire::ecs as w;
 use std::collections::HashMap;
@@ -308,6 +310,23 @@ impl Driver {
         self.remove().await;
     }
 
+    /// The task's cgroup, when it has task-level limits and the runtime
+    /// can give it one; without, its containers carry the limits.
+    async fn task_cgroup(&self) -> Option<String> {
+        let limits = spec::task_limits(&self.desired);
+        if limits == TaskLimits::default() {
+            return None;
+        }
+        let task_id = spec::task_id(&self.desired.task_arn);
+        match self.ctx.runtime.task_cgroup(task_id, limits).await {
+            Ok(parent) => parent,
+            Err(e) => {
+                tracing::warn!(task = %self.desired.task_arn, error = %e, "no task cgroup: each container carries the task's limits");
+                None
+            }
+        }
+    }
+
     /// Pulls and creates, unless the task is past that already.
     async fn start(&mut self) -> Result<(), Stop> {
         let fresh = matches!(self.report.last_status.as_str(), "PENDING" | "PROVISIONING");
@@ -350,6 +369,11 @@ impl Driver {
         }
         let defs: Vec<w::ContainerDefinition> =
             self.containers.iter().map(|c| c.def.clone()).collect();
+        let cgroup = if self.containers.iter().any(|c| c.id.is_none()) {
+            self.task_cgroup().await
+        } else {
+            None
+        };
         for i in creation_order(&defs) {
             if self.containers[i].id.is_some() || self.containers[i].started {
                 continue;
@@ -359,6 +383,7 @@ impl Driver {
                 &self.containers[i].def,
                 &self.ctx.instance,
                 &self.ctx.region,
+                cgroup.as_deref(),
             );
             let created = match self.ctx.runtime.create(&s).await {
                 Ok(id) => Ok(id),
@@ -658,6 +683,12 @@ impl Driver {
                 if let Err(e) = self.ctx.runtime.remove(id).await {
                     tracing::warn!(error = %e, container = %c.name, "remove failed");
                 }
+            }
+        }
+        if spec::task_limits(&self.desired) != TaskLimits::default() {
+            let task_id = spec::task_id(&self.desired.task_arn);
+            if let Err(e) = self.ctx.runtime.remove_task_cgroup(task_id).await {
+                tracing::warn!(error = %e, task = %self.desired.task_arn, "task cgroup left behind");
             }
         }
         self.ctx.reporter.forget(&self.desired.task_arn);

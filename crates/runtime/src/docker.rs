@@ -1,10 +1,11 @@
 //! The Docker Engine driver, over the engine's unix socket.
 
+use crate::cgroup::Layout;
 use crate::pull::Plan;
 use crate::{
     Binding, ContainerInfo, ContainerRuntime, ContainerSpec, ContainerState, ContainerSummary,
     Event, EventKind, Health, LogChunk, LogStream, MountSource, NetworkMode, Protocol,
-    PullBehavior, Pulled, RuntimeError, Stats,
+    PullBehavior, Pulled, RuntimeError, Stats, TaskLimits,
 };
 use async_trait::async_trait;
 use bollard::errors::Error as DockerError;
@@ -32,7 +33,13 @@ pub struct DockerRuntime {
     docker: Docker,
     /// Images this process pulled, for [`PullBehavior::Once`].
     pulled: Mutex<HashSet<String>>,
+    /// The engine's cgroups, when they are ones Berth can give tasks.
+    cgroups: Option<Layout>,
 }
+
+/// Where the kernel's cgroup hierarchies are mounted, for the engine and
+/// the agent alike (they share a host).
+const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 
 fn unavailable(e: DockerError) -> RuntimeError {
     RuntimeError::Unavailable(e.to_string())
@@ -72,9 +79,23 @@ impl DockerRuntime {
             .await
             .map_err(unavailable)?;
         docker.ping().await.map_err(unavailable)?;
+        let info = docker.info().await.map_err(unavailable)?;
+        let driver = info
+            .cgroup_driver
+            .map(|d| d.to_string())
+            .unwrap_or_default();
+        let version = info
+            .cgroup_version
+            .map(|v| v.to_string())
+            .unwrap_or_default();
+        let cgroups = Layout::detect(std::path::Path::new(CGROUP_ROOT), &driver, &version);
+        if cgroups.is_none() {
+            tracing::warn!(driver = %driver, version = %version, "no task cgroups on this engine: each container carries its task's limits");
+        }
         Ok(DockerRuntime {
             docker,
             pulled: Mutex::default(),
+            cgroups,
         })
     }
 
@@ -230,6 +251,7 @@ fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
         mounts: non_empty(mounts),
         volumes_from: non_empty(spec.volumes_from.clone()),
         security_opt: non_empty(spec.security_opts.clone()),
+        cgroup_parent: spec.cgroup_parent.clone(),
         ..Default::default()
     };
     ContainerCreateBody {
@@ -507,6 +529,29 @@ impl ContainerRuntime for DockerRuntime {
                 })
             })
             .boxed()
+    }
+
+    async fn task_cgroup(
+        &self,
+        task_id: &str,
+        limits: TaskLimits,
+    ) -> Result<Option<String>, RuntimeError> {
+        let Some(layout) = &self.cgroups else {
+            return Ok(None);
+        };
+        layout
+            .create(task_id, limits)
+            .map(Some)
+            .map_err(|e| RuntimeError::Rejected(format!("cannot make the task cgroup: {e}")))
+    }
+
+    async fn remove_task_cgroup(&self, task_id: &str) -> Result<(), RuntimeError> {
+        let Some(layout) = &self.cgroups else {
+            return Ok(());
+        };
+        layout
+            .remove(task_id)
+            .map_err(|e| RuntimeError::Rejected(format!("cannot remove the task cgroup: {e}")))
     }
 
     async fn stats(&self, id: &str) -> Result<Stats, RuntimeError> {

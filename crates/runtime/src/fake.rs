@@ -6,6 +6,7 @@ use crate::pull::Plan;
 use crate::{
     Binding, ContainerInfo, ContainerRuntime, ContainerSpec, ContainerState, ContainerSummary,
     Event, EventKind, Health, LogChunk, LogStream, PullBehavior, Pulled, RuntimeError, Stats,
+    TaskLimits,
 };
 use async_trait::async_trait;
 use futures::stream::BoxStream;
@@ -23,6 +24,8 @@ pub enum Call {
     Start(String),
     Stop(String, Duration),
     Remove(String),
+    TaskCgroup(String, TaskLimits),
+    RemoveTaskCgroup(String),
 }
 
 #[derive(Default)]
@@ -307,6 +310,24 @@ impl ContainerRuntime for FakeRuntime {
     fn logs(&self, id: &str, _follow: bool) -> BoxStream<'static, Result<LogChunk, RuntimeError>> {
         let chunks = self.state().logs.get(id).cloned().unwrap_or_default();
         futures::stream::iter(chunks.into_iter().map(Ok)).boxed()
+    }
+
+    async fn task_cgroup(
+        &self,
+        task_id: &str,
+        limits: TaskLimits,
+    ) -> Result<Option<String>, RuntimeError> {
+        self.state()
+            .calls
+            .push(Call::TaskCgroup(task_id.to_string(), limits));
+        Ok(Some(crate::cgroup::Layout::parent(task_id)))
+    }
+
+    async fn remove_task_cgroup(&self, task_id: &str) -> Result<(), RuntimeError> {
+        self.state()
+            .calls
+            .push(Call::RemoveTaskCgroup(task_id.to_string()));
+        Ok(())
     }
 
     async fn stats(&self, id: &str) -> Result<Stats, RuntimeError> {

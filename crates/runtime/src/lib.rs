@@ -9,10 +9,12 @@
 //!
 //! This crate is the only home of bollard.
 
+pub mod cgroup;
 pub mod docker;
 pub mod fake;
 mod pull;
 
+pub use cgroup::TaskLimits;
 pub use pull::PullBehavior;
 
 use async_trait::async_trait;
@@ -82,6 +84,9 @@ pub struct ContainerSpec {
     /// How long a stop waits after SIGTERM before SIGKILL.
     pub stop_timeout: Option<Duration>,
     pub security_opts: Vec<String>,
+    /// The task cgroup to create the container under
+    /// ([`ContainerRuntime::task_cgroup`]).
+    pub cgroup_parent: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -279,4 +284,15 @@ pub trait ContainerRuntime: Send + Sync {
     /// A container's output so far, then (with `follow`) as it comes.
     fn logs(&self, id: &str, follow: bool) -> BoxStream<'static, Result<LogChunk, RuntimeError>>;
     async fn stats(&self, id: &str) -> Result<Stats, RuntimeError>;
+    /// Creates (or updates) the cgroup a task's containers share, with the
+    /// task's limits, and returns the cgroup parent to create them under;
+    /// `Ok(None)` when this runtime cannot give tasks a cgroup, so each
+    /// container has to carry the limits itself.
+    async fn task_cgroup(
+        &self,
+        task_id: &str,
+        limits: TaskLimits,
+    ) -> Result<Option<String>, RuntimeError>;
+    /// Removes a task's cgroup once its containers are gone.
+    async fn remove_task_cgroup(&self, task_id: &str) -> Result<(), RuntimeError>;
 }
