@@ -12,6 +12,8 @@ command -v curl >/dev/null || need_apt+=(curl)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3-venv)
 # The test images are FROM scratch, so they need the static busybox.
 dpkg -s busybox-static >/dev/null 2>&1 || need_apt+=(busybox-static)
+# Tests put an agent in its own network namespace, as another host.
+command -v ip >/dev/null || need_apt+=(iproute2)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: installing ${need_apt[*]}"
   export DEBIAN_FRONTEND=noninteractive

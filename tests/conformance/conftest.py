@@ -33,9 +33,10 @@ def free_port():
 class Server:
     """A berth server process on its own port and data directory."""
 
-    def __init__(self, data_dir, store=None, extra_env=None):
+    def __init__(self, data_dir, store=None, extra_env=None, host="127.0.0.1"):
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.host = host
+        self.url = f"http://{host}:{self.port}"
         self.data_dir = data_dir
         self.store = store
         self.extra_env = extra_env or {}
@@ -43,7 +44,7 @@ class Server:
         self.log = os.path.join(data_dir, "server.log")
 
     def start(self):
-        args = [BERTH, "server", "--listen", f"127.0.0.1:{self.port}", "--data-dir", self.data_dir, "--log", "warn"]
+        args = [BERTH, "server", "--listen", f"{self.host}:{self.port}", "--data-dir", self.data_dir, "--log", "warn"]
         if self.store:
             args += ["--store", self.store]
         env = dict(os.environ, **self.extra_env)
@@ -123,17 +124,19 @@ IMAGE = "berth-test/busybox:latest"
 class Agent:
     """A `berth agent` process: one container instance, on the shared engine."""
 
-    def __init__(self, server, cluster, data_dir, instance_id, attributes=(), zone="local-1a"):
+    def __init__(self, server, cluster, data_dir, instance_id, attributes=(), zone="local-1a", wrap=(), extra=()):
         self.server, self.cluster, self.data_dir = server, cluster, data_dir
         self.instance_id, self.attributes, self.zone = instance_id, list(attributes), zone
+        # `wrap`: a command to run the agent under (e.g. `ip netns exec NS`).
+        self.wrap, self.extra = list(wrap), list(extra)
         self.proc = None
         self.log = os.path.join(data_dir, "agent.log")
         os.makedirs(data_dir, exist_ok=True)
 
     def start(self):
-        args = [BERTH, "agent", "--server", self.server.url, "--cluster", self.cluster,
+        args = [*self.wrap, BERTH, "agent", "--server", self.server.url, "--cluster", self.cluster,
                 "--data-dir", self.data_dir, "--instance-id", self.instance_id,
-                "--availability-zone", self.zone, "--log", "info"]
+                "--availability-zone", self.zone, "--log", "info", *self.extra]
         for a in self.attributes:
             args += ["--attribute", a]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=open(self.log, "ab"), stdin=subprocess.DEVNULL)
