@@ -4,7 +4,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-cargo build --release --locked -p berth
+# BERTH_BIN: a berth binary to use instead of building one (the tests use
+# their debug build).
+berth=${BERTH_BIN:-}
+if [ -z "$berth" ]; then
+  cargo build --release --locked -p berth
+  berth=target/release/berth
+fi
 export AWS_ACCESS_KEY_ID=${AWS_ACCESS_KEY_ID:-demo} AWS_SECRET_ACCESS_KEY=${AWS_SECRET_ACCESS_KEY:-demo}
 export AWS_DEFAULT_REGION=${AWS_DEFAULT_REGION:-us-east-1} AWS_PAGER=""
 listen=${BERTH_LISTEN:-127.0.0.1:8750}
@@ -13,7 +19,7 @@ data=${BERTH_DATA_DIR:-$PWD/.berth}
 mkdir -p "$data"
 
 if ! curl -sf "$url/health" >/dev/null 2>&1; then
-  nohup target/release/berth up --listen "$listen" --data-dir "$data" >"$data/berth.log" 2>&1 </dev/null &
+  nohup "$berth" up --listen "$listen" --data-dir "$data" >"$data/berth.log" 2>&1 </dev/null &
   echo "started berth up (pid $!), log: $data/berth.log"
   for _ in $(seq 100); do curl -sf "$url/health" >/dev/null 2>&1 && break; sleep 0.1; done
 fi
@@ -36,10 +42,10 @@ task=$(aws ecs run-task --task-definition hello --query 'tasks[0].taskArn' --out
 aws ecs wait tasks-stopped --tasks "$task"
 aws ecs describe-tasks --tasks "$task" \
   --query 'tasks[0].{lastStatus:lastStatus,stopCode:stopCode,exitCode:containers[0].exitCode,startedAt:startedAt,stoppedAt:stoppedAt}'
-target/release/berth logs "$task" --server "$url"
+"$berth" logs "$task" --server "$url"
 aws ecs register-task-definition --family web \
   --container-definitions '[{"name":"web","image":"berth-test/busybox:latest","memory":32,"stopTimeout":2,
-    "command":["sh","-c","echo hello over HTTP > /tmp/index.html; exec httpd -f -p 8080 -h /tmp"],"portMappings":[{"containerPort":8080}]}]' --query 'taskDefinition.revision'
+    "command":["sh","-c","mkdir -p /www && echo hello over HTTP > /www/index.html && exec httpd -f -p 8080 -h /www"],"portMappings":[{"containerPort":8080}]}]' --query 'taskDefinition.revision'
 web=$(aws ecs run-task --task-definition web --query 'tasks[0].taskArn' --output text)
 aws ecs wait tasks-running --tasks "$web"
 port=$(aws ecs describe-tasks --tasks "$web" --query 'tasks[0].containers[0].networkBindings[0].hostPort' --output text)

@@ -1,0 +1,46 @@
+"""The README's first command: `scripts/demo.sh` starts `berth up` (the
+control plane and this host as the `default` cluster's container instance)
+and runs tasks on Docker with the aws CLI: one prints and exits, one serves
+a page on a dynamic host port."""
+
+import os
+import re
+import signal
+import subprocess
+
+from conftest import BERTH, ROOT, free_port
+
+
+def test_berth_up_and_the_demo_work(tmp_path):
+    port = free_port()
+    data = tmp_path / "data"
+    env = dict(os.environ, BERTH_BIN=BERTH, BERTH_LISTEN=f"127.0.0.1:{port}", BERTH_DATA_DIR=str(data))
+    for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION"):
+        env.pop(k, None)
+    p = subprocess.run([os.path.join(ROOT, "scripts", "demo.sh")], capture_output=True, text=True,
+                       env=env, stdin=subprocess.DEVNULL, timeout=600)
+    started = re.search(r"started berth up \(pid (\d+)\)", p.stdout)
+    try:
+        out = p.stdout + p.stderr
+        assert p.returncode == 0, out[-4000:]
+        assert started, "the demo starts its own berth up"
+        assert "hello | hello from a Berth task on " in p.stdout
+        assert "hello | bye" in p.stdout
+        assert "hello over HTTP" in p.stdout
+        assert '"stopCode": "EssentialContainerExited"' in p.stdout
+        assert '"exitCode": 0' in p.stdout
+        assert f"Berth is running at http://127.0.0.1:{port}" in p.stdout
+    finally:
+        if started:
+            pid = int(started.group(1))
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        # Only this berth up's containers: another one may run on this engine.
+        instance = re.search(r"container-instance/default/([0-9a-f]+)", p.stdout)
+        if instance:
+            ids = subprocess.run(["docker", "ps", "-aq", "--filter", f"label=berth.instance={instance.group(1)}"],
+                                 capture_output=True, text=True).stdout.split()
+            if ids:
+                subprocess.run(["docker", "rm", "-f", *ids], capture_output=True)
