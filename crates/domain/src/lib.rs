@@ -9,6 +9,7 @@
 pub mod arn;
 pub mod capacity;
 pub mod cluster;
+pub mod deployment;
 pub mod error;
 pub mod instance;
 pub mod paging;
