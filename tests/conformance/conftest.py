@@ -30,7 +30,22 @@ def free_port():
         return s.getsockname()[1]
 
 
-class Server:
+class Process:
+    """A berth process the tests start: stopped politely, or killed."""
+
+    proc = None
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=20)
+
+    def kill9(self):
+        self.proc.kill()
+        self.proc.wait(timeout=20)
+
+
+class Server(Process):
     """A berth server process on its own port and data directory."""
 
     def __init__(self, data_dir, store=None, extra_env=None, host="127.0.0.1"):
@@ -60,15 +75,6 @@ class Server:
             except OSError:
                 time.sleep(0.05)
         raise RuntimeError("berth did not become healthy")
-
-    def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(timeout=20)
-
-    def kill9(self):
-        self.proc.kill()
-        self.proc.wait(timeout=20)
 
 
 @pytest.fixture(scope="session")
@@ -121,7 +127,7 @@ def container(name="app", **kw):
 IMAGE = "berth-test/busybox:latest"
 
 
-class Agent:
+class Agent(Process):
     """A `berth agent` process: one container instance, on the shared engine."""
 
     def __init__(self, server, cluster, data_dir, instance_id, attributes=(), zone="local-1a", wrap=(), extra=()):
@@ -141,15 +147,6 @@ class Agent:
             args += ["--attribute", a]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=open(self.log, "ab"), stdin=subprocess.DEVNULL)
         return self
-
-    def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(timeout=20)
-
-    def kill9(self):
-        self.proc.kill()
-        self.proc.wait(timeout=20)
 
 
 def wait_for(what, check, timeout=30, interval=0.1):

@@ -310,13 +310,15 @@ impl Driver {
         self.remove().await;
     }
 
+    /// The task-level limits, if the task has any (and so a cgroup).
+    fn task_limits(&self) -> Option<TaskLimits> {
+        Some(spec::task_limits(&self.desired)).filter(|l| *l != TaskLimits::default())
+    }
+
     /// The task's cgroup, when it has task-level limits and the runtime
     /// can give it one; without, its containers carry the limits.
     async fn task_cgroup(&self) -> Option<String> {
-        let limits = spec::task_limits(&self.desired);
-        if limits == TaskLimits::default() {
-            return None;
-        }
+        let limits = self.task_limits()?;
         let task_id = spec::task_id(&self.desired.task_arn);
         match self.ctx.runtime.task_cgroup(task_id, limits).await {
             Ok(parent) => parent,
@@ -488,27 +490,7 @@ impl Driver {
                         reason,
                     });
                 }
-                let info = self.ctx.runtime.inspect(&id).await.ok().flatten();
-                let task_id = spec::task_id(&self.desired.task_arn).to_string();
-                let c = &mut self.containers[i];
-                c.started = true;
-                c.last_start = Some(Instant::now());
-                if c.status == Status::Pending {
-                    c.status = Status::Running;
-                }
-                if let Some(info) = info {
-                    c.bindings = bindings(&info.ports);
-                    if info.state == ContainerState::Exited {
-                        c.status = Status::Stopped;
-                        c.exit_code = info.exit_code.and_then(|x| i32::try_from(x).ok());
-                    }
-                }
-                if self.desired.definition.network_mode.as_deref() == Some("host") {
-                    c.bindings = host_bindings(&c.def);
-                }
-                self.ctx
-                    .logs
-                    .follow(&self.ctx.runtime, &task_id, &c.name, &id);
+                self.note_started(i, &id).await;
                 progressed = true;
             }
             if !progressed {
@@ -545,25 +527,41 @@ impl Driver {
         if self.ctx.runtime.start(&id).await.is_err() {
             return false;
         }
-        // The engine may publish dynamic ports on new host ports.
-        let info = self.ctx.runtime.inspect(&id).await.ok().flatten();
-        let host_mode = self.desired.definition.network_mode.as_deref() == Some("host");
-        let task_id = spec::task_id(&self.desired.task_arn).to_string();
         let c = &mut self.containers[i];
-        c.status = Status::Running;
         c.exit_code = None;
         c.restarts += 1;
-        c.last_start = Some(Instant::now());
-        if let Some(info) = info.filter(|_| !host_mode) {
-            c.bindings = bindings(&info.ports);
-        }
-        // The engine's log stream ended with the exit; the new one starts
-        // from the container's first line, and the file is rewritten.
-        self.ctx
-            .logs
-            .follow(&self.ctx.runtime, &task_id, &c.name, &id);
+        self.note_started(i, &id).await;
+        let c = &self.containers[i];
         tracing::info!(task = %self.desired.task_arn, container = %c.name, restarts = c.restarts, "container restarted");
         true
+    }
+
+    /// Records a container the engine has just started (first time or
+    /// restart): its ports as published (dynamic ones change on every
+    /// start), whether it has already exited, and a log follower. The
+    /// engine's log stream ends with each exit; a new one starts from the
+    /// container's first line and rewrites the file.
+    async fn note_started(&mut self, i: usize, id: &str) {
+        let info = self.ctx.runtime.inspect(id).await.ok().flatten();
+        let task_id = spec::task_id(&self.desired.task_arn).to_string();
+        let host_mode = self.desired.definition.network_mode.as_deref() == Some("host");
+        let c = &mut self.containers[i];
+        c.started = true;
+        c.status = Status::Running;
+        c.last_start = Some(Instant::now());
+        if let Some(info) = info {
+            c.bindings = bindings(&info.ports);
+            if info.state == ContainerState::Exited {
+                c.status = Status::Stopped;
+                c.exit_code = info.exit_code.and_then(|x| i32::try_from(x).ok());
+            }
+        }
+        if host_mode {
+            c.bindings = host_bindings(&c.def);
+        }
+        self.ctx
+            .logs
+            .follow(&self.ctx.runtime, &task_id, &c.name, id);
     }
 
     /// Watches the task until it stops.
@@ -685,7 +683,7 @@ impl Driver {
                 }
             }
         }
-        if spec::task_limits(&self.desired) != TaskLimits::default() {
+        if self.task_limits().is_some() {
             let task_id = spec::task_id(&self.desired.task_arn);
             if let Err(e) = self.ctx.runtime.remove_task_cgroup(task_id).await {
                 tracing::warn!(error = %e, task = %self.desired.task_arn, "task cgroup left behind");

@@ -117,6 +117,8 @@ async fn desired(
         let report = typed::get::<TaskReport>(&*st.store, &scope.task_state(cluster, id))
             .await
             .map_err(|e| e.to_string())?;
+        // Stores written before STOPPED tasks left the index still hold
+        // some there; pushing one would start it again.
         if Task::last_status(report.as_ref().map(|r| &r.value)) == TaskStatus::Stopped {
             continue;
         }
@@ -165,9 +167,9 @@ async fn record(
     cluster: &str,
     instance: &str,
     report: TaskReport,
-) -> Result<bool, String> {
+) -> Result<(), String> {
     let Some(id) = arn::task_id(scope, cluster, &report.task_arn) else {
-        return Ok(false);
+        return Ok(());
     };
     let placed = st
         .store
@@ -176,7 +178,7 @@ async fn record(
         .map_err(|e| e.to_string())?;
     if placed.is_none() {
         tracing::debug!(task = %id, "report for a task not on this instance dropped");
-        return Ok(false);
+        return Ok(());
     }
     let next = TaskStatus::parse(&report.last_status)
         .ok_or_else(|| format!("unknown task status {}", report.last_status))?;
@@ -186,16 +188,18 @@ async fn record(
         .map_err(|e| e.to_string())?;
     if let Some(c) = &current {
         if !Task::last_status(Some(&c.value)).can_become(next) {
-            return Ok(false);
+            return Ok(());
         }
         if c.value == report {
-            return Ok(false);
+            return Ok(());
         }
     }
     let mut ops = vec![typed::put(&key, &report)];
     if next == TaskStatus::Stopped {
         // A STOPPED task leaves its instance's desired set for good; taking
-        // it out of the index keeps every later push as small as what runs.
+        // it out of the index keeps every later push as small as what runs,
+        // and the watch on the index pushes the set without it, which tells
+        // the agent it may remove the task's containers.
         ops.push(Op::delete(scope.instance_task(cluster, instance, &id)));
     }
     st.store
@@ -203,7 +207,7 @@ async fn record(
         .await
         .map_err(|e| e.to_string())?;
     tracing::info!(cluster = %cluster, task = %id, status = %report.last_status, "task state");
-    Ok(next == TaskStatus::Stopped)
+    Ok(())
 }
 
 async fn send(socket: &mut WebSocket, m: &ServerMessage) -> Result<(), String> {
@@ -313,11 +317,7 @@ async fn converse(
                         }
                     }
                     Some(AgentMessage::TaskState(report)) => {
-                        if record(st, scope, cluster, id, report).await? {
-                            // A STOPPED task leaves the desired set: that
-                            // tells the agent it may remove its containers.
-                            send(socket, &desired(st, scope, cluster, id).await?).await?;
-                        }
+                        record(st, scope, cluster, id, report).await?;
                     }
                     Some(other) => return Err(format!("unexpected message {other:?}")),
                     None => return Ok(()),

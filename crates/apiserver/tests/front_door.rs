@@ -1,33 +1,15 @@
 //! Component tests: the router over a MemStore, no sockets.
 
-use axum::body::Body;
-use axum::http::{Request, StatusCode};
+use axum::http::StatusCode;
 use berth_apiserver::{router, ApiConfig, AppState};
 use berth_domain::Scope;
 use berth_store::keys::Keys;
 use berth_store::{MemStore, Op, Store, Txn};
-use http_body_util::BodyExt;
-use serde_json::{json, Value};
+use serde_json::json;
 use std::sync::Arc;
-use tower::ServiceExt;
 
-async fn call(app: &axum::Router, op: &str, body: Value) -> (StatusCode, Value) {
-    let req = Request::post("/")
-        .header(
-            "X-Amz-Target",
-            format!("AmazonEC2ContainerServiceV20141113.{op}"),
-        )
-        .header("Content-Type", "application/x-amz-json-1.1")
-        .body(Body::from(body.to_string()))
-        .expect("request");
-    let resp = app.clone().oneshot(req).await.expect("response");
-    let status = resp.status();
-    let bytes = resp.into_body().collect().await.expect("body").to_bytes();
-    (
-        status,
-        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-    )
-}
+mod common;
+use common::call;
 
 fn app() -> (axum::Router, Arc<dyn Store>) {
     let store: Arc<dyn Store> = Arc::new(MemStore::new());

@@ -2,34 +2,22 @@
 //! agentConnected, heartbeats keep it so, and silence or a goodbye ends it;
 //! tasks reach the agent's desired set and leave it once reported STOPPED.
 
-use axum::body::Body;
-use axum::http::Request;
 use berth_apiserver::{router, serve, ApiConfig, AppState};
 use berth_store::{MemStore, RangeRequest, Store};
 use berth_wire::agent::{AgentMessage, ServerMessage, TaskReport, CONNECT_PATH};
 use futures::{SinkExt, StreamExt};
-use http_body_util::BodyExt;
 use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
-use tower::ServiceExt;
+
+mod common;
 
 const TIMEOUT: Duration = Duration::from_millis(800);
 
 async fn call(app: &axum::Router, op: &str, body: Value) -> Value {
-    let req = Request::post("/")
-        .header(
-            "X-Amz-Target",
-            format!("AmazonEC2ContainerServiceV20141113.{op}"),
-        )
-        .header("Content-Type", "application/x-amz-json-1.1")
-        .body(Body::from(body.to_string()))
-        .expect("request");
-    let resp = app.clone().oneshot(req).await.expect("response");
-    let bytes = resp.into_body().collect().await.expect("body").to_bytes();
-    serde_json::from_slice(&bytes).expect("json")
+    common::call(app, op, body).await.1
 }
 
 struct Setup {
