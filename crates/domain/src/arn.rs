@@ -43,6 +43,15 @@ impl Scope {
     pub fn capacity_provider_arn(&self, name: &str) -> String {
         format!("{}capacity-provider/{name}", self.prefix())
     }
+    pub fn service_arn(&self, cluster: &str, name: &str) -> String {
+        format!("{}service/{cluster}/{name}", self.prefix())
+    }
+    pub fn service_deployment_arn(&self, cluster: &str, service: &str, digits: &str) -> String {
+        format!("{}service-deployment/{cluster}/{service}/{digits}", self.prefix())
+    }
+    pub fn service_revision_arn(&self, cluster: &str, service: &str, digits: &str) -> String {
+        format!("{}service-revision/{cluster}/{service}/{digits}", self.prefix())
+    }
     /// The account root, the principal of unsigned requests.
     pub fn root_principal(&self) -> String {
         format!("arn:aws:iam::{}:root", self.account)
@@ -166,6 +175,52 @@ pub fn task_id(scope: &Scope, cluster: &str, given: &str) -> Option<String> {
 /// The instance id a `containerInstance` parameter names within `cluster`.
 pub fn container_instance_id(scope: &Scope, cluster: &str, given: &str) -> Option<String> {
     cluster_resource_id(scope, "container-instance", cluster, given)
+}
+
+/// The service name a `service` parameter names within `cluster`: a name,
+/// a long ARN (`service/<cluster>/<name>`) or an old one (`service/<name>`).
+pub fn service_name(scope: &Scope, cluster: &str, given: &str) -> Option<String> {
+    let given = given.trim();
+    let name = if given.starts_with("arn:") {
+        let Some(Arn::Other { scope: s, resource }) = Arn::parse(given) else {
+            return None;
+        };
+        if &s != scope {
+            return None;
+        }
+        let rest = resource.strip_prefix("service/")?;
+        match rest.split_once('/') {
+            Some((c, name)) if c == cluster => name.to_string(),
+            Some(_) => return None,
+            None => rest.to_string(),
+        }
+    } else {
+        given.to_string()
+    };
+    crate::valid_name(&name).then_some(name)
+}
+
+/// What a service-deployment or service-revision ARN names: the cluster,
+/// the service and the deployment's digits.
+pub fn service_deployment_parts(
+    scope: &Scope,
+    kind: &str,
+    given: &str,
+) -> Option<(String, String, String)> {
+    let Some(Arn::Other { scope: s, resource }) = Arn::parse(given.trim()) else {
+        return None;
+    };
+    if &s != scope {
+        return None;
+    }
+    let rest = resource.strip_prefix(kind)?.strip_prefix('/')?;
+    let mut parts = rest.splitn(3, '/');
+    let (cluster, service, digits) = (parts.next()?, parts.next()?, parts.next()?);
+    let ok = crate::valid_name(cluster)
+        && crate::valid_name(service)
+        && !digits.is_empty()
+        && digits.bytes().all(|b| b.is_ascii_digit());
+    ok.then(|| (cluster.to_string(), service.to_string(), digits.to_string()))
 }
 
 /// A `cluster` parameter is a name or an ARN; None means `default`.

@@ -7,14 +7,15 @@
 use crate::EcsError;
 
 /// REPLICA or DAEMON.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum Scheduling {
     Replica,
     Daemon,
 }
 
 /// A service's `deploymentConfiguration`, defaults applied.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Rolling {
     pub minimum_healthy_percent: u32,
     pub maximum_percent: u32,

@@ -13,6 +13,7 @@ pub mod deployment;
 pub mod error;
 pub mod instance;
 pub mod paging;
+pub mod service;
 pub mod settings;
 pub mod tags;
 pub mod task;

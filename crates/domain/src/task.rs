@@ -116,6 +116,11 @@ pub struct StopRequest {
     pub code: StopCode,
     pub reason: String,
     pub at: Timestamp,
+    /// The task failed (its health checks), which a service's deployment
+    /// circuit breaker counts; stops for scale-in, deployments, draining or
+    /// users do not count.
+    #[serde(default)]
+    pub failure: bool,
 }
 
 /// What a task holds on its instance while it is not STOPPED.
@@ -152,8 +157,12 @@ pub struct Task {
     pub availability_zone: Option<String>,
     pub launch_type: String,
     pub group: String,
+    /// For service tasks, the deployment id (`ecs-svc/...`).
     #[serde(default)]
     pub started_by: Option<String>,
+    /// The service that started it, if one did.
+    #[serde(default)]
+    pub service: Option<String>,
     #[serde(default)]
     pub tags: Vec<w::Tag>,
     pub created_at: Timestamp,

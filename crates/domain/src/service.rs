@@ -1,0 +1,984 @@
+//! Services: the stored record (what CreateService and UpdateService ask
+//! for, and the deployments and events the service controller keeps), the
+//! rules CreateService and UpdateService apply, the wire views, and
+//! [`plan`], the pure decision of one reconcile: which tasks to start and
+//! stop, and how the deployments and events move on.
+
+use crate::deployment::{self, Observed, Rolling, Scheduling};
+use crate::task::{Task, TaskStatus};
+use crate::{EcsError, Scope, Timestamp};
+use berth_wire::agent::TaskReport;
+use berth_wire::ecs as w;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+
+/// Events a service keeps, newest first (ECS shows the latest 100).
+pub const MAX_EVENTS: usize = 100;
+/// Finished deployments kept for ListServiceDeployments.
+pub const MAX_DEPLOYMENT_HISTORY: usize = 50;
+/// Largest healthCheckGracePeriodSeconds ECS accepts.
+pub const MAX_GRACE_PERIOD: i32 = 2_147_483_647;
+/// A task that stops by itself within this many seconds of starting
+/// counts towards launch throttling.
+const SHORT_LIVED_SECS: f64 = 10.0;
+/// Short-lived failures within this window throttle a service's launches.
+const THROTTLE_WINDOW_SECS: f64 = 60.0;
+const THROTTLE_AFTER_FAILURES: usize = 3;
+/// While throttled, a service starts tasks at most this often.
+const THROTTLE_INTERVAL_SECS: f64 = 5.0;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ServiceStatus {
+    Active,
+    /// Deleted: its tasks are being stopped.
+    Draining,
+    /// Deleted and without tasks: describable for a while, never listed.
+    Inactive,
+}
+
+impl ServiceStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServiceStatus::Active => "ACTIVE",
+            ServiceStatus::Draining => "DRAINING",
+            ServiceStatus::Inactive => "INACTIVE",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum RolloutState {
+    InProgress,
+    Completed,
+    Failed,
+}
+
+impl RolloutState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RolloutState::InProgress => "IN_PROGRESS",
+            RolloutState::Completed => "COMPLETED",
+            RolloutState::Failed => "FAILED",
+        }
+    }
+}
+
+/// One deployment of a service: a task definition its tasks run, from the
+/// moment it became PRIMARY.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Deployment {
+    /// `ecs-svc/` and 19 digits; the digits also name its service
+    /// deployment and service revision.
+    pub id: String,
+    pub task_definition_arn: String,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+    pub rollout_state: RolloutState,
+    pub rollout_state_reason: String,
+    /// Shown in `deployments[]`: PRIMARY, or ACTIVE while its tasks are
+    /// still being replaced. False once it is INACTIVE.
+    pub active: bool,
+    /// When it completed, failed, or was replaced.
+    #[serde(default)]
+    pub finished_at: Option<Timestamp>,
+    /// A newer deployment replaced it before it completed, or a user
+    /// stopped it.
+    #[serde(default)]
+    pub stopped: bool,
+    /// The deployment that rolled this one back, when one did.
+    #[serde(default)]
+    pub rolled_back_by: Option<String>,
+    /// The failed deployment this one rolls back, when it is a rollback.
+    #[serde(default)]
+    pub rollback_of: Option<String>,
+    /// The deployments whose tasks were running when it began.
+    #[serde(default)]
+    pub sources: Vec<String>,
+}
+
+impl Deployment {
+    pub fn new(task_definition_arn: &str, now: Timestamp, id_digits: u64) -> Deployment {
+        Deployment {
+            id: format!("ecs-svc/{:019}", id_digits % 10_000_000_000_000_000_000),
+            task_definition_arn: task_definition_arn.to_string(),
+            created_at: now,
+            updated_at: now,
+            rollout_state: RolloutState::InProgress,
+            rollout_state_reason: "ECS deployment in progress.".into(),
+            active: true,
+            finished_at: None,
+            stopped: false,
+            rolled_back_by: None,
+            rollback_of: None,
+            sources: vec![],
+        }
+    }
+
+    /// The 19 digits of the id.
+    pub fn digits(&self) -> &str {
+        self.id.strip_prefix("ecs-svc/").unwrap_or(&self.id)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServiceEvent {
+    pub id: String,
+    pub created_at: Timestamp,
+    pub message: String,
+}
+
+/// The stored record of a service.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Service {
+    pub name: String,
+    pub cluster: String,
+    pub status: ServiceStatus,
+    pub scheduling: Scheduling,
+    /// REPLICA: what the user asked for. DAEMON: unused (one per instance).
+    pub desired_count: u32,
+    pub launch_type: String,
+    /// The PRIMARY deployment's task definition.
+    pub task_definition_arn: String,
+    pub rolling: Rolling,
+    pub circuit_breaker: Option<CircuitBreaker>,
+    #[serde(default)]
+    pub placement_constraints: Vec<w::PlacementConstraint>,
+    #[serde(default)]
+    pub placement_strategy: Vec<w::PlacementStrategy>,
+    pub health_check_grace_period_seconds: i32,
+    #[serde(default)]
+    pub propagate_tags: String,
+    #[serde(default)]
+    pub enable_ecs_managed_tags: bool,
+    #[serde(default)]
+    pub enable_execute_command: bool,
+    #[serde(default)]
+    pub tags: Vec<w::Tag>,
+    pub created_at: Timestamp,
+    pub created_by: String,
+    #[serde(default)]
+    pub client_token: Option<String>,
+    /// Newest first: the PRIMARY one, then older ones (ACTIVE while they
+    /// have tasks, then kept as history).
+    pub deployments: Vec<Deployment>,
+    /// Newest first.
+    #[serde(default)]
+    pub events: Vec<ServiceEvent>,
+    /// Whether the last reconcile found the service in a steady state, so
+    /// that "reached a steady state" is said once per arrival.
+    #[serde(default)]
+    pub steady: bool,
+    /// When the service was deleted.
+    #[serde(default)]
+    pub deleted_at: Option<Timestamp>,
+    /// When the last "unable to place" event was added, so that a service
+    /// that cannot place says so once a minute, not on every reconcile.
+    #[serde(default)]
+    pub unplaceable_reported_at: Option<Timestamp>,
+    pub version: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CircuitBreaker {
+    pub rollback: bool,
+}
+
+impl Service {
+    pub fn arn(&self, scope: &Scope) -> String {
+        scope.service_arn(&self.cluster, &self.name)
+    }
+
+    /// The group its tasks carry (`service:<name>`).
+    pub fn group(&self) -> String {
+        format!("service:{}", self.name)
+    }
+
+    pub fn primary(&self) -> &Deployment {
+        &self.deployments[0]
+    }
+
+    pub fn deployment(&self, id: &str) -> Option<&Deployment> {
+        self.deployments.iter().find(|d| d.id == id)
+    }
+
+    /// Adds an event in ECS's wording (`(service <name>) ...`).
+    pub fn say(&mut self, now: Timestamp, id: String, what: &str) {
+        self.events.insert(
+            0,
+            ServiceEvent {
+                id,
+                created_at: now,
+                message: format!("(service {}) {what}", self.name),
+            },
+        );
+        self.events.truncate(MAX_EVENTS);
+    }
+
+    /// Makes `task_definition_arn` the PRIMARY deployment: the previous
+    /// one stays ACTIVE until its tasks are gone, and is marked stopped if
+    /// it had not finished.
+    pub fn deploy(&mut self, task_definition_arn: &str, now: Timestamp, id_digits: u64) {
+        let mut d = Deployment::new(task_definition_arn, now, id_digits);
+        d.sources = self
+            .deployments
+            .iter()
+            .filter(|d| d.active)
+            .map(|d| d.id.clone())
+            .collect();
+        if let Some(previous) = self.deployments.first_mut() {
+            if previous.rollout_state == RolloutState::InProgress {
+                previous.stopped = true;
+                previous.finished_at = Some(now);
+                previous.rollout_state_reason =
+                    "A newer deployment replaced this one before it completed.".into();
+            }
+            previous.updated_at = now;
+        }
+        self.task_definition_arn = task_definition_arn.to_string();
+        self.deployments.insert(0, d);
+        self.steady = false;
+        self.trim_history();
+    }
+
+    fn trim_history(&mut self) {
+        let mut kept = 0;
+        self.deployments.retain(|d| {
+            if d.active {
+                return true;
+            }
+            kept += 1;
+            kept <= MAX_DEPLOYMENT_HISTORY
+        });
+    }
+
+    /// The wire view. `counts` come from the service's tasks.
+    pub fn view(&self, scope: &Scope, counts: &Counts, include_tags: bool) -> w::Service {
+        let desired = counts.desired(self);
+        let primary = self.primary();
+        let deployments = self
+            .deployments
+            .iter()
+            .filter(|d| d.active)
+            .map(|d| {
+                let c = counts.of(&d.id);
+                let is_primary = d.id == primary.id;
+                w::Deployment {
+                    id: Some(d.id.clone()),
+                    status: Some(if is_primary { "PRIMARY" } else { "ACTIVE" }.into()),
+                    task_definition: Some(d.task_definition_arn.clone()),
+                    desired_count: Some(if is_primary {
+                        desired as i32
+                    } else {
+                        (c.running + c.pending) as i32
+                    }),
+                    pending_count: Some(c.pending as i32),
+                    running_count: Some(c.running as i32),
+                    failed_tasks: Some(c.failed as i32),
+                    created_at: Some(d.created_at),
+                    updated_at: Some(d.updated_at),
+                    launch_type: Some(self.launch_type.clone()),
+                    rollout_state: Some(d.rollout_state.as_str().into()),
+                    rollout_state_reason: Some(d.rollout_state_reason.clone()),
+                    ..Default::default()
+                }
+            })
+            .collect();
+        let (running, pending) = counts
+            .by_deployment
+            .values()
+            .fold((0, 0), |(r, p), c| (r + c.running, p + c.pending));
+        w::Service {
+            service_arn: Some(self.arn(scope)),
+            service_name: Some(self.name.clone()),
+            cluster_arn: Some(scope.cluster_arn(&self.cluster)),
+            status: Some(self.status.as_str().into()),
+            desired_count: Some(desired as i32),
+            running_count: Some(running as i32),
+            pending_count: Some(pending as i32),
+            launch_type: Some(self.launch_type.clone()),
+            task_definition: Some(self.task_definition_arn.clone()),
+            deployment_configuration: Some(w::DeploymentConfiguration {
+                maximum_percent: Some(self.rolling.maximum_percent as i32),
+                minimum_healthy_percent: Some(self.rolling.minimum_healthy_percent as i32),
+                deployment_circuit_breaker: Some(w::DeploymentCircuitBreaker {
+                    enable: Some(self.circuit_breaker.is_some()),
+                    rollback: Some(self.circuit_breaker.is_some_and(|c| c.rollback)),
+                }),
+                strategy: Some("ROLLING".into()),
+                ..Default::default()
+            }),
+            deployment_controller: Some(w::DeploymentController {
+                r#type: Some("ECS".into()),
+            }),
+            deployments: Some(deployments),
+            events: Some(
+                self.events
+                    .iter()
+                    .map(|e| w::ServiceEvent {
+                        id: Some(e.id.clone()),
+                        created_at: Some(e.created_at),
+                        message: Some(e.message.clone()),
+                    })
+                    .collect(),
+            ),
+            load_balancers: Some(vec![]),
+            service_registries: Some(vec![]),
+            task_sets: Some(vec![]),
+            placement_constraints: Some(self.placement_constraints.clone()),
+            placement_strategy: Some(self.placement_strategy.clone()),
+            scheduling_strategy: Some(self.scheduling.as_str().into()),
+            health_check_grace_period_seconds: Some(self.health_check_grace_period_seconds),
+            propagate_tags: Some(self.propagate_tags.clone()),
+            enable_ecs_managed_tags: Some(self.enable_ecs_managed_tags),
+            enable_execute_command: Some(self.enable_execute_command),
+            created_at: Some(self.created_at),
+            created_by: Some(self.created_by.clone()),
+            current_service_deployment: Some(scope.service_deployment_arn(
+                &self.cluster,
+                &self.name,
+                primary.digits(),
+            )),
+            tags: include_tags.then(|| self.tags.clone()),
+            ..Default::default()
+        }
+    }
+
+    /// The service-deployment view (DescribeServiceDeployments) of one of
+    /// its deployments.
+    pub fn service_deployment(
+        &self,
+        scope: &Scope,
+        d: &Deployment,
+        counts: &Counts,
+    ) -> w::ServiceDeployment {
+        let (status, reason) = self.deployment_status(d);
+        let revision = |id: &str| {
+            let c = counts.of(id);
+            w::ServiceRevisionSummary {
+                arn: Some(scope.service_revision_arn(
+                    &self.cluster,
+                    &self.name,
+                    id.strip_prefix("ecs-svc/").unwrap_or(id),
+                )),
+                requested_task_count: Some(if id == self.primary().id {
+                    counts.desired(self) as i32
+                } else {
+                    0
+                }),
+                running_task_count: Some(c.running as i32),
+                pending_task_count: Some(c.pending as i32),
+                ..Default::default()
+            }
+        };
+        let rollback = d.rolled_back_by.as_ref().and_then(|by| {
+            let r = self.deployment(by)?;
+            Some(w::Rollback {
+                reason: Some(d.rollout_state_reason.clone()),
+                started_at: Some(r.created_at),
+                service_revision_arn: Some(scope.service_revision_arn(
+                    &self.cluster,
+                    &self.name,
+                    r.digits(),
+                )),
+            })
+        });
+        w::ServiceDeployment {
+            service_deployment_arn: Some(scope.service_deployment_arn(
+                &self.cluster,
+                &self.name,
+                d.digits(),
+            )),
+            service_arn: Some(self.arn(scope)),
+            cluster_arn: Some(scope.cluster_arn(&self.cluster)),
+            created_at: Some(d.created_at),
+            started_at: Some(d.created_at),
+            updated_at: Some(d.updated_at),
+            finished_at: d.finished_at,
+            stopped_at: d.stopped.then_some(d.finished_at).flatten(),
+            status: Some(status.into()),
+            status_reason: Some(reason),
+            target_service_revision: Some(revision(&d.id)),
+            source_service_revisions: Some(d.sources.iter().map(|s| revision(s)).collect()),
+            deployment_configuration: Some(w::DeploymentConfiguration {
+                maximum_percent: Some(self.rolling.maximum_percent as i32),
+                minimum_healthy_percent: Some(self.rolling.minimum_healthy_percent as i32),
+                ..Default::default()
+            }),
+            deployment_circuit_breaker: Some(w::ServiceDeploymentCircuitBreaker {
+                status: Some(
+                    match (self.circuit_breaker, d.rollout_state) {
+                        (None, _) => "DISABLED",
+                        (Some(_), RolloutState::Failed) => "TRIGGERED",
+                        (Some(_), _) => "MONITORING",
+                    }
+                    .into(),
+                ),
+                failure_count: Some(counts.of(&d.id).failed as i32),
+                threshold: Some(deployment::failure_threshold(counts.desired(self)) as i32),
+            }),
+            rollback,
+            ..Default::default()
+        }
+    }
+
+    /// The service-deployment status of `d` (PENDING never shows: a
+    /// deployment starts when it is made).
+    pub fn deployment_status(&self, d: &Deployment) -> (&'static str, String) {
+        if let Some(by) = d.rolled_back_by.as_ref().and_then(|id| self.deployment(id)) {
+            let status = match by.rollout_state {
+                RolloutState::InProgress if by.stopped => "ROLLBACK_FAILED",
+                RolloutState::InProgress => "ROLLBACK_IN_PROGRESS",
+                RolloutState::Completed => "ROLLBACK_SUCCESSFUL",
+                RolloutState::Failed => "ROLLBACK_FAILED",
+            };
+            return (status, d.rollout_state_reason.clone());
+        }
+        let status = match d.rollout_state {
+            _ if d.stopped => "STOPPED",
+            RolloutState::InProgress => "IN_PROGRESS",
+            RolloutState::Completed => "SUCCESSFUL",
+            RolloutState::Failed => "STOPPED",
+        };
+        (status, d.rollout_state_reason.clone())
+    }
+}
+
+impl Scheduling {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scheduling::Replica => "REPLICA",
+            Scheduling::Daemon => "DAEMON",
+        }
+    }
+}
+
+/// Task counts of one deployment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DeploymentCounts {
+    pub running: u32,
+    pub pending: u32,
+    /// Tasks that stopped by themselves or failed their health checks.
+    pub failed: u32,
+}
+
+/// A service's task counts by deployment, and (DAEMON) how many instances
+/// should run one.
+#[derive(Debug, Clone, Default)]
+pub struct Counts {
+    pub by_deployment: HashMap<String, DeploymentCounts>,
+    /// DAEMON: the instances that should run a task.
+    pub daemon_instances: u32,
+}
+
+impl Counts {
+    pub fn of(&self, deployment: &str) -> DeploymentCounts {
+        self.by_deployment
+            .get(deployment)
+            .copied()
+            .unwrap_or_default()
+    }
+
+    pub fn desired(&self, s: &Service) -> u32 {
+        match (s.status, s.scheduling) {
+            (ServiceStatus::Active, Scheduling::Replica) => s.desired_count,
+            (ServiceStatus::Active, Scheduling::Daemon) => self.daemon_instances,
+            _ => 0,
+        }
+    }
+
+    /// Counts `members` (the service's tasks, stopped ones included).
+    pub fn from_members<'a>(members: impl IntoIterator<Item = &'a Member<'a>>) -> Counts {
+        let mut c = Counts::default();
+        for m in members {
+            let Some(d) = m.task.started_by.clone() else {
+                continue;
+            };
+            let e = c.by_deployment.entry(d).or_default();
+            let last = Task::last_status(m.report);
+            if last == TaskStatus::Stopped {
+                if m.failed() {
+                    e.failed += 1;
+                }
+            } else if m.task.effective_desired(m.report) == crate::task::DesiredStatus::Running {
+                if last == TaskStatus::Running {
+                    e.running += 1;
+                } else if last.is_pending() {
+                    e.pending += 1;
+                }
+            }
+        }
+        c
+    }
+}
+
+/// One of a service's tasks, as the reconciler sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct Member<'a> {
+    pub task: &'a Task,
+    pub report: Option<&'a TaskReport>,
+    /// Its instance is DRAINING: the task is to be replaced elsewhere.
+    pub on_draining: bool,
+}
+
+impl Member<'_> {
+    fn stopped(&self) -> bool {
+        Task::last_status(self.report) == TaskStatus::Stopped
+    }
+
+    /// Stopped by itself (an essential container exited, it could not
+    /// start) or for failing its health checks: what the circuit breaker
+    /// counts. Stops the server decided for other reasons do not count.
+    pub fn failed(&self) -> bool {
+        match &self.task.stop {
+            Some(s) => s.failure,
+            None => self.stopped(),
+        }
+    }
+
+    fn started_at(&self) -> Option<Timestamp> {
+        self.report.and_then(|r| r.started_at)
+    }
+}
+
+/// How a task of a service stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Health {
+    /// Not RUNNING yet, or RUNNING but not yet proven.
+    Starting,
+    Healthy,
+    /// Failed its health checks after the grace period: to be replaced.
+    Unhealthy,
+}
+
+/// Settings of the reconciler that are not part of a service.
+#[derive(Debug, Clone, Copy)]
+pub struct Tuning {
+    /// A RUNNING task without container health checks counts as healthy
+    /// after this many seconds.
+    pub settle_secs: f64,
+}
+
+/// Whether a running task counts as healthy: with health checks on an
+/// essential container, once the task is HEALTHY (and UNHEALTHY after the
+/// grace period is a failure); without, once it has run for the settle time.
+pub fn health(m: &Member, grace_secs: f64, tuning: Tuning, now: Timestamp) -> Health {
+    if Task::last_status(m.report) != TaskStatus::Running {
+        return Health::Starting;
+    }
+    let since = m.started_at().unwrap_or(now);
+    let checked = m
+        .task
+        .definition
+        .container_definitions
+        .iter()
+        .flatten()
+        .any(|c| c.essential.unwrap_or(true) && c.health_check.is_some());
+    if !checked {
+        return if now - since >= tuning.settle_secs {
+            Health::Healthy
+        } else {
+            Health::Starting
+        };
+    }
+    match m.report.and_then(|r| r.health_status.as_deref()) {
+        Some("HEALTHY") => Health::Healthy,
+        Some("UNHEALTHY") if now - since >= grace_secs => Health::Unhealthy,
+        _ => Health::Starting,
+    }
+}
+
+/// Why the reconciler stops a task.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stop {
+    pub task: String,
+    pub reason: String,
+    /// Counts towards the circuit breaker.
+    pub failure: bool,
+}
+
+/// What one reconcile of a REPLICA service decided.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Plan {
+    /// Tasks of the PRIMARY deployment to place now.
+    pub start: u32,
+    pub stop: Vec<Stop>,
+    /// The record as it should be written, if it changed.
+    pub update: Option<Service>,
+    /// Reconcile again after this many seconds even if nothing changes
+    /// (a task's settle time or grace period ends, throttling lifts).
+    pub recheck_after: Option<f64>,
+}
+
+/// Decides one reconcile of a REPLICA service from its tasks (`members`,
+/// stopped ones included). `new_ids` gives the ids of events and
+/// deployments it adds.
+pub fn plan(
+    svc: &Service,
+    members: &[Member],
+    tuning: Tuning,
+    now: Timestamp,
+    mut new_ids: impl FnMut() -> (String, u64),
+) -> Plan {
+    let mut next = svc.clone();
+    let mut out = Plan::default();
+    let recheck = |secs: f64, out: &mut Plan| {
+        if secs > 0.0 {
+            out.recheck_after = Some(out.recheck_after.map_or(secs, |r: f64| r.min(secs)));
+        }
+    };
+    let counts = Counts::from_members(members);
+    let desired = counts.desired(svc);
+    let primary = svc.primary().id.clone();
+    let grace = f64::from(svc.health_check_grace_period_seconds);
+
+    // Classify what is still meant to run.
+    let mut new_healthy = vec![];
+    let mut new_other = vec![];
+    let mut old_healthy = vec![];
+    let mut old_other = vec![];
+    for m in members {
+        if m.stopped() || m.task.desired_status == crate::task::DesiredStatus::Stopped {
+            continue;
+        }
+        let h = health(m, grace, tuning, now);
+        if h == Health::Starting && Task::last_status(m.report) == TaskStatus::Running {
+            let since = m.started_at().unwrap_or(now);
+            recheck((since + tuning.settle_secs - now).max(0.05), &mut out);
+            if grace > 0.0 {
+                recheck((since + grace - now).max(0.05), &mut out);
+            }
+        }
+        if h == Health::Unhealthy {
+            out.stop.push(Stop {
+                task: m.task.id.clone(),
+                reason: "Task failed container health checks".into(),
+                failure: true,
+            });
+            continue;
+        }
+        let is_new = m.task.started_by.as_deref() == Some(primary.as_str()) && !m.on_draining;
+        match (is_new, h == Health::Healthy) {
+            (true, true) => new_healthy.push(*m),
+            (true, false) => new_other.push(*m),
+            (false, true) => old_healthy.push(*m),
+            (false, false) => old_other.push(*m),
+        }
+    }
+
+    let observed = Observed {
+        new_healthy: new_healthy.len() as u32,
+        new_other: new_other.len() as u32,
+        old_healthy: old_healthy.len() as u32,
+        old_other: old_other.len() as u32,
+    };
+    let step = deployment::step(desired, svc.rolling.bounds(desired), observed);
+    let scaling_reason = "Task stopped by the service scheduler (service scale-in or deployment)";
+    let by_victim_order = |v: &mut Vec<Member>| order_victims(v, members);
+    order_victims(&mut old_other, members);
+    for m in old_other.iter().take(step.stop_old_unhealthy as usize) {
+        out.stop.push(Stop {
+            task: m.task.id.clone(),
+            reason: scaling_reason.into(),
+            failure: false,
+        });
+    }
+    by_victim_order(&mut old_healthy);
+    for m in old_healthy.iter().take(step.stop_old_healthy as usize) {
+        out.stop.push(Stop {
+            task: m.task.id.clone(),
+            reason: if m.on_draining {
+                "Task stopped because its container instance is DRAINING".into()
+            } else {
+                scaling_reason.into()
+            },
+            failure: false,
+        });
+    }
+    // Scale-in within the PRIMARY deployment: the tasks that are not yet
+    // healthy go first, then the healthy ones where the service is densest.
+    let new_total = observed.new_healthy + observed.new_other;
+    if new_total > desired {
+        let mut surplus: Vec<Member> = new_other.clone();
+        by_victim_order(&mut surplus);
+        let mut healthy = new_healthy.clone();
+        by_victim_order(&mut healthy);
+        surplus.extend(healthy);
+        for m in surplus.iter().take((new_total - desired) as usize) {
+            out.stop.push(Stop {
+                task: m.task.id.clone(),
+                reason: scaling_reason.into(),
+                failure: false,
+            });
+        }
+    }
+
+    out.start = step.start;
+    // A service whose tasks keep dying right after they start is started
+    // more slowly, as ECS throttles such services.
+    let recent_short_failures = members
+        .iter()
+        .filter(|m| m.failed())
+        .filter(|m| {
+            let stopped_at = m.report.and_then(|r| r.stopped_at).unwrap_or(0.0);
+            let ran = m
+                .started_at()
+                .map_or(0.0, |s| stopped_at.max(s) - s);
+            now - stopped_at < THROTTLE_WINDOW_SECS && ran < SHORT_LIVED_SECS
+        })
+        .count();
+    if out.start > 0 && recent_short_failures >= THROTTLE_AFTER_FAILURES {
+        let last_start = members
+            .iter()
+            .map(|m| m.task.created_at)
+            .fold(f64::MIN, f64::max);
+        let wait = last_start + THROTTLE_INTERVAL_SECS - now;
+        if wait > 0.0 {
+            out.start = 0;
+            recheck(wait, &mut out);
+        } else {
+            out.start = 1;
+        }
+    }
+
+    // The deployments move on.
+    let p = &mut next.deployments[0];
+    let old_left = observed.old_healthy + observed.old_other;
+    let failed_now = counts.of(&primary).failed;
+    if p.rollout_state == RolloutState::InProgress && svc.status == ServiceStatus::Active {
+        let threshold = deployment::failure_threshold(desired);
+        if svc.circuit_breaker.is_some() && failed_now >= threshold {
+            p.rollout_state = RolloutState::Failed;
+            p.rollout_state_reason = format!(
+                "ECS deployment circuit breaker: tasks failed to start. ({failed_now} tasks failed, threshold {threshold})"
+            );
+            p.finished_at = Some(now);
+            p.updated_at = now;
+            let id = p.id.clone();
+            next.say(
+                now,
+                new_ids().0,
+                &format!("(deployment {id}) deployment failed: tasks failed to start."),
+            );
+            let last_good = svc
+                .deployments
+                .iter()
+                .skip(1)
+                .find(|d| d.rollout_state == RolloutState::Completed)
+                .map(|d| (d.id.clone(), d.task_definition_arn.clone()));
+            if let (true, Some((good_id, good_def))) = (
+                svc.circuit_breaker.is_some_and(|c| c.rollback),
+                last_good,
+            ) {
+                let (_, digits) = new_ids();
+                next.deploy(&good_def, now, digits);
+                let rollback_id = next.deployments[0].id.clone();
+                next.deployments[0].rollback_of = Some(id.clone());
+                next.deployments[0].rollout_state_reason =
+                    format!("ECS deployment circuit breaker: rolling back to deployment {good_id}.");
+                if let Some(f) = next.deployments.iter_mut().find(|d| d.id == id) {
+                    f.rolled_back_by = Some(rollback_id);
+                    // deploy() marks an unfinished predecessor stopped; a
+                    // failed one is not.
+                    f.stopped = false;
+                }
+                next.say(
+                    now,
+                    new_ids().0,
+                    &format!("rolling back to deployment {good_id}."),
+                );
+                // Nothing of the failed deployment is started any more;
+                // the next reconcile starts the rollback's tasks.
+                out.start = 0;
+            }
+        } else if observed.new_healthy >= desired && new_total == desired && old_left == 0 {
+            p.rollout_state = RolloutState::Completed;
+            p.rollout_state_reason = format!("ECS deployment {} completed.", p.id);
+            p.finished_at = Some(now);
+            p.updated_at = now;
+            let id = p.id.clone();
+            next.say(
+                now,
+                new_ids().0,
+                &format!("(deployment {id}) deployment completed."),
+            );
+        }
+    }
+    // Older deployments are INACTIVE once none of their tasks is left.
+    let mut live: HashMap<&str, u32> = HashMap::new();
+    for m in members {
+        if !m.stopped() {
+            if let Some(d) = m.task.started_by.as_deref() {
+                *live.entry(d).or_default() += 1;
+            }
+        }
+    }
+    let primary_now = next.deployments[0].id.clone();
+    for d in next.deployments.iter_mut() {
+        if d.id != primary_now && d.active && live.get(d.id.as_str()).copied().unwrap_or(0) == 0 {
+            d.active = false;
+            d.updated_at = now;
+            if d.finished_at.is_none() {
+                d.finished_at = Some(now);
+            }
+        }
+    }
+
+    let steady = svc.status == ServiceStatus::Active
+        && out.start == 0
+        && out.stop.is_empty()
+        && old_left == 0
+        && observed.new_other == 0
+        && observed.new_healthy == desired
+        && next.deployments[0].id == primary;
+    if steady && !svc.steady {
+        next.say(now, new_ids().0, "has reached a steady state.");
+    }
+    next.steady = steady;
+    if svc.status == ServiceStatus::Draining && members.iter().all(|m| m.stopped()) {
+        next.status = ServiceStatus::Inactive;
+        for d in next.deployments.iter_mut() {
+            d.active = false;
+        }
+    }
+    if next != *svc {
+        next.version += 1;
+        out.update = Some(next);
+    }
+    out
+}
+
+/// Orders tasks to stop on scale-in: where the service is densest first
+/// (its most crowded availability zone, then instance), so what remains
+/// stays spread; older tasks first within one instance.
+fn order_victims(victims: &mut [Member], all: &[Member]) {
+    let mut per_zone: HashMap<&str, usize> = HashMap::new();
+    let mut per_instance: HashMap<&str, usize> = HashMap::new();
+    for m in all.iter().filter(|m| !m.stopped()) {
+        *per_zone
+            .entry(m.task.availability_zone.as_deref().unwrap_or(""))
+            .or_default() += 1;
+        *per_instance
+            .entry(m.task.container_instance.as_str())
+            .or_default() += 1;
+    }
+    victims.sort_by(|a, b| {
+        let key = |m: &Member| {
+            (
+                std::cmp::Reverse(
+                    per_zone
+                        .get(m.task.availability_zone.as_deref().unwrap_or(""))
+                        .copied()
+                        .unwrap_or(0),
+                ),
+                std::cmp::Reverse(
+                    per_instance
+                        .get(m.task.container_instance.as_str())
+                        .copied()
+                        .unwrap_or(0),
+                ),
+            )
+        };
+        key(a)
+            .cmp(&key(b))
+            .then(a.task.created_at.total_cmp(&b.task.created_at))
+    });
+}
+
+/// Checks a service name (1 to 255 letters, digits, hyphens, underscores).
+pub fn validate_name(name: Option<&str>) -> Result<&str, EcsError> {
+    let name = name.unwrap_or_default();
+    if name.is_empty() {
+        return Err(EcsError::invalid("serviceName is required."));
+    }
+    if !crate::valid_name(name) {
+        return Err(EcsError::invalid(
+            "serviceName: up to 255 letters (uppercase and lowercase), numbers, underscores, and hyphens are allowed.",
+        ));
+    }
+    Ok(name)
+}
+
+/// A REPLICA service's desiredCount.
+pub fn validate_desired_count(n: i32) -> Result<u32, EcsError> {
+    if n < 0 {
+        return Err(EcsError::invalid(format!(
+            "desiredCount must be 0 or more, got {n}."
+        )));
+    }
+    Ok(n as u32)
+}
+
+pub fn validate_grace_period(g: i32) -> Result<i32, EcsError> {
+    if g < 0 {
+        return Err(EcsError::invalid(format!(
+            "healthCheckGracePeriodSeconds must be 0 or more, got {g}."
+        )));
+    }
+    Ok(g)
+}
+
+/// Reads `deploymentConfiguration` over `current` (UpdateService keeps
+/// what it leaves out): rolling bounds with ECS's defaults, and the
+/// circuit breaker.
+pub fn deployment_configuration(
+    scheduling: Scheduling,
+    given: Option<&w::DeploymentConfiguration>,
+    current: Option<(Rolling, Option<CircuitBreaker>)>,
+) -> Result<(Rolling, Option<CircuitBreaker>), EcsError> {
+    let (min, max) = match (given, current) {
+        (Some(g), Some((c, _))) => (
+            Some(
+                g.minimum_healthy_percent
+                    .unwrap_or(c.minimum_healthy_percent as i32),
+            ),
+            Some(g.maximum_percent.unwrap_or(c.maximum_percent as i32)),
+        ),
+        (Some(g), None) => (g.minimum_healthy_percent, g.maximum_percent),
+        (None, Some((c, _))) => (
+            Some(c.minimum_healthy_percent as i32),
+            Some(c.maximum_percent as i32),
+        ),
+        (None, None) => (None, None),
+    };
+    let rolling = Rolling::with_defaults(scheduling, min, max)?;
+    if let Some(g) = given {
+        if let Some(s) = g.strategy.as_deref() {
+            crate::one_of(
+                s,
+                &["ROLLING", "BLUE_GREEN", "LINEAR", "CANARY"],
+                "deploymentConfiguration.strategy",
+            )?;
+            if s != "ROLLING" {
+                return Err(EcsError::UnsupportedFeature(format!(
+                    "deploymentConfiguration.strategy {s}: Berth runs ROLLING deployments only."
+                )));
+            }
+        }
+        if g.alarms.as_ref().is_some_and(|a| a.enable == Some(true)) {
+            return Err(EcsError::UnsupportedFeature(
+                "deploymentConfiguration.alarms: Berth has no CloudWatch alarms to watch."
+                    .into(),
+            ));
+        }
+    }
+    let breaker = match given.and_then(|g| g.deployment_circuit_breaker.as_ref()) {
+        Some(cb) => match (cb.enable, cb.rollback) {
+            (Some(true), r) => Some(CircuitBreaker {
+                rollback: r.unwrap_or(false),
+            }),
+            (Some(false), _) => None,
+            (None, _) => {
+                return Err(EcsError::invalid(
+                    "deploymentConfiguration.deploymentCircuitBreaker.enable is required.",
+                ))
+            }
+        },
+        None => current.and_then(|(_, cb)| cb),
+    };
+    Ok((rolling, breaker))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,369 @@
+use super::*;
+use crate::task::{DesiredStatus, Reservation, StopCode, StopRequest};
+
+const TUNING: Tuning = Tuning { settle_secs: 5.0 };
+
+fn service(desired: u32) -> Service {
+    Service {
+        name: "web".into(),
+        cluster: "default".into(),
+        status: ServiceStatus::Active,
+        scheduling: Scheduling::Replica,
+        desired_count: desired,
+        launch_type: "EC2".into(),
+        task_definition_arn: "td:1".into(),
+        rolling: Rolling::with_defaults(Scheduling::Replica, None, None).expect("defaults"),
+        circuit_breaker: None,
+        placement_constraints: vec![],
+        placement_strategy: vec![],
+        health_check_grace_period_seconds: 0,
+        propagate_tags: "NONE".into(),
+        enable_ecs_managed_tags: false,
+        enable_execute_command: false,
+        tags: vec![],
+        created_at: 0.0,
+        created_by: "root".into(),
+        client_token: None,
+        deployments: vec![Deployment::new("td:1", 0.0, 1)],
+        events: vec![],
+        steady: false,
+        deleted_at: None,
+        unplaceable_reported_at: None,
+        version: 1,
+    }
+}
+
+fn task(id: &str, deployment: &str, instance: &str) -> Task {
+    Task {
+        id: id.into(),
+        cluster: "default".into(),
+        task_definition_arn: "td:1".into(),
+        family: "td".into(),
+        definition: w::TaskDefinition::default(),
+        containers: vec![],
+        overrides: None,
+        container_instance: instance.into(),
+        availability_zone: Some(format!("az-{instance}")),
+        launch_type: "EC2".into(),
+        group: "service:web".into(),
+        started_by: Some(deployment.into()),
+        service: Some("web".into()),
+        tags: vec![],
+        created_at: 0.0,
+        desired_status: DesiredStatus::Running,
+        stop: None,
+        reservation: Reservation::default(),
+        enable_execute_command: false,
+        version: 1,
+    }
+}
+
+fn report(status: &str, started_at: f64) -> TaskReport {
+    TaskReport {
+        task_arn: "arn".into(),
+        last_status: status.into(),
+        started_at: Some(started_at),
+        stopped_at: (status == "STOPPED").then_some(started_at + 100.0),
+        ..Default::default()
+    }
+}
+
+fn ids() -> impl FnMut() -> (String, u64) {
+    let mut n = 100;
+    move || {
+        n += 1;
+        (format!("event-{n}"), n)
+    }
+}
+
+fn members<'a>(items: &'a [(Task, Option<TaskReport>)]) -> Vec<Member<'a>> {
+    items
+        .iter()
+        .map(|(t, r)| Member {
+            task: t,
+            report: r.as_ref(),
+            on_draining: false,
+        })
+        .collect()
+}
+
+#[test]
+fn a_new_service_starts_its_desired_count() {
+    let s = service(3);
+    let p = plan(&s, &[], TUNING, 10.0, ids());
+    assert_eq!(p.start, 3);
+    assert!(p.stop.is_empty());
+}
+
+#[test]
+fn a_stopped_task_is_replaced_at_once() {
+    let s = service(2);
+    let d = s.primary().id.clone();
+    let items = vec![
+        (task("a", &d, "i1"), Some(report("RUNNING", 0.0))),
+        (task("b", &d, "i2"), Some(report("STOPPED", 0.0))),
+    ];
+    let p = plan(&s, &members(&items), TUNING, 200.0, ids());
+    assert_eq!(p.start, 1);
+    let counts = Counts::from_members(&members(&items));
+    assert_eq!(counts.of(&d).failed, 1, "a task that stopped by itself failed");
+}
+
+#[test]
+fn steady_state_is_announced_once_and_completes_the_deployment() {
+    let s = service(1);
+    let d = s.primary().id.clone();
+    let items = vec![(task("a", &d, "i1"), Some(report("RUNNING", 0.0)))];
+    // Not yet settled.
+    let p = plan(&s, &members(&items), TUNING, 2.0, ids());
+    assert_eq!((p.start, p.stop.len()), (0, 0));
+    assert_eq!(p.recheck_after, Some(3.0));
+    // Settled: completed and steady.
+    let p = plan(&s, &members(&items), TUNING, 6.0, ids());
+    let next = p.update.expect("changed");
+    assert_eq!(next.primary().rollout_state, RolloutState::Completed);
+    assert!(next.steady);
+    let said: Vec<&str> = next.events.iter().map(|e| e.message.as_str()).collect();
+    assert!(said.contains(&"(service web) has reached a steady state."), "{said:?}");
+    // Again: nothing to say.
+    let p = plan(&next, &members(&items), TUNING, 7.0, ids());
+    assert_eq!(p.update, None);
+}
+
+#[test]
+fn a_rolling_update_starts_new_tasks_then_stops_the_old_ones() {
+    let mut s = service(2);
+    let old = s.primary().id.clone();
+    s.deployments[0].rollout_state = RolloutState::Completed;
+    s.deploy("td:2", 50.0, 7);
+    let new = s.primary().id.clone();
+    assert_eq!(s.deployments[0].sources, vec![old.clone()]);
+    let mut items = vec![
+        (task("a", &old, "i1"), Some(report("RUNNING", 0.0))),
+        (task("b", &old, "i2"), Some(report("RUNNING", 0.0))),
+    ];
+    let p = plan(&s, &members(&items), TUNING, 51.0, ids());
+    assert_eq!((p.start, p.stop.len()), (2, 0), "100/200: all new first");
+    items.push((task("c", &new, "i1"), Some(report("RUNNING", 52.0))));
+    items.push((task("d", &new, "i2"), Some(report("RUNNING", 52.0))));
+    let p = plan(&s, &members(&items), TUNING, 53.0, ids());
+    assert!(p.stop.is_empty(), "the new tasks have not settled yet");
+    let p = plan(&s, &members(&items), TUNING, 58.0, ids());
+    let stopped: Vec<&str> = p.stop.iter().map(|s| s.task.as_str()).collect();
+    assert_eq!(stopped, vec!["a", "b"]);
+    assert!(p.stop.iter().all(|s| !s.failure));
+    // The old ones gone: the deployment completes and the old one goes INACTIVE.
+    items[0].1 = Some(report("STOPPED", 0.0));
+    items[1].1 = Some(report("STOPPED", 0.0));
+    for (t, _) in items.iter_mut().take(2) {
+        t.stop = Some(StopRequest {
+            code: StopCode::ServiceSchedulerInitiated,
+            reason: "scale".into(),
+            at: 58.0,
+            failure: false,
+        });
+    }
+    let p = plan(&s, &members(&items), TUNING, 59.0, ids());
+    let next = p.update.expect("changed");
+    assert_eq!(next.primary().rollout_state, RolloutState::Completed);
+    assert!(!next.deployments[1].active);
+    let counts = Counts::from_members(&members(&items));
+    assert_eq!(counts.of(&old).failed, 0, "scheduler stops are not failures");
+}
+
+#[test]
+fn the_circuit_breaker_fails_the_deployment_and_rolls_back() {
+    let mut s = service(2);
+    s.circuit_breaker = Some(CircuitBreaker { rollback: true });
+    let good = s.primary().id.clone();
+    s.deployments[0].rollout_state = RolloutState::Completed;
+    s.deploy("td:bad", 50.0, 9);
+    let bad = s.primary().id.clone();
+    let mut items = vec![
+        (task("a", &good, "i1"), Some(report("RUNNING", 0.0))),
+        (task("b", &good, "i2"), Some(report("RUNNING", 0.0))),
+    ];
+    for id in ["x", "y", "z"] {
+        items.push((task(id, &bad, "i1"), Some(report("STOPPED", 51.0))));
+    }
+    let p = plan(&s, &members(&items), TUNING, 52.0, ids());
+    assert_eq!(p.start, 0);
+    let next = p.update.expect("changed");
+    assert_eq!(next.task_definition_arn, "td:1", "rolled back");
+    assert_eq!(next.primary().rollback_of.as_deref(), Some(bad.as_str()));
+    let failed = next.deployment(&bad).expect("kept");
+    assert_eq!(failed.rollout_state, RolloutState::Failed);
+    assert_eq!(next.deployment_status(failed).0, "ROLLBACK_IN_PROGRESS");
+    let said: Vec<&str> = next.events.iter().map(|e| e.message.as_str()).collect();
+    assert!(said
+        .iter()
+        .any(|m| m.contains("deployment failed: tasks failed to start")));
+    assert!(said
+        .iter()
+        .any(|m| m.contains(&format!("rolling back to deployment {good}"))));
+    // The rollback deployment's tasks: the old healthy ones are not its
+    // own, so it starts two and, once they settle, the old ones go.
+    let p = plan(&next, &members(&items), TUNING, 53.0, ids());
+    assert_eq!(p.start, 2);
+}
+
+#[test]
+fn without_rollback_a_failed_deployment_stays_primary() {
+    let mut s = service(1);
+    s.circuit_breaker = Some(CircuitBreaker { rollback: false });
+    let d = s.primary().id.clone();
+    let items: Vec<_> = ["x", "y", "z"]
+        .iter()
+        .map(|id| (task(id, &d, "i1"), Some(report("STOPPED", 1.0))))
+        .collect();
+    let next = plan(&s, &members(&items), TUNING, 5.0, ids())
+        .update
+        .expect("changed");
+    assert_eq!(next.primary().rollout_state, RolloutState::Failed);
+    assert_eq!(next.deployment_status(next.primary()).0, "STOPPED");
+}
+
+#[test]
+fn scale_in_stops_where_the_service_is_densest() {
+    let s = service(2);
+    let d = s.primary().id.clone();
+    let items = vec![
+        (task("a", &d, "i1"), Some(report("RUNNING", 0.0))),
+        (task("b", &d, "i1"), Some(report("RUNNING", 0.0))),
+        (task("c", &d, "i2"), Some(report("RUNNING", 0.0))),
+        (task("e", &d, "i2"), Some(report("PENDING", 0.0))),
+    ];
+    let p = plan(&s, &members(&items), TUNING, 100.0, ids());
+    let stopped: Vec<&str> = p.stop.iter().map(|s| s.task.as_str()).collect();
+    assert_eq!(stopped, vec!["e", "a"], "pending first, then the crowded zone");
+}
+
+#[test]
+fn a_task_on_a_draining_instance_is_replaced_before_it_stops() {
+    let s = service(1);
+    let d = s.primary().id.clone();
+    let items = vec![(task("a", &d, "i1"), Some(report("RUNNING", 0.0)))];
+    let mut m = members(&items);
+    m[0].on_draining = true;
+    let p = plan(&s, &m, TUNING, 100.0, ids());
+    assert_eq!((p.start, p.stop.len()), (1, 0));
+}
+
+#[test]
+fn unhealthy_tasks_are_replaced_after_the_grace_period() {
+    let mut s = service(1);
+    s.health_check_grace_period_seconds = 30;
+    let d = s.primary().id.clone();
+    let mut t = task("a", &d, "i1");
+    t.definition.container_definitions = Some(vec![w::ContainerDefinition {
+        name: Some("app".into()),
+        health_check: Some(w::HealthCheck::default()),
+        ..Default::default()
+    }]);
+    let mut r = report("RUNNING", 0.0);
+    r.health_status = Some("UNHEALTHY".into());
+    let items = vec![(t, Some(r))];
+    let p = plan(&s, &members(&items), TUNING, 10.0, ids());
+    assert!(p.stop.is_empty(), "within the grace period");
+    let p = plan(&s, &members(&items), TUNING, 31.0, ids());
+    assert_eq!(p.stop.len(), 1);
+    assert!(p.stop[0].failure);
+    assert_eq!(p.start, 1);
+}
+
+#[test]
+fn a_deleted_service_stops_everything_then_goes_inactive() {
+    let mut s = service(2);
+    s.status = ServiceStatus::Draining;
+    let d = s.primary().id.clone();
+    let mut items = vec![(task("a", &d, "i1"), Some(report("RUNNING", 0.0)))];
+    let p = plan(&s, &members(&items), TUNING, 100.0, ids());
+    assert_eq!((p.start, p.stop.len()), (0, 1));
+    items[0].1 = Some(report("STOPPED", 0.0));
+    let next = plan(&s, &members(&items), TUNING, 101.0, ids())
+        .update
+        .expect("changed");
+    assert_eq!(next.status, ServiceStatus::Inactive);
+}
+
+#[test]
+fn tasks_that_keep_dying_are_started_more_slowly() {
+    let s = service(1);
+    let d = s.primary().id.clone();
+    let mut items: Vec<_> = ["x", "y", "z"]
+        .iter()
+        .map(|id| {
+            let mut r = report("STOPPED", 10.0);
+            r.stopped_at = Some(11.0);
+            (task(id, &d, "i1"), Some(r))
+        })
+        .collect();
+    for (t, _) in items.iter_mut() {
+        t.created_at = 9.0;
+    }
+    let p = plan(&s, &members(&items), TUNING, 12.0, ids());
+    assert_eq!(p.start, 0);
+    assert_eq!(p.recheck_after, Some(2.0));
+    let p = plan(&s, &members(&items), TUNING, 14.5, ids());
+    assert_eq!(p.start, 1);
+}
+
+#[test]
+fn deployment_configuration_keeps_what_an_update_leaves_out() {
+    let (r, cb) = deployment_configuration(
+        Scheduling::Replica,
+        Some(&w::DeploymentConfiguration {
+            minimum_healthy_percent: Some(50),
+            deployment_circuit_breaker: Some(w::DeploymentCircuitBreaker {
+                enable: Some(true),
+                rollback: Some(true),
+            }),
+            ..Default::default()
+        }),
+        None,
+    )
+    .expect("valid");
+    assert_eq!((r.minimum_healthy_percent, r.maximum_percent), (50, 200));
+    let (r2, cb2) = deployment_configuration(
+        Scheduling::Replica,
+        Some(&w::DeploymentConfiguration {
+            maximum_percent: Some(150),
+            ..Default::default()
+        }),
+        Some((r, cb)),
+    )
+    .expect("valid");
+    assert_eq!((r2.minimum_healthy_percent, r2.maximum_percent), (50, 150));
+    assert_eq!(cb2, Some(CircuitBreaker { rollback: true }));
+    let err = deployment_configuration(
+        Scheduling::Replica,
+        Some(&w::DeploymentConfiguration {
+            maximum_percent: Some(90),
+            minimum_healthy_percent: Some(100),
+            ..Default::default()
+        }),
+        None,
+    )
+    .expect_err("max below min");
+    assert!(err.to_string().contains("maximumPercent"));
+}
+
+#[test]
+fn service_references_parse() {
+    let scope = Scope::new("000000000000", "us-east-1");
+    assert_eq!(
+        crate::arn::service_name(&scope, "c", "web").as_deref(),
+        Some("web")
+    );
+    let arn = scope.service_arn("c", "web");
+    assert_eq!(
+        crate::arn::service_name(&scope, "c", &arn).as_deref(),
+        Some("web")
+    );
+    assert_eq!(crate::arn::service_name(&scope, "other", &arn), None);
+    let d = scope.service_deployment_arn("c", "web", "0000000000000000007");
+    assert_eq!(
+        crate::arn::service_deployment_parts(&scope, "service-deployment", &d),
+        Some(("c".into(), "web".into(), "0000000000000000007".into()))
+    );
+}
