@@ -33,6 +33,9 @@ impl ApiError {
                     | EcsError::ClusterContainsServices
                     | EcsError::ClusterContainsTasks
                     | EcsError::ClusterContainsContainerInstances
+                    | EcsError::ServiceNotFound
+                    | EcsError::ServiceNotActive
+                    | EcsError::ServiceDeploymentNotFound(_)
                     | EcsError::Client(_)
                     | EcsError::InvalidParameter(_)
                     | EcsError::ResourceNotFound(_)

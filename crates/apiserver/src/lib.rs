@@ -12,7 +12,8 @@
 //! caches that can be rebuilt; everything durable is in the store.
 
 mod context;
-mod ecs;
+pub mod controller;
+pub(crate) mod ecs;
 mod error;
 mod front;
 mod gateway;

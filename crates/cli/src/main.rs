@@ -167,6 +167,14 @@ struct ServerArgs {
     /// disconnected (agentConnected false).
     #[arg(long, env = "BERTH_AGENT_TIMEOUT", default_value_t = 10.0, value_parser = parse_timeout)]
     agent_timeout: f64,
+    /// Seconds a service task without container health checks must run
+    /// before it counts as healthy in a deployment (ECS uses about 40).
+    #[arg(long, env = "BERTH_SERVICE_SETTLE", default_value_t = 5.0, value_parser = parse_timeout)]
+    service_settle: f64,
+    /// Seconds an instance's agent may stay disconnected before its tasks
+    /// are marked STOPPED and their services replace them elsewhere.
+    #[arg(long, env = "BERTH_HOST_LOSS_GRACE", default_value_t = 5.0, value_parser = parse_timeout)]
+    host_loss_grace: f64,
     /// Threads serving HTTP connections (default: one per CPU).
     #[arg(long, env = "BERTH_HTTP_THREADS", value_parser = clap::value_parser!(u16).range(1..=1024))]
     http_threads: Option<u16>,
@@ -298,7 +306,8 @@ async fn serve(args: ServerArgs, up: Option<HostArgs>) -> anyhow::Result<()> {
         fargate_max_stop_timeout: args.fargate_max_stop_timeout,
         agent_timeout: Duration::from_secs_f64(args.agent_timeout),
     };
-    let app = berth_apiserver::router(AppState::new(store.clone(), config));
+    let state = AppState::new(store.clone(), config);
+    let app = berth_apiserver::router(state.clone());
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
@@ -348,6 +357,15 @@ async fn serve(args: ServerArgs, up: Option<HostArgs>) -> anyhow::Result<()> {
             args.region
         );
     }
+    let controller = tokio::spawn(berth_apiserver::controller::run(
+        state,
+        berth_apiserver::controller::ControllerConfig {
+            settle: Duration::from_secs_f64(args.service_settle),
+            host_loss_grace: Duration::from_secs_f64(args.host_loss_grace),
+            ..Default::default()
+        },
+        shutdown.clone(),
+    ));
     let compactor = tokio::spawn(compact_history(
         store.clone(),
         args.history_revisions,
@@ -366,6 +384,7 @@ async fn serve(args: ServerArgs, up: Option<HostArgs>) -> anyhow::Result<()> {
     berth_apiserver::serve(listener, app, threads, stop).await?;
     shutdown.cancel();
     compactor.await.ok();
+    controller.await.ok();
     if let Some(a) = local_agent {
         a.await.ok();
     }

@@ -47,10 +47,16 @@ impl Scope {
         format!("{}service/{cluster}/{name}", self.prefix())
     }
     pub fn service_deployment_arn(&self, cluster: &str, service: &str, digits: &str) -> String {
-        format!("{}service-deployment/{cluster}/{service}/{digits}", self.prefix())
+        format!(
+            "{}service-deployment/{cluster}/{service}/{digits}",
+            self.prefix()
+        )
     }
     pub fn service_revision_arn(&self, cluster: &str, service: &str, digits: &str) -> String {
-        format!("{}service-revision/{cluster}/{service}/{digits}", self.prefix())
+        format!(
+            "{}service-revision/{cluster}/{service}/{digits}",
+            self.prefix()
+        )
     }
     /// The account root, the principal of unsigned requests.
     pub fn root_principal(&self) -> String {

@@ -15,6 +15,13 @@ pub enum EcsError {
     ClusterContainsTasks,
     #[error("The Cluster cannot be deleted while Container Instances are active or draining.")]
     ClusterContainsContainerInstances,
+    #[error("Service not found.")]
+    ServiceNotFound,
+    #[error("Service was not ACTIVE.")]
+    ServiceNotActive,
+    /// `ServiceDeploymentNotFoundException`.
+    #[error("{0}")]
+    ServiceDeploymentNotFound(String),
     /// `ClientException`: the request is wrong in a way ECS reports generically.
     #[error("{0}")]
     Client(String),
@@ -62,6 +69,9 @@ impl EcsError {
             EcsError::ClusterContainsContainerInstances => {
                 "ClusterContainsContainerInstancesException"
             }
+            EcsError::ServiceNotFound => "ServiceNotFoundException",
+            EcsError::ServiceNotActive => "ServiceNotActiveException",
+            EcsError::ServiceDeploymentNotFound(_) => "ServiceDeploymentNotFoundException",
             EcsError::InvalidParameter(_) => "InvalidParameterException",
             EcsError::ResourceNotFound(_) => "ResourceNotFoundException",
             EcsError::LimitExceeded(_) => "LimitExceededException",
@@ -86,6 +96,9 @@ mod tests {
             EcsError::ClusterContainsServices,
             EcsError::ClusterContainsTasks,
             EcsError::ClusterContainsContainerInstances,
+            EcsError::ServiceNotFound,
+            EcsError::ServiceNotActive,
+            EcsError::ServiceDeploymentNotFound("x".into()),
             EcsError::client("x"),
             EcsError::invalid("x"),
             EcsError::ResourceNotFound("x".into()),

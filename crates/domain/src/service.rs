@@ -100,13 +100,14 @@ pub struct Deployment {
 
 impl Deployment {
     pub fn new(task_definition_arn: &str, now: Timestamp, id_digits: u64) -> Deployment {
+        let id = format!("ecs-svc/{:019}", id_digits % 10_000_000_000_000_000_000);
         Deployment {
-            id: format!("ecs-svc/{:019}", id_digits % 10_000_000_000_000_000_000),
+            rollout_state_reason: format!("ECS deployment {id} in progress."),
+            id,
             task_definition_arn: task_definition_arn.to_string(),
             created_at: now,
             updated_at: now,
             rollout_state: RolloutState::InProgress,
-            rollout_state_reason: "ECS deployment in progress.".into(),
             active: true,
             finished_at: None,
             stopped: false,
@@ -173,6 +174,10 @@ pub struct Service {
     /// When the service was deleted.
     #[serde(default)]
     pub deleted_at: Option<Timestamp>,
+    /// DAEMON: how many instances should run one of its tasks, as the
+    /// controller last counted them.
+    #[serde(default)]
+    pub daemon_desired: u32,
     /// When the last "unable to place" event was added, so that a service
     /// that cannot place says so once a minute, not on every reconcile.
     #[serde(default)]
@@ -240,6 +245,85 @@ impl Service {
         self.deployments.insert(0, d);
         self.steady = false;
         self.trim_history();
+    }
+
+    /// The latest deployment before the PRIMARY one that completed: its
+    /// id and task definition.
+    pub fn last_completed(&self) -> Option<(String, String)> {
+        self.deployments
+            .iter()
+            .skip(1)
+            .find(|d| d.rollout_state == RolloutState::Completed)
+            .map(|d| (d.id.clone(), d.task_definition_arn.clone()))
+    }
+
+    /// Rolls `failed` back: the last completed deployment's task definition
+    /// becomes PRIMARY again, as a new deployment that records what it
+    /// rolls back. Returns the completed deployment's id, or None when
+    /// there is none to go back to.
+    pub fn roll_back(
+        &mut self,
+        failed: &str,
+        now: Timestamp,
+        id_digits: u64,
+        reason: impl FnOnce(&str) -> String,
+    ) -> Option<String> {
+        let (good_id, good_def) = self.last_completed()?;
+        self.deploy(&good_def, now, id_digits);
+        let rollback = self.deployments[0].id.clone();
+        self.deployments[0].rollback_of = Some(failed.to_string());
+        self.deployments[0].rollout_state_reason = reason(&good_id);
+        if let Some(f) = self.deployments.iter_mut().find(|d| d.id == failed) {
+            // Reported by its rollback's outcome from now on.
+            f.rolled_back_by = Some(rollback);
+            f.rollout_state = RolloutState::Failed;
+            f.finished_at.get_or_insert(now);
+        }
+        Some(good_id)
+    }
+
+    /// The PRIMARY deployment has all its tasks healthy and nothing else runs.
+    pub fn complete_primary(&mut self, now: Timestamp, event_id: String) {
+        let p = &mut self.deployments[0];
+        p.rollout_state = RolloutState::Completed;
+        p.rollout_state_reason = format!("ECS deployment {} completed.", p.id);
+        p.finished_at = Some(now);
+        p.updated_at = now;
+        let id = p.id.clone();
+        self.say(
+            now,
+            event_id,
+            &format!("(deployment {id}) deployment completed."),
+        );
+    }
+
+    /// After a reconcile: older deployments without tasks become INACTIVE,
+    /// arriving at a steady state is announced once, and a deleted service
+    /// without tasks becomes INACTIVE.
+    fn settle(&mut self, members: &[Member], steady: bool, now: Timestamp, event_id: String) {
+        let live: std::collections::HashSet<&str> = members
+            .iter()
+            .filter(|m| !m.stopped())
+            .filter_map(|m| m.task.started_by.as_deref())
+            .collect();
+        let primary = self.primary().id.clone();
+        for d in self.deployments.iter_mut() {
+            if d.id != primary && d.active && !live.contains(d.id.as_str()) {
+                d.active = false;
+                d.updated_at = now;
+                d.finished_at.get_or_insert(now);
+            }
+        }
+        if steady && !self.steady {
+            self.say(now, event_id, "has reached a steady state.");
+        }
+        self.steady = steady;
+        if self.status == ServiceStatus::Draining && live.is_empty() {
+            self.status = ServiceStatus::Inactive;
+            for d in self.deployments.iter_mut() {
+                d.active = false;
+            }
+        }
     }
 
     fn trim_history(&mut self) {
@@ -463,13 +547,10 @@ pub struct DeploymentCounts {
     pub failed: u32,
 }
 
-/// A service's task counts by deployment, and (DAEMON) how many instances
-/// should run one.
+/// A service's task counts by deployment.
 #[derive(Debug, Clone, Default)]
 pub struct Counts {
     pub by_deployment: HashMap<String, DeploymentCounts>,
-    /// DAEMON: the instances that should run a task.
-    pub daemon_instances: u32,
 }
 
 impl Counts {
@@ -483,22 +564,30 @@ impl Counts {
     pub fn desired(&self, s: &Service) -> u32 {
         match (s.status, s.scheduling) {
             (ServiceStatus::Active, Scheduling::Replica) => s.desired_count,
-            (ServiceStatus::Active, Scheduling::Daemon) => self.daemon_instances,
+            (ServiceStatus::Active, Scheduling::Daemon) => s.daemon_desired,
             _ => 0,
         }
     }
 
-    /// Counts `members` (the service's tasks, stopped ones included).
-    pub fn from_members<'a>(members: impl IntoIterator<Item = &'a Member<'a>>) -> Counts {
+    /// Counts `members` (the service's tasks, stopped ones included). A
+    /// failure counts against a deployment only while it is in progress:
+    /// a task that dies after its deployment completed is replaced, not
+    /// held against the deployment.
+    pub fn from_members<'a>(
+        svc: &Service,
+        members: impl IntoIterator<Item = &'a Member<'a>>,
+    ) -> Counts {
         let mut c = Counts::default();
         for m in members {
             let Some(d) = m.task.started_by.clone() else {
                 continue;
             };
+            let finished = svc.deployment(&d).and_then(|d| d.finished_at);
             let e = c.by_deployment.entry(d).or_default();
             let last = Task::last_status(m.report);
             if last == TaskStatus::Stopped {
-                if m.failed() {
+                let when = m.report.and_then(|r| r.stopped_at).unwrap_or(0.0);
+                if m.failed() && finished.is_none_or(|f| when <= f) {
                     e.failed += 1;
                 }
             } else if m.task.effective_desired(m.report) == crate::task::DesiredStatus::Running {
@@ -628,7 +717,7 @@ pub fn plan(
             out.recheck_after = Some(out.recheck_after.map_or(secs, |r: f64| r.min(secs)));
         }
     };
-    let counts = Counts::from_members(members);
+    let counts = Counts::from_members(svc, members);
     let desired = counts.desired(svc);
     let primary = svc.primary().id.clone();
     let grace = f64::from(svc.health_check_grace_period_seconds);
@@ -675,17 +764,15 @@ pub fn plan(
     };
     let step = deployment::step(desired, svc.rolling.bounds(desired), observed);
     let scaling_reason = "Task stopped by the service scheduler (service scale-in or deployment)";
-    let by_victim_order = |v: &mut Vec<Member>| order_victims(v, members);
-    order_victims(&mut old_other, members);
-    for m in old_other.iter().take(step.stop_old_unhealthy as usize) {
+    let mut victims = Victims::new(members);
+    for m in victims.pick(&old_other, step.stop_old_unhealthy as usize) {
         out.stop.push(Stop {
             task: m.task.id.clone(),
             reason: scaling_reason.into(),
             failure: false,
         });
     }
-    by_victim_order(&mut old_healthy);
-    for m in old_healthy.iter().take(step.stop_old_healthy as usize) {
+    for m in victims.pick(&old_healthy, step.stop_old_healthy as usize) {
         out.stop.push(Stop {
             task: m.task.id.clone(),
             reason: if m.on_draining {
@@ -700,12 +787,11 @@ pub fn plan(
     // healthy go first, then the healthy ones where the service is densest.
     let new_total = observed.new_healthy + observed.new_other;
     if new_total > desired {
-        let mut surplus: Vec<Member> = new_other.clone();
-        by_victim_order(&mut surplus);
-        let mut healthy = new_healthy.clone();
-        by_victim_order(&mut healthy);
-        surplus.extend(healthy);
-        for m in surplus.iter().take((new_total - desired) as usize) {
+        let surplus = (new_total - desired) as usize;
+        let mut chosen = victims.pick(&new_other, surplus);
+        let rest = surplus - chosen.len();
+        chosen.extend(victims.pick(&new_healthy, rest));
+        for m in chosen {
             out.stop.push(Stop {
                 task: m.task.id.clone(),
                 reason: scaling_reason.into(),
@@ -722,9 +808,7 @@ pub fn plan(
         .filter(|m| m.failed())
         .filter(|m| {
             let stopped_at = m.report.and_then(|r| r.stopped_at).unwrap_or(0.0);
-            let ran = m
-                .started_at()
-                .map_or(0.0, |s| stopped_at.max(s) - s);
+            let ran = m.started_at().map_or(0.0, |s| stopped_at.max(s) - s);
             now - stopped_at < THROTTLE_WINDOW_SECS && ran < SHORT_LIVED_SECS
         })
         .count();
@@ -743,105 +827,53 @@ pub fn plan(
     }
 
     // The deployments move on.
-    let p = &mut next.deployments[0];
     let old_left = observed.old_healthy + observed.old_other;
     let failed_now = counts.of(&primary).failed;
-    if p.rollout_state == RolloutState::InProgress && svc.status == ServiceStatus::Active {
+    if next.primary().rollout_state == RolloutState::InProgress
+        && svc.status == ServiceStatus::Active
+    {
         let threshold = deployment::failure_threshold(desired);
         if svc.circuit_breaker.is_some() && failed_now >= threshold {
+            let p = &mut next.deployments[0];
             p.rollout_state = RolloutState::Failed;
             p.rollout_state_reason = format!(
                 "ECS deployment circuit breaker: tasks failed to start. ({failed_now} tasks failed, threshold {threshold})"
             );
             p.finished_at = Some(now);
             p.updated_at = now;
-            let id = p.id.clone();
             next.say(
                 now,
                 new_ids().0,
-                &format!("(deployment {id}) deployment failed: tasks failed to start."),
+                &format!("(deployment {primary}) deployment failed: tasks failed to start."),
             );
-            let last_good = svc
-                .deployments
-                .iter()
-                .skip(1)
-                .find(|d| d.rollout_state == RolloutState::Completed)
-                .map(|d| (d.id.clone(), d.task_definition_arn.clone()));
-            if let (true, Some((good_id, good_def))) = (
-                svc.circuit_breaker.is_some_and(|c| c.rollback),
-                last_good,
-            ) {
-                let (_, digits) = new_ids();
-                next.deploy(&good_def, now, digits);
-                let rollback_id = next.deployments[0].id.clone();
-                next.deployments[0].rollback_of = Some(id.clone());
-                next.deployments[0].rollout_state_reason =
-                    format!("ECS deployment circuit breaker: rolling back to deployment {good_id}.");
-                if let Some(f) = next.deployments.iter_mut().find(|d| d.id == id) {
-                    f.rolled_back_by = Some(rollback_id);
-                    // deploy() marks an unfinished predecessor stopped; a
-                    // failed one is not.
-                    f.stopped = false;
+            if svc.circuit_breaker.is_some_and(|c| c.rollback) {
+                let digits = new_ids().1;
+                let rolled = next.roll_back(&primary, now, digits, |good| {
+                    format!("ECS deployment circuit breaker: rolling back to deployment {good}.")
+                });
+                if let Some(good) = rolled {
+                    next.say(
+                        now,
+                        new_ids().0,
+                        &format!("rolling back to deployment {good}."),
+                    );
+                    // Nothing of the failed deployment is started any more;
+                    // the next reconcile starts the rollback's tasks.
+                    out.start = 0;
                 }
-                next.say(
-                    now,
-                    new_ids().0,
-                    &format!("rolling back to deployment {good_id}."),
-                );
-                // Nothing of the failed deployment is started any more;
-                // the next reconcile starts the rollback's tasks.
-                out.start = 0;
             }
         } else if observed.new_healthy >= desired && new_total == desired && old_left == 0 {
-            p.rollout_state = RolloutState::Completed;
-            p.rollout_state_reason = format!("ECS deployment {} completed.", p.id);
-            p.finished_at = Some(now);
-            p.updated_at = now;
-            let id = p.id.clone();
-            next.say(
-                now,
-                new_ids().0,
-                &format!("(deployment {id}) deployment completed."),
-            );
+            next.complete_primary(now, new_ids().0);
         }
     }
-    // Older deployments are INACTIVE once none of their tasks is left.
-    let mut live: HashMap<&str, u32> = HashMap::new();
-    for m in members {
-        if !m.stopped() {
-            if let Some(d) = m.task.started_by.as_deref() {
-                *live.entry(d).or_default() += 1;
-            }
-        }
-    }
-    let primary_now = next.deployments[0].id.clone();
-    for d in next.deployments.iter_mut() {
-        if d.id != primary_now && d.active && live.get(d.id.as_str()).copied().unwrap_or(0) == 0 {
-            d.active = false;
-            d.updated_at = now;
-            if d.finished_at.is_none() {
-                d.finished_at = Some(now);
-            }
-        }
-    }
-
     let steady = svc.status == ServiceStatus::Active
         && out.start == 0
         && out.stop.is_empty()
         && old_left == 0
         && observed.new_other == 0
         && observed.new_healthy == desired
-        && next.deployments[0].id == primary;
-    if steady && !svc.steady {
-        next.say(now, new_ids().0, "has reached a steady state.");
-    }
-    next.steady = steady;
-    if svc.status == ServiceStatus::Draining && members.iter().all(|m| m.stopped()) {
-        next.status = ServiceStatus::Inactive;
-        for d in next.deployments.iter_mut() {
-            d.active = false;
-        }
-    }
+        && next.primary().id == primary;
+    next.settle(members, steady, now, new_ids().0);
     if next != *svc {
         next.version += 1;
         out.update = Some(next);
@@ -849,41 +881,164 @@ pub fn plan(
     out
 }
 
-/// Orders tasks to stop on scale-in: where the service is densest first
-/// (its most crowded availability zone, then instance), so what remains
-/// stays spread; older tasks first within one instance.
-fn order_victims(victims: &mut [Member], all: &[Member]) {
-    let mut per_zone: HashMap<&str, usize> = HashMap::new();
-    let mut per_instance: HashMap<&str, usize> = HashMap::new();
-    for m in all.iter().filter(|m| !m.stopped()) {
-        *per_zone
-            .entry(m.task.availability_zone.as_deref().unwrap_or(""))
-            .or_default() += 1;
-        *per_instance
-            .entry(m.task.container_instance.as_str())
-            .or_default() += 1;
+/// What one reconcile of a DAEMON service decided.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DaemonPlan {
+    pub stop: Vec<Stop>,
+    /// Instances to place one task of the PRIMARY deployment on.
+    pub start_on: Vec<String>,
+    pub update: Option<Service>,
+    pub recheck_after: Option<f64>,
+}
+
+/// Decides one reconcile of a DAEMON service: one task of the PRIMARY
+/// deployment on every instance in `eligible` (ACTIVE and satisfying the
+/// service's constraints). A task of an older deployment, a second task on
+/// one instance, or a task on an instance that no longer qualifies is
+/// stopped first (DAEMON's minimumHealthyPercent is 0); the instance gets
+/// its new task once nothing of the service runs there any more, since the
+/// old task holds its ports and memory until it is gone.
+pub fn plan_daemon(
+    svc: &Service,
+    members: &[Member],
+    eligible: &std::collections::BTreeSet<String>,
+    tuning: Tuning,
+    now: Timestamp,
+    mut new_ids: impl FnMut() -> (String, u64),
+) -> DaemonPlan {
+    let mut out = DaemonPlan::default();
+    let mut next = svc.clone();
+    let primary = svc.primary().id.clone();
+    let grace = f64::from(svc.health_check_grace_period_seconds);
+    let live: Vec<&Member> = members
+        .iter()
+        .filter(|m| !m.stopped() && m.task.desired_status == crate::task::DesiredStatus::Running)
+        .collect();
+    let active = svc.status == ServiceStatus::Active;
+    let mut covered = std::collections::HashSet::new();
+    for m in &live {
+        let inst = m.task.container_instance.as_str();
+        let current = m.task.started_by.as_deref() == Some(primary.as_str());
+        let reason = if !active || !eligible.contains(inst) {
+            if m.on_draining {
+                "Task stopped because its container instance is DRAINING"
+            } else {
+                "Task stopped by the service scheduler (the instance no longer runs this daemon)"
+            }
+        } else if !current || !covered.insert(inst) {
+            "Task stopped by the service scheduler (deployment)"
+        } else {
+            continue;
+        };
+        out.stop.push(Stop {
+            task: m.task.id.clone(),
+            reason: reason.into(),
+            failure: false,
+        });
     }
-    victims.sort_by(|a, b| {
-        let key = |m: &Member| {
-            (
-                std::cmp::Reverse(
-                    per_zone
-                        .get(m.task.availability_zone.as_deref().unwrap_or(""))
-                        .copied()
-                        .unwrap_or(0),
-                ),
-                std::cmp::Reverse(
-                    per_instance
+    let occupied: std::collections::HashSet<&str> = live
+        .iter()
+        .map(|m| m.task.container_instance.as_str())
+        .collect();
+    if active {
+        out.start_on = eligible
+            .iter()
+            .filter(|id| !occupied.contains(id.as_str()))
+            .cloned()
+            .collect();
+        next.daemon_desired = eligible.len() as u32;
+    }
+    let mut settled = out.stop.is_empty() && out.start_on.is_empty();
+    for inst in eligible {
+        let healthy = live.iter().any(|m| {
+            m.task.container_instance == *inst
+                && m.task.started_by.as_deref() == Some(primary.as_str())
+                && health(m, grace, tuning, now) == Health::Healthy
+        });
+        settled &= healthy;
+    }
+    for m in &live {
+        if health(m, grace, tuning, now) == Health::Starting
+            && Task::last_status(m.report) == TaskStatus::Running
+        {
+            let since = m.started_at().unwrap_or(now);
+            let wait = (since + tuning.settle_secs - now).max(0.05);
+            out.recheck_after = Some(out.recheck_after.map_or(wait, |r: f64| r.min(wait)));
+        }
+    }
+    if active && settled && next.primary().rollout_state == RolloutState::InProgress {
+        next.complete_primary(now, new_ids().0);
+    }
+    next.settle(members, active && settled, now, new_ids().0);
+    if next != *svc {
+        next.version += 1;
+        out.update = Some(next);
+    }
+    out
+}
+
+/// Chooses tasks to stop on scale-in: one at a time, where the service is
+/// densest at that moment (its most crowded availability zone, then
+/// instance), so what remains stays spread; older tasks first on a tie.
+struct Victims<'a> {
+    per_zone: HashMap<&'a str, usize>,
+    per_instance: HashMap<&'a str, usize>,
+}
+
+impl<'a> Victims<'a> {
+    fn new(all: &[Member<'a>]) -> Self {
+        let mut v = Victims {
+            per_zone: HashMap::new(),
+            per_instance: HashMap::new(),
+        };
+        for m in all.iter().filter(|m| !m.stopped()) {
+            *v.per_zone.entry(zone(m)).or_default() += 1;
+            *v.per_instance
+                .entry(m.task.container_instance.as_str())
+                .or_default() += 1;
+        }
+        v
+    }
+
+    /// Takes `n` of `candidates`, best victim first.
+    fn pick(&mut self, candidates: &[Member<'a>], n: usize) -> Vec<Member<'a>> {
+        let mut left: Vec<Member<'a>> = candidates.to_vec();
+        let mut out = vec![];
+        while out.len() < n && !left.is_empty() {
+            let key = |m: &Member<'a>| {
+                (
+                    self.per_zone.get(zone(m)).copied().unwrap_or(0),
+                    self.per_instance
                         .get(m.task.container_instance.as_str())
                         .copied()
                         .unwrap_or(0),
-                ),
-            )
-        };
-        key(a)
-            .cmp(&key(b))
-            .then(a.task.created_at.total_cmp(&b.task.created_at))
-    });
+                )
+            };
+            let mut best = 0;
+            for (i, m) in left.iter().enumerate() {
+                let (k, b) = (key(m), key(&left[best]));
+                if k > b || (k == b && m.task.created_at < left[best].task.created_at) {
+                    best = i;
+                }
+            }
+            let m = left.remove(best);
+            if let Some(z) = self.per_zone.get_mut(zone(&m)) {
+                *z = z.saturating_sub(1);
+            }
+            if let Some(c) = self
+                .per_instance
+                .get_mut(m.task.container_instance.as_str())
+            {
+                *c = c.saturating_sub(1);
+            }
+            out.push(m);
+        }
+        out
+    }
+}
+
+fn zone<'a>(m: &Member<'a>) -> &'a str {
+    m.task.availability_zone.as_deref().unwrap_or("")
 }
 
 /// Checks a service name (1 to 255 letters, digits, hyphens, underscores).
@@ -958,8 +1113,7 @@ pub fn deployment_configuration(
         }
         if g.alarms.as_ref().is_some_and(|a| a.enable == Some(true)) {
             return Err(EcsError::UnsupportedFeature(
-                "deploymentConfiguration.alarms: Berth has no CloudWatch alarms to watch."
-                    .into(),
+                "deploymentConfiguration.alarms: Berth has no CloudWatch alarms to watch.".into(),
             ));
         }
     }

@@ -25,6 +25,9 @@ pub trait Keys {
     fn account_setting(&self, principal: &str, name: &str) -> String;
     fn tasks_of(&self, cluster: &str) -> String;
     fn services_of(&self, cluster: &str) -> String;
+    fn service(&self, cluster: &str, name: &str) -> String;
+    fn inactive_services_of(&self, cluster: &str) -> String;
+    fn inactive_service(&self, cluster: &str, name: &str) -> String;
     fn instances_of(&self, cluster: &str) -> String;
     fn instance(&self, cluster: &str, id: &str) -> String;
     fn inactive_instances_of(&self, cluster: &str) -> String;
@@ -133,9 +136,23 @@ impl Keys for Scope {
     fn run_token(&self, cluster: &str, token: &str) -> String {
         format!("{}/run-tokens/{cluster}/{token}", self.base())
     }
-    /// Prefix of the services of one cluster.
+    /// Prefix of the ACTIVE and DRAINING services of one cluster: the
+    /// spec users gave and the deployments and events the service
+    /// controller keeps, in one record.
     fn services_of(&self, cluster: &str) -> String {
         format!("{}/services/{cluster}/", self.base())
+    }
+    fn service(&self, cluster: &str, name: &str) -> String {
+        format!("{}{name}", self.services_of(cluster))
+    }
+    /// Deleted services whose tasks are all gone, kept under a lease so
+    /// that they stay describable for a while; apart from the live ones so
+    /// that the name can be used again and counts never see them.
+    fn inactive_services_of(&self, cluster: &str) -> String {
+        format!("{}/services-inactive/{cluster}/", self.base())
+    }
+    fn inactive_service(&self, cluster: &str, name: &str) -> String {
+        format!("{}{name}", self.inactive_services_of(cluster))
     }
     /// Prefix of the ACTIVE and DRAINING container instances of one cluster.
     fn instances_of(&self, cluster: &str) -> String {

@@ -187,6 +187,7 @@ pub async fn deregister_container_instance(
             &t.id,
             StopCode::UserInitiated,
             "Container instance deregistration forced by user",
+            false,
         )
         .await?;
     }

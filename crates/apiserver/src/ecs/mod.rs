@@ -2,10 +2,11 @@
 
 mod clusters;
 mod instances;
+pub(crate) mod services;
 mod settings;
 mod tags;
 mod taskdefs;
-mod tasks;
+pub(crate) mod tasks;
 
 use crate::{context::RequestContext, error::ApiError, AppState};
 use berth_domain::EcsError;
@@ -78,6 +79,15 @@ operations! {
     "StopTask" => tasks::stop_task,
     "DescribeTasks" => tasks::describe_tasks,
     "ListTasks" => tasks::list_tasks,
+    "CreateService" => services::create_service,
+    "UpdateService" => services::update_service,
+    "DeleteService" => services::delete_service,
+    "DescribeServices" => services::describe_services,
+    "ListServices" => services::list_services,
+    "ListServiceDeployments" => services::list_service_deployments,
+    "DescribeServiceDeployments" => services::describe_service_deployments,
+    "DescribeServiceRevisions" => services::describe_service_revisions,
+    "StopServiceDeployment" => services::stop_service_deployment,
 }
 
 /// What one try of a read-modify-write decided.

@@ -4,6 +4,7 @@ use super::{compare_and_swap, Attempt};
 use crate::{context::RequestContext, error::ApiError, AppState};
 use berth_domain::arn::Arn;
 use berth_domain::cluster::{Cluster, ClusterStatus};
+use berth_domain::service::Service;
 use berth_domain::taskdef::StoredTaskDefinition;
 use berth_domain::{tags, EcsError};
 use berth_store::keys::Keys;
@@ -14,6 +15,7 @@ use berth_wire::ecs as w;
 enum Taggable {
     Cluster(String, Box<typed::Versioned<Cluster>>),
     TaskDefinition(String, Box<typed::Versioned<StoredTaskDefinition>>),
+    Service(String, Box<typed::Versioned<Service>>),
 }
 
 async fn find(
@@ -65,6 +67,18 @@ async fn find(
             ))
             .into())
         }
+        Arn::Other { resource, .. } if resource.starts_with("service/") => {
+            let found = match resource.split('/').nth(1) {
+                Some(cluster) => {
+                    super::services::find(st, &ctx.scope, cluster, Some(arn), false).await?
+                }
+                None => None,
+            };
+            match found {
+                Some(f) => Ok(Taggable::Service(f.key, Box::new(f.service))),
+                None => Err(EcsError::ServiceNotFound.into()),
+            }
+        }
         Arn::CapacityProvider { .. } | Arn::Other { .. } => Err(EcsError::ResourceNotFound(
             format!("The specified resource {arn} could not be found."),
         )
@@ -92,6 +106,11 @@ async fn retag(
                 Taggable::TaskDefinition(key, mut d) => {
                     d.value.tags = change(&d.value.tags)?;
                     (key, d.mod_revision, typed::encode(&d.value))
+                }
+                Taggable::Service(key, mut s) => {
+                    s.value.tags = change(&s.value.tags)?;
+                    s.value.version += 1;
+                    (key, s.mod_revision, typed::encode(&s.value))
                 }
             };
             let txn = Txn::when(
@@ -145,6 +164,7 @@ pub async fn list_tags_for_resource(
     let tags = match find(st, ctx, req.resource_arn.as_deref()).await? {
         Taggable::Cluster(_, c) => c.value.tags,
         Taggable::TaskDefinition(_, d) => d.value.tags,
+        Taggable::Service(_, s) => s.value.tags,
     };
     Ok(w::ListTagsForResourceResponse { tags: Some(tags) })
 }

@@ -167,33 +167,45 @@ impl Occupancy {
 }
 
 /// A validated task definition, ready to become tasks.
-struct Launch {
+pub(crate) struct Launch {
     def: w::TaskDefinition,
     family: String,
     arn: String,
     overrides: Option<w::TaskOverride>,
     group: String,
     started_by: Option<String>,
+    service: Option<String>,
     tags: Vec<w::Tag>,
     launch_type: String,
     enable_execute_command: bool,
-    request: sched::Request,
+    pub request: sched::Request,
 }
 
-struct LaunchInput<'a> {
-    task_definition: Option<&'a str>,
-    overrides: Option<&'a w::TaskOverride>,
-    group: Option<&'a str>,
-    started_by: Option<&'a str>,
-    tags: Option<&'a [w::Tag]>,
-    constraints: Option<&'a [w::PlacementConstraint]>,
-    strategies: Option<&'a [w::PlacementStrategy]>,
-    launch_type: &'a str,
-    count: usize,
-    enable_execute_command: bool,
+#[derive(Default)]
+pub(crate) struct LaunchInput<'a> {
+    pub task_definition: Option<&'a str>,
+    pub overrides: Option<&'a w::TaskOverride>,
+    pub group: Option<&'a str>,
+    pub started_by: Option<&'a str>,
+    /// The service whose task this is; it may run an INACTIVE revision,
+    /// as ECS lets services keep running deregistered ones.
+    pub service: Option<&'a str>,
+    pub tags: Option<&'a [w::Tag]>,
+    /// Without `tags`, the tasks get the task definition's (propagateTags
+    /// TASK_DEFINITION).
+    pub definition_tags: bool,
+    pub constraints: Option<&'a [w::PlacementConstraint]>,
+    pub strategies: Option<&'a [w::PlacementStrategy]>,
+    pub launch_type: &'a str,
+    pub count: usize,
+    pub enable_execute_command: bool,
 }
 
-async fn prepare(st: &AppState, scope: &Scope, i: LaunchInput<'_>) -> Result<Launch, ApiError> {
+pub(crate) async fn prepare(
+    st: &AppState,
+    scope: &Scope,
+    i: LaunchInput<'_>,
+) -> Result<Launch, ApiError> {
     let reference = parse_reference(
         scope,
         i.task_definition.ok_or_else(|| {
@@ -201,9 +213,11 @@ async fn prepare(st: &AppState, scope: &Scope, i: LaunchInput<'_>) -> Result<Lau
         })?,
         "taskDefinition",
     )?;
-    let stored = resolve(st, scope, &reference).await?.value.def;
+    let record = resolve(st, scope, &reference).await?.value;
+    let stored = record.def;
     let status = stored.status.as_deref().unwrap_or("ACTIVE");
-    if status != "ACTIVE" {
+    let runnable = status == "ACTIVE" || (i.service.is_some() && status == "INACTIVE");
+    if !runnable {
         return Err(EcsError::client(format!(
             "TaskDefinition is {status}: register a new revision or run an ACTIVE one."
         ))
@@ -225,7 +239,11 @@ async fn prepare(st: &AppState, scope: &Scope, i: LaunchInput<'_>) -> Result<Lau
     let def = task::apply_overrides(&stored, i.overrides)?;
     let family = def.family.clone().unwrap_or_default();
     task::validate_labels(i.group, i.started_by)?;
-    let tag_list = i.tags.map(<[w::Tag]>::to_vec).unwrap_or_default();
+    let tag_list = match i.tags {
+        Some(t) => t.to_vec(),
+        None if i.definition_tags => record.tags,
+        None => vec![],
+    };
     tags::validate(&tag_list)?;
 
     let mut constraints = vec![];
@@ -294,6 +312,7 @@ async fn prepare(st: &AppState, scope: &Scope, i: LaunchInput<'_>) -> Result<Lau
         overrides: i.overrides.cloned(),
         group,
         started_by: i.started_by.map(String::from),
+        service: i.service.map(String::from),
         tags: tag_list,
         launch_type: i.launch_type.to_string(),
         enable_execute_command: i.enable_execute_command,
@@ -302,6 +321,11 @@ async fn prepare(st: &AppState, scope: &Scope, i: LaunchInput<'_>) -> Result<Lau
 }
 
 impl Launch {
+    /// The task definition revision's ARN.
+    pub(crate) fn arn(&self) -> &str {
+        &self.arn
+    }
+
     /// A new task of this launch on `ci`.
     fn task(&self, cluster: &str, ci: &ContainerInstance) -> Task {
         let containers = self
@@ -331,6 +355,7 @@ impl Launch {
             launch_type: self.launch_type.clone(),
             group: self.group.clone(),
             started_by: self.started_by.clone(),
+            service: self.service.clone(),
             tags: self.tags.clone(),
             created_at: now(),
             desired_status: DesiredStatus::Running,
@@ -343,7 +368,7 @@ impl Launch {
 }
 
 /// The ops that store a task: its record and its place in the instance's index.
-fn write_task(scope: &Scope, t: &Task) -> [Op; 2] {
+pub(crate) fn write_task(scope: &Scope, t: &Task) -> [Op; 2] {
     [
         typed::put(&scope.task(&t.cluster, &t.id), t),
         Op::put(
@@ -356,7 +381,7 @@ fn write_task(scope: &Scope, t: &Task) -> [Op; 2] {
 /// The launch type a RunTask asks for. Fargate (explicit, through a
 /// capacity provider, or the cluster's default strategy) comes with the
 /// Fargate issue.
-fn launch_type(
+pub(crate) fn launch_type(
     given: Option<&str>,
     strategy: Option<&[w::CapacityProviderStrategyItem]>,
     cluster_default: &[w::CapacityProviderStrategyItem],
@@ -394,6 +419,71 @@ fn launch_type(
     }
 }
 
+/// One placement, ready to commit: the transaction's compares and ops,
+/// the ids of the tasks it writes, and why instances were passed over.
+pub(crate) struct Placed {
+    pub compares: Vec<berth_store::Compare>,
+    pub ops: Vec<Op>,
+    pub ids: Vec<String>,
+    pub failures: Vec<w::Failure>,
+    /// The cluster has no container instance at all.
+    pub no_instances: bool,
+}
+
+/// Plans `launch.request.count` tasks on the cluster's instances as they
+/// are now. Committing the result fails if any other placement in the
+/// cluster committed in between (the placement key), so the caller
+/// re-plans instead of overcommitting an instance.
+pub(crate) async fn place(
+    st: &AppState,
+    scope: &Scope,
+    cluster: &str,
+    launch: &Launch,
+    only: Option<&str>,
+) -> Result<Placed, ApiError> {
+    let lock = scope.placement(cluster);
+    let lock_rev = st.store.get(&lock).await?.map_or(0, |kv| kv.mod_revision);
+    let mut instances =
+        typed::list::<ContainerInstance>(&*st.store, &scope.instances_of(cluster)).await?;
+    let no_instances = instances.is_empty();
+    if let Some(id) = only {
+        instances.retain(|(_, ci)| ci.value.id == id);
+    }
+    let occupancy = Occupancy::load(st, scope, cluster).await?;
+    let snapshot = sched::Snapshot::new(
+        instances
+            .iter()
+            .map(|(_, ci)| occupancy.placeable(scope, &ci.value))
+            .collect(),
+    );
+    let plan = snapshot.place(&launch.request, rand::random());
+    let by_arn: HashMap<String, &ContainerInstance> = instances
+        .iter()
+        .map(|(_, ci)| (ci.value.arn(scope), &ci.value))
+        .collect();
+    let mut ops = vec![Op::put(lock.clone(), vec![])];
+    let mut ids = vec![];
+    for p in &plan.placements {
+        let Some(ci) = by_arn.get(&*p.instance) else {
+            continue;
+        };
+        let t = launch.task(cluster, ci);
+        ops.extend(write_task(scope, &t));
+        ids.push(t.id);
+    }
+    Ok(Placed {
+        compares: vec![typed::unchanged(&lock, lock_rev)],
+        ops,
+        ids,
+        failures: plan
+            .failures
+            .iter()
+            .map(|f| failure(&*f.arn, f.reason.as_str()))
+            .collect(),
+        no_instances,
+    })
+}
+
 /// What a clientToken remembers: the request it came with and its tasks.
 #[derive(serde::Serialize, serde::Deserialize)]
 struct RunToken {
@@ -426,7 +516,7 @@ async fn views(
     Ok(out)
 }
 
-fn failure(arn: impl Into<String>, reason: impl Into<String>) -> w::Failure {
+pub(crate) fn failure(arn: impl Into<String>, reason: impl Into<String>) -> w::Failure {
     w::Failure {
         arn: Some(arn.into()),
         reason: Some(reason.into()),
@@ -465,7 +555,9 @@ pub async fn run_task(
             overrides: req.overrides.as_ref(),
             group: req.group.as_deref(),
             started_by: req.started_by.as_deref(),
+            service: None,
             tags: req.tags.as_deref(),
+            definition_tags: false,
             constraints: req.placement_constraints.as_deref(),
             strategies: req.placement_strategy.as_deref(),
             launch_type: &launch_type,
@@ -503,44 +595,18 @@ pub async fn run_task(
                 }
                 compares.push(typed::unchanged(k, 0));
             }
-            let lock = scope.placement(cluster);
-            let lock_rev = st.store.get(&lock).await?.map_or(0, |kv| kv.mod_revision);
-            compares.push(typed::unchanged(&lock, lock_rev));
-            let instances =
-                typed::list::<ContainerInstance>(&*st.store, &scope.instances_of(cluster)).await?;
-            if instances.is_empty() {
+            let mut placed = place(st, scope, cluster, launch, None).await?;
+            if placed.no_instances {
                 return Err(EcsError::invalid(
                     "No Container Instances were found in your cluster.",
                 )
                 .into());
             }
-            let occupancy = Occupancy::load(st, scope, cluster).await?;
-            let snapshot = sched::Snapshot::new(
-                instances
-                    .iter()
-                    .map(|(_, ci)| occupancy.placeable(scope, &ci.value))
-                    .collect(),
-            );
-            let plan = snapshot.place(&launch.request, rand::random());
-            let by_arn: HashMap<String, &ContainerInstance> = instances
-                .iter()
-                .map(|(_, ci)| (ci.value.arn(scope), &ci.value))
-                .collect();
-            let mut ops = vec![Op::put(lock.clone(), vec![])];
-            let mut ids = vec![];
-            for p in &plan.placements {
-                let Some(ci) = by_arn.get(&*p.instance) else {
-                    continue;
-                };
-                let t = launch.task(cluster, ci);
-                ops.extend(write_task(scope, &t));
-                ids.push(t.id);
-            }
-            let failures: Vec<w::Failure> = if plan.placements.len() < launch.request.count {
-                plan.failures
-                    .iter()
-                    .map(|f| failure(&*f.arn, f.reason.as_str()))
-                    .collect()
+            compares.append(&mut placed.compares);
+            let mut ops = placed.ops;
+            let ids = placed.ids;
+            let failures = if ids.len() < launch.request.count {
+                placed.failures
             } else {
                 vec![]
             };
@@ -582,7 +648,9 @@ pub async fn start_task(
             overrides: req.overrides.as_ref(),
             group: req.group.as_deref(),
             started_by: req.started_by.as_deref(),
+            service: None,
             tags: req.tags.as_deref(),
+            definition_tags: false,
             constraints: None,
             strategies: None,
             launch_type: "EC2",
@@ -657,6 +725,7 @@ pub(crate) async fn request_stop(
     id: &str,
     code: StopCode,
     reason: &str,
+    failure: bool,
 ) -> Result<Option<Task>, ApiError> {
     let key = scope.task(cluster, id);
     let (key, reason) = (&key, reason);
@@ -682,6 +751,7 @@ pub(crate) async fn request_stop(
                 code,
                 reason: reason.to_string(),
                 at: now(),
+                failure,
             });
             t.version += 1;
             let compares = vec![
@@ -721,6 +791,7 @@ pub async fn stop_task(
         &id,
         StopCode::UserInitiated,
         reason,
+        false,
     )
     .await?
     .ok_or_else(not_found)?;

@@ -28,6 +28,7 @@ fn service(desired: u32) -> Service {
         events: vec![],
         steady: false,
         deleted_at: None,
+        daemon_desired: 0,
         unplaceable_reported_at: None,
         version: 1,
     }
@@ -105,8 +106,12 @@ fn a_stopped_task_is_replaced_at_once() {
     ];
     let p = plan(&s, &members(&items), TUNING, 200.0, ids());
     assert_eq!(p.start, 1);
-    let counts = Counts::from_members(&members(&items));
-    assert_eq!(counts.of(&d).failed, 1, "a task that stopped by itself failed");
+    let counts = Counts::from_members(&s, &members(&items));
+    assert_eq!(
+        counts.of(&d).failed,
+        1,
+        "a task that stopped by itself failed"
+    );
 }
 
 #[test]
@@ -124,7 +129,10 @@ fn steady_state_is_announced_once_and_completes_the_deployment() {
     assert_eq!(next.primary().rollout_state, RolloutState::Completed);
     assert!(next.steady);
     let said: Vec<&str> = next.events.iter().map(|e| e.message.as_str()).collect();
-    assert!(said.contains(&"(service web) has reached a steady state."), "{said:?}");
+    assert!(
+        said.contains(&"(service web) has reached a steady state."),
+        "{said:?}"
+    );
     // Again: nothing to say.
     let p = plan(&next, &members(&items), TUNING, 7.0, ids());
     assert_eq!(p.update, None);
@@ -167,8 +175,12 @@ fn a_rolling_update_starts_new_tasks_then_stops_the_old_ones() {
     let next = p.update.expect("changed");
     assert_eq!(next.primary().rollout_state, RolloutState::Completed);
     assert!(!next.deployments[1].active);
-    let counts = Counts::from_members(&members(&items));
-    assert_eq!(counts.of(&old).failed, 0, "scheduler stops are not failures");
+    let counts = Counts::from_members(&s, &members(&items));
+    assert_eq!(
+        counts.of(&old).failed,
+        0,
+        "scheduler stops are not failures"
+    );
 }
 
 #[test]
@@ -235,7 +247,11 @@ fn scale_in_stops_where_the_service_is_densest() {
     ];
     let p = plan(&s, &members(&items), TUNING, 100.0, ids());
     let stopped: Vec<&str> = p.stop.iter().map(|s| s.task.as_str()).collect();
-    assert_eq!(stopped, vec!["e", "a"], "pending first, then the crowded zone");
+    assert_eq!(
+        stopped,
+        vec!["e", "a"],
+        "pending first, then the crowded zone"
+    );
 }
 
 #[test]
@@ -366,4 +382,79 @@ fn service_references_parse() {
         crate::arn::service_deployment_parts(&scope, "service-deployment", &d),
         Some(("c".into(), "web".into(), "0000000000000000007".into()))
     );
+}
+
+#[test]
+fn scale_in_keeps_what_remains_spread() {
+    let s = service(2);
+    let d = s.primary().id.clone();
+    let items: Vec<_> = [
+        ("a", "i1"),
+        ("b", "i1"),
+        ("c", "i1"),
+        ("e", "i2"),
+        ("f", "i2"),
+    ]
+    .iter()
+    .map(|(id, i)| (task(id, &d, i), Some(report("RUNNING", 0.0))))
+    .collect();
+    let p = plan(&s, &members(&items), TUNING, 100.0, ids());
+    let stopped: Vec<&str> = p.stop.iter().map(|s| s.task.as_str()).collect();
+    let left_on_i1 = ["a", "b", "c"]
+        .iter()
+        .filter(|t| !stopped.contains(t))
+        .count();
+    assert_eq!((stopped.len(), left_on_i1), (3, 1), "{stopped:?}");
+}
+
+fn daemon() -> Service {
+    let mut s = service(0);
+    s.scheduling = Scheduling::Daemon;
+    s.rolling = Rolling::with_defaults(Scheduling::Daemon, None, None).expect("defaults");
+    s
+}
+
+#[test]
+fn a_daemon_runs_one_task_on_each_eligible_instance() {
+    let s = daemon();
+    let d = s.primary().id.clone();
+    let eligible: std::collections::BTreeSet<String> =
+        ["i1", "i2", "i3"].iter().map(|s| s.to_string()).collect();
+    let items = vec![
+        (task("a", &d, "i1"), Some(report("RUNNING", 0.0))),
+        (task("b", &d, "i1"), Some(report("RUNNING", 0.0))),
+        (task("c", &d, "i9"), Some(report("RUNNING", 0.0))),
+    ];
+    let p = plan_daemon(&s, &members(&items), &eligible, TUNING, 100.0, ids());
+    let stopped: Vec<&str> = p.stop.iter().map(|s| s.task.as_str()).collect();
+    assert_eq!(
+        stopped,
+        vec!["b", "c"],
+        "a second task, and one on an instance that left"
+    );
+    assert_eq!(p.start_on, vec!["i2".to_string(), "i3".to_string()]);
+    assert_eq!(p.update.expect("changed").daemon_desired, 3);
+}
+
+#[test]
+fn a_daemon_rollout_stops_the_old_task_before_starting_the_new_one() {
+    let mut s = daemon();
+    let old = s.primary().id.clone();
+    s.deployments[0].rollout_state = RolloutState::Completed;
+    s.deploy("td:2", 10.0, 5);
+    let eligible: std::collections::BTreeSet<String> = ["i1".to_string()].into();
+    let mut items = vec![(task("a", &old, "i1"), Some(report("RUNNING", 0.0)))];
+    let p = plan_daemon(&s, &members(&items), &eligible, TUNING, 11.0, ids());
+    assert_eq!((p.stop.len(), p.start_on.len()), (1, 0));
+    items[0].1 = Some(report("STOPPED", 0.0));
+    let p = plan_daemon(&s, &members(&items), &eligible, TUNING, 12.0, ids());
+    assert_eq!(p.start_on, vec!["i1".to_string()]);
+    let new = s.primary().id.clone();
+    items.push((task("b", &new, "i1"), Some(report("RUNNING", 12.0))));
+    let next = plan_daemon(&s, &members(&items), &eligible, TUNING, 20.0, ids())
+        .update
+        .expect("changed");
+    assert_eq!(next.primary().rollout_state, RolloutState::Completed);
+    assert!(!next.deployments[1].active);
+    assert!(next.steady);
 }

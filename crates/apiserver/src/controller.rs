@@ -1,0 +1,843 @@
+//! The service controller: keeps every service at its desired count, moves
+//! its deployments on, and replaces the tasks of hosts that are lost.
+//!
+//! Level-triggered: a change to anything a cluster's services depend on
+//! (services, tasks, task states, container instances, agent connections)
+//! marks the cluster dirty, and one reconcile of the cluster reads
+//! everything again, decides with the pure `berth_domain::service::plan`,
+//! and writes with compare-and-swap. One reconcile per cluster runs at a
+//! time; a change during a run makes it run again. Reconciles also run on
+//! a timer, for what time alone changes (a task settling, a grace period
+//! ending, a host staying away).
+
+use crate::ecs::services::deployment_digits;
+use crate::ecs::tasks::{
+    connected_agents, place, prepare, request_stop, ClusterTasks, LaunchInput, Occupancy,
+};
+use crate::{error::ApiError, now, AppState};
+use berth_domain::deployment::Scheduling;
+use berth_domain::instance::{ContainerInstance, InstanceStatus};
+use berth_domain::service::{self, Member, Service, ServiceStatus, Tuning};
+use berth_domain::task::{DesiredStatus, StopCode, StopRequest, Task, TaskStatus};
+use berth_domain::Scope;
+use berth_store::keys::Keys;
+use berth_store::{typed, Op, RangeRequest, Txn};
+use berth_wire::agent::TaskReport;
+use berth_wire::ecs as w;
+use futures::StreamExt;
+use parking_lot::Mutex;
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// Deleted services stay describable (INACTIVE) this long.
+const INACTIVE_RETENTION: Duration = Duration::from_secs(3600);
+/// A service that cannot place its tasks says so at most this often.
+const UNPLACEABLE_EVENT_EVERY: f64 = 60.0;
+/// Record kinds whose changes can matter to a cluster's services.
+const WATCHED: &[&str] = &[
+    "services",
+    "tasks",
+    "task-states",
+    "container-instances",
+    "agent-connections",
+];
+
+#[derive(Debug, Clone)]
+pub struct ControllerConfig {
+    /// A RUNNING task without container health checks counts as healthy
+    /// after this long.
+    pub settle: Duration,
+    /// An instance whose agent stays disconnected this long is lost: its
+    /// tasks are marked STOPPED and their services replace them.
+    pub host_loss_grace: Duration,
+    /// Every cluster is reconciled at least this often.
+    pub resync: Duration,
+}
+
+impl Default for ControllerConfig {
+    fn default() -> Self {
+        ControllerConfig {
+            settle: Duration::from_secs(5),
+            host_loss_grace: Duration::from_secs(5),
+            resync: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A cluster of one account and region.
+type ClusterKey = (Scope, String);
+
+/// The account, region and cluster a store key belongs to, if it is one of
+/// the kinds the controller watches.
+fn cluster_of(key: &str) -> Option<ClusterKey> {
+    let rest = key.strip_prefix("/berth/v1/")?;
+    let mut parts = rest.splitn(6, '/');
+    let (account, region, service, kind, cluster) = (
+        parts.next()?,
+        parts.next()?,
+        parts.next()?,
+        parts.next()?,
+        parts.next()?,
+    );
+    (service == "ecs" && WATCHED.contains(&kind) && parts.next().is_some())
+        .then(|| (Scope::new(account, region), cluster.to_string()))
+}
+
+struct Controller {
+    st: AppState,
+    config: ControllerConfig,
+    /// When each instance was first seen disconnected with tasks on it.
+    /// Kept in memory: after a restart the grace period starts again,
+    /// which only ever waits longer.
+    away_since: Mutex<HashMap<(ClusterKey, String), Instant>>,
+}
+
+/// Runs the controller until `shutdown`.
+pub async fn run(st: AppState, config: ControllerConfig, shutdown: CancellationToken) {
+    let resync = config.resync;
+    let c = Arc::new(Controller {
+        st,
+        config,
+        away_since: Mutex::new(HashMap::new()),
+    });
+    let (dirty_tx, mut dirty_rx) = mpsc::unbounded_channel::<ClusterKey>();
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(ClusterKey, Option<Duration>)>();
+    // Watch first, then list, so nothing that changes in between is missed.
+    let watcher = tokio::spawn(watch(c.clone(), dirty_tx.clone(), shutdown.clone()));
+    let mut known: HashSet<ClusterKey> = match clusters(&c.st).await {
+        Ok(k) => k,
+        Err(e) => {
+            tracing::error!(error = %e, "service controller could not list clusters");
+            HashSet::new()
+        }
+    };
+    for k in &known {
+        let _ = dirty_tx.send(k.clone());
+    }
+    // A cluster is running (Some) or idle; Some(true) means run it again.
+    let mut running: HashMap<ClusterKey, bool> = HashMap::new();
+    let mut tick = tokio::time::interval(resync);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            Some(k) = dirty_rx.recv() => {
+                known.insert(k.clone());
+                match running.get_mut(&k) {
+                    Some(again) => *again = true,
+                    None => {
+                        running.insert(k.clone(), false);
+                        spawn_reconcile(c.clone(), k, done_tx.clone());
+                    }
+                }
+            }
+            Some((k, recheck)) = done_rx.recv() => {
+                if running.remove(&k) == Some(true) {
+                    running.insert(k.clone(), false);
+                    spawn_reconcile(c.clone(), k.clone(), done_tx.clone());
+                }
+                if let Some(after) = recheck {
+                    let tx = dirty_tx.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(after).await;
+                        let _ = tx.send(k);
+                    });
+                }
+            }
+            _ = tick.tick() => {
+                for k in &known {
+                    let _ = dirty_tx.send(k.clone());
+                }
+            }
+        }
+    }
+    watcher.abort();
+}
+
+fn spawn_reconcile(
+    c: Arc<Controller>,
+    k: ClusterKey,
+    done: mpsc::UnboundedSender<(ClusterKey, Option<Duration>)>,
+) {
+    tokio::spawn(async move {
+        let recheck = match c.reconcile(&k.0, &k.1).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(cluster = %k.1, error = %e, "service reconcile failed; retrying");
+                Some(Duration::from_millis(500))
+            }
+        };
+        let _ = done.send((k, recheck));
+    });
+}
+
+/// Every cluster with services or tasks, found by walking the keys once.
+async fn clusters(st: &AppState) -> Result<HashSet<ClusterKey>, ApiError> {
+    let mut out = HashSet::new();
+    let mut after = None;
+    loop {
+        let page = st
+            .store
+            .range(RangeRequest {
+                prefix: "/berth/v1/".into(),
+                start_after: after.clone(),
+                limit: Some(1000),
+            })
+            .await?;
+        for kv in &page.kvs {
+            if let Some(k) = cluster_of(&kv.key) {
+                out.insert(k);
+            }
+        }
+        match page.kvs.last() {
+            Some(kv) if page.kvs.len() == 1000 => after = Some(kv.key.clone()),
+            _ => return Ok(out),
+        }
+    }
+}
+
+/// Marks clusters dirty as their records change.
+async fn watch(
+    c: Arc<Controller>,
+    dirty: mpsc::UnboundedSender<ClusterKey>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let from = match c.st.store.current_revision().await {
+            Ok(r) => r + 1,
+            Err(e) => {
+                tracing::warn!(error = %e, "service controller cannot read the store");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        let mut events = c.st.store.watch("/berth/v1/", from);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                e = events.next() => match e {
+                    Some(Ok(ev)) => {
+                        if let Some(k) = cluster_of(&ev.kv.key) {
+                            let _ = dirty.send(k);
+                        }
+                    }
+                    // Behind compaction or failed: start again from now;
+                    // the periodic resync covers what was skipped.
+                    Some(Err(e)) => {
+                        tracing::warn!(error = %e, "service controller watch restarts");
+                        break;
+                    }
+                    None => break,
+                },
+            }
+        }
+    }
+}
+
+fn min_recheck(a: Option<Duration>, b: Option<Duration>) -> Option<Duration> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// What an attempt to start a service's tasks came to.
+struct Started {
+    ids: Vec<String>,
+    /// Why the rest could not be placed, in ECS's event wording.
+    unplaceable: Option<String>,
+}
+
+impl Controller {
+    async fn reconcile(&self, scope: &Scope, cluster: &str) -> Result<Option<Duration>, ApiError> {
+        let st = &self.st;
+        let instances: Vec<ContainerInstance> =
+            typed::list::<ContainerInstance>(&*st.store, &scope.instances_of(cluster))
+                .await?
+                .into_iter()
+                .map(|(_, v)| v.value)
+                .collect();
+        let connected = connected_agents(st, scope, cluster).await?;
+        let mut tasks = ClusterTasks::load(st, scope, cluster).await?;
+        let (lost_any, mut recheck) = self
+            .host_loss(scope, cluster, &instances, &connected, &tasks)
+            .await?;
+        if lost_any {
+            tasks = ClusterTasks::load(st, scope, cluster).await?;
+        }
+        let services = typed::list::<Service>(&*st.store, &scope.services_of(cluster)).await?;
+        for (key, svc) in services {
+            let r = match svc.value.scheduling {
+                Scheduling::Replica => {
+                    self.replica(scope, cluster, &key, svc, &tasks, &instances)
+                        .await?
+                }
+                Scheduling::Daemon => {
+                    self.daemon(scope, cluster, &key, svc, &tasks, &instances)
+                        .await?
+                }
+            };
+            recheck = min_recheck(recheck, r);
+        }
+        Ok(recheck)
+    }
+
+    /// Marks the tasks of instances whose agents stayed away past the grace
+    /// period STOPPED, so that their resources are free and their services
+    /// replace them. The host's containers are stopped when its agent comes
+    /// back: the tasks are no longer in its desired set.
+    async fn host_loss(
+        &self,
+        scope: &Scope,
+        cluster: &str,
+        instances: &[ContainerInstance],
+        connected: &HashSet<String>,
+        tasks: &ClusterTasks,
+    ) -> Result<(bool, Option<Duration>), ApiError> {
+        let grace = self.config.host_loss_grace;
+        let mut on: HashMap<&str, Vec<&typed::Versioned<Task>>> = HashMap::new();
+        for t in &tasks.tasks {
+            if Task::last_status(tasks.report(&t.value.id)) != TaskStatus::Stopped {
+                on.entry(t.value.container_instance.as_str())
+                    .or_default()
+                    .push(t);
+            }
+        }
+        let ck: ClusterKey = (scope.clone(), cluster.to_string());
+        let mut lost = vec![];
+        let mut recheck = None;
+        {
+            let mut away = self.away_since.lock();
+            away.retain(|(k, id), _| {
+                k != &ck || (on.contains_key(id.as_str()) && !connected.contains(id))
+            });
+            for ci in instances {
+                if connected.contains(&ci.id) || !on.contains_key(ci.id.as_str()) {
+                    continue;
+                }
+                let since = *away
+                    .entry((ck.clone(), ci.id.clone()))
+                    .or_insert_with(Instant::now);
+                let waited = since.elapsed();
+                if waited >= grace {
+                    lost.push((ci.id.clone(), waited));
+                } else {
+                    recheck = min_recheck(recheck, Some(grace - waited));
+                }
+            }
+        }
+        let mut any = false;
+        for (instance, waited) in lost {
+            for t in on.get(instance.as_str()).into_iter().flatten() {
+                self.mark_lost(scope, cluster, t, waited).await?;
+                any = true;
+            }
+            tracing::warn!(cluster = %cluster, instance = %instance, "host lost: its tasks are marked STOPPED");
+        }
+        Ok((any, recheck))
+    }
+
+    /// Records a task of a lost host as STOPPED: the observed record (no
+    /// agent will report it any more), the stop on the desired record, and
+    /// its removal from the instance's index, in one transaction.
+    async fn mark_lost(
+        &self,
+        scope: &Scope,
+        cluster: &str,
+        t: &typed::Versioned<Task>,
+        waited: Duration,
+    ) -> Result<(), ApiError> {
+        let st = &self.st;
+        let id = &t.value.id;
+        let state_key = scope.task_state(cluster, id);
+        let current = typed::get::<TaskReport>(&*st.store, &state_key).await?;
+        if Task::last_status(current.as_ref().map(|r| &r.value)) == TaskStatus::Stopped {
+            return Ok(());
+        }
+        let at = now();
+        let reason = format!(
+            "Host lost: the agent of container instance {} was disconnected for {} s",
+            t.value.container_instance,
+            waited.as_secs()
+        );
+        let mut report = current
+            .as_ref()
+            .map(|r| r.value.clone())
+            .unwrap_or_else(|| TaskReport {
+                task_arn: t.value.arn(scope),
+                ..Default::default()
+            });
+        report.last_status = TaskStatus::Stopped.as_str().into();
+        report.stopping_at.get_or_insert(at);
+        report.execution_stopped_at.get_or_insert(at);
+        report.stopped_at = Some(at);
+        for c in &mut report.containers {
+            if c.last_status != "STOPPED" {
+                c.last_status = "STOPPED".into();
+                c.reason = Some("Host lost".into());
+            }
+        }
+        let mut task = t.value.clone();
+        if task.stop.is_none() {
+            task.stop = Some(StopRequest {
+                code: if task.service.is_some() {
+                    StopCode::ServiceSchedulerInitiated
+                } else {
+                    StopCode::TerminationNotice
+                },
+                reason,
+                at,
+                failure: false,
+            });
+        }
+        task.desired_status = DesiredStatus::Stopped;
+        task.version += 1;
+        let txn = Txn::when(
+            vec![
+                typed::unchanged(&scope.task(cluster, id), t.mod_revision),
+                typed::unchanged(&state_key, current.as_ref().map_or(0, |r| r.mod_revision)),
+            ],
+            vec![
+                typed::put(&scope.task(cluster, id), &task),
+                typed::put(&state_key, &report),
+                Op::delete(scope.instance_task(cluster, &task.container_instance, id)),
+            ],
+        );
+        // A lost race means the agent or a user got there first; the next
+        // reconcile looks again.
+        st.store.txn(txn).await?;
+        Ok(())
+    }
+
+    fn members<'a>(
+        &self,
+        svc: &Service,
+        tasks: &'a ClusterTasks,
+        instances: &[ContainerInstance],
+    ) -> Vec<Member<'a>> {
+        let draining: HashSet<&str> = instances
+            .iter()
+            .filter(|ci| ci.status == InstanceStatus::Draining)
+            .map(|ci| ci.id.as_str())
+            .collect();
+        tasks
+            .tasks
+            .iter()
+            .filter(|t| t.value.service.as_deref() == Some(svc.name.as_str()))
+            .map(|t| Member {
+                task: &t.value,
+                report: tasks.report(&t.value.id),
+                on_draining: draining.contains(t.value.container_instance.as_str()),
+            })
+            .collect()
+    }
+
+    fn tuning(&self) -> Tuning {
+        Tuning {
+            settle_secs: self.config.settle.as_secs_f64(),
+        }
+    }
+
+    async fn replica(
+        &self,
+        scope: &Scope,
+        cluster: &str,
+        key: &str,
+        svc: typed::Versioned<Service>,
+        tasks: &ClusterTasks,
+        instances: &[ContainerInstance],
+    ) -> Result<Option<Duration>, ApiError> {
+        let members = self.members(&svc.value, tasks, instances);
+        let plan = service::plan(&svc.value, &members, self.tuning(), now(), || {
+            (uuid::Uuid::new_v4().to_string(), deployment_digits())
+        });
+        let mut next = plan.update.clone().unwrap_or_else(|| svc.value.clone());
+        let mut said = vec![];
+        let stopped = self.stop(scope, cluster, &plan.stop).await?;
+        if !stopped.is_empty() {
+            said.push(stopped_event(&stopped));
+        }
+        if plan.start > 0 {
+            let started = self.start(scope, cluster, &next, plan.start, None).await?;
+            if !started.ids.is_empty() {
+                said.push(started_event(&started.ids));
+            }
+            self.unplaceable(&mut next, started.unplaceable, &mut said);
+        }
+        self.write(scope, cluster, key, &svc, next, said).await?;
+        Ok(plan.recheck_after.map(Duration::from_secs_f64))
+    }
+
+    /// DAEMON: which instances should run a task is decided here, with
+    /// the scheduler's feasibility rules; the rest by `plan_daemon`.
+    async fn daemon(
+        &self,
+        scope: &Scope,
+        cluster: &str,
+        key: &str,
+        svc: typed::Versioned<Service>,
+        tasks: &ClusterTasks,
+        instances: &[ContainerInstance],
+    ) -> Result<Option<Duration>, ApiError> {
+        let s = &svc.value;
+        let members = self.members(s, tasks, instances);
+        let eligible = if s.status == ServiceStatus::Active {
+            self.daemon_instances(scope, cluster, s, instances).await?
+        } else {
+            BTreeSet::new()
+        };
+        let plan = service::plan_daemon(s, &members, &eligible, self.tuning(), now(), || {
+            (uuid::Uuid::new_v4().to_string(), deployment_digits())
+        });
+        let mut next = plan.update.clone().unwrap_or_else(|| s.clone());
+        let mut said = vec![];
+        let stopped = self.stop(scope, cluster, &plan.stop).await?;
+        if !stopped.is_empty() {
+            said.push(stopped_event(&stopped));
+        }
+        let (mut ids, mut unplaceable) = (vec![], None);
+        for inst in &plan.start_on {
+            let started = self.start(scope, cluster, &next, 1, Some(inst)).await?;
+            ids.extend(started.ids);
+            unplaceable = unplaceable.or(started.unplaceable);
+        }
+        if !ids.is_empty() {
+            said.push(started_event(&ids));
+        }
+        self.unplaceable(&mut next, unplaceable, &mut said);
+        self.write(scope, cluster, key, &svc, next, said).await?;
+        Ok(plan.recheck_after.map(Duration::from_secs_f64))
+    }
+
+    /// The ACTIVE instances a DAEMON service belongs on: those whose
+    /// attributes satisfy its task definition and memberOf constraints.
+    /// Resources and what already runs there do not decide whether an
+    /// instance is meant to run one (placing it does).
+    async fn daemon_instances(
+        &self,
+        scope: &Scope,
+        cluster: &str,
+        s: &Service,
+        instances: &[ContainerInstance],
+    ) -> Result<BTreeSet<String>, ApiError> {
+        let launch = match self.launch(scope, s, 1).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(service = %s.name, error = %e, "daemon service cannot launch");
+                return Ok(BTreeSet::new());
+            }
+        };
+        let occupancy = Occupancy::load(&self.st, scope, cluster).await?;
+        Ok(instances
+            .iter()
+            .filter(|ci| ci.status == InstanceStatus::Active)
+            .filter(|ci| {
+                let mut view = occupancy.placeable(scope, ci);
+                view.cpu_free = i64::MAX / 4;
+                view.memory_free = i64::MAX / 4;
+                view.tcp_ports_taken.clear();
+                view.udp_ports_taken.clear();
+                view.agent_connected = true;
+                view.groups.clear();
+                let snap = berth_scheduler::Snapshot::new(vec![view]);
+                !snap.place(&launch.request, 0).placements.is_empty()
+            })
+            .map(|ci| ci.id.clone())
+            .collect())
+    }
+
+    /// A service's launch of `count` tasks of its PRIMARY deployment.
+    async fn launch(
+        &self,
+        scope: &Scope,
+        svc: &Service,
+        count: usize,
+    ) -> Result<crate::ecs::tasks::Launch, ApiError> {
+        let group = svc.group();
+        let strategies =
+            if svc.placement_strategy.is_empty() && svc.scheduling == Scheduling::Replica {
+                default_strategy()
+            } else {
+                svc.placement_strategy.clone()
+            };
+        let tags = (svc.propagate_tags == "SERVICE").then_some(svc.tags.as_slice());
+        prepare(
+            &self.st,
+            scope,
+            LaunchInput {
+                task_definition: Some(&svc.primary().task_definition_arn),
+                group: Some(&group),
+                started_by: Some(&svc.primary().id),
+                service: Some(&svc.name),
+                tags,
+                definition_tags: svc.propagate_tags == "TASK_DEFINITION",
+                constraints: Some(&svc.placement_constraints),
+                strategies: Some(&strategies),
+                launch_type: &svc.launch_type,
+                count,
+                enable_execute_command: svc.enable_execute_command,
+                ..Default::default()
+            },
+        )
+        .await
+    }
+
+    /// Places and records `count` new tasks of the service's PRIMARY
+    /// deployment (on `only`, for a DAEMON service).
+    async fn start(
+        &self,
+        scope: &Scope,
+        cluster: &str,
+        svc: &Service,
+        count: u32,
+        only: Option<&str>,
+    ) -> Result<Started, ApiError> {
+        let st = &self.st;
+        let launch = match self.launch(scope, svc, count as usize).await {
+            Ok(l) => l,
+            Err(ApiError::Ecs(e)) => {
+                return Ok(Started {
+                    ids: vec![],
+                    unplaceable: Some(format!("was unable to place a task: {e}")),
+                })
+            }
+            Err(e) => return Err(e),
+        };
+        let launch = &launch;
+        let (ids, failures, none) = crate::ecs::compare_and_swap(
+            st,
+            || "Tasks are being placed in this cluster by other requests.".into(),
+            move || async move {
+                let placed = place(st, scope, cluster, launch, only).await?;
+                let answer = (placed.ids, placed.failures, placed.no_instances);
+                if answer.0.is_empty() {
+                    return Ok(crate::ecs::Attempt::Done(answer));
+                }
+                Ok(crate::ecs::Attempt::Write(
+                    Txn::when(placed.compares, placed.ops),
+                    answer,
+                ))
+            },
+        )
+        .await?;
+        if !ids.is_empty() {
+            tracing::info!(cluster = %cluster, service = %svc.name, tasks = ids.len(), "service tasks placed");
+        }
+        let unplaceable = (ids.len() < count as usize).then(|| unplaceable_event(none, &failures));
+        Ok(Started { ids, unplaceable })
+    }
+
+    async fn stop(
+        &self,
+        scope: &Scope,
+        cluster: &str,
+        stops: &[service::Stop],
+    ) -> Result<Vec<String>, ApiError> {
+        let mut done = vec![];
+        for s in stops {
+            let t = request_stop(
+                &self.st,
+                scope,
+                cluster,
+                &s.task,
+                StopCode::ServiceSchedulerInitiated,
+                &s.reason,
+                s.failure,
+            )
+            .await?;
+            if t.is_some() {
+                done.push(s.task.clone());
+            }
+        }
+        Ok(done)
+    }
+
+    /// Adds the "unable to place" event, at most once a minute.
+    fn unplaceable(&self, next: &mut Service, why: Option<String>, said: &mut Vec<String>) {
+        let Some(why) = why else {
+            return;
+        };
+        let at = now();
+        if next
+            .unplaceable_reported_at
+            .is_some_and(|t| at - t < UNPLACEABLE_EVENT_EVERY)
+        {
+            return;
+        }
+        next.unplaceable_reported_at = Some(at);
+        said.push(why);
+    }
+
+    /// Writes the service record the reconcile computed, with its events.
+    /// If a user changed the service meanwhile, only the events are added
+    /// to what they wrote, and the next reconcile decides again.
+    async fn write(
+        &self,
+        scope: &Scope,
+        cluster: &str,
+        key: &str,
+        read: &typed::Versioned<Service>,
+        mut next: Service,
+        said: Vec<String>,
+    ) -> Result<(), ApiError> {
+        if said.is_empty() && next == read.value {
+            return Ok(());
+        }
+        let at = now();
+        for m in &said {
+            next.say(at, uuid::Uuid::new_v4().to_string(), m);
+        }
+        if next.version == read.value.version {
+            next.version += 1;
+        }
+        let st = &self.st;
+        if next.status == ServiceStatus::Inactive {
+            let lease = st.store.lease_grant(INACTIVE_RETENTION).await?;
+            let gone = scope.inactive_service(cluster, &next.name);
+            let txn = Txn::when(
+                vec![typed::unchanged(key, read.mod_revision)],
+                vec![
+                    Op::delete(key.to_string()),
+                    Op::Put {
+                        key: gone,
+                        value: typed::encode(&next),
+                        lease: Some(lease.id),
+                    },
+                ],
+            );
+            if st.store.txn(txn).await?.succeeded {
+                tracing::info!(cluster = %cluster, service = %next.name, "service INACTIVE");
+            }
+            return Ok(());
+        }
+        let txn = Txn::when(
+            vec![typed::unchanged(key, read.mod_revision)],
+            vec![typed::put(key, &next)],
+        );
+        if st.store.txn(txn).await?.succeeded || said.is_empty() {
+            return Ok(());
+        }
+        // Lost to a user's update: keep what happened (the events).
+        let (said, key) = (&said, key);
+        crate::ecs::compare_and_swap(
+            st,
+            || "The service keeps changing.".into(),
+            move || async move {
+                let Some(current) = typed::get::<Service>(&*st.store, key).await? else {
+                    return Ok(crate::ecs::Attempt::Done(()));
+                };
+                let mut s = current.value;
+                for m in said {
+                    s.say(at, uuid::Uuid::new_v4().to_string(), m);
+                }
+                s.version += 1;
+                Ok(crate::ecs::Attempt::Write(
+                    Txn::when(
+                        vec![typed::unchanged(key, current.mod_revision)],
+                        vec![typed::put(key, &s)],
+                    ),
+                    (),
+                ))
+            },
+        )
+        .await
+    }
+}
+
+/// A REPLICA service's placement when it names none: spread over
+/// availability zones, then over instances.
+fn default_strategy() -> Vec<w::PlacementStrategy> {
+    vec![
+        w::PlacementStrategy {
+            r#type: Some("spread".into()),
+            field: Some("attribute:ecs.availability-zone".into()),
+        },
+        w::PlacementStrategy {
+            r#type: Some("spread".into()),
+            field: Some("instanceId".into()),
+        },
+    ]
+}
+
+fn task_list(ids: &[String]) -> String {
+    ids.iter()
+        .map(|id| format!("(task {id})"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn started_event(ids: &[String]) -> String {
+    format!("has started {} tasks: {}.", ids.len(), task_list(ids))
+}
+
+fn stopped_event(ids: &[String]) -> String {
+    format!(
+        "has stopped {} running tasks: {}.",
+        ids.len(),
+        task_list(ids)
+    )
+}
+
+/// ECS's "unable to place" event, naming the closest instance's problem.
+fn unplaceable_event(no_instances: bool, failures: &[w::Failure]) -> String {
+    let lead =
+        "was unable to place a task because no container instance met all of its requirements.";
+    if no_instances {
+        return format!("{lead} Reason: No Container Instances were found in your cluster.");
+    }
+    let Some(f) = failures.first() else {
+        return lead.to_string();
+    };
+    let id = f
+        .arn
+        .as_deref()
+        .and_then(|a| a.rsplit('/').next())
+        .unwrap_or_default();
+    let what = match f.reason.as_deref().unwrap_or_default() {
+        "RESOURCE:CPU" => "has insufficient CPU units available".to_string(),
+        "RESOURCE:MEMORY" => "has insufficient memory available".to_string(),
+        "RESOURCE:PORTS" => "is already using a port required by your task".to_string(),
+        "AGENT" => "is not connected (its agent is disconnected)".to_string(),
+        "ATTRIBUTE" => "is missing an attribute required by your task".to_string(),
+        other => format!("does not qualify: {other}"),
+    };
+    format!(
+        "{lead} The closest matching (container-instance {id}) {what}. For more information, see the Troubleshooting section."
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_name_their_cluster() {
+        let s = Scope::new("000000000000", "us-east-1");
+        let k = s.task_state("web", "abc");
+        assert_eq!(cluster_of(&k), Some((s.clone(), "web".into())));
+        assert_eq!(
+            cluster_of(&s.service("prod", "api")),
+            Some((s.clone(), "prod".into()))
+        );
+        assert_eq!(cluster_of(&s.placement("web")), None);
+        assert_eq!(cluster_of(&s.cluster("web")), None);
+    }
+
+    #[test]
+    fn unplaceable_events_name_the_closest_instance() {
+        let f = w::Failure {
+            arn: Some("arn:aws:ecs:r:1:container-instance/c/abc".into()),
+            reason: Some("RESOURCE:MEMORY".into()),
+            detail: None,
+        };
+        let m = unplaceable_event(false, &[f]);
+        assert!(
+            m.contains("(container-instance abc) has insufficient memory available"),
+            "{m}"
+        );
+        assert!(unplaceable_event(true, &[]).contains("No Container Instances were found"));
+    }
+}
