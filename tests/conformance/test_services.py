@@ -389,3 +389,37 @@ def test_service_tasks_get_the_service_tags_when_asked(cl):
     tagged = cl.ecs.describe_tasks(cluster=cl.name, tasks=[t["taskArn"]], include=["TAGS"])["tasks"][0]
     assert tagged["tags"] == [{"key": "owner", "value": "svc"}]
     cl.ecs.delete_service(cluster=cl.name, service="prop", force=True)
+
+
+def berth(cl, *args, timeout=120):
+    import subprocess
+    from conftest import BERTH
+    p = subprocess.run([BERTH, *args, "--server", cl.server.url, "--cluster", cl.name], capture_output=True,
+                       text=True, stdin=subprocess.DEVNULL, timeout=timeout)
+    return p.returncode, p.stdout + p.stderr
+
+
+def test_the_cli_lists_services_shows_events_and_follows_a_deploy(cl):
+    v1 = register(cl, "svc-cli")
+    cl.ecs.create_service(cluster=cl.name, serviceName="cli", taskDefinition=v1, desiredCount=2,
+                          deploymentConfiguration={"deploymentCircuitBreaker": {"enable": True, "rollback": True}})
+    wait_for("stable", lambda: stable(cl, "cli", 2, v1))
+    rc, out = berth(cl, "service", "ls")
+    assert rc == 0, out
+    row = next(line for line in out.splitlines() if line.startswith("cli "))
+    assert row.split()[1:5] == ["ACTIVE", "2", "2", "0"] and "svc-cli:" in row, row
+    rc, out = berth(cl, "service", "events", "cli")
+    assert rc == 0 and out.strip().splitlines()[-1].endswith("(service cli) has reached a steady state."), out
+    # A good deploy: followed to the end, exit 0.
+    v2 = register(cl, "svc-cli", command=("sleep", "3601"))
+    rc, out = berth(cl, "service", "deploy", "cli", "--task-definition", v2)
+    assert rc == 0, out
+    assert "new: 2/2 running" in out and "completed in" in out, out
+    assert stable(cl, "cli", 2, v2)
+    # A bad one: the circuit breaker rolls it back, exit 1.
+    bad = register(cl, "svc-cli", command=("false",))
+    rc, out = berth(cl, "service", "deploy", "cli", "--task-definition", bad)
+    assert rc == 1, out
+    assert "deployment failed: tasks failed to start." in out and "rolled back" in out, out
+    wait_for("back on v2", lambda: stable(cl, "cli", 2, v2))
+    cl.ecs.delete_service(cluster=cl.name, service="cli", force=True)

@@ -11,6 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
+mod service;
+
 // glibc's malloc spent about a quarter of the server's CPU under write load
 // (bench/, docs/benchmarks.md); request handling allocates many small,
 // short-lived buffers across threads, which mimalloc serves from per-thread
@@ -36,6 +38,9 @@ enum Command {
     Agent(AgentArgs),
     /// Show a task's container logs.
     Logs(LogsArgs),
+    /// List services, show their events, deploy new task definitions.
+    #[command(subcommand)]
+    Service(ServiceCommand),
     /// Print the version.
     Version,
 }
@@ -125,6 +130,54 @@ struct LogsArgs {
     follow: bool,
 }
 
+/// Where the service commands find the API.
+#[derive(clap::Args, Clone)]
+struct ApiArgs {
+    /// The cluster.
+    #[arg(long, env = "BERTH_CLUSTER", default_value = "default")]
+    cluster: String,
+    /// The server's API URL.
+    #[arg(long, env = "BERTH_SERVER", default_value = "http://127.0.0.1:8750")]
+    server: String,
+    /// Region of the cluster.
+    #[arg(long, env = "BERTH_REGION", default_value = "us-east-1")]
+    region: String,
+}
+
+#[derive(Subcommand)]
+enum ServiceCommand {
+    /// The cluster's services: counts, task definition, rollout state.
+    Ls {
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// A service's events, oldest first.
+    Events {
+        /// The service's name or ARN.
+        name: String,
+        /// At most this many of the latest events.
+        #[arg(long, short = 'n', default_value_t = 100)]
+        limit: usize,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Deploy a task definition to a service and follow the rollout until
+    /// it completes (exit 0), fails or rolls back (exit 1) or times out (exit 2).
+    Deploy {
+        /// The service's name or ARN.
+        name: String,
+        /// family, family:revision or ARN; without it, a new deployment of
+        /// the current one (forceNewDeployment).
+        #[arg(long)]
+        task_definition: Option<String>,
+        /// Give up waiting after this many seconds.
+        #[arg(long, default_value_t = 600.0, value_parser = parse_timeout)]
+        timeout: f64,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 enum LogFormat {
     Text,
@@ -203,7 +256,49 @@ fn main() -> anyhow::Result<()> {
             agent(args)
         }
         Command::Logs(args) => logs(args),
+        Command::Service(cmd) => service_command(cmd),
     }
+}
+
+fn service_command(cmd: ServiceCommand) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        match cmd {
+            ServiceCommand::Ls { api } => service::ls(&api.server, &api.region, &api.cluster).await,
+            ServiceCommand::Events { name, limit, api } => {
+                service::events(&api.server, &api.region, &api.cluster, &name, limit).await
+            }
+            ServiceCommand::Deploy {
+                name,
+                task_definition,
+                timeout,
+                api,
+            } => {
+                let outcome = service::deploy(
+                    &api.server,
+                    &api.region,
+                    &api.cluster,
+                    &name,
+                    task_definition.as_deref(),
+                    Duration::from_secs_f64(timeout),
+                )
+                .await?;
+                match outcome {
+                    service::Outcome::Completed => Ok(()),
+                    service::Outcome::Failed(why) => {
+                        eprintln!("deployment failed: {why}");
+                        std::process::exit(1)
+                    }
+                    service::Outcome::TimedOut => {
+                        eprintln!("deployment still in progress after {timeout} s");
+                        std::process::exit(2)
+                    }
+                }
+            }
+        }
+    })
 }
 
 /// mimalloc commits its first arena eagerly on Linux, and the pages it
