@@ -46,13 +46,25 @@ aws ecs describe-tasks --tasks "$task" \
 aws ecs register-task-definition --family web \
   --container-definitions '[{"name":"web","image":"berth-test/busybox:latest","memory":32,"stopTimeout":2,
     "command":["sh","-c","mkdir -p /www && echo hello over HTTP > /www/index.html && exec httpd -f -p 8080 -h /www"],"portMappings":[{"containerPort":8080}]}]' --query 'taskDefinition.revision'
-web=$(aws ecs run-task --task-definition web --query 'tasks[0].taskArn' --output text)
-aws ecs wait tasks-running --tasks "$web"
+# A service keeps two web tasks running: a killed container is replaced
+# within about a second, and a new revision rolls out without downtime.
+aws ecs create-service --service-name web --task-definition web --desired-count 2 \
+  --query 'service.{status:status,desired:desiredCount,deployment:deployments[0].id}'
+aws ecs wait services-stable --services web
+web=$(aws ecs list-tasks --service-name web --query 'taskArns[0]' --output text)
 port=$(aws ecs describe-tasks --tasks "$web" --query 'tasks[0].containers[0].networkBindings[0].hostPort' --output text)
 curl -s --retry 10 --retry-connrefused --retry-delay 0 "http://127.0.0.1:$port/"
-aws ecs stop-task --task "$web" --query 'task.{desired:desiredStatus,last:lastStatus}'
+docker kill "$(aws ecs describe-tasks --tasks "$web" --query 'tasks[0].containers[0].runtimeId' --output text)" >/dev/null
 aws ecs wait tasks-stopped --tasks "$web"
-aws ecs list-tasks --desired-status STOPPED
+aws ecs wait services-stable --services web
+"$berth" service events web --server "$url"
+aws ecs register-task-definition --family web \
+  --container-definitions '[{"name":"web","image":"berth-test/busybox:latest","memory":32,"stopTimeout":2,
+    "command":["sh","-c","mkdir -p /www && echo hello from revision 2 > /www/index.html && exec httpd -f -p 8080 -h /www"],"portMappings":[{"containerPort":8080}]}]' --query 'taskDefinition.revision'
+"$berth" service deploy web --task-definition web --server "$url"
+"$berth" service ls --server "$url"
+aws ecs delete-service --service web --force --query 'service.status'
+aws ecs wait services-inactive --services web
 set +x
 echo
 echo "Berth is running at $url (data in $data). Stop it with: pkill -f 'berth up'"

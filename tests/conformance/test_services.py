@@ -423,3 +423,31 @@ def test_the_cli_lists_services_shows_events_and_follows_a_deploy(cl):
     assert "deployment failed: tasks failed to start." in out and "rolled back" in out, out
     wait_for("back on v2", lambda: stable(cl, "cli", 2, v2))
     cl.ecs.delete_service(cluster=cl.name, service="cli", force=True)
+
+
+def test_services_honour_placement_constraints_and_strategies(cl):
+    td = register(cl, "svc-place")
+    by_iid = cl.instances()
+    target = sorted(by_iid)[0]
+    cl.ecs.create_service(cluster=cl.name, serviceName="pinned", taskDefinition=td, desiredCount=3,
+                          placementConstraints=[{"type": "memberOf", "expression": f"ec2InstanceId == {target}"}])
+    wait_for("pinned stable", lambda: stable(cl, "pinned", 3))
+    assert {t["containerInstanceArn"] for t in live_tasks(cl, "pinned")} == {by_iid[target]}
+    cl.ecs.create_service(cluster=cl.name, serviceName="packed", taskDefinition=td, desiredCount=3,
+                          placementStrategy=[{"type": "binpack", "field": "memory"}])
+    wait_for("packed stable", lambda: stable(cl, "packed", 3))
+    assert len({t["containerInstanceArn"] for t in live_tasks(cl, "packed")}) == 1
+    # distinctInstance with more tasks than instances: what fits runs, the
+    # rest is reported.
+    cl.ecs.create_service(cluster=cl.name, serviceName="distinct", taskDefinition=td, desiredCount=3,
+                          placementConstraints=[{"type": "distinctInstance"}])
+
+    def two_and_a_complaint():
+        s = describe(cl, "distinct")
+        tasks = [t for t in live_tasks(cl, "distinct") if t["lastStatus"] == "RUNNING"]
+        complained = any("was unable to place a task because no container instance met all of its requirements"
+                         in m for m in messages(s))
+        return s if len(tasks) == 2 and len({t["containerInstanceArn"] for t in tasks}) == 2 and complained else None
+    wait_for("two tasks and an event", two_and_a_complaint)
+    for n in ("pinned", "packed", "distinct"):
+        cl.ecs.delete_service(cluster=cl.name, service=n, force=True)

@@ -764,7 +764,7 @@ pub fn plan(
     };
     let step = deployment::step(desired, svc.rolling.bounds(desired), observed);
     let scaling_reason = "Task stopped by the service scheduler (service scale-in or deployment)";
-    let mut victims = Victims::new(members);
+    let mut victims = Victims::new(members, &svc.placement_strategy);
     for m in victims.pick(&old_other, step.stop_old_unhealthy as usize) {
         out.stop.push(Stop {
             task: m.task.id.clone(),
@@ -977,19 +977,23 @@ pub fn plan_daemon(
     out
 }
 
-/// Chooses tasks to stop on scale-in: one at a time, where the service is
-/// densest at that moment (its most crowded availability zone, then
-/// instance), so what remains stays spread; older tasks first on a tie.
+/// Chooses tasks to stop on scale-in, one at a time. Spread (the
+/// default): where the service is densest at that moment (its most
+/// crowded availability zone, then instance), so what remains stays
+/// spread. Binpack first: where it is sparsest, so the instances that
+/// remain stay full and the others empty. Older tasks first on a tie.
 struct Victims<'a> {
     per_zone: HashMap<&'a str, usize>,
     per_instance: HashMap<&'a str, usize>,
+    pack: bool,
 }
 
 impl<'a> Victims<'a> {
-    fn new(all: &[Member<'a>]) -> Self {
+    fn new(all: &[Member<'a>], strategy: &[w::PlacementStrategy]) -> Self {
         let mut v = Victims {
             per_zone: HashMap::new(),
             per_instance: HashMap::new(),
+            pack: strategy.first().and_then(|s| s.r#type.as_deref()) == Some("binpack"),
         };
         for m in all.iter().filter(|m| !m.stopped()) {
             *v.per_zone.entry(zone(m)).or_default() += 1;
@@ -1006,13 +1010,17 @@ impl<'a> Victims<'a> {
         let mut out = vec![];
         while out.len() < n && !left.is_empty() {
             let key = |m: &Member<'a>| {
-                (
-                    self.per_zone.get(zone(m)).copied().unwrap_or(0),
-                    self.per_instance
-                        .get(m.task.container_instance.as_str())
-                        .copied()
-                        .unwrap_or(0),
-                )
+                let zone = self.per_zone.get(zone(m)).copied().unwrap_or(0) as i64;
+                let instance = self
+                    .per_instance
+                    .get(m.task.container_instance.as_str())
+                    .copied()
+                    .unwrap_or(0) as i64;
+                if self.pack {
+                    (0, -instance)
+                } else {
+                    (zone, instance)
+                }
             };
             let mut best = 0;
             for (i, m) in left.iter().enumerate() {

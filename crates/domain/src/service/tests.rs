@@ -458,3 +458,20 @@ fn a_daemon_rollout_stops_the_old_task_before_starting_the_new_one() {
     assert!(!next.deployments[1].active);
     assert!(next.steady);
 }
+
+#[test]
+fn binpack_scale_in_empties_the_sparsest_instance() {
+    let mut s = service(3);
+    s.placement_strategy = vec![w::PlacementStrategy {
+        r#type: Some("binpack".into()),
+        field: Some("memory".into()),
+    }];
+    let d = s.primary().id.clone();
+    let items: Vec<_> = [("a", "i1"), ("b", "i1"), ("c", "i1"), ("e", "i2")]
+        .iter()
+        .map(|(id, i)| (task(id, &d, i), Some(report("RUNNING", 0.0))))
+        .collect();
+    let p = plan(&s, &members(&items), TUNING, 100.0, ids());
+    let stopped: Vec<&str> = p.stop.iter().map(|s| s.task.as_str()).collect();
+    assert_eq!(stopped, vec!["e"]);
+}

@@ -1,0 +1,97 @@
+//! The service controller over an in-memory store, with no agent: what it
+//! does when a service's tasks cannot be placed, and that deleting such a
+//! service still ends INACTIVE.
+
+mod common;
+
+use berth_apiserver::controller::{run, ControllerConfig};
+use berth_apiserver::{router, ApiConfig, AppState};
+use berth_store::MemStore;
+use common::call;
+use serde_json::{json, Value};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+async fn wait_for(what: &str, mut check: impl AsyncFnMut() -> Option<Value>) -> Value {
+    for _ in 0..200 {
+        if let Some(v) = check().await {
+            return v;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+async fn service(app: &axum::Router, name: &str) -> Value {
+    let (_, d) = call(app, "DescribeServices", json!({"services": [name]})).await;
+    d["services"][0].clone()
+}
+
+fn said(s: &Value) -> Vec<String> {
+    s["events"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e["message"].as_str().map(String::from))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_service_that_cannot_place_says_why_and_can_be_deleted() {
+    let st = AppState::new(Arc::new(MemStore::new()), ApiConfig::default());
+    let app = router(st.clone());
+    let stop = CancellationToken::new();
+    let controller = tokio::spawn(run(st, ControllerConfig::default(), stop.clone()));
+    call(&app, "CreateCluster", json!({})).await;
+    call(
+        &app,
+        "RegisterTaskDefinition",
+        json!({"family": "web", "containerDefinitions": [{"name": "c", "image": "busybox", "memory": 16}]}),
+    )
+    .await;
+    let (status, created) = call(
+        &app,
+        "CreateService",
+        json!({"serviceName": "web", "taskDefinition": "web", "desiredCount": 2}),
+    )
+    .await;
+    assert_eq!(status, 200, "{created}");
+    let s = wait_for("the unable-to-place event", async || {
+        let s = service(&app, "web").await;
+        said(&s)
+            .iter()
+            .any(|m| m.contains("No Container Instances were found"))
+            .then_some(s)
+    })
+    .await;
+    assert_eq!(
+        (s["runningCount"].clone(), s["pendingCount"].clone()),
+        (json!(0), json!(0))
+    );
+    assert_eq!(s["deployments"][0]["rolloutState"], "IN_PROGRESS");
+    assert_eq!(
+        said(&s)[0],
+        "(service web) was unable to place a task because no container instance met all of its requirements. Reason: No Container Instances were found in your cluster."
+    );
+    // Said once, not on every reconcile.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(said(&service(&app, "web").await).len(), 1);
+
+    let (status, _) = call(
+        &app,
+        "DeleteService",
+        json!({"service": "web", "force": true}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    wait_for("INACTIVE", async || {
+        let s = service(&app, "web").await;
+        (s["status"] == "INACTIVE").then_some(s)
+    })
+    .await;
+    let (_, listed) = call(&app, "ListServices", json!({})).await;
+    assert_eq!(listed["serviceArns"], json!([]));
+    stop.cancel();
+    controller.await.expect("controller");
+}
