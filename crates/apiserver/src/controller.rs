@@ -119,6 +119,8 @@ pub async fn run(st: AppState, config: ControllerConfig, shutdown: CancellationT
     }
     // A cluster is running (Some) or idle; Some(true) means run it again.
     let mut running: HashMap<ClusterKey, bool> = HashMap::new();
+    let mut wake_at: HashMap<ClusterKey, tokio::time::Instant> = HashMap::new();
+    let (woke_tx, mut woke_rx) = mpsc::unbounded_channel::<(ClusterKey, tokio::time::Instant)>();
     let mut tick = tokio::time::interval(resync);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -139,13 +141,25 @@ pub async fn run(st: AppState, config: ControllerConfig, shutdown: CancellationT
                     running.insert(k.clone(), false);
                     spawn_reconcile(c.clone(), k.clone(), done_tx.clone());
                 }
+                // One timer per cluster: a later wake-up is covered by an
+                // earlier one, whose reconcile asks again.
                 if let Some(after) = recheck {
-                    let tx = dirty_tx.clone();
-                    tokio::spawn(async move {
-                        tokio::time::sleep(after).await;
-                        let _ = tx.send(k);
-                    });
+                    let at = tokio::time::Instant::now() + after;
+                    if wake_at.get(&k).is_none_or(|w| at < *w) {
+                        wake_at.insert(k.clone(), at);
+                        let tx = woke_tx.clone();
+                        tokio::spawn(async move {
+                            tokio::time::sleep_until(at).await;
+                            let _ = tx.send((k, at));
+                        });
+                    }
                 }
+            }
+            Some((k, at)) = woke_rx.recv() => {
+                if wake_at.get(&k) == Some(&at) {
+                    wake_at.remove(&k);
+                }
+                let _ = dirty_tx.send(k);
             }
             _ = tick.tick() => {
                 for k in &known {
