@@ -100,6 +100,20 @@ def test_bad_input_gets_ecs_errors_and_changes_nothing(cl):
     s = describe(cl, "dup")
     assert (s["desiredCount"], s["taskDefinition"], s["status"]) == (0, td, "ACTIVE")
     ecs.delete_service(cluster=cl.name, service="dup")
+    # Nothing already running is disturbed by a rejected update.
+    ecs.create_service(cluster=cl.name, serviceName="steady", taskDefinition=td, desiredCount=1)
+    before = wait_for("steady", lambda: stable(cl, "steady", 1))
+    task = live_tasks(cl, "steady")[0]["taskArn"]
+    for bad in ({"desiredCount": -1}, {"taskDefinition": "missing:1"},
+                {"deploymentConfiguration": {"maximumPercent": 50}},
+                {"placementConstraints": [{"type": "memberOf", "expression": "(("}]}):
+        code, _ = error_of(ecs.update_service, cluster=cl.name, service="steady", **bad)
+        assert code in ("InvalidParameterException", "ClientException"), (bad, code)
+    time.sleep(1)
+    after = stable(cl, "steady", 1)
+    assert after and after["deployments"][0]["id"] == before["deployments"][0]["id"]
+    assert [t["taskArn"] for t in live_tasks(cl, "steady")] == [task]
+    ecs.delete_service(cluster=cl.name, service="steady", force=True)
 
 
 def test_a_service_runs_its_count_spread_and_replaces_a_killed_container(cl):
@@ -226,6 +240,24 @@ def test_the_circuit_breaker_rolls_a_failing_deployment_back(cl):
     # The bad tasks stopped by themselves; the good ones never went away.
     assert all(t["taskDefinitionArn"] == good for t in live_tasks(cl, "cb"))
     cl.ecs.delete_service(cluster=cl.name, service="cb", force=True)
+
+
+def test_unhealthy_tasks_are_replaced(cl):
+    td = register(cl, "svc-sick", healthCheck={"command": ["CMD-SHELL", "exit 1"], "interval": 5, "retries": 1,
+                                               "timeout": 2})
+    cl.ecs.create_service(cluster=cl.name, serviceName="sick", taskDefinition=td, desiredCount=1)
+    first = wait_for("a task", lambda: live_tasks(cl, "sick"))[0]["taskArn"]
+
+    def replaced():
+        t = cl.task(first)
+        return t if t["lastStatus"] == "STOPPED" else None
+    t = wait_for("the unhealthy task to be stopped", replaced, timeout=60)
+    assert t["stopCode"] == "ServiceSchedulerInitiated" and t["stoppedReason"] == "Task failed container health checks"
+    assert t["healthStatus"] == "UNHEALTHY"
+    wait_for("a replacement", lambda: [x for x in live_tasks(cl, "sick") if x["taskArn"] != first])
+    s = describe(cl, "sick")
+    assert s["deployments"][0]["failedTasks"] >= 1
+    cl.ecs.delete_service(cluster=cl.name, service="sick", force=True)
 
 
 def test_stop_service_deployment_rolls_back_on_request(cl):
