@@ -483,3 +483,23 @@ def test_services_honour_placement_constraints_and_strategies(cl):
     wait_for("two tasks and an event", two_and_a_complaint)
     for n in ("pinned", "packed", "distinct"):
         cl.ecs.delete_service(cluster=cl.name, service=n, force=True)
+
+
+def test_stopped_tasks_are_forgotten_after_the_retention(tmp_path):
+    c = Cluster(str(tmp_path), "forget", [[]], extra_env={**ENV, "BERTH_STOPPED_TASK_RETENTION": "2"}).start()
+    try:
+        td = register(c, "forget", command=("true",))
+        arn = c.ecs.run_task(cluster=c.name, taskDefinition=td)["tasks"][0]["taskArn"]
+        c.wait_status(arn, "STOPPED")
+        assert arn in c.ecs.list_tasks(cluster=c.name, desiredStatus="STOPPED")["taskArns"]
+        wait_for("the stopped task to be forgotten", lambda: c.ecs.describe_tasks(
+            cluster=c.name, tasks=[arn])["failures"], timeout=30)
+        assert c.ecs.describe_tasks(cluster=c.name, tasks=[arn])["failures"][0]["reason"] == "MISSING"
+        assert arn not in c.ecs.list_tasks(cluster=c.name, desiredStatus="STOPPED")["taskArns"]
+        # A running one is kept however long it runs.
+        keep = c.ecs.run_task(cluster=c.name, taskDefinition=register(c, "keep"))["tasks"][0]["taskArn"]
+        c.wait_status(keep, "RUNNING")
+        time.sleep(4)
+        assert c.task(keep)["lastStatus"] == "RUNNING"
+    finally:
+        c.stop()

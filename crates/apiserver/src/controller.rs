@@ -55,6 +55,9 @@ pub struct ControllerConfig {
     pub host_loss_grace: Duration,
     /// Every cluster is reconciled at least this often.
     pub resync: Duration,
+    /// STOPPED tasks stay describable this long, then their records go
+    /// (ECS keeps them at least an hour).
+    pub stopped_retention: Duration,
 }
 
 impl Default for ControllerConfig {
@@ -63,6 +66,7 @@ impl Default for ControllerConfig {
             settle: Duration::from_secs(5),
             host_loss_grace: Duration::from_secs(5),
             resync: Duration::from_secs(10),
+            stopped_retention: Duration::from_secs_f64(berth_domain::task::STOPPED_RETENTION_SECS),
         }
     }
 }
@@ -279,7 +283,8 @@ impl Controller {
         let (lost_any, mut recheck) = self
             .host_loss(scope, cluster, &instances, &connected, &tasks)
             .await?;
-        if lost_any {
+        let removed = self.forget_stopped(scope, cluster, &tasks).await?;
+        if lost_any || removed {
             tasks = ClusterTasks::load(st, scope, cluster).await?;
         }
         let services = typed::list::<Service>(&*st.store, &scope.services_of(cluster)).await?;
@@ -352,6 +357,47 @@ impl Controller {
             tracing::warn!(cluster = %cluster, instance = %instance, "host lost: its tasks are marked STOPPED");
         }
         Ok((any, recheck))
+    }
+
+    /// Removes the records of tasks that stopped longer ago than the
+    /// retention, so that listings and counts do not grow without end.
+    /// A record that changed since it was read stays for the next round.
+    async fn forget_stopped(
+        &self,
+        scope: &Scope,
+        cluster: &str,
+        tasks: &ClusterTasks,
+    ) -> Result<bool, ApiError> {
+        let before = now() - self.config.stopped_retention.as_secs_f64();
+        let mut any = false;
+        for t in &tasks.tasks {
+            let id = &t.value.id;
+            let Some(report) = tasks.report(id) else {
+                continue;
+            };
+            let old = Task::last_status(Some(report)) == TaskStatus::Stopped
+                && report.stopped_at.is_some_and(|at| at < before);
+            if !old {
+                continue;
+            }
+            let state_key = scope.task_state(cluster, id);
+            let Some(state) = self.st.store.get(&state_key).await? else {
+                continue;
+            };
+            let txn = Txn::when(
+                vec![
+                    typed::unchanged(&scope.task(cluster, id), t.mod_revision),
+                    typed::unchanged(&state_key, state.mod_revision),
+                ],
+                vec![
+                    Op::delete(scope.task(cluster, id)),
+                    Op::delete(state_key),
+                    Op::delete(scope.instance_task(cluster, &t.value.container_instance, id)),
+                ],
+            );
+            any |= self.st.store.txn(txn).await?.succeeded;
+        }
+        Ok(any)
     }
 
     /// Records a task of a lost host as STOPPED: the observed record (no

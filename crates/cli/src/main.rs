@@ -228,9 +228,22 @@ struct ServerArgs {
     /// are marked STOPPED and their services replace them elsewhere.
     #[arg(long, env = "BERTH_HOST_LOSS_GRACE", default_value_t = 5.0, value_parser = parse_timeout)]
     host_loss_grace: f64,
+    /// Seconds a STOPPED task stays describable before its records are
+    /// removed (ECS: at least an hour).
+    #[arg(long, env = "BERTH_STOPPED_TASK_RETENTION", default_value_t = 3600.0, value_parser = parse_retention)]
+    stopped_task_retention: f64,
     /// Threads serving HTTP connections (default: one per CPU).
     #[arg(long, env = "BERTH_HTTP_THREADS", value_parser = clap::value_parser!(u16).range(1..=1024))]
     http_threads: Option<u16>,
+}
+
+fn parse_retention(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if (1.0..=30.0 * 86_400.0).contains(&v) => Ok(v),
+        _ => Err(format!(
+            "{s} is not a number of seconds between 1 and 2592000"
+        )),
+    }
 }
 
 fn parse_timeout(s: &str) -> Result<f64, String> {
@@ -457,6 +470,7 @@ async fn serve(args: ServerArgs, up: Option<HostArgs>) -> anyhow::Result<()> {
         berth_apiserver::controller::ControllerConfig {
             settle: Duration::from_secs_f64(args.service_settle),
             host_loss_grace: Duration::from_secs_f64(args.host_loss_grace),
+            stopped_retention: Duration::from_secs_f64(args.stopped_task_retention),
             ..Default::default()
         },
         shutdown.clone(),
