@@ -10,8 +10,9 @@ use crate::{
 use async_trait::async_trait;
 use bollard::errors::Error as DockerError;
 use bollard::models::{
-    ContainerCreateBody, ContainerStateStatusEnum, HealthConfig, HealthStatusEnum, HostConfig,
-    Mount, MountType, PortBinding, ResourcesUlimits,
+    ContainerCreateBody, ContainerStateStatusEnum, EndpointIpamConfig, EndpointSettings,
+    HealthConfig, HealthStatusEnum, HostConfig, Ipam, IpamConfig, Mount, MountType,
+    NetworkCreateRequest, NetworkingConfig, PortBinding, ResourcesUlimits,
 };
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, EventsOptionsBuilder,
@@ -220,6 +221,7 @@ fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
             NetworkMode::Host => "host".to_string(),
             NetworkMode::None => "none".to_string(),
             NetworkMode::Container(id) => format!("container:{id}"),
+            NetworkMode::Attached { network, .. } => network.clone(),
         }),
         port_bindings: (!port_bindings.is_empty()).then_some(port_bindings),
         extra_hosts: non_empty(
@@ -274,6 +276,21 @@ fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
         }),
         stop_timeout: spec.stop_timeout.map(|d| d.as_secs() as i64),
         host_config: Some(host_config),
+        networking_config: match &spec.network_mode {
+            NetworkMode::Attached { network, ip } => Some(NetworkingConfig {
+                endpoints_config: Some(HashMap::from([(
+                    network.clone(),
+                    EndpointSettings {
+                        ipam_config: Some(EndpointIpamConfig {
+                            ipv4_address: Some(ip.clone()),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    },
+                )])),
+            }),
+            _ => None,
+        },
         ..Default::default()
     }
 }
@@ -378,7 +395,20 @@ impl ContainerRuntime for DockerRuntime {
             _ => ContainerState::Other,
         });
         let mut ports = Vec::new();
-        let bound = c.network_settings.and_then(|n| n.ports).unwrap_or_default();
+        let settings = c.network_settings.unwrap_or_default();
+        let mut networks: Vec<crate::Attachment> = settings
+            .networks
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|(name, _)| !matches!(name.as_str(), "bridge" | "host" | "none"))
+            .map(|(name, e)| crate::Attachment {
+                network: name,
+                ip: e.ip_address.unwrap_or_default(),
+                mac: e.mac_address.unwrap_or_default(),
+            })
+            .collect();
+        networks.sort_by(|a, b| a.network.cmp(&b.network));
+        let bound = settings.ports.unwrap_or_default();
         for (key, bindings) in bound {
             let Some((port, proto)) = key.split_once('/') else {
                 continue;
@@ -425,6 +455,7 @@ impl ContainerRuntime for DockerRuntime {
             oom_killed: st.oom_killed.unwrap_or(false),
             error: st.error.filter(|e| !e.is_empty()),
             ports,
+            networks,
         }))
     }
 
@@ -552,6 +583,84 @@ impl ContainerRuntime for DockerRuntime {
         layout
             .remove(task_id)
             .map_err(|e| RuntimeError::Rejected(format!("cannot remove the task cgroup: {e}")))
+    }
+
+    async fn ensure_network(&self, spec: &crate::NetworkSpec) -> Result<(), RuntimeError> {
+        match self.docker.inspect_network(&spec.name, None).await {
+            Ok(n) => {
+                let subnets: Vec<String> = n
+                    .ipam
+                    .and_then(|i| i.config)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter_map(|c| c.subnet)
+                    .collect();
+                return if subnets.contains(&spec.cidr) {
+                    Ok(())
+                } else {
+                    Err(RuntimeError::Rejected(format!(
+                        "network {} exists with subnets {subnets:?}, not {}",
+                        spec.name, spec.cidr
+                    )))
+                };
+            }
+            Err(e) if is_not_found(&e) => {}
+            Err(e) => return Err(unavailable(e)),
+        }
+        let request = NetworkCreateRequest {
+            name: spec.name.clone(),
+            driver: Some("bridge".into()),
+            ipam: Some(Ipam {
+                driver: Some("default".into()),
+                config: Some(vec![IpamConfig {
+                    subnet: Some(spec.cidr.clone()),
+                    gateway: Some(spec.gateway.clone()),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+            labels: Some(spec.labels.clone().into_iter().collect()),
+            ..Default::default()
+        };
+        match self.docker.create_network(request).await {
+            Ok(_) => Ok(()),
+            // Another driver made it first.
+            Err(e) if e.to_string().contains("already exists") => Ok(()),
+            Err(e) => Err(refused(e)),
+        }
+    }
+
+    async fn remove_network(&self, name: &str) -> Result<(), RuntimeError> {
+        match self.docker.remove_network(name).await {
+            Ok(()) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
+            Err(e) => Err(refused(e)),
+        }
+    }
+
+    async fn ensure_pause_image(&self) -> Result<(), RuntimeError> {
+        match self.docker.inspect_image(crate::pause::IMAGE).await {
+            Ok(_) => return Ok(()),
+            Err(e) if is_not_found(&e) => {}
+            Err(e) => return Err(unavailable(e)),
+        }
+        let (repo, tag) = crate::pause::IMAGE
+            .split_once(':')
+            .unwrap_or((crate::pause::IMAGE, "latest"));
+        let options = CreateImageOptionsBuilder::new()
+            .from_src("-")
+            .repo(repo)
+            .tag(tag)
+            .changes(vec![format!("CMD [\"{}\"]", crate::pause::PROGRAM)])
+            .build();
+        let tar = crate::pause::tar_of(crate::pause::PROGRAM, &crate::pause::program());
+        let body = bollard::body_full(tar.into());
+        self.docker
+            .create_image(Some(options), Some(body), None)
+            .try_collect::<Vec<_>>()
+            .await
+            .map(|_| ())
+            .map_err(refused)
     }
 
     async fn stats(&self, id: &str) -> Result<Stats, RuntimeError> {

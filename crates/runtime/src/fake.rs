@@ -26,6 +26,9 @@ pub enum Call {
     Remove(String),
     TaskCgroup(String, TaskLimits),
     RemoveTaskCgroup(String),
+    EnsureNetwork(crate::NetworkSpec),
+    RemoveNetwork(String),
+    EnsurePauseImage,
 }
 
 #[derive(Default)]
@@ -227,6 +230,14 @@ impl ContainerRuntime for FakeRuntime {
                 oom_killed: false,
                 error: None,
                 ports,
+                networks: match &spec.network_mode {
+                    crate::NetworkMode::Attached { network, ip } => vec![crate::Attachment {
+                        network: network.clone(),
+                        ip: ip.clone(),
+                        mac: "02:42:00:00:00:01".into(),
+                    }],
+                    _ => vec![],
+                },
             },
         );
         Ok(id)
@@ -327,6 +338,25 @@ impl ContainerRuntime for FakeRuntime {
         self.state()
             .calls
             .push(Call::RemoveTaskCgroup(task_id.to_string()));
+        Ok(())
+    }
+
+    async fn ensure_network(&self, spec: &crate::NetworkSpec) -> Result<(), RuntimeError> {
+        self.state().calls.push(Call::EnsureNetwork(spec.clone()));
+        Ok(())
+    }
+
+    async fn remove_network(&self, name: &str) -> Result<(), RuntimeError> {
+        self.state()
+            .calls
+            .push(Call::RemoveNetwork(name.to_string()));
+        Ok(())
+    }
+
+    async fn ensure_pause_image(&self) -> Result<(), RuntimeError> {
+        let mut st = self.state();
+        st.calls.push(Call::EnsurePauseImage);
+        st.cached.insert(crate::pause::IMAGE.to_string());
         Ok(())
     }
 

@@ -12,6 +12,7 @@
 pub mod cgroup;
 pub mod docker;
 pub mod fake;
+pub mod pause;
 mod pull;
 
 pub use cgroup::TaskLimits;
@@ -97,6 +98,33 @@ pub enum NetworkMode {
     None,
     /// Another container's network namespace.
     Container(String),
+    /// A network of the runtime ([`ContainerRuntime::ensure_network`]),
+    /// at a fixed address: how a task's pause container gets its own
+    /// namespace and IP (awsvpc).
+    Attached {
+        network: String,
+        ip: String,
+    },
+}
+
+/// A bridge network for one subnet: where awsvpc tasks get their own
+/// network namespace and address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetworkSpec {
+    pub name: String,
+    /// `a.b.c.d/n`.
+    pub cidr: String,
+    /// The address the host takes on the bridge.
+    pub gateway: String,
+    pub labels: BTreeMap<String, String>,
+}
+
+/// One network a container is attached to, as the runtime sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attachment {
+    pub network: String,
+    pub ip: String,
+    pub mac: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -171,6 +199,8 @@ pub struct ContainerInfo {
     /// Why the runtime could not start it, if it could not.
     pub error: Option<String>,
     pub ports: Vec<Binding>,
+    /// Networks it is attached to by name (not bridge, host or none).
+    pub networks: Vec<Attachment>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -295,4 +325,12 @@ pub trait ContainerRuntime: Send + Sync {
     ) -> Result<Option<String>, RuntimeError>;
     /// Removes a task's cgroup once its containers are gone.
     async fn remove_task_cgroup(&self, task_id: &str) -> Result<(), RuntimeError>;
+    /// Creates the network if there is none of that name; one that exists
+    /// with another subnet is an error.
+    async fn ensure_network(&self, spec: &NetworkSpec) -> Result<(), RuntimeError>;
+    /// Removes a network; a missing one is not an error.
+    async fn remove_network(&self, name: &str) -> Result<(), RuntimeError>;
+    /// Makes the pause image ([`pause::IMAGE`]) available, without a
+    /// registry.
+    async fn ensure_pause_image(&self) -> Result<(), RuntimeError>;
 }

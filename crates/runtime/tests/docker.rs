@@ -214,3 +214,94 @@ async fn the_engine_refuses_bad_specs_and_reports_missing_containers() {
     ));
     rt.remove(&id).await.expect("remove");
 }
+
+/// awsvpc's building blocks: a bridge network for a subnet, a pause
+/// container holding a namespace at a fixed address, and a container that
+/// joins it and sees that address as its own.
+#[tokio::test]
+async fn a_pause_container_holds_a_namespace_at_a_fixed_address_that_others_join() {
+    use berth_runtime::{NetworkMode, NetworkSpec};
+    let rt = engine().await;
+    rt.ensure_pause_image().await.expect("pause image");
+    // Twice is fine.
+    rt.ensure_pause_image().await.expect("pause image again");
+    let tag = unique("awsvpc");
+    let octet = 100 + (std::process::id() % 100);
+    let net = NetworkSpec {
+        name: tag.clone(),
+        cidr: format!("10.219.{octet}.0/24"),
+        gateway: format!("10.219.{octet}.1"),
+        labels: BTreeMap::from([(LABEL.to_string(), tag.clone())]),
+    };
+    rt.ensure_network(&net).await.expect("network");
+    rt.ensure_network(&net)
+        .await
+        .expect("the same network again");
+    let clash = NetworkSpec {
+        cidr: "10.218.0.0/24".into(),
+        ..net.clone()
+    };
+    assert!(matches!(
+        rt.ensure_network(&clash).await,
+        Err(RuntimeError::Rejected(_))
+    ));
+    let ip = format!("10.219.{octet}.7");
+    let pause = ContainerSpec {
+        name: format!("{tag}-pause"),
+        image: berth_runtime::pause::IMAGE.to_string(),
+        labels: BTreeMap::from([(LABEL.to_string(), tag.clone())]),
+        network_mode: NetworkMode::Attached {
+            network: tag.clone(),
+            ip: ip.clone(),
+        },
+        ..Default::default()
+    };
+    let pid = rt.create(&pause).await.expect("create pause");
+    rt.start(&pid).await.expect("start pause");
+    let info = rt.inspect(&pid).await.expect("inspect").expect("exists");
+    assert_eq!(info.state, ContainerState::Running);
+    assert_eq!(info.networks.len(), 1);
+    assert_eq!(
+        (
+            info.networks[0].network.as_str(),
+            info.networks[0].ip.as_str()
+        ),
+        (tag.as_str(), ip.as_str())
+    );
+    assert_eq!(info.networks[0].mac.len(), 17, "{:?}", info.networks[0]);
+    let mut app = spec(
+        &format!("{tag}-app"),
+        "ip -4 addr show eth0 | grep -o 'inet [0-9.]*'",
+    );
+    app.labels = BTreeMap::from([(LABEL.to_string(), tag.clone())]);
+    app.network_mode = NetworkMode::Container(pid.clone());
+    let aid = rt.create(&app).await.expect("create app");
+    rt.start(&aid).await.expect("start app");
+    let mut out = String::new();
+    for _ in 0..100 {
+        let done = rt
+            .inspect(&aid)
+            .await
+            .expect("inspect")
+            .expect("exists")
+            .state
+            == ContainerState::Exited;
+        if done {
+            let chunks: Vec<_> = rt.logs(&aid, false).collect().await;
+            out = chunks
+                .into_iter()
+                .filter_map(Result::ok)
+                .map(|c| String::from_utf8_lossy(&c.bytes).to_string())
+                .collect();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(out.trim(), format!("inet {ip}"));
+    rt.stop(&pid, Duration::ZERO).await.expect("stop pause");
+    cleanup(&rt, &tag).await;
+    rt.remove_network(&tag).await.expect("remove network");
+    rt.remove_network(&tag)
+        .await
+        .expect("removing a missing network is fine");
+}
