@@ -12,6 +12,7 @@ pub mod cluster;
 pub mod deployment;
 pub mod error;
 pub mod instance;
+pub mod network;
 pub mod paging;
 pub mod service;
 pub mod settings;

@@ -1,0 +1,402 @@
+//! awsvpc networking's model (issue 5): the subnets and security groups
+//! Berth's configuration defines, what RunTask's and CreateService's
+//! `networkConfiguration.awsvpcConfiguration` may name, and address
+//! allocation within a subnet. Pure; the apiserver and the agent use it.
+
+use crate::EcsError;
+use berth_wire::ecs as w;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
+
+/// Subnets and security groups per awsvpcConfiguration, as ECS allows.
+pub const MAX_SUBNETS: usize = 16;
+pub const MAX_SECURITY_GROUPS: usize = 5;
+
+/// An IPv4 block, `a.b.c.d/n`, kept as its network address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    pub network: Ipv4Addr,
+    pub prefix: u8,
+}
+
+impl Cidr {
+    pub fn parse(s: &str) -> Option<Cidr> {
+        let (addr, prefix) = s.split_once('/')?;
+        let addr: Ipv4Addr = addr.parse().ok()?;
+        let prefix: u8 = prefix.parse().ok().filter(|p| *p <= 32)?;
+        let mask = Cidr::mask(prefix);
+        (u32::from(addr) & !mask == 0).then_some(Cidr {
+            network: addr,
+            prefix,
+        })
+    }
+
+    fn mask(prefix: u8) -> u32 {
+        if prefix == 0 {
+            0
+        } else {
+            u32::MAX << (32 - prefix)
+        }
+    }
+
+    pub fn contains(&self, ip: Ipv4Addr) -> bool {
+        u32::from(ip) & Cidr::mask(self.prefix) == u32::from(self.network)
+    }
+
+    pub fn overlaps(&self, other: &Cidr) -> bool {
+        self.contains(other.network) || other.contains(self.network)
+    }
+
+    /// The last address of the block (its broadcast address).
+    pub fn last(&self) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.network) | !Cidr::mask(self.prefix))
+    }
+
+    /// The address the host takes on the subnet's bridge: the first one,
+    /// as a VPC's router is.
+    pub fn gateway(&self) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.network) + 1)
+    }
+}
+
+impl std::fmt::Display for Cidr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.network, self.prefix)
+    }
+}
+
+/// One subnet of the configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SubnetConfig {
+    pub id: String,
+    pub cidr: String,
+    pub availability_zone: String,
+}
+
+/// An ingress rule of a security group: traffic allowed in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IngressRule {
+    /// `tcp`, `udp` or `-1` (all).
+    pub protocol: String,
+    #[serde(default)]
+    pub from_port: u16,
+    #[serde(default)]
+    pub to_port: u16,
+    /// Where from: a CIDR block...
+    #[serde(default)]
+    pub cidr: Option<String>,
+    /// ... or the tasks of a security group.
+    #[serde(default)]
+    pub source_group: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SecurityGroupConfig {
+    pub id: String,
+    #[serde(default)]
+    pub ingress: Vec<IngressRule>,
+}
+
+/// The networks Berth offers awsvpc tasks.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkConfig {
+    #[serde(default)]
+    pub subnets: Vec<SubnetConfig>,
+    #[serde(default)]
+    pub security_groups: Vec<SecurityGroupConfig>,
+}
+
+fn id_ok(id: &str, prefix: &str) -> bool {
+    id.strip_prefix(prefix).is_some_and(|rest| {
+        !rest.is_empty()
+            && rest.len() <= 64
+            && rest.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    })
+}
+
+impl NetworkConfig {
+    /// Checks a configuration: ids shaped like EC2's (`subnet-...`,
+    /// `sg-...`) and unique, CIDRs valid, at least a /28 as in a VPC, and
+    /// not overlapping; rules naming known groups.
+    pub fn validate(&self) -> Result<(), String> {
+        let mut seen: Vec<(String, Cidr)> = vec![];
+        for s in &self.subnets {
+            if !id_ok(&s.id, "subnet-") {
+                return Err(format!(
+                    "subnet id {:?} must look like subnet-<letters and digits>",
+                    s.id
+                ));
+            }
+            let c = Cidr::parse(&s.cidr).ok_or_else(|| {
+                format!(
+                    "subnet {}: {:?} is not a network address/prefix",
+                    s.id, s.cidr
+                )
+            })?;
+            if !(16..=28).contains(&c.prefix) {
+                return Err(format!(
+                    "subnet {}: the prefix must be /16 to /28, as in a VPC",
+                    s.id
+                ));
+            }
+            if s.availability_zone.is_empty() {
+                return Err(format!("subnet {}: availabilityZone is required", s.id));
+            }
+            for (other, oc) in &seen {
+                if other == &s.id {
+                    return Err(format!("subnet {} is defined twice", s.id));
+                }
+                if oc.overlaps(&c) {
+                    return Err(format!("subnets {other} and {} overlap", s.id));
+                }
+            }
+            seen.push((s.id.clone(), c));
+        }
+        let groups: BTreeSet<&str> = self.security_groups.iter().map(|g| g.id.as_str()).collect();
+        if groups.len() != self.security_groups.len() {
+            return Err("a security group is defined twice".into());
+        }
+        for g in &self.security_groups {
+            if !id_ok(&g.id, "sg-") {
+                return Err(format!(
+                    "security group id {:?} must look like sg-<letters and digits>",
+                    g.id
+                ));
+            }
+            for r in &g.ingress {
+                if !matches!(r.protocol.as_str(), "tcp" | "udp" | "-1") {
+                    return Err(format!("{}: protocol must be tcp, udp or -1", g.id));
+                }
+                if r.from_port > r.to_port {
+                    return Err(format!(
+                        "{}: fromPort {} is above toPort {}",
+                        g.id, r.from_port, r.to_port
+                    ));
+                }
+                match (&r.cidr, &r.source_group) {
+                    (Some(c), None) if Cidr::parse(c).is_some() => {}
+                    (None, Some(sg)) if groups.contains(sg.as_str()) => {}
+                    _ => {
+                        return Err(format!(
+                            "{}: each rule names either a valid cidr or a defined sourceGroup",
+                            g.id
+                        ))
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn subnet(&self, id: &str) -> Option<&SubnetConfig> {
+        self.subnets.iter().find(|s| s.id == id)
+    }
+
+    pub fn security_group(&self, id: &str) -> Option<&SecurityGroupConfig> {
+        self.security_groups.iter().find(|g| g.id == id)
+    }
+
+    /// What an awsvpc task asks for, checked as ECS checks it. `awsvpc`
+    /// says whether the task definition's networkMode is awsvpc.
+    pub fn awsvpc(
+        &self,
+        awsvpc: bool,
+        given: Option<&w::NetworkConfiguration>,
+        launch_type: &str,
+    ) -> Result<Option<AwsVpc>, EcsError> {
+        let config = given.and_then(|n| n.awsvpc_configuration.as_ref());
+        match (awsvpc, config) {
+            (false, None) => return Ok(None),
+            (false, Some(_)) => {
+                return Err(EcsError::invalid(
+                    "Network Configuration is not valid for the given networkMode of this task definition.",
+                ))
+            }
+            (true, None) => {
+                return Err(EcsError::invalid(
+                    "Network Configuration must be provided when networkMode 'awsvpc' is specified.",
+                ))
+            }
+            (true, Some(_)) => {}
+        }
+        let c = config.ok_or_else(|| EcsError::invalid("awsvpcConfiguration is required."))?;
+        let subnets = c.subnets.clone().unwrap_or_default();
+        if subnets.is_empty() {
+            return Err(EcsError::invalid("subnets can not be empty."));
+        }
+        if subnets.len() > MAX_SUBNETS {
+            return Err(EcsError::invalid(format!(
+                "awsvpcConfiguration.subnets: at most {MAX_SUBNETS} subnets."
+            )));
+        }
+        for s in &subnets {
+            if self.subnet(s).is_none() {
+                return Err(EcsError::invalid(format!(
+                    "Error retrieving subnet information for [{s}]: The subnet ID '{s}' does not exist."
+                )));
+            }
+        }
+        let groups = c.security_groups.clone().unwrap_or_default();
+        if groups.len() > MAX_SECURITY_GROUPS {
+            return Err(EcsError::invalid(format!(
+                "awsvpcConfiguration.securityGroups: at most {MAX_SECURITY_GROUPS} security groups."
+            )));
+        }
+        for g in &groups {
+            if self.security_group(g).is_none() {
+                return Err(EcsError::invalid(format!(
+                    "Error retrieving security group information for [{g}]: The security group '{g}' does not exist."
+                )));
+            }
+        }
+        let public = match c.assign_public_ip.as_deref() {
+            None | Some("DISABLED") => false,
+            Some("ENABLED") if launch_type == "FARGATE" => true,
+            Some("ENABLED") => {
+                return Err(EcsError::invalid(
+                    "Assign public IP is not supported for this launch type.",
+                ))
+            }
+            Some(other) => {
+                crate::one_of(
+                    other,
+                    &["ENABLED", "DISABLED"],
+                    "awsvpcConfiguration.assignPublicIp",
+                )?;
+                false
+            }
+        };
+        Ok(Some(AwsVpc {
+            subnets,
+            security_groups: groups,
+            assign_public_ip: public,
+        }))
+    }
+}
+
+/// A checked awsvpcConfiguration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AwsVpc {
+    pub subnets: Vec<String>,
+    pub security_groups: Vec<String>,
+    pub assign_public_ip: bool,
+}
+
+/// The lowest free address of `subnet` for a task: as in a VPC, the
+/// network address, the next three (router, DNS, reserved) and the last
+/// are never handed out.
+pub fn allocate(subnet: &Cidr, taken: &BTreeSet<Ipv4Addr>) -> Option<Ipv4Addr> {
+    let first = u32::from(subnet.network) + 4;
+    let last = u32::from(subnet.last()).checked_sub(1)?;
+    (first..=last)
+        .map(Ipv4Addr::from)
+        .find(|ip| !taken.contains(ip))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> NetworkConfig {
+        serde_json::from_value(serde_json::json!({
+            "subnets": [
+                {"id": "subnet-a", "cidr": "10.20.1.0/24", "availabilityZone": "local-1a"},
+                {"id": "subnet-b", "cidr": "10.20.2.0/28", "availabilityZone": "local-1b"}
+            ],
+            "securityGroups": [
+                {"id": "sg-web", "ingress": [{"protocol": "tcp", "fromPort": 80, "toPort": 80, "cidr": "0.0.0.0/0"}]},
+                {"id": "sg-db", "ingress": [{"protocol": "tcp", "fromPort": 5432, "toPort": 5432, "sourceGroup": "sg-web"}]}
+            ]
+        }))
+        .expect("config")
+    }
+
+    #[test]
+    fn cidrs_parse_and_compare() {
+        let c = Cidr::parse("10.20.1.0/24").expect("valid");
+        assert!(c.contains("10.20.1.200".parse().expect("ip")));
+        assert!(!c.contains("10.20.2.1".parse().expect("ip")));
+        assert_eq!(c.last().to_string(), "10.20.1.255");
+        assert_eq!(c.gateway().to_string(), "10.20.1.1");
+        assert_eq!(Cidr::parse("10.20.1.5/24"), None, "host bits set");
+        assert_eq!(Cidr::parse("10.20.1.0/33"), None);
+        assert!(c.overlaps(&Cidr::parse("10.20.0.0/16").expect("valid")));
+    }
+
+    #[test]
+    fn configurations_are_checked() {
+        assert_eq!(config().validate(), Ok(()));
+        let mut bad = config();
+        bad.subnets[1].cidr = "10.20.1.128/25".into();
+        assert!(bad.validate().expect_err("overlap").contains("overlap"));
+        let mut bad = config();
+        bad.security_groups[1].ingress[0].source_group = Some("sg-nope".into());
+        assert!(bad.validate().is_err());
+        let mut bad = config();
+        bad.subnets[0].id = "net-a".into();
+        assert!(bad.validate().is_err());
+    }
+
+    #[test]
+    fn awsvpc_configurations_get_ecs_errors() {
+        let c = config();
+        let nc =
+            |subnets: &[&str], groups: &[&str], public: Option<&str>| w::NetworkConfiguration {
+                awsvpc_configuration: Some(w::AwsVpcConfiguration {
+                    subnets: Some(subnets.iter().map(|s| s.to_string()).collect()),
+                    security_groups: Some(groups.iter().map(|s| s.to_string()).collect()),
+                    assign_public_ip: public.map(String::from),
+                }),
+            };
+        let err = |awsvpc, given: Option<&w::NetworkConfiguration>, lt| {
+            c.awsvpc(awsvpc, given, lt)
+                .expect_err("rejected")
+                .to_string()
+        };
+        assert!(err(true, None, "EC2").contains("must be provided when networkMode 'awsvpc'"));
+        assert!(err(false, Some(&nc(&["subnet-a"], &[], None)), "EC2")
+            .contains("not valid for the given networkMode"));
+        assert_eq!(
+            err(true, Some(&nc(&[], &[], None)), "EC2"),
+            "subnets can not be empty."
+        );
+        assert!(err(true, Some(&nc(&["subnet-x"], &[], None)), "EC2")
+            .contains("The subnet ID 'subnet-x' does not exist"));
+        assert!(err(true, Some(&nc(&["subnet-a"], &["sg-x"], None)), "EC2")
+            .contains("'sg-x' does not exist"));
+        assert!(
+            err(true, Some(&nc(&["subnet-a"], &[], Some("ENABLED"))), "EC2")
+                .contains("Assign public IP")
+        );
+        let ok = c
+            .awsvpc(
+                true,
+                Some(&nc(&["subnet-a", "subnet-b"], &["sg-web"], Some("ENABLED"))),
+                "FARGATE",
+            )
+            .expect("valid")
+            .expect("awsvpc");
+        assert_eq!(ok.subnets, vec!["subnet-a", "subnet-b"]);
+        assert!(ok.assign_public_ip);
+        assert_eq!(c.awsvpc(false, None, "EC2"), Ok(None));
+    }
+
+    #[test]
+    fn allocation_skips_what_a_vpc_reserves_and_what_is_taken() {
+        let c = Cidr::parse("10.20.2.0/28").expect("valid");
+        let mut taken = BTreeSet::new();
+        let mut got = vec![];
+        while let Some(ip) = allocate(&c, &taken) {
+            taken.insert(ip);
+            got.push(ip.to_string());
+        }
+        assert_eq!(got.first().map(String::as_str), Some("10.20.2.4"));
+        assert_eq!(got.last().map(String::as_str), Some("10.20.2.14"));
+        assert_eq!(got.len(), 11, "16 addresses less the 5 a VPC reserves");
+    }
+}
