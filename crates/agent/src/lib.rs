@@ -37,10 +37,12 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// Capabilities this agent's task runner implements (health checks,
 /// dependsOn and start/stop timeouts, task-level cpu and memory).
-pub const CAPABILITIES: [&str; 3] = [
+pub const CAPABILITIES: [&str; 4] = [
     "ecs.capability.container-health-check",
     "ecs.capability.container-ordering",
     "ecs.capability.task-cpu-mem-limit",
+    // awsvpc: a task of its own network namespace at a subnet's address.
+    "ecs.capability.task-eni",
 ];
 
 /// Ports the stock agent reserves: ssh, the Docker API, its own.

@@ -6,7 +6,7 @@ use berth_runtime::{
     ContainerSpec, HealthCheck, MountSource, MountSpec, NetworkMode, PortSpec, Protocol,
     TaskLimits, Ulimit,
 };
-use berth_wire::agent::DesiredTask;
+use berth_wire::agent::{DesiredNetwork, DesiredTask};
 use berth_wire::ecs as w;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -92,12 +92,54 @@ pub fn task_limits(task: &DesiredTask) -> TaskLimits {
 
 /// The spec for container `c` of `task`, owned by `instance`, created
 /// under the task's cgroup when it has one (`cgroup_parent`).
+/// The container-name label of an awsvpc task's pause container (the
+/// name the ECS agent gives its own).
+pub const PAUSE_NAME: &str = "~internal~ecs~pause";
+
+/// The pause container of an awsvpc task: it holds the task's network
+/// namespace at the task's address on its subnet's network, and the
+/// task's containers join it.
+pub fn pause_spec(task: &DesiredTask, net: &DesiredNetwork, instance: &str) -> ContainerSpec {
+    let labels = BTreeMap::from([
+        (OWNER_LABEL.to_string(), instance.to_string()),
+        (TASK_LABEL.to_string(), task.task_arn.clone()),
+        (CONTAINER_LABEL.to_string(), PAUSE_NAME.to_string()),
+        (
+            "com.amazonaws.ecs.cluster".to_string(),
+            task.cluster.clone(),
+        ),
+    ]);
+    ContainerSpec {
+        name: docker_name(task, "internalecspause"),
+        image: berth_runtime::pause::IMAGE.to_string(),
+        labels,
+        network_mode: NetworkMode::Attached {
+            network: net.name.clone(),
+            ip: net.ip.clone(),
+        },
+        cpu_shares: Some(MIN_CPU_SHARES),
+        ..Default::default()
+    }
+}
+
+/// The bridge network of an awsvpc task's subnet on this host.
+pub fn network_spec(net: &DesiredNetwork) -> berth_runtime::NetworkSpec {
+    berth_runtime::NetworkSpec {
+        name: net.name.clone(),
+        cidr: net.cidr.clone(),
+        gateway: net.gateway.clone(),
+        labels: BTreeMap::from([("berth.subnet".to_string(), net.subnet_id.clone())]),
+    }
+}
+
+/// `pause`: the id of the task's pause container, for awsvpc tasks.
 pub fn container_spec(
     task: &DesiredTask,
     c: &w::ContainerDefinition,
     instance: &str,
     region: &str,
     cgroup_parent: Option<&str>,
+    pause: Option<&str>,
 ) -> ContainerSpec {
     let def = &task.definition;
     let name = c.name.clone().unwrap_or_default();
@@ -190,9 +232,13 @@ pub fn container_spec(
         memory_bytes: memory.map(|m| m * MIB),
         memory_reservation_bytes: c.memory_reservation.map(|m| i64::from(m) * MIB),
         nano_cpus: carried.cpu_units.map(|u| u * 1_000_000_000 / 1024),
-        network_mode: match mode {
-            "host" => NetworkMode::Host,
-            "none" => NetworkMode::None,
+        network_mode: match (mode, pause) {
+            ("host", _) => NetworkMode::Host,
+            ("none", _) => NetworkMode::None,
+            ("awsvpc", Some(p)) => NetworkMode::Container(p.to_string()),
+            // An awsvpc task without its namespace must not reach any
+            // network; the driver does not get here without one.
+            ("awsvpc", None) => NetworkMode::None,
             _ => NetworkMode::Bridge,
         },
         ports,
@@ -200,10 +246,20 @@ pub fn container_spec(
             .extra_hosts
             .iter()
             .flatten()
+            .filter(|_| mode != "awsvpc")
             .filter_map(|h| Some((h.hostname.clone()?, h.ip_address.clone()?)))
             .collect(),
-        dns_servers: c.dns_servers.clone().unwrap_or_default(),
-        dns_search: c.dns_search_domains.clone().unwrap_or_default(),
+        // A container in another's namespace takes its DNS from it.
+        dns_servers: if mode == "awsvpc" {
+            vec![]
+        } else {
+            c.dns_servers.clone().unwrap_or_default()
+        },
+        dns_search: if mode == "awsvpc" {
+            vec![]
+        } else {
+            c.dns_search_domains.clone().unwrap_or_default()
+        },
         links: c
             .links
             .iter()
@@ -358,6 +414,7 @@ mod tests {
             stop_code: None,
             stopped_reason: None,
             availability_zone: None,
+            network: None,
         }
     }
 
@@ -403,7 +460,7 @@ mod tests {
             ..Default::default()
         };
         let t = task(vec![c.clone()]);
-        let s = container_spec(&t, &c, "inst1", "eu-west-1", None);
+        let s = container_spec(&t, &c, "inst1", "eu-west-1", None, None);
         assert_eq!(s.name, "ecs-web-3-app-abc123");
         assert_eq!(s.labels[OWNER_LABEL], "inst1");
         assert_eq!(s.labels[TASK_LABEL], t.task_arn);
@@ -436,7 +493,7 @@ mod tests {
 
         // Under a task cgroup the kernel bounds the task as a whole, so the
         // container keeps only its own limits.
-        let s = container_spec(&t, &c, "inst1", "eu-west-1", Some("/berth/abc123"));
+        let s = container_spec(&t, &c, "inst1", "eu-west-1", Some("/berth/abc123"), None);
         assert_eq!(s.cgroup_parent.as_deref(), Some("/berth/abc123"));
         assert_eq!(s.memory_bytes, None);
         assert_eq!(s.nano_cpus, None);

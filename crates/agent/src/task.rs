@@ -105,6 +105,8 @@ pub struct Driver {
     desired: DesiredTask,
     report: TaskReport,
     containers: Vec<Container>,
+    /// awsvpc: the container holding the task's network namespace.
+    pause: Option<String>,
     rx: mpsc::UnboundedReceiver<Input>,
     forget: bool,
 }
@@ -154,6 +156,7 @@ impl Driver {
         });
         Driver {
             ctx,
+            pause: existing.get(spec::PAUSE_NAME).cloned(),
             desired,
             report,
             containers,
@@ -376,6 +379,16 @@ impl Driver {
         } else {
             None
         };
+        if let Err(reason) = self.network().await {
+            for c in self.containers.iter_mut().filter(|c| c.id.is_none()) {
+                c.status = Status::Stopped;
+                c.reason = Some(reason.clone());
+            }
+            return Err(Stop {
+                code: "TaskFailedToStart",
+                reason,
+            });
+        }
         for i in creation_order(&defs) {
             if self.containers[i].id.is_some() || self.containers[i].started {
                 continue;
@@ -386,6 +399,7 @@ impl Driver {
                 &self.ctx.instance,
                 &self.ctx.region,
                 cgroup.as_deref(),
+                self.pause.as_deref(),
             );
             let created = match self.ctx.runtime.create(&s).await {
                 Ok(id) => Ok(id),
@@ -409,6 +423,55 @@ impl Driver {
                     });
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// awsvpc: makes the task's network namespace, a pause container at
+    /// the task's address on its subnet's network, before any of its
+    /// containers; records the interface's MAC address.
+    async fn network(&mut self) -> Result<(), String> {
+        let Some(net) = self.desired.network.clone() else {
+            return Ok(());
+        };
+        let rt = &self.ctx.runtime;
+        let failed = |e: berth_runtime::RuntimeError| {
+            format!("CannotCreateContainerError: task network: {e}")
+        };
+        if self.pause.is_none() {
+            rt.ensure_network(&spec::network_spec(&net))
+                .await
+                .map_err(failed)?;
+            rt.ensure_pause_image().await.map_err(failed)?;
+            let s = spec::pause_spec(&self.desired, &net, &self.ctx.instance);
+            let id = match rt.create(&s).await {
+                Err(berth_runtime::RuntimeError::Rejected(m)) if m.contains("already in use") => {
+                    let _ = rt.remove(&s.name).await;
+                    rt.create(&s).await
+                }
+                other => other,
+            }
+            .map_err(failed)?;
+            self.pause = Some(id);
+        }
+        let Some(id) = self.pause.clone() else {
+            return Ok(());
+        };
+        let running = rt
+            .inspect(&id)
+            .await
+            .map_err(failed)?
+            .is_some_and(|i| i.state == ContainerState::Running);
+        if !running {
+            rt.start(&id).await.map_err(failed)?;
+        }
+        if let Some(info) = rt.inspect(&id).await.map_err(failed)? {
+            self.report.mac_address = info
+                .networks
+                .iter()
+                .find(|a| a.network == net.name)
+                .map(|a| a.mac.clone())
+                .filter(|m| !m.is_empty());
         }
         Ok(())
     }
@@ -681,6 +744,12 @@ impl Driver {
                 if let Err(e) = self.ctx.runtime.remove(id).await {
                     tracing::warn!(error = %e, container = %c.name, "remove failed");
                 }
+            }
+        }
+        if let Some(id) = self.pause.take() {
+            let _ = self.ctx.runtime.stop(&id, Duration::ZERO).await;
+            if let Err(e) = self.ctx.runtime.remove(&id).await {
+                tracing::warn!(error = %e, "pause container remove failed");
             }
         }
         if self.task_limits().is_some() {

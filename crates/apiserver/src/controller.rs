@@ -389,11 +389,19 @@ impl Controller {
                     typed::unchanged(&scope.task(cluster, id), t.mod_revision),
                     typed::unchanged(&state_key, state.mod_revision),
                 ],
-                vec![
+                [
                     Op::delete(scope.task(cluster, id)),
                     Op::delete(state_key),
                     Op::delete(scope.instance_task(cluster, &t.value.container_instance, id)),
-                ],
+                ]
+                .into_iter()
+                .chain(
+                    t.value
+                        .network
+                        .iter()
+                        .map(|n| Op::delete(scope.subnet_ip(&n.subnet_id, &n.ip))),
+                )
+                .collect(),
             );
             any |= self.st.store.txn(txn).await?.succeeded;
         }
@@ -460,11 +468,18 @@ impl Controller {
                 typed::unchanged(&scope.task(cluster, id), t.mod_revision),
                 typed::unchanged(&state_key, current.as_ref().map_or(0, |r| r.mod_revision)),
             ],
-            vec![
+            [
                 typed::put(&scope.task(cluster, id), &task),
                 typed::put(&state_key, &report),
                 Op::delete(scope.instance_task(cluster, &task.container_instance, id)),
-            ],
+            ]
+            .into_iter()
+            .chain(
+                task.network
+                    .iter()
+                    .map(|n| Op::delete(scope.subnet_ip(&n.subnet_id, &n.ip))),
+            )
+            .collect(),
         );
         // A lost race means the agent or a user got there first; the next
         // reconcile looks again.
@@ -639,6 +654,7 @@ impl Controller {
                 launch_type: &svc.launch_type,
                 count,
                 enable_execute_command: svc.enable_execute_command,
+                network_configuration: svc.network_configuration.as_ref(),
                 ..Default::default()
             },
         )

@@ -16,7 +16,7 @@ use berth_domain::taskdef::{parse_cpu, parse_memory};
 use berth_domain::{arn, Scope};
 use berth_store::keys::Keys;
 use berth_store::{typed, Op, RangeRequest, Txn};
-use berth_wire::agent::{AgentMessage, DesiredTask, ServerMessage, TaskReport};
+use berth_wire::agent::{AgentMessage, DesiredNetwork, DesiredTask, ServerMessage, TaskReport};
 use futures::{FutureExt, StreamExt};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -135,6 +135,15 @@ async fn desired(
             stop_code: t.stop.as_ref().map(|s| s.code.as_str().to_string()),
             stopped_reason: t.stop.as_ref().map(|s| s.reason.clone()),
             availability_zone: t.availability_zone.clone(),
+            network: t.network.as_ref().map(|n| DesiredNetwork {
+                name: format!("berth-{}", n.subnet_id),
+                subnet_id: n.subnet_id.clone(),
+                cidr: n.cidr.clone(),
+                gateway: berth_domain::network::Cidr::parse(&n.cidr)
+                    .map(|c| c.gateway().to_string())
+                    .unwrap_or_default(),
+                ip: n.ip.clone(),
+            }),
             definition: t.definition,
         };
         // The agent gets task cpu and memory in units and MiB, however an
@@ -201,6 +210,13 @@ async fn record(
         // and the watch on the index pushes the set without it, which tells
         // the agent it may remove the task's containers.
         ops.push(Op::delete(scope.instance_task(cluster, instance, &id)));
+        // Its address goes back to the subnet.
+        let task = typed::get::<Task>(&*st.store, &scope.task(cluster, &id))
+            .await
+            .map_err(|e| e.to_string())?;
+        if let Some(n) = task.and_then(|t| t.value.network) {
+            ops.push(Op::delete(scope.subnet_ip(&n.subnet_id, &n.ip)));
+        }
     }
     st.store
         .txn(Txn::when(vec![], ops))

@@ -44,6 +44,8 @@ pub struct ApiConfig {
     pub fargate_max_stop_timeout: i32,
     /// An agent silent for this long counts as disconnected.
     pub agent_timeout: std::time::Duration,
+    /// The subnets and security groups awsvpc tasks may use.
+    pub network: berth_domain::network::NetworkConfig,
 }
 
 impl Default for ApiConfig {
@@ -54,6 +56,7 @@ impl Default for ApiConfig {
             body_limit: 1024 * 1024,
             fargate_max_stop_timeout: berth_domain::taskdef::FARGATE_MAX_STOP_TIMEOUT,
             agent_timeout: std::time::Duration::from_secs(10),
+            network: berth_domain::network::NetworkConfig::local_default(),
         }
     }
 }

@@ -232,6 +232,11 @@ struct ServerArgs {
     /// removed (ECS: at least an hour).
     #[arg(long, env = "BERTH_STOPPED_TASK_RETENTION", default_value_t = 3600.0, value_parser = parse_retention)]
     stopped_task_retention: f64,
+    /// A JSON file with the subnets and security groups awsvpc tasks may
+    /// use (docs/networking.md); default: one /20 subnet per local zone
+    /// (subnet-local-1a, -1b, -1c) and sg-default.
+    #[arg(long, env = "BERTH_NETWORK_CONFIG")]
+    network_config: Option<PathBuf>,
     /// Threads serving HTTP connections (default: one per CPU).
     #[arg(long, env = "BERTH_HTTP_THREADS", value_parser = clap::value_parser!(u16).range(1..=1024))]
     http_threads: Option<u16>,
@@ -407,7 +412,20 @@ fn run(args: ServerArgs, up: Option<HostArgs>) -> anyhow::Result<()> {
 
 async fn serve(args: ServerArgs, up: Option<HostArgs>) -> anyhow::Result<()> {
     let (store, url) = open_store(&args)?;
+    let network = match &args.network_config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read --network-config {}", path.display()))?;
+            let n: berth_domain::network::NetworkConfig = serde_json::from_str(&text)
+                .with_context(|| format!("--network-config {}", path.display()))?;
+            n.validate()
+                .map_err(|e| anyhow::anyhow!("--network-config {}: {e}", path.display()))?;
+            n
+        }
+        None => berth_domain::network::NetworkConfig::local_default(),
+    };
     let config = ApiConfig {
+        network,
         account_id: args.account_id.clone(),
         default_region: args.region.clone(),
         body_limit: args.body_limit,

@@ -120,6 +120,34 @@ fn id_ok(id: &str, prefix: &str) -> bool {
 }
 
 impl NetworkConfig {
+    /// What Berth offers when no configuration is given: one /20 subnet
+    /// per local zone (`subnet-local-1a` 10.128.0.0/20 in local-1a, and
+    /// so on for local-1b and local-1c), and `sg-default`, which lets in
+    /// traffic from its own members only, as a VPC's default group does.
+    pub fn local_default() -> NetworkConfig {
+        NetworkConfig {
+            subnets: ["a", "b", "c"]
+                .iter()
+                .enumerate()
+                .map(|(i, z)| SubnetConfig {
+                    id: format!("subnet-local-1{z}"),
+                    cidr: format!("10.128.{}.0/20", i * 16),
+                    availability_zone: format!("local-1{z}"),
+                })
+                .collect(),
+            security_groups: vec![SecurityGroupConfig {
+                id: "sg-default".into(),
+                ingress: vec![IngressRule {
+                    protocol: "-1".into(),
+                    from_port: 0,
+                    to_port: 65535,
+                    cidr: None,
+                    source_group: Some("sg-default".into()),
+                }],
+            }],
+        }
+    }
+
     /// Checks a configuration: ids shaped like EC2's (`subnet-...`,
     /// `sg-...`) and unique, CIDRs valid, at least a /28 as in a VPC, and
     /// not overlapping; rules naming known groups.
@@ -331,6 +359,7 @@ mod tests {
     #[test]
     fn configurations_are_checked() {
         assert_eq!(config().validate(), Ok(()));
+        assert_eq!(NetworkConfig::local_default().validate(), Ok(()));
         let mut bad = config();
         bad.subnets[1].cidr = "10.20.1.128/25".into();
         assert!(bad.validate().expect_err("overlap").contains("overlap"));

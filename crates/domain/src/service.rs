@@ -149,6 +149,9 @@ pub struct Service {
     #[serde(default)]
     pub placement_strategy: Vec<w::PlacementStrategy>,
     pub health_check_grace_period_seconds: i32,
+    /// awsvpc: the subnets and security groups of its tasks' interfaces.
+    #[serde(default)]
+    pub network_configuration: Option<w::NetworkConfiguration>,
     #[serde(default)]
     pub propagate_tags: String,
     #[serde(default)]
@@ -414,6 +417,7 @@ impl Service {
             placement_strategy: Some(self.placement_strategy.clone()),
             scheduling_strategy: Some(self.scheduling.as_str().into()),
             health_check_grace_period_seconds: Some(self.health_check_grace_period_seconds),
+            network_configuration: self.network_configuration.clone(),
             propagate_tags: Some(self.propagate_tags.clone()),
             enable_ecs_managed_tags: Some(self.enable_ecs_managed_tags),
             enable_execute_command: Some(self.enable_execute_command),

@@ -137,6 +137,20 @@ pub struct Reservation {
     pub dynamic_ports: u32,
 }
 
+/// A task's own network interface (awsvpc): chosen by the server at
+/// placement, so addresses are unique across hosts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskNetwork {
+    pub attachment_id: String,
+    /// `eni-` and 17 hex digits, as EC2 names interfaces.
+    pub eni_id: String,
+    pub subnet_id: String,
+    pub cidr: String,
+    pub ip: String,
+    #[serde(default)]
+    pub security_groups: Vec<String>,
+}
+
 /// The desired record of a task.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Task {
@@ -172,6 +186,9 @@ pub struct Task {
     pub reservation: Reservation,
     #[serde(default)]
     pub enable_execute_command: bool,
+    /// awsvpc tasks: their interface.
+    #[serde(default)]
+    pub network: Option<TaskNetwork>,
     /// Bumped by every desired-side change.
     pub version: i64,
 }
@@ -236,7 +253,16 @@ impl Task {
                     network_bindings: Some(
                         seen.map(|c| c.network_bindings.clone()).unwrap_or_default(),
                     ),
-                    network_interfaces: Some(vec![]),
+                    network_interfaces: Some(
+                        self.network
+                            .iter()
+                            .map(|n| w::NetworkInterface {
+                                attachment_id: Some(n.attachment_id.clone()),
+                                private_ipv4_address: Some(n.ip.clone()),
+                                ..Default::default()
+                            })
+                            .collect(),
+                    ),
                     health_status: Some(
                         seen.and_then(|c| c.health_status.clone())
                             .unwrap_or_else(|| "UNKNOWN".into()),
@@ -303,12 +329,62 @@ impl Task {
             stop_code,
             stopped_reason,
             enable_execute_command: Some(self.enable_execute_command),
-            attachments: Some(vec![]),
+            attachments: Some(
+                self.network
+                    .iter()
+                    .map(|n| self.eni(scope, n, last, report))
+                    .collect(),
+            ),
             attributes: Some(vec![]),
             // Every reported status change counts once, in lifecycle order.
             version: Some(self.version + last as i64),
             tags: include_tags.then(|| self.tags.clone()),
             ..Default::default()
+        }
+    }
+}
+
+impl Task {
+    /// The ElasticNetworkInterface attachment ECS shows for an awsvpc task:
+    /// PRECREATED until the task runs, ATTACHED while it does, DELETED
+    /// once it stopped.
+    fn eni(
+        &self,
+        scope: &Scope,
+        n: &TaskNetwork,
+        last: TaskStatus,
+        report: Option<&TaskReport>,
+    ) -> w::Attachment {
+        let kv = |k: &str, v: String| w::KeyValuePair {
+            name: Some(k.into()),
+            value: Some(v),
+        };
+        let status = match last {
+            TaskStatus::Stopped => "DELETED",
+            s if s >= TaskStatus::Running => "ATTACHED",
+            _ => "PRECREATED",
+        };
+        let mut details = vec![
+            kv("subnetId", n.subnet_id.clone()),
+            kv("networkInterfaceId", n.eni_id.clone()),
+        ];
+        if let Some(mac) = report.and_then(|r| r.mac_address.clone()) {
+            details.push(kv("macAddress", mac));
+        }
+        details.push(kv(
+            "privateDnsName",
+            format!(
+                "ip-{}.{}.compute.internal",
+                n.ip.replace('.', "-"),
+                scope.region
+            ),
+        ));
+        details.push(kv("privateIPv4Address", n.ip.clone()));
+        w::Attachment {
+            id: Some(n.attachment_id.clone()),
+            r#type: Some("ElasticNetworkInterface".into()),
+            status: Some(status.into()),
+            details: Some(details),
         }
     }
 }

@@ -41,6 +41,8 @@ pub trait Keys {
     fn instance_task(&self, cluster: &str, instance: &str, id: &str) -> String;
     fn placement(&self, cluster: &str) -> String;
     fn run_token(&self, cluster: &str, token: &str) -> String;
+    fn subnet_ips_of(&self, subnet: &str) -> String;
+    fn subnet_ip(&self, subnet: &str, ip: &str) -> String;
 }
 
 impl Keys for Scope {
@@ -135,6 +137,15 @@ impl Keys for Scope {
     /// RunTask clientTokens, kept for a while under a lease.
     fn run_token(&self, cluster: &str, token: &str) -> String {
         format!("{}/run-tokens/{cluster}/{token}", self.base())
+    }
+    /// The addresses awsvpc tasks hold in a subnet (the value is the
+    /// task's key), written with the task and removed once it stopped, so
+    /// that two placements never hand out one address.
+    fn subnet_ips_of(&self, subnet: &str) -> String {
+        format!("{}/subnet-ips/{subnet}/", self.base())
+    }
+    fn subnet_ip(&self, subnet: &str, ip: &str) -> String {
+        format!("{}{ip}", self.subnet_ips_of(subnet))
     }
     /// Prefix of the ACTIVE and DRAINING services of one cluster: the
     /// spec users gave and the deployments and events the service

@@ -77,6 +77,21 @@ pub struct DesiredTask {
     pub stopped_reason: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub availability_zone: Option<String>,
+    /// awsvpc: the task's own network namespace, at this address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<DesiredNetwork>,
+}
+
+/// Where an awsvpc task's interface lives: a bridge network for its
+/// subnet (`name`, made on first use) and the task's address on it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DesiredNetwork {
+    pub name: String,
+    pub subnet_id: String,
+    pub cidr: String,
+    pub gateway: String,
+    pub ip: String,
 }
 
 /// What an agent observed of one task. Timestamps are epoch seconds.
@@ -108,6 +123,9 @@ pub struct TaskReport {
     pub stop_code: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stopped_reason: Option<String>,
+    /// awsvpc: the MAC address the task's interface got.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac_address: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

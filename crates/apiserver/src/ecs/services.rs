@@ -142,6 +142,7 @@ fn daemon_rules(
 
 /// Checks that `task_definition` can run as this service's tasks, with
 /// the service's placement; returns its ARN.
+#[allow(clippy::too_many_arguments)]
 async fn checked_task_definition(
     st: &AppState,
     scope: &Scope,
@@ -150,6 +151,7 @@ async fn checked_task_definition(
     launch_type: &str,
     constraints: &[w::PlacementConstraint],
     strategy: &[w::PlacementStrategy],
+    network: Option<&w::NetworkConfiguration>,
 ) -> Result<String, ApiError> {
     if task_definition.is_none_or(str::is_empty) {
         return Err(EcsError::invalid("taskDefinition is required.").into());
@@ -166,6 +168,7 @@ async fn checked_task_definition(
             strategies: Some(strategy),
             launch_type,
             count: 1,
+            network_configuration: network,
             ..Default::default()
         },
     )
@@ -247,6 +250,7 @@ pub async fn create_service(
         &lt,
         &constraints,
         &strategy,
+        req.network_configuration.as_ref(),
     )
     .await?;
     let at = now();
@@ -263,6 +267,7 @@ pub async fn create_service(
         placement_constraints: constraints,
         placement_strategy: strategy,
         health_check_grace_period_seconds: grace,
+        network_configuration: req.network_configuration.clone(),
         propagate_tags: propagate_tags(req.propagate_tags.as_deref())?,
         enable_ecs_managed_tags: req.enable_ecs_managed_tags.unwrap_or(false),
         enable_execute_command: req.enable_execute_command.unwrap_or(false),
@@ -392,9 +397,14 @@ pub async fn update_service(
             }
             // The task definition (or the placement it must satisfy) is
             // checked as a launch would check it.
+            if let Some(n) = &req.network_configuration {
+                svc.network_configuration = Some(n.clone());
+            }
             let td = match req.task_definition.as_deref() {
                 Some(given) => Some(given),
-                None if req.placement_constraints.is_some() => {
+                None if req.placement_constraints.is_some()
+                    || req.network_configuration.is_some() =>
+                {
                     Some(svc.task_definition_arn.as_str())
                 }
                 None => None,
@@ -408,6 +418,7 @@ pub async fn update_service(
                     &svc.launch_type,
                     &svc.placement_constraints,
                     &svc.placement_strategy,
+                    svc.network_configuration.as_ref(),
                 )
                 .await?;
                 if arn != svc.task_definition_arn {

@@ -10,7 +10,7 @@ use crate::{context::RequestContext, error::ApiError, now, AppState};
 use berth_domain::arn::{self, container_instance_id as instance_id};
 use berth_domain::instance::{ContainerInstance, InstanceStatus};
 use berth_domain::task::{
-    self, DesiredStatus, StopCode, StopRequest, Task, TaskStatus, Usage, MAX_RUN_COUNT,
+    self, DesiredStatus, StopCode, StopRequest, Task, TaskNetwork, TaskStatus, Usage, MAX_RUN_COUNT,
 };
 use berth_domain::{capacity, paging, tags, EcsError, Scope};
 use berth_scheduler as sched;
@@ -178,6 +178,8 @@ pub(crate) struct Launch {
     tags: Vec<w::Tag>,
     launch_type: String,
     enable_execute_command: bool,
+    /// awsvpc: the subnets and security groups its interface may use.
+    awsvpc: Option<berth_domain::network::AwsVpc>,
     pub request: sched::Request,
 }
 
@@ -199,6 +201,7 @@ pub(crate) struct LaunchInput<'a> {
     pub launch_type: &'a str,
     pub count: usize,
     pub enable_execute_command: bool,
+    pub network_configuration: Option<&'a w::NetworkConfiguration>,
 }
 
 pub(crate) async fn prepare(
@@ -283,6 +286,31 @@ pub(crate) async fn prepare(
                 .map_err(|e| EcsError::invalid(format!("placementStrategy: {e}")))
         })
         .collect::<Result<Vec<_>, _>>()?;
+    let awsvpc = st.config.network.awsvpc(
+        def.network_mode.as_deref() == Some("awsvpc"),
+        i.network_configuration,
+        i.launch_type,
+    )?;
+    if let Some(a) = &awsvpc {
+        // An interface lives in its subnet's zone: only instances there
+        // can hold the task.
+        let zones: Vec<String> = a
+            .subnets
+            .iter()
+            .filter_map(|id| st.config.network.subnet(id))
+            .map(|s| s.availability_zone.clone())
+            .collect();
+        constraints.push(
+            sched::Constraint::parse(
+                "memberOf",
+                Some(&format!(
+                    "attribute:ecs.availability-zone in [{}]",
+                    zones.join(", ")
+                )),
+            )
+            .map_err(|e| EcsError::invalid(format!("networkConfiguration: {e}")))?,
+        );
+    }
     let reservation = task::reservation(&def);
     let group = i
         .group
@@ -316,6 +344,7 @@ pub(crate) async fn prepare(
         tags: tag_list,
         launch_type: i.launch_type.to_string(),
         enable_execute_command: i.enable_execute_command,
+        awsvpc,
         request,
     })
 }
@@ -326,8 +355,8 @@ impl Launch {
         &self.arn
     }
 
-    /// A new task of this launch on `ci`.
-    fn task(&self, cluster: &str, ci: &ContainerInstance) -> Task {
+    /// A new task of this launch on `ci`, with its interface when awsvpc.
+    fn task(&self, cluster: &str, ci: &ContainerInstance, network: Option<TaskNetwork>) -> Task {
         let containers = self
             .def
             .container_definitions
@@ -362,6 +391,7 @@ impl Launch {
             stop: None,
             reservation: task::reservation(&self.def),
             enable_execute_command: self.enable_execute_command,
+            network,
             version: 1,
         }
     }
@@ -462,26 +492,109 @@ pub(crate) async fn place(
         .map(|(_, ci)| (ci.value.arn(scope), &ci.value))
         .collect();
     let mut ops = vec![Op::put(lock.clone(), vec![])];
+    let mut compares = vec![typed::unchanged(&lock, lock_rev)];
     let mut ids = vec![];
+    let mut failures: Vec<w::Failure> = vec![];
+    let mut addresses = Addresses::default();
     for p in &plan.placements {
         let Some(ci) = by_arn.get(&*p.instance) else {
             continue;
         };
-        let t = launch.task(cluster, ci);
+        let network = match &launch.awsvpc {
+            Some(a) => match addresses.take(st, scope, a, ci).await? {
+                Some(n) => Some(n),
+                None => {
+                    failures.push(failure(&*p.instance, "RESOURCE:ENI"));
+                    continue;
+                }
+            },
+            None => None,
+        };
+        let t = launch.task(cluster, ci, network);
+        if let Some(n) = &t.network {
+            let key = scope.subnet_ip(&n.subnet_id, &n.ip);
+            compares.push(typed::unchanged(&key, 0));
+            ops.push(Op::put(key, scope.task(cluster, &t.id).into_bytes()));
+        }
         ops.extend(write_task(scope, &t));
         ids.push(t.id);
     }
+    failures.extend(
+        plan.failures
+            .iter()
+            .map(|f| failure(&*f.arn, f.reason.as_str())),
+    );
     Ok(Placed {
-        compares: vec![typed::unchanged(&lock, lock_rev)],
+        compares,
         ops,
         ids,
-        failures: plan
-            .failures
-            .iter()
-            .map(|f| failure(&*f.arn, f.reason.as_str()))
-            .collect(),
+        failures,
         no_instances,
     })
+}
+
+/// The addresses of the subnets a placement uses, read once per subnet,
+/// and the ones it hands out.
+#[derive(Default)]
+struct Addresses {
+    taken: HashMap<String, std::collections::BTreeSet<std::net::Ipv4Addr>>,
+}
+
+impl Addresses {
+    /// An interface for a task on `ci`: in the first of the task's subnets
+    /// in the instance's zone, at its lowest free address. None when those
+    /// subnets are full.
+    async fn take(
+        &mut self,
+        st: &AppState,
+        scope: &Scope,
+        awsvpc: &berth_domain::network::AwsVpc,
+        ci: &ContainerInstance,
+    ) -> Result<Option<TaskNetwork>, ApiError> {
+        use berth_domain::network::{allocate, Cidr};
+        let zone = ci
+            .attribute("ecs.availability-zone")
+            .and_then(|a| a.value.clone())
+            .unwrap_or_default();
+        for id in &awsvpc.subnets {
+            let Some(subnet) = st.config.network.subnet(id) else {
+                continue;
+            };
+            let Some(cidr) = Cidr::parse(&subnet.cidr) else {
+                continue;
+            };
+            if subnet.availability_zone != zone {
+                continue;
+            }
+            if !self.taken.contains_key(id) {
+                let prefix = scope.subnet_ips_of(id);
+                let held = st
+                    .store
+                    .range(RangeRequest::prefix(prefix.as_str()))
+                    .await?
+                    .kvs
+                    .into_iter()
+                    .filter_map(|kv| kv.key.strip_prefix(&prefix)?.parse().ok())
+                    .collect();
+                self.taken.insert(id.clone(), held);
+            }
+            let taken = self.taken.entry(id.clone()).or_default();
+            let Some(ip) = allocate(&cidr, taken) else {
+                continue;
+            };
+            taken.insert(ip);
+            let hex = uuid::Uuid::new_v4().simple().to_string();
+            return Ok(Some(TaskNetwork {
+                attachment_id: uuid::Uuid::new_v4().to_string(),
+                eni_id: format!("eni-{}", &hex[..17]),
+                subnet_id: id.clone(),
+                cidr: subnet.cidr.clone(),
+                ip: ip.to_string(),
+                security_groups: awsvpc.security_groups.clone(),
+            }));
+        }
+        Ok(None)
+    }
 }
 
 /// What a clientToken remembers: the request it came with and its tasks.
@@ -563,6 +676,7 @@ pub async fn run_task(
             launch_type: &launch_type,
             count: count as usize,
             enable_execute_command: req.enable_execute_command.unwrap_or(false),
+            network_configuration: req.network_configuration.as_ref(),
         },
     )
     .await?;
@@ -656,6 +770,7 @@ pub async fn start_task(
             launch_type: "EC2",
             count: 1,
             enable_execute_command: req.enable_execute_command.unwrap_or(false),
+            network_configuration: req.network_configuration.as_ref(),
         },
     )
     .await?;
@@ -668,6 +783,8 @@ pub async fn start_task(
             let lock_rev = st.store.get(&lock).await?.map_or(0, |kv| kv.mod_revision);
             let occupancy = Occupancy::load(st, scope, cluster).await?;
             let mut ops = vec![Op::put(lock.clone(), vec![])];
+            let mut compares = vec![typed::unchanged(&lock, lock_rev)];
+            let mut addresses = Addresses::default();
             let (mut ids, mut failures) = (vec![], vec![]);
             // Each named instance gets one task if it can hold it; what
             // this request already put on it counts.
@@ -700,11 +817,26 @@ pub async fn start_task(
                     continue;
                 }
                 snap.commit(&launch.request, &plan);
-                let t = launch.task(cluster, ci);
+                let network = match &launch.awsvpc {
+                    Some(a) => match addresses.take(st, scope, a, ci).await? {
+                        Some(n) => Some(n),
+                        None => {
+                            failures.push(failure(g.clone(), "RESOURCE:ENI"));
+                            continue;
+                        }
+                    },
+                    None => None,
+                };
+                let t = launch.task(cluster, ci, network);
+                if let Some(n) = &t.network {
+                    let key = scope.subnet_ip(&n.subnet_id, &n.ip);
+                    compares.push(typed::unchanged(&key, 0));
+                    ops.push(Op::put(key, scope.task(cluster, &t.id).into_bytes()));
+                }
                 ops.extend(write_task(scope, &t));
                 ids.push(t.id);
             }
-            let txn = Txn::when(vec![typed::unchanged(&lock, lock_rev)], ops);
+            let txn = Txn::when(compares, ops);
             Ok(Attempt::Write(txn, (ids, failures)))
         },
     )

@@ -17,6 +17,7 @@ fn service(desired: u32) -> Service {
         placement_constraints: vec![],
         placement_strategy: vec![],
         health_check_grace_period_seconds: 0,
+        network_configuration: None,
         propagate_tags: "NONE".into(),
         enable_ecs_managed_tags: false,
         enable_execute_command: false,
@@ -55,6 +56,7 @@ fn task(id: &str, deployment: &str, instance: &str) -> Task {
         stop: None,
         reservation: Reservation::default(),
         enable_execute_command: false,
+        network: None,
         version: 1,
     }
 }

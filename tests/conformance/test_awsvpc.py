@@ -1,0 +1,152 @@
+"""awsvpc on the EC2 launch type: each task gets its own network namespace
+and an address of the subnet it names, its containers share localhost, and
+DescribeTasks shows the interface as an ElasticNetworkInterface
+attachment. Berth's default network configuration has one subnet per local
+zone (subnet-local-1a is 10.128.0.0/20 in local-1a)."""
+
+import ipaddress
+import json
+import subprocess
+import urllib.request
+
+import botocore.exceptions
+import pytest
+
+from conftest import IMAGE, Cluster, docker, wait_for
+
+
+@pytest.fixture(scope="module")
+def cl(tmp_path_factory):
+    c = Cluster(str(tmp_path_factory.mktemp("awsvpc")), "vpc", [[], []], extra_env={"BERTH_AGENT_TIMEOUT": "3"}).start()
+    yield c
+    c.stop()
+
+
+def net(*subnets, public=None, groups=("sg-default",)):
+    c = {"subnets": list(subnets), "securityGroups": list(groups)}
+    if public:
+        c["assignPublicIp"] = public
+    return {"awsvpcConfiguration": c}
+
+
+def register(cl):
+    web = {"name": "web", "image": IMAGE, "memory": 16, "stopTimeout": 1, "portMappings": [{"containerPort": 8080}],
+           "command": ["sh", "-c", "mkdir -p /www && echo hello from my own address > /www/index.html && "
+                       "exec httpd -f -p 8080 -h /www"]}
+    probe = {"name": "probe", "image": IMAGE, "memory": 16, "stopTimeout": 1, "essential": False,
+             "command": ["sh", "-c", "for i in 1 2 3 4 5 6 7 8 9 10; do wget -qO- http://127.0.0.1:8080/ && break; "
+                         "sleep 0.5; done; sleep 3600"]}
+    return cl.ecs.register_task_definition(family="vpc", networkMode="awsvpc", requiresCompatibilities=["EC2"],
+                                           containerDefinitions=[web, probe])["taskDefinition"]["taskDefinitionArn"]
+
+
+def error_of(call, **kw):
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        call(**kw)
+    return e.value.response["Error"]["Code"], e.value.response["Error"]["Message"]
+
+
+def eni(task):
+    a = [x for x in task["attachments"] if x["type"] == "ElasticNetworkInterface"]
+    assert len(a) == 1, task["attachments"]
+    return a[0], {d["name"]: d["value"] for d in a[0]["details"]}
+
+
+def test_bad_network_configurations_get_ecs_errors(cl):
+    td = register(cl)
+    run = cl.ecs.run_task
+    code, msg = error_of(run, cluster=cl.name, taskDefinition=td)
+    assert (code, msg) == ("InvalidParameterException",
+                           "Network Configuration must be provided when networkMode 'awsvpc' is specified.")
+    code, msg = error_of(run, cluster=cl.name, taskDefinition=td, networkConfiguration=net("subnet-nope"))
+    assert code == "InvalidParameterException" and "The subnet ID 'subnet-nope' does not exist" in msg
+    code, msg = error_of(run, cluster=cl.name, taskDefinition=td,
+                         networkConfiguration=net("subnet-local-1a", groups=("sg-nope",)))
+    assert "'sg-nope' does not exist" in msg
+    code, msg = error_of(run, cluster=cl.name, taskDefinition=td,
+                         networkConfiguration=net("subnet-local-1a", public="ENABLED"))
+    assert msg == "Assign public IP is not supported for this launch type."
+    bridge = cl.ecs.register_task_definition(family="vpc-bridge", containerDefinitions=[
+        {"name": "c", "image": IMAGE, "memory": 16}])["taskDefinition"]["taskDefinitionArn"]
+    code, msg = error_of(run, cluster=cl.name, taskDefinition=bridge, networkConfiguration=net("subnet-local-1a"))
+    assert msg == "Network Configuration is not valid for the given networkMode of this task definition."
+    assert cl.ecs.list_tasks(cluster=cl.name)["taskArns"] == []
+
+
+def test_an_awsvpc_task_has_its_own_address_and_shares_localhost(cl):
+    td = register(cl)
+    placed = cl.ecs.run_task(cluster=cl.name, taskDefinition=td, networkConfiguration=net("subnet-local-1a"))["tasks"][0]
+    attachment, details = eni(placed)
+    assert attachment["status"] == "PRECREATED"
+    t = cl.wait_status(placed["taskArn"], "RUNNING")
+    # The subnet is in local-1a: so is the instance it runs on.
+    assert t["availabilityZone"] == "local-1a"
+    attachment, details = eni(t)
+    ip = details["privateIPv4Address"]
+    assert attachment["status"] == "ATTACHED"
+    assert details["subnetId"] == "subnet-local-1a" and details["networkInterfaceId"].startswith("eni-")
+    assert ipaddress.ip_address(ip) in ipaddress.ip_network("10.128.0.0/20")
+    assert len(details["macAddress"]) == 17
+    assert all(c["networkInterfaces"][0]["privateIpv4Address"] == ip for c in t["containers"])
+    assert all(c["networkBindings"] == [] for c in t["containers"])
+    # Reachable at its own address, on the container's port.
+    body = wait_for("the web container", lambda: _get(f"http://{ip}:8080/"))
+    assert body.strip() == "hello from my own address"
+    # Its containers share localhost: the probe reached the web server.
+    probe = next(c for c in t["containers"] if c["name"] == "probe")
+    assert wait_for("the probe", lambda: "hello from my own address" in docker("logs", probe["runtimeId"]))
+    # One namespace: both containers see the task's address as their own.
+    web = next(c for c in t["containers"] if c["name"] == "web")
+    info = json.loads(docker("inspect", web["runtimeId"]))[0]
+    assert info["HostConfig"]["NetworkMode"].startswith("container:")
+
+    # A second task gets another address; stopping frees it for the next.
+    other = cl.ecs.run_task(cluster=cl.name, taskDefinition=td, networkConfiguration=net("subnet-local-1a"))["tasks"][0]
+    other_ip = eni(other)[1]["privateIPv4Address"]
+    assert other_ip != ip
+    cl.ecs.stop_task(cluster=cl.name, task=t["taskArn"])
+    stopped = cl.wait_status(t["taskArn"], "STOPPED")
+    assert eni(stopped)[0]["status"] == "DELETED"
+    wait_for("its containers and pause container to go", lambda: not docker(
+        "ps", "-aq", "--filter", f"label=com.amazonaws.ecs.task-arn={t['taskArn']}").split())
+    again = cl.ecs.run_task(cluster=cl.name, taskDefinition=td, networkConfiguration=net("subnet-local-1a"))["tasks"][0]
+    assert eni(again)[1]["privateIPv4Address"] == ip, "the stopped task's address was handed out again"
+    for x in (other, again):
+        cl.ecs.stop_task(cluster=cl.name, task=x["taskArn"])
+
+
+def test_a_service_spreads_awsvpc_tasks_over_its_subnets_zones(cl):
+    td = register(cl)
+    cl.ecs.create_service(cluster=cl.name, serviceName="vpcsvc", taskDefinition=td, desiredCount=2,
+                          networkConfiguration=net("subnet-local-1a", "subnet-local-1b"))
+
+    def running():
+        arns = cl.ecs.list_tasks(cluster=cl.name, serviceName="vpcsvc")["taskArns"]
+        tasks = [t for t in cl.ecs.describe_tasks(cluster=cl.name, tasks=arns)["tasks"] if t["lastStatus"] == "RUNNING"] if arns else []
+        return tasks if len(tasks) == 2 else None
+    tasks = wait_for("two tasks", running)
+    subnets = sorted(eni(t)[1]["subnetId"] for t in tasks)
+    assert subnets == ["subnet-local-1a", "subnet-local-1b"]
+    s = cl.ecs.describe_services(cluster=cl.name, services=["vpcsvc"])["services"][0]
+    assert s["networkConfiguration"]["awsvpcConfiguration"]["subnets"] == ["subnet-local-1a", "subnet-local-1b"]
+    cl.ecs.delete_service(cluster=cl.name, service="vpcsvc", force=True)
+
+
+def _get(url):
+    try:
+        with urllib.request.urlopen(url, timeout=1) as r:
+            return r.read().decode()
+    except OSError:
+        return None
+
+
+def test_the_network_config_file_is_checked_at_start(tmp_path):
+    import os
+    from conftest import BERTH
+    bad = tmp_path / "net.json"
+    bad.write_text(json.dumps({"subnets": [{"id": "subnet-a", "cidr": "10.1.0.0/24", "availabilityZone": "z"},
+                                           {"id": "subnet-b", "cidr": "10.1.0.128/25", "availabilityZone": "z"}]}))
+    p = subprocess.run([BERTH, "server", "--listen", "127.0.0.1:0", "--data-dir", str(tmp_path / "d"),
+                        "--network-config", str(bad)], capture_output=True, text=True, timeout=30,
+                       stdin=subprocess.DEVNULL, env={**os.environ})
+    assert p.returncode != 0 and "overlap" in p.stderr, p.stderr
