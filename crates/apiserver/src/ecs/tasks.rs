@@ -500,24 +500,13 @@ pub(crate) async fn place(
         let Some(ci) = by_arn.get(&*p.instance) else {
             continue;
         };
-        let network = match &launch.awsvpc {
-            Some(a) => match addresses.take(st, scope, a, ci).await? {
-                Some(n) => Some(n),
-                None => {
-                    failures.push(failure(&*p.instance, "RESOURCE:ENI"));
-                    continue;
-                }
-            },
-            None => None,
-        };
-        let t = launch.task(cluster, ci, network);
-        if let Some(n) = &t.network {
-            let key = scope.subnet_ip(&n.subnet_id, &n.ip);
-            compares.push(typed::unchanged(&key, 0));
-            ops.push(Op::put(key, scope.task(cluster, &t.id).into_bytes()));
+        match addresses
+            .new_task(st, scope, cluster, launch, ci, &mut compares, &mut ops)
+            .await?
+        {
+            Some(id) => ids.push(id),
+            None => failures.push(failure(&*p.instance, "RESOURCE:ENI")),
         }
-        ops.extend(write_task(scope, &t));
-        ids.push(t.id);
     }
     failures.extend(
         plan.failures
@@ -541,6 +530,37 @@ struct Addresses {
 }
 
 impl Addresses {
+    /// Adds a new task of `launch` on `ci` to a placement's transaction:
+    /// its records and, for awsvpc, the address it claims (compared
+    /// absent). None when its subnets in the instance's zone are full.
+    #[allow(clippy::too_many_arguments)]
+    async fn new_task(
+        &mut self,
+        st: &AppState,
+        scope: &Scope,
+        cluster: &str,
+        launch: &Launch,
+        ci: &ContainerInstance,
+        compares: &mut Vec<berth_store::Compare>,
+        ops: &mut Vec<Op>,
+    ) -> Result<Option<String>, ApiError> {
+        let network = match &launch.awsvpc {
+            Some(a) => match self.take(st, scope, a, ci).await? {
+                Some(n) => Some(n),
+                None => return Ok(None),
+            },
+            None => None,
+        };
+        let t = launch.task(cluster, ci, network);
+        if let Some(n) = &t.network {
+            let key = scope.subnet_ip(&n.subnet_id, &n.ip);
+            compares.push(typed::unchanged(&key, 0));
+            ops.push(Op::put(key, scope.task(cluster, &t.id).into_bytes()));
+        }
+        ops.extend(write_task(scope, &t));
+        Ok(Some(t.id))
+    }
+
     /// An interface for a task on `ci`: in the first of the task's subnets
     /// in the instance's zone, at its lowest free address. None when those
     /// subnets are full.
@@ -817,24 +837,13 @@ pub async fn start_task(
                     continue;
                 }
                 snap.commit(&launch.request, &plan);
-                let network = match &launch.awsvpc {
-                    Some(a) => match addresses.take(st, scope, a, ci).await? {
-                        Some(n) => Some(n),
-                        None => {
-                            failures.push(failure(g.clone(), "RESOURCE:ENI"));
-                            continue;
-                        }
-                    },
-                    None => None,
-                };
-                let t = launch.task(cluster, ci, network);
-                if let Some(n) = &t.network {
-                    let key = scope.subnet_ip(&n.subnet_id, &n.ip);
-                    compares.push(typed::unchanged(&key, 0));
-                    ops.push(Op::put(key, scope.task(cluster, &t.id).into_bytes()));
+                match addresses
+                    .new_task(st, scope, cluster, launch, ci, &mut compares, &mut ops)
+                    .await?
+                {
+                    Some(id) => ids.push(id),
+                    None => failures.push(failure(g.clone(), "RESOURCE:ENI")),
                 }
-                ops.extend(write_task(scope, &t));
-                ids.push(t.id);
             }
             let txn = Txn::when(compares, ops);
             Ok(Attempt::Write(txn, (ids, failures)))
