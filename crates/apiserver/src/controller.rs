@@ -498,16 +498,7 @@ impl Controller {
             .filter(|ci| ci.status == InstanceStatus::Draining)
             .map(|ci| ci.id.as_str())
             .collect();
-        tasks
-            .tasks
-            .iter()
-            .filter(|t| t.value.service.as_deref() == Some(svc.name.as_str()))
-            .map(|t| Member {
-                task: &t.value,
-                report: tasks.report(&t.value.id),
-                on_draining: draining.contains(t.value.container_instance.as_str()),
-            })
-            .collect()
+        crate::ecs::services::members(tasks, svc, &draining)
     }
 
     fn tuning(&self) -> Tuning {
@@ -529,20 +520,13 @@ impl Controller {
         let plan = service::plan(&svc.value, &members, self.tuning(), now(), || {
             (uuid::Uuid::new_v4().to_string(), deployment_digits())
         });
-        let mut next = plan.update.clone().unwrap_or_else(|| svc.value.clone());
-        let mut said = vec![];
-        let stopped = self.stop(scope, cluster, &plan.stop).await?;
-        if !stopped.is_empty() {
-            said.push(stopped_event(&stopped));
-        }
-        if plan.start > 0 {
-            let started = self.start(scope, cluster, &next, plan.start, None).await?;
-            if !started.ids.is_empty() {
-                said.push(started_event(&started.ids));
-            }
-            self.unplaceable(&mut next, started.unplaceable, &mut said);
-        }
-        self.write(scope, cluster, key, &svc, next, said).await?;
+        let starts: Vec<(u32, Option<&str>)> = if plan.start > 0 {
+            vec![(plan.start, None)]
+        } else {
+            vec![]
+        };
+        self.carry_out(scope, cluster, key, &svc, plan.update, &plan.stop, &starts)
+            .await?;
         Ok(plan.recheck_after.map(Duration::from_secs_f64))
     }
 
@@ -560,30 +544,20 @@ impl Controller {
         let s = &svc.value;
         let members = self.members(s, tasks, instances);
         let eligible = if s.status == ServiceStatus::Active {
-            self.daemon_instances(scope, cluster, s, instances).await?
+            self.daemon_instances(scope, s, instances).await?
         } else {
             BTreeSet::new()
         };
         let plan = service::plan_daemon(s, &members, &eligible, self.tuning(), now(), || {
             (uuid::Uuid::new_v4().to_string(), deployment_digits())
         });
-        let mut next = plan.update.clone().unwrap_or_else(|| s.clone());
-        let mut said = vec![];
-        let stopped = self.stop(scope, cluster, &plan.stop).await?;
-        if !stopped.is_empty() {
-            said.push(stopped_event(&stopped));
-        }
-        let (mut ids, mut unplaceable) = (vec![], None);
-        for inst in &plan.start_on {
-            let started = self.start(scope, cluster, &next, 1, Some(inst)).await?;
-            ids.extend(started.ids);
-            unplaceable = unplaceable.or(started.unplaceable);
-        }
-        if !ids.is_empty() {
-            said.push(started_event(&ids));
-        }
-        self.unplaceable(&mut next, unplaceable, &mut said);
-        self.write(scope, cluster, key, &svc, next, said).await?;
+        let starts: Vec<(u32, Option<&str>)> = plan
+            .start_on
+            .iter()
+            .map(|i| (1, Some(i.as_str())))
+            .collect();
+        self.carry_out(scope, cluster, key, &svc, plan.update, &plan.stop, &starts)
+            .await?;
         Ok(plan.recheck_after.map(Duration::from_secs_f64))
     }
 
@@ -594,7 +568,6 @@ impl Controller {
     async fn daemon_instances(
         &self,
         scope: &Scope,
-        cluster: &str,
         s: &Service,
         instances: &[ContainerInstance],
     ) -> Result<BTreeSet<String>, ApiError> {
@@ -605,12 +578,13 @@ impl Controller {
                 return Ok(BTreeSet::new());
             }
         };
-        let occupancy = Occupancy::load(&self.st, scope, cluster).await?;
+        // Only attributes matter here, so an empty view of what runs will do.
+        let nothing = Occupancy::default();
         Ok(instances
             .iter()
             .filter(|ci| ci.status == InstanceStatus::Active)
             .filter(|ci| {
-                let mut view = occupancy.placeable(scope, ci);
+                let mut view = nothing.placeable(scope, ci);
                 view.cpu_free = i64::MAX / 4;
                 view.memory_free = i64::MAX / 4;
                 view.tcp_ports_taken.clear();
@@ -622,6 +596,39 @@ impl Controller {
             })
             .map(|ci| ci.id.clone())
             .collect())
+    }
+
+    /// Carries out a reconcile's decision: the stops, then the starts
+    /// (`count` tasks, on one instance when named), then the record with
+    /// the events they make.
+    #[allow(clippy::too_many_arguments)]
+    async fn carry_out(
+        &self,
+        scope: &Scope,
+        cluster: &str,
+        key: &str,
+        read: &typed::Versioned<Service>,
+        update: Option<Service>,
+        stops: &[service::Stop],
+        starts: &[(u32, Option<&str>)],
+    ) -> Result<(), ApiError> {
+        let mut next = update.unwrap_or_else(|| read.value.clone());
+        let mut said = vec![];
+        let stopped = self.stop(scope, cluster, stops).await?;
+        if !stopped.is_empty() {
+            said.push(stopped_event(&stopped));
+        }
+        let (mut ids, mut unplaceable) = (vec![], None);
+        for (count, only) in starts {
+            let started = self.start(scope, cluster, &next, *count, *only).await?;
+            ids.extend(started.ids);
+            unplaceable = unplaceable.or(started.unplaceable);
+        }
+        if !ids.is_empty() {
+            said.push(started_event(&ids));
+        }
+        self.unplaceable(&mut next, unplaceable, &mut said);
+        self.write(scope, cluster, key, read, next, said).await
     }
 
     /// A service's launch of `count` tasks of its PRIMARY deployment.

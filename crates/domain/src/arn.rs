@@ -150,27 +150,32 @@ impl Arn {
 /// (`<kind>/<cluster>/<id>`) or an old one (`<kind>/<id>`). None if it names
 /// another cluster or scope, or is not such a reference at all.
 fn cluster_resource_id(scope: &Scope, kind: &str, cluster: &str, given: &str) -> Option<String> {
-    let given = given.trim();
-    let id = if given.starts_with("arn:") {
-        let Some(Arn::Other { scope: s, resource }) = Arn::parse(given) else {
-            return None;
-        };
-        if &s != scope {
-            return None;
-        }
-        let rest = resource.strip_prefix(kind)?.strip_prefix('/')?;
-        match rest.split_once('/') {
-            Some((c, id)) if c == cluster => id.to_string(),
-            Some(_) => return None,
-            None => rest.to_string(),
-        }
-    } else {
-        given.to_string()
-    };
+    let id = in_cluster(scope, kind, cluster, given)?;
     let ok = !id.is_empty()
         && id.len() <= 64
         && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
     ok.then_some(id)
+}
+
+/// The last part of a reference to a resource of `kind` in `cluster`, as
+/// given or from its ARN, unchecked.
+fn in_cluster(scope: &Scope, kind: &str, cluster: &str, given: &str) -> Option<String> {
+    let given = given.trim();
+    if !given.starts_with("arn:") {
+        return Some(given.to_string());
+    }
+    let Some(Arn::Other { scope: s, resource }) = Arn::parse(given) else {
+        return None;
+    };
+    if &s != scope {
+        return None;
+    }
+    let rest = resource.strip_prefix(kind)?.strip_prefix('/')?;
+    match rest.split_once('/') {
+        Some((c, id)) if c == cluster => Some(id.to_string()),
+        Some(_) => None,
+        None => Some(rest.to_string()),
+    }
 }
 
 /// The task id a `task` parameter names within `cluster`.
@@ -186,24 +191,7 @@ pub fn container_instance_id(scope: &Scope, cluster: &str, given: &str) -> Optio
 /// The service name a `service` parameter names within `cluster`: a name,
 /// a long ARN (`service/<cluster>/<name>`) or an old one (`service/<name>`).
 pub fn service_name(scope: &Scope, cluster: &str, given: &str) -> Option<String> {
-    let given = given.trim();
-    let name = if given.starts_with("arn:") {
-        let Some(Arn::Other { scope: s, resource }) = Arn::parse(given) else {
-            return None;
-        };
-        if &s != scope {
-            return None;
-        }
-        let rest = resource.strip_prefix("service/")?;
-        match rest.split_once('/') {
-            Some((c, name)) if c == cluster => name.to_string(),
-            Some(_) => return None,
-            None => rest.to_string(),
-        }
-    } else {
-        given.to_string()
-    };
-    crate::valid_name(&name).then_some(name)
+    in_cluster(scope, "service", cluster, given).filter(|n| crate::valid_name(n))
 }
 
 /// What a service-deployment or service-revision ARN names: the cluster,

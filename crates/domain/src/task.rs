@@ -13,6 +13,8 @@ use berth_wire::ecs as w;
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 
+/// The launch types the API knows (`launchType`).
+pub const LAUNCH_TYPES: &[&str] = &["EC2", "FARGATE", "EXTERNAL", "MANAGED_INSTANCES"];
 /// Tasks per RunTask call.
 pub const MAX_RUN_COUNT: i32 = 10;
 /// Stopped tasks stay describable at least this long (seconds).

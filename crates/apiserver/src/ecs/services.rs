@@ -15,6 +15,7 @@ use berth_domain::{arn, paging, tags, EcsError, Scope};
 use berth_store::keys::Keys;
 use berth_store::{typed, Op, Txn};
 use berth_wire::ecs as w;
+use std::collections::HashSet;
 
 /// Services per DescribeServices call.
 const MAX_DESCRIBE: usize = 10;
@@ -23,6 +24,30 @@ const MAX_DESCRIBE: usize = 10;
 pub(crate) struct Found {
     pub service: typed::Versioned<Service>,
     pub key: String,
+}
+
+impl Found {
+    /// The record, if the service is ACTIVE (ServiceNotActive otherwise).
+    fn active(&self) -> Result<Service, ApiError> {
+        match self.service.value.status {
+            ServiceStatus::Active => Ok(self.service.value.clone()),
+            _ => Err(EcsError::ServiceNotActive.into()),
+        }
+    }
+
+    /// Writes `next` over the record as read, comparing its revision, if
+    /// it differs.
+    fn rewrite(&self, mut next: Service) -> Attempt<Service> {
+        if next == self.service.value {
+            return Attempt::Done(next);
+        }
+        next.version = self.service.value.version + 1;
+        let txn = Txn::when(
+            vec![typed::unchanged(&self.key, self.service.mod_revision)],
+            vec![typed::put(&self.key, &next)],
+        );
+        Attempt::Write(txn, next)
+    }
 }
 
 /// The service a `service` parameter names: the live record, or the
@@ -54,19 +79,28 @@ pub(crate) async fn find(
     Ok(None)
 }
 
-/// The counts of every service of a cluster, from one read of its tasks.
-pub(crate) fn counts_of<'a>(tasks: &'a ClusterTasks, svc: &Service) -> Counts {
-    let members: Vec<Member<'a>> = tasks
+/// A service's tasks, stopped ones included, as its reconciles see
+/// them; `draining` names the DRAINING instances.
+pub(crate) fn members<'a>(
+    tasks: &'a ClusterTasks,
+    svc: &Service,
+    draining: &HashSet<&str>,
+) -> Vec<Member<'a>> {
+    tasks
         .tasks
         .iter()
         .filter(|t| t.value.service.as_deref() == Some(svc.name.as_str()))
         .map(|t| Member {
             task: &t.value,
             report: tasks.report(&t.value.id),
-            on_draining: false,
+            on_draining: draining.contains(t.value.container_instance.as_str()),
         })
-        .collect();
-    Counts::from_members(svc, &members)
+        .collect()
+}
+
+/// A service's task counts, from one read of its cluster's tasks.
+pub(crate) fn counts_of(tasks: &ClusterTasks, svc: &Service) -> Counts {
+    Counts::from_members(svc, &members(tasks, svc, &HashSet::new()))
 }
 
 fn scheduling(given: Option<&str>) -> Result<Scheduling, EcsError> {
@@ -350,10 +384,7 @@ pub async fn update_service(
             let found = find(st, scope, cluster, req.service.as_deref(), false)
                 .await?
                 .ok_or(EcsError::ServiceNotFound)?;
-            let mut svc = found.service.value.clone();
-            if svc.status != ServiceStatus::Active {
-                return Err(EcsError::ServiceNotActive.into());
-            }
+            let mut svc = found.active()?;
             let before = svc.clone();
             if let Some(n) = req.desired_count {
                 if svc.scheduling == Scheduling::Daemon {
@@ -431,15 +462,7 @@ pub async fn update_service(
                 let td = svc.task_definition_arn.clone();
                 svc.deploy(&td, now(), deployment_digits());
             }
-            if svc == before {
-                return Ok(Attempt::Done(svc));
-            }
-            svc.version += 1;
-            let txn = Txn::when(
-                vec![typed::unchanged(&found.key, found.service.mod_revision)],
-                vec![typed::put(&found.key, &svc)],
-            );
-            Ok(Attempt::Write(txn, svc))
+            Ok(found.rewrite(svc))
         },
     )
     .await?;
@@ -465,10 +488,7 @@ pub async fn delete_service(
             let found = find(st, scope, cluster, req.service.as_deref(), false)
                 .await?
                 .ok_or(EcsError::ServiceNotFound)?;
-            let mut svc = found.service.value.clone();
-            if svc.status != ServiceStatus::Active {
-                return Err(EcsError::ServiceNotActive.into());
-            }
+            let mut svc = found.active()?;
             let force = req.force.unwrap_or(false);
             if svc.scheduling == Scheduling::Replica && svc.desired_count > 0 && !force {
                 return Err(EcsError::invalid(
@@ -479,12 +499,7 @@ pub async fn delete_service(
             svc.status = ServiceStatus::Draining;
             svc.desired_count = 0;
             svc.deleted_at = Some(now());
-            svc.version += 1;
-            let txn = Txn::when(
-                vec![typed::unchanged(&found.key, found.service.mod_revision)],
-                vec![typed::put(&found.key, &svc)],
-            );
-            Ok(Attempt::Write(txn, svc))
+            Ok(found.rewrite(svc))
         },
     )
     .await?;
@@ -551,11 +566,7 @@ pub async fn list_services(
     let (cluster, _) = active_cluster(st, scope, req.cluster.as_deref()).await?;
     let limit = paging::max_results(req.max_results, 100)?;
     if let Some(lt) = req.launch_type.as_deref() {
-        berth_domain::one_of(
-            lt,
-            &["EC2", "FARGATE", "EXTERNAL", "MANAGED_INSTANCES"],
-            "launchType",
-        )?;
+        berth_domain::one_of(lt, berth_domain::task::LAUNCH_TYPES, "launchType")?;
     }
     let sched = match req.scheduling_strategy.as_deref() {
         Some(s) => Some(scheduling(Some(s))?),
@@ -720,11 +731,16 @@ pub async fn describe_service_deployments(
         "serviceDeploymentArns",
     )
     .await?;
+    // Each cluster's tasks are read once, however many ARNs name it.
+    let mut tasks: std::collections::HashMap<String, ClusterTasks> = Default::default();
     let mut out = vec![];
     for (_, s, id) in &found {
-        let tasks = ClusterTasks::load(st, scope, &s.cluster).await?;
-        if let Some(d) = s.deployment(id) {
-            out.push(s.service_deployment(scope, d, &counts_of(&tasks, s)));
+        if !tasks.contains_key(&s.cluster) {
+            let t = ClusterTasks::load(st, scope, &s.cluster).await?;
+            tasks.insert(s.cluster.clone(), t);
+        }
+        if let (Some(d), Some(t)) = (s.deployment(id), tasks.get(&s.cluster)) {
+            out.push(s.service_deployment(scope, d, &counts_of(t, s)));
         }
     }
     Ok(w::DescribeServiceDeploymentsResponse {
@@ -829,12 +845,7 @@ pub async fn stop_service_deployment(
                 uuid::Uuid::new_v4().to_string(),
                 &format!("rolling back to deployment {good} as requested."),
             );
-            svc.version += 1;
-            let txn = Txn::when(
-                vec![typed::unchanged(&found.key, found.service.mod_revision)],
-                vec![typed::put(&found.key, &svc)],
-            );
-            Ok(Attempt::Write(txn, ()))
+            Ok(found.rewrite(svc))
         },
     )
     .await?;

@@ -434,11 +434,7 @@ pub(crate) fn launch_type(
     }
     match given {
         Some(lt) => {
-            berth_domain::one_of(
-                lt,
-                &["EC2", "FARGATE", "EXTERNAL", "MANAGED_INSTANCES"],
-                "launchType",
-            )?;
+            berth_domain::one_of(lt, berth_domain::task::LAUNCH_TYPES, "launchType")?;
             match lt {
                 "EC2" | "EXTERNAL" => Ok(lt.to_string()),
                 _ => Err(fargate()),
@@ -1005,11 +1001,7 @@ pub async fn list_tasks(
     let desired = req.desired_status.as_deref().unwrap_or("RUNNING");
     berth_domain::one_of(desired, &["RUNNING", "PENDING", "STOPPED"], "desiredStatus")?;
     if let Some(lt) = req.launch_type.as_deref() {
-        berth_domain::one_of(
-            lt,
-            &["EC2", "FARGATE", "EXTERNAL", "MANAGED_INSTANCES"],
-            "launchType",
-        )?;
+        berth_domain::one_of(lt, berth_domain::task::LAUNCH_TYPES, "launchType")?;
     }
     if req.family.is_some() && req.service_name.is_some() {
         return Err(EcsError::invalid(
