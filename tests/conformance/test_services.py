@@ -206,9 +206,11 @@ def test_a_rolling_update_replaces_every_task_and_is_recorded(cl):
     assert rev["serviceRevisions"][0]["taskDefinition"] == v2
     assert len(cl.ecs.list_service_deployments(cluster=cl.name, service="roll")["serviceDeployments"]) == 2
     # forceNewDeployment: a new deployment of the same definition.
+    # The tasks before the update: read after it, they could already
+    # include the new deployment's.
+    old = {t["taskArn"] for t in live_tasks(cl, "roll")}
     forced = cl.ecs.update_service(cluster=cl.name, service="roll", forceNewDeployment=True)["service"]
     assert forced["deployments"][0]["id"] != primary["id"] and forced["taskDefinition"] == v2
-    old = {t["taskArn"] for t in live_tasks(cl, "roll")}
     wait_for("forced rollout", lambda: stable(cl, "roll", 3, v2) and not old & {t["taskArn"] for t in live_tasks(cl, "roll")})
     cl.ecs.delete_service(cluster=cl.name, service="roll", force=True)
 
