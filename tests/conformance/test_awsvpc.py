@@ -75,7 +75,9 @@ def test_bad_network_configurations_get_ecs_errors(cl):
 
 def test_an_awsvpc_task_has_its_own_address_and_shares_localhost(cl):
     td = register(cl)
-    placed = cl.ecs.run_task(cluster=cl.name, taskDefinition=td, networkConfiguration=net("subnet-local-1a"))["tasks"][0]
+    # sg-allow-all lets the host in (sg-default only lets its own members).
+    placed = cl.ecs.run_task(cluster=cl.name, taskDefinition=td,
+                             networkConfiguration=net("subnet-local-1a", groups=("sg-allow-all",)))["tasks"][0]
     attachment, details = eni(placed)
     assert attachment["status"] == "PRECREATED"
     t = cl.wait_status(placed["taskArn"], "RUNNING")
@@ -150,3 +152,72 @@ def test_the_network_config_file_is_checked_at_start(tmp_path):
                         "--network-config", str(bad)], capture_output=True, text=True, timeout=30,
                        stdin=subprocess.DEVNULL, env={**os.environ})
     assert p.returncode != 0 and "overlap" in p.stderr, p.stderr
+
+
+GROUPS = {
+    "subnets": [{"id": "subnet-sg-a", "cidr": "10.77.0.0/24", "availabilityZone": "local-1a"}],
+    "securityGroups": [
+        {"id": "sg-web", "ingress": [{"protocol": "tcp", "fromPort": 8080, "toPort": 8080, "cidr": "0.0.0.0/0"}]},
+        {"id": "sg-db", "ingress": [{"protocol": "tcp", "fromPort": 9000, "toPort": 9000, "sourceGroup": "sg-web"}]},
+        {"id": "sg-none", "ingress": []},
+    ],
+}
+
+
+@pytest.fixture(scope="module")
+def sg(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("sg")
+    config = tmp / "network.json"
+    config.write_text(json.dumps(GROUPS))
+    c = Cluster(str(tmp), "sg", [[]], extra_env={"BERTH_NETWORK_CONFIG": str(config)}).start()
+    yield c
+    c.stop()
+
+
+def serving(cl, family, ports):
+    """A task definition whose one container serves HTTP on each port."""
+    script = "mkdir -p /www; echo up > /www/index.html; " + " & ".join(
+        f"httpd -f -p {p} -h /www" for p in ports) + " & wait"
+    return cl.ecs.register_task_definition(
+        family=family, networkMode="awsvpc", requiresCompatibilities=["EC2"], containerDefinitions=[
+            {"name": "app", "image": IMAGE, "memory": 16, "stopTimeout": 1, "command": ["sh", "-c", script]}]
+    )["taskDefinition"]["taskDefinitionArn"]
+
+
+def test_security_groups_let_in_what_their_rules_allow_and_drop_the_rest(sg):
+    web_td, db_td = serving(sg, "sg-web", [8080, 9999]), serving(sg, "sg-db", [9000])
+
+    def start(td, group):
+        t = sg.ecs.run_task(cluster=sg.name, taskDefinition=td,
+                            networkConfiguration=net("subnet-sg-a", groups=(group,)))["tasks"][0]
+        t = sg.wait_status(t["taskArn"], "RUNNING")
+        return t, eni(t)[1]["privateIPv4Address"], t["containers"][0]["runtimeId"]
+
+    db, db_ip, _ = start(db_td, "sg-db")
+    web, web_ip, web_c = start(web_td, "sg-web")
+    other, _, other_c = start(web_td, "sg-none")
+
+    def from_task(container, url):
+        return subprocess.run(["docker", "exec", container, "timeout", "3", "wget", "-qO-", url],
+                              capture_output=True, text=True).returncode == 0
+
+    # From the host: 8080 on the web task is open to 0.0.0.0/0, nothing else is.
+    assert wait_for("the web port", lambda: _get(f"http://{web_ip}:8080/")) == "up\n"
+    assert _get(f"http://{web_ip}:9999/") is None, "no rule allows 9999"
+    assert _get(f"http://{db_ip}:9000/") is None, "the host is no member of sg-web"
+    # The db lets in sg-web's members only: the web task, started after it.
+    assert wait_for("sg-web to reach the db", lambda: from_task(web_c, f"http://{db_ip}:9000/"), timeout=15)
+    assert not from_task(other_c, f"http://{db_ip}:9000/")
+    assert from_task(other_c, f"http://{web_ip}:8080/")
+    assert not from_task(other_c, f"http://{web_ip}:9999/")
+    # Each service still answers inside its own namespace.
+    assert from_task(web_c, "http://127.0.0.1:9999/")
+    # A member that leaves is let in no longer.
+    sg.ecs.stop_task(cluster=sg.name, task=web["taskArn"])
+    sg.wait_status(web["taskArn"], "STOPPED")
+    again, again_ip, again_c = start(web_td, "sg-none")
+    assert again_ip == web_ip, "the address was handed out again"
+    assert wait_for("the old member's address to be shut out",
+                    lambda: not from_task(again_c, f"http://{db_ip}:9000/"), timeout=15)
+    for t in (db, other, again):
+        sg.ecs.stop_task(cluster=sg.name, task=t["taskArn"])

@@ -47,6 +47,43 @@ impl EcsClient {
         )
     }
 
+    async fn send(
+        &self,
+        req: hyper::Request<Full<Bytes>>,
+    ) -> Result<(hyper::StatusCode, Bytes), EcsError> {
+        let resp = self
+            .http
+            .request(req)
+            .await
+            .map_err(|e| EcsError::Unreachable(e.to_string()))?;
+        let status = resp.status();
+        let bytes = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| EcsError::Unreachable(e.to_string()))?
+            .to_bytes();
+        Ok((status, bytes))
+    }
+
+    /// GETs one of Berth's own JSON routes (`/berth/v1/...`), in this
+    /// client's region.
+    pub async fn get_json<O: DeserializeOwned>(&self, path: &str) -> Result<O, EcsError> {
+        let url = format!("{}{}", self.url.trim_end_matches('/'), path);
+        let req = hyper::Request::get(&url)
+            .header("authorization", self.authorization())
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| EcsError::Protocol(e.to_string()))?;
+        let (status, bytes) = self.send(req).await?;
+        if !status.is_success() {
+            return Err(EcsError::Api {
+                code: status.to_string(),
+                message: String::from_utf8_lossy(&bytes).trim().to_string(),
+            });
+        }
+        serde_json::from_slice(&bytes).map_err(|e| EcsError::Protocol(e.to_string()))
+    }
+
     pub async fn call<I: Serialize, O: DeserializeOwned>(
         &self,
         operation: &str,
@@ -62,18 +99,7 @@ impl EcsClient {
             .header("authorization", self.authorization())
             .body(Full::new(Bytes::from(body)))
             .map_err(|e| EcsError::Protocol(e.to_string()))?;
-        let resp = self
-            .http
-            .request(req)
-            .await
-            .map_err(|e| EcsError::Unreachable(e.to_string()))?;
-        let status = resp.status();
-        let bytes = resp
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| EcsError::Unreachable(e.to_string()))?
-            .to_bytes();
+        let (status, bytes) = self.send(req).await?;
         if status.is_success() {
             return serde_json::from_slice(&bytes).map_err(|e| EcsError::Protocol(e.to_string()));
         }

@@ -157,8 +157,17 @@ pub fn container_spec(
         "com.amazonaws.ecs.task-definition-version".into(),
         def.revision.unwrap_or(0).to_string(),
     );
+    let fargate = task.launch_type == "FARGATE";
     let mut env: Vec<(String, String)> = vec![
-        ("AWS_EXECUTION_ENV".into(), "AWS_ECS_EC2".into()),
+        (
+            "AWS_EXECUTION_ENV".into(),
+            if fargate {
+                "AWS_ECS_FARGATE"
+            } else {
+                "AWS_ECS_EC2"
+            }
+            .into(),
+        ),
         ("AWS_REGION".into(), region.into()),
         ("AWS_DEFAULT_REGION".into(), region.into()),
     ];
@@ -213,7 +222,7 @@ pub fn container_spec(
         })
         .collect();
     let sibling = |n: &str| docker_name(task, n);
-    ContainerSpec {
+    let spec = ContainerSpec {
         name: docker_name(task, &name),
         image: c.image.clone().unwrap_or_default(),
         command: c.command.clone().filter(|v| !v.is_empty()),
@@ -321,7 +330,51 @@ pub fn container_spec(
         stop_timeout: Some(stop_timeout(c)),
         security_opts: c.docker_security_options.clone().unwrap_or_default(),
         cgroup_parent: cgroup_parent.map(str::to_string),
+    };
+    if fargate {
+        fargate_hardened(spec)
+    } else {
+        spec
     }
+}
+
+/// The only capability a Fargate container may add.
+const FARGATE_ADDABLE: &str = "SYS_PTRACE";
+
+/// A Fargate task's container as Fargate runs it, whatever its definition
+/// says (the server refuses most of this already; the host does not
+/// trust it to): Docker's default capabilities minus NET_RAW, so no raw
+/// sockets to spoof or sniff with; no-new-privileges, so setuid binaries
+/// cannot gain any; Docker's default seccomp and AppArmor profiles, never
+/// unconfined; never privileged; and no mount of anything on the host,
+/// only the task's own volumes.
+pub fn fargate_hardened(mut spec: ContainerSpec) -> ContainerSpec {
+    spec.privileged = false;
+    spec.cap_add
+        .retain(|c| c.trim_start_matches("CAP_") == FARGATE_ADDABLE);
+    if !spec
+        .cap_drop
+        .iter()
+        .any(|c| c.trim_start_matches("CAP_") == "NET_RAW")
+    {
+        spec.cap_drop.push("NET_RAW".into());
+    }
+    spec.security_opts.retain(|o| {
+        let o = o.to_ascii_lowercase();
+        !(o.contains("unconfined")
+            || o.starts_with("label=disable")
+            || o.starts_with("label:disable"))
+    });
+    if !spec
+        .security_opts
+        .iter()
+        .any(|o| o.starts_with("no-new-privileges"))
+    {
+        spec.security_opts.push("no-new-privileges".into());
+    }
+    spec.mounts
+        .retain(|m| !matches!(m.source, MountSource::HostPath(_)));
+    spec
 }
 
 fn secs(v: Option<i32>, default: u64) -> Duration {
@@ -415,7 +468,52 @@ mod tests {
             stopped_reason: None,
             availability_zone: None,
             network: None,
+            launch_type: "EC2".into(),
         }
+    }
+
+    #[test]
+    fn fargate_containers_run_hardened_whatever_the_definition_says() {
+        let c = w::ContainerDefinition {
+            name: Some("app".into()),
+            image: Some("busybox".into()),
+            privileged: Some(true),
+            linux_parameters: Some(w::LinuxParameters {
+                capabilities: Some(w::KernelCapabilities {
+                    add: Some(vec!["SYS_ADMIN".into(), "SYS_PTRACE".into()]),
+                    drop: None,
+                }),
+                ..Default::default()
+            }),
+            docker_security_options: Some(vec!["seccomp=unconfined".into()]),
+            mount_points: Some(vec![
+                w::MountPoint {
+                    source_volume: Some("data".into()),
+                    container_path: Some("/data".into()),
+                    read_only: None,
+                },
+                w::MountPoint {
+                    source_volume: Some("scratch".into()),
+                    container_path: Some("/scratch".into()),
+                    read_only: None,
+                },
+            ]),
+            ..Default::default()
+        };
+        let mut t = task(vec![c.clone()]);
+        let ec2 = container_spec(&t, &c, "i", "r", None, None);
+        assert!(ec2.privileged && ec2.cap_add.len() == 2 && ec2.mounts.len() == 2);
+        t.launch_type = "FARGATE".into();
+        let s = container_spec(&t, &c, "i", "r", None, None);
+        assert!(!s.privileged);
+        assert_eq!(s.cap_add, vec!["SYS_PTRACE".to_string()]);
+        assert_eq!(s.cap_drop, vec!["NET_RAW".to_string()]);
+        assert_eq!(s.security_opts, vec!["no-new-privileges".to_string()]);
+        assert_eq!(s.mounts.len(), 1, "the host path is not mounted");
+        assert!(matches!(s.mounts[0].source, MountSource::Volume(_)));
+        assert!(s
+            .env
+            .contains(&("AWS_EXECUTION_ENV".into(), "AWS_ECS_FARGATE".into())));
     }
 
     #[test]

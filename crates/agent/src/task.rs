@@ -107,6 +107,8 @@ pub struct Driver {
     containers: Vec<Container>,
     /// awsvpc: the container holding the task's network namespace.
     pause: Option<String>,
+    /// awsvpc: the ingress its namespace's filter lets in now, once set.
+    filtered: Option<Vec<berth_wire::agent::AllowedIngress>>,
     rx: mpsc::UnboundedReceiver<Input>,
     forget: bool,
 }
@@ -157,6 +159,7 @@ impl Driver {
         Driver {
             ctx,
             pause: existing.get(spec::PAUSE_NAME).cloned(),
+            filtered: None,
             desired,
             report,
             containers,
@@ -473,6 +476,32 @@ impl Driver {
                 .map(|a| a.mac.clone())
                 .filter(|m| !m.is_empty());
         }
+        // Deny by default before any of the task's containers listens.
+        self.filter().await.map_err(failed)
+    }
+
+    /// Brings the namespace's packet filter to what the task's security
+    /// groups let in now, when that changed (members come and go).
+    async fn filter(&mut self) -> Result<(), berth_runtime::RuntimeError> {
+        let (Some(net), Some(pause)) = (&self.desired.network, &self.pause) else {
+            return Ok(());
+        };
+        if self.filtered.as_ref() == Some(&net.ingress) {
+            return Ok(());
+        }
+        let rules: Vec<berth_runtime::firewall::IngressRule> = net
+            .ingress
+            .iter()
+            .map(|a| berth_runtime::firewall::IngressRule {
+                protocol: a.protocol.clone(),
+                from_port: a.from_port,
+                to_port: a.to_port,
+                source: a.source.clone(),
+            })
+            .collect();
+        self.ctx.runtime.apply_ingress(pause, &rules).await?;
+        tracing::debug!(task = %self.desired.task_arn, rules = rules.len(), "ingress filter set");
+        self.filtered = Some(net.ingress.clone());
         Ok(())
     }
 
@@ -685,6 +714,10 @@ impl Driver {
             if !self.drain() {
                 return;
             }
+            if let Err(e) = self.filter().await {
+                // The last filter stays; the next change or resync retries.
+                tracing::warn!(task = %self.desired.task_arn, error = %e, "ingress filter not updated");
+            }
         }
     }
 
@@ -730,8 +763,23 @@ impl Driver {
         }
         self.report.execution_stopped_at.get_or_insert_with(now);
         self.set_status("DEPROVISIONING");
+        // The interface goes before the task is STOPPED, as an ENI is
+        // detached first: the server hands the address out again once it
+        // hears STOPPED, and the next task's pause container must find it
+        // free.
+        self.release_network().await;
         self.report.stopped_at.get_or_insert_with(now);
         self.set_status("STOPPED");
+    }
+
+    /// Removes the pause container, and with it the task's namespace.
+    async fn release_network(&mut self) {
+        if let Some(id) = self.pause.take() {
+            let _ = self.ctx.runtime.stop(&id, Duration::ZERO).await;
+            if let Err(e) = self.ctx.runtime.remove(&id).await {
+                tracing::warn!(error = %e, "pause container remove failed");
+            }
+        }
     }
 
     /// The server has recorded the task STOPPED: its containers go.
@@ -746,12 +794,7 @@ impl Driver {
                 }
             }
         }
-        if let Some(id) = self.pause.take() {
-            let _ = self.ctx.runtime.stop(&id, Duration::ZERO).await;
-            if let Err(e) = self.ctx.runtime.remove(&id).await {
-                tracing::warn!(error = %e, "pause container remove failed");
-            }
-        }
+        self.release_network().await;
         if self.task_limits().is_some() {
             let task_id = spec::task_id(&self.desired.task_arn);
             if let Err(e) = self.ctx.runtime.remove_task_cgroup(task_id).await {

@@ -12,11 +12,11 @@
 
 use crate::ecs::services::deployment_digits;
 use crate::ecs::tasks::{
-    connected_agents, place, prepare, request_stop, ClusterTasks, LaunchInput, Occupancy,
+    connected_agents, index_key, place, prepare, request_stop, ClusterTasks, LaunchInput, Occupancy,
 };
 use crate::{error::ApiError, now, AppState};
 use berth_domain::deployment::Scheduling;
-use berth_domain::instance::{ContainerInstance, InstanceStatus};
+use berth_domain::instance::{ContainerInstance, InstanceStatus, FARGATE_POOL};
 use berth_domain::service::{self, Member, Service, ServiceStatus, Tuning};
 use berth_domain::task::{DesiredStatus, StopCode, StopRequest, Task, TaskStatus};
 use berth_domain::Scope;
@@ -131,6 +131,14 @@ pub async fn run(st: AppState, config: ControllerConfig, shutdown: CancellationT
         tokio::select! {
             _ = shutdown.cancelled() => break,
             Some(k) = dirty_rx.recv() => {
+                if k.1 == FARGATE_POOL {
+                    // A Fargate host came or went: any cluster may have
+                    // tasks there.
+                    for other in known.iter().filter(|o| o.0 == k.0) {
+                        let _ = dirty_tx.send(other.clone());
+                    }
+                    continue;
+                }
                 known.insert(k.clone());
                 match running.get_mut(&k) {
                     Some(again) => *again = true,
@@ -280,8 +288,19 @@ impl Controller {
                 .collect();
         let connected = connected_agents(st, scope, cluster).await?;
         let mut tasks = ClusterTasks::load(st, scope, cluster).await?;
+        // Fargate tasks run on the pool's hosts, which can be lost too.
+        let (mut hosts, mut reachable) = (instances.clone(), connected.clone());
+        if tasks.tasks.iter().any(|t| t.value.fargate()) {
+            hosts.extend(
+                typed::list::<ContainerInstance>(&*st.store, &scope.instances_of(FARGATE_POOL))
+                    .await?
+                    .into_iter()
+                    .map(|(_, v)| v.value),
+            );
+            reachable.extend(connected_agents(st, scope, FARGATE_POOL).await?);
+        }
         let (lost_any, mut recheck) = self
-            .host_loss(scope, cluster, &instances, &connected, &tasks)
+            .host_loss(scope, cluster, &hosts, &reachable, &tasks)
             .await?;
         let removed = self.forget_stopped(scope, cluster, &tasks).await?;
         if lost_any || removed {
@@ -392,7 +411,7 @@ impl Controller {
                 [
                     Op::delete(scope.task(cluster, id)),
                     Op::delete(state_key),
-                    Op::delete(scope.instance_task(cluster, &t.value.container_instance, id)),
+                    Op::delete(index_key(scope, &t.value)),
                 ]
                 .into_iter()
                 .chain(
@@ -426,11 +445,18 @@ impl Controller {
             return Ok(());
         }
         let at = now();
-        let reason = format!(
-            "Host lost: the agent of container instance {} was disconnected for {} s",
-            t.value.container_instance,
-            waited.as_secs()
-        );
+        let reason = if t.value.fargate() {
+            format!(
+                "Host lost: the Fargate host running the task was disconnected for {} s",
+                waited.as_secs()
+            )
+        } else {
+            format!(
+                "Host lost: the agent of container instance {} was disconnected for {} s",
+                t.value.container_instance,
+                waited.as_secs()
+            )
+        };
         let mut report = current
             .as_ref()
             .map(|r| r.value.clone())
@@ -471,7 +497,9 @@ impl Controller {
             [
                 typed::put(&scope.task(cluster, id), &task),
                 typed::put(&state_key, &report),
-                Op::delete(scope.instance_task(cluster, &task.container_instance, id)),
+                Op::delete(index_key(scope, &task)),
+                // Billed up to when the host was given up for lost.
+                typed::put(&scope.usage(cluster, id), &task.usage(Some(&report))),
             ]
             .into_iter()
             .chain(
@@ -657,8 +685,10 @@ impl Controller {
                 tags,
                 definition_tags: svc.propagate_tags == "TASK_DEFINITION",
                 constraints: Some(&svc.placement_constraints),
-                strategies: Some(&strategies),
+                // Fargate places by itself and refuses strategies.
+                strategies: (svc.launch_type != "FARGATE").then_some(strategies.as_slice()),
                 launch_type: &svc.launch_type,
+                strategy: &svc.capacity_provider_strategy,
                 count,
                 enable_execute_command: svc.enable_execute_command,
                 network_configuration: svc.network_configuration.as_ref(),
@@ -679,7 +709,7 @@ impl Controller {
         only: Option<&str>,
     ) -> Result<Started, ApiError> {
         let st = &self.st;
-        let launch = match self.launch(scope, svc, count as usize).await {
+        let mut launch = match self.launch(scope, svc, count as usize).await {
             Ok(l) => l,
             Err(ApiError::Ecs(e)) => {
                 return Ok(Started {
@@ -689,6 +719,20 @@ impl Controller {
             }
             Err(e) => return Err(e),
         };
+        if !svc.capacity_provider_strategy.is_empty() {
+            // The split counts the providers of the tasks it keeps.
+            let tasks = ClusterTasks::load(st, scope, cluster).await?;
+            for t in &tasks.tasks {
+                let t = &t.value;
+                let live = t.desired_status == DesiredStatus::Running
+                    && Task::last_status(tasks.report(&t.id)) != TaskStatus::Stopped;
+                if live && t.service.as_deref() == Some(svc.name.as_str()) {
+                    if let Some(p) = &t.capacity_provider {
+                        *launch.held.entry(p.clone()).or_default() += 1;
+                    }
+                }
+            }
+        }
         let launch = &launch;
         let (ids, failures, none) = crate::ecs::compare_and_swap(
             st,

@@ -23,6 +23,7 @@ pub fn router(state: AppState) -> axum::Router {
             "/berth/v1/logs/{cluster}/{task}",
             get(crate::logs::task_logs),
         )
+        .route("/berth/v1/billing", get(crate::billing::report))
         .with_state(state)
 }
 

@@ -10,7 +10,7 @@ use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::Response;
-use berth_domain::instance::ContainerInstance;
+use berth_domain::instance::{ContainerInstance, FARGATE_POOL};
 use berth_domain::task::{Task, TaskStatus};
 use berth_domain::taskdef::{parse_cpu, parse_memory};
 use berth_domain::{arn, Scope};
@@ -19,6 +19,7 @@ use berth_store::{typed, Op, RangeRequest, Txn};
 use berth_wire::agent::{AgentMessage, DesiredNetwork, DesiredTask, ServerMessage, TaskReport};
 use futures::{FutureExt, StreamExt};
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 use std::time::Duration;
 
 /// The observed record of a connected agent.
@@ -104,10 +105,13 @@ async fn desired(
         .await
         .map_err(|e| e.to_string())?;
     let mut tasks = vec![];
+    let mut members = None;
     for kv in &listed.kvs {
-        let Some(id) = kv.key.strip_prefix(&prefix) else {
+        let Some(entry) = kv.key.strip_prefix(&prefix) else {
             continue;
         };
+        // The Fargate pool's entries name the task's cluster too.
+        let (cluster, id) = entry.split_once('/').unwrap_or((cluster, entry));
         let Some(t) = typed::get::<Task>(&*st.store, &scope.task(cluster, id))
             .await
             .map_err(|e| e.to_string())?
@@ -123,6 +127,16 @@ async fn desired(
             continue;
         }
         let t = t.value;
+        let ingress = match &t.network {
+            Some(n) => {
+                if members.is_none() {
+                    members = Some(group_members(st, scope).await?);
+                }
+                let members = members.as_ref().map_or_else(Default::default, Clone::clone);
+                st.config.network.ingress_of(&n.security_groups, &members)
+            }
+            None => vec![],
+        };
         let mut desired = DesiredTask {
             task_arn: t.arn(scope),
             cluster: cluster.to_string(),
@@ -135,6 +149,7 @@ async fn desired(
             stop_code: t.stop.as_ref().map(|s| s.code.as_str().to_string()),
             stopped_reason: t.stop.as_ref().map(|s| s.reason.clone()),
             availability_zone: t.availability_zone.clone(),
+            launch_type: t.launch_type.clone(),
             network: t.network.as_ref().map(|n| DesiredNetwork {
                 name: format!("berth-{}", n.subnet_id),
                 subnet_id: n.subnet_id.clone(),
@@ -143,6 +158,7 @@ async fn desired(
                     .map(|c| c.gateway().to_string())
                     .unwrap_or_default(),
                 ip: n.ip.clone(),
+                ingress: ingress.clone(),
             }),
             definition: t.definition,
         };
@@ -167,6 +183,37 @@ async fn desired(
     })
 }
 
+/// The addresses of each security group's members: every awsvpc task that
+/// holds an address (the `subnet-ips/` keys name them), in any cluster.
+async fn group_members(
+    st: &AppState,
+    scope: &Scope,
+) -> Result<HashMap<String, Vec<std::net::Ipv4Addr>>, String> {
+    let held = st
+        .store
+        .range(RangeRequest::prefix(scope.subnet_ips().as_str()))
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut out: HashMap<String, Vec<std::net::Ipv4Addr>> = HashMap::new();
+    for kv in held.kvs {
+        let Ok(task_key) = String::from_utf8(kv.value) else {
+            continue;
+        };
+        let Some(t) = typed::get::<Task>(&*st.store, &task_key)
+            .await
+            .map_err(|e| e.to_string())?
+        else {
+            continue;
+        };
+        let Some(n) = t.value.network else { continue };
+        let Ok(ip) = n.ip.parse() else { continue };
+        for g in n.security_groups {
+            out.entry(g).or_default().push(ip);
+        }
+    }
+    Ok(out)
+}
+
 /// Records what the agent observed of one of its tasks. Reports for tasks
 /// that are not on this instance are dropped, and a STOPPED task never
 /// comes back to life.
@@ -177,14 +224,22 @@ async fn record(
     instance: &str,
     report: TaskReport,
 ) -> Result<(), String> {
-    let Some(id) = arn::task_id(scope, cluster, &report.task_arn) else {
-        return Ok(());
+    // A Fargate host reports tasks of every cluster.
+    let (cluster, id, index) = if cluster == FARGATE_POOL {
+        let Some((c, id)) = arn::task_cluster_and_id(scope, &report.task_arn) else {
+            return Ok(());
+        };
+        let index = scope.instance_task(FARGATE_POOL, instance, &format!("{c}/{id}"));
+        (c, id, index)
+    } else {
+        let Some(id) = arn::task_id(scope, cluster, &report.task_arn) else {
+            return Ok(());
+        };
+        let index = scope.instance_task(cluster, instance, &id);
+        (cluster.to_string(), id, index)
     };
-    let placed = st
-        .store
-        .get(&scope.instance_task(cluster, instance, &id))
-        .await
-        .map_err(|e| e.to_string())?;
+    let cluster = cluster.as_str();
+    let placed = st.store.get(&index).await.map_err(|e| e.to_string())?;
     if placed.is_none() {
         tracing::debug!(task = %id, "report for a task not on this instance dropped");
         return Ok(());
@@ -209,13 +264,20 @@ async fn record(
         // it out of the index keeps every later push as small as what runs,
         // and the watch on the index pushes the set without it, which tells
         // the agent it may remove the task's containers.
-        ops.push(Op::delete(scope.instance_task(cluster, instance, &id)));
-        // Its address goes back to the subnet.
+        ops.push(Op::delete(index));
         let task = typed::get::<Task>(&*st.store, &scope.task(cluster, &id))
             .await
             .map_err(|e| e.to_string())?;
-        if let Some(n) = task.and_then(|t| t.value.network) {
-            ops.push(Op::delete(scope.subnet_ip(&n.subnet_id, &n.ip)));
+        if let Some(t) = task {
+            // What it ran is metered for good; its address goes back to
+            // the subnet.
+            ops.push(typed::put(
+                &scope.usage(cluster, &id),
+                &t.value.usage(Some(&report)),
+            ));
+            if let Some(n) = &t.value.network {
+                ops.push(Op::delete(scope.subnet_ip(&n.subnet_id, &n.ip)));
+            }
         }
     }
     st.store
@@ -305,9 +367,13 @@ async fn converse(
         .current_revision()
         .await
         .map_err(|e| e.to_string())?;
-    let mut changes = st
-        .store
-        .watch(&scope.instance_tasks_of(cluster, id), from + 1);
+    // The desired set changes with the instance's index, and its tasks'
+    // security groups with the addresses other tasks take and free.
+    let mut changes = futures::stream::select(
+        st.store
+            .watch(&scope.instance_tasks_of(cluster, id), from + 1),
+        st.store.watch(&scope.subnet_ips(), from + 1),
+    );
     send(socket, &desired(st, scope, cluster, id).await?).await?;
     let mut deadline = tokio::time::Instant::now() + timeout;
     loop {

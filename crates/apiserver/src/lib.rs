@@ -11,6 +11,7 @@
 //! This crate is the only home of axum and of hyper's server side. It holds no state of its own beyond
 //! caches that can be rebuilt; everything durable is in the store.
 
+mod billing;
 mod context;
 pub mod controller;
 pub(crate) mod ecs;
@@ -46,6 +47,8 @@ pub struct ApiConfig {
     pub agent_timeout: std::time::Duration,
     /// The subnets and security groups awsvpc tasks may use.
     pub network: berth_domain::network::NetworkConfig,
+    /// What metering charges (`berth billing`).
+    pub prices: berth_domain::billing::Prices,
 }
 
 impl Default for ApiConfig {
@@ -57,6 +60,7 @@ impl Default for ApiConfig {
             fargate_max_stop_timeout: berth_domain::taskdef::FARGATE_MAX_STOP_TIMEOUT,
             agent_timeout: std::time::Duration::from_secs(10),
             network: berth_domain::network::NetworkConfig::local_default(),
+            prices: berth_domain::billing::Prices::default(),
         }
     }
 }

@@ -47,7 +47,7 @@ pub(crate) async fn task_logs(
             return plain(StatusCode::INTERNAL_SERVER_ERROR, "internal error".into());
         }
     };
-    let key = scope.agent_connection(&cluster, &found.container_instance);
+    let key = scope.agent_connection(found.host_cluster(), &found.container_instance);
     let agent = match typed::get::<AgentConnection>(&*st.store, &key).await {
         Ok(Some(a)) => a.value,
         Ok(None) => {

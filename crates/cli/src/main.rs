@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
+mod billing;
 mod service;
 
 // glibc's malloc spent about a quarter of the server's CPU under write load
@@ -41,6 +42,9 @@ enum Command {
     /// List services, show their events, deploy new task definitions.
     #[command(subcommand)]
     Service(ServiceCommand),
+    /// What Fargate tasks and container instances have cost, per task,
+    /// service and cluster.
+    Billing(BillingArgs),
     /// Print the version.
     Version,
 }
@@ -51,6 +55,21 @@ struct UpArgs {
     server: ServerArgs,
     #[command(flatten)]
     host: HostArgs,
+    /// Also make this host Fargate capacity, so tasks with launchType
+    /// FARGATE (or the FARGATE and FARGATE_SPOT capacity providers) run
+    /// here without a container instance of theirs.
+    #[arg(long, env = "BERTH_UP_FARGATE", default_value_t = true, action = clap::ArgAction::Set)]
+    fargate: bool,
+}
+
+/// What kind of capacity an agent's host is.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Capacity {
+    /// A container instance of `--cluster`, visible and managed by users.
+    Ec2,
+    /// A host of the hidden Fargate pool: it runs FARGATE tasks of every
+    /// cluster and never appears as a container instance.
+    Fargate,
 }
 
 /// What a container instance says about itself and how it runs tasks.
@@ -95,9 +114,13 @@ struct AgentArgs {
     /// The server's API URL.
     #[arg(long, env = "BERTH_SERVER", default_value = "http://127.0.0.1:8750")]
     server: String,
-    /// The cluster to join.
+    /// The cluster to join (EC2 capacity only).
     #[arg(long, env = "BERTH_CLUSTER", default_value = "default")]
     cluster: String,
+    /// ec2: a container instance of the cluster; fargate: capacity for the
+    /// FARGATE launch type of every cluster, hidden from users.
+    #[arg(long, env = "BERTH_CAPACITY", value_enum, default_value = "ec2")]
+    capacity: Capacity,
     /// Region of the cluster.
     #[arg(long, env = "BERTH_REGION", default_value = "us-east-1")]
     region: String,
@@ -128,6 +151,21 @@ struct LogsArgs {
     /// Keep printing new output as it comes.
     #[arg(long, short)]
     follow: bool,
+}
+
+#[derive(clap::Args, Clone)]
+struct BillingArgs {
+    /// Only this cluster (default: every cluster).
+    #[arg(long)]
+    cluster: Option<String>,
+    /// The server's API URL.
+    #[arg(long, env = "BERTH_SERVER", default_value = "http://127.0.0.1:8750")]
+    server: String,
+    #[arg(long, env = "BERTH_REGION", default_value = "us-east-1")]
+    region: String,
+    /// Print the server's JSON instead of tables.
+    #[arg(long)]
+    json: bool,
 }
 
 /// Where the service commands find the API.
@@ -240,6 +278,25 @@ struct ServerArgs {
     /// Threads serving HTTP connections (default: one per CPU).
     #[arg(long, env = "BERTH_HTTP_THREADS", value_parser = clap::value_parser!(u16).range(1..=1024))]
     http_threads: Option<u16>,
+    /// Metering: USD per vCPU-hour of a Fargate task.
+    #[arg(long, env = "BERTH_PRICE_FARGATE_VCPU_HOUR", default_value_t = 0.04045, value_parser = parse_price)]
+    price_fargate_vcpu_hour: f64,
+    /// Metering: USD per GB-hour of a Fargate task.
+    #[arg(long, env = "BERTH_PRICE_FARGATE_GB_HOUR", default_value_t = 0.00442, value_parser = parse_price)]
+    price_fargate_gb_hour: f64,
+    /// Metering: FARGATE_SPOT's price as a share of FARGATE's.
+    #[arg(long, env = "BERTH_PRICE_FARGATE_SPOT_RATIO", default_value_t = 0.3, value_parser = parse_price)]
+    price_fargate_spot_ratio: f64,
+    /// Metering: USD per hour an EC2-mode container instance is registered.
+    #[arg(long, env = "BERTH_PRICE_INSTANCE_HOUR", default_value_t = 0.0856, value_parser = parse_price)]
+    price_instance_hour: f64,
+}
+
+fn parse_price(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
+        _ => Err(format!("{s} is not a price: a number, 0 or more")),
+    }
 }
 
 fn parse_retention(s: &str) -> Result<f64, String> {
@@ -268,13 +325,19 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Server(args) => run(args, None),
-        Command::Up(args) => run(args.server, Some(args.host)),
+        Command::Up(args) => run(args.server, Some((args.host, args.fargate))),
         Command::Agent(args) => {
             commit_lazily();
             agent(args)
         }
         Command::Logs(args) => logs(args),
         Command::Service(cmd) => service_command(cmd),
+        Command::Billing(args) => billing::show(
+            &args.server,
+            &args.region,
+            args.cluster.as_deref(),
+            args.json,
+        ),
     }
 }
 
@@ -399,7 +462,7 @@ fn open_store(args: &ServerArgs) -> anyhow::Result<(Arc<dyn Store>, String)> {
     Ok((Arc::new(store), url))
 }
 
-fn run(args: ServerArgs, up: Option<HostArgs>) -> anyhow::Result<()> {
+fn run(args: ServerArgs, up: Option<(HostArgs, bool)>) -> anyhow::Result<()> {
     init_logs(&args.log, args.log_format)?;
     if args.account_id.len() != 12 || !args.account_id.bytes().all(|b| b.is_ascii_digit()) {
         bail!("--account-id must be 12 digits, got {:?}", args.account_id);
@@ -410,7 +473,7 @@ fn run(args: ServerArgs, up: Option<HostArgs>) -> anyhow::Result<()> {
     runtime.block_on(serve(args, up))
 }
 
-async fn serve(args: ServerArgs, up: Option<HostArgs>) -> anyhow::Result<()> {
+async fn serve(args: ServerArgs, up: Option<(HostArgs, bool)>) -> anyhow::Result<()> {
     let (store, url) = open_store(&args)?;
     let network = match &args.network_config {
         Some(path) => {
@@ -431,6 +494,12 @@ async fn serve(args: ServerArgs, up: Option<HostArgs>) -> anyhow::Result<()> {
         body_limit: args.body_limit,
         fargate_max_stop_timeout: args.fargate_max_stop_timeout,
         agent_timeout: Duration::from_secs_f64(args.agent_timeout),
+        prices: berth_domain::billing::Prices {
+            fargate_vcpu_hour: args.price_fargate_vcpu_hour,
+            fargate_gb_hour: args.price_fargate_gb_hour,
+            spot_ratio: args.price_fargate_spot_ratio,
+            instance_hour: args.price_instance_hour,
+        },
     };
     let state = AppState::new(store.clone(), config);
     let app = berth_apiserver::router(state.clone());
@@ -441,24 +510,32 @@ async fn serve(args: ServerArgs, up: Option<HostArgs>) -> anyhow::Result<()> {
     tracing::info!(listen = %addr, store = %url, "berth server ready");
 
     let shutdown = CancellationToken::new();
-    let mut local_agent = None;
-    if let Some(host) = up {
-        let data = data_dir(&args)?.join("agent");
+    let mut local_agents = vec![];
+    if let Some((host, fargate)) = up {
         let server = format!("http://{addr}");
-        let (region, stop) = (args.region.clone(), shutdown.clone());
-        let config = agent_config(&server, "default", &region, data, &host)?;
-        let runtime = berth_runtime::docker::DockerRuntime::connect(Some(&host.docker_socket))
-            .await
-            .with_context(|| {
-                format!(
-                    "berth up needs a Docker Engine on {}; start one (scripts/docker.sh does)",
-                    host.docker_socket
-                )
-            })?;
-        local_agent = Some(tokio::spawn(async move {
+        let runtime: Arc<dyn berth_runtime::ContainerRuntime> = Arc::new(
+            berth_runtime::docker::DockerRuntime::connect(Some(&host.docker_socket))
+                .await
+                .with_context(|| {
+                    format!(
+                        "berth up needs a Docker Engine on {}; start one (scripts/docker.sh does)",
+                        host.docker_socket
+                    )
+                })?,
+        );
+        let ec2 = agent_config(
+            &server,
+            "default",
+            &args.region,
+            data_dir(&args)?.join("agent"),
+            &host,
+        )?;
+        let (region, stop, rt) = (args.region.clone(), shutdown.clone(), runtime.clone());
+        let api = server.clone();
+        local_agents.push(tokio::spawn(async move {
             // The API is served below; wait for it, then make sure the
             // default cluster exists before the agent registers in it.
-            let ecs = berth_agent::EcsClient::new(&server, &region);
+            let ecs = berth_agent::EcsClient::new(&api, &region);
             for _ in 0..100 {
                 let made: Result<serde_json::Value, _> = ecs
                     .call(
@@ -471,15 +548,47 @@ async fn serve(args: ServerArgs, up: Option<HostArgs>) -> anyhow::Result<()> {
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
-            if let Err(e) = berth_agent::run(config, Arc::new(runtime), stop).await {
+            if let Err(e) = berth_agent::run(ec2, rt, stop).await {
                 tracing::error!(error = %e, "the local agent stopped");
             }
         }));
+        if fargate {
+            // The same host, again, as the Fargate pool's one host. Its own
+            // instance and log listener; the agents share the engine, each
+            // touching only the containers labelled as its own.
+            let mut config = agent_config(
+                &server,
+                berth_domain::instance::FARGATE_POOL,
+                &args.region,
+                data_dir(&args)?.join("agent-fargate"),
+                &host,
+            )?;
+            config.instance_id = config.instance_id.map(|i| format!("{i}-fargate"));
+            config.logs_listen.set_port(0);
+            let stop = shutdown.clone();
+            local_agents.push(tokio::spawn(async move {
+                // Registration retries until the API answers.
+                for _ in 0..100 {
+                    match berth_agent::run(config.clone(), runtime.clone(), stop.clone()).await {
+                        Ok(()) => return,
+                        Err(berth_agent::AgentError::Register(e)) => {
+                            tracing::debug!(error = %e, "Fargate capacity waits for the API");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, "the local Fargate capacity stopped");
+                            return;
+                        }
+                    }
+                }
+            }));
+        }
         eprintln!(
-            "Berth is up: ECS API on http://{addr} (store {url}); this host runs the tasks of cluster 'default'.\n  \
+            "Berth is up: ECS API on http://{addr} (store {url}); this host runs the tasks of cluster 'default'{}.\n  \
              export AWS_ENDPOINT_URL=http://{addr} AWS_ACCESS_KEY_ID=x AWS_SECRET_ACCESS_KEY=x AWS_DEFAULT_REGION={}\n  \
              aws ecs register-task-definition --family hello --container-definitions '[{{\"name\":\"hello\",\"image\":\"berth-test/busybox:latest\",\"memory\":32,\"command\":[\"echo\",\"hello from Berth\"]}}]'\n  \
              aws ecs run-task --task-definition hello     # then: berth logs <task id> --server http://{addr}",
+            if fargate { " and is Fargate capacity" } else { "" },
             args.region
         );
     }
@@ -512,7 +621,7 @@ async fn serve(args: ServerArgs, up: Option<HostArgs>) -> anyhow::Result<()> {
     shutdown.cancel();
     compactor.await.ok();
     controller.await.ok();
-    if let Some(a) = local_agent {
+    for a in local_agents {
         a.await.ok();
     }
     tracing::info!("stopped");
@@ -561,7 +670,11 @@ fn agent(args: AgentArgs) -> anyhow::Result<()> {
         "berth-agent",
         "BERTH_AGENT_DATA_DIR",
     )?;
-    let config = agent_config(&args.server, &args.cluster, &args.region, data, &args.host)?;
+    let cluster = match args.capacity {
+        Capacity::Ec2 => args.cluster.as_str(),
+        Capacity::Fargate => berth_domain::instance::FARGATE_POOL,
+    };
+    let config = agent_config(&args.server, cluster, &args.region, data, &args.host)?;
     // One thread: the agent waits on the engine and the server, and a
     // small footprint matters more than parallelism.
     let rt = tokio::runtime::Builder::new_current_thread()

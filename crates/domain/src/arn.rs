@@ -183,6 +183,18 @@ pub fn task_id(scope: &Scope, cluster: &str, given: &str) -> Option<String> {
     cluster_resource_id(scope, "task", cluster, given)
 }
 
+/// The cluster and id a full task ARN (`task/<cluster>/<id>`) of `scope` names.
+pub fn task_cluster_and_id(scope: &Scope, arn: &str) -> Option<(String, String)> {
+    match Arn::parse(arn)? {
+        Arn::Other { scope: s, resource } if &s == scope => {
+            let (cluster, id) = resource.strip_prefix("task/")?.split_once('/')?;
+            (!cluster.is_empty() && !id.is_empty() && !id.contains('/'))
+                .then(|| (cluster.to_string(), id.to_string()))
+        }
+        _ => None,
+    }
+}
+
 /// The instance id a `containerInstance` parameter names within `cluster`.
 pub fn container_instance_id(scope: &Scope, cluster: &str, given: &str) -> Option<String> {
     cluster_resource_id(scope, "container-instance", cluster, given)

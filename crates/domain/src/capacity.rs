@@ -110,9 +110,102 @@ pub fn validate_strategy(
     Ok(())
 }
 
+/// The provider of each of `count` new tasks under `strategy`, given how
+/// many tasks each provider already holds (a service's running tasks, or
+/// nothing for RunTask): bases are filled first, in strategy order, then
+/// every task goes where it keeps the split closest to the weights (the
+/// provider whose tasks beyond its base are fewest per unit of weight;
+/// ties in strategy order). A pure function, so a service's split is the
+/// same whoever reconciles it.
+pub fn assign(
+    strategy: &[w::CapacityProviderStrategyItem],
+    existing: &std::collections::HashMap<String, usize>,
+    count: usize,
+) -> Vec<String> {
+    let mut held: Vec<(String, usize, usize, usize)> = strategy
+        .iter()
+        .map(|i| {
+            let name = i.capacity_provider.clone().unwrap_or_default();
+            let n = existing.get(&name).copied().unwrap_or(0);
+            (
+                name,
+                n,
+                usize::try_from(i.base.unwrap_or(0)).unwrap_or(0),
+                usize::try_from(i.weight.unwrap_or(0)).unwrap_or(0),
+            )
+        })
+        .collect();
+    let mut out = Vec::with_capacity(count);
+    for _ in 0..count {
+        let pick = held
+            .iter()
+            .position(|(_, n, base, _)| n < base)
+            .or_else(|| {
+                // Compare (n - base + 1) / weight across providers without
+                // dividing: a/b < c/d when a*d < c*b.
+                held.iter()
+                    .enumerate()
+                    .filter(|(_, h)| h.3 > 0)
+                    .min_by(|(_, a), (_, b)| {
+                        let ea = (a.1.saturating_sub(a.2) + 1) * b.3;
+                        let eb = (b.1.saturating_sub(b.2) + 1) * a.3;
+                        ea.cmp(&eb)
+                    })
+                    .map(|(i, _)| i)
+            });
+        let Some(i) = pick else { break };
+        held[i].1 += 1;
+        out.push(held[i].0.clone());
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn split(
+        strategy: &[w::CapacityProviderStrategyItem],
+        existing: &[(&str, usize)],
+        count: usize,
+    ) -> Vec<(String, usize)> {
+        let existing = existing.iter().map(|(n, c)| (n.to_string(), *c)).collect();
+        let mut tally: Vec<(String, usize)> = vec![];
+        for p in assign(strategy, &existing, count) {
+            match tally.iter_mut().find(|(n, _)| *n == p) {
+                Some(t) => t.1 += 1,
+                None => tally.push((p, 1)),
+            }
+        }
+        tally.sort();
+        tally
+    }
+
+    #[test]
+    fn base_first_then_by_weight() {
+        let s = [item("FARGATE", 1, 2), item("FARGATE_SPOT", 3, 0)];
+        assert_eq!(
+            split(&s, &[], 10),
+            vec![("FARGATE".into(), 4), ("FARGATE_SPOT".into(), 6)]
+        );
+        assert_eq!(split(&s, &[], 2), vec![("FARGATE".into(), 2)]);
+        // A weight of zero gets its base and nothing more.
+        let s = [item("FARGATE", 0, 1), item("FARGATE_SPOT", 1, 0)];
+        assert_eq!(
+            split(&s, &[], 5),
+            vec![("FARGATE".into(), 1), ("FARGATE_SPOT".into(), 4)]
+        );
+    }
+
+    #[test]
+    fn existing_tasks_count_towards_the_split() {
+        let s = [item("FARGATE", 1, 0), item("FARGATE_SPOT", 1, 0)];
+        assert_eq!(
+            split(&s, &[("FARGATE", 3)], 3),
+            vec![("FARGATE_SPOT".into(), 3)]
+        );
+        assert_eq!(split(&s, &[], 1), vec![("FARGATE".into(), 1)]);
+    }
 
     fn item(name: &str, weight: i32, base: i32) -> w::CapacityProviderStrategyItem {
         w::CapacityProviderStrategyItem {

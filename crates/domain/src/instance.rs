@@ -6,6 +6,8 @@ use berth_wire::ecs as w;
 use serde::{Deserialize, Serialize};
 
 /// Custom attributes (not `ecs.*` or `com.amazonaws.ecs.*`) per instance.
+pub use berth_wire::agent::FARGATE_POOL;
+
 pub const MAX_CUSTOM_ATTRIBUTES: usize = 10;
 /// Reserved host ports per instance, the agent's defaults included.
 pub const MAX_RESERVED_PORTS: usize = 100;

@@ -7,6 +7,7 @@
 //! task definitions, which ECS returns as they were registered.
 
 pub mod arn;
+pub mod billing;
 pub mod capacity;
 pub mod cluster;
 pub mod deployment;

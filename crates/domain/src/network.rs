@@ -120,10 +120,55 @@ fn id_ok(id: &str, prefix: &str) -> bool {
 }
 
 impl NetworkConfig {
+    /// What a task in `groups` lets in: every rule of every group, a
+    /// source group standing for the address of each of its members
+    /// (`members`: group id to the addresses of the tasks in it), sorted
+    /// and without repeats. Groups the configuration does not define add
+    /// nothing, so an unknown one denies rather than allows.
+    pub fn ingress_of(
+        &self,
+        groups: &[String],
+        members: &std::collections::HashMap<String, Vec<Ipv4Addr>>,
+    ) -> Vec<berth_wire::agent::AllowedIngress> {
+        let mut out = BTreeSet::new();
+        for g in groups {
+            let Some(group) = self.security_groups.iter().find(|s| &s.id == g) else {
+                continue;
+            };
+            for r in &group.ingress {
+                let (from_port, to_port) = if r.protocol == "-1" {
+                    (0, 65535)
+                } else {
+                    (r.from_port, r.to_port)
+                };
+                let sources: Vec<String> = match (&r.cidr, &r.source_group) {
+                    (Some(c), _) => vec![c.clone()],
+                    (None, Some(sg)) => members
+                        .get(sg)
+                        .into_iter()
+                        .flatten()
+                        .map(|ip| format!("{ip}/32"))
+                        .collect(),
+                    (None, None) => vec![],
+                };
+                for source in sources {
+                    out.insert(berth_wire::agent::AllowedIngress {
+                        protocol: r.protocol.clone(),
+                        from_port,
+                        to_port,
+                        source,
+                    });
+                }
+            }
+        }
+        out.into_iter().collect()
+    }
+
     /// What Berth offers when no configuration is given: one /20 subnet
     /// per local zone (`subnet-local-1a` 10.128.0.0/20 in local-1a, and
-    /// so on for local-1b and local-1c), and `sg-default`, which lets in
-    /// traffic from its own members only, as a VPC's default group does.
+    /// so on for local-1b and local-1c), `sg-default`, which lets in
+    /// traffic from its own members only, as a VPC's default group does,
+    /// and `sg-allow-all`, which lets in everything from anywhere.
     pub fn local_default() -> NetworkConfig {
         NetworkConfig {
             subnets: ["a", "b", "c"]
@@ -135,16 +180,28 @@ impl NetworkConfig {
                     availability_zone: format!("local-1{z}"),
                 })
                 .collect(),
-            security_groups: vec![SecurityGroupConfig {
-                id: "sg-default".into(),
-                ingress: vec![IngressRule {
-                    protocol: "-1".into(),
-                    from_port: 0,
-                    to_port: 65535,
-                    cidr: None,
-                    source_group: Some("sg-default".into()),
-                }],
-            }],
+            security_groups: vec![
+                SecurityGroupConfig {
+                    id: "sg-default".into(),
+                    ingress: vec![IngressRule {
+                        protocol: "-1".into(),
+                        from_port: 0,
+                        to_port: 65535,
+                        cidr: None,
+                        source_group: Some("sg-default".into()),
+                    }],
+                },
+                SecurityGroupConfig {
+                    id: "sg-allow-all".into(),
+                    ingress: vec![IngressRule {
+                        protocol: "-1".into(),
+                        from_port: 0,
+                        to_port: 65535,
+                        cidr: Some("0.0.0.0/0".into()),
+                        source_group: None,
+                    }],
+                },
+            ],
         }
     }
 
@@ -329,6 +386,47 @@ pub fn allocate(subnet: &Cidr, taken: &BTreeSet<Ipv4Addr>) -> Option<Ipv4Addr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn source_groups_stand_for_their_members_and_unknown_groups_allow_nothing() {
+        let config: NetworkConfig = serde_json::from_value(serde_json::json!({
+            "subnets": [],
+            "securityGroups": [
+                {"id": "sg-web", "ingress": [{"protocol": "tcp", "fromPort": 80, "toPort": 80, "cidr": "0.0.0.0/0"}]},
+                {"id": "sg-db", "ingress": [
+                    {"protocol": "tcp", "fromPort": 5432, "toPort": 5432, "sourceGroup": "sg-web"},
+                    {"protocol": "-1", "sourceGroup": "sg-db"}]}
+            ]
+        }))
+        .expect("config");
+        let members = std::collections::HashMap::from([
+            (
+                "sg-web".to_string(),
+                vec![Ipv4Addr::new(10, 0, 0, 5), Ipv4Addr::new(10, 0, 0, 6)],
+            ),
+            ("sg-db".to_string(), vec![Ipv4Addr::new(10, 0, 0, 9)]),
+        ]);
+        let got: Vec<(String, u16, u16, String)> = config
+            .ingress_of(&["sg-db".into(), "sg-nope".into()], &members)
+            .into_iter()
+            .map(|a| (a.protocol, a.from_port, a.to_port, a.source))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("-1".into(), 0, 65535, "10.0.0.9/32".into()),
+                ("tcp".into(), 5432, 5432, "10.0.0.5/32".into()),
+                ("tcp".into(), 5432, 5432, "10.0.0.6/32".into()),
+            ]
+        );
+        assert!(config.ingress_of(&["sg-nope".into()], &members).is_empty());
+        assert_eq!(
+            config
+                .ingress_of(&["sg-web".into(), "sg-web".into()], &members)
+                .len(),
+            1
+        );
+    }
 
     fn config() -> NetworkConfig {
         serde_json::from_value(serde_json::json!({

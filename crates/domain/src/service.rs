@@ -140,6 +140,10 @@ pub struct Service {
     /// REPLICA: what the user asked for. DAEMON: unused (one per instance).
     pub desired_count: u32,
     pub launch_type: String,
+    /// The capacity providers that split its tasks (launch type FARGATE);
+    /// empty when a launch type was given.
+    #[serde(default)]
+    pub capacity_provider_strategy: Vec<w::CapacityProviderStrategyItem>,
     /// The PRIMARY deployment's task definition.
     pub task_definition_arn: String,
     pub rolling: Rolling,
@@ -194,6 +198,22 @@ pub struct CircuitBreaker {
 }
 
 impl Service {
+    /// ECS shows either the launch type or the strategy a service was given.
+    fn shown_launch_type(&self) -> Option<String> {
+        self.capacity_provider_strategy
+            .is_empty()
+            .then(|| self.launch_type.clone())
+    }
+
+    fn shown_strategy(&self) -> Option<Vec<w::CapacityProviderStrategyItem>> {
+        (!self.capacity_provider_strategy.is_empty())
+            .then(|| self.capacity_provider_strategy.clone())
+    }
+
+    fn platform_version(&self) -> Option<String> {
+        (self.launch_type == "FARGATE").then(|| "LATEST".into())
+    }
+
     pub fn arn(&self, scope: &Scope) -> String {
         scope.service_arn(&self.cluster, &self.name)
     }
@@ -365,7 +385,9 @@ impl Service {
                     failed_tasks: Some(c.failed as i32),
                     created_at: Some(d.created_at),
                     updated_at: Some(d.updated_at),
-                    launch_type: Some(self.launch_type.clone()),
+                    launch_type: self.shown_launch_type(),
+                    capacity_provider_strategy: self.shown_strategy(),
+                    platform_version: self.platform_version(),
                     rollout_state: Some(d.rollout_state.as_str().into()),
                     rollout_state_reason: Some(d.rollout_state_reason.clone()),
                     ..Default::default()
@@ -384,7 +406,10 @@ impl Service {
             desired_count: Some(desired as i32),
             running_count: Some(running as i32),
             pending_count: Some(pending as i32),
-            launch_type: Some(self.launch_type.clone()),
+            launch_type: self.shown_launch_type(),
+            capacity_provider_strategy: self.shown_strategy(),
+            platform_version: self.platform_version(),
+            platform_family: (self.launch_type == "FARGATE").then(|| "Linux".into()),
             task_definition: Some(self.task_definition_arn.clone()),
             deployment_configuration: Some(w::DeploymentConfiguration {
                 maximum_percent: Some(self.rolling.maximum_percent as i32),

@@ -167,8 +167,13 @@ pub struct Task {
     pub containers: Vec<(String, String)>,
     #[serde(default)]
     pub overrides: Option<w::TaskOverride>,
-    /// The container instance's id.
+    /// The id of the host it runs on: a container instance of its cluster,
+    /// or for FARGATE a host of the hidden pool (`instance::FARGATE_POOL`).
     pub container_instance: String,
+    /// The capacity provider it was placed through (FARGATE, FARGATE_SPOT),
+    /// when a strategy chose one.
+    #[serde(default)]
+    pub capacity_provider: Option<String>,
     #[serde(default)]
     pub availability_zone: Option<String>,
     pub launch_type: String,
@@ -195,9 +200,56 @@ pub struct Task {
     pub version: i64,
 }
 
+/// What DescribeTasks says a Fargate task runs on (LATEST on Linux).
+pub const FARGATE_PLATFORM_VERSION: &str = "1.4.0";
+/// GiB of ephemeral storage a Fargate task has unless it asks for more.
+pub const FARGATE_DEFAULT_EPHEMERAL_GIB: i32 = 20;
+
 impl Task {
     pub fn arn(&self, scope: &Scope) -> String {
         scope.task_arn(&self.cluster, &self.id)
+    }
+
+    /// What metering keeps of it, as of `report`. Its size is what it
+    /// reserved: the task-level cpu and memory, which Fargate requires.
+    pub fn usage(&self, report: Option<&TaskReport>) -> crate::billing::TaskUsage {
+        crate::billing::TaskUsage {
+            id: self.id.clone(),
+            cluster: self.cluster.clone(),
+            family: self.family.clone(),
+            service: self.service.clone(),
+            launch_type: self.launch_type.clone(),
+            capacity_provider: self.capacity_provider.clone(),
+            cpu_units: self.reservation.cpu,
+            memory_mib: self.reservation.memory,
+            started_at: report.and_then(|r| r.pull_started_at.or(r.started_at)),
+            stopped_at: report.and_then(|r| r.stopped_at),
+        }
+    }
+
+    /// Whether it runs on Fargate capacity, hidden from the user.
+    pub fn fargate(&self) -> bool {
+        self.launch_type == "FARGATE"
+    }
+
+    /// The cluster whose hosts it runs on: its own, or the Fargate pool.
+    pub fn host_cluster(&self) -> &str {
+        if self.fargate() {
+            crate::instance::FARGATE_POOL
+        } else {
+            &self.cluster
+        }
+    }
+
+    /// Its entry in its host's task index: its id, or for the Fargate pool,
+    /// whose hosts run tasks of every cluster, `{cluster}/{id}` (cluster
+    /// names never contain `/`).
+    pub fn index_entry(&self) -> String {
+        if self.fargate() {
+            format!("{}/{}", self.cluster, self.id)
+        } else {
+            self.id.clone()
+        }
     }
 
     pub fn container_arn(&self, scope: &Scope, uuid: &str) -> String {
@@ -296,9 +348,21 @@ impl Task {
             task_arn: Some(arn),
             cluster_arn: Some(scope.cluster_arn(&self.cluster)),
             task_definition_arn: Some(self.task_definition_arn.clone()),
-            container_instance_arn: Some(
-                scope.container_instance_arn(&self.cluster, &self.container_instance),
-            ),
+            // Fargate users never see the host a task runs on.
+            container_instance_arn: (!self.fargate())
+                .then(|| scope.container_instance_arn(&self.cluster, &self.container_instance)),
+            capacity_provider_name: self.capacity_provider.clone(),
+            platform_version: self.fargate().then(|| FARGATE_PLATFORM_VERSION.into()),
+            platform_family: self.fargate().then(|| "Linux".into()),
+            ephemeral_storage: self.fargate().then(|| w::EphemeralStorage {
+                size_in_gi_b: Some(
+                    self.definition
+                        .ephemeral_storage
+                        .as_ref()
+                        .and_then(|e| e.size_in_gi_b)
+                        .unwrap_or(FARGATE_DEFAULT_EPHEMERAL_GIB),
+                ),
+            }),
             availability_zone: self.availability_zone.clone(),
             launch_type: Some(self.launch_type.clone()),
             group: Some(self.group.clone()),

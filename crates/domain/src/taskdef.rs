@@ -668,6 +668,27 @@ fn fargate_problem(
         if c.links.as_ref().is_some_and(|l| !l.is_empty()) {
             return Some("Links are not supported when networkMode=awsvpc.".into());
         }
+        let linux = c.linux_parameters.as_ref();
+        let added = linux
+            .and_then(|l| l.capabilities.as_ref())
+            .and_then(|k| k.add.as_ref());
+        if let Some(cap) = added
+            .into_iter()
+            .flatten()
+            .find(|k| k.trim_start_matches("CAP_") != "SYS_PTRACE")
+        {
+            return Some(format!(
+                "Invalid setting for container '{name}'. Tasks using the Fargate launch type can only add the SYS_PTRACE kernel capability, not {cap}."
+            ));
+        }
+        if linux
+            .and_then(|l| l.devices.as_ref())
+            .is_some_and(|d| !d.is_empty())
+        {
+            return Some(format!(
+                "Invalid setting for container '{name}'. Tasks using the Fargate launch type do not support devices."
+            ));
+        }
         if c.stop_timeout.is_some_and(|s| s > max_stop_timeout) {
             return Some(format!(
                 "Invalid 'stopTimeout' setting for container '{name}'. Fargate supports at most {max_stop_timeout} seconds."

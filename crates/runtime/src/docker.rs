@@ -638,6 +638,60 @@ impl ContainerRuntime for DockerRuntime {
         }
     }
 
+    async fn apply_ingress(
+        &self,
+        id: &str,
+        rules: &[crate::firewall::IngressRule],
+    ) -> Result<(), RuntimeError> {
+        let pid = self
+            .docker
+            .inspect_container(id, None)
+            .await
+            .map_err(unavailable)?
+            .state
+            .and_then(|s| s.pid)
+            .filter(|p| *p > 0)
+            .ok_or_else(|| {
+                RuntimeError::Rejected(format!("container {id} is not running: no namespace"))
+            })?;
+        // The engine has no API for a container's packet filter; the
+        // host's iptables, run inside the namespace, is what Docker itself
+        // uses for its own rules.
+        let mut child = tokio::process::Command::new("nsenter")
+            .args([
+                "--target",
+                &pid.to_string(),
+                "--net",
+                "--",
+                "iptables-restore",
+            ])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .map_err(|e| {
+                RuntimeError::Unavailable(format!("cannot run nsenter iptables-restore: {e}"))
+            })?;
+        if let Some(mut stdin) = child.stdin.take() {
+            use tokio::io::AsyncWriteExt;
+            stdin
+                .write_all(crate::firewall::filter_table(rules).as_bytes())
+                .await
+                .map_err(|e| RuntimeError::Unavailable(format!("iptables-restore: {e}")))?;
+        }
+        let out = child
+            .wait_with_output()
+            .await
+            .map_err(|e| RuntimeError::Unavailable(format!("iptables-restore: {e}")))?;
+        if !out.status.success() {
+            return Err(RuntimeError::Rejected(format!(
+                "iptables-restore in the namespace of {id}: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        Ok(())
+    }
+
     async fn ensure_pause_image(&self) -> Result<(), RuntimeError> {
         match self.docker.inspect_image(crate::pause::IMAGE).await {
             Ok(_) => return Ok(()),

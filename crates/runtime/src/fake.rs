@@ -29,6 +29,7 @@ pub enum Call {
     EnsureNetwork(crate::NetworkSpec),
     RemoveNetwork(String),
     EnsurePauseImage,
+    ApplyIngress(String, Vec<crate::firewall::IngressRule>),
 }
 
 #[derive(Default)]
@@ -350,6 +351,17 @@ impl ContainerRuntime for FakeRuntime {
         self.state()
             .calls
             .push(Call::RemoveNetwork(name.to_string()));
+        Ok(())
+    }
+
+    async fn apply_ingress(
+        &self,
+        id: &str,
+        rules: &[crate::firewall::IngressRule],
+    ) -> Result<(), RuntimeError> {
+        self.state()
+            .calls
+            .push(Call::ApplyIngress(id.to_string(), rules.to_vec()));
         Ok(())
     }
 

@@ -12,6 +12,7 @@
 pub mod cgroup;
 pub mod docker;
 pub mod fake;
+pub mod firewall;
 pub mod pause;
 mod pull;
 
@@ -333,4 +334,12 @@ pub trait ContainerRuntime: Send + Sync {
     /// Makes the pause image ([`pause::IMAGE`]) available, without a
     /// registry.
     async fn ensure_pause_image(&self) -> Result<(), RuntimeError>;
+    /// Lets into the network namespace of running container `id` what
+    /// `rules` allow and nothing else (replies to its own connections and
+    /// loopback aside); applying it again replaces the last set.
+    async fn apply_ingress(
+        &self,
+        id: &str,
+        rules: &[firewall::IngressRule],
+    ) -> Result<(), RuntimeError>;
 }

@@ -37,10 +37,16 @@ pub trait Keys {
     fn task(&self, cluster: &str, id: &str) -> String;
     fn task_states_of(&self, cluster: &str) -> String;
     fn task_state(&self, cluster: &str, id: &str) -> String;
+    fn instance_tasks_all(&self, cluster: &str) -> String;
     fn instance_tasks_of(&self, cluster: &str, instance: &str) -> String;
     fn instance_task(&self, cluster: &str, instance: &str, id: &str) -> String;
     fn placement(&self, cluster: &str) -> String;
     fn run_token(&self, cluster: &str, token: &str) -> String;
+    fn usages_of(&self, cluster: &str) -> String;
+    fn usage(&self, cluster: &str, id: &str) -> String;
+    fn instance_usages_of(&self, cluster: &str) -> String;
+    fn instance_usage(&self, cluster: &str, id: &str) -> String;
+    fn subnet_ips(&self) -> String;
     fn subnet_ips_of(&self, subnet: &str) -> String;
     fn subnet_ip(&self, subnet: &str, ip: &str) -> String;
 }
@@ -123,8 +129,13 @@ impl Keys for Scope {
     /// The tasks placed on one instance and not yet reported STOPPED,
     /// written with each task's desired record (the value is its desired
     /// status), so the gateway watches one prefix per agent.
+    fn instance_tasks_all(&self, cluster: &str) -> String {
+        format!("{}/instance-tasks/{cluster}/", self.base())
+    }
+    /// The Fargate pool's hosts run tasks of every cluster: their entries
+    /// are `{cluster}/{id}` (berth_domain::task::Task::index_entry).
     fn instance_tasks_of(&self, cluster: &str, instance: &str) -> String {
-        format!("{}/instance-tasks/{cluster}/{instance}/", self.base())
+        format!("{}{instance}/", self.instance_tasks_all(cluster))
     }
     fn instance_task(&self, cluster: &str, instance: &str, id: &str) -> String {
         format!("{}{id}", self.instance_tasks_of(cluster, instance))
@@ -141,8 +152,27 @@ impl Keys for Scope {
     /// The addresses awsvpc tasks hold in a subnet (the value is the
     /// task's key), written with the task and removed once it stopped, so
     /// that two placements never hand out one address.
+    /// Metering: what each stopped task ran (`billing::TaskUsage`),
+    /// written when it is recorded STOPPED and kept after its records go.
+    fn usages_of(&self, cluster: &str) -> String {
+        format!("{}/usage/tasks/{cluster}/", self.base())
+    }
+    fn usage(&self, cluster: &str, id: &str) -> String {
+        format!("{}{id}", self.usages_of(cluster))
+    }
+    /// Metering of deregistered container instances (`billing::InstanceUsage`).
+    fn instance_usages_of(&self, cluster: &str) -> String {
+        format!("{}/usage/instances/{cluster}/", self.base())
+    }
+    fn instance_usage(&self, cluster: &str, id: &str) -> String {
+        format!("{}{id}", self.instance_usages_of(cluster))
+    }
+    /// Every subnet's addresses: the members of every security group.
+    fn subnet_ips(&self) -> String {
+        format!("{}/subnet-ips/", self.base())
+    }
     fn subnet_ips_of(&self, subnet: &str) -> String {
-        format!("{}/subnet-ips/{subnet}/", self.base())
+        format!("{}{subnet}/", self.subnet_ips())
     }
     fn subnet_ip(&self, subnet: &str, ip: &str) -> String {
         format!("{}{ip}", self.subnet_ips_of(subnet))

@@ -57,6 +57,11 @@ pub enum ServerMessage {
 }
 
 /// One task the instance should run, or stop.
+/// Where Fargate hosts register: a pool kept like a cluster, under a name
+/// no user can give a cluster (ECS names are `[A-Za-z0-9_-]`), so no
+/// container-instance API ever reaches its hosts.
+pub const FARGATE_POOL: &str = "berth.fargate";
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DesiredTask {
@@ -80,6 +85,13 @@ pub struct DesiredTask {
     /// awsvpc: the task's own network namespace, at this address.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<DesiredNetwork>,
+    /// `EC2`, `EXTERNAL` or `FARGATE`; a FARGATE task runs hardened.
+    #[serde(default = "ec2")]
+    pub launch_type: String,
+}
+
+fn ec2() -> String {
+    "EC2".into()
 }
 
 /// Where an awsvpc task's interface lives: a bridge network for its
@@ -92,6 +104,22 @@ pub struct DesiredNetwork {
     pub cidr: String,
     pub gateway: String,
     pub ip: String,
+    /// What its security groups let in, source groups resolved to their
+    /// members' addresses; everything else is dropped.
+    #[serde(default)]
+    pub ingress: Vec<AllowedIngress>,
+}
+
+/// One kind of traffic a task's interface lets in.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AllowedIngress {
+    /// `tcp`, `udp`, or `-1` for all.
+    pub protocol: String,
+    pub from_port: u16,
+    pub to_port: u16,
+    /// A CIDR block.
+    pub source: String,
 }
 
 /// What an agent observed of one task. Timestamps are epoch seconds.

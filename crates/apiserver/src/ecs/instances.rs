@@ -67,7 +67,11 @@ pub async fn register_container_instance(
     ctx: &RequestContext,
     req: w::RegisterContainerInstanceRequest,
 ) -> Result<w::RegisterContainerInstanceResponse, ApiError> {
-    let (cluster, _) = active_cluster(st, &ctx.scope, req.cluster.as_deref()).await?;
+    // Fargate hosts join the hidden pool, which is no cluster.
+    let cluster = match req.cluster.as_deref() {
+        Some(instance::FARGATE_POOL) => instance::FARGATE_POOL.to_string(),
+        given => active_cluster(st, &ctx.scope, given).await?.0,
+    };
     let resources = instance::resources(req.total_resources.as_deref())?;
     let tag_list = req.tags.clone().unwrap_or_default();
     tags::validate(&tag_list)?;
@@ -193,8 +197,9 @@ pub async fn deregister_container_instance(
     }
     let key = ctx.scope.instance(&cluster, &id);
     let gone = ctx.scope.inactive_instance(&cluster, &id);
+    let metered = ctx.scope.instance_usage(&cluster, &id);
     let lease = st.store.lease_grant(INACTIVE_RETENTION).await?;
-    let (key, gone, not_found) = (&key, &gone, &not_found);
+    let (key, gone, not_found, metered) = (&key, &gone, &not_found, &metered);
     let record = compare_and_swap(
         st,
         || "The container instance is being changed by another request; try again.".into(),
@@ -205,6 +210,14 @@ pub async fn deregister_container_instance(
             let mut record = current.value;
             record.status = InstanceStatus::Inactive;
             record.version += 1;
+            // The hours it was registered stay billed after it goes.
+            let usage = berth_domain::billing::InstanceUsage {
+                id: record.id.clone(),
+                cluster: record.cluster.clone(),
+                ec2_instance_id: record.ec2_instance_id.clone(),
+                registered_at: record.registered_at,
+                deregistered_at: Some(crate::now()),
+            };
             let txn = Txn::when(
                 vec![typed::unchanged(key, current.mod_revision)],
                 vec![
@@ -214,6 +227,7 @@ pub async fn deregister_container_instance(
                         value: typed::encode(&record),
                         lease: Some(lease.id),
                     },
+                    typed::put(metered, &usage),
                 ],
             );
             Ok(Attempt::Write(txn, record))

@@ -259,9 +259,10 @@ pub async fn create_service(
         Scheduling::Daemon => vec![],
         Scheduling::Replica => record.value.default_strategy.clone(),
     };
-    let lt = launch_type(
+    let capacity = launch_type(
         req.launch_type.as_deref(),
         req.capacity_provider_strategy.as_deref(),
+        &record.value.capacity_providers,
         &default_strategy,
     )?;
     let grace = service::validate_grace_period(req.health_check_grace_period_seconds.unwrap_or(0))?;
@@ -281,7 +282,7 @@ pub async fn create_service(
         scope,
         &name,
         req.task_definition.as_deref(),
-        &lt,
+        &capacity.launch_type,
         &constraints,
         &strategy,
         req.network_configuration.as_ref(),
@@ -294,7 +295,8 @@ pub async fn create_service(
         status: ServiceStatus::Active,
         scheduling: sched,
         desired_count: desired,
-        launch_type: lt,
+        launch_type: capacity.launch_type,
+        capacity_provider_strategy: capacity.strategy,
         task_definition_arn: td.clone(),
         rolling,
         circuit_breaker: breaker,
@@ -359,24 +361,24 @@ pub async fn update_service(
     req: w::UpdateServiceRequest,
 ) -> Result<w::UpdateServiceResponse, ApiError> {
     let scope = &ctx.scope;
-    let (cluster, _) = active_cluster(st, scope, req.cluster.as_deref()).await?;
+    let (cluster, record) = active_cluster(st, scope, req.cluster.as_deref()).await?;
     unsupported_parts(
         req.load_balancers.as_deref(),
         req.service_registries.as_deref(),
         req.service_connect_configuration.as_ref(),
         req.deployment_controller.as_ref(),
     )?;
-    if req
-        .capacity_provider_strategy
-        .as_ref()
-        .is_some_and(|s| !s.is_empty())
-    {
-        return Err(EcsError::UnsupportedFeature(
-            "capacityProviderStrategy: Berth runs services on capacity providers once its Fargate data plane lands.".into(),
-        )
-        .into());
-    }
-    let (req, cluster) = (&req, &cluster);
+    // A new strategy moves the service onto those providers (FARGATE).
+    let new_capacity = match req.capacity_provider_strategy.as_deref() {
+        Some(s) if !s.is_empty() => Some(launch_type(
+            None,
+            Some(s),
+            &record.value.capacity_providers,
+            &[],
+        )?),
+        _ => None,
+    };
+    let (req, cluster, new_capacity) = (&req, &cluster, &new_capacity);
     let updated = compare_and_swap(
         st,
         || "The service is being changed by another request; try again.".into(),
@@ -431,10 +433,24 @@ pub async fn update_service(
             if let Some(n) = &req.network_configuration {
                 svc.network_configuration = Some(n.clone());
             }
+            let mut moved = false;
+            if let Some(c) = new_capacity {
+                if svc.scheduling == Scheduling::Daemon {
+                    return Err(EcsError::invalid(
+                        "Specifying a capacity provider strategy is not supported for a service using the DAEMON scheduling strategy.",
+                    )
+                    .into());
+                }
+                moved = svc.launch_type != c.launch_type
+                    || svc.capacity_provider_strategy != c.strategy;
+                svc.launch_type = c.launch_type.clone();
+                svc.capacity_provider_strategy = c.strategy.clone();
+            }
             let td = match req.task_definition.as_deref() {
                 Some(given) => Some(given),
                 None if req.placement_constraints.is_some()
-                    || req.network_configuration.is_some() =>
+                    || req.network_configuration.is_some()
+                    || moved =>
                 {
                     Some(svc.task_definition_arn.as_str())
                 }
@@ -452,7 +468,7 @@ pub async fn update_service(
                     svc.network_configuration.as_ref(),
                 )
                 .await?;
-                if arn != svc.task_definition_arn {
+                if arn != svc.task_definition_arn || moved {
                     svc.deploy(&arn, now(), deployment_digits());
                 }
             }
@@ -772,7 +788,12 @@ pub async fn describe_service_revisions(
                 service_arn: Some(s.arn(scope)),
                 cluster_arn: Some(scope.cluster_arn(&s.cluster)),
                 task_definition: Some(d.task_definition_arn.clone()),
-                launch_type: Some(s.launch_type.clone()),
+                launch_type: s
+                    .capacity_provider_strategy
+                    .is_empty()
+                    .then(|| s.launch_type.clone()),
+                capacity_provider_strategy: (!s.capacity_provider_strategy.is_empty())
+                    .then(|| s.capacity_provider_strategy.clone()),
                 created_at: Some(d.created_at),
                 load_balancers: Some(vec![]),
                 service_registries: Some(vec![]),

@@ -8,7 +8,7 @@ use super::taskdefs::{parse_reference, resolve};
 use super::{compare_and_swap, Attempt};
 use crate::{context::RequestContext, error::ApiError, now, AppState};
 use berth_domain::arn::{self, container_instance_id as instance_id};
-use berth_domain::instance::{ContainerInstance, InstanceStatus};
+use berth_domain::instance::{ContainerInstance, InstanceStatus, FARGATE_POOL};
 use berth_domain::task::{
     self, DesiredStatus, StopCode, StopRequest, Task, TaskNetwork, TaskStatus, Usage, MAX_RUN_COUNT,
 };
@@ -116,6 +116,44 @@ impl Occupancy {
         })
     }
 
+    /// The Fargate pool's hosts: which agents are connected, and what the
+    /// tasks of every cluster that are placed there and not STOPPED hold
+    /// (the pool's task index names them).
+    pub(crate) async fn load_pool(st: &AppState, scope: &Scope) -> Result<Occupancy, ApiError> {
+        let prefix = scope.instance_tasks_all(FARGATE_POOL);
+        let index = st
+            .store
+            .range(RangeRequest::prefix(prefix.as_str()))
+            .await?;
+        let mut usage: HashMap<String, Usage> = HashMap::new();
+        for kv in &index.kvs {
+            let Some(rest) = kv.key.strip_prefix(&prefix) else {
+                continue;
+            };
+            let mut parts = rest.splitn(3, '/');
+            let (Some(host), Some(cluster), Some(id)) = (parts.next(), parts.next(), parts.next())
+            else {
+                continue;
+            };
+            let Some(t) = typed::get::<Task>(&*st.store, &scope.task(cluster, id)).await? else {
+                continue;
+            };
+            let report = typed::get::<TaskReport>(&*st.store, &scope.task_state(cluster, id))
+                .await?
+                .map(|r| r.value);
+            if Task::last_status(report.as_ref()) != TaskStatus::Stopped {
+                usage
+                    .entry(host.to_string())
+                    .or_default()
+                    .add(&t.value, report.as_ref());
+            }
+        }
+        Ok(Occupancy {
+            connected: connected_agents(st, scope, FARGATE_POOL).await?,
+            usage,
+        })
+    }
+
     /// Whether the instance's agent holds a connection to the gateway.
     pub(crate) fn connected(&self, instance: &str) -> bool {
         self.connected.contains(instance)
@@ -177,6 +215,11 @@ pub(crate) struct Launch {
     service: Option<String>,
     tags: Vec<w::Tag>,
     launch_type: String,
+    /// The capacity-provider strategy that splits its tasks, if any.
+    strategy: Vec<w::CapacityProviderStrategyItem>,
+    /// Tasks each capacity provider already holds for this launch's owner
+    /// (a service's running tasks), which the split counts in.
+    pub held: HashMap<String, usize>,
     enable_execute_command: bool,
     /// awsvpc: the subnets and security groups its interface may use.
     awsvpc: Option<berth_domain::network::AwsVpc>,
@@ -199,6 +242,8 @@ pub(crate) struct LaunchInput<'a> {
     pub constraints: Option<&'a [w::PlacementConstraint]>,
     pub strategies: Option<&'a [w::PlacementStrategy]>,
     pub launch_type: &'a str,
+    /// With launch type FARGATE: the strategy splitting its tasks.
+    pub strategy: &'a [w::CapacityProviderStrategyItem],
     pub count: usize,
     pub enable_execute_command: bool,
     pub network_configuration: Option<&'a w::NetworkConfiguration>,
@@ -240,6 +285,10 @@ pub(crate) async fn prepare(
         .into());
     }
     let def = task::apply_overrides(&stored, i.overrides)?;
+    let fargate = i.launch_type == "FARGATE";
+    if fargate {
+        fargate_launch_rules(&def, i.constraints, i.strategies)?;
+    }
     let family = def.family.clone().unwrap_or_default();
     task::validate_labels(i.group, i.started_by)?;
     let tag_list = match i.tags {
@@ -279,13 +328,20 @@ pub(crate) async fn prepare(
         ))
         .into());
     }
-    let strategies = strategies_given
+    let mut strategies = strategies_given
         .iter()
         .map(|s| {
             sched::Strategy::parse(s.r#type.as_deref().unwrap_or_default(), s.field.as_deref())
                 .map_err(|e| EcsError::invalid(format!("placementStrategy: {e}")))
         })
         .collect::<Result<Vec<_>, _>>()?;
+    if fargate {
+        // Fargate spreads a launch's tasks across zones, then hosts.
+        strategies = ["attribute:ecs.availability-zone", "instanceId"]
+            .iter()
+            .filter_map(|f| sched::Strategy::parse("spread", Some(f)).ok())
+            .collect();
+    }
     let awsvpc = st.config.network.awsvpc(
         def.network_mode.as_deref() == Some("awsvpc"),
         i.network_configuration,
@@ -343,10 +399,48 @@ pub(crate) async fn prepare(
         service: i.service.map(String::from),
         tags: tag_list,
         launch_type: i.launch_type.to_string(),
+        strategy: i.strategy.to_vec(),
+        held: HashMap::new(),
         enable_execute_command: i.enable_execute_command,
         awsvpc,
         request,
     })
+}
+
+/// What a FARGATE launch may not ask for: placement (Fargate places tasks
+/// itself) and, after overrides, a task size outside Fargate's table.
+fn fargate_launch_rules(
+    def: &w::TaskDefinition,
+    constraints: Option<&[w::PlacementConstraint]>,
+    strategies: Option<&[w::PlacementStrategy]>,
+) -> Result<(), EcsError> {
+    let from_def = def.placement_constraints.as_deref().unwrap_or_default();
+    if !from_def.is_empty() || constraints.is_some_and(|c| !c.is_empty()) {
+        return Err(EcsError::invalid(
+            "Placement constraints are not supported with FARGATE launch type.",
+        ));
+    }
+    if strategies.is_some_and(|s| !s.is_empty()) {
+        return Err(EcsError::invalid(
+            "Placement strategies are not supported with FARGATE launch type.",
+        ));
+    }
+    let cpu = def
+        .cpu
+        .as_deref()
+        .and_then(berth_domain::taskdef::parse_cpu);
+    let memory = def
+        .memory
+        .as_deref()
+        .and_then(berth_domain::taskdef::parse_memory);
+    match (cpu, memory) {
+        (Some(c), Some(m)) if berth_domain::taskdef::fargate_size_ok(c, m) => Ok(()),
+        (c, m) => Err(EcsError::client(format!(
+            "No Fargate configuration exists for given values: {} CPU, {} memory. See the Amazon ECS documentation for the valid values.",
+            c.map_or("no".into(), |c| c.to_string()),
+            m.map_or("no".into(), |m| m.to_string()),
+        ))),
+    }
 }
 
 impl Launch {
@@ -356,7 +450,13 @@ impl Launch {
     }
 
     /// A new task of this launch on `ci`, with its interface when awsvpc.
-    fn task(&self, cluster: &str, ci: &ContainerInstance, network: Option<TaskNetwork>) -> Task {
+    fn task(
+        &self,
+        cluster: &str,
+        ci: &ContainerInstance,
+        network: Option<TaskNetwork>,
+        capacity_provider: Option<String>,
+    ) -> Task {
         let containers = self
             .def
             .container_definitions
@@ -378,6 +478,7 @@ impl Launch {
             containers,
             overrides: self.overrides.clone(),
             container_instance: ci.id.clone(),
+            capacity_provider,
             availability_zone: ci
                 .attribute("ecs.availability-zone")
                 .and_then(|a| a.value.clone()),
@@ -402,46 +503,88 @@ pub(crate) fn write_task(scope: &Scope, t: &Task) -> [Op; 2] {
     [
         typed::put(&scope.task(&t.cluster, &t.id), t),
         Op::put(
-            scope.instance_task(&t.cluster, &t.container_instance, &t.id),
+            index_key(scope, t),
             t.desired_status.as_str().as_bytes().to_vec(),
         ),
     ]
 }
 
-/// The launch type a RunTask asks for. Fargate (explicit, through a
-/// capacity provider, or the cluster's default strategy) comes with the
-/// Fargate issue.
+/// Where a task sits in its host's task index, which its agent watches.
+pub(crate) fn index_key(scope: &Scope, t: &Task) -> String {
+    scope.instance_task(t.host_cluster(), &t.container_instance, &t.index_entry())
+}
+
+/// Where a launch runs: its launch type and, when a capacity-provider
+/// strategy chose it (given, or the cluster's default), the strategy that
+/// splits its tasks between providers.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct LaunchCapacity {
+    pub launch_type: String,
+    pub strategy: Vec<w::CapacityProviderStrategyItem>,
+}
+
+/// The capacity a RunTask or CreateService asks for: `launchType`, a
+/// `capacityProviderStrategy`, the cluster's default strategy, or EC2.
+/// Every provider there is is a Fargate one (FARGATE, FARGATE_SPOT), so a
+/// strategy means the FARGATE launch type.
 pub(crate) fn launch_type(
     given: Option<&str>,
     strategy: Option<&[w::CapacityProviderStrategyItem]>,
+    providers: &[String],
     cluster_default: &[w::CapacityProviderStrategyItem],
-) -> Result<String, EcsError> {
+) -> Result<LaunchCapacity, EcsError> {
     let strategy = strategy.filter(|s| !s.is_empty());
     if given.is_some() && strategy.is_some() {
         return Err(EcsError::invalid(
             "Specifying both a launch type and capacity provider strategy is not supported. Remove one and try again.",
         ));
     }
-    let fargate = || {
-        EcsError::UnsupportedFeature(
-            "Berth runs FARGATE tasks once its Fargate data plane lands; use launchType EC2 or EXTERNAL."
-                .into(),
-        )
-    };
     if let Some(s) = strategy {
         capacity::validate_strategy(s, "capacityProviderStrategy")?;
-        return Err(fargate());
-    }
-    match given {
-        Some(lt) => {
-            berth_domain::one_of(lt, berth_domain::task::LAUNCH_TYPES, "launchType")?;
-            match lt {
-                "EC2" | "EXTERNAL" => Ok(lt.to_string()),
-                _ => Err(fargate()),
+        for item in s {
+            let name = item.capacity_provider.as_deref().unwrap_or_default();
+            if !providers.iter().any(|p| p == name) {
+                return Err(EcsError::invalid(
+                    "The specified capacity provider strategy cannot contain a capacity provider that is not \
+                     associated with the cluster. Associate the capacity provider with the cluster or specify a \
+                     valid capacity provider and try again.",
+                ));
             }
         }
-        None if !cluster_default.is_empty() => Err(fargate()),
-        None => Ok("EC2".into()),
+        // Stored as ECS shows it: base and weight spelt out.
+        let strategy = s
+            .iter()
+            .map(|i| w::CapacityProviderStrategyItem {
+                capacity_provider: i.capacity_provider.clone(),
+                weight: Some(i.weight.unwrap_or(0)),
+                base: Some(i.base.unwrap_or(0)),
+            })
+            .collect();
+        return Ok(LaunchCapacity {
+            launch_type: "FARGATE".into(),
+            strategy,
+        });
+    }
+    match given {
+        Some("MANAGED_INSTANCES") => Err(EcsError::UnsupportedFeature(
+            "launchType MANAGED_INSTANCES: Berth has no managed instances; use EC2, EXTERNAL or FARGATE."
+                .into(),
+        )),
+        Some(lt) => {
+            berth_domain::one_of(lt, berth_domain::task::LAUNCH_TYPES, "launchType")?;
+            Ok(LaunchCapacity {
+                launch_type: lt.to_string(),
+                strategy: vec![],
+            })
+        }
+        None if !cluster_default.is_empty() => Ok(LaunchCapacity {
+            launch_type: "FARGATE".into(),
+            strategy: cluster_default.to_vec(),
+        }),
+        None => Ok(LaunchCapacity {
+            launch_type: "EC2".into(),
+            strategy: vec![],
+        }),
     }
 }
 
@@ -467,15 +610,23 @@ pub(crate) async fn place(
     launch: &Launch,
     only: Option<&str>,
 ) -> Result<Placed, ApiError> {
-    let lock = scope.placement(cluster);
+    // Fargate tasks go to the hidden pool's hosts, which hold tasks of
+    // every cluster; the pool's placement key orders their placements.
+    let fargate = launch.launch_type == "FARGATE";
+    let hosts = if fargate { FARGATE_POOL } else { cluster };
+    let lock = scope.placement(hosts);
     let lock_rev = st.store.get(&lock).await?.map_or(0, |kv| kv.mod_revision);
     let mut instances =
-        typed::list::<ContainerInstance>(&*st.store, &scope.instances_of(cluster)).await?;
-    let no_instances = instances.is_empty();
+        typed::list::<ContainerInstance>(&*st.store, &scope.instances_of(hosts)).await?;
+    let no_instances = instances.is_empty() && !fargate;
     if let Some(id) = only {
         instances.retain(|(_, ci)| ci.value.id == id);
     }
-    let occupancy = Occupancy::load(st, scope, cluster).await?;
+    let occupancy = if fargate {
+        Occupancy::load_pool(st, scope).await?
+    } else {
+        Occupancy::load(st, scope, cluster).await?
+    };
     let snapshot = sched::Snapshot::new(
         instances
             .iter()
@@ -487,6 +638,10 @@ pub(crate) async fn place(
         .iter()
         .map(|(_, ci)| (ci.value.arn(scope), &ci.value))
         .collect();
+    let mut providers = capacity::assign(&launch.strategy, &launch.held, plan.placements.len())
+        .into_iter()
+        .map(Some)
+        .chain(std::iter::repeat(None));
     let mut ops = vec![Op::put(lock.clone(), vec![])];
     let mut compares = vec![typed::unchanged(&lock, lock_rev)];
     let mut ids = vec![];
@@ -496,8 +651,18 @@ pub(crate) async fn place(
         let Some(ci) = by_arn.get(&*p.instance) else {
             continue;
         };
+        let provider = providers.next().flatten();
         match addresses
-            .new_task(st, scope, cluster, launch, ci, &mut compares, &mut ops)
+            .new_task(
+                st,
+                scope,
+                cluster,
+                launch,
+                ci,
+                provider,
+                &mut compares,
+                &mut ops,
+            )
             .await?
         {
             Some(id) => ids.push(id),
@@ -509,6 +674,18 @@ pub(crate) async fn place(
             .iter()
             .map(|f| failure(&*f.arn, f.reason.as_str())),
     );
+    if fargate {
+        // Fargate's hosts stay hidden: a shortfall is capacity, as on AWS.
+        failures = if ids.len() < launch.request.count {
+            vec![w::Failure {
+                arn: None,
+                reason: Some(FARGATE_CAPACITY_UNAVAILABLE.into()),
+                detail: None,
+            }]
+        } else {
+            vec![]
+        };
+    }
     Ok(Placed {
         compares,
         ops,
@@ -517,6 +694,10 @@ pub(crate) async fn place(
         no_instances,
     })
 }
+
+/// RunTask's failure reason when Fargate capacity runs short, in AWS's words.
+pub(crate) const FARGATE_CAPACITY_UNAVAILABLE: &str =
+    "Capacity is unavailable at this time. Please try again later or in a different availability zone";
 
 /// The addresses of the subnets a placement uses, read once per subnet,
 /// and the ones it hands out.
@@ -537,6 +718,7 @@ impl Addresses {
         cluster: &str,
         launch: &Launch,
         ci: &ContainerInstance,
+        provider: Option<String>,
         compares: &mut Vec<berth_store::Compare>,
         ops: &mut Vec<Op>,
     ) -> Result<Option<String>, ApiError> {
@@ -547,7 +729,7 @@ impl Addresses {
             },
             None => None,
         };
-        let t = launch.task(cluster, ci, network);
+        let t = launch.task(cluster, ci, network, provider);
         if let Some(n) = &t.network {
             let key = scope.subnet_ip(&n.subnet_id, &n.ip);
             compares.push(typed::unchanged(&key, 0));
@@ -666,9 +848,10 @@ pub async fn run_task(
         ))
         .into());
     }
-    let launch_type = launch_type(
+    let capacity = launch_type(
         req.launch_type.as_deref(),
         req.capacity_provider_strategy.as_deref(),
+        &record.value.capacity_providers,
         &record.value.default_strategy,
     )?;
     if let Some(t) = &req.client_token {
@@ -689,7 +872,8 @@ pub async fn run_task(
             definition_tags: false,
             constraints: req.placement_constraints.as_deref(),
             strategies: req.placement_strategy.as_deref(),
-            launch_type: &launch_type,
+            launch_type: &capacity.launch_type,
+            strategy: &capacity.strategy,
             count: count as usize,
             enable_execute_command: req.enable_execute_command.unwrap_or(false),
             network_configuration: req.network_configuration.as_ref(),
@@ -784,6 +968,7 @@ pub async fn start_task(
             constraints: None,
             strategies: None,
             launch_type: "EC2",
+            strategy: &[],
             count: 1,
             enable_execute_command: req.enable_execute_command.unwrap_or(false),
             network_configuration: req.network_configuration.as_ref(),
@@ -834,7 +1019,16 @@ pub async fn start_task(
                 }
                 snap.commit(&launch.request, &plan);
                 match addresses
-                    .new_task(st, scope, cluster, launch, ci, &mut compares, &mut ops)
+                    .new_task(
+                        st,
+                        scope,
+                        cluster,
+                        launch,
+                        ci,
+                        None,
+                        &mut compares,
+                        &mut ops,
+                    )
                     .await?
                 {
                     Some(id) => ids.push(id),
@@ -1037,7 +1231,11 @@ pub async fn list_tasks(
             }
         })
         .filter(|t| req.family.as_ref().is_none_or(|f| &t.family == f))
-        .filter(|t| instance.as_ref().is_none_or(|i| &t.container_instance == i))
+        .filter(|t| {
+            instance
+                .as_ref()
+                .is_none_or(|i| &t.container_instance == i && !t.fargate())
+        })
         .filter(|t| {
             req.started_by
                 .as_ref()

@@ -1,0 +1,317 @@
+"""The FARGATE launch type: tasks and services run on capacity Berth
+manages (agents in Fargate capacity mode, here two hosts in two zones),
+in a cluster with no container instance at all, each task in its own
+network namespace at its own address, hardened, and split between the
+FARGATE and FARGATE_SPOT capacity providers as strategies say."""
+
+import collections
+import ipaddress
+import os
+import subprocess
+import uuid
+
+import botocore.exceptions
+import pytest
+
+from conftest import IMAGE, Agent, Server, docker, docker_inspect, make_client, wait_for
+
+ZONES = ("local-1a", "local-1b")
+SUBNETS = {"subnet-local-1a": "10.128.0.0/20", "subnet-local-1b": "10.128.16.0/20"}
+
+
+class Fargate:
+    """A server, one cluster with the Fargate providers, and Fargate hosts."""
+
+    def __init__(self, tmp, name):
+        self.tmp, self.name = tmp, name
+        self.server = Server(os.path.join(tmp, "server"), extra_env={"BERTH_AGENT_TIMEOUT": "3"})
+        os.makedirs(self.server.data_dir, exist_ok=True)
+        self.hosts = []
+
+    def start(self):
+        self.server.start()
+        self.ecs = make_client(self.server.url)
+        self.ecs.create_cluster(clusterName=self.name, capacityProviders=["FARGATE", "FARGATE_SPOT"])
+        for i, zone in enumerate(ZONES):
+            a = Agent(self.server, "ignored", os.path.join(self.tmp, f"host{i}"), "i-" + uuid.uuid4().hex[:17],
+                      zone=zone, extra=["--capacity", "fargate"]).start()
+            self.hosts.append(a)
+        for a in self.hosts:
+            wait_for("the Fargate host to connect", lambda: "connected to the gateway" in open(a.log).read())
+        return self
+
+    def task(self, arn):
+        return self.ecs.describe_tasks(cluster=self.name, tasks=[arn])["tasks"][0]
+
+    def wait_status(self, arn, status, timeout=30):
+        def check():
+            t = self.task(arn)
+            return t if t["lastStatus"] == status else None
+        return wait_for(f"task {arn} to be {status}", check, timeout)
+
+    def stop(self):
+        for a in self.hosts:
+            a.stop()
+        ids = docker("ps", "-aq", "--filter", f"label=com.amazonaws.ecs.cluster={self.name}").split()
+        if ids:
+            subprocess.run(["docker", "rm", "-f", *ids], capture_output=True)
+        self.server.stop()
+
+
+@pytest.fixture(scope="module")
+def fg(tmp_path_factory):
+    f = Fargate(str(tmp_path_factory.mktemp("fargate")), "serverless").start()
+    yield f
+    f.stop()
+
+
+def net(*subnets):
+    return {"awsvpcConfiguration": {"subnets": list(subnets or SUBNETS), "securityGroups": ["sg-default"]}}
+
+
+def register(fg, family, command=("sleep", "600"), cpu="256", memory="512", **extra):
+    c = {"name": "app", "image": IMAGE, "command": list(command), "stopTimeout": 1, "essential": True}
+    c.update(extra)
+    return fg.ecs.register_task_definition(
+        family=family, networkMode="awsvpc", requiresCompatibilities=["FARGATE"], cpu=cpu, memory=memory,
+        containerDefinitions=[c])["taskDefinition"]["taskDefinitionArn"]
+
+
+def error_of(call, **kw):
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        call(**kw)
+    return e.value.response["Error"]["Code"], e.value.response["Error"]["Message"]
+
+
+def address(task):
+    a = [x for x in task["attachments"] if x["type"] == "ElasticNetworkInterface"][0]
+    return {d["name"]: d["value"] for d in a["details"]}
+
+
+def status_of(container_id, field):
+    """A line of /proc/self/status as the container's own process sees it."""
+    out = docker("exec", container_id, "grep", f"^{field}:", "/proc/self/status")
+    return out.split(":", 1)[1].strip()
+
+
+def test_a_fargate_task_runs_with_no_container_instance_on_its_own_address(fg):
+    td = register(fg, "fg-one")
+    assert fg.ecs.list_container_instances(cluster=fg.name)["containerInstanceArns"] == []
+    placed = fg.ecs.run_task(cluster=fg.name, taskDefinition=td, launchType="FARGATE",
+                             networkConfiguration=net("subnet-local-1b"))
+    assert placed["failures"] == []
+    t = fg.wait_status(placed["tasks"][0]["taskArn"], "RUNNING")
+    assert "containerInstanceArn" not in t, "Fargate users never see the host"
+    assert t["launchType"] == "FARGATE" and "capacityProviderName" not in t
+    assert (t["platformVersion"], t["platformFamily"]) == ("1.4.0", "Linux")
+    assert t["ephemeralStorage"] == {"sizeInGiB": 20}
+    assert (t["cpu"], t["memory"], t["availabilityZone"]) == ("256", "512", "local-1b")
+    eni = address(t)
+    assert ipaddress.ip_address(eni["privateIPv4Address"]) in ipaddress.ip_network(SUBNETS["subnet-local-1b"])
+    assert eni["subnetId"] == "subnet-local-1b" and len(eni["macAddress"].split(":")) == 6
+    # Still no container instance, and the pool is no cluster anyone can name.
+    assert fg.ecs.list_container_instances(cluster=fg.name)["containerInstanceArns"] == []
+    assert fg.ecs.describe_clusters(clusters=[fg.name])["clusters"][0]["registeredContainerInstancesCount"] == 0
+    code, _ = error_of(fg.ecs.list_container_instances, cluster="berth.fargate")
+    assert code in ("ClusterNotFoundException", "InvalidParameterException")
+    listed = fg.ecs.list_tasks(cluster=fg.name, launchType="FARGATE")["taskArns"]
+    assert t["taskArn"] in listed
+    fg.ecs.stop_task(cluster=fg.name, task=t["taskArn"])
+    fg.wait_status(t["taskArn"], "STOPPED")
+
+
+def test_fargate_containers_are_hardened_and_cannot_see_each_other(fg):
+    td = register(fg, "fg-iso", linuxParameters={"capabilities": {"add": ["SYS_PTRACE"]}})
+
+    def one(seconds):
+        o = {"containerOverrides": [{"name": "app", "command": ["sleep", str(seconds)]}]}
+        t = fg.ecs.run_task(cluster=fg.name, taskDefinition=td, launchType="FARGATE", overrides=o,
+                            networkConfiguration=net())["tasks"][0]
+        return fg.wait_status(t["taskArn"], "RUNNING")
+    a, b = one(4242), one(4343)
+    ca, cb = a["containers"][0]["runtimeId"], b["containers"][0]["runtimeId"]
+    for cid, task in ((ca, a), (cb, b)):
+        host = docker_inspect(cid)["HostConfig"]
+        assert "NET_RAW" in (host["CapDrop"] or []) and host["CapAdd"] == ["SYS_PTRACE"]
+        assert "no-new-privileges" in host["SecurityOpt"] and not host["Privileged"]
+        assert host["Binds"] in (None, []) and not any(m["Type"] == "bind" for m in docker_inspect(cid)["Mounts"])
+        task_id = task["taskArn"].rsplit("/", 1)[1]
+        assert host["CgroupParent"] == f"/berth/{task_id}", "the task's own cgroup"
+        with open(f"/sys/fs/cgroup/memory/berth/{task_id}/memory.limit_in_bytes") as f:
+            assert int(f.read()) == 512 * 1024 * 1024
+        # What the kernel enforces, as the container's process sees it:
+        # no raw sockets (CAP_NET_RAW is bit 13), no privilege gain, the
+        # default seccomp filter.
+        assert int(status_of(cid, "CapEff"), 16) & (1 << 13) == 0
+        assert status_of(cid, "NoNewPrivs") == "1"
+        assert status_of(cid, "Seccomp") == "2"
+    # Own PID namespaces: B sees none of A's processes, and A's files are not B's.
+    docker("exec", ca, "sh", "-c", "echo secret > /only-in-a")
+    assert "sleep 4242" in docker("exec", ca, "ps", "-o", "pid,args")
+    seen_by_b = docker("exec", cb, "ps", "-o", "pid,args")
+    assert "sleep 4343" in seen_by_b and "sleep 4242" not in seen_by_b
+    assert subprocess.run(["docker", "exec", cb, "cat", "/only-in-a"], capture_output=True).returncode != 0
+    for t in (a, b):
+        fg.ecs.stop_task(cluster=fg.name, task=t["taskArn"])
+
+
+def test_fargate_rules_get_ecs_errors_and_start_nothing(fg):
+    td = register(fg, "fg-bad")
+    run = fg.ecs.run_task
+    before = fg.ecs.list_tasks(cluster=fg.name, desiredStatus="RUNNING")["taskArns"]
+    assert error_of(run, cluster=fg.name, taskDefinition=td, launchType="FARGATE") == (
+        "InvalidParameterException", "Network Configuration must be provided when networkMode 'awsvpc' is specified.")
+    code, msg = error_of(run, cluster=fg.name, taskDefinition=td, launchType="FARGATE", networkConfiguration=net(),
+                         placementConstraints=[{"type": "distinctInstance"}])
+    assert (code, msg) == ("InvalidParameterException", "Placement constraints are not supported with FARGATE launch type.")
+    code, msg = error_of(run, cluster=fg.name, taskDefinition=td, launchType="FARGATE", networkConfiguration=net(),
+                         placementStrategy=[{"type": "binpack", "field": "memory"}])
+    assert msg == "Placement strategies are not supported with FARGATE launch type."
+    code, msg = error_of(run, cluster=fg.name, taskDefinition=td, launchType="FARGATE", networkConfiguration=net(),
+                         overrides={"cpu": "256", "memory": "4096"})
+    assert code == "ClientException" and msg.startswith("No Fargate configuration exists for given values: 256 CPU, 4096")
+    code, msg = error_of(run, cluster=fg.name, taskDefinition=td, launchType="FARGATE",
+                         networkConfiguration=net("subnet-nowhere"))
+    assert code == "InvalidParameterException" and "subnet-nowhere" in msg
+    ec2 = fg.ecs.register_task_definition(family="fg-ec2", containerDefinitions=[
+        {"name": "c", "image": IMAGE, "memory": 16}])["taskDefinition"]["taskDefinitionArn"]
+    assert error_of(run, cluster=fg.name, taskDefinition=ec2, launchType="FARGATE") == (
+        "InvalidParameterException", "Task definition does not support launch_type FARGATE.")
+    code, msg = error_of(run, cluster=fg.name, taskDefinition=td, launchType="FARGATE", networkConfiguration=net(),
+                         capacityProviderStrategy=[{"capacityProvider": "FARGATE", "weight": 1}])
+    assert msg.startswith("Specifying both a launch type and capacity provider strategy is not supported")
+    fg.ecs.create_cluster(clusterName=fg.name + "-bare")
+    code, msg = error_of(run, cluster=fg.name + "-bare", taskDefinition=td, networkConfiguration=net(),
+                         capacityProviderStrategy=[{"capacityProvider": "FARGATE_SPOT", "weight": 1}])
+    assert code == "InvalidParameterException" and "not associated with the cluster" in msg
+    code, msg = error_of(fg.ecs.register_task_definition, family="fg-priv", networkMode="awsvpc",
+                         requiresCompatibilities=["FARGATE"], cpu="256", memory="512",
+                         containerDefinitions=[{"name": "c", "image": IMAGE, "privileged": True}])
+    assert code == "ClientException" and "do not support privileged containers" in msg
+    code, msg = error_of(fg.ecs.register_task_definition, family="fg-cap", networkMode="awsvpc",
+                         requiresCompatibilities=["FARGATE"], cpu="256", memory="512",
+                         containerDefinitions=[{"name": "c", "image": IMAGE,
+                                                "linuxParameters": {"capabilities": {"add": ["NET_ADMIN"]}}}])
+    assert code == "ClientException" and "SYS_PTRACE" in msg
+    assert fg.ecs.list_tasks(cluster=fg.name, desiredStatus="RUNNING")["taskArns"] == before
+
+
+def test_strategies_split_tasks_between_fargate_and_spot_and_spread_zones(fg):
+    td = register(fg, "fg-split")
+    placed = fg.ecs.run_task(cluster=fg.name, taskDefinition=td, count=5, networkConfiguration=net(),
+                             capacityProviderStrategy=[{"capacityProvider": "FARGATE", "base": 1, "weight": 1},
+                                                       {"capacityProvider": "FARGATE_SPOT", "weight": 3}])
+    assert placed["failures"] == []
+    tasks = placed["tasks"]
+    providers = collections.Counter(t["capacityProviderName"] for t in tasks)
+    assert providers == {"FARGATE": 2, "FARGATE_SPOT": 3}, "base 1, then the other four 1:3"
+    assert all(t["launchType"] == "FARGATE" for t in tasks)
+    zones = collections.Counter(t["availabilityZone"] for t in tasks)
+    assert sorted(zones.values()) == [2, 3], f"spread across zones: {zones}"
+    for t in tasks:
+        fg.wait_status(t["taskArn"], "RUNNING")
+        assert address(fg.task(t["taskArn"]))["subnetId"] == "subnet-" + t["availabilityZone"]
+    for t in tasks:
+        fg.ecs.stop_task(cluster=fg.name, task=t["taskArn"])
+
+    # Neither a launch type nor a strategy: the cluster's default strategy.
+    fg.ecs.put_cluster_capacity_providers(cluster=fg.name, capacityProviders=["FARGATE", "FARGATE_SPOT"],
+                                          defaultCapacityProviderStrategy=[{"capacityProvider": "FARGATE_SPOT",
+                                                                            "weight": 1}])
+    t = fg.ecs.run_task(cluster=fg.name, taskDefinition=td, networkConfiguration=net())["tasks"][0]
+    assert (t["launchType"], t["capacityProviderName"]) == ("FARGATE", "FARGATE_SPOT")
+    fg.wait_status(t["taskArn"], "RUNNING")
+    fg.ecs.stop_task(cluster=fg.name, task=t["taskArn"])
+    fg.ecs.put_cluster_capacity_providers(cluster=fg.name, capacityProviders=["FARGATE", "FARGATE_SPOT"],
+                                          defaultCapacityProviderStrategy=[])
+
+
+def test_a_fargate_service_keeps_its_count_and_split(fg):
+    td = register(fg, "fg-svc")
+    strategy = [{"capacityProvider": "FARGATE", "weight": 1, "base": 0},
+                {"capacityProvider": "FARGATE_SPOT", "weight": 1, "base": 0}]
+    svc = fg.ecs.create_service(cluster=fg.name, serviceName="fg-svc", taskDefinition=td, desiredCount=4,
+                                capacityProviderStrategy=strategy, networkConfiguration=net())["service"]
+    assert svc["capacityProviderStrategy"] == strategy and "launchType" not in svc
+    assert svc["platformVersion"] == "LATEST"
+
+    def running():
+        arns = fg.ecs.list_tasks(cluster=fg.name, serviceName="fg-svc", desiredStatus="RUNNING")["taskArns"]
+        ts = fg.ecs.describe_tasks(cluster=fg.name, tasks=arns)["tasks"] if arns else []
+        ok = [t for t in ts if t["lastStatus"] == "RUNNING"]
+        return ok if len(ok) == 4 else None
+    tasks = wait_for("4 Fargate service tasks", running, timeout=60)
+    assert collections.Counter(t["capacityProviderName"] for t in tasks) == {"FARGATE": 2, "FARGATE_SPOT": 2}
+    assert collections.Counter(t["availabilityZone"] for t in tasks) == {"local-1a": 2, "local-1b": 2}
+    assert len({address(t)["privateIPv4Address"] for t in tasks}) == 4
+    assert fg.ecs.list_container_instances(cluster=fg.name)["containerInstanceArns"] == []
+    # A killed task is replaced on the provider that keeps the split.
+    victim = [t for t in tasks if t["capacityProviderName"] == "FARGATE_SPOT"][0]
+    docker("kill", victim["containers"][0]["runtimeId"])
+
+    def replaced():
+        now = running()
+        return now if now and victim["taskArn"] not in {t["taskArn"] for t in now} else None
+    tasks = wait_for("the killed task to be replaced", replaced, timeout=60)
+    assert collections.Counter(t["capacityProviderName"] for t in tasks) == {"FARGATE": 2, "FARGATE_SPOT": 2}
+    # A new strategy is a new deployment onto those providers.
+    fg.ecs.update_service(cluster=fg.name, service="fg-svc",
+                          capacityProviderStrategy=[{"capacityProvider": "FARGATE", "weight": 1}])
+    wait_for("every task on FARGATE", lambda: (lambda ts: ts and all(
+        t["capacityProviderName"] == "FARGATE" for t in ts))(running()), timeout=90)
+    s = fg.ecs.describe_services(cluster=fg.name, services=["fg-svc"])["services"][0]
+    assert s["capacityProviderStrategy"] == [{"capacityProvider": "FARGATE", "weight": 1, "base": 0}]
+    fg.ecs.delete_service(cluster=fg.name, service="fg-svc", force=True)
+    wait_for("the service's tasks to stop",
+             lambda: not fg.ecs.list_tasks(cluster=fg.name, serviceName="fg-svc")["taskArns"], timeout=60)
+
+
+def test_billing_meters_each_fargate_task_by_size_and_run_time_and_instances_by_the_hour(fg):
+    import json
+    from conftest import BERTH
+    small = register(fg, "fg-bill-small", cpu="256", memory="512")
+    big = register(fg, "fg-bill-big", cpu="1024", memory="2048")
+    a = fg.ecs.run_task(cluster=fg.name, taskDefinition=small, launchType="FARGATE",
+                        networkConfiguration=net())["tasks"][0]
+    b = fg.ecs.run_task(cluster=fg.name, taskDefinition=big, networkConfiguration=net(),
+                        capacityProviderStrategy=[{"capacityProvider": "FARGATE_SPOT", "weight": 1}])["tasks"][0]
+    for t in (a, b):
+        fg.wait_status(t["taskArn"], "RUNNING")
+    # An EC2-mode instance, registered through the API, pays by the hour.
+    ci = fg.ecs.register_container_instance(cluster=fg.name, totalResources=[
+        {"name": "CPU", "type": "INTEGER", "integerValue": 2048},
+        {"name": "MEMORY", "type": "INTEGER", "integerValue": 4096}])["containerInstance"]
+    for t in (a, b):
+        fg.ecs.stop_task(cluster=fg.name, task=t["taskArn"])
+    a, b = (fg.wait_status(t["taskArn"], "STOPPED") for t in (a, b))
+    fg.ecs.deregister_container_instance(cluster=fg.name, containerInstance=ci["containerInstanceArn"], force=True)
+
+    def billing(*extra):
+        p = subprocess.run([BERTH, "billing", "--server", fg.server.url, "--cluster", fg.name, *extra],
+                           capture_output=True, text=True, timeout=30)
+        assert p.returncode == 0, p.stderr
+        return p.stdout
+    report = json.loads(billing("--json"))
+    prices = report["prices"]
+    assert (prices["fargateVcpuHour"], prices["fargateGbHour"]) == (0.04045, 0.00442)
+    lines = {t["taskArn"]: t for t in report["tasks"]}
+    for task, vcpu, gb, ratio in ((a, 0.25, 0.5, 1.0), (b, 1.0, 2.0, prices["spotRatio"])):
+        line = lines[task["taskArn"]]
+        ran = task["stoppedAt"].timestamp() - task["pullStartedAt"].timestamp()
+        assert line["seconds"] == max(60, -(-ran // 1)), "per second, a minute at least"
+        assert line["vcpuSeconds"] == vcpu * line["seconds"] and line["gbSeconds"] == gb * line["seconds"]
+        expected = (vcpu * prices["fargateVcpuHour"] + gb * prices["fargateGbHour"]) * line["seconds"] / 3600 * ratio
+        assert abs(line["usd"] - expected) < 1e-12
+    assert lines[b["taskArn"]]["capacityProvider"] == "FARGATE_SPOT"
+    # Services sum their tasks; the cluster sums tasks and instances.
+    svc = [s for s in report["services"] if s["service"] == "fg-svc"][0]
+    mine = [t for t in report["tasks"] if t["service"] == "fg-svc"]
+    assert svc["tasks"] == len(mine) >= 4 and abs(svc["usd"] - sum(t["usd"] for t in mine)) < 1e-9
+    inst = [i for i in report["instances"] if i["containerInstanceArn"] == ci["containerInstanceArn"]][0]
+    assert inst["deregisteredAt"] is not None and inst["seconds"] == 60
+    assert abs(inst["usd"] - 60 / 3600 * prices["instanceHour"]) < 1e-12
+    cluster = report["clusters"][0]
+    assert abs(cluster["totalUsd"] - sum(t["usd"] for t in report["tasks"])
+               - sum(i["usd"] for i in report["instances"])) < 1e-9
+    table = billing()
+    assert a["taskArn"].rsplit("/", 1)[1] in table and "FARGATE_SPOT" in table and "Clusters" in table
