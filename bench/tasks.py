@@ -51,6 +51,15 @@ def wait_health(url, proc):
     sys.exit("berth did not come up")
 
 
+def wait_agent(ecs):
+    """Until the default cluster's first instance has its agent connected."""
+    for _ in range(200):
+        arns = ecs.list_container_instances()["containerInstanceArns"]
+        if arns and ecs.describe_container_instances(containerInstances=arns)["containerInstances"][0]["agentConnected"]:
+            return
+        time.sleep(0.05)
+
+
 def pct(xs, p):
     xs = sorted(xs)
     return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
@@ -79,11 +88,7 @@ def latency(tmp):
     try:
         wait_health(url, proc)
         ecs = client(url)
-        for _ in range(200):
-            arns = ecs.list_container_instances()["containerInstanceArns"]
-            if arns and ecs.describe_container_instances(containerInstances=arns)["containerInstances"][0]["agentConnected"]:
-                break
-            time.sleep(0.05)
+        wait_agent(ecs)
         ecs.register_task_definition(family="bench", containerDefinitions=[
             {"name": "c", "image": IMAGE, "memory": 16, "command": ["sleep", "600"], "stopTimeout": 1}])
         berth, docker = [], []

@@ -65,6 +65,24 @@ aws ecs register-task-definition --family web \
 "$berth" service ls --server "$url"
 aws ecs delete-service --service web --force --query 'service.status'
 aws ecs wait services-inactive --services web
+# Fargate: the same host is Fargate capacity no one sees as an instance.
+# The task gets its own address; sg-allow-all lets this host reach it.
+aws ecs register-task-definition --family web-fargate --requires-compatibilities FARGATE \
+  --network-mode awsvpc --cpu 256 --memory 512 \
+  --container-definitions '[{"name":"web","image":"berth-test/busybox:latest","stopTimeout":2,
+    "command":["sh","-c","mkdir -p /www && echo hello from Fargate > /www/index.html && exec httpd -f -p 8080 -h /www"]}]' \
+  --query 'taskDefinition.revision'
+fargate=$(aws ecs run-task --launch-type FARGATE --task-definition web-fargate \
+  --network-configuration 'awsvpcConfiguration={subnets=[subnet-local-1a],securityGroups=[sg-allow-all]}' \
+  --query 'tasks[0].taskArn' --output text)
+aws ecs wait tasks-running --tasks "$fargate"
+ip=$(aws ecs describe-tasks --tasks "$fargate" \
+  --query "tasks[0].attachments[0].details[?name=='privateIPv4Address'].value | [0]" --output text)
+curl -s --retry 10 --retry-connrefused --retry-delay 0 "http://$ip:8080/"
+aws ecs list-container-instances --query 'length(containerInstanceArns)'
+aws ecs stop-task --task "$fargate" --query 'task.desiredStatus'
+aws ecs wait tasks-stopped --tasks "$fargate"
+"$berth" billing --server "$url"
 set +x
 echo
 echo "Berth is running at $url (data in $data). Stop it with: pkill -f 'berth up'"

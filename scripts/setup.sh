@@ -14,6 +14,11 @@ python3 -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3-venv)
 dpkg -s busybox-static >/dev/null 2>&1 || need_apt+=(busybox-static)
 # Tests put an agent in its own network namespace, as another host.
 command -v ip >/dev/null || need_apt+=(iproute2)
+# Security groups are iptables tables inside task namespaces; pull tests
+# use a local registry.
+command -v iptables-restore >/dev/null || need_apt+=(iptables)
+command -v nsenter >/dev/null || need_apt+=(util-linux)
+command -v docker-registry >/dev/null || need_apt+=(docker-registry)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: installing ${need_apt[*]}"
   export DEBIAN_FRONTEND=noninteractive

@@ -142,7 +142,7 @@ class Agent(Process):
     def start(self):
         args = [*self.wrap, BERTH, "agent", "--server", self.server.url, "--cluster", self.cluster,
                 "--data-dir", self.data_dir, "--instance-id", self.instance_id,
-                "--availability-zone", self.zone, "--log", "info", *self.extra]
+                "--availability-zone", self.zone, "--log", os.environ.get("AGENT_LOG", "info"), *self.extra]
         for a in self.attributes:
             args += ["--attribute", a]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=open(self.log, "ab"), stdin=subprocess.DEVNULL)
@@ -235,3 +235,47 @@ class Cluster:
         if ids:
             subprocess.run(["docker", "rm", "-f", *ids], capture_output=True)
         self.server.stop()
+
+
+class Registry(Process):
+    """A local image registry (Debian's docker-registry) on its own port;
+    `log` holds its access log, so tests can tell a real pull from a cached one."""
+
+    def __init__(self, data_dir):
+        self.port = free_port()
+        self.host = f"127.0.0.1:{self.port}"
+        self.data_dir = data_dir
+        self.log = os.path.join(data_dir, "registry.log")
+        os.makedirs(data_dir, exist_ok=True)
+
+    def start(self):
+        config = os.path.join(self.data_dir, "config.yml")
+        with open(config, "w") as f:
+            f.write("version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n"
+                    f"    rootdirectory: {os.path.join(self.data_dir, 'store')}\n"
+                    f"http:\n  addr: {self.host}\n")
+        self.proc = subprocess.Popen(["docker-registry", "serve", config], stdout=subprocess.DEVNULL,
+                                     stderr=open(self.log, "ab"), stdin=subprocess.DEVNULL)
+        wait_for("the registry", lambda: _answers(f"http://{self.host}/v2/"))
+        return self
+
+    def push(self, local, name):
+        """Pushes a local image as NAME on this registry; returns the reference."""
+        ref = f"{self.host}/{name}"
+        docker("tag", local, ref)
+        docker("push", ref)
+        return ref
+
+    def manifest_gets(self, name):
+        """How many times the engine asked for NAME's manifest (a pull does, by HEAD or GET)."""
+        repo, tag = name.rsplit(":", 1)
+        return sum(1 for line in open(self.log) if f"uri=/v2/{repo}/manifests/{tag} " in line
+                   and ("method=GET" in line or "method=HEAD" in line))
+
+
+def _answers(url):
+    try:
+        with urllib.request.urlopen(url, timeout=1):
+            return True
+    except OSError:
+        return False

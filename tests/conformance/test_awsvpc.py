@@ -17,7 +17,9 @@ from conftest import IMAGE, Cluster, docker, wait_for
 
 @pytest.fixture(scope="module")
 def cl(tmp_path_factory):
-    c = Cluster(str(tmp_path_factory.mktemp("awsvpc")), "vpc", [[], []], extra_env={"BERTH_AGENT_TIMEOUT": "3"}).start()
+    # No warm addresses, so that addresses go out lowest first, as checked.
+    c = Cluster(str(tmp_path_factory.mktemp("awsvpc")), "vpc", [[], []],
+                extra_env={"BERTH_AGENT_TIMEOUT": "3", "BERTH_WARM_ADDRESSES": "0"}).start()
     yield c
     c.stop()
 
@@ -169,7 +171,7 @@ def sg(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("sg")
     config = tmp / "network.json"
     config.write_text(json.dumps(GROUPS))
-    c = Cluster(str(tmp), "sg", [[]], extra_env={"BERTH_NETWORK_CONFIG": str(config)}).start()
+    c = Cluster(str(tmp), "sg", [[]], extra_env={"BERTH_NETWORK_CONFIG": str(config), "BERTH_WARM_ADDRESSES": "0"}).start()
     yield c
     c.stop()
 

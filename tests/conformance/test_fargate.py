@@ -13,7 +13,7 @@ import uuid
 import botocore.exceptions
 import pytest
 
-from conftest import IMAGE, Agent, Server, docker, docker_inspect, make_client, wait_for
+from conftest import IMAGE, Agent, Registry, Server, docker, docker_inspect, make_client, wait_for
 
 ZONES = ("local-1a", "local-1b")
 SUBNETS = {"subnet-local-1a": "10.128.0.0/20", "subnet-local-1b": "10.128.16.0/20"}
@@ -36,6 +36,10 @@ class Fargate:
             a = Agent(self.server, "ignored", os.path.join(self.tmp, f"host{i}"), "i-" + uuid.uuid4().hex[:17],
                       zone=zone, extra=["--capacity", "fargate"]).start()
             self.hosts.append(a)
+        # A third host, alone in local-1c, keeps the images it pulled once.
+        self.hosts.append(Agent(self.server, "ignored", os.path.join(self.tmp, "host-cache"),
+                                "i-" + uuid.uuid4().hex[:17], zone="local-1c",
+                                extra=["--capacity", "fargate", "--image-pull-behavior", "once"]).start())
         for a in self.hosts:
             wait_for("the Fargate host to connect", lambda: "connected to the gateway" in open(a.log).read())
         return self
@@ -44,15 +48,24 @@ class Fargate:
         return self.ecs.describe_tasks(cluster=self.name, tasks=[arn])["tasks"][0]
 
     def wait_status(self, arn, status, timeout=30):
+        seen = {}
+
         def check():
             t = self.task(arn)
+            seen.update(t)
             return t if t["lastStatus"] == status else None
-        return wait_for(f"task {arn} to be {status}", check, timeout)
+        try:
+            return wait_for(f"task {arn} to be {status}", check, timeout)
+        except AssertionError:
+            raise AssertionError(f"task {arn} is {seen.get('lastStatus')}, not {status}: {seen.get('stoppedReason')!r}, "
+                                 f"containers {[(c['name'], c.get('reason')) for c in seen.get('containers', [])]}")
 
     def stop(self):
         for a in self.hosts:
             a.stop()
         ids = docker("ps", "-aq", "--filter", f"label=com.amazonaws.ecs.cluster={self.name}").split()
+        # The hosts' warm namespaces belong to the pool.
+        ids += docker("ps", "-aq", "--filter", "label=com.amazonaws.ecs.cluster=berth.fargate").split()
         if ids:
             subprocess.run(["docker", "rm", "-f", *ids], capture_output=True)
         self.server.stop()
@@ -315,3 +328,63 @@ def test_billing_meters_each_fargate_task_by_size_and_run_time_and_instances_by_
                - sum(i["usd"] for i in report["instances"])) < 1e-9
     table = billing()
     assert a["taskArn"].rsplit("/", 1)[1] in table and "FARGATE_SPOT" in table and "Clusters" in table
+
+
+def test_fargate_hosts_keep_images_as_their_pull_behaviour_says(fg, tmp_path):
+    """Real Fargate pulls every image every time (containers-roadmap #696);
+    a Berth Fargate host keeps them under --image-pull-behavior, and the
+    registry's access log shows which starts really pulled."""
+    registry = Registry(str(tmp_path / "registry")).start()
+    name = "fg/busybox:" + uuid.uuid4().hex[:8]
+    ref = registry.push(IMAGE, name)
+    docker("rmi", ref)
+    try:
+        td = register(fg, "fg-pull", image=ref)
+
+        def run_in(subnet):
+            t = fg.ecs.run_task(cluster=fg.name, taskDefinition=td, launchType="FARGATE",
+                                networkConfiguration=net(subnet))["tasks"][0]
+            t = fg.wait_status(t["taskArn"], "RUNNING")
+            assert t["pullStartedAt"] <= t["pullStoppedAt"] <= t["startedAt"]
+            return t
+        first = run_in("subnet-local-1c")
+        assert registry.manifest_gets(name) == 1, "the once host pulls what it never pulled"
+        second = run_in("subnet-local-1c")
+        assert registry.manifest_gets(name) == 1, "and then starts from its cache"
+        third = run_in("subnet-local-1a")
+        assert registry.manifest_gets(name) == 2, "a host with the default behaviour pulls every time"
+        registry.stop()
+        fourth = run_in("subnet-local-1c")
+        for t in (first, second, third, fourth):
+            fg.ecs.stop_task(cluster=fg.name, task=t["taskArn"])
+    finally:
+        registry.stop()
+        subprocess.run(["docker", "rmi", "-f", ref], capture_output=True)
+
+
+def test_a_task_takes_a_namespace_its_host_made_ahead_and_the_host_makes_another(fg):
+    """Warm addresses: each host keeps namespaces ready at a few addresses
+    the server holds for it (--warm-addresses, 2 by default), so a task
+    placed there skips making one; the host then gets a new one."""
+    def warm_pauses():
+        out = docker("ps", "--filter", "label=berth.warm-address", "--format", '{{.ID}} {{.Label "berth.warm-address"}}')
+        return dict(reversed(line.split()) for line in out.splitlines())
+    zone = ipaddress.ip_network(SUBNETS["subnet-local-1a"])
+    before = wait_for("two warm namespaces in local-1a", lambda: (lambda w: w if len(
+        [ip for ip in w if ipaddress.ip_address(ip) in zone]) >= 2 else None)(warm_pauses()))
+    td = register(fg, "fg-warm")
+    t = fg.ecs.run_task(cluster=fg.name, taskDefinition=td, launchType="FARGATE",
+                        networkConfiguration=net("subnet-local-1a"))["tasks"][0]
+    t = fg.wait_status(t["taskArn"], "RUNNING")
+    ip = address(t)["privateIPv4Address"]
+    assert ip in before, "the task took one of its host's warm addresses"
+    mode = docker_inspect(t["containers"][0]["runtimeId"])["HostConfig"]["NetworkMode"]
+    made_ahead = docker_inspect(before[ip])["Id"]
+    assert mode == f"container:{made_ahead}", "and the namespace made for it"
+    # The server holds another address for the host, which makes its namespace.
+    wait_for("a new warm namespace", lambda: len(
+        [a for a in warm_pauses() if a != ip and ipaddress.ip_address(a) in zone]) >= 2)
+    fg.ecs.stop_task(cluster=fg.name, task=t["taskArn"])
+    fg.wait_status(t["taskArn"], "STOPPED")
+    gone = subprocess.run(["docker", "inspect", made_ahead], capture_output=True).returncode != 0
+    assert gone, "its namespace went with it"

@@ -3,10 +3,12 @@ control plane and this host as the `default` cluster's container instance)
 and runs tasks on Docker with the aws CLI: one prints and exits, one serves
 a page on a dynamic host port."""
 
+import json
 import os
 import re
 import signal
 import subprocess
+import time
 
 from conftest import BERTH, ROOT, free_port
 
@@ -29,6 +31,8 @@ def test_berth_up_and_the_demo_work(tmp_path):
         assert "hello over HTTP" in p.stdout
         assert '"stopCode": "EssentialContainerExited"' in p.stdout
         assert '"exitCode": 0' in p.stdout
+        assert "hello from Fargate" in p.stdout, "a FARGATE task on berth up's own Fargate capacity"
+        assert "Fargate tasks (per task" in p.stdout and "web-fargate" in p.stdout
         assert f"Berth is running at http://127.0.0.1:{port}" in p.stdout
     finally:
         if started:
@@ -37,10 +41,23 @@ def test_berth_up_and_the_demo_work(tmp_path):
                 os.kill(pid, signal.SIGTERM)
             except ProcessLookupError:
                 pass
+            # Gone before its containers are cleaned up, so that it makes
+            # no warm namespace after the clean-up.
+            deadline = time.time() + 30
+            while os.path.exists(f"/proc/{pid}") and time.time() < deadline:
+                time.sleep(0.1)
         # Only this berth up's containers: another one may run on this engine.
         instance = re.search(r"container-instance/default/([0-9a-f]+)", p.stdout)
         if instance:
             ids = subprocess.run(["docker", "ps", "-aq", "--filter", f"label=berth.instance={instance.group(1)}"],
                                  capture_output=True, text=True).stdout.split()
+            if ids:
+                subprocess.run(["docker", "rm", "-f", *ids], capture_output=True)
+        # And its Fargate host's (tasks and warm namespaces), named in its state file.
+        state = data / "agent-fargate" / "agent-state.json"
+        if state.exists():
+            arn = json.loads(state.read_text()).get("containerInstanceArn") or ""
+            ids = subprocess.run(["docker", "ps", "-aq", "--filter", f"label=berth.instance={arn.rsplit('/', 1)[-1]}"],
+                                 capture_output=True, text=True).stdout.split() if arn else []
             if ids:
                 subprocess.run(["docker", "rm", "-f", *ids], capture_output=True)

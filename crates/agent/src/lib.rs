@@ -301,6 +301,7 @@ pub async fn run(
     let ctx = task::Ctx {
         runtime,
         instance,
+        cluster: config.cluster.clone(),
         region: config.region.clone(),
         pull: config.pull_behavior,
         reporter: reporter.clone(),
@@ -344,7 +345,7 @@ struct Link<'a> {
     url: &'a str,
     arn: &'a str,
     logs_url: Option<String>,
-    desired: &'a tokio::sync::mpsc::UnboundedSender<Vec<berth_wire::agent::DesiredTask>>,
+    desired: &'a tokio::sync::mpsc::UnboundedSender<runner::Desired>,
     reporter: &'a report::Reporter,
 }
 
@@ -414,9 +415,9 @@ impl Link<'_> {
                                 ws.send(encode(&AgentMessage::TaskState(r))).await.map_err(|e| e.to_string())?;
                             }
                         }
-                        Ok(ServerMessage::Desired { revision, tasks }) => {
-                            tracing::debug!(revision, tasks = tasks.len(), "desired tasks");
-                            if self.desired.send(tasks).is_err() {
+                        Ok(ServerMessage::Desired { revision, tasks, warm }) => {
+                            tracing::debug!(revision, tasks = tasks.len(), warm = warm.len(), "desired tasks");
+                            if self.desired.send(runner::Desired { tasks, warm }).is_err() {
                                 return Err("the task runner stopped".into());
                             }
                         }

@@ -2,13 +2,21 @@
 //! whenever a desired set arrives; runtime events routed to the driver of
 //! the task they concern; containers that belong to no desired task removed.
 
-use crate::spec::{CONTAINER_LABEL, OWNER_LABEL, TASK_LABEL};
-use crate::task::{Ctx, Driver, Input};
-use berth_wire::agent::DesiredTask;
+use crate::spec::{CONTAINER_LABEL, OWNER_LABEL, PAUSE_NAME, TASK_LABEL, WARM_LABEL};
+use crate::task::{Ctx, Driver, Input, WarmPause};
+use berth_wire::agent::{DesiredNetwork, DesiredTask};
+use futures::future::FutureExt;
 use futures::StreamExt;
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 use tokio::sync::mpsc;
+
+/// What the server wants of this host: its tasks, and the addresses to
+/// keep namespaces ready at.
+pub struct Desired {
+    pub tasks: Vec<DesiredTask>,
+    pub warm: Vec<DesiredNetwork>,
+}
 
 struct Runner {
     ctx: Ctx,
@@ -16,12 +24,21 @@ struct Runner {
     // must not hold up the runner, and a task sees a handful of inputs.
     drivers: HashMap<String, mpsc::UnboundedSender<Input>>,
     adopted: bool,
+    /// Pause containers at warm addresses no task has taken yet, by
+    /// address: made (or being made) in the background.
+    warm: HashMap<String, WarmPause>,
 }
 
 /// Container name to id, per task ARN, for the containers of this agent
-/// that the runtime has.
-async fn existing(ctx: &Ctx) -> HashMap<String, HashMap<String, String>> {
+/// that the runtime has; and the warm pause containers, by address.
+async fn existing(
+    ctx: &Ctx,
+) -> (
+    HashMap<String, HashMap<String, String>>,
+    HashMap<String, String>,
+) {
     let mut out: HashMap<String, HashMap<String, String>> = HashMap::new();
+    let mut warm = HashMap::new();
     match ctx.runtime.list(OWNER_LABEL, &ctx.instance).await {
         Ok(list) => {
             for c in list {
@@ -31,23 +48,62 @@ async fn existing(ctx: &Ctx) -> HashMap<String, HashMap<String, String>> {
                     out.entry(task.clone())
                         .or_default()
                         .insert(name.clone(), c.id);
+                } else if let Some(ip) = c.labels.get(WARM_LABEL) {
+                    warm.insert(ip.clone(), c.id);
                 }
             }
         }
         Err(e) => tracing::warn!(error = %e, "cannot list this agent's containers"),
     }
-    out
+    (out, warm)
+}
+
+/// Makes a warm pause container at `net`'s address, filter shut; its id.
+async fn make_warm(ctx: Ctx, net: DesiredNetwork) -> Option<String> {
+    let rt = &ctx.runtime;
+    let made = async {
+        rt.ensure_network(&crate::spec::network_spec(&net)).await?;
+        rt.ensure_pause_image().await?;
+        let s = crate::spec::warm_pause_spec(&net, &ctx.instance, &ctx.cluster);
+        let id = match rt.create(&s).await {
+            Err(berth_runtime::RuntimeError::Rejected(m)) if m.contains("already in use") => {
+                let _ = rt.remove(&s.name).await;
+                rt.create(&s).await
+            }
+            other => other,
+        }?;
+        rt.start(&id).await?;
+        rt.apply_ingress(&id, &[]).await?;
+        Ok::<_, berth_runtime::RuntimeError>(id)
+    };
+    match made.await {
+        Ok(id) => Some(id),
+        Err(e) => {
+            tracing::warn!(address = %net.ip, error = %e, "warm namespace not made; tasks there make their own");
+            None
+        }
+    }
+}
+
+fn ready(id: String) -> WarmPause {
+    futures::future::ready(Some(id)).boxed().shared()
 }
 
 impl Runner {
-    async fn converge(&mut self, tasks: Vec<DesiredTask>) {
+    async fn converge(&mut self, desired: Desired) {
+        let Desired { tasks, warm } = desired;
         let wanted: HashSet<String> = tasks.iter().map(|t| t.task_arn.clone()).collect();
         let mut found = HashMap::new();
         if !self.adopted {
             // First set since the agent started: adopt what runs, clean up
             // the rest.
             self.adopted = true;
-            found = existing(&self.ctx).await;
+            let (tasks_found, warm_found) = existing(&self.ctx).await;
+            found = tasks_found;
+            self.warm = warm_found
+                .into_iter()
+                .map(|(ip, id)| (ip, ready(id)))
+                .collect();
             for (arn, containers) in &found {
                 if wanted.contains(arn) {
                     continue;
@@ -71,6 +127,8 @@ impl Runner {
         }
         for t in tasks {
             let arn = t.task_arn.clone();
+            // A task at a warm address takes the namespace made for it.
+            let taken = t.network.as_ref().and_then(|n| self.warm.remove(&n.ip));
             if let Some(tx) = self.drivers.get(&arn) {
                 if tx.send(Input::Desired(Box::new(t.clone()))).is_ok() {
                     continue;
@@ -78,13 +136,54 @@ impl Runner {
             }
             let (tx, rx) = mpsc::unbounded_channel();
             let saved = self.ctx.reporter.get(&arn);
-            let containers = found.remove(&arn).unwrap_or_default();
+            let mut containers = found.remove(&arn).unwrap_or_default();
             if saved.is_some() || !containers.is_empty() {
                 tracing::info!(task = %arn, containers = containers.len(), "adopting task");
             }
-            let driver = Driver::new(self.ctx.clone(), t, saved, containers, rx);
+            let warm_pause = match (containers.contains_key(PAUSE_NAME), taken) {
+                (false, Some(w)) => match w.clone().now_or_never() {
+                    // Made already: the driver adopts it as its own.
+                    Some(Some(id)) => {
+                        containers.insert(PAUSE_NAME.to_string(), id);
+                        None
+                    }
+                    Some(None) => None,
+                    None => Some(w),
+                },
+                _ => None,
+            };
+            let driver = Driver::new(self.ctx.clone(), t, saved, containers, warm_pause, rx);
             tokio::spawn(driver.run());
             self.drivers.insert(arn, tx);
+        }
+        // Warm addresses the server no longer holds for this host go;
+        // new ones get their namespace, in the background.
+        let keep: HashSet<&str> = warm.iter().map(|n| n.ip.as_str()).collect();
+        let stale: Vec<String> = self
+            .warm
+            .keys()
+            .filter(|ip| !keep.contains(ip.as_str()))
+            .cloned()
+            .collect();
+        for ip in stale {
+            if let Some(w) = self.warm.remove(&ip) {
+                let rt = self.ctx.runtime.clone();
+                tokio::spawn(async move {
+                    if let Some(id) = w.await {
+                        let _ = rt.stop(&id, Duration::ZERO).await;
+                        let _ = rt.remove(&id).await;
+                    }
+                });
+            }
+        }
+        for net in warm {
+            if !self.warm.contains_key(&net.ip) {
+                let ip = net.ip.clone();
+                let made = make_warm(self.ctx.clone(), net).boxed().shared();
+                // Started now, not when first awaited.
+                tokio::spawn(made.clone());
+                self.warm.insert(ip, made);
+            }
         }
         self.drivers.retain(|arn, tx| {
             if wanted.contains(arn) {
@@ -113,12 +212,13 @@ impl Runner {
 }
 
 /// Runs until `desired` closes.
-pub async fn run(ctx: Ctx, mut desired: mpsc::UnboundedReceiver<Vec<DesiredTask>>) {
+pub async fn run(ctx: Ctx, mut desired: mpsc::UnboundedReceiver<Desired>) {
     let mut events = ctx.runtime.events(OWNER_LABEL, &ctx.instance);
     let mut runner = Runner {
         ctx,
         drivers: HashMap::new(),
         adopted: false,
+        warm: HashMap::new(),
     };
     loop {
         tokio::select! {

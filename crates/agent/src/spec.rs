@@ -122,6 +122,30 @@ pub fn pause_spec(task: &DesiredTask, net: &DesiredNetwork, instance: &str) -> C
     }
 }
 
+/// Marks a pause container made ahead of any task, at a warm address (the
+/// label's value); a task placed at that address takes it over.
+pub const WARM_LABEL: &str = "berth.warm-address";
+
+/// A pause container at a warm address: a namespace ready for the next
+/// awsvpc task placed at it, its filter denying everything until then.
+pub fn warm_pause_spec(net: &DesiredNetwork, instance: &str, cluster: &str) -> ContainerSpec {
+    ContainerSpec {
+        name: format!("berth-warm-{instance}-{}", net.ip),
+        image: berth_runtime::pause::IMAGE.to_string(),
+        labels: BTreeMap::from([
+            (OWNER_LABEL.to_string(), instance.to_string()),
+            (WARM_LABEL.to_string(), net.ip.clone()),
+            ("com.amazonaws.ecs.cluster".to_string(), cluster.to_string()),
+        ]),
+        network_mode: NetworkMode::Attached {
+            network: net.name.clone(),
+            ip: net.ip.clone(),
+        },
+        cpu_shares: Some(MIN_CPU_SHARES),
+        ..Default::default()
+    }
+}
+
 /// The bridge network of an awsvpc task's subnet on this host.
 pub fn network_spec(net: &DesiredNetwork) -> berth_runtime::NetworkSpec {
     berth_runtime::NetworkSpec {

@@ -39,6 +39,8 @@ pub enum Input {
 pub struct Ctx {
     pub runtime: Arc<dyn ContainerRuntime>,
     pub instance: String,
+    /// The cluster the host belongs to (the Fargate pool for Fargate hosts).
+    pub cluster: String,
     pub region: String,
     pub pull: PullBehavior,
     pub reporter: Reporter,
@@ -100,6 +102,10 @@ impl Container {
     }
 }
 
+/// A warm pause container being made (or made): its id, or None if it
+/// could not be.
+pub type WarmPause = futures::future::Shared<futures::future::BoxFuture<'static, Option<String>>>;
+
 pub struct Driver {
     ctx: Ctx,
     desired: DesiredTask,
@@ -109,6 +115,8 @@ pub struct Driver {
     pause: Option<String>,
     /// awsvpc: the ingress its namespace's filter lets in now, once set.
     filtered: Option<Vec<berth_wire::agent::AllowedIngress>>,
+    /// awsvpc: a warm namespace still being made at the task's address.
+    warm: Option<WarmPause>,
     rx: mpsc::UnboundedReceiver<Input>,
     forget: bool,
 }
@@ -127,6 +135,7 @@ impl Driver {
         desired: DesiredTask,
         saved: Option<TaskReport>,
         existing: HashMap<String, String>,
+        warm: Option<WarmPause>,
         rx: mpsc::UnboundedReceiver<Input>,
     ) -> Driver {
         let containers = spec::containers(&desired)
@@ -160,6 +169,7 @@ impl Driver {
             ctx,
             pause: existing.get(spec::PAUSE_NAME).cloned(),
             filtered: None,
+            warm,
             desired,
             report,
             containers,
@@ -441,6 +451,11 @@ impl Driver {
         let failed = |e: berth_runtime::RuntimeError| {
             format!("CannotCreateContainerError: task network: {e}")
         };
+        if self.pause.is_none() {
+            if let Some(w) = self.warm.take() {
+                self.pause = w.await;
+            }
+        }
         if self.pause.is_none() {
             rt.ensure_network(&spec::network_spec(&net))
                 .await

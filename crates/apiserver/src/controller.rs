@@ -43,6 +43,8 @@ const WATCHED: &[&str] = &[
     "task-states",
     "container-instances",
     "agent-connections",
+    // A placement took a warm address: the host's pool needs topping up.
+    "warm-ips",
 ];
 
 #[derive(Debug, Clone)]
@@ -58,6 +60,8 @@ pub struct ControllerConfig {
     /// STOPPED tasks stay describable this long, then their records go
     /// (ECS keeps them at least an hour).
     pub stopped_retention: Duration,
+    /// Addresses kept warm per awsvpc-capable host and subnet of its zone.
+    pub warm_addresses: usize,
 }
 
 impl Default for ControllerConfig {
@@ -67,6 +71,7 @@ impl Default for ControllerConfig {
             host_loss_grace: Duration::from_secs(5),
             resync: Duration::from_secs(10),
             stopped_retention: Duration::from_secs_f64(berth_domain::task::STOPPED_RETENTION_SECS),
+            warm_addresses: 2,
         }
     }
 }
@@ -133,11 +138,11 @@ pub async fn run(st: AppState, config: ControllerConfig, shutdown: CancellationT
             Some(k) = dirty_rx.recv() => {
                 if k.1 == FARGATE_POOL {
                     // A Fargate host came or went: any cluster may have
-                    // tasks there.
-                    for other in known.iter().filter(|o| o.0 == k.0) {
+                    // tasks there. (The pool itself reconciles too: its
+                    // hosts' warm addresses.)
+                    for other in known.iter().filter(|o| o.0 == k.0 && o.1 != FARGATE_POOL) {
                         let _ = dirty_tx.send(other.clone());
                     }
-                    continue;
                 }
                 known.insert(k.clone());
                 match running.get_mut(&k) {
@@ -287,6 +292,7 @@ impl Controller {
                 .map(|(_, v)| v.value)
                 .collect();
         let connected = connected_agents(st, scope, cluster).await?;
+        self.warm(scope, cluster, &instances).await?;
         let mut tasks = ClusterTasks::load(st, scope, cluster).await?;
         // Fargate tasks run on the pool's hosts, which can be lost too.
         let (mut hosts, mut reachable) = (instances.clone(), connected.clone());
@@ -321,6 +327,107 @@ impl Controller {
             recheck = min_recheck(recheck, r);
         }
         Ok(recheck)
+    }
+
+    /// Keeps `warm_addresses` addresses per awsvpc-capable host and subnet
+    /// of its zone held for it, so its agent can make their namespaces
+    /// before any task needs one; releases those of hosts that are gone.
+    /// A compare that fails (a placement took the address meanwhile) is
+    /// left for the next round.
+    async fn warm(
+        &self,
+        scope: &Scope,
+        host_cluster: &str,
+        instances: &[ContainerInstance],
+    ) -> Result<(), ApiError> {
+        use berth_domain::network::{allocate, Cidr, WarmAddress, WARM_HOLDER};
+        let st = &self.st;
+        let want = self.config.warm_addresses;
+        let prefix = scope.warm_ips_all(host_cluster);
+        let hosts: HashMap<&str, &ContainerInstance> = instances
+            .iter()
+            .filter(|ci| ci.status == InstanceStatus::Active)
+            .filter(|ci| ci.attribute("ecs.capability.task-eni").is_some())
+            .map(|ci| (ci.id.as_str(), ci))
+            .collect();
+        let mut have: HashMap<(String, String), usize> = HashMap::new();
+        for (key, w) in typed::list::<WarmAddress>(&*st.store, &prefix).await? {
+            let host = key
+                .strip_prefix(&prefix)
+                .and_then(|r| r.split('/').next())
+                .unwrap_or_default();
+            if want > 0 && hosts.contains_key(host) {
+                *have
+                    .entry((host.to_string(), w.value.subnet_id.clone()))
+                    .or_default() += 1;
+                continue;
+            }
+            let txn = Txn::when(
+                vec![typed::unchanged(&key, w.mod_revision)],
+                vec![
+                    Op::delete(key.clone()),
+                    Op::delete(scope.subnet_ip(&w.value.subnet_id, &w.value.ip)),
+                ],
+            );
+            st.store.txn(txn).await?;
+        }
+        if want == 0 {
+            return Ok(());
+        }
+        for (host, ci) in &hosts {
+            let zone = ci
+                .attribute("ecs.availability-zone")
+                .and_then(|a| a.value.clone())
+                .unwrap_or_default();
+            for subnet in st
+                .config
+                .network
+                .subnets
+                .iter()
+                .filter(|s| s.availability_zone == zone)
+            {
+                let held = have
+                    .get(&(host.to_string(), subnet.id.clone()))
+                    .copied()
+                    .unwrap_or(0);
+                let (Some(cidr), true) = (Cidr::parse(&subnet.cidr), held < want) else {
+                    continue;
+                };
+                let ips_prefix = scope.subnet_ips_of(&subnet.id);
+                let mut taken: std::collections::BTreeSet<std::net::Ipv4Addr> = st
+                    .store
+                    .range(RangeRequest::prefix(ips_prefix.as_str()))
+                    .await?
+                    .kvs
+                    .into_iter()
+                    .filter_map(|kv| kv.key.strip_prefix(&ips_prefix)?.parse().ok())
+                    .collect();
+                let (mut compares, mut ops) = (vec![], vec![]);
+                for _ in held..want {
+                    let Some(ip) = allocate(&cidr, &taken) else {
+                        break;
+                    };
+                    taken.insert(ip);
+                    let key = scope.subnet_ip(&subnet.id, &ip.to_string());
+                    compares.push(typed::unchanged(&key, 0));
+                    ops.push(Op::put(
+                        key,
+                        format!("{WARM_HOLDER}{host_cluster}/{host}").into_bytes(),
+                    ));
+                    ops.push(typed::put(
+                        &scope.warm_ip(host_cluster, host, &subnet.id, &ip.to_string()),
+                        &WarmAddress {
+                            subnet_id: subnet.id.clone(),
+                            ip: ip.to_string(),
+                        },
+                    ));
+                }
+                if !ops.is_empty() {
+                    st.store.txn(Txn::when(compares, ops)).await?;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Marks the tasks of instances whose agents stayed away past the grace
@@ -403,25 +510,32 @@ impl Controller {
             let Some(state) = self.st.store.get(&state_key).await? else {
                 continue;
             };
-            let txn = Txn::when(
-                vec![
-                    typed::unchanged(&scope.task(cluster, id), t.mod_revision),
-                    typed::unchanged(&state_key, state.mod_revision),
-                ],
-                [
-                    Op::delete(scope.task(cluster, id)),
-                    Op::delete(state_key),
-                    Op::delete(index_key(scope, &t.value)),
-                ]
-                .into_iter()
-                .chain(
-                    t.value
-                        .network
-                        .iter()
-                        .map(|n| Op::delete(scope.subnet_ip(&n.subnet_id, &n.ip))),
-                )
-                .collect(),
-            );
+            let mut compares = vec![
+                typed::unchanged(&scope.task(cluster, id), t.mod_revision),
+                typed::unchanged(&state_key, state.mod_revision),
+            ];
+            let mut ops = vec![
+                Op::delete(scope.task(cluster, id)),
+                Op::delete(state_key),
+                Op::delete(index_key(scope, &t.value)),
+            ];
+            // Its address was freed when it was recorded STOPPED and may
+            // be another task's (or a host's warm one) by now: it goes only
+            // if it is still this task's.
+            if let Some(n) = &t.value.network {
+                let ip_key = scope.subnet_ip(&n.subnet_id, &n.ip);
+                let mine = scope.task(cluster, id).into_bytes();
+                if let Some(kv) = self.st.store.get(&ip_key).await? {
+                    if kv.value == mine {
+                        compares.push(berth_store::Compare::Value {
+                            key: ip_key.clone(),
+                            value: mine,
+                        });
+                        ops.push(Op::delete(ip_key));
+                    }
+                }
+            }
+            let txn = Txn::when(compares, ops);
             any |= self.st.store.txn(txn).await?.succeeded;
         }
         Ok(any)

@@ -11,6 +11,7 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::Response;
 use berth_domain::instance::{ContainerInstance, FARGATE_POOL};
+use berth_domain::network::{WarmAddress, WARM_HOLDER};
 use berth_domain::task::{Task, TaskStatus};
 use berth_domain::taskdef::{parse_cpu, parse_memory};
 use berth_domain::{arn, Scope};
@@ -151,7 +152,7 @@ async fn desired(
             availability_zone: t.availability_zone.clone(),
             launch_type: t.launch_type.clone(),
             network: t.network.as_ref().map(|n| DesiredNetwork {
-                name: format!("berth-{}", n.subnet_id),
+                name: network_name(&n.subnet_id),
                 subnet_id: n.subnet_id.clone(),
                 cidr: n.cidr.clone(),
                 gateway: berth_domain::network::Cidr::parse(&n.cidr)
@@ -177,9 +178,40 @@ async fn desired(
             .map(|m| m.to_string());
         tasks.push(desired);
     }
+    let warm = typed::list::<WarmAddress>(&*st.store, &scope.warm_ips_of(cluster, instance))
+        .await
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .filter_map(|(_, w)| desired_network(st, &w.value.subnet_id, &w.value.ip, vec![]))
+        .collect();
     Ok(ServerMessage::Desired {
         revision: listed.revision,
         tasks,
+        warm,
+    })
+}
+
+/// The host's bridge network for a subnet.
+fn network_name(subnet: &str) -> String {
+    format!("berth-{subnet}")
+}
+
+/// A warm address as the agent needs it, if its subnet is still configured.
+fn desired_network(
+    st: &AppState,
+    subnet: &str,
+    ip: &str,
+    ingress: Vec<berth_wire::agent::AllowedIngress>,
+) -> Option<DesiredNetwork> {
+    let s = st.config.network.subnet(subnet)?;
+    let cidr = berth_domain::network::Cidr::parse(&s.cidr)?;
+    Some(DesiredNetwork {
+        name: network_name(subnet),
+        subnet_id: subnet.to_string(),
+        cidr: s.cidr.clone(),
+        gateway: cidr.gateway().to_string(),
+        ip: ip.to_string(),
+        ingress,
     })
 }
 
@@ -196,9 +228,13 @@ async fn group_members(
         .map_err(|e| e.to_string())?;
     let mut out: HashMap<String, Vec<std::net::Ipv4Addr>> = HashMap::new();
     for kv in held.kvs {
+        // Warm addresses are held for no task yet.
         let Ok(task_key) = String::from_utf8(kv.value) else {
             continue;
         };
+        if task_key.starts_with(WARM_HOLDER) {
+            continue;
+        }
         let Some(t) = typed::get::<Task>(&*st.store, &task_key)
             .await
             .map_err(|e| e.to_string())?
@@ -369,11 +405,12 @@ async fn converse(
         .map_err(|e| e.to_string())?;
     // The desired set changes with the instance's index, and its tasks'
     // security groups with the addresses other tasks take and free.
-    let mut changes = futures::stream::select(
+    let mut changes = futures::stream::select_all([
         st.store
             .watch(&scope.instance_tasks_of(cluster, id), from + 1),
         st.store.watch(&scope.subnet_ips(), from + 1),
-    );
+        st.store.watch(&scope.warm_ips_of(cluster, id), from + 1),
+    ]);
     send(socket, &desired(st, scope, cluster, id).await?).await?;
     let mut deadline = tokio::time::Instant::now() + timeout;
     loop {

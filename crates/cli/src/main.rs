@@ -278,6 +278,11 @@ struct ServerArgs {
     /// Threads serving HTTP connections (default: one per CPU).
     #[arg(long, env = "BERTH_HTTP_THREADS", value_parser = clap::value_parser!(u16).range(1..=1024))]
     http_threads: Option<u16>,
+    /// Addresses kept warm per awsvpc-capable host and subnet of its zone:
+    /// the host keeps a network namespace ready at each, so that many
+    /// awsvpc (and Fargate) tasks start without making one. 0 turns it off.
+    #[arg(long, env = "BERTH_WARM_ADDRESSES", default_value_t = 2, value_parser = clap::value_parser!(u16).range(0..=64))]
+    warm_addresses: u16,
     /// Metering: USD per vCPU-hour of a Fargate task.
     #[arg(long, env = "BERTH_PRICE_FARGATE_VCPU_HOUR", default_value_t = 0.04045, value_parser = parse_price)]
     price_fargate_vcpu_hour: f64,
@@ -598,6 +603,7 @@ async fn serve(args: ServerArgs, up: Option<(HostArgs, bool)>) -> anyhow::Result
             settle: Duration::from_secs_f64(args.service_settle),
             host_loss_grace: Duration::from_secs_f64(args.host_loss_grace),
             stopped_retention: Duration::from_secs_f64(args.stopped_task_retention),
+            warm_addresses: usize::from(args.warm_addresses),
             ..Default::default()
         },
         shutdown.clone(),

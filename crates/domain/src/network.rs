@@ -101,6 +101,20 @@ pub struct SecurityGroupConfig {
     pub ingress: Vec<IngressRule>,
 }
 
+/// How a `subnet-ips/` value names a warm address's holder (a host), not a
+/// task: `warm:{host cluster}/{host}`.
+pub const WARM_HOLDER: &str = "warm:";
+
+/// An address held warm for a host: a namespace at it is ready on the host
+/// before any task is placed there, so a task that takes it skips making
+/// one (the slowest part of an awsvpc start).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WarmAddress {
+    pub subnet_id: String,
+    pub ip: String,
+}
+
 /// The networks Berth offers awsvpc tasks.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -46,6 +46,9 @@ pub trait Keys {
     fn usage(&self, cluster: &str, id: &str) -> String;
     fn instance_usages_of(&self, cluster: &str) -> String;
     fn instance_usage(&self, cluster: &str, id: &str) -> String;
+    fn warm_ips_all(&self, host_cluster: &str) -> String;
+    fn warm_ips_of(&self, host_cluster: &str, host: &str) -> String;
+    fn warm_ip(&self, host_cluster: &str, host: &str, subnet: &str, ip: &str) -> String;
     fn subnet_ips(&self) -> String;
     fn subnet_ips_of(&self, subnet: &str) -> String;
     fn subnet_ip(&self, subnet: &str, ip: &str) -> String;
@@ -166,6 +169,19 @@ impl Keys for Scope {
     }
     fn instance_usage(&self, cluster: &str, id: &str) -> String {
         format!("{}{id}", self.instance_usages_of(cluster))
+    }
+    /// Warm addresses: a few addresses per host and subnet of its zone held
+    /// for tasks not placed yet, each with a namespace the host keeps
+    /// ready (`network::WarmAddress`). The address is also held under
+    /// `subnet-ips/`, with the value `warm:{host cluster}/{host}`.
+    fn warm_ips_all(&self, host_cluster: &str) -> String {
+        format!("{}/warm-ips/{host_cluster}/", self.base())
+    }
+    fn warm_ips_of(&self, host_cluster: &str, host: &str) -> String {
+        format!("{}{host}/", self.warm_ips_all(host_cluster))
+    }
+    fn warm_ip(&self, host_cluster: &str, host: &str, subnet: &str, ip: &str) -> String {
+        format!("{}{subnet}/{ip}", self.warm_ips_of(host_cluster, host))
     }
     /// Every subnet's addresses: the members of every security group.
     fn subnet_ips(&self) -> String {

@@ -51,6 +51,10 @@ pub enum ServerMessage {
     Desired {
         revision: i64,
         tasks: Vec<DesiredTask>,
+        /// Addresses held warm for this host: it keeps a namespace ready
+        /// at each, for the next awsvpc tasks placed here to take.
+        #[serde(default)]
+        warm: Vec<DesiredNetwork>,
     },
     /// The server ends the connection; `message` says why.
     Refused { message: String },
@@ -207,7 +211,8 @@ mod tests {
             desired,
             ServerMessage::Desired {
                 revision: 7,
-                tasks: vec![]
+                tasks: vec![],
+                warm: vec![]
             }
         );
         let report = AgentMessage::TaskState(TaskReport {

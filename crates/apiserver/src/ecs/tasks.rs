@@ -704,6 +704,9 @@ pub(crate) const FARGATE_CAPACITY_UNAVAILABLE: &str =
 #[derive(Default)]
 struct Addresses {
     taken: HashMap<String, std::collections::BTreeSet<std::net::Ipv4Addr>>,
+    /// Per host: its warm addresses (subnet, address, key, mod revision)
+    /// not handed out by this placement yet.
+    warm: HashMap<String, Vec<(String, String, String, i64)>>,
 }
 
 impl Addresses {
@@ -722,17 +725,25 @@ impl Addresses {
         compares: &mut Vec<berth_store::Compare>,
         ops: &mut Vec<Op>,
     ) -> Result<Option<String>, ApiError> {
-        let network = match &launch.awsvpc {
+        let (network, warm) = match &launch.awsvpc {
             Some(a) => match self.take(st, scope, a, ci).await? {
-                Some(n) => Some(n),
+                Some((n, warm)) => (Some(n), warm),
                 None => return Ok(None),
             },
-            None => None,
+            None => (None, None),
         };
         let t = launch.task(cluster, ci, network, provider);
         if let Some(n) = &t.network {
             let key = scope.subnet_ip(&n.subnet_id, &n.ip);
-            compares.push(typed::unchanged(&key, 0));
+            match warm {
+                // The host's warm address: it is the task's now, and the
+                // host's namespace at it becomes the task's.
+                Some((warm_key, rev)) => {
+                    compares.push(typed::unchanged(&warm_key, rev));
+                    ops.push(Op::delete(warm_key));
+                }
+                None => compares.push(typed::unchanged(&key, 0)),
+            }
             ops.push(Op::put(key, scope.task(cluster, &t.id).into_bytes()));
         }
         ops.extend(write_task(scope, &t));
@@ -740,16 +751,26 @@ impl Addresses {
     }
 
     /// An interface for a task on `ci`: in the first of the task's subnets
-    /// in the instance's zone, at its lowest free address. None when those
-    /// subnets are full.
+    /// in the instance's zone, at one of the host's warm addresses there
+    /// (with its key and revision), else at the subnet's lowest free
+    /// address. None when those subnets are full.
     async fn take(
         &mut self,
         st: &AppState,
         scope: &Scope,
         awsvpc: &berth_domain::network::AwsVpc,
         ci: &ContainerInstance,
-    ) -> Result<Option<TaskNetwork>, ApiError> {
-        use berth_domain::network::{allocate, Cidr};
+    ) -> Result<Option<(TaskNetwork, Option<(String, i64)>)>, ApiError> {
+        use berth_domain::network::{allocate, Cidr, WarmAddress};
+        if !self.warm.contains_key(&ci.id) {
+            let held =
+                typed::list::<WarmAddress>(&*st.store, &scope.warm_ips_of(&ci.cluster, &ci.id))
+                    .await?
+                    .into_iter()
+                    .map(|(k, w)| (w.value.subnet_id, w.value.ip, k, w.mod_revision))
+                    .collect();
+            self.warm.insert(ci.id.clone(), held);
+        }
         let zone = ci
             .attribute("ecs.availability-zone")
             .and_then(|a| a.value.clone())
@@ -763,6 +784,22 @@ impl Addresses {
             };
             if subnet.availability_zone != zone {
                 continue;
+            }
+            let interface = |ip: String| {
+                let hex = uuid::Uuid::new_v4().simple().to_string();
+                TaskNetwork {
+                    attachment_id: uuid::Uuid::new_v4().to_string(),
+                    eni_id: format!("eni-{}", &hex[..17]),
+                    subnet_id: id.clone(),
+                    cidr: subnet.cidr.clone(),
+                    ip,
+                    security_groups: awsvpc.security_groups.clone(),
+                }
+            };
+            let warm = self.warm.entry(ci.id.clone()).or_default();
+            if let Some(i) = warm.iter().position(|w| &w.0 == id) {
+                let (_, ip, key, rev) = warm.remove(i);
+                return Ok(Some((interface(ip), Some((key, rev)))));
             }
             if !self.taken.contains_key(id) {
                 let prefix = scope.subnet_ips_of(id);
@@ -781,15 +818,7 @@ impl Addresses {
                 continue;
             };
             taken.insert(ip);
-            let hex = uuid::Uuid::new_v4().simple().to_string();
-            return Ok(Some(TaskNetwork {
-                attachment_id: uuid::Uuid::new_v4().to_string(),
-                eni_id: format!("eni-{}", &hex[..17]),
-                subnet_id: id.clone(),
-                cidr: subnet.cidr.clone(),
-                ip: ip.to_string(),
-                security_groups: awsvpc.security_groups.clone(),
-            }));
+            return Ok(Some((interface(ip.to_string()), None)));
         }
         Ok(None)
     }
