@@ -388,3 +388,31 @@ def test_a_task_takes_a_namespace_its_host_made_ahead_and_the_host_makes_another
     fg.wait_status(t["taskArn"], "STOPPED")
     gone = subprocess.run(["docker", "inspect", made_ahead], capture_output=True).returncode != 0
     assert gone, "its namespace went with it"
+
+
+def test_a_fargate_task_lets_in_only_what_its_security_groups_allow(fg):
+    import urllib.request
+    td = register(fg, "fg-web", command=("sh", "-c", "mkdir -p /www; echo up > /www/index.html; exec httpd -f -p 8080 -h /www"))
+
+    def get(url):
+        try:
+            with urllib.request.urlopen(url, timeout=1) as r:
+                return r.read().decode()
+        except OSError:
+            return None
+
+    def serving(group):
+        n = {"awsvpcConfiguration": {"subnets": ["subnet-local-1a"], "securityGroups": [group]}}
+        t = fg.ecs.run_task(cluster=fg.name, taskDefinition=td, launchType="FARGATE", networkConfiguration=n)["tasks"][0]
+        t = fg.wait_status(t["taskArn"], "RUNNING")
+        return t, address(t)["privateIPv4Address"]
+    open_task, open_ip = serving("sg-allow-all")
+    closed_task, closed_ip = serving("sg-default")
+    assert wait_for("the open task", lambda: get(f"http://{open_ip}:8080/")) == "up\n"
+    # sg-default lets in its own members only: not this host.
+    assert get(f"http://{closed_ip}:8080/") is None
+    # ... but it serves, inside its own namespace.
+    c = closed_task["containers"][0]["runtimeId"]
+    assert "up" in docker("exec", c, "wget", "-qO-", "http://127.0.0.1:8080/")
+    for t in (open_task, closed_task):
+        fg.ecs.stop_task(cluster=fg.name, task=t["taskArn"])
