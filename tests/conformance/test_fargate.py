@@ -13,62 +13,40 @@ import uuid
 import botocore.exceptions
 import pytest
 
-from conftest import IMAGE, Agent, Registry, Server, docker, docker_inspect, make_client, wait_for
+from conftest import IMAGE, Agent, Cluster, Registry, docker, docker_inspect, make_client, wait_for
 
 ZONES = ("local-1a", "local-1b")
 SUBNETS = {"subnet-local-1a": "10.128.0.0/20", "subnet-local-1b": "10.128.16.0/20"}
 
 
-class Fargate:
-    """A server, one cluster with the Fargate providers, and Fargate hosts."""
+class Fargate(Cluster):
+    """A server, one cluster with the Fargate providers and no container
+    instance, and Fargate hosts (agents in Fargate capacity mode)."""
 
     def __init__(self, tmp, name):
-        self.tmp, self.name = tmp, name
-        self.server = Server(os.path.join(tmp, "server"), extra_env={"BERTH_AGENT_TIMEOUT": "3"})
-        os.makedirs(self.server.data_dir, exist_ok=True)
-        self.hosts = []
+        super().__init__(tmp, name, [], extra_env={"BERTH_AGENT_TIMEOUT": "3"})
 
     def start(self):
         self.server.start()
         self.ecs = make_client(self.server.url)
         self.ecs.create_cluster(clusterName=self.name, capacityProviders=["FARGATE", "FARGATE_SPOT"])
         for i, zone in enumerate(ZONES):
-            a = Agent(self.server, "ignored", os.path.join(self.tmp, f"host{i}"), "i-" + uuid.uuid4().hex[:17],
-                      zone=zone, extra=["--capacity", "fargate"]).start()
-            self.hosts.append(a)
+            self.agents.append(Agent(self.server, "ignored", os.path.join(self.tmp, f"host{i}"),
+                                     "i-" + uuid.uuid4().hex[:17], zone=zone, extra=["--capacity", "fargate"]).start())
         # A third host, alone in local-1c, keeps the images it pulled once.
-        self.hosts.append(Agent(self.server, "ignored", os.path.join(self.tmp, "host-cache"),
-                                "i-" + uuid.uuid4().hex[:17], zone="local-1c",
-                                extra=["--capacity", "fargate", "--image-pull-behavior", "once"]).start())
-        for a in self.hosts:
+        self.agents.append(Agent(self.server, "ignored", os.path.join(self.tmp, "host-cache"),
+                                 "i-" + uuid.uuid4().hex[:17], zone="local-1c",
+                                 extra=["--capacity", "fargate", "--image-pull-behavior", "once"]).start())
+        for a in self.agents:
             wait_for("the Fargate host to connect", lambda: "connected to the gateway" in open(a.log).read())
         return self
 
-    def task(self, arn):
-        return self.ecs.describe_tasks(cluster=self.name, tasks=[arn])["tasks"][0]
-
-    def wait_status(self, arn, status, timeout=30):
-        seen = {}
-
-        def check():
-            t = self.task(arn)
-            seen.update(t)
-            return t if t["lastStatus"] == status else None
-        try:
-            return wait_for(f"task {arn} to be {status}", check, timeout)
-        except AssertionError:
-            raise AssertionError(f"task {arn} is {seen.get('lastStatus')}, not {status}: {seen.get('stoppedReason')!r}, "
-                                 f"containers {[(c['name'], c.get('reason')) for c in seen.get('containers', [])]}")
-
     def stop(self):
-        for a in self.hosts:
-            a.stop()
-        ids = docker("ps", "-aq", "--filter", f"label=com.amazonaws.ecs.cluster={self.name}").split()
+        super().stop()
         # The hosts' warm namespaces belong to the pool.
-        ids += docker("ps", "-aq", "--filter", "label=com.amazonaws.ecs.cluster=berth.fargate").split()
+        ids = docker("ps", "-aq", "--filter", "label=com.amazonaws.ecs.cluster=berth.fargate").split()
         if ids:
             subprocess.run(["docker", "rm", "-f", *ids], capture_output=True)
-        self.server.stop()
 
 
 @pytest.fixture(scope="module")

@@ -62,16 +62,8 @@ async fn existing(
 async fn make_warm(ctx: Ctx, net: DesiredNetwork) -> Option<String> {
     let rt = &ctx.runtime;
     let made = async {
-        rt.ensure_network(&crate::spec::network_spec(&net)).await?;
-        rt.ensure_pause_image().await?;
         let s = crate::spec::warm_pause_spec(&net, &ctx.instance, &ctx.cluster);
-        let id = match rt.create(&s).await {
-            Err(berth_runtime::RuntimeError::Rejected(m)) if m.contains("already in use") => {
-                let _ = rt.remove(&s.name).await;
-                rt.create(&s).await
-            }
-            other => other,
-        }?;
+        let id = crate::task::create_pause(&**rt, &net, &s).await?;
         rt.start(&id).await?;
         rt.apply_ingress(&id, &[]).await?;
         Ok::<_, berth_runtime::RuntimeError>(id)

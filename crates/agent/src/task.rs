@@ -457,20 +457,8 @@ impl Driver {
             }
         }
         if self.pause.is_none() {
-            rt.ensure_network(&spec::network_spec(&net))
-                .await
-                .map_err(failed)?;
-            rt.ensure_pause_image().await.map_err(failed)?;
             let s = spec::pause_spec(&self.desired, &net, &self.ctx.instance);
-            let id = match rt.create(&s).await {
-                Err(berth_runtime::RuntimeError::Rejected(m)) if m.contains("already in use") => {
-                    let _ = rt.remove(&s.name).await;
-                    rt.create(&s).await
-                }
-                other => other,
-            }
-            .map_err(failed)?;
-            self.pause = Some(id);
+            self.pause = Some(create_pause(&**rt, &net, &s).await.map_err(failed)?);
         }
         let Some(id) = self.pause.clone() else {
             return Ok(());
@@ -817,6 +805,26 @@ impl Driver {
             }
         }
         self.ctx.reporter.forget(&self.desired.task_arn);
+    }
+}
+
+/// Creates a pause container (`spec`) on `net`'s subnet network, making
+/// the network and the pause image first if the host has none; its id. A
+/// container of that name left over from a create the agent did not see
+/// finish is removed first.
+pub(crate) async fn create_pause(
+    rt: &dyn berth_runtime::ContainerRuntime,
+    net: &berth_wire::agent::DesiredNetwork,
+    spec: &berth_runtime::ContainerSpec,
+) -> Result<String, berth_runtime::RuntimeError> {
+    rt.ensure_network(&spec::network_spec(net)).await?;
+    rt.ensure_pause_image().await?;
+    match rt.create(spec).await {
+        Err(berth_runtime::RuntimeError::Rejected(m)) if m.contains("already in use") => {
+            let _ = rt.remove(&spec.name).await;
+            rt.create(spec).await
+        }
+        other => other,
     }
 }
 

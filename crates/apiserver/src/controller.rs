@@ -12,7 +12,8 @@
 
 use crate::ecs::services::deployment_digits;
 use crate::ecs::tasks::{
-    connected_agents, index_key, place, prepare, request_stop, ClusterTasks, LaunchInput, Occupancy,
+    connected_agents, index_key, place, prepare, request_stop, subnet_addresses, ClusterTasks,
+    LaunchInput, Occupancy,
 };
 use crate::{error::ApiError, now, AppState};
 use berth_domain::deployment::Scheduling;
@@ -115,7 +116,13 @@ pub async fn run(st: AppState, config: ControllerConfig, shutdown: CancellationT
     let (dirty_tx, mut dirty_rx) = mpsc::unbounded_channel::<ClusterKey>();
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(ClusterKey, Option<Duration>)>();
     // Watch first, then list, so nothing that changes in between is missed.
-    let watcher = tokio::spawn(watch(c.clone(), dirty_tx.clone(), shutdown.clone()));
+    let (pool_tx, mut pool_rx) = mpsc::unbounded_channel::<Scope>();
+    let watcher = tokio::spawn(watch(
+        c.clone(),
+        dirty_tx.clone(),
+        pool_tx,
+        shutdown.clone(),
+    ));
     let mut known: HashSet<ClusterKey> = match clusters(&c.st).await {
         Ok(k) => k,
         Err(e) => {
@@ -135,15 +142,14 @@ pub async fn run(st: AppState, config: ControllerConfig, shutdown: CancellationT
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
-            Some(k) = dirty_rx.recv() => {
-                if k.1 == FARGATE_POOL {
-                    // A Fargate host came or went: any cluster may have
-                    // tasks there. (The pool itself reconciles too: its
-                    // hosts' warm addresses.)
-                    for other in known.iter().filter(|o| o.0 == k.0 && o.1 != FARGATE_POOL) {
-                        let _ = dirty_tx.send(other.clone());
-                    }
+            Some(scope) = pool_rx.recv() => {
+                // A Fargate host came, went or lost its agent: any cluster
+                // may have tasks there.
+                for other in known.iter().filter(|o| o.0 == scope && o.1 != FARGATE_POOL) {
+                    let _ = dirty_tx.send(other.clone());
                 }
+            }
+            Some(k) = dirty_rx.recv() => {
                 known.insert(k.clone());
                 match running.get_mut(&k) {
                     Some(again) => *again = true,
@@ -231,9 +237,20 @@ async fn clusters(st: &AppState) -> Result<HashSet<ClusterKey>, ApiError> {
 }
 
 /// Marks clusters dirty as their records change.
+/// The scope whose Fargate pool a key's change concerns, if it is one of
+/// the pool's hosts coming, going or losing its agent: any cluster may
+/// have tasks there.
+fn pool_host_change(key: &str) -> Option<Scope> {
+    let (scope, cluster) = cluster_of(key)?;
+    let kind = key.split('/').nth(6)?;
+    (cluster == FARGATE_POOL && (kind == "container-instances" || kind == "agent-connections"))
+        .then_some(scope)
+}
+
 async fn watch(
     c: Arc<Controller>,
     dirty: mpsc::UnboundedSender<ClusterKey>,
+    pool_hosts: mpsc::UnboundedSender<Scope>,
     shutdown: CancellationToken,
 ) {
     loop {
@@ -251,6 +268,9 @@ async fn watch(
                 _ = shutdown.cancelled() => return,
                 e = events.next() => match e {
                     Some(Ok(ev)) => {
+                        if let Some(scope) = pool_host_change(&ev.kv.key) {
+                            let _ = pool_hosts.send(scope);
+                        }
                         if let Some(k) = cluster_of(&ev.kv.key) {
                             let _ = dirty.send(k);
                         }
@@ -393,15 +413,7 @@ impl Controller {
                 let (Some(cidr), true) = (Cidr::parse(&subnet.cidr), held < want) else {
                     continue;
                 };
-                let ips_prefix = scope.subnet_ips_of(&subnet.id);
-                let mut taken: std::collections::BTreeSet<std::net::Ipv4Addr> = st
-                    .store
-                    .range(RangeRequest::prefix(ips_prefix.as_str()))
-                    .await?
-                    .kvs
-                    .into_iter()
-                    .filter_map(|kv| kv.key.strip_prefix(&ips_prefix)?.parse().ok())
-                    .collect();
+                let mut taken = subnet_addresses(st, scope, &subnet.id).await?;
                 let (mut compares, mut ops) = (vec![], vec![]);
                 for _ in held..want {
                     let Some(ip) = allocate(&cidr, &taken) else {
@@ -1065,6 +1077,15 @@ mod tests {
         );
         assert_eq!(cluster_of(&s.placement("web")), None);
         assert_eq!(cluster_of(&s.cluster("web")), None);
+        assert_eq!(
+            pool_host_change(&s.agent_connection(FARGATE_POOL, "h")),
+            Some(s.clone())
+        );
+        assert_eq!(
+            pool_host_change(&s.warm_ip(FARGATE_POOL, "h", "subnet-a", "10.0.0.4")),
+            None
+        );
+        assert_eq!(pool_host_change(&s.agent_connection("web", "h")), None);
     }
 
     #[test]

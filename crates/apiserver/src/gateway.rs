@@ -128,15 +128,19 @@ async fn desired(
             continue;
         }
         let t = t.value;
-        let ingress = match &t.network {
+        let network = match &t.network {
             Some(n) => {
+                // Read once per push, and only when a task needs it.
                 if members.is_none() {
                     members = Some(group_members(st, scope).await?);
                 }
-                let members = members.as_ref().map_or_else(Default::default, Clone::clone);
-                st.config.network.ingress_of(&n.security_groups, &members)
+                let ingress = members
+                    .as_ref()
+                    .map(|m| st.config.network.ingress_of(&n.security_groups, m))
+                    .unwrap_or_default();
+                Some(desired_network(&n.subnet_id, &n.cidr, &n.ip, ingress))
             }
-            None => vec![],
+            None => None,
         };
         let mut desired = DesiredTask {
             task_arn: t.arn(scope),
@@ -151,16 +155,7 @@ async fn desired(
             stopped_reason: t.stop.as_ref().map(|s| s.reason.clone()),
             availability_zone: t.availability_zone.clone(),
             launch_type: t.launch_type.clone(),
-            network: t.network.as_ref().map(|n| DesiredNetwork {
-                name: network_name(&n.subnet_id),
-                subnet_id: n.subnet_id.clone(),
-                cidr: n.cidr.clone(),
-                gateway: berth_domain::network::Cidr::parse(&n.cidr)
-                    .map(|c| c.gateway().to_string())
-                    .unwrap_or_default(),
-                ip: n.ip.clone(),
-                ingress: ingress.clone(),
-            }),
+            network,
             definition: t.definition,
         };
         // The agent gets task cpu and memory in units and MiB, however an
@@ -182,7 +177,16 @@ async fn desired(
         .await
         .map_err(|e| e.to_string())?
         .into_iter()
-        .filter_map(|(_, w)| desired_network(st, &w.value.subnet_id, &w.value.ip, vec![]))
+        .filter_map(|(_, w)| {
+            // Only while its subnet is still configured.
+            let subnet = st.config.network.subnet(&w.value.subnet_id)?;
+            Some(desired_network(
+                &subnet.id,
+                &subnet.cidr,
+                &w.value.ip,
+                vec![],
+            ))
+        })
         .collect();
     Ok(ServerMessage::Desired {
         revision: listed.revision,
@@ -191,28 +195,24 @@ async fn desired(
     })
 }
 
-/// The host's bridge network for a subnet.
-fn network_name(subnet: &str) -> String {
-    format!("berth-{subnet}")
-}
-
-/// A warm address as the agent needs it, if its subnet is still configured.
+/// An address on a subnet as the agent needs it: the host's bridge
+/// network for the subnet (the host takes the subnet's first address).
 fn desired_network(
-    st: &AppState,
     subnet: &str,
+    cidr: &str,
     ip: &str,
     ingress: Vec<berth_wire::agent::AllowedIngress>,
-) -> Option<DesiredNetwork> {
-    let s = st.config.network.subnet(subnet)?;
-    let cidr = berth_domain::network::Cidr::parse(&s.cidr)?;
-    Some(DesiredNetwork {
-        name: network_name(subnet),
+) -> DesiredNetwork {
+    DesiredNetwork {
+        name: format!("berth-{subnet}"),
         subnet_id: subnet.to_string(),
-        cidr: s.cidr.clone(),
-        gateway: cidr.gateway().to_string(),
+        cidr: cidr.to_string(),
+        gateway: berth_domain::network::Cidr::parse(cidr)
+            .map(|c| c.gateway().to_string())
+            .unwrap_or_default(),
         ip: ip.to_string(),
         ingress,
-    })
+    }
 }
 
 /// The addresses of each security group's members: every awsvpc task that

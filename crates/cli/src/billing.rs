@@ -38,6 +38,10 @@ fn text(v: &Value) -> String {
     }
 }
 
+fn header(names: &[&str]) -> Vec<String> {
+    names.iter().map(|n| n.to_string()).collect()
+}
+
 fn table(rows: &[Vec<String>]) -> String {
     let widths: Vec<usize> = (0..rows[0].len())
         .map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0))
@@ -58,12 +62,9 @@ fn table(rows: &[Vec<String>]) -> String {
 fn render(r: &Value) -> String {
     let list = |k: &str| r[k].as_array().cloned().unwrap_or_default();
     let mut out = String::new();
-    let mut tasks = vec![vec![
+    let mut tasks = vec![header(&[
         "TASK", "CLUSTER", "FAMILY", "SERVICE", "PROVIDER", "VCPU", "GB", "BILLED S", "USD",
-    ]
-    .into_iter()
-    .map(String::from)
-    .collect::<Vec<_>>()];
+    ])];
     for t in list("tasks") {
         let arn = text(&t["taskArn"]);
         tasks.push(vec![
@@ -91,10 +92,9 @@ fn render(r: &Value) -> String {
     }
     out.push_str("Fargate tasks (per task: vCPU and GB, per second, one minute at least)\n");
     out.push_str(&table(&tasks));
-    let mut services = vec![vec!["SERVICE", "CLUSTER", "TASKS", "VCPU-S", "GB-S", "USD"]
-        .into_iter()
-        .map(String::from)
-        .collect::<Vec<_>>()];
+    let mut services = vec![header(&[
+        "SERVICE", "CLUSTER", "TASKS", "VCPU-S", "GB-S", "USD",
+    ])];
     for s in list("services") {
         services.push(vec![
             text(&s["service"]),
@@ -107,10 +107,9 @@ fn render(r: &Value) -> String {
     }
     out.push_str("\nServices\n");
     out.push_str(&table(&services));
-    let mut instances = vec![vec!["INSTANCE", "CLUSTER", "EC2 ID", "BILLED S", "USD"]
-        .into_iter()
-        .map(String::from)
-        .collect::<Vec<_>>()];
+    let mut instances = vec![header(&[
+        "INSTANCE", "CLUSTER", "EC2 ID", "BILLED S", "USD",
+    ])];
     for i in list("instances") {
         let arn = text(&i["containerInstanceArn"]);
         instances.push(vec![
@@ -131,17 +130,14 @@ fn render(r: &Value) -> String {
     }
     out.push_str("\nEC2 container instances (per instance-hour, whatever runs on them)\n");
     out.push_str(&table(&instances));
-    let mut clusters = vec![vec![
+    let mut clusters = vec![header(&[
         "CLUSTER",
         "FARGATE TASKS",
         "FARGATE USD",
         "INSTANCES",
         "INSTANCES USD",
         "TOTAL USD",
-    ]
-    .into_iter()
-    .map(String::from)
-    .collect::<Vec<_>>()];
+    ])];
     for c in list("clusters") {
         clusters.push(vec![
             text(&c["cluster"]),

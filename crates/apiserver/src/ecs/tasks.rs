@@ -802,15 +802,7 @@ impl Addresses {
                 return Ok(Some((interface(ip), Some((key, rev)))));
             }
             if !self.taken.contains_key(id) {
-                let prefix = scope.subnet_ips_of(id);
-                let held = st
-                    .store
-                    .range(RangeRequest::prefix(prefix.as_str()))
-                    .await?
-                    .kvs
-                    .into_iter()
-                    .filter_map(|kv| kv.key.strip_prefix(&prefix)?.parse().ok())
-                    .collect();
+                let held = subnet_addresses(st, scope, id).await?;
                 self.taken.insert(id.clone(), held);
             }
             let taken = self.taken.entry(id.clone()).or_default();
@@ -822,6 +814,23 @@ impl Addresses {
         }
         Ok(None)
     }
+}
+
+/// The addresses held in a subnet now, by tasks and as warm addresses.
+pub(crate) async fn subnet_addresses(
+    st: &AppState,
+    scope: &Scope,
+    subnet: &str,
+) -> Result<std::collections::BTreeSet<std::net::Ipv4Addr>, ApiError> {
+    let prefix = scope.subnet_ips_of(subnet);
+    Ok(st
+        .store
+        .range(RangeRequest::prefix(prefix.as_str()))
+        .await?
+        .kvs
+        .into_iter()
+        .filter_map(|kv| kv.key.strip_prefix(&prefix)?.parse().ok())
+        .collect())
 }
 
 /// What a clientToken remembers: the request it came with and its tasks.
