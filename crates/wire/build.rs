@@ -7,8 +7,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
 use std::path::Path;
 
-// One entry per served JSON model; ELBv2, Logs and App Auto Scaling join later.
-const MODELS: &[(&str, &str)] = &[("ecs-2014-11-13.json", "ecs")];
+// One entry per served model; Logs and App Auto Scaling join later.
+const MODELS: &[(&str, &str)] = &[
+    ("ecs-2014-11-13.json", "ecs"),
+    ("elasticloadbalancingv2-2015-12-01.json", "elbv2"),
+];
 
 fn main() {
     let out_dir = std::env::var("OUT_DIR").expect("cargo sets OUT_DIR");
@@ -56,6 +59,8 @@ fn const_name(shape: &str) -> String {
 
 struct Gen<'a> {
     shapes: &'a serde_json::Map<String, Value>,
+    /// awsQuery (XML) rather than JSON 1.1: timestamps travel as ISO 8601 text.
+    query: bool,
 }
 
 impl Gen<'_> {
@@ -74,7 +79,8 @@ impl Gen<'_> {
             "long" => "i64".into(),
             "double" | "float" => "f64".into(),
             "boolean" => "bool".into(),
-            // Epoch seconds, fractions allowed, as the JSON 1.1 protocol sends them.
+            // ISO 8601 text in XML; epoch seconds, fractions allowed, in JSON 1.1.
+            "timestamp" if self.query => "String".into(),
             "timestamp" => "f64".into(),
             "list" => format!(
                 "Vec<{}>",
@@ -119,7 +125,8 @@ impl Gen<'_> {
 
 fn generate(model: &Value) -> String {
     let shapes = model["shapes"].as_object().expect("model has shapes");
-    let gen = Gen { shapes };
+    let query = model["metadata"]["protocol"] == "query";
+    let gen = Gen { shapes, query };
     let mut out = String::new();
     let mut enums: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let mut exceptions = vec![];
@@ -206,9 +213,90 @@ fn generate(model: &Value) -> String {
         "/// Every modeled exception shape.\npub const EXCEPTIONS: &[&str] = &[{exc}];"
     )
     .ok();
-    let target = model["metadata"]["targetPrefix"]
-        .as_str()
-        .expect("json model has targetPrefix");
-    writeln!(out, "/// The `X-Amz-Target` prefix of this service.\npub const TARGET_PREFIX: &str = {target:?};").ok();
+    if query {
+        write_query_tables(&mut out, model, &gen);
+    } else {
+        let target = model["metadata"]["targetPrefix"]
+            .as_str()
+            .expect("json model has targetPrefix");
+        writeln!(out, "/// The `X-Amz-Target` prefix of this service.\npub const TARGET_PREFIX: &str = {target:?};").ok();
+    }
     out
+}
+
+/// What the awsQuery codec needs at run time: every shape's structure (the
+/// XML and form layouts follow it), each operation's input and output, and
+/// each error's code and status.
+fn write_query_tables(out: &mut String, model: &Value, gen: &Gen) {
+    let meta = &model["metadata"];
+    let s = |v: &Value| v.as_str().expect("metadata is text").to_string();
+    writeln!(
+        out,
+        "/// The XML namespace of responses.\npub const XML_NAMESPACE: &str = {:?};\n/// The `Version` requests carry.\npub const API_VERSION: &str = {:?};",
+        s(&meta["xmlNamespace"]),
+        s(&meta["apiVersion"])
+    )
+    .ok();
+    writeln!(out, "/// Every shape of the model, by name (sorted).\npub static SHAPES: &[(&str, crate::query::Shape)] = &[").ok();
+    let mut names: Vec<&String> = gen.shapes.keys().collect();
+    names.sort();
+    for name in names {
+        let shape = &gen.shapes[name];
+        let target = |v: &Value| format!("{:?}", v["shape"].as_str().expect("shape ref"));
+        let kind = match gen.kind(name) {
+            "structure" => {
+                let members = shape["members"]
+                    .as_object()
+                    .map(|m| {
+                        m.iter()
+                            .map(|(k, v)| format!("({k:?}, {})", target(v)))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    })
+                    .unwrap_or_default();
+                format!("Structure(&[{members}])")
+            }
+            "list" => format!("List({})", target(&shape["member"])),
+            "map" => format!(
+                "Map({}, {})",
+                target(&shape["key"]),
+                target(&shape["value"])
+            ),
+            "integer" | "long" => "Integer".into(),
+            "double" | "float" => "Double".into(),
+            "boolean" => "Boolean".into(),
+            _ => "Text".into(),
+        };
+        writeln!(out, "    ({name:?}, crate::query::Shape::{kind}),").ok();
+    }
+    writeln!(out, "];").ok();
+    let ops = model["operations"]
+        .as_object()
+        .expect("model has operations");
+    writeln!(out, "/// Each operation's input and output shapes.\npub static OPERATION_SHAPES: &[(&str, &str, &str)] = &[").ok();
+    for (name, op) in ops {
+        let io = |k: &str| op[k]["shape"].as_str().unwrap_or_default().to_string();
+        writeln!(
+            out,
+            "    ({name:?}, {:?}, {:?}),",
+            io("input"),
+            io("output")
+        )
+        .ok();
+    }
+    writeln!(out, "];").ok();
+    writeln!(out, "/// Each exception shape's error code, HTTP status and whether the sender is at fault.\npub static ERRORS: &[(&str, &str, u16, bool)] = &[").ok();
+    for (name, shape) in gen.shapes {
+        if let Some(e) = shape.get("error") {
+            writeln!(
+                out,
+                "    ({name:?}, {:?}, {}, {}),",
+                e["code"].as_str().unwrap_or(name),
+                e["httpStatusCode"].as_u64().unwrap_or(400),
+                e["senderFault"].as_bool().unwrap_or(false)
+            )
+            .ok();
+        }
+    }
+    writeln!(out, "];").ok();
 }

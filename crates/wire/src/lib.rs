@@ -1,6 +1,6 @@
 //! AWS wire shapes and protocol codecs for Berth.
 //!
-//! The ECS shapes in [`ecs`] are generated at build time from the vendored
+//! The ECS shapes in [`ecs`] and the ELBv2 shapes in [`elbv2`] are generated at build time from the vendored
 //! botocore model (`models/`), so member names and types match what aws-cli,
 //! boto3 and the SDKs send. Every member is optional on the wire: required
 //! members are checked by the domain so the error can name the field, as ECS
@@ -18,4 +18,17 @@ pub mod sigv4;
 #[allow(clippy::all)]
 pub mod ecs {
     include!(concat!(env!("OUT_DIR"), "/ecs.rs"));
+}
+
+/// Shapes of Elastic Load Balancing v2 (`elasticloadbalancing/2015-12-01`, awsQuery).
+#[allow(clippy::all)]
+pub mod elbv2 {
+    include!(concat!(env!("OUT_DIR"), "/elbv2.rs"));
+
+    /// The model's tables, for [`crate::query::Model::decode`] and `encode`.
+    pub const MODEL: crate::query::Model = crate::query::Model {
+        shapes: SHAPES,
+        operations: OPERATION_SHAPES,
+        namespace: XML_NAMESPACE,
+    };
 }

@@ -1,6 +1,231 @@
 //! The awsQuery protocol (STS, ELBv2): form-encoded parameters in, XML out.
+//!
+//! Both directions follow the botocore model's shapes (generated into
+//! tables by the build script): `Names.member.1`, `Tags.member.2.Key` and
+//! `<Names><member>..</member></Names>` are how the protocol lays out lists
+//! and structures, so decoding goes form -> JSON value -> generated type,
+//! and encoding generated type -> JSON value -> XML.
 
+use serde::{de::DeserializeOwned, Serialize};
+use serde_json::{Map, Number, Value};
 use std::collections::BTreeMap;
+
+/// The layout of one model shape.
+#[derive(Debug, Clone, Copy)]
+pub enum Shape {
+    /// Members and the shape of each.
+    Structure(&'static [(&'static str, &'static str)]),
+    List(&'static str),
+    Map(&'static str, &'static str),
+    Text,
+    Integer,
+    Double,
+    Boolean,
+}
+
+/// A served awsQuery model: its shape tables, as the build script generated them.
+#[derive(Debug, Clone, Copy)]
+pub struct Model {
+    pub shapes: &'static [(&'static str, Shape)],
+    /// (operation, input shape, output shape)
+    pub operations: &'static [(&'static str, &'static str, &'static str)],
+    pub namespace: &'static str,
+}
+
+/// A form parameter that does not fit its member's type.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("Invalid value '{value}' for {field}: expected {expected}")]
+pub struct DecodeError {
+    /// The parameter's name as sent, e.g. `Targets.member.1.Port`.
+    pub field: String,
+    pub value: String,
+    pub expected: &'static str,
+}
+
+impl Model {
+    fn shape(&self, name: &str) -> Option<Shape> {
+        self.shapes
+            .binary_search_by(|(n, _)| (*n).cmp(name))
+            .ok()
+            .map(|i| self.shapes[i].1)
+    }
+
+    fn io(&self, operation: &str) -> Option<(&'static str, &'static str)> {
+        self.operations
+            .iter()
+            .find(|(n, _, _)| *n == operation)
+            .map(|(_, i, o)| (*i, *o))
+    }
+
+    /// Decodes an operation's input from its form parameters. Members the
+    /// model does not know are ignored, as JSON 1.1 decoding ignores them.
+    pub fn decode<T: DeserializeOwned>(
+        &self,
+        operation: &str,
+        params: &QueryParams,
+    ) -> Result<T, DecodeError> {
+        let input = self.io(operation).map(|(i, _)| i).unwrap_or_default();
+        let value = match self.shape(input) {
+            Some(_) => self.value(input, "", params)?,
+            None => None,
+        };
+        let value = value.unwrap_or_else(|| Value::Object(Map::new()));
+        serde_path_to_error::deserialize(value).map_err(|e| DecodeError {
+            field: e.path().to_string(),
+            value: String::new(),
+            expected: "a value of the member's type",
+        })
+    }
+
+    fn value(
+        &self,
+        shape: &str,
+        path: &str,
+        params: &QueryParams,
+    ) -> Result<Option<Value>, DecodeError> {
+        let join = |m: &str| {
+            if path.is_empty() {
+                m.to_string()
+            } else {
+                format!("{path}.{m}")
+            }
+        };
+        let bad = |expected| DecodeError {
+            field: path.to_string(),
+            value: params.get(path).unwrap_or_default().to_string(),
+            expected,
+        };
+        let Some(kind) = self.shape(shape) else {
+            return Ok(None);
+        };
+        match kind {
+            Shape::Structure(members) => {
+                if !path.is_empty() && !params.has_under(path) {
+                    return Ok(None);
+                }
+                let mut obj = Map::new();
+                for (member, target) in members {
+                    if let Some(v) = self.value(target, &join(member), params)? {
+                        obj.insert((*member).to_string(), v);
+                    }
+                }
+                Ok(Some(Value::Object(obj)))
+            }
+            Shape::List(member) => {
+                let mut items = vec![];
+                while let Some(v) = self.value(
+                    member,
+                    &format!("{path}.member.{}", items.len() + 1),
+                    params,
+                )? {
+                    items.push(v);
+                }
+                // botocore sends an empty list as the bare name with no value.
+                let given = !items.is_empty() || params.get(path).is_some();
+                Ok(given.then_some(Value::Array(items)))
+            }
+            Shape::Map(key, value) => {
+                let mut obj = Map::new();
+                for i in 1.. {
+                    let entry = format!("{path}.entry.{i}");
+                    let Some(Value::String(k)) =
+                        self.value(key, &format!("{entry}.key"), params)?
+                    else {
+                        break;
+                    };
+                    let v = self.value(value, &format!("{entry}.value"), params)?;
+                    obj.insert(k, v.unwrap_or(Value::Null));
+                }
+                Ok((!obj.is_empty()).then_some(Value::Object(obj)))
+            }
+            Shape::Text => Ok(params.get(path).map(|s| Value::String(s.to_string()))),
+            Shape::Integer => params
+                .get(path)
+                .map(|s| {
+                    s.trim()
+                        .parse::<i64>()
+                        .map(|n| Value::Number(n.into()))
+                        .map_err(|_| bad("an integer"))
+                })
+                .transpose(),
+            Shape::Double => params
+                .get(path)
+                .map(|s| {
+                    s.trim()
+                        .parse::<f64>()
+                        .ok()
+                        .and_then(Number::from_f64)
+                        .map(Value::Number)
+                        .ok_or_else(|| bad("a number"))
+                })
+                .transpose(),
+            Shape::Boolean => params
+                .get(path)
+                .map(|s| match s.trim() {
+                    "true" => Ok(Value::Bool(true)),
+                    "false" => Ok(Value::Bool(false)),
+                    _ => Err(bad("true or false")),
+                })
+                .transpose(),
+        }
+    }
+
+    /// The XML body of an operation's result (what goes inside
+    /// `<{operation}Result>`).
+    pub fn encode<T: Serialize>(&self, operation: &str, output: &T) -> String {
+        let mut out = String::new();
+        if let (Some((_, shape)), Ok(value)) = (self.io(operation), serde_json::to_value(output)) {
+            if let Some(Shape::Structure(members)) = self.shape(shape) {
+                self.members(members, &value, &mut out);
+            }
+        }
+        out
+    }
+
+    /// A whole successful response.
+    pub fn respond<T: Serialize>(&self, operation: &str, output: &T, request_id: &str) -> String {
+        success(
+            operation,
+            self.namespace,
+            &self.encode(operation, output),
+            request_id,
+        )
+    }
+
+    fn members(&self, members: &[(&str, &str)], value: &Value, out: &mut String) {
+        for (member, target) in members {
+            if let Some(v) = value.get(*member).filter(|v| !v.is_null()) {
+                out.push_str(&format!("<{member}>"));
+                self.xml(target, v, out);
+                out.push_str(&format!("</{member}>"));
+            }
+        }
+    }
+
+    fn xml(&self, shape: &str, value: &Value, out: &mut String) {
+        match (self.shape(shape), value) {
+            (Some(Shape::Structure(members)), _) => self.members(members, value, out),
+            (Some(Shape::List(member)), Value::Array(items)) => {
+                for item in items {
+                    out.push_str("<member>");
+                    self.xml(member, item, out);
+                    out.push_str("</member>");
+                }
+            }
+            (Some(Shape::Map(_, v)), Value::Object(entries)) => {
+                for (k, item) in entries {
+                    out.push_str(&format!("<entry><key>{}</key><value>", escape(k)));
+                    self.xml(v, item, out);
+                    out.push_str("</value></entry>");
+                }
+            }
+            (_, Value::String(s)) => out.push_str(&escape(s)),
+            (_, Value::Number(n)) => out.push_str(&n.to_string()),
+            (_, Value::Bool(b)) => out.push_str(if *b { "true" } else { "false" }),
+            _ => {}
+        }
+    }
+}
 
 /// Decoded form parameters of an awsQuery request (`Action`, `Version`, and
 /// flattened members such as `Names.member.1`).
@@ -20,6 +245,14 @@ impl QueryParams {
     /// The operation name.
     pub fn action(&self) -> Option<&str> {
         self.get("Action")
+    }
+
+    /// Whether any parameter is `path` itself or lies under `path.`.
+    fn has_under(&self, path: &str) -> bool {
+        self.0
+            .range(path.to_string()..)
+            .take_while(|(k, _)| k.starts_with(path))
+            .any(|(k, _)| k.len() == path.len() || k[path.len()..].starts_with('.'))
     }
 }
 
@@ -72,6 +305,72 @@ mod tests {
         assert_eq!(p.action(), Some("GetCallerIdentity"));
         assert_eq!(p.get("Names.member.1"), Some("a b"));
         assert_eq!(p.get("Missing"), None);
+    }
+
+    use crate::elbv2::{self as e, MODEL};
+
+    #[test]
+    fn decode_follows_the_model_layout() {
+        let p = QueryParams::parse(
+            b"Action=RegisterTargets&TargetGroupArn=arn&Targets.member.1.Id=10.0.0.5\
+              &Targets.member.1.Port=8080&Targets.member.2.Id=i-1&Unknown=x",
+        );
+        let input: e::RegisterTargetsInput = MODEL.decode("RegisterTargets", &p).unwrap();
+        let targets = input.targets.unwrap();
+        assert_eq!(input.target_group_arn.as_deref(), Some("arn"));
+        assert_eq!(targets.len(), 2);
+        assert_eq!(targets[0].port, Some(8080));
+        assert_eq!(targets[1].id.as_deref(), Some("i-1"));
+        assert_eq!(targets[1].port, None);
+
+        let p = QueryParams::parse(b"Action=CreateTargetGroup&Name=web&Matcher.HttpCode=200-299&HealthCheckEnabled=true&Tags.member.1.Key=k&Tags.member.1.Value=v");
+        let input: e::CreateTargetGroupInput = MODEL.decode("CreateTargetGroup", &p).unwrap();
+        assert_eq!(input.matcher.unwrap().http_code.as_deref(), Some("200-299"));
+        assert_eq!(input.health_check_enabled, Some(true));
+        assert_eq!(input.tags.unwrap()[0].value.as_deref(), Some("v"));
+
+        // An empty list is the bare name.
+        let p = QueryParams::parse(b"Action=DescribeLoadBalancers&Names=");
+        let input: e::DescribeLoadBalancersInput =
+            MODEL.decode("DescribeLoadBalancers", &p).unwrap();
+        assert_eq!(input.names, Some(vec![]));
+    }
+
+    #[test]
+    fn decode_names_a_member_of_the_wrong_type() {
+        let p = QueryParams::parse(
+            b"Action=RegisterTargets&Targets.member.1.Id=a&Targets.member.1.Port=http",
+        );
+        let err = MODEL
+            .decode::<e::RegisterTargetsInput>("RegisterTargets", &p)
+            .unwrap_err();
+        assert_eq!(err.field, "Targets.member.1.Port");
+        assert_eq!(err.value, "http");
+    }
+
+    #[test]
+    fn encode_writes_members_lists_and_escapes() {
+        let out = e::DescribeTargetHealthOutput {
+            target_health_descriptions: Some(vec![e::TargetHealthDescription {
+                target: Some(e::TargetDescription {
+                    id: Some("10.0.0.5".into()),
+                    port: Some(80),
+                    ..Default::default()
+                }),
+                target_health: Some(e::TargetHealth {
+                    state: Some("unhealthy".into()),
+                    description: Some("<500>".into()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }]),
+        };
+        assert_eq!(
+            MODEL.encode("DescribeTargetHealth", &out),
+            "<TargetHealthDescriptions><member><Target><Id>10.0.0.5</Id><Port>80</Port></Target>\
+             <TargetHealth><Description>&lt;500&gt;</Description><State>unhealthy</State></TargetHealth>\
+             </member></TargetHealthDescriptions>"
+        );
     }
 
     #[test]
