@@ -1,5 +1,6 @@
 //! Every way a request can fail, and how each leaves the server.
 
+use berth_domain::elb::{ElbCode, ElbError};
 use berth_domain::EcsError;
 use berth_store::StoreError;
 
@@ -8,6 +9,8 @@ use berth_store::StoreError;
 pub enum ApiError {
     #[error(transparent)]
     Ecs(#[from] EcsError),
+    #[error(transparent)]
+    Elb(#[from] ElbError),
     /// The body is not JSON, or a member has the wrong type.
     #[error("{0}")]
     Serialization(String),
@@ -48,11 +51,27 @@ impl ApiError {
                 };
                 (status, e.code(), e.to_string())
             }
+            ApiError::Elb(e) => (elb_status(e.code), e.code.as_str(), e.message.clone()),
             ApiError::Serialization(m) => (400, "SerializationException", m.clone()),
             ApiError::UnknownOperation(m) => (400, "UnknownOperationException", m.clone()),
             ApiError::TooLarge(_) => (413, "RequestEntityTooLargeException", self.to_string()),
             ApiError::Store(_) => (500, "ServerException", "An internal error occurred.".into()),
         }
+    }
+}
+
+/// The HTTP status the ELBv2 model gives a code (ValidationError, the
+/// protocol's own, is not in the model).
+fn elb_status(code: ElbCode) -> u16 {
+    berth_wire::elbv2::ERRORS
+        .iter()
+        .find(|(_, c, _, _)| *c == code.as_str())
+        .map_or(400, |(_, _, status, _)| *status)
+}
+
+impl From<berth_wire::query::DecodeError> for ApiError {
+    fn from(e: berth_wire::query::DecodeError) -> Self {
+        ApiError::Elb(ElbError::validation(e.to_string()))
     }
 }
 
@@ -64,5 +83,25 @@ impl From<berth_wire::json::DecodeError> for ApiError {
                 format!("Invalid value for member '{path}': {message}")
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_elb_code_is_modeled_or_the_protocols_own() {
+        for code in ElbCode::ALL {
+            let modeled = berth_wire::elbv2::ERRORS
+                .iter()
+                .any(|(_, c, _, _)| *c == code.as_str());
+            assert!(
+                modeled || *code == ElbCode::ValidationError,
+                "{code:?} is not an ELBv2 error code"
+            );
+        }
+        assert_eq!(elb_status(ElbCode::PriorRequestNotComplete), 429);
+        assert_eq!(elb_status(ElbCode::ValidationError), 400);
     }
 }

@@ -113,38 +113,57 @@ async fn root(State(st): State<AppState>, headers: HeaderMap, body: Body) -> Res
                 .map(|b| query::QueryParams::parse(b))
                 .unwrap_or_default();
             let action = params.action().unwrap_or_default().to_string();
-            let is_sts = ctx
-                .service
-                .as_deref()
-                .map_or(sts::ACTIONS.contains(&action.as_str()), |s| s == "sts");
+            let service = match ctx.service.as_deref() {
+                Some("sts") => "sts",
+                Some("elasticloadbalancing") => "elbv2",
+                Some(_) => "unknown",
+                None if sts::ACTIONS.contains(&action.as_str()) => "sts",
+                None if berth_wire::elbv2::OPERATION_SHAPES
+                    .iter()
+                    .any(|(n, _, _)| *n == action) =>
+                {
+                    "elbv2"
+                }
+                None => "unknown",
+            };
+            let namespace = if service == "elbv2" {
+                berth_wire::elbv2::XML_NAMESPACE
+            } else {
+                sts::NAMESPACE
+            };
+            let protocol = Protocol::Query { namespace };
             if body.is_none() {
                 (
                     "unknown",
                     action,
-                    Protocol::Query {
-                        namespace: sts::NAMESPACE,
-                    },
+                    protocol,
                     Err(ApiError::TooLarge(st.config.body_limit)),
                 )
-            } else if is_sts {
+            } else if service == "sts" {
                 let span = tracing::info_span!("api", service = "sts", operation = %action, request_id = %ctx.request_id);
                 let r = sts::dispatch(&ctx, &action, &params).instrument(span).await;
-                (
-                    "sts",
-                    action,
-                    Protocol::Query {
-                        namespace: sts::NAMESPACE,
-                    },
-                    r,
-                )
+                ("sts", action, protocol, r)
+            } else if service == "elbv2" {
+                let span = tracing::info_span!("api", service = "elbv2", operation = %action, request_id = %ctx.request_id);
+                let r = crate::elbv2::dispatch(&st, &ctx, &action, &params)
+                    .instrument(span)
+                    .await;
+                // Only modeled names become metric labels.
+                let label = if berth_wire::elbv2::OPERATION_SHAPES
+                    .iter()
+                    .any(|(n, _, _)| *n == action)
+                {
+                    action
+                } else {
+                    "unknown".to_string()
+                };
+                ("elbv2", label, protocol, r)
             } else {
                 let msg = format!("The action {action} is not valid for this web service.");
                 (
                     "unknown",
                     action,
-                    Protocol::Query {
-                        namespace: sts::NAMESPACE,
-                    },
+                    protocol,
                     Err(ApiError::UnknownOperation(msg)),
                 )
             }

@@ -3,7 +3,8 @@
 //! `POST /` is dispatched by protocol: AWS JSON 1.1 requests by their
 //! `X-Amz-Target` prefix (ECS today; Application Auto Scaling and Logs
 //! later), awsQuery requests (form-encoded `Action`) by the SigV4 service of
-//! their credential scope (STS today; ELBv2 later). Each request is decoded
+//! their credential scope (STS and ELBv2), or by the action's name when
+//! the request is unsigned. Each request is decoded
 //! into the operation's generated input shape, handled against the store,
 //! and encoded back; every failure leaves as the protocol's error shape with
 //! a request id. `GET /health` answers liveness, `GET /metrics` Prometheus.
@@ -15,6 +16,7 @@ mod billing;
 mod context;
 pub mod controller;
 pub(crate) mod ecs;
+mod elbv2;
 mod error;
 mod front;
 mod gateway;
@@ -29,6 +31,8 @@ use std::sync::Arc;
 pub use context::RequestContext;
 /// ECS operations Berth serves (the rest of the model answers UnknownOperationException).
 pub use ecs::IMPLEMENTED as ECS_IMPLEMENTED;
+/// ELBv2 operations Berth serves.
+pub use elbv2::IMPLEMENTED as ELBV2_IMPLEMENTED;
 pub use error::ApiError;
 pub use serve::serve;
 
@@ -49,6 +53,9 @@ pub struct ApiConfig {
     pub network: berth_domain::network::NetworkConfig,
     /// What metering charges (`berth billing`).
     pub prices: berth_domain::billing::Prices,
+    /// The host name load balancers report as their DNSName: where their
+    /// listeners' ports are reached.
+    pub lb_hostname: String,
 }
 
 impl Default for ApiConfig {
@@ -61,6 +68,7 @@ impl Default for ApiConfig {
             agent_timeout: std::time::Duration::from_secs(10),
             network: berth_domain::network::NetworkConfig::local_default(),
             prices: berth_domain::billing::Prices::default(),
+            lb_hostname: "localhost".into(),
         }
     }
 }

@@ -104,6 +104,10 @@ struct HostArgs {
         default_value = "/var/run/docker.sock"
     )]
     docker_socket: String,
+    /// The address this host's published ports are reached at, which load
+    /// balancers send instance targets' traffic to.
+    #[arg(long, env = "BERTH_HOST_ADDRESS", default_value = "127.0.0.1")]
+    host_address: std::net::IpAddr,
     /// Where the agent serves task logs (port 0: any free port).
     #[arg(long, env = "BERTH_LOGS_LISTEN", default_value = "127.0.0.1:0")]
     logs_listen: SocketAddr,
@@ -283,6 +287,16 @@ struct ServerArgs {
     /// awsvpc (and Fargate) tasks start without making one. 0 turns it off.
     #[arg(long, env = "BERTH_WARM_ADDRESSES", default_value_t = 2, value_parser = clap::value_parser!(u16).range(0..=64))]
     warm_addresses: u16,
+    /// Run the load balancer's data path (listeners of the ELBv2 API) in
+    /// this process.
+    #[arg(long, env = "BERTH_LB", default_value_t = true, action = clap::ArgAction::Set)]
+    lb: bool,
+    /// The address load balancer listeners are bound on.
+    #[arg(long, env = "BERTH_LB_BIND", default_value = "0.0.0.0")]
+    lb_bind: std::net::IpAddr,
+    /// The host name load balancers report as their DNSName.
+    #[arg(long, env = "BERTH_LB_HOSTNAME", default_value = "localhost")]
+    lb_hostname: String,
     /// Metering: USD per vCPU-hour of a Fargate task.
     #[arg(long, env = "BERTH_PRICE_FARGATE_VCPU_HOUR", default_value_t = 0.04045, value_parser = parse_price)]
     price_fargate_vcpu_hour: f64,
@@ -505,6 +519,7 @@ async fn serve(args: ServerArgs, up: Option<(HostArgs, bool)>) -> anyhow::Result
             spot_ratio: args.price_fargate_spot_ratio,
             instance_hour: args.price_instance_hour,
         },
+        lb_hostname: args.lb_hostname.clone(),
     };
     let state = AppState::new(store.clone(), config);
     let app = berth_apiserver::router(state.clone());
@@ -608,6 +623,13 @@ async fn serve(args: ServerArgs, up: Option<(HostArgs, bool)>) -> anyhow::Result
         },
         shutdown.clone(),
     ));
+    let lb = args.lb.then(|| {
+        tokio::spawn(berth_lb::run(
+            store.clone(),
+            berth_lb::LbConfig { bind: args.lb_bind },
+            shutdown.clone(),
+        ))
+    });
     let compactor = tokio::spawn(compact_history(
         store.clone(),
         args.history_revisions,
@@ -627,6 +649,9 @@ async fn serve(args: ServerArgs, up: Option<(HostArgs, bool)>) -> anyhow::Result
     shutdown.cancel();
     compactor.await.ok();
     controller.await.ok();
+    if let Some(lb) = lb {
+        lb.await.ok();
+    }
     for a in local_agents {
         a.await.ok();
     }
@@ -660,6 +685,10 @@ fn agent_config(
                 Some((k, v)) => (k.to_string(), Some(v.to_string())),
                 None => (a.clone(), None),
             })
+            .chain([(
+                berth_domain::instance::HOST_ADDRESS.to_string(),
+                Some(host.host_address.to_string()),
+            )])
             .collect(),
         reserved_memory_mib: host.reserved_memory,
         reserved_ports: host.reserved_ports.clone(),

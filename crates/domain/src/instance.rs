@@ -11,6 +11,9 @@ pub use berth_wire::agent::FARGATE_POOL;
 pub const MAX_CUSTOM_ATTRIBUTES: usize = 10;
 /// Reserved host ports per instance, the agent's defaults included.
 pub const MAX_RESERVED_PORTS: usize = 100;
+/// The attribute an agent reports the address its host ports are reached
+/// at in: where a load balancer sends an instance target's traffic.
+pub const HOST_ADDRESS: &str = "berth.host-address";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
@@ -254,6 +257,14 @@ pub fn validate_attribute(a: &w::Attribute) -> Result<(), EcsError> {
 impl ContainerInstance {
     pub fn arn(&self, scope: &Scope) -> String {
         scope.container_instance_arn(&self.cluster, &self.id)
+    }
+
+    /// Where this host's published ports are reached (loopback when the
+    /// agent did not say: agent and load balancer share a machine).
+    pub fn host_address(&self) -> &str {
+        self.attribute(HOST_ADDRESS)
+            .and_then(|a| a.value.as_deref())
+            .unwrap_or("127.0.0.1")
     }
 
     pub fn attribute(&self, name: &str) -> Option<&w::Attribute> {

@@ -11,6 +11,7 @@ pub mod billing;
 pub mod capacity;
 pub mod cluster;
 pub mod deployment;
+pub mod elb;
 pub mod error;
 pub mod instance;
 pub mod network;

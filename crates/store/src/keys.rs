@@ -28,6 +28,7 @@ pub trait Keys {
     fn service(&self, cluster: &str, name: &str) -> String;
     fn inactive_services_of(&self, cluster: &str) -> String;
     fn inactive_service(&self, cluster: &str, name: &str) -> String;
+    fn instances_all(&self) -> String;
     fn instances_of(&self, cluster: &str) -> String;
     fn instance(&self, cluster: &str, id: &str) -> String;
     fn inactive_instances_of(&self, cluster: &str) -> String;
@@ -152,9 +153,6 @@ impl Keys for Scope {
     fn run_token(&self, cluster: &str, token: &str) -> String {
         format!("{}/run-tokens/{cluster}/{token}", self.base())
     }
-    /// The addresses awsvpc tasks hold in a subnet (the value is the
-    /// task's key), written with the task and removed once it stopped, so
-    /// that two placements never hand out one address.
     /// Metering: what each stopped task ran (`billing::TaskUsage`),
     /// written when it is recorded STOPPED and kept after its records go.
     fn usages_of(&self, cluster: &str) -> String {
@@ -183,7 +181,10 @@ impl Keys for Scope {
     fn warm_ip(&self, host_cluster: &str, host: &str, subnet: &str, ip: &str) -> String {
         format!("{}{subnet}/{ip}", self.warm_ips_of(host_cluster, host))
     }
-    /// Every subnet's addresses: the members of every security group.
+    /// The addresses awsvpc tasks hold in a subnet (the value is the
+    /// task's key), written with the task and removed once it stopped, so
+    /// that two placements never hand out one address. Also every
+    /// security group's members.
     fn subnet_ips(&self) -> String {
         format!("{}/subnet-ips/", self.base())
     }
@@ -211,9 +212,13 @@ impl Keys for Scope {
     fn inactive_service(&self, cluster: &str, name: &str) -> String {
         format!("{}{name}", self.inactive_services_of(cluster))
     }
+    /// Prefix of the ACTIVE and DRAINING container instances of every cluster.
+    fn instances_all(&self) -> String {
+        format!("{}/container-instances/", self.base())
+    }
     /// Prefix of the ACTIVE and DRAINING container instances of one cluster.
     fn instances_of(&self, cluster: &str) -> String {
-        format!("{}/container-instances/{cluster}/", self.base())
+        format!("{}{cluster}/", self.instances_all())
     }
     fn instance(&self, cluster: &str, id: &str) -> String {
         format!("{}{id}", self.instances_of(cluster))
@@ -234,6 +239,85 @@ impl Keys for Scope {
     }
     fn agent_connection(&self, cluster: &str, id: &str) -> String {
         format!("{}{id}", self.agent_connections_of(cluster))
+    }
+}
+
+/// Where the load balancer's records live: `/berth/v1/{account}/{region}/elbv2/...`.
+pub trait ElbKeys {
+    fn elb_base(&self) -> String;
+    fn load_balancers(&self) -> String;
+    fn load_balancer(&self, name: &str) -> String;
+    fn target_groups(&self) -> String;
+    fn target_group(&self, name: &str) -> String;
+    fn listeners(&self) -> String;
+    fn listeners_of(&self, lb_id: &str) -> String;
+    fn listener(&self, lb_id: &str, id: &str) -> String;
+    fn listener_port(&self, port: i32) -> String;
+    fn elb_routing(&self) -> String;
+    fn targets(&self) -> String;
+    fn targets_of(&self, tg_id: &str) -> String;
+    fn target(&self, tg_id: &str, target: &str) -> String;
+    fn target_healths_of(&self, tg_id: &str) -> String;
+    fn target_health(&self, tg_id: &str, target: &str) -> String;
+}
+
+impl ElbKeys for Scope {
+    fn elb_base(&self) -> String {
+        format!("/berth/v1/{}/{}/elbv2", self.account, self.region)
+    }
+    /// Load balancers by name (`elb::LoadBalancer`).
+    fn load_balancers(&self) -> String {
+        format!("{}/load-balancers/", self.elb_base())
+    }
+    fn load_balancer(&self, name: &str) -> String {
+        format!("{}{name}", self.load_balancers())
+    }
+    /// Target groups by name (`elb::TargetGroup`).
+    fn target_groups(&self) -> String {
+        format!("{}/target-groups/", self.elb_base())
+    }
+    fn target_group(&self, name: &str) -> String {
+        format!("{}{name}", self.target_groups())
+    }
+    /// Listeners, with their rules, by load balancer id (`elb::Listener`).
+    fn listeners(&self) -> String {
+        format!("{}/listeners/", self.elb_base())
+    }
+    fn listeners_of(&self, lb_id: &str) -> String {
+        format!("{}{lb_id}/", self.listeners())
+    }
+    fn listener(&self, lb_id: &str, id: &str) -> String {
+        format!("{}{id}", self.listeners_of(lb_id))
+    }
+    /// Which listener has a port (the value is its key): every load
+    /// balancer listens on this host's ports, so a port is taken once.
+    fn listener_port(&self, port: i32) -> String {
+        format!("{}/listener-ports/{port}", self.elb_base())
+    }
+    /// Bumped by every write of a listener (rules included): what forwards
+    /// to a target group is decided by comparing it, so a target group
+    /// cannot be deleted while a listener starts to use it.
+    fn elb_routing(&self) -> String {
+        format!("{}/routing", self.elb_base())
+    }
+    /// Registered targets by target group id and `{id}:{port}`
+    /// (`elb::Registration`): desired state.
+    fn targets(&self) -> String {
+        format!("{}/targets/", self.elb_base())
+    }
+    fn targets_of(&self, tg_id: &str) -> String {
+        format!("{}{tg_id}/", self.targets())
+    }
+    fn target(&self, tg_id: &str, target: &str) -> String {
+        format!("{}{target}", self.targets_of(tg_id))
+    }
+    /// What health checks found (`elb::HealthRecord`): observed state,
+    /// written only by the data path.
+    fn target_healths_of(&self, tg_id: &str) -> String {
+        format!("{}/target-health/{tg_id}/", self.elb_base())
+    }
+    fn target_health(&self, tg_id: &str, target: &str) -> String {
+        format!("{}{target}", self.target_healths_of(tg_id))
     }
 }
 

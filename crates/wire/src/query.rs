@@ -315,8 +315,8 @@ mod tests {
             b"Action=RegisterTargets&TargetGroupArn=arn&Targets.member.1.Id=10.0.0.5\
               &Targets.member.1.Port=8080&Targets.member.2.Id=i-1&Unknown=x",
         );
-        let input: e::RegisterTargetsInput = MODEL.decode("RegisterTargets", &p).unwrap();
-        let targets = input.targets.unwrap();
+        let input: e::RegisterTargetsInput = MODEL.decode("RegisterTargets", &p).expect("present");
+        let targets = input.targets.expect("present");
         assert_eq!(input.target_group_arn.as_deref(), Some("arn"));
         assert_eq!(targets.len(), 2);
         assert_eq!(targets[0].port, Some(8080));
@@ -324,15 +324,19 @@ mod tests {
         assert_eq!(targets[1].port, None);
 
         let p = QueryParams::parse(b"Action=CreateTargetGroup&Name=web&Matcher.HttpCode=200-299&HealthCheckEnabled=true&Tags.member.1.Key=k&Tags.member.1.Value=v");
-        let input: e::CreateTargetGroupInput = MODEL.decode("CreateTargetGroup", &p).unwrap();
-        assert_eq!(input.matcher.unwrap().http_code.as_deref(), Some("200-299"));
+        let input: e::CreateTargetGroupInput =
+            MODEL.decode("CreateTargetGroup", &p).expect("present");
+        assert_eq!(
+            input.matcher.expect("present").http_code.as_deref(),
+            Some("200-299")
+        );
         assert_eq!(input.health_check_enabled, Some(true));
-        assert_eq!(input.tags.unwrap()[0].value.as_deref(), Some("v"));
+        assert_eq!(input.tags.expect("present")[0].value.as_deref(), Some("v"));
 
         // An empty list is the bare name.
         let p = QueryParams::parse(b"Action=DescribeLoadBalancers&Names=");
         let input: e::DescribeLoadBalancersInput =
-            MODEL.decode("DescribeLoadBalancers", &p).unwrap();
+            MODEL.decode("DescribeLoadBalancers", &p).expect("present");
         assert_eq!(input.names, Some(vec![]));
     }
 
@@ -343,7 +347,7 @@ mod tests {
         );
         let err = MODEL
             .decode::<e::RegisterTargetsInput>("RegisterTargets", &p)
-            .unwrap_err();
+            .expect_err("refused");
         assert_eq!(err.field, "Targets.member.1.Port");
         assert_eq!(err.value, "http");
     }

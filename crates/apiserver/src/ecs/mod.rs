@@ -105,23 +105,37 @@ pub(crate) enum Attempt<T> {
 pub(crate) async fn compare_and_swap<T, Fut>(
     st: &AppState,
     busy: impl FnOnce() -> String,
-    mut attempt: impl FnMut() -> Fut,
+    attempt: impl FnMut() -> Fut,
 ) -> Result<T, ApiError>
+where
+    Fut: Future<Output = Result<Attempt<T>, ApiError>>,
+{
+    retry_swap(st, attempt)
+        .await?
+        .ok_or_else(|| EcsError::UpdateInProgress(busy()).into())
+}
+
+/// The retry loop of [`compare_and_swap`]; None when every try lost, for
+/// callers whose protocol words contention its own way.
+pub(crate) async fn retry_swap<T, Fut>(
+    st: &AppState,
+    mut attempt: impl FnMut() -> Fut,
+) -> Result<Option<T>, ApiError>
 where
     Fut: Future<Output = Result<Attempt<T>, ApiError>>,
 {
     for n in 0..CAS_RETRIES {
         match attempt().await? {
-            Attempt::Done(answer) => return Ok(answer),
+            Attempt::Done(answer) => return Ok(Some(answer)),
             Attempt::Write(txn, answer) => {
                 if st.store.txn(txn).await?.succeeded {
-                    return Ok(answer);
+                    return Ok(Some(answer));
                 }
             }
         }
         backoff(n).await;
     }
-    Err(EcsError::UpdateInProgress(busy()).into())
+    Ok(None)
 }
 
 /// A short random pause before retrying a lost compare-and-swap, so that

@@ -1,0 +1,355 @@
+//! Berth's load balancer data path: the listeners, routing and health
+//! checks behind the ELBv2 API.
+//!
+//! It watches the store, and whenever a scope's `elbv2/` records (or its
+//! container instances, which instance targets resolve through) change, it
+//! rebuilds that scope's routing table and swaps it in. Listener ports are
+//! bound as listeners appear and closed as they go; connections already
+//! open keep being served through the new table, so a change never drops
+//! them. Health checks write what they find back to the store; drained
+//! registrations are deleted once their deregistration delay has passed.
+//!
+//! This crate is the only home of the proxy's hyper server and client.
+
+mod health;
+mod proxy;
+mod table;
+
+use berth_domain::Scope;
+use berth_store::keys::{ElbKeys, Keys};
+use berth_store::{Compare, Op, RangeRequest, Store, Txn};
+use futures::StreamExt;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use parking_lot::RwLock;
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+use table::{Port, Table, Targets};
+use tokio_util::sync::CancellationToken;
+
+/// Settings of the data path.
+#[derive(Debug, Clone)]
+pub struct LbConfig {
+    /// The address listener ports are bound on.
+    pub bind: IpAddr,
+}
+
+impl Default for LbConfig {
+    fn default() -> Self {
+        LbConfig {
+            bind: IpAddr::from([0, 0, 0, 0]),
+        }
+    }
+}
+
+/// What request handlers share: the current ports and the target pool.
+struct Shared {
+    ports: RwLock<HashMap<u16, Arc<Port>>>,
+    upstream: proxy::Upstream,
+}
+
+/// Runs the data path until `shutdown`.
+pub async fn run(store: Arc<dyn Store>, config: LbConfig, shutdown: CancellationToken) {
+    let shared = Arc::new(Shared {
+        ports: RwLock::new(HashMap::new()),
+        upstream: proxy::upstream_client(),
+    });
+    let mut lb = DataPath {
+        store: store.clone(),
+        config,
+        shared,
+        targets: Targets::default(),
+        tables: HashMap::new(),
+        checker: health::Checker::new(store.clone()),
+        listeners: HashMap::new(),
+        shutdown: shutdown.clone(),
+    };
+    loop {
+        let from = match store.current_revision().await {
+            Ok(r) => r + 1,
+            Err(e) => {
+                tracing::warn!(error = %e, "load balancer cannot read the store");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        // Watch first, then read, so nothing written in between is missed.
+        let mut events = store.watch("/berth/v1/", from);
+        let mut dirty: HashSet<Scope> = match discover(&*store).await {
+            Ok(s) => s.into_iter().chain(lb.tables.keys().cloned()).collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, "load balancer cannot list its scopes");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        loop {
+            if !dirty.is_empty() {
+                lb.reload(std::mem::take(&mut dirty)).await;
+            }
+            let wake = lb.next_wake();
+            tokio::select! {
+                _ = shutdown.cancelled() => {
+                    lb.stop();
+                    return;
+                }
+                _ = tokio::time::sleep(wake) => {
+                    dirty.extend(lb.tables.keys().cloned());
+                }
+                e = events.next() => match e {
+                    Some(Ok(ev)) => {
+                        dirty.extend(lb.affected(&ev.kv.key));
+                        // Take whatever else is already there, so a burst of
+                        // writes is one rebuild.
+                        while let Some(Some(Ok(ev))) = futures::FutureExt::now_or_never(events.next()) {
+                            dirty.extend(lb.affected(&ev.kv.key));
+                        }
+                    }
+                    Some(Err(e)) => {
+                        tracing::warn!(error = %e, "load balancer watch restarts");
+                        break;
+                    }
+                    None => break,
+                },
+            }
+        }
+    }
+}
+
+struct DataPath {
+    store: Arc<dyn Store>,
+    config: LbConfig,
+    shared: Arc<Shared>,
+    targets: Targets,
+    tables: HashMap<Scope, Table>,
+    checker: health::Checker,
+    listeners: HashMap<u16, CancellationToken>,
+    shutdown: CancellationToken,
+}
+
+/// The account and region of a key, and its service and kind.
+fn parts(key: &str) -> Option<(Scope, &str, &str)> {
+    let rest = key.strip_prefix("/berth/v1/")?;
+    let mut p = rest.splitn(5, '/');
+    let (account, region, service, kind) = (p.next()?, p.next()?, p.next()?, p.next()?);
+    Some((Scope::new(account, region), service, kind))
+}
+
+fn now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64()
+}
+
+impl DataPath {
+    /// The scope a change matters to, if any.
+    fn affected(&self, key: &str) -> Option<Scope> {
+        let (scope, service, kind) = parts(key)?;
+        match (service, kind) {
+            // Written by the health checks themselves; routing reads the
+            // targets' own state.
+            ("elbv2", "target-health") => None,
+            ("elbv2", _) => Some(scope),
+            ("ecs", "container-instances") if self.tables.contains_key(&scope) => Some(scope),
+            _ => None,
+        }
+    }
+
+    async fn reload(&mut self, scopes: HashSet<Scope>) {
+        for scope in scopes {
+            match self.load(&scope).await {
+                Ok(t)
+                    if t.ports.is_empty() && t.next_drain_end.is_none() && t.drained.is_empty() =>
+                {
+                    self.tables.remove(&scope);
+                }
+                Ok(t) => {
+                    self.tables.insert(scope, t);
+                }
+                Err(e) => tracing::warn!(error = %e, "load balancer cannot read its configuration"),
+            }
+        }
+        self.apply().await;
+    }
+
+    async fn load(&self, scope: &Scope) -> Result<Table, berth_store::StoreError> {
+        let records = self
+            .store
+            .range(RangeRequest::prefix(format!("{}/", scope.elb_base())))
+            .await?
+            .kvs;
+        let instances: Vec<berth_domain::instance::ContainerInstance> =
+            berth_store::typed::list(&*self.store, &scope.instances_all())
+                .await?
+                .into_iter()
+                .map(|(_, i)| i.value)
+                .collect();
+        Ok(table::build(
+            scope,
+            &records,
+            &instances,
+            &self.targets,
+            now(),
+        ))
+    }
+
+    /// Swaps the tables in: ports, listeners, health checks, drained targets.
+    async fn apply(&mut self) {
+        let mut ports: HashMap<u16, Arc<Port>> = HashMap::new();
+        let mut checks = vec![];
+        let mut used = HashSet::new();
+        for table in self.tables.values() {
+            for (port, p) in &table.ports {
+                if ports.insert(*port, p.clone()).is_some() {
+                    tracing::warn!(
+                        port,
+                        "two accounts or regions have a listener on one port; one wins"
+                    );
+                }
+                for g in p.groups.values() {
+                    used.extend(g.targets.iter().map(|t| Arc::as_ptr(t) as usize));
+                }
+            }
+            checks.extend(table.checks.iter().cloned());
+        }
+        let wanted: HashSet<u16> = ports.keys().copied().collect();
+        *self.shared.ports.write() = ports;
+        self.listeners.retain(|port, token| {
+            let keep = wanted.contains(port);
+            if !keep {
+                token.cancel();
+            }
+            keep
+        });
+        for port in wanted {
+            if !self.listeners.contains_key(&port) {
+                let token = self.shutdown.child_token();
+                self.listeners.insert(port, token.clone());
+                tokio::spawn(listen(
+                    self.shared.clone(),
+                    SocketAddr::new(self.config.bind, port),
+                    token,
+                ));
+            }
+        }
+        self.checker.sync(&checks);
+        self.targets.retain(&used);
+        let drained: Vec<(String, i64, String)> = self
+            .tables
+            .values_mut()
+            .flat_map(|t| std::mem::take(&mut t.drained))
+            .collect();
+        for (key, rev, health) in drained {
+            let txn = Txn::when(
+                vec![Compare::ModRevision {
+                    key: key.clone(),
+                    revision: rev,
+                }],
+                vec![Op::delete(key), Op::delete(health)],
+            );
+            if let Err(e) = self.store.txn(txn).await {
+                tracing::warn!(error = %e, "cannot remove a drained target");
+            }
+        }
+    }
+
+    /// When to look again without a change: when the next drain ends.
+    fn next_wake(&self) -> Duration {
+        let now = now();
+        self.tables
+            .values()
+            .filter_map(|t| t.next_drain_end)
+            .map(|end| Duration::from_secs_f64((end - now).max(0.0) + 0.05))
+            .min()
+            .unwrap_or(Duration::from_secs(30))
+    }
+
+    fn stop(&mut self) {
+        for token in self.listeners.values() {
+            token.cancel();
+        }
+    }
+}
+
+/// Every scope that has load balancer records: one short read per scope.
+async fn discover(store: &dyn Store) -> Result<Vec<Scope>, berth_store::StoreError> {
+    let mut out = vec![];
+    let mut after: Option<String> = None;
+    loop {
+        let page = store
+            .range(RangeRequest {
+                prefix: "/berth/v1/".into(),
+                start_after: after.clone(),
+                limit: Some(1),
+            })
+            .await?;
+        let Some((scope, _, _)) = page.kvs.first().and_then(|kv| parts(&kv.key)) else {
+            return Ok(out);
+        };
+        let elb = store
+            .range(RangeRequest {
+                prefix: format!("{}/", scope.elb_base()),
+                start_after: None,
+                limit: Some(1),
+            })
+            .await?;
+        // Past every key of this scope.
+        after = Some(format!(
+            "/berth/v1/{}/{}/\u{10FFFF}",
+            scope.account, scope.region
+        ));
+        if !elb.kvs.is_empty() {
+            out.push(scope);
+        }
+    }
+}
+
+/// Accepts connections on one listener port until `token` is cancelled;
+/// connections already open are served to their end.
+async fn listen(shared: Arc<Shared>, addr: SocketAddr, token: CancellationToken) {
+    let listener = loop {
+        match tokio::net::TcpListener::bind(addr).await {
+            Ok(l) => break l,
+            Err(e) => {
+                tracing::error!(%addr, error = %e, "load balancer cannot listen; retrying");
+                tokio::select! {
+                    _ = token.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+                }
+            }
+        }
+    };
+    tracing::info!(%addr, "load balancer listening");
+    loop {
+        let (stream, remote) = tokio::select! {
+            _ = token.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(%addr, error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let shared = shared.clone();
+        let port = addr.port();
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req| {
+                let shared = shared.clone();
+                async move {
+                    let cfg = shared.ports.read().get(&port).cloned();
+                    Ok::<_, std::convert::Infallible>(
+                        proxy::handle(cfg, &shared.upstream, remote, req).await,
+                    )
+                }
+            });
+            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+        });
+    }
+}
