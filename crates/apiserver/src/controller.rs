@@ -15,10 +15,11 @@ use crate::ecs::tasks::{
     connected_agents, index_key, place, prepare, request_stop, subnet_addresses, ClusterTasks,
     LaunchInput, Occupancy,
 };
+use crate::service_lb::ServiceTargets;
 use crate::{error::ApiError, now, AppState};
 use berth_domain::deployment::Scheduling;
 use berth_domain::instance::{ContainerInstance, InstanceStatus, FARGATE_POOL};
-use berth_domain::service::{self, Member, Service, ServiceStatus, Tuning};
+use berth_domain::service::{self, LbHealth, Member, Service, ServiceStatus, Tuning};
 use berth_domain::task::{DesiredStatus, StopCode, StopRequest, Task, TaskStatus};
 use berth_domain::Scope;
 use berth_store::keys::Keys;
@@ -143,8 +144,8 @@ pub async fn run(st: AppState, config: ControllerConfig, shutdown: CancellationT
         tokio::select! {
             _ = shutdown.cancelled() => break,
             Some(scope) = pool_rx.recv() => {
-                // A Fargate host came, went or lost its agent: any cluster
-                // may have tasks there.
+                // A Fargate host came, went or lost its agent, or a
+                // target's health changed: any cluster may be concerned.
                 for other in known.iter().filter(|o| o.0 == scope && o.1 != FARGATE_POOL) {
                     let _ = dirty_tx.send(other.clone());
                 }
@@ -247,6 +248,16 @@ fn pool_host_change(key: &str) -> Option<Scope> {
         .then_some(scope)
 }
 
+/// The scope whose target health a key's change concerns: any service
+/// behind a load balancer may count its tasks differently now.
+fn target_health_change(key: &str) -> Option<Scope> {
+    let rest = key.strip_prefix("/berth/v1/")?;
+    let mut parts = rest.splitn(5, '/');
+    let (account, region, service, kind) =
+        (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    (service == "elbv2" && kind == "target-health").then(|| Scope::new(account, region))
+}
+
 async fn watch(
     c: Arc<Controller>,
     dirty: mpsc::UnboundedSender<ClusterKey>,
@@ -268,7 +279,9 @@ async fn watch(
                 _ = shutdown.cancelled() => return,
                 e = events.next() => match e {
                     Some(Ok(ev)) => {
-                        if let Some(scope) = pool_host_change(&ev.kv.key) {
+                        if let Some(scope) = pool_host_change(&ev.kv.key)
+                            .or_else(|| target_health_change(&ev.kv.key))
+                        {
                             let _ = pool_hosts.send(scope);
                         }
                         if let Some(k) = cluster_of(&ev.kv.key) {
@@ -293,6 +306,17 @@ fn min_recheck(a: Option<Duration>, b: Option<Duration>) -> Option<Duration> {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
     }
+}
+
+/// What one reconcile of a service does, besides writing its record.
+struct Work<'a> {
+    stops: &'a [service::Stop],
+    /// How many tasks to start, and on which instance if one is chosen.
+    starts: &'a [(u32, Option<&'a str>)],
+    lb: Option<&'a ServiceTargets>,
+    members: &'a [Member<'a>],
+    /// The hosts its tasks run on (for instance targets).
+    hosts: &'a [ContainerInstance],
 }
 
 /// What an attempt to start a service's tasks came to.
@@ -646,13 +670,100 @@ impl Controller {
         svc: &Service,
         tasks: &'a ClusterTasks,
         instances: &[ContainerInstance],
+        lb: &'a HashMap<String, LbHealth>,
     ) -> Vec<Member<'a>> {
         let draining: HashSet<&str> = instances
             .iter()
             .filter(|ci| ci.status == InstanceStatus::Draining)
             .map(|ci| ci.id.as_str())
             .collect();
-        crate::ecs::services::members(tasks, svc, &draining)
+        let mut members = crate::ecs::services::members(tasks, svc, &draining);
+        for m in &mut members {
+            m.lb = lb.get(&m.task.id);
+        }
+        members
+    }
+
+    /// A service's target groups and how each of its tasks' targets stand.
+    async fn targets(
+        &self,
+        scope: &Scope,
+        svc: &Service,
+        tasks: &ClusterTasks,
+        instances: &[ContainerInstance],
+    ) -> Result<(Option<ServiceTargets>, HashMap<String, LbHealth>), ApiError> {
+        let Some(targets) = ServiceTargets::load(&self.st, scope, svc).await? else {
+            return Ok((None, HashMap::new()));
+        };
+        let hosts = self.hosts_of(scope, tasks, instances).await?;
+        let health = tasks
+            .tasks
+            .iter()
+            .filter(|t| t.value.service.as_deref() == Some(svc.name.as_str()))
+            .map(|t| {
+                let h = targets.health(&t.value, tasks.report(&t.value.id), &hosts);
+                (t.value.id.clone(), h)
+            })
+            .collect();
+        Ok((Some(targets), health))
+    }
+
+    /// The hosts a cluster's tasks run on: its instances, and the Fargate
+    /// pool's when some of its tasks run there.
+    async fn hosts_of(
+        &self,
+        scope: &Scope,
+        tasks: &ClusterTasks,
+        instances: &[ContainerInstance],
+    ) -> Result<Vec<ContainerInstance>, ApiError> {
+        let mut hosts = instances.to_vec();
+        if tasks.tasks.iter().any(|t| t.value.fargate()) {
+            hosts.extend(
+                typed::list::<ContainerInstance>(
+                    &*self.st.store,
+                    &scope.instances_of(FARGATE_POOL),
+                )
+                .await?
+                .into_iter()
+                .map(|(_, v)| v.value),
+            );
+        }
+        Ok(hosts)
+    }
+
+    /// Stops the tasks whose targets have drained; says when the next
+    /// drain ends.
+    async fn finish_draining(
+        &self,
+        scope: &Scope,
+        cluster: &str,
+        members: &[Member<'_>],
+    ) -> Result<Option<Duration>, ApiError> {
+        let at = now();
+        let mut recheck = None;
+        for m in members {
+            let Some(d) = &m.task.deactivation else {
+                continue;
+            };
+            if m.task.desired_status == DesiredStatus::Stopped {
+                continue;
+            }
+            if at < d.until {
+                recheck = min_recheck(recheck, Some(Duration::from_secs_f64(d.until - at)));
+                continue;
+            }
+            request_stop(
+                &self.st,
+                scope,
+                cluster,
+                &m.task.id,
+                d.stop.code,
+                &d.stop.reason,
+                d.stop.failure,
+            )
+            .await?;
+        }
+        Ok(recheck)
     }
 
     fn tuning(&self) -> Tuning {
@@ -670,7 +781,9 @@ impl Controller {
         tasks: &ClusterTasks,
         instances: &[ContainerInstance],
     ) -> Result<Option<Duration>, ApiError> {
-        let members = self.members(&svc.value, tasks, instances);
+        let (lb, lb_health) = self.targets(scope, &svc.value, tasks, instances).await?;
+        let members = self.members(&svc.value, tasks, instances, &lb_health);
+        let draining = self.finish_draining(scope, cluster, &members).await?;
         let plan = service::plan(&svc.value, &members, self.tuning(), now(), || {
             (uuid::Uuid::new_v4().to_string(), deployment_digits())
         });
@@ -679,9 +792,19 @@ impl Controller {
         } else {
             vec![]
         };
-        self.carry_out(scope, cluster, key, &svc, plan.update, &plan.stop, &starts)
+        let work = Work {
+            stops: &plan.stop,
+            starts: &starts,
+            lb: lb.as_ref(),
+            members: &members,
+            hosts: &self.hosts_of(scope, tasks, instances).await?,
+        };
+        self.carry_out(scope, cluster, key, &svc, plan.update, work)
             .await?;
-        Ok(plan.recheck_after.map(Duration::from_secs_f64))
+        Ok(min_recheck(
+            plan.recheck_after.map(Duration::from_secs_f64),
+            draining,
+        ))
     }
 
     /// DAEMON: which instances should run a task is decided here, with
@@ -696,7 +819,9 @@ impl Controller {
         instances: &[ContainerInstance],
     ) -> Result<Option<Duration>, ApiError> {
         let s = &svc.value;
-        let members = self.members(s, tasks, instances);
+        let (lb, lb_health) = self.targets(scope, s, tasks, instances).await?;
+        let members = self.members(s, tasks, instances, &lb_health);
+        let draining = self.finish_draining(scope, cluster, &members).await?;
         let eligible = if s.status == ServiceStatus::Active {
             self.daemon_instances(scope, s, instances).await?
         } else {
@@ -710,9 +835,19 @@ impl Controller {
             .iter()
             .map(|i| (1, Some(i.as_str())))
             .collect();
-        self.carry_out(scope, cluster, key, &svc, plan.update, &plan.stop, &starts)
+        let work = Work {
+            stops: &plan.stop,
+            starts: &starts,
+            lb: lb.as_ref(),
+            members: &members,
+            hosts: instances,
+        };
+        self.carry_out(scope, cluster, key, &svc, plan.update, work)
             .await?;
-        Ok(plan.recheck_after.map(Duration::from_secs_f64))
+        Ok(min_recheck(
+            plan.recheck_after.map(Duration::from_secs_f64),
+            draining,
+        ))
     }
 
     /// The ACTIVE instances a DAEMON service belongs on: those whose
@@ -763,17 +898,25 @@ impl Controller {
         key: &str,
         read: &typed::Versioned<Service>,
         update: Option<Service>,
-        stops: &[service::Stop],
-        starts: &[(u32, Option<&str>)],
+        work: Work<'_>,
     ) -> Result<(), ApiError> {
         let mut next = update.unwrap_or_else(|| read.value.clone());
         let mut said = vec![];
-        let stopped = self.stop(scope, cluster, stops).await?;
+        if let Some(lb) = work.lb {
+            said.extend(lb.sync(&self.st, work.members, work.hosts).await?);
+        }
+        let (stopped, draining) = self.stop(scope, cluster, work.stops, work.lb).await?;
+        if !draining.is_empty() {
+            said.push(format!(
+                "has begun draining connections on {} tasks.",
+                draining.len()
+            ));
+        }
         if !stopped.is_empty() {
             said.push(stopped_event(&stopped));
         }
         let (mut ids, mut unplaceable) = (vec![], None);
-        for (count, only) in starts {
+        for (count, only) in work.starts {
             let started = self.start(scope, cluster, &next, *count, *only).await?;
             ids.extend(started.ids);
             unplaceable = unplaceable.or(started.unplaceable);
@@ -883,14 +1026,26 @@ impl Controller {
         Ok(Started { ids, unplaceable })
     }
 
+    /// Stops tasks; those with targets in a load balancer drain first.
+    /// Returns the stopped and the draining ones.
     async fn stop(
         &self,
         scope: &Scope,
         cluster: &str,
         stops: &[service::Stop],
-    ) -> Result<Vec<String>, ApiError> {
-        let mut done = vec![];
+        lb: Option<&ServiceTargets>,
+    ) -> Result<(Vec<String>, Vec<String>), ApiError> {
+        let (mut done, mut draining) = (vec![], vec![]);
         for s in stops {
+            if let Some(lb) = lb {
+                if lb
+                    .deactivate(&self.st, &s.task, &s.reason, s.failure)
+                    .await?
+                {
+                    draining.push(s.task.clone());
+                    continue;
+                }
+            }
             let t = request_stop(
                 &self.st,
                 scope,
@@ -905,7 +1060,7 @@ impl Controller {
                 done.push(s.task.clone());
             }
         }
-        Ok(done)
+        Ok((done, draining))
     }
 
     /// Adds the "unable to place" event, at most once a minute.

@@ -23,6 +23,7 @@ mod gateway;
 mod logs;
 mod metrics;
 mod serve;
+mod service_lb;
 mod sts;
 
 use berth_store::Store;

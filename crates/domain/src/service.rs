@@ -153,6 +153,10 @@ pub struct Service {
     #[serde(default)]
     pub placement_strategy: Vec<w::PlacementStrategy>,
     pub health_check_grace_period_seconds: i32,
+    /// The target groups its tasks are registered with, and which
+    /// container port of theirs each one reaches.
+    #[serde(default)]
+    pub load_balancers: Vec<w::LoadBalancer>,
     /// awsvpc: the subnets and security groups of its tasks' interfaces.
     #[serde(default)]
     pub network_configuration: Option<w::NetworkConfiguration>,
@@ -435,7 +439,7 @@ impl Service {
                     })
                     .collect(),
             ),
-            load_balancers: Some(vec![]),
+            load_balancers: Some(self.load_balancers.clone()),
             service_registries: Some(vec![]),
             task_sets: Some(vec![]),
             placement_constraints: Some(self.placement_constraints.clone()),
@@ -638,6 +642,19 @@ pub struct Member<'a> {
     pub report: Option<&'a TaskReport>,
     /// Its instance is DRAINING: the task is to be replaced elsewhere.
     pub on_draining: bool,
+    /// How its load balancer targets stand, for a service with load balancers.
+    pub lb: Option<&'a LbHealth>,
+}
+
+/// How a running task's targets stand in its service's target groups.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LbHealth {
+    /// Every target passes its health checks.
+    Healthy,
+    /// Not registered yet, or still being checked.
+    Pending,
+    /// A target failed its health checks in this target group (ARN).
+    Unhealthy { target_group: String },
 }
 
 impl Member<'_> {
@@ -678,9 +695,11 @@ pub struct Tuning {
     pub settle_secs: f64,
 }
 
-/// Whether a running task counts as healthy: with health checks on an
-/// essential container, once the task is HEALTHY (and UNHEALTHY after the
-/// grace period is a failure); without, once it has run for the settle time.
+/// Whether a running task counts as healthy: behind load balancers, once
+/// every target passes its health checks (a failing one after the grace
+/// period is a failure); with health checks on an essential container,
+/// once the task is HEALTHY (and UNHEALTHY after the grace period is a
+/// failure); with neither, once it has run for the settle time.
 pub fn health(m: &Member, grace_secs: f64, tuning: Tuning, now: Timestamp) -> Health {
     if Task::last_status(m.report) != TaskStatus::Running {
         return Health::Starting;
@@ -693,6 +712,12 @@ pub fn health(m: &Member, grace_secs: f64, tuning: Tuning, now: Timestamp) -> He
         .iter()
         .flatten()
         .any(|c| c.essential.unwrap_or(true) && c.health_check.is_some());
+    match m.lb {
+        Some(LbHealth::Unhealthy { .. }) if now - since >= grace_secs => return Health::Unhealthy,
+        Some(LbHealth::Healthy) if !checked => return Health::Healthy,
+        Some(LbHealth::Healthy) | None => {}
+        Some(_) => return Health::Starting,
+    }
     if !checked {
         return if now - since >= tuning.settle_secs {
             Health::Healthy
@@ -757,7 +782,7 @@ pub fn plan(
     let mut old_healthy = vec![];
     let mut old_other = vec![];
     for m in members {
-        if m.stopped() || m.task.desired_status == crate::task::DesiredStatus::Stopped {
+        if m.stopped() || m.task.leaving() {
             continue;
         }
         let h = health(m, grace, tuning, now);
@@ -769,9 +794,15 @@ pub fn plan(
             }
         }
         if h == Health::Unhealthy {
+            let reason = match m.lb {
+                Some(LbHealth::Unhealthy { target_group }) => {
+                    format!("Task failed ELB health checks in (target-group {target_group})")
+                }
+                _ => "Task failed container health checks".into(),
+            };
             out.stop.push(Stop {
                 task: m.task.id.clone(),
-                reason: "Task failed container health checks".into(),
+                reason,
                 failure: true,
             });
             continue;

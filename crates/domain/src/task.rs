@@ -196,8 +196,20 @@ pub struct Task {
     /// awsvpc tasks: their interface.
     #[serde(default)]
     pub network: Option<TaskNetwork>,
+    /// A service task being taken out of its load balancers: it keeps
+    /// running while its targets drain, then gets this stop.
+    #[serde(default)]
+    pub deactivation: Option<Deactivation>,
     /// Bumped by every desired-side change.
     pub version: i64,
+}
+
+/// The wait between deregistering a service task's targets and stopping it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Deactivation {
+    /// When its targets have drained.
+    pub until: Timestamp,
+    pub stop: StopRequest,
 }
 
 /// What DescribeTasks says a Fargate task runs on (LATEST on Linux).
@@ -268,16 +280,25 @@ impl Task {
     /// (its essential container exited, its image could not be pulled) is
     /// STOPPED in both.
     pub fn effective_desired(&self, report: Option<&TaskReport>) -> DesiredStatus {
-        if Task::last_status(report) == TaskStatus::Stopped {
+        if Task::last_status(report) == TaskStatus::Stopped || self.deactivation.is_some() {
             DesiredStatus::Stopped
         } else {
             self.desired_status
         }
     }
 
+    /// On its way out: to be stopped, or draining from its load balancers first.
+    pub fn leaving(&self) -> bool {
+        self.desired_status == DesiredStatus::Stopped || self.deactivation.is_some()
+    }
+
     /// The wire view: the desired record, completed by the agent's report.
     pub fn view(&self, scope: &Scope, report: Option<&TaskReport>, include_tags: bool) -> w::Task {
-        let last = Task::last_status(report);
+        let mut last = Task::last_status(report);
+        // Running, but its targets are draining before it is stopped.
+        if self.deactivation.is_some() && last == TaskStatus::Running {
+            last = TaskStatus::Deactivating;
+        }
         let arn = self.arn(scope);
         let defs = self
             .definition
@@ -332,14 +353,18 @@ impl Task {
             .collect();
         // A stop the server asked for names the reason; otherwise the
         // agent's (an essential container exited, a pull failed).
-        let (stop_code, stopped_reason) = match &self.stop {
+        let asked = self
+            .stop
+            .as_ref()
+            .or(self.deactivation.as_ref().map(|d| &d.stop));
+        let (stop_code, stopped_reason) = match asked {
             Some(s) => (Some(s.code.as_str().to_string()), Some(s.reason.clone())),
             None => (
                 report.and_then(|r| r.stop_code.clone()),
                 report.and_then(|r| r.stopped_reason.clone()),
             ),
         };
-        let stopping_at = match (&self.stop, report.and_then(|r| r.stopping_at)) {
+        let stopping_at = match (asked, report.and_then(|r| r.stopping_at)) {
             (Some(s), Some(r)) => Some(s.at.min(r)),
             (Some(s), None) => Some(s.at),
             (None, r) => r,

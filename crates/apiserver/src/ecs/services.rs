@@ -94,6 +94,7 @@ pub(crate) fn members<'a>(
             task: &t.value,
             report: tasks.report(&t.value.id),
             on_draining: draining.contains(t.value.container_instance.as_str()),
+            lb: None,
         })
         .collect()
 }
@@ -116,16 +117,10 @@ fn scheduling(given: Option<&str>) -> Result<Scheduling, EcsError> {
 /// What Berth cannot do for a service yet, refused by name rather than
 /// accepted and ignored.
 fn unsupported_parts(
-    load_balancers: Option<&[w::LoadBalancer]>,
     registries: Option<&[w::ServiceRegistry]>,
     connect: Option<&w::ServiceConnectConfiguration>,
     controller: Option<&w::DeploymentController>,
 ) -> Result<(), EcsError> {
-    if load_balancers.is_some_and(|l| !l.is_empty()) {
-        return Err(EcsError::UnsupportedFeature(
-            "loadBalancers: Berth's load balancer (ELBv2 API) is not available yet.".into(),
-        ));
-    }
     if registries.is_some_and(|r| !r.is_empty()) {
         return Err(EcsError::UnsupportedFeature(
             "serviceRegistries: Berth has no Cloud Map service discovery.".into(),
@@ -175,7 +170,7 @@ fn daemon_rules(
 }
 
 /// Checks that `task_definition` can run as this service's tasks, with
-/// the service's placement; returns its ARN.
+/// the service's placement and load balancers; returns its ARN.
 #[allow(clippy::too_many_arguments)]
 async fn checked_task_definition(
     st: &AppState,
@@ -186,6 +181,7 @@ async fn checked_task_definition(
     constraints: &[w::PlacementConstraint],
     strategy: &[w::PlacementStrategy],
     network: Option<&w::NetworkConfiguration>,
+    load_balancers: &[w::LoadBalancer],
 ) -> Result<String, ApiError> {
     if task_definition.is_none_or(str::is_empty) {
         return Err(EcsError::invalid("taskDefinition is required.").into());
@@ -207,6 +203,7 @@ async fn checked_task_definition(
         },
     )
     .await?;
+    crate::service_lb::validate(st, scope, launch.definition(), load_balancers).await?;
     Ok(launch.arn().to_string())
 }
 
@@ -220,7 +217,6 @@ pub async fn create_service(
     let name = service::validate_name(req.service_name.as_deref())?.to_string();
     let sched = scheduling(req.scheduling_strategy.as_deref())?;
     unsupported_parts(
-        req.load_balancers.as_deref(),
         req.service_registries.as_deref(),
         req.service_connect_configuration.as_ref(),
         req.deployment_controller.as_ref(),
@@ -286,6 +282,7 @@ pub async fn create_service(
         &constraints,
         &strategy,
         req.network_configuration.as_ref(),
+        req.load_balancers.as_deref().unwrap_or_default(),
     )
     .await?;
     let at = now();
@@ -303,6 +300,7 @@ pub async fn create_service(
         placement_constraints: constraints,
         placement_strategy: strategy,
         health_check_grace_period_seconds: grace,
+        load_balancers: req.load_balancers.clone().unwrap_or_default(),
         network_configuration: req.network_configuration.clone(),
         propagate_tags: propagate_tags(req.propagate_tags.as_deref())?,
         enable_ecs_managed_tags: req.enable_ecs_managed_tags.unwrap_or(false),
@@ -363,7 +361,6 @@ pub async fn update_service(
     let scope = &ctx.scope;
     let (cluster, record) = active_cluster(st, scope, req.cluster.as_deref()).await?;
     unsupported_parts(
-        req.load_balancers.as_deref(),
         req.service_registries.as_deref(),
         req.service_connect_configuration.as_ref(),
         req.deployment_controller.as_ref(),
@@ -434,6 +431,11 @@ pub async fn update_service(
                 svc.network_configuration = Some(n.clone());
             }
             let mut moved = false;
+            // New target groups take a new deployment, as in ECS.
+            if let Some(lbs) = &req.load_balancers {
+                moved |= *lbs != svc.load_balancers;
+                svc.load_balancers = lbs.clone();
+            }
             if let Some(c) = new_capacity {
                 if svc.scheduling == Scheduling::Daemon {
                     return Err(EcsError::invalid(
@@ -466,6 +468,7 @@ pub async fn update_service(
                     &svc.placement_constraints,
                     &svc.placement_strategy,
                     svc.network_configuration.as_ref(),
+                    &svc.load_balancers,
                 )
                 .await?;
                 if arn != svc.task_definition_arn || moved {

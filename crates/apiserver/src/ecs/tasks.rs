@@ -449,6 +449,11 @@ impl Launch {
         &self.arn
     }
 
+    /// The task definition its tasks run, overrides applied.
+    pub(crate) fn definition(&self) -> &w::TaskDefinition {
+        &self.def
+    }
+
     /// A new task of this launch on `ci`, with its interface when awsvpc.
     fn task(
         &self,
@@ -493,6 +498,7 @@ impl Launch {
             reservation: task::reservation(&self.def),
             enable_execute_command: self.enable_execute_command,
             network,
+            deactivation: None,
             version: 1,
         }
     }

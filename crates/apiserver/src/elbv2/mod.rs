@@ -8,7 +8,7 @@ mod listeners;
 mod load_balancers;
 mod tags;
 mod target_groups;
-mod targets;
+pub(crate) mod targets;
 
 use crate::ecs::{retry_swap, Attempt};
 use crate::{context::RequestContext, error::ApiError, AppState};

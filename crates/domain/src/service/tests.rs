@@ -18,6 +18,7 @@ fn service(desired: u32) -> Service {
         placement_constraints: vec![],
         placement_strategy: vec![],
         health_check_grace_period_seconds: 0,
+        load_balancers: vec![],
         network_configuration: None,
         propagate_tags: "NONE".into(),
         enable_ecs_managed_tags: false,
@@ -59,6 +60,7 @@ fn task(id: &str, deployment: &str, instance: &str) -> Task {
         reservation: Reservation::default(),
         enable_execute_command: false,
         network: None,
+        deactivation: None,
         version: 1,
     }
 }
@@ -88,6 +90,7 @@ fn members<'a>(items: &'a [(Task, Option<TaskReport>)]) -> Vec<Member<'a>> {
             task: t,
             report: r.as_ref(),
             on_draining: false,
+            lb: None,
         })
         .collect()
 }
@@ -478,4 +481,70 @@ fn binpack_scale_in_empties_the_sparsest_instance() {
     let p = plan(&s, &members(&items), TUNING, 100.0, ids());
     let stopped: Vec<&str> = p.stop.iter().map(|s| s.task.as_str()).collect();
     assert_eq!(stopped, vec!["e"]);
+}
+
+#[test]
+fn behind_a_load_balancer_a_task_is_healthy_once_its_targets_are() {
+    let mut s = service(1);
+    s.health_check_grace_period_seconds = 30;
+    let items = vec![(
+        task("a", &s.primary().id, "i1"),
+        Some(report("RUNNING", 0.0)),
+    )];
+    let at = |lb: &LbHealth, now: f64| {
+        let m = Member {
+            task: &items[0].0,
+            report: items[0].1.as_ref(),
+            on_draining: false,
+            lb: Some(lb),
+        };
+        health(&m, 30.0, TUNING, now)
+    };
+    // Past the settle time, but its target is still being checked.
+    assert_eq!(at(&LbHealth::Pending, 100.0), Health::Starting);
+    assert_eq!(at(&LbHealth::Healthy, 1.0), Health::Healthy);
+    let failing = LbHealth::Unhealthy {
+        target_group: "arn:tg".into(),
+    };
+    // Failures within the grace period are ignored.
+    assert_eq!(at(&failing, 10.0), Health::Starting);
+    assert_eq!(at(&failing, 31.0), Health::Unhealthy);
+
+    let mut ms = members(&items);
+    ms[0].lb = Some(&failing);
+    let p = plan(&s, &ms, TUNING, 31.0, ids());
+    assert_eq!(p.stop.len(), 1);
+    assert_eq!(
+        p.stop[0].reason,
+        "Task failed ELB health checks in (target-group arn:tg)"
+    );
+    assert!(p.stop[0].failure);
+    // It is replaced at once.
+    assert_eq!(p.start, 1);
+}
+
+#[test]
+fn a_task_draining_from_its_load_balancer_is_already_leaving() {
+    let s = service(1);
+    let mut t = task("a", &s.primary().id, "i1");
+    t.deactivation = Some(crate::task::Deactivation {
+        until: 50.0,
+        stop: StopRequest {
+            code: StopCode::ServiceSchedulerInitiated,
+            reason: "scale-in".into(),
+            at: 40.0,
+            failure: false,
+        },
+    });
+    let items = vec![(t, Some(report("RUNNING", 0.0)))];
+    let p = plan(&s, &members(&items), TUNING, 45.0, ids());
+    assert!(p.stop.is_empty());
+    assert_eq!(p.start, 1);
+    let view = items[0].0.view(
+        &Scope::new("000000000000", "us-east-1"),
+        items[0].1.as_ref(),
+        false,
+    );
+    assert_eq!(view.last_status.as_deref(), Some("DEACTIVATING"));
+    assert_eq!(view.desired_status.as_deref(), Some("STOPPED"));
 }
