@@ -8,6 +8,7 @@ out a new task definition under load without a failed request."""
 import http.server
 import json
 import os
+import subprocess
 import threading
 import time
 import urllib.error
@@ -278,6 +279,10 @@ def test_rules_route_requests_and_traffic_spreads_over_healthy_targets(cl, name)
         assert (status, fwd["backend"], fwd["path"]) == (200, "c", "/api/users")
         assert fwd["xff"] == "203.0.113.7, 127.0.0.1" and fwd["proto"] == "http" and fwd["port"] == str(port)
         assert json.loads(get(url + "/x", {"X-Canary": "YES"})[1])["backend"] == "c"
+        # Clients may speak HTTP/2 (prior knowledge: there is no TLS).
+        h2 = subprocess.run(["curl", "-s", "--http2-prior-knowledge", "-w", "\n%{http_version}", url + "/api/h2"],
+                            capture_output=True, text=True, timeout=10).stdout.rsplit("\n", 1)
+        assert (json.loads(h2[0])["backend"], h2[1]) == ("c", "2"), h2
         assert get(url + "/teapot") == (418, "short and stout", get(url + "/teapot")[2])
         opener = urllib.request.build_opener(NoRedirect)
         with pytest.raises(urllib.error.HTTPError) as e:

@@ -9,7 +9,8 @@
 //! and encoded back; every failure leaves as the protocol's error shape with
 //! a request id. `GET /health` answers liveness, `GET /metrics` Prometheus.
 //!
-//! This crate is the only home of axum and of hyper's server side. It holds no state of its own beyond
+//! This crate is the only home of axum (the load balancer's proxy, in
+//! berth-lb, is the other hyper server). It holds no state of its own beyond
 //! caches that can be rebuilt; everything durable is in the store.
 
 mod billing;

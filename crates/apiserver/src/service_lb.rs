@@ -203,7 +203,12 @@ impl ServiceTargets {
                         .iter()
                         .filter(|c| c.name == g.container)
                         .flat_map(|c| c.network_bindings.iter())
-                        .find(|b| b.container_port == Some(g.port))?;
+                        // The IPv4 binding: the engine's IPv6 one can be
+                        // on another port.
+                        .find(|b| {
+                            b.container_port == Some(g.port)
+                                && !b.bind_ip.as_deref().unwrap_or_default().contains(':')
+                        })?;
                     (host.ec2_instance_id.clone(), bound.host_port?)
                 }
             };

@@ -255,16 +255,39 @@ fn api_coverage_doc_matches_the_code() {
         "/../../docs/api-coverage.md"
     ))
     .expect("doc");
-    for op in berth_wire::ecs::OPERATIONS {
-        let line = doc
-            .lines()
-            .find(|l| l.starts_with(&format!("| {op} |")))
-            .unwrap_or_else(|| panic!("docs/api-coverage.md has no row for {op}"));
-        let supported = line.contains("| supported |") || line.contains("| partial |");
-        assert_eq!(
-            supported,
-            berth_apiserver::ECS_IMPLEMENTED.contains(op),
-            "docs/api-coverage.md row for {op} disagrees with the code: {line}"
-        );
+    // Each service's table is its own section.
+    let section = |heading: &str| -> String {
+        let start = doc
+            .find(&format!("## {heading}"))
+            .unwrap_or_else(|| panic!("docs/api-coverage.md has no {heading} section"));
+        let rest = &doc[start + 3..];
+        rest[..rest.find("\n## ").unwrap_or(rest.len())].to_string()
+    };
+    let elbv2: Vec<&str> = berth_wire::elbv2::OPERATION_SHAPES
+        .iter()
+        .map(|(op, _, _)| *op)
+        .collect();
+    let services: [(&str, &[&str], &[&str]); 2] = [
+        (
+            "ECS",
+            berth_wire::ecs::OPERATIONS,
+            berth_apiserver::ECS_IMPLEMENTED,
+        ),
+        ("ELBv2", &elbv2, berth_apiserver::ELBV2_IMPLEMENTED),
+    ];
+    for (heading, operations, implemented) in services {
+        let table = section(heading);
+        for op in operations {
+            let line = table
+                .lines()
+                .find(|l| l.starts_with(&format!("| {op} |")))
+                .unwrap_or_else(|| panic!("docs/api-coverage.md has no {heading} row for {op}"));
+            let supported = line.contains("| supported |") || line.contains("| partial |");
+            assert_eq!(
+                supported,
+                implemented.contains(op),
+                "docs/api-coverage.md {heading} row for {op} disagrees with the code: {line}"
+            );
+        }
     }
 }

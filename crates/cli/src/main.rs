@@ -626,7 +626,10 @@ async fn serve(args: ServerArgs, up: Option<(HostArgs, bool)>) -> anyhow::Result
     let lb = args.lb.then(|| {
         tokio::spawn(berth_lb::run(
             store.clone(),
-            berth_lb::LbConfig { bind: args.lb_bind },
+            berth_lb::LbConfig {
+                bind: args.lb_bind,
+                ..Default::default()
+            },
             shutdown.clone(),
         ))
     });

@@ -15,17 +15,20 @@ mod health;
 mod proxy;
 mod table;
 
+use berth_domain::elb::RequestCount;
 use berth_domain::Scope;
 use berth_store::keys::{ElbKeys, Keys};
-use berth_store::{Compare, Op, RangeRequest, Store, Txn};
+use berth_store::{typed, Compare, Op, RangeRequest, Store, Txn};
 use futures::StreamExt;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use parking_lot::RwLock;
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use table::{Port, Table, Targets};
+
 use tokio_util::sync::CancellationToken;
 
 /// Settings of the data path.
@@ -33,12 +36,15 @@ use tokio_util::sync::CancellationToken;
 pub struct LbConfig {
     /// The address listener ports are bound on.
     pub bind: IpAddr,
+    /// How often request counts are written while they change.
+    pub counts_every: Duration,
 }
 
 impl Default for LbConfig {
     fn default() -> Self {
         LbConfig {
             bind: IpAddr::from([0, 0, 0, 0]),
+            counts_every: Duration::from_secs(10),
         }
     }
 }
@@ -57,7 +63,7 @@ pub async fn run(store: Arc<dyn Store>, config: LbConfig, shutdown: Cancellation
     });
     let mut lb = DataPath {
         store: store.clone(),
-        config,
+        config: config.clone(),
         shared,
         targets: Targets::default(),
         tables: HashMap::new(),
@@ -65,6 +71,8 @@ pub async fn run(store: Arc<dyn Store>, config: LbConfig, shutdown: Cancellation
         listeners: HashMap::new(),
         shutdown: shutdown.clone(),
     };
+    let mut counts = tokio::time::interval(config.counts_every);
+    counts.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let from = match store.current_revision().await {
             Ok(r) => r + 1,
@@ -95,8 +103,9 @@ pub async fn run(store: Arc<dyn Store>, config: LbConfig, shutdown: Cancellation
                     return;
                 }
                 _ = tokio::time::sleep(wake) => {
-                    dirty.extend(lb.tables.keys().cloned());
+                    dirty.extend(lb.tables.iter().filter(|(_, t)| t.next_drain_end.is_some()).map(|(s, _)| s.clone()));
                 }
+                _ = counts.tick() => lb.record_counts().await,
                 e = events.next() => match e {
                     Some(Ok(ev)) => {
                         dirty.extend(lb.affected(&ev.kv.key));
@@ -150,7 +159,7 @@ impl DataPath {
         match (service, kind) {
             // Written by the health checks themselves; routing reads the
             // targets' own state.
-            ("elbv2", "target-health") => None,
+            ("elbv2", "target-health" | "target-requests") => None,
             ("elbv2", _) => Some(scope),
             ("ecs", "container-instances") if self.tables.contains_key(&scope) => Some(scope),
             _ => None,
@@ -236,18 +245,18 @@ impl DataPath {
         }
         self.checker.sync(&checks);
         self.targets.retain(&used);
-        let drained: Vec<(String, i64, String)> = self
+        let drained: Vec<(String, i64, [String; 2])> = self
             .tables
             .values_mut()
             .flat_map(|t| std::mem::take(&mut t.drained))
             .collect();
-        for (key, rev, health) in drained {
+        for (key, rev, [health, requests]) in drained {
             let txn = Txn::when(
                 vec![Compare::ModRevision {
                     key: key.clone(),
                     revision: rev,
                 }],
-                vec![Op::delete(key), Op::delete(health)],
+                vec![Op::delete(key), Op::delete(health), Op::delete(requests)],
             );
             if let Err(e) = self.store.txn(txn).await {
                 tracing::warn!(error = %e, "cannot remove a drained target");
@@ -263,7 +272,34 @@ impl DataPath {
             .filter_map(|t| t.next_drain_end)
             .map(|end| Duration::from_secs_f64((end - now).max(0.0) + 0.05))
             .min()
-            .unwrap_or(Duration::from_secs(30))
+            .unwrap_or(Duration::from_secs(3600))
+    }
+
+    /// Writes the request counts that changed since they were last written.
+    async fn record_counts(&self) {
+        let at = now();
+        for t in self.targets.all() {
+            let n = t.requests.load(Ordering::Relaxed);
+            if n == t.recorded.load(Ordering::Relaxed) {
+                continue;
+            }
+            // Only while the registration exists, as for health records.
+            let txn = Txn {
+                compares: vec![Compare::ModRevision {
+                    key: t.scope.target(&t.tg_id, &t.key),
+                    revision: 0,
+                }],
+                success: vec![],
+                failure: vec![typed::put(
+                    &t.scope.target_requests(&t.tg_id, &t.key),
+                    &RequestCount { requests: n, at },
+                )],
+            };
+            match self.store.txn(txn).await {
+                Ok(_) => t.recorded.store(n, Ordering::Relaxed),
+                Err(e) => tracing::warn!(error = %e, "cannot record request counts"),
+            }
+        }
     }
 
     fn stop(&mut self) {

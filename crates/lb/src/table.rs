@@ -31,6 +31,8 @@ pub struct Target {
     pub serving: AtomicBool,
     pub inflight: AtomicUsize,
     pub requests: AtomicU64,
+    /// The count last written to the store.
+    pub recorded: AtomicU64,
     /// Where the health checks stand; kept here so that a check restarted
     /// with new settings goes on from it.
     pub tracker: Mutex<Tracker>,
@@ -108,8 +110,9 @@ pub struct Table {
     pub ports: HashMap<u16, Arc<Port>>,
     /// Targets of groups that listeners use, with health checks enabled.
     pub checks: Vec<Check>,
-    /// Drained registrations to delete: (registration key, mod revision, health key).
-    pub drained: Vec<(String, i64, String)>,
+    /// Drained registrations to delete: the registration's key and mod
+    /// revision, and the keys of what the data path observed of it.
+    pub drained: Vec<(String, i64, [String; 2])>,
     /// The earliest time (epoch seconds) a draining registration ends.
     pub next_drain_end: Option<f64>,
 }
@@ -139,10 +142,16 @@ impl Targets {
                     serving: AtomicBool::new(false),
                     inflight: AtomicUsize::new(0),
                     requests: AtomicU64::new(0),
+                    recorded: AtomicU64::new(0),
                     tracker: Mutex::new(Tracker::default()),
                 })
             })
             .clone()
+    }
+
+    /// Every target kept, for their request counts.
+    pub fn all(&self) -> Vec<Arc<Target>> {
+        self.0.lock().values().cloned().collect()
     }
 
     /// Forgets targets no table uses any more.
@@ -228,9 +237,11 @@ pub fn build(
             };
             if r.drained(delay, now) {
                 let segment = Registration::key(&r.id, r.port);
-                table
-                    .drained
-                    .push((key.clone(), *rev, scope.target_health(tg_id, &segment)));
+                let observed = [
+                    scope.target_health(tg_id, &segment),
+                    scope.target_requests(tg_id, &segment),
+                ];
+                table.drained.push((key.clone(), *rev, observed));
             } else {
                 let end = at + delay as f64;
                 table.next_drain_end = Some(table.next_drain_end.map_or(end, |e: f64| e.min(end)));
@@ -326,4 +337,178 @@ pub fn build(
         );
     }
     table
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use berth_domain::elb::{attributes, LbSubnet};
+    use berth_wire::elbv2 as w;
+
+    fn kv(key: String, value: &impl serde::Serialize) -> KeyValue {
+        KeyValue {
+            key,
+            value: serde_json::to_vec(value).expect("json"),
+            create_revision: 1,
+            mod_revision: 7,
+            version: 1,
+            lease: None,
+        }
+    }
+
+    fn records(scope: &Scope, regs: &[Registration], algorithm: &str) -> Vec<KeyValue> {
+        let lb = LoadBalancer {
+            name: "web".into(),
+            id: "lb1".into(),
+            scheme: "internal".into(),
+            ip_address_type: "ipv4".into(),
+            subnets: vec![LbSubnet {
+                id: "subnet-a".into(),
+                zone: "a".into(),
+            }],
+            security_groups: vec![],
+            created_at: 0.0,
+            tags: vec![],
+            attributes: attributes::load_balancer_defaults(),
+        };
+        let mut tg_attrs = attributes::target_group_defaults();
+        tg_attrs.insert(attributes::ALGORITHM.into(), algorithm.into());
+        tg_attrs.insert(attributes::DEREGISTRATION_DELAY.into(), "10".into());
+        let tg = TargetGroup {
+            name: "tg".into(),
+            id: "tg1".into(),
+            protocol: "HTTP".into(),
+            protocol_version: "HTTP1".into(),
+            port: 80,
+            target_type: "ip".into(),
+            health: HealthCheck::default(),
+            created_at: 0.0,
+            tags: vec![],
+            attributes: tg_attrs,
+        };
+        let forward = w::Action {
+            r#type: Some("forward".into()),
+            forward_config: Some(w::ForwardActionConfig {
+                target_groups: Some(vec![w::TargetGroupTuple {
+                    target_group_arn: Some(tg.arn(scope)),
+                    weight: Some(1),
+                }]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let listener = Listener {
+            id: "l1".into(),
+            lb_name: "web".into(),
+            lb_id: "lb1".into(),
+            port: 8081,
+            protocol: "HTTP".into(),
+            default_actions: vec![forward],
+            default_rule_id: "r0".into(),
+            rules: vec![],
+            tags: vec![],
+        };
+        let mut out = vec![
+            kv(scope.load_balancer("web"), &lb),
+            kv(scope.target_group("tg"), &tg),
+            kv(scope.listener("lb1", "l1"), &listener),
+        ];
+        for r in regs {
+            out.push(kv(
+                scope.target("tg1", &Registration::key(&r.id, r.port)),
+                r,
+            ));
+        }
+        out
+    }
+
+    fn reg(ip: &str, deregistered_at: Option<f64>) -> Registration {
+        Registration {
+            id: ip.into(),
+            port: 80,
+            availability_zone: None,
+            registered_at: 0.0,
+            deregistered_at,
+            task: None,
+        }
+    }
+
+    #[test]
+    fn the_table_routes_live_targets_and_finds_drained_ones() {
+        let scope = Scope::new("000000000000", "us-east-1");
+        let regs = [
+            reg("10.0.0.1", None),
+            reg("10.0.0.2", Some(95.0)),
+            reg("10.0.0.3", Some(80.0)),
+        ];
+        let targets = Targets::default();
+        let t = build(
+            &scope,
+            &records(&scope, &regs, "round_robin"),
+            &[],
+            &targets,
+            100.0,
+        );
+        let port = &t.ports[&8081];
+        let group = port.groups.values().next().expect("a group");
+        assert_eq!(group.targets.len(), 1);
+        assert_eq!(group.targets[0].addr.to_string(), "10.0.0.1:80");
+        assert_eq!(t.checks.len(), 1);
+        // 10.0.0.3's 10 s delay ended at 90; 10.0.0.2's ends at 105.
+        assert_eq!(t.drained.len(), 1);
+        assert!(t.drained[0].0.ends_with("10.0.0.3:80"));
+        assert_eq!(t.next_drain_end, Some(105.0));
+        // A rebuild keeps the same target object (its health, its counts).
+        let again = build(
+            &scope,
+            &records(&scope, &regs, "round_robin"),
+            &[],
+            &targets,
+            100.0,
+        );
+        let g2 = again.ports[&8081].groups.values().next().expect("a group");
+        assert!(Arc::ptr_eq(&group.targets[0], &g2.targets[0]));
+    }
+
+    #[test]
+    fn picks_go_round_robin_or_to_the_least_busy_and_fail_open() {
+        let scope = Scope::new("000000000000", "us-east-1");
+        let regs = [reg("10.0.0.1", None), reg("10.0.0.2", None)];
+        let pick = |algorithm: &str| {
+            let t = build(
+                &scope,
+                &records(&scope, &regs, algorithm),
+                &[],
+                &Targets::default(),
+                0.0,
+            );
+            let g = t.ports[&8081]
+                .groups
+                .values()
+                .next()
+                .expect("a group")
+                .clone();
+            g
+        };
+        let g = pick("round_robin");
+        // None passes its checks yet: every target gets traffic.
+        let seen: Vec<String> = (0..4)
+            .map(|_| g.pick().expect("a target").addr.to_string())
+            .collect();
+        assert_eq!(seen[0], seen[2]);
+        assert_ne!(seen[0], seen[1]);
+        g.targets[1].serving.store(true, Ordering::Relaxed);
+        for _ in 0..4 {
+            assert_eq!(g.pick().expect("a target").addr.to_string(), "10.0.0.2:80");
+        }
+
+        let g = pick("least_outstanding_requests");
+        for t in &g.targets {
+            t.serving.store(true, Ordering::Relaxed);
+        }
+        g.targets[0].inflight.store(5, Ordering::Relaxed);
+        for _ in 0..4 {
+            assert_eq!(g.pick().expect("a target").addr.to_string(), "10.0.0.2:80");
+        }
+    }
 }

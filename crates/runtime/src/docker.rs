@@ -427,7 +427,17 @@ impl ContainerRuntime for DockerRuntime {
                 }
             }
         }
-        ports.sort_by_key(|b| (b.container_port, b.host_port, b.host_ip.clone()));
+        // IPv4 first: the engine allocates a dynamic port per address
+        // family, and when another process holds a port in its range the
+        // two differ; clients (and load balancers) mostly connect by IPv4.
+        ports.sort_by_key(|b| {
+            (
+                b.container_port,
+                b.host_ip.contains(':'),
+                b.host_port,
+                b.host_ip.clone(),
+            )
+        });
         let exited = status == ContainerState::Exited;
         Ok(Some(ContainerInfo {
             id: c.id.unwrap_or_default(),

@@ -259,6 +259,8 @@ pub trait ElbKeys {
     fn target(&self, tg_id: &str, target: &str) -> String;
     fn target_healths_of(&self, tg_id: &str) -> String;
     fn target_health(&self, tg_id: &str, target: &str) -> String;
+    fn target_requests_of(&self, tg_id: &str) -> String;
+    fn target_requests(&self, tg_id: &str, target: &str) -> String;
 }
 
 impl ElbKeys for Scope {
@@ -318,6 +320,14 @@ impl ElbKeys for Scope {
     }
     fn target_health(&self, tg_id: &str, target: &str) -> String {
         format!("{}{target}", self.target_healths_of(tg_id))
+    }
+    /// Requests sent to each target (`elb::RequestCount`): observed,
+    /// written by the data path every few seconds while they change.
+    fn target_requests_of(&self, tg_id: &str) -> String {
+        format!("{}/target-requests/{tg_id}/", self.elb_base())
+    }
+    fn target_requests(&self, tg_id: &str, target: &str) -> String {
+        format!("{}{target}", self.target_requests_of(tg_id))
     }
 }
 

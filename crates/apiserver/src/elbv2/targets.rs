@@ -224,6 +224,7 @@ pub(crate) async fn drain(
             if immediate {
                 ops.push(Op::delete(&key));
                 ops.push(Op::delete(scope.target_health(&tg.id, t)));
+                ops.push(Op::delete(scope.target_requests(&tg.id, t)));
             } else {
                 let mut next = r.value.clone();
                 next.deregistered_at = Some(now());

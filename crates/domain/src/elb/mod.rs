@@ -540,6 +540,16 @@ pub struct HealthRecord {
     pub description: Option<String>,
 }
 
+/// How many requests the load balancer has sent a target (observed:
+/// written by the data path now and then), for scaling on
+/// ALBRequestCountPerTarget.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RequestCount {
+    pub requests: u64,
+    /// When the count was taken.
+    pub at: Timestamp,
+}
+
 /// A target's health as DescribeTargetHealth reports it.
 pub fn target_health(
     tg: &TargetGroup,
