@@ -1,7 +1,6 @@
 #!/usr/bin/env bash
 # Issue 6 benchmarks: Berth's load balancer against HAProxy in front of the
-# same targets, and a rolling deployment under load against Docker Swarm's
-# (bench/lb.py).
+# same targets, and a rolling deployment under load (bench/lb.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh >/dev/null

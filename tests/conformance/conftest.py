@@ -30,6 +30,21 @@ def free_port():
         return s.getsockname()[1]
 
 
+def listener_port():
+    """A free port below the kernel's ephemeral range, where Docker also
+    picks tasks' dynamic host ports: a load balancer listener there could
+    take a port a task is about to publish."""
+    import random
+    while True:
+        port = random.randint(20000, 30000)
+        with socket.socket() as s:
+            try:
+                s.bind(("0.0.0.0", port))
+                return port
+            except OSError:
+                continue
+
+
 class Process:
     """A berth process the tests start: stopped politely, or killed."""
 

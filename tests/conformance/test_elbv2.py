@@ -18,7 +18,7 @@ import urllib.request
 import botocore.exceptions
 import pytest
 
-from conftest import IMAGE, Cluster, aws_cli, docker, free_port, make_client, wait_for
+from conftest import IMAGE, Cluster, aws_cli, docker, listener_port, make_client, wait_for
 
 ENV = {"BERTH_AGENT_TIMEOUT": "3", "BERTH_SERVICE_SETTLE": "1", "BERTH_WARM_ADDRESSES": "0"}
 SUBNETS = ["subnet-local-1a", "subnet-local-1b"]
@@ -69,7 +69,7 @@ class Backend:
     and the X-Forwarded-* headers it got; `/health` answers `health_status`."""
 
     def __init__(self, label):
-        self.label, self.health_status, self.port = label, 200, free_port()
+        self.label, self.health_status, self.port = label, 200, listener_port()
         backend = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -167,7 +167,7 @@ def test_resources_and_bad_input_get_elbv2_errors_and_nothing_changes(cl, name):
     assert error_of(elb.register_targets, TargetGroupArn=tg["TargetGroupArn"],
                     Targets=[{"Id": "10.128.0.9", "Port": 70000}])[0] == "ValidationError"
 
-    port = free_port()
+    port = listener_port()
     listener = cli(cl, "create-listener", "--load-balancer-arn", lb["LoadBalancerArn"], "--protocol", "HTTP",
                    "--port", str(port), "--default-actions",
                    f"Type=forward,TargetGroupArn={tg['TargetGroupArn']}")["Listeners"][0]
@@ -176,10 +176,10 @@ def test_resources_and_bad_input_get_elbv2_errors_and_nothing_changes(cl, name):
                                             "--protocol", "HTTP", "--port", str(port), "--default-actions",
                                             "Type=fixed-response,FixedResponseConfig={StatusCode=404}")
     assert "UnsupportedProtocol" in cli_error(cl, "create-listener", "--load-balancer-arn", lb["LoadBalancerArn"],
-                                              "--protocol", "HTTPS", "--port", str(free_port()), "--default-actions",
+                                              "--protocol", "HTTPS", "--port", str(listener_port()), "--default-actions",
                                               f"Type=forward,TargetGroupArn={tg['TargetGroupArn']}")
     assert "TargetGroupNotFound" in cli_error(cl, "create-listener", "--load-balancer-arn", lb["LoadBalancerArn"],
-                                              "--protocol", "HTTP", "--port", str(free_port()), "--default-actions",
+                                              "--protocol", "HTTP", "--port", str(listener_port()), "--default-actions",
                                               f"Type=forward,TargetGroupArn={missing_tg}")
     described = cli(cl, "describe-target-groups", "--target-group-arns", tg["TargetGroupArn"])["TargetGroups"][0]
     assert described["LoadBalancerArns"] == [lb["LoadBalancerArn"]]
@@ -252,7 +252,7 @@ def test_rules_route_requests_and_traffic_spreads_over_healthy_targets(cl, name)
         cli(cl, "register-targets", "--target-group-arn", api["TargetGroupArn"], "--targets",
             f"Id=127.0.0.1,Port={c.port},AvailabilityZone=all")
         assert set(states(cl, web["TargetGroupArn"]).values()) == {"unused"}
-        port = free_port()
+        port = listener_port()
         larn = cli(cl, "create-listener", "--load-balancer-arn", lb["LoadBalancerArn"], "--protocol", "HTTP",
                    "--port", str(port), "--default-actions",
                    f"Type=forward,TargetGroupArn={web['TargetGroupArn']}")["Listeners"][0]["ListenerArn"]
@@ -316,7 +316,7 @@ def test_rules_route_requests_and_traffic_spreads_over_healthy_targets(cl, name)
         # No target at all: 503. A target that is down (and the only one): 502.
         cli(cl, "deregister-targets", "--target-group-arn", api["TargetGroupArn"], "--targets", f"Id=127.0.0.1,Port={c.port}")
         assert get(url + "/api/x")[0] == 503
-        dead = free_port()
+        dead = listener_port()
         cli(cl, "register-targets", "--target-group-arn", api["TargetGroupArn"], "--targets",
             f"Id=127.0.0.1,Port={dead},AvailabilityZone=all")
         assert get(url + "/api/x")[0] == 502
@@ -359,7 +359,7 @@ def service_behind(cl, name, target_type="instance"):
     tg = target_group(cl, name, 8080, target_type)
     cli(cl, "modify-target-group-attributes", "--target-group-arn", tg["TargetGroupArn"], "--attributes",
         "Key=deregistration_delay.timeout_seconds,Value=3")
-    port = free_port()
+    port = listener_port()
     cli(cl, "create-listener", "--load-balancer-arn", lb["LoadBalancerArn"], "--protocol", "HTTP", "--port", str(port),
         "--default-actions", f"Type=forward,TargetGroupArn={tg['TargetGroupArn']}")
     return tg["TargetGroupArn"], f"http://127.0.0.1:{port}/"

@@ -294,6 +294,9 @@ struct ServerArgs {
     /// The address load balancer listeners are bound on.
     #[arg(long, env = "BERTH_LB_BIND", default_value = "0.0.0.0")]
     lb_bind: std::net::IpAddr,
+    /// Threads serving load balancer connections (default: one per CPU).
+    #[arg(long, env = "BERTH_LB_THREADS", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    lb_threads: Option<u16>,
     /// The host name load balancers report as their DNSName.
     #[arg(long, env = "BERTH_LB_HOSTNAME", default_value = "localhost")]
     lb_hostname: String,
@@ -628,6 +631,10 @@ async fn serve(args: ServerArgs, up: Option<(HostArgs, bool)>) -> anyhow::Result
             store.clone(),
             berth_lb::LbConfig {
                 bind: args.lb_bind,
+                threads: args
+                    .lb_threads
+                    .map(usize::from)
+                    .unwrap_or_else(|| berth_lb::LbConfig::default().threads),
                 ..Default::default()
             },
             shutdown.clone(),

@@ -24,7 +24,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use parking_lot::RwLock;
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use table::{Port, Table, Targets};
@@ -38,6 +38,8 @@ pub struct LbConfig {
     pub bind: IpAddr,
     /// How often request counts are written while they change.
     pub counts_every: Duration,
+    /// Threads serving connections.
+    pub threads: usize,
 }
 
 impl Default for LbConfig {
@@ -45,26 +47,33 @@ impl Default for LbConfig {
         LbConfig {
             bind: IpAddr::from([0, 0, 0, 0]),
             counts_every: Duration::from_secs(10),
+            threads: std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
         }
     }
 }
 
-/// What request handlers share: the current ports and the target pool.
+/// What request handlers share: the current ports.
 struct Shared {
     ports: RwLock<HashMap<u16, Arc<Port>>>,
-    upstream: proxy::Upstream,
 }
 
 /// Runs the data path until `shutdown`.
 pub async fn run(store: Arc<dyn Store>, config: LbConfig, shutdown: CancellationToken) {
     let shared = Arc::new(Shared {
         ports: RwLock::new(HashMap::new()),
-        upstream: proxy::upstream_client(),
     });
+    let workers = match Workers::start(shared.clone(), config.threads) {
+        Ok(w) => Arc::new(w),
+        Err(e) => {
+            tracing::error!(error = %e, "load balancer cannot start its threads");
+            return;
+        }
+    };
     let mut lb = DataPath {
         store: store.clone(),
         config: config.clone(),
         shared,
+        workers,
         targets: Targets::default(),
         tables: HashMap::new(),
         checker: health::Checker::new(store.clone()),
@@ -130,6 +139,7 @@ struct DataPath {
     store: Arc<dyn Store>,
     config: LbConfig,
     shared: Arc<Shared>,
+    workers: Arc<Workers>,
     targets: Targets,
     tables: HashMap<Scope, Table>,
     checker: health::Checker,
@@ -237,7 +247,7 @@ impl DataPath {
                 let token = self.shutdown.child_token();
                 self.listeners.insert(port, token.clone());
                 tokio::spawn(listen(
-                    self.shared.clone(),
+                    self.workers.clone(),
                     SocketAddr::new(self.config.bind, port),
                     token,
                 ));
@@ -344,7 +354,7 @@ async fn discover(store: &dyn Store) -> Result<Vec<Scope>, berth_store::StoreErr
 
 /// Accepts connections on one listener port until `token` is cancelled;
 /// connections already open are served to their end.
-async fn listen(shared: Arc<Shared>, addr: SocketAddr, token: CancellationToken) {
+async fn listen(workers: Arc<Workers>, addr: SocketAddr, token: CancellationToken) {
     let listener = loop {
         match tokio::net::TcpListener::bind(addr).await {
             Ok(l) => break l,
@@ -359,33 +369,144 @@ async fn listen(shared: Arc<Shared>, addr: SocketAddr, token: CancellationToken)
     };
     tracing::info!(%addr, "load balancer listening");
     loop {
-        let (stream, remote) = tokio::select! {
+        let accepted = tokio::select! {
             _ = token.cancelled() => return,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(%addr, error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
+            accepted = listener.accept() => accepted,
+        };
+        match accepted.and_then(|(s, remote)| Ok((s.into_std()?, remote))) {
+            Ok((stream, remote)) => workers.hand(stream, addr.port(), remote),
+            Err(e) => {
+                tracing::warn!(%addr, error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// An accepted connection on its way to a worker.
+struct Accepted {
+    stream: std::net::TcpStream,
+    port: u16,
+    remote: SocketAddr,
+}
+
+/// The threads that serve connections, each on its own single-threaded
+/// runtime with its own pool of connections to targets. A connection and
+/// its requests stay on one thread: tokio's work-stealing runtime wakes a
+/// second worker for each request that wakes an idle one, which costs a
+/// proxy as much as it cost the API (docs/architecture.md, `serve.rs`).
+struct Workers {
+    handoff: Vec<tokio::sync::mpsc::UnboundedSender<Accepted>>,
+    open: Arc<[AtomicUsize]>,
+}
+
+impl Workers {
+    fn start(shared: Arc<Shared>, threads: usize) -> std::io::Result<Workers> {
+        let threads = threads.max(1);
+        let open: Arc<[AtomicUsize]> = (0..threads).map(|_| AtomicUsize::new(0)).collect();
+        let mut handoff = Vec::with_capacity(threads);
+        for me in 0..threads {
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            let (shared, open) = (shared.clone(), open.clone());
+            std::thread::Builder::new()
+                .name(format!("berth-lb-{me}"))
+                .spawn(move || {
+                    match tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                    {
+                        Ok(rt) => rt.block_on(serve(rx, shared, open, me)),
+                        Err(e) => tracing::error!(error = %e, "load balancer thread cannot start"),
+                    }
+                })?;
+            handoff.push(tx);
+        }
+        Ok(Workers { handoff, open })
+    }
+
+    /// Gives a connection to the thread with the fewest open.
+    fn hand(&self, stream: std::net::TcpStream, port: u16, remote: SocketAddr) {
+        let least = (0..self.handoff.len())
+            .min_by_key(|&i| self.open[i].load(Ordering::Relaxed))
+            .unwrap_or(0);
+        self.open[least].fetch_add(1, Ordering::Relaxed);
+        if self.handoff[least]
+            .send(Accepted {
+                stream,
+                port,
+                remote,
+            })
+            .is_err()
+        {
+            self.open[least].fetch_sub(1, Ordering::Relaxed);
+            tracing::error!("a load balancer thread is gone");
+        }
+    }
+}
+
+/// Serves the connections handed to thread `me`.
+async fn serve(
+    mut handed: tokio::sync::mpsc::UnboundedReceiver<Accepted>,
+    shared: Arc<Shared>,
+    open: Arc<[AtomicUsize]>,
+    me: usize,
+) {
+    let upstream = proxy::upstream_client();
+    while let Some(a) = handed.recv().await {
+        let stream = match tokio::net::TcpStream::from_std(a.stream) {
+            Ok(s) => s,
+            Err(e) => {
+                open[me].fetch_sub(1, Ordering::Relaxed);
+                tracing::warn!(error = %e, "cannot serve an accepted connection");
+                continue;
+            }
         };
         let _ = stream.set_nodelay(true);
-        let shared = shared.clone();
-        let port = addr.port();
+        let peer = proxy::Peer::new(a.remote);
+        let (shared, open, upstream, port) =
+            (shared.clone(), open.clone(), upstream.clone(), a.port);
         tokio::spawn(async move {
             let svc = hyper::service::service_fn(move |req| {
-                let shared = shared.clone();
+                let cfg = shared.ports.read().get(&port).cloned();
+                let (upstream, peer) = (upstream.clone(), peer.clone());
                 async move {
-                    let cfg = shared.ports.read().get(&port).cloned();
                     Ok::<_, std::convert::Infallible>(
-                        proxy::handle(cfg, &shared.upstream, remote, req).await,
+                        proxy::handle(cfg, &upstream, &peer, req).await,
                     )
                 }
             });
-            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(stream), svc)
-                .await;
+            // HTTP/2 without TLS starts with its preface; a peek tells the
+            // two apart without wrapping every read of the connection.
+            let io = TokioIo::new(stream);
+            if http2_preface(io.inner()).await {
+                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(io, svc)
+                    .await;
+            } else {
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .writev(false)
+                    .serve_connection(io, svc)
+                    .await;
+            }
+            open[me].fetch_sub(1, Ordering::Relaxed);
         });
+    }
+}
+
+/// Whether a connection opens with HTTP/2's preface (`PRI * HTTP/2.0`).
+async fn http2_preface(stream: &tokio::net::TcpStream) -> bool {
+    let mut buf = [0u8; 3];
+    loop {
+        match stream.peek(&mut buf).await {
+            Ok(n) if n >= 3 || n == 0 => return n >= 3 && &buf == b"PRI",
+            // Fewer bytes than needed so far: wait for more.
+            Ok(_) => {
+                if stream.readable().await.is_err() {
+                    return false;
+                }
+                tokio::task::yield_now().await;
+            }
+            Err(_) => return false,
+        }
     }
 }

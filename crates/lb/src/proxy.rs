@@ -1,21 +1,24 @@
 //! The request path: match a listener's rules, then answer, redirect or
 //! forward to a target over a pooled keep-alive connection, with ALB's
-//! headers and its 502/503/504 answers.
+//! headers and its 502/503/504 answers. It runs for every request, so it
+//! allocates as little as it can: headers are gathered only for listeners
+//! whose rules look at them, the action is borrowed from the table, and the
+//! target's response streams through unboxed.
 
 use crate::table::{Port, Target};
 use berth_domain::elb::rules::{redirect_location, RequestView, RouteAction};
 use bytes::Bytes;
-use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Full};
-use hyper::body::Incoming;
+use http_body_util::Full;
+use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
 use hyper::header::{HeaderName, HeaderValue, HOST};
+use hyper::http::uri::{PathAndQuery, Scheme};
 use hyper::{Request, Response, StatusCode, Uri};
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-
-pub type Body = UnsyncBoxBody<Bytes, hyper::Error>;
-pub type Upstream = Client<HttpConnector, Incoming>;
+use std::task::{Context, Poll};
 
 /// Headers that describe one connection, not the message (RFC 9110 7.6.1).
 const HOP_BY_HOP: &[&str] = &[
@@ -30,6 +33,13 @@ const HOP_BY_HOP: &[&str] = &[
     "upgrade",
 ];
 
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
+
+/// Connections to targets, pooled and kept alive; one per worker thread.
+pub type Upstream = Client<HttpConnector, Incoming>;
+
 pub fn upstream_client() -> Upstream {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
@@ -37,15 +47,52 @@ pub fn upstream_client() -> Upstream {
     Client::builder(hyper_util::rt::TokioExecutor::new())
         .pool_idle_timeout(std::time::Duration::from_secs(30))
         .pool_max_idle_per_host(1024)
+        // Requests and responses here are small: one copied buffer per
+        // write beats a vector of slices.
+        .http1_writev(false)
         .build(connector)
 }
 
-fn full(status: StatusCode, content_type: Option<&str>, body: impl Into<Bytes>) -> Response<Body> {
-    let mut resp = Response::new(
-        Full::new(body.into())
-            .map_err(|never| match never {})
-            .boxed_unsync(),
-    );
+/// A response body: a target's, streamed while the request counts as in
+/// flight on it, or one the load balancer wrote itself.
+pub enum Body {
+    Target { body: Incoming, _flight: InFlight },
+    Own(Full<Bytes>),
+}
+
+impl HttpBody for Body {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            Body::Target { body, .. } => Pin::new(body).poll_frame(cx),
+            Body::Own(full) => Pin::new(full)
+                .poll_frame(cx)
+                .map(|f| f.map(|r| r.map_err(|never| match never {}))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Body::Target { body, .. } => body.is_end_stream(),
+            Body::Own(full) => full.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Body::Target { body, .. } => body.size_hint(),
+            Body::Own(full) => full.size_hint(),
+        }
+    }
+}
+
+fn own(status: StatusCode, content_type: Option<&str>, body: impl Into<Bytes>) -> Response<Body> {
+    let mut resp = Response::new(Body::Own(Full::new(body.into())));
     *resp.status_mut() = status;
     if let Some(ct) = content_type.and_then(|c| HeaderValue::from_str(c).ok()) {
         resp.headers_mut().insert(hyper::header::CONTENT_TYPE, ct);
@@ -59,11 +106,19 @@ fn error_page(status: StatusCode) -> Response<Body> {
         "<html>\r\n<head><title>{0}</title></head>\r\n<body>\r\n<center><h1>{0}</h1></center>\r\n</body>\r\n</html>\r\n",
         status
     );
-    full(status, Some("text/html"), text)
+    own(status, Some("text/html"), text)
 }
 
 /// Keeps a target's in-flight count while a request is on it.
-struct InFlight(Arc<Target>);
+pub struct InFlight(Arc<Target>);
+
+impl InFlight {
+    fn start(target: Arc<Target>) -> Self {
+        target.requests.fetch_add(1, Ordering::Relaxed);
+        target.inflight.fetch_add(1, Ordering::Relaxed);
+        InFlight(target)
+    }
+}
 
 impl Drop for InFlight {
     fn drop(&mut self) {
@@ -71,68 +126,89 @@ impl Drop for InFlight {
     }
 }
 
+/// Who a connection is from: its address, and that address as the value
+/// X-Forwarded-For gets.
+#[derive(Clone)]
+pub struct Peer {
+    pub addr: SocketAddr,
+    pub ip: HeaderValue,
+}
+
+impl Peer {
+    pub fn new(addr: SocketAddr) -> Self {
+        Peer {
+            ip: HeaderValue::from_str(&addr.ip().to_string())
+                .unwrap_or_else(|_| HeaderValue::from_static("")),
+            addr,
+        }
+    }
+}
+
+/// The request's host without its port.
+fn host_of(req: &Request<Incoming>) -> &str {
+    let h = req
+        .headers()
+        .get(HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri().authority().map(|a| a.as_str()))
+        .unwrap_or_default();
+    h.rsplit_once(':')
+        .filter(|(_, p)| p.bytes().all(|b| b.is_ascii_digit()))
+        .map_or(h, |(h, _)| h)
+}
+
 /// Handles one request that arrived on `port` from `client`.
 pub async fn handle(
     port: Option<Arc<Port>>,
     upstream: &Upstream,
-    client: SocketAddr,
+    client: &Peer,
     mut req: Request<Incoming>,
 ) -> Response<Body> {
     let Some(port) = port else {
         // The listener went away while the connection stayed open.
         return error_page(StatusCode::SERVICE_UNAVAILABLE);
     };
-    let host_header = req
-        .headers()
-        .get(HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(str::to_string)
-        .or_else(|| req.uri().authority().map(|a| a.to_string()))
-        .unwrap_or_default();
-    let host = host_header
-        .rsplit_once(':')
-        .filter(|(_, p)| p.bytes().all(|b| b.is_ascii_digit()))
-        .map_or(host_header.as_str(), |(h, _)| h)
-        .to_string();
-    let action = {
-        let headers: Vec<(String, String)> = req
-            .headers()
-            .iter()
-            .filter_map(|(n, v)| Some((n.as_str().to_string(), v.to_str().ok()?.to_string())))
-            .collect();
+    let chosen = {
+        let headers: Vec<(String, String)> = if port.matches_headers {
+            req.headers()
+                .iter()
+                .filter_map(|(n, v)| Some((n.as_str().to_string(), v.to_str().ok()?.to_string())))
+                .collect()
+        } else {
+            vec![]
+        };
         let view = RequestView {
             method: req.method().as_str(),
             path: req.uri().path(),
-            host: &host,
+            host: host_of(&req),
             headers: &headers,
         };
-        port.routes
-            .iter()
-            .find(|r| r.matches(&view))
-            .map(|r| r.action.clone())
+        port.routes.iter().position(|r| r.matches(&view))
     };
-    match action {
-        None => error_page(StatusCode::SERVICE_UNAVAILABLE),
-        Some(RouteAction::Fixed {
+    let Some(route) = chosen.map(|i| &port.routes[i]) else {
+        return error_page(StatusCode::SERVICE_UNAVAILABLE);
+    };
+    match &route.action {
+        RouteAction::Fixed {
             status,
             content_type,
             body,
-        }) => full(
-            StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE),
+        } => own(
+            StatusCode::from_u16(*status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE),
             content_type.as_deref(),
-            body,
+            body.clone(),
         ),
-        Some(RouteAction::Redirect { config, status }) => {
+        RouteAction::Redirect { config, status } => {
             let location = redirect_location(
-                &config,
+                config,
                 "http",
-                &host,
+                host_of(&req),
                 port.port,
                 req.uri().path(),
                 req.uri().query().unwrap_or_default(),
             );
-            let mut resp = full(
-                StatusCode::from_u16(status).unwrap_or(StatusCode::FOUND),
+            let mut resp = own(
+                StatusCode::from_u16(*status).unwrap_or(StatusCode::FOUND),
                 None,
                 Bytes::new(),
             );
@@ -141,27 +217,26 @@ pub async fn handle(
             }
             resp
         }
-        Some(RouteAction::Forward(groups)) => {
-            let Some(group) = pick_group(&groups).and_then(|arn| port.groups.get(arn)) else {
+        RouteAction::Forward(groups) => {
+            let Some(group) = pick_group(groups).and_then(|arn| port.groups.get(arn)) else {
                 return error_page(StatusCode::SERVICE_UNAVAILABLE);
             };
             let Some(target) = group.pick() else {
                 return error_page(StatusCode::SERVICE_UNAVAILABLE);
             };
-            target.requests.fetch_add(1, Ordering::Relaxed);
-            target.inflight.fetch_add(1, Ordering::Relaxed);
-            let guard = InFlight(target.clone());
-            prepare(&mut req, &port, client, target.addr, &host_header);
+            let flight = InFlight::start(target.clone());
+            prepare(&mut req, &port, client, &target);
             match tokio::time::timeout(port.idle_timeout, upstream.request(req)).await {
                 Ok(Ok(resp)) => {
                     let (mut parts, body) = resp.into_parts();
                     strip_hop_by_hop(&mut parts.headers);
-                    // The guard lives until the body is sent.
-                    let body = body.map_frame(move |f| {
-                        let _ = &guard;
-                        f
-                    });
-                    Response::from_parts(parts, body.boxed_unsync())
+                    Response::from_parts(
+                        parts,
+                        Body::Target {
+                            body,
+                            _flight: flight,
+                        },
+                    )
                 }
                 Ok(Err(e)) => {
                     tracing::debug!(target = %target.addr, error = %e, "target failed");
@@ -193,60 +268,70 @@ fn pick_group(groups: &[(String, u32)]) -> Option<&String> {
 }
 
 fn strip_hop_by_hop(headers: &mut hyper::HeaderMap) {
-    for name in HOP_BY_HOP {
-        headers.remove(*name);
+    // Most messages carry none of them; only look further when one is there.
+    if headers.contains_key(hyper::header::CONNECTION)
+        || headers.contains_key(hyper::header::TRANSFER_ENCODING)
+        || headers.contains_key(hyper::header::TE)
+        || headers.contains_key(hyper::header::UPGRADE)
+        || headers.contains_key("keep-alive")
+        || headers.contains_key("proxy-connection")
+        || headers.contains_key(hyper::header::TRAILER)
+        || headers.contains_key(hyper::header::PROXY_AUTHENTICATE)
+        || headers.contains_key(hyper::header::PROXY_AUTHORIZATION)
+    {
+        for name in HOP_BY_HOP {
+            headers.remove(*name);
+        }
     }
 }
 
 /// Points the request at the target and adds ALB's X-Forwarded-* headers.
-fn prepare(
-    req: &mut Request<Incoming>,
-    port: &Port,
-    client: SocketAddr,
-    target: SocketAddr,
-    host: &str,
-) {
+fn prepare(req: &mut Request<Incoming>, port: &Port, client: &Peer, target: &Target) {
     let path = req
         .uri()
         .path_and_query()
-        .map_or("/", |p| p.as_str())
-        .to_string();
-    if let Ok(uri) = format!("http://{target}{path}").parse::<Uri>() {
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    // An HTTP/2 request names its host in the URI's authority only.
+    if !req.headers().contains_key(HOST) {
+        if let Some(v) = req
+            .uri()
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        {
+            req.headers_mut().insert(HOST, v);
+        }
+    }
+    if let Ok(uri) = Uri::builder()
+        .scheme(Scheme::HTTP)
+        .authority(target.authority.clone())
+        .path_and_query(path)
+        .build()
+    {
         *req.uri_mut() = uri;
     }
     *req.version_mut() = hyper::Version::HTTP_11;
     let headers = req.headers_mut();
     strip_hop_by_hop(headers);
-    if !headers.contains_key(HOST) {
-        if let Ok(v) = HeaderValue::from_str(host) {
-            headers.insert(HOST, v);
-        }
-    }
-    let xff = HeaderName::from_static("x-forwarded-for");
     match port.xff.as_str() {
         "remove" => {
-            headers.remove(&xff);
+            headers.remove(X_FORWARDED_FOR);
         }
         "preserve" => {}
         _ => {
-            let ip = client.ip().to_string();
-            let value = match headers.get(&xff).and_then(|v| v.to_str().ok()) {
-                Some(prior) if !prior.is_empty() => format!("{prior}, {ip}"),
-                _ => ip,
+            let value = match headers.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+                Some(prior) if !prior.is_empty() => {
+                    HeaderValue::from_str(&format!("{prior}, {}", client.addr.ip())).ok()
+                }
+                _ => Some(client.ip.clone()),
             };
-            if let Ok(v) = HeaderValue::from_str(&value) {
-                headers.insert(xff, v);
+            if let Some(v) = value {
+                headers.insert(X_FORWARDED_FOR, v);
             }
         }
     }
-    headers.insert(
-        HeaderName::from_static("x-forwarded-proto"),
-        HeaderValue::from_static("http"),
-    );
-    headers.insert(
-        HeaderName::from_static("x-forwarded-port"),
-        HeaderValue::from(port.port),
-    );
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    headers.insert(X_FORWARDED_PORT, port.port_header.clone());
 }
 
 #[cfg(test)]

@@ -25,6 +25,8 @@ pub struct Target {
     pub tg_id: String,
     pub scope: Scope,
     pub addr: SocketAddr,
+    /// `addr` as a request URI's authority.
+    pub authority: hyper::http::uri::Authority,
     /// Where health checks go.
     pub check_addr: SocketAddr,
     /// Passing health checks (or checks disabled).
@@ -56,32 +58,35 @@ impl Group {
     /// The next target: among those passing health checks, or among all
     /// when none is (ALB fails open rather than refuse every request).
     pub fn pick(&self) -> Option<Arc<Target>> {
-        let serving: Vec<&Arc<Target>> = self
-            .targets
-            .iter()
-            .filter(|t| t.serving.load(Ordering::Relaxed))
-            .collect();
-        let pool: Vec<&Arc<Target>> = if serving.is_empty() {
-            self.targets.iter().collect()
+        let healthy = |t: &&Arc<Target>| t.serving.load(Ordering::Relaxed);
+        let serving = self.targets.iter().filter(healthy).count();
+        let fail_open = serving == 0;
+        let n = if fail_open {
+            self.targets.len()
         } else {
             serving
         };
-        if pool.is_empty() {
+        if n == 0 {
             return None;
         }
-        let turn = self.next.fetch_add(1, Ordering::Relaxed);
+        // The candidates, from the turn's offset, without allocating.
+        let candidates = || {
+            let turn = self.next.fetch_add(1, Ordering::Relaxed);
+            self.targets
+                .iter()
+                .filter(move |t| fail_open || healthy(t))
+                .cycle()
+                .skip(turn % n)
+                .take(n)
+        };
         let chosen = match self.algorithm {
-            Algorithm::RoundRobin => pool[turn % pool.len()],
+            Algorithm::RoundRobin => candidates().next(),
+            // Ties go to the first from the offset, so equal targets share the load.
             Algorithm::LeastOutstanding => {
-                let n = pool.len();
-                // Ties go round robin, so equal targets share the load.
-                (0..n)
-                    .map(|i| pool[(turn + i) % n])
-                    .min_by_key(|t| t.inflight.load(Ordering::Relaxed))
-                    .unwrap_or(pool[0])
+                candidates().min_by_key(|t| t.inflight.load(Ordering::Relaxed))
             }
         };
-        Some(chosen.clone())
+        chosen.cloned()
     }
 }
 
@@ -89,8 +94,13 @@ impl Group {
 #[derive(Debug)]
 pub struct Port {
     pub port: u16,
+    /// `port` as the X-Forwarded-Port header.
+    pub port_header: hyper::header::HeaderValue,
     /// Rules by priority; the default rule last.
     pub routes: Vec<Route>,
+    /// Whether any rule looks at headers (else requests' headers are not
+    /// gathered for matching).
+    pub matches_headers: bool,
     pub groups: HashMap<String, Arc<Group>>,
     pub idle_timeout: Duration,
     /// `append`, `preserve` or `remove`.
@@ -119,7 +129,9 @@ pub struct Table {
 
 /// Targets kept across rebuilds, by (tg id, target key, address).
 #[derive(Debug, Default)]
-pub struct Targets(Mutex<HashMap<(String, String, SocketAddr), Arc<Target>>>);
+pub struct Targets {
+    map: Mutex<HashMap<(String, String, SocketAddr), Arc<Target>>>,
+}
 
 impl Targets {
     fn get(
@@ -130,7 +142,7 @@ impl Targets {
         addr: SocketAddr,
         check: SocketAddr,
     ) -> Arc<Target> {
-        let mut map = self.0.lock();
+        let mut map = self.map.lock();
         map.entry((tg.to_string(), key.to_string(), addr))
             .or_insert_with(|| {
                 Arc::new(Target {
@@ -138,6 +150,8 @@ impl Targets {
                     tg_id: tg.to_string(),
                     scope: scope.clone(),
                     addr,
+                    authority: hyper::http::uri::Authority::try_from(addr.to_string().as_str())
+                        .unwrap_or_else(|_| hyper::http::uri::Authority::from_static("127.0.0.1")),
                     check_addr: check,
                     serving: AtomicBool::new(false),
                     inflight: AtomicUsize::new(0),
@@ -151,12 +165,12 @@ impl Targets {
 
     /// Every target kept, for their request counts.
     pub fn all(&self) -> Vec<Arc<Target>> {
-        self.0.lock().values().cloned().collect()
+        self.map.lock().values().cloned().collect()
     }
 
     /// Forgets targets no table uses any more.
     pub fn retain(&self, used: &std::collections::HashSet<usize>) {
-        self.0
+        self.map
             .lock()
             .retain(|_, t| used.contains(&(Arc::as_ptr(t) as usize)));
     }
@@ -321,10 +335,16 @@ pub fn build(
             .get(IDLE_TIMEOUT)
             .and_then(|v| v.parse().ok())
             .unwrap_or(60);
+        let matches_headers = routes
+            .iter()
+            .flat_map(|r| &r.conditions)
+            .any(|c| matches!(c, berth_domain::elb::rules::Match::Header(..)));
         table.ports.insert(
             port,
             Arc::new(Port {
                 port,
+                port_header: hyper::header::HeaderValue::from(port),
+                matches_headers,
                 routes,
                 groups: port_groups,
                 idle_timeout: Duration::from_secs(idle),

@@ -168,6 +168,7 @@ async fn listeners_follow_the_store_and_targets_drain() {
     let config = berth_lb::LbConfig {
         bind: "127.0.0.1".parse().expect("ip"),
         counts_every: Duration::from_millis(100),
+        threads: 2,
     };
     let running = tokio::spawn(berth_lb::run(store.clone(), config, shutdown.clone()));
     // The listener is written after the data path started: it follows.
