@@ -24,6 +24,24 @@ struct HealthInput {
     matcher: Option<w::Matcher>,
 }
 
+/// The health-check members of a CreateTargetGroup or ModifyTargetGroup
+/// input (two shapes with the same member names).
+macro_rules! health_input {
+    ($req:expr) => {
+        HealthInput {
+            enabled: $req.health_check_enabled,
+            protocol: $req.health_check_protocol.clone(),
+            port: $req.health_check_port.clone(),
+            path: $req.health_check_path.clone(),
+            interval: $req.health_check_interval_seconds,
+            timeout: $req.health_check_timeout_seconds,
+            healthy: $req.healthy_threshold_count,
+            unhealthy: $req.unhealthy_threshold_count,
+            matcher: $req.matcher.clone(),
+        }
+    };
+}
+
 impl HealthInput {
     fn apply(self, current: &HealthCheck) -> Result<HealthCheck, ElbError> {
         let h = HealthCheck {
@@ -100,18 +118,7 @@ pub async fn create_target_group(
         ))
         .into());
     }
-    let health = HealthInput {
-        enabled: req.health_check_enabled,
-        protocol: req.health_check_protocol.clone(),
-        port: req.health_check_port.clone(),
-        path: req.health_check_path.clone(),
-        interval: req.health_check_interval_seconds,
-        timeout: req.health_check_timeout_seconds,
-        healthy: req.healthy_threshold_count,
-        unhealthy: req.unhealthy_threshold_count,
-        matcher: req.matcher.clone(),
-    }
-    .apply(&HealthCheck::default())?;
+    let health = health_input!(req).apply(&HealthCheck::default())?;
     let tags = req.tags.clone().unwrap_or_default();
     elb::validate_tags(&tags)?;
     let scope = &ctx.scope;
@@ -227,18 +234,7 @@ pub async fn modify_target_group(
     let tg = swap(st, || async move {
         let tg = target_group(st, scope, arn).await?;
         let mut next = tg.value.clone();
-        next.health = HealthInput {
-            enabled: req.health_check_enabled,
-            protocol: req.health_check_protocol.clone(),
-            port: req.health_check_port.clone(),
-            path: req.health_check_path.clone(),
-            interval: req.health_check_interval_seconds,
-            timeout: req.health_check_timeout_seconds,
-            healthy: req.healthy_threshold_count,
-            unhealthy: req.unhealthy_threshold_count,
-            matcher: req.matcher.clone(),
-        }
-        .apply(&tg.value.health)?;
+        next.health = health_input!(req).apply(&tg.value.health)?;
         let key = scope.target_group(&next.name);
         let txn = Txn::when(
             vec![typed::unchanged(&key, tg.mod_revision)],
