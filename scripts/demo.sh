@@ -14,6 +14,8 @@ fi
 export AWS_ACCESS_KEY_ID=${AWS_ACCESS_KEY_ID:-demo} AWS_SECRET_ACCESS_KEY=${AWS_SECRET_ACCESS_KEY:-demo}
 export AWS_DEFAULT_REGION=${AWS_DEFAULT_REGION:-us-east-1} AWS_PAGER=""
 listen=${BERTH_LISTEN:-127.0.0.1:8750}
+# The demo's load balancer listens here.
+lbport=${BERTH_DEMO_LB_PORT:-8000}
 url="http://$listen"
 data=${BERTH_DATA_DIR:-$PWD/.berth}
 mkdir -p "$data"
@@ -82,6 +84,22 @@ curl -s --retry 10 --retry-connrefused --retry-delay 0 "http://$ip:8080/"
 aws ecs list-container-instances --query 'length(containerInstanceArns)'
 aws ecs stop-task --task "$fargate" --query 'task.desiredStatus'
 aws ecs wait tasks-stopped --tasks "$fargate"
+# A load balancer in front of a service: its tasks register as targets and
+# take traffic once they pass their health checks.
+lb=$(aws elbv2 create-load-balancer --name demo --subnets subnet-local-1a subnet-local-1b \
+  --query 'LoadBalancers[0].LoadBalancerArn' --output text)
+tg=$(aws elbv2 create-target-group --name demo --protocol HTTP --port 8080 --vpc-id vpc-local \
+  --target-type instance --health-check-interval-seconds 5 --health-check-timeout-seconds 2 \
+  --healthy-threshold-count 2 --query 'TargetGroups[0].TargetGroupArn' --output text)
+aws elbv2 create-listener --load-balancer-arn "$lb" --protocol HTTP --port "$lbport" \
+  --default-actions "Type=forward,TargetGroupArn=$tg" --query 'Listeners[0].Port'
+aws ecs create-service --service-name web-lb --task-definition web --desired-count 2 \
+  --load-balancers "targetGroupArn=$tg,containerName=web,containerPort=8080" --query 'service.status'
+aws ecs wait services-stable --services web-lb
+aws elbv2 describe-target-health --target-group-arn "$tg" --query 'TargetHealthDescriptions[].TargetHealth.State'
+for _ in 1 2 3; do curl -s "http://127.0.0.1:$lbport/" | sed 's/^/through the load balancer: /'; done
+aws ecs delete-service --service web-lb --force --query 'service.status'
+aws ecs wait services-inactive --services web-lb
 "$berth" billing --server "$url"
 set +x
 echo

@@ -1,7 +1,8 @@
 """The README's first command: `scripts/demo.sh` starts `berth up` (the
 control plane and this host as the `default` cluster's container instance)
 and runs tasks on Docker with the aws CLI: one prints and exits, one serves
-a page on a dynamic host port."""
+a page on a dynamic host port, a Fargate task, and a service behind the
+load balancer."""
 
 import json
 import os
@@ -10,13 +11,14 @@ import signal
 import subprocess
 import time
 
-from conftest import BERTH, ROOT, free_port
+from conftest import BERTH, ROOT, free_port, listener_port
 
 
 def test_berth_up_and_the_demo_work(tmp_path):
     port = free_port()
     data = tmp_path / "data"
-    env = dict(os.environ, BERTH_BIN=BERTH, BERTH_LISTEN=f"127.0.0.1:{port}", BERTH_DATA_DIR=str(data))
+    env = dict(os.environ, BERTH_BIN=BERTH, BERTH_LISTEN=f"127.0.0.1:{port}", BERTH_DATA_DIR=str(data),
+               BERTH_DEMO_LB_PORT=str(listener_port()))
     for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION"):
         env.pop(k, None)
     p = subprocess.run([os.path.join(ROOT, "scripts", "demo.sh")], capture_output=True, text=True,
@@ -33,6 +35,7 @@ def test_berth_up_and_the_demo_work(tmp_path):
         assert '"exitCode": 0' in p.stdout
         assert "hello from Fargate" in p.stdout, "a FARGATE task on berth up's own Fargate capacity"
         assert "Fargate tasks (per task" in p.stdout and "web-fargate" in p.stdout
+        assert p.stdout.count("through the load balancer: hello from revision 2") == 3, "a service behind the load balancer"
         assert f"Berth is running at http://127.0.0.1:{port}" in p.stdout
     finally:
         if started:
