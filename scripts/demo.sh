@@ -91,6 +91,9 @@ lb=$(aws elbv2 create-load-balancer --name demo --subnets subnet-local-1a subnet
 tg=$(aws elbv2 create-target-group --name demo --protocol HTTP --port 8080 --vpc-id vpc-local \
   --target-type instance --health-check-interval-seconds 5 --health-check-timeout-seconds 2 \
   --healthy-threshold-count 2 --query 'TargetGroups[0].TargetGroupArn' --output text)
+# A stopped task drains this long first (ALB's default is 300 s).
+aws elbv2 modify-target-group-attributes --target-group-arn "$tg" \
+  --attributes Key=deregistration_delay.timeout_seconds,Value=3 --query 'length(Attributes)'
 aws elbv2 create-listener --load-balancer-arn "$lb" --protocol HTTP --port "$lbport" \
   --default-actions "Type=forward,TargetGroupArn=$tg" --query 'Listeners[0].Port'
 aws ecs create-service --service-name web-lb --task-definition web --desired-count 2 \

@@ -252,6 +252,10 @@ impl ServiceTargets {
                 all = false;
                 continue;
             }
+            // Without health checks a registered target takes traffic at once.
+            if !g.tg.health.enabled {
+                continue;
+            }
             match g.health.get(&key).map(|h| h.state.as_str()) {
                 Some("healthy") => {}
                 Some("unhealthy") => {

@@ -498,15 +498,11 @@ async fn http2_preface(stream: &tokio::net::TcpStream) -> bool {
     let mut buf = [0u8; 3];
     loop {
         match stream.peek(&mut buf).await {
-            Ok(n) if n >= 3 || n == 0 => return n >= 3 && &buf == b"PRI",
-            // Fewer bytes than needed so far: wait for more.
-            Ok(_) => {
-                if stream.readable().await.is_err() {
-                    return false;
-                }
-                tokio::task::yield_now().await;
-            }
-            Err(_) => return false,
+            Ok(0) | Err(_) => return false,
+            Ok(n) if !b"PRI".starts_with(&buf[..n]) => return false,
+            Ok(n) if n == buf.len() => return true,
+            // A prefix of the preface so far: the rest is on its way.
+            Ok(_) => tokio::time::sleep(Duration::from_millis(1)).await,
         }
     }
 }
