@@ -308,6 +308,15 @@ fn min_recheck(a: Option<Duration>, b: Option<Duration>) -> Option<Duration> {
     }
 }
 
+/// What a cluster's services are reconciled against, read once per reconcile.
+struct ClusterView<'a> {
+    tasks: &'a ClusterTasks,
+    instances: &'a [ContainerInstance],
+    /// The instances and, when some of its tasks run there, the Fargate
+    /// pool's hosts.
+    hosts: &'a [ContainerInstance],
+}
+
 /// What one reconcile of a service does, besides writing its record.
 struct Work<'a> {
     stops: &'a [service::Stop],
@@ -357,16 +366,15 @@ impl Controller {
             tasks = ClusterTasks::load(st, scope, cluster).await?;
         }
         let services = typed::list::<Service>(&*st.store, &scope.services_of(cluster)).await?;
+        let view = ClusterView {
+            tasks: &tasks,
+            instances: &instances,
+            hosts: &hosts,
+        };
         for (key, svc) in services {
             let r = match svc.value.scheduling {
-                Scheduling::Replica => {
-                    self.replica(scope, cluster, &key, svc, &tasks, &instances)
-                        .await?
-                }
-                Scheduling::Daemon => {
-                    self.daemon(scope, cluster, &key, svc, &tasks, &instances)
-                        .await?
-                }
+                Scheduling::Replica => self.replica(scope, cluster, &key, svc, &view).await?,
+                Scheduling::Daemon => self.daemon(scope, cluster, &key, svc, &view).await?,
             };
             recheck = min_recheck(recheck, r);
         }
@@ -690,45 +698,21 @@ impl Controller {
         scope: &Scope,
         svc: &Service,
         tasks: &ClusterTasks,
-        instances: &[ContainerInstance],
+        hosts: &[ContainerInstance],
     ) -> Result<(Option<ServiceTargets>, HashMap<String, LbHealth>), ApiError> {
         let Some(targets) = ServiceTargets::load(&self.st, scope, svc).await? else {
             return Ok((None, HashMap::new()));
         };
-        let hosts = self.hosts_of(scope, tasks, instances).await?;
         let health = tasks
             .tasks
             .iter()
             .filter(|t| t.value.service.as_deref() == Some(svc.name.as_str()))
             .map(|t| {
-                let h = targets.health(&t.value, tasks.report(&t.value.id), &hosts);
+                let h = targets.health(&t.value, tasks.report(&t.value.id), hosts);
                 (t.value.id.clone(), h)
             })
             .collect();
         Ok((Some(targets), health))
-    }
-
-    /// The hosts a cluster's tasks run on: its instances, and the Fargate
-    /// pool's when some of its tasks run there.
-    async fn hosts_of(
-        &self,
-        scope: &Scope,
-        tasks: &ClusterTasks,
-        instances: &[ContainerInstance],
-    ) -> Result<Vec<ContainerInstance>, ApiError> {
-        let mut hosts = instances.to_vec();
-        if tasks.tasks.iter().any(|t| t.value.fargate()) {
-            hosts.extend(
-                typed::list::<ContainerInstance>(
-                    &*self.st.store,
-                    &scope.instances_of(FARGATE_POOL),
-                )
-                .await?
-                .into_iter()
-                .map(|(_, v)| v.value),
-            );
-        }
-        Ok(hosts)
     }
 
     /// Stops the tasks whose targets have drained; says when the next
@@ -778,10 +762,10 @@ impl Controller {
         cluster: &str,
         key: &str,
         svc: typed::Versioned<Service>,
-        tasks: &ClusterTasks,
-        instances: &[ContainerInstance],
+        view: &ClusterView<'_>,
     ) -> Result<Option<Duration>, ApiError> {
-        let (lb, lb_health) = self.targets(scope, &svc.value, tasks, instances).await?;
+        let (tasks, instances, hosts) = (view.tasks, view.instances, view.hosts);
+        let (lb, lb_health) = self.targets(scope, &svc.value, tasks, hosts).await?;
         let members = self.members(&svc.value, tasks, instances, &lb_health);
         let draining = self.finish_draining(scope, cluster, &members).await?;
         let plan = service::plan(&svc.value, &members, self.tuning(), now(), || {
@@ -797,7 +781,7 @@ impl Controller {
             starts: &starts,
             lb: lb.as_ref(),
             members: &members,
-            hosts: &self.hosts_of(scope, tasks, instances).await?,
+            hosts,
         };
         self.carry_out(scope, cluster, key, &svc, plan.update, work)
             .await?;
@@ -815,11 +799,11 @@ impl Controller {
         cluster: &str,
         key: &str,
         svc: typed::Versioned<Service>,
-        tasks: &ClusterTasks,
-        instances: &[ContainerInstance],
+        view: &ClusterView<'_>,
     ) -> Result<Option<Duration>, ApiError> {
+        let (tasks, instances, hosts) = (view.tasks, view.instances, view.hosts);
         let s = &svc.value;
-        let (lb, lb_health) = self.targets(scope, s, tasks, instances).await?;
+        let (lb, lb_health) = self.targets(scope, s, tasks, hosts).await?;
         let members = self.members(s, tasks, instances, &lb_health);
         let draining = self.finish_draining(scope, cluster, &members).await?;
         let eligible = if s.status == ServiceStatus::Active {
@@ -840,7 +824,7 @@ impl Controller {
             starts: &starts,
             lb: lb.as_ref(),
             members: &members,
-            hosts: instances,
+            hosts,
         };
         self.carry_out(scope, cluster, key, &svc, plan.update, work)
             .await?;

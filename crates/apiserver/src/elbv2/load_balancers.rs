@@ -259,18 +259,9 @@ pub async fn modify_load_balancer_attributes(
         req.attributes
             .map(|a| a.into_iter().map(|x| (x.key, x.value)).collect()),
     )?;
-    let scope = &ctx.scope;
-    let changes = &changes;
-    let lb = swap(st, || async move {
-        let lb = load_balancer(st, scope, arn).await?;
-        let mut next = lb.value.clone();
-        next.attributes = attributes::modify_load_balancer(&lb.value.attributes, changes)?;
-        let key = scope.load_balancer(&next.name);
-        let txn = Txn::when(
-            vec![typed::unchanged(&key, lb.mod_revision)],
-            vec![typed::put(&key, &next)],
-        );
-        Ok(Attempt::Write(txn, next))
+    let lb = super::update_load_balancer(st, &ctx.scope, arn, |lb| {
+        lb.attributes = attributes::modify_load_balancer(&lb.attributes, &changes)?;
+        Ok(())
     })
     .await?;
     Ok(w::ModifyLoadBalancerAttributesOutput {

@@ -16,6 +16,7 @@ use berth_domain::elb::{ElbArn, ElbCode, ElbError, Listener, LoadBalancer, Targe
 use berth_domain::Scope;
 use berth_store::keys::ElbKeys;
 use berth_store::typed::{self, Versioned};
+use berth_store::Txn;
 use berth_wire::elbv2::MODEL;
 use berth_wire::query::QueryParams;
 use std::future::Future;
@@ -121,6 +122,51 @@ pub(crate) async fn target_group(
         }
     }
     Err(ElbError::tg_not_found().into())
+}
+
+/// Changes a load balancer by compare-and-swap; `change` runs on each
+/// try's fresh read.
+pub(crate) async fn update_load_balancer(
+    st: &AppState,
+    scope: &Scope,
+    arn: &str,
+    change: impl Fn(&mut LoadBalancer) -> Result<(), ElbError>,
+) -> Result<LoadBalancer, ApiError> {
+    let change = &change;
+    swap(st, || async move {
+        let lb = load_balancer(st, scope, arn).await?;
+        let mut next = lb.value.clone();
+        change(&mut next)?;
+        let key = scope.load_balancer(&next.name);
+        let txn = Txn::when(
+            vec![typed::unchanged(&key, lb.mod_revision)],
+            vec![typed::put(&key, &next)],
+        );
+        Ok(Attempt::Write(txn, next))
+    })
+    .await
+}
+
+/// Changes a target group by compare-and-swap, as [`update_load_balancer`].
+pub(crate) async fn update_target_group(
+    st: &AppState,
+    scope: &Scope,
+    arn: &str,
+    change: impl Fn(&mut TargetGroup) -> Result<(), ElbError>,
+) -> Result<TargetGroup, ApiError> {
+    let change = &change;
+    swap(st, || async move {
+        let tg = target_group(st, scope, arn).await?;
+        let mut next = tg.value.clone();
+        change(&mut next)?;
+        let key = scope.target_group(&next.name);
+        let txn = Txn::when(
+            vec![typed::unchanged(&key, tg.mod_revision)],
+            vec![typed::put(&key, &next)],
+        );
+        Ok(Attempt::Write(txn, next))
+    })
+    .await
 }
 
 /// A listener by its ARN, with its key.

@@ -230,17 +230,9 @@ pub async fn modify_target_group(
 ) -> Result<w::ModifyTargetGroupOutput, ApiError> {
     let arn = super::required(&req.target_group_arn, "targetGroupArn")?;
     let scope = &ctx.scope;
-    let req = &req;
-    let tg = swap(st, || async move {
-        let tg = target_group(st, scope, arn).await?;
-        let mut next = tg.value.clone();
-        next.health = health_input!(req).apply(&tg.value.health)?;
-        let key = scope.target_group(&next.name);
-        let txn = Txn::when(
-            vec![typed::unchanged(&key, tg.mod_revision)],
-            vec![typed::put(&key, &next)],
-        );
-        Ok(Attempt::Write(txn, next))
+    let tg = super::update_target_group(st, scope, arn, |tg| {
+        tg.health = health_input!(req).apply(&tg.health)?;
+        Ok(())
     })
     .await?;
     let (_, listeners) = all_listeners(st, scope).await?;
@@ -329,18 +321,9 @@ pub async fn modify_target_group_attributes(
         req.attributes
             .map(|a| a.into_iter().map(|x| (x.key, x.value)).collect()),
     )?;
-    let scope = &ctx.scope;
-    let changes = &changes;
-    let tg = swap(st, || async move {
-        let tg = target_group(st, scope, arn).await?;
-        let mut next = tg.value.clone();
-        next.attributes = attributes::modify_target_group(&tg.value.attributes, changes)?;
-        let key = scope.target_group(&next.name);
-        let txn = Txn::when(
-            vec![typed::unchanged(&key, tg.mod_revision)],
-            vec![typed::put(&key, &next)],
-        );
-        Ok(Attempt::Write(txn, next))
+    let tg = super::update_target_group(st, &ctx.scope, arn, |tg| {
+        tg.attributes = attributes::modify_target_group(&tg.attributes, &changes)?;
+        Ok(())
     })
     .await?;
     Ok(w::ModifyTargetGroupAttributesOutput {
