@@ -4,10 +4,12 @@
     HAProxy (Debian's) in front of the same two targets (berth-bench-backend,
     keep-alive HTTP/1.1), with wrk, closed loop at 64 connections, rounds
     interleaved. Target: Berth at least 1.0x HAProxy's requests/s.
-(b) Latency added at half load: hey at a fixed rate of half of HAProxy's
-    throughput from (a), straight to one target and through each load
-    balancer; the p99 each load balancer adds over the direct one. Target:
-    at most 0.5 ms added by Berth.
+(b) Latency added at half load: berth-bench-latency (16 keep-alive
+    connections on their own threads, requests spread evenly, each timed in
+    microseconds; hey rounds to tenths of a millisecond) at a fixed rate of
+    half of HAProxy's throughput from (a), straight to one target and through
+    each load balancer; the p99 each load balancer adds over the direct one.
+    Target: at most 0.5 ms added by Berth.
 (c) A rolling deployment under continuous load: a 3-task service of busybox
     httpd behind Berth's load balancer (`berth up`), deployed with a new task
     definition while hey keeps requesting. Counts the requests that were not
@@ -35,6 +37,7 @@ import boto3  # noqa: E402
 import botocore.config  # noqa: E402
 
 BACKEND = os.environ.get("BACKEND_BIN", "target/release/berth-bench-backend")
+LATENCY = os.environ.get("LATENCY_BIN", "target/release/berth-bench-latency")
 ROUNDS = int(os.environ.get("ROUNDS", "3"))
 SECONDS = int(os.environ.get("SECONDS_PER_RUN", "10"))
 CONNECTIONS = int(os.environ.get("CONNECTIONS", "64"))
@@ -148,11 +151,11 @@ def wrk(port):
     return {"rps": rps, "p99_ms": unit(m.group(1), m.group(2)), "non2xx": int(errors.group(1)) if errors else 0}
 
 
-def hey(port, rate, seconds=SECONDS, workers=16):
-    """Fixed-rate load: `workers` workers of rate/workers requests/s each."""
-    out = subprocess.run(["hey", "-z", f"{seconds}s", "-c", str(workers), "-q", f"{rate / workers:.1f}",
-                          f"http://127.0.0.1:{port}/"], capture_output=True, text=True, check=True).stdout
-    return parse_hey(out)
+def probe(port, rate, seconds=SECONDS, connections=16):
+    """Fixed-rate load over `connections` connections, timed per request."""
+    out = subprocess.run([LATENCY, "--addr", f"127.0.0.1:{port}", "--rate", str(rate), "--seconds", str(seconds),
+                          "--connections", str(connections)], capture_output=True, text=True, check=True).stdout
+    return json.loads(out)
 
 
 def parse_hey(out):
@@ -193,8 +196,9 @@ def proxies(tmp):
         fixed = {k: [] for k in ("direct", *peers)}
         for r in range(ROUNDS):
             for k, p in (("direct", backends[0]), *peers.items()):
-                fixed[k].append(hey(p, half))
-            print(f"half-load round {r}: " + ", ".join(f"{k} p99 {v[-1]['p99_ms']:.2f} ms" for k, v in fixed.items()),
+                fixed[k].append(probe(p, half))
+            print(f"half-load round {r}: " + ", ".join(f"{k} p50 {v[-1]['p50_ms']:.3f} p99 {v[-1]['p99_ms']:.3f} ms"
+                                                       f" ({v[-1]['failed']} failed)" for k, v in fixed.items()),
                   file=sys.stderr, flush=True)
         return {"closed": closed, "half_rate": half, "fixed": fixed}
     finally:
@@ -282,12 +286,15 @@ def main():
         print(f"| {k} | {med(xs, 'rps'):.0f} | {med(xs, 'p99_ms'):.2f} | {med(xs, 'rps') / hp:.2f}x |")
     fixed = a["fixed"]
     direct = med(fixed["direct"], "p99_ms")
-    print(f"\n(b) Fixed rate {a['half_rate']:.0f} req/s (half of HAProxy's), hey, 16 workers, {SECONDS} s x {ROUNDS}\n")
-    print("| path | p99 ms (median) | p99 added ms |")
-    print("|---|---|---|")
+    direct50 = med(fixed["direct"], "p50_ms")
+    print(f"\n(b) Fixed rate {a['half_rate']:.0f} req/s (half of HAProxy's), berth-bench-latency, 16 connections,"
+          f" {SECONDS} s x {ROUNDS}\n")
+    print("| path | p50 ms | p99 ms (median) | p50 added ms | p99 added ms | failed |")
+    print("|---|---|---|---|---|---|")
     for k, xs in fixed.items():
-        p = med(xs, "p99_ms")
-        print(f"| {k} | {p:.2f} | {'' if k == 'direct' else f'{p - direct:+.2f}'} |")
+        p, p50 = med(xs, "p99_ms"), med(xs, "p50_ms")
+        added = ("", "") if k == "direct" else (f"{p50 - direct50:+.3f}", f"{p - direct:+.3f}")
+        print(f"| {k} | {p50:.3f} | {p:.3f} | {added[0]} | {added[1]} | {sum(x['failed'] for x in xs)} |")
     print(f"\n(c) Rolling deployment of 3 tasks under load (hey -c 8, {DEPLOY_LOAD_SECONDS} s)\n")
     print("| orchestrator | requests | not 2xx | deployment s |")
     print("|---|---|---|---|")

@@ -11,6 +11,7 @@
 //!
 //! This crate is the only home of the proxy's hyper server and client.
 
+mod h1;
 mod health;
 mod proxy;
 mod table;
@@ -452,6 +453,15 @@ async fn serve(
     me: usize,
 ) {
     let upstream = proxy::upstream_client();
+    let pool = Arc::new(h1::Pool::default());
+    let sweeping = pool.clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(10));
+        loop {
+            every.tick().await;
+            sweeping.sweep();
+        }
+    });
     while let Some(a) = handed.recv().await {
         let stream = match tokio::net::TcpStream::from_std(a.stream) {
             Ok(s) => s,
@@ -463,46 +473,39 @@ async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let peer = proxy::Peer::new(a.remote);
-        let (shared, open, upstream, port) =
-            (shared.clone(), open.clone(), upstream.clone(), a.port);
+        let (shared, open, upstream, pool, port) = (
+            shared.clone(),
+            open.clone(),
+            upstream.clone(),
+            pool.clone(),
+            a.port,
+        );
         tokio::spawn(async move {
-            let svc = hyper::service::service_fn(move |req| {
-                let cfg = shared.ports.read().get(&port).cloned();
-                let (upstream, peer) = (upstream.clone(), peer.clone());
-                async move {
-                    Ok::<_, std::convert::Infallible>(
-                        proxy::handle(cfg, &upstream, &peer, req).await,
-                    )
+            if let h1::Outcome::Fallback { io, h2 } =
+                h1::serve(stream, port, &shared, &pool, &peer).await
+            {
+                let svc = hyper::service::service_fn(move |req| {
+                    let cfg = shared.ports.read().get(&port).cloned();
+                    let (upstream, peer) = (upstream.clone(), peer.clone());
+                    async move {
+                        Ok::<_, std::convert::Infallible>(
+                            proxy::handle(cfg, &upstream, &peer, req).await,
+                        )
+                    }
+                });
+                let io = TokioIo::new(io);
+                if h2 {
+                    let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                        .serve_connection(io, svc)
+                        .await;
+                } else {
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .writev(false)
+                        .serve_connection(io, svc)
+                        .await;
                 }
-            });
-            // HTTP/2 without TLS starts with its preface; a peek tells the
-            // two apart without wrapping every read of the connection.
-            let io = TokioIo::new(stream);
-            if http2_preface(io.inner()).await {
-                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                    .serve_connection(io, svc)
-                    .await;
-            } else {
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .writev(false)
-                    .serve_connection(io, svc)
-                    .await;
             }
             open[me].fetch_sub(1, Ordering::Relaxed);
         });
-    }
-}
-
-/// Whether a connection opens with HTTP/2's preface (`PRI * HTTP/2.0`).
-async fn http2_preface(stream: &tokio::net::TcpStream) -> bool {
-    let mut buf = [0u8; 3];
-    loop {
-        match stream.peek(&mut buf).await {
-            Ok(0) | Err(_) => return false,
-            Ok(n) if !b"PRI".starts_with(&buf[..n]) => return false,
-            Ok(n) if n == buf.len() => return true,
-            // A prefix of the preface so far: the rest is on its way.
-            Ok(_) => tokio::time::sleep(Duration::from_millis(1)).await,
-        }
     }
 }

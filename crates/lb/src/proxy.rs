@@ -91,29 +91,51 @@ impl HttpBody for Body {
     }
 }
 
-fn own(status: StatusCode, content_type: Option<&str>, body: impl Into<Bytes>) -> Response<Body> {
-    let mut resp = Response::new(Body::Own(Full::new(body.into())));
-    *resp.status_mut() = status;
-    if let Some(ct) = content_type.and_then(|c| HeaderValue::from_str(c).ok()) {
-        resp.headers_mut().insert(hyper::header::CONTENT_TYPE, ct);
+/// An answer the load balancer gives itself.
+pub struct Answer {
+    pub status: StatusCode,
+    pub content_type: Option<HeaderValue>,
+    pub location: Option<HeaderValue>,
+    pub body: Bytes,
+}
+
+impl Answer {
+    fn new(status: StatusCode, content_type: Option<&str>, body: impl Into<Bytes>) -> Answer {
+        Answer {
+            status,
+            content_type: content_type.and_then(|c| HeaderValue::from_str(c).ok()),
+            location: None,
+            body: body.into(),
+        }
     }
-    resp
+
+    fn response(self) -> Response<Body> {
+        let mut resp = Response::new(Body::Own(Full::new(self.body)));
+        *resp.status_mut() = self.status;
+        if let Some(ct) = self.content_type {
+            resp.headers_mut().insert(hyper::header::CONTENT_TYPE, ct);
+        }
+        if let Some(location) = self.location {
+            resp.headers_mut().insert(hyper::header::LOCATION, location);
+        }
+        resp
+    }
 }
 
 /// ALB's own error pages.
-fn error_page(status: StatusCode) -> Response<Body> {
+pub fn error_page(status: StatusCode) -> Answer {
     let text = format!(
         "<html>\r\n<head><title>{0}</title></head>\r\n<body>\r\n<center><h1>{0}</h1></center>\r\n</body>\r\n</html>\r\n",
         status
     );
-    own(status, Some("text/html"), text)
+    Answer::new(status, Some("text/html"), text)
 }
 
 /// Keeps a target's in-flight count while a request is on it.
 pub struct InFlight(Arc<Target>);
 
 impl InFlight {
-    fn start(target: Arc<Target>) -> Self {
+    pub fn start(target: Arc<Target>) -> Self {
         target.requests.fetch_add(1, Ordering::Relaxed);
         target.inflight.fetch_add(1, Ordering::Relaxed);
         InFlight(target)
@@ -146,18 +168,83 @@ impl Peer {
 
 /// The request's host without its port.
 fn host_of(req: &Request<Incoming>) -> &str {
-    let h = req
-        .headers()
-        .get(HOST)
-        .and_then(|h| h.to_str().ok())
-        .or_else(|| req.uri().authority().map(|a| a.as_str()))
-        .unwrap_or_default();
-    h.rsplit_once(':')
-        .filter(|(_, p)| p.bytes().all(|b| b.is_ascii_digit()))
-        .map_or(h, |(h, _)| h)
+    strip_port(
+        req.headers()
+            .get(HOST)
+            .and_then(|h| h.to_str().ok())
+            .or_else(|| req.uri().authority().map(|a| a.as_str()))
+            .unwrap_or_default(),
+    )
 }
 
-/// Handles one request that arrived on `port` from `client`.
+pub fn strip_port(host: &str) -> &str {
+    host.rsplit_once(':')
+        .filter(|(_, p)| p.bytes().all(|b| b.is_ascii_digit()))
+        .map_or(host, |(h, _)| h)
+}
+
+/// What a request gets: an answer from the load balancer, or a target.
+pub enum Decision {
+    Answer(Answer),
+    Forward(Arc<Target>),
+}
+
+/// Matches a request against the port's rules, in priority order. The
+/// headers are gathered only if a rule looks at them.
+pub fn decide(
+    port: &Port,
+    method: &str,
+    path: &str,
+    query: &str,
+    host: &str,
+    headers: impl FnOnce() -> Vec<(String, String)>,
+) -> Decision {
+    let headers = if port.matches_headers {
+        headers()
+    } else {
+        vec![]
+    };
+    let view = RequestView {
+        method,
+        path,
+        host,
+        headers: &headers,
+    };
+    let Some(route) = port.routes.iter().find(|r| r.matches(&view)) else {
+        return Decision::Answer(error_page(StatusCode::SERVICE_UNAVAILABLE));
+    };
+    match &route.action {
+        RouteAction::Fixed {
+            status,
+            content_type,
+            body,
+        } => Decision::Answer(Answer::new(
+            StatusCode::from_u16(*status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE),
+            content_type.as_deref(),
+            body.clone(),
+        )),
+        RouteAction::Redirect { config, status } => {
+            let location = redirect_location(config, "http", host, port.port, path, query);
+            let mut answer = Answer::new(
+                StatusCode::from_u16(*status).unwrap_or(StatusCode::FOUND),
+                None,
+                Bytes::new(),
+            );
+            answer.location = HeaderValue::from_str(&location).ok();
+            Decision::Answer(answer)
+        }
+        RouteAction::Forward(groups) => match pick_group(groups)
+            .and_then(|arn| port.groups.get(arn))
+            .and_then(|g| g.pick())
+        {
+            Some(target) => Decision::Forward(target),
+            None => Decision::Answer(error_page(StatusCode::SERVICE_UNAVAILABLE)),
+        },
+    }
+}
+
+/// Handles one request that arrived on `port` from `client` over HTTP/2,
+/// or over HTTP/1 when [`crate::h1`] hands a connection over.
 pub async fn handle(
     port: Option<Arc<Port>>,
     upstream: &Upstream,
@@ -166,85 +253,44 @@ pub async fn handle(
 ) -> Response<Body> {
     let Some(port) = port else {
         // The listener went away while the connection stayed open.
-        return error_page(StatusCode::SERVICE_UNAVAILABLE);
+        return error_page(StatusCode::SERVICE_UNAVAILABLE).response();
     };
-    let chosen = {
-        let headers: Vec<(String, String)> = if port.matches_headers {
+    let decision = decide(
+        &port,
+        req.method().as_str(),
+        req.uri().path(),
+        req.uri().query().unwrap_or_default(),
+        host_of(&req),
+        || {
             req.headers()
                 .iter()
                 .filter_map(|(n, v)| Some((n.as_str().to_string(), v.to_str().ok()?.to_string())))
                 .collect()
-        } else {
-            vec![]
-        };
-        let view = RequestView {
-            method: req.method().as_str(),
-            path: req.uri().path(),
-            host: host_of(&req),
-            headers: &headers,
-        };
-        port.routes.iter().position(|r| r.matches(&view))
+        },
+    );
+    let target = match decision {
+        Decision::Answer(answer) => return answer.response(),
+        Decision::Forward(target) => target,
     };
-    let Some(route) = chosen.map(|i| &port.routes[i]) else {
-        return error_page(StatusCode::SERVICE_UNAVAILABLE);
-    };
-    match &route.action {
-        RouteAction::Fixed {
-            status,
-            content_type,
-            body,
-        } => own(
-            StatusCode::from_u16(*status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE),
-            content_type.as_deref(),
-            body.clone(),
-        ),
-        RouteAction::Redirect { config, status } => {
-            let location = redirect_location(
-                config,
-                "http",
-                host_of(&req),
-                port.port,
-                req.uri().path(),
-                req.uri().query().unwrap_or_default(),
-            );
-            let mut resp = own(
-                StatusCode::from_u16(*status).unwrap_or(StatusCode::FOUND),
-                None,
-                Bytes::new(),
-            );
-            if let Ok(v) = HeaderValue::from_str(&location) {
-                resp.headers_mut().insert(hyper::header::LOCATION, v);
-            }
-            resp
+    let flight = InFlight::start(target.clone());
+    prepare(&mut req, &port, client, &target);
+    match tokio::time::timeout(port.idle_timeout, upstream.request(req)).await {
+        Ok(Ok(resp)) => {
+            let (mut parts, body) = resp.into_parts();
+            strip_hop_by_hop(&mut parts.headers);
+            Response::from_parts(
+                parts,
+                Body::Target {
+                    body,
+                    _flight: flight,
+                },
+            )
         }
-        RouteAction::Forward(groups) => {
-            let Some(group) = pick_group(groups).and_then(|arn| port.groups.get(arn)) else {
-                return error_page(StatusCode::SERVICE_UNAVAILABLE);
-            };
-            let Some(target) = group.pick() else {
-                return error_page(StatusCode::SERVICE_UNAVAILABLE);
-            };
-            let flight = InFlight::start(target.clone());
-            prepare(&mut req, &port, client, &target);
-            match tokio::time::timeout(port.idle_timeout, upstream.request(req)).await {
-                Ok(Ok(resp)) => {
-                    let (mut parts, body) = resp.into_parts();
-                    strip_hop_by_hop(&mut parts.headers);
-                    Response::from_parts(
-                        parts,
-                        Body::Target {
-                            body,
-                            _flight: flight,
-                        },
-                    )
-                }
-                Ok(Err(e)) => {
-                    tracing::debug!(target = %target.addr, error = %e, "target failed");
-                    error_page(StatusCode::BAD_GATEWAY)
-                }
-                Err(_) => error_page(StatusCode::GATEWAY_TIMEOUT),
-            }
+        Ok(Err(e)) => {
+            tracing::debug!(target = %target.addr, error = %e, "target failed");
+            error_page(StatusCode::BAD_GATEWAY).response()
         }
+        Err(_) => error_page(StatusCode::GATEWAY_TIMEOUT).response(),
     }
 }
 
