@@ -92,6 +92,25 @@ class Server(Process):
         raise RuntimeError("berth did not become healthy")
 
 
+class Etcd(Process):
+    """A single-member etcd on free ports, for stores shared by processes."""
+
+    def __init__(self, data_dir):
+        self.port, peer = free_port(), free_port()
+        self.endpoint = f"127.0.0.1:{self.port}"
+        self.args = ["etcd", "--data-dir", os.path.join(data_dir, "etcd"),
+                     "--listen-client-urls", f"http://{self.endpoint}", "--advertise-client-urls", f"http://{self.endpoint}",
+                     "--listen-peer-urls", f"http://127.0.0.1:{peer}", "--initial-advertise-peer-urls",
+                     f"http://127.0.0.1:{peer}", "--initial-cluster", f"default=http://127.0.0.1:{peer}", "--max-txn-ops", "1024"]
+        self.log = os.path.join(data_dir, "etcd.log")
+
+    def start(self):
+        self.proc = subprocess.Popen(self.args, stdout=subprocess.DEVNULL, stderr=open(self.log, "ab"),
+                                     stdin=subprocess.DEVNULL)
+        wait_for("etcd to answer", lambda: _answers(f"http://{self.endpoint}/health"), timeout=30)
+        return self
+
+
 @pytest.fixture(scope="session")
 def server(tmp_path_factory):
     s = Server(str(tmp_path_factory.mktemp("berth"))).start()

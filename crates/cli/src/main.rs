@@ -3,7 +3,7 @@
 
 use anyhow::{bail, Context};
 use berth_apiserver::{ApiConfig, AppState};
-use berth_store::{MemStore, SqliteStore, Store};
+use berth_store::{EtcdStore, MemStore, SqliteStore, Store};
 use clap::{Parser, Subcommand, ValueEnum};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -37,6 +37,10 @@ enum Command {
     Up(UpArgs),
     /// Make this host a container instance of a cluster and run its tasks.
     Agent(AgentArgs),
+    /// Run the load balancer's data path on its own, on the store of a
+    /// `berth server` (which then runs with `--lb false`): an etcd store,
+    /// since only etcd is shared by several processes.
+    Lb(LbArgs),
     /// Show a task's container logs.
     Logs(LogsArgs),
     /// List services, show their events, deploy new task definitions.
@@ -143,6 +147,43 @@ struct AgentArgs {
 }
 
 #[derive(clap::Args, Clone)]
+struct LbArgs {
+    /// The server's store: etcd://HOST:PORT[,HOST:PORT...].
+    #[arg(long, env = "BERTH_STORE")]
+    store: String,
+    #[command(flatten)]
+    data_path: DataPathArgs,
+    /// Log format.
+    #[arg(long, env = "BERTH_LOG_FORMAT", value_enum, default_value = "text")]
+    log_format: LogFormat,
+    /// Log filter (tracing EnvFilter syntax).
+    #[arg(long, env = "BERTH_LOG", default_value = "info")]
+    log: String,
+}
+
+/// How the load balancer's data path serves its listeners.
+#[derive(clap::Args, Clone)]
+struct DataPathArgs {
+    /// The address load balancer listeners are bound on.
+    #[arg(long, env = "BERTH_LB_BIND", default_value = "0.0.0.0")]
+    lb_bind: std::net::IpAddr,
+    /// Threads serving load balancer connections (default: one per CPU).
+    #[arg(long, env = "BERTH_LB_THREADS", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    lb_threads: Option<u16>,
+}
+
+impl DataPathArgs {
+    fn config(&self) -> berth_lb::LbConfig {
+        let default = berth_lb::LbConfig::default();
+        berth_lb::LbConfig {
+            bind: self.lb_bind,
+            threads: self.lb_threads.map_or(default.threads, usize::from),
+            ..default
+        }
+    }
+}
+
+#[derive(clap::Args, Clone)]
 struct LogsArgs {
     /// The task: its id or ARN.
     task: String,
@@ -234,7 +275,9 @@ struct ServerArgs {
     /// Directory for Berth's state. Defaults to $XDG_DATA_HOME/berth or ~/.local/share/berth.
     #[arg(long, env = "BERTH_DATA_DIR")]
     data_dir: Option<PathBuf>,
-    /// Store URL: sqlite://PATH (default: berth.db in the data dir) or memory:// (lost on exit).
+    /// Store URL: sqlite://PATH (default: berth.db in the data dir),
+    /// etcd://HOST:PORT[,HOST:PORT...] (shared, e.g. with `berth lb`) or
+    /// memory:// (lost on exit).
     #[arg(long, env = "BERTH_STORE")]
     store: Option<String>,
     /// Account id of every resource and ARN.
@@ -288,15 +331,11 @@ struct ServerArgs {
     #[arg(long, env = "BERTH_WARM_ADDRESSES", default_value_t = 2, value_parser = clap::value_parser!(u16).range(0..=64))]
     warm_addresses: u16,
     /// Run the load balancer's data path (listeners of the ELBv2 API) in
-    /// this process.
+    /// this process; false when `berth lb` runs it.
     #[arg(long, env = "BERTH_LB", default_value_t = true, action = clap::ArgAction::Set)]
     lb: bool,
-    /// The address load balancer listeners are bound on.
-    #[arg(long, env = "BERTH_LB_BIND", default_value = "0.0.0.0")]
-    lb_bind: std::net::IpAddr,
-    /// Threads serving load balancer connections (default: one per CPU).
-    #[arg(long, env = "BERTH_LB_THREADS", value_parser = clap::value_parser!(u16).range(1..=1024))]
-    lb_threads: Option<u16>,
+    #[command(flatten)]
+    data_path: DataPathArgs,
     /// The host name load balancers report as their DNSName.
     #[arg(long, env = "BERTH_LB_HOSTNAME", default_value = "localhost")]
     lb_hostname: String,
@@ -352,6 +391,7 @@ fn main() -> anyhow::Result<()> {
             commit_lazily();
             agent(args)
         }
+        Command::Lb(args) => lb(args),
         Command::Logs(args) => logs(args),
         Command::Service(cmd) => service_command(cmd),
         Command::Billing(args) => billing::show(
@@ -460,7 +500,7 @@ fn given_or_default_dir(given: Option<&PathBuf>, name: &str, env: &str) -> anyho
     }
 }
 
-fn open_store(args: &ServerArgs) -> anyhow::Result<(Arc<dyn Store>, String)> {
+async fn open_store(args: &ServerArgs) -> anyhow::Result<(Arc<dyn Store>, String)> {
     let url = match &args.store {
         Some(u) => u.clone(),
         None => {
@@ -471,8 +511,11 @@ fn open_store(args: &ServerArgs) -> anyhow::Result<(Arc<dyn Store>, String)> {
     if url == "memory://" {
         return Ok((Arc::new(MemStore::new()), url));
     }
+    if let Some(endpoints) = url.strip_prefix("etcd://") {
+        return Ok((Arc::new(open_etcd(endpoints).await?), url));
+    }
     let Some(path) = url.strip_prefix("sqlite://") else {
-        bail!("unsupported --store {url:?}: use sqlite://PATH or memory://");
+        bail!("unsupported --store {url:?}: use sqlite://PATH, etcd://HOST:PORT or memory://");
     };
     let path = PathBuf::from(path);
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
@@ -482,6 +525,35 @@ fn open_store(args: &ServerArgs) -> anyhow::Result<(Arc<dyn Store>, String)> {
     let store = SqliteStore::open(&path)
         .with_context(|| format!("cannot open store {}", path.display()))?;
     Ok((Arc::new(store), url))
+}
+
+async fn open_etcd(endpoints: &str) -> anyhow::Result<EtcdStore> {
+    EtcdStore::connect(endpoints)
+        .await
+        .with_context(|| format!("cannot open store etcd://{endpoints}"))
+}
+
+/// `berth lb`: the data path alone, until a signal.
+fn lb(args: LbArgs) -> anyhow::Result<()> {
+    init_logs(&args.log, args.log_format)?;
+    let Some(endpoints) = args.store.strip_prefix("etcd://") else {
+        bail!(
+            "--store {:?}: berth lb shares the server's store, which must be etcd://HOST:PORT \
+             (sqlite:// and memory:// belong to one process)",
+            args.store
+        );
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let store: Arc<dyn Store> = Arc::new(open_etcd(endpoints).await?);
+        let shutdown = cancel_on_signal("shutting down");
+        tracing::info!(store = %args.store, bind = %args.data_path.lb_bind, "berth lb ready");
+        berth_lb::run(store, args.data_path.config(), shutdown).await;
+        tracing::info!("stopped");
+        Ok(())
+    })
 }
 
 fn run(args: ServerArgs, up: Option<(HostArgs, bool)>) -> anyhow::Result<()> {
@@ -496,7 +568,7 @@ fn run(args: ServerArgs, up: Option<(HostArgs, bool)>) -> anyhow::Result<()> {
 }
 
 async fn serve(args: ServerArgs, up: Option<(HostArgs, bool)>) -> anyhow::Result<()> {
-    let (store, url) = open_store(&args)?;
+    let (store, url) = open_store(&args).await?;
     let network = match &args.network_config {
         Some(path) => {
             let text = std::fs::read_to_string(path)
@@ -532,7 +604,7 @@ async fn serve(args: ServerArgs, up: Option<(HostArgs, bool)>) -> anyhow::Result
     let addr = listener.local_addr()?;
     tracing::info!(listen = %addr, store = %url, "berth server ready");
 
-    let shutdown = CancellationToken::new();
+    let shutdown = cancel_on_signal("shutting down");
     let mut local_agents = vec![];
     if let Some((host, fargate)) = up {
         let server = format!("http://{addr}");
@@ -629,14 +701,7 @@ async fn serve(args: ServerArgs, up: Option<(HostArgs, bool)>) -> anyhow::Result
     let lb = args.lb.then(|| {
         tokio::spawn(berth_lb::run(
             store.clone(),
-            berth_lb::LbConfig {
-                bind: args.lb_bind,
-                threads: args
-                    .lb_threads
-                    .map(usize::from)
-                    .unwrap_or_else(|| berth_lb::LbConfig::default().threads),
-                ..Default::default()
-            },
+            args.data_path.config(),
             shutdown.clone(),
         ))
     });
@@ -645,12 +710,6 @@ async fn serve(args: ServerArgs, up: Option<(HostArgs, bool)>) -> anyhow::Result
         args.history_revisions,
         shutdown.clone(),
     ));
-    let signal = shutdown.clone();
-    tokio::spawn(async move {
-        wait_for_signal().await;
-        tracing::info!("shutting down");
-        signal.cancel();
-    });
     let stop = shutdown.clone();
     let threads = args.http_threads.map(usize::from).unwrap_or_else(|| {
         std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
@@ -729,13 +788,7 @@ fn agent(args: AgentArgs) -> anyhow::Result<()> {
         let runtime = berth_runtime::docker::DockerRuntime::connect(Some(&args.host.docker_socket))
             .await
             .with_context(|| format!("no Docker Engine on {}", args.host.docker_socket))?;
-        let shutdown = CancellationToken::new();
-        let signal = shutdown.clone();
-        tokio::spawn(async move {
-            wait_for_signal().await;
-            tracing::info!("agent stopping; its containers keep running");
-            signal.cancel();
-        });
+        let shutdown = cancel_on_signal("agent stopping; its containers keep running");
         berth_agent::run(config, Arc::new(runtime), shutdown)
             .await
             .map_err(anyhow::Error::from)
@@ -753,6 +806,18 @@ fn logs(args: LogsArgs) -> anyhow::Result<()> {
         args.follow,
     ))
     .map_err(|e| anyhow::anyhow!(e))
+}
+
+/// A token cancelled at SIGINT or SIGTERM, logging `message` then.
+fn cancel_on_signal(message: &'static str) -> CancellationToken {
+    let shutdown = CancellationToken::new();
+    let signal = shutdown.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("{message}");
+        signal.cancel();
+    });
+    shutdown
 }
 
 async fn wait_for_signal() {

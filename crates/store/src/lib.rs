@@ -8,15 +8,17 @@
 //! atomically; watches from a revision that deliver every event in revision
 //! order; leases with a TTL whose expiry deletes the keys attached to them.
 //!
-//! Backends: [`MemStore`] (tests, `memory://`) and [`SqliteStore`] (the
-//! default; an acknowledged write is fsynced, so `kill -9` never loses it).
+//! Backends: [`MemStore`] (tests, `memory://`), [`SqliteStore`] (the
+//! default; an acknowledged write is fsynced, so `kill -9` never loses it)
+//! and [`EtcdStore`] (`etcd://`, shared by several processes).
 //! Values are opaque bytes; [`typed`] adds JSON records and [`keys`] is the
 //! one place that knows the key layout (docs/adr/0001-store-key-layout.md).
 //!
-//! This crate is the only home of rusqlite (and later etcd-client). It knows
+//! This crate is the only home of rusqlite and of the etcd client. It knows
 //! nothing of HTTP or of AWS wire shapes.
 
 mod apply;
+mod etcd;
 mod lease;
 mod mem;
 mod sqlite;
@@ -29,6 +31,7 @@ use async_trait::async_trait;
 use futures::stream::BoxStream;
 use std::time::Duration;
 
+pub use etcd::EtcdStore;
 pub use mem::MemStore;
 pub use sqlite::SqliteStore;
 
@@ -196,6 +199,9 @@ pub enum StoreError {
     Corrupt { key: String, reason: String },
     #[error("the store is shut down")]
     Closed,
+    /// etcd could not be reached, or refused a request.
+    #[error("etcd: {0}")]
+    Etcd(String),
 }
 
 /// A stream of every event under a prefix, from a revision, in revision order.

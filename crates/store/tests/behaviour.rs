@@ -162,11 +162,9 @@ async fn watch_contract(s: Arc<dyn Store>) {
     ));
 }
 
-async fn lease_contract(s: Arc<dyn Store>) {
-    let lease = s
-        .lease_grant(Duration::from_millis(300))
-        .await
-        .expect("grant");
+/// `ttl`: the shortest the backend keeps (etcd counts whole seconds).
+async fn lease_contract(s: Arc<dyn Store>, ttl: Duration) {
+    let lease = s.lease_grant(ttl).await.expect("grant");
     s.txn(Txn {
         success: vec![Op::Put {
             key: "/l/alive".into(),
@@ -199,12 +197,12 @@ async fn lease_contract(s: Arc<dyn Store>) {
 
     // Keep-alives hold it past its TTL; then it expires and takes its key.
     for _ in 0..4 {
-        tokio::time::sleep(Duration::from_millis(150)).await;
+        tokio::time::sleep(ttl / 2).await;
         s.lease_keep_alive(lease.id).await.expect("alive");
     }
     assert!(s.get("/l/alive").await.expect("get").is_some());
     let mut w = s.watch("/l/", 0);
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    tokio::time::sleep(ttl * 7 / 3).await;
     assert!(
         s.get("/l/alive").await.expect("get").is_none(),
         "expired lease deletes its keys"
@@ -263,12 +261,109 @@ async fn sqlite_watch_in_revision_order() {
 }
 #[tokio::test]
 async fn memstore_leases_expire() {
-    lease_contract(Arc::new(MemStore::new())).await;
+    lease_contract(Arc::new(MemStore::new()), Duration::from_millis(300)).await;
 }
 #[tokio::test]
 async fn sqlite_leases_expire() {
     let (_d, s) = sqlite();
-    lease_contract(s).await;
+    lease_contract(s, Duration::from_millis(300)).await;
+}
+
+/// A single-member etcd of its own on free ports, killed when dropped.
+struct Etcd {
+    child: std::process::Child,
+    _dir: tempfile::TempDir,
+    endpoint: String,
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+async fn etcd() -> (Etcd, Arc<dyn Store>) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (client, peer) = (free_port(), free_port());
+    let endpoint = format!("127.0.0.1:{client}");
+    let log = std::fs::File::create(dir.path().join("etcd.log")).expect("log");
+    let bin = std::env::var("BERTH_ETCD_BIN").unwrap_or_else(|_| "etcd".into());
+    let child = std::process::Command::new(&bin)
+        .args(["--data-dir", &dir.path().join("data").display().to_string()])
+        .args(["--listen-client-urls", &format!("http://{endpoint}")])
+        .args(["--advertise-client-urls", &format!("http://{endpoint}")])
+        .args(["--listen-peer-urls", &format!("http://127.0.0.1:{peer}")])
+        .args([
+            "--initial-advertise-peer-urls",
+            &format!("http://127.0.0.1:{peer}"),
+        ])
+        .args([
+            "--initial-cluster",
+            &format!("default=http://127.0.0.1:{peer}"),
+        ])
+        // Short ticks: leases as short as a second (etcd's floor follows them).
+        .args(["--heartbeat-interval", "10", "--election-timeout", "100"])
+        .args(["--max-txn-ops", "1024"])
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log)
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!("cannot run {bin} (scripts/setup.sh installs etcd-server): {e}")
+        });
+    let guard = Etcd {
+        child,
+        _dir: dir,
+        endpoint,
+    };
+    for _ in 0..200 {
+        if let Ok(s) = EtcdStore::connect(&guard.endpoint).await {
+            return (guard, Arc::new(s));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("etcd did not start at {}", guard.endpoint);
+}
+
+#[tokio::test]
+async fn etcd_contract() {
+    let (_e, s) = etcd().await;
+    contract(s).await;
+}
+#[tokio::test]
+async fn etcd_watch_in_revision_order() {
+    let (_e, s) = etcd().await;
+    watch_contract(s).await;
+}
+#[tokio::test]
+async fn etcd_leases_expire() {
+    let (_e, s) = etcd().await;
+    lease_contract(s, Duration::from_secs(1)).await;
+}
+
+/// A member that is down is skipped for one that answers; none answering
+/// is an error that names etcd.
+#[tokio::test]
+async fn etcd_fails_over_between_members() {
+    let (e, _) = etcd().await;
+    let down = format!("127.0.0.1:{}", free_port());
+    let s = EtcdStore::connect(&format!("{down},{}", e.endpoint))
+        .await
+        .expect("one member answers");
+    put(&s, "/f/1", "x").await;
+    assert_eq!(s.get("/f/1").await.expect("get").expect("kv").value, b"x");
+    match EtcdStore::connect(&down).await {
+        Err(StoreError::Etcd(m)) => assert!(m.contains("cannot reach etcd"), "{m}"),
+        other => panic!("expected an etcd error, got {:?}", other.map(|_| ())),
+    }
 }
 
 #[tokio::test]
@@ -300,6 +395,17 @@ async fn sqlite_reopen_keeps_everything() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sqlite_concurrent_cas_never_loses_an_increment() {
     let (_d, s) = sqlite();
+    concurrent_cas(s).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn etcd_concurrent_cas_never_loses_an_increment() {
+    let (_e, s) = etcd().await;
+    concurrent_cas(s).await;
+}
+
+/// 16 writers incrementing one counter by compare-and-swap.
+async fn concurrent_cas(s: Arc<dyn Store>) {
     let mut tasks = vec![];
     for _ in 0..16 {
         let s = s.clone();
