@@ -821,6 +821,10 @@ fn examine_reply(bytes: &[u8], head: bool, client_close: bool, out: &mut Vec<u8>
             out.extend_from_slice(part);
         }
     }
+    if coded && length.is_some() {
+        // Framed two ways: which one the client would follow is unknowable.
+        return Reply::Invalid;
+    }
     if (100..200).contains(&code) {
         out.extend_from_slice(b"\r\n");
         return Reply::Interim(len);
@@ -841,7 +845,7 @@ fn examine_reply(bytes: &[u8], head: bool, client_close: bool, out: &mut Vec<u8>
     out.extend_from_slice(b"\r\n");
     Reply::Final {
         len,
-        reusable: !(target_close || matches!(body, Framing::Close) || coded && length.is_some()),
+        reusable: !(target_close || matches!(body, Framing::Close)),
         body,
         close,
     }
