@@ -328,6 +328,15 @@ struct Work<'a> {
     hosts: &'a [ContainerInstance],
 }
 
+/// What a service's plan (REPLICA or DAEMON) asks of one reconcile.
+struct Decided {
+    stop: Vec<service::Stop>,
+    /// How many tasks to start, and on which instance if one is chosen.
+    starts: Vec<(u32, Option<String>)>,
+    update: Option<Service>,
+    recheck_after: Option<f64>,
+}
+
 /// What an attempt to start a service's tasks came to.
 struct Started {
     ids: Vec<String>,
@@ -764,31 +773,21 @@ impl Controller {
         svc: typed::Versioned<Service>,
         view: &ClusterView<'_>,
     ) -> Result<Option<Duration>, ApiError> {
-        let (tasks, instances, hosts) = (view.tasks, view.instances, view.hosts);
-        let (lb, lb_health) = self.targets(scope, &svc.value, tasks, hosts).await?;
-        let members = self.members(&svc.value, tasks, instances, &lb_health);
-        let draining = self.finish_draining(scope, cluster, &members).await?;
-        let plan = service::plan(&svc.value, &members, self.tuning(), now(), || {
-            (uuid::Uuid::new_v4().to_string(), deployment_digits())
-        });
-        let starts: Vec<(u32, Option<&str>)> = if plan.start > 0 {
-            vec![(plan.start, None)]
-        } else {
-            vec![]
-        };
-        let work = Work {
-            stops: &plan.stop,
-            starts: &starts,
-            lb: lb.as_ref(),
-            members: &members,
-            hosts,
-        };
-        self.carry_out(scope, cluster, key, &svc, plan.update, work)
-            .await?;
-        Ok(min_recheck(
-            plan.recheck_after.map(Duration::from_secs_f64),
-            draining,
-        ))
+        self.reconcile_with(scope, cluster, key, &svc, view, |members| {
+            let plan = service::plan(&svc.value, members, self.tuning(), now(), || {
+                (uuid::Uuid::new_v4().to_string(), deployment_digits())
+            });
+            Decided {
+                stop: plan.stop,
+                starts: (plan.start > 0)
+                    .then_some((plan.start, None))
+                    .into_iter()
+                    .collect(),
+                update: plan.update,
+                recheck_after: plan.recheck_after,
+            }
+        })
+        .await
     }
 
     /// DAEMON: which instances should run a task is decided here, with
@@ -801,35 +800,59 @@ impl Controller {
         svc: typed::Versioned<Service>,
         view: &ClusterView<'_>,
     ) -> Result<Option<Duration>, ApiError> {
-        let (tasks, instances, hosts) = (view.tasks, view.instances, view.hosts);
         let s = &svc.value;
-        let (lb, lb_health) = self.targets(scope, s, tasks, hosts).await?;
-        let members = self.members(s, tasks, instances, &lb_health);
-        let draining = self.finish_draining(scope, cluster, &members).await?;
         let eligible = if s.status == ServiceStatus::Active {
-            self.daemon_instances(scope, s, instances).await?
+            self.daemon_instances(scope, s, view.instances).await?
         } else {
             BTreeSet::new()
         };
-        let plan = service::plan_daemon(s, &members, &eligible, self.tuning(), now(), || {
-            (uuid::Uuid::new_v4().to_string(), deployment_digits())
-        });
-        let starts: Vec<(u32, Option<&str>)> = plan
-            .start_on
+        self.reconcile_with(scope, cluster, key, &svc, view, |members| {
+            let plan = service::plan_daemon(s, members, &eligible, self.tuning(), now(), || {
+                (uuid::Uuid::new_v4().to_string(), deployment_digits())
+            });
+            Decided {
+                stop: plan.stop,
+                starts: plan.start_on.into_iter().map(|i| (1, Some(i))).collect(),
+                update: plan.update,
+                recheck_after: plan.recheck_after,
+            }
+        })
+        .await
+    }
+
+    /// One reconcile of either kind of service: observe its tasks and
+    /// their targets, end the drains that are due, let `decide` plan, and
+    /// carry the plan out. Returns when to look again.
+    async fn reconcile_with(
+        &self,
+        scope: &Scope,
+        cluster: &str,
+        key: &str,
+        svc: &typed::Versioned<Service>,
+        view: &ClusterView<'_>,
+        decide: impl FnOnce(&[Member<'_>]) -> Decided,
+    ) -> Result<Option<Duration>, ApiError> {
+        let (tasks, instances, hosts) = (view.tasks, view.instances, view.hosts);
+        let (lb, lb_health) = self.targets(scope, &svc.value, tasks, hosts).await?;
+        let members = self.members(&svc.value, tasks, instances, &lb_health);
+        let draining = self.finish_draining(scope, cluster, &members).await?;
+        let decided = decide(&members);
+        let starts: Vec<(u32, Option<&str>)> = decided
+            .starts
             .iter()
-            .map(|i| (1, Some(i.as_str())))
+            .map(|(n, on)| (*n, on.as_deref()))
             .collect();
         let work = Work {
-            stops: &plan.stop,
+            stops: &decided.stop,
             starts: &starts,
             lb: lb.as_ref(),
             members: &members,
             hosts,
         };
-        self.carry_out(scope, cluster, key, &svc, plan.update, work)
+        self.carry_out(scope, cluster, key, svc, decided.update, work)
             .await?;
         Ok(min_recheck(
-            plan.recheck_after.map(Duration::from_secs_f64),
+            decided.recheck_after.map(Duration::from_secs_f64),
             draining,
         ))
     }

@@ -130,7 +130,6 @@ struct Group {
 /// A service's target groups and their targets.
 pub(crate) struct ServiceTargets {
     groups: Vec<Group>,
-    /// Task ARN by task id, for matching registrations to tasks.
     scope: Scope,
     cluster: String,
 }

@@ -250,11 +250,7 @@ pub fn build(
                 continue;
             };
             if r.drained(delay, now) {
-                let segment = Registration::key(&r.id, r.port);
-                let observed = [
-                    scope.target_health(tg_id, &segment),
-                    scope.target_requests(tg_id, &segment),
-                ];
+                let observed = scope.target_observed(tg_id, &Registration::key(&r.id, r.port));
                 table.drained.push((key.clone(), *rev, observed));
             } else {
                 let end = at + delay as f64;

@@ -261,6 +261,7 @@ pub trait ElbKeys {
     fn target_health(&self, tg_id: &str, target: &str) -> String;
     fn target_requests_of(&self, tg_id: &str) -> String;
     fn target_requests(&self, tg_id: &str, target: &str) -> String;
+    fn target_observed(&self, tg_id: &str, target: &str) -> [String; 2];
 }
 
 impl ElbKeys for Scope {
@@ -328,6 +329,14 @@ impl ElbKeys for Scope {
     }
     fn target_requests(&self, tg_id: &str, target: &str) -> String {
         format!("{}{target}", self.target_requests_of(tg_id))
+    }
+    /// What the data path records of a registration (its health and its
+    /// request count), removed with it.
+    fn target_observed(&self, tg_id: &str, target: &str) -> [String; 2] {
+        [
+            self.target_health(tg_id, target),
+            self.target_requests(tg_id, target),
+        ]
     }
 }
 

@@ -47,6 +47,16 @@ pub async fn list<T: DeserializeOwned>(
         .collect()
 }
 
+/// The keys under `prefix`, without it, in key order.
+pub async fn names(store: &dyn Store, prefix: &str) -> Result<Vec<String>, StoreError> {
+    let resp = store.range(RangeRequest::prefix(prefix)).await?;
+    Ok(resp
+        .kvs
+        .into_iter()
+        .filter_map(|kv| kv.key.strip_prefix(prefix).map(str::to_string))
+        .collect())
+}
+
 /// Counts keys under `prefix`.
 pub async fn count(store: &dyn Store, prefix: &str) -> Result<usize, StoreError> {
     Ok(store.range(RangeRequest::prefix(prefix)).await?.kvs.len())

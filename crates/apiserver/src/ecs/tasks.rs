@@ -85,15 +85,8 @@ pub(crate) async fn connected_agents(
     scope: &Scope,
     cluster: &str,
 ) -> Result<HashSet<String>, ApiError> {
-    let prefix = scope.agent_connections_of(cluster);
-    Ok(st
-        .store
-        .range(RangeRequest::prefix(prefix.as_str()))
-        .await?
-        .kvs
-        .into_iter()
-        .filter_map(|kv| kv.key.strip_prefix(&prefix).map(str::to_string))
-        .collect())
+    let ids = typed::names(&*st.store, &scope.agent_connections_of(cluster)).await?;
+    Ok(ids.into_iter().collect())
 }
 
 /// What a cluster's instances hold now, read once per request: which
@@ -828,15 +821,8 @@ pub(crate) async fn subnet_addresses(
     scope: &Scope,
     subnet: &str,
 ) -> Result<std::collections::BTreeSet<std::net::Ipv4Addr>, ApiError> {
-    let prefix = scope.subnet_ips_of(subnet);
-    Ok(st
-        .store
-        .range(RangeRequest::prefix(prefix.as_str()))
-        .await?
-        .kvs
-        .into_iter()
-        .filter_map(|kv| kv.key.strip_prefix(&prefix)?.parse().ok())
-        .collect())
+    let ips = typed::names(&*st.store, &scope.subnet_ips_of(subnet)).await?;
+    Ok(ips.iter().filter_map(|ip| ip.parse().ok()).collect())
 }
 
 /// What a clientToken remembers: the request it came with and its tasks.

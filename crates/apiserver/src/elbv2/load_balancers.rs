@@ -259,7 +259,7 @@ pub async fn modify_load_balancer_attributes(
         req.attributes
             .map(|a| a.into_iter().map(|x| (x.key, x.value)).collect()),
     )?;
-    let lb = super::update_load_balancer(st, &ctx.scope, arn, |lb| {
+    let lb = super::update(st, &ctx.scope, arn, |lb: &mut LoadBalancer| {
         lb.attributes = attributes::modify_load_balancer(&lb.attributes, &changes)?;
         Ok(())
     })

@@ -92,21 +92,70 @@ pub(crate) fn new_id() -> String {
     berth_domain::elb::short_id(&uuid::Uuid::new_v4().simple().to_string())
 }
 
+/// A record the API finds by its ARN and changes in place: a load
+/// balancer or a target group.
+pub(crate) trait ByArn:
+    Clone + serde::Serialize + serde::de::DeserializeOwned + Send + Sync
+{
+    /// The record's key and id, if `arn` names one of this kind.
+    fn locate(scope: &Scope, arn: &str) -> Option<(String, String)>;
+    fn id(&self) -> &str;
+    fn not_found() -> ElbError;
+}
+
+impl ByArn for LoadBalancer {
+    fn locate(scope: &Scope, arn: &str) -> Option<(String, String)> {
+        match ElbArn::parse(scope, arn)? {
+            ElbArn::LoadBalancer { name, id } => Some((scope.load_balancer(&name), id)),
+            _ => None,
+        }
+    }
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn not_found() -> ElbError {
+        ElbError::lb_not_found()
+    }
+}
+
+impl ByArn for TargetGroup {
+    fn locate(scope: &Scope, arn: &str) -> Option<(String, String)> {
+        match ElbArn::parse(scope, arn)? {
+            ElbArn::TargetGroup { name, id } => Some((scope.target_group(&name), id)),
+            _ => None,
+        }
+    }
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn not_found() -> ElbError {
+        ElbError::tg_not_found()
+    }
+}
+
+/// The record `arn` names, with its key; a record of that name with
+/// another id (deleted and created again) is not it.
+async fn by_arn<T: ByArn>(
+    st: &AppState,
+    scope: &Scope,
+    arn: &str,
+) -> Result<(String, Versioned<T>), ApiError> {
+    if let Some((key, id)) = T::locate(scope, arn) {
+        if let Some(record) = typed::get::<T>(&*st.store, &key).await? {
+            if record.value.id() == id {
+                return Ok((key, record));
+            }
+        }
+    }
+    Err(T::not_found().into())
+}
+
 pub(crate) async fn load_balancer(
     st: &AppState,
     scope: &Scope,
     arn: &str,
 ) -> Result<Versioned<LoadBalancer>, ApiError> {
-    if let Some(ElbArn::LoadBalancer { name, id }) = ElbArn::parse(scope, arn) {
-        if let Some(lb) =
-            typed::get::<LoadBalancer>(&*st.store, &scope.load_balancer(&name)).await?
-        {
-            if lb.value.id == id {
-                return Ok(lb);
-            }
-        }
-    }
-    Err(ElbError::lb_not_found().into())
+    Ok(by_arn(st, scope, arn).await?.1)
 }
 
 pub(crate) async fn target_group(
@@ -114,54 +163,24 @@ pub(crate) async fn target_group(
     scope: &Scope,
     arn: &str,
 ) -> Result<Versioned<TargetGroup>, ApiError> {
-    if let Some(ElbArn::TargetGroup { name, id }) = ElbArn::parse(scope, arn) {
-        if let Some(tg) = typed::get::<TargetGroup>(&*st.store, &scope.target_group(&name)).await? {
-            if tg.value.id == id {
-                return Ok(tg);
-            }
-        }
-    }
-    Err(ElbError::tg_not_found().into())
+    Ok(by_arn(st, scope, arn).await?.1)
 }
 
-/// Changes a load balancer by compare-and-swap; `change` runs on each
-/// try's fresh read.
-pub(crate) async fn update_load_balancer(
+/// Changes a load balancer or target group by compare-and-swap; `change`
+/// runs on each try's fresh read.
+pub(crate) async fn update<T: ByArn>(
     st: &AppState,
     scope: &Scope,
     arn: &str,
-    change: impl Fn(&mut LoadBalancer) -> Result<(), ElbError>,
-) -> Result<LoadBalancer, ApiError> {
+    change: impl Fn(&mut T) -> Result<(), ElbError>,
+) -> Result<T, ApiError> {
     let change = &change;
     swap(st, || async move {
-        let lb = load_balancer(st, scope, arn).await?;
-        let mut next = lb.value.clone();
+        let (key, current) = by_arn::<T>(st, scope, arn).await?;
+        let mut next = current.value.clone();
         change(&mut next)?;
-        let key = scope.load_balancer(&next.name);
         let txn = Txn::when(
-            vec![typed::unchanged(&key, lb.mod_revision)],
-            vec![typed::put(&key, &next)],
-        );
-        Ok(Attempt::Write(txn, next))
-    })
-    .await
-}
-
-/// Changes a target group by compare-and-swap, as [`update_load_balancer`].
-pub(crate) async fn update_target_group(
-    st: &AppState,
-    scope: &Scope,
-    arn: &str,
-    change: impl Fn(&mut TargetGroup) -> Result<(), ElbError>,
-) -> Result<TargetGroup, ApiError> {
-    let change = &change;
-    swap(st, || async move {
-        let tg = target_group(st, scope, arn).await?;
-        let mut next = tg.value.clone();
-        change(&mut next)?;
-        let key = scope.target_group(&next.name);
-        let txn = Txn::when(
-            vec![typed::unchanged(&key, tg.mod_revision)],
+            vec![typed::unchanged(&key, current.mod_revision)],
             vec![typed::put(&key, &next)],
         );
         Ok(Attempt::Write(txn, next))

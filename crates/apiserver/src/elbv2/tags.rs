@@ -1,7 +1,7 @@
 //! Tags on load balancers, target groups, listeners and rules. Tags live
 //! in the record they belong to, so a change is one compare-and-swap.
 
-use super::{listener, load_balancer, swap, target_group};
+use super::{by_arn, listener, swap};
 use crate::ecs::Attempt;
 use crate::{context::RequestContext, error::ApiError, AppState};
 use berth_domain::elb::{self, ElbArn, ElbError};
@@ -25,15 +25,16 @@ async fn tags_of(
         ))
     })?;
     swap(st, || async {
+        // `$($tags)+`: where in the record its tags are.
         macro_rules! update {
-            ($key:expr, $record:expr, $tags:ident) => {{
+            ($key:expr, $record:expr, $($tags:tt)+) => {{
                 let (key, mut record) = ($key, $record);
                 let Some(change) = change else {
-                    return Ok(Attempt::Done(record.value.$tags.clone()));
+                    return Ok(Attempt::Done(record.value.$($tags)+.clone()));
                 };
-                let next = change(&record.value.$tags)?;
+                let next = change(&record.value.$($tags)+)?;
                 let rev = record.mod_revision;
-                record.value.$tags = next.clone();
+                record.value.$($tags)+ = next.clone();
                 let txn = Txn::when(
                     vec![typed::unchanged(&key, rev)],
                     vec![typed::put(&key, &record.value)],
@@ -42,19 +43,13 @@ async fn tags_of(
             }};
         }
         match &parsed {
-            ElbArn::LoadBalancer { name, .. } => {
-                update!(
-                    scope.load_balancer(name),
-                    load_balancer(st, scope, arn).await?,
-                    tags
-                )
+            ElbArn::LoadBalancer { .. } => {
+                let (key, lb) = by_arn::<elb::LoadBalancer>(st, scope, arn).await?;
+                update!(key, lb, tags)
             }
-            ElbArn::TargetGroup { name, .. } => {
-                update!(
-                    scope.target_group(name),
-                    target_group(st, scope, arn).await?,
-                    tags
-                )
+            ElbArn::TargetGroup { .. } => {
+                let (key, tg) = by_arn::<elb::TargetGroup>(st, scope, arn).await?;
+                update!(key, tg, tags)
             }
             ElbArn::Listener { .. } => {
                 let (key, l) = listener(st, scope, arn).await?;
@@ -67,7 +62,7 @@ async fn tags_of(
                 ..
             } => {
                 let key = scope.listener(lb_id, lid);
-                let mut l = typed::get::<elb::Listener>(&*st.store, &key)
+                let l = typed::get::<elb::Listener>(&*st.store, &key)
                     .await?
                     .ok_or_else(ElbError::rule_not_found)?;
                 let Some(i) = l.value.rules.iter().position(|r| &r.id == id) else {
@@ -77,16 +72,7 @@ async fn tags_of(
                     }
                     return Err(ElbError::rule_not_found().into());
                 };
-                let Some(change) = change else {
-                    return Ok(Attempt::Done(l.value.rules[i].tags.clone()));
-                };
-                let next = change(&l.value.rules[i].tags)?;
-                l.value.rules[i].tags = next.clone();
-                let txn = Txn::when(
-                    vec![typed::unchanged(&key, l.mod_revision)],
-                    vec![typed::put(&key, &l.value)],
-                );
-                Ok(Attempt::Write(txn, next))
+                update!(key, l, rules[i].tags)
             }
         }
     })

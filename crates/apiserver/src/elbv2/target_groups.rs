@@ -230,7 +230,7 @@ pub async fn modify_target_group(
 ) -> Result<w::ModifyTargetGroupOutput, ApiError> {
     let arn = super::required(&req.target_group_arn, "targetGroupArn")?;
     let scope = &ctx.scope;
-    let tg = super::update_target_group(st, scope, arn, |tg| {
+    let tg = super::update(st, scope, arn, |tg: &mut TargetGroup| {
         tg.health = health_input!(req).apply(&tg.health)?;
         Ok(())
     })
@@ -321,7 +321,7 @@ pub async fn modify_target_group_attributes(
         req.attributes
             .map(|a| a.into_iter().map(|x| (x.key, x.value)).collect()),
     )?;
-    let tg = super::update_target_group(st, &ctx.scope, arn, |tg| {
+    let tg = super::update(st, &ctx.scope, arn, |tg: &mut TargetGroup| {
         tg.attributes = attributes::modify_target_group(&tg.attributes, &changes)?;
         Ok(())
     })

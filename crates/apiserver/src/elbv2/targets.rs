@@ -223,8 +223,7 @@ pub(crate) async fn drain(
             compares.push(typed::unchanged(&key, r.mod_revision));
             if immediate {
                 ops.push(Op::delete(&key));
-                ops.push(Op::delete(scope.target_health(&tg.id, t)));
-                ops.push(Op::delete(scope.target_requests(&tg.id, t)));
+                ops.extend(scope.target_observed(&tg.id, t).map(Op::delete));
             } else {
                 let mut next = r.value.clone();
                 next.deregistered_at = Some(now());
