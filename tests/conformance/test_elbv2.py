@@ -489,5 +489,10 @@ def test_a_rolling_deployment_under_load_fails_no_request(cl, name):
     assert load.failed == 0, load.errors[:10]
     assert load.ok > 50 and load.bodies == {"v1", "v2"}, (load.ok, load.bodies)
     assert any("has begun draining connections on" in e["message"] for e in describe(cl, name)["events"])
+    # The service revision keeps the load balancers its deployment began with.
+    listed = cl.ecs.list_service_deployments(cluster=cl.name, service=name)["serviceDeployments"]
+    rev = cl.ecs.describe_service_revisions(serviceRevisionArns=[listed[0]["targetServiceRevisionArn"]])
+    assert rev["serviceRevisions"][0]["loadBalancers"] == [
+        {"targetGroupArn": tg, "containerName": "web", "containerPort": 8080}]
     cl.ecs.update_service(cluster=cl.name, service=name, desiredCount=0)
     cl.ecs.delete_service(cluster=cl.name, service=name)

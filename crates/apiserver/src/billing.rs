@@ -5,11 +5,11 @@
 //! tasks that still run are charged up to now.
 
 use crate::context::RequestContext;
-use crate::ecs::tasks::ClusterTasks;
-use crate::{now, AppState};
+use crate::AppState;
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use berth_control::placement::ClusterTasks;
 use berth_domain::billing::{instance_charge, InstanceUsage, Prices, TaskUsage};
 use berth_domain::cluster::Cluster;
 use berth_domain::instance::ContainerInstance;
@@ -126,7 +126,7 @@ async fn build(
     if let (Some(o), true) = (only, clusters.is_empty()) {
         return Err((StatusCode::NOT_FOUND, format!("cluster {o} not found")));
     }
-    let (prices, at) = (st.config.prices, now());
+    let (prices, at) = (st.config.prices, st.now());
     let mut out = Report {
         prices,
         at,

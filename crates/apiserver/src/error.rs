@@ -69,6 +69,17 @@ fn elb_status(code: ElbCode) -> u16 {
         .map_or(400, |(_, _, status, _)| *status)
 }
 
+/// The one place the cluster manager's failures become the API's.
+impl From<berth_control::ControlError> for ApiError {
+    fn from(e: berth_control::ControlError) -> Self {
+        match e {
+            berth_control::ControlError::Ecs(e) => ApiError::Ecs(e),
+            berth_control::ControlError::Elb(e) => ApiError::Elb(e),
+            berth_control::ControlError::Store(e) => ApiError::Store(e),
+        }
+    }
+}
+
 impl From<berth_wire::query::DecodeError> for ApiError {
     fn from(e: berth_wire::query::DecodeError) -> Self {
         ApiError::Elb(ElbError::validation(e.to_string()))

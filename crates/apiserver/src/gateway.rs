@@ -351,7 +351,7 @@ async fn session(st: &AppState, scope: &Scope, socket: &mut WebSocket) -> Result
         .await
         .map_err(|e| e.to_string())?;
     let connection = AgentConnection {
-        connected_at: crate::now(),
+        connected_at: st.now(),
         agent_version,
         logs_url,
     };

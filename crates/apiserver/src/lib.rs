@@ -15,7 +15,6 @@
 
 mod billing;
 mod context;
-pub mod controller;
 pub(crate) mod ecs;
 mod elbv2;
 mod error;
@@ -24,9 +23,9 @@ mod gateway;
 mod logs;
 mod metrics;
 mod serve;
-mod service_lb;
 mod sts;
 
+use berth_control::{Control, ControlConfig};
 use berth_store::Store;
 use std::sync::Arc;
 
@@ -75,10 +74,12 @@ impl Default for ApiConfig {
     }
 }
 
-/// Shared state of every handler.
+/// Shared state of every handler: the cluster manager's context, which
+/// handlers call into, and what the adapters keep of their own (settings,
+/// metrics, caches that can be rebuilt).
 #[derive(Clone)]
 pub struct AppState {
-    pub store: Arc<dyn Store>,
+    pub ctl: Control,
     pub config: Arc<ApiConfig>,
     metrics: Arc<metrics::Metrics>,
     locks: Arc<ecs::FamilyLocks>,
@@ -87,8 +88,20 @@ pub struct AppState {
 
 impl AppState {
     pub fn new(store: Arc<dyn Store>, config: ApiConfig) -> Self {
-        AppState {
+        let ctl = Control::new(
             store,
+            ControlConfig {
+                network: config.network.clone(),
+            },
+        );
+        Self::with_control(ctl, config)
+    }
+
+    /// Handlers over an existing cluster-manager context (one shared with
+    /// the controllers, or on another clock).
+    pub fn with_control(ctl: Control, config: ApiConfig) -> Self {
+        AppState {
+            ctl,
             config: Arc::new(config),
             metrics: Arc::new(metrics::Metrics::new()),
             locks: Arc::new(ecs::FamilyLocks::default()),
@@ -97,15 +110,17 @@ impl AppState {
     }
 }
 
+/// Handlers pass their state wherever the cluster manager's context is
+/// asked for, and read the store through it: the adapter's state is that
+/// context plus the adapter's own parts, so it derefs to it.
+impl std::ops::Deref for AppState {
+    type Target = Control;
+    fn deref(&self) -> &Control {
+        &self.ctl
+    }
+}
+
 /// The router with every route of the front door.
 pub fn router(state: AppState) -> axum::Router {
     front::router(state)
-}
-
-/// Seconds since the epoch, as JSON 1.1 timestamps carry them (millisecond precision).
-pub(crate) fn now() -> f64 {
-    let d = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    (d.as_millis() as f64) / 1000.0
 }

@@ -141,6 +141,61 @@ async fn delete_cluster_refuses_while_it_holds_work() {
     assert_eq!(body["cluster"]["status"], "INACTIVE");
 }
 
+/// A placement planned while its cluster was ACTIVE does not commit once
+/// the cluster is deleted: its transaction compares the cluster record,
+/// so no task is left behind in an INACTIVE cluster.
+#[tokio::test]
+async fn a_placement_planned_before_its_cluster_was_deleted_never_lands() {
+    use berth_control::launch::{prepare, LaunchInput};
+    use berth_control::{placement::place, Control, ControlConfig};
+    let (app, store) = app();
+    let scope = Scope::new("000000000000", "us-east-1");
+    call(&app, "CreateCluster", json!({"clusterName": "race"})).await;
+    call(
+        &app,
+        "RegisterTaskDefinition",
+        json!({"family": "web", "containerDefinitions": [{"name": "c", "image": "busybox", "memory": 16}]}),
+    )
+    .await;
+    let instance = instance_with_agent(&app, &store, "race").await;
+    let ctl = Control::new(store.clone(), ControlConfig::default());
+    let launch = prepare(
+        &ctl,
+        &scope,
+        LaunchInput {
+            task_definition: Some("web"),
+            launch_type: "EC2",
+            count: 1,
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("launch");
+    let placed = place(&ctl, &scope, "race", &launch, None)
+        .await
+        .expect("plan");
+    assert_eq!(placed.ids.len(), 1, "the plan places the task");
+    let (status, body) = call(
+        &app,
+        "DeregisterContainerInstance",
+        json!({"cluster": "race", "containerInstance": instance, "force": true}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = call(&app, "DeleteCluster", json!({"cluster": "race"})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let landed = store
+        .txn(Txn::when(placed.compares, placed.ops))
+        .await
+        .expect("txn");
+    assert!(
+        !landed.succeeded,
+        "a task was committed into a deleted cluster"
+    );
+    let (status, body) = call(&app, "ListTasks", json!({"cluster": "race"})).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+}
+
 #[tokio::test]
 async fn cluster_and_instance_counts_follow_the_tasks() {
     let (app, store) = app();

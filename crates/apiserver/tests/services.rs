@@ -4,8 +4,8 @@
 
 mod common;
 
-use berth_apiserver::controller::{run, ControllerConfig};
 use berth_apiserver::{router, ApiConfig, AppState};
+use berth_control::controller::{run, ControllerConfig};
 use berth_store::MemStore;
 use common::call;
 use serde_json::{json, Value};
@@ -42,7 +42,11 @@ async fn a_service_that_cannot_place_says_why_and_can_be_deleted() {
     let st = AppState::new(Arc::new(MemStore::new()), ApiConfig::default());
     let app = router(st.clone());
     let stop = CancellationToken::new();
-    let controller = tokio::spawn(run(st, ControllerConfig::default(), stop.clone()));
+    let controller = tokio::spawn(run(
+        st.ctl.clone(),
+        ControllerConfig::default(),
+        stop.clone(),
+    ));
     call(&app, "CreateCluster", json!({})).await;
     call(
         &app,

@@ -687,9 +687,9 @@ async fn serve(args: ServerArgs, up: Option<(HostArgs, bool)>) -> anyhow::Result
             args.region
         );
     }
-    let controller = tokio::spawn(berth_apiserver::controller::run(
-        state,
-        berth_apiserver::controller::ControllerConfig {
+    let controller = tokio::spawn(berth_control::controller::run(
+        state.ctl.clone(),
+        berth_control::controller::ControllerConfig {
             settle: Duration::from_secs_f64(args.service_settle),
             host_loss_grace: Duration::from_secs_f64(args.host_loss_grace),
             stopped_retention: Duration::from_secs_f64(args.stopped_task_retention),

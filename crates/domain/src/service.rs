@@ -96,6 +96,9 @@ pub struct Deployment {
     /// The deployments whose tasks were running when it began.
     #[serde(default)]
     pub sources: Vec<String>,
+    /// The service's load balancers when it began: its service revision's.
+    #[serde(default)]
+    pub load_balancers: Vec<w::LoadBalancer>,
 }
 
 impl Deployment {
@@ -114,6 +117,7 @@ impl Deployment {
             rolled_back_by: None,
             rollback_of: None,
             sources: vec![],
+            load_balancers: vec![],
         }
     }
 
@@ -253,6 +257,7 @@ impl Service {
     /// it had not finished.
     pub fn deploy(&mut self, task_definition_arn: &str, now: Timestamp, id_digits: u64) {
         let mut d = Deployment::new(task_definition_arn, now, id_digits);
+        d.load_balancers = self.load_balancers.clone();
         d.sources = self
             .deployments
             .iter()

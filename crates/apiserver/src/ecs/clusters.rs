@@ -1,32 +1,20 @@
 //! Cluster operations and capacity providers.
 
 use super::{compare_and_swap, Attempt};
-use crate::{context::RequestContext, error::ApiError, now, AppState};
+use crate::{context::RequestContext, error::ApiError, AppState};
+use berth_control::clusters::active_cluster;
 use berth_domain::cluster::{self, Cluster, ClusterCounts, ClusterInclude, ClusterStatus};
 use berth_domain::{arn, capacity, paging, tags, valid_name, EcsError, Scope};
 use berth_store::keys::Keys;
 use berth_store::{typed, Txn};
 use berth_wire::ecs as w;
 
-/// Resolves a `cluster` parameter to an ACTIVE cluster record and its revision.
-pub(crate) async fn active_cluster(
-    st: &AppState,
-    scope: &Scope,
-    cluster: Option<&str>,
-) -> Result<(String, typed::Versioned<Cluster>), ApiError> {
-    let name = arn::cluster_name(scope, cluster).ok_or(EcsError::ClusterNotFound)?;
-    match typed::get::<Cluster>(&*st.store, &scope.cluster(&name)).await? {
-        Some(c) if c.value.status == ClusterStatus::Active => Ok((name, c)),
-        _ => Err(EcsError::ClusterNotFound.into()),
-    }
-}
-
 pub(crate) async fn counts(
     st: &AppState,
     scope: &Scope,
     name: &str,
 ) -> Result<ClusterCounts, ApiError> {
-    let tasks = super::tasks::ClusterTasks::load(st, scope, name).await?;
+    let tasks = berth_control::placement::ClusterTasks::load(st, scope, name).await?;
     let (mut running, mut pending) = (0, 0);
     for t in &tasks.tasks {
         match berth_domain::task::Task::last_status(tasks.report(&t.value.id)) {
@@ -134,7 +122,7 @@ pub async fn create_cluster(
                 capacity_providers: providers.clone(),
                 default_strategy: strategy.clone(),
                 tags: tag_list.clone(),
-                created_at: now(),
+                created_at: st.now(),
             };
             let txn = Txn::when(
                 vec![typed::unchanged(key, rev)],
@@ -290,28 +278,49 @@ pub async fn delete_cluster(
     let Some(cluster) = req.cluster.as_deref().filter(|c| !c.is_empty()) else {
         return Err(EcsError::invalid("cluster is required.").into());
     };
-    let (name, _) = active_cluster(st, &ctx.scope, Some(cluster)).await?;
-    let counts = counts(st, &ctx.scope, &name).await?;
-    if counts.registered_instances > 0 {
-        return Err(EcsError::ClusterContainsContainerInstances.into());
-    }
-    if counts.active_services > 0 {
-        return Err(EcsError::ClusterContainsServices.into());
-    }
-    if counts.running_tasks + counts.pending_tasks > 0 {
-        return Err(EcsError::ClusterContainsTasks.into());
-    }
-    // The emptiness checks hold only if nothing was added under the cluster
-    // since they ran; later subsystems add their prefixes' revisions to the
-    // transaction's compares.
-    let deleted = modify_cluster(st, ctx, Some(cluster), |c| {
-        c.status = ClusterStatus::Inactive;
-        Ok(())
-    })
+    let scope = &ctx.scope;
+    let deleted = compare_and_swap(
+        st,
+        || "The cluster is being changed by another request; try again.".into(),
+        move || async move {
+            let (name, current) = active_cluster(st, scope, Some(cluster)).await?;
+            // Read before counting: whatever is added to the cluster
+            // afterwards moves this key (and whatever is added after the
+            // deletion finds the cluster INACTIVE at its commit), so the
+            // emptiness below still holds when the transaction applies.
+            let contents = scope.placement(&name);
+            let contents_rev = st
+                .store
+                .get(&contents)
+                .await?
+                .map_or(0, |kv| kv.mod_revision);
+            let counts = counts(st, scope, &name).await?;
+            if counts.registered_instances > 0 {
+                return Err(EcsError::ClusterContainsContainerInstances.into());
+            }
+            if counts.active_services > 0 {
+                return Err(EcsError::ClusterContainsServices.into());
+            }
+            if counts.running_tasks + counts.pending_tasks > 0 {
+                return Err(EcsError::ClusterContainsTasks.into());
+            }
+            let mut updated = current.value.clone();
+            updated.status = ClusterStatus::Inactive;
+            let key = scope.cluster(&name);
+            let txn = Txn::when(
+                vec![
+                    typed::unchanged(&key, current.mod_revision),
+                    typed::unchanged(&contents, contents_rev),
+                ],
+                vec![typed::put(&key, &updated)],
+            );
+            Ok(Attempt::Write(txn, updated))
+        },
+    )
     .await?;
-    tracing::info!(cluster = %name, "cluster deleted");
+    tracing::info!(cluster = %deleted.name, "cluster deleted");
     Ok(w::DeleteClusterResponse {
-        cluster: Some(view(st, &ctx.scope, &deleted, EVERYTHING).await?),
+        cluster: Some(view(st, scope, &deleted, EVERYTHING).await?),
     })
 }
 

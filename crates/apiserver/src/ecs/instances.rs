@@ -1,9 +1,10 @@
 //! Container instances and their attributes.
 
-use super::clusters::active_cluster;
-use super::tasks::{request_stop, ClusterTasks, Occupancy};
 use super::{compare_and_swap, Attempt};
-use crate::{context::RequestContext, error::ApiError, now, AppState};
+use crate::{context::RequestContext, error::ApiError, AppState};
+use berth_control::clusters::{active_cluster, still_active};
+use berth_control::placement::{ClusterTasks, Occupancy};
+use berth_control::tasks::request_stop;
 use berth_domain::arn::container_instance_id as instance_id;
 use berth_domain::instance::{self, ContainerInstance, InstanceStatus};
 use berth_domain::task::{DesiredStatus, StopCode, Task, TaskStatus};
@@ -119,7 +120,7 @@ pub async fn register_container_instance(
                     cluster: cluster.clone(),
                     ec2_instance_id: identity.instance_id.clone(),
                     status: InstanceStatus::Active,
-                    registered_at: now(),
+                    registered_at: st.now(),
                     version: 1,
                     version_info: None,
                     resources: vec![],
@@ -133,11 +134,13 @@ pub async fn register_container_instance(
             if !tag_list.is_empty() {
                 record.tags = tags::merge(&record.tags, tag_list)?;
             }
-            let txn = Txn::when(
-                vec![typed::unchanged(key, rev)],
-                vec![typed::put(key, &record)],
-            );
-            Ok(Attempt::Write(txn, record))
+            let mut compares = vec![typed::unchanged(key, rev)];
+            let mut ops = vec![typed::put(key, &record)];
+            if cluster != instance::FARGATE_POOL {
+                compares.push(still_active(st, &ctx.scope, cluster).await?);
+                ops.push(Op::put(ctx.scope.placement(cluster), vec![]));
+            }
+            Ok(Attempt::Write(Txn::when(compares, ops), record))
         },
     )
     .await?;
@@ -216,7 +219,7 @@ pub async fn deregister_container_instance(
                 cluster: record.cluster.clone(),
                 ec2_instance_id: record.ec2_instance_id.clone(),
                 registered_at: record.registered_at,
-                deregistered_at: Some(crate::now()),
+                deregistered_at: Some(st.now()),
             };
             let txn = Txn::when(
                 vec![typed::unchanged(key, current.mod_revision)],

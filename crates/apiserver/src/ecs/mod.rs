@@ -9,16 +9,10 @@ mod taskdefs;
 pub(crate) mod tasks;
 
 use crate::{context::RequestContext, error::ApiError, AppState};
-use berth_domain::EcsError;
-use berth_store::Txn;
 use berth_wire::json;
-use std::future::Future;
 
+pub(crate) use berth_control::cas::Attempt;
 pub use taskdefs::{DescribeCache, FamilyLocks};
-
-/// How many times a handler re-reads and retries a compare-and-swap that
-/// lost to a concurrent writer before giving up with UpdateInProgress.
-const CAS_RETRIES: usize = 32;
 
 /// Declares the served operations once: the dispatch table and the list of
 /// implemented names (for docs/api-coverage.md's test) come from one place.
@@ -90,58 +84,15 @@ operations! {
     "StopServiceDeployment" => services::stop_service_deployment,
 }
 
-/// What one try of a read-modify-write decided.
-pub(crate) enum Attempt<T> {
-    /// Nothing to write (the record is already as wanted): the answer.
-    Done(T),
-    /// The transaction to commit, and the answer if it applies.
-    Write(Txn, T),
-}
-
-/// Runs a read-modify-write until its transaction applies. Each try reads
-/// again what its transaction compares, so a loser sees the winner's write;
-/// after `CAS_RETRIES` lost races the caller gets UpdateInProgress with
-/// `busy`'s message.
+/// The cluster manager's compare-and-swap loop with the adapter's error
+/// type, so that an attempt can fail with any of the API's errors.
 pub(crate) async fn compare_and_swap<T, Fut>(
     st: &AppState,
     busy: impl FnOnce() -> String,
     attempt: impl FnMut() -> Fut,
 ) -> Result<T, ApiError>
 where
-    Fut: Future<Output = Result<Attempt<T>, ApiError>>,
+    Fut: std::future::Future<Output = Result<Attempt<T>, ApiError>>,
 {
-    retry_swap(st, attempt)
-        .await?
-        .ok_or_else(|| EcsError::UpdateInProgress(busy()).into())
-}
-
-/// The retry loop of [`compare_and_swap`]; None when every try lost, for
-/// callers whose protocol words contention its own way.
-pub(crate) async fn retry_swap<T, Fut>(
-    st: &AppState,
-    mut attempt: impl FnMut() -> Fut,
-) -> Result<Option<T>, ApiError>
-where
-    Fut: Future<Output = Result<Attempt<T>, ApiError>>,
-{
-    for n in 0..CAS_RETRIES {
-        match attempt().await? {
-            Attempt::Done(answer) => return Ok(Some(answer)),
-            Attempt::Write(txn, answer) => {
-                if st.store.txn(txn).await?.succeeded {
-                    return Ok(Some(answer));
-                }
-            }
-        }
-        backoff(n).await;
-    }
-    Ok(None)
-}
-
-/// A short random pause before retrying a lost compare-and-swap, so that
-/// contenders spread out instead of colliding again.
-async fn backoff(attempt: usize) {
-    let max = 1u64 << attempt.min(6);
-    let ms = rand::random::<u64>() % (max + 1);
-    tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+    berth_control::cas::compare_and_swap(st, busy, attempt).await
 }

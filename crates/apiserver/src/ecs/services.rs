@@ -5,17 +5,18 @@
 //! controller (`crate::controller`) starts and stops the tasks and moves
 //! the deployments on.
 
-use super::clusters::active_cluster;
-use super::tasks::{launch_type, prepare, ClusterTasks, LaunchInput};
 use super::{compare_and_swap, Attempt};
-use crate::{context::RequestContext, error::ApiError, now, AppState};
+use crate::{context::RequestContext, error::ApiError, AppState};
+use berth_control::clusters::{active_cluster, still_active};
+use berth_control::launch::{launch_type, prepare, LaunchInput};
+use berth_control::placement::ClusterTasks;
+use berth_control::services::{counts_of, deployment_digits};
 use berth_domain::deployment::Scheduling;
-use berth_domain::service::{self, Counts, Member, Service, ServiceStatus};
+use berth_domain::service::{self, Counts, Service, ServiceStatus};
 use berth_domain::{arn, paging, tags, EcsError, Scope};
 use berth_store::keys::Keys;
 use berth_store::{typed, Op, Txn};
 use berth_wire::ecs as w;
-use std::collections::HashSet;
 
 /// Services per DescribeServices call.
 const MAX_DESCRIBE: usize = 10;
@@ -77,31 +78,6 @@ pub(crate) async fn find(
         }
     }
     Ok(None)
-}
-
-/// A service's tasks, stopped ones included, as its reconciles see
-/// them; `draining` names the DRAINING instances.
-pub(crate) fn members<'a>(
-    tasks: &'a ClusterTasks,
-    svc: &Service,
-    draining: &HashSet<&str>,
-) -> Vec<Member<'a>> {
-    tasks
-        .tasks
-        .iter()
-        .filter(|t| t.value.service.as_deref() == Some(svc.name.as_str()))
-        .map(|t| Member {
-            task: &t.value,
-            report: tasks.report(&t.value.id),
-            on_draining: draining.contains(t.value.container_instance.as_str()),
-            lb: None,
-        })
-        .collect()
-}
-
-/// A service's task counts, from one read of its cluster's tasks.
-pub(crate) fn counts_of(tasks: &ClusterTasks, svc: &Service) -> Counts {
-    Counts::from_members(svc, &members(tasks, svc, &HashSet::new()))
 }
 
 fn scheduling(given: Option<&str>) -> Result<Scheduling, EcsError> {
@@ -203,7 +179,7 @@ async fn checked_task_definition(
         },
     )
     .await?;
-    crate::service_lb::validate(st, scope, launch.definition(), load_balancers).await?;
+    berth_control::service_lb::validate(st, scope, launch.definition(), load_balancers).await?;
     Ok(launch.arn().to_string())
 }
 
@@ -285,7 +261,7 @@ pub async fn create_service(
         req.load_balancers.as_deref().unwrap_or_default(),
     )
     .await?;
-    let at = now();
+    let at = st.now();
     let svc = Service {
         name: name.clone(),
         cluster: cluster.clone(),
@@ -309,7 +285,10 @@ pub async fn create_service(
         created_at: at,
         created_by: ctx.principal.clone(),
         client_token: req.client_token.clone(),
-        deployments: vec![service::Deployment::new(&td, at, deployment_digits())],
+        deployments: vec![service::Deployment {
+            load_balancers: req.load_balancers.clone().unwrap_or_default(),
+            ..service::Deployment::new(&td, at, deployment_digits())
+        }],
         events: vec![],
         steady: false,
         deleted_at: None,
@@ -335,8 +314,15 @@ pub async fn create_service(
             // The name of a deleted service may be used again.
             let gone = scope.inactive_service(cluster, &svc.name);
             let txn = Txn::when(
-                vec![typed::unchanged(key, 0)],
-                vec![typed::put(key, svc), Op::delete(gone)],
+                vec![
+                    typed::unchanged(key, 0),
+                    still_active(st, scope, cluster).await?,
+                ],
+                vec![
+                    typed::put(key, svc),
+                    Op::delete(gone),
+                    Op::put(scope.placement(cluster), vec![]),
+                ],
             );
             Ok(Attempt::Write(txn, svc.clone()))
         },
@@ -346,11 +332,6 @@ pub async fn create_service(
     Ok(w::CreateServiceResponse {
         service: Some(stored.view(scope, &Counts::default(), true)),
     })
-}
-
-/// The 19 digits of a new deployment id.
-pub(crate) fn deployment_digits() -> u64 {
-    rand::random::<u64>() % 9_000_000_000_000_000_000 + 1_000_000_000_000_000_000
 }
 
 pub async fn update_service(
@@ -472,14 +453,14 @@ pub async fn update_service(
                 )
                 .await?;
                 if arn != svc.task_definition_arn || moved {
-                    svc.deploy(&arn, now(), deployment_digits());
+                    svc.deploy(&arn, st.now(), deployment_digits());
                 }
             }
             if req.force_new_deployment.unwrap_or(false)
                 && svc.primary().created_at == before.primary().created_at
             {
                 let td = svc.task_definition_arn.clone();
-                svc.deploy(&td, now(), deployment_digits());
+                svc.deploy(&td, st.now(), deployment_digits());
             }
             Ok(found.rewrite(svc))
         },
@@ -517,7 +498,7 @@ pub async fn delete_service(
             }
             svc.status = ServiceStatus::Draining;
             svc.desired_count = 0;
-            svc.deleted_at = Some(now());
+            svc.deleted_at = Some(st.now());
             Ok(found.rewrite(svc))
         },
     )
@@ -798,7 +779,9 @@ pub async fn describe_service_revisions(
                 capacity_provider_strategy: (!s.capacity_provider_strategy.is_empty())
                     .then(|| s.capacity_provider_strategy.clone()),
                 created_at: Some(d.created_at),
-                load_balancers: Some(vec![]),
+                load_balancers: Some(d.load_balancers.clone()),
+                // CreateService refuses serviceRegistries (no Cloud Map),
+                // so no revision has any.
                 service_registries: Some(vec![]),
                 ..Default::default()
             })
@@ -851,7 +834,7 @@ pub async fn stop_service_deployment(
                 )
                 .into());
             }
-            let at = now();
+            let at = st.now();
             if let Some(d) = svc.deployments.iter_mut().find(|d| d.id == id) {
                 d.rollout_state_reason = "Stopped by user request (ROLLBACK).".into();
             }

@@ -8,12 +8,12 @@
 //! retries against each other; the compare keeps it correct across servers.
 
 use super::{compare_and_swap, Attempt};
-use crate::{context::RequestContext, error::ApiError, now, AppState};
+use crate::{context::RequestContext, error::ApiError, AppState};
+use berth_control::taskdefs::{indexed, parse_reference, resolve, resolve_record, Reference};
 use berth_domain::taskdef::{self, Family, StoredTaskDefinition};
-use berth_domain::{arn::Arn, one_of, paging, valid_name, EcsError, Scope};
-use berth_store::keys::parse_family_revision;
+use berth_domain::{one_of, paging, EcsError, Scope};
 use berth_store::keys::Keys;
-use berth_store::{typed, KeyValue, Op, RangeRequest, Revision, StoreError, Txn};
+use berth_store::{typed, KeyValue, Op, Revision, StoreError, Txn};
 use berth_wire::ecs as w;
 use parking_lot::Mutex;
 use serde_json::value::RawValue;
@@ -137,7 +137,7 @@ pub async fn register_task_definition(
                 .as_ref()
                 .map_or((0, 0), |f| (f.value.last_revision, f.mod_revision));
             let revision = last + 1;
-            let stored = prepared.finish(&ctx.scope, revision, now(), &ctx.principal);
+            let stored = prepared.finish(&ctx.scope, revision, st.now(), &ctx.principal);
             let def_key = ctx.scope.taskdef(family, revision);
             let txn = Txn::when(
                 vec![
@@ -174,115 +174,6 @@ fn move_status(scope: &Scope, family: &str, revision: i64, from: &str, to: &str)
         Op::delete(scope.taskdef_status(from, family, revision)),
         Op::put(scope.taskdef_status(to, family, revision), vec![]),
     ]
-}
-
-/// (index key, family, revision) of the revisions with `status`, in key
-/// order, optionally of one family, after `start_after` and at most `limit`
-/// of them; and whether more follow. Keys only: no record is decoded.
-async fn indexed(
-    st: &AppState,
-    scope: &Scope,
-    status: &str,
-    family: Option<&str>,
-    start_after: Option<String>,
-    limit: Option<usize>,
-) -> Result<(Vec<(String, String, i64)>, bool), ApiError> {
-    let base = scope.taskdef_status_index(status);
-    let prefix = match family {
-        Some(f) => scope.taskdef_status_of(status, f),
-        None => base.clone(),
-    };
-    let found = st
-        .store
-        .range(RangeRequest {
-            prefix,
-            start_after,
-            limit,
-        })
-        .await?;
-    let entries = found
-        .kvs
-        .into_iter()
-        .filter_map(|kv| {
-            let (f, r) = parse_family_revision(kv.key.strip_prefix(&base)?)?;
-            let f = f.to_string();
-            Some((kv.key, f, r))
-        })
-        .collect();
-    Ok((entries, found.more))
-}
-
-/// What a `taskDefinition` parameter names.
-pub(crate) enum Reference {
-    /// A family: its latest ACTIVE revision.
-    Latest(String),
-    Revision(String, i64),
-}
-
-pub(crate) fn parse_reference(scope: &Scope, s: &str, field: &str) -> Result<Reference, EcsError> {
-    let s = s.trim();
-    if s.is_empty() {
-        return Err(EcsError::client(format!("{field} must not be empty.")));
-    }
-    if s.starts_with("arn:") {
-        return match Arn::parse(s) {
-            Some(Arn::TaskDefinition {
-                scope: sc,
-                family,
-                revision,
-            }) if &sc == scope => Ok(Reference::Revision(family, revision)),
-            Some(Arn::TaskDefinition { .. }) => Err(EcsError::TaskDefinitionNotFound),
-            _ => Err(EcsError::client(format!(
-                "Invalid {field}: '{s}' is not a task definition ARN."
-            ))),
-        };
-    }
-    match s.rsplit_once(':') {
-        Some((family, rev)) => {
-            let revision: i64 = rev.parse().ok().filter(|r| *r > 0).ok_or_else(|| {
-                EcsError::client(format!("Invalid revision number. Number: {rev}"))
-            })?;
-            if !valid_name(family) {
-                return Err(EcsError::client(format!(
-                    "Invalid family '{family}' in {field}."
-                )));
-            }
-            Ok(Reference::Revision(family.to_string(), revision))
-        }
-        None if valid_name(s) => Ok(Reference::Latest(s.to_string())),
-        None => Err(EcsError::client(format!(
-            "Invalid family '{s}' in {field}."
-        ))),
-    }
-}
-
-/// Resolves a reference to a stored revision and its mod revision.
-pub(crate) async fn resolve(
-    st: &AppState,
-    scope: &Scope,
-    reference: &Reference,
-) -> Result<typed::Versioned<StoredTaskDefinition>, ApiError> {
-    Ok(typed::decode(&resolve_record(st, scope, reference).await?)?)
-}
-
-/// The stored record a reference names, undecoded.
-async fn resolve_record(
-    st: &AppState,
-    scope: &Scope,
-    reference: &Reference,
-) -> Result<KeyValue, ApiError> {
-    let key = match reference {
-        Reference::Revision(family, revision) => scope.taskdef(family, *revision),
-        Reference::Latest(family) => {
-            let (active, _) = indexed(st, scope, "ACTIVE", Some(family), None, None).await?;
-            let (_, family, revision) = active.last().ok_or(EcsError::TaskDefinitionNotFound)?;
-            scope.taskdef(family, *revision)
-        }
-    };
-    st.store
-        .get(&key)
-        .await?
-        .ok_or_else(|| EcsError::TaskDefinitionNotFound.into())
 }
 
 fn wants_tags(include: &Option<Vec<String>>) -> Result<bool, EcsError> {
@@ -457,7 +348,7 @@ pub async fn deregister_task_definition(
             }
             let mut updated = current.value.clone();
             updated.def.status = Some("INACTIVE".into());
-            updated.def.deregistered_at = Some(now());
+            updated.def.deregistered_at = Some(st.now());
             let mut ops = vec![typed::put(key, &updated)];
             ops.extend(move_status(
                 &ctx.scope, family, revision, "ACTIVE", "INACTIVE",
@@ -530,7 +421,7 @@ pub async fn delete_task_definitions(
                 }
                 let mut updated = current.value.clone();
                 updated.def.status = Some("DELETE_IN_PROGRESS".into());
-                updated.def.delete_requested_at = Some(now());
+                updated.def.delete_requested_at = Some(st.now());
                 let mut ops = vec![typed::put(key, &updated)];
                 ops.extend(move_status(
                     &ctx.scope,

@@ -6,8 +6,8 @@ use super::{
     all_listeners, group_users, listener, load_balancer, new_id, page, routing_revision, swap,
     target_group,
 };
-use crate::ecs::Attempt;
 use crate::{context::RequestContext, error::ApiError, AppState};
+use berth_control::cas::Attempt;
 use berth_domain::elb::{self, rules, ElbArn, ElbCode, ElbError, Listener, Rule};
 use berth_domain::Scope;
 use berth_store::keys::ElbKeys;

@@ -1,8 +1,8 @@
 //! Load balancers: create, describe, delete, attributes.
 
 use super::{all_listeners, attribute_changes, attribute_pairs, load_balancer, new_id, page, swap};
-use crate::ecs::Attempt;
-use crate::{context::RequestContext, error::ApiError, now, AppState};
+use crate::{context::RequestContext, error::ApiError, AppState};
+use berth_control::cas::Attempt;
 use berth_domain::elb::{self, attributes, ElbCode, ElbError, LbSubnet, LoadBalancer};
 use berth_store::keys::ElbKeys;
 use berth_store::{typed, Op, Txn};
@@ -128,7 +128,7 @@ pub async fn create_load_balancer(
             ip_address_type: "ipv4".into(),
             subnets: subnets.clone(),
             security_groups: groups.clone(),
-            created_at: now(),
+            created_at: st.now(),
             tags: tags.clone(),
             attributes: attributes::load_balancer_defaults(),
         };
@@ -197,10 +197,10 @@ pub async fn delete_load_balancer(
         // Deleting a load balancer that is gone succeeds, as ELBv2's does.
         let lb = match load_balancer(st, scope, arn).await {
             Ok(lb) => lb,
-            Err(ApiError::Elb(e)) if e.code == ElbCode::LoadBalancerNotFound => {
+            Err(berth_control::ControlError::Elb(e)) if e.code == ElbCode::LoadBalancerNotFound => {
                 return Ok(Attempt::Done(()))
             }
-            Err(e) => return Err(e),
+            Err(e) => return Err(e.into()),
         };
         if lb.value.attributes.get(attributes::DELETION_PROTECTION).map(String::as_str) == Some("true") {
             return Err(ElbError::new(

@@ -10,16 +10,16 @@ mod tags;
 mod target_groups;
 pub(crate) mod targets;
 
-use crate::ecs::{retry_swap, Attempt};
 use crate::{context::RequestContext, error::ApiError, AppState};
-use berth_domain::elb::{ElbArn, ElbCode, ElbError, Listener, LoadBalancer, TargetGroup};
-use berth_domain::Scope;
-use berth_store::keys::ElbKeys;
-use berth_store::typed::{self, Versioned};
-use berth_store::Txn;
+use berth_control::cas::Attempt;
+use berth_domain::elb::ElbError;
 use berth_wire::elbv2::MODEL;
 use berth_wire::query::QueryParams;
-use std::future::Future;
+
+pub(crate) use berth_control::elb::{
+    all_listeners, by_arn, group_users, listener, load_balancer, routing_revision, target_group,
+    update,
+};
 
 macro_rules! operations {
     ($($name:literal => $handler:path),* $(,)?) => {
@@ -72,176 +72,9 @@ operations! {
     "DescribeTags" => tags::describe_tags,
 }
 
-/// Runs a read-modify-write until it applies; ELBv2 calls losing every
-/// race PriorRequestNotComplete.
-pub(crate) async fn swap<T, Fut>(st: &AppState, attempt: impl FnMut() -> Fut) -> Result<T, ApiError>
-where
-    Fut: Future<Output = Result<Attempt<T>, ApiError>>,
-{
-    retry_swap(st, attempt).await?.ok_or_else(|| {
-        ElbError::new(
-            ElbCode::PriorRequestNotComplete,
-            "A previous request on this resource has not completed; try again.",
-        )
-        .into()
-    })
-}
-
 /// A new resource id: 16 hex digits, as ELBv2's ARNs end.
 pub(crate) fn new_id() -> String {
     berth_domain::elb::short_id(&uuid::Uuid::new_v4().simple().to_string())
-}
-
-/// A record the API finds by its ARN and changes in place: a load
-/// balancer or a target group.
-pub(crate) trait ByArn:
-    Clone + serde::Serialize + serde::de::DeserializeOwned + Send + Sync
-{
-    /// The record's key and id, if `arn` names one of this kind.
-    fn locate(scope: &Scope, arn: &str) -> Option<(String, String)>;
-    fn id(&self) -> &str;
-    fn not_found() -> ElbError;
-}
-
-impl ByArn for LoadBalancer {
-    fn locate(scope: &Scope, arn: &str) -> Option<(String, String)> {
-        match ElbArn::parse(scope, arn)? {
-            ElbArn::LoadBalancer { name, id } => Some((scope.load_balancer(&name), id)),
-            _ => None,
-        }
-    }
-    fn id(&self) -> &str {
-        &self.id
-    }
-    fn not_found() -> ElbError {
-        ElbError::lb_not_found()
-    }
-}
-
-impl ByArn for TargetGroup {
-    fn locate(scope: &Scope, arn: &str) -> Option<(String, String)> {
-        match ElbArn::parse(scope, arn)? {
-            ElbArn::TargetGroup { name, id } => Some((scope.target_group(&name), id)),
-            _ => None,
-        }
-    }
-    fn id(&self) -> &str {
-        &self.id
-    }
-    fn not_found() -> ElbError {
-        ElbError::tg_not_found()
-    }
-}
-
-/// The record `arn` names, with its key; a record of that name with
-/// another id (deleted and created again) is not it.
-async fn by_arn<T: ByArn>(
-    st: &AppState,
-    scope: &Scope,
-    arn: &str,
-) -> Result<(String, Versioned<T>), ApiError> {
-    if let Some((key, id)) = T::locate(scope, arn) {
-        if let Some(record) = typed::get::<T>(&*st.store, &key).await? {
-            if record.value.id() == id {
-                return Ok((key, record));
-            }
-        }
-    }
-    Err(T::not_found().into())
-}
-
-pub(crate) async fn load_balancer(
-    st: &AppState,
-    scope: &Scope,
-    arn: &str,
-) -> Result<Versioned<LoadBalancer>, ApiError> {
-    Ok(by_arn(st, scope, arn).await?.1)
-}
-
-pub(crate) async fn target_group(
-    st: &AppState,
-    scope: &Scope,
-    arn: &str,
-) -> Result<Versioned<TargetGroup>, ApiError> {
-    Ok(by_arn(st, scope, arn).await?.1)
-}
-
-/// Changes a load balancer or target group by compare-and-swap; `change`
-/// runs on each try's fresh read.
-pub(crate) async fn update<T: ByArn>(
-    st: &AppState,
-    scope: &Scope,
-    arn: &str,
-    change: impl Fn(&mut T) -> Result<(), ElbError>,
-) -> Result<T, ApiError> {
-    let change = &change;
-    swap(st, || async move {
-        let (key, current) = by_arn::<T>(st, scope, arn).await?;
-        let mut next = current.value.clone();
-        change(&mut next)?;
-        let txn = Txn::when(
-            vec![typed::unchanged(&key, current.mod_revision)],
-            vec![typed::put(&key, &next)],
-        );
-        Ok(Attempt::Write(txn, next))
-    })
-    .await
-}
-
-/// A listener by its ARN, with its key.
-pub(crate) async fn listener(
-    st: &AppState,
-    scope: &Scope,
-    arn: &str,
-) -> Result<(String, Versioned<Listener>), ApiError> {
-    if let Some(ElbArn::Listener { lb_id, id, .. }) = ElbArn::parse(scope, arn) {
-        let key = scope.listener(&lb_id, &id);
-        if let Some(l) = typed::get::<Listener>(&*st.store, &key).await? {
-            return Ok((key, l));
-        }
-    }
-    Err(ElbError::listener_not_found().into())
-}
-
-/// The routing key's revision (0 before any listener was written).
-pub(crate) async fn routing_revision(st: &AppState, scope: &Scope) -> Result<i64, ApiError> {
-    Ok(st
-        .store
-        .get(&scope.elb_routing())
-        .await?
-        .map_or(0, |kv| kv.mod_revision))
-}
-
-/// Every listener of the scope and the routing revision they were read at.
-pub(crate) async fn all_listeners(
-    st: &AppState,
-    scope: &Scope,
-) -> Result<(i64, Vec<Versioned<Listener>>), ApiError> {
-    let routing = routing_revision(st, scope).await?;
-    let listeners = typed::list::<Listener>(&*st.store, &scope.listeners())
-        .await?
-        .into_iter()
-        .map(|(_, l)| l)
-        .collect();
-    Ok((routing, listeners))
-}
-
-/// The load balancers (ARNs) whose listeners forward to each target group (ARN).
-pub(crate) fn group_users(
-    scope: &Scope,
-    listeners: &[Versioned<Listener>],
-) -> std::collections::BTreeMap<String, Vec<String>> {
-    let mut out: std::collections::BTreeMap<String, Vec<String>> = Default::default();
-    for l in listeners {
-        let lb = l.value.lb_arn(scope);
-        for tg in l.value.target_groups() {
-            let users = out.entry(tg).or_default();
-            if !users.contains(&lb) {
-                users.push(lb.clone());
-            }
-        }
-    }
-    out
 }
 
 /// One page of a listing sorted by name: `Marker` is the last name given.
@@ -296,4 +129,13 @@ pub(crate) fn required<'a>(value: &'a Option<String>, field: &str) -> Result<&'a
         ))
         .into()
     })
+}
+
+/// The cluster manager's ELBv2 compare-and-swap loop with the adapter's
+/// error type (PriorRequestNotComplete when every try loses).
+pub(crate) async fn swap<T, Fut>(st: &AppState, attempt: impl FnMut() -> Fut) -> Result<T, ApiError>
+where
+    Fut: std::future::Future<Output = Result<Attempt<T>, ApiError>>,
+{
+    berth_control::elb::swap(st, attempt).await
 }

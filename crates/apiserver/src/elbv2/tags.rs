@@ -2,8 +2,8 @@
 //! in the record they belong to, so a change is one compare-and-swap.
 
 use super::{by_arn, listener, swap};
-use crate::ecs::Attempt;
 use crate::{context::RequestContext, error::ApiError, AppState};
+use berth_control::cas::Attempt;
 use berth_domain::elb::{self, ElbArn, ElbError};
 use berth_domain::Scope;
 use berth_store::keys::ElbKeys;

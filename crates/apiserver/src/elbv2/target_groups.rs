@@ -4,8 +4,8 @@ use super::{
     all_listeners, attribute_changes, attribute_pairs, group_users, load_balancer, new_id, page,
     swap, target_group,
 };
-use crate::ecs::Attempt;
-use crate::{context::RequestContext, error::ApiError, now, AppState};
+use crate::{context::RequestContext, error::ApiError, AppState};
+use berth_control::cas::Attempt;
 use berth_domain::elb::{self, attributes, health, ElbCode, ElbError, HealthCheck, TargetGroup};
 use berth_store::keys::ElbKeys;
 use berth_store::{typed, Op, RangeRequest, Txn};
@@ -148,7 +148,7 @@ pub async fn create_target_group(
             port,
             target_type: target_type.clone(),
             health: health.clone(),
-            created_at: now(),
+            created_at: st.now(),
             tags: tags.clone(),
             attributes: attributes::target_group_defaults(),
         };
@@ -255,10 +255,10 @@ pub async fn delete_target_group(
     swap(st, || async move {
         let tg = match target_group(st, scope, arn).await {
             Ok(tg) => tg,
-            Err(ApiError::Elb(e)) if e.code == ElbCode::TargetGroupNotFound => {
+            Err(berth_control::ControlError::Elb(e)) if e.code == ElbCode::TargetGroupNotFound => {
                 return Ok(Attempt::Done(()))
             }
-            Err(e) => return Err(e),
+            Err(e) => return Err(e.into()),
         };
         let (routing, listeners) = all_listeners(st, scope).await?;
         if group_users(scope, &listeners).contains_key(&tg.value.arn(scope)) {

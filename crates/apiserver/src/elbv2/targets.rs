@@ -1,18 +1,16 @@
 //! Registering targets and reporting their health.
 
-use super::{all_listeners, group_users, swap, target_group};
-use crate::ecs::Attempt;
-use crate::{context::RequestContext, error::ApiError, now, AppState};
+use super::{all_listeners, group_users, target_group};
+use crate::{context::RequestContext, error::ApiError, AppState};
+use berth_control::elb::{drain, write_registrations};
 use berth_domain::elb::{self, ElbCode, ElbError, HealthRecord, Registration, TargetGroup};
 use berth_domain::instance::ContainerInstance;
 use berth_domain::network::Cidr;
 use berth_domain::Scope;
 use berth_store::keys::{ElbKeys, Keys};
-use berth_store::{typed, Op, Txn};
+use berth_store::typed;
 use berth_wire::elbv2 as w;
 use std::net::Ipv4Addr;
-
-const MAX_TARGETS: usize = 1000;
 
 /// The targets of a request with their ports (the group's by default).
 fn targets(
@@ -118,58 +116,6 @@ pub async fn register_targets(
     Ok(w::RegisterTargetsOutput::default())
 }
 
-/// Registers targets (or takes a draining one back), leaving those
-/// already registered as they are.
-pub(crate) async fn write_registrations(
-    st: &AppState,
-    scope: &Scope,
-    tg: &TargetGroup,
-    targets: &[(String, i32, Option<String>)],
-    task: Option<&str>,
-) -> Result<(), ApiError> {
-    swap(st, || async move {
-        let held = typed::list::<Registration>(&*st.store, &scope.targets_of(&tg.id)).await?;
-        let mut compares = vec![];
-        let mut ops = vec![];
-        let mut count = held.iter().filter(|(_, r)| !r.value.draining()).count();
-        for (id, port, zone) in targets {
-            let key = scope.target(&tg.id, &Registration::key(id, *port));
-            let current = held.iter().find(|(k, _)| k == &key).map(|(_, r)| r);
-            if current.is_some_and(|r| !r.value.draining()) {
-                continue;
-            }
-            count += 1;
-            if count > MAX_TARGETS {
-                return Err(ElbError::new(
-                    ElbCode::TooManyTargets,
-                    format!("A target group can have at most {MAX_TARGETS} targets"),
-                )
-                .into());
-            }
-            compares.push(typed::unchanged(
-                &key,
-                current.map_or(0, |r| r.mod_revision),
-            ));
-            ops.push(typed::put(
-                &key,
-                &Registration {
-                    id: id.clone(),
-                    port: *port,
-                    availability_zone: zone.clone(),
-                    registered_at: now(),
-                    deregistered_at: None,
-                    task: task.map(str::to_string),
-                },
-            ));
-        }
-        if ops.is_empty() {
-            return Ok(Attempt::Done(()));
-        }
-        Ok(Attempt::Write(Txn::when(compares, ops), ()))
-    })
-    .await
-}
-
 pub async fn deregister_targets(
     st: &AppState,
     ctx: &RequestContext,
@@ -197,47 +143,6 @@ pub async fn deregister_targets(
     Ok(w::DeregisterTargetsOutput::default())
 }
 
-/// Starts draining registered targets (`{id}:{port}`), or removes them at
-/// once when the group's deregistration delay is 0. Returns the ones that
-/// were not registered; nothing is written if any is missing.
-pub(crate) async fn drain(
-    st: &AppState,
-    scope: &Scope,
-    tg: &TargetGroup,
-    targets: &[String],
-) -> Result<Vec<String>, ApiError> {
-    let immediate = tg.deregistration_delay() == 0;
-    swap(st, || async move {
-        let mut missing = vec![];
-        let mut compares = vec![];
-        let mut ops = vec![];
-        for t in targets {
-            let key = scope.target(&tg.id, t);
-            let Some(r) = typed::get::<Registration>(&*st.store, &key).await? else {
-                missing.push(t.clone());
-                continue;
-            };
-            if r.value.draining() {
-                continue;
-            }
-            compares.push(typed::unchanged(&key, r.mod_revision));
-            if immediate {
-                ops.push(Op::delete(&key));
-                ops.extend(scope.target_observed(&tg.id, t).map(Op::delete));
-            } else {
-                let mut next = r.value.clone();
-                next.deregistered_at = Some(now());
-                ops.push(typed::put(&key, &next));
-            }
-        }
-        if !missing.is_empty() || ops.is_empty() {
-            return Ok(Attempt::Done(missing));
-        }
-        Ok(Attempt::Write(Txn::when(compares, ops), missing))
-    })
-    .await
-}
-
 pub async fn describe_target_health(
     st: &AppState,
     ctx: &RequestContext,
@@ -250,7 +155,7 @@ pub async fn describe_target_health(
     let in_use = group_users(scope, &listeners).contains_key(&tg.arn(scope));
     let held = typed::list::<Registration>(&*st.store, &scope.targets_of(&tg.id)).await?;
     let health = typed::list::<HealthRecord>(&*st.store, &scope.target_healths_of(&tg.id)).await?;
-    let now = now();
+    let now = st.now();
     let delay = tg.deregistration_delay();
     let describe = |r: &Registration| {
         let key = scope.target_health(&tg.id, &Registration::key(&r.id, r.port));

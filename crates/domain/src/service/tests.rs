@@ -548,3 +548,20 @@ fn a_task_draining_from_its_load_balancer_is_already_leaving() {
     assert_eq!(view.last_status.as_deref(), Some("DEACTIVATING"));
     assert_eq!(view.desired_status.as_deref(), Some("STOPPED"));
 }
+
+#[test]
+fn each_deployment_keeps_the_load_balancers_it_began_with() {
+    let mut s = service(2);
+    let lb = w::LoadBalancer {
+        target_group_arn: Some("arn:aws:elasticloadbalancing:r:1:targetgroup/web/abc".into()),
+        container_name: Some("c".into()),
+        container_port: Some(80),
+        ..Default::default()
+    };
+    s.load_balancers = vec![lb.clone()];
+    s.deploy("arn:td:2", 10.0, 2);
+    s.load_balancers = vec![];
+    s.deploy("arn:td:3", 20.0, 3);
+    assert_eq!(s.deployments[1].load_balancers, vec![lb]);
+    assert!(s.deployments[0].load_balancers.is_empty());
+}

@@ -10,13 +10,15 @@
 //! a timer, for what time alone changes (a task settling, a grace period
 //! ending, a host staying away).
 
-use crate::ecs::services::deployment_digits;
-use crate::ecs::tasks::{
-    connected_agents, index_key, place, prepare, request_stop, subnet_addresses, ClusterTasks,
-    LaunchInput, Occupancy,
+use crate::cas::{compare_and_swap, Attempt};
+use crate::launch::{prepare, Launch, LaunchInput};
+use crate::placement::{
+    connected_agents, index_key, place, subnet_addresses, ClusterTasks, Occupancy,
 };
 use crate::service_lb::ServiceTargets;
-use crate::{error::ApiError, now, AppState};
+use crate::services::deployment_digits;
+use crate::tasks::request_stop;
+use crate::{Control, ControlError};
 use berth_domain::deployment::Scheduling;
 use berth_domain::instance::{ContainerInstance, InstanceStatus, FARGATE_POOL};
 use berth_domain::service::{self, LbHealth, Member, Service, ServiceStatus, Tuning};
@@ -30,8 +32,9 @@ use futures::StreamExt;
 use parking_lot::Mutex;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 /// Deleted services stay describable (INACTIVE) this long.
@@ -98,7 +101,7 @@ fn cluster_of(key: &str) -> Option<ClusterKey> {
 }
 
 struct Controller {
-    st: AppState,
+    st: Control,
     config: ControllerConfig,
     /// When each instance was first seen disconnected with tasks on it.
     /// Kept in memory: after a restart the grace period starts again,
@@ -107,7 +110,7 @@ struct Controller {
 }
 
 /// Runs the controller until `shutdown`.
-pub async fn run(st: AppState, config: ControllerConfig, shutdown: CancellationToken) {
+pub async fn run(st: Control, config: ControllerConfig, shutdown: CancellationToken) {
     let resync = config.resync;
     let c = Arc::new(Controller {
         st,
@@ -213,7 +216,7 @@ fn spawn_reconcile(
 }
 
 /// Every cluster with services or tasks, found by walking the keys once.
-async fn clusters(st: &AppState) -> Result<HashSet<ClusterKey>, ApiError> {
+async fn clusters(st: &Control) -> Result<HashSet<ClusterKey>, ControlError> {
     let mut out = HashSet::new();
     let mut after = None;
     loop {
@@ -345,7 +348,11 @@ struct Started {
 }
 
 impl Controller {
-    async fn reconcile(&self, scope: &Scope, cluster: &str) -> Result<Option<Duration>, ApiError> {
+    async fn reconcile(
+        &self,
+        scope: &Scope,
+        cluster: &str,
+    ) -> Result<Option<Duration>, ControlError> {
         let st = &self.st;
         let instances: Vec<ContainerInstance> =
             typed::list::<ContainerInstance>(&*st.store, &scope.instances_of(cluster))
@@ -400,7 +407,7 @@ impl Controller {
         scope: &Scope,
         host_cluster: &str,
         instances: &[ContainerInstance],
-    ) -> Result<(), ApiError> {
+    ) -> Result<(), ControlError> {
         use berth_domain::network::{allocate, Cidr, WarmAddress, WARM_HOLDER};
         let st = &self.st;
         let want = self.config.warm_addresses;
@@ -494,7 +501,7 @@ impl Controller {
         instances: &[ContainerInstance],
         connected: &HashSet<String>,
         tasks: &ClusterTasks,
-    ) -> Result<(bool, Option<Duration>), ApiError> {
+    ) -> Result<(bool, Option<Duration>), ControlError> {
         let grace = self.config.host_loss_grace;
         let mut on: HashMap<&str, Vec<&typed::Versioned<Task>>> = HashMap::new();
         for t in &tasks.tasks {
@@ -546,8 +553,8 @@ impl Controller {
         scope: &Scope,
         cluster: &str,
         tasks: &ClusterTasks,
-    ) -> Result<bool, ApiError> {
-        let before = now() - self.config.stopped_retention.as_secs_f64();
+    ) -> Result<bool, ControlError> {
+        let before = self.st.now() - self.config.stopped_retention.as_secs_f64();
         let mut any = false;
         for t in &tasks.tasks {
             let id = &t.value.id;
@@ -603,7 +610,7 @@ impl Controller {
         cluster: &str,
         t: &typed::Versioned<Task>,
         waited: Duration,
-    ) -> Result<(), ApiError> {
+    ) -> Result<(), ControlError> {
         let st = &self.st;
         let id = &t.value.id;
         let state_key = scope.task_state(cluster, id);
@@ -611,7 +618,7 @@ impl Controller {
         if Task::last_status(current.as_ref().map(|r| &r.value)) == TaskStatus::Stopped {
             return Ok(());
         }
-        let at = now();
+        let at = self.st.now();
         let reason = if t.value.fargate() {
             format!(
                 "Host lost: the Fargate host running the task was disconnected for {} s",
@@ -694,7 +701,7 @@ impl Controller {
             .filter(|ci| ci.status == InstanceStatus::Draining)
             .map(|ci| ci.id.as_str())
             .collect();
-        let mut members = crate::ecs::services::members(tasks, svc, &draining);
+        let mut members = crate::services::members(tasks, svc, &draining);
         for m in &mut members {
             m.lb = lb.get(&m.task.id);
         }
@@ -708,7 +715,7 @@ impl Controller {
         svc: &Service,
         tasks: &ClusterTasks,
         hosts: &[ContainerInstance],
-    ) -> Result<(Option<ServiceTargets>, HashMap<String, LbHealth>), ApiError> {
+    ) -> Result<(Option<ServiceTargets>, HashMap<String, LbHealth>), ControlError> {
         let Some(targets) = ServiceTargets::load(&self.st, scope, svc).await? else {
             return Ok((None, HashMap::new()));
         };
@@ -731,8 +738,8 @@ impl Controller {
         scope: &Scope,
         cluster: &str,
         members: &[Member<'_>],
-    ) -> Result<Option<Duration>, ApiError> {
-        let at = now();
+    ) -> Result<Option<Duration>, ControlError> {
+        let at = self.st.now();
         let mut recheck = None;
         for m in members {
             let Some(d) = &m.task.deactivation else {
@@ -772,9 +779,9 @@ impl Controller {
         key: &str,
         svc: typed::Versioned<Service>,
         view: &ClusterView<'_>,
-    ) -> Result<Option<Duration>, ApiError> {
+    ) -> Result<Option<Duration>, ControlError> {
         self.reconcile_with(scope, cluster, key, &svc, view, |members| {
-            let plan = service::plan(&svc.value, members, self.tuning(), now(), || {
+            let plan = service::plan(&svc.value, members, self.tuning(), self.st.now(), || {
                 (uuid::Uuid::new_v4().to_string(), deployment_digits())
             });
             Decided {
@@ -799,7 +806,7 @@ impl Controller {
         key: &str,
         svc: typed::Versioned<Service>,
         view: &ClusterView<'_>,
-    ) -> Result<Option<Duration>, ApiError> {
+    ) -> Result<Option<Duration>, ControlError> {
         let s = &svc.value;
         let eligible = if s.status == ServiceStatus::Active {
             self.daemon_instances(scope, s, view.instances).await?
@@ -807,9 +814,10 @@ impl Controller {
             BTreeSet::new()
         };
         self.reconcile_with(scope, cluster, key, &svc, view, |members| {
-            let plan = service::plan_daemon(s, members, &eligible, self.tuning(), now(), || {
-                (uuid::Uuid::new_v4().to_string(), deployment_digits())
-            });
+            let plan =
+                service::plan_daemon(s, members, &eligible, self.tuning(), self.st.now(), || {
+                    (uuid::Uuid::new_v4().to_string(), deployment_digits())
+                });
             Decided {
                 stop: plan.stop,
                 starts: plan.start_on.into_iter().map(|i| (1, Some(i))).collect(),
@@ -831,7 +839,7 @@ impl Controller {
         svc: &typed::Versioned<Service>,
         view: &ClusterView<'_>,
         decide: impl FnOnce(&[Member<'_>]) -> Decided,
-    ) -> Result<Option<Duration>, ApiError> {
+    ) -> Result<Option<Duration>, ControlError> {
         let (tasks, instances, hosts) = (view.tasks, view.instances, view.hosts);
         let (lb, lb_health) = self.targets(scope, &svc.value, tasks, hosts).await?;
         let members = self.members(&svc.value, tasks, instances, &lb_health);
@@ -866,7 +874,7 @@ impl Controller {
         scope: &Scope,
         s: &Service,
         instances: &[ContainerInstance],
-    ) -> Result<BTreeSet<String>, ApiError> {
+    ) -> Result<BTreeSet<String>, ControlError> {
         let launch = match self.launch(scope, s, 1).await {
             Ok(l) => l,
             Err(e) => {
@@ -906,7 +914,7 @@ impl Controller {
         read: &typed::Versioned<Service>,
         update: Option<Service>,
         work: Work<'_>,
-    ) -> Result<(), ApiError> {
+    ) -> Result<(), ControlError> {
         let mut next = update.unwrap_or_else(|| read.value.clone());
         let mut said = vec![];
         if let Some(lb) = work.lb {
@@ -941,7 +949,7 @@ impl Controller {
         scope: &Scope,
         svc: &Service,
         count: usize,
-    ) -> Result<crate::ecs::tasks::Launch, ApiError> {
+    ) -> Result<Launch, ControlError> {
         let group = svc.group();
         let strategies =
             if svc.placement_strategy.is_empty() && svc.scheduling == Scheduling::Replica {
@@ -983,11 +991,11 @@ impl Controller {
         svc: &Service,
         count: u32,
         only: Option<&str>,
-    ) -> Result<Started, ApiError> {
+    ) -> Result<Started, ControlError> {
         let st = &self.st;
         let mut launch = match self.launch(scope, svc, count as usize).await {
             Ok(l) => l,
-            Err(ApiError::Ecs(e)) => {
+            Err(ControlError::Ecs(e)) => {
                 return Ok(Started {
                     ids: vec![],
                     unplaceable: Some(format!("was unable to place a task: {e}")),
@@ -1010,16 +1018,16 @@ impl Controller {
             }
         }
         let launch = &launch;
-        let (ids, failures, none) = crate::ecs::compare_and_swap(
+        let (ids, failures, none) = compare_and_swap::<_, ControlError, _>(
             st,
             || "Tasks are being placed in this cluster by other requests.".into(),
             move || async move {
                 let placed = place(st, scope, cluster, launch, only).await?;
                 let answer = (placed.ids, placed.failures, placed.no_instances);
                 if answer.0.is_empty() {
-                    return Ok(crate::ecs::Attempt::Done(answer));
+                    return Ok(Attempt::Done(answer));
                 }
-                Ok(crate::ecs::Attempt::Write(
+                Ok(Attempt::Write(
                     Txn::when(placed.compares, placed.ops),
                     answer,
                 ))
@@ -1041,7 +1049,7 @@ impl Controller {
         cluster: &str,
         stops: &[service::Stop],
         lb: Option<&ServiceTargets>,
-    ) -> Result<(Vec<String>, Vec<String>), ApiError> {
+    ) -> Result<(Vec<String>, Vec<String>), ControlError> {
         let (mut done, mut draining) = (vec![], vec![]);
         for s in stops {
             if let Some(lb) = lb {
@@ -1075,7 +1083,7 @@ impl Controller {
         let Some(why) = why else {
             return;
         };
-        let at = now();
+        let at = self.st.now();
         if next
             .unplaceable_reported_at
             .is_some_and(|t| at - t < UNPLACEABLE_EVENT_EVERY)
@@ -1097,11 +1105,11 @@ impl Controller {
         read: &typed::Versioned<Service>,
         mut next: Service,
         said: Vec<String>,
-    ) -> Result<(), ApiError> {
+    ) -> Result<(), ControlError> {
         if said.is_empty() && next == read.value {
             return Ok(());
         }
-        let at = now();
+        let at = self.st.now();
         for m in &said {
             next.say(at, uuid::Uuid::new_v4().to_string(), m);
         }
@@ -1137,19 +1145,19 @@ impl Controller {
         }
         // Lost to a user's update: keep what happened (the events).
         let (said, key) = (&said, key);
-        crate::ecs::compare_and_swap(
+        compare_and_swap::<_, ControlError, _>(
             st,
             || "The service keeps changing.".into(),
             move || async move {
                 let Some(current) = typed::get::<Service>(&*st.store, key).await? else {
-                    return Ok(crate::ecs::Attempt::Done(()));
+                    return Ok(Attempt::Done(()));
                 };
                 let mut s = current.value;
                 for m in said {
                     s.say(at, uuid::Uuid::new_v4().to_string(), m);
                 }
                 s.version += 1;
-                Ok(crate::ecs::Attempt::Write(
+                Ok(Attempt::Write(
                     Txn::when(
                         vec![typed::unchanged(key, current.mod_revision)],
                         vec![typed::put(key, &s)],

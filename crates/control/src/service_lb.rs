@@ -4,8 +4,8 @@
 //! healthy once its targets are, and drain a task's targets before it is
 //! stopped, so that no request is sent to a stopping container.
 
-use crate::elbv2::{self, targets};
-use crate::{error::ApiError, now, AppState};
+use crate::elb::{self, all_listeners, group_users, target_group};
+use crate::{Control, ControlError};
 use berth_domain::elb::{HealthRecord, Registration, TargetGroup};
 use berth_domain::instance::ContainerInstance;
 use berth_domain::service::{LbHealth, Member, Service};
@@ -22,20 +22,20 @@ use std::collections::HashMap;
 const MAX_LOAD_BALANCERS: usize = 5;
 
 /// Checks a service's `loadBalancers` against its task definition.
-pub(crate) async fn validate(
-    st: &AppState,
+pub async fn validate(
+    st: &Control,
     scope: &Scope,
     def: &w::TaskDefinition,
     lbs: &[w::LoadBalancer],
-) -> Result<(), ApiError> {
+) -> Result<(), ControlError> {
     if lbs.len() > MAX_LOAD_BALANCERS {
         return Err(EcsError::invalid(format!(
             "A service can have at most {MAX_LOAD_BALANCERS} load balancers (target groups)."
         ))
         .into());
     }
-    let (_, listeners) = elbv2::all_listeners(st, scope).await?;
-    let used = elbv2::group_users(scope, &listeners);
+    let (_, listeners) = all_listeners(st, scope).await?;
+    let used = group_users(scope, &listeners);
     let awsvpc = def.network_mode.as_deref() == Some("awsvpc");
     let mode = def.network_mode.as_deref().unwrap_or("bridge");
     let mut seen = vec![];
@@ -50,7 +50,7 @@ pub(crate) async fn validate(
             }
             .into());
         };
-        let tg = elbv2::target_group(st, scope, arn).await.map_err(|_| {
+        let tg = target_group(st, scope, arn).await.map_err(|_| {
             EcsError::invalid(format!(
                 "The target group with targetGroupArn {arn} does not exist."
             ))
@@ -106,9 +106,9 @@ pub(crate) async fn validate(
 
 /// A target group's records under `prefix`, by `{id}:{port}`.
 async fn by_target<T: serde::de::DeserializeOwned>(
-    st: &AppState,
+    st: &Control,
     prefix: &str,
-) -> Result<HashMap<String, Versioned<T>>, ApiError> {
+) -> Result<HashMap<String, Versioned<T>>, ControlError> {
     Ok(typed::list::<T>(&*st.store, prefix)
         .await?
         .into_iter()
@@ -128,7 +128,7 @@ struct Group {
 }
 
 /// A service's target groups and their targets.
-pub(crate) struct ServiceTargets {
+pub struct ServiceTargets {
     groups: Vec<Group>,
     scope: Scope,
     cluster: String,
@@ -137,20 +137,20 @@ pub(crate) struct ServiceTargets {
 impl ServiceTargets {
     /// None for a service without load balancers. A target group deleted
     /// behind the service's back is left out.
-    pub(crate) async fn load(
-        st: &AppState,
+    pub async fn load(
+        st: &Control,
         scope: &Scope,
         svc: &Service,
-    ) -> Result<Option<ServiceTargets>, ApiError> {
+    ) -> Result<Option<ServiceTargets>, ControlError> {
         if svc.load_balancers.is_empty() {
             return Ok(None);
         }
         let mut groups = vec![];
         for lb in &svc.load_balancers {
             let arn = lb.target_group_arn.clone().unwrap_or_default();
-            let tg = match elbv2::target_group(st, scope, &arn).await {
+            let tg = match target_group(st, scope, &arn).await {
                 Ok(tg) => tg.value,
-                Err(ApiError::Elb(_)) => {
+                Err(ControlError::Elb(_)) => {
                     tracing::warn!(service = %svc.name, target_group = %arn, "a service's target group is gone");
                     continue;
                 }
@@ -234,7 +234,7 @@ impl ServiceTargets {
     }
 
     /// How a task's targets stand.
-    pub(crate) fn health(
+    pub fn health(
         &self,
         task: &Task,
         report: Option<&TaskReport>,
@@ -275,12 +275,12 @@ impl ServiceTargets {
     /// Registers the targets of running tasks that are not registered yet
     /// and drains those of tasks that stopped or are being stopped.
     /// Returns ECS's events for what it did.
-    pub(crate) async fn sync(
+    pub async fn sync(
         &self,
-        st: &AppState,
+        st: &Control,
         members: &[Member<'_>],
         instances: &[ContainerInstance],
-    ) -> Result<Vec<String>, ApiError> {
+    ) -> Result<Vec<String>, ControlError> {
         let mut said = vec![];
         let mut registered = vec![0usize; self.groups.len()];
         let mut drain: Vec<Vec<String>> = vec![vec![]; self.groups.len()];
@@ -311,14 +311,8 @@ impl ServiceTargets {
                     .then(|| m.task.availability_zone.clone())
                     .flatten();
                 // Registrations carry their task: one write per task.
-                targets::write_registrations(
-                    st,
-                    &self.scope,
-                    &g.tg,
-                    &[(id, port, zone)],
-                    Some(&task),
-                )
-                .await?;
+                elb::write_registrations(st, &self.scope, &g.tg, &[(id, port, zone)], Some(&task))
+                    .await?;
                 registered[i] += 1;
             }
         }
@@ -334,7 +328,7 @@ impl ServiceTargets {
             if keys.is_empty() {
                 continue;
             }
-            targets::drain(st, &self.scope, &g.tg, &keys).await?;
+            elb::drain(st, &self.scope, &g.tg, &keys).await?;
             said.push(format!(
                 "deregistered {} targets in (target-group {})",
                 keys.len(),
@@ -347,13 +341,13 @@ impl ServiceTargets {
     /// Starts taking a task out of its target groups before it is stopped:
     /// its targets drain and the task records the stop it gets once they
     /// have. False when it has no target to drain (stop it at once).
-    pub(crate) async fn deactivate(
+    pub async fn deactivate(
         &self,
-        st: &AppState,
+        st: &Control,
         task: &str,
         reason: &str,
         failure: bool,
-    ) -> Result<bool, ApiError> {
+    ) -> Result<bool, ControlError> {
         let key = self.scope.task(&self.cluster, task);
         let Some(current) = typed::get::<Task>(&*st.store, &key).await? else {
             return Ok(false);
@@ -375,10 +369,10 @@ impl ServiceTargets {
             if keys.is_empty() {
                 continue;
             }
-            targets::drain(st, &self.scope, &g.tg, &keys).await?;
+            elb::drain(st, &self.scope, &g.tg, &keys).await?;
             delay = delay.max(g.tg.deregistration_delay());
         }
-        let at = now();
+        let at = st.now();
         let mut next = current.value.clone();
         next.deactivation = Some(Deactivation {
             until: at + delay as f64,

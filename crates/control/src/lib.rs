@@ -1,0 +1,79 @@
+//! Berth's cluster manager: the layer every protocol adapter (ECS, ELBv2,
+//! and the APIs that follow) calls instead of holding logic of its own.
+//!
+//! It prepares launches (task-definition resolution, launch type and
+//! capacity-provider choice, the scheduler's request built once), places
+//! tasks and commits the plan with compare-and-swap, allocates awsvpc
+//! addresses, remembers RunTask's idempotency tokens, asks tasks to stop,
+//! ties services to their target groups, and runs every controller.
+//!
+//! It must not depend on axum, hyper or any protocol adapter: adapters
+//! decode, call this crate, and encode; [`ControlError`] is mapped to each
+//! protocol's errors by the adapter, in one place. Time comes from the
+//! [`Clock`] in the [`Control`] context so that component tests can run on
+//! paused time.
+
+pub mod cas;
+pub mod clock;
+pub mod clusters;
+pub mod controller;
+pub mod elb;
+mod error;
+pub mod launch;
+pub mod placement;
+pub mod service_lb;
+pub mod services;
+pub mod taskdefs;
+pub mod tasks;
+
+use berth_domain::network::NetworkConfig;
+use berth_store::Store;
+use std::sync::Arc;
+
+pub use clock::{Clock, SystemClock, TokioClock};
+pub use error::ControlError;
+
+/// What the cluster manager needs to know of its deployment.
+#[derive(Debug, Clone)]
+pub struct ControlConfig {
+    /// The subnets and security groups awsvpc tasks may use.
+    pub network: NetworkConfig,
+}
+
+impl Default for ControlConfig {
+    fn default() -> Self {
+        ControlConfig {
+            network: NetworkConfig::local_default(),
+        }
+    }
+}
+
+/// The cluster manager's context: the store it reads and commits to, its
+/// configuration and its clock. Cheap to clone.
+#[derive(Clone)]
+pub struct Control {
+    pub store: Arc<dyn Store>,
+    pub config: Arc<ControlConfig>,
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Control {
+    pub fn new(store: Arc<dyn Store>, config: ControlConfig) -> Self {
+        Control {
+            store,
+            config: Arc::new(config),
+            clock: Arc::new(SystemClock),
+        }
+    }
+
+    /// The same context on another clock (paused time in tests).
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Seconds since the epoch, as records and ECS timestamps carry them.
+    pub fn now(&self) -> f64 {
+        self.clock.now()
+    }
+}

@@ -1,0 +1,457 @@
+//! Placement: what a cluster's hosts hold now, a plan from the pure
+//! scheduler, and the transaction that commits it (the tasks, their index
+//! entries, their awsvpc addresses and a bump of the placement key that
+//! every concurrent placement compares).
+
+use crate::launch::Launch;
+use crate::{Control, ControlError};
+use berth_domain::instance::{ContainerInstance, InstanceStatus, FARGATE_POOL};
+use berth_domain::task::{Task, TaskNetwork, TaskStatus, Usage};
+use berth_domain::{capacity, Scope};
+use berth_scheduler as sched;
+use berth_store::keys::Keys;
+use berth_store::{typed, Op, RangeRequest};
+use berth_wire::agent::TaskReport;
+use berth_wire::ecs as w;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+/// Ports Docker hands out for hostPort 0: its default ephemeral range.
+const DYNAMIC_PORTS: u32 = 65535 - 49153 + 1;
+
+/// One cluster's tasks: desired records with their mod revisions, and
+/// what agents reported of them.
+pub struct ClusterTasks {
+    pub tasks: Vec<typed::Versioned<Task>>,
+    pub reports: HashMap<String, TaskReport>,
+}
+
+impl ClusterTasks {
+    pub async fn load(
+        st: &Control,
+        scope: &Scope,
+        cluster: &str,
+    ) -> Result<ClusterTasks, ControlError> {
+        let tasks = typed::list::<Task>(&*st.store, &scope.tasks_of(cluster))
+            .await?
+            .into_iter()
+            .map(|(_, t)| t)
+            .collect();
+        let reports = typed::list::<TaskReport>(&*st.store, &scope.task_states_of(cluster))
+            .await?
+            .into_iter()
+            .filter_map(|(k, r)| {
+                let id = k.rsplit('/').next()?.to_string();
+                Some((id, r.value))
+            })
+            .collect();
+        Ok(ClusterTasks { tasks, reports })
+    }
+
+    pub fn report(&self, id: &str) -> Option<&TaskReport> {
+        self.reports.get(id)
+    }
+
+    /// What the tasks that are not STOPPED hold, per instance id.
+    pub fn usage(&self) -> HashMap<String, Usage> {
+        let mut out: HashMap<String, Usage> = HashMap::new();
+        for t in &self.tasks {
+            let report = self.report(&t.value.id);
+            if Task::last_status(report) != TaskStatus::Stopped {
+                out.entry(t.value.container_instance.clone())
+                    .or_default()
+                    .add(&t.value, report);
+            }
+        }
+        out
+    }
+}
+
+/// The instance ids of `cluster` whose agents are connected now (the
+/// gateway's lease-bound connection keys).
+pub async fn connected_agents(
+    st: &Control,
+    scope: &Scope,
+    cluster: &str,
+) -> Result<HashSet<String>, ControlError> {
+    let ids = typed::names(&*st.store, &scope.agent_connections_of(cluster)).await?;
+    Ok(ids.into_iter().collect())
+}
+
+/// What a cluster's instances hold now, read once per request: which
+/// agents are connected, and what the not-STOPPED tasks on each reserve.
+#[derive(Default)]
+pub struct Occupancy {
+    connected: HashSet<String>,
+    usage: HashMap<String, Usage>,
+}
+
+impl Occupancy {
+    pub async fn load(
+        st: &Control,
+        scope: &Scope,
+        cluster: &str,
+    ) -> Result<Occupancy, ControlError> {
+        Ok(Occupancy {
+            connected: connected_agents(st, scope, cluster).await?,
+            usage: ClusterTasks::load(st, scope, cluster).await?.usage(),
+        })
+    }
+
+    /// The Fargate pool's hosts: which agents are connected, and what the
+    /// tasks of every cluster that are placed there and not STOPPED hold
+    /// (the pool's task index names them).
+    pub async fn load_pool(st: &Control, scope: &Scope) -> Result<Occupancy, ControlError> {
+        let prefix = scope.instance_tasks_all(FARGATE_POOL);
+        let index = st
+            .store
+            .range(RangeRequest::prefix(prefix.as_str()))
+            .await?;
+        let mut usage: HashMap<String, Usage> = HashMap::new();
+        for kv in &index.kvs {
+            let Some(rest) = kv.key.strip_prefix(&prefix) else {
+                continue;
+            };
+            let mut parts = rest.splitn(3, '/');
+            let (Some(host), Some(cluster), Some(id)) = (parts.next(), parts.next(), parts.next())
+            else {
+                continue;
+            };
+            let Some(t) = typed::get::<Task>(&*st.store, &scope.task(cluster, id)).await? else {
+                continue;
+            };
+            let report = typed::get::<TaskReport>(&*st.store, &scope.task_state(cluster, id))
+                .await?
+                .map(|r| r.value);
+            if Task::last_status(report.as_ref()) != TaskStatus::Stopped {
+                usage
+                    .entry(host.to_string())
+                    .or_default()
+                    .add(&t.value, report.as_ref());
+            }
+        }
+        Ok(Occupancy {
+            connected: connected_agents(st, scope, FARGATE_POOL).await?,
+            usage,
+        })
+    }
+
+    /// Whether the instance's agent holds a connection to the gateway.
+    pub fn connected(&self, instance: &str) -> bool {
+        self.connected.contains(instance)
+    }
+
+    pub fn usage(&self, instance: &str) -> Option<&Usage> {
+        self.usage.get(instance)
+    }
+
+    /// Placement's view of `ci`: what it is and what it has left.
+    pub fn placeable(&self, scope: &Scope, ci: &ContainerInstance) -> sched::Instance {
+        let empty = Usage::default();
+        let used = self.usage(&ci.id).unwrap_or(&empty);
+        let mut tcp: std::collections::BTreeSet<u16> =
+            ci.reserved_ports(false).into_iter().collect();
+        tcp.extend(&used.tcp_ports);
+        let mut udp: std::collections::BTreeSet<u16> =
+            ci.reserved_ports(true).into_iter().collect();
+        udp.extend(&used.udp_ports);
+        sched::Instance {
+            arn: Arc::from(ci.arn(scope)),
+            ec2_instance_id: ci.ec2_instance_id.clone(),
+            status: match ci.status {
+                InstanceStatus::Active => sched::InstanceStatus::Active,
+                InstanceStatus::Draining => sched::InstanceStatus::Draining,
+                InstanceStatus::Inactive => sched::InstanceStatus::Inactive,
+            },
+            agent_connected: self.connected(&ci.id),
+            agent_version: ci
+                .version_info
+                .as_ref()
+                .and_then(|v| v.agent_version.clone())
+                .unwrap_or_default(),
+            registered_at: ci.registered_at as i64,
+            attributes: ci
+                .attributes
+                .iter()
+                .filter_map(|a| Some((a.name.clone()?, a.value.clone())))
+                .collect(),
+            cpu_free: i64::from(ci.cpu()) - used.cpu,
+            memory_free: i64::from(ci.memory()) - used.memory,
+            tcp_ports_taken: tcp,
+            udp_ports_taken: udp,
+            dynamic_ports_free: DYNAMIC_PORTS.saturating_sub(used.dynamic_ports),
+            running_tasks: used.running + used.pending,
+            groups: used.groups.clone(),
+        }
+    }
+}
+
+/// The ops that store a task: its record and its place in the instance's index.
+pub fn write_task(scope: &Scope, t: &Task) -> [Op; 2] {
+    [
+        typed::put(&scope.task(&t.cluster, &t.id), t),
+        Op::put(
+            index_key(scope, t),
+            t.desired_status.as_str().as_bytes().to_vec(),
+        ),
+    ]
+}
+
+/// Where a task sits in its host's task index, which its agent watches.
+pub fn index_key(scope: &Scope, t: &Task) -> String {
+    scope.instance_task(t.host_cluster(), &t.container_instance, &t.index_entry())
+}
+
+/// One placement, ready to commit: the transaction's compares and ops,
+/// the ids of the tasks it writes, and why instances were passed over.
+pub struct Placed {
+    pub compares: Vec<berth_store::Compare>,
+    pub ops: Vec<Op>,
+    pub ids: Vec<String>,
+    pub failures: Vec<w::Failure>,
+    /// The cluster has no container instance at all.
+    pub no_instances: bool,
+}
+
+/// Plans `launch.request.count` tasks on the cluster's instances as they
+/// are now. Committing the result fails if any other placement in the
+/// cluster committed in between (the placement key), so the caller
+/// re-plans instead of overcommitting an instance.
+pub async fn place(
+    st: &Control,
+    scope: &Scope,
+    cluster: &str,
+    launch: &Launch,
+    only: Option<&str>,
+) -> Result<Placed, ControlError> {
+    // Fargate tasks go to the hidden pool's hosts, which hold tasks of
+    // every cluster; the pool's placement key orders their placements.
+    let fargate = launch.launch_type == "FARGATE";
+    let hosts = if fargate { FARGATE_POOL } else { cluster };
+    let lock = scope.placement(hosts);
+    let lock_rev = st.store.get(&lock).await?.map_or(0, |kv| kv.mod_revision);
+    let mut instances =
+        typed::list::<ContainerInstance>(&*st.store, &scope.instances_of(hosts)).await?;
+    let no_instances = instances.is_empty() && !fargate;
+    if let Some(id) = only {
+        instances.retain(|(_, ci)| ci.value.id == id);
+    }
+    let occupancy = if fargate {
+        Occupancy::load_pool(st, scope).await?
+    } else {
+        Occupancy::load(st, scope, cluster).await?
+    };
+    let snapshot = sched::Snapshot::new(
+        instances
+            .iter()
+            .map(|(_, ci)| occupancy.placeable(scope, &ci.value))
+            .collect(),
+    );
+    let plan = snapshot.place(&launch.request, rand::random());
+    let by_arn: HashMap<String, &ContainerInstance> = instances
+        .iter()
+        .map(|(_, ci)| (ci.value.arn(scope), &ci.value))
+        .collect();
+    let mut providers = capacity::assign(&launch.strategy, &launch.held, plan.placements.len())
+        .into_iter()
+        .map(Some)
+        .chain(std::iter::repeat(None));
+    let mut ops = vec![Op::put(lock.clone(), vec![])];
+    let mut compares = vec![
+        typed::unchanged(&lock, lock_rev),
+        crate::clusters::still_active(st, scope, cluster).await?,
+    ];
+    if fargate {
+        // The pool's key orders the placement; the cluster's says that
+        // the cluster gained a task (DeleteCluster compares it).
+        ops.push(Op::put(scope.placement(cluster), vec![]));
+    }
+    let mut ids = vec![];
+    let mut failures: Vec<w::Failure> = vec![];
+    let mut addresses = Addresses::default();
+    for p in &plan.placements {
+        let Some(ci) = by_arn.get(&*p.instance) else {
+            continue;
+        };
+        let provider = providers.next().flatten();
+        match addresses
+            .new_task(
+                st,
+                scope,
+                cluster,
+                launch,
+                ci,
+                provider,
+                &mut compares,
+                &mut ops,
+            )
+            .await?
+        {
+            Some(id) => ids.push(id),
+            None => failures.push(failure(&*p.instance, "RESOURCE:ENI")),
+        }
+    }
+    failures.extend(
+        plan.failures
+            .iter()
+            .map(|f| failure(&*f.arn, f.reason.as_str())),
+    );
+    if fargate {
+        // Fargate's hosts stay hidden: a shortfall is capacity, as on AWS.
+        failures = if ids.len() < launch.request.count {
+            vec![w::Failure {
+                arn: None,
+                reason: Some(FARGATE_CAPACITY_UNAVAILABLE.into()),
+                detail: None,
+            }]
+        } else {
+            vec![]
+        };
+    }
+    Ok(Placed {
+        compares,
+        ops,
+        ids,
+        failures,
+        no_instances,
+    })
+}
+
+/// RunTask's failure reason when Fargate capacity runs short, in AWS's words.
+pub const FARGATE_CAPACITY_UNAVAILABLE: &str =
+    "Capacity is unavailable at this time. Please try again later or in a different availability zone";
+
+/// The addresses of the subnets a placement uses, read once per subnet,
+/// and the ones it hands out.
+#[derive(Default)]
+pub(crate) struct Addresses {
+    taken: HashMap<String, std::collections::BTreeSet<std::net::Ipv4Addr>>,
+    /// Per host: its warm addresses (subnet, address, key, mod revision)
+    /// not handed out by this placement yet.
+    warm: HashMap<String, Vec<(String, String, String, i64)>>,
+}
+
+impl Addresses {
+    /// Adds a new task of `launch` on `ci` to a placement's transaction:
+    /// its records and, for awsvpc, the address it claims (compared
+    /// absent). None when its subnets in the instance's zone are full.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn new_task(
+        &mut self,
+        st: &Control,
+        scope: &Scope,
+        cluster: &str,
+        launch: &Launch,
+        ci: &ContainerInstance,
+        provider: Option<String>,
+        compares: &mut Vec<berth_store::Compare>,
+        ops: &mut Vec<Op>,
+    ) -> Result<Option<String>, ControlError> {
+        let (network, warm) = match &launch.awsvpc {
+            Some(a) => match self.take(st, scope, a, ci).await? {
+                Some((n, warm)) => (Some(n), warm),
+                None => return Ok(None),
+            },
+            None => (None, None),
+        };
+        let t = launch.task(st.now(), cluster, ci, network, provider);
+        if let Some(n) = &t.network {
+            let key = scope.subnet_ip(&n.subnet_id, &n.ip);
+            match warm {
+                // The host's warm address: it is the task's now, and the
+                // host's namespace at it becomes the task's.
+                Some((warm_key, rev)) => {
+                    compares.push(typed::unchanged(&warm_key, rev));
+                    ops.push(Op::delete(warm_key));
+                }
+                None => compares.push(typed::unchanged(&key, 0)),
+            }
+            ops.push(Op::put(key, scope.task(cluster, &t.id).into_bytes()));
+        }
+        ops.extend(write_task(scope, &t));
+        Ok(Some(t.id))
+    }
+
+    /// An interface for a task on `ci`: in the first of the task's subnets
+    /// in the instance's zone, at one of the host's warm addresses there
+    /// (with its key and revision), else at the subnet's lowest free
+    /// address. None when those subnets are full.
+    async fn take(
+        &mut self,
+        st: &Control,
+        scope: &Scope,
+        awsvpc: &berth_domain::network::AwsVpc,
+        ci: &ContainerInstance,
+    ) -> Result<Option<(TaskNetwork, Option<(String, i64)>)>, ControlError> {
+        use berth_domain::network::{allocate, Cidr, WarmAddress};
+        if !self.warm.contains_key(&ci.id) {
+            let held =
+                typed::list::<WarmAddress>(&*st.store, &scope.warm_ips_of(&ci.cluster, &ci.id))
+                    .await?
+                    .into_iter()
+                    .map(|(k, w)| (w.value.subnet_id, w.value.ip, k, w.mod_revision))
+                    .collect();
+            self.warm.insert(ci.id.clone(), held);
+        }
+        let zone = ci
+            .attribute("ecs.availability-zone")
+            .and_then(|a| a.value.clone())
+            .unwrap_or_default();
+        for id in &awsvpc.subnets {
+            let Some(subnet) = st.config.network.subnet(id) else {
+                continue;
+            };
+            let Some(cidr) = Cidr::parse(&subnet.cidr) else {
+                continue;
+            };
+            if subnet.availability_zone != zone {
+                continue;
+            }
+            let interface = |ip: String| {
+                let hex = uuid::Uuid::new_v4().simple().to_string();
+                TaskNetwork {
+                    attachment_id: uuid::Uuid::new_v4().to_string(),
+                    eni_id: format!("eni-{}", &hex[..17]),
+                    subnet_id: id.clone(),
+                    cidr: subnet.cidr.clone(),
+                    ip,
+                    security_groups: awsvpc.security_groups.clone(),
+                }
+            };
+            let warm = self.warm.entry(ci.id.clone()).or_default();
+            if let Some(i) = warm.iter().position(|w| &w.0 == id) {
+                let (_, ip, key, rev) = warm.remove(i);
+                return Ok(Some((interface(ip), Some((key, rev)))));
+            }
+            if !self.taken.contains_key(id) {
+                let held = subnet_addresses(st, scope, id).await?;
+                self.taken.insert(id.clone(), held);
+            }
+            let taken = self.taken.entry(id.clone()).or_default();
+            let Some(ip) = allocate(&cidr, taken) else {
+                continue;
+            };
+            taken.insert(ip);
+            return Ok(Some((interface(ip.to_string()), None)));
+        }
+        Ok(None)
+    }
+}
+
+/// The addresses held in a subnet now, by tasks and as warm addresses.
+pub async fn subnet_addresses(
+    st: &Control,
+    scope: &Scope,
+    subnet: &str,
+) -> Result<std::collections::BTreeSet<std::net::Ipv4Addr>, ControlError> {
+    let ips = typed::names(&*st.store, &scope.subnet_ips_of(subnet)).await?;
+    Ok(ips.iter().filter_map(|ip| ip.parse().ok()).collect())
+}
+
+pub fn failure(arn: impl Into<String>, reason: impl Into<String>) -> w::Failure {
+    w::Failure {
+        arn: Some(arn.into()),
+        reason: Some(reason.into()),
+        detail: None,
+    }
+}
