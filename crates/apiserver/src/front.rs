@@ -1,6 +1,6 @@
 //! Routing, protocol detection and response encoding.
 
-use crate::{context::RequestContext, ecs, error::ApiError, sts, AppState};
+use crate::{context::RequestContext, error::ApiError, registry, AppState};
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -44,9 +44,30 @@ async fn metrics(State(st): State<AppState>) -> impl IntoResponse {
     )
 }
 
+/// How a request's answer is encoded: the protocol it came in.
 enum Protocol {
     Json,
     Query { namespace: &'static str },
+}
+
+/// What the front door made of a request: the service and operation (for
+/// spans and metrics), how to answer, and the answer.
+struct Handled {
+    service: &'static str,
+    operation: String,
+    protocol: Protocol,
+    result: Result<Vec<u8>, ApiError>,
+}
+
+impl Handled {
+    fn refused(protocol: Protocol, operation: String, e: ApiError) -> Handled {
+        Handled {
+            service: "unknown",
+            operation,
+            protocol,
+            result: Err(e),
+        }
+    }
 }
 
 async fn root(State(st): State<AppState>, headers: HeaderMap, body: Body) -> Response {
@@ -61,123 +82,15 @@ async fn root(State(st): State<AppState>, headers: HeaderMap, body: Body) -> Res
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|ct| ct.starts_with("application/x-www-form-urlencoded"));
-
     // None means the body exceeded the limit.
     let body = axum::body::to_bytes(body, st.config.body_limit).await.ok();
-
-    let (service, operation, protocol, result) = match (&target, form) {
-        (_, _) if ctx.bad_region.is_some() => (
-            "unknown",
-            "unknown".to_string(),
-            if form {
-                Protocol::Query {
-                    namespace: sts::NAMESPACE,
-                }
-            } else {
-                Protocol::Json
-            },
-            Err(ApiError::Ecs(berth_domain::EcsError::invalid(format!(
-                "Invalid region '{}' in the SigV4 credential scope.",
-                ctx.bad_region.clone().unwrap_or_default()
-            )))),
-        ),
-        (Some(t), _) => {
-            let (service, op, result) = match (json::split_target(t), &body) {
-                (_, None) => (
-                    "unknown",
-                    "unknown".to_string(),
-                    Err(ApiError::TooLarge(st.config.body_limit)),
-                ),
-                (Some((prefix, op)), Some(b)) if prefix == berth_wire::ecs::TARGET_PREFIX => {
-                    let span = tracing::info_span!("api", service = "ecs", operation = op, request_id = %ctx.request_id);
-                    let r = ecs::dispatch(&st, &ctx, op, b).instrument(span).await;
-                    // Only modeled names become metric labels.
-                    let service = if berth_wire::ecs::OPERATIONS.contains(&op) {
-                        "ecs"
-                    } else {
-                        "unknown"
-                    };
-                    (service, op.to_string(), r)
-                }
-                _ => (
-                    "unknown",
-                    "unknown".to_string(),
-                    Err(ApiError::UnknownOperation(format!("Unknown operation {t}"))),
-                ),
-            };
-            (service, op, Protocol::Json, result)
-        }
-        (None, true) => {
-            let params = body
-                .as_ref()
-                .map(|b| query::QueryParams::parse(b))
-                .unwrap_or_default();
-            let action = params.action().unwrap_or_default().to_string();
-            let service = match ctx.service.as_deref() {
-                Some("sts") => "sts",
-                Some("elasticloadbalancing") => "elbv2",
-                Some(_) => "unknown",
-                None if sts::ACTIONS.contains(&action.as_str()) => "sts",
-                None if berth_wire::elbv2::OPERATION_SHAPES
-                    .iter()
-                    .any(|(n, _, _)| *n == action) =>
-                {
-                    "elbv2"
-                }
-                None => "unknown",
-            };
-            let namespace = if service == "elbv2" {
-                berth_wire::elbv2::XML_NAMESPACE
-            } else {
-                sts::NAMESPACE
-            };
-            let protocol = Protocol::Query { namespace };
-            if body.is_none() {
-                (
-                    "unknown",
-                    action,
-                    protocol,
-                    Err(ApiError::TooLarge(st.config.body_limit)),
-                )
-            } else if service == "sts" {
-                let span = tracing::info_span!("api", service = "sts", operation = %action, request_id = %ctx.request_id);
-                let r = sts::dispatch(&ctx, &action, &params).instrument(span).await;
-                ("sts", action, protocol, r)
-            } else if service == "elbv2" {
-                let span = tracing::info_span!("api", service = "elbv2", operation = %action, request_id = %ctx.request_id);
-                let r = crate::elbv2::dispatch(&st, &ctx, &action, &params)
-                    .instrument(span)
-                    .await;
-                // Only modeled names become metric labels.
-                let label = if berth_wire::elbv2::OPERATION_SHAPES
-                    .iter()
-                    .any(|(n, _, _)| *n == action)
-                {
-                    action
-                } else {
-                    "unknown".to_string()
-                };
-                ("elbv2", label, protocol, r)
-            } else {
-                let msg = format!("The action {action} is not valid for this web service.");
-                (
-                    "unknown",
-                    action,
-                    protocol,
-                    Err(ApiError::UnknownOperation(msg)),
-                )
-            }
-        }
-        (None, false) => (
-            "unknown",
-            "unknown".to_string(),
-            Protocol::Json,
-            Err(ApiError::UnknownOperation(
-                "Missing X-Amz-Target header".into(),
-            )),
-        ),
-    };
-
+    let handled = handle(&st, &ctx, target.as_deref(), form, body.as_deref()).await;
+    let (service, operation, protocol, result) = (
+        handled.service,
+        handled.operation,
+        handled.protocol,
+        handled.result,
+    );
     let response = match (&protocol, result) {
         (Protocol::Json, Ok(bytes)) => json_response(StatusCode::OK, &ctx.request_id, None, bytes),
         (Protocol::Query { .. }, Ok(bytes)) => xml_response(StatusCode::OK, &ctx.request_id, bytes),
@@ -220,6 +133,94 @@ async fn root(State(st): State<AppState>, headers: HeaderMap, body: Body) -> Res
         started.elapsed(),
     );
     response
+}
+
+/// Finds the request's service in the registry and runs its adapter.
+async fn handle(
+    st: &AppState,
+    ctx: &RequestContext,
+    target: Option<&str>,
+    form: bool,
+    body: Option<&[u8]>,
+) -> Handled {
+    let unknown = || "unknown".to_string();
+    if let Some(bad) = &ctx.bad_region {
+        let protocol = if form {
+            Protocol::Query {
+                namespace: crate::sts::NAMESPACE,
+            }
+        } else {
+            Protocol::Json
+        };
+        let e = ApiError::Ecs(berth_domain::EcsError::invalid(format!(
+            "Invalid region '{bad}' in the SigV4 credential scope."
+        )));
+        return Handled::refused(protocol, unknown(), e);
+    }
+    if let Some(t) = target {
+        let found =
+            json::split_target(t).and_then(|(prefix, op)| Some((registry::by_target(prefix)?, op)));
+        let Some((service, op)) = found else {
+            let e = ApiError::UnknownOperation(format!("Unknown operation {t}"));
+            return Handled::refused(Protocol::Json, unknown(), e);
+        };
+        let Some(body) = body else {
+            let e = ApiError::TooLarge(st.config.body_limit);
+            return Handled::refused(Protocol::Json, unknown(), e);
+        };
+        let registry::Wire::Json { dispatch, .. } = service.wire else {
+            let e = ApiError::UnknownOperation(format!("Unknown operation {t}"));
+            return Handled::refused(Protocol::Json, unknown(), e);
+        };
+        let span = tracing::info_span!("api", service = service.label, operation = op, request_id = %ctx.request_id);
+        let result = dispatch(st, ctx, op, body).instrument(span).await;
+        // Only modeled names become metric labels.
+        let (label, operation) = if (service.knows)(op) {
+            (service.label, op.to_string())
+        } else {
+            ("unknown", unknown())
+        };
+        return Handled {
+            service: label,
+            operation,
+            protocol: Protocol::Json,
+            result,
+        };
+    }
+    if !form {
+        let e = ApiError::UnknownOperation("Missing X-Amz-Target header".into());
+        return Handled::refused(Protocol::Json, unknown(), e);
+    }
+    let params = body.map(query::QueryParams::parse).unwrap_or_default();
+    let action = params.action().unwrap_or_default().to_string();
+    let service = registry::by_query(ctx.service.as_deref(), &action);
+    let namespace = match service.map(|s| &s.wire) {
+        Some(registry::Wire::Query { namespace, .. }) => namespace,
+        _ => crate::sts::NAMESPACE,
+    };
+    let protocol = Protocol::Query { namespace };
+    if body.is_none() {
+        return Handled::refused(protocol, action, ApiError::TooLarge(st.config.body_limit));
+    }
+    let Some((service, registry::Wire::Query { dispatch, .. })) = service.map(|s| (s, &s.wire))
+    else {
+        let msg = format!("The action {action} is not valid for this web service.");
+        return Handled::refused(protocol, action, ApiError::UnknownOperation(msg));
+    };
+    let span = tracing::info_span!("api", service = service.label, operation = %action, request_id = %ctx.request_id);
+    let result = dispatch(st, ctx, &action, &params).instrument(span).await;
+    // Only modeled names become metric labels.
+    let operation = if (service.knows)(&action) {
+        action
+    } else {
+        unknown()
+    };
+    Handled {
+        service: service.label,
+        operation,
+        protocol,
+        result,
+    }
 }
 
 fn json_response(

@@ -22,6 +22,7 @@ mod front;
 mod gateway;
 mod logs;
 mod metrics;
+mod registry;
 mod serve;
 mod sts;
 

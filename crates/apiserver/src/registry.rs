@@ -1,0 +1,163 @@
+//! The AWS services the front door serves: one entry per service, naming
+//! how its requests are recognised (signing name, protocol, target prefix
+//! or actions) and where they go. A new service is one entry here and one
+//! adapter folder; nothing else in the front door changes.
+
+use crate::{context::RequestContext, error::ApiError, AppState};
+use berth_wire::query::QueryParams;
+use futures::future::BoxFuture;
+
+/// What an adapter's dispatch answers: the encoded response body.
+pub(crate) type Reply<'a> = BoxFuture<'a, Result<Vec<u8>, ApiError>>;
+
+/// How a service's requests travel.
+pub(crate) enum Wire {
+    /// AWS JSON 1.0 or 1.1: `X-Amz-Target: {prefix}.{Operation}` and a JSON
+    /// body.
+    Json {
+        target_prefix: &'static str,
+        dispatch: for<'a> fn(&'a AppState, &'a RequestContext, &'a str, &'a [u8]) -> Reply<'a>,
+    },
+    /// awsQuery: a form with `Action`, answered in XML in `namespace`.
+    Query {
+        namespace: &'static str,
+        dispatch:
+            for<'a> fn(&'a AppState, &'a RequestContext, &'a str, &'a QueryParams) -> Reply<'a>,
+    },
+}
+
+/// One AWS service of the front door.
+pub(crate) struct AwsService {
+    /// Its name in spans and metric labels.
+    pub label: &'static str,
+    /// The service of its SigV4 credential scope.
+    pub signing_name: &'static str,
+    pub wire: Wire,
+    /// Whether it knows an operation: known names become metric labels,
+    /// and an unsigned awsQuery request goes to the service knowing its
+    /// action.
+    pub knows: fn(&str) -> bool,
+}
+
+fn ecs_json<'a>(
+    st: &'a AppState,
+    ctx: &'a RequestContext,
+    op: &'a str,
+    body: &'a [u8],
+) -> Reply<'a> {
+    Box::pin(crate::ecs::dispatch(st, ctx, op, body))
+}
+
+fn sts_query<'a>(
+    _st: &'a AppState,
+    ctx: &'a RequestContext,
+    action: &'a str,
+    params: &'a QueryParams,
+) -> Reply<'a> {
+    Box::pin(crate::sts::dispatch(ctx, action, params))
+}
+
+fn elbv2_query<'a>(
+    st: &'a AppState,
+    ctx: &'a RequestContext,
+    action: &'a str,
+    params: &'a QueryParams,
+) -> Reply<'a> {
+    Box::pin(crate::elbv2::dispatch(st, ctx, action, params))
+}
+
+/// Every service, in the order an unsigned awsQuery action is matched.
+pub(crate) static SERVICES: &[AwsService] = &[
+    AwsService {
+        label: "ecs",
+        signing_name: "ecs",
+        wire: Wire::Json {
+            target_prefix: berth_wire::ecs::TARGET_PREFIX,
+            dispatch: ecs_json,
+        },
+        knows: |op| berth_wire::ecs::OPERATIONS.contains(&op),
+    },
+    AwsService {
+        label: "sts",
+        signing_name: "sts",
+        wire: Wire::Query {
+            namespace: crate::sts::NAMESPACE,
+            dispatch: sts_query,
+        },
+        knows: |action| crate::sts::ACTIONS.contains(&action),
+    },
+    AwsService {
+        label: "elbv2",
+        signing_name: "elasticloadbalancing",
+        wire: Wire::Query {
+            namespace: berth_wire::elbv2::XML_NAMESPACE,
+            dispatch: elbv2_query,
+        },
+        knows: |action| {
+            berth_wire::elbv2::OPERATION_SHAPES
+                .iter()
+                .any(|(n, _, _)| *n == action)
+        },
+    },
+];
+
+/// The JSON service whose target prefix is `prefix`.
+pub(crate) fn by_target(prefix: &str) -> Option<&'static AwsService> {
+    SERVICES
+        .iter()
+        .find(|s| matches!(s.wire, Wire::Json { target_prefix, .. } if target_prefix == prefix))
+}
+
+/// The awsQuery service of a form request: by the signing name of its
+/// credential scope when signed, else the first that knows its action.
+pub(crate) fn by_query(signing_name: Option<&str>, action: &str) -> Option<&'static AwsService> {
+    let query = SERVICES
+        .iter()
+        .filter(|s| matches!(s.wire, Wire::Query { .. }));
+    match signing_name {
+        Some(name) => query.clone().find(|s| s.signing_name == name),
+        None => query.clone().find(|s| (s.knows)(action)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_service_is_found_by_what_its_requests_carry() {
+        assert_eq!(
+            by_target(berth_wire::ecs::TARGET_PREFIX).map(|s| s.label),
+            Some("ecs")
+        );
+        assert!(by_target("AmazonSSM").is_none());
+        assert_eq!(
+            by_query(Some("sts"), "Anything").map(|s| s.label),
+            Some("sts")
+        );
+        assert_eq!(
+            by_query(Some("elasticloadbalancing"), "GetCallerIdentity").map(|s| s.label),
+            Some("elbv2")
+        );
+        assert!(by_query(Some("ecs"), "CreateLoadBalancer").is_none());
+        assert_eq!(
+            by_query(None, "GetCallerIdentity").map(|s| s.label),
+            Some("sts")
+        );
+        assert_eq!(
+            by_query(None, "CreateLoadBalancer").map(|s| s.label),
+            Some("elbv2")
+        );
+        assert!(by_query(None, "RunInstances").is_none());
+    }
+
+    #[test]
+    fn signing_names_and_target_prefixes_are_unique() {
+        for (i, a) in SERVICES.iter().enumerate() {
+            for b in &SERVICES[i + 1..] {
+                assert_ne!(a.signing_name, b.signing_name);
+                assert_ne!(a.label, b.label);
+            }
+        }
+    }
+}
