@@ -15,6 +15,7 @@ use crate::launch::{prepare, Launch, LaunchInput};
 use crate::placement::{
     connected_agents, index_key, place, subnet_addresses, ClusterTasks, Occupancy,
 };
+use crate::runtime::{self, Action, Backoff, Queue, Reason, Reconciler};
 use crate::service_lb::ServiceTargets;
 use crate::services::deployment_digits;
 use crate::tasks::request_stop;
@@ -28,12 +29,12 @@ use berth_store::keys::Keys;
 use berth_store::{typed, Op, RangeRequest, Txn};
 use berth_wire::agent::TaskReport;
 use berth_wire::ecs as w;
+use futures::future::BoxFuture;
 use futures::StreamExt;
 use parking_lot::Mutex;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -109,7 +110,8 @@ struct Controller {
     away_since: Mutex<HashMap<(ClusterKey, String), Instant>>,
 }
 
-/// Runs the controller until `shutdown`.
+/// Runs the controller until `shutdown`, on the controller runtime: one
+/// key per cluster, enqueued by the store's watch and the runtime's resync.
 pub async fn run(st: Control, config: ControllerConfig, shutdown: CancellationToken) {
     let resync = config.resync;
     let c = Arc::new(Controller {
@@ -117,102 +119,63 @@ pub async fn run(st: Control, config: ControllerConfig, shutdown: CancellationTo
         config,
         away_since: Mutex::new(HashMap::new()),
     });
-    let (dirty_tx, mut dirty_rx) = mpsc::unbounded_channel::<ClusterKey>();
-    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(ClusterKey, Option<Duration>)>();
-    // Watch first, then list, so nothing that changes in between is missed.
-    let (pool_tx, mut pool_rx) = mpsc::unbounded_channel::<Scope>();
-    let watcher = tokio::spawn(watch(
-        c.clone(),
-        dirty_tx.clone(),
-        pool_tx,
-        shutdown.clone(),
-    ));
-    let mut known: HashSet<ClusterKey> = match clusters(&c.st).await {
+    // The revision first, then the listing, then the watch from that
+    // revision: nothing that changes in between is missed.
+    let Some(from) = next_revision(&c.st, &shutdown).await else {
+        return;
+    };
+    let known: HashSet<ClusterKey> = match clusters(&c.st).await {
         Ok(k) => k,
         Err(e) => {
             tracing::error!(error = %e, "service controller could not list clusters");
             HashSet::new()
         }
     };
-    for k in &known {
-        let _ = dirty_tx.send(k.clone());
-    }
-    // A cluster is running (Some) or idle; Some(true) means run it again.
-    let mut running: HashMap<ClusterKey, bool> = HashMap::new();
-    let mut wake_at: HashMap<ClusterKey, tokio::time::Instant> = HashMap::new();
-    let (woke_tx, mut woke_rx) = mpsc::unbounded_channel::<(ClusterKey, tokio::time::Instant)>();
-    let mut tick = tokio::time::interval(resync);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let running = runtime::start(
+        Arc::new(Services(c.clone())),
+        known.iter().cloned().collect(),
+        resync,
+        Backoff::default(),
+        shutdown.clone(),
+    );
+    watch(c, running.queue.clone(), known, from, shutdown).await;
+    running.task.await.ok();
+}
+
+/// The revision after the store's current one; None on shutdown.
+async fn next_revision(st: &Control, shutdown: &CancellationToken) -> Option<i64> {
     loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => break,
-            Some(scope) = pool_rx.recv() => {
-                // A Fargate host came, went or lost its agent, or a
-                // target's health changed: any cluster may be concerned.
-                for other in known.iter().filter(|o| o.0 == scope && o.1 != FARGATE_POOL) {
-                    let _ = dirty_tx.send(other.clone());
-                }
-            }
-            Some(k) = dirty_rx.recv() => {
-                known.insert(k.clone());
-                match running.get_mut(&k) {
-                    Some(again) => *again = true,
-                    None => {
-                        running.insert(k.clone(), false);
-                        spawn_reconcile(c.clone(), k, done_tx.clone());
-                    }
-                }
-            }
-            Some((k, recheck)) = done_rx.recv() => {
-                if running.remove(&k) == Some(true) {
-                    running.insert(k.clone(), false);
-                    spawn_reconcile(c.clone(), k.clone(), done_tx.clone());
-                }
-                // One timer per cluster: a later wake-up is covered by an
-                // earlier one, whose reconcile asks again.
-                if let Some(after) = recheck {
-                    let at = tokio::time::Instant::now() + after;
-                    if wake_at.get(&k).is_none_or(|w| at < *w) {
-                        wake_at.insert(k.clone(), at);
-                        let tx = woke_tx.clone();
-                        tokio::spawn(async move {
-                            tokio::time::sleep_until(at).await;
-                            let _ = tx.send((k, at));
-                        });
-                    }
-                }
-            }
-            Some((k, at)) = woke_rx.recv() => {
-                if wake_at.get(&k) == Some(&at) {
-                    wake_at.remove(&k);
-                }
-                let _ = dirty_tx.send(k);
-            }
-            _ = tick.tick() => {
-                for k in &known {
-                    let _ = dirty_tx.send(k.clone());
+        match st.store.current_revision().await {
+            Ok(r) => return Some(r + 1),
+            Err(e) => {
+                tracing::warn!(error = %e, "service controller cannot read the store");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return None,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
                 }
             }
         }
     }
-    watcher.abort();
 }
 
-fn spawn_reconcile(
-    c: Arc<Controller>,
-    k: ClusterKey,
-    done: mpsc::UnboundedSender<(ClusterKey, Option<Duration>)>,
-) {
-    tokio::spawn(async move {
-        let recheck = match c.reconcile(&k.0, &k.1).await {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::warn!(cluster = %k.1, error = %e, "service reconcile failed; retrying");
-                Some(Duration::from_millis(500))
-            }
-        };
-        let _ = done.send((k, recheck));
-    });
+/// The service controller as the runtime sees it.
+struct Services(Arc<Controller>);
+
+impl Reconciler for Services {
+    type Key = ClusterKey;
+
+    fn name(&self) -> &'static str {
+        "services"
+    }
+
+    fn reconcile<'a>(&'a self, key: &'a ClusterKey) -> BoxFuture<'a, Result<Action, ControlError>> {
+        Box::pin(async move {
+            Ok(match self.0.reconcile(&key.0, &key.1).await? {
+                Some(after) => Action::RequeueAfter(after),
+                None => Action::AwaitChange,
+            })
+        })
+    }
 }
 
 /// Every cluster with services or tasks, found by walking the keys once.
@@ -240,7 +203,6 @@ async fn clusters(st: &Control) -> Result<HashSet<ClusterKey>, ControlError> {
     }
 }
 
-/// Marks clusters dirty as their records change.
 /// The scope whose Fargate pool a key's change concerns, if it is one of
 /// the pool's hosts coming, going or losing its agent: any cluster may
 /// have tasks there.
@@ -261,45 +223,54 @@ fn target_health_change(key: &str) -> Option<Scope> {
     (service == "elbv2" && kind == "target-health").then(|| Scope::new(account, region))
 }
 
+/// Enqueues the clusters whose records change; a change to the Fargate
+/// pool's hosts or to target health enqueues every known cluster of its
+/// scope, since any of them may have tasks there.
 async fn watch(
     c: Arc<Controller>,
-    dirty: mpsc::UnboundedSender<ClusterKey>,
-    pool_hosts: mpsc::UnboundedSender<Scope>,
+    queue: Queue<ClusterKey>,
+    mut known: HashSet<ClusterKey>,
+    mut from: i64,
     shutdown: CancellationToken,
 ) {
     loop {
-        let from = match c.st.store.current_revision().await {
-            Ok(r) => r + 1,
-            Err(e) => {
-                tracing::warn!(error = %e, "service controller cannot read the store");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                continue;
-            }
-        };
         let mut events = c.st.store.watch("/berth/v1/", from);
         loop {
-            tokio::select! {
+            let ev = tokio::select! {
                 _ = shutdown.cancelled() => return,
-                e = events.next() => match e {
-                    Some(Ok(ev)) => {
-                        if let Some(scope) = pool_host_change(&ev.kv.key)
-                            .or_else(|| target_health_change(&ev.kv.key))
-                        {
-                            let _ = pool_hosts.send(scope);
-                        }
-                        if let Some(k) = cluster_of(&ev.kv.key) {
-                            let _ = dirty.send(k);
+                e = events.next() => e,
+            };
+            match ev {
+                Some(Ok(ev)) => {
+                    if let Some(scope) =
+                        pool_host_change(&ev.kv.key).or_else(|| target_health_change(&ev.kv.key))
+                    {
+                        let all: Vec<ClusterKey> = known
+                            .iter()
+                            .filter(|o| o.0 == scope && o.1 != FARGATE_POOL)
+                            .cloned()
+                            .collect();
+                        for k in all {
+                            queue.enqueue(k, Reason::Changed).await;
                         }
                     }
-                    // Behind compaction or failed: start again from now;
-                    // the periodic resync covers what was skipped.
-                    Some(Err(e)) => {
-                        tracing::warn!(error = %e, "service controller watch restarts");
-                        break;
+                    if let Some(k) = cluster_of(&ev.kv.key) {
+                        known.insert(k.clone());
+                        queue.enqueue(k, Reason::Changed).await;
                     }
-                    None => break,
-                },
+                }
+                // Behind compaction or failed: start again from now; the
+                // periodic resync covers what was skipped.
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "service controller watch restarts");
+                    break;
+                }
+                None => break,
             }
+        }
+        match next_revision(&c.st, &shutdown).await {
+            Some(r) => from = r,
+            None => return,
         }
     }
 }

@@ -21,6 +21,7 @@ pub mod elb;
 mod error;
 pub mod launch;
 pub mod placement;
+pub mod runtime;
 pub mod service_lb;
 pub mod services;
 pub mod taskdefs;
