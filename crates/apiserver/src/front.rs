@@ -160,16 +160,12 @@ async fn handle(
     if let Some(t) = target {
         let found =
             json::split_target(t).and_then(|(prefix, op)| Some((registry::by_target(prefix)?, op)));
-        let Some((service, op)) = found else {
+        let Some(((service, dispatch), op)) = found else {
             let e = ApiError::UnknownOperation(format!("Unknown operation {t}"));
             return Handled::refused(Protocol::Json, unknown(), e);
         };
         let Some(body) = body else {
             let e = ApiError::TooLarge(st.config.body_limit);
-            return Handled::refused(Protocol::Json, unknown(), e);
-        };
-        let registry::Wire::Json { dispatch, .. } = service.wire else {
-            let e = ApiError::UnknownOperation(format!("Unknown operation {t}"));
             return Handled::refused(Protocol::Json, unknown(), e);
         };
         let span = tracing::info_span!("api", service = service.label, operation = op, request_id = %ctx.request_id);
@@ -193,17 +189,13 @@ async fn handle(
     }
     let params = body.map(query::QueryParams::parse).unwrap_or_default();
     let action = params.action().unwrap_or_default().to_string();
-    let service = registry::by_query(ctx.service.as_deref(), &action);
-    let namespace = match service.map(|s| &s.wire) {
-        Some(registry::Wire::Query { namespace, .. }) => namespace,
-        _ => crate::sts::NAMESPACE,
-    };
+    let found = registry::by_query(ctx.service.as_deref(), &action);
+    let namespace = found.map_or(crate::sts::NAMESPACE, |(_, ns, _)| ns);
     let protocol = Protocol::Query { namespace };
     if body.is_none() {
         return Handled::refused(protocol, action, ApiError::TooLarge(st.config.body_limit));
     }
-    let Some((service, registry::Wire::Query { dispatch, .. })) = service.map(|s| (s, &s.wire))
-    else {
+    let Some((service, _, dispatch)) = found else {
         let msg = format!("The action {action} is not valid for this web service.");
         return Handled::refused(protocol, action, ApiError::UnknownOperation(msg));
     };

@@ -16,13 +16,12 @@ pub(crate) enum Wire {
     /// body.
     Json {
         target_prefix: &'static str,
-        dispatch: for<'a> fn(&'a AppState, &'a RequestContext, &'a str, &'a [u8]) -> Reply<'a>,
+        dispatch: JsonDispatch,
     },
     /// awsQuery: a form with `Action`, answered in XML in `namespace`.
     Query {
         namespace: &'static str,
-        dispatch:
-            for<'a> fn(&'a AppState, &'a RequestContext, &'a str, &'a QueryParams) -> Reply<'a>,
+        dispatch: QueryDispatch,
     },
 }
 
@@ -101,23 +100,40 @@ pub(crate) static SERVICES: &[AwsService] = &[
     },
 ];
 
-/// The JSON service whose target prefix is `prefix`.
-pub(crate) fn by_target(prefix: &str) -> Option<&'static AwsService> {
-    SERVICES
-        .iter()
-        .find(|s| matches!(s.wire, Wire::Json { target_prefix, .. } if target_prefix == prefix))
+/// How a JSON service's requests are dispatched.
+pub(crate) type JsonDispatch =
+    for<'a> fn(&'a AppState, &'a RequestContext, &'a str, &'a [u8]) -> Reply<'a>;
+/// How an awsQuery service's requests are dispatched.
+pub(crate) type QueryDispatch =
+    for<'a> fn(&'a AppState, &'a RequestContext, &'a str, &'a QueryParams) -> Reply<'a>;
+
+/// The JSON service whose target prefix is `prefix`, and its dispatch.
+pub(crate) fn by_target(prefix: &str) -> Option<(&'static AwsService, JsonDispatch)> {
+    SERVICES.iter().find_map(|s| match s.wire {
+        Wire::Json {
+            target_prefix,
+            dispatch,
+        } if target_prefix == prefix => Some((s, dispatch)),
+        _ => None,
+    })
 }
 
-/// The awsQuery service of a form request: by the signing name of its
-/// credential scope when signed, else the first that knows its action.
-pub(crate) fn by_query(signing_name: Option<&str>, action: &str) -> Option<&'static AwsService> {
-    let query = SERVICES
-        .iter()
-        .filter(|s| matches!(s.wire, Wire::Query { .. }));
-    match signing_name {
-        Some(name) => query.clone().find(|s| s.signing_name == name),
-        None => query.clone().find(|s| (s.knows)(action)),
-    }
+/// The awsQuery service of a form request, with its XML namespace and its
+/// dispatch: by the signing name of its credential scope when signed,
+/// else the first that knows its action.
+pub(crate) fn by_query(
+    signing_name: Option<&str>,
+    action: &str,
+) -> Option<(&'static AwsService, &'static str, QueryDispatch)> {
+    SERVICES.iter().find_map(|s| match s.wire {
+        Wire::Query {
+            namespace,
+            dispatch,
+        } if signing_name.map_or((s.knows)(action), |n| n == s.signing_name) => {
+            Some((s, namespace, dispatch))
+        }
+        _ => None,
+    })
 }
 
 #[cfg(test)]
@@ -127,25 +143,25 @@ mod tests {
     #[test]
     fn each_service_is_found_by_what_its_requests_carry() {
         assert_eq!(
-            by_target(berth_wire::ecs::TARGET_PREFIX).map(|s| s.label),
+            by_target(berth_wire::ecs::TARGET_PREFIX).map(|(s, ..)| s.label),
             Some("ecs")
         );
         assert!(by_target("AmazonSSM").is_none());
         assert_eq!(
-            by_query(Some("sts"), "Anything").map(|s| s.label),
+            by_query(Some("sts"), "Anything").map(|(s, ..)| s.label),
             Some("sts")
         );
         assert_eq!(
-            by_query(Some("elasticloadbalancing"), "GetCallerIdentity").map(|s| s.label),
+            by_query(Some("elasticloadbalancing"), "GetCallerIdentity").map(|(s, ..)| s.label),
             Some("elbv2")
         );
         assert!(by_query(Some("ecs"), "CreateLoadBalancer").is_none());
         assert_eq!(
-            by_query(None, "GetCallerIdentity").map(|s| s.label),
+            by_query(None, "GetCallerIdentity").map(|(s, ..)| s.label),
             Some("sts")
         );
         assert_eq!(
-            by_query(None, "CreateLoadBalancer").map(|s| s.label),
+            by_query(None, "CreateLoadBalancer").map(|(s, ..)| s.label),
             Some("elbv2")
         );
         assert!(by_query(None, "RunInstances").is_none());

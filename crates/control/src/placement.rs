@@ -228,8 +228,9 @@ pub async fn place(
     // every cluster; the pool's placement key orders their placements.
     let fargate = launch.launch_type == "FARGATE";
     let hosts = if fargate { FARGATE_POOL } else { cluster };
-    let lock = scope.placement(hosts);
-    let lock_rev = st.store.get(&lock).await?.map_or(0, |kv| kv.mod_revision);
+    // Begun before anything is read, so that the plan is never newer
+    // than what its transaction compares.
+    let mut placing = Placing::begin(st, scope, cluster, hosts, launch).await?;
     let mut instances =
         typed::list::<ContainerInstance>(&*st.store, &scope.instances_of(hosts)).await?;
     let no_instances = instances.is_empty() && !fargate;
@@ -256,41 +257,15 @@ pub async fn place(
         .into_iter()
         .map(Some)
         .chain(std::iter::repeat(None));
-    let mut ops = vec![Op::put(lock.clone(), vec![])];
-    let mut compares = vec![
-        typed::unchanged(&lock, lock_rev),
-        crate::clusters::still_active(st, scope, cluster).await?,
-    ];
-    if fargate {
-        // The pool's key orders the placement; the cluster's says that
-        // the cluster gained a task (DeleteCluster compares it).
-        ops.push(Op::put(scope.placement(cluster), vec![]));
-    }
-    let mut ids = vec![];
-    let mut failures: Vec<w::Failure> = vec![];
-    let mut addresses = Addresses::default();
     for p in &plan.placements {
         let Some(ci) = by_arn.get(&*p.instance) else {
             continue;
         };
-        let provider = providers.next().flatten();
-        match addresses
-            .new_task(
-                st,
-                scope,
-                cluster,
-                launch,
-                ci,
-                provider,
-                &mut compares,
-                &mut ops,
-            )
-            .await?
-        {
-            Some(id) => ids.push(id),
-            None => failures.push(failure(&*p.instance, "RESOURCE:ENI")),
-        }
+        placing
+            .add(ci, providers.next().flatten(), &p.instance)
+            .await?;
     }
+    let (compares, ops, ids, mut failures) = placing.finish();
     failures.extend(
         plan.failures
             .iter()
@@ -321,10 +296,121 @@ pub async fn place(
 pub const FARGATE_CAPACITY_UNAVAILABLE: &str =
     "Capacity is unavailable at this time. Please try again later or in a different availability zone";
 
+/// A placement's transaction as it is built. It orders on the hosts'
+/// placement key, read when it begins, so that a concurrent placement on
+/// the same hosts makes it fail and re-plan; it compares the cluster
+/// record ACTIVE as read and puts the cluster's placement key, so that
+/// it neither lands in a deleted cluster nor slips past a DeleteCluster
+/// that counted the cluster empty; and it adds each new task with its
+/// records and, for awsvpc, the address it claims.
+pub(crate) struct Placing<'a> {
+    st: &'a Control,
+    scope: &'a Scope,
+    cluster: &'a str,
+    launch: &'a Launch,
+    compares: Vec<berth_store::Compare>,
+    ops: Vec<Op>,
+    addresses: Addresses,
+    ids: Vec<String>,
+    failures: Vec<w::Failure>,
+}
+
+impl<'a> Placing<'a> {
+    /// A placement of `launch`'s tasks for `cluster` on the hosts of
+    /// `hosts` (the cluster itself, or the Fargate pool).
+    pub(crate) async fn begin(
+        st: &'a Control,
+        scope: &'a Scope,
+        cluster: &'a str,
+        hosts: &str,
+        launch: &'a Launch,
+    ) -> Result<Placing<'a>, ControlError> {
+        let lock = scope.placement(hosts);
+        let lock_rev = st.store.get(&lock).await?.map_or(0, |kv| kv.mod_revision);
+        let mut ops = vec![Op::put(lock.clone(), vec![])];
+        if hosts != cluster {
+            ops.push(Op::put(scope.placement(cluster), vec![]));
+        }
+        Ok(Placing {
+            compares: vec![
+                typed::unchanged(&lock, lock_rev),
+                crate::clusters::still_active(st, scope, cluster).await?,
+            ],
+            ops,
+            st,
+            scope,
+            cluster,
+            launch,
+            addresses: Addresses::default(),
+            ids: vec![],
+            failures: vec![],
+        })
+    }
+
+    /// Adds a new task on `ci`, or a failure naming `arn` when its subnets
+    /// in the instance's zone are full.
+    pub(crate) async fn add(
+        &mut self,
+        ci: &ContainerInstance,
+        provider: Option<String>,
+        arn: &str,
+    ) -> Result<(), ControlError> {
+        let (st, scope) = (self.st, self.scope);
+        let (network, warm) = match &self.launch.awsvpc {
+            Some(a) => match self.addresses.take(st, scope, a, ci).await? {
+                Some((n, warm)) => (Some(n), warm),
+                None => {
+                    self.fail(arn, "RESOURCE:ENI");
+                    return Ok(());
+                }
+            },
+            None => (None, None),
+        };
+        let t = self
+            .launch
+            .task(st.now(), self.cluster, ci, network, provider);
+        if let Some(n) = &t.network {
+            let key = scope.subnet_ip(&n.subnet_id, &n.ip);
+            match warm {
+                // The host's warm address: it is the task's now, and the
+                // host's namespace at it becomes the task's.
+                Some((warm_key, rev)) => {
+                    self.compares.push(typed::unchanged(&warm_key, rev));
+                    self.ops.push(Op::delete(warm_key));
+                }
+                None => self.compares.push(typed::unchanged(&key, 0)),
+            }
+            self.ops
+                .push(Op::put(key, scope.task(self.cluster, &t.id).into_bytes()));
+        }
+        self.ops.extend(write_task(scope, &t));
+        self.ids.push(t.id);
+        Ok(())
+    }
+
+    /// Records why an instance was passed over.
+    pub(crate) fn fail(&mut self, arn: &str, reason: &str) {
+        self.failures.push(failure(arn, reason));
+    }
+
+    /// The transaction's compares and ops, the ids of the tasks it writes
+    /// and the failures recorded.
+    pub(crate) fn finish(
+        self,
+    ) -> (
+        Vec<berth_store::Compare>,
+        Vec<Op>,
+        Vec<String>,
+        Vec<w::Failure>,
+    ) {
+        (self.compares, self.ops, self.ids, self.failures)
+    }
+}
+
 /// The addresses of the subnets a placement uses, read once per subnet,
 /// and the ones it hands out.
 #[derive(Default)]
-pub(crate) struct Addresses {
+struct Addresses {
     taken: HashMap<String, std::collections::BTreeSet<std::net::Ipv4Addr>>,
     /// Per host: its warm addresses (subnet, address, key, mod revision)
     /// not handed out by this placement yet.
@@ -332,46 +418,6 @@ pub(crate) struct Addresses {
 }
 
 impl Addresses {
-    /// Adds a new task of `launch` on `ci` to a placement's transaction:
-    /// its records and, for awsvpc, the address it claims (compared
-    /// absent). None when its subnets in the instance's zone are full.
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) async fn new_task(
-        &mut self,
-        st: &Control,
-        scope: &Scope,
-        cluster: &str,
-        launch: &Launch,
-        ci: &ContainerInstance,
-        provider: Option<String>,
-        compares: &mut Vec<berth_store::Compare>,
-        ops: &mut Vec<Op>,
-    ) -> Result<Option<String>, ControlError> {
-        let (network, warm) = match &launch.awsvpc {
-            Some(a) => match self.take(st, scope, a, ci).await? {
-                Some((n, warm)) => (Some(n), warm),
-                None => return Ok(None),
-            },
-            None => (None, None),
-        };
-        let t = launch.task(st.now(), cluster, ci, network, provider);
-        if let Some(n) = &t.network {
-            let key = scope.subnet_ip(&n.subnet_id, &n.ip);
-            match warm {
-                // The host's warm address: it is the task's now, and the
-                // host's namespace at it becomes the task's.
-                Some((warm_key, rev)) => {
-                    compares.push(typed::unchanged(&warm_key, rev));
-                    ops.push(Op::delete(warm_key));
-                }
-                None => compares.push(typed::unchanged(&key, 0)),
-            }
-            ops.push(Op::put(key, scope.task(cluster, &t.id).into_bytes()));
-        }
-        ops.extend(write_task(scope, &t));
-        Ok(Some(t.id))
-    }
-
     /// An interface for a task on `ci`: in the first of the task's subnets
     /// in the instance's zone, at one of the host's warm addresses there
     /// (with its key and revision), else at the subnet's lowest free

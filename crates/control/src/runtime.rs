@@ -371,48 +371,57 @@ mod tests {
 
     const LONG: Duration = Duration::from_secs(3600);
 
+    /// A recorder on the runtime, and what stops it.
+    struct Harness {
+        running: Running<u32>,
+        stop: CancellationToken,
+    }
+
+    fn run(r: &Arc<Recorder>, initial: Vec<u32>, resync: Duration, backoff: Backoff) -> Harness {
+        let stop = CancellationToken::new();
+        let running = start(r.clone(), initial, resync, backoff, stop.clone());
+        Harness { running, stop }
+    }
+
+    impl Harness {
+        /// Stops the runtime and waits for it to end.
+        async fn end(self) {
+            self.stop.cancel();
+            self.running.task.await.expect("runtime");
+        }
+    }
+
     #[tokio::test(start_paused = true)]
     async fn one_key_never_runs_twice_at_once_and_duplicates_coalesce() {
         let r = Recorder::new(Duration::from_secs(1), 0, Action::AwaitChange);
-        let stop = CancellationToken::new();
-        let running = start(r.clone(), vec![], LONG, Backoff::default(), stop.clone());
+        let h = run(&r, vec![], LONG, Backoff::default());
         for _ in 0..10 {
-            assert!(running.queue.enqueue(7, Reason::Changed).await);
+            assert!(h.running.queue.enqueue(7, Reason::Changed).await);
         }
         tokio::time::sleep(Duration::from_secs(10)).await;
         // The first run, then one more for everything asked while it ran.
         assert_eq!(r.runs_of(7).len(), 2);
         assert_eq!(r.max_running.load(Ordering::SeqCst), 1);
-        stop.cancel();
-        running.task.await.expect("runtime");
+        h.end().await;
     }
 
     #[tokio::test(start_paused = true)]
     async fn different_keys_run_side_by_side() {
         let r = Recorder::new(Duration::from_secs(1), 0, Action::AwaitChange);
-        let stop = CancellationToken::new();
-        let running = start(
-            r.clone(),
-            vec![1, 2, 3],
-            LONG,
-            Backoff::default(),
-            stop.clone(),
-        );
+        let h = run(&r, vec![1, 2, 3], LONG, Backoff::default());
         tokio::time::sleep(Duration::from_millis(500)).await;
         assert_eq!(r.max_running.load(Ordering::SeqCst), 3);
-        stop.cancel();
-        running.task.await.expect("runtime");
+        h.end().await;
     }
 
     #[tokio::test(start_paused = true)]
     async fn failures_back_off_exponentially_then_recover() {
         let r = Recorder::new(Duration::ZERO, 3, Action::AwaitChange);
-        let stop = CancellationToken::new();
         let backoff = Backoff {
             base: Duration::from_secs(1),
             max: Duration::from_secs(60),
         };
-        let running = start(r.clone(), vec![5], LONG, backoff, stop.clone());
+        let h = run(&r, vec![5], LONG, backoff);
         tokio::time::sleep(Duration::from_secs(30)).await;
         let runs = r.runs_of(5);
         // Three failures, then a success that asks for nothing more.
@@ -424,9 +433,8 @@ mod tests {
         for (gap, full) in gaps.iter().zip([1.0, 2.0, 4.0]) {
             assert!(*gap >= full / 2.0 - 0.01 && *gap <= full + 0.01, "{gaps:?}");
         }
-        assert_eq!(running.stats.lock().errors, 3);
-        stop.cancel();
-        running.task.await.expect("runtime");
+        assert_eq!(h.running.stats.lock().errors, 3);
+        h.end().await;
     }
 
     #[tokio::test(start_paused = true)]
@@ -436,44 +444,26 @@ mod tests {
             0,
             Action::RequeueAfter(Duration::from_secs(5)),
         );
-        let stop = CancellationToken::new();
-        let running = start(
-            r.clone(),
-            vec![1],
-            Duration::from_secs(60),
-            Backoff::default(),
-            stop.clone(),
-        );
+        let h = run(&r, vec![1], Duration::from_secs(60), Backoff::default());
         tokio::time::sleep(Duration::from_millis(16_500)).await;
         // At 0, 5, 10 and 15 s.
         assert_eq!(r.runs_of(1).len(), 4);
-        stop.cancel();
-        running.task.await.expect("runtime");
+        h.end().await;
 
         let r = Recorder::new(Duration::ZERO, 0, Action::AwaitChange);
-        let stop = CancellationToken::new();
-        let running = start(
-            r.clone(),
-            vec![1, 2],
-            Duration::from_secs(10),
-            Backoff::default(),
-            stop.clone(),
-        );
+        let h = run(&r, vec![1, 2], Duration::from_secs(10), Backoff::default());
         tokio::time::sleep(Duration::from_millis(25_500)).await;
         assert_eq!(r.runs_of(1).len(), 3);
         assert_eq!(r.runs_of(2).len(), 3);
-        stop.cancel();
-        running.task.await.expect("runtime");
+        h.end().await;
     }
 
     #[tokio::test(start_paused = true)]
     async fn shutdown_waits_for_the_reconciles_under_way() {
         let r = Recorder::new(Duration::from_secs(3), 0, Action::AwaitChange);
-        let stop = CancellationToken::new();
-        let running = start(r.clone(), vec![1], LONG, Backoff::default(), stop.clone());
+        let h = run(&r, vec![1], LONG, Backoff::default());
         tokio::time::sleep(Duration::from_millis(100)).await;
-        stop.cancel();
-        running.task.await.expect("runtime");
+        h.end().await;
         assert_eq!(
             r.running.load(Ordering::SeqCst),
             0,

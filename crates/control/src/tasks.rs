@@ -3,7 +3,7 @@
 
 use crate::cas::{compare_and_swap, Attempt};
 use crate::launch::Launch;
-use crate::placement::{failure, place, write_task, Addresses, Occupancy};
+use crate::placement::{place, write_task, Occupancy, Placing};
 use crate::{Control, ControlError};
 use berth_domain::arn::container_instance_id as instance_id;
 use berth_domain::instance::ContainerInstance;
@@ -133,21 +133,12 @@ pub async fn start_on(
         st,
         || "Tasks are being placed in this cluster by other requests; try again.".into(),
         move || async move {
-            let lock = scope.placement(cluster);
-            let lock_rev = st.store.get(&lock).await?.map_or(0, |kv| kv.mod_revision);
+            let mut placing = Placing::begin(st, scope, cluster, cluster, launch).await?;
             let occupancy = Occupancy::load(st, scope, cluster).await?;
-            let mut ops = vec![Op::put(lock.clone(), vec![])];
-            let mut compares = vec![
-                typed::unchanged(&lock, lock_rev),
-                crate::clusters::still_active(st, scope, cluster).await?,
-            ];
-            let mut addresses = Addresses::default();
-            let (mut ids, mut failures) = (vec![], vec![]);
             let mut chosen: HashMap<String, (ContainerInstance, sched::Snapshot)> = HashMap::new();
             for g in given {
-                let missing = || failure(g.clone(), "MISSING");
                 let Some(id) = instance_id(scope, cluster, g) else {
-                    failures.push(missing());
+                    placing.fail(g, "MISSING");
                     continue;
                 };
                 if !chosen.contains_key(&id) {
@@ -155,7 +146,7 @@ pub async fn start_on(
                         typed::get::<ContainerInstance>(&*st.store, &scope.instance(cluster, &id))
                             .await?
                     else {
-                        failures.push(missing());
+                        placing.fail(g, "MISSING");
                         continue;
                     };
                     let snap = sched::Snapshot::new(vec![occupancy.placeable(scope, &ci.value)]);
@@ -167,28 +158,14 @@ pub async fn start_on(
                 let plan = snap.place(&launch.request, 0);
                 if plan.placements.is_empty() {
                     for f in &plan.failures {
-                        failures.push(failure(&*f.arn, f.reason.as_str()));
+                        placing.fail(&f.arn, f.reason.as_str());
                     }
                     continue;
                 }
                 snap.commit(&launch.request, &plan);
-                match addresses
-                    .new_task(
-                        st,
-                        scope,
-                        cluster,
-                        launch,
-                        ci,
-                        None,
-                        &mut compares,
-                        &mut ops,
-                    )
-                    .await?
-                {
-                    Some(id) => ids.push(id),
-                    None => failures.push(failure(g.clone(), "RESOURCE:ENI")),
-                }
+                placing.add(ci, None, g).await?;
             }
+            let (compares, ops, ids, failures) = placing.finish();
             let txn = Txn::when(compares, ops);
             Ok(Attempt::Write(txn, (ids, failures)))
         },

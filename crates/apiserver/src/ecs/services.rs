@@ -511,7 +511,7 @@ pub async fn delete_service(
 }
 
 fn missing(arn: String) -> w::Failure {
-    super::tasks::failure(arn, "MISSING")
+    berth_control::placement::failure(arn, "MISSING")
 }
 
 pub async fn describe_services(
