@@ -6,6 +6,7 @@ mod common;
 
 use berth_apiserver::{router, ApiConfig, AppState};
 use berth_control::controller::{run, ControllerConfig};
+use berth_control::{Control, ControlConfig, TokioClock};
 use berth_store::MemStore;
 use common::call;
 use serde_json::{json, Value};
@@ -37,9 +38,13 @@ fn said(s: &Value) -> Vec<String> {
         .collect()
 }
 
-#[tokio::test]
+/// On paused time: the controller's waits and the records' timestamps both
+/// follow tokio's clock, so the test takes no real time waiting.
+#[tokio::test(start_paused = true)]
 async fn a_service_that_cannot_place_says_why_and_can_be_deleted() {
-    let st = AppState::new(Arc::new(MemStore::new()), ApiConfig::default());
+    let ctl = Control::new(Arc::new(MemStore::new()), ControlConfig::default())
+        .with_clock(Arc::new(TokioClock::new()));
+    let st = AppState::with_control(ctl, ApiConfig::default());
     let app = router(st.clone());
     let stop = CancellationToken::new();
     let controller = tokio::spawn(run(
