@@ -55,7 +55,7 @@ impl EcsClient {
             .http
             .request(req)
             .await
-            .map_err(|e| EcsError::Unreachable(e.to_string()))?;
+            .map_err(|e| EcsError::Unreachable(with_causes(&e)))?;
         let status = resp.status();
         let bytes = resp
             .into_body()
@@ -115,4 +115,17 @@ impl EcsClient {
         let message = v["message"].as_str().unwrap_or_default().to_string();
         Err(EcsError::Api { code, message })
     }
+}
+
+/// An error and its causes, so that "client error (Connect)" says which
+/// (connection refused, no route to host...).
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cause = c.source();
+    }
+    out
 }

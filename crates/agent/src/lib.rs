@@ -50,8 +50,10 @@ pub const DEFAULT_RESERVED_PORTS: [u16; 5] = [22, 2375, 2376, 51678, 51679];
 
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
-    /// The server's API, e.g. `http://127.0.0.1:8750`.
-    pub server: String,
+    /// The servers' APIs, e.g. `http://127.0.0.1:8750`: any of them will
+    /// do, since they share one store. The agent holds a connection to one
+    /// and moves to the next when it goes.
+    pub servers: Vec<String>,
     pub cluster: String,
     pub region: String,
     /// The EC2-style id; one is made up and kept in the state file if none is given.
@@ -271,16 +273,58 @@ fn gateway_url(server: &str) -> String {
     format!("{ws}{CONNECT_PATH}")
 }
 
-/// Registers, then runs tasks and keeps a connection to the gateway until
+/// How long to wait before trying again after `failures` failures in a
+/// row: doubling from 100 ms to 5 s, with up to 100 ms of jitter so that
+/// agents cut off together do not all come back at the same instant.
+fn retry_delay(failures: u32) -> Duration {
+    let base = Duration::from_millis(100).saturating_mul(1 << failures.min(6));
+    base.min(Duration::from_secs(5)) + Duration::from_millis(rand::random::<u64>() % 100)
+}
+
+/// Registers through the first server that answers, trying each in turn
+/// and retrying with backoff while none does; an answer that is an error
+/// (the cluster does not exist, say) ends it.
+async fn register_anywhere(
+    config: &AgentConfig,
+    runtime: &dyn ContainerRuntime,
+    shutdown: &CancellationToken,
+) -> Result<Option<(usize, String)>, AgentError> {
+    if config.servers.is_empty() {
+        return Err(AgentError::Host("no server to connect to".into()));
+    }
+    let mut failures = 0u32;
+    loop {
+        for (i, server) in config.servers.iter().enumerate() {
+            let ecs = EcsClient::new(server, &config.region);
+            match register(config, &ecs, runtime).await {
+                Ok(arn) => return Ok(Some((i, arn))),
+                Err(AgentError::Register(EcsError::Unreachable(why))) => {
+                    tracing::warn!(server = %server, error = %why, "cannot register through this server");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let delay = retry_delay(failures);
+        failures = failures.saturating_add(1);
+        tracing::warn!(servers = ?config.servers, retry_in = ?delay, "no server answers; retrying");
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(None),
+            _ = tokio::time::sleep(delay) => {}
+        }
+    }
+}
+
+/// Registers, then runs tasks and keeps a connection to a gateway until
 /// `shutdown`. Containers keep running when the agent stops.
 pub async fn run(
     config: AgentConfig,
     runtime: Arc<dyn ContainerRuntime>,
     shutdown: CancellationToken,
 ) -> Result<(), AgentError> {
-    let ecs = EcsClient::new(&config.server, &config.region);
-    let arn = register(&config, &ecs, &*runtime).await?;
-    tracing::info!(cluster = %config.cluster, instance = %arn, "registered");
+    let Some((mut at, arn)) = register_anywhere(&config, &*runtime, &shutdown).await? else {
+        return Ok(());
+    };
+    tracing::info!(cluster = %config.cluster, instance = %arn, server = %config.servers[at], "registered");
     let instance = arn.rsplit('/').next().unwrap_or_default().to_string();
     let (reporter, mut changed) = report::Reporter::open(config.data_dir.join("tasks.json"))
         .map_err(|reason| AgentError::State {
@@ -309,32 +353,47 @@ pub async fn run(
     };
     let (desired_tx, desired_rx) = tokio::sync::mpsc::unbounded_channel();
     tokio::spawn(runner::run(ctx, desired_rx));
-    let url = gateway_url(&config.server);
-    let mut backoff = Duration::from_millis(100);
-    let link = Link {
-        config: &config,
-        ecs: &ecs,
-        url: &url,
-        arn: &arn,
-        logs_url,
-        desired: &desired_tx,
-        reporter: &reporter,
-    };
+    let mut failures = 0u32;
     loop {
+        let server = &config.servers[at];
+        let link = Link {
+            config: &config,
+            ecs: &EcsClient::new(server, &config.region),
+            url: &gateway_url(server),
+            arn: &arn,
+            logs_url: logs_url.clone(),
+            desired: &desired_tx,
+            reporter: &reporter,
+        };
         match link.connect_once(&mut changed, &shutdown).await {
-            Ok(()) if shutdown.is_cancelled() => return Ok(()),
-            Ok(()) => {
-                tracing::warn!("the gateway closed the connection");
-                backoff = Duration::from_millis(100);
+            Ok(_) if shutdown.is_cancelled() => return Ok(()),
+            Ok(true) => {
+                tracing::warn!(server = %server, "the gateway closed the connection");
+                failures = 0;
             }
-            Err(e) => tracing::warn!(error = %e, retry_in = ?backoff, "gateway connection failed"),
+            Ok(false) => {
+                tracing::warn!(server = %server, "the gateway closed the connection before welcoming");
+                failures = failures.saturating_add(1);
+            }
+            Err(e) => {
+                tracing::warn!(server = %server, error = %e, "gateway connection failed");
+                failures = failures.saturating_add(1);
+            }
         }
-        let jitter = Duration::from_millis(rand::random::<u64>() % 100);
+        // The next server: the one that went may be down for good, and
+        // any server can carry the connection.
+        at = (at + 1) % config.servers.len();
+        // A whole round of servers failing backs off; moving on from one
+        // that served for a while does not.
+        let delay = if failures == 0 {
+            Duration::from_millis(rand::random::<u64>() % 100)
+        } else {
+            retry_delay(failures / config.servers.len() as u32)
+        };
         tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
-            _ = tokio::time::sleep(backoff + jitter) => {}
+            _ = tokio::time::sleep(delay) => {}
         }
-        backoff = (backoff * 2).min(Duration::from_secs(2));
     }
 }
 
@@ -355,12 +414,13 @@ fn encode(m: &AgentMessage) -> Message {
 
 impl Link<'_> {
     /// One connection: hello, every task's report, then heartbeats and
-    /// reports as they change, and desired sets as they come.
+    /// reports as they change, and desired sets as they come. Ok says
+    /// whether the server had welcomed the agent before the end.
     async fn connect_once(
         &self,
         changed: &mut tokio::sync::mpsc::UnboundedReceiver<String>,
         shutdown: &CancellationToken,
-    ) -> Result<(), String> {
+    ) -> Result<bool, String> {
         let mut request =
             tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
                 self.url,
@@ -385,23 +445,23 @@ impl Link<'_> {
             tokio::select! {
                 _ = shutdown.cancelled() => {
                     let _ = ws.close(None).await;
-                    return Ok(());
+                    return Ok(welcomed);
                 }
                 _ = beat.tick(), if welcomed => {
                     ws.send(encode(&AgentMessage::Heartbeat)).await.map_err(|e| e.to_string())?;
                 }
                 arn = changed.recv(), if welcomed => {
-                    let Some(arn) = arn else { return Ok(()) };
+                    let Some(arn) = arn else { return Ok(welcomed) };
                     if let Some(r) = self.reporter.get(&arn) {
                         ws.send(encode(&AgentMessage::TaskState(r))).await.map_err(|e| e.to_string())?;
                     }
                 }
                 frame = ws.next() => {
                     let text = match frame {
-                        None => return Ok(()),
+                        None => return Ok(welcomed),
                         Some(Err(e)) => return Err(e.to_string()),
                         Some(Ok(Message::Text(t))) => t,
-                        Some(Ok(Message::Close(_))) => return Ok(()),
+                        Some(Ok(Message::Close(_))) => return Ok(welcomed),
                         Some(Ok(_)) => continue,
                     };
                     match serde_json::from_str::<ServerMessage>(text.as_str()) {
@@ -450,7 +510,7 @@ mod tests {
     fn state_survives_a_round_trip_and_a_bad_file_is_reported() {
         let dir = tempfile::tempdir().expect("tmp");
         let config = AgentConfig {
-            server: String::new(),
+            servers: vec![],
             cluster: "c".into(),
             region: "us-east-1".into(),
             instance_id: None,

@@ -102,9 +102,9 @@ impl AppState {
     /// the controllers, or on another clock).
     pub fn with_control(ctl: Control, config: ApiConfig) -> Self {
         AppState {
+            metrics: Arc::new(metrics::Metrics::new(&ctl.metrics)),
             ctl,
             config: Arc::new(config),
-            metrics: Arc::new(metrics::Metrics::new()),
             locks: Arc::new(ecs::FamilyLocks::default()),
             described: Arc::new(ecs::DescribeCache::default()),
         }

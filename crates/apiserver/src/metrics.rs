@@ -27,8 +27,10 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    pub fn new() -> Self {
+    /// The front door's metrics, with the cluster manager's beside them.
+    pub fn new(control: &berth_control::ControlMetrics) -> Self {
         let mut registry = Registry::default();
+        control.register(&mut registry);
         let requests = Family::<RequestLabels, Counter>::default();
         let duration = Family::<OpLabels, Histogram>::new_with_constructor(|| {
             Histogram::new([

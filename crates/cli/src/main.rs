@@ -31,12 +31,12 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the control plane (the ECS API and everything behind it).
-    Server(ServerArgs),
+    Server(Box<ServerArgs>),
     /// Run everything on this machine: the control plane on an embedded
     /// store, the `default` cluster, and this host as its container instance.
-    Up(UpArgs),
+    Up(Box<UpArgs>),
     /// Make this host a container instance of a cluster and run its tasks.
-    Agent(AgentArgs),
+    Agent(Box<AgentArgs>),
     /// Run the load balancer's data path on its own, on the store of a
     /// `berth server` (which then runs with `--lb false`): an etcd store,
     /// since only etcd is shared by several processes.
@@ -119,9 +119,15 @@ struct HostArgs {
 
 #[derive(clap::Args, Clone)]
 struct AgentArgs {
-    /// The server's API URL.
-    #[arg(long, env = "BERTH_SERVER", default_value = "http://127.0.0.1:8750")]
-    server: String,
+    /// The servers' API URLs, comma-separated: any of the servers sharing
+    /// one store. The agent moves to the next when its server goes.
+    #[arg(
+        long = "server",
+        env = "BERTH_SERVER",
+        value_delimiter = ',',
+        default_value = "http://127.0.0.1:8750"
+    )]
+    servers: Vec<String>,
     /// The cluster to join (EC2 capacity only).
     #[arg(long, env = "BERTH_CLUSTER", default_value = "default")]
     cluster: String,
@@ -313,6 +319,11 @@ struct ServerArgs {
     /// are marked STOPPED and their services replace them elsewhere.
     #[arg(long, env = "BERTH_HOST_LOSS_GRACE", default_value_t = 5.0, value_parser = parse_timeout)]
     host_loss_grace: f64,
+    /// Seconds the leader's lease lasts without a renewal, when several
+    /// servers share an etcd store: a leader that dies is replaced within
+    /// about this long. Only the leader runs the controllers.
+    #[arg(long, env = "BERTH_LEADER_LEASE", default_value_t = 3.0, value_parser = parse_timeout)]
+    leader_lease: f64,
     /// Seconds a STOPPED task stays describable before its records are
     /// removed (ECS: at least an hour).
     #[arg(long, env = "BERTH_STOPPED_TASK_RETENTION", default_value_t = 3600.0, value_parser = parse_retention)]
@@ -385,11 +396,18 @@ fn main() -> anyhow::Result<()> {
             println!("berth {}", env!("CARGO_PKG_VERSION"));
             Ok(())
         }
-        Command::Server(args) => run(args, None),
-        Command::Up(args) => run(args.server, Some((args.host, args.fargate))),
+        Command::Server(args) => run(*args, None),
+        Command::Up(args) => {
+            let UpArgs {
+                server,
+                host,
+                fargate,
+            } = *args;
+            run(server, Some((host, fargate)))
+        }
         Command::Agent(args) => {
             commit_lazily();
-            agent(args)
+            agent(*args)
         }
         Command::Lb(args) => lb(args),
         Command::Logs(args) => logs(args),
@@ -619,7 +637,7 @@ async fn serve(args: ServerArgs, up: Option<(HostArgs, bool)>) -> anyhow::Result
                 })?,
         );
         let ec2 = agent_config(
-            &server,
+            std::slice::from_ref(&server),
             "default",
             &args.region,
             data_dir(&args)?.join("agent"),
@@ -652,7 +670,7 @@ async fn serve(args: ServerArgs, up: Option<(HostArgs, bool)>) -> anyhow::Result
             // instance and log listener; the agents share the engine, each
             // touching only the containers labelled as its own.
             let mut config = agent_config(
-                &server,
+                std::slice::from_ref(&server),
                 berth_domain::instance::FARGATE_POOL,
                 &args.region,
                 data_dir(&args)?.join("agent-fargate"),
@@ -687,17 +705,43 @@ async fn serve(args: ServerArgs, up: Option<(HostArgs, bool)>) -> anyhow::Result
             args.region
         );
     }
-    let controller = tokio::spawn(berth_control::controller::run(
-        state.ctl.clone(),
-        berth_control::controller::ControllerConfig {
-            settle: Duration::from_secs_f64(args.service_settle),
-            host_loss_grace: Duration::from_secs_f64(args.host_loss_grace),
-            stopped_retention: Duration::from_secs_f64(args.stopped_task_retention),
-            warm_addresses: usize::from(args.warm_addresses),
-            ..Default::default()
-        },
-        shutdown.clone(),
-    ));
+    // The controllers and history compaction run on one server at a time:
+    // the leader, elected through the store when it is shared (etcd), or
+    // this one when the store is its own.
+    let controllers = berth_control::controller::ControllerConfig {
+        settle: Duration::from_secs_f64(args.service_settle),
+        host_loss_grace: Duration::from_secs_f64(args.host_loss_grace),
+        stopped_retention: Duration::from_secs_f64(args.stopped_task_retention),
+        warm_addresses: usize::from(args.warm_addresses),
+        ..Default::default()
+    };
+    let (ctl, keep) = (state.ctl.clone(), args.history_revisions);
+    let lead = move |term: CancellationToken| {
+        let (ctl, controllers) = (ctl.clone(), controllers.clone());
+        async move {
+            let compactor = tokio::spawn(compact_history(ctl.store.clone(), keep, term.clone()));
+            berth_control::controller::run(ctl, controllers, term).await;
+            compactor.await.ok();
+        }
+    };
+    let leadership = if url.starts_with("etcd://") {
+        let election = berth_control::leader::Election {
+            id: format!("{addr} pid {}", std::process::id()),
+            ttl: Duration::from_secs_f64(args.leader_lease),
+        };
+        tokio::spawn(berth_control::leader::run(
+            state.ctl.clone(),
+            election,
+            shutdown.clone(),
+            lead,
+        ))
+    } else {
+        tokio::spawn(berth_control::leader::sole(
+            state.ctl.clone(),
+            shutdown.clone(),
+            lead,
+        ))
+    };
     let lb = args.lb.then(|| {
         tokio::spawn(berth_lb::run(
             store.clone(),
@@ -705,19 +749,13 @@ async fn serve(args: ServerArgs, up: Option<(HostArgs, bool)>) -> anyhow::Result
             shutdown.clone(),
         ))
     });
-    let compactor = tokio::spawn(compact_history(
-        store.clone(),
-        args.history_revisions,
-        shutdown.clone(),
-    ));
     let stop = shutdown.clone();
     let threads = args.http_threads.map(usize::from).unwrap_or_else(|| {
         std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
     });
     berth_apiserver::serve(listener, app, threads, stop).await?;
     shutdown.cancel();
-    compactor.await.ok();
-    controller.await.ok();
+    leadership.await.ok();
     if let Some(lb) = lb {
         lb.await.ok();
     }
@@ -729,7 +767,7 @@ async fn serve(args: ServerArgs, up: Option<(HostArgs, bool)>) -> anyhow::Result
 }
 
 fn agent_config(
-    server: &str,
+    servers: &[String],
     cluster: &str,
     region: &str,
     data_dir: PathBuf,
@@ -740,7 +778,7 @@ fn agent_config(
         .parse()
         .map_err(|e| anyhow::anyhow!("--image-pull-behavior: {e}"))?;
     Ok(berth_agent::AgentConfig {
-        server: server.to_string(),
+        servers: servers.to_vec(),
         cluster: cluster.to_string(),
         region: region.to_string(),
         instance_id: host.instance_id.clone(),
@@ -778,7 +816,7 @@ fn agent(args: AgentArgs) -> anyhow::Result<()> {
         Capacity::Ec2 => args.cluster.as_str(),
         Capacity::Fargate => berth_domain::instance::FARGATE_POOL,
     };
-    let config = agent_config(&args.server, cluster, &args.region, data, &args.host)?;
+    let config = agent_config(&args.servers, cluster, &args.region, data, &args.host)?;
     // One thread: the agent waits on the engine and the server, and a
     // small footprint matters more than parallelism.
     let rt = tokio::runtime::Builder::new_current_thread()

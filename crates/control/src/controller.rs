@@ -137,6 +137,7 @@ pub async fn run(st: Control, config: ControllerConfig, shutdown: CancellationTo
         resync,
         Backoff::default(),
         shutdown.clone(),
+        &c.st.metrics,
     );
     watch(c, running.queue.clone(), known, from, shutdown).await;
     running.task.await.ok();

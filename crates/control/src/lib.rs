@@ -20,6 +20,8 @@ pub mod controller;
 pub mod elb;
 mod error;
 pub mod launch;
+pub mod leader;
+pub mod metrics;
 pub mod placement;
 pub mod runtime;
 pub mod service_lb;
@@ -33,6 +35,7 @@ use std::sync::Arc;
 
 pub use clock::{Clock, SystemClock, TokioClock};
 pub use error::ControlError;
+pub use metrics::ControlMetrics;
 
 /// What the cluster manager needs to know of its deployment.
 #[derive(Debug, Clone)]
@@ -50,12 +53,13 @@ impl Default for ControlConfig {
 }
 
 /// The cluster manager's context: the store it reads and commits to, its
-/// configuration and its clock. Cheap to clone.
+/// configuration, its clock and its metrics. Cheap to clone.
 #[derive(Clone)]
 pub struct Control {
     pub store: Arc<dyn Store>,
     pub config: Arc<ControlConfig>,
     pub clock: Arc<dyn Clock>,
+    pub metrics: ControlMetrics,
 }
 
 impl Control {
@@ -64,6 +68,7 @@ impl Control {
             store,
             config: Arc::new(config),
             clock: Arc::new(SystemClock),
+            metrics: ControlMetrics::default(),
         }
     }
 

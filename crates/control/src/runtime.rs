@@ -10,6 +10,7 @@
 //! event sources (store watches, timers) only [`Queue::enqueue`] keys;
 //! they never carry the state itself (level-triggered).
 
+use crate::metrics::ControlMetrics;
 use futures::future::BoxFuture;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Debug;
@@ -136,6 +137,7 @@ pub fn start<R: Reconciler>(
     resync: Duration,
     backoff: Backoff,
     shutdown: CancellationToken,
+    metrics: &ControlMetrics,
 ) -> Running<R::Key> {
     let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
     let stats = Arc::new(parking_lot::Mutex::new(Stats::default()));
@@ -146,13 +148,22 @@ pub fn start<R: Reconciler>(
         resync,
         backoff,
         shutdown,
-        stats.clone(),
+        Observers {
+            stats: stats.clone(),
+            metrics: metrics.clone(),
+        },
     ));
     Running {
         queue: Queue { tx },
         stats,
         task,
     }
+}
+
+/// Where the runtime tells what it does: the tests' stats and Prometheus.
+struct Observers {
+    stats: Arc<parking_lot::Mutex<Stats>>,
+    metrics: ControlMetrics,
 }
 
 /// The runtime's own state: what runs, what waits, and when to wake.
@@ -193,7 +204,7 @@ async fn drive<R: Reconciler>(
     resync: Duration,
     backoff: Backoff,
     shutdown: CancellationToken,
-    stats: Arc<parking_lot::Mutex<Stats>>,
+    Observers { stats, metrics }: Observers,
 ) {
     let name = controller.name();
     let mut st = State {
@@ -205,14 +216,16 @@ async fn drive<R: Reconciler>(
         due: HashMap::new(),
         seq: 0,
     };
-    let mut tasks: JoinSet<(R::Key, Result<Action, crate::ControlError>)> = JoinSet::new();
+    type Outcome = Result<Action, crate::ControlError>;
+    let mut tasks: JoinSet<(R::Key, Outcome, Duration)> = JoinSet::new();
     let spawn = |tasks: &mut JoinSet<_>, key: R::Key, reason: Reason| {
         let c = controller.clone();
         let span = tracing::info_span!("reconcile", controller = name, key = ?key, reason = reason.as_str());
         tasks.spawn(
             async move {
+                let began = Instant::now();
                 let r = c.reconcile(&key).await;
-                (key, r)
+                (key, r, began.elapsed())
             }
             .instrument(span),
         );
@@ -231,6 +244,7 @@ async fn drive<R: Reconciler>(
                 spawn(&mut tasks, key, reason);
             }
         }
+        metrics.depth(name, rx.len() + st.again.len(), st.running.len());
         let next_timer = st.timers.keys().next().map(|(at, _)| *at);
         tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -239,7 +253,7 @@ async fn drive<R: Reconciler>(
                 None => break,
             },
             Some(done) = tasks.join_next(), if !tasks.is_empty() => {
-                let Ok((key, outcome)) = done else {
+                let Ok((key, outcome, took)) = done else {
                     // A reconcile panicked: its key is unknown here, and
                     // the periodic resync will take it up again.
                     tracing::error!(controller = name, "a reconcile panicked");
@@ -247,6 +261,7 @@ async fn drive<R: Reconciler>(
                 };
                 st.running.remove(&key);
                 let now = Instant::now();
+                metrics.reconciled(name, took, outcome.is_err());
                 {
                     let mut s = stats.lock();
                     s.reconciles += 1;
@@ -379,7 +394,14 @@ mod tests {
 
     fn run(r: &Arc<Recorder>, initial: Vec<u32>, resync: Duration, backoff: Backoff) -> Harness {
         let stop = CancellationToken::new();
-        let running = start(r.clone(), initial, resync, backoff, stop.clone());
+        let running = start(
+            r.clone(),
+            initial,
+            resync,
+            backoff,
+            stop.clone(),
+            &ControlMetrics::default(),
+        );
         Harness { running, stop }
     }
 

@@ -112,12 +112,41 @@ struct Inner {
     next_reader: AtomicUsize,
     revisions: tokio_watch::Sender<Revision>,
     leases: LeaseClock,
+    /// Held until the store is dropped; see `hold_exclusively`.
+    _lock: std::fs::File,
 }
 
 /// The durable embedded store.
 #[derive(Clone)]
 pub struct SqliteStore {
     inner: Arc<Inner>,
+}
+
+/// Locks `<store>.lock` for as long as the store is open. The store's
+/// cache and revision counter belong to one process, so a second server
+/// on the same file would serve stale reads and lose writes: it must
+/// refuse to start instead.
+fn hold_exclusively(path: &Path) -> Result<std::fs::File, String> {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".lock");
+    let lock_path = PathBuf::from(name);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| format!("cannot open {}: {e}", lock_path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(format!(
+            "another process has this store open (it holds {}); a SQLite store belongs to one \
+             server: stop that one, or share an etcd store between servers",
+            lock_path.display()
+        )),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(format!("cannot lock {}: {e}", lock_path.display()))
+        }
+    }
 }
 
 fn open_conn(path: &Path, flags: OpenFlags) -> Result<Connection, StoreError> {
@@ -200,6 +229,7 @@ impl SqliteStore {
             path: path.display().to_string(),
             reason,
         };
+        let lock = hold_exclusively(&path).map_err(open_error)?;
         let rw = OpenFlags::SQLITE_OPEN_READ_WRITE
             | OpenFlags::SQLITE_OPEN_CREATE
             | OpenFlags::SQLITE_OPEN_NO_MUTEX;
@@ -236,6 +266,7 @@ impl SqliteStore {
             next_reader: AtomicUsize::new(0),
             revisions: revisions.clone(),
             leases: LeaseClock::default(),
+            _lock: lock,
         });
         for &(id, ttl_ms) in &leases {
             inner

@@ -40,7 +40,9 @@ fn action() -> impl Strategy<Value = Action> {
 
 async fn run(
     mut s: Arc<dyn Store>,
-    reopen: impl Fn() -> Option<Arc<dyn Store>>,
+    // Given the open store, which it closes first (a file belongs to one
+    // open store at a time), returns the reopened one.
+    reopen: impl Fn(Arc<dyn Store>) -> Arc<dyn Store>,
     actions: &[Action],
 ) -> (Vec<String>, Vec<Event>) {
     let mut out = vec![];
@@ -118,9 +120,7 @@ async fn run(
                 format!("{:?}", s.compact(rev / 2).await.map_err(|e| e.to_string()))
             }
             Action::Reopen => {
-                if let Some(fresh) = reopen() {
-                    s = fresh;
-                }
+                s = reopen(s);
                 format!("{:?}", s.current_revision().await)
             }
         };
@@ -161,8 +161,8 @@ proptest! {
             let dir = tempfile::tempdir().expect("tempdir");
             let path = dir.path().join("db");
             let open = || -> Arc<dyn Store> { Arc::new(SqliteStore::open(&path).expect("open")) };
-            let a = run(Arc::new(MemStore::new()), || None, &actions).await;
-            let b = run(open(), || Some(open()), &actions).await;
+            let a = run(Arc::new(MemStore::new()), |s| s, &actions).await;
+            let b = run(open(), |s| { drop(s); open() }, &actions).await;
             (a, b)
         });
         prop_assert_eq!(mem, sql);

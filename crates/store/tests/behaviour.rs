@@ -367,6 +367,24 @@ async fn etcd_fails_over_between_members() {
 }
 
 #[tokio::test]
+async fn a_sqlite_store_open_elsewhere_refuses_a_second_opener() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("berth.db");
+    let first = SqliteStore::open(&path).expect("open");
+    match SqliteStore::open(&path) {
+        Err(StoreError::Open { reason, .. }) => {
+            assert!(
+                reason.contains("another process has this store open"),
+                "{reason}"
+            )
+        }
+        other => panic!("a second open succeeded: {:?}", other.map(|_| ())),
+    }
+    drop(first);
+    SqliteStore::open(&path).expect("free once the first is closed");
+}
+
+#[tokio::test]
 async fn sqlite_reopen_keeps_everything() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("berth.db");
