@@ -5,6 +5,7 @@ the engine and serves their logs to the server across the link."""
 import os
 import random
 import subprocess
+import time
 import uuid
 
 import pytest
@@ -20,7 +21,8 @@ def sh(*args):
 
 @pytest.fixture(scope="module")
 def link():
-    """A network namespace and the two ends' addresses, on a private /30."""
+    """A network namespace, the two ends' addresses on a private /30, and
+    the outside end's name (to cut the link)."""
     tag = uuid.uuid4().hex[:6]
     ns, outside, inside = f"berth-{tag}", f"bh{tag}", f"bn{tag}"
     net = f"10.231.{random.randrange(256)}"
@@ -34,14 +36,14 @@ def link():
         sh("ip", "netns", "exec", ns, "ip", "addr", "add", f"{ns_ip}/30", "dev", inside)
         sh("ip", "netns", "exec", ns, "ip", "link", "set", inside, "up")
         sh("ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up")
-        yield ns, host_ip, ns_ip
+        yield ns, host_ip, ns_ip, outside
     finally:
         subprocess.run(["ip", "netns", "del", ns], capture_output=True)
         subprocess.run(["ip", "link", "del", outside], capture_output=True)
 
 
 def test_an_agent_in_its_own_network_namespace_runs_tasks(link, tmp_path):
-    ns, host_ip, ns_ip = link
+    ns, host_ip, ns_ip, _ = link
     server = Server(str(tmp_path / "server"), host=host_ip)
     os.makedirs(server.data_dir, exist_ok=True)
     server.start()
@@ -82,6 +84,71 @@ def test_an_agent_in_its_own_network_namespace_runs_tasks(link, tmp_path):
     finally:
         if agent:
             agent.stop()
+        ids = subprocess.run(["docker", "ps", "-aq", "--filter", f"label=com.amazonaws.ecs.cluster={cluster}"],
+                             capture_output=True, text=True).stdout.split()
+        if ids:
+            subprocess.run(["docker", "rm", "-f", *ids], capture_output=True)
+        server.stop()
+
+
+def test_a_partitioned_host_is_replaced_and_its_copy_stopped_when_it_heals(link, tmp_path):
+    """The agent's link is cut without a word (no FIN, no RST): the server
+    notices the silence, replaces its service task on another host, and when
+    the link comes back the old copy is stopped and never counted."""
+    ns, host_ip, ns_ip, outside = link
+    # Defaults for the timeout and grace: what a user gets.
+    server = Server(str(tmp_path / "server"), host=host_ip, extra_env={"BERTH_SERVICE_SETTLE": "1"})
+    os.makedirs(server.data_dir, exist_ok=True)
+    server.start()
+    agents = []
+    cluster = "partition"
+    try:
+        ecs = make_client(server.url)
+        ecs.create_cluster(clusterName=cluster)
+        far = Agent(server, cluster, str(tmp_path / "far"), "i-" + uuid.uuid4().hex[:17],
+                    wrap=["ip", "netns", "exec", ns], extra=["--logs-listen", f"{ns_ip}:0"]).start()
+        agents.append(far)
+        wait_for("the far agent to connect", lambda: agents_connected(ecs, cluster, 1))
+        ecs.register_task_definition(family="kept", containerDefinitions=[
+            {"name": "c", "image": IMAGE, "memory": 16, "stopTimeout": 1, "command": ["sleep", "600"]}])
+        ecs.create_service(cluster=cluster, serviceName="kept", taskDefinition="kept", desiredCount=1)
+
+        def running():
+            arns = ecs.list_tasks(cluster=cluster, serviceName="kept", desiredStatus="RUNNING")["taskArns"]
+            ts = ecs.describe_tasks(cluster=cluster, tasks=arns)["tasks"] if arns else []
+            return [t for t in ts if t["lastStatus"] == "RUNNING"]
+        old = wait_for("the task on the far host", running, timeout=60)[0]
+        old_container = old["containers"][0]["runtimeId"]
+        # A second host, near, takes the replacement.
+        near = Agent(server, cluster, str(tmp_path / "near"), "i-" + uuid.uuid4().hex[:17]).start()
+        agents.append(near)
+        wait_for("both agents", lambda: agents_connected(ecs, cluster, 2))
+
+        sh("ip", "link", "set", outside, "down")
+        cut = time.time()
+        try:
+            new = wait_for("a replacement on the near host",
+                           lambda: [t for t in running() if t["taskArn"] != old["taskArn"]], timeout=60)[0]
+            print(f"replacement RUNNING {time.time() - cut:.1f} s after the link was cut")
+            assert new["containerInstanceArn"] != old["containerInstanceArn"]
+            gone = ecs.describe_tasks(cluster=cluster, tasks=[old["taskArn"]])["tasks"][0]
+            assert gone["lastStatus"] == "STOPPED" and gone["stoppedReason"].startswith("Host lost"), gone
+            # Meanwhile the far host's container still runs: nobody could tell it.
+            assert docker_inspect(old_container)["State"]["Running"]
+        finally:
+            sh("ip", "link", "set", outside, "up")
+        wait_for("the far agent to reconnect", lambda: agents_connected(ecs, cluster, 2), timeout=60)
+        wait_for("the old copy to stop", lambda: subprocess.run(
+            ["docker", "inspect", "-f", "{{.State.Running}}", old_container], capture_output=True, text=True
+        ).stdout.strip() != "true", timeout=60)
+        # Counted once: one task runs, the service says one.
+        assert [t["taskArn"] for t in running()] == [new["taskArn"]]
+        svc = ecs.describe_services(cluster=cluster, services=["kept"])["services"][0]
+        assert svc["runningCount"] == 1 and svc["desiredCount"] == 1, svc
+        assert ecs.describe_tasks(cluster=cluster, tasks=[old["taskArn"]])["tasks"][0]["lastStatus"] == "STOPPED"
+    finally:
+        for a in agents:
+            a.stop()
         ids = subprocess.run(["docker", "ps", "-aq", "--filter", f"label=com.amazonaws.ecs.cluster={cluster}"],
                              capture_output=True, text=True).stdout.split()
         if ids:

@@ -67,7 +67,7 @@ impl Default for ApiConfig {
             default_region: "us-east-1".into(),
             body_limit: 1024 * 1024,
             fargate_max_stop_timeout: berth_domain::taskdef::FARGATE_MAX_STOP_TIMEOUT,
-            agent_timeout: std::time::Duration::from_secs(10),
+            agent_timeout: std::time::Duration::from_secs(5),
             network: berth_domain::network::NetworkConfig::local_default(),
             prices: berth_domain::billing::Prices::default(),
             lb_hostname: "localhost".into(),

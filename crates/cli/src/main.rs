@@ -309,7 +309,7 @@ struct ServerArgs {
     history_revisions: i64,
     /// Seconds without a heartbeat after which an agent counts as
     /// disconnected (agentConnected false).
-    #[arg(long, env = "BERTH_AGENT_TIMEOUT", default_value_t = 10.0, value_parser = parse_timeout)]
+    #[arg(long, env = "BERTH_AGENT_TIMEOUT", default_value_t = 5.0, value_parser = parse_timeout)]
     agent_timeout: f64,
     /// Seconds a service task without container health checks must run
     /// before it counts as healthy in a deployment (ECS uses about 40).
@@ -317,7 +317,7 @@ struct ServerArgs {
     service_settle: f64,
     /// Seconds an instance's agent may stay disconnected before its tasks
     /// are marked STOPPED and their services replace them elsewhere.
-    #[arg(long, env = "BERTH_HOST_LOSS_GRACE", default_value_t = 5.0, value_parser = parse_timeout)]
+    #[arg(long, env = "BERTH_HOST_LOSS_GRACE", default_value_t = 3.0, value_parser = parse_timeout)]
     host_loss_grace: f64,
     /// Seconds the leader's lease lasts without a renewal, when several
     /// servers share an etcd store: a leader that dies is replaced within

@@ -74,7 +74,7 @@ impl Default for ControllerConfig {
     fn default() -> Self {
         ControllerConfig {
             settle: Duration::from_secs(5),
-            host_loss_grace: Duration::from_secs(5),
+            host_loss_grace: Duration::from_secs(3),
             resync: Duration::from_secs(10),
             stopped_retention: Duration::from_secs_f64(berth_domain::task::STOPPED_RETENTION_SECS),
             warm_addresses: 2,
