@@ -413,6 +413,7 @@ async fn converse(
     ]);
     send(socket, &desired(st, scope, cluster, id).await?).await?;
     let mut deadline = tokio::time::Instant::now() + timeout;
+    let mut renewed = tokio::time::Instant::now();
     loop {
         tokio::select! {
             change = changes.next() => {
@@ -429,12 +430,19 @@ async fn converse(
             }
             message = next(socket, deadline.saturating_duration_since(tokio::time::Instant::now())) => {
                 deadline = tokio::time::Instant::now() + timeout;
-                match message? {
-                    Some(AgentMessage::Heartbeat) => {
-                        if st.store.lease_keep_alive(lease).await.is_err() {
-                            return Err("the connection's lease ran out".into());
-                        }
+                let message = message?;
+                // Any message shows the agent is there. A busy agent's
+                // heartbeat can wait behind hundreds of reports that take
+                // a durable write each: renewing only on heartbeats lost
+                // the connections of the busiest hosts.
+                if renewed.elapsed() >= interval / 2 {
+                    if st.store.lease_keep_alive(lease).await.is_err() {
+                        return Err("the connection's lease ran out".into());
                     }
+                    renewed = tokio::time::Instant::now();
+                }
+                match message {
+                    Some(AgentMessage::Heartbeat) => {}
                     Some(AgentMessage::TaskState(report)) => {
                         record(st, scope, cluster, id, report).await?;
                     }

@@ -346,3 +346,72 @@ fn api_coverage_doc_matches_the_code() {
         }
     }
 }
+
+/// Placement runs on a snapshot kept from the store's watch: concurrent
+/// RunTasks never oversubscribe an instance, and what a stopped task held
+/// is free again once its STOPPED report is in the store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn placements_on_the_live_snapshot_never_oversubscribe_and_see_stops() {
+    let (app, store) = app();
+    let scope = Scope::new("000000000000", "us-east-1");
+    call(&app, "CreateCluster", json!({"clusterName": "live"})).await;
+    instance_with_agent(&app, &store, "live").await;
+    call(
+        &app,
+        "RegisterTaskDefinition",
+        json!({"family": "half", "containerDefinitions": [{"name": "c", "image": "i", "memory": 256}]}),
+    )
+    .await;
+    let runs = (0..8).map(|_| {
+        let app = app.clone();
+        async move {
+            call(
+                &app,
+                "RunTask",
+                json!({"cluster": "live", "taskDefinition": "half"}),
+            )
+            .await
+            .1
+        }
+    });
+    let answers = futures::future::join_all(runs).await;
+    let placed: Vec<String> = answers
+        .iter()
+        .flat_map(|a| a["tasks"].as_array().cloned().unwrap_or_default())
+        .filter_map(|t| t["taskArn"].as_str().map(String::from))
+        .collect();
+    assert_eq!(
+        placed.len(),
+        2,
+        "512 MiB holds two tasks of 256: {answers:?}"
+    );
+    for a in answers.iter().filter(|a| a["tasks"] == json!([])) {
+        assert_eq!(a["failures"][0]["reason"], "RESOURCE:MEMORY", "{a}");
+    }
+    // One stops: its memory is free for the next placement.
+    let id = placed[0].rsplit('/').next().expect("id");
+    put(
+        &store,
+        scope.task_state("live", id),
+        format!(
+            r#"{{"taskArn":"{}","lastStatus":"STOPPED","stoppedAt":1}}"#,
+            placed[0]
+        )
+        .as_bytes(),
+    )
+    .await;
+    let (_, next) = call(
+        &app,
+        "RunTask",
+        json!({"cluster": "live", "taskDefinition": "half"}),
+    )
+    .await;
+    assert_eq!(next["tasks"].as_array().map(Vec::len), Some(1), "{next}");
+    let (_, full) = call(
+        &app,
+        "RunTask",
+        json!({"cluster": "live", "taskDefinition": "half"}),
+    )
+    .await;
+    assert_eq!(full["failures"][0]["reason"], "RESOURCE:MEMORY", "{full}");
+}

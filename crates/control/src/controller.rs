@@ -990,6 +990,7 @@ impl Controller {
             }
         }
         let launch = &launch;
+        let _turn = crate::placement::turn(st, scope, cluster, launch).await?;
         let (ids, failures, none) = compare_and_swap::<_, ControlError, _>(
             st,
             || "Tasks are being placed in this cluster by other requests.".into(),

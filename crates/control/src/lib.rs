@@ -21,6 +21,7 @@ pub mod elb;
 mod error;
 pub mod launch;
 pub mod leader;
+pub mod live;
 pub mod metrics;
 pub mod placement;
 pub mod runtime;
@@ -60,6 +61,8 @@ pub struct Control {
     pub config: Arc<ControlConfig>,
     pub clock: Arc<dyn Clock>,
     pub metrics: ControlMetrics,
+    /// Every cluster's placement state, kept from the store's watch.
+    pub live: Arc<live::Live>,
 }
 
 impl Control {
@@ -69,6 +72,7 @@ impl Control {
             config: Arc::new(config),
             clock: Arc::new(SystemClock),
             metrics: ControlMetrics::default(),
+            live: Arc::new(live::Live::default()),
         }
     }
 

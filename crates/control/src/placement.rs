@@ -149,41 +149,67 @@ impl Occupancy {
     pub fn placeable(&self, scope: &Scope, ci: &ContainerInstance) -> sched::Instance {
         let empty = Usage::default();
         let used = self.usage(&ci.id).unwrap_or(&empty);
-        let mut tcp: std::collections::BTreeSet<u16> =
-            ci.reserved_ports(false).into_iter().collect();
-        tcp.extend(&used.tcp_ports);
-        let mut udp: std::collections::BTreeSet<u16> =
-            ci.reserved_ports(true).into_iter().collect();
-        udp.extend(&used.udp_ports);
-        sched::Instance {
-            arn: Arc::from(ci.arn(scope)),
-            ec2_instance_id: ci.ec2_instance_id.clone(),
-            status: match ci.status {
-                InstanceStatus::Active => sched::InstanceStatus::Active,
-                InstanceStatus::Draining => sched::InstanceStatus::Draining,
-                InstanceStatus::Inactive => sched::InstanceStatus::Inactive,
-            },
-            agent_connected: self.connected(&ci.id),
-            agent_version: ci
-                .version_info
-                .as_ref()
-                .and_then(|v| v.agent_version.clone())
-                .unwrap_or_default(),
-            registered_at: ci.registered_at as i64,
-            attributes: ci
-                .attributes
-                .iter()
-                .filter_map(|a| Some((a.name.clone()?, a.value.clone())))
-                .collect(),
-            cpu_free: i64::from(ci.cpu()) - used.cpu,
-            memory_free: i64::from(ci.memory()) - used.memory,
-            tcp_ports_taken: tcp,
-            udp_ports_taken: udp,
-            dynamic_ports_free: DYNAMIC_PORTS.saturating_sub(used.dynamic_ports),
-            running_tasks: used.running + used.pending,
-            groups: used.groups.clone(),
-        }
+        placeable(scope, ci, used, self.connected(&ci.id))
     }
+}
+
+/// Placement's view of `ci`, given what its tasks hold and whether its
+/// agent is connected.
+pub(crate) fn placeable(
+    scope: &Scope,
+    ci: &ContainerInstance,
+    used: &Usage,
+    connected: bool,
+) -> sched::Instance {
+    let mut tcp: std::collections::BTreeSet<u16> = ci.reserved_ports(false).into_iter().collect();
+    tcp.extend(&used.tcp_ports);
+    let mut udp: std::collections::BTreeSet<u16> = ci.reserved_ports(true).into_iter().collect();
+    udp.extend(&used.udp_ports);
+    sched::Instance {
+        arn: Arc::from(ci.arn(scope)),
+        ec2_instance_id: ci.ec2_instance_id.clone(),
+        status: match ci.status {
+            InstanceStatus::Active => sched::InstanceStatus::Active,
+            InstanceStatus::Draining => sched::InstanceStatus::Draining,
+            InstanceStatus::Inactive => sched::InstanceStatus::Inactive,
+        },
+        agent_connected: connected,
+        agent_version: ci
+            .version_info
+            .as_ref()
+            .and_then(|v| v.agent_version.clone())
+            .unwrap_or_default(),
+        registered_at: ci.registered_at as i64,
+        attributes: ci
+            .attributes
+            .iter()
+            .filter_map(|a| Some((a.name.clone()?, a.value.clone())))
+            .collect(),
+        cpu_free: i64::from(ci.cpu()) - used.cpu,
+        memory_free: i64::from(ci.memory()) - used.memory,
+        tcp_ports_taken: tcp,
+        udp_ports_taken: udp,
+        dynamic_ports_free: DYNAMIC_PORTS.saturating_sub(used.dynamic_ports),
+        running_tasks: used.running + used.pending,
+        groups: used.groups.clone(),
+    }
+}
+
+/// Waits for this process's turn to place tasks of `launch` in `cluster`
+/// (on its instances; Fargate's pool orders on the store alone): held
+/// until the placement is committed, so that concurrent placements queue
+/// on the live snapshot instead of conflicting in the store.
+pub async fn turn(
+    st: &Control,
+    scope: &Scope,
+    cluster: &str,
+    launch: &Launch,
+) -> Result<Option<tokio::sync::OwnedMutexGuard<()>>, ControlError> {
+    if launch.launch_type == "FARGATE" {
+        return Ok(None);
+    }
+    let live = st.live.cluster(st, scope, cluster).await?;
+    Ok(Some(live.turn.clone().lock_owned().await))
 }
 
 /// The ops that store a task: its record and its place in the instance's index.
@@ -231,28 +257,39 @@ pub async fn place(
     // Begun before anything is read, so that the plan is never newer
     // than what its transaction compares.
     let mut placing = Placing::begin(st, scope, cluster, hosts, launch).await?;
-    let mut instances =
-        typed::list::<ContainerInstance>(&*st.store, &scope.instances_of(hosts)).await?;
-    let no_instances = instances.is_empty() && !fargate;
-    if let Some(id) = only {
-        instances.retain(|(_, ci)| ci.value.id == id);
-    }
-    let occupancy = if fargate {
-        Occupancy::load_pool(st, scope).await?
-    } else {
-        Occupancy::load(st, scope, cluster).await?
-    };
-    let snapshot = sched::Snapshot::new(
-        instances
+    let (instances, views): (Vec<ContainerInstance>, Vec<sched::Instance>) = if fargate {
+        let instances: Vec<ContainerInstance> =
+            typed::list::<ContainerInstance>(&*st.store, &scope.instances_of(hosts))
+                .await?
+                .into_iter()
+                .map(|(_, ci)| ci.value)
+                .collect();
+        let occupancy = Occupancy::load_pool(st, scope).await?;
+        let views = instances
             .iter()
-            .map(|(_, ci)| occupancy.placeable(scope, &ci.value))
-            .collect(),
-    );
+            .map(|ci| occupancy.placeable(scope, ci))
+            .collect();
+        (instances, views)
+    } else {
+        // Everything placed before the placement key's revision is in the
+        // snapshot once it has caught up with it; catching up with the
+        // store's revision as of now also shows what stopped before this
+        // call (a StopTask then a RunTask finds the room freed).
+        let live = st.live.cluster(st, scope, cluster).await?;
+        let now = st.store.current_revision().await?;
+        live.caught_up(placing.lock_revision.max(now)).await?;
+        live.view(scope)
+    };
+    let no_instances = instances.is_empty() && !fargate;
+    let (instances, views): (Vec<ContainerInstance>, Vec<sched::Instance>) = instances
+        .into_iter()
+        .zip(views)
+        .filter(|(ci, _)| only.is_none_or(|id| ci.id == id))
+        .unzip();
+    let snapshot = sched::Snapshot::new(views);
     let plan = snapshot.place(&launch.request, rand::random());
-    let by_arn: HashMap<String, &ContainerInstance> = instances
-        .iter()
-        .map(|(_, ci)| (ci.value.arn(scope), &ci.value))
-        .collect();
+    let by_arn: HashMap<String, &ContainerInstance> =
+        instances.iter().map(|ci| (ci.arn(scope), ci)).collect();
     let mut providers = capacity::assign(&launch.strategy, &launch.held, plan.placements.len())
         .into_iter()
         .map(Some)
@@ -308,6 +345,8 @@ pub(crate) struct Placing<'a> {
     scope: &'a Scope,
     cluster: &'a str,
     launch: &'a Launch,
+    /// The hosts' placement key's revision when the placement began.
+    pub(crate) lock_revision: i64,
     compares: Vec<berth_store::Compare>,
     ops: Vec<Op>,
     addresses: Addresses,
@@ -337,6 +376,7 @@ impl<'a> Placing<'a> {
                 crate::clusters::still_active(st, scope, cluster).await?,
             ],
             ops,
+            lock_revision: lock_rev,
             st,
             scope,
             cluster,

@@ -66,6 +66,7 @@ pub async fn run(
     let print = token.map(|t| t.fingerprint.as_str()).unwrap_or_default();
     let token_key = &token_key;
     let token_lease = &token_lease;
+    let _turn = crate::placement::turn(st, scope, cluster, launch).await?;
     let (ids, failures) = compare_and_swap::<_, ControlError, _>(
         st,
         || "Tasks are being placed in this cluster by other requests; try again.".into(),

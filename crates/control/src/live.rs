@@ -1,0 +1,399 @@
+//! Placement on a live snapshot: each cluster's placement state (its
+//! instances, which agents are connected, what every task that is not
+//! STOPPED holds on which instance) is loaded once and then kept up to date
+//! from the store's watch, instead of being re-read for every RunTask. A
+//! placement still orders on the cluster's placement key: it reads the
+//! key's revision, waits until the snapshot has applied at least that
+//! revision (so every placement committed before is in it), plans, and
+//! commits comparing the key; a conflict re-plans. The snapshot can only
+//! be behind in ways that under-use hosts (a task that stopped, an instance
+//! that registered), never in ways that oversubscribe them.
+//!
+//! Placements of one cluster also take turns within the process, so that
+//! concurrent RunTasks queue on the snapshot rather than conflict in the
+//! store and re-plan.
+
+use crate::placement::placeable;
+use crate::{Control, ControlError};
+use berth_domain::instance::ContainerInstance;
+use berth_domain::task::{Task, TaskStatus, Usage};
+use berth_domain::Scope;
+use berth_scheduler as sched;
+use berth_store::keys::Keys;
+use berth_store::{typed, Event, EventKind, RangeRequest, Store};
+use berth_wire::agent::TaskReport;
+use futures::{FutureExt, StreamExt};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// How long a placement waits for the snapshot to catch up with the
+/// placement key before it gives up (the store's watch is stuck).
+const CATCH_UP: Duration = Duration::from_secs(10);
+
+/// Every cluster's live placement state in this process.
+pub struct Live {
+    clusters: parking_lot::Mutex<HashMap<(Scope, String), Arc<ClusterLive>>>,
+    stop: CancellationToken,
+}
+
+impl Default for Live {
+    fn default() -> Self {
+        Live {
+            clusters: parking_lot::Mutex::new(HashMap::new()),
+            stop: CancellationToken::new(),
+        }
+    }
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+impl Live {
+    /// The cluster's live state, loaded and watched from its first use.
+    pub(crate) async fn cluster(
+        &self,
+        st: &Control,
+        scope: &Scope,
+        cluster: &str,
+    ) -> Result<Arc<ClusterLive>, ControlError> {
+        let key = (scope.clone(), cluster.to_string());
+        if let Some(c) = self.clusters.lock().get(&key) {
+            return Ok(c.clone());
+        }
+        let made = Arc::new(ClusterLive::new(scope, cluster));
+        let c = self
+            .clusters
+            .lock()
+            .entry(key)
+            .or_insert_with(|| made.clone())
+            .clone();
+        if Arc::ptr_eq(&c, &made) {
+            tokio::spawn(follow(st.store.clone(), made, self.stop.child_token()));
+        }
+        Ok(c)
+    }
+
+    /// How many clusters have a live snapshot (for tests).
+    pub fn clusters(&self) -> usize {
+        self.clusters.lock().len()
+    }
+}
+
+/// One cluster's live placement state.
+pub(crate) struct ClusterLive {
+    /// Held while a placement plans and commits.
+    pub(crate) turn: Arc<tokio::sync::Mutex<()>>,
+    state: parking_lot::Mutex<State>,
+    /// The store revision the state reflects, complete (0: not loaded).
+    applied: tokio::sync::watch::Sender<i64>,
+}
+
+impl ClusterLive {
+    fn new(scope: &Scope, cluster: &str) -> Self {
+        ClusterLive {
+            turn: Arc::new(tokio::sync::Mutex::new(())),
+            state: parking_lot::Mutex::new(State::new(scope, cluster)),
+            applied: tokio::sync::watch::channel(0).0,
+        }
+    }
+
+    /// Waits until the state reflects every change up to `revision`.
+    pub(crate) async fn caught_up(&self, revision: i64) -> Result<(), ControlError> {
+        let mut rx = self.applied.subscribe();
+        let reached = tokio::time::timeout(CATCH_UP, async {
+            rx.wait_for(|r| *r >= revision.max(1)).await.is_ok()
+        })
+        .await;
+        match reached {
+            Ok(true) => Ok(()),
+            _ => Err(ControlError::Store(berth_store::StoreError::Etcd(format!(
+                "the placement snapshot did not reach revision {revision} within {CATCH_UP:?}"
+            )))),
+        }
+    }
+
+    /// The instances and the scheduler's view of each.
+    pub(crate) fn view(&self, scope: &Scope) -> (Vec<ContainerInstance>, Vec<sched::Instance>) {
+        let mut s = self.state.lock();
+        s.refresh(scope);
+        s.instances
+            .values()
+            .filter_map(|ci| Some((ci.clone(), s.views.get(&ci.id)?.clone())))
+            .unzip()
+    }
+}
+
+/// What a cluster's placement needs to know, kept from the watch.
+struct State {
+    instances_prefix: String,
+    connections_prefix: String,
+    tasks_prefix: String,
+    states_prefix: String,
+    instances: BTreeMap<String, ContainerInstance>,
+    connected: HashSet<String>,
+    /// Tasks that are not STOPPED, with what their agents reported.
+    tasks: HashMap<String, (Task, Option<TaskReport>)>,
+    /// Reports of tasks not seen yet (loading reads reports first).
+    early: HashMap<String, TaskReport>,
+    /// Tasks known STOPPED, so that a later write of their record does
+    /// not count them again; forgotten with their records.
+    stopped: HashSet<String>,
+    /// Per instance, the ids of its tasks that are not STOPPED.
+    on: HashMap<String, HashSet<String>>,
+    views: HashMap<String, sched::Instance>,
+    dirty: HashSet<String>,
+}
+
+impl State {
+    fn new(scope: &Scope, cluster: &str) -> Self {
+        State {
+            instances_prefix: scope.instances_of(cluster),
+            connections_prefix: scope.agent_connections_of(cluster),
+            tasks_prefix: scope.tasks_of(cluster),
+            states_prefix: scope.task_states_of(cluster),
+            instances: BTreeMap::new(),
+            connected: HashSet::new(),
+            tasks: HashMap::new(),
+            early: HashMap::new(),
+            stopped: HashSet::new(),
+            on: HashMap::new(),
+            views: HashMap::new(),
+            dirty: HashSet::new(),
+        }
+    }
+
+    fn clear(&mut self) {
+        self.instances.clear();
+        self.connected.clear();
+        self.tasks.clear();
+        self.early.clear();
+        self.stopped.clear();
+        self.on.clear();
+        self.views.clear();
+        self.dirty.clear();
+    }
+
+    fn apply(&mut self, ev: &Event) {
+        let key = ev.kv.key.as_str();
+        let put = ev.kind == EventKind::Put;
+        if let Some(id) = key.strip_prefix(&self.instances_prefix) {
+            let id = id.to_string();
+            match put
+                .then(|| typed::decode::<ContainerInstance>(&ev.kv).ok())
+                .flatten()
+            {
+                Some(ci) => {
+                    self.instances.insert(id.clone(), ci.value);
+                }
+                None => {
+                    self.instances.remove(&id);
+                    self.views.remove(&id);
+                }
+            }
+            self.dirty.insert(id);
+        } else if let Some(id) = key.strip_prefix(&self.connections_prefix) {
+            if put {
+                self.connected.insert(id.to_string());
+            } else {
+                self.connected.remove(id);
+            }
+            self.dirty.insert(id.to_string());
+        } else if let Some(id) = key.strip_prefix(&self.tasks_prefix) {
+            let id = id.to_string();
+            match put.then(|| typed::decode::<Task>(&ev.kv).ok()).flatten() {
+                Some(t) => self.task(id, t.value),
+                None => {
+                    self.forget(&id);
+                    self.stopped.remove(&id);
+                    self.early.remove(&id);
+                }
+            }
+        } else if let Some(id) = key.strip_prefix(&self.states_prefix) {
+            if let Some(r) = put
+                .then(|| typed::decode::<TaskReport>(&ev.kv).ok())
+                .flatten()
+            {
+                self.report(id.to_string(), r.value);
+            }
+        }
+    }
+
+    fn task(&mut self, id: String, t: Task) {
+        if self.stopped.contains(&id) {
+            return;
+        }
+        let report = match self.tasks.remove(&id) {
+            Some((old, report)) => {
+                self.unplace(&old.container_instance, &id);
+                report
+            }
+            None => self.early.remove(&id),
+        };
+        if Task::last_status(report.as_ref()) == TaskStatus::Stopped {
+            self.stopped.insert(id);
+            return;
+        }
+        let on = t.container_instance.clone();
+        self.on.entry(on.clone()).or_default().insert(id.clone());
+        self.dirty.insert(on);
+        self.tasks.insert(id, (t, report));
+    }
+
+    fn report(&mut self, id: String, r: TaskReport) {
+        let stopped = Task::last_status(Some(&r)) == TaskStatus::Stopped;
+        match self.tasks.get_mut(&id) {
+            Some(entry) if stopped => {
+                let on = entry.0.container_instance.clone();
+                self.tasks.remove(&id);
+                self.unplace(&on, &id);
+                self.stopped.insert(id);
+            }
+            Some(entry) => {
+                entry.1 = Some(r);
+                let on = entry.0.container_instance.clone();
+                self.dirty.insert(on);
+            }
+            None if stopped => {
+                self.stopped.insert(id);
+            }
+            None => {
+                self.early.insert(id, r);
+            }
+        }
+    }
+
+    fn forget(&mut self, id: &str) {
+        if let Some((t, _)) = self.tasks.remove(id) {
+            self.unplace(&t.container_instance, id);
+        }
+    }
+
+    fn unplace(&mut self, instance: &str, id: &str) {
+        if let Some(set) = self.on.get_mut(instance) {
+            set.remove(id);
+        }
+        self.dirty.insert(instance.to_string());
+    }
+
+    /// Rebuilds the scheduler's view of the instances that changed.
+    fn refresh(&mut self, scope: &Scope) {
+        for id in std::mem::take(&mut self.dirty) {
+            let Some(ci) = self.instances.get(&id) else {
+                self.views.remove(&id);
+                continue;
+            };
+            let mut used = Usage::default();
+            for t in self.on.get(&id).into_iter().flatten() {
+                if let Some((task, report)) = self.tasks.get(t) {
+                    used.add(task, report.as_ref());
+                }
+            }
+            let view = placeable(scope, ci, &used, self.connected.contains(&id));
+            self.views.insert(id, view);
+        }
+    }
+}
+
+/// Loads the cluster's state, then applies the store's changes until
+/// `stop`; loads again when the watch falls behind compaction or fails.
+async fn follow(store: Arc<dyn Store>, live: Arc<ClusterLive>, stop: CancellationToken) {
+    // Every key Berth writes is under /berth/, so every revision the
+    // store makes shows up here: a placement can wait for the store's
+    // current revision, not only for the placement key's.
+    let prefix = "/berth/";
+    loop {
+        let from = match load(&*store, &live).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(error = %e, "placement snapshot cannot load; retrying");
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_millis(500)) => continue,
+                }
+            }
+        };
+        let mut events = store.watch(prefix, from + 1);
+        loop {
+            let first = tokio::select! {
+                _ = stop.cancelled() => return,
+                e = events.next() => e,
+            };
+            let Some(Ok(first)) = first else {
+                tracing::warn!("placement snapshot's watch ended; loading again");
+                break;
+            };
+            // A transaction's events come together: apply every event
+            // ready now, and count a revision complete only once a later
+            // one shows up or nothing more is ready.
+            let mut batch = vec![first];
+            let mut broken = false;
+            while let Some(next) = events.next().now_or_never() {
+                match next {
+                    Some(Ok(ev)) => batch.push(ev),
+                    _ => {
+                        broken = true;
+                        break;
+                    }
+                }
+            }
+            let last = batch.last().map_or(0, |e| e.kv.mod_revision);
+            {
+                let mut s = live.state.lock();
+                for ev in &batch {
+                    s.apply(ev);
+                }
+            }
+            live.applied.send_if_modified(|r| {
+                let grew = last > *r;
+                *r = (*r).max(last);
+                grew
+            });
+            if broken {
+                break;
+            }
+        }
+    }
+}
+
+/// Reads the cluster's state as of now; the revision it reflects.
+async fn load(store: &dyn Store, live: &ClusterLive) -> Result<i64, berth_store::StoreError> {
+    let revision = store.current_revision().await?;
+    let (instances, connections, tasks, states) = {
+        let s = live.state.lock();
+        (
+            s.instances_prefix.clone(),
+            s.connections_prefix.clone(),
+            s.tasks_prefix.clone(),
+            s.states_prefix.clone(),
+        )
+    };
+    let mut kvs = vec![];
+    // Reports before tasks, so that each task meets its report.
+    for prefix in [&instances, &connections, &states, &tasks] {
+        kvs.extend(
+            store
+                .range(RangeRequest::prefix(prefix.as_str()))
+                .await?
+                .kvs,
+        );
+    }
+    let mut s = live.state.lock();
+    s.clear();
+    for kv in kvs {
+        s.apply(&Event {
+            kind: EventKind::Put,
+            kv,
+        });
+    }
+    drop(s);
+    // What was read is at least as new as `revision`; the watch from the
+    // next revision replays what changed since, which applies again
+    // harmlessly (every change is an upsert or a removal).
+    live.applied.send_modify(|r| *r = (*r).max(revision));
+    Ok(revision)
+}
