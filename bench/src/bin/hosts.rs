@@ -292,18 +292,24 @@ async fn connection(sim: &Sim, host: &Host, cluster: &str, server: &str) -> anyh
                             welcomed = true;
                             sim.connected.fetch_add(1, Ordering::Relaxed);
                         }
-                        ServerMessage::Desired { tasks, .. } => {
+                        message @ (ServerMessage::Desired { .. } | ServerMessage::DesiredChanges { .. }) => {
                             if host.silent.load(Ordering::Relaxed) {
                                 continue;
                             }
+                            let (tasks, removed, whole) = match message {
+                                ServerMessage::Desired { tasks, .. } => (tasks, vec![], true),
+                                ServerMessage::DesiredChanges { tasks, removed, .. } => (tasks, removed, false),
+                                _ => continue,
+                            };
                             let mut out = vec![];
                             {
                                 let mut mine = host.tasks.lock();
                                 let mut running = sim.running.lock();
                                 let pushed: HashSet<&str> = tasks.iter().map(|t| t.task_arn.as_str()).collect();
+                                let gone: HashSet<&str> = removed.iter().map(String::as_str).collect();
                                 // Gone from the set: the server recorded them STOPPED.
                                 mine.retain(|arn, family| {
-                                    let keep = pushed.contains(arn.as_str());
+                                    let keep = if whole { pushed.contains(arn.as_str()) } else { !gone.contains(arn.as_str()) };
                                     if !keep {
                                         if let Some(s) = running.get_mut(family) { s.remove(arn); }
                                     }

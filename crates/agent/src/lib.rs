@@ -22,10 +22,11 @@ mod task;
 pub use ecs_client::{EcsClient, EcsError};
 
 use berth_runtime::ContainerRuntime;
-use berth_wire::agent::{AgentMessage, ServerMessage, CONNECT_PATH};
+use berth_wire::agent::{AgentMessage, DesiredNetwork, DesiredTask, ServerMessage, CONNECT_PATH};
 use berth_wire::ecs as w;
 use futures::{SinkExt, StreamExt};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -408,11 +409,25 @@ struct Link<'a> {
     reporter: &'a report::Reporter,
 }
 
+/// Task ARN -> desired task, and the warm addresses.
+type DesiredSet = (BTreeMap<String, DesiredTask>, Vec<DesiredNetwork>);
+
 fn encode(m: &AgentMessage) -> Message {
     Message::text(serde_json::to_string(m).unwrap_or_default())
 }
 
 impl Link<'_> {
+    /// Gives the runner the whole set, which it converges to.
+    fn hand_over(&self, set: &DesiredSet) -> Result<(), String> {
+        let desired = runner::Desired {
+            tasks: set.0.values().cloned().collect(),
+            warm: set.1.clone(),
+        };
+        self.desired
+            .send(desired)
+            .map_err(|_| "the task runner stopped".to_string())
+    }
+
     /// One connection: hello, every task's report, then heartbeats and
     /// reports as they change, and desired sets as they come. Ok says
     /// whether the server had welcomed the agent before the end.
@@ -441,6 +456,9 @@ impl Link<'_> {
         ws.send(encode(&hello)).await.map_err(|e| e.to_string())?;
         let mut beat = tokio::time::interval(Duration::from_secs(1));
         let mut welcomed = false;
+        // The desired set as the server last described it on this
+        // connection: whole, then changed piece by piece.
+        let mut current: Option<DesiredSet> = None;
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => {
@@ -477,9 +495,20 @@ impl Link<'_> {
                         }
                         Ok(ServerMessage::Desired { revision, tasks, warm }) => {
                             tracing::debug!(revision, tasks = tasks.len(), warm = warm.len(), "desired tasks");
-                            if self.desired.send(runner::Desired { tasks, warm }).is_err() {
-                                return Err("the task runner stopped".into());
+                            let set = current.insert((BTreeMap::new(), warm));
+                            set.0.extend(tasks.into_iter().map(|t| (t.task_arn.clone(), t)));
+                            self.hand_over(set)?;
+                        }
+                        Ok(ServerMessage::DesiredChanges { revision, tasks, removed }) => {
+                            tracing::debug!(revision, changed = tasks.len(), removed = removed.len(), "desired changes");
+                            let Some(set) = current.as_mut() else {
+                                return Err("changes to a desired set the server never sent".into());
+                            };
+                            for arn in &removed {
+                                set.0.remove(arn);
                             }
+                            set.0.extend(tasks.into_iter().map(|t| (t.task_arn.clone(), t)));
+                            self.hand_over(set)?;
                         }
                         Ok(ServerMessage::Refused { message }) => return Err(format!("refused: {message}")),
                         Err(e) => return Err(format!("bad message from the server: {e}")),

@@ -16,11 +16,10 @@ use berth_domain::task::{Task, TaskStatus};
 use berth_domain::taskdef::{parse_cpu, parse_memory};
 use berth_domain::{arn, Scope};
 use berth_store::keys::Keys;
-use berth_store::{typed, Op, RangeRequest, Txn};
+use berth_store::{typed, EventKind, Op, RangeRequest, Txn};
 use berth_wire::agent::{AgentMessage, DesiredNetwork, DesiredTask, ServerMessage, TaskReport};
-use futures::{FutureExt, StreamExt};
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 /// The observed record of a connected agent.
@@ -93,6 +92,10 @@ async fn instance(
 
 /// The desired set of an instance: every task placed on it that the
 /// server has not yet recorded STOPPED.
+/// Security group -> member addresses, read at most once per push.
+type Members = Option<HashMap<String, Vec<std::net::Ipv4Addr>>>;
+
+/// The instance's whole desired set.
 async fn desired(
     st: &AppState,
     scope: &Scope,
@@ -111,67 +114,9 @@ async fn desired(
         let Some(entry) = kv.key.strip_prefix(&prefix) else {
             continue;
         };
-        // The Fargate pool's entries name the task's cluster too.
-        let (cluster, id) = entry.split_once('/').unwrap_or((cluster, entry));
-        let Some(t) = typed::get::<Task>(&*st.store, &scope.task(cluster, id))
-            .await
-            .map_err(|e| e.to_string())?
-        else {
-            continue;
-        };
-        let report = typed::get::<TaskReport>(&*st.store, &scope.task_state(cluster, id))
-            .await
-            .map_err(|e| e.to_string())?;
-        // Stores written before STOPPED tasks left the index still hold
-        // some there; pushing one would start it again.
-        if Task::last_status(report.as_ref().map(|r| &r.value)) == TaskStatus::Stopped {
-            continue;
+        if let Some(t) = desired_task(st, scope, cluster, entry, &mut members).await? {
+            tasks.push(t);
         }
-        let t = t.value;
-        let network = match &t.network {
-            Some(n) => {
-                // Read once per push, and only when a task needs it.
-                if members.is_none() {
-                    members = Some(group_members(st, scope).await?);
-                }
-                let ingress = members
-                    .as_ref()
-                    .map(|m| st.config.network.ingress_of(&n.security_groups, m))
-                    .unwrap_or_default();
-                Some(desired_network(&n.subnet_id, &n.cidr, &n.ip, ingress))
-            }
-            None => None,
-        };
-        let mut desired = DesiredTask {
-            task_arn: t.arn(scope),
-            cluster: cluster.to_string(),
-            desired_status: t.desired_status.as_str().into(),
-            container_arns: t
-                .containers
-                .iter()
-                .map(|(name, uuid)| (name.clone(), t.container_arn(scope, uuid)))
-                .collect(),
-            stop_code: t.stop.as_ref().map(|s| s.code.as_str().to_string()),
-            stopped_reason: t.stop.as_ref().map(|s| s.reason.clone()),
-            availability_zone: t.availability_zone.clone(),
-            launch_type: t.launch_type.clone(),
-            network,
-            definition: t.definition,
-        };
-        // The agent gets task cpu and memory in units and MiB, however an
-        // override spelt them ("1 vCPU", "2 GB"); only the domain parses them.
-        let def = &mut desired.definition;
-        def.cpu = def
-            .cpu
-            .as_deref()
-            .and_then(parse_cpu)
-            .map(|c| c.to_string());
-        def.memory = def
-            .memory
-            .as_deref()
-            .and_then(parse_memory)
-            .map(|m| m.to_string());
-        tasks.push(desired);
     }
     let warm = typed::list::<WarmAddress>(&*st.store, &scope.warm_ips_of(cluster, instance))
         .await
@@ -193,6 +138,109 @@ async fn desired(
         tasks,
         warm,
     })
+}
+
+/// What changed for the agent when only entries of its task index did:
+/// each changed entry read again, the ones gone or STOPPED removed.
+async fn desired_changes(
+    st: &AppState,
+    scope: &Scope,
+    cluster: &str,
+    entries: &[(String, bool)],
+    revision: i64,
+) -> Result<ServerMessage, String> {
+    let (mut tasks, mut removed) = (vec![], vec![]);
+    let mut members = None;
+    for (entry, put) in entries {
+        let task = match put {
+            true => desired_task(st, scope, cluster, entry, &mut members).await?,
+            false => None,
+        };
+        match task {
+            Some(t) => tasks.push(t),
+            None => {
+                let (c, id) = entry.split_once('/').unwrap_or((cluster, entry));
+                removed.push(scope.task_arn(c, id));
+            }
+        }
+    }
+    Ok(ServerMessage::DesiredChanges {
+        revision,
+        tasks,
+        removed,
+    })
+}
+
+/// One entry of an instance's task index as the agent gets it; None when
+/// it is not to run there (its record is gone, or it is STOPPED).
+async fn desired_task(
+    st: &AppState,
+    scope: &Scope,
+    cluster: &str,
+    entry: &str,
+    members: &mut Members,
+) -> Result<Option<DesiredTask>, String> {
+    // The Fargate pool's entries name the task's cluster too.
+    let (cluster, id) = entry.split_once('/').unwrap_or((cluster, entry));
+    let Some(t) = typed::get::<Task>(&*st.store, &scope.task(cluster, id))
+        .await
+        .map_err(|e| e.to_string())?
+    else {
+        return Ok(None);
+    };
+    let report = typed::get::<TaskReport>(&*st.store, &scope.task_state(cluster, id))
+        .await
+        .map_err(|e| e.to_string())?;
+    // Stores written before STOPPED tasks left the index still hold
+    // some there; pushing one would start it again.
+    if Task::last_status(report.as_ref().map(|r| &r.value)) == TaskStatus::Stopped {
+        return Ok(None);
+    }
+    let t = t.value;
+    let network = match &t.network {
+        Some(n) => {
+            // Read once per push, and only when a task needs it.
+            if members.is_none() {
+                *members = Some(group_members(st, scope).await?);
+            }
+            let ingress = members
+                .as_ref()
+                .map(|m| st.config.network.ingress_of(&n.security_groups, m))
+                .unwrap_or_default();
+            Some(desired_network(&n.subnet_id, &n.cidr, &n.ip, ingress))
+        }
+        None => None,
+    };
+    let mut desired = DesiredTask {
+        task_arn: t.arn(scope),
+        cluster: cluster.to_string(),
+        desired_status: t.desired_status.as_str().into(),
+        container_arns: t
+            .containers
+            .iter()
+            .map(|(name, uuid)| (name.clone(), t.container_arn(scope, uuid)))
+            .collect(),
+        stop_code: t.stop.as_ref().map(|s| s.code.as_str().to_string()),
+        stopped_reason: t.stop.as_ref().map(|s| s.reason.clone()),
+        availability_zone: t.availability_zone.clone(),
+        launch_type: t.launch_type.clone(),
+        network,
+        definition: t.definition,
+    };
+    // The agent gets task cpu and memory in units and MiB, however an
+    // override spelt them ("1 vCPU", "2 GB"); only the domain parses them.
+    let def = &mut desired.definition;
+    def.cpu = def
+        .cpu
+        .as_deref()
+        .and_then(parse_cpu)
+        .map(|c| c.to_string());
+    def.memory = def
+        .memory
+        .as_deref()
+        .and_then(parse_memory)
+        .map(|m| m.to_string());
+    Ok(Some(desired))
 }
 
 /// An address on a subnet as the agent needs it: the host's bridge
@@ -398,35 +446,60 @@ async fn converse(
         },
     )
     .await?;
-    let from = st
-        .store
-        .current_revision()
-        .await
-        .map_err(|e| e.to_string())?;
+    let index = scope.instance_tasks_of(cluster, id);
+    let (addresses, warm) = (scope.subnet_ips(), scope.warm_ips_of(cluster, id));
     // The desired set changes with the instance's index, and its tasks'
     // security groups with the addresses other tasks take and free.
-    let mut changes = futures::stream::select_all([
-        st.store
-            .watch(&scope.instance_tasks_of(cluster, id), from + 1),
-        st.store.watch(&scope.subnet_ips(), from + 1),
-        st.store.watch(&scope.warm_ips_of(cluster, id), from + 1),
-    ]);
+    let mut changes = st.hub.subscribe(&st.store).await;
     send(socket, &desired(st, scope, cluster, id).await?).await?;
     let mut deadline = tokio::time::Instant::now() + timeout;
     let mut renewed = tokio::time::Instant::now();
     loop {
         tokio::select! {
-            change = changes.next() => {
-                match change {
-                    Some(Ok(_)) => {}
-                    Some(Err(e)) => return Err(format!("watch failed: {e}")),
-                    None => return Err("watch ended".into()),
-                }
+            change = changes.recv() => {
                 // Level-based: one push covers every change seen so far.
-                while let Some(Some(more)) = changes.next().now_or_never() {
-                    more.map_err(|e| format!("watch failed: {e}"))?;
+                let mut batches = vec![change];
+                while let Ok(more) = changes.try_recv() {
+                    batches.push(Ok(more));
                 }
-                send(socket, &desired(st, scope, cluster, id).await?).await?;
+                let mut whole = false;
+                let mut own: Vec<(String, bool)> = vec![];
+                let mut revision = 0;
+                for b in batches {
+                    match b {
+                        Ok(Some(events)) => {
+                            for ev in events.iter() {
+                                revision = ev.kv.mod_revision;
+                                if let Some(entry) = ev.kv.key.strip_prefix(&index) {
+                                    own.push((entry.to_string(), ev.kind == EventKind::Put));
+                                } else if ev.kv.key.starts_with(&addresses) || ev.kv.key.starts_with(&warm) {
+                                    whole = true;
+                                }
+                            }
+                        }
+                        // The hub started over, or this connection fell
+                        // behind it: anything may have changed.
+                        Ok(None) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => whole = true,
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                            return Err("the gateway's watch ended".into())
+                        }
+                    }
+                }
+                // Only its own index changed: send what changed. Anything
+                // else (addresses taken or freed, warm ones) may change
+                // every task's network: send the whole set.
+                let message = if whole {
+                    desired(st, scope, cluster, id).await?
+                } else if own.is_empty() {
+                    continue;
+                } else {
+                    // The last word on each entry is what counts.
+                    let mut seen = HashSet::new();
+                    own.reverse();
+                    own.retain(|(e, _)| seen.insert(e.clone()));
+                    desired_changes(st, scope, cluster, &own, revision).await?
+                };
+                send(socket, &message).await?;
             }
             message = next(socket, deadline.saturating_duration_since(tokio::time::Instant::now())) => {
                 deadline = tokio::time::Instant::now() + timeout;

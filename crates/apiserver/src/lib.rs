@@ -20,6 +20,7 @@ mod elbv2;
 mod error;
 mod front;
 mod gateway;
+mod hub;
 mod logs;
 mod metrics;
 mod registry;
@@ -85,6 +86,8 @@ pub struct AppState {
     metrics: Arc<metrics::Metrics>,
     locks: Arc<ecs::FamilyLocks>,
     described: Arc<ecs::DescribeCache>,
+    /// The one store watch the agent connections share.
+    hub: Arc<hub::Hub>,
 }
 
 impl AppState {
@@ -107,6 +110,7 @@ impl AppState {
             config: Arc::new(config),
             locks: Arc::new(ecs::FamilyLocks::default()),
             described: Arc::new(ecs::DescribeCache::default()),
+            hub: Arc::new(hub::Hub::default()),
         }
     }
 }

@@ -198,10 +198,24 @@ async fn indexed(s: &Setup) -> Vec<String> {
         .collect()
 }
 
-async fn next_desired(ws: &mut Ws) -> Vec<String> {
+/// The desired set after the next push, kept as the agent keeps it: a
+/// whole set replaces it, changes are applied to it. Says whether the
+/// push was a whole set.
+async fn next_desired(ws: &mut Ws, set: &mut std::collections::BTreeSet<String>) -> bool {
     loop {
-        if let ServerMessage::Desired { tasks, .. } = receive(ws).await {
-            return tasks.into_iter().map(|t| t.task_arn).collect();
+        match receive(ws).await {
+            ServerMessage::Desired { tasks, .. } => {
+                *set = tasks.into_iter().map(|t| t.task_arn).collect();
+                return true;
+            }
+            ServerMessage::DesiredChanges { tasks, removed, .. } => {
+                for arn in removed {
+                    set.remove(&arn);
+                }
+                set.extend(tasks.into_iter().map(|t| t.task_arn));
+                return false;
+            }
+            _ => continue,
         }
     }
 }
@@ -210,7 +224,9 @@ async fn next_desired(ws: &mut Ws) -> Vec<String> {
 async fn a_task_reported_stopped_leaves_the_desired_set_and_the_index() {
     let s = setup().await;
     let mut ws = hello(&s, &s.arn).await;
-    assert!(next_desired(&mut ws).await.is_empty());
+    let mut set = std::collections::BTreeSet::new();
+    assert!(next_desired(&mut ws, &mut set).await, "the whole set first");
+    assert!(set.is_empty());
     call(
         &s.app,
         "RegisterTaskDefinition",
@@ -227,7 +243,9 @@ async fn a_task_reported_stopped_leaves_the_desired_set_and_the_index() {
         .as_str()
         .unwrap_or_else(|| panic!("not placed: {run}"))
         .to_string();
-    assert_eq!(next_desired(&mut ws).await, vec![arn.clone()]);
+    // Only what changed comes next, not the whole set again.
+    assert!(!next_desired(&mut ws, &mut set).await);
+    assert_eq!(set.iter().collect::<Vec<_>>(), vec![&arn]);
     assert_eq!(indexed(&s).await.len(), 1);
 
     let report = |status: &str| {
@@ -242,7 +260,8 @@ async fn a_task_reported_stopped_leaves_the_desired_set_and_the_index() {
     };
     send(&mut ws, &report("RUNNING")).await;
     send(&mut ws, &report("STOPPED")).await;
-    assert!(next_desired(&mut ws).await.is_empty());
+    next_desired(&mut ws, &mut set).await;
+    assert!(set.is_empty(), "{set:?}");
     assert!(
         indexed(&s).await.is_empty(),
         "a STOPPED task left in the index"

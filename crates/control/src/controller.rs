@@ -124,16 +124,16 @@ pub async fn run(st: Control, config: ControllerConfig, shutdown: CancellationTo
     let Some(from) = next_revision(&c.st, &shutdown).await else {
         return;
     };
-    let known: HashSet<ClusterKey> = match clusters(&c.st).await {
+    let known = match clusters(&c.st).await {
         Ok(k) => k,
         Err(e) => {
             tracing::error!(error = %e, "service controller could not list clusters");
-            HashSet::new()
+            Known::default()
         }
     };
     let running = runtime::start(
         Arc::new(Services(c.clone())),
-        known.iter().cloned().collect(),
+        known.clusters.iter().cloned().collect(),
         resync,
         Backoff::default(),
         shutdown.clone(),
@@ -179,9 +179,54 @@ impl Reconciler for Services {
     }
 }
 
-/// Every cluster with services or tasks, found by walking the keys once.
-async fn clusters(st: &Control) -> Result<HashSet<ClusterKey>, ControlError> {
-    let mut out = HashSet::new();
+/// What the watch knows: every cluster with services or tasks, and the
+/// tasks that belong to services.
+#[derive(Default)]
+struct Known {
+    clusters: HashSet<ClusterKey>,
+    service_tasks: HashSet<(ClusterKey, String)>,
+}
+
+/// The kind of record a watched key holds, and the id after its cluster.
+fn kind_and_id(key: &str) -> Option<(&str, &str)> {
+    let mut parts = key.strip_prefix("/berth/v1/")?.splitn(7, '/');
+    let kind = parts.nth(3)?;
+    let id = parts.nth(1)?;
+    Some((kind, id))
+}
+
+/// Whether a change can matter to the cluster's services. A task of no
+/// service (RunTask's, StartTask's) and its reports do not: reconciling
+/// every service of the cluster on each of them made the controller's
+/// work grow with every task placed. Hosts coming and going, and the
+/// stopped-task cleanup, have their own events and timers.
+fn matters(
+    service_tasks: &mut HashSet<(ClusterKey, String)>,
+    cluster: &ClusterKey,
+    ev: &berth_store::Event,
+) -> bool {
+    let Some((kind, id)) = kind_and_id(&ev.kv.key) else {
+        return true;
+    };
+    let key = (cluster.clone(), id.to_string());
+    match kind {
+        "tasks" if ev.kind == berth_store::EventKind::Put => match typed::decode::<Task>(&ev.kv) {
+            Ok(t) if t.value.service.is_none() => false,
+            _ => {
+                service_tasks.insert(key);
+                true
+            }
+        },
+        "tasks" => service_tasks.remove(&key),
+        "task-states" => service_tasks.contains(&key),
+        _ => true,
+    }
+}
+
+/// Every cluster with services or tasks, and the tasks of services, found
+/// by walking the keys once.
+async fn clusters(st: &Control) -> Result<Known, ControlError> {
+    let mut out = Known::default();
     let mut after = None;
     loop {
         let page = st
@@ -194,7 +239,14 @@ async fn clusters(st: &Control) -> Result<HashSet<ClusterKey>, ControlError> {
             .await?;
         for kv in &page.kvs {
             if let Some(k) = cluster_of(&kv.key) {
-                out.insert(k);
+                if kind_and_id(&kv.key).is_some_and(|(kind, _)| kind == "tasks") {
+                    let ev = berth_store::Event {
+                        kind: berth_store::EventKind::Put,
+                        kv: kv.clone(),
+                    };
+                    matters(&mut out.service_tasks, &k, &ev);
+                }
+                out.clusters.insert(k);
             }
         }
         match page.kvs.last() {
@@ -230,7 +282,10 @@ fn target_health_change(key: &str) -> Option<Scope> {
 async fn watch(
     c: Arc<Controller>,
     queue: Queue<ClusterKey>,
-    mut known: HashSet<ClusterKey>,
+    Known {
+        clusters: mut known,
+        mut service_tasks,
+    }: Known,
     mut from: i64,
     shutdown: CancellationToken,
 ) {
@@ -257,7 +312,9 @@ async fn watch(
                     }
                     if let Some(k) = cluster_of(&ev.kv.key) {
                         known.insert(k.clone());
-                        queue.enqueue(k, Reason::Changed).await;
+                        if matters(&mut service_tasks, &k, &ev) {
+                            queue.enqueue(k, Reason::Changed).await;
+                        }
                     }
                 }
                 // Behind compaction or failed: start again from now; the
@@ -1229,6 +1286,56 @@ mod tests {
             None
         );
         assert_eq!(pool_host_change(&s.agent_connection("web", "h")), None);
+        assert_eq!(kind_and_id(&k), Some(("task-states", "abc")));
+    }
+
+    #[test]
+    fn only_changes_to_service_tasks_wake_the_services() {
+        let s = Scope::new("000000000000", "us-east-1");
+        let c: ClusterKey = (s.clone(), "web".into());
+        let mut known = HashSet::new();
+        let event = |kind, key: String, value: &str| berth_store::Event {
+            kind,
+            kv: berth_store::KeyValue {
+                key,
+                value: value.as_bytes().to_vec(),
+                create_revision: 1,
+                mod_revision: 1,
+                version: 1,
+                lease: None,
+            },
+        };
+        let put = berth_store::EventKind::Put;
+        // A record that cannot be read wakes them, to be safe.
+        assert!(matters(
+            &mut known,
+            &c,
+            &event(put, s.task("web", "a"), "{")
+        ));
+        assert!(known.contains(&(c.clone(), "a".to_string())));
+        assert!(matters(
+            &mut known,
+            &c,
+            &event(put, s.task_state("web", "a"), "{}")
+        ));
+        // Reports of tasks of no service do not.
+        assert!(!matters(
+            &mut known,
+            &c,
+            &event(put, s.task_state("web", "b"), "{}")
+        ));
+        assert!(matters(
+            &mut known,
+            &c,
+            &event(put, s.service("web", "api"), "{}")
+        ));
+        let delete = berth_store::EventKind::Delete;
+        assert!(matters(
+            &mut known,
+            &c,
+            &event(delete, s.task("web", "a"), "")
+        ));
+        assert!(!known.contains(&(c.clone(), "a".to_string())));
     }
 
     #[test]

@@ -136,15 +136,16 @@ struct State {
     states_prefix: String,
     instances: BTreeMap<String, ContainerInstance>,
     connected: HashSet<String>,
-    /// Tasks that are not STOPPED, with what their agents reported.
-    tasks: HashMap<String, (Task, Option<TaskReport>)>,
+    /// Tasks that are not STOPPED, with what their agents reported and
+    /// what each holds on its instance.
+    tasks: HashMap<String, (Task, Option<TaskReport>, Usage)>,
+    /// What the tasks on each instance hold, kept as tasks come and go.
+    used: HashMap<String, Usage>,
     /// Reports of tasks not seen yet (loading reads reports first).
     early: HashMap<String, TaskReport>,
     /// Tasks known STOPPED, so that a later write of their record does
     /// not count them again; forgotten with their records.
     stopped: HashSet<String>,
-    /// Per instance, the ids of its tasks that are not STOPPED.
-    on: HashMap<String, HashSet<String>>,
     views: HashMap<String, sched::Instance>,
     dirty: HashSet<String>,
 }
@@ -159,9 +160,9 @@ impl State {
             instances: BTreeMap::new(),
             connected: HashSet::new(),
             tasks: HashMap::new(),
+            used: HashMap::new(),
             early: HashMap::new(),
             stopped: HashSet::new(),
-            on: HashMap::new(),
             views: HashMap::new(),
             dirty: HashSet::new(),
         }
@@ -171,9 +172,9 @@ impl State {
         self.instances.clear();
         self.connected.clear();
         self.tasks.clear();
+        self.used.clear();
         self.early.clear();
         self.stopped.clear();
-        self.on.clear();
         self.views.clear();
         self.dirty.clear();
     }
@@ -227,36 +228,27 @@ impl State {
         if self.stopped.contains(&id) {
             return;
         }
-        let report = match self.tasks.remove(&id) {
-            Some((old, report)) => {
-                self.unplace(&old.container_instance, &id);
-                report
-            }
+        let report = match self.forget(&id) {
+            Some(report) => report,
             None => self.early.remove(&id),
         };
         if Task::last_status(report.as_ref()) == TaskStatus::Stopped {
             self.stopped.insert(id);
             return;
         }
-        let on = t.container_instance.clone();
-        self.on.entry(on.clone()).or_default().insert(id.clone());
-        self.dirty.insert(on);
-        self.tasks.insert(id, (t, report));
+        self.hold(id, t, report);
     }
 
     fn report(&mut self, id: String, r: TaskReport) {
         let stopped = Task::last_status(Some(&r)) == TaskStatus::Stopped;
-        match self.tasks.get_mut(&id) {
-            Some(entry) if stopped => {
-                let on = entry.0.container_instance.clone();
-                self.tasks.remove(&id);
-                self.unplace(&on, &id);
-                self.stopped.insert(id);
-            }
-            Some(entry) => {
-                entry.1 = Some(r);
-                let on = entry.0.container_instance.clone();
-                self.dirty.insert(on);
+        match self.tasks.remove(&id) {
+            Some((t, _, held)) => {
+                self.give_back(&t.container_instance, &held);
+                if stopped {
+                    self.stopped.insert(id);
+                } else {
+                    self.hold(id, t, Some(r));
+                }
             }
             None if stopped => {
                 self.stopped.insert(id);
@@ -267,15 +259,26 @@ impl State {
         }
     }
 
-    fn forget(&mut self, id: &str) {
-        if let Some((t, _)) = self.tasks.remove(id) {
-            self.unplace(&t.container_instance, id);
-        }
+    /// Counts a task that is not STOPPED on its instance.
+    fn hold(&mut self, id: String, t: Task, report: Option<TaskReport>) {
+        let mut held = Usage::default();
+        held.add(&t, report.as_ref());
+        let on = t.container_instance.clone();
+        self.used.entry(on.clone()).or_default().absorb(&held);
+        self.dirty.insert(on);
+        self.tasks.insert(id, (t, report, held));
     }
 
-    fn unplace(&mut self, instance: &str, id: &str) {
-        if let Some(set) = self.on.get_mut(instance) {
-            set.remove(id);
+    /// Stops counting a task; its report, if it was counted.
+    fn forget(&mut self, id: &str) -> Option<Option<TaskReport>> {
+        let (t, report, held) = self.tasks.remove(id)?;
+        self.give_back(&t.container_instance, &held);
+        Some(report)
+    }
+
+    fn give_back(&mut self, instance: &str, held: &Usage) {
+        if let Some(u) = self.used.get_mut(instance) {
+            u.release(held);
         }
         self.dirty.insert(instance.to_string());
     }
@@ -287,13 +290,9 @@ impl State {
                 self.views.remove(&id);
                 continue;
             };
-            let mut used = Usage::default();
-            for t in self.on.get(&id).into_iter().flatten() {
-                if let Some((task, report)) = self.tasks.get(t) {
-                    used.add(task, report.as_ref());
-                }
-            }
-            let view = placeable(scope, ci, &used, self.connected.contains(&id));
+            let empty = Usage::default();
+            let used = self.used.get(&id).unwrap_or(&empty);
+            let view = placeable(scope, ci, used, self.connected.contains(&id));
             self.views.insert(id, view);
         }
     }

@@ -687,6 +687,44 @@ impl Usage {
         }
         *self.groups.entry(task.group.clone()).or_default() += 1;
     }
+
+    /// Adds what another usage holds (one task's, say) to this one.
+    pub fn absorb(&mut self, other: &Usage) {
+        self.cpu += other.cpu;
+        self.memory += other.memory;
+        self.tcp_ports.extend(&other.tcp_ports);
+        self.udp_ports.extend(&other.udp_ports);
+        self.dynamic_ports += other.dynamic_ports;
+        self.running += other.running;
+        self.pending += other.pending;
+        for (g, n) in &other.groups {
+            *self.groups.entry(g.clone()).or_default() += n;
+        }
+    }
+
+    /// Takes away what `other` added with [`Usage::absorb`]. A host port
+    /// is held by one task at a time, so its removal frees it.
+    pub fn release(&mut self, other: &Usage) {
+        self.cpu -= other.cpu;
+        self.memory -= other.memory;
+        for p in &other.tcp_ports {
+            self.tcp_ports.remove(p);
+        }
+        for p in &other.udp_ports {
+            self.udp_ports.remove(p);
+        }
+        self.dynamic_ports = self.dynamic_ports.saturating_sub(other.dynamic_ports);
+        self.running = self.running.saturating_sub(other.running);
+        self.pending = self.pending.saturating_sub(other.pending);
+        for (g, n) in &other.groups {
+            if let Some(have) = self.groups.get_mut(g) {
+                *have = have.saturating_sub(*n);
+                if *have == 0 {
+                    self.groups.remove(g);
+                }
+            }
+        }
+    }
 }
 
 /// Checks RunTask's `group` and `startedBy`.
@@ -717,6 +755,40 @@ pub fn validate_labels(group: Option<&str>, started_by: Option<&str>) -> Result<
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn released_usage_gives_back_exactly_what_was_absorbed() {
+        let one = Usage {
+            cpu: 256,
+            memory: 512,
+            tcp_ports: [8080].into(),
+            udp_ports: [53].into(),
+            dynamic_ports: 2,
+            running: 1,
+            pending: 0,
+            groups: [("service:web".to_string(), 1)].into(),
+        };
+        let other = Usage {
+            cpu: 128,
+            memory: 64,
+            tcp_ports: [9090].into(),
+            pending: 1,
+            groups: [("service:web".to_string(), 1)].into(),
+            ..Usage::default()
+        };
+        let mut host = Usage::default();
+        host.absorb(&one);
+        host.absorb(&other);
+        assert_eq!(
+            (host.cpu, host.memory, host.running, host.pending),
+            (384, 576, 1, 1)
+        );
+        assert_eq!(host.groups["service:web"], 2);
+        host.release(&one);
+        assert_eq!(host, other);
+        host.release(&other);
+        assert_eq!(host, Usage::default());
+    }
     use super::*;
 
     fn container(name: &str) -> w::ContainerDefinition {

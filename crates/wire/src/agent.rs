@@ -56,6 +56,17 @@ pub enum ServerMessage {
         #[serde(default)]
         warm: Vec<DesiredNetwork>,
     },
+    /// What changed in the desired set since the last message, as of
+    /// `revision`: tasks added or changed, and the ARNs of tasks that left
+    /// it. The server sends the whole set on connecting and when what every
+    /// task depends on changes (security group members, warm addresses);
+    /// this otherwise, so that a push costs what changed, not what runs.
+    #[serde(rename_all = "camelCase")]
+    DesiredChanges {
+        revision: i64,
+        tasks: Vec<DesiredTask>,
+        removed: Vec<String>,
+    },
     /// The server ends the connection; `message` says why.
     Refused { message: String },
 }
