@@ -242,6 +242,11 @@ async fn host_loop(
 ) {
     let mut at = first;
     loop {
+        // A partitioned host cannot reach any server: it stays away until
+        // it heals, rather than coming back at once with a new connection.
+        while host.silent.load(Ordering::Relaxed) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         let server = &servers[at % servers.len()];
         if let Err(e) = connection(&sim, &host, &cluster, server).await {
             tracing_free_log(&format!("host {}: {e}", host.arn));
