@@ -14,7 +14,10 @@ def containers_of(task_arn):
 
 
 def test_kill_9_of_agent_and_server_disturbs_nothing(tmp_path):
-    cl = Cluster(str(tmp_path), "recover", [[]], extra_env={"BERTH_AGENT_TIMEOUT": "2"}).start()
+    # The agent is away for longer than the default host-loss grace; this
+    # is about it coming back, not about its host being given up for lost.
+    cl = Cluster(str(tmp_path), "recover", [[]],
+                 extra_env={"BERTH_AGENT_TIMEOUT": "2", "BERTH_HOST_LOSS_GRACE": "60"}).start()
     try:
         ecs = cl.ecs
         ecs.register_task_definition(family="long", containerDefinitions=[

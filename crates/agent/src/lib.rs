@@ -499,7 +499,7 @@ impl Link<'_> {
                             set.0.extend(tasks.into_iter().map(|t| (t.task_arn.clone(), t)));
                             self.hand_over(set)?;
                         }
-                        Ok(ServerMessage::DesiredChanges { revision, tasks, removed }) => {
+                        Ok(ServerMessage::DesiredChanges { revision, tasks, removed, warm }) => {
                             tracing::debug!(revision, changed = tasks.len(), removed = removed.len(), "desired changes");
                             let Some(set) = current.as_mut() else {
                                 return Err("changes to a desired set the server never sent".into());
@@ -508,6 +508,7 @@ impl Link<'_> {
                                 set.0.remove(arn);
                             }
                             set.0.extend(tasks.into_iter().map(|t| (t.task_arn.clone(), t)));
+                            set.1 = warm;
                             self.hand_over(set)?;
                         }
                         Ok(ServerMessage::Refused { message }) => return Err(format!("refused: {message}")),

@@ -118,26 +118,37 @@ async fn desired(
             tasks.push(t);
         }
     }
-    let warm = typed::list::<WarmAddress>(&*st.store, &scope.warm_ips_of(cluster, instance))
-        .await
-        .map_err(|e| e.to_string())?
-        .into_iter()
-        .filter_map(|(_, w)| {
-            // Only while its subnet is still configured.
-            let subnet = st.config.network.subnet(&w.value.subnet_id)?;
-            Some(desired_network(
-                &subnet.id,
-                &subnet.cidr,
-                &w.value.ip,
-                vec![],
-            ))
-        })
-        .collect();
     Ok(ServerMessage::Desired {
         revision: listed.revision,
         tasks,
-        warm,
+        warm: warm_addresses(st, scope, cluster, instance).await?,
     })
+}
+
+/// The addresses held warm for the instance, as the agent needs them.
+async fn warm_addresses(
+    st: &AppState,
+    scope: &Scope,
+    cluster: &str,
+    instance: &str,
+) -> Result<Vec<DesiredNetwork>, String> {
+    Ok(
+        typed::list::<WarmAddress>(&*st.store, &scope.warm_ips_of(cluster, instance))
+            .await
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .filter_map(|(_, w)| {
+                // Only while its subnet is still configured.
+                let subnet = st.config.network.subnet(&w.value.subnet_id)?;
+                Some(desired_network(
+                    &subnet.id,
+                    &subnet.cidr,
+                    &w.value.ip,
+                    vec![],
+                ))
+            })
+            .collect(),
+    )
 }
 
 /// What changed for the agent when only entries of its task index did:
@@ -146,6 +157,7 @@ async fn desired_changes(
     st: &AppState,
     scope: &Scope,
     cluster: &str,
+    instance: &str,
     entries: &[(String, bool)],
     revision: i64,
 ) -> Result<ServerMessage, String> {
@@ -168,6 +180,7 @@ async fn desired_changes(
         revision,
         tasks,
         removed,
+        warm: warm_addresses(st, scope, cluster, instance).await?,
     })
 }
 
@@ -497,7 +510,7 @@ async fn converse(
                     let mut seen = HashSet::new();
                     own.reverse();
                     own.retain(|(e, _)| seen.insert(e.clone()));
-                    desired_changes(st, scope, cluster, &own, revision).await?
+                    desired_changes(st, scope, cluster, id, &own, revision).await?
                 };
                 send(socket, &message).await?;
             }

@@ -6,7 +6,6 @@
 //! the ones it cares about.
 
 use berth_store::{Event, Store};
-use futures::{FutureExt, StreamExt};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::broadcast;
@@ -94,24 +93,13 @@ async fn run(
         ready.send_replace(true);
         again = true;
         loop {
-            let first = tokio::select! {
+            let next = tokio::select! {
                 _ = stop.cancelled() => return,
-                e = events.next() => e,
+                b = berth_store::next_batch(&mut events) => b,
             };
-            let Some(Ok(first)) = first else {
+            let Some((batch, broken)) = next else {
                 break;
             };
-            let mut batch = vec![first];
-            let mut broken = false;
-            while let Some(next) = events.next().now_or_never() {
-                match next {
-                    Some(Ok(ev)) => batch.push(ev),
-                    _ => {
-                        broken = true;
-                        break;
-                    }
-                }
-            }
             // Nobody listening is fine: connections come and go.
             let _ = tx.send(Some(Arc::new(batch)));
             if broken {

@@ -22,7 +22,6 @@ use berth_scheduler as sched;
 use berth_store::keys::Keys;
 use berth_store::{typed, Event, EventKind, RangeRequest, Store};
 use berth_wire::agent::TaskReport;
-use futures::{FutureExt, StreamExt};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -318,28 +317,17 @@ async fn follow(store: Arc<dyn Store>, live: Arc<ClusterLive>, stop: Cancellatio
         };
         let mut events = store.watch(prefix, from + 1);
         loop {
-            let first = tokio::select! {
+            let next = tokio::select! {
                 _ = stop.cancelled() => return,
-                e = events.next() => e,
+                b = berth_store::next_batch(&mut events) => b,
             };
-            let Some(Ok(first)) = first else {
+            // A revision counts as applied once all of its events are:
+            // the batch holds every event ready, and a transaction's come
+            // together.
+            let Some((batch, broken)) = next else {
                 tracing::warn!("placement snapshot's watch ended; loading again");
                 break;
             };
-            // A transaction's events come together: apply every event
-            // ready now, and count a revision complete only once a later
-            // one shows up or nothing more is ready.
-            let mut batch = vec![first];
-            let mut broken = false;
-            while let Some(next) = events.next().now_or_never() {
-                match next {
-                    Some(Ok(ev)) => batch.push(ev),
-                    _ => {
-                        broken = true;
-                        break;
-                    }
-                }
-            }
             let last = batch.last().map_or(0, |e| e.kv.mod_revision);
             {
                 let mut s = live.state.lock();

@@ -207,6 +207,23 @@ pub enum StoreError {
 /// A stream of every event under a prefix, from a revision, in revision order.
 pub type WatchStream = BoxStream<'static, Result<Event, StoreError>>;
 
+/// The next events of a watch: the first to come and every one ready
+/// right after it, since a transaction's events come together; and
+/// whether the watch ended or failed after them. None when it ended or
+/// failed before giving any.
+pub async fn next_batch(events: &mut WatchStream) -> Option<(Vec<Event>, bool)> {
+    use futures::{FutureExt, StreamExt};
+    let first = events.next().await?.ok()?;
+    let mut batch = vec![first];
+    while let Some(next) = events.next().now_or_never() {
+        match next {
+            Some(Ok(ev)) => batch.push(ev),
+            _ => return Some((batch, true)),
+        }
+    }
+    Some((batch, false))
+}
+
 /// The versioned key-value store every other component talks to.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {

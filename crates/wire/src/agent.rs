@@ -66,6 +66,11 @@ pub enum ServerMessage {
         revision: i64,
         tasks: Vec<DesiredTask>,
         removed: Vec<String>,
+        /// The host's warm addresses, all of them: a task placed at one
+        /// takes it, and an agent still holding it as warm would make a
+        /// second namespace at the task's address.
+        #[serde(default)]
+        warm: Vec<DesiredNetwork>,
     },
     /// The server ends the connection; `message` says why.
     Refused { message: String },
