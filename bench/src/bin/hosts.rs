@@ -21,7 +21,10 @@
 //!   caller kills the leader (the tool waits for `--kill-file` to appear).
 
 use anyhow::{bail, Context};
-use berth_wire::agent::{AgentMessage, ContainerReport, ServerMessage, TaskReport, CONNECT_PATH};
+use berth_wire::agent::{
+    AgentMessage, ContainerReport, ContainerStatus, DesiredStatus, ServerMessage, TaskReport,
+    TaskStatus, CONNECT_PATH,
+};
 use bytes::Bytes;
 use clap::Parser;
 use futures::{SinkExt, StreamExt};
@@ -200,26 +203,31 @@ fn tracing_free_log(m: &str) {
     eprintln!("{m}");
 }
 
-fn report(arn: &str, d: &berth_wire::agent::DesiredTask, status: &str) -> AgentMessage {
+fn report(arn: &str, d: &berth_wire::agent::DesiredTask, stopped: bool) -> AgentMessage {
     let at = now();
+    let (status, container) = if stopped {
+        (TaskStatus::Stopped, ContainerStatus::Stopped)
+    } else {
+        (TaskStatus::Running, ContainerStatus::Running)
+    };
     AgentMessage::TaskState(TaskReport {
         task_arn: arn.to_string(),
-        last_status: status.into(),
+        last_status: status,
         containers: d
             .container_arns
             .iter()
             .map(|(name, _)| ContainerReport {
                 name: name.clone(),
                 runtime_id: Some(format!("sim-{}", &arn[arn.len().saturating_sub(12)..])),
-                last_status: status.into(),
-                exit_code: (status == "STOPPED").then_some(0),
+                last_status: container,
+                exit_code: stopped.then_some(0),
                 ..Default::default()
             })
             .collect(),
         pull_started_at: Some(at),
         pull_stopped_at: Some(at),
         started_at: Some(at),
-        stopped_at: (status == "STOPPED").then_some(at),
+        stopped_at: stopped.then_some(at),
         ..Default::default()
     })
 }
@@ -323,14 +331,14 @@ async fn connection(sim: &Sim, host: &Host, cluster: &str, server: &str) -> anyh
                                 for d in &tasks {
                                     let family = d.definition.family.clone().unwrap_or_default();
                                     let known = mine.contains_key(&d.task_arn);
-                                    if d.desired_status == "RUNNING" && !known {
+                                    if d.desired_status == DesiredStatus::Running && !known {
                                         mine.insert(d.task_arn.clone(), family.clone());
                                         running.entry(family).or_default().insert(d.task_arn.clone());
-                                        out.push(report(&d.task_arn, d, "RUNNING"));
-                                    } else if d.desired_status == "STOPPED" && known {
+                                        out.push(report(&d.task_arn, d, false));
+                                    } else if d.desired_status == DesiredStatus::Stopped && known {
                                         mine.remove(&d.task_arn);
                                         if let Some(s) = running.get_mut(&family) { s.remove(&d.task_arn); }
-                                        out.push(report(&d.task_arn, d, "STOPPED"));
+                                        out.push(report(&d.task_arn, d, true));
                                     }
                                 }
                             }

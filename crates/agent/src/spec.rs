@@ -465,7 +465,7 @@ mod tests {
         DesiredTask {
             task_arn: "arn:aws:ecs:us-east-1:0:task/c/abc123".into(),
             cluster: "c".into(),
-            desired_status: "RUNNING".into(),
+            desired_status: berth_wire::agent::DesiredStatus::Running,
             definition: w::TaskDefinition {
                 family: Some("web".into()),
                 revision: Some(3),

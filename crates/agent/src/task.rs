@@ -14,7 +14,10 @@ use crate::spec::{self, container_spec, creation_order, essential, stop_timeout}
 use berth_runtime::{
     ContainerRuntime, ContainerState, EventKind, Health, PullBehavior, TaskLimits,
 };
-use berth_wire::agent::{ContainerReport, DesiredTask, TaskReport};
+use berth_wire::agent::{
+    ContainerReport, ContainerStatus, DesiredStatus, DesiredTask, HealthStatus, StopCode,
+    TaskReport, TaskStatus,
+};
 use berth_wire::ecs as w;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -82,21 +85,17 @@ impl Container {
             name: self.name.clone(),
             runtime_id: self.id.clone(),
             last_status: match self.status {
-                Status::Pending => "PENDING",
-                Status::Running => "RUNNING",
-                Status::Stopped => "STOPPED",
-            }
-            .into(),
+                Status::Pending => ContainerStatus::Pending,
+                Status::Running => ContainerStatus::Running,
+                Status::Stopped => ContainerStatus::Stopped,
+            },
             exit_code: self.exit_code,
             reason: self.reason.clone(),
             network_bindings: self.bindings.clone(),
-            health_status: self.def.health_check.as_ref().map(|_| {
-                match self.health {
-                    Some(Health::Healthy) => "HEALTHY",
-                    Some(Health::Unhealthy) => "UNHEALTHY",
-                    _ => "UNKNOWN",
-                }
-                .into()
+            health_status: self.def.health_check.as_ref().map(|_| match self.health {
+                Some(Health::Healthy) => HealthStatus::Healthy,
+                Some(Health::Unhealthy) => HealthStatus::Unhealthy,
+                _ => HealthStatus::Unknown,
             }),
         }
     }
@@ -123,7 +122,7 @@ pub struct Driver {
 
 /// How a task came to stop, when the agent decided it.
 struct Stop {
-    code: &'static str,
+    code: StopCode,
     reason: String,
 }
 
@@ -149,7 +148,7 @@ impl Driver {
                     id: existing.get(&name).cloned(),
                     def: d.clone(),
                     status: Status::Pending,
-                    started: old.is_some_and(|c| c.last_status != "PENDING"),
+                    started: old.is_some_and(|c| c.last_status != ContainerStatus::Pending),
                     exit_code: old.and_then(|c| c.exit_code),
                     reason: old.and_then(|c| c.reason.clone()),
                     health: None,
@@ -162,7 +161,7 @@ impl Driver {
             .collect();
         let report = saved.unwrap_or_else(|| TaskReport {
             task_arn: desired.task_arn.clone(),
-            last_status: "PENDING".into(),
+            last_status: TaskStatus::Pending,
             ..Default::default()
         });
         Driver {
@@ -180,41 +179,41 @@ impl Driver {
 
     fn publish(&mut self) {
         self.report.containers = self.containers.iter().map(Container::report).collect();
-        self.report.health_status = Some(self.task_health().into());
+        self.report.health_status = Some(self.task_health());
         self.ctx.reporter.publish(self.report.clone());
     }
 
-    fn set_status(&mut self, s: &str) {
+    fn set_status(&mut self, s: TaskStatus) {
         if self.report.last_status != s {
-            tracing::info!(task = %self.desired.task_arn, status = s, "task");
-            self.report.last_status = s.into();
+            tracing::info!(task = %self.desired.task_arn, status = s.as_str(), "task");
+            self.report.last_status = s;
             self.publish();
         }
     }
 
-    fn task_health(&self) -> &'static str {
+    fn task_health(&self) -> HealthStatus {
         let checked: Vec<&Container> = self
             .containers
             .iter()
             .filter(|c| essential(&c.def) && c.def.health_check.is_some())
             .collect();
         if checked.is_empty() {
-            "UNKNOWN"
+            HealthStatus::Unknown
         } else if checked.iter().any(|c| c.health == Some(Health::Unhealthy)) {
-            "UNHEALTHY"
+            HealthStatus::Unhealthy
         } else if checked.iter().all(|c| c.health == Some(Health::Healthy)) {
-            "HEALTHY"
+            HealthStatus::Healthy
         } else {
-            "UNKNOWN"
+            HealthStatus::Unknown
         }
     }
 
     fn stopped(&self) -> bool {
-        self.report.last_status == "STOPPED"
+        self.report.last_status == TaskStatus::Stopped
     }
 
     fn wants_stop(&self) -> bool {
-        self.desired.desired_status == "STOPPED"
+        self.desired.desired_status == DesiredStatus::Stopped
     }
 
     /// Applies what came in without waiting; false once the runner is gone.
@@ -371,7 +370,7 @@ impl Driver {
                     }
                     self.report.pull_stopped_at = Some(now());
                     return Err(Stop {
-                        code: "TaskFailedToStart",
+                        code: StopCode::TaskFailedToStart,
                         reason,
                     });
                 }
@@ -398,7 +397,7 @@ impl Driver {
                 c.reason = Some(reason.clone());
             }
             return Err(Stop {
-                code: "TaskFailedToStart",
+                code: StopCode::TaskFailedToStart,
                 reason,
             });
         }
@@ -431,7 +430,7 @@ impl Driver {
                     self.containers[i].status = Status::Stopped;
                     self.containers[i].reason = Some(reason.clone());
                     return Err(Stop {
-                        code: "TaskFailedToStart",
+                        code: StopCode::TaskFailedToStart,
                         reason,
                     });
                 }
@@ -567,7 +566,7 @@ impl Driver {
                         c.reason = Some(reason.clone());
                         if essential(&c.def) {
                             return Err(Stop {
-                                code: "TaskFailedToStart",
+                                code: StopCode::TaskFailedToStart,
                                 reason,
                             });
                         }
@@ -581,7 +580,7 @@ impl Driver {
                     c.status = Status::Stopped;
                     c.reason = Some(reason.clone());
                     return Err(Stop {
-                        code: "TaskFailedToStart",
+                        code: StopCode::TaskFailedToStart,
                         reason,
                     });
                 }
@@ -686,7 +685,7 @@ impl Driver {
             {
                 tracing::info!(task = %self.desired.task_arn, container = %c.name, exit = ?c.exit_code, "essential container exited");
                 self.stop(Some(Stop {
-                    code: "EssentialContainerExited",
+                    code: StopCode::EssentialContainerExited,
                     reason: "Essential container in task exited".into(),
                 }))
                 .await;
@@ -697,13 +696,13 @@ impl Driver {
                 .iter()
                 .all(|c| c.started || c.status == Status::Stopped);
             if all_up {
-                if self.report.last_status != "RUNNING" {
-                    self.set_status("ACTIVATING");
+                if self.report.last_status != TaskStatus::Running {
+                    self.set_status(TaskStatus::Activating);
                     self.report.started_at.get_or_insert_with(now);
-                    self.set_status("RUNNING");
+                    self.set_status(TaskStatus::Running);
                 }
-            } else if self.report.last_status == "PENDING" {
-                self.set_status("ACTIVATING");
+            } else if self.report.last_status == TaskStatus::Pending {
+                self.set_status(TaskStatus::Activating);
             }
             self.publish();
             match self.rx.recv().await {
@@ -728,14 +727,14 @@ impl Driver {
     /// task STOPPED.
     async fn stop(&mut self, why: Option<Stop>) {
         if let Some(s) = why {
-            self.report.stop_code.get_or_insert(s.code.to_string());
+            self.report.stop_code.get_or_insert(s.code);
             self.report.stopped_reason.get_or_insert(s.reason);
         }
         self.report.stopping_at.get_or_insert_with(now);
-        if self.report.last_status == "RUNNING" {
-            self.set_status("DEACTIVATING");
+        if self.report.last_status == TaskStatus::Running {
+            self.set_status(TaskStatus::Deactivating);
         }
-        self.set_status("STOPPING");
+        self.set_status(TaskStatus::Stopping);
         let defs: Vec<w::ContainerDefinition> =
             self.containers.iter().map(|c| c.def.clone()).collect();
         let mut order = creation_order(&defs);
@@ -765,14 +764,14 @@ impl Driver {
             }
         }
         self.report.execution_stopped_at.get_or_insert_with(now);
-        self.set_status("DEPROVISIONING");
+        self.set_status(TaskStatus::Deprovisioning);
         // The interface goes before the task is STOPPED, as an ENI is
         // detached first: the server hands the address out again once it
         // hears STOPPED, and the next task's pause container must find it
         // free.
         self.release_network().await;
         self.report.stopped_at.get_or_insert_with(now);
-        self.set_status("STOPPED");
+        self.set_status(TaskStatus::Stopped);
     }
 
     /// Removes the pause container, and with it the task's namespace.

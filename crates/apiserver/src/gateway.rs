@@ -12,7 +12,7 @@ use axum::http::HeaderMap;
 use axum::response::Response;
 use berth_domain::instance::{ContainerInstance, FARGATE_POOL};
 use berth_domain::network::{WarmAddress, WARM_HOLDER};
-use berth_domain::task::{Task, TaskStatus};
+use berth_domain::task::{ObservedTask, Task, TaskStatus};
 use berth_domain::taskdef::{parse_cpu, parse_memory};
 use berth_domain::{arn, Scope};
 use berth_store::keys::Keys;
@@ -201,7 +201,7 @@ async fn desired_task(
     else {
         return Ok(None);
     };
-    let report = typed::get::<TaskReport>(&*st.store, &scope.task_state(cluster, id))
+    let report = typed::get::<ObservedTask>(&*st.store, &scope.task_state(cluster, id))
         .await
         .map_err(|e| e.to_string())?;
     // Stores written before STOPPED tasks left the index still hold
@@ -227,13 +227,13 @@ async fn desired_task(
     let mut desired = DesiredTask {
         task_arn: t.arn(scope),
         cluster: cluster.to_string(),
-        desired_status: t.desired_status.as_str().into(),
+        desired_status: t.desired_status,
         container_arns: t
             .containers
             .iter()
             .map(|(name, uuid)| (name.clone(), t.container_arn(scope, uuid)))
             .collect(),
-        stop_code: t.stop.as_ref().map(|s| s.code.as_str().to_string()),
+        stop_code: t.stop.as_ref().map(|s| s.code),
         stopped_reason: t.stop.as_ref().map(|s| s.reason.clone()),
         availability_zone: t.availability_zone.clone(),
         launch_type: t.launch_type.clone(),
@@ -321,6 +321,8 @@ async fn record(
     instance: &str,
     report: TaskReport,
 ) -> Result<(), String> {
+    // Kept as the server's own record of what was observed.
+    let report = ObservedTask::from(report);
     // A Fargate host reports tasks of every cluster.
     let (cluster, id, index) = if cluster == FARGATE_POOL {
         let Some((c, id)) = arn::task_cluster_and_id(scope, &report.task_arn) else {
@@ -341,10 +343,9 @@ async fn record(
         tracing::debug!(task = %id, "report for a task not on this instance dropped");
         return Ok(());
     }
-    let next = TaskStatus::parse(&report.last_status)
-        .ok_or_else(|| format!("unknown task status {}", report.last_status))?;
+    let next = report.last_status;
     let key = scope.task_state(cluster, &id);
-    let current = typed::get::<TaskReport>(&*st.store, &key)
+    let current = typed::get::<ObservedTask>(&*st.store, &key)
         .await
         .map_err(|e| e.to_string())?;
     if let Some(c) = &current {
@@ -381,7 +382,7 @@ async fn record(
         .txn(Txn::when(vec![], ops))
         .await
         .map_err(|e| e.to_string())?;
-    tracing::info!(cluster = %cluster, task = %id, status = %report.last_status, "task state");
+    tracing::info!(cluster = %cluster, task = %id, status = report.last_status.as_str(), "task state");
     Ok(())
 }
 

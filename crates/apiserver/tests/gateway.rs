@@ -4,7 +4,9 @@
 
 use berth_apiserver::{router, serve, ApiConfig, AppState};
 use berth_store::{MemStore, RangeRequest, Store};
-use berth_wire::agent::{AgentMessage, ServerMessage, TaskReport, CONNECT_PATH};
+use berth_wire::agent::{
+    AgentMessage, ServerMessage, StopCode, TaskReport, TaskStatus, CONNECT_PATH,
+};
 use futures::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -251,8 +253,8 @@ async fn a_task_reported_stopped_leaves_the_desired_set_and_the_index() {
     let report = |status: &str| {
         AgentMessage::TaskState(TaskReport {
             task_arn: arn.clone(),
-            last_status: status.into(),
-            stop_code: (status == "STOPPED").then(|| "EssentialContainerExited".into()),
+            last_status: TaskStatus::parse(status).expect("a task status"),
+            stop_code: (status == "STOPPED").then_some(StopCode::EssentialContainerExited),
             stopped_reason: (status == "STOPPED")
                 .then(|| "Essential container in task exited".into()),
             ..TaskReport::default()

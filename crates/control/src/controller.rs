@@ -23,11 +23,11 @@ use crate::{Control, ControlError};
 use berth_domain::deployment::Scheduling;
 use berth_domain::instance::{ContainerInstance, InstanceStatus, FARGATE_POOL};
 use berth_domain::service::{self, LbHealth, Member, Service, ServiceStatus, Tuning};
-use berth_domain::task::{DesiredStatus, StopCode, StopRequest, Task, TaskStatus};
+use berth_domain::task::ObservedTask;
+use berth_domain::task::{ContainerStatus, DesiredStatus, StopCode, StopRequest, Task, TaskStatus};
 use berth_domain::Scope;
 use berth_store::keys::Keys;
 use berth_store::{typed, Op, RangeRequest, Txn};
-use berth_wire::agent::TaskReport;
 use berth_wire::ecs as w;
 use futures::future::BoxFuture;
 use futures::StreamExt;
@@ -131,16 +131,65 @@ pub async fn run(st: Control, config: ControllerConfig, shutdown: CancellationTo
             Known::default()
         }
     };
-    let running = runtime::start(
-        Arc::new(Services(c.clone())),
-        known.clusters.iter().cloned().collect(),
-        resync,
-        Backoff::default(),
-        shutdown.clone(),
-        &c.st.metrics,
-    );
-    watch(c, running.queue.clone(), known, from, shutdown).await;
-    running.task.await.ok();
+    let initial: Vec<ClusterKey> = known.clusters.iter().cloned().collect();
+    let mut tasks = vec![];
+    let mut start = |r: Arc<dyn ErasedStart>| {
+        let (queue, task) = r.start(initial.clone(), resync, &shutdown, &c.st.metrics);
+        tasks.push(task);
+        queue
+    };
+    let queues = Queues {
+        services: start(Arc::new(Services(c.clone()))),
+        host_loss: start(Arc::new(HostLoss(c.clone()))),
+        warm: start(Arc::new(WarmAddresses(c.clone()))),
+        cleanup: start(Arc::new(StoppedTasks(c.clone()))),
+    };
+    watch(c, &queues, known, from, shutdown).await;
+    for t in tasks {
+        t.await.ok();
+    }
+}
+
+/// A controller's queue, and the task that runs it.
+type OnRuntime = (Queue<ClusterKey>, tokio::task::JoinHandle<()>);
+
+/// Starts one of the cluster-keyed controllers on the runtime.
+trait ErasedStart {
+    fn start(
+        self: Arc<Self>,
+        initial: Vec<ClusterKey>,
+        resync: Duration,
+        shutdown: &CancellationToken,
+        metrics: &crate::ControlMetrics,
+    ) -> OnRuntime;
+}
+
+impl<R: Reconciler<Key = ClusterKey>> ErasedStart for R {
+    fn start(
+        self: Arc<Self>,
+        initial: Vec<ClusterKey>,
+        resync: Duration,
+        shutdown: &CancellationToken,
+        metrics: &crate::ControlMetrics,
+    ) -> OnRuntime {
+        let running = runtime::start(
+            self,
+            initial,
+            resync,
+            Backoff::default(),
+            shutdown.clone(),
+            metrics,
+        );
+        (running.queue, running.task)
+    }
+}
+
+/// Where the watch sends each cluster whose records change.
+struct Queues {
+    services: Queue<ClusterKey>,
+    host_loss: Queue<ClusterKey>,
+    warm: Queue<ClusterKey>,
+    cleanup: Queue<ClusterKey>,
 }
 
 /// The revision after the store's current one; None on shutdown.
@@ -159,8 +208,26 @@ async fn next_revision(st: &Control, shutdown: &CancellationToken) -> Option<i64
     }
 }
 
-/// The service controller as the runtime sees it.
+/// The service controller: keeps each service of a cluster at its
+/// desired count and moves its deployments on.
 struct Services(Arc<Controller>);
+
+/// Marks the tasks of hosts whose agents stayed away past the grace
+/// period STOPPED, so that their services replace them.
+struct HostLoss(Arc<Controller>);
+
+/// Keeps addresses warm for the awsvpc-capable hosts of a cluster.
+struct WarmAddresses(Arc<Controller>);
+
+/// Removes the records of tasks STOPPED longer than the retention.
+struct StoppedTasks(Arc<Controller>);
+
+fn action(recheck: Option<Duration>) -> Action {
+    match recheck {
+        Some(after) => Action::RequeueAfter(after),
+        None => Action::AwaitChange,
+    }
+}
 
 impl Reconciler for Services {
     type Key = ClusterKey;
@@ -170,11 +237,58 @@ impl Reconciler for Services {
     }
 
     fn reconcile<'a>(&'a self, key: &'a ClusterKey) -> BoxFuture<'a, Result<Action, ControlError>> {
+        Box::pin(async move { Ok(action(self.0.reconcile(&key.0, &key.1).await?)) })
+    }
+}
+
+impl Reconciler for HostLoss {
+    type Key = ClusterKey;
+
+    fn name(&self) -> &'static str {
+        "host-loss"
+    }
+
+    fn reconcile<'a>(&'a self, key: &'a ClusterKey) -> BoxFuture<'a, Result<Action, ControlError>> {
+        Box::pin(async move { Ok(action(self.0.lost_hosts(&key.0, &key.1).await?)) })
+    }
+}
+
+impl Reconciler for WarmAddresses {
+    type Key = ClusterKey;
+
+    fn name(&self) -> &'static str {
+        "warm-addresses"
+    }
+
+    fn reconcile<'a>(&'a self, key: &'a ClusterKey) -> BoxFuture<'a, Result<Action, ControlError>> {
         Box::pin(async move {
-            Ok(match self.0.reconcile(&key.0, &key.1).await? {
-                Some(after) => Action::RequeueAfter(after),
-                None => Action::AwaitChange,
-            })
+            let (scope, cluster) = key;
+            let instances: Vec<ContainerInstance> =
+                typed::list::<ContainerInstance>(&*self.0.st.store, &scope.instances_of(cluster))
+                    .await?
+                    .into_iter()
+                    .map(|(_, v)| v.value)
+                    .collect();
+            self.0.warm(scope, cluster, &instances).await?;
+            Ok(Action::AwaitChange)
+        })
+    }
+}
+
+impl Reconciler for StoppedTasks {
+    type Key = ClusterKey;
+
+    fn name(&self) -> &'static str {
+        "stopped-tasks"
+    }
+
+    fn reconcile<'a>(&'a self, key: &'a ClusterKey) -> BoxFuture<'a, Result<Action, ControlError>> {
+        Box::pin(async move {
+            let (scope, cluster) = key;
+            let tasks = ClusterTasks::load(&self.0.st, scope, cluster).await?;
+            self.0.forget_stopped(scope, cluster, &tasks).await?;
+            // Nothing wakes it when a retention runs out: the resync does.
+            Ok(Action::AwaitChange)
         })
     }
 }
@@ -281,7 +395,7 @@ fn target_health_change(key: &str) -> Option<Scope> {
 /// scope, since any of them may have tasks there.
 async fn watch(
     c: Arc<Controller>,
-    queue: Queue<ClusterKey>,
+    queues: &Queues,
     Known {
         clusters: mut known,
         mut service_tasks,
@@ -298,22 +412,32 @@ async fn watch(
             };
             match ev {
                 Some(Ok(ev)) => {
-                    if let Some(scope) =
-                        pool_host_change(&ev.kv.key).or_else(|| target_health_change(&ev.kv.key))
-                    {
-                        let all: Vec<ClusterKey> = known
-                            .iter()
-                            .filter(|o| o.0 == scope && o.1 != FARGATE_POOL)
-                            .cloned()
-                            .collect();
-                        for k in all {
-                            queue.enqueue(k, Reason::Changed).await;
+                    let kind = kind_and_id(&ev.kv.key).map(|(k, _)| k);
+                    if let Some(scope) = pool_host_change(&ev.kv.key) {
+                        // Any cluster may have tasks on the pool's hosts.
+                        for k in known.iter().filter(|o| o.0 == scope && o.1 != FARGATE_POOL) {
+                            queues.services.enqueue(k.clone(), Reason::Changed).await;
+                            queues.host_loss.enqueue(k.clone(), Reason::Changed).await;
+                        }
+                    } else if let Some(scope) = target_health_change(&ev.kv.key) {
+                        for k in known.iter().filter(|o| o.0 == scope && o.1 != FARGATE_POOL) {
+                            queues.services.enqueue(k.clone(), Reason::Changed).await;
                         }
                     }
                     if let Some(k) = cluster_of(&ev.kv.key) {
                         known.insert(k.clone());
                         if matters(&mut service_tasks, &k, &ev) {
-                            queue.enqueue(k, Reason::Changed).await;
+                            queues.services.enqueue(k.clone(), Reason::Changed).await;
+                        }
+                        if matches!(kind, Some("agent-connections" | "container-instances")) {
+                            queues.host_loss.enqueue(k.clone(), Reason::Changed).await;
+                        }
+                        if matches!(kind, Some("warm-ips" | "container-instances")) {
+                            queues.warm.enqueue(k.clone(), Reason::Changed).await;
+                        }
+                        if kind == Some("tasks") && ev.kind == berth_store::EventKind::Put {
+                            // Known to the cleanup's resync from now on.
+                            queues.cleanup.enqueue(k, Reason::Changed).await;
                         }
                     }
                 }
@@ -383,39 +507,23 @@ impl Controller {
         cluster: &str,
     ) -> Result<Option<Duration>, ControlError> {
         let st = &self.st;
-        let instances: Vec<ContainerInstance> =
-            typed::list::<ContainerInstance>(&*st.store, &scope.instances_of(cluster))
-                .await?
-                .into_iter()
-                .map(|(_, v)| v.value)
-                .collect();
-        let connected = connected_agents(st, scope, cluster).await?;
-        self.warm(scope, cluster, &instances).await?;
-        let mut tasks = ClusterTasks::load(st, scope, cluster).await?;
-        // Fargate tasks run on the pool's hosts, which can be lost too.
-        let (mut hosts, mut reachable) = (instances.clone(), connected.clone());
-        if tasks.tasks.iter().any(|t| t.value.fargate()) {
-            hosts.extend(
-                typed::list::<ContainerInstance>(&*st.store, &scope.instances_of(FARGATE_POOL))
-                    .await?
-                    .into_iter()
-                    .map(|(_, v)| v.value),
-            );
-            reachable.extend(connected_agents(st, scope, FARGATE_POOL).await?);
-        }
-        let (lost_any, mut recheck) = self
-            .host_loss(scope, cluster, &hosts, &reachable, &tasks)
-            .await?;
-        let removed = self.forget_stopped(scope, cluster, &tasks).await?;
-        if lost_any || removed {
-            tasks = ClusterTasks::load(st, scope, cluster).await?;
-        }
         let services = typed::list::<Service>(&*st.store, &scope.services_of(cluster)).await?;
+        if services.is_empty() {
+            return Ok(None);
+        }
+        let instances = self.instances(scope, cluster).await?;
+        let tasks = ClusterTasks::load(st, scope, cluster).await?;
+        // Fargate tasks run on the pool's hosts.
+        let mut hosts = instances.clone();
+        if tasks.tasks.iter().any(|t| t.value.fargate()) {
+            hosts.extend(self.instances(scope, FARGATE_POOL).await?);
+        }
         let view = ClusterView {
             tasks: &tasks,
             instances: &instances,
             hosts: &hosts,
         };
+        let mut recheck = None;
         for (key, svc) in services {
             let r = match svc.value.scheduling {
                 Scheduling::Replica => self.replica(scope, cluster, &key, svc, &view).await?,
@@ -423,6 +531,41 @@ impl Controller {
             };
             recheck = min_recheck(recheck, r);
         }
+        Ok(recheck)
+    }
+
+    async fn instances(
+        &self,
+        scope: &Scope,
+        cluster: &str,
+    ) -> Result<Vec<ContainerInstance>, ControlError> {
+        Ok(
+            typed::list::<ContainerInstance>(&*self.st.store, &scope.instances_of(cluster))
+                .await?
+                .into_iter()
+                .map(|(_, v)| v.value)
+                .collect(),
+        )
+    }
+
+    /// The host-loss controller's reconcile of a cluster: its hosts, and
+    /// the Fargate pool's when some of its tasks run there.
+    async fn lost_hosts(
+        &self,
+        scope: &Scope,
+        cluster: &str,
+    ) -> Result<Option<Duration>, ControlError> {
+        let st = &self.st;
+        let tasks = ClusterTasks::load(st, scope, cluster).await?;
+        let mut hosts = self.instances(scope, cluster).await?;
+        let mut reachable = connected_agents(st, scope, cluster).await?;
+        if tasks.tasks.iter().any(|t| t.value.fargate()) {
+            hosts.extend(self.instances(scope, FARGATE_POOL).await?);
+            reachable.extend(connected_agents(st, scope, FARGATE_POOL).await?);
+        }
+        let (_, recheck) = self
+            .host_loss(scope, cluster, &hosts, &reachable, &tasks)
+            .await?;
         Ok(recheck)
     }
 
@@ -643,7 +786,7 @@ impl Controller {
         let st = &self.st;
         let id = &t.value.id;
         let state_key = scope.task_state(cluster, id);
-        let current = typed::get::<TaskReport>(&*st.store, &state_key).await?;
+        let current = typed::get::<ObservedTask>(&*st.store, &state_key).await?;
         if Task::last_status(current.as_ref().map(|r| &r.value)) == TaskStatus::Stopped {
             return Ok(());
         }
@@ -663,17 +806,17 @@ impl Controller {
         let mut report = current
             .as_ref()
             .map(|r| r.value.clone())
-            .unwrap_or_else(|| TaskReport {
+            .unwrap_or_else(|| ObservedTask {
                 task_arn: t.value.arn(scope),
                 ..Default::default()
             });
-        report.last_status = TaskStatus::Stopped.as_str().into();
+        report.last_status = TaskStatus::Stopped;
         report.stopping_at.get_or_insert(at);
         report.execution_stopped_at.get_or_insert(at);
         report.stopped_at = Some(at);
         for c in &mut report.containers {
-            if c.last_status != "STOPPED" {
-                c.last_status = "STOPPED".into();
+            if c.last_status != ContainerStatus::Stopped {
+                c.last_status = ContainerStatus::Stopped;
                 c.reason = Some("Host lost".into());
             }
         }

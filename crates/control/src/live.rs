@@ -16,12 +16,12 @@
 use crate::placement::placeable;
 use crate::{Control, ControlError};
 use berth_domain::instance::ContainerInstance;
+use berth_domain::task::ObservedTask;
 use berth_domain::task::{Task, TaskStatus, Usage};
 use berth_domain::Scope;
 use berth_scheduler as sched;
 use berth_store::keys::Keys;
 use berth_store::{typed, Event, EventKind, RangeRequest, Store};
-use berth_wire::agent::TaskReport;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -137,11 +137,11 @@ struct State {
     connected: HashSet<String>,
     /// Tasks that are not STOPPED, with what their agents reported and
     /// what each holds on its instance.
-    tasks: HashMap<String, (Task, Option<TaskReport>, Usage)>,
+    tasks: HashMap<String, (Task, Option<ObservedTask>, Usage)>,
     /// What the tasks on each instance hold, kept as tasks come and go.
     used: HashMap<String, Usage>,
     /// Reports of tasks not seen yet (loading reads reports first).
-    early: HashMap<String, TaskReport>,
+    early: HashMap<String, ObservedTask>,
     /// Tasks known STOPPED, so that a later write of their record does
     /// not count them again; forgotten with their records.
     stopped: HashSet<String>,
@@ -215,7 +215,7 @@ impl State {
             }
         } else if let Some(id) = key.strip_prefix(&self.states_prefix) {
             if let Some(r) = put
-                .then(|| typed::decode::<TaskReport>(&ev.kv).ok())
+                .then(|| typed::decode::<ObservedTask>(&ev.kv).ok())
                 .flatten()
             {
                 self.report(id.to_string(), r.value);
@@ -238,7 +238,7 @@ impl State {
         self.hold(id, t, report);
     }
 
-    fn report(&mut self, id: String, r: TaskReport) {
+    fn report(&mut self, id: String, r: ObservedTask) {
         let stopped = Task::last_status(Some(&r)) == TaskStatus::Stopped;
         match self.tasks.remove(&id) {
             Some((t, _, held)) => {
@@ -259,7 +259,7 @@ impl State {
     }
 
     /// Counts a task that is not STOPPED on its instance.
-    fn hold(&mut self, id: String, t: Task, report: Option<TaskReport>) {
+    fn hold(&mut self, id: String, t: Task, report: Option<ObservedTask>) {
         let mut held = Usage::default();
         held.add(&t, report.as_ref());
         let on = t.container_instance.clone();
@@ -269,7 +269,7 @@ impl State {
     }
 
     /// Stops counting a task; its report, if it was counted.
-    fn forget(&mut self, id: &str) -> Option<Option<TaskReport>> {
+    fn forget(&mut self, id: &str) -> Option<Option<ObservedTask>> {
         let (t, report, held) = self.tasks.remove(id)?;
         self.give_back(&t.container_instance, &held);
         Some(report)

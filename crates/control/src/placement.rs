@@ -6,12 +6,12 @@
 use crate::launch::Launch;
 use crate::{Control, ControlError};
 use berth_domain::instance::{ContainerInstance, InstanceStatus, FARGATE_POOL};
+use berth_domain::task::ObservedTask;
 use berth_domain::task::{Task, TaskNetwork, TaskStatus, Usage};
 use berth_domain::{capacity, Scope};
 use berth_scheduler as sched;
 use berth_store::keys::Keys;
 use berth_store::{typed, Op, RangeRequest};
-use berth_wire::agent::TaskReport;
 use berth_wire::ecs as w;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -23,7 +23,7 @@ const DYNAMIC_PORTS: u32 = 65535 - 49153 + 1;
 /// what agents reported of them.
 pub struct ClusterTasks {
     pub tasks: Vec<typed::Versioned<Task>>,
-    pub reports: HashMap<String, TaskReport>,
+    pub reports: HashMap<String, ObservedTask>,
 }
 
 impl ClusterTasks {
@@ -37,7 +37,7 @@ impl ClusterTasks {
             .into_iter()
             .map(|(_, t)| t)
             .collect();
-        let reports = typed::list::<TaskReport>(&*st.store, &scope.task_states_of(cluster))
+        let reports = typed::list::<ObservedTask>(&*st.store, &scope.task_states_of(cluster))
             .await?
             .into_iter()
             .filter_map(|(k, r)| {
@@ -48,7 +48,7 @@ impl ClusterTasks {
         Ok(ClusterTasks { tasks, reports })
     }
 
-    pub fn report(&self, id: &str) -> Option<&TaskReport> {
+    pub fn report(&self, id: &str) -> Option<&ObservedTask> {
         self.reports.get(id)
     }
 
@@ -120,7 +120,7 @@ impl Occupancy {
             let Some(t) = typed::get::<Task>(&*st.store, &scope.task(cluster, id)).await? else {
                 continue;
             };
-            let report = typed::get::<TaskReport>(&*st.store, &scope.task_state(cluster, id))
+            let report = typed::get::<ObservedTask>(&*st.store, &scope.task_state(cluster, id))
                 .await?
                 .map(|r| r.value);
             if Task::last_status(report.as_ref()) != TaskStatus::Stopped {

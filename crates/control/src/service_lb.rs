@@ -9,12 +9,12 @@ use crate::{Control, ControlError};
 use berth_domain::elb::{HealthRecord, Registration, TargetGroup};
 use berth_domain::instance::ContainerInstance;
 use berth_domain::service::{LbHealth, Member, Service};
+use berth_domain::task::ObservedTask;
 use berth_domain::task::{Deactivation, StopCode, StopRequest, Task, TaskStatus};
 use berth_domain::{EcsError, Scope};
 use berth_store::keys::{ElbKeys, Keys};
 use berth_store::typed::{self, Versioned};
 use berth_store::Txn;
-use berth_wire::agent::TaskReport;
 use berth_wire::ecs as w;
 use std::collections::HashMap;
 
@@ -183,7 +183,7 @@ impl ServiceTargets {
     fn targets(
         &self,
         task: &Task,
-        report: Option<&TaskReport>,
+        report: Option<&ObservedTask>,
         instances: &[ContainerInstance],
     ) -> Option<Vec<(usize, String, i32)>> {
         if Task::last_status(report) != TaskStatus::Running {
@@ -237,7 +237,7 @@ impl ServiceTargets {
     pub fn health(
         &self,
         task: &Task,
-        report: Option<&TaskReport>,
+        report: Option<&ObservedTask>,
         instances: &[ContainerInstance],
     ) -> LbHealth {
         let Some(targets) = self.targets(task, report, instances) else {

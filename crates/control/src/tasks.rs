@@ -7,12 +7,12 @@ use crate::placement::{place, write_task, Occupancy, Placing};
 use crate::{Control, ControlError};
 use berth_domain::arn::container_instance_id as instance_id;
 use berth_domain::instance::ContainerInstance;
+use berth_domain::task::ObservedTask;
 use berth_domain::task::{DesiredStatus, StopCode, StopRequest, Task, TaskStatus};
 use berth_domain::{EcsError, Scope};
 use berth_scheduler as sched;
 use berth_store::keys::Keys;
 use berth_store::{typed, Op, Txn};
-use berth_wire::agent::TaskReport;
 use berth_wire::ecs as w;
 use std::collections::HashMap;
 use std::time::Duration;
@@ -200,7 +200,7 @@ pub async fn request_stop(
             // own stopCode and reason, and no place in its instance's index
             // (the gateway took it out).
             let state_key = scope.task_state(cluster, id);
-            let state = typed::get::<TaskReport>(&*st.store, &state_key).await?;
+            let state = typed::get::<ObservedTask>(&*st.store, &state_key).await?;
             let observed = Task::last_status(state.as_ref().map(|r| &r.value));
             if t.desired_status == DesiredStatus::Stopped || observed == TaskStatus::Stopped {
                 return Ok(Attempt::Done(Some(t)));

@@ -5,9 +5,9 @@
 //! stop, and how the deployments and events move on.
 
 use crate::deployment::{self, Observed, Rolling, Scheduling};
-use crate::task::{Task, TaskStatus};
+use crate::task::ObservedTask;
+use crate::task::{HealthStatus, Task, TaskStatus};
 use crate::{EcsError, Scope, Timestamp};
-use berth_wire::agent::TaskReport;
 use berth_wire::ecs as w;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -644,7 +644,7 @@ impl Counts {
 #[derive(Debug, Clone, Copy)]
 pub struct Member<'a> {
     pub task: &'a Task,
-    pub report: Option<&'a TaskReport>,
+    pub report: Option<&'a ObservedTask>,
     /// Its instance is DRAINING: the task is to be replaced elsewhere.
     pub on_draining: bool,
     /// How its load balancer targets stand, for a service with load balancers.
@@ -730,9 +730,9 @@ pub fn health(m: &Member, grace_secs: f64, tuning: Tuning, now: Timestamp) -> He
             Health::Starting
         };
     }
-    match m.report.and_then(|r| r.health_status.as_deref()) {
-        Some("HEALTHY") => Health::Healthy,
-        Some("UNHEALTHY") if now - since >= grace_secs => Health::Unhealthy,
+    match m.report.and_then(|r| r.health_status) {
+        Some(HealthStatus::Healthy) => Health::Healthy,
+        Some(HealthStatus::Unhealthy) if now - since >= grace_secs => Health::Unhealthy,
         _ => Health::Starting,
     }
 }

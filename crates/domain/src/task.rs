@@ -4,7 +4,7 @@
 //!
 //! Two records per task, with separate writers: [`Task`] (desired state:
 //! RunTask, StopTask, later the service controllers) and
-//! [`berth_wire::agent::TaskReport`] (observed state, written only by the
+//! [`berth_wire::agent::ObservedTask`] (observed state, written only by the
 //! agent gateway from agent reports).
 
 use crate::{EcsError, Scope, Timestamp};
@@ -20,94 +20,90 @@ pub const MAX_RUN_COUNT: i32 = 10;
 /// Stopped tasks stay describable at least this long (seconds).
 pub const STOPPED_RETENTION_SECS: f64 = 3600.0;
 
-/// A task's `lastStatus`, in lifecycle order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum TaskStatus {
-    Provisioning,
-    Pending,
-    Activating,
-    Running,
-    Deactivating,
-    Stopping,
-    Deprovisioning,
-    Stopped,
+// The status vocabulary is the agent protocol's too, so it lives in the
+// wire crate, below both.
+pub use berth_wire::agent::{ContainerStatus, DesiredStatus, HealthStatus, StopCode, TaskStatus};
+
+/// A task's observed state as the server keeps it (`task-states/`): the
+/// agent's last report as recorded. Its own type, not the protocol's
+/// message, so that either can change without the other; its JSON is the
+/// report's, so stored records read the same.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ObservedTask {
+    pub task_arn: String,
+    pub last_status: TaskStatus,
+    #[serde(default)]
+    pub containers: Vec<ObservedContainer>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_status: Option<HealthStatus>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pull_started_at: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pull_stopped_at: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopping_at: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub execution_stopped_at: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped_at: Option<Timestamp>,
+    /// Set when the agent decided the stop.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_code: Option<StopCode>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped_reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac_address: Option<String>,
 }
 
-impl TaskStatus {
-    pub const ALL: [TaskStatus; 8] = [
-        TaskStatus::Provisioning,
-        TaskStatus::Pending,
-        TaskStatus::Activating,
-        TaskStatus::Running,
-        TaskStatus::Deactivating,
-        TaskStatus::Stopping,
-        TaskStatus::Deprovisioning,
-        TaskStatus::Stopped,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TaskStatus::Provisioning => "PROVISIONING",
-            TaskStatus::Pending => "PENDING",
-            TaskStatus::Activating => "ACTIVATING",
-            TaskStatus::Running => "RUNNING",
-            TaskStatus::Deactivating => "DEACTIVATING",
-            TaskStatus::Stopping => "STOPPING",
-            TaskStatus::Deprovisioning => "DEPROVISIONING",
-            TaskStatus::Stopped => "STOPPED",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<TaskStatus> {
-        TaskStatus::ALL.into_iter().find(|t| t.as_str() == s)
-    }
-
-    /// Whether a task may move from `self` to `next`: only forwards, and
-    /// to STOPPED from anywhere (a failed pull skips the running states).
-    pub fn can_become(self, next: TaskStatus) -> bool {
-        next >= self
-    }
-
-    /// Not yet RUNNING: what `pendingTasksCount` counts.
-    pub fn is_pending(self) -> bool {
-        self < TaskStatus::Running
-    }
+/// One container's observed state, as the server keeps it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ObservedContainer {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime_id: Option<String>,
+    pub last_status: ContainerStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default)]
+    pub network_bindings: Vec<w::NetworkBinding>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_status: Option<HealthStatus>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum DesiredStatus {
-    Running,
-    Stopped,
-}
-
-impl DesiredStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DesiredStatus::Running => "RUNNING",
-            DesiredStatus::Stopped => "STOPPED",
-        }
-    }
-}
-
-/// Why a task stopped (`stopCode`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum StopCode {
-    TaskFailedToStart,
-    EssentialContainerExited,
-    UserInitiated,
-    ServiceSchedulerInitiated,
-    TerminationNotice,
-}
-
-impl StopCode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            StopCode::TaskFailedToStart => "TaskFailedToStart",
-            StopCode::EssentialContainerExited => "EssentialContainerExited",
-            StopCode::UserInitiated => "UserInitiated",
-            StopCode::ServiceSchedulerInitiated => "ServiceSchedulerInitiated",
-            StopCode::TerminationNotice => "TerminationNotice",
+impl From<TaskReport> for ObservedTask {
+    fn from(r: TaskReport) -> Self {
+        ObservedTask {
+            task_arn: r.task_arn,
+            last_status: r.last_status,
+            containers: r
+                .containers
+                .into_iter()
+                .map(|c| ObservedContainer {
+                    name: c.name,
+                    runtime_id: c.runtime_id,
+                    last_status: c.last_status,
+                    exit_code: c.exit_code,
+                    reason: c.reason,
+                    network_bindings: c.network_bindings,
+                    health_status: c.health_status,
+                })
+                .collect(),
+            health_status: r.health_status,
+            pull_started_at: r.pull_started_at,
+            pull_stopped_at: r.pull_stopped_at,
+            started_at: r.started_at,
+            stopping_at: r.stopping_at,
+            execution_stopped_at: r.execution_stopped_at,
+            stopped_at: r.stopped_at,
+            stop_code: r.stop_code,
+            stopped_reason: r.stopped_reason,
+            mac_address: r.mac_address,
         }
     }
 }
@@ -224,7 +220,7 @@ impl Task {
 
     /// What metering keeps of it, as of `report`. Its size is what it
     /// reserved: the task-level cpu and memory, which Fargate requires.
-    pub fn usage(&self, report: Option<&TaskReport>) -> crate::billing::TaskUsage {
+    pub fn usage(&self, report: Option<&ObservedTask>) -> crate::billing::TaskUsage {
         crate::billing::TaskUsage {
             id: self.id.clone(),
             cluster: self.cluster.clone(),
@@ -270,16 +266,14 @@ impl Task {
 
     /// The status the task is in as far as anyone knows: the agent's
     /// report, or PROVISIONING before the first one.
-    pub fn last_status(report: Option<&TaskReport>) -> TaskStatus {
-        report
-            .and_then(|r| TaskStatus::parse(&r.last_status))
-            .unwrap_or(TaskStatus::Provisioning)
+    pub fn last_status(report: Option<&ObservedTask>) -> TaskStatus {
+        report.map_or(TaskStatus::Provisioning, |r| r.last_status)
     }
 
     /// The desired status as ECS shows it: a task that stopped by itself
     /// (its essential container exited, its image could not be pulled) is
     /// STOPPED in both.
-    pub fn effective_desired(&self, report: Option<&TaskReport>) -> DesiredStatus {
+    pub fn effective_desired(&self, report: Option<&ObservedTask>) -> DesiredStatus {
         if Task::last_status(report) == TaskStatus::Stopped || self.deactivation.is_some() {
             DesiredStatus::Stopped
         } else {
@@ -293,7 +287,12 @@ impl Task {
     }
 
     /// The wire view: the desired record, completed by the agent's report.
-    pub fn view(&self, scope: &Scope, report: Option<&TaskReport>, include_tags: bool) -> w::Task {
+    pub fn view(
+        &self,
+        scope: &Scope,
+        report: Option<&ObservedTask>,
+        include_tags: bool,
+    ) -> w::Task {
         let mut last = Task::last_status(report);
         // Running, but its targets are draining before it is stopped.
         if self.deactivation.is_some() && last == TaskStatus::Running {
@@ -312,16 +311,16 @@ impl Task {
                 let def = defs.iter().find(|d| d.name.as_deref() == Some(name));
                 let seen = report.and_then(|r| r.containers.iter().find(|c| &c.name == name));
                 let container_status = match seen {
-                    Some(c) => c.last_status.clone(),
-                    None if last == TaskStatus::Stopped => "STOPPED".into(),
-                    None => "PENDING".into(),
+                    Some(c) => c.last_status,
+                    None if last == TaskStatus::Stopped => ContainerStatus::Stopped,
+                    None => ContainerStatus::Pending,
                 };
                 w::Container {
                     container_arn: Some(self.container_arn(scope, uuid)),
                     task_arn: Some(arn.clone()),
                     name: Some(name.clone()),
                     image: def.and_then(|d| d.image.clone()),
-                    last_status: Some(container_status),
+                    last_status: Some(container_status.as_str().into()),
                     exit_code: seen.and_then(|c| c.exit_code),
                     reason: seen.and_then(|c| c.reason.clone()),
                     runtime_id: seen.and_then(|c| c.runtime_id.clone()),
@@ -339,8 +338,10 @@ impl Task {
                             .collect(),
                     ),
                     health_status: Some(
-                        seen.and_then(|c| c.health_status.clone())
-                            .unwrap_or_else(|| "UNKNOWN".into()),
+                        seen.and_then(|c| c.health_status)
+                            .unwrap_or(HealthStatus::Unknown)
+                            .as_str()
+                            .into(),
                     ),
                     cpu: Some(def.and_then(|d| d.cpu).unwrap_or(0).to_string()),
                     memory: def.and_then(|d| d.memory).map(|m| m.to_string()),
@@ -360,7 +361,7 @@ impl Task {
         let (stop_code, stopped_reason) = match asked {
             Some(s) => (Some(s.code.as_str().to_string()), Some(s.reason.clone())),
             None => (
-                report.and_then(|r| r.stop_code.clone()),
+                report.and_then(|r| r.stop_code.map(|c| c.as_str().to_string())),
                 report.and_then(|r| r.stopped_reason.clone()),
             ),
         };
@@ -404,8 +405,10 @@ impl Task {
             last_status: Some(last.as_str().into()),
             health_status: Some(
                 report
-                    .and_then(|r| r.health_status.clone())
-                    .unwrap_or_else(|| "UNKNOWN".into()),
+                    .and_then(|r| r.health_status)
+                    .unwrap_or(HealthStatus::Unknown)
+                    .as_str()
+                    .into(),
             ),
             connectivity: report.map(|_| "CONNECTED".into()),
             connectivity_at: report
@@ -444,7 +447,7 @@ impl Task {
         scope: &Scope,
         n: &TaskNetwork,
         last: TaskStatus,
-        report: Option<&TaskReport>,
+        report: Option<&ObservedTask>,
     ) -> w::Attachment {
         let kv = |k: &str, v: String| w::KeyValuePair {
             name: Some(k.into()),
@@ -644,7 +647,7 @@ pub struct Usage {
 
 impl Usage {
     /// Adds a task that is not STOPPED, with what its agent reported.
-    pub fn add(&mut self, task: &Task, report: Option<&TaskReport>) {
+    pub fn add(&mut self, task: &Task, report: Option<&ObservedTask>) {
         let r = &task.reservation;
         self.cpu += r.cpu;
         self.memory += r.memory;
@@ -755,6 +758,40 @@ pub fn validate_labels(group: Option<&str>, started_by: Option<&str>) -> Result<
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn observed_state_is_stored_as_the_report_was_and_reads_old_records() {
+        let report = TaskReport {
+            task_arn: "arn:t".into(),
+            last_status: TaskStatus::Stopped,
+            containers: vec![berth_wire::agent::ContainerReport {
+                name: "c".into(),
+                runtime_id: Some("abc".into()),
+                last_status: ContainerStatus::Stopped,
+                exit_code: Some(1),
+                health_status: Some(HealthStatus::Unhealthy),
+                ..Default::default()
+            }],
+            health_status: Some(HealthStatus::Unknown),
+            started_at: Some(1.0),
+            stopped_at: Some(2.0),
+            stop_code: Some(StopCode::EssentialContainerExited),
+            stopped_reason: Some("Essential container in task exited".into()),
+            ..Default::default()
+        };
+        let wire = serde_json::to_value(&report).expect("report");
+        let observed = ObservedTask::from(report);
+        assert_eq!(serde_json::to_value(&observed).expect("observed"), wire);
+        // A record written before the types were split.
+        let old = r#"{"taskArn":"arn:t","lastStatus":"RUNNING","containers":[{"name":"c","lastStatus":"RUNNING","networkBindings":[]}]}"#;
+        let read: ObservedTask = serde_json::from_str(old).expect("old record");
+        assert_eq!(read.last_status, TaskStatus::Running);
+        assert_eq!(read.containers[0].last_status, ContainerStatus::Running);
+        assert!(
+            serde_json::from_str::<ObservedTask>(r#"{"taskArn":"t","lastStatus":"NAPPING"}"#)
+                .is_err()
+        );
+    }
 
     #[test]
     fn released_usage_gives_back_exactly_what_was_absorbed() {

@@ -15,6 +15,141 @@
 use crate::ecs as w;
 use serde::{Deserialize, Serialize};
 
+/// A task's `lastStatus`, in lifecycle order.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum TaskStatus {
+    #[default]
+    Provisioning,
+    Pending,
+    Activating,
+    Running,
+    Deactivating,
+    Stopping,
+    Deprovisioning,
+    Stopped,
+}
+
+impl TaskStatus {
+    pub const ALL: [TaskStatus; 8] = [
+        TaskStatus::Provisioning,
+        TaskStatus::Pending,
+        TaskStatus::Activating,
+        TaskStatus::Running,
+        TaskStatus::Deactivating,
+        TaskStatus::Stopping,
+        TaskStatus::Deprovisioning,
+        TaskStatus::Stopped,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskStatus::Provisioning => "PROVISIONING",
+            TaskStatus::Pending => "PENDING",
+            TaskStatus::Activating => "ACTIVATING",
+            TaskStatus::Running => "RUNNING",
+            TaskStatus::Deactivating => "DEACTIVATING",
+            TaskStatus::Stopping => "STOPPING",
+            TaskStatus::Deprovisioning => "DEPROVISIONING",
+            TaskStatus::Stopped => "STOPPED",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<TaskStatus> {
+        TaskStatus::ALL.into_iter().find(|t| t.as_str() == s)
+    }
+
+    /// Whether a task may move from `self` to `next`: only forwards, and
+    /// to STOPPED from anywhere (a failed pull skips the running states).
+    pub fn can_become(self, next: TaskStatus) -> bool {
+        next >= self
+    }
+
+    /// Not yet RUNNING: what `pendingTasksCount` counts.
+    pub fn is_pending(self) -> bool {
+        self < TaskStatus::Running
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum DesiredStatus {
+    Running,
+    Stopped,
+}
+
+impl DesiredStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DesiredStatus::Running => "RUNNING",
+            DesiredStatus::Stopped => "STOPPED",
+        }
+    }
+}
+
+/// Why a task stopped (`stopCode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StopCode {
+    TaskFailedToStart,
+    EssentialContainerExited,
+    UserInitiated,
+    ServiceSchedulerInitiated,
+    TerminationNotice,
+}
+
+impl StopCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StopCode::TaskFailedToStart => "TaskFailedToStart",
+            StopCode::EssentialContainerExited => "EssentialContainerExited",
+            StopCode::UserInitiated => "UserInitiated",
+            StopCode::ServiceSchedulerInitiated => "ServiceSchedulerInitiated",
+            StopCode::TerminationNotice => "TerminationNotice",
+        }
+    }
+}
+
+/// A container's `lastStatus` as the agent reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ContainerStatus {
+    #[default]
+    Pending,
+    Running,
+    Stopped,
+}
+
+impl ContainerStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ContainerStatus::Pending => "PENDING",
+            ContainerStatus::Running => "RUNNING",
+            ContainerStatus::Stopped => "STOPPED",
+        }
+    }
+}
+
+/// A container's or a task's health.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum HealthStatus {
+    Healthy,
+    Unhealthy,
+    Unknown,
+}
+
+impl HealthStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HealthStatus::Healthy => "HEALTHY",
+            HealthStatus::Unhealthy => "UNHEALTHY",
+            HealthStatus::Unknown => "UNKNOWN",
+        }
+    }
+}
+
 /// Path of the gateway on the API port.
 pub const CONNECT_PATH: &str = "/agent/v1/connect";
 
@@ -87,8 +222,7 @@ pub const FARGATE_POOL: &str = "berth.fargate";
 pub struct DesiredTask {
     pub task_arn: String,
     pub cluster: String,
-    /// `RUNNING` or `STOPPED`.
-    pub desired_status: String,
+    pub desired_status: DesiredStatus,
     /// The task definition with the task's overrides applied: what to run.
     /// Task-level `cpu` and `memory`, when set, are plain numbers of CPU
     /// units and MiB.
@@ -97,7 +231,7 @@ pub struct DesiredTask {
     pub container_arns: Vec<(String, String)>,
     /// Why the server wants it stopped, when it does.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub stop_code: Option<String>,
+    pub stop_code: Option<StopCode>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stopped_reason: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -147,12 +281,11 @@ pub struct AllowedIngress {
 #[serde(rename_all = "camelCase")]
 pub struct TaskReport {
     pub task_arn: String,
-    /// A task `lastStatus`: PENDING, ACTIVATING, RUNNING, ..., STOPPED.
-    pub last_status: String,
+    pub last_status: TaskStatus,
     #[serde(default)]
     pub containers: Vec<ContainerReport>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub health_status: Option<String>,
+    pub health_status: Option<HealthStatus>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pull_started_at: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -168,7 +301,7 @@ pub struct TaskReport {
     /// Set when the agent decided the stop (an essential container exited,
     /// an image could not be pulled).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub stop_code: Option<String>,
+    pub stop_code: Option<StopCode>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stopped_reason: Option<String>,
     /// awsvpc: the MAC address the task's interface got.
@@ -184,7 +317,7 @@ pub struct ContainerReport {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub runtime_id: Option<String>,
     /// PENDING, RUNNING or STOPPED.
-    pub last_status: String,
+    pub last_status: ContainerStatus,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exit_code: Option<i32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -193,7 +326,7 @@ pub struct ContainerReport {
     pub network_bindings: Vec<w::NetworkBinding>,
     /// HEALTHY, UNHEALTHY or UNKNOWN.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub health_status: Option<String>,
+    pub health_status: Option<HealthStatus>,
 }
 
 #[cfg(test)]
@@ -233,7 +366,7 @@ mod tests {
         );
         let report = AgentMessage::TaskState(TaskReport {
             task_arn: "t".into(),
-            last_status: "RUNNING".into(),
+            last_status: TaskStatus::Running,
             ..Default::default()
         });
         let text = serde_json::to_string(&report).expect("encode");

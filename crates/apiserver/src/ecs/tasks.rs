@@ -9,11 +9,11 @@ use berth_control::launch::{launch_type, prepare, LaunchInput};
 use berth_control::placement::{failure, ClusterTasks};
 use berth_control::tasks::{self, request_stop, ClientToken};
 use berth_domain::arn::{self, container_instance_id as instance_id};
+use berth_domain::task::ObservedTask;
 use berth_domain::task::{DesiredStatus, StopCode, Task, MAX_RUN_COUNT};
 use berth_domain::{paging, EcsError, Scope};
 use berth_store::keys::Keys;
 use berth_store::typed;
-use berth_wire::agent::TaskReport;
 use berth_wire::ecs as w;
 
 async fn views(
@@ -26,7 +26,7 @@ async fn views(
     let mut out = vec![];
     for id in ids {
         if let Some(t) = typed::get::<Task>(&*st.store, &scope.task(cluster, id)).await? {
-            let report = typed::get::<TaskReport>(&*st.store, &scope.task_state(cluster, id))
+            let report = typed::get::<ObservedTask>(&*st.store, &scope.task_state(cluster, id))
                 .await?
                 .map(|r| r.value);
             out.push(t.value.view(scope, report.as_ref(), include_tags));
@@ -154,7 +154,7 @@ pub async fn stop_task(
     .await?
     .ok_or_else(not_found)?;
     tracing::info!(cluster = %cluster, task = %id, "task stop requested");
-    let report = typed::get::<TaskReport>(&*st.store, &ctx.scope.task_state(&cluster, &id))
+    let report = typed::get::<ObservedTask>(&*st.store, &ctx.scope.task_state(&cluster, &id))
         .await?
         .map(|r| r.value);
     Ok(w::StopTaskResponse {
@@ -191,7 +191,7 @@ pub async fn describe_tasks(
         match (record, id) {
             (Some(t), Some(id)) => {
                 let report =
-                    typed::get::<TaskReport>(&*st.store, &ctx.scope.task_state(&cluster, &id))
+                    typed::get::<ObservedTask>(&*st.store, &ctx.scope.task_state(&cluster, &id))
                         .await?
                         .map(|r| r.value);
                 found.push(t.value.view(&ctx.scope, report.as_ref(), include_tags));

@@ -65,10 +65,10 @@ fn task(id: &str, deployment: &str, instance: &str) -> Task {
     }
 }
 
-fn report(status: &str, started_at: f64) -> TaskReport {
-    TaskReport {
+fn report(status: &str, started_at: f64) -> ObservedTask {
+    ObservedTask {
         task_arn: "arn".into(),
-        last_status: status.into(),
+        last_status: TaskStatus::parse(status).expect("a task status"),
         started_at: Some(started_at),
         stopped_at: (status == "STOPPED").then_some(started_at + 100.0),
         ..Default::default()
@@ -83,7 +83,7 @@ fn ids() -> impl FnMut() -> (String, u64) {
     }
 }
 
-fn members<'a>(items: &'a [(Task, Option<TaskReport>)]) -> Vec<Member<'a>> {
+fn members<'a>(items: &'a [(Task, Option<ObservedTask>)]) -> Vec<Member<'a>> {
     items
         .iter()
         .map(|(t, r)| Member {
@@ -284,7 +284,7 @@ fn unhealthy_tasks_are_replaced_after_the_grace_period() {
         ..Default::default()
     }]);
     let mut r = report("RUNNING", 0.0);
-    r.health_status = Some("UNHEALTHY".into());
+    r.health_status = Some(HealthStatus::Unhealthy);
     let items = vec![(t, Some(r))];
     let p = plan(&s, &members(&items), TUNING, 10.0, ids());
     assert!(p.stop.is_empty(), "within the grace period");
