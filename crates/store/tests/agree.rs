@@ -160,7 +160,20 @@ proptest! {
         let (mem, sql) = rt.block_on(async {
             let dir = tempfile::tempdir().expect("tempdir");
             let path = dir.path().join("db");
-            let open = || -> Arc<dyn Store> { Arc::new(SqliteStore::open(&path).expect("open")) };
+            // A dropped store's background work (lease expiry) may hold it
+            // for a moment longer; its file is free once that ends.
+            let open = || -> Arc<dyn Store> {
+                for _ in 0..500 {
+                    match SqliteStore::open(&path) {
+                        Ok(s) => return Arc::new(s),
+                        Err(StoreError::Open { reason, .. }) if reason.contains("another process") => {
+                            std::thread::sleep(std::time::Duration::from_millis(10))
+                        }
+                        Err(e) => panic!("open: {e}"),
+                    }
+                }
+                panic!("the dropped store never let go of its file")
+            };
             let a = run(Arc::new(MemStore::new()), |s| s, &actions).await;
             let b = run(open(), |s| { drop(s); open() }, &actions).await;
             (a, b)
