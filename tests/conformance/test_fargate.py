@@ -30,9 +30,12 @@ class Fargate(Cluster):
         self.server.start()
         self.ecs = make_client(self.server.url)
         self.ecs.create_cluster(clusterName=self.name, capacityProviders=["FARGATE", "FARGATE_SPOT"])
+        # The host in local-1b prefers what its engine has cached.
         for i, zone in enumerate(ZONES):
+            pull = ["--image-pull-behavior", "prefer-cached"] if zone == "local-1b" else []
             self.agents.append(Agent(self.server, "ignored", os.path.join(self.tmp, f"host{i}"),
-                                     "i-" + uuid.uuid4().hex[:17], zone=zone, extra=["--capacity", "fargate"]).start())
+                                     "i-" + uuid.uuid4().hex[:17], zone=zone,
+                                     extra=["--capacity", "fargate", *pull]).start())
         # A third host, alone in local-1c, keeps the images it pulled once.
         self.agents.append(Agent(self.server, "ignored", os.path.join(self.tmp, "host-cache"),
                                  "i-" + uuid.uuid4().hex[:17], zone="local-1c",
@@ -331,9 +334,14 @@ def test_fargate_hosts_keep_images_as_their_pull_behaviour_says(fg, tmp_path):
         assert registry.manifest_gets(name) == 1, "and then starts from its cache"
         third = run_in("subnet-local-1a")
         assert registry.manifest_gets(name) == 2, "a host with the default behaviour pulls every time"
+        fifth = run_in("subnet-local-1b")
+        assert registry.manifest_gets(name) == 2, "a prefer-cached host starts from what the engine has"
+        docker("rmi", "-f", ref)
+        sixth = run_in("subnet-local-1b")
+        assert registry.manifest_gets(name) == 3, "and pulls when the engine has it no more"
         registry.stop()
         fourth = run_in("subnet-local-1c")
-        for t in (first, second, third, fourth):
+        for t in (first, second, third, fourth, fifth, sixth):
             fg.ecs.stop_task(cluster=fg.name, task=t["taskArn"])
     finally:
         registry.stop()

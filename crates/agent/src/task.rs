@@ -347,33 +347,22 @@ impl Driver {
     /// Pulls and creates, unless the task is past that already.
     async fn start(&mut self) -> Result<(), Stop> {
         let fresh = matches!(self.report.last_status.as_str(), "PENDING" | "PROVISIONING");
+        // With prefer-cached, a cached image needs no registry and no
+        // look first: create, as `docker run` does, and pull only when the
+        // engine says the image is missing.
+        let lazy = self.ctx.pull == PullBehavior::PreferCached;
         if fresh && !self.wants_stop() {
             self.report.pull_started_at.get_or_insert_with(now);
             self.publish();
             let mut images: Vec<String> = self
                 .containers
                 .iter()
-                .filter(|c| c.id.is_none())
+                .filter(|c| c.id.is_none() && !lazy)
                 .filter_map(|c| c.def.image.clone())
                 .collect();
             images.dedup();
             for image in images {
-                if let Err(e) = self.ctx.runtime.pull(&image, self.ctx.pull).await {
-                    let reason = e.to_string();
-                    for c in self
-                        .containers
-                        .iter_mut()
-                        .filter(|c| c.def.image.as_deref() == Some(&image))
-                    {
-                        c.status = Status::Stopped;
-                        c.reason = Some(reason.clone());
-                    }
-                    self.report.pull_stopped_at = Some(now());
-                    return Err(Stop {
-                        code: StopCode::TaskFailedToStart,
-                        reason,
-                    });
-                }
+                self.pull(&image).await?;
                 if !self.drain() || self.wants_stop() {
                     break;
                 }
@@ -415,6 +404,13 @@ impl Driver {
             );
             let created = match self.ctx.runtime.create(&s).await {
                 Ok(id) => Ok(id),
+                Err(berth_runtime::RuntimeError::NotFound(m))
+                    if lazy && m.contains("No such image") =>
+                {
+                    self.pull(&s.image).await?;
+                    self.report.pull_stopped_at = Some(now());
+                    self.ctx.runtime.create(&s).await
+                }
                 // A container left over from a create the agent did not see
                 // finish: remove it and try once more.
                 Err(berth_runtime::RuntimeError::Rejected(m)) if m.contains("already in use") => {
@@ -437,6 +433,28 @@ impl Driver {
             }
         }
         Ok(())
+    }
+
+    /// Pulls `image` as the host's pull behavior says; on failure, every
+    /// container of the image is stopped with the reason.
+    async fn pull(&mut self, image: &str) -> Result<(), Stop> {
+        let Err(e) = self.ctx.runtime.pull(image, self.ctx.pull).await else {
+            return Ok(());
+        };
+        let reason = e.to_string();
+        for c in self
+            .containers
+            .iter_mut()
+            .filter(|c| c.def.image.as_deref() == Some(image))
+        {
+            c.status = Status::Stopped;
+            c.reason = Some(reason.clone());
+        }
+        self.report.pull_stopped_at = Some(now());
+        Err(Stop {
+            code: StopCode::TaskFailedToStart,
+            reason,
+        })
     }
 
     /// awsvpc: makes the task's network namespace, a pause container at
