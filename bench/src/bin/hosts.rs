@@ -272,7 +272,10 @@ async fn connection(sim: &Sim, host: &Host, cluster: &str, server: &str) -> anyh
     request
         .headers_mut()
         .insert("authorization", AUTHORIZATION.parse()?);
-    let (ws, _) = tokio_tungstenite::connect_async(request).await?;
+    let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+        .read_buffer_size(berth_wire::agent::SOCKET_READ_BUFFER);
+    let (ws, _) =
+        tokio_tungstenite::connect_async_with_config(request, Some(config), false).await?;
     let (mut tx, mut rx) = ws.split();
     let send = |m: &AgentMessage| Message::text(serde_json::to_string(m).unwrap_or_default());
     tx.send(send(&AgentMessage::Hello {

@@ -444,9 +444,12 @@ impl Link<'_> {
         if let Ok(v) = self.ecs.authorization().parse() {
             request.headers_mut().insert("authorization", v);
         }
-        let (mut ws, _) = tokio_tungstenite::connect_async(request)
-            .await
-            .map_err(|e| e.to_string())?;
+        let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+            .read_buffer_size(berth_wire::agent::SOCKET_READ_BUFFER);
+        let (mut ws, _) =
+            tokio_tungstenite::connect_async_with_config(request, Some(config), false)
+                .await
+                .map_err(|e| e.to_string())?;
         let hello = AgentMessage::Hello {
             cluster: self.config.cluster.clone(),
             container_instance_arn: self.arn.to_string(),

@@ -5,6 +5,7 @@
 //! to notice the silence.
 
 use crate::context::RequestContext;
+use crate::hub::Route;
 use crate::AppState;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
@@ -16,7 +17,7 @@ use berth_domain::task::{ObservedTask, Task, TaskStatus};
 use berth_domain::taskdef::{parse_cpu, parse_memory};
 use berth_domain::{arn, Scope};
 use berth_store::keys::Keys;
-use berth_store::{typed, EventKind, Op, RangeRequest, Txn};
+use berth_store::{typed, Op, RangeRequest, Txn};
 use berth_wire::agent::{AgentMessage, DesiredNetwork, DesiredTask, ServerMessage, TaskReport};
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
@@ -39,6 +40,7 @@ pub(crate) async fn connect(
 ) -> Response {
     let ctx =
         RequestContext::from_headers(&headers, &st.config.account_id, &st.config.default_region);
+    let ws = ws.read_buffer_size(berth_wire::agent::SOCKET_READ_BUFFER);
     ws.on_upgrade(move |socket| async move {
         let mut socket = socket;
         if let Err(why) = session(&st, &ctx.scope, &mut socket).await {
@@ -460,58 +462,42 @@ async fn converse(
         },
     )
     .await?;
-    let index = scope.instance_tasks_of(cluster, id);
-    let (addresses, warm) = (scope.subnet_ips(), scope.warm_ips_of(cluster, id));
     // The desired set changes with the instance's index, and its tasks'
     // security groups with the addresses other tasks take and free.
-    let mut changes = st.hub.subscribe(&st.store).await;
+    let mut changes = st
+        .hub
+        .subscribe(
+            &st.store,
+            vec![
+                (scope.instance_tasks_of(cluster, id), Route::Entries),
+                (scope.subnet_ips(), Route::Any),
+                (scope.warm_ips_of(cluster, id), Route::Any),
+            ],
+        )
+        .await;
     send(socket, &desired(st, scope, cluster, id).await?).await?;
     let mut deadline = tokio::time::Instant::now() + timeout;
     let mut renewed = tokio::time::Instant::now();
     loop {
         tokio::select! {
-            change = changes.recv() => {
-                // Level-based: one push covers every change seen so far.
-                let mut batches = vec![change];
-                while let Ok(more) = changes.try_recv() {
-                    batches.push(Ok(more));
-                }
-                let mut whole = false;
-                let mut own: Vec<(String, bool)> = vec![];
-                let mut revision = 0;
-                for b in batches {
-                    match b {
-                        Ok(Some(events)) => {
-                            for ev in events.iter() {
-                                revision = ev.kv.mod_revision;
-                                if let Some(entry) = ev.kv.key.strip_prefix(&index) {
-                                    own.push((entry.to_string(), ev.kind == EventKind::Put));
-                                } else if ev.kv.key.starts_with(&addresses) || ev.kv.key.starts_with(&warm) {
-                                    whole = true;
-                                }
-                            }
-                        }
-                        // The hub started over, or this connection fell
-                        // behind it: anything may have changed.
-                        Ok(None) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => whole = true,
-                        Err(tokio::sync::broadcast::error::RecvError::Closed) => {
-                            return Err("the gateway's watch ended".into())
-                        }
-                    }
-                }
+            change = changes.next() => {
+                let Some(change) = change else {
+                    return Err("the gateway's watch ended".into());
+                };
                 // Only its own index changed: send what changed. Anything
-                // else (addresses taken or freed, warm ones) may change
-                // every task's network: send the whole set.
-                let message = if whole {
+                // else (addresses taken or freed, warm ones), or falling
+                // behind, may change every task's network: the whole set.
+                let message = if change.whole {
                     desired(st, scope, cluster, id).await?
-                } else if own.is_empty() {
+                } else if change.entries.is_empty() {
                     continue;
                 } else {
-                    // The last word on each entry is what counts.
+                    // Level-based: the last word on each entry is what counts.
+                    let mut own = change.entries;
                     let mut seen = HashSet::new();
                     own.reverse();
                     own.retain(|(e, _)| seen.insert(e.clone()));
-                    desired_changes(st, scope, cluster, id, &own, revision).await?
+                    desired_changes(st, scope, cluster, id, &own, change.revision).await?
                 };
                 send(socket, &message).await?;
             }

@@ -133,16 +133,21 @@ pub async fn run(st: Control, config: ControllerConfig, shutdown: CancellationTo
     };
     let initial: Vec<ClusterKey> = known.clusters.iter().cloned().collect();
     let mut tasks = vec![];
-    let mut start = |r: Arc<dyn ErasedStart>| {
+    let mut start = |r: Arc<dyn ErasedStart>, resync: Duration| {
         let (queue, task) = r.start(initial.clone(), resync, &shutdown, &c.st.metrics);
         tasks.push(task);
         queue
     };
     let queues = Queues {
-        services: start(Arc::new(Services(c.clone()))),
-        host_loss: start(Arc::new(HostLoss(c.clone()))),
-        warm: start(Arc::new(WarmAddresses(c.clone()))),
-        cleanup: start(Arc::new(StoppedTasks(c.clone()))),
+        services: start(Arc::new(Services(c.clone())), resync),
+        host_loss: start(Arc::new(HostLoss(c.clone())), resync),
+        warm: start(Arc::new(WarmAddresses(c.clone())), resync),
+        // It schedules its own next look; its resync is only a backstop,
+        // and each one reads every report of the cluster.
+        cleanup: start(
+            Arc::new(StoppedTasks(c.clone())),
+            resync.max(c.config.stopped_retention),
+        ),
     };
     watch(c, &queues, known, from, shutdown).await;
     for t in tasks {
@@ -285,10 +290,14 @@ impl Reconciler for StoppedTasks {
     fn reconcile<'a>(&'a self, key: &'a ClusterKey) -> BoxFuture<'a, Result<Action, ControlError>> {
         Box::pin(async move {
             let (scope, cluster) = key;
-            let tasks = ClusterTasks::load(&self.0.st, scope, cluster).await?;
-            self.0.forget_stopped(scope, cluster, &tasks).await?;
-            // Nothing wakes it when a retention runs out: the resync does.
-            Ok(Action::AwaitChange)
+            // Nothing wakes it when a retention runs out: it looks again
+            // when the next one does. A task that stops after this look
+            // runs out no sooner than a whole retention from now.
+            let next = self.0.forget_stopped(scope, cluster).await?;
+            let retention = self.0.config.stopped_retention;
+            Ok(Action::RequeueAfter(
+                next.map_or(retention, |n| n.min(retention)),
+            ))
         })
     }
 }
@@ -425,7 +434,7 @@ async fn watch(
                         }
                     }
                     if let Some(k) = cluster_of(&ev.kv.key) {
-                        known.insert(k.clone());
+                        let new = known.insert(k.clone());
                         if matters(&mut service_tasks, &k, &ev) {
                             queues.services.enqueue(k.clone(), Reason::Changed).await;
                         }
@@ -435,8 +444,10 @@ async fn watch(
                         if matches!(kind, Some("warm-ips" | "container-instances")) {
                             queues.warm.enqueue(k.clone(), Reason::Changed).await;
                         }
-                        if kind == Some("tasks") && ev.kind == berth_store::EventKind::Put {
-                            // Known to the cleanup's resync from now on.
+                        if new {
+                            // The cleanup schedules its own next look from
+                            // then on: waking it on every task written made
+                            // it read the whole cluster as often.
                             queues.cleanup.enqueue(k, Reason::Changed).await;
                         }
                     }
@@ -556,12 +567,23 @@ impl Controller {
         cluster: &str,
     ) -> Result<Option<Duration>, ControlError> {
         let st = &self.st;
-        let tasks = ClusterTasks::load(st, scope, cluster).await?;
         let mut hosts = self.instances(scope, cluster).await?;
         let mut reachable = connected_agents(st, scope, cluster).await?;
+        let pool = self.instances(scope, FARGATE_POOL).await?;
+        let pool_reachable = connected_agents(st, scope, FARGATE_POOL).await?;
+        // Every host there: nobody is away, and no task needs reading
+        // (which, at a hundred thousand tasks, is most of the work).
+        let all_there = hosts.iter().all(|ci| reachable.contains(&ci.id))
+            && pool.iter().all(|ci| pool_reachable.contains(&ci.id));
+        if all_there {
+            let ck: ClusterKey = (scope.clone(), cluster.to_string());
+            self.away_since.lock().retain(|(k, _), _| k != &ck);
+            return Ok(None);
+        }
+        let tasks = ClusterTasks::load(st, scope, cluster).await?;
         if tasks.tasks.iter().any(|t| t.value.fargate()) {
-            hosts.extend(self.instances(scope, FARGATE_POOL).await?);
-            reachable.extend(connected_agents(st, scope, FARGATE_POOL).await?);
+            hosts.extend(pool);
+            reachable.extend(pool_reachable);
         }
         let (_, recheck) = self
             .host_loss(scope, cluster, &hosts, &reachable, &tasks)
@@ -720,31 +742,41 @@ impl Controller {
     /// Removes the records of tasks that stopped longer ago than the
     /// retention, so that listings and counts do not grow without end.
     /// A record that changed since it was read stays for the next round.
+    /// Reads only what agents reported, and a task's record only once it
+    /// is due. How long until the next one is due, if any is STOPPED.
     async fn forget_stopped(
         &self,
         scope: &Scope,
         cluster: &str,
-        tasks: &ClusterTasks,
-    ) -> Result<bool, ControlError> {
-        let before = self.st.now() - self.config.stopped_retention.as_secs_f64();
-        let mut any = false;
-        for t in &tasks.tasks {
-            let id = &t.value.id;
-            let Some(report) = tasks.report(id) else {
-                continue;
-            };
-            let old = Task::last_status(Some(report)) == TaskStatus::Stopped
-                && report.stopped_at.is_some_and(|at| at < before);
-            if !old {
+    ) -> Result<Option<Duration>, ControlError> {
+        let now = self.st.now();
+        let retention = self.config.stopped_retention.as_secs_f64();
+        let mut next: Option<Duration> = None;
+        let reports =
+            typed::list::<ObservedTask>(&*self.st.store, &scope.task_states_of(cluster)).await?;
+        for (state_key, report) in reports {
+            if Task::last_status(Some(&report.value)) != TaskStatus::Stopped {
                 continue;
             }
-            let state_key = scope.task_state(cluster, id);
-            let Some(state) = self.st.store.get(&state_key).await? else {
+            let Some(at) = report.value.stopped_at else {
+                continue;
+            };
+            let due = at + retention - now;
+            if due > 0.0 {
+                next = min_recheck(next, Some(Duration::from_secs_f64(due)));
+                continue;
+            }
+            let Some(id) = state_key.rsplit('/').next().map(str::to_string) else {
+                continue;
+            };
+            let id = &id;
+            let Some(t) = typed::get::<Task>(&*self.st.store, &scope.task(cluster, id)).await?
+            else {
                 continue;
             };
             let mut compares = vec![
                 typed::unchanged(&scope.task(cluster, id), t.mod_revision),
-                typed::unchanged(&state_key, state.mod_revision),
+                typed::unchanged(&state_key, report.mod_revision),
             ];
             let mut ops = vec![
                 Op::delete(scope.task(cluster, id)),
@@ -768,9 +800,12 @@ impl Controller {
                 }
             }
             let txn = Txn::when(compares, ops);
-            any |= self.st.store.txn(txn).await?.succeeded;
+            if !self.st.store.txn(txn).await?.succeeded {
+                // It changed since it was read: another look soon.
+                next = min_recheck(next, Some(Duration::from_secs(1)));
+            }
         }
-        Ok(any)
+        Ok(next)
     }
 
     /// Records a task of a lost host as STOPPED: the observed record (no

@@ -116,14 +116,40 @@ impl ClusterLive {
         }
     }
 
-    /// The instances and the scheduler's view of each.
-    pub(crate) fn view(&self, scope: &Scope) -> (Vec<ContainerInstance>, Vec<sched::Instance>) {
+    /// Plans `req` on the cluster's hosts as the snapshot has them (only
+    /// on `only`, when given): whether the cluster has no instance at
+    /// all, the plan, and the records of the instances it placed on.
+    pub(crate) fn plan(
+        &self,
+        scope: &Scope,
+        only: Option<&str>,
+        req: &sched::Request,
+        seed: u64,
+    ) -> (bool, sched::Plan, HashMap<Arc<str>, ContainerInstance>) {
         let mut s = self.state.lock();
         s.refresh(scope);
-        s.instances
-            .values()
-            .filter_map(|ci| Some((ci.clone(), s.views.get(&ci.id)?.clone())))
-            .unzip()
+        let plan = match only {
+            None => s.snapshot.place(req, seed),
+            Some(id) => {
+                let one = s
+                    .arns
+                    .get(id)
+                    .and_then(|arn| s.snapshot.get(arn))
+                    .cloned()
+                    .into_iter()
+                    .collect();
+                sched::Snapshot::new(one).place(req, seed)
+            }
+        };
+        let on = plan
+            .placements
+            .iter()
+            .filter_map(|p| {
+                let id = p.instance.rsplit('/').next()?;
+                Some((p.instance.clone(), s.instances.get(id)?.clone()))
+            })
+            .collect();
+        (s.instances.is_empty(), plan, on)
     }
 }
 
@@ -145,7 +171,10 @@ struct State {
     /// Tasks known STOPPED, so that a later write of their record does
     /// not count them again; forgotten with their records.
     stopped: HashSet<String>,
-    views: HashMap<String, sched::Instance>,
+    /// The scheduler's view of the instances, kept as they change.
+    snapshot: sched::Snapshot,
+    /// Each instance's ARN in the snapshot, by id.
+    arns: HashMap<String, Arc<str>>,
     dirty: HashSet<String>,
 }
 
@@ -162,7 +191,8 @@ impl State {
             used: HashMap::new(),
             early: HashMap::new(),
             stopped: HashSet::new(),
-            views: HashMap::new(),
+            snapshot: sched::Snapshot::default(),
+            arns: HashMap::new(),
             dirty: HashSet::new(),
         }
     }
@@ -174,7 +204,8 @@ impl State {
         self.used.clear();
         self.early.clear();
         self.stopped.clear();
-        self.views.clear();
+        self.snapshot = sched::Snapshot::default();
+        self.arns.clear();
         self.dirty.clear();
     }
 
@@ -192,7 +223,6 @@ impl State {
                 }
                 None => {
                     self.instances.remove(&id);
-                    self.views.remove(&id);
                 }
             }
             self.dirty.insert(id);
@@ -282,17 +312,20 @@ impl State {
         self.dirty.insert(instance.to_string());
     }
 
-    /// Rebuilds the scheduler's view of the instances that changed.
+    /// Brings the scheduler's view of the instances that changed up to date.
     fn refresh(&mut self, scope: &Scope) {
         for id in std::mem::take(&mut self.dirty) {
             let Some(ci) = self.instances.get(&id) else {
-                self.views.remove(&id);
+                if let Some(arn) = self.arns.remove(&id) {
+                    self.snapshot.remove(&arn);
+                }
                 continue;
             };
             let empty = Usage::default();
             let used = self.used.get(&id).unwrap_or(&empty);
             let view = placeable(scope, ci, used, self.connected.contains(&id));
-            self.views.insert(id, view);
+            self.arns.insert(id, view.arn.clone());
+            self.snapshot.upsert(view);
         }
     }
 }

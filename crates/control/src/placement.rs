@@ -257,19 +257,26 @@ pub async fn place(
     // Begun before anything is read, so that the plan is never newer
     // than what its transaction compares.
     let mut placing = Placing::begin(st, scope, cluster, hosts, launch).await?;
-    let (instances, views): (Vec<ContainerInstance>, Vec<sched::Instance>) = if fargate {
+    let seed = rand::random();
+    let (no_instances, plan, by_arn) = if fargate {
         let instances: Vec<ContainerInstance> =
             typed::list::<ContainerInstance>(&*st.store, &scope.instances_of(hosts))
                 .await?
                 .into_iter()
                 .map(|(_, ci)| ci.value)
+                .filter(|ci| only.is_none_or(|id| ci.id == id))
                 .collect();
         let occupancy = Occupancy::load_pool(st, scope).await?;
         let views = instances
             .iter()
             .map(|ci| occupancy.placeable(scope, ci))
             .collect();
-        (instances, views)
+        let plan = sched::Snapshot::new(views).place(&launch.request, seed);
+        let by_arn: HashMap<Arc<str>, ContainerInstance> = instances
+            .into_iter()
+            .map(|ci| (Arc::from(ci.arn(scope)), ci))
+            .collect();
+        (false, plan, by_arn)
     } else {
         // Everything placed before the placement key's revision is in the
         // snapshot once it has caught up with it; catching up with the
@@ -278,24 +285,14 @@ pub async fn place(
         let live = st.live.cluster(st, scope, cluster).await?;
         let now = st.store.current_revision().await?;
         live.caught_up(placing.lock_revision.max(now)).await?;
-        live.view(scope)
+        live.plan(scope, only, &launch.request, seed)
     };
-    let no_instances = instances.is_empty() && !fargate;
-    let (instances, views): (Vec<ContainerInstance>, Vec<sched::Instance>) = instances
-        .into_iter()
-        .zip(views)
-        .filter(|(ci, _)| only.is_none_or(|id| ci.id == id))
-        .unzip();
-    let snapshot = sched::Snapshot::new(views);
-    let plan = snapshot.place(&launch.request, rand::random());
-    let by_arn: HashMap<String, &ContainerInstance> =
-        instances.iter().map(|ci| (ci.arn(scope), ci)).collect();
     let mut providers = capacity::assign(&launch.strategy, &launch.held, plan.placements.len())
         .into_iter()
         .map(Some)
         .chain(std::iter::repeat(None));
     for p in &plan.placements {
-        let Some(ci) = by_arn.get(&*p.instance) else {
+        let Some(ci) = by_arn.get(&p.instance) else {
             continue;
         };
         placing

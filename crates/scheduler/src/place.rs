@@ -228,6 +228,55 @@ impl Snapshot {
             .filter(|i| i.status == InstanceStatus::Active)
     }
 
+    /// Adds an instance, or replaces the one with its ARN, keeping the
+    /// indexes current: a snapshot kept alive and fed each host's change
+    /// costs the hosts that changed, not all of them.
+    pub fn upsert(&mut self, inst: Instance) {
+        match self.by_arn.get(&inst.arn) {
+            Some(&i) => {
+                let regrouped = {
+                    let old = &self.instances[i];
+                    old.attributes != inst.attributes || old.status != inst.status
+                };
+                self.update(i, |old| *old = inst);
+                if regrouped {
+                    // Which memberOf subsets it belongs to may have changed.
+                    self.subsets_mut().clear();
+                }
+            }
+            None => {
+                let i = self.instances.len();
+                self.by_arn.insert(inst.arn.clone(), i);
+                self.all.insert(i, &inst);
+                self.instances.push(inst);
+                self.subsets_mut().clear();
+            }
+        }
+    }
+
+    /// Takes an instance out; the last one moves into its place.
+    pub fn remove(&mut self, arn: &str) {
+        let Some(i) = self.by_arn.remove(arn) else {
+            return;
+        };
+        let last = self.instances.len() - 1;
+        self.all.remove(i, &self.instances[i]);
+        if i != last {
+            self.all.remove(last, &self.instances[last]);
+            self.instances.swap(i, last);
+            self.all.insert(i, &self.instances[i]);
+            self.by_arn.insert(self.instances[i].arn.clone(), i);
+        }
+        self.instances.pop();
+        self.subsets_mut().clear();
+    }
+
+    fn subsets_mut(&mut self) -> &mut Vec<Subset> {
+        self.subsets
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// Changes instance `i` and keeps every order it is in current.
     fn update(&mut self, i: usize, change: impl FnOnce(&mut Instance)) {
         let subsets = self

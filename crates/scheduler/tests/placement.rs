@@ -292,6 +292,41 @@ proptest! {
             }
         }
     }
+
+    /// A snapshot kept up to date host by host (added, changed, removed;
+    /// placed on in between so that its caches are warm) plans exactly as
+    /// one built afresh from the same hosts.
+    #[test]
+    fn a_snapshot_kept_by_upserts_and_removals_plans_as_one_built_afresh(
+        case in case(),
+        changes in proptest::collection::vec((any::<proptest::sample::Index>(), instance(), any::<bool>()), 0..12),
+    ) {
+        let mut kept = Snapshot::new(vec![]);
+        for i in &case.instances {
+            kept.upsert(i.clone());
+        }
+        let (req, _) = &case.requests[0];
+        for (n, (at, mut inst, remove)) in changes.into_iter().enumerate() {
+            let _ = kept.place(req, case.seed);
+            if case.instances.is_empty() {
+                inst.arn = Arc::from(format!("arn:instance/new{n}"));
+                kept.upsert(inst);
+                continue;
+            }
+            let target = at.get(&case.instances).arn.clone();
+            if remove {
+                kept.remove(&target);
+            } else {
+                inst.arn = target;
+                kept.upsert(inst);
+            }
+        }
+        let afresh = Snapshot::new(kept.instances().to_vec());
+        for (k, (req, _)) in case.requests.iter().enumerate() {
+            let seed = case.seed.wrapping_add(k as u64);
+            prop_assert_eq!(kept.place(req, seed), afresh.place(req, seed));
+        }
+    }
 }
 
 fn host(n: usize, zone: &str, cpu: i64, memory: i64) -> Instance {

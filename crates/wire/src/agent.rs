@@ -15,6 +15,13 @@
 use crate::ecs as w;
 use serde::{Deserialize, Serialize};
 
+/// How much either end of the connection reads from its socket at a time.
+/// The WebSocket library's default, 128 KiB, is zeroed before every read:
+/// with a thousand agents sending small messages, the server spent a
+/// quarter of its time clearing buffers, and held 128 MiB of them. Larger
+/// messages (a whole desired set) still arrive, in several reads.
+pub const SOCKET_READ_BUFFER: usize = 8 * 1024;
+
 /// A task's `lastStatus`, in lifecycle order.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
