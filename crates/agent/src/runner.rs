@@ -61,17 +61,26 @@ async fn existing(
 /// Makes a warm pause container at `net`'s address, filter shut; its id.
 async fn make_warm(ctx: Ctx, net: DesiredNetwork) -> Option<String> {
     let rt = &ctx.runtime;
-    let made = async {
-        let s = crate::spec::warm_pause_spec(&net, &ctx.instance, &ctx.cluster);
-        let id = crate::task::create_pause(&**rt, &net, &s).await?;
-        rt.start(&id).await?;
-        rt.apply_ingress(&id, &[]).await?;
-        Ok::<_, berth_runtime::RuntimeError>(id)
-    };
-    match made.await {
-        Ok(id) => Some(id),
+    let s = crate::spec::warm_pause_spec(&net, &ctx.instance, &ctx.cluster);
+    let id = match crate::task::create_pause(&**rt, &net, &s).await {
+        Ok(id) => id,
         Err(e) => {
             tracing::warn!(address = %net.ip, error = %e, "warm namespace not made; tasks there make their own");
+            return None;
+        }
+    };
+    let ready = async {
+        rt.start(&id).await?;
+        rt.apply_ingress(&id, &[]).await
+    };
+    match ready.await {
+        Ok(()) => Some(id),
+        Err(e) => {
+            // A started container holds the address: a task there makes
+            // its own namespace, which needs the address free.
+            tracing::warn!(address = %net.ip, error = %e, "warm namespace not made; tasks there make their own");
+            let _ = rt.stop(&id, Duration::ZERO).await;
+            let _ = rt.remove(&id).await;
             None
         }
     }

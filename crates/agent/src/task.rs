@@ -792,8 +792,16 @@ impl Driver {
         self.set_status(TaskStatus::Stopped);
     }
 
-    /// Removes the pause container, and with it the task's namespace.
+    /// Removes the pause container, and with it the task's namespace. A
+    /// warm namespace the task was handed but never took holds its
+    /// address too (a task can stop before its network is made), so it
+    /// goes as well.
     async fn release_network(&mut self) {
+        if let Some(w) = self.warm.take() {
+            if let Some(id) = w.await {
+                self.pause.get_or_insert(id);
+            }
+        }
         if let Some(id) = self.pause.take() {
             let _ = self.ctx.runtime.stop(&id, Duration::ZERO).await;
             if let Err(e) = self.ctx.runtime.remove(&id).await {
@@ -877,4 +885,98 @@ fn host_bindings(def: &w::ContainerDefinition) -> Vec<w::NetworkBinding> {
             })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use berth_runtime::fake::{Call, FakeRuntime};
+    use berth_wire::agent::DesiredNetwork;
+    use futures::FutureExt;
+
+    fn ctx(rt: Arc<FakeRuntime>, dir: &std::path::Path) -> Ctx {
+        let (reporter, _) = Reporter::open(dir.join("reports.json")).expect("reporter");
+        Ctx {
+            runtime: rt,
+            instance: "i-1".into(),
+            cluster: "pool".into(),
+            region: "us-east-1".into(),
+            pull: PullBehavior::Always,
+            reporter,
+            logs: Logs::new(dir.join("logs")),
+        }
+    }
+
+    /// A task stopped before it made its network still owns the warm
+    /// namespace it was handed: the server frees the address when it hears
+    /// STOPPED, so the namespace must not outlive the report.
+    #[tokio::test]
+    async fn a_task_stopped_before_its_network_releases_the_warm_namespace_it_was_handed() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let rt = Arc::new(FakeRuntime::new());
+        let net = DesiredNetwork {
+            name: "berth-subnet-a".into(),
+            subnet_id: "subnet-a".into(),
+            cidr: "10.0.0.0/24".into(),
+            gateway: "10.0.0.1".into(),
+            ip: "10.0.0.9".into(),
+            ingress: vec![],
+        };
+        rt.ensure_pause_image().await.expect("pause image");
+        let warm_id = rt
+            .create(&spec::warm_pause_spec(&net, "i-1", "pool"))
+            .await
+            .expect("warm pause");
+        rt.start(&warm_id).await.expect("start");
+        let (made, gate) = tokio::sync::oneshot::channel::<()>();
+        let id = warm_id.clone();
+        // Still being made when the task arrives.
+        let warm: WarmPause = async move {
+            let _ = gate.await;
+            Some(id)
+        }
+        .boxed()
+        .shared();
+        let desired = DesiredTask {
+            task_arn: "arn:aws:ecs:us-east-1:000000000000:task/pool/abc".into(),
+            cluster: "pool".into(),
+            desired_status: DesiredStatus::Running,
+            definition: w::TaskDefinition {
+                container_definitions: Some(vec![w::ContainerDefinition {
+                    name: Some("app".into()),
+                    image: Some("missing:latest".into()),
+                    essential: Some(true),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            },
+            container_arns: vec![],
+            stop_code: None,
+            stopped_reason: None,
+            availability_zone: None,
+            network: Some(net),
+            launch_type: "FARGATE".into(),
+        };
+        let (tx, rx) = mpsc::unbounded_channel();
+        let driver = Driver::new(
+            ctx(rt.clone(), dir.path()),
+            desired.clone(),
+            None,
+            HashMap::new(),
+            Some(warm),
+            rx,
+        );
+        let run = tokio::spawn(driver.run());
+        drop(made);
+        // The image cannot be pulled: the task stops before its network.
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while !rt.calls().contains(&Call::Remove(warm_id.clone())) {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .expect("the warm namespace is removed");
+        tx.send(Input::Forget).expect("driver listens");
+        run.await.expect("driver ends");
+    }
 }
