@@ -12,7 +12,11 @@ side in one run.
     Berth's time is from the RunTask call until DescribeTasks says RUNNING
     (polled every POLL_MS, see Poller); each Berth run is split into phases by the
     timestamps Berth itself records (createdAt by the server, the pull
-    and start times by the agent).
+    and start times by the agent). Polling costs CPU that the engine's
+    container start, CPU-bound on two cores, then lacks: at 2 ms Berth's
+    create + start took about 50 ms longer than the same create + start
+    without a poller, so the default is 10 ms (about 5 ms of wait on
+    average, counted against Berth).
 (c) Resident memory of a `berth agent` process with 50 running tasks.
 
 Prints markdown tables; raw numbers go to bench/results/tasks-*.json.
@@ -33,7 +37,7 @@ import botocore.config
 BERTH = os.environ.get("BERTH_BIN", "target/release/berth")
 IMAGE = "berth-test/busybox:latest"
 RUNS = int(os.environ.get("RUNS", "50"))
-POLL_MS = float(os.environ.get("POLL_MS", "1"))
+POLL_MS = float(os.environ.get("POLL_MS", "10"))
 SETTLE = float(os.environ.get("SETTLE", "0.5"))
 
 

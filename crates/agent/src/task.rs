@@ -650,13 +650,28 @@ impl Driver {
 
     /// Records a container the engine has just started (first time or
     /// restart): its ports as published (dynamic ones change on every
-    /// start), whether it has already exited, and a log follower. The
+    /// start) and whether it has already exited, when it publishes any
+    /// (else its exit comes as an event), and a log follower. The
     /// engine's log stream ends with each exit; a new one starts from the
     /// container's first line and rewrites the file.
     async fn note_started(&mut self, i: usize, id: &str) {
-        let info = self.ctx.runtime.inspect(id).await.ok().flatten();
-        let task_id = spec::task_id(&self.desired.task_arn).to_string();
         let host_mode = self.desired.definition.network_mode.as_deref() == Some("host");
+        // Only the engine knows the host ports it picked for a bridge-mode
+        // container's mappings; with none to learn, the start's answer is
+        // enough to report RUNNING, and an early exit arrives as an event.
+        let published = !host_mode
+            && self.desired.network.is_none()
+            && self.containers[i]
+                .def
+                .port_mappings
+                .as_ref()
+                .is_some_and(|m| !m.is_empty());
+        let info = if published {
+            self.ctx.runtime.inspect(id).await.ok().flatten()
+        } else {
+            None
+        };
+        let task_id = spec::task_id(&self.desired.task_arn).to_string();
         let c = &mut self.containers[i];
         c.started = true;
         c.status = Status::Running;
