@@ -11,5 +11,7 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo nextest"
 cargo nextest run --workspace --locked --no-fail-fast
 echo "== conformance (aws-cli + boto3 against berth server)"
-cargo build --locked -p berth
+# The berth binary nextest built for crates/cli/tests: a separate
+# `cargo build -p berth` would resolve features without the tests'
+# dev-dependencies (tokio's test-util) and compile most crates again.
 BERTH_BIN="$PWD/target/debug/berth" .venv/bin/python -m pytest -q tests/conformance

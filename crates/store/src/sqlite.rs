@@ -16,6 +16,10 @@
 //! so a request never needs undoing on its own; a SQLite failure fails the
 //! whole group and nothing of it is acknowledged.
 //!
+//! The newest events (up to `RECENT_BYTES`) are also kept in memory, in
+//! order, for watchers: one at the head reads them there, and only one
+//! that has fallen further behind reads the log.
+//!
 //! Compaction (etcd semantics) moves the compact revision at once; the rows
 //! it frees (replaced values and tombstones older than the compact revision)
 //! are deleted a few hundred per group, so that it never stalls writers.
@@ -42,6 +46,8 @@ use tokio::sync::{oneshot, watch as tokio_watch};
 
 /// Largest number of requests committed together.
 const MAX_GROUP: usize = 1024;
+/// Bytes of the newest events kept in memory for watchers.
+const RECENT_BYTES: usize = 32 << 20;
 const READERS: usize = 4;
 /// Row ids leave room for this many changes per revision.
 const SEQ_SPAN: i64 = MAX_TXN_OPS as i64;
@@ -105,9 +111,77 @@ struct Cache {
     revision: Revision,
 }
 
+/// The newest committed events, oldest first. Watchers are nearly always
+/// at the head of the log: they read here rather than each decoding every
+/// new row of the log again on a reader connection.
+struct Recent {
+    events: std::collections::VecDeque<Event>,
+    /// Every event of every revision from this one on is in `events`.
+    from: Revision,
+    compacted: Revision,
+    bytes: usize,
+    limit: usize,
+}
+
+impl Recent {
+    fn push(&mut self, e: Event) {
+        self.bytes += event_bytes(&e);
+        self.events.push_back(e);
+    }
+
+    /// Drops the oldest revisions, whole, until the events fit.
+    fn trim(&mut self) {
+        while self.bytes > self.limit {
+            let Some(rev) = self.events.front().map(|e| e.kv.mod_revision) else {
+                break;
+            };
+            while let Some(e) = self.events.front() {
+                if e.kv.mod_revision != rev {
+                    break;
+                }
+                self.bytes -= event_bytes(e);
+                self.events.pop_front();
+            }
+            self.from = rev + 1;
+        }
+    }
+
+    /// Events under `prefix` with `from <= revision < to`, or None when
+    /// memory no longer holds all of them.
+    fn between(
+        &self,
+        prefix: &str,
+        from: Revision,
+        to: Revision,
+    ) -> Option<Result<Vec<Event>, StoreError>> {
+        if from < self.from {
+            return None;
+        }
+        if from < self.compacted {
+            return Some(Err(StoreError::Compacted {
+                requested: from,
+                compacted: self.compacted,
+            }));
+        }
+        let start = self.events.partition_point(|e| e.kv.mod_revision < from);
+        Some(Ok(self
+            .events
+            .range(start..)
+            .take_while(|e| e.kv.mod_revision < to)
+            .filter(|e| e.kv.key.starts_with(prefix))
+            .cloned()
+            .collect()))
+    }
+}
+
+fn event_bytes(e: &Event) -> usize {
+    e.kv.key.len() + e.kv.value.len() + std::mem::size_of::<Event>()
+}
+
 struct Inner {
     writer: mpsc::SyncSender<WriteCmd>,
     cache: Arc<parking_lot::RwLock<Cache>>,
+    recent: Arc<parking_lot::RwLock<Recent>>,
     readers: Vec<Mutex<Connection>>,
     next_reader: AtomicUsize,
     revisions: tokio_watch::Sender<Revision>,
@@ -240,6 +314,14 @@ impl SqliteStore {
         let compacted = meta(&conn, "compacted")?;
         let Replayed { kvs, freed } = replay(&conn)?;
         let cache = Arc::new(parking_lot::RwLock::new(Cache { kvs, revision }));
+        // Older history stays on disk.
+        let recent = Arc::new(parking_lot::RwLock::new(Recent {
+            events: Default::default(),
+            from: revision + 1,
+            compacted,
+            bytes: 0,
+            limit: RECENT_BYTES,
+        }));
         let leases: Vec<(LeaseId, i64)> = conn
             .prepare("SELECT id, ttl_ms FROM leases")?
             .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
@@ -262,6 +344,7 @@ impl SqliteStore {
         let inner = Arc::new(Inner {
             writer: tx,
             cache: cache.clone(),
+            recent: recent.clone(),
             readers,
             next_reader: AtomicUsize::new(0),
             revisions: revisions.clone(),
@@ -279,6 +362,7 @@ impl SqliteStore {
             compacted,
             revisions,
             cache,
+            recent,
             leases: leases.iter().map(|(id, _)| *id).collect(),
             freed,
             group: Group::default(),
@@ -351,6 +435,9 @@ impl History for SqliteStore {
         from: Revision,
         to: Revision,
     ) -> Result<Vec<Event>, StoreError> {
+        if let Some(events) = self.inner.recent.read().between(prefix, from, to) {
+            return events;
+        }
         let prefix = prefix.to_string();
         self.read(move |conn| {
             let compacted = meta(conn, "compacted")?;
@@ -503,6 +590,7 @@ struct Writer {
     compacted: Revision,
     revisions: tokio_watch::Sender<Revision>,
     cache: Arc<parking_lot::RwLock<Cache>>,
+    recent: Arc<parking_lot::RwLock<Recent>>,
     leases: HashSet<LeaseId>,
     /// Rows that only history needs: deleted once compaction passes them.
     freed: BinaryHeap<Reverse<(Revision, String)>>,
@@ -639,6 +727,17 @@ impl Writer {
         let group = std::mem::take(&mut self.group);
         match result {
             Ok(()) => {
+                if let Some(c) = group.compacted {
+                    self.compacted = self.compacted.max(c);
+                }
+                {
+                    let mut recent = self.recent.write();
+                    for e in &group.events {
+                        recent.push(e.clone());
+                    }
+                    recent.compacted = self.compacted;
+                    recent.trim();
+                }
                 {
                     let mut cache = self.cache.write();
                     for e in group.events {
@@ -661,9 +760,6 @@ impl Writer {
                 self.freed.extend(group.freed.into_iter().map(Reverse));
                 self.leases.extend(group.granted);
                 self.leases.retain(|id| !group.revoked.contains(id));
-                if let Some(c) = group.compacted {
-                    self.compacted = self.compacted.max(c);
-                }
                 for p in pending {
                     p.answer();
                 }
@@ -927,6 +1023,58 @@ impl Store for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn event(key: &str, rev: Revision, bytes: usize) -> Event {
+        Event {
+            kind: EventKind::Put,
+            kv: KeyValue {
+                key: key.into(),
+                value: vec![0; bytes],
+                create_revision: rev,
+                mod_revision: rev,
+                version: 1,
+                lease: None,
+            },
+        }
+    }
+
+    /// Memory gives up old revisions whole, and a read reaching before
+    /// what it holds is sent to the log rather than answered short.
+    #[test]
+    fn recent_events_drop_whole_revisions_and_refuse_what_they_no_longer_hold() {
+        let mut r = Recent {
+            events: Default::default(),
+            from: 1,
+            compacted: 0,
+            bytes: 0,
+            limit: 3000,
+        };
+        for (key, rev) in [("/a/1", 1), ("/b/1", 1), ("/a/2", 2), ("/a/3", 3)] {
+            r.push(event(key, rev, 900));
+        }
+        r.trim();
+        assert_eq!(r.from, 2);
+        assert!(r.between("/", 1, 4).is_none());
+        let got = r
+            .between("/a/", 2, 4)
+            .expect("held")
+            .expect("not compacted");
+        let keys: Vec<&str> = got.iter().map(|e| e.kv.key.as_str()).collect();
+        assert_eq!(keys, ["/a/2", "/a/3"]);
+        let upto = r
+            .between("/a/", 2, 3)
+            .expect("held")
+            .expect("not compacted");
+        assert_eq!(upto.len(), 1);
+        r.compacted = 3;
+        assert!(matches!(
+            r.between("/", 2, 4),
+            Some(Err(StoreError::Compacted {
+                requested: 2,
+                compacted: 3
+            }))
+        ));
+    }
 
     async fn put(s: &SqliteStore, key: &str, value: &[u8]) -> Revision {
         let txn = Txn {
