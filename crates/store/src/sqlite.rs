@@ -109,6 +109,49 @@ enum WriteCmd {
 struct Cache {
     kvs: BTreeMap<String, KeyValue>,
     revision: Revision,
+    /// The keys attached to each lease: revoking one (an agent's
+    /// connection when it goes) must not scan the whole key space, or a
+    /// thousand hosts dropping at once stall every write for seconds.
+    leased: HashMap<LeaseId, HashSet<String>>,
+}
+
+impl Cache {
+    fn new(kvs: BTreeMap<String, KeyValue>, revision: Revision) -> Cache {
+        let mut leased: HashMap<LeaseId, HashSet<String>> = HashMap::new();
+        for kv in kvs.values() {
+            if let Some(l) = kv.lease {
+                leased.entry(l).or_default().insert(kv.key.clone());
+            }
+        }
+        Cache {
+            kvs,
+            revision,
+            leased,
+        }
+    }
+
+    fn apply(&mut self, e: Event) {
+        let old = match e.kind {
+            EventKind::Put => {
+                if let Some(l) = e.kv.lease {
+                    self.leased.entry(l).or_default().insert(e.kv.key.clone());
+                }
+                let new_lease = e.kv.lease;
+                self.kvs
+                    .insert(e.kv.key.clone(), e.kv)
+                    .filter(|old| old.lease != new_lease)
+            }
+            EventKind::Delete => self.kvs.remove(&e.kv.key),
+        };
+        if let Some((l, key)) = old.and_then(|o| Some((o.lease?, o.key))) {
+            if let Some(keys) = self.leased.get_mut(&l) {
+                keys.remove(&key);
+                if keys.is_empty() {
+                    self.leased.remove(&l);
+                }
+            }
+        }
+    }
 }
 
 /// The newest committed events, oldest first. Watchers are nearly always
@@ -313,7 +356,7 @@ impl SqliteStore {
         let revision = meta(&conn, "revision")?;
         let compacted = meta(&conn, "compacted")?;
         let Replayed { kvs, freed } = replay(&conn)?;
-        let cache = Arc::new(parking_lot::RwLock::new(Cache { kvs, revision }));
+        let cache = Arc::new(parking_lot::RwLock::new(Cache::new(kvs, revision)));
         // Older history stays on disk.
         let recent = Arc::new(parking_lot::RwLock::new(Recent {
             events: Default::default(),
@@ -741,14 +784,7 @@ impl Writer {
                 {
                     let mut cache = self.cache.write();
                     for e in group.events {
-                        match e.kind {
-                            EventKind::Put => {
-                                cache.kvs.insert(e.kv.key.clone(), e.kv);
-                            }
-                            EventKind::Delete => {
-                                cache.kvs.remove(&e.kv.key);
-                            }
-                        }
+                        cache.apply(e);
                     }
                     cache.revision = self.revision;
                 }
@@ -863,11 +899,10 @@ impl Writer {
         let mut keys: BTreeSet<String> = self
             .cache
             .read()
-            .kvs
-            .values()
-            .filter(|kv| kv.lease == Some(id))
-            .map(|kv| kv.key.clone())
-            .collect();
+            .leased
+            .get(&id)
+            .map(|keys| keys.iter().cloned().collect())
+            .unwrap_or_default();
         for (key, &i) in &self.group.latest {
             let e = &self.group.events[i];
             if e.kind == EventKind::Put && e.kv.lease == Some(id) {

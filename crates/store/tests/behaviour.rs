@@ -233,6 +233,44 @@ async fn lease_contract(s: Arc<dyn Store>, ttl: Duration) {
         s.lease_revoke(l2.id).await,
         Err(StoreError::LeaseNotFound(_))
     ));
+
+    // A key put again without its lease, or under another, is no longer
+    // the lease's to take.
+    let put = |key: &str, lease: Option<i64>| Op::Put {
+        key: key.into(),
+        value: vec![],
+        lease,
+    };
+    let l3 = s.lease_grant(Duration::from_secs(60)).await.expect("grant");
+    let l4 = s.lease_grant(Duration::from_secs(60)).await.expect("grant");
+    s.txn(Txn {
+        success: ["/l/3a", "/l/3b", "/l/3c", "/l/3d"]
+            .into_iter()
+            .map(|k| put(k, Some(l3.id)))
+            .collect(),
+        ..Default::default()
+    })
+    .await
+    .expect("put");
+    s.txn(Txn {
+        success: vec![
+            put("/l/3a", None),
+            Op::delete("/l/3b"),
+            put("/l/3c", Some(l4.id)),
+        ],
+        ..Default::default()
+    })
+    .await
+    .expect("put");
+    s.lease_revoke(l3.id).await.expect("revoke");
+    let alive = |k: &'static str| {
+        let s = s.clone();
+        async move { s.get(k).await.expect("get").is_some() }
+    };
+    assert!(alive("/l/3a").await && alive("/l/3c").await);
+    assert!(!alive("/l/3b").await && !alive("/l/3d").await);
+    s.lease_revoke(l4.id).await.expect("revoke");
+    assert!(alive("/l/3a").await && !alive("/l/3c").await);
 }
 
 fn sqlite() -> (tempfile::TempDir, Arc<dyn Store>) {
