@@ -32,9 +32,12 @@ struct Planned {
     on: Vec<u32>,
     /// The instances this plan uses, in the order it first used them.
     used: Vec<usize>,
-    /// ACTIVE, agent connected, and with the required attributes.
-    fits: Vec<bool>,
-    /// The request's group's tasks on each instance before this plan.
+    /// ACTIVE, agent connected, and with the required attributes: worked
+    /// out when first asked (0 not yet, 1 yes, 2 no), since binpack looks
+    /// at only a few instances.
+    fits: Vec<std::cell::Cell<u8>>,
+    /// The request's group's tasks on each instance before this plan; only
+    /// for requests that spread.
     group: Vec<i64>,
     /// For each spread-by-attribute strategy, by its position in the
     /// request: each instance's value as a small number, and how many
@@ -405,20 +408,22 @@ impl Snapshot {
                 _ => None,
             })
             .collect();
+        let spreads = req
+            .strategies
+            .iter()
+            .any(|s| matches!(s, Strategy::Spread(_)));
         Planned {
             on: vec![0; n],
             used: Vec::new(),
-            fits: (0..n)
-                .map(|i| {
-                    self.instances[i].status == InstanceStatus::Active
-                        && self.check_static(i, req).is_ok()
-                })
-                .collect(),
-            group: self
-                .instances
-                .iter()
-                .map(|inst| i64::from(inst.groups.get(&req.group).copied().unwrap_or(0)))
-                .collect(),
+            fits: vec![std::cell::Cell::new(0); n],
+            group: if spreads {
+                self.instances
+                    .iter()
+                    .map(|inst| i64::from(inst.groups.get(&req.group).copied().unwrap_or(0)))
+                    .collect()
+            } else {
+                Vec::new()
+            },
             values,
         }
     }
@@ -515,7 +520,16 @@ impl Snapshot {
     }
 
     fn eligible(&self, i: usize, p: &Planned, req: &Request) -> bool {
-        p.fits[i] && self.check_planned(i, p.on[i], req).is_ok()
+        let fits = match p.fits[i].get() {
+            0 => {
+                let fits = self.instances[i].status == InstanceStatus::Active
+                    && self.check_static(i, req).is_ok();
+                p.fits[i].set(if fits { 1 } else { 2 });
+                fits
+            }
+            known => known == 1,
+        };
+        fits && self.check_planned(i, p.on[i], req).is_ok()
     }
 
     fn pick(&self, req: &Request, p: &Planned, rng: &mut Rng) -> Option<usize> {
