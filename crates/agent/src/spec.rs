@@ -458,10 +458,10 @@ pub fn creation_order(defs: &[w::ContainerDefinition]) -> Vec<usize> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn task(containers: Vec<w::ContainerDefinition>) -> DesiredTask {
+    pub(crate) fn task(containers: Vec<w::ContainerDefinition>) -> DesiredTask {
         DesiredTask {
             task_arn: "arn:aws:ecs:us-east-1:0:task/c/abc123".into(),
             cluster: "c".into(),

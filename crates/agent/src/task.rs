@@ -953,29 +953,19 @@ mod tests {
         .boxed()
         .shared();
         let desired = DesiredTask {
-            task_arn: "arn:aws:ecs:us-east-1:000000000000:task/pool/abc".into(),
-            cluster: "pool".into(),
-            desired_status: DesiredStatus::Running,
-            definition: w::TaskDefinition {
-                container_definitions: Some(vec![w::ContainerDefinition {
-                    name: Some("app".into()),
-                    image: Some("missing:latest".into()),
-                    essential: Some(true),
-                    ..Default::default()
-                }]),
-                ..Default::default()
-            },
-            container_arns: vec![],
-            stop_code: None,
-            stopped_reason: None,
-            availability_zone: None,
             network: Some(net),
             launch_type: "FARGATE".into(),
+            ..spec::tests::task(vec![w::ContainerDefinition {
+                name: Some("app".into()),
+                image: Some("missing:latest".into()),
+                essential: Some(true),
+                ..Default::default()
+            }])
         };
         let (tx, rx) = mpsc::unbounded_channel();
         let driver = Driver::new(
             ctx(rt.clone(), dir.path()),
-            desired.clone(),
+            desired,
             None,
             HashMap::new(),
             Some(warm),

@@ -33,9 +33,8 @@ struct Planned {
     /// The instances this plan uses, in the order it first used them.
     used: Vec<usize>,
     /// ACTIVE, agent connected, and with the required attributes: worked
-    /// out when first asked (0 not yet, 1 yes, 2 no), since binpack looks
-    /// at only a few instances.
-    fits: Vec<std::cell::Cell<u8>>,
+    /// out when first asked, since binpack looks at only a few instances.
+    fits: Vec<std::cell::Cell<Option<bool>>>,
     /// The request's group's tasks on each instance before this plan; only
     /// for requests that spread.
     group: Vec<i64>,
@@ -415,7 +414,7 @@ impl Snapshot {
         Planned {
             on: vec![0; n],
             used: Vec::new(),
-            fits: vec![std::cell::Cell::new(0); n],
+            fits: vec![std::cell::Cell::new(None); n],
             group: if spreads {
                 self.instances
                     .iter()
@@ -520,15 +519,12 @@ impl Snapshot {
     }
 
     fn eligible(&self, i: usize, p: &Planned, req: &Request) -> bool {
-        let fits = match p.fits[i].get() {
-            0 => {
-                let fits = self.instances[i].status == InstanceStatus::Active
-                    && self.check_static(i, req).is_ok();
-                p.fits[i].set(if fits { 1 } else { 2 });
-                fits
-            }
-            known => known == 1,
-        };
+        let fits = p.fits[i].get().unwrap_or_else(|| {
+            let fits = self.instances[i].status == InstanceStatus::Active
+                && self.check_static(i, req).is_ok();
+            p.fits[i].set(Some(fits));
+            fits
+        });
         fits && self.check_planned(i, p.on[i], req).is_ok()
     }
 
