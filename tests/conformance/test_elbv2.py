@@ -133,6 +133,11 @@ def test_resources_and_bad_input_get_elbv2_errors_and_nothing_changes(cl, name):
     assert "SubnetNotFound" in cli_error(cl, "create-load-balancer", "--name", name + "x", "--subnets",
                                          "subnet-local-1a", "subnet-nope")
     assert "ValidationError" in cli_error(cl, "create-load-balancer", "--name=bad_name", "--subnets", *SUBNETS)
+    # A fixed address per subnet is a network load balancer's: refused, not dropped.
+    code, msg = error_of(cl.elb.create_load_balancer, Name=name + "x", SubnetMappings=[
+        {"SubnetId": SUBNETS[0], "PrivateIPv4Address": "10.0.0.20"}, {"SubnetId": SUBNETS[1]}])
+    assert code == "InvalidConfigurationRequest" and "PrivateIPv4Address" in msg
+    assert error_of(cl.elb.describe_load_balancers, Names=[name + "x"])[0] == "LoadBalancerNotFound"
 
     elb = cl.elb
     code, msg = error_of(elb.create_target_group, Name=name, Protocol="HTTP", Port=80, VpcId=VPC,

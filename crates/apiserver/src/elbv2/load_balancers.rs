@@ -9,6 +9,25 @@ use berth_store::{typed, Op, Txn};
 use berth_wire::elbv2 as w;
 
 fn subnets(st: &AppState, req: &w::CreateLoadBalancerInput) -> Result<Vec<LbSubnet>, ApiError> {
+    // Fixed addresses per subnet belong to network load balancers; an
+    // application load balancer that took them would not be at them.
+    for m in req.subnet_mappings.iter().flatten() {
+        let fixed = [
+            ("AllocationId", &m.allocation_id),
+            ("PrivateIPv4Address", &m.private_i_pv4_address),
+            ("IPv6Address", &m.i_pv6_address),
+            ("SourceNatIpv6Prefix", &m.source_nat_ipv6_prefix),
+        ];
+        if let Some((field, _)) = fixed.iter().find(|(_, v)| v.is_some()) {
+            return Err(ElbError::new(
+                ElbCode::InvalidConfigurationRequest,
+                format!(
+                    "SubnetMappings {field} is not supported for load balancers of type 'application'"
+                ),
+            )
+            .into());
+        }
+    }
     let mut ids: Vec<String> = req.subnets.clone().unwrap_or_default();
     ids.extend(
         req.subnet_mappings
