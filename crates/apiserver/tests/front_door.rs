@@ -415,3 +415,122 @@ async fn placements_on_the_live_snapshot_never_oversubscribe_and_see_stops() {
     .await;
     assert_eq!(full["failures"][0]["reason"], "RESOURCE:MEMORY", "{full}");
 }
+
+/// A MemStore whose transactions take a while to commit, as a disk's
+/// do, so that RunTasks arriving together queue for the next placement
+/// turn instead of each finding it free.
+struct SlowCommits(MemStore);
+
+#[async_trait::async_trait]
+impl Store for SlowCommits {
+    async fn get(
+        &self,
+        key: &str,
+    ) -> Result<Option<berth_store::KeyValue>, berth_store::StoreError> {
+        self.0.get(key).await
+    }
+    async fn range(
+        &self,
+        req: berth_store::RangeRequest,
+    ) -> Result<berth_store::RangeResponse, berth_store::StoreError> {
+        self.0.range(req).await
+    }
+    async fn txn(&self, txn: Txn) -> Result<berth_store::TxnResult, berth_store::StoreError> {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        self.0.txn(txn).await
+    }
+    async fn current_revision(&self) -> Result<berth_store::Revision, berth_store::StoreError> {
+        self.0.current_revision().await
+    }
+    fn watch(&self, prefix: &str, from: berth_store::Revision) -> berth_store::WatchStream {
+        self.0.watch(prefix, from)
+    }
+    async fn compact(
+        &self,
+        revision: berth_store::Revision,
+    ) -> Result<(), berth_store::StoreError> {
+        self.0.compact(revision).await
+    }
+    async fn lease_grant(
+        &self,
+        ttl: std::time::Duration,
+    ) -> Result<berth_store::Lease, berth_store::StoreError> {
+        self.0.lease_grant(ttl).await
+    }
+    async fn lease_keep_alive(
+        &self,
+        id: berth_store::LeaseId,
+    ) -> Result<std::time::Duration, berth_store::StoreError> {
+        self.0.lease_keep_alive(id).await
+    }
+    async fn lease_revoke(&self, id: berth_store::LeaseId) -> Result<(), berth_store::StoreError> {
+        self.0.lease_revoke(id).await
+    }
+}
+
+/// RunTasks queued for one placement turn are placed together in one
+/// transaction: they never oversubscribe an instance, and a clientToken
+/// that comes twice in the queue still places once (with other
+/// parameters it is a conflict, not a second task).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn run_tasks_queued_for_one_turn_place_together_and_a_token_once() {
+    let store: Arc<dyn Store> = Arc::new(SlowCommits(MemStore::new()));
+    let app = router(AppState::new(store.clone(), ApiConfig::default()));
+    call(&app, "CreateCluster", json!({"clusterName": "tok"})).await;
+    instance_with_agent(&app, &store, "tok").await;
+    for family in ["a", "b"] {
+        call(
+            &app,
+            "RegisterTaskDefinition",
+            json!({"family": family, "containerDefinitions": [{"name": "c", "image": "i", "memory": 8}]}),
+        )
+        .await;
+    }
+    // 40 calls without a token, then 12 with one (every third with
+    // another definition), each asking for 8 of the instance's 512 MiB.
+    // The first takes the turn alone; the rest queue behind its commit.
+    let runs = (0..52).map(|i| {
+        let app = app.clone();
+        let token = i >= 40;
+        let family = if token && i % 3 == 2 { "b" } else { "a" };
+        let mut body = json!({"cluster": "tok", "taskDefinition": family});
+        if token {
+            body["clientToken"] = json!("same");
+        }
+        async move {
+            let (status, body) = call(&app, "RunTask", body).await;
+            (token, family, status, body)
+        }
+    });
+    let answers = futures::future::join_all(runs).await;
+    let first = answers
+        .iter()
+        .find(|(token, _, s, _)| *token && *s == 200)
+        .map(|(_, f, _, b)| (*f, b["tasks"][0]["taskArn"].clone()))
+        .expect("a call with the token placed");
+    let mut untokened = 0;
+    for (token, family, status, body) in &answers {
+        if !token {
+            assert_eq!(*status, 200, "{body}");
+            untokened += body["tasks"].as_array().map_or(0, Vec::len);
+        } else if *family == first.0 {
+            assert_eq!(*status, 200, "{body}");
+            assert_eq!(body["tasks"][0]["taskArn"], first.1, "{body}");
+        } else {
+            assert_eq!(*status, 400, "{body}");
+            assert_eq!(body["__type"], "ConflictException", "{body}");
+        }
+    }
+    assert_eq!(untokened, 40, "{answers:?}");
+    let (_, listed) = call(
+        &app,
+        "ListTasks",
+        json!({"cluster": "tok", "maxResults": 100}),
+    )
+    .await;
+    assert_eq!(
+        listed["taskArns"].as_array().map(Vec::len),
+        Some(41),
+        "{listed}"
+    );
+}

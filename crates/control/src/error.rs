@@ -7,7 +7,7 @@ use berth_store::StoreError;
 /// A failure of the cluster manager. Each protocol adapter maps it to its
 /// own errors in one place; a store failure is never shown to a client as
 /// more than an internal error.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum ControlError {
     /// A request ECS refuses, in ECS's words.
     #[error(transparent)]

@@ -83,10 +83,15 @@ impl Live {
     }
 }
 
+/// A plan, with the records of the instances it places on by ARN.
+pub(crate) type PlanOn = (sched::Plan, HashMap<Arc<str>, ContainerInstance>);
+
 /// One cluster's live placement state.
 pub(crate) struct ClusterLive {
     /// Held while a placement plans and commits.
     pub(crate) turn: Arc<tokio::sync::Mutex<()>>,
+    /// RunTasks waiting for the next turn, which places them together.
+    pub(crate) runs: parking_lot::Mutex<Vec<crate::tasks::Queued>>,
     state: parking_lot::Mutex<State>,
     /// The store revision the state reflects, complete (0: not loaded).
     applied: tokio::sync::watch::Sender<i64>,
@@ -96,6 +101,7 @@ impl ClusterLive {
     fn new(scope: &Scope, cluster: &str) -> Self {
         ClusterLive {
             turn: Arc::new(tokio::sync::Mutex::new(())),
+            runs: parking_lot::Mutex::new(Vec::new()),
             state: parking_lot::Mutex::new(State::new(scope, cluster)),
             applied: tokio::sync::watch::channel(0).0,
         }
@@ -116,40 +122,52 @@ impl ClusterLive {
         }
     }
 
-    /// Plans `req` on the cluster's hosts as the snapshot has them (only
-    /// on `only`, when given): whether the cluster has no instance at
-    /// all, the plan, and the records of the instances it placed on.
-    pub(crate) fn plan(
+    /// Plans each request on the cluster's hosts as the snapshot has them
+    /// (only on its instance, when it names one), each seeing what the
+    /// ones before it placed: whether the cluster has no instance at all,
+    /// and each plan with the records of the instances it placed on.
+    pub(crate) fn plan_many(
         &self,
         scope: &Scope,
-        only: Option<&str>,
-        req: &sched::Request,
-        seed: u64,
-    ) -> (bool, sched::Plan, HashMap<Arc<str>, ContainerInstance>) {
+        asks: &[(Option<&str>, &sched::Request, u64)],
+    ) -> (bool, Vec<PlanOn>) {
         let mut s = self.state.lock();
         s.refresh(scope);
-        let plan = match only {
-            None => s.snapshot.place(req, seed),
-            Some(id) => {
-                let one = s
-                    .arns
-                    .get(id)
-                    .and_then(|arn| s.snapshot.get(arn))
-                    .cloned()
-                    .into_iter()
-                    .collect();
-                sched::Snapshot::new(one).place(req, seed)
+        let mut plans = Vec::with_capacity(asks.len());
+        let mut touched = HashSet::new();
+        for (i, &(only, req, seed)) in asks.iter().enumerate() {
+            let plan = match only {
+                None => s.snapshot.place(req, seed),
+                Some(id) => {
+                    let one = s
+                        .arns
+                        .get(id)
+                        .and_then(|arn| s.snapshot.get(arn))
+                        .cloned()
+                        .into_iter()
+                        .collect();
+                    sched::Snapshot::new(one).place(req, seed)
+                }
+            };
+            let on: HashMap<Arc<str>, ContainerInstance> = plan
+                .placements
+                .iter()
+                .filter_map(|p| {
+                    let id = p.instance.rsplit('/').next()?;
+                    Some((p.instance.clone(), s.instances.get(id)?.clone()))
+                })
+                .collect();
+            // The next request sees this one's tasks; the instances are
+            // rebuilt from what the store holds before the next turn,
+            // whether or not this placement commits.
+            if i + 1 < asks.len() {
+                s.snapshot.commit(req, &plan);
+                touched.extend(on.values().map(|ci| ci.id.clone()));
             }
-        };
-        let on = plan
-            .placements
-            .iter()
-            .filter_map(|p| {
-                let id = p.instance.rsplit('/').next()?;
-                Some((p.instance.clone(), s.instances.get(id)?.clone()))
-            })
-            .collect();
-        (s.instances.is_empty(), plan, on)
+            plans.push((plan, on));
+        }
+        s.dirty.extend(touched);
+        (s.instances.is_empty(), plans)
     }
 }
 

@@ -239,6 +239,21 @@ pub struct Placed {
     pub no_instances: bool,
 }
 
+/// One request of a placement on a cluster's own instances: its launch,
+/// and the only instance it may use (a DAEMON service's), if any.
+pub struct Want<'a> {
+    pub launch: &'a Launch,
+    pub only: Option<&'a str>,
+}
+
+/// What a placement placed for one of its requests.
+pub struct Outcome {
+    pub ids: Vec<String>,
+    pub failures: Vec<w::Failure>,
+    /// The cluster has no container instance at all.
+    pub no_instances: bool,
+}
+
 /// Plans `launch.request.count` tasks on the cluster's instances as they
 /// are now. Committing the result fails if any other placement in the
 /// cluster committed in between (the placement key), so the caller
@@ -250,43 +265,49 @@ pub async fn place(
     launch: &Launch,
     only: Option<&str>,
 ) -> Result<Placed, ControlError> {
+    if launch.launch_type != "FARGATE" {
+        let (compares, ops, mut outcomes) =
+            place_many(st, scope, cluster, &[Want { launch, only }]).await?;
+        let Outcome {
+            ids,
+            failures,
+            no_instances,
+        } = outcomes.pop().unwrap_or(Outcome {
+            ids: vec![],
+            failures: vec![],
+            no_instances: true,
+        });
+        return Ok(Placed {
+            compares,
+            ops,
+            ids,
+            failures,
+            no_instances,
+        });
+    }
     // Fargate tasks go to the hidden pool's hosts, which hold tasks of
     // every cluster; the pool's placement key orders their placements.
-    let fargate = launch.launch_type == "FARGATE";
-    let hosts = if fargate { FARGATE_POOL } else { cluster };
+    let hosts = FARGATE_POOL;
     // Begun before anything is read, so that the plan is never newer
     // than what its transaction compares.
-    let mut placing = Placing::begin(st, scope, cluster, hosts, launch).await?;
-    let seed = rand::random();
-    let (no_instances, plan, by_arn) = if fargate {
-        let instances: Vec<ContainerInstance> =
-            typed::list::<ContainerInstance>(&*st.store, &scope.instances_of(hosts))
-                .await?
-                .into_iter()
-                .map(|(_, ci)| ci.value)
-                .filter(|ci| only.is_none_or(|id| ci.id == id))
-                .collect();
-        let occupancy = Occupancy::load_pool(st, scope).await?;
-        let views = instances
-            .iter()
-            .map(|ci| occupancy.placeable(scope, ci))
-            .collect();
-        let plan = sched::Snapshot::new(views).place(&launch.request, seed);
-        let by_arn: HashMap<Arc<str>, ContainerInstance> = instances
+    let mut placing = Placing::begin(st, scope, cluster, hosts).await?;
+    let instances: Vec<ContainerInstance> =
+        typed::list::<ContainerInstance>(&*st.store, &scope.instances_of(hosts))
+            .await?
             .into_iter()
-            .map(|ci| (Arc::from(ci.arn(scope)), ci))
+            .map(|(_, ci)| ci.value)
+            .filter(|ci| only.is_none_or(|id| ci.id == id))
             .collect();
-        (false, plan, by_arn)
-    } else {
-        // Everything placed before the placement key's revision is in the
-        // snapshot once it has caught up with it; catching up with the
-        // store's revision as of now also shows what stopped before this
-        // call (a StopTask then a RunTask finds the room freed).
-        let live = st.live.cluster(st, scope, cluster).await?;
-        let now = st.store.current_revision().await?;
-        live.caught_up(placing.lock_revision.max(now)).await?;
-        live.plan(scope, only, &launch.request, seed)
-    };
+    let occupancy = Occupancy::load_pool(st, scope).await?;
+    let views = instances
+        .iter()
+        .map(|ci| occupancy.placeable(scope, ci))
+        .collect();
+    let plan = sched::Snapshot::new(views).place(&launch.request, rand::random());
+    let by_arn: HashMap<Arc<str>, ContainerInstance> = instances
+        .into_iter()
+        .map(|ci| (Arc::from(ci.arn(scope)), ci))
+        .collect();
     let mut providers = capacity::assign(&launch.strategy, &launch.held, plan.placements.len())
         .into_iter()
         .map(Some)
@@ -296,34 +317,86 @@ pub async fn place(
             continue;
         };
         placing
-            .add(ci, providers.next().flatten(), &p.instance)
+            .add(launch, ci, providers.next().flatten(), &p.instance)
             .await?;
     }
-    let (compares, ops, ids, mut failures) = placing.finish();
-    failures.extend(
-        plan.failures
-            .iter()
-            .map(|f| failure(&*f.arn, f.reason.as_str())),
-    );
-    if fargate {
-        // Fargate's hosts stay hidden: a shortfall is capacity, as on AWS.
-        failures = if ids.len() < launch.request.count {
-            vec![w::Failure {
-                arn: None,
-                reason: Some(FARGATE_CAPACITY_UNAVAILABLE.into()),
-                detail: None,
-            }]
-        } else {
-            vec![]
-        };
-    }
+    let (compares, ops, ids, _) = placing.finish();
+    // Fargate's hosts stay hidden: a shortfall is capacity, as on AWS.
+    let failures = if ids.len() < launch.request.count {
+        vec![w::Failure {
+            arn: None,
+            reason: Some(FARGATE_CAPACITY_UNAVAILABLE.into()),
+            detail: None,
+        }]
+    } else {
+        vec![]
+    };
     Ok(Placed {
         compares,
         ops,
         ids,
         failures,
-        no_instances,
+        no_instances: false,
     })
+}
+
+/// Plans several requests on the cluster's own instances as the live
+/// snapshot has them, each seeing what the ones before it placed, in one
+/// transaction: its compares and ops, and each request's outcome in order.
+/// Committing it fails if any other placement in the cluster committed in
+/// between (the placement key), so the caller re-plans them all.
+pub async fn place_many(
+    st: &Control,
+    scope: &Scope,
+    cluster: &str,
+    wants: &[Want<'_>],
+) -> Result<(Vec<berth_store::Compare>, Vec<Op>, Vec<Outcome>), ControlError> {
+    // Begun before anything is read, so that the plan is never newer
+    // than what its transaction compares.
+    let mut placing = Placing::begin(st, scope, cluster, cluster).await?;
+    // Everything placed before the placement key's revision is in the
+    // snapshot once it has caught up with it; catching up with the
+    // store's revision as of now also shows what stopped before this
+    // call (a StopTask then a RunTask finds the room freed).
+    let live = st.live.cluster(st, scope, cluster).await?;
+    let now = st.store.current_revision().await?;
+    live.caught_up(placing.lock_revision.max(now)).await?;
+    let asks: Vec<_> = wants
+        .iter()
+        .map(|w| (w.only, &w.launch.request, rand::random()))
+        .collect();
+    let (no_instances, plans) = live.plan_many(scope, &asks);
+    let mut outcomes = Vec::with_capacity(wants.len());
+    for (want, (plan, by_arn)) in wants.iter().zip(plans) {
+        let launch = want.launch;
+        let mut providers = capacity::assign(&launch.strategy, &launch.held, plan.placements.len())
+            .into_iter()
+            .map(Some)
+            .chain(std::iter::repeat(None));
+        let mut ids = vec![];
+        for p in &plan.placements {
+            let Some(ci) = by_arn.get(&p.instance) else {
+                continue;
+            };
+            let provider = providers.next().flatten();
+            if let Some(id) = placing.add(launch, ci, provider, &p.instance).await? {
+                ids.push(id);
+            }
+        }
+        let mut failures = placing.take_failures();
+        failures.extend(
+            plan.failures
+                .iter()
+                .map(|f| failure(&*f.arn, f.reason.as_str())),
+        );
+        outcomes.push(Outcome {
+            ids,
+            failures,
+            no_instances,
+        });
+    }
+    let (compares, ops, _, _) = placing.finish();
+    Ok((compares, ops, outcomes))
 }
 
 /// RunTask's failure reason when Fargate capacity runs short, in AWS's words.
@@ -341,7 +414,6 @@ pub(crate) struct Placing<'a> {
     st: &'a Control,
     scope: &'a Scope,
     cluster: &'a str,
-    launch: &'a Launch,
     /// The hosts' placement key's revision when the placement began.
     pub(crate) lock_revision: i64,
     compares: Vec<berth_store::Compare>,
@@ -359,7 +431,6 @@ impl<'a> Placing<'a> {
         scope: &'a Scope,
         cluster: &'a str,
         hosts: &str,
-        launch: &'a Launch,
     ) -> Result<Placing<'a>, ControlError> {
         let lock = scope.placement(hosts);
         let lock_rev = st.store.get(&lock).await?.map_or(0, |kv| kv.mod_revision);
@@ -377,35 +448,33 @@ impl<'a> Placing<'a> {
             st,
             scope,
             cluster,
-            launch,
             addresses: Addresses::default(),
             ids: vec![],
             failures: vec![],
         })
     }
 
-    /// Adds a new task on `ci`, or a failure naming `arn` when its subnets
-    /// in the instance's zone are full.
+    /// Adds a new task of `launch` on `ci`: its id, or None and a failure
+    /// naming `arn` when its subnets in the instance's zone are full.
     pub(crate) async fn add(
         &mut self,
+        launch: &Launch,
         ci: &ContainerInstance,
         provider: Option<String>,
         arn: &str,
-    ) -> Result<(), ControlError> {
+    ) -> Result<Option<String>, ControlError> {
         let (st, scope) = (self.st, self.scope);
-        let (network, warm) = match &self.launch.awsvpc {
+        let (network, warm) = match &launch.awsvpc {
             Some(a) => match self.addresses.take(st, scope, a, ci).await? {
                 Some((n, warm)) => (Some(n), warm),
                 None => {
                     self.fail(arn, "RESOURCE:ENI");
-                    return Ok(());
+                    return Ok(None);
                 }
             },
             None => (None, None),
         };
-        let t = self
-            .launch
-            .task(st.now(), self.cluster, ci, network, provider);
+        let t = launch.task(st.now(), self.cluster, ci, network, provider);
         if let Some(n) = &t.network {
             let key = scope.subnet_ip(&n.subnet_id, &n.ip);
             match warm {
@@ -421,13 +490,18 @@ impl<'a> Placing<'a> {
                 .push(Op::put(key, scope.task(self.cluster, &t.id).into_bytes()));
         }
         self.ops.extend(write_task(scope, &t));
-        self.ids.push(t.id);
-        Ok(())
+        self.ids.push(t.id.clone());
+        Ok(Some(t.id))
     }
 
     /// Records why an instance was passed over.
     pub(crate) fn fail(&mut self, arn: &str, reason: &str) {
         self.failures.push(failure(arn, reason));
+    }
+
+    /// The failures recorded since the last call.
+    fn take_failures(&mut self) -> Vec<w::Failure> {
+        std::mem::take(&mut self.failures)
     }
 
     /// The transaction's compares and ops, the ids of the tasks it writes

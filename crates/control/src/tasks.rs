@@ -3,7 +3,7 @@
 
 use crate::cas::{compare_and_swap, Attempt};
 use crate::launch::Launch;
-use crate::placement::{place, write_task, Occupancy, Placing};
+use crate::placement::{place, place_many, write_task, Occupancy, Placing, Want};
 use crate::{Control, ControlError};
 use berth_domain::arn::container_instance_id as instance_id;
 use berth_domain::instance::ContainerInstance;
@@ -48,76 +48,230 @@ impl ClientToken {
     }
 }
 
+/// What a RunTask gets back: the ids placed and why the rest were not.
+type RunAnswer = Result<(Vec<String>, Vec<w::Failure>), ControlError>;
+
+/// A RunTask waiting for its cluster's placement turn.
+pub(crate) struct Queued {
+    launch: Launch,
+    token: Option<HeldToken>,
+    reply: tokio::sync::oneshot::Sender<RunAnswer>,
+}
+
+/// A clientToken's key, the lease that will expire it, and its request's
+/// fingerprint.
+struct HeldToken {
+    key: String,
+    lease: i64,
+    fingerprint: String,
+}
+
 /// Places and records `launch.request.count` tasks of a RunTask in
-/// `cluster`: the ids placed, and why the rest were not. Re-plans when
-/// another placement commits first.
+/// `cluster`: the ids placed, and why the rest were not.
+///
+/// RunTasks of one cluster's own instances that arrive while another is
+/// placing queue, and the next turn plans them together on the live
+/// snapshot and commits them in one transaction: one store round trip and
+/// one catch-up of the snapshot per turn rather than per call. The turn
+/// runs in a task of its own, so that a client that goes away does not
+/// cancel the placements of the others queued with it.
 pub async fn run(
     st: &Control,
     scope: &Scope,
     cluster: &str,
-    launch: &Launch,
+    launch: Launch,
     token: Option<&ClientToken>,
 ) -> Result<(Vec<String>, Vec<w::Failure>), ControlError> {
-    let token_key = token.map(|t| scope.run_token(cluster, &t.token));
-    let token_lease = match &token_key {
-        Some(_) => Some(st.store.lease_grant(TOKEN_RETENTION).await?),
+    let token = match token {
+        Some(t) => Some(HeldToken {
+            key: scope.run_token(cluster, &t.token),
+            lease: st.store.lease_grant(TOKEN_RETENTION).await?.id,
+            fingerprint: t.fingerprint.clone(),
+        }),
         None => None,
     };
-    let print = token.map(|t| t.fingerprint.as_str()).unwrap_or_default();
-    let token_key = &token_key;
-    let token_lease = &token_lease;
-    let _turn = crate::placement::turn(st, scope, cluster, launch).await?;
-    let (ids, failures) = compare_and_swap::<_, ControlError, _>(
+    if launch.launch_type == "FARGATE" {
+        return run_fargate(st, scope, cluster, &launch, token.as_ref()).await;
+    }
+    let live = st.live.cluster(st, scope, cluster).await?;
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    live.runs.lock().push(Queued {
+        launch,
+        token,
+        reply,
+    });
+    let (st2, scope2, cluster2) = (st.clone(), scope.clone(), cluster.to_string());
+    tokio::spawn(async move {
+        let _turn = live.turn.clone().lock_owned().await;
+        let queued = std::mem::take(&mut *live.runs.lock());
+        run_queued(&st2, &scope2, &cluster2, queued).await;
+    });
+    let (ids, failures) = answer
+        .await
+        .map_err(|_| ControlError::Store(berth_store::StoreError::Closed))??;
+    if !ids.is_empty() {
+        tracing::info!(cluster = %cluster, tasks = ids.len(), "tasks placed");
+    }
+    Ok((ids, failures))
+}
+
+/// Places the RunTasks taken from the queue, in as few transactions as
+/// their tokens allow (a transaction writes each key once, so a token
+/// repeated in the queue waits for the next round, where it finds the
+/// first one's tasks).
+async fn run_queued(st: &Control, scope: &Scope, cluster: &str, mut queued: Vec<Queued>) {
+    while !queued.is_empty() {
+        let mut tokens = std::collections::HashSet::new();
+        let (now, later): (Vec<Queued>, Vec<Queued>) = queued.into_iter().partition(|q| {
+            q.token
+                .as_ref()
+                .is_none_or(|t| tokens.insert(t.key.clone()))
+        });
+        queued = later;
+        match run_together(st, scope, cluster, &now).await {
+            Ok(answers) => {
+                for (q, a) in now.into_iter().zip(answers) {
+                    let _ = q.reply.send(a);
+                }
+            }
+            Err(e) => {
+                for q in now {
+                    let _ = q.reply.send(Err(e.clone()));
+                }
+            }
+        }
+    }
+}
+
+/// One transaction placing every queued RunTask; each one's answer.
+async fn run_together(
+    st: &Control,
+    scope: &Scope,
+    cluster: &str,
+    queued: &[Queued],
+) -> Result<Vec<RunAnswer>, ControlError> {
+    compare_and_swap::<_, ControlError, _>(
         st,
         || "Tasks are being placed in this cluster by other requests; try again.".into(),
         move || async move {
             let mut compares = vec![];
-            if let Some(k) = token_key {
-                if let Some(kv) = st.store.get(k).await? {
-                    let seen: RunToken = typed::decode(&kv)?.value;
-                    if seen.fingerprint != print {
-                        return Err(EcsError::Conflict(
-                            "The clientToken was used before with different parameters.".into(),
-                        )
-                        .into());
+            let mut answers: Vec<Option<RunAnswer>> = queued.iter().map(|_| None).collect();
+            let mut placing = vec![];
+            for (i, q) in queued.iter().enumerate() {
+                if let Some(t) = &q.token {
+                    if let Some(seen) = remembered(st, t).await? {
+                        answers[i] = Some(seen);
+                        continue;
                     }
-                    return Ok(Attempt::Done((seen.tasks, vec![])));
+                    compares.push(typed::unchanged(&t.key, 0));
                 }
-                compares.push(typed::unchanged(k, 0));
+                placing.push(i);
+            }
+            if placing.is_empty() {
+                return Ok(Attempt::Done(answers.into_iter().flatten().collect()));
+            }
+            let wants: Vec<Want> = placing
+                .iter()
+                .map(|&i| Want {
+                    launch: &queued[i].launch,
+                    only: None,
+                })
+                .collect();
+            let (mut more, mut ops, outcomes) = place_many(st, scope, cluster, &wants).await?;
+            compares.append(&mut more);
+            for (i, out) in placing.into_iter().zip(outcomes) {
+                let q = &queued[i];
+                if out.no_instances {
+                    answers[i] = Some(Err(no_instances()));
+                    continue;
+                }
+                let failures = if out.ids.len() < q.launch.request.count {
+                    out.failures
+                } else {
+                    vec![]
+                };
+                if let Some(t) = &q.token {
+                    ops.push(remember(t, &out.ids));
+                }
+                answers[i] = Some(Ok((out.ids, failures)));
+            }
+            let answers = answers.into_iter().flatten().collect();
+            Ok(Attempt::Write(Txn::when(compares, ops), answers))
+        },
+    )
+    .await
+}
+
+/// A Fargate RunTask: placed on its own, ordered on the pool's placement key.
+async fn run_fargate(
+    st: &Control,
+    scope: &Scope,
+    cluster: &str,
+    launch: &Launch,
+    token: Option<&HeldToken>,
+) -> Result<(Vec<String>, Vec<w::Failure>), ControlError> {
+    compare_and_swap::<_, ControlError, _>(
+        st,
+        || "Tasks are being placed in this cluster by other requests; try again.".into(),
+        move || async move {
+            let mut compares = vec![];
+            if let Some(t) = token {
+                if let Some(seen) = remembered(st, t).await? {
+                    return seen.map(Attempt::Done);
+                }
+                compares.push(typed::unchanged(&t.key, 0));
             }
             let mut placed = place(st, scope, cluster, launch, None).await?;
-            if placed.no_instances {
-                return Err(EcsError::invalid(
-                    "No Container Instances were found in your cluster.",
-                )
-                .into());
-            }
             compares.append(&mut placed.compares);
             let mut ops = placed.ops;
-            let ids = placed.ids;
-            let failures = if ids.len() < launch.request.count {
+            if let Some(t) = token {
+                ops.push(remember(t, &placed.ids));
+            }
+            let failures = if placed.ids.len() < launch.request.count {
                 placed.failures
             } else {
                 vec![]
             };
-            if let (Some(k), Some(lease)) = (token_key, token_lease) {
-                ops.push(Op::Put {
-                    key: k.clone(),
-                    value: typed::encode(&RunToken {
-                        fingerprint: print.to_string(),
-                        tasks: ids.clone(),
-                    }),
-                    lease: Some(lease.id),
-                });
-            }
-            Ok(Attempt::Write(Txn::when(compares, ops), (ids, failures)))
+            Ok(Attempt::Write(
+                Txn::when(compares, ops),
+                (placed.ids, failures),
+            ))
         },
     )
-    .await?;
-    if !ids.is_empty() {
-        tracing::info!(cluster = %cluster, tasks = ids.len(), family = %launch.family, "tasks placed");
+    .await
+}
+
+fn no_instances() -> ControlError {
+    EcsError::invalid("No Container Instances were found in your cluster.").into()
+}
+
+/// What a clientToken's first RunTask answered, if it was seen: its
+/// tasks, or a conflict when it came with another request.
+async fn remembered(st: &Control, t: &HeldToken) -> Result<Option<RunAnswer>, ControlError> {
+    let Some(kv) = st.store.get(&t.key).await? else {
+        return Ok(None);
+    };
+    let seen: RunToken = typed::decode(&kv)?.value;
+    Ok(Some(if seen.fingerprint != t.fingerprint {
+        Err(
+            EcsError::Conflict("The clientToken was used before with different parameters.".into())
+                .into(),
+        )
+    } else {
+        Ok((seen.tasks, vec![]))
+    }))
+}
+
+/// The op that remembers a clientToken's tasks until its lease expires.
+fn remember(t: &HeldToken, tasks: &[String]) -> Op {
+    Op::Put {
+        key: t.key.clone(),
+        value: typed::encode(&RunToken {
+            fingerprint: t.fingerprint.clone(),
+            tasks: tasks.to_vec(),
+        }),
+        lease: Some(t.lease),
     }
-    Ok((ids, failures))
 }
 
 /// Places one task of a StartTask on each named container instance that
@@ -134,7 +288,7 @@ pub async fn start_on(
         st,
         || "Tasks are being placed in this cluster by other requests; try again.".into(),
         move || async move {
-            let mut placing = Placing::begin(st, scope, cluster, cluster, launch).await?;
+            let mut placing = Placing::begin(st, scope, cluster, cluster).await?;
             let occupancy = Occupancy::load(st, scope, cluster).await?;
             let mut chosen: HashMap<String, (ContainerInstance, sched::Snapshot)> = HashMap::new();
             for g in given {
@@ -164,7 +318,7 @@ pub async fn start_on(
                     continue;
                 }
                 snap.commit(&launch.request, &plan);
-                placing.add(ci, None, g).await?;
+                placing.add(launch, ci, None, g).await?;
             }
             let (compares, ops, ids, failures) = placing.finish();
             let txn = Txn::when(compares, ops);

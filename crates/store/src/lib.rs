@@ -204,6 +204,45 @@ pub enum StoreError {
     Etcd(String),
 }
 
+/// The same failure for each of several requests that shared one write
+/// (a batch of placements): rusqlite's errors are not `Clone`, so SQLite's
+/// keeps its code and message.
+impl Clone for StoreError {
+    fn clone(&self) -> Self {
+        match self {
+            StoreError::Compacted {
+                requested,
+                compacted,
+            } => StoreError::Compacted {
+                requested: *requested,
+                compacted: *compacted,
+            },
+            StoreError::FutureRevision { requested, current } => StoreError::FutureRevision {
+                requested: *requested,
+                current: *current,
+            },
+            StoreError::LeaseNotFound(id) => StoreError::LeaseNotFound(*id),
+            StoreError::InvalidTxn(m) => StoreError::InvalidTxn(m.clone()),
+            StoreError::Sqlite(e) => StoreError::Sqlite(rusqlite::Error::SqliteFailure(
+                e.sqlite_error()
+                    .copied()
+                    .unwrap_or_else(|| rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ERROR)),
+                Some(e.to_string()),
+            )),
+            StoreError::Open { path, reason } => StoreError::Open {
+                path: path.clone(),
+                reason: reason.clone(),
+            },
+            StoreError::Corrupt { key, reason } => StoreError::Corrupt {
+                key: key.clone(),
+                reason: reason.clone(),
+            },
+            StoreError::Closed => StoreError::Closed,
+            StoreError::Etcd(m) => StoreError::Etcd(m.clone()),
+        }
+    }
+}
+
 /// A stream of every event under a prefix, from a revision, in revision order.
 pub type WatchStream = BoxStream<'static, Result<Event, StoreError>>;
 

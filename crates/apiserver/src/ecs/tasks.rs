@@ -82,7 +82,7 @@ pub async fn run_task(
     .await?;
     let token = ClientToken::of(&req);
     let (scope, cluster) = (&ctx.scope, &cluster);
-    let (ids, failures) = tasks::run(st, scope, cluster, &launch, token.as_ref()).await?;
+    let (ids, failures) = tasks::run(st, scope, cluster, launch, token.as_ref()).await?;
     Ok(w::RunTaskResponse {
         tasks: Some(views(st, scope, cluster, &ids, true).await?),
         failures: Some(failures),
