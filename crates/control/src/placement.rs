@@ -248,7 +248,8 @@ pub struct Want<'a> {
 
 /// What a placement placed for one of its requests.
 pub struct Outcome {
-    pub ids: Vec<String>,
+    /// The records of the tasks it writes.
+    pub tasks: Vec<Task>,
     pub failures: Vec<w::Failure>,
     /// The cluster has no container instance at all.
     pub no_instances: bool,
@@ -269,18 +270,18 @@ pub async fn place(
         let (compares, ops, mut outcomes) =
             place_many(st, scope, cluster, &[Want { launch, only }]).await?;
         let Outcome {
-            ids,
+            tasks,
             failures,
             no_instances,
         } = outcomes.pop().unwrap_or(Outcome {
-            ids: vec![],
+            tasks: vec![],
             failures: vec![],
             no_instances: true,
         });
         return Ok(Placed {
             compares,
             ops,
-            ids,
+            ids: tasks.into_iter().map(|t| t.id).collect(),
             failures,
             no_instances,
         });
@@ -373,14 +374,14 @@ pub async fn place_many(
             .into_iter()
             .map(Some)
             .chain(std::iter::repeat(None));
-        let mut ids = vec![];
+        let mut tasks = vec![];
         for p in &plan.placements {
             let Some(ci) = by_arn.get(&p.instance) else {
                 continue;
             };
             let provider = providers.next().flatten();
-            if let Some(id) = placing.add(launch, ci, provider, &p.instance).await? {
-                ids.push(id);
+            if let Some(t) = placing.add(launch, ci, provider, &p.instance).await? {
+                tasks.push(t);
             }
         }
         let mut failures = placing.take_failures();
@@ -390,7 +391,7 @@ pub async fn place_many(
                 .map(|f| failure(&*f.arn, f.reason.as_str())),
         );
         outcomes.push(Outcome {
-            ids,
+            tasks,
             failures,
             no_instances,
         });
@@ -454,7 +455,7 @@ impl<'a> Placing<'a> {
         })
     }
 
-    /// Adds a new task of `launch` on `ci`: its id, or None and a failure
+    /// Adds a new task of `launch` on `ci`: its record, or None and a failure
     /// naming `arn` when its subnets in the instance's zone are full.
     pub(crate) async fn add(
         &mut self,
@@ -462,7 +463,7 @@ impl<'a> Placing<'a> {
         ci: &ContainerInstance,
         provider: Option<String>,
         arn: &str,
-    ) -> Result<Option<String>, ControlError> {
+    ) -> Result<Option<Task>, ControlError> {
         let (st, scope) = (self.st, self.scope);
         let (network, warm) = match &launch.awsvpc {
             Some(a) => match self.addresses.take(st, scope, a, ci).await? {
@@ -491,7 +492,7 @@ impl<'a> Placing<'a> {
         }
         self.ops.extend(write_task(scope, &t));
         self.ids.push(t.id.clone());
-        Ok(Some(t.id))
+        Ok(Some(t))
     }
 
     /// Records why an instance was passed over.

@@ -48,8 +48,16 @@ impl ClientToken {
     }
 }
 
-/// What a RunTask gets back: the ids placed and why the rest were not.
-type RunAnswer = Result<(Vec<String>, Vec<w::Failure>), ControlError>;
+/// What a RunTask placed: the ids of its tasks, their records when this
+/// call placed them (not when its clientToken answers an earlier call's),
+/// and why the rest were not placed.
+pub struct Ran {
+    pub ids: Vec<String>,
+    pub placed: Vec<Task>,
+    pub failures: Vec<w::Failure>,
+}
+
+type RunAnswer = Result<Ran, ControlError>;
 
 /// A RunTask waiting for its cluster's placement turn.
 pub(crate) struct Queued {
@@ -81,7 +89,7 @@ pub async fn run(
     cluster: &str,
     launch: Launch,
     token: Option<&ClientToken>,
-) -> Result<(Vec<String>, Vec<w::Failure>), ControlError> {
+) -> RunAnswer {
     let token = match token {
         Some(t) => Some(HeldToken {
             key: scope.run_token(cluster, &t.token),
@@ -106,13 +114,13 @@ pub async fn run(
         let queued = std::mem::take(&mut *live.runs.lock());
         run_queued(&st2, &scope2, &cluster2, queued).await;
     });
-    let (ids, failures) = answer
+    let ran = answer
         .await
         .map_err(|_| ControlError::Store(berth_store::StoreError::Closed))??;
-    if !ids.is_empty() {
-        tracing::info!(cluster = %cluster, tasks = ids.len(), "tasks placed");
+    if !ran.placed.is_empty() {
+        tracing::info!(cluster = %cluster, tasks = ran.placed.len(), "tasks placed");
     }
-    Ok((ids, failures))
+    Ok(ran)
 }
 
 /// Places the RunTasks taken from the queue, in as few transactions as
@@ -185,15 +193,20 @@ async fn run_together(
                     answers[i] = Some(Err(no_instances()));
                     continue;
                 }
-                let failures = if out.ids.len() < q.launch.request.count {
+                let failures = if out.tasks.len() < q.launch.request.count {
                     out.failures
                 } else {
                     vec![]
                 };
+                let ids: Vec<String> = out.tasks.iter().map(|t| t.id.clone()).collect();
                 if let Some(t) = &q.token {
-                    ops.push(remember(t, &out.ids));
+                    ops.push(remember(t, &ids));
                 }
-                answers[i] = Some(Ok((out.ids, failures)));
+                answers[i] = Some(Ok(Ran {
+                    ids,
+                    placed: out.tasks,
+                    failures,
+                }));
             }
             let answers = answers.into_iter().flatten().collect();
             Ok(Attempt::Write(Txn::when(compares, ops), answers))
@@ -209,7 +222,7 @@ async fn run_fargate(
     cluster: &str,
     launch: &Launch,
     token: Option<&HeldToken>,
-) -> Result<(Vec<String>, Vec<w::Failure>), ControlError> {
+) -> RunAnswer {
     compare_and_swap::<_, ControlError, _>(
         st,
         || "Tasks are being placed in this cluster by other requests; try again.".into(),
@@ -232,10 +245,12 @@ async fn run_fargate(
             } else {
                 vec![]
             };
-            Ok(Attempt::Write(
-                Txn::when(compares, ops),
-                (placed.ids, failures),
-            ))
+            let ran = Ran {
+                ids: placed.ids,
+                placed: vec![],
+                failures,
+            };
+            Ok(Attempt::Write(Txn::when(compares, ops), ran))
         },
     )
     .await
@@ -258,7 +273,11 @@ async fn remembered(st: &Control, t: &HeldToken) -> Result<Option<RunAnswer>, Co
                 .into(),
         )
     } else {
-        Ok((seen.tasks, vec![]))
+        Ok(Ran {
+            ids: seen.tasks,
+            placed: vec![],
+            failures: vec![],
+        })
     }))
 }
 

@@ -82,10 +82,20 @@ pub async fn run_task(
     .await?;
     let token = ClientToken::of(&req);
     let (scope, cluster) = (&ctx.scope, &cluster);
-    let (ids, failures) = tasks::run(st, scope, cluster, launch, token.as_ref()).await?;
+    let ran = tasks::run(st, scope, cluster, launch, token.as_ref()).await?;
+    // Tasks this call placed are answered from their records as placed
+    // (PROVISIONING, as ECS answers); a clientToken's earlier tasks are read.
+    let tasks = if ran.placed.len() == ran.ids.len() {
+        ran.placed
+            .iter()
+            .map(|t| t.view(scope, None, true))
+            .collect()
+    } else {
+        views(st, scope, cluster, &ran.ids, true).await?
+    };
     Ok(w::RunTaskResponse {
-        tasks: Some(views(st, scope, cluster, &ids, true).await?),
-        failures: Some(failures),
+        tasks: Some(tasks),
+        failures: Some(ran.failures),
     })
 }
 
