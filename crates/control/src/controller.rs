@@ -769,7 +769,7 @@ impl Controller {
             let Some(id) = state_key.rsplit('/').next().map(str::to_string) else {
                 continue;
             };
-            let id = &id;
+            let id = id.as_str();
             let Some(t) = typed::get::<Task>(&*self.st.store, &scope.task(cluster, id)).await?
             else {
                 continue;
