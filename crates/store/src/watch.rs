@@ -49,10 +49,11 @@ pub(crate) fn stream(
             let to = (next + WINDOW).min(current + 1);
             match history.events_between(&prefix, next, to).await {
                 Ok(events) => {
-                    for e in events {
-                        if tx.send(Ok(e)).await.is_err() {
-                            return;
-                        }
+                    // A window goes to the reader whole, so that what it
+                    // finds ready holds every event of each revision it
+                    // has begun (see `next_batch`).
+                    if !events.is_empty() && tx.send(Ok(events)).await.is_err() {
+                        return;
                     }
                     next = to;
                 }
@@ -66,15 +67,25 @@ pub(crate) fn stream(
     Box::pin(s)
 }
 
-/// A stream fed by a task; the task ends when the stream is dropped.
+/// A stream fed by a task, a window of events at a time; the task ends
+/// when the stream is dropped.
 fn async_stream<F, Fut>(f: F) -> impl futures::Stream<Item = Result<Event, StoreError>> + Send
 where
-    F: FnOnce(tokio::sync::mpsc::Sender<Result<Event, StoreError>>) -> Fut,
+    F: FnOnce(tokio::sync::mpsc::Sender<Result<Vec<Event>, StoreError>>) -> Fut,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
-    let (tx, rx) = tokio::sync::mpsc::channel(256);
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
     tokio::spawn(f(tx));
-    futures::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|item| (item, rx))
+    let ready = std::collections::VecDeque::new();
+    futures::stream::unfold((rx, ready), |(mut rx, mut ready)| async move {
+        loop {
+            if let Some(e) = ready.pop_front() {
+                return Some((Ok(e), (rx, ready)));
+            }
+            match rx.recv().await? {
+                Ok(events) => ready.extend(events),
+                Err(e) => return Some((Err(e), (rx, ready))),
+            }
+        }
     })
 }

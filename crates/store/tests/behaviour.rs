@@ -109,7 +109,9 @@ async fn contract(s: Arc<dyn Store>) {
     assert_eq!(rest.revision, s.current_revision().await.expect("rev"));
 }
 
-async fn watch_contract(s: Arc<dyn Store>) {
+/// `big_txn`: operations in one transaction the backend accepts (etcd's
+/// default limit is 128).
+async fn watch_contract(s: Arc<dyn Store>, big_txn: usize) {
     put(&*s, "/w/1", "a").await; // rev 1
     put(&*s, "/other", "b").await; // rev 2
     let mut w = s.watch("/w/", 1);
@@ -160,6 +162,21 @@ async fn watch_contract(s: Arc<dyn Store>) {
         s.compact(99).await,
         Err(StoreError::FutureRevision { .. })
     ));
+
+    // A revision's events are ready together, however many: a reader
+    // that takes what is ready never sees half a transaction.
+    let mut whole = s.watch("/many/", 0);
+    let ops = (0..big_txn)
+        .map(|i| Op::put(format!("/many/{i:04}"), b"x".to_vec()))
+        .collect();
+    s.txn(Txn {
+        success: ops,
+        ..Default::default()
+    })
+    .await
+    .expect("big txn");
+    let (batch, ended) = berth_store::next_batch(&mut whole).await.expect("a batch");
+    assert_eq!((batch.len(), ended), (big_txn, false));
 }
 
 /// `ttl`: the shortest the backend keeps (etcd counts whole seconds).
@@ -293,12 +310,12 @@ async fn sqlite_contract() {
 }
 #[tokio::test]
 async fn memstore_watch_in_revision_order() {
-    watch_contract(Arc::new(MemStore::new())).await;
+    watch_contract(Arc::new(MemStore::new()), 600).await;
 }
 #[tokio::test]
 async fn sqlite_watch_in_revision_order() {
     let (_d, s) = sqlite();
-    watch_contract(s).await;
+    watch_contract(s, 600).await;
 }
 #[tokio::test]
 async fn memstore_leases_expire() {
@@ -382,7 +399,7 @@ async fn etcd_contract() {
 #[tokio::test]
 async fn etcd_watch_in_revision_order() {
     let (_e, s) = etcd().await;
-    watch_contract(s).await;
+    watch_contract(s, 128).await;
 }
 #[tokio::test]
 async fn etcd_leases_expire() {
