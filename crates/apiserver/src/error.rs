@@ -22,6 +22,9 @@ pub enum ApiError {
     /// A store failure: the client sees ServerException, the log the cause.
     #[error("store: {0}")]
     Store(#[from] StoreError),
+    /// The cluster manager's own failure: ServerException, the cause logged.
+    #[error("internal: {0}")]
+    Internal(String),
 }
 
 impl ApiError {
@@ -55,7 +58,9 @@ impl ApiError {
             ApiError::Serialization(m) => (400, "SerializationException", m.clone()),
             ApiError::UnknownOperation(m) => (400, "UnknownOperationException", m.clone()),
             ApiError::TooLarge(_) => (413, "RequestEntityTooLargeException", self.to_string()),
-            ApiError::Store(_) => (500, "ServerException", "An internal error occurred.".into()),
+            ApiError::Store(_) | ApiError::Internal(_) => {
+                (500, "ServerException", "An internal error occurred.".into())
+            }
         }
     }
 }
@@ -76,6 +81,7 @@ impl From<berth_control::ControlError> for ApiError {
             berth_control::ControlError::Ecs(e) => ApiError::Ecs(e),
             berth_control::ControlError::Elb(e) => ApiError::Elb(e),
             berth_control::ControlError::Store(e) => ApiError::Store(e),
+            berth_control::ControlError::Internal(m) => ApiError::Internal(m),
         }
     }
 }

@@ -174,7 +174,7 @@ async fn a_placement_planned_before_its_cluster_was_deleted_never_lands() {
     let placed = place(&ctl, &scope, "race", &launch, None)
         .await
         .expect("plan");
-    assert_eq!(placed.ids.len(), 1, "the plan places the task");
+    assert_eq!(placed.tasks.len(), 1, "the plan places the task");
     let (status, body) = call(
         &app,
         "DeregisterContainerInstance",

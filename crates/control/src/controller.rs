@@ -1231,7 +1231,8 @@ impl Controller {
             || "Tasks are being placed in this cluster by other requests.".into(),
             move || async move {
                 let placed = place(st, scope, cluster, launch, only).await?;
-                let answer = (placed.ids, placed.failures, placed.no_instances);
+                let ids = placed.tasks.into_iter().map(|t| t.id).collect::<Vec<_>>();
+                let answer = (ids, placed.failures, placed.no_instances);
                 if answer.0.is_empty() {
                     return Ok(Attempt::Done(answer));
                 }

@@ -17,4 +17,8 @@ pub enum ControlError {
     Elb(#[from] ElbError),
     #[error("store: {0}")]
     Store(#[from] StoreError),
+    /// The cluster manager could not finish the work (its placement turn
+    /// went away, its snapshot stopped following the store).
+    #[error("internal: {0}")]
+    Internal(String),
 }

@@ -91,7 +91,7 @@ pub(crate) struct ClusterLive {
     /// Held while a placement plans and commits.
     pub(crate) turn: Arc<tokio::sync::Mutex<()>>,
     /// RunTasks waiting for the next turn, which places them together.
-    pub(crate) runs: parking_lot::Mutex<Vec<crate::tasks::Queued>>,
+    pub(crate) runs: parking_lot::Mutex<crate::tasks::Runs>,
     state: parking_lot::Mutex<State>,
     /// The store revision the state reflects, complete (0: not loaded).
     applied: tokio::sync::watch::Sender<i64>,
@@ -101,7 +101,7 @@ impl ClusterLive {
     fn new(scope: &Scope, cluster: &str) -> Self {
         ClusterLive {
             turn: Arc::new(tokio::sync::Mutex::new(())),
-            runs: parking_lot::Mutex::new(Vec::new()),
+            runs: parking_lot::Mutex::new(Default::default()),
             state: parking_lot::Mutex::new(State::new(scope, cluster)),
             applied: tokio::sync::watch::channel(0).0,
         }
@@ -116,9 +116,9 @@ impl ClusterLive {
         .await;
         match reached {
             Ok(true) => Ok(()),
-            _ => Err(ControlError::Store(berth_store::StoreError::Etcd(format!(
+            _ => Err(ControlError::Internal(format!(
                 "the placement snapshot did not reach revision {revision} within {CATCH_UP:?}"
-            )))),
+            ))),
         }
     }
 

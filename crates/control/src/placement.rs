@@ -229,11 +229,11 @@ pub fn index_key(scope: &Scope, t: &Task) -> String {
 }
 
 /// One placement, ready to commit: the transaction's compares and ops,
-/// the ids of the tasks it writes, and why instances were passed over.
+/// the records of the tasks it writes, and why instances were passed over.
 pub struct Placed {
     pub compares: Vec<berth_store::Compare>,
     pub ops: Vec<Op>,
-    pub ids: Vec<String>,
+    pub tasks: Vec<Task>,
     pub failures: Vec<w::Failure>,
     /// The cluster has no container instance at all.
     pub no_instances: bool,
@@ -281,7 +281,7 @@ pub async fn place(
         return Ok(Placed {
             compares,
             ops,
-            ids: tasks.into_iter().map(|t| t.id).collect(),
+            tasks,
             failures,
             no_instances,
         });
@@ -313,17 +313,17 @@ pub async fn place(
         .into_iter()
         .map(Some)
         .chain(std::iter::repeat(None));
+    let mut tasks = vec![];
     for p in &plan.placements {
         let Some(ci) = by_arn.get(&p.instance) else {
             continue;
         };
-        placing
-            .add(launch, ci, providers.next().flatten(), &p.instance)
-            .await?;
+        let provider = providers.next().flatten();
+        tasks.extend(placing.add(launch, ci, provider, &p.instance).await?);
     }
-    let (compares, ops, ids, _) = placing.finish();
+    let (compares, ops, _) = placing.finish();
     // Fargate's hosts stay hidden: a shortfall is capacity, as on AWS.
-    let failures = if ids.len() < launch.request.count {
+    let failures = if tasks.len() < launch.request.count {
         vec![w::Failure {
             arn: None,
             reason: Some(FARGATE_CAPACITY_UNAVAILABLE.into()),
@@ -335,7 +335,7 @@ pub async fn place(
     Ok(Placed {
         compares,
         ops,
-        ids,
+        tasks,
         failures,
         no_instances: false,
     })
@@ -380,9 +380,7 @@ pub async fn place_many(
                 continue;
             };
             let provider = providers.next().flatten();
-            if let Some(t) = placing.add(launch, ci, provider, &p.instance).await? {
-                tasks.push(t);
-            }
+            tasks.extend(placing.add(launch, ci, provider, &p.instance).await?);
         }
         let mut failures = placing.take_failures();
         failures.extend(
@@ -396,7 +394,7 @@ pub async fn place_many(
             no_instances,
         });
     }
-    let (compares, ops, _, _) = placing.finish();
+    let (compares, ops, _) = placing.finish();
     Ok((compares, ops, outcomes))
 }
 
@@ -420,7 +418,6 @@ pub(crate) struct Placing<'a> {
     compares: Vec<berth_store::Compare>,
     ops: Vec<Op>,
     addresses: Addresses,
-    ids: Vec<String>,
     failures: Vec<w::Failure>,
 }
 
@@ -450,7 +447,6 @@ impl<'a> Placing<'a> {
             scope,
             cluster,
             addresses: Addresses::default(),
-            ids: vec![],
             failures: vec![],
         })
     }
@@ -491,7 +487,6 @@ impl<'a> Placing<'a> {
                 .push(Op::put(key, scope.task(self.cluster, &t.id).into_bytes()));
         }
         self.ops.extend(write_task(scope, &t));
-        self.ids.push(t.id.clone());
         Ok(Some(t))
     }
 
@@ -505,17 +500,9 @@ impl<'a> Placing<'a> {
         std::mem::take(&mut self.failures)
     }
 
-    /// The transaction's compares and ops, the ids of the tasks it writes
-    /// and the failures recorded.
-    pub(crate) fn finish(
-        self,
-    ) -> (
-        Vec<berth_store::Compare>,
-        Vec<Op>,
-        Vec<String>,
-        Vec<w::Failure>,
-    ) {
-        (self.compares, self.ops, self.ids, self.failures)
+    /// The transaction's compares and ops, and the failures recorded.
+    pub(crate) fn finish(self) -> (Vec<berth_store::Compare>, Vec<Op>, Vec<w::Failure>) {
+        (self.compares, self.ops, self.failures)
     }
 }
 

@@ -57,6 +57,23 @@ pub struct Ran {
     pub failures: Vec<w::Failure>,
 }
 
+impl Ran {
+    /// What this call placed. As on ECS, the reasons instances were passed
+    /// over are shown only when it placed fewer tasks than it asked.
+    fn placed(tasks: Vec<Task>, failures: Vec<w::Failure>, count: usize) -> Ran {
+        let failures = if tasks.len() < count {
+            failures
+        } else {
+            vec![]
+        };
+        Ran {
+            ids: tasks.iter().map(|t| t.id.clone()).collect(),
+            placed: tasks,
+            failures,
+        }
+    }
+}
+
 type RunAnswer = Result<Ran, ControlError>;
 
 /// A RunTask waiting for its cluster's placement turn.
@@ -64,6 +81,13 @@ pub(crate) struct Queued {
     launch: Launch,
     token: Option<HeldToken>,
     reply: tokio::sync::oneshot::Sender<RunAnswer>,
+}
+
+/// A cluster's queued RunTasks, and whether a task is draining them.
+#[derive(Default)]
+pub(crate) struct Runs {
+    queued: Vec<Queued>,
+    draining: bool,
 }
 
 /// A clientToken's key, the lease that will expire it, and its request's
@@ -103,24 +127,63 @@ pub async fn run(
     }
     let live = st.live.cluster(st, scope, cluster).await?;
     let (reply, answer) = tokio::sync::oneshot::channel();
-    live.runs.lock().push(Queued {
-        launch,
-        token,
-        reply,
-    });
-    let (st2, scope2, cluster2) = (st.clone(), scope.clone(), cluster.to_string());
-    tokio::spawn(async move {
-        let _turn = live.turn.clone().lock_owned().await;
-        let queued = std::mem::take(&mut *live.runs.lock());
-        run_queued(&st2, &scope2, &cluster2, queued).await;
-    });
-    let ran = answer
-        .await
-        .map_err(|_| ControlError::Store(berth_store::StoreError::Closed))??;
+    let start = {
+        let mut runs = live.runs.lock();
+        runs.queued.push(Queued {
+            launch,
+            token,
+            reply,
+        });
+        !std::mem::replace(&mut runs.draining, true)
+    };
+    if start {
+        let mut drainer = Drainer { live, done: false };
+        let (st, scope, cluster) = (st.clone(), scope.clone(), cluster.to_string());
+        tokio::spawn(async move { drainer.drain(&st, &scope, &cluster).await });
+    }
+    let ran = answer.await.map_err(|_| {
+        ControlError::Internal("the placement turn ended without an answer".into())
+    })??;
     if !ran.placed.is_empty() {
         tracing::info!(cluster = %cluster, tasks = ran.placed.len(), "tasks placed");
     }
     Ok(ran)
+}
+
+/// The one task per cluster that takes its turns while RunTasks are queued.
+struct Drainer {
+    live: std::sync::Arc<crate::live::ClusterLive>,
+    /// It saw the queue empty and gave up draining.
+    done: bool,
+}
+
+impl Drainer {
+    async fn drain(&mut self, st: &Control, scope: &Scope, cluster: &str) {
+        loop {
+            let _turn = self.live.turn.clone().lock_owned().await;
+            let queued = {
+                let mut runs = self.live.runs.lock();
+                if runs.queued.is_empty() {
+                    runs.draining = false;
+                    self.done = true;
+                    return;
+                }
+                std::mem::take(&mut runs.queued)
+            };
+            run_queued(st, scope, cluster, queued).await;
+        }
+    }
+}
+
+/// A drainer that panicked or was cancelled leaves its place to the next
+/// RunTask's (the requests it held get an internal error as their replies
+/// drop).
+impl Drop for Drainer {
+    fn drop(&mut self) {
+        if !self.done {
+            self.live.runs.lock().draining = false;
+        }
+    }
 }
 
 /// Places the RunTasks taken from the queue, in as few transactions as
@@ -193,20 +256,11 @@ async fn run_together(
                     answers[i] = Some(Err(no_instances()));
                     continue;
                 }
-                let failures = if out.tasks.len() < q.launch.request.count {
-                    out.failures
-                } else {
-                    vec![]
-                };
-                let ids: Vec<String> = out.tasks.iter().map(|t| t.id.clone()).collect();
+                let ran = Ran::placed(out.tasks, out.failures, q.launch.request.count);
                 if let Some(t) = &q.token {
-                    ops.push(remember(t, &ids));
+                    ops.push(remember(t, &ran.ids));
                 }
-                answers[i] = Some(Ok(Ran {
-                    ids,
-                    placed: out.tasks,
-                    failures,
-                }));
+                answers[i] = Some(Ok(ran));
             }
             let answers = answers.into_iter().flatten().collect();
             Ok(Attempt::Write(Txn::when(compares, ops), answers))
@@ -237,19 +291,10 @@ async fn run_fargate(
             let mut placed = place(st, scope, cluster, launch, None).await?;
             compares.append(&mut placed.compares);
             let mut ops = placed.ops;
+            let ran = Ran::placed(placed.tasks, placed.failures, launch.request.count);
             if let Some(t) = token {
-                ops.push(remember(t, &placed.ids));
+                ops.push(remember(t, &ran.ids));
             }
-            let failures = if placed.ids.len() < launch.request.count {
-                placed.failures
-            } else {
-                vec![]
-            };
-            let ran = Ran {
-                ids: placed.ids,
-                placed: vec![],
-                failures,
-            };
             Ok(Attempt::Write(Txn::when(compares, ops), ran))
         },
     )
@@ -310,6 +355,7 @@ pub async fn start_on(
             let mut placing = Placing::begin(st, scope, cluster, cluster).await?;
             let occupancy = Occupancy::load(st, scope, cluster).await?;
             let mut chosen: HashMap<String, (ContainerInstance, sched::Snapshot)> = HashMap::new();
+            let mut ids = vec![];
             for g in given {
                 let Some(id) = instance_id(scope, cluster, g) else {
                     placing.fail(g, "MISSING");
@@ -337,9 +383,9 @@ pub async fn start_on(
                     continue;
                 }
                 snap.commit(&launch.request, &plan);
-                placing.add(launch, ci, None, g).await?;
+                ids.extend(placing.add(launch, ci, None, g).await?.map(|t| t.id));
             }
-            let (compares, ops, ids, failures) = placing.finish();
+            let (compares, ops, failures) = placing.finish();
             let txn = Txn::when(compares, ops);
             Ok(Attempt::Write(txn, (ids, failures)))
         },

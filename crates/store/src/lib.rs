@@ -223,12 +223,7 @@ impl Clone for StoreError {
             },
             StoreError::LeaseNotFound(id) => StoreError::LeaseNotFound(*id),
             StoreError::InvalidTxn(m) => StoreError::InvalidTxn(m.clone()),
-            StoreError::Sqlite(e) => StoreError::Sqlite(rusqlite::Error::SqliteFailure(
-                e.sqlite_error()
-                    .copied()
-                    .unwrap_or_else(|| rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ERROR)),
-                Some(e.to_string()),
-            )),
+            StoreError::Sqlite(e) => StoreError::Sqlite(copy_sqlite(e, "")),
             StoreError::Open { path, reason } => StoreError::Open {
                 path: path.clone(),
                 reason: reason.clone(),
@@ -241,6 +236,16 @@ impl Clone for StoreError {
             StoreError::Etcd(m) => StoreError::Etcd(m.clone()),
         }
     }
+}
+
+/// A copy of SQLite's error with its code and message, `context` first.
+pub(crate) fn copy_sqlite(e: &rusqlite::Error, context: &str) -> rusqlite::Error {
+    rusqlite::Error::SqliteFailure(
+        e.sqlite_error()
+            .copied()
+            .unwrap_or_else(|| rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ERROR)),
+        Some(format!("{context}{e}")),
+    )
 }
 
 /// A stream of every event under a prefix, from a revision, in revision order.
@@ -272,7 +277,8 @@ pub trait Store: Send + Sync + 'static {
     async fn txn(&self, txn: Txn) -> Result<TxnResult, StoreError>;
     async fn current_revision(&self) -> Result<Revision, StoreError>;
     /// Every event under `prefix` with revision >= `from` (0: from now on),
-    /// in order, without gaps. Yields [`StoreError::Compacted`] and ends if
+    /// in order, without gaps; the events of one revision become ready
+    /// together (what [`next_batch`] relies on). Yields [`StoreError::Compacted`] and ends if
     /// `from` is older than the compact revision.
     fn watch(&self, prefix: &str, from: Revision) -> WatchStream;
     /// Forgets history before `revision` (etcd semantics: events at

@@ -709,10 +709,7 @@ impl Pending {
 }
 
 fn clone_err(e: &rusqlite::Error) -> rusqlite::Error {
-    rusqlite::Error::SqliteFailure(
-        rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_IOERR),
-        Some(format!("group commit failed: {e}")),
-    )
+    crate::copy_sqlite(e, "group commit failed: ")
 }
 
 impl Writer {
