@@ -97,13 +97,14 @@ async fn instance(
 /// Security group -> member addresses, read at most once per push.
 type Members = Option<HashMap<String, Vec<std::net::Ipv4Addr>>>;
 
-/// The instance's whole desired set.
+/// The instance's whole desired set, and the warm addresses it carries
+/// (kept for the pushes of changes that follow).
 async fn desired(
     st: &AppState,
     scope: &Scope,
     cluster: &str,
     instance: &str,
-) -> Result<ServerMessage, String> {
+) -> Result<(ServerMessage, Vec<DesiredNetwork>), String> {
     let prefix = scope.instance_tasks_of(cluster, instance);
     let listed = st
         .store
@@ -116,15 +117,17 @@ async fn desired(
         let Some(entry) = kv.key.strip_prefix(&prefix) else {
             continue;
         };
-        if let Some(t) = desired_task(st, scope, cluster, entry, &mut members).await? {
+        if let Some(t) = desired_task(st, scope, cluster, entry, &mut members, true).await? {
             tasks.push(t);
         }
     }
-    Ok(ServerMessage::Desired {
+    let warm = warm_addresses(st, scope, cluster, instance).await?;
+    let message = ServerMessage::Desired {
         revision: listed.revision,
         tasks,
-        warm: warm_addresses(st, scope, cluster, instance).await?,
-    })
+        warm: warm.clone(),
+    };
+    Ok((message, warm))
 }
 
 /// The addresses held warm for the instance, as the agent needs them.
@@ -154,20 +157,25 @@ async fn warm_addresses(
 }
 
 /// What changed for the agent when only entries of its task index did:
-/// each changed entry read again, the ones gone or STOPPED removed.
+/// each changed entry read again, the ones gone removed. The warm
+/// addresses are the last whole set's: a change to them makes the next
+/// push whole.
 async fn desired_changes(
     st: &AppState,
     scope: &Scope,
     cluster: &str,
-    instance: &str,
     entries: &[(String, bool)],
     revision: i64,
+    warm: Vec<DesiredNetwork>,
 ) -> Result<ServerMessage, String> {
     let (mut tasks, mut removed) = (vec![], vec![]);
     let mut members = None;
     for (entry, put) in entries {
+        // An entry is put only for a task that has not reported STOPPED
+        // (placement, or a stop request, which compares the report), and
+        // the report that says STOPPED deletes it in the same write.
         let task = match put {
-            true => desired_task(st, scope, cluster, entry, &mut members).await?,
+            true => desired_task(st, scope, cluster, entry, &mut members, false).await?,
             false => None,
         };
         match task {
@@ -182,18 +190,20 @@ async fn desired_changes(
         revision,
         tasks,
         removed,
-        warm: warm_addresses(st, scope, cluster, instance).await?,
+        warm,
     })
 }
 
 /// One entry of an instance's task index as the agent gets it; None when
-/// it is not to run there (its record is gone, or it is STOPPED).
+/// it is not to run there (its record is gone, or, when `check_report`,
+/// it reported STOPPED).
 async fn desired_task(
     st: &AppState,
     scope: &Scope,
     cluster: &str,
     entry: &str,
     members: &mut Members,
+    check_report: bool,
 ) -> Result<Option<DesiredTask>, String> {
     // The Fargate pool's entries name the task's cluster too.
     let (cluster, id) = entry.split_once('/').unwrap_or((cluster, entry));
@@ -203,13 +213,15 @@ async fn desired_task(
     else {
         return Ok(None);
     };
-    let report = typed::get::<ObservedTask>(&*st.store, &scope.task_state(cluster, id))
-        .await
-        .map_err(|e| e.to_string())?;
-    // Stores written before STOPPED tasks left the index still hold
-    // some there; pushing one would start it again.
-    if Task::last_status(report.as_ref().map(|r| &r.value)) == TaskStatus::Stopped {
-        return Ok(None);
+    if check_report {
+        let report = typed::get::<ObservedTask>(&*st.store, &scope.task_state(cluster, id))
+            .await
+            .map_err(|e| e.to_string())?;
+        // Stores written before STOPPED tasks left the index still hold
+        // some there; pushing one would start it again.
+        if Task::last_status(report.as_ref().map(|r| &r.value)) == TaskStatus::Stopped {
+            return Ok(None);
+        }
     }
     let t = t.value;
     let network = match &t.network {
@@ -475,7 +487,8 @@ async fn converse(
             ],
         )
         .await;
-    send(socket, &desired(st, scope, cluster, id).await?).await?;
+    let (first, mut warm) = desired(st, scope, cluster, id).await?;
+    send(socket, &first).await?;
     let mut deadline = tokio::time::Instant::now() + timeout;
     let mut renewed = tokio::time::Instant::now();
     loop {
@@ -488,7 +501,9 @@ async fn converse(
                 // else (addresses taken or freed, warm ones), or falling
                 // behind, may change every task's network: the whole set.
                 let message = if change.whole {
-                    desired(st, scope, cluster, id).await?
+                    let (whole, now_warm) = desired(st, scope, cluster, id).await?;
+                    warm = now_warm;
+                    whole
                 } else if change.entries.is_empty() {
                     continue;
                 } else {
@@ -497,7 +512,7 @@ async fn converse(
                     let mut seen = HashSet::new();
                     own.reverse();
                     own.retain(|(e, _)| seen.insert(e.clone()));
-                    desired_changes(st, scope, cluster, id, &own, change.revision).await?
+                    desired_changes(st, scope, cluster, &own, change.revision, warm.clone()).await?
                 };
                 send(socket, &message).await?;
             }
