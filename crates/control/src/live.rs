@@ -17,7 +17,7 @@ use crate::placement::placeable;
 use crate::{Control, ControlError};
 use berth_domain::instance::ContainerInstance;
 use berth_domain::task::ObservedTask;
-use berth_domain::task::{Task, TaskStatus, Usage};
+use berth_domain::task::{Claim, Task, TaskStatus, Usage};
 use berth_domain::Scope;
 use berth_scheduler as sched;
 use berth_store::keys::Keys;
@@ -179,9 +179,9 @@ struct State {
     states_prefix: String,
     instances: BTreeMap<String, ContainerInstance>,
     connected: HashSet<String>,
-    /// Tasks that are not STOPPED, with what their agents reported and
-    /// what each holds on its instance.
-    tasks: HashMap<String, (Task, Option<ObservedTask>, Usage)>,
+    /// Tasks that are not STOPPED: what each claims, what its agent
+    /// reported, and what it holds on its instance.
+    tasks: HashMap<String, (Claim, Option<ObservedTask>, Usage)>,
     /// What the tasks on each instance hold, kept as tasks come and go.
     used: HashMap<String, Usage>,
     /// Reports of tasks not seen yet (loading reads reports first).
@@ -253,7 +253,7 @@ impl State {
             self.dirty.insert(id.to_string());
         } else if let Some(id) = key.strip_prefix(&self.tasks_prefix) {
             let id = id.to_string();
-            match put.then(|| typed::decode::<Task>(&ev.kv).ok()).flatten() {
+            match put.then(|| typed::decode::<Claim>(&ev.kv).ok()).flatten() {
                 Some(t) => self.task(id, t.value),
                 None => {
                     self.forget(&id);
@@ -271,7 +271,7 @@ impl State {
         }
     }
 
-    fn task(&mut self, id: String, t: Task) {
+    fn task(&mut self, id: String, t: Claim) {
         if self.stopped.contains(&id) {
             return;
         }
@@ -307,9 +307,9 @@ impl State {
     }
 
     /// Counts a task that is not STOPPED on its instance.
-    fn hold(&mut self, id: String, t: Task, report: Option<ObservedTask>) {
+    fn hold(&mut self, id: String, t: Claim, report: Option<ObservedTask>) {
         let mut held = Usage::default();
-        held.add(&t, report.as_ref());
+        held.add_claim(&t, report.as_ref());
         let on = t.container_instance.clone();
         self.used.entry(on.clone()).or_default().absorb(&held);
         self.dirty.insert(on);

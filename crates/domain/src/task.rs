@@ -149,6 +149,16 @@ pub struct TaskNetwork {
     pub security_groups: Vec<String>,
 }
 
+/// What a task holds on its host, read from its record without the rest
+/// (its definition above all): what placement keeps of every task, so
+/// that a hundred thousand of them cost little to read and to keep.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct Claim {
+    pub container_instance: String,
+    pub group: String,
+    pub reservation: Reservation,
+}
+
 /// The desired record of a task.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Task {
@@ -648,7 +658,15 @@ pub struct Usage {
 impl Usage {
     /// Adds a task that is not STOPPED, with what its agent reported.
     pub fn add(&mut self, task: &Task, report: Option<&ObservedTask>) {
-        let r = &task.reservation;
+        self.add_held(&task.reservation, &task.group, report);
+    }
+
+    /// Adds a task that is not STOPPED by its claim.
+    pub fn add_claim(&mut self, claim: &Claim, report: Option<&ObservedTask>) {
+        self.add_held(&claim.reservation, &claim.group, report);
+    }
+
+    fn add_held(&mut self, r: &Reservation, group: &str, report: Option<&ObservedTask>) {
         self.cpu += r.cpu;
         self.memory += r.memory;
         self.tcp_ports.extend(&r.tcp_ports);
@@ -688,7 +706,7 @@ impl Usage {
         } else {
             self.running += 1;
         }
-        *self.groups.entry(task.group.clone()).or_default() += 1;
+        *self.groups.entry(group.to_string()).or_default() += 1;
     }
 
     /// Adds what another usage holds (one task's, say) to this one.
