@@ -48,13 +48,17 @@ impl ClientToken {
     }
 }
 
-/// What a RunTask placed: the ids of its tasks, their records when this
-/// call placed them (not when its clientToken answers an earlier call's),
-/// and why the rest were not placed.
+/// What a RunTask answers: its tasks, and why the rest were not placed.
 pub struct Ran {
-    pub ids: Vec<String>,
-    pub placed: Vec<Task>,
+    pub tasks: RanTasks,
     pub failures: Vec<w::Failure>,
+}
+
+/// A RunTask's tasks: the records this call placed, or the ids of the
+/// tasks an earlier call with the same clientToken placed.
+pub enum RanTasks {
+    Placed(Vec<Task>),
+    Earlier(Vec<String>),
 }
 
 impl Ran {
@@ -67,8 +71,7 @@ impl Ran {
             vec![]
         };
         Ran {
-            ids: tasks.iter().map(|t| t.id.clone()).collect(),
-            placed: tasks,
+            tasks: RanTasks::Placed(tasks),
             failures,
         }
     }
@@ -144,8 +147,10 @@ pub async fn run(
     let ran = answer.await.map_err(|_| {
         ControlError::Internal("the placement turn ended without an answer".into())
     })??;
-    if !ran.placed.is_empty() {
-        tracing::info!(cluster = %cluster, tasks = ran.placed.len(), "tasks placed");
+    if let RanTasks::Placed(tasks) = &ran.tasks {
+        if !tasks.is_empty() {
+            tracing::info!(cluster = %cluster, tasks = tasks.len(), "tasks placed");
+        }
     }
     Ok(ran)
 }
@@ -256,10 +261,10 @@ async fn run_together(
                     answers[i] = Some(Err(no_instances()));
                     continue;
                 }
-                let ran = Ran::placed(out.tasks, out.failures, q.launch.request.count);
                 if let Some(t) = &q.token {
-                    ops.push(remember(t, &ran.ids));
+                    ops.push(remember(t, &out.tasks));
                 }
+                let ran = Ran::placed(out.tasks, out.failures, q.launch.request.count);
                 answers[i] = Some(Ok(ran));
             }
             let answers = answers.into_iter().flatten().collect();
@@ -291,10 +296,10 @@ async fn run_fargate(
             let mut placed = place(st, scope, cluster, launch, None).await?;
             compares.append(&mut placed.compares);
             let mut ops = placed.ops;
-            let ran = Ran::placed(placed.tasks, placed.failures, launch.request.count);
             if let Some(t) = token {
-                ops.push(remember(t, &ran.ids));
+                ops.push(remember(t, &placed.tasks));
             }
+            let ran = Ran::placed(placed.tasks, placed.failures, launch.request.count);
             Ok(Attempt::Write(Txn::when(compares, ops), ran))
         },
     )
@@ -319,20 +324,19 @@ async fn remembered(st: &Control, t: &HeldToken) -> Result<Option<RunAnswer>, Co
         )
     } else {
         Ok(Ran {
-            ids: seen.tasks,
-            placed: vec![],
+            tasks: RanTasks::Earlier(seen.tasks),
             failures: vec![],
         })
     }))
 }
 
 /// The op that remembers a clientToken's tasks until its lease expires.
-fn remember(t: &HeldToken, tasks: &[String]) -> Op {
+fn remember(t: &HeldToken, tasks: &[Task]) -> Op {
     Op::Put {
         key: t.key.clone(),
         value: typed::encode(&RunToken {
             fingerprint: t.fingerprint.clone(),
-            tasks: tasks.to_vec(),
+            tasks: tasks.iter().map(|t| t.id.clone()).collect(),
         }),
         lease: Some(t.lease),
     }

@@ -278,8 +278,9 @@ pub trait Store: Send + Sync + 'static {
     async fn current_revision(&self) -> Result<Revision, StoreError>;
     /// Every event under `prefix` with revision >= `from` (0: from now on),
     /// in order, without gaps; the events of one revision become ready
-    /// together (what [`next_batch`] relies on). Yields [`StoreError::Compacted`] and ends if
-    /// `from` is older than the compact revision.
+    /// together (what [`next_batch`] relies on). Yields
+    /// [`StoreError::Compacted`] and ends if `from` is older than the
+    /// compact revision.
     fn watch(&self, prefix: &str, from: Revision) -> WatchStream;
     /// Forgets history before `revision` (etcd semantics: events at
     /// `revision` and later stay); watches from older revisions fail.

@@ -7,7 +7,7 @@ use crate::{context::RequestContext, error::ApiError, AppState};
 use berth_control::clusters::active_cluster;
 use berth_control::launch::{launch_type, prepare, LaunchInput};
 use berth_control::placement::{failure, ClusterTasks};
-use berth_control::tasks::{self, request_stop, ClientToken};
+use berth_control::tasks::{self, request_stop, ClientToken, RanTasks};
 use berth_domain::arn::{self, container_instance_id as instance_id};
 use berth_domain::task::ObservedTask;
 use berth_domain::task::{DesiredStatus, StopCode, Task, MAX_RUN_COUNT};
@@ -85,13 +85,9 @@ pub async fn run_task(
     let ran = tasks::run(st, scope, cluster, launch, token.as_ref()).await?;
     // Tasks this call placed are answered from their records as placed
     // (PROVISIONING, as ECS answers); a clientToken's earlier tasks are read.
-    let tasks = if ran.placed.len() == ran.ids.len() {
-        ran.placed
-            .iter()
-            .map(|t| t.view(scope, None, true))
-            .collect()
-    } else {
-        views(st, scope, cluster, &ran.ids, true).await?
+    let tasks = match &ran.tasks {
+        RanTasks::Placed(placed) => placed.iter().map(|t| t.view(scope, None, true)).collect(),
+        RanTasks::Earlier(ids) => views(st, scope, cluster, ids, true).await?,
     };
     Ok(w::RunTaskResponse {
         tasks: Some(tasks),
