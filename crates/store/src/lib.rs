@@ -293,12 +293,12 @@ pub trait Store: Send + Sync + 'static {
 }
 
 /// A prefix range over an ordered in-memory key space, shared by every
-/// backend that serves reads from memory.
-pub(crate) fn range_in(
-    kvs: &std::collections::BTreeMap<String, KeyValue>,
+/// backend that serves reads from memory: the values found, and whether
+/// the limit left some out.
+pub(crate) fn range_in<V: Clone>(
+    kvs: &std::collections::BTreeMap<String, V>,
     req: &RangeRequest,
-    revision: Revision,
-) -> RangeResponse {
+) -> (Vec<V>, bool) {
     let start = match &req.start_after {
         Some(after) if after.as_str() >= req.prefix.as_str() => {
             std::ops::Bound::Excluded(after.clone())
@@ -310,13 +310,9 @@ pub(crate) fn range_in(
         .range((start, std::ops::Bound::Unbounded))
         .take_while(|(k, _)| k.starts_with(&req.prefix))
         .map(|(_, kv)| kv.clone());
-    let found: Vec<KeyValue> = iter.by_ref().take(limit).collect();
+    let found: Vec<V> = iter.by_ref().take(limit).collect();
     let more = iter.next().is_some();
-    RangeResponse {
-        kvs: found,
-        more,
-        revision,
-    }
+    (found, more)
 }
 
 #[cfg(test)]
@@ -340,32 +336,29 @@ mod tests {
             .iter()
             .map(|k| (k.to_string(), kv(k)))
             .collect();
-        let r = range_in(
+        let (found, more) = range_in(
             &map,
             &RangeRequest {
                 prefix: "/a/".into(),
                 start_after: Some("/a/1".into()),
                 limit: Some(1),
             },
-            7,
         );
         assert_eq!(
-            r.kvs.iter().map(|k| k.key.as_str()).collect::<Vec<_>>(),
+            found.iter().map(|k| k.key.as_str()).collect::<Vec<_>>(),
             ["/a/2"]
         );
-        assert!(r.more);
-        assert_eq!(r.revision, 7);
-        let r = range_in(
+        assert!(more);
+        let (found, _) = range_in(
             &map,
             &RangeRequest {
                 prefix: "/a/".into(),
                 start_after: Some("/".into()),
                 limit: None,
             },
-            7,
         );
         assert_eq!(
-            r.kvs.len(),
+            found.len(),
             3,
             "a continuation before the prefix starts at the prefix"
         );

@@ -179,7 +179,12 @@ impl Store for MemStore {
 
     async fn range(&self, req: RangeRequest) -> Result<RangeResponse, StoreError> {
         let state = self.inner.state.lock();
-        Ok(range_in(&state.kvs, &req, state.revision))
+        let (kvs, more) = range_in(&state.kvs, &req);
+        Ok(RangeResponse {
+            kvs,
+            more,
+            revision: state.revision,
+        })
     }
 
     async fn txn(&self, txn: Txn) -> Result<TxnResult, StoreError> {

@@ -107,7 +107,11 @@ enum WriteCmd {
 /// The committed key space and the revision it is at, updated together.
 #[derive(Default)]
 struct Cache {
-    kvs: BTreeMap<String, KeyValue>,
+    /// Shared values, so that a read copies them after letting go of the
+    /// lock: a range over 160,000 task records copied them with it held
+    /// for half a second, and every commit (which applies its group here)
+    /// waited that long.
+    kvs: BTreeMap<String, Arc<KeyValue>>,
     revision: Revision,
     /// The keys attached to each lease: revoking one (an agent's
     /// connection when it goes) must not scan the whole key space, or a
@@ -124,7 +128,7 @@ impl Cache {
             }
         }
         Cache {
-            kvs,
+            kvs: kvs.into_iter().map(|(k, v)| (k, Arc::new(v))).collect(),
             revision,
             leased,
         }
@@ -138,12 +142,12 @@ impl Cache {
                 }
                 let new_lease = e.kv.lease;
                 self.kvs
-                    .insert(e.kv.key.clone(), e.kv)
+                    .insert(e.kv.key.clone(), Arc::new(e.kv))
                     .filter(|old| old.lease != new_lease)
             }
             EventKind::Delete => self.kvs.remove(&e.kv.key),
         };
-        if let Some((l, key)) = old.and_then(|o| Some((o.lease?, o.key))) {
+        if let Some((l, key)) = old.and_then(|o| Some((o.lease?, o.key.clone()))) {
             if let Some(keys) = self.leased.get_mut(&l) {
                 keys.remove(&key);
                 if keys.is_empty() {
@@ -951,7 +955,8 @@ impl TxnState for SqlTxn<'_> {
         if let Some(state) = self.group.get(key) {
             return Ok(state);
         }
-        Ok(self.cache.read().kvs.get(key).cloned())
+        let kv = self.cache.read().kvs.get(key).cloned();
+        Ok(kv.map(Arc::unwrap_or_clone))
     }
 
     fn lease_exists(&mut self, id: LeaseId) -> Result<bool, StoreError> {
@@ -1000,12 +1005,21 @@ impl TxnState for SqlTxn<'_> {
 #[async_trait]
 impl Store for SqliteStore {
     async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
-        Ok(self.inner.cache.read().kvs.get(key).cloned())
+        let kv = self.inner.cache.read().kvs.get(key).cloned();
+        Ok(kv.map(Arc::unwrap_or_clone))
     }
 
     async fn range(&self, req: RangeRequest) -> Result<RangeResponse, StoreError> {
-        let cache = self.inner.cache.read();
-        Ok(range_in(&cache.kvs, &req, cache.revision))
+        let (found, more, revision) = {
+            let cache = self.inner.cache.read();
+            let (found, more) = range_in(&cache.kvs, &req);
+            (found, more, cache.revision)
+        };
+        Ok(RangeResponse {
+            kvs: found.into_iter().map(Arc::unwrap_or_clone).collect(),
+            more,
+            revision,
+        })
     }
 
     async fn txn(&self, txn: Txn) -> Result<TxnResult, StoreError> {
