@@ -76,6 +76,13 @@ impl Control {
         }
     }
 
+    /// The same context with placement on a thread of its own
+    /// ([`live::Live::on_own_thread`]), as a server runs it.
+    pub fn with_placement_thread(mut self) -> std::io::Result<Self> {
+        self.live = Arc::new(live::Live::on_own_thread()?);
+        Ok(self)
+    }
+
     /// The same context on another clock (paused time in tests).
     pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;

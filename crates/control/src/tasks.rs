@@ -109,7 +109,8 @@ struct HeldToken {
 /// snapshot and commits them in one transaction: one store round trip and
 /// one catch-up of the snapshot per turn rather than per call. The turn
 /// runs in a task of its own, so that a client that goes away does not
-/// cancel the placements of the others queued with it.
+/// cancel the placements of the others queued with it; the task runs
+/// where the snapshot's follower does ([`crate::live::Live::spawn`]).
 pub async fn run(
     st: &Control,
     scope: &Scope,
@@ -142,7 +143,8 @@ pub async fn run(
     if start {
         let mut drainer = Drainer { live, done: false };
         let (st, scope, cluster) = (st.clone(), scope.clone(), cluster.to_string());
-        tokio::spawn(async move { drainer.drain(&st, &scope, &cluster).await });
+        let live = st.live.clone();
+        live.spawn(async move { drainer.drain(&st, &scope, &cluster).await });
     }
     let ran = answer.await.map_err(|_| {
         ControlError::Internal("the placement turn ended without an answer".into())
