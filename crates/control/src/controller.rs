@@ -560,34 +560,51 @@ impl Controller {
     }
 
     /// The host-loss controller's reconcile of a cluster: its hosts, and
-    /// the Fargate pool's when some of its tasks run there.
+    /// the Fargate pool's for the cluster's tasks there. Only the tasks of
+    /// hosts that are away are read, from their instances' index: reading
+    /// every task of a cluster of 100,000 took seconds of the leader's CPU
+    /// each time any host dropped.
     async fn lost_hosts(
         &self,
         scope: &Scope,
         cluster: &str,
     ) -> Result<Option<Duration>, ControlError> {
         let st = &self.st;
-        let mut hosts = self.instances(scope, cluster).await?;
-        let mut reachable = connected_agents(st, scope, cluster).await?;
-        let pool = self.instances(scope, FARGATE_POOL).await?;
-        let pool_reachable = connected_agents(st, scope, FARGATE_POOL).await?;
-        // Every host there: nobody is away, and no task needs reading
-        // (which, at a hundred thousand tasks, is most of the work).
-        let all_there = hosts.iter().all(|ci| reachable.contains(&ci.id))
-            && pool.iter().all(|ci| pool_reachable.contains(&ci.id));
-        if all_there {
-            let ck: ClusterKey = (scope.clone(), cluster.to_string());
-            self.away_since.lock().retain(|(k, _), _| k != &ck);
-            return Ok(None);
+        let mut away = vec![];
+        for host_cluster in [cluster, FARGATE_POOL] {
+            let reachable = connected_agents(st, scope, host_cluster).await?;
+            away.extend(
+                self.instances(scope, host_cluster)
+                    .await?
+                    .into_iter()
+                    .filter(|ci| !reachable.contains(&ci.id))
+                    .map(|ci| (host_cluster, ci.id)),
+            );
         }
-        let tasks = ClusterTasks::load(st, scope, cluster).await?;
-        if tasks.tasks.iter().any(|t| t.value.fargate()) {
-            hosts.extend(pool);
-            reachable.extend(pool_reachable);
+        let mut on: HashMap<String, Vec<typed::Versioned<Task>>> = HashMap::new();
+        let in_pool = format!("{cluster}/");
+        for (host_cluster, instance) in away {
+            for entry in typed::names(
+                &*st.store,
+                &scope.instance_tasks_of(host_cluster, &instance),
+            )
+            .await?
+            {
+                // The pool's hosts hold every cluster's tasks.
+                let id = if host_cluster == FARGATE_POOL {
+                    match entry.strip_prefix(&in_pool) {
+                        Some(id) => id,
+                        None => continue,
+                    }
+                } else {
+                    entry.as_str()
+                };
+                if let Some(t) = typed::get::<Task>(&*st.store, &scope.task(cluster, id)).await? {
+                    on.entry(instance.clone()).or_default().push(t);
+                }
+            }
         }
-        let (_, recheck) = self
-            .host_loss(scope, cluster, &hosts, &reachable, &tasks)
-            .await?;
+        let (_, recheck) = self.host_loss(scope, cluster, &on).await?;
         Ok(recheck)
     }
 
@@ -686,43 +703,29 @@ impl Controller {
 
     /// Marks the tasks of instances whose agents stayed away past the grace
     /// period STOPPED, so that their resources are free and their services
-    /// replace them. The host's containers are stopped when its agent comes
-    /// back: the tasks are no longer in its desired set.
+    /// replace them. `on`: the tasks of each instance that is away. The
+    /// host's containers are stopped when its agent comes back: the tasks
+    /// are no longer in its desired set.
     async fn host_loss(
         &self,
         scope: &Scope,
         cluster: &str,
-        instances: &[ContainerInstance],
-        connected: &HashSet<String>,
-        tasks: &ClusterTasks,
+        on: &HashMap<String, Vec<typed::Versioned<Task>>>,
     ) -> Result<(bool, Option<Duration>), ControlError> {
         let grace = self.config.host_loss_grace;
-        let mut on: HashMap<&str, Vec<&typed::Versioned<Task>>> = HashMap::new();
-        for t in &tasks.tasks {
-            if Task::last_status(tasks.report(&t.value.id)) != TaskStatus::Stopped {
-                on.entry(t.value.container_instance.as_str())
-                    .or_default()
-                    .push(t);
-            }
-        }
         let ck: ClusterKey = (scope.clone(), cluster.to_string());
         let mut lost = vec![];
         let mut recheck = None;
         {
             let mut away = self.away_since.lock();
-            away.retain(|(k, id), _| {
-                k != &ck || (on.contains_key(id.as_str()) && !connected.contains(id))
-            });
-            for ci in instances {
-                if connected.contains(&ci.id) || !on.contains_key(ci.id.as_str()) {
-                    continue;
-                }
+            away.retain(|(k, id), _| k != &ck || on.contains_key(id.as_str()));
+            for id in on.keys() {
                 let since = *away
-                    .entry((ck.clone(), ci.id.clone()))
+                    .entry((ck.clone(), id.clone()))
                     .or_insert_with(Instant::now);
                 let waited = since.elapsed();
                 if waited >= grace {
-                    lost.push((ci.id.clone(), waited));
+                    lost.push((id.clone(), waited));
                 } else {
                     recheck = min_recheck(recheck, Some(grace - waited));
                 }
