@@ -473,8 +473,16 @@ impl Link<'_> {
                 }
                 arn = changed.recv(), if welcomed => {
                     let Some(arn) = arn else { return Ok(welcomed) };
-                    if let Some(r) = self.reporter.get(&arn) {
-                        ws.send(encode(&AgentMessage::TaskState(r))).await.map_err(|e| e.to_string())?;
+                    // A task that changed several times since the last
+                    // send is sent once, as it is now.
+                    let mut arns = std::collections::BTreeSet::from([arn]);
+                    while let Ok(more) = changed.try_recv() {
+                        arns.insert(more);
+                    }
+                    for arn in arns {
+                        if let Some(r) = self.reporter.get(&arn) {
+                            ws.send(encode(&AgentMessage::TaskState(r))).await.map_err(|e| e.to_string())?;
+                        }
                     }
                 }
                 frame = ws.next() => {

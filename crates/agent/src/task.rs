@@ -353,7 +353,12 @@ impl Driver {
         let lazy = self.ctx.pull == PullBehavior::PreferCached;
         if fresh && !self.wants_stop() {
             self.report.pull_started_at.get_or_insert_with(now);
-            self.publish();
+            // Nothing is pulled here with prefer-cached: the times go with
+            // the next report instead of costing a report (and a store
+            // commit) of their own while the engine creates the container.
+            if !lazy {
+                self.publish();
+            }
             let mut images: Vec<String> = self
                 .containers
                 .iter()
@@ -368,7 +373,9 @@ impl Driver {
                 }
             }
             self.report.pull_stopped_at = Some(now());
-            self.publish();
+            if !lazy {
+                self.publish();
+            }
         }
         if self.wants_stop() {
             return Ok(());
@@ -407,6 +414,7 @@ impl Driver {
                 Err(berth_runtime::RuntimeError::NotFound(m))
                     if lazy && m.contains("No such image") =>
                 {
+                    self.publish();
                     self.pull(&s.image).await?;
                     self.report.pull_stopped_at = Some(now());
                     self.ctx.runtime.create(&s).await
