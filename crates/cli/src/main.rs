@@ -614,15 +614,12 @@ async fn serve(args: ServerArgs, up: Option<(HostArgs, bool)>) -> anyhow::Result
         },
         lb_hostname: args.lb_hostname.clone(),
     };
-    let ctl = berth_control::Control::new(
-        store.clone(),
-        berth_control::ControlConfig {
-            network: config.network.clone(),
-        },
-    )
-    .with_placement_thread()
-    .context("cannot start the placement thread")?;
-    let state = AppState::with_control(ctl, config);
+    let mut state = AppState::new(store.clone(), config);
+    state.ctl = state
+        .ctl
+        .clone()
+        .with_placement_thread()
+        .context("cannot start the placement thread")?;
     let app = berth_apiserver::router(state.clone());
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await

@@ -604,8 +604,7 @@ impl Controller {
                 }
             }
         }
-        let (_, recheck) = self.host_loss(scope, cluster, &on).await?;
-        Ok(recheck)
+        self.host_loss(scope, cluster, &on).await
     }
 
     /// Keeps `warm_addresses` addresses per awsvpc-capable host and subnet
@@ -711,7 +710,7 @@ impl Controller {
         scope: &Scope,
         cluster: &str,
         on: &HashMap<String, Vec<typed::Versioned<Task>>>,
-    ) -> Result<(bool, Option<Duration>), ControlError> {
+    ) -> Result<Option<Duration>, ControlError> {
         let grace = self.config.host_loss_grace;
         let ck: ClusterKey = (scope.clone(), cluster.to_string());
         let mut lost = vec![];
@@ -731,15 +730,13 @@ impl Controller {
                 }
             }
         }
-        let mut any = false;
         for (instance, waited) in lost {
             for t in on.get(instance.as_str()).into_iter().flatten() {
                 self.mark_lost(scope, cluster, t, waited).await?;
-                any = true;
             }
             tracing::warn!(cluster = %cluster, instance = %instance, "host lost: its tasks are marked STOPPED");
         }
-        Ok((any, recheck))
+        Ok(recheck)
     }
 
     /// Removes the records of tasks that stopped longer ago than the

@@ -67,11 +67,8 @@ impl Live {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
-        let live = Live {
-            clusters: parking_lot::Mutex::new(HashMap::new()),
-            stop: CancellationToken::new(),
-            thread: Some(runtime.handle().clone()),
-        };
+        let mut live = Live::default();
+        live.thread = Some(runtime.handle().clone());
         let stop = live.stop.clone();
         std::thread::Builder::new()
             .name("berth-placement".into())
@@ -86,14 +83,11 @@ impl Live {
     where
         F: std::future::Future<Output = ()> + Send + 'static,
     {
-        match &self.thread {
-            Some(h) => {
-                h.spawn(work);
-            }
-            None => {
-                tokio::spawn(work);
-            }
-        }
+        let runtime = self
+            .thread
+            .clone()
+            .unwrap_or_else(tokio::runtime::Handle::current);
+        runtime.spawn(work);
     }
 
     /// The cluster's live state, loaded and watched from its first use.

@@ -143,8 +143,8 @@ pub async fn run(
     if start {
         let mut drainer = Drainer { live, done: false };
         let (st, scope, cluster) = (st.clone(), scope.clone(), cluster.to_string());
-        let live = st.live.clone();
-        live.spawn(async move { drainer.drain(&st, &scope, &cluster).await });
+        let placement = st.live.clone();
+        placement.spawn(async move { drainer.drain(&st, &scope, &cluster).await });
     }
     let ran = answer.await.map_err(|_| {
         ControlError::Internal("the placement turn ended without an answer".into())

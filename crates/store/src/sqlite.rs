@@ -158,6 +158,12 @@ impl Cache {
     }
 }
 
+/// A committed value, copied after the lock is let go.
+fn cached(cache: &parking_lot::RwLock<Cache>, key: &str) -> Option<KeyValue> {
+    let kv = cache.read().kvs.get(key).cloned();
+    kv.map(Arc::unwrap_or_clone)
+}
+
 /// The newest committed events, oldest first. Watchers are nearly always
 /// at the head of the log: they read here rather than each decoding every
 /// new row of the log again on a reader connection.
@@ -955,8 +961,7 @@ impl TxnState for SqlTxn<'_> {
         if let Some(state) = self.group.get(key) {
             return Ok(state);
         }
-        let kv = self.cache.read().kvs.get(key).cloned();
-        Ok(kv.map(Arc::unwrap_or_clone))
+        Ok(cached(self.cache, key))
     }
 
     fn lease_exists(&mut self, id: LeaseId) -> Result<bool, StoreError> {
@@ -1005,8 +1010,7 @@ impl TxnState for SqlTxn<'_> {
 #[async_trait]
 impl Store for SqliteStore {
     async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
-        let kv = self.inner.cache.read().kvs.get(key).cloned();
-        Ok(kv.map(Arc::unwrap_or_clone))
+        Ok(cached(&self.inner.cache, key))
     }
 
     async fn range(&self, req: RangeRequest) -> Result<RangeResponse, StoreError> {
