@@ -309,7 +309,15 @@ impl Driver {
     pub async fn run(mut self) {
         self.inspect_all().await;
         if !self.stopped() {
-            self.publish();
+            // A task this agent has never touched is PENDING on the server
+            // already: a report saying so would only cost a store commit
+            // while the engine creates its containers.
+            let untouched = self.pause.is_none()
+                && self.containers.iter().all(|c| c.id.is_none())
+                && self.ctx.reporter.get(&self.desired.task_arn).is_none();
+            if !untouched {
+                self.publish();
+            }
             if let Err(stop) = self.start().await {
                 self.stop(Some(stop)).await;
             }
