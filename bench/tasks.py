@@ -13,10 +13,12 @@ side in one run.
     (polled every POLL_MS, see Poller); each Berth run is split into phases by the
     timestamps Berth itself records (createdAt by the server, the pull
     and start times by the agent). Polling costs CPU that the engine's
-    container start, CPU-bound on two cores, then lacks: at 2 ms Berth's
-    create + start took about 50 ms longer than the same create + start
-    without a poller, so the default is 10 ms (about 5 ms of wait on
-    average, counted against Berth).
+    container start, CPU-bound on two cores, then lacks: with boto3
+    signing every poll (about 350 us of CPU a poll, client and server),
+    2 ms polls made Berth's create + start 14 ms slower than the peer's
+    and 10 ms polls about 4 ms. The poller now costs about 90 us a poll
+    (see Poller), and the default is 5 ms: about 2.5 ms of wait on
+    average, counted against Berth.
 (c) Resident memory of a `berth agent` process with 50 running tasks.
 
 Prints markdown tables; raw numbers go to bench/results/tasks-*.json.
@@ -37,7 +39,7 @@ import botocore.config
 BERTH = os.environ.get("BERTH_BIN", "target/release/berth")
 IMAGE = "berth-test/busybox:latest"
 RUNS = int(os.environ.get("RUNS", "50"))
-POLL_MS = float(os.environ.get("POLL_MS", "10"))
+POLL_MS = float(os.environ.get("POLL_MS", "5"))
 SETTLE = float(os.environ.get("SETTLE", "0.5"))
 
 

@@ -184,11 +184,20 @@ impl Driver {
     }
 
     fn set_status(&mut self, s: TaskStatus) {
-        if self.report.last_status != s {
-            tracing::info!(task = %self.desired.task_arn, status = s.as_str(), "task");
-            self.report.last_status = s;
+        if self.note_status(s) {
             self.publish();
         }
+    }
+
+    /// The status changes without a report of its own: the next one says
+    /// it. True if it changed.
+    fn note_status(&mut self, s: TaskStatus) -> bool {
+        if self.report.last_status == s {
+            return false;
+        }
+        tracing::info!(task = %self.desired.task_arn, status = s.as_str(), "task");
+        self.report.last_status = s;
+        true
     }
 
     fn task_health(&self) -> HealthStatus {
@@ -624,7 +633,15 @@ impl Driver {
             if !progressed {
                 return Ok(());
             }
-            self.publish();
+            // Containers that wait on these show the progress meanwhile;
+            // with none waiting, the caller's report says it all at once.
+            if self
+                .containers
+                .iter()
+                .any(|c| !c.started && c.status == Status::Pending)
+            {
+                self.publish();
+            }
         }
     }
 
@@ -746,12 +763,14 @@ impl Driver {
                 .all(|c| c.started || c.status == Status::Stopped);
             if all_up {
                 if self.report.last_status != TaskStatus::Running {
-                    self.set_status(TaskStatus::Activating);
+                    // ACTIVATING passes within this step: one report (and
+                    // one save) says RUNNING.
+                    self.note_status(TaskStatus::Activating);
                     self.report.started_at.get_or_insert_with(now);
-                    self.set_status(TaskStatus::Running);
+                    self.note_status(TaskStatus::Running);
                 }
             } else if self.report.last_status == TaskStatus::Pending {
-                self.set_status(TaskStatus::Activating);
+                self.note_status(TaskStatus::Activating);
             }
             self.publish();
             match self.rx.recv().await {

@@ -63,6 +63,9 @@ pub struct Control {
     pub metrics: ControlMetrics,
     /// Every cluster's placement state, kept from the store's watch.
     pub live: Arc<live::Live>,
+    /// The lease RunTask clientTokens are kept under now, and when it was
+    /// granted ([`tasks::token_lease`]).
+    token_lease: Arc<parking_lot::Mutex<Option<(berth_store::LeaseId, tokio::time::Instant)>>>,
 }
 
 impl Control {
@@ -73,6 +76,7 @@ impl Control {
             clock: Arc::new(SystemClock),
             metrics: ControlMetrics::default(),
             live: Arc::new(live::Live::default()),
+            token_lease: Arc::default(),
         }
     }
 

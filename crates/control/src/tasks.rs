@@ -17,8 +17,34 @@ use berth_wire::ecs as w;
 use std::collections::HashMap;
 use std::time::Duration;
 
-/// How long a RunTask clientToken is remembered.
+/// How long a RunTask clientToken is remembered, at least.
 const TOKEN_RETENTION: Duration = Duration::from_secs(3600);
+
+/// How long one lease takes the clientTokens of every RunTask: a token
+/// lives between TOKEN_RETENTION and this much longer.
+const TOKEN_BUCKET: Duration = Duration::from_secs(60);
+
+/// The lease for a clientToken remembered now. Every SDK sends a token
+/// with each RunTask, and a lease of its own cost each one a durable write
+/// before placement could start (half a millisecond of its latency) and
+/// left the store a lease per RunTask to expire. A lease is shared for
+/// TOKEN_BUCKET and lives TOKEN_RETENTION past that, so it cannot expire
+/// while it is handed out; nothing revokes it.
+async fn token_lease(st: &Control) -> Result<berth_store::LeaseId, ControlError> {
+    if let Some((id, at)) = *st.token_lease.lock() {
+        if at.elapsed() < TOKEN_BUCKET {
+            return Ok(id);
+        }
+    }
+    let at = tokio::time::Instant::now();
+    let id = st
+        .store
+        .lease_grant(TOKEN_RETENTION + TOKEN_BUCKET)
+        .await?
+        .id;
+    *st.token_lease.lock() = Some((id, at));
+    Ok(id)
+}
 
 /// What a clientToken remembers: the request it came with and its tasks.
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -121,7 +147,7 @@ pub async fn run(
     let token = match token {
         Some(t) => Some(HeldToken {
             key: scope.run_token(cluster, &t.token),
-            lease: st.store.lease_grant(TOKEN_RETENTION).await?.id,
+            lease: token_lease(st).await?,
             fingerprint: t.fingerprint.clone(),
         }),
         None => None,
