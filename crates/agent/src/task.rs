@@ -118,6 +118,9 @@ pub struct Driver {
     warm: Option<WarmPause>,
     rx: mpsc::UnboundedReceiver<Input>,
     forget: bool,
+    /// It came with a saved report or containers (an agent restart, a
+    /// warm namespace): the agent has touched it before.
+    adopted: bool,
 }
 
 /// How a task came to stop, when the agent decided it.
@@ -159,6 +162,7 @@ impl Driver {
                 }
             })
             .collect();
+        let adopted = saved.is_some() || !existing.is_empty();
         let report = saved.unwrap_or_else(|| TaskReport {
             task_arn: desired.task_arn.clone(),
             last_status: TaskStatus::Pending,
@@ -174,6 +178,7 @@ impl Driver {
             containers,
             rx,
             forget: false,
+            adopted,
         }
     }
 
@@ -318,13 +323,10 @@ impl Driver {
     pub async fn run(mut self) {
         self.inspect_all().await;
         if !self.stopped() {
-            // A task this agent has never touched is PENDING on the server
-            // already: a report saying so would only cost a store commit
-            // while the engine creates its containers.
-            let untouched = self.pause.is_none()
-                && self.containers.iter().all(|c| c.id.is_none())
-                && self.ctx.reporter.get(&self.desired.task_arn).is_none();
-            if !untouched {
+            // A task new to this agent is PENDING on the server already: a
+            // report saying so would only cost a store commit while the
+            // engine creates its containers.
+            if self.adopted {
                 self.publish();
             }
             if let Err(stop) = self.start().await {
