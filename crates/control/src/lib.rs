@@ -19,6 +19,7 @@ pub mod clusters;
 pub mod controller;
 pub mod elb;
 mod error;
+pub mod identity;
 pub mod launch;
 pub mod leader;
 pub mod live;
@@ -43,13 +44,36 @@ pub use metrics::ControlMetrics;
 pub struct ControlConfig {
     /// The subnets and security groups awsvpc tasks may use.
     pub network: NetworkConfig,
+    /// The account every resource belongs to.
+    pub account: String,
+    /// The key secrets are sealed with at rest.
+    pub secrets_key: SecretsKey,
 }
 
 impl Default for ControlConfig {
     fn default() -> Self {
         ControlConfig {
             network: NetworkConfig::local_default(),
+            account: "000000000000".into(),
+            secrets_key: SecretsKey::random(),
         }
+    }
+}
+
+/// The key that seals secrets in the store: kept outside it (a file in the
+/// data dir, or given by flag), never logged.
+#[derive(Clone)]
+pub struct SecretsKey(pub [u8; berth_iam::seal::KEY_LEN]);
+
+impl SecretsKey {
+    pub fn random() -> SecretsKey {
+        SecretsKey(rand::random())
+    }
+}
+
+impl std::fmt::Debug for SecretsKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SecretsKey(..)")
     }
 }
 
@@ -63,6 +87,8 @@ pub struct Control {
     pub metrics: ControlMetrics,
     /// Every cluster's placement state, kept from the store's watch.
     pub live: Arc<live::Live>,
+    /// The account's access keys, as requests are checked against them.
+    pub identity: Arc<identity::Identity>,
     /// The lease RunTask clientTokens are kept under now, and when it was
     /// granted ([`tasks::token_lease`]).
     token_lease: Arc<parking_lot::Mutex<Option<(berth_store::LeaseId, tokio::time::Instant)>>>,
@@ -70,7 +96,14 @@ pub struct Control {
 
 impl Control {
     pub fn new(store: Arc<dyn Store>, config: ControlConfig) -> Self {
+        let sealer = berth_iam::seal::Sealer::new(&config.secrets_key.0)
+            .expect("a secrets key has the sealer's length");
         Control {
+            identity: Arc::new(identity::Identity::new(
+                store.clone(),
+                &config.account,
+                sealer,
+            )),
             store,
             config: Arc::new(config),
             clock: Arc::new(SystemClock),

@@ -340,6 +340,27 @@ impl ElbKeys for Scope {
     }
 }
 
+/// IAM's records: global, so per account only, under the region `global`
+/// (which no AWS region is named), keeping every key's
+/// `{account}/{region}/{service}/{kind}` shape.
+pub mod iam {
+    pub fn base(account: &str) -> String {
+        format!("/berth/v1/{account}/global/iam")
+    }
+    /// Long-term access keys by id (`berth_iam::AccessKey`).
+    pub fn access_keys(account: &str) -> String {
+        format!("{}/access-keys/", base(account))
+    }
+    pub fn access_key(account: &str, id: &str) -> String {
+        format!("{}{id}", access_keys(account))
+    }
+    /// The id of the account root's bootstrap key: written once, by the
+    /// first server to start on the store.
+    pub fn root_key(account: &str) -> String {
+        format!("{}/root-key", base(account))
+    }
+}
+
 /// IAM ARNs contain `/` and `:`; escape `/` so a principal is one segment.
 fn principal_segment(principal: &str) -> String {
     principal.replace('%', "%25").replace('/', "%2F")

@@ -1,7 +1,24 @@
-//! Parsing (not yet verifying) the SigV4 `Authorization` header.
+//! Signature Version 4: reading a request's signature (the `Authorization`
+//! header or the presigned query string), computing what the signer must
+//! have signed, and signing.
 //!
-//! The credential scope tells which access key, region and service a request
-//! is for; Berth routes and scopes by it. Verifying signatures comes with IAM.
+//! Verification here is arithmetic only: the caller looks the access key up,
+//! checks the clock and the scope, and decides what a failure means for its
+//! protocol. The canonical request follows botocore's signer (the reference
+//! clients Berth is tested with): every signed header the request names,
+//! values trimmed with inner runs of spaces collapsed, the path normalised
+//! and encoded once more, the query decoded and re-encoded with only
+//! `-_.~` left bare.
+
+use ring::{digest, hmac};
+use std::fmt::Write as _;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+pub const ALGORITHM: &str = "AWS4-HMAC-SHA256";
+/// The payload hash a signer may claim instead of hashing the body.
+pub const UNSIGNED_PAYLOAD: &str = "UNSIGNED-PAYLOAD";
+/// The longest a presigned URL may live (`X-Amz-Expires`), in seconds.
+pub const MAX_PRESIGN_EXPIRES: u64 = 604_800;
 
 /// What a SigV4 credential scope says about a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -12,21 +29,97 @@ pub struct CredentialScope {
     pub service: String,
 }
 
-/// Parses `AWS4-HMAC-SHA256 Credential=AKID/20240101/us-east-1/ecs/aws4_request, SignedHeaders=..., Signature=...`.
-/// Returns `None` for anything else (including unsigned requests).
+impl CredentialScope {
+    /// `date/region/service/aws4_request`, the scope line of the string to sign.
+    pub fn scope(&self) -> String {
+        format!(
+            "{}/{}/{}/aws4_request",
+            self.date, self.region, self.service
+        )
+    }
+}
+
+/// A request's signature as the client sent it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Signature {
+    pub credential: CredentialScope,
+    /// Lower-case header names in the order the client listed them.
+    pub signed_headers: Vec<String>,
+    /// The hex signature.
+    pub signature: String,
+    /// `X-Amz-Date`, `yyyymmddTHHMMSSZ`.
+    pub amz_date: String,
+    /// `X-Amz-Security-Token`, for temporary credentials.
+    pub security_token: Option<String>,
+    /// Presigned requests: `X-Amz-Expires` in seconds.
+    pub expires: Option<u64>,
+}
+
+/// Why a request's signature cannot even be read. Each maps to one AWS error
+/// per protocol; the messages are AWS's.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParseError {
+    /// Neither an `Authorization` header nor presigned query parameters.
+    #[error("Missing Authentication Token")]
+    Missing,
+    /// Present but unusable (IncompleteSignatureException).
+    #[error("{0}")]
+    Incomplete(String),
+    /// Readable, but not for SigV4 or inconsistent (InvalidSignatureException).
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// The parts of an HTTP request that a signature covers.
+pub struct Request<'a> {
+    pub method: &'a str,
+    /// The path as sent, still percent-encoded.
+    pub path: &'a str,
+    /// The raw query string, without `?`.
+    pub query: &'a str,
+    /// Every header as (name, value); names in any case.
+    pub headers: &'a [(&'a str, &'a str)],
+}
+
+impl<'a> Request<'a> {
+    /// Every value of header `name`, in order.
+    fn header_values<'s>(&'s self, name: &'s str) -> impl Iterator<Item = &'a str> + 's {
+        self.headers
+            .iter()
+            .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| *v)
+    }
+
+    pub fn header(&self, name: &str) -> Option<&'a str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| *v)
+    }
+}
+
+/// Parses `AWS4-HMAC-SHA256 Credential=AKID/20240101/us-east-1/ecs/aws4_request, SignedHeaders=..., Signature=...`
+/// for its credential scope only: how the front door routes. Returns `None`
+/// for anything else (including unsigned requests).
 pub fn parse_authorization(header: &str) -> Option<CredentialScope> {
-    let rest = header.trim().strip_prefix("AWS4-HMAC-SHA256")?;
+    let rest = header.trim().strip_prefix(ALGORITHM)?;
     let credential = rest
         .split(',')
         .map(str::trim)
         .find_map(|part| part.strip_prefix("Credential="))?;
+    parse_credential(credential)
+}
+
+fn parse_credential(credential: &str) -> Option<CredentialScope> {
     let mut parts = credential.split('/');
     let access_key = parts.next()?.to_string();
     let date = parts.next()?.to_string();
     let region = parts.next()?.to_string();
     let service = parts.next()?.to_string();
     if parts.next()? != "aws4_request"
+        || parts.next().is_some()
         || access_key.is_empty()
+        || date.is_empty()
         || region.is_empty()
         || service.is_empty()
     {
@@ -38,6 +131,515 @@ pub fn parse_authorization(header: &str) -> Option<CredentialScope> {
         region,
         service,
     })
+}
+
+/// Reads the signature of a request: from its `Authorization` header, else
+/// from presigned query parameters.
+pub fn parse(req: &Request<'_>) -> Result<Signature, ParseError> {
+    match req.header("authorization") {
+        Some(h) => parse_header(req, h),
+        None => {
+            let q = query_pairs(req.query);
+            if q.iter().any(|(k, _)| k == "X-Amz-Algorithm") {
+                parse_presigned(&q)
+            } else {
+                Err(ParseError::Missing)
+            }
+        }
+    }
+}
+
+fn parse_header(req: &Request<'_>, header: &str) -> Result<Signature, ParseError> {
+    let header = header.trim();
+    let Some(rest) = header.strip_prefix(ALGORITHM) else {
+        let scheme = header.split_whitespace().next().unwrap_or_default();
+        return Err(ParseError::Incomplete(format!(
+            "Authorization header requires 'Credential' parameter. Authorization header requires 'Signature' parameter. \
+             Authorization header requires 'SignedHeaders' parameter. Authorization header requires existence of either \
+             a 'X-Amz-Date' or a 'Date' header. Authorization={scheme}"
+        )));
+    };
+    let (mut credential, mut signed, mut signature) = (None, None, None);
+    for part in rest.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let Some((k, v)) = part.split_once('=') else {
+            return Err(ParseError::Incomplete(format!(
+                "'{part}' not a valid key=value pair (missing equal-sign) in Authorization header: '{header}'."
+            )));
+        };
+        match k.trim() {
+            "Credential" => credential = Some(v.trim()),
+            "SignedHeaders" => signed = Some(v.trim()),
+            "Signature" => signature = Some(v.trim()),
+            _ => {}
+        }
+    }
+    let amz_date = req.header("x-amz-date").map(str::trim);
+    let mut missing = String::new();
+    for (name, value) in [
+        ("Credential", credential.is_none()),
+        ("Signature", signature.is_none()),
+        ("SignedHeaders", signed.is_none()),
+    ] {
+        if value {
+            let _ = write!(
+                missing,
+                "Authorization header requires '{name}' parameter. "
+            );
+        }
+    }
+    if amz_date.is_none() {
+        missing.push_str(
+            "Authorization header requires existence of either a 'X-Amz-Date' or a 'Date' header. ",
+        );
+    }
+    if !missing.is_empty() {
+        return Err(ParseError::Incomplete(format!(
+            "{missing}Authorization={header}"
+        )));
+    }
+    let (credential, signed, signature, amz_date) = (
+        credential.unwrap_or_default(),
+        signed.unwrap_or_default(),
+        signature.unwrap_or_default(),
+        amz_date.unwrap_or_default(),
+    );
+    finish(
+        credential,
+        signed,
+        signature,
+        amz_date,
+        req.header("x-amz-security-token").map(str::to_string),
+        None,
+    )
+}
+
+fn parse_presigned(q: &[(String, String)]) -> Result<Signature, ParseError> {
+    let get = |name: &str| q.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+    if get("X-Amz-Algorithm") != Some(ALGORITHM) {
+        return Err(ParseError::Invalid(format!(
+            "X-Amz-Algorithm only supports \"{ALGORITHM}\""
+        )));
+    }
+    let mut missing = vec![];
+    for name in [
+        "X-Amz-Credential",
+        "X-Amz-Signature",
+        "X-Amz-SignedHeaders",
+        "X-Amz-Date",
+    ] {
+        if get(name).is_none() {
+            missing.push(name);
+        }
+    }
+    if !missing.is_empty() {
+        return Err(ParseError::Incomplete(format!(
+            "AWS query-string parameters must include {}. Re-examine the query-string parameters.",
+            missing
+                .iter()
+                .map(|m| format!("'{m}'"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    }
+    let expires = match get("X-Amz-Expires") {
+        None => None,
+        Some(e) => match e.parse::<u64>() {
+            Ok(n) if n <= MAX_PRESIGN_EXPIRES => Some(n),
+            Ok(_) => return Err(ParseError::Invalid(format!(
+                "X-Amz-Expires must be less than a week (in seconds) that is {MAX_PRESIGN_EXPIRES}"
+            ))),
+            Err(_) => {
+                return Err(ParseError::Invalid(
+                    "X-Amz-Expires should be a number".into(),
+                ))
+            }
+        },
+    };
+    finish(
+        get("X-Amz-Credential").unwrap_or_default(),
+        get("X-Amz-SignedHeaders").unwrap_or_default(),
+        get("X-Amz-Signature").unwrap_or_default(),
+        get("X-Amz-Date").unwrap_or_default(),
+        get("X-Amz-Security-Token").map(str::to_string),
+        Some(expires.unwrap_or(MAX_PRESIGN_EXPIRES)),
+    )
+}
+
+fn finish(
+    credential: &str,
+    signed: &str,
+    signature: &str,
+    amz_date: &str,
+    security_token: Option<String>,
+    expires: Option<u64>,
+) -> Result<Signature, ParseError> {
+    let Some(credential) = parse_credential(credential) else {
+        return Err(ParseError::Incomplete(format!(
+            "Credential must have exactly 5 slash-delimited elements, e.g. keyid/date/region/service/term, got '{credential}'"
+        )));
+    };
+    if parse_amz_date(amz_date).is_none() {
+        return Err(ParseError::Invalid(format!(
+            "Invalid X-Amz-Date '{amz_date}': it must be in ISO 8601 basic format, yyyyMMdd'T'HHmmss'Z'"
+        )));
+    }
+    if !amz_date.starts_with(&credential.date) || credential.date.len() != 8 {
+        return Err(ParseError::Invalid(format!(
+            "Date in Credential scope does not match YYYYMMDD from ISO-8601 version of date from HTTP: '{}' != '{}', from '{amz_date}'.",
+            credential.date,
+            &amz_date[..8]
+        )));
+    }
+    let signed_headers: Vec<String> = signed
+        .split(';')
+        .filter(|h| !h.is_empty())
+        .map(str::to_ascii_lowercase)
+        .collect();
+    if signed_headers.is_empty() {
+        return Err(ParseError::Incomplete(
+            "Authorization header requires 'SignedHeaders' parameter.".into(),
+        ));
+    }
+    if !signed_headers.iter().any(|h| h == "host") {
+        return Err(ParseError::Invalid(
+            "'Host' or ':authority' must be a 'SignedHeader' in the AWS Authorization.".into(),
+        ));
+    }
+    Ok(Signature {
+        credential,
+        signed_headers,
+        signature: signature.to_ascii_lowercase(),
+        amz_date: amz_date.to_string(),
+        security_token,
+        expires,
+    })
+}
+
+/// `yyyymmddTHHMMSSZ` as a time.
+pub fn parse_amz_date(s: &str) -> Option<SystemTime> {
+    let b = s.as_bytes();
+    if b.len() != 16 || b[8] != b'T' || b[15] != b'Z' {
+        return None;
+    }
+    let digits = |r: std::ops::Range<usize>| -> Option<i32> {
+        let part = s.get(r)?;
+        if !part.bytes().all(|c| c.is_ascii_digit()) {
+            return None;
+        }
+        part.parse().ok()
+    };
+    let month = time::Month::try_from(u8::try_from(digits(4..6)?).ok()?).ok()?;
+    let date =
+        time::Date::from_calendar_date(digits(0..4)?, month, u8::try_from(digits(6..8)?).ok()?)
+            .ok()?;
+    let t = date
+        .with_hms(
+            u8::try_from(digits(9..11)?).ok()?,
+            u8::try_from(digits(11..13)?).ok()?,
+            u8::try_from(digits(13..15)?).ok()?,
+        )
+        .ok()?
+        .assume_utc();
+    let secs = u64::try_from(t.unix_timestamp()).ok()?;
+    Some(UNIX_EPOCH + Duration::from_secs(secs))
+}
+
+/// A time as `yyyymmddTHHMMSSZ`.
+pub fn format_amz_date(t: SystemTime) -> String {
+    let secs = t
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    let t =
+        time::OffsetDateTime::from_unix_timestamp(secs).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    format!(
+        "{:04}{:02}{:02}T{:02}{:02}{:02}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    )
+}
+
+/// The lower-case hex SHA-256 of `data`.
+pub fn hex_sha256(data: &[u8]) -> String {
+    hex(digest::digest(&digest::SHA256, data).as_ref())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+/// Percent-encodes every byte but the unreserved ones (and `/` when `keep_slash`).
+fn uri_encode(s: &str, keep_slash: bool, out: &mut String) {
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric()
+            || matches!(b, b'-' | b'_' | b'.' | b'~')
+            || (keep_slash && b == b'/')
+        {
+            out.push(b as char);
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+}
+
+/// Decodes `%XX` escapes; anything malformed is kept as it is.
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            if let Some(v) = s
+                .get(i + 1..i + 3)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+            {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A raw query string's pairs, decoded.
+fn query_pairs(query: &str) -> Vec<(String, String)> {
+    query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (percent_decode(k), percent_decode(v))
+        })
+        .collect()
+}
+
+/// The path with `.` and `..` segments resolved, as botocore normalises it
+/// before signing.
+fn normalize_path(path: &str) -> String {
+    let mut out: Vec<&str> = vec![];
+    for seg in path.split('/') {
+        match seg {
+            "." => {}
+            ".." => {
+                out.pop();
+            }
+            s => out.push(s),
+        }
+    }
+    let mut joined = out.join("/");
+    if !joined.starts_with('/') {
+        joined.insert(0, '/');
+    }
+    if (path.ends_with("/.") || path.ends_with("/..")) && !joined.ends_with('/') {
+        joined.push('/');
+    }
+    joined
+}
+
+/// The canonical request a signer with these signed headers and payload
+/// hash computed for `req`. Presigned requests leave `X-Amz-Signature` out
+/// of the query, as their signer did.
+pub fn canonical_request(
+    req: &Request<'_>,
+    signed_headers: &[String],
+    payload_hash: &str,
+) -> String {
+    let mut out = String::with_capacity(256);
+    out.push_str(req.method);
+    out.push('\n');
+    uri_encode(&normalize_path(req.path), true, &mut out);
+    out.push('\n');
+    let mut pairs: Vec<(String, String)> = query_pairs(req.query)
+        .into_iter()
+        .filter(|(k, _)| k != "X-Amz-Signature")
+        .map(|(k, v)| {
+            let (mut ek, mut ev) = (String::new(), String::new());
+            uri_encode(&k, false, &mut ek);
+            uri_encode(&v, false, &mut ev);
+            (ek, ev)
+        })
+        .collect();
+    pairs.sort();
+    for (i, (k, v)) in pairs.iter().enumerate() {
+        if i > 0 {
+            out.push('&');
+        }
+        out.push_str(k);
+        out.push('=');
+        out.push_str(v);
+    }
+    out.push('\n');
+    let mut names: Vec<&str> = signed_headers.iter().map(String::as_str).collect();
+    names.sort_unstable();
+    names.dedup();
+    for name in &names {
+        out.push_str(name);
+        out.push(':');
+        for (i, v) in req.header_values(name).enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            let mut words = v.split_whitespace();
+            if let Some(w) = words.next() {
+                out.push_str(w);
+            }
+            for w in words {
+                out.push(' ');
+                out.push_str(w);
+            }
+        }
+        out.push('\n');
+    }
+    out.push('\n');
+    out.push_str(&names.join(";"));
+    out.push('\n');
+    out.push_str(payload_hash);
+    out
+}
+
+/// The string to sign for a canonical request.
+pub fn string_to_sign(amz_date: &str, scope: &CredentialScope, canonical_request: &str) -> String {
+    format!(
+        "{ALGORITHM}\n{amz_date}\n{}\n{}",
+        scope.scope(),
+        hex_sha256(canonical_request.as_bytes())
+    )
+}
+
+/// The key derived from a secret for one day, region and service: what a
+/// verifier caches, since deriving it costs four HMACs.
+#[derive(Clone)]
+pub struct SigningKey(hmac::Key);
+
+impl std::fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SigningKey(..)")
+    }
+}
+
+impl SigningKey {
+    pub fn derive(secret: &str, date: &str, region: &str, service: &str) -> SigningKey {
+        let step = |key: &[u8], data: &str| {
+            hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, key), data.as_bytes())
+        };
+        let k_date = step(format!("AWS4{secret}").as_bytes(), date);
+        let k_region = step(k_date.as_ref(), region);
+        let k_service = step(k_region.as_ref(), service);
+        let k_signing = step(k_service.as_ref(), "aws4_request");
+        SigningKey(hmac::Key::new(hmac::HMAC_SHA256, k_signing.as_ref()))
+    }
+
+    /// The hex signature of a string to sign.
+    pub fn sign(&self, string_to_sign: &str) -> String {
+        hex(hmac::sign(&self.0, string_to_sign.as_bytes()).as_ref())
+    }
+
+    /// Whether `signature` (hex) signs `string_to_sign`, compared in constant time.
+    pub fn verify(&self, string_to_sign: &str, signature: &str) -> bool {
+        unhex(signature)
+            .is_some_and(|tag| hmac::verify(&self.0, string_to_sign.as_bytes(), &tag).is_ok())
+    }
+}
+
+/// The payload hash a signature covers: the signer's `X-Amz-Content-SHA256`
+/// claim when it makes one (it must then be the body's, unless unsigned),
+/// else the body's hash. `None` when the claim is false.
+pub fn payload_hash(req: &Request<'_>, body: &[u8]) -> Option<String> {
+    let actual = || hex_sha256(body);
+    match req.header("x-amz-content-sha256").map(str::trim) {
+        Some(UNSIGNED_PAYLOAD) => Some(UNSIGNED_PAYLOAD.to_string()),
+        Some(claimed) => {
+            let a = actual();
+            (claimed.eq_ignore_ascii_case(&a)).then_some(a)
+        }
+        None => Some(actual()),
+    }
+}
+
+/// Credentials a client signs with.
+#[derive(Debug, Clone)]
+pub struct Credentials {
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    pub session_token: Option<String>,
+}
+
+/// Signs a request as botocore does: the headers to add (`X-Amz-Date`,
+/// `X-Amz-Security-Token` when there is a session, `Authorization`). Every
+/// header of `req` is signed, so `req` must already carry `host` and
+/// whatever else will be sent.
+pub fn sign(
+    req: &Request<'_>,
+    body: &[u8],
+    creds: &Credentials,
+    region: &str,
+    service: &str,
+    now: SystemTime,
+) -> Vec<(&'static str, String)> {
+    let amz_date = format_amz_date(now);
+    let mut extra: Vec<(&'static str, String)> = vec![("x-amz-date", amz_date.clone())];
+    if let Some(t) = &creds.session_token {
+        extra.push(("x-amz-security-token", t.clone()));
+    }
+    let mut headers: Vec<(&str, &str)> = req.headers.to_vec();
+    for (k, v) in &extra {
+        headers.push((k, v));
+    }
+    let all = Request {
+        method: req.method,
+        path: req.path,
+        query: req.query,
+        headers: &headers,
+    };
+    let signed: Vec<String> = {
+        let mut names: Vec<String> = headers
+            .iter()
+            .map(|(n, _)| n.to_ascii_lowercase())
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    };
+    let scope = CredentialScope {
+        access_key: creds.access_key_id.clone(),
+        date: amz_date[..8].to_string(),
+        region: region.to_string(),
+        service: service.to_string(),
+    };
+    let canonical = canonical_request(&all, &signed, &hex_sha256(body));
+    let sts = string_to_sign(&amz_date, &scope, &canonical);
+    let key = SigningKey::derive(&creds.secret_access_key, &scope.date, region, service);
+    extra.push((
+        "authorization",
+        format!(
+            "{ALGORITHM} Credential={}/{}, SignedHeaders={}, Signature={}",
+            creds.access_key_id,
+            scope.scope(),
+            signed.join(";"),
+            key.sign(&sts)
+        ),
+    ));
+    extra
 }
 
 #[cfg(test)]
@@ -70,5 +672,190 @@ mod tests {
             parse_authorization("AWS4-HMAC-SHA256 SignedHeaders=host"),
             None
         );
+    }
+
+    // AWS's published example (the SigV4 test suite's get-vanilla-query-order-key-case).
+    const SECRET: &str = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY";
+
+    fn vanilla_headers() -> Vec<(&'static str, &'static str)> {
+        vec![
+            ("Host", "example.amazonaws.com"),
+            ("X-Amz-Date", "20150830T123600Z"),
+        ]
+    }
+
+    #[test]
+    fn matches_the_aws_test_suite() {
+        let headers = vanilla_headers();
+        let req = Request {
+            method: "GET",
+            path: "/",
+            query: "Param2=value2&Param1=value1",
+            headers: &headers,
+        };
+        let signed = vec!["host".to_string(), "x-amz-date".to_string()];
+        let canonical = canonical_request(&req, &signed, &hex_sha256(b""));
+        assert_eq!(
+            canonical,
+            "GET\n/\nParam1=value1&Param2=value2\nhost:example.amazonaws.com\nx-amz-date:20150830T123600Z\n\nhost;x-amz-date\n\
+             e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+        let scope = CredentialScope {
+            access_key: "AKIDEXAMPLE".into(),
+            date: "20150830".into(),
+            region: "us-east-1".into(),
+            service: "service".into(),
+        };
+        let sts = string_to_sign("20150830T123600Z", &scope, &canonical);
+        let key = SigningKey::derive(SECRET, "20150830", "us-east-1", "service");
+        let sig = key.sign(&sts);
+        assert_eq!(
+            sig,
+            "b97d918cfa904a5beff61c982a1b6f458b799221646efd99d3219ec94cdf2500"
+        );
+        assert!(key.verify(&sts, &sig));
+        assert!(!key.verify(&sts, &sig.replace('b', "c")));
+        assert!(!key.verify(&sts, "zz"));
+    }
+
+    #[test]
+    fn what_sign_writes_parses_and_verifies() {
+        let headers = vec![
+            ("Host", "127.0.0.1:8750"),
+            ("Content-Type", "application/x-amz-json-1.1"),
+            (
+                "X-Amz-Target",
+                "AmazonEC2ContainerServiceV20141113.ListClusters",
+            ),
+        ];
+        let req = Request {
+            method: "POST",
+            path: "/",
+            query: "",
+            headers: &headers,
+        };
+        let creds = Credentials {
+            access_key_id: "AKIAEXAMPLE".into(),
+            secret_access_key: SECRET.into(),
+            session_token: Some("tok".into()),
+        };
+        let now = UNIX_EPOCH + Duration::from_secs(1_765_000_000);
+        let added = sign(&req, b"{}", &creds, "eu-west-1", "ecs", now);
+        let mut all = headers.clone();
+        for (k, v) in &added {
+            all.push((k, v));
+        }
+        let signed_req = Request {
+            headers: &all,
+            ..req
+        };
+        let sig = parse(&signed_req).expect("parses");
+        assert_eq!(sig.credential.region, "eu-west-1");
+        assert_eq!(sig.security_token.as_deref(), Some("tok"));
+        assert_eq!(parse_amz_date(&sig.amz_date), Some(now));
+        let hash = payload_hash(&signed_req, b"{}").expect("no claim");
+        let canonical = canonical_request(&signed_req, &sig.signed_headers, &hash);
+        let sts = string_to_sign(&sig.amz_date, &sig.credential, &canonical);
+        let key = SigningKey::derive(SECRET, &sig.credential.date, "eu-west-1", "ecs");
+        assert!(key.verify(&sts, &sig.signature));
+        let tampered = canonical_request(&signed_req, &sig.signed_headers, &hex_sha256(b"{ }"));
+        assert!(!key.verify(
+            &string_to_sign(&sig.amz_date, &sig.credential, &tampered),
+            &sig.signature
+        ));
+    }
+
+    #[test]
+    fn broken_headers_get_aws_messages() {
+        let headers = vec![(
+            "Authorization",
+            "AWS4-HMAC-SHA256 Credential=AK/20260101/us-east-1/ecs/aws4_request",
+        )];
+        let req = Request {
+            method: "POST",
+            path: "/",
+            query: "",
+            headers: &headers,
+        };
+        let Err(ParseError::Incomplete(m)) = parse(&req) else {
+            panic!("incomplete")
+        };
+        assert!(m.starts_with("Authorization header requires 'Signature' parameter. Authorization header requires 'SignedHeaders' parameter. Authorization header requires existence of either a 'X-Amz-Date' or a 'Date' header."), "{m}");
+        let headers = vec![("Authorization", "AWS4-HMAC-SHA256 Credential AK")];
+        let req = Request {
+            headers: &headers,
+            ..req
+        };
+        let Err(ParseError::Incomplete(m)) = parse(&req) else {
+            panic!("incomplete")
+        };
+        assert!(
+            m.contains("not a valid key=value pair (missing equal-sign)"),
+            "{m}"
+        );
+        let req = Request {
+            headers: &[],
+            ..req
+        };
+        assert_eq!(parse(&req), Err(ParseError::Missing));
+    }
+
+    #[test]
+    fn scope_date_must_be_the_request_date() {
+        let headers = vec![
+            ("Authorization", "AWS4-HMAC-SHA256 Credential=AK/20260101/us-east-1/ecs/aws4_request, SignedHeaders=host;x-amz-date, Signature=00"),
+            ("X-Amz-Date", "20260102T000000Z"),
+        ];
+        let req = Request {
+            method: "POST",
+            path: "/",
+            query: "",
+            headers: &headers,
+        };
+        let Err(ParseError::Invalid(m)) = parse(&req) else {
+            panic!("invalid")
+        };
+        assert!(m.contains("'20260101' != '20260102'"), "{m}");
+    }
+
+    #[test]
+    fn presigned_parameters_are_read_and_left_out_of_the_canonical_query() {
+        let q = "Action=GetCallerIdentity&Version=2011-06-15&X-Amz-Algorithm=AWS4-HMAC-SHA256\
+                 &X-Amz-Credential=AK%2F20260101%2Fus-east-1%2Fsts%2Faws4_request&X-Amz-Date=20260101T000000Z\
+                 &X-Amz-Expires=60&X-Amz-SignedHeaders=host&X-Amz-Signature=ab";
+        let headers = vec![("Host", "h")];
+        let req = Request {
+            method: "GET",
+            path: "/",
+            query: q,
+            headers: &headers,
+        };
+        let sig = parse(&req).expect("parses");
+        assert_eq!(sig.expires, Some(60));
+        assert_eq!(sig.credential.service, "sts");
+        let c = canonical_request(&req, &sig.signed_headers, UNSIGNED_PAYLOAD);
+        assert!(!c.contains("X-Amz-Signature"));
+        assert!(c.contains("X-Amz-Credential=AK%2F20260101%2Fus-east-1%2Fsts%2Faws4_request"));
+    }
+
+    #[test]
+    fn paths_are_normalised_then_encoded_again() {
+        let headers = vec![("Host", "h")];
+        let req = Request {
+            method: "GET",
+            path: "/a/./b/../c%20d",
+            query: "",
+            headers: &headers,
+        };
+        let c = canonical_request(&req, &["host".to_string()], "x");
+        assert!(c.starts_with("GET\n/a/c%2520d\n"), "{c}");
+    }
+
+    #[test]
+    fn amz_dates_round_trip() {
+        let t = parse_amz_date("20261206T013005Z").expect("valid");
+        assert_eq!(format_amz_date(t), "20261206T013005Z");
+        assert!(parse_amz_date("20261306T013005Z").is_none());
+        assert!(parse_amz_date("2026-12-06T01:30:05Z").is_none());
     }
 }

@@ -1,0 +1,534 @@
+//! Who is calling: SigV4 signatures checked against the access keys in the
+//! store, and the account root's key made on first start.
+//!
+//! Verifying costs one HMAC over the string to sign plus hashing the body:
+//! keys are kept in memory once read, each with the signing keys derived
+//! for it (four HMACs each, per day, region and service), and a watch on
+//! the keys' prefix drops a kept key as soon as it changes, so a deleted or
+//! deactivated key stops working at once on every server.
+
+use crate::ControlError;
+use berth_iam::keys::{self, AccessKey, KeyOwner, KeyStatus};
+use berth_iam::seal::Sealer;
+use berth_iam::Principal;
+use berth_store::{keys::iam, typed, Compare, Store, Txn};
+use berth_wire::sigv4::{self, ParseError, SigningKey};
+use parking_lot::{Mutex, RwLock};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+use tokio_util::sync::CancellationToken;
+
+/// How far a request's `X-Amz-Date` may be from the server's clock.
+pub const MAX_SKEW: Duration = Duration::from_secs(300);
+
+/// AWS's message for a signature that does not match.
+pub const MISMATCH_MESSAGE: &str = "The request signature we calculated does not match the signature you provided. \
+     Check your AWS Secret Access Key and signing method. Consult the service documentation for details.";
+/// AWS's message for an unknown or inactive key.
+pub const UNKNOWN_KEY_MESSAGE: &str = "The security token included in the request is invalid.";
+
+/// Why a request is not authenticated. Each adapter answers it in its
+/// protocol's words (JSON services and query services differ).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthFailure {
+    /// No signature at all.
+    #[error("Missing Authentication Token")]
+    Missing,
+    /// A signature that cannot be read.
+    #[error("{0}")]
+    Incomplete(String),
+    /// A readable signature that cannot be right: wrong service or region
+    /// in its scope, a date too far from now, an expired presigned URL.
+    #[error("{0}")]
+    Invalid(String),
+    /// The signature does not match the request.
+    #[error("{MISMATCH_MESSAGE}")]
+    Mismatch,
+    /// The access key is unknown or inactive, or its session token is wrong.
+    #[error("{UNKNOWN_KEY_MESSAGE}")]
+    UnknownKey,
+}
+
+impl From<ParseError> for AuthFailure {
+    fn from(e: ParseError) -> Self {
+        match e {
+            ParseError::Missing => AuthFailure::Missing,
+            ParseError::Incomplete(m) => AuthFailure::Incomplete(m),
+            ParseError::Invalid(m) => AuthFailure::Invalid(m),
+        }
+    }
+}
+
+/// An authenticated request's caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    pub principal: Principal,
+    pub access_key: String,
+}
+
+/// New credentials, shown to their owner once.
+#[derive(Clone)]
+pub struct NewCredentials {
+    pub access_key_id: String,
+    pub secret_access_key: String,
+}
+
+impl std::fmt::Debug for NewCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "NewCredentials({}, ..)", self.access_key_id)
+    }
+}
+
+/// A key as verification uses it: its owner, its secret and the signing
+/// keys derived so far.
+struct KnownKey {
+    principal: Principal,
+    secret: String,
+    status: KeyStatus,
+    /// Signing keys by scope (`date/region/service`); a key is used in few.
+    signing: Mutex<Vec<(String, SigningKey)>>,
+}
+
+/// Signing keys kept per access key; older scopes (yesterday's) fall out.
+const SIGNING_KEYS_KEPT: usize = 8;
+
+impl KnownKey {
+    fn signing_key(&self, scope: &sigv4::CredentialScope) -> SigningKey {
+        let name = scope.scope();
+        let mut kept = self.signing.lock();
+        if let Some((_, k)) = kept.iter().find(|(s, _)| *s == name) {
+            return k.clone();
+        }
+        let k = SigningKey::derive(&self.secret, &scope.date, &scope.region, &scope.service);
+        if kept.len() >= SIGNING_KEYS_KEPT {
+            kept.remove(0);
+        }
+        kept.push((name, k.clone()));
+        k
+    }
+}
+
+/// The account's access keys as the front door checks them.
+pub struct Identity {
+    store: Arc<dyn Store>,
+    account: String,
+    sealer: Sealer,
+    known: RwLock<HashMap<String, Arc<KnownKey>>>,
+    /// Whether the watch that invalidates `known` is running; without it
+    /// every lookup reads the store.
+    following: AtomicBool,
+    /// Bumped by every change the watch sees, so that a lookup that read
+    /// the store before a change does not keep what it read.
+    generation: AtomicU64,
+}
+
+impl std::fmt::Debug for Identity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Identity")
+            .field("account", &self.account)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Identity {
+    pub fn new(store: Arc<dyn Store>, account: &str, sealer: Sealer) -> Identity {
+        Identity {
+            store,
+            account: account.to_string(),
+            sealer,
+            known: RwLock::default(),
+            following: AtomicBool::new(false),
+            generation: AtomicU64::new(0),
+        }
+    }
+
+    pub fn account(&self) -> &str {
+        &self.account
+    }
+
+    /// Checks a request's signature. `service` is the signing name of the
+    /// service the request was routed to; `body` the bytes as received.
+    pub async fn authenticate(
+        &self,
+        req: &sigv4::Request<'_>,
+        body: &[u8],
+        service: &str,
+        now: SystemTime,
+    ) -> Result<Caller, AuthFailure> {
+        let sig = sigv4::parse(req)?;
+        let scope = &sig.credential;
+        if scope.service != service {
+            return Err(AuthFailure::Invalid(format!(
+                "Credential should be scoped to correct service: '{service}'. "
+            )));
+        }
+        check_time(&sig, now)?;
+        if !keys::plausible_key_id(&scope.access_key) {
+            return Err(AuthFailure::UnknownKey);
+        }
+        let key = self
+            .lookup(&scope.access_key)
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %e, "cannot read access keys");
+                AuthFailure::UnknownKey
+            })?
+            .ok_or(AuthFailure::UnknownKey)?;
+        // Long-term keys carry no session; a token with one is a forgery
+        // or a mix-up, refused as AWS does.
+        if key.status != KeyStatus::Active || sig.security_token.is_some() {
+            return Err(AuthFailure::UnknownKey);
+        }
+        let payload = sigv4::payload_hash(req, body).ok_or(AuthFailure::Mismatch)?;
+        let canonical = sigv4::canonical_request(req, &sig.signed_headers, &payload);
+        let sts = sigv4::string_to_sign(&sig.amz_date, scope, &canonical);
+        if !key.signing_key(scope).verify(&sts, &sig.signature) {
+            tracing::debug!(canonical = %canonical, "signature mismatch");
+            return Err(AuthFailure::Mismatch);
+        }
+        Ok(Caller {
+            principal: key.principal.clone(),
+            access_key: scope.access_key.clone(),
+        })
+    }
+
+    async fn lookup(&self, id: &str) -> Result<Option<Arc<KnownKey>>, ControlError> {
+        let following = self.following.load(Ordering::Acquire);
+        if following {
+            if let Some(k) = self.known.read().get(id) {
+                return Ok(Some(k.clone()));
+            }
+        }
+        let generation = self.generation.load(Ordering::Acquire);
+        let Some(kv) = self.store.get(&iam::access_key(&self.account, id)).await? else {
+            return Ok(None);
+        };
+        let record: AccessKey = typed::decode(&kv)?.value;
+        let secret = self.sealer.open(&record.sealed_secret, id).map_err(|e| {
+            ControlError::Internal(format!(
+                "access key {id}: {e} (is the secrets key the one it was stored with?)"
+            ))
+        })?;
+        let principal = match record.owner {
+            KeyOwner::Root => Principal::Root {
+                account: self.account.clone(),
+            },
+        };
+        let known = Arc::new(KnownKey {
+            principal,
+            secret,
+            status: record.status,
+            signing: Mutex::default(),
+        });
+        if following && self.generation.load(Ordering::Acquire) == generation {
+            self.known.write().insert(id.to_string(), known.clone());
+        }
+        Ok(Some(known))
+    }
+
+    /// Keeps the kept keys true to the store until `stop`: every change
+    /// under the keys' prefix drops what is kept of that key.
+    pub async fn follow(self: Arc<Self>, stop: CancellationToken) {
+        let prefix = iam::access_keys(&self.account);
+        loop {
+            let from = match self.store.current_revision().await {
+                Ok(r) => r + 1,
+                Err(e) => {
+                    tracing::warn!(error = %e, "access keys: cannot read the store; retrying");
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        _ = tokio::time::sleep(Duration::from_millis(500)) => continue,
+                    }
+                }
+            };
+            let mut events = self.store.watch(&prefix, from);
+            self.known.write().clear();
+            self.following.store(true, Ordering::Release);
+            loop {
+                let next = tokio::select! {
+                    _ = stop.cancelled() => return,
+                    b = berth_store::next_batch(&mut events) => b,
+                };
+                let Some((batch, broken)) = next else {
+                    break;
+                };
+                self.generation.fetch_add(1, Ordering::AcqRel);
+                let mut known = self.known.write();
+                for ev in &batch {
+                    if let Some(id) = ev.kv.key.strip_prefix(&prefix) {
+                        known.remove(id);
+                    }
+                }
+                drop(known);
+                if broken {
+                    break;
+                }
+            }
+            // The watch ended (compaction, a lost connection): stop
+            // trusting what is kept until a new watch runs.
+            self.following.store(false, Ordering::Release);
+            self.generation.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+
+    /// Makes the account root's access key if the store has none: `given`
+    /// (id and secret) or a new one. Returns the credentials it made, or
+    /// `None` when a root key already existed (made by an earlier start or
+    /// another server).
+    pub async fn bootstrap_root(
+        &self,
+        given: Option<NewCredentials>,
+        now: f64,
+    ) -> Result<Option<NewCredentials>, ControlError> {
+        let marker = iam::root_key(&self.account);
+        if self.store.get(&marker).await?.is_some() {
+            return Ok(None);
+        }
+        let creds = given.unwrap_or_else(|| {
+            let mut rng = rand::rng();
+            NewCredentials {
+                access_key_id: keys::new_access_key_id(&mut rng),
+                secret_access_key: keys::new_secret(&mut rng),
+            }
+        });
+        if !keys::plausible_key_id(&creds.access_key_id) || creds.secret_access_key.is_empty() {
+            return Err(ControlError::Internal(format!(
+                "the root access key id {:?} must be 16 to 128 letters and digits, with a secret",
+                creds.access_key_id
+            )));
+        }
+        let record = AccessKey {
+            access_key_id: creds.access_key_id.clone(),
+            owner: KeyOwner::Root,
+            status: KeyStatus::Active,
+            sealed_secret: self.sealer.seal(
+                &creds.secret_access_key,
+                &creds.access_key_id,
+                rand::random(),
+            ),
+            created: now,
+        };
+        let key = iam::access_key(&self.account, &creds.access_key_id);
+        let made = self
+            .store
+            .txn(Txn::when(
+                vec![
+                    Compare::ModRevision {
+                        key: marker.clone(),
+                        revision: 0,
+                    },
+                    Compare::ModRevision {
+                        key: key.clone(),
+                        revision: 0,
+                    },
+                ],
+                vec![
+                    berth_store::Op::put(marker, creds.access_key_id.clone().into_bytes()),
+                    typed::put(&key, &record),
+                ],
+            ))
+            .await?;
+        Ok(made.succeeded.then_some(creds))
+    }
+}
+
+fn check_time(sig: &sigv4::Signature, now: SystemTime) -> Result<(), AuthFailure> {
+    let at = sigv4::parse_amz_date(&sig.amz_date)
+        .ok_or_else(|| AuthFailure::Invalid(format!("Invalid X-Amz-Date '{}'", sig.amz_date)))?;
+    if at > now + MAX_SKEW {
+        return Err(AuthFailure::Invalid(format!(
+            "Signature not yet current: {} is still later than {} ({} + 5 min.)",
+            sig.amz_date,
+            sigv4::format_amz_date(now + MAX_SKEW),
+            sigv4::format_amz_date(now)
+        )));
+    }
+    match sig.expires {
+        // A presigned URL lives from its date for its X-Amz-Expires.
+        Some(expires) => {
+            if now > at + Duration::from_secs(expires) {
+                return Err(AuthFailure::Invalid(format!(
+                    "Request has expired: it was signed at {} for {expires} seconds; it is now {}",
+                    sig.amz_date,
+                    sigv4::format_amz_date(now)
+                )));
+            }
+        }
+        None => {
+            if at + MAX_SKEW < now {
+                return Err(AuthFailure::Invalid(format!(
+                    "Signature expired: {} is now earlier than {} ({} - 5 min.)",
+                    sig.amz_date,
+                    sigv4::format_amz_date(now - MAX_SKEW),
+                    sigv4::format_amz_date(now)
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use berth_store::MemStore;
+    use std::time::UNIX_EPOCH;
+
+    fn identity(store: Arc<dyn Store>) -> Identity {
+        Identity::new(
+            store,
+            "123456789012",
+            Sealer::new(&[3; berth_iam::seal::KEY_LEN]).expect("key"),
+        )
+    }
+
+    fn signed(
+        creds: &NewCredentials,
+        service: &str,
+        at: SystemTime,
+        body: &[u8],
+    ) -> Vec<(String, String)> {
+        let headers = vec![
+            ("host", "berth:8750"),
+            ("content-type", "application/x-amz-json-1.1"),
+        ];
+        let req = sigv4::Request {
+            method: "POST",
+            path: "/",
+            query: "",
+            headers: &headers,
+        };
+        let c = sigv4::Credentials {
+            access_key_id: creds.access_key_id.clone(),
+            secret_access_key: creds.secret_access_key.clone(),
+            session_token: None,
+        };
+        let mut all: Vec<(String, String)> = headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        for (k, v) in sigv4::sign(&req, body, &c, "us-east-1", service, at) {
+            all.push((k.to_string(), v));
+        }
+        all
+    }
+
+    async fn check(
+        id: &Identity,
+        headers: &[(String, String)],
+        body: &[u8],
+        now: SystemTime,
+    ) -> Result<Caller, AuthFailure> {
+        let h: Vec<(&str, &str)> = headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let req = sigv4::Request {
+            method: "POST",
+            path: "/",
+            query: "",
+            headers: &h,
+        };
+        id.authenticate(&req, body, "ecs", now).await
+    }
+
+    #[tokio::test]
+    async fn the_root_key_is_made_once_and_verifies_only_its_own_signatures() {
+        let store: Arc<dyn Store> = Arc::new(MemStore::new());
+        let id = identity(store.clone());
+        let creds = id
+            .bootstrap_root(None, 0.0)
+            .await
+            .expect("ok")
+            .expect("made");
+        assert!(creds.access_key_id.starts_with("AKIA"));
+        assert!(id.bootstrap_root(None, 0.0).await.expect("ok").is_none());
+        let stored = store
+            .get(&iam::access_key("123456789012", &creds.access_key_id))
+            .await
+            .expect("read")
+            .expect("stored");
+        assert!(!String::from_utf8_lossy(&stored.value).contains(&creds.secret_access_key));
+
+        let now = UNIX_EPOCH + Duration::from_secs(1_765_000_000);
+        let h = signed(&creds, "ecs", now, b"{}");
+        let caller = check(&id, &h, b"{}", now).await.expect("verified");
+        assert_eq!(caller.principal.arn(), "arn:aws:iam::123456789012:root");
+        assert_eq!(
+            check(&id, &h, b"{\"a\":1}", now).await,
+            Err(AuthFailure::Mismatch)
+        );
+
+        let later = now + Duration::from_secs(301);
+        let Err(AuthFailure::Invalid(m)) = check(&id, &h, b"{}", later).await else {
+            panic!("stale")
+        };
+        assert!(m.starts_with("Signature expired: "), "{m}");
+        assert!(m.ends_with(" - 5 min.)"), "{m}");
+        let earlier = now - Duration::from_secs(301);
+        let Err(AuthFailure::Invalid(m)) = check(&id, &h, b"{}", earlier).await else {
+            panic!("future")
+        };
+        assert!(m.starts_with("Signature not yet current: "), "{m}");
+
+        let wrong = NewCredentials {
+            access_key_id: creds.access_key_id.clone(),
+            secret_access_key: "not the secret".into(),
+        };
+        let h = signed(&wrong, "ecs", now, b"{}");
+        assert_eq!(check(&id, &h, b"{}", now).await, Err(AuthFailure::Mismatch));
+        let unknown = NewCredentials {
+            access_key_id: "AKIAUNKNOWNUNKNOWN00".into(),
+            secret_access_key: "x".into(),
+        };
+        let h = signed(&unknown, "ecs", now, b"{}");
+        assert_eq!(
+            check(&id, &h, b"{}", now).await,
+            Err(AuthFailure::UnknownKey)
+        );
+        let h = signed(&creds, "sts", now, b"{}");
+        let Err(AuthFailure::Invalid(m)) = check(&id, &h, b"{}", now).await else {
+            panic!("scope")
+        };
+        assert_eq!(m, "Credential should be scoped to correct service: 'ecs'. ");
+    }
+
+    #[tokio::test]
+    async fn a_changed_key_is_dropped_from_what_is_kept() {
+        let store: Arc<dyn Store> = Arc::new(MemStore::new());
+        let id = Arc::new(identity(store.clone()));
+        let stop = CancellationToken::new();
+        tokio::spawn(id.clone().follow(stop.clone()));
+        while !id.following.load(Ordering::Acquire) {
+            tokio::task::yield_now().await;
+        }
+        let creds = id
+            .bootstrap_root(None, 0.0)
+            .await
+            .expect("ok")
+            .expect("made");
+        let now = UNIX_EPOCH + Duration::from_secs(1_765_000_000);
+        let h = signed(&creds, "ecs", now, b"");
+        check(&id, &h, b"", now).await.expect("verified");
+        assert_eq!(id.known.read().len(), 1);
+        let key = iam::access_key("123456789012", &creds.access_key_id);
+        let mut record: AccessKey =
+            typed::decode(&store.get(&key).await.expect("read").expect("kept"))
+                .expect("decodes")
+                .value;
+        record.status = KeyStatus::Inactive;
+        store
+            .txn(Txn::when(vec![], vec![typed::put(&key, &record)]))
+            .await
+            .expect("written");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while check(&id, &h, b"", now).await.is_ok() {
+            assert!(tokio::time::Instant::now() < deadline, "still accepted");
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(check(&id, &h, b"", now).await, Err(AuthFailure::UnknownKey));
+        stop.cancel();
+    }
+}

@@ -1,0 +1,14 @@
+//! Berth's identity model, below every adapter: who a caller is
+//! ([`Principal`]), the access keys callers sign with ([`keys`]) and how
+//! their secrets are kept ([`seal`]).
+//!
+//! Pure: no I/O, no clock (callers pass `now`), randomness passed in. The
+//! store layout is `berth-store`'s; verifying a request is `berth-control`'s
+//! `identity`, on `berth-wire`'s SigV4 arithmetic.
+
+pub mod keys;
+pub mod principal;
+pub mod seal;
+
+pub use keys::{AccessKey, KeyOwner, KeyStatus};
+pub use principal::Principal;
