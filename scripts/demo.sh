@@ -11,7 +11,11 @@ if [ -z "$berth" ]; then
   cargo build --release --locked -p berth
   berth=target/release/berth
 fi
-export AWS_ACCESS_KEY_ID=${AWS_ACCESS_KEY_ID:-demo} AWS_SECRET_ACCESS_KEY=${AWS_SECRET_ACCESS_KEY:-demo}
+# Berth checks every request's signature: on first start `berth up` makes
+# the account root's access key and writes the `berth` profile (the AWS
+# CLI's config and credentials files) that signs with it.
+unset AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_SESSION_TOKEN
+export AWS_PROFILE=berth
 export AWS_DEFAULT_REGION=${AWS_DEFAULT_REGION:-us-east-1} AWS_PAGER=""
 listen=${BERTH_LISTEN:-127.0.0.1:8750}
 # The demo's load balancer listens here.

@@ -21,6 +21,9 @@ command -v nsenter >/dev/null || need_apt+=(util-linux)
 command -v docker-registry >/dev/null || need_apt+=(docker-registry)
 # The etcd store's tests, and `berth lb` beside a server, run a real etcd.
 command -v etcd >/dev/null || need_apt+=(etcd-server)
+# The AWS SDK for JavaScript v3 is one of the clients the tests sign with.
+command -v node >/dev/null || need_apt+=(nodejs)
+command -v npm >/dev/null || need_apt+=(npm)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: installing ${need_apt[*]}"
   export DEBIAN_FRONTEND=noninteractive
@@ -42,6 +45,14 @@ if [ ! -x .venv/bin/python ] || ! cmp -s "$req" "$stamp"; then
   python3 -m venv .venv
   .venv/bin/pip install -q --disable-pip-version-check -r "$req"
   cp "$req" "$stamp"
+fi
+
+# The JavaScript SDK, as pinned by tests/js/package-lock.json (versions
+# that still run on Debian 12's Node 18).
+jsstamp=tests/js/node_modules/.package-lock.json
+if [ ! -f "$jsstamp" ] || [ tests/js/package-lock.json -nt "$jsstamp" ]; then
+  echo "setup: installing the AWS SDK for JavaScript (tests/js)"
+  (cd tests/js && npm ci --no-audit --no-fund --loglevel=error)
 fi
 
 # The container runtime's and agent's tests drive a real Docker Engine.

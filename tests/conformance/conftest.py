@@ -5,6 +5,7 @@ import os
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 import urllib.request
 import uuid
@@ -15,13 +16,43 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BERTH = os.environ.get("BERTH_BIN", os.path.join(ROOT, "target", "debug", "berth"))
+# The account root's key every test server is started with
+# (--root-access-key-id): servers authenticate every request, so the
+# clients, agents and `berth` commands the tests run all sign with it.
 AWS_ENV = {
-    "AWS_ACCESS_KEY_ID": "AKIDBERTHTEST",
-    "AWS_SECRET_ACCESS_KEY": "secret",
+    "AWS_ACCESS_KEY_ID": "AKIABERTHTESTROOT001",
+    "AWS_SECRET_ACCESS_KEY": "berthTestRootSecretKey0000000000000000000",
     "AWS_DEFAULT_REGION": "us-east-1",
     "AWS_EC2_METADATA_DISABLED": "true",
     "AWS_PAGER": "",
 }
+os.environ.update(AWS_ENV)
+for _k in ("AWS_PROFILE", "AWS_SESSION_TOKEN"):
+    os.environ.pop(_k, None)
+# Servers sharing a store must share the key that seals its secrets.
+_fd, SECRETS_KEY_FILE = tempfile.mkstemp(prefix="berth-secrets-")
+os.write(_fd, os.urandom(32).hex().encode())
+os.close(_fd)
+SERVER_ENV = {
+    "BERTH_ROOT_ACCESS_KEY_ID": AWS_ENV["AWS_ACCESS_KEY_ID"],
+    "BERTH_ROOT_SECRET_ACCESS_KEY": AWS_ENV["AWS_SECRET_ACCESS_KEY"],
+    "BERTH_SECRETS_KEY_FILE": SECRETS_KEY_FILE,
+}
+os.environ.update(SERVER_ENV)
+
+
+def signed(method, url, service="ecs", body=b"", headers=None, region="us-east-1",
+           key=None, secret=None, token=None):
+    """A urllib request signed with SigV4 as botocore signs (the root's key
+    unless another is given)."""
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+    creds = Credentials(key or AWS_ENV["AWS_ACCESS_KEY_ID"], secret or AWS_ENV["AWS_SECRET_ACCESS_KEY"], token)
+    req = AWSRequest(method=method, url=url, data=body, headers=dict(headers or {}))
+    SigV4Auth(creds, service, region).add_auth(req)
+    return urllib.request.Request(url, data=body if method != "GET" else None, method=method,
+                                  headers=dict(req.headers.items()))
 
 
 def free_port():
@@ -77,7 +108,8 @@ class Server(Process):
         args = [BERTH, "server", "--listen", f"{self.host}:{self.port}", "--data-dir", self.data_dir, "--log", "warn"]
         if self.store:
             args += ["--store", self.store]
-        env = dict(os.environ, **self.extra_env)
+        # extra_env: None removes a variable the server would inherit.
+        env = {k: v for k, v in dict(os.environ, **self.extra_env).items() if v is not None}
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=open(self.log, "ab"), env=env, stdin=subprocess.DEVNULL)
         deadline = time.time() + 30
         while time.time() < deadline:

@@ -19,8 +19,15 @@ def test_berth_up_and_the_demo_work(tmp_path):
     data = tmp_path / "data"
     env = dict(os.environ, BERTH_BIN=BERTH, BERTH_LISTEN=f"127.0.0.1:{port}", BERTH_DATA_DIR=str(data),
                BERTH_DEMO_LB_PORT=str(listener_port()))
-    for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION"):
+    for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION", "BERTH_ROOT_ACCESS_KEY_ID",
+              "BERTH_ROOT_SECRET_ACCESS_KEY", "BERTH_SECRETS_KEY_FILE"):
         env.pop(k, None)
+    # berth up writes its `berth` profile into the AWS CLI's files, keeping
+    # the profiles already there.
+    config, credentials = tmp_path / "aws-config", tmp_path / "aws-credentials"
+    config.write_text("[default]\nregion = eu-west-1\n")
+    credentials.write_text("[default]\naws_access_key_id = AKIAOTHER\naws_secret_access_key = other\n")
+    env.update(AWS_CONFIG_FILE=str(config), AWS_SHARED_CREDENTIALS_FILE=str(credentials))
     p = subprocess.run([os.path.join(ROOT, "scripts", "demo.sh")], capture_output=True, text=True,
                        env=env, stdin=subprocess.DEVNULL, timeout=600)
     started = re.search(r"started berth up \(pid (\d+)\)", p.stdout)
@@ -37,6 +44,12 @@ def test_berth_up_and_the_demo_work(tmp_path):
         assert "Fargate tasks (per task" in p.stdout and "web-fargate" in p.stdout
         assert p.stdout.count("through the load balancer: hello from revision 2") == 3, "a service behind the load balancer"
         assert f"Berth is running at http://127.0.0.1:{port}" in p.stdout
+        assert '"Arn": "arn:aws:iam::000000000000:root"' in p.stdout, "the demo signs as the account root"
+        assert "[default]\nregion = eu-west-1\n" in config.read_text()
+        assert f"[profile berth]\nregion = us-east-1\nendpoint_url = http://127.0.0.1:{port}\n" in config.read_text()
+        creds = credentials.read_text()
+        assert "aws_access_key_id = AKIAOTHER" in creds and "[berth]\naws_access_key_id = AKIA" in creds
+        assert creds.split("[berth]")[1] == (data / "root-credentials").read_text().split("[berth]")[1]
     finally:
         if started:
             pid = int(started.group(1))

@@ -1,6 +1,8 @@
 //! The few ECS API calls the agent makes itself (registration), over
-//! plain HTTP/1.1 to the server's JSON 1.1 endpoint.
+//! plain HTTP/1.1 to the server's JSON 1.1 endpoint, signed with SigV4
+//! when the agent has credentials.
 
+use berth_wire::sigv4::{self, Credentials};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
@@ -25,26 +27,79 @@ pub enum EcsError {
 #[derive(Clone)]
 pub struct EcsClient {
     url: String,
+    /// `host[:port]` of the server, as the Host header carries it.
+    authority: String,
     region: String,
+    credentials: Option<Credentials>,
     http: Client<HttpConnector, Full<Bytes>>,
 }
 
 impl EcsClient {
     pub fn new(server: &str, region: &str) -> EcsClient {
+        let url = format!("{}/", server.trim_end_matches('/'));
+        let authority = url
+            .split_once("://")
+            .map_or(url.as_str(), |(_, rest)| rest)
+            .split('/')
+            .next()
+            .unwrap_or_default()
+            .to_string();
         EcsClient {
-            url: format!("{}/", server.trim_end_matches('/')),
+            url,
+            authority,
             region: region.to_string(),
+            credentials: None,
             http: Client::builder(TokioExecutor::new()).build_http(),
         }
     }
 
-    /// An `Authorization` header whose credential scope carries the region,
-    /// which is how the server picks the region (signatures are not checked).
-    pub fn authorization(&self) -> String {
-        format!(
-            "AWS4-HMAC-SHA256 Credential=berth-agent/20260101/{}/ecs/aws4_request, SignedHeaders=host, Signature=0",
-            self.region
-        )
+    /// The same client signing its requests with `credentials`.
+    pub fn with_credentials(mut self, credentials: Option<Credentials>) -> Self {
+        self.credentials = credentials;
+        self
+    }
+
+    /// The headers that authenticate a request to `path_and_query` with
+    /// `headers` (all of which are signed) and `body`: SigV4's, or without
+    /// credentials an unsigned credential scope, which a server running
+    /// with `--auth off` reads the region from.
+    pub fn auth_headers(
+        &self,
+        method: &str,
+        path_and_query: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Vec<(&'static str, String)> {
+        let Some(creds) = &self.credentials else {
+            return vec![(
+                "authorization",
+                format!(
+                    "AWS4-HMAC-SHA256 Credential=unsigned/20260101/{}/ecs/aws4_request, SignedHeaders=host, Signature=0",
+                    self.region
+                ),
+            )];
+        };
+        let (path, query) = path_and_query
+            .split_once('?')
+            .unwrap_or((path_and_query, ""));
+        let mut all = vec![("host", self.authority.as_str())];
+        all.extend_from_slice(headers);
+        let req = sigv4::Request {
+            method,
+            path,
+            query,
+            headers: &all,
+        };
+        let mut out = sigv4::sign(
+            &req,
+            body,
+            creds,
+            &self.region,
+            "ecs",
+            std::time::SystemTime::now(),
+        );
+        out.push(("host", self.authority.clone()));
+        out
     }
 
     async fn send(
@@ -70,8 +125,11 @@ impl EcsClient {
     /// client's region.
     pub async fn get_json<O: DeserializeOwned>(&self, path: &str) -> Result<O, EcsError> {
         let url = format!("{}{}", self.url.trim_end_matches('/'), path);
-        let req = hyper::Request::get(&url)
-            .header("authorization", self.authorization())
+        let mut req = hyper::Request::get(&url);
+        for (k, v) in self.auth_headers("GET", path, &[], b"") {
+            req = req.header(k, v);
+        }
+        let req = req
             .body(Full::new(Bytes::new()))
             .map_err(|e| EcsError::Protocol(e.to_string()))?;
         let (status, bytes) = self.send(req).await?;
@@ -90,13 +148,19 @@ impl EcsClient {
         input: &I,
     ) -> Result<O, EcsError> {
         let body = serde_json::to_vec(input).map_err(|e| EcsError::Protocol(e.to_string()))?;
-        let req = hyper::Request::post(&self.url)
-            .header(
-                "x-amz-target",
-                format!("AmazonEC2ContainerServiceV20141113.{operation}"),
-            )
-            .header("content-type", "application/x-amz-json-1.1")
-            .header("authorization", self.authorization())
+        let target = format!("AmazonEC2ContainerServiceV20141113.{operation}");
+        let headers = [
+            ("x-amz-target", target.as_str()),
+            ("content-type", "application/x-amz-json-1.1"),
+        ];
+        let mut req = hyper::Request::post(&self.url);
+        for (k, v) in headers {
+            req = req.header(k, v);
+        }
+        for (k, v) in self.auth_headers("POST", "/", &headers, &body) {
+            req = req.header(k, v);
+        }
+        let req = req
             .body(Full::new(Bytes::from(body)))
             .map_err(|e| EcsError::Protocol(e.to_string()))?;
         let (status, bytes) = self.send(req).await?;

@@ -73,6 +73,8 @@ pub struct AgentConfig {
     pub pull_behavior: berth_runtime::PullBehavior,
     /// Where to serve task logs; port 0 picks a free one.
     pub logs_listen: std::net::SocketAddr,
+    /// What the agent signs its calls to the server with.
+    pub credentials: Option<berth_wire::sigv4::Credentials>,
 }
 
 #[derive(Debug, Error)]
@@ -296,7 +298,7 @@ async fn register_anywhere(
     let mut failures = 0u32;
     loop {
         for (i, server) in config.servers.iter().enumerate() {
-            let ecs = EcsClient::new(server, &config.region);
+            let ecs = EcsClient::new(server, &config.region).with_credentials(config.credentials.clone());
             match register(config, &ecs, runtime).await {
                 Ok(arn) => return Ok(Some((i, arn))),
                 Err(AgentError::Register(EcsError::Unreachable(why))) => {
@@ -359,7 +361,7 @@ pub async fn run(
         let server = &config.servers[at];
         let link = Link {
             config: &config,
-            ecs: &EcsClient::new(server, &config.region),
+            ecs: &EcsClient::new(server, &config.region).with_credentials(config.credentials.clone()),
             url: &gateway_url(server),
             arn: &arn,
             logs_url: logs_url.clone(),
@@ -441,8 +443,15 @@ impl Link<'_> {
                 self.url,
             )
             .map_err(|e| e.to_string())?;
-        if let Ok(v) = self.ecs.authorization().parse() {
-            request.headers_mut().insert("authorization", v);
+        let path = request
+            .uri()
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_string();
+        for (k, v) in self.ecs.auth_headers("GET", &path, &[], b"") {
+            if let Ok(v) = v.parse() {
+                request.headers_mut().insert(k, v);
+            }
         }
         let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
             .read_buffer_size(berth_wire::agent::SOCKET_READ_BUFFER);
@@ -563,6 +572,7 @@ mod tests {
             data_dir: dir.path().to_path_buf(),
             pull_behavior: berth_runtime::PullBehavior::Default,
             logs_listen: "127.0.0.1:0".parse().expect("addr"),
+            credentials: None,
         };
         assert_eq!(load_state(&config).expect("no file"), None);
         let s = State {

@@ -4,10 +4,9 @@
 //! (written when they were recorded STOPPED, kept after the tasks go);
 //! tasks that still run are charged up to now.
 
-use crate::context::RequestContext;
 use crate::AppState;
 use axum::extract::{Query, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use berth_control::placement::ClusterTasks;
 use berth_domain::billing::{instance_charge, InstanceUsage, Prices, TaskUsage};
@@ -89,11 +88,15 @@ struct InstanceLine {
 
 pub(crate) async fn report(
     State(st): State<AppState>,
+    method: Method,
+    uri: Uri,
     headers: HeaderMap,
     Query(filter): Query<Filter>,
 ) -> Response {
-    let ctx =
-        RequestContext::from_headers(&headers, &st.config.account_id, &st.config.default_region);
+    let ctx = match crate::auth::own_route(&st, &method, &uri, &headers).await {
+        Ok(ctx) => ctx,
+        Err(refused) => return refused,
+    };
     match build(&st, &ctx.scope, filter.cluster.as_deref()).await {
         Ok(r) => (
             [(header::CONTENT_TYPE, "application/json")],

@@ -9,9 +9,12 @@ use berth_wire::sigv4;
 pub struct RequestContext {
     pub request_id: String,
     pub scope: Scope,
-    /// The caller's IAM principal; the account root until IAM arrives.
+    /// The caller's IAM principal ARN: the authenticated caller's, or the
+    /// account root's when authentication is off.
     pub principal: String,
-    pub access_key: Option<String>,
+    /// Who signed the request, once the front door has checked it (`None`
+    /// with `--auth off`).
+    pub caller: Option<berth_control::identity::Caller>,
     /// The SigV4 service of the credential scope, if signed.
     pub service: Option<String>,
     /// A region in the credential scope that cannot be a region name; such
@@ -28,11 +31,19 @@ fn valid_region(r: &str) -> bool {
 }
 
 impl RequestContext {
-    pub fn from_headers(headers: &HeaderMap, account: &str, default_region: &str) -> Self {
-        let scope_info = headers
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(sigv4::parse_authorization);
+    /// The context of a request with these headers and query string: the
+    /// credential scope comes from the `Authorization` header, or from the
+    /// query string of a presigned request.
+    pub fn from_request(
+        headers: &HeaderMap,
+        query: Option<&str>,
+        account: &str,
+        default_region: &str,
+    ) -> Self {
+        let scope_info = match headers.get("authorization") {
+            Some(v) => v.to_str().ok().and_then(sigv4::parse_authorization),
+            None => query.and_then(sigv4::presigned_scope),
+        };
         let signed_region = scope_info.as_ref().map(|s| s.region.clone());
         let bad_region = signed_region.clone().filter(|r| !valid_region(r));
         let region = signed_region
@@ -46,8 +57,8 @@ impl RequestContext {
                 .into_uuid()
                 .to_string(),
             principal: scope.root_principal(),
+            caller: None,
             scope,
-            access_key: scope_info.as_ref().map(|s| s.access_key.clone()),
             service: scope_info.map(|s| s.service),
             bad_region,
         }

@@ -2,6 +2,7 @@
 
 use berth_domain::elb::{ElbCode, ElbError};
 use berth_domain::EcsError;
+use berth_control::identity::{AuthFailure, MISMATCH_MESSAGE, UNKNOWN_KEY_MESSAGE};
 use berth_store::StoreError;
 
 /// A failed request.
@@ -11,6 +12,9 @@ pub enum ApiError {
     Ecs(#[from] EcsError),
     #[error(transparent)]
     Elb(#[from] ElbError),
+    /// The caller could not be authenticated.
+    #[error(transparent)]
+    Auth(#[from] AuthFailure),
     /// The body is not JSON, or a member has the wrong type.
     #[error("{0}")]
     Serialization(String),
@@ -55,12 +59,56 @@ impl ApiError {
                 (status, e.code(), e.to_string())
             }
             ApiError::Elb(e) => (elb_status(e.code), e.code.as_str(), e.message.clone()),
+            ApiError::Auth(f) => match f {
+                AuthFailure::Missing => (
+                    403,
+                    "MissingAuthenticationTokenException",
+                    "Missing Authentication Token".into(),
+                ),
+                AuthFailure::Incomplete(m) => (400, "IncompleteSignatureException", m.clone()),
+                AuthFailure::Invalid(m) => (400, "InvalidSignatureException", m.clone()),
+                AuthFailure::Mismatch => (
+                    400,
+                    "InvalidSignatureException",
+                    MISMATCH_MESSAGE.into(),
+                ),
+                AuthFailure::UnknownKey => (
+                    400,
+                    "UnrecognizedClientException",
+                    UNKNOWN_KEY_MESSAGE.into(),
+                ),
+            },
             ApiError::Serialization(m) => (400, "SerializationException", m.clone()),
             ApiError::UnknownOperation(m) => (400, "UnknownOperationException", m.clone()),
             ApiError::TooLarge(_) => (413, "RequestEntityTooLargeException", self.to_string()),
             ApiError::Store(_) | ApiError::Internal(_) => {
                 (500, "ServerException", "An internal error occurred.".into())
             }
+        }
+    }
+}
+
+impl ApiError {
+    /// The same for a query (awsQuery) service, where a few failures have
+    /// other names and statuses: authentication fails with 403 and the
+    /// query protocol's codes, an unknown action is `InvalidAction`.
+    pub fn query_parts(&self) -> (u16, &'static str, String) {
+        match self {
+            ApiError::Auth(f) => match f {
+                AuthFailure::Missing => (
+                    403,
+                    "MissingAuthenticationToken",
+                    "Request is missing Authentication Token".into(),
+                ),
+                AuthFailure::Incomplete(m) => (400, "IncompleteSignature", m.clone()),
+                AuthFailure::Invalid(m) => (403, "SignatureDoesNotMatch", m.clone()),
+                AuthFailure::Mismatch => (403, "SignatureDoesNotMatch", MISMATCH_MESSAGE.into()),
+                AuthFailure::UnknownKey => {
+                    (403, "InvalidClientTokenId", UNKNOWN_KEY_MESSAGE.into())
+                }
+            },
+            ApiError::UnknownOperation(m) => (400, "InvalidAction", m.clone()),
+            _ => self.parts(),
         }
     }
 }

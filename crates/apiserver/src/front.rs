@@ -3,7 +3,7 @@
 use crate::{context::RequestContext, error::ApiError, registry, AppState};
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use berth_wire::{json, query};
@@ -12,7 +12,9 @@ use tracing::Instrument;
 
 pub fn router(state: AppState) -> axum::Router {
     axum::Router::new()
-        .route("/", post(root))
+        // awsQuery requests may come as GET with the parameters in the
+        // query string (presigned STS URLs do).
+        .route("/", post(root).get(root))
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .route(
@@ -27,11 +29,14 @@ pub fn router(state: AppState) -> axum::Router {
         .with_state(state)
 }
 
-async fn health() -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "application/json")],
-        r#"{"status":"ok"}"#,
-    )
+async fn health(State(st): State<AppState>) -> impl IntoResponse {
+    let body = match st.config.auth {
+        crate::AuthMode::Iam => r#"{"status":"ok","auth":"iam"}"#,
+        crate::AuthMode::Off => {
+            r#"{"status":"ok","auth":"off","warning":"authentication is off: anyone who can reach this server can run containers on its hosts"}"#
+        }
+    };
+    ([(header::CONTENT_TYPE, "application/json")], body)
 }
 
 async fn metrics(State(st): State<AppState>) -> impl IntoResponse {
@@ -70,9 +75,19 @@ impl Handled {
     }
 }
 
-async fn root(State(st): State<AppState>, headers: HeaderMap, body: Body) -> Response {
-    let ctx =
-        RequestContext::from_headers(&headers, &st.config.account_id, &st.config.default_region);
+async fn root(
+    State(st): State<AppState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let mut ctx = RequestContext::from_request(
+        &headers,
+        uri.query(),
+        &st.config.account_id,
+        &st.config.default_region,
+    );
     let started = Instant::now();
     let target = headers
         .get("x-amz-target")
@@ -84,7 +99,16 @@ async fn root(State(st): State<AppState>, headers: HeaderMap, body: Body) -> Res
         .is_some_and(|ct| ct.starts_with("application/x-www-form-urlencoded"));
     // None means the body exceeded the limit.
     let body = axum::body::to_bytes(body, st.config.body_limit).await.ok();
-    let handled = handle(&st, &ctx, target.as_deref(), form, body.as_deref()).await;
+    let request = Incoming {
+        method: &method,
+        uri: &uri,
+        headers: &headers,
+        target: target.as_deref(),
+        // A GET's query string is its form.
+        form: form || (method == Method::GET && uri.query().is_some()),
+        body: body.as_deref(),
+    };
+    let handled = handle(&st, &mut ctx, &request).await;
     let (service, operation, protocol, result) = (
         handled.service,
         handled.operation,
@@ -110,10 +134,9 @@ async fn root(State(st): State<AppState>, headers: HeaderMap, body: Body) -> Res
                     json::encode_error(code, &message),
                 ),
                 Protocol::Query { namespace } => {
-                    let code = match e {
-                        ApiError::UnknownOperation(_) => "InvalidAction",
-                        _ => code,
-                    };
+                    let (status, code, message) = e.query_parts();
+                    let status =
+                        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
                     let xml = query::error(
                         namespace,
                         code,
@@ -135,17 +158,49 @@ async fn root(State(st): State<AppState>, headers: HeaderMap, body: Body) -> Res
     response
 }
 
-/// Finds the request's service in the registry and runs its adapter.
-async fn handle(
-    st: &AppState,
-    ctx: &RequestContext,
-    target: Option<&str>,
+/// What the front door reads of a request.
+struct Incoming<'a> {
+    method: &'a Method,
+    uri: &'a Uri,
+    headers: &'a HeaderMap,
+    target: Option<&'a str>,
+    /// awsQuery: a form body, or a GET with a query string.
     form: bool,
-    body: Option<&[u8]>,
-) -> Handled {
+    /// None when it exceeded the limit.
+    body: Option<&'a [u8]>,
+}
+
+/// Checks who is calling a service that signs as `signing_name`, and
+/// records the caller in the context.
+async fn authenticated(
+    st: &AppState,
+    ctx: &mut RequestContext,
+    req: &Incoming<'_>,
+    body: &[u8],
+    signing_name: &str,
+) -> Result<(), ApiError> {
+    let caller = crate::auth::authenticate(
+        st,
+        req.method,
+        req.uri,
+        req.headers,
+        body,
+        signing_name,
+    )
+    .await?;
+    if let Some(caller) = caller {
+        ctx.principal = caller.principal.arn();
+        ctx.caller = Some(caller);
+    }
+    Ok(())
+}
+
+/// Finds the request's service in the registry, checks its caller and runs
+/// its adapter.
+async fn handle(st: &AppState, ctx: &mut RequestContext, req: &Incoming<'_>) -> Handled {
     let unknown = || "unknown".to_string();
     if let Some(bad) = &ctx.bad_region {
-        let protocol = if form {
+        let protocol = if req.form {
             Protocol::Query {
                 namespace: crate::sts::NAMESPACE,
             }
@@ -157,17 +212,21 @@ async fn handle(
         )));
         return Handled::refused(protocol, unknown(), e);
     }
-    if let Some(t) = target {
+    if let Some(t) = req.target {
         let found =
             json::split_target(t).and_then(|(prefix, op)| Some((registry::by_target(prefix)?, op)));
         let Some(((service, dispatch), op)) = found else {
             let e = ApiError::UnknownOperation(format!("Unknown operation {t}"));
             return Handled::refused(Protocol::Json, unknown(), e);
         };
-        let Some(body) = body else {
+        let Some(body) = req.body else {
             let e = ApiError::TooLarge(st.config.body_limit);
             return Handled::refused(Protocol::Json, unknown(), e);
         };
+        if let Err(e) = authenticated(st, ctx, req, body, service.signing_name).await {
+            return Handled::refused(Protocol::Json, unknown(), e);
+        }
+        let ctx = &*ctx;
         let span = tracing::info_span!("api", service = service.label, operation = op, request_id = %ctx.request_id);
         let result = dispatch(st, ctx, op, body).instrument(span).await;
         // Only modeled names become metric labels.
@@ -183,22 +242,35 @@ async fn handle(
             result,
         };
     }
-    if !form {
+    if !req.form {
         let e = ApiError::UnknownOperation("Missing X-Amz-Target header".into());
         return Handled::refused(Protocol::Json, unknown(), e);
     }
-    let params = body.map(query::QueryParams::parse).unwrap_or_default();
+    let params = if *req.method == Method::GET {
+        query::QueryParams::parse(req.uri.query().unwrap_or_default().as_bytes())
+    } else {
+        req.body.map(query::QueryParams::parse).unwrap_or_default()
+    };
     let action = params.action().unwrap_or_default().to_string();
     let found = registry::by_query(ctx.service.as_deref(), &action);
     let namespace = found.map_or(crate::sts::NAMESPACE, |(_, ns, _)| ns);
     let protocol = Protocol::Query { namespace };
-    if body.is_none() {
+    let Some(body) = req.body else {
         return Handled::refused(protocol, action, ApiError::TooLarge(st.config.body_limit));
-    }
+    };
     let Some((service, _, dispatch)) = found else {
+        // Who is asking comes before what they ask for.
+        let signing_name = ctx.service.clone().unwrap_or_default();
+        if let Err(e) = authenticated(st, ctx, req, body, &signing_name).await {
+            return Handled::refused(protocol, action, e);
+        }
         let msg = format!("The action {action} is not valid for this web service.");
         return Handled::refused(protocol, action, ApiError::UnknownOperation(msg));
     };
+    if let Err(e) = authenticated(st, ctx, req, body, service.signing_name).await {
+        return Handled::refused(protocol, action, e);
+    }
+    let ctx = &*ctx;
     let span = tracing::info_span!("api", service = service.label, operation = %action, request_id = %ctx.request_id);
     let result = dispatch(st, ctx, &action, &params).instrument(span).await;
     // Only modeled names become metric labels.

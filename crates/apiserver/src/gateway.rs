@@ -4,13 +4,13 @@
 //! and the key goes, so `agentConnected` turns false without anyone having
 //! to notice the silence.
 
-use crate::context::RequestContext;
 use crate::hub::Route;
 use crate::AppState;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
-use axum::http::HeaderMap;
-use axum::response::Response;
+use axum::http::{HeaderMap, Method, Uri};
+use axum::response::{IntoResponse, Response};
 use berth_domain::instance::{ContainerInstance, FARGATE_POOL};
 use berth_domain::network::{WarmAddress, WARM_HOLDER};
 use berth_domain::task::{ObservedTask, Task, TaskStatus};
@@ -35,11 +35,21 @@ pub(crate) struct AgentConnection {
 
 pub(crate) async fn connect(
     State(st): State<AppState>,
+    method: Method,
+    uri: Uri,
     headers: HeaderMap,
-    ws: WebSocketUpgrade,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
-    let ctx =
-        RequestContext::from_headers(&headers, &st.config.account_id, &st.config.default_region);
+    // Who is asking comes first: a stranger learns nothing, not even
+    // whether it spoke WebSocket correctly.
+    let ctx = match crate::auth::own_route(&st, &method, &uri, &headers).await {
+        Ok(ctx) => ctx,
+        Err(refused) => return refused,
+    };
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(rejection) => return rejection.into_response(),
+    };
     let ws = ws.read_buffer_size(berth_wire::agent::SOCKET_READ_BUFFER);
     ws.on_upgrade(move |socket| async move {
         let mut socket = socket;

@@ -13,6 +13,7 @@
 //! berth-lb, is the other hyper server). It holds no state of its own beyond
 //! caches that can be rebuilt; everything durable is in the store.
 
+mod auth;
 mod billing;
 mod context;
 pub(crate) mod ecs;
@@ -31,6 +32,7 @@ use berth_control::{Control, ControlConfig};
 use berth_store::Store;
 use std::sync::Arc;
 
+pub use auth::AuthMode;
 pub use context::RequestContext;
 /// ECS operations Berth serves (the rest of the model answers UnknownOperationException).
 pub use ecs::IMPLEMENTED as ECS_IMPLEMENTED;
@@ -59,6 +61,10 @@ pub struct ApiConfig {
     /// The host name load balancers report as their DNSName: where their
     /// listeners' ports are reached.
     pub lb_hostname: String,
+    /// Whether requests must be signed by a known access key.
+    pub auth: AuthMode,
+    /// The key secrets are sealed with in the store.
+    pub secrets_key: berth_control::SecretsKey,
 }
 
 impl Default for ApiConfig {
@@ -72,6 +78,8 @@ impl Default for ApiConfig {
             network: berth_domain::network::NetworkConfig::local_default(),
             prices: berth_domain::billing::Prices::default(),
             lb_hostname: "localhost".into(),
+            auth: AuthMode::Iam,
+            secrets_key: berth_control::SecretsKey::random(),
         }
     }
 }
@@ -96,6 +104,8 @@ impl AppState {
             store,
             ControlConfig {
                 network: config.network.clone(),
+                account: config.account_id.clone(),
+                secrets_key: config.secrets_key.clone(),
             },
         );
         Self::with_control(ctl, config)

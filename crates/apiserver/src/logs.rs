@@ -5,11 +5,11 @@
 use crate::gateway::AgentConnection;
 use crate::AppState;
 use axum::body::Body;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, Method, Uri};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use berth_domain::task::Task;
-use berth_domain::Scope;
 use berth_store::keys::Keys;
 use berth_store::typed;
 use http_body_util::{BodyExt, Empty};
@@ -22,12 +22,15 @@ fn plain(status: StatusCode, message: String) -> Response {
 pub(crate) async fn task_logs(
     State(st): State<AppState>,
     Path((cluster, task)): Path<(String, String)>,
-    RawQuery(query): RawQuery,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
 ) -> Response {
-    let scope = Scope::new(
-        st.config.account_id.clone(),
-        st.config.default_region.clone(),
-    );
+    let scope = match crate::auth::own_route(&st, &method, &uri, &headers).await {
+        Ok(ctx) => ctx.scope,
+        Err(refused) => return refused,
+    };
+    let query = uri.query().map(str::to_string);
     let Some(id) = berth_domain::arn::task_id(&scope, &cluster, &task) else {
         return plain(
             StatusCode::BAD_REQUEST,

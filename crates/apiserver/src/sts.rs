@@ -1,5 +1,5 @@
 //! A minimal STS (awsQuery): GetCallerIdentity, which SDKs and Terraform
-//! call at start-up to learn the account.
+//! call at start-up to learn the account; it answers who signed the call.
 
 use crate::{context::RequestContext, error::ApiError};
 use berth_wire::query::{self, QueryParams};
@@ -15,10 +15,11 @@ pub async fn dispatch(
 ) -> Result<Vec<u8>, ApiError> {
     match action {
         "GetCallerIdentity" => {
+            // The signer, or (authentication off) the account root.
             let user_id = ctx
-                .access_key
-                .clone()
-                .unwrap_or_else(|| ctx.scope.account.clone());
+                .caller
+                .as_ref()
+                .map_or(ctx.scope.account.as_str(), |c| c.principal.user_id());
             let result = format!(
                 "<Arn>{}</Arn><UserId>{}</UserId><Account>{}</Account>",
                 query::escape(&ctx.principal),

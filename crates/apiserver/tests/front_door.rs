@@ -1,7 +1,7 @@
 //! Component tests: the router over a MemStore, no sockets.
 
 use axum::http::StatusCode;
-use berth_apiserver::{router, ApiConfig, AppState};
+use berth_apiserver::{ApiConfig, AppState};
 use berth_domain::Scope;
 use berth_store::keys::Keys;
 use berth_store::{MemStore, Op, Store, Txn};
@@ -11,10 +11,10 @@ use std::sync::Arc;
 mod common;
 use common::call;
 
-fn app() -> (axum::Router, Arc<dyn Store>) {
+async fn app() -> (axum::Router, Arc<dyn Store>) {
     let store: Arc<dyn Store> = Arc::new(MemStore::new());
     (
-        router(AppState::new(store.clone(), ApiConfig::default())),
+        common::router(AppState::new(store.clone(), ApiConfig::default())).await,
         store,
     )
 }
@@ -57,7 +57,7 @@ async fn instance_with_agent(app: &axum::Router, store: &Arc<dyn Store>, cluster
 
 #[tokio::test]
 async fn delete_cluster_refuses_while_it_holds_work() {
-    let (app, store) = app();
+    let (app, store) = app().await;
     let scope = Scope::new("000000000000", "us-east-1");
     call(&app, "CreateCluster", json!({"clusterName": "busy"})).await;
     let key = format!("{}x", scope.services_of("busy"));
@@ -148,7 +148,7 @@ async fn delete_cluster_refuses_while_it_holds_work() {
 async fn a_placement_planned_before_its_cluster_was_deleted_never_lands() {
     use berth_control::launch::{prepare, LaunchInput};
     use berth_control::{placement::place, Control, ControlConfig};
-    let (app, store) = app();
+    let (app, store) = app().await;
     let scope = Scope::new("000000000000", "us-east-1");
     call(&app, "CreateCluster", json!({"clusterName": "race"})).await;
     call(
@@ -198,7 +198,7 @@ async fn a_placement_planned_before_its_cluster_was_deleted_never_lands() {
 
 #[tokio::test]
 async fn cluster_and_instance_counts_follow_the_tasks() {
-    let (app, store) = app();
+    let (app, store) = app().await;
     let scope = Scope::new("000000000000", "us-east-1");
     call(&app, "CreateCluster", json!({"clusterName": "c"})).await;
     let arn = instance_with_agent(&app, &store, "c").await;
@@ -259,7 +259,7 @@ async fn cluster_and_instance_counts_follow_the_tasks() {
 
 #[tokio::test]
 async fn concurrent_registrations_of_one_family_are_gapless() {
-    let (app, _) = app();
+    let (app, _) = app().await;
     let mut handles = vec![];
     for _ in 0..40 {
         let app = app.clone();
@@ -285,7 +285,7 @@ async fn concurrent_registrations_of_one_family_are_gapless() {
 #[tokio::test]
 async fn store_failure_is_a_server_exception() {
     // A record that does not decode is a server-side fault, not the client's.
-    let (app, store) = app();
+    let (app, store) = app().await;
     let scope = Scope::new("000000000000", "us-east-1");
     store
         .txn(Txn {
@@ -352,7 +352,7 @@ fn api_coverage_doc_matches_the_code() {
 /// is free again once its STOPPED report is in the store.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn placements_on_the_live_snapshot_never_oversubscribe_and_see_stops() {
-    let (app, store) = app();
+    let (app, store) = app().await;
     let scope = Scope::new("000000000000", "us-east-1");
     call(&app, "CreateCluster", json!({"clusterName": "live"})).await;
     instance_with_agent(&app, &store, "live").await;
@@ -475,7 +475,7 @@ impl Store for SlowCommits {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn run_tasks_queued_for_one_turn_place_together_and_a_token_once() {
     let store: Arc<dyn Store> = Arc::new(SlowCommits(MemStore::new()));
-    let app = router(AppState::new(store.clone(), ApiConfig::default()));
+    let app = common::router(AppState::new(store.clone(), ApiConfig::default())).await;
     call(&app, "CreateCluster", json!({"clusterName": "tok"})).await;
     instance_with_agent(&app, &store, "tok").await;
     for family in ["a", "b"] {

@@ -2,7 +2,7 @@
 //! agentConnected, heartbeats keep it so, and silence or a goodbye ends it;
 //! tasks reach the agent's desired set and leave it once reported STOPPED.
 
-use berth_apiserver::{router, serve, ApiConfig, AppState};
+use berth_apiserver::{serve, ApiConfig, AppState};
 use berth_store::{MemStore, RangeRequest, Store};
 use berth_wire::agent::{
     AgentMessage, ServerMessage, StopCode, TaskReport, TaskStatus, CONNECT_PATH,
@@ -36,7 +36,7 @@ async fn setup() -> Setup {
         ..ApiConfig::default()
     };
     let store = Arc::new(MemStore::new());
-    let app = router(AppState::new(store.clone(), config));
+    let app = common::router(AppState::new(store.clone(), config)).await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -109,8 +109,24 @@ async fn receive(ws: &mut Ws) -> ServerMessage {
     }
 }
 
+/// The upgrade request to the gateway, signed with the root's key.
+fn signed_upgrade(url: &str) -> tokio_tungstenite::tungstenite::handshake::client::Request {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut req = url.into_client_request().expect("request");
+    let host = req.uri().authority().expect("authority").to_string();
+    let path = req.uri().path().to_string();
+    let headers = [("host", host.as_str())];
+    for (k, v) in common::signed("GET", &path, &headers, b"", "ecs", std::time::SystemTime::now()) {
+        if k != "host" {
+            req.headers_mut()
+                .insert(axum::http::HeaderName::from_bytes(k.as_bytes()).expect("name"), v.parse().expect("value"));
+        }
+    }
+    req
+}
+
 async fn hello(s: &Setup, arn: &str) -> Ws {
-    let (mut ws, _) = tokio_tungstenite::connect_async(s.url.as_str())
+    let (mut ws, _) = tokio_tungstenite::connect_async(signed_upgrade(&s.url))
         .await
         .expect("connect");
     let m = AgentMessage::Hello {

@@ -4,15 +4,27 @@
 
 mod common;
 
-use berth_apiserver::{router, ApiConfig, AppState};
+use berth_apiserver::{ApiConfig, AppState};
 use berth_control::controller::{run, ControllerConfig};
-use berth_control::{Control, ControlConfig, TokioClock};
+use berth_control::{Clock, Control, ControlConfig, TokioClock};
 use berth_store::MemStore;
-use common::call;
 use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
+
+thread_local! {
+    /// Paused time as the server's clock reads it: both start together and
+    /// move with tokio's clock, so signatures are dated as the server
+    /// expects (a test may skip hours ahead).
+    static CLOCK: TokioClock = TokioClock::new();
+}
+
+async fn call(app: &axum::Router, op: &str, body: Value) -> (axum::http::StatusCode, Value) {
+    let now = CLOCK.with(|c| c.now());
+    let at = std::time::UNIX_EPOCH + Duration::from_secs_f64(now);
+    common::call_at(app, op, body, at).await
+}
 
 async fn wait_for(what: &str, mut check: impl AsyncFnMut() -> Option<Value>) -> Value {
     for _ in 0..200 {
@@ -45,7 +57,7 @@ async fn a_service_that_cannot_place_says_why_and_can_be_deleted() {
     let ctl = Control::new(Arc::new(MemStore::new()), ControlConfig::default())
         .with_clock(Arc::new(TokioClock::new()));
     let st = AppState::with_control(ctl, ApiConfig::default());
-    let app = router(st.clone());
+    let app = common::router(st.clone()).await;
     let stop = CancellationToken::new();
     let controller = tokio::spawn(run(
         st.ctl.clone(),

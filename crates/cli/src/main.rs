@@ -12,6 +12,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 mod billing;
+mod creds;
 mod service;
 
 // glibc's malloc spent about a quarter of the server's CPU under write load
@@ -362,6 +363,29 @@ struct ServerArgs {
     /// Metering: USD per hour an EC2-mode container instance is registered.
     #[arg(long, env = "BERTH_PRICE_INSTANCE_HOUR", default_value_t = 0.0856, value_parser = parse_price)]
     price_instance_hour: f64,
+    /// iam: every request must be signed (SigV4) by a known access key.
+    /// off: nobody is asked who they are, so anyone who reaches the port
+    /// can run containers on the hosts; for throwaway setups only.
+    #[arg(long, env = "BERTH_AUTH", value_enum, default_value = "iam")]
+    auth: Auth,
+    /// The key that seals secrets (access keys) in the store: 64 hex
+    /// digits in a file, made on first start. Servers sharing a store must
+    /// share it. Default: secrets.key in the data dir.
+    #[arg(long, env = "BERTH_SECRETS_KEY_FILE")]
+    secrets_key_file: Option<PathBuf>,
+    /// The account root's access key id to create on first start, instead
+    /// of a random one (with --root-secret-access-key).
+    #[arg(long, env = "BERTH_ROOT_ACCESS_KEY_ID", requires = "root_secret_access_key")]
+    root_access_key_id: Option<String>,
+    /// Its secret.
+    #[arg(long, env = "BERTH_ROOT_SECRET_ACCESS_KEY", hide_env_values = true, requires = "root_access_key_id")]
+    root_secret_access_key: Option<String>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Auth {
+    Iam,
+    Off,
 }
 
 fn parse_price(s: &str) -> Result<f64, String> {
@@ -574,6 +598,59 @@ fn lb(args: LbArgs) -> anyhow::Result<()> {
     })
 }
 
+/// The account root's credentials as this server knows them: made now (on
+/// a store without a root key: printed once and saved in the data dir), or
+/// saved by an earlier start. `None` when another server made them.
+async fn root_credentials(
+    args: &ServerArgs,
+    state: &AppState,
+) -> anyhow::Result<Option<berth_wire::sigv4::Credentials>> {
+    let given = args
+        .root_access_key_id
+        .clone()
+        .zip(args.root_secret_access_key.clone())
+        .map(
+            |(access_key_id, secret_access_key)| berth_control::identity::NewCredentials {
+                access_key_id,
+                secret_access_key,
+            },
+        );
+    let was_given = given.is_some();
+    let made = state
+        .ctl
+        .identity
+        .bootstrap_root(given, state.ctl.now())
+        .await
+        .context("cannot make the account root's access key")?;
+    let dir = data_dir(args)?;
+    let Some(made) = made else {
+        return Ok(creds::saved_root_credentials(&dir));
+    };
+    let c = berth_wire::sigv4::Credentials {
+        access_key_id: made.access_key_id,
+        secret_access_key: made.secret_access_key,
+        session_token: None,
+    };
+    let path = creds::save_root_credentials(&dir, &c)?;
+    if was_given {
+        eprintln!(
+            "berth: the account root's access key is {} (as given); saved in {}",
+            c.access_key_id,
+            path.display()
+        );
+    } else {
+        // Shown once: the store keeps the secret sealed, the file is 0600.
+        eprintln!(
+            "berth: made the account root's access key (shown once; also saved in {}, mode 0600):\n  \
+             aws_access_key_id = {}\n  aws_secret_access_key = {}",
+            path.display(),
+            c.access_key_id,
+            c.secret_access_key
+        );
+    }
+    Ok(Some(c))
+}
+
 fn run(args: ServerArgs, up: Option<(HostArgs, bool)>) -> anyhow::Result<()> {
     init_logs(&args.log, args.log_format)?;
     if args.account_id.len() != 12 || !args.account_id.bytes().all(|b| b.is_ascii_digit()) {
@@ -613,8 +690,25 @@ async fn serve(args: ServerArgs, up: Option<(HostArgs, bool)>) -> anyhow::Result
             instance_hour: args.price_instance_hour,
         },
         lb_hostname: args.lb_hostname.clone(),
+        auth: match args.auth {
+            Auth::Iam => berth_apiserver::AuthMode::Iam,
+            Auth::Off => berth_apiserver::AuthMode::Off,
+        },
+        secrets_key: creds::secrets_key(
+            &args
+                .secrets_key_file
+                .clone()
+                .map_or_else(|| data_dir(&args).map(|d| d.join("secrets.key")), Ok)?,
+        )?,
     };
     let mut state = AppState::new(store.clone(), config);
+    if args.auth == Auth::Off {
+        tracing::warn!(
+            "authentication is off (--auth off): anyone who can reach {} can run containers on this cluster's hosts",
+            args.listen
+        );
+    }
+    let root = root_credentials(&args, &state).await?;
     state.ctl = state
         .ctl
         .clone()
@@ -628,6 +722,7 @@ async fn serve(args: ServerArgs, up: Option<(HostArgs, bool)>) -> anyhow::Result
     tracing::info!(listen = %addr, store = %url, "berth server ready");
 
     let shutdown = cancel_on_signal("shutting down");
+    tokio::spawn(state.ctl.identity.clone().follow(shutdown.clone()));
     let mut local_agents = vec![];
     if let Some((host, fargate)) = up {
         let server = format!("http://{addr}");
@@ -641,19 +736,23 @@ async fn serve(args: ServerArgs, up: Option<(HostArgs, bool)>) -> anyhow::Result
                     )
                 })?,
         );
-        let ec2 = agent_config(
+        // The local agents sign as the account root. Agents of other hosts
+        // join with credentials of their own.
+        let mut ec2 = agent_config(
             std::slice::from_ref(&server),
             "default",
             &args.region,
             data_dir(&args)?.join("agent"),
             &host,
         )?;
+        ec2.credentials = root.clone();
         let (region, stop, rt) = (args.region.clone(), shutdown.clone(), runtime.clone());
         let api = server.clone();
         local_agents.push(tokio::spawn(async move {
             // The API is served below; wait for it, then make sure the
             // default cluster exists before the agent registers in it.
-            let ecs = berth_agent::EcsClient::new(&api, &region);
+            let ecs =
+                berth_agent::EcsClient::new(&api, &region).with_credentials(ec2.credentials.clone());
             for _ in 0..100 {
                 let made: Result<serde_json::Value, _> = ecs
                     .call(
@@ -683,6 +782,7 @@ async fn serve(args: ServerArgs, up: Option<(HostArgs, bool)>) -> anyhow::Result
             )?;
             config.instance_id = config.instance_id.map(|i| format!("{i}-fargate"));
             config.logs_listen.set_port(0);
+            config.credentials = root.clone();
             let stop = shutdown.clone();
             local_agents.push(tokio::spawn(async move {
                 // Registration retries until the API answers.
@@ -701,13 +801,28 @@ async fn serve(args: ServerArgs, up: Option<(HostArgs, bool)>) -> anyhow::Result
                 }
             }));
         }
+        let profile = match &root {
+            Some(c) => match creds::write_profile(&server, &args.region, c) {
+                Ok(files) => format!(
+                    "The '{}' profile ({}) signs as the account root:\n  export AWS_PROFILE={}",
+                    creds::PROFILE,
+                    files
+                        .iter()
+                        .map(|f| f.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    creds::PROFILE
+                ),
+                Err(e) => format!("cannot write the AWS CLI's 'berth' profile: {e:#}"),
+            },
+            None => "the account root's key was made by another server; sign with it".into(),
+        };
         eprintln!(
             "Berth is up: ECS API on http://{addr} (store {url}); this host runs the tasks of cluster 'default'{}.\n  \
-             export AWS_ENDPOINT_URL=http://{addr} AWS_ACCESS_KEY_ID=x AWS_SECRET_ACCESS_KEY=x AWS_DEFAULT_REGION={}\n  \
+             {profile}\n  \
              aws ecs register-task-definition --family hello --container-definitions '[{{\"name\":\"hello\",\"image\":\"berth-test/busybox:latest\",\"memory\":32,\"command\":[\"echo\",\"hello from Berth\"]}}]'\n  \
              aws ecs run-task --task-definition hello     # then: berth logs <task id> --server http://{addr}",
             if fargate { " and is Fargate capacity" } else { "" },
-            args.region
         );
     }
     // The controllers and history compaction run on one server at a time:
@@ -803,6 +918,7 @@ fn agent_config(
             )])
             .collect(),
         reserved_memory_mib: host.reserved_memory,
+        credentials: creds::client_credentials(),
         reserved_ports: host.reserved_ports.clone(),
         data_dir,
         pull_behavior,

@@ -110,6 +110,14 @@ pub fn parse_authorization(header: &str) -> Option<CredentialScope> {
     parse_credential(credential)
 }
 
+/// The credential scope of a presigned request's query string.
+pub fn presigned_scope(query: &str) -> Option<CredentialScope> {
+    query_pairs(query)
+        .into_iter()
+        .find(|(k, _)| k == "X-Amz-Credential")
+        .and_then(|(_, v)| parse_credential(&v))
+}
+
 fn parse_credential(credential: &str) -> Option<CredentialScope> {
     let mut parts = credential.split('/');
     let access_key = parts.next()?.to_string();

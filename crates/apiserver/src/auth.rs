@@ -1,0 +1,97 @@
+//! Authentication at the front door: every route that acts for a caller
+//! checks the request's SigV4 signature here, unless the server runs with
+//! `--auth off`.
+
+use crate::AppState;
+use axum::http::{HeaderMap, Method, Uri};
+use berth_control::identity::{AuthFailure, Caller};
+use berth_wire::sigv4;
+use std::time::{Duration, UNIX_EPOCH};
+
+/// Whether requests must be signed by a known key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMode {
+    /// Every request is authenticated (SigV4) as a principal of the account.
+    Iam,
+    /// Nobody is asked who they are: for throwaway setups only.
+    Off,
+}
+
+impl AuthMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthMode::Iam => "iam",
+            AuthMode::Off => "off",
+        }
+    }
+}
+
+/// The caller of a request to a service signing as `service`: `None` when
+/// authentication is off.
+pub(crate) async fn authenticate(
+    st: &AppState,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &[u8],
+    service: &str,
+) -> Result<Option<Caller>, AuthFailure> {
+    if st.config.auth == AuthMode::Off {
+        return Ok(None);
+    }
+    // A header that is not text cannot have been signed as botocore signs;
+    // leaving it out makes such a request fail to verify.
+    let pairs: Vec<(&str, &str)> = headers
+        .iter()
+        .filter_map(|(k, v)| Some((k.as_str(), v.to_str().ok()?)))
+        .collect();
+    let req = sigv4::Request {
+        method: method.as_str(),
+        path: uri.path(),
+        query: uri.query().unwrap_or_default(),
+        headers: &pairs,
+    };
+    let now = UNIX_EPOCH + Duration::from_secs_f64(st.now().max(0.0));
+    st.identity
+        .authenticate(&req, body, service, now)
+        .await
+        .map(Some)
+}
+
+/// The context of a GET to one of Berth's own routes (billing, logs, the
+/// agent gateway), which sign as ECS: the caller checked, or the answer
+/// that refuses it (JSON, as ECS errors are).
+pub(crate) async fn own_route(
+    st: &AppState,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+) -> Result<crate::context::RequestContext, axum::response::Response> {
+    use axum::response::IntoResponse;
+    let mut ctx = crate::context::RequestContext::from_request(
+        headers,
+        uri.query(),
+        &st.config.account_id,
+        &st.config.default_region,
+    );
+    match authenticate(st, method, uri, headers, b"", "ecs").await {
+        Ok(caller) => {
+            if let Some(c) = caller {
+                ctx.principal = c.principal.arn();
+                ctx.caller = Some(c);
+            }
+            Ok(ctx)
+        }
+        Err(f) => {
+            let (status, code, message) = crate::ApiError::Auth(f).parts();
+            let status = axum::http::StatusCode::from_u16(status)
+                .unwrap_or(axum::http::StatusCode::FORBIDDEN);
+            Err((
+                status,
+                [("content-type", berth_wire::json::CONTENT_TYPE)],
+                berth_wire::json::encode_error(code, &message),
+            )
+                .into_response())
+        }
+    }
+}
