@@ -8,15 +8,15 @@ import time
 import urllib.error
 import urllib.request
 
-from conftest import Server, make_client
+from conftest import Server, make_client, signed
 
 TARGET = "AmazonEC2ContainerServiceV20141113.RegisterTaskDefinition"
 
 
 def register(url, family):
     body = json.dumps({"family": family, "containerDefinitions": [{"name": "a", "image": "busybox", "memory": 16}]}).encode()
-    req = urllib.request.Request(url + "/", data=body, method="POST",
-                                 headers={"X-Amz-Target": TARGET, "Content-Type": "application/x-amz-json-1.1"})
+    req = signed("POST", url + "/", body=body,
+                 headers={"X-Amz-Target": TARGET, "Content-Type": "application/x-amz-json-1.1"})
     try:
         with urllib.request.urlopen(req, timeout=30) as r:
             return json.loads(r.read())["taskDefinition"]["revision"]

@@ -18,7 +18,7 @@ import urllib.request
 import botocore.exceptions
 import pytest
 
-from conftest import IMAGE, Cluster, aws_cli, docker, listener_port, make_client, wait_for
+from conftest import IMAGE, Cluster, aws_cli, docker, listener_port, make_client, signed, wait_for
 
 ENV = {"BERTH_AGENT_TIMEOUT": "3", "BERTH_SERVICE_SETTLE": "1", "BERTH_WARM_ADDRESSES": "0"}
 SUBNETS = ["subnet-local-1a", "subnet-local-1b"]
@@ -162,8 +162,8 @@ def test_resources_and_bad_input_get_elbv2_errors_and_nothing_changes(cl, name):
     form = urllib.parse.urlencode({"Action": "RegisterTargets", "Version": "2015-12-01",
                                    "TargetGroupArn": tg["TargetGroupArn"],
                                    "Targets.member.1.Id": "10.128.0.9", "Targets.member.1.Port": "http"}).encode()
-    req = urllib.request.Request(cl.server.url + "/", data=form,
-                                 headers={"Content-Type": "application/x-www-form-urlencoded"})
+    req = signed("POST", cl.server.url + "/", service="elasticloadbalancing", body=form,
+                 headers={"Content-Type": "application/x-www-form-urlencoded"})
     with pytest.raises(urllib.error.HTTPError) as e:
         urllib.request.urlopen(req, timeout=5)
     body = e.value.read().decode()

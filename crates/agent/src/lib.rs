@@ -298,7 +298,8 @@ async fn register_anywhere(
     let mut failures = 0u32;
     loop {
         for (i, server) in config.servers.iter().enumerate() {
-            let ecs = EcsClient::new(server, &config.region).with_credentials(config.credentials.clone());
+            let ecs =
+                EcsClient::new(server, &config.region).with_credentials(config.credentials.clone());
             match register(config, &ecs, runtime).await {
                 Ok(arn) => return Ok(Some((i, arn))),
                 Err(AgentError::Register(EcsError::Unreachable(why))) => {
@@ -361,7 +362,8 @@ pub async fn run(
         let server = &config.servers[at];
         let link = Link {
             config: &config,
-            ecs: &EcsClient::new(server, &config.region).with_credentials(config.credentials.clone()),
+            ecs: &EcsClient::new(server, &config.region)
+                .with_credentials(config.credentials.clone()),
             url: &gateway_url(server),
             arn: &arn,
             logs_url: logs_url.clone(),

@@ -217,21 +217,31 @@ pub async fn serve(listener: tokio::net::TcpListener, logs: Logs) {
 
 /// `berth logs`: asks the server for a task's logs and copies them to
 /// stdout as they come.
-pub async fn print(server: &str, cluster: &str, task: &str, follow: bool) -> Result<(), String> {
+pub async fn print(
+    ecs: &crate::EcsClient,
+    server: &str,
+    cluster: &str,
+    task: &str,
+    follow: bool,
+) -> Result<(), String> {
     use hyper_util::client::legacy::Client;
     let id = task.rsplit('/').next().unwrap_or(task);
-    let url = format!(
-        "{}/berth/v1/logs/{cluster}/{id}{}",
-        server.trim_end_matches('/'),
+    let path = format!(
+        "/berth/v1/logs/{cluster}/{id}{}",
         if follow { "?follow=1" } else { "" }
     );
+    let url = format!("{}{path}", server.trim_end_matches('/'));
     let client: Client<_, http_body_util::Empty<Bytes>> =
         Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
-    let uri: hyper::Uri = url
-        .parse()
+    let mut req = hyper::Request::get(&url);
+    for (k, v) in ecs.auth_headers("GET", &path, &[], b"") {
+        req = req.header(k, v);
+    }
+    let req = req
+        .body(http_body_util::Empty::new())
         .map_err(|e| format!("bad server URL {url}: {e}"))?;
     let resp = client
-        .get(uri)
+        .request(req)
         .await
         .map_err(|e| format!("cannot reach {server}: {e}"))?;
     let status = resp.status();

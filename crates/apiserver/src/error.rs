@@ -1,8 +1,8 @@
 //! Every way a request can fail, and how each leaves the server.
 
+use berth_control::identity::{AuthFailure, MISMATCH_MESSAGE, UNKNOWN_KEY_MESSAGE};
 use berth_domain::elb::{ElbCode, ElbError};
 use berth_domain::EcsError;
-use berth_control::identity::{AuthFailure, MISMATCH_MESSAGE, UNKNOWN_KEY_MESSAGE};
 use berth_store::StoreError;
 
 /// A failed request.
@@ -67,11 +67,9 @@ impl ApiError {
                 ),
                 AuthFailure::Incomplete(m) => (400, "IncompleteSignatureException", m.clone()),
                 AuthFailure::Invalid(m) => (400, "InvalidSignatureException", m.clone()),
-                AuthFailure::Mismatch => (
-                    400,
-                    "InvalidSignatureException",
-                    MISMATCH_MESSAGE.into(),
-                ),
+                AuthFailure::Mismatch => {
+                    (400, "InvalidSignatureException", MISMATCH_MESSAGE.into())
+                }
                 AuthFailure::UnknownKey => (
                     400,
                     "UnrecognizedClientException",

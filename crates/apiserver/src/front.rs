@@ -179,15 +179,8 @@ async fn authenticated(
     body: &[u8],
     signing_name: &str,
 ) -> Result<(), ApiError> {
-    let caller = crate::auth::authenticate(
-        st,
-        req.method,
-        req.uri,
-        req.headers,
-        body,
-        signing_name,
-    )
-    .await?;
+    let caller =
+        crate::auth::authenticate(st, req.method, req.uri, req.headers, body, signing_name).await?;
     if let Some(caller) = caller {
         ctx.principal = caller.principal.arn();
         ctx.caller = Some(caller);

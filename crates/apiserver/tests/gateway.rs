@@ -116,10 +116,19 @@ fn signed_upgrade(url: &str) -> tokio_tungstenite::tungstenite::handshake::clien
     let host = req.uri().authority().expect("authority").to_string();
     let path = req.uri().path().to_string();
     let headers = [("host", host.as_str())];
-    for (k, v) in common::signed("GET", &path, &headers, b"", "ecs", std::time::SystemTime::now()) {
+    for (k, v) in common::signed(
+        "GET",
+        &path,
+        &headers,
+        b"",
+        "ecs",
+        std::time::SystemTime::now(),
+    ) {
         if k != "host" {
-            req.headers_mut()
-                .insert(axum::http::HeaderName::from_bytes(k.as_bytes()).expect("name"), v.parse().expect("value"));
+            req.headers_mut().insert(
+                axum::http::HeaderName::from_bytes(k.as_bytes()).expect("name"),
+                v.parse().expect("value"),
+            );
         }
     }
     req

@@ -14,7 +14,8 @@ pub fn show(server: &str, region: &str, cluster: Option<&str>, json: bool) -> an
         Some(c) => format!("/berth/v1/billing?cluster={c}"),
         None => "/berth/v1/billing".to_string(),
     };
-    let ecs = berth_agent::EcsClient::new(server, region);
+    let ecs = berth_agent::EcsClient::new(server, region)
+        .with_credentials(crate::creds::client_credentials());
     let report: Value = rt
         .block_on(ecs.get_json(&path))
         .with_context(|| format!("billing from {server}"))?;

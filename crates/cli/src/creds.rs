@@ -149,12 +149,19 @@ fn aws_dir_file(env: &str, name: &str) -> Option<PathBuf> {
 /// Writes the `berth` profile into the AWS CLI's config and credentials
 /// files (honouring `AWS_CONFIG_FILE` and `AWS_SHARED_CREDENTIALS_FILE`),
 /// leaving every other profile as it was. Returns the files written.
-pub fn write_profile(endpoint: &str, region: &str, c: &Credentials) -> anyhow::Result<Vec<PathBuf>> {
+pub fn write_profile(
+    endpoint: &str,
+    region: &str,
+    c: &Credentials,
+) -> anyhow::Result<Vec<PathBuf>> {
     let mut written = vec![];
     if let Some(path) = aws_dir_file("AWS_CONFIG_FILE", "config") {
         let old = std::fs::read_to_string(&path).unwrap_or_default();
         let body = format!("region = {region}\nendpoint_url = {endpoint}\noutput = json\n");
-        write_private(&path, &upsert_section(&old, &format!("profile {PROFILE}"), &body))?;
+        write_private(
+            &path,
+            &upsert_section(&old, &format!("profile {PROFILE}"), &body),
+        )?;
         written.push(path);
     }
     if let Some(path) = aws_dir_file("AWS_SHARED_CREDENTIALS_FILE", "credentials") {
@@ -213,7 +220,11 @@ mod tests {
         let text = "[default]\naws_access_key_id = D\naws_secret_access_key = DS\n[berth]\naws_access_key_id = B\naws_secret_access_key = BS\naws_session_token = T\n";
         let c = profile_credentials(text, "berth").expect("found");
         assert_eq!(
-            (c.access_key_id.as_str(), c.secret_access_key.as_str(), c.session_token.as_deref()),
+            (
+                c.access_key_id.as_str(),
+                c.secret_access_key.as_str(),
+                c.session_token.as_deref()
+            ),
             ("B", "BS", Some("T"))
         );
         assert!(profile_credentials(text, "missing").is_none());
@@ -227,7 +238,10 @@ mod tests {
         let a = secrets_key(&path).expect("made");
         let b = secrets_key(&path).expect("read");
         assert_eq!(a.0, b.0);
-        let mode = std::fs::metadata(&path).expect("exists").permissions().mode();
+        let mode = std::fs::metadata(&path)
+            .expect("exists")
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
         std::fs::write(&path, "xyz").expect("write");
         assert!(secrets_key(&path).is_err());

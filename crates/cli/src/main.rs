@@ -203,6 +203,9 @@ struct LogsArgs {
     /// Keep printing new output as it comes.
     #[arg(long, short)]
     follow: bool,
+    /// Region of the cluster.
+    #[arg(long, env = "BERTH_REGION", default_value = "us-east-1")]
+    region: String,
 }
 
 #[derive(clap::Args, Clone)]
@@ -375,10 +378,19 @@ struct ServerArgs {
     secrets_key_file: Option<PathBuf>,
     /// The account root's access key id to create on first start, instead
     /// of a random one (with --root-secret-access-key).
-    #[arg(long, env = "BERTH_ROOT_ACCESS_KEY_ID", requires = "root_secret_access_key")]
+    #[arg(
+        long,
+        env = "BERTH_ROOT_ACCESS_KEY_ID",
+        requires = "root_secret_access_key"
+    )]
     root_access_key_id: Option<String>,
     /// Its secret.
-    #[arg(long, env = "BERTH_ROOT_SECRET_ACCESS_KEY", hide_env_values = true, requires = "root_access_key_id")]
+    #[arg(
+        long,
+        env = "BERTH_ROOT_SECRET_ACCESS_KEY",
+        hide_env_values = true,
+        requires = "root_access_key_id"
+    )]
     root_secret_access_key: Option<String>,
 }
 
@@ -751,8 +763,8 @@ async fn serve(args: ServerArgs, up: Option<(HostArgs, bool)>) -> anyhow::Result
         local_agents.push(tokio::spawn(async move {
             // The API is served below; wait for it, then make sure the
             // default cluster exists before the agent registers in it.
-            let ecs =
-                berth_agent::EcsClient::new(&api, &region).with_credentials(ec2.credentials.clone());
+            let ecs = berth_agent::EcsClient::new(&api, &region)
+                .with_credentials(ec2.credentials.clone());
             for _ in 0..100 {
                 let made: Result<serde_json::Value, _> = ecs
                     .call(
@@ -958,7 +970,10 @@ fn logs(args: LogsArgs) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    let ecs = berth_agent::EcsClient::new(&args.server, &args.region)
+        .with_credentials(creds::client_credentials());
     rt.block_on(berth_agent::logs::print(
+        &ecs,
         &args.server,
         &args.cluster,
         &args.task,

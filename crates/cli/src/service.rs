@@ -48,7 +48,7 @@ fn short_td(arn: &str) -> &str {
 }
 
 pub async fn ls(server: &str, region: &str, cluster: &str) -> anyhow::Result<()> {
-    let ecs = EcsClient::new(server, region);
+    let ecs = EcsClient::new(server, region).with_credentials(crate::creds::client_credentials());
     let services = all_services(&ecs, cluster).await?;
     println!(
         "{:<24} {:<9} {:>7} {:>7} {:>7}  {:<24} ROLLOUT",
@@ -100,7 +100,7 @@ pub async fn events(
     name: &str,
     limit: usize,
 ) -> anyhow::Result<()> {
-    let ecs = EcsClient::new(server, region);
+    let ecs = EcsClient::new(server, region).with_credentials(crate::creds::client_credentials());
     let s = describe(&ecs, cluster, name).await?;
     let events = s["events"].as_array().cloned().unwrap_or_default();
     for e in events.iter().take(limit).rev() {
@@ -128,7 +128,7 @@ pub async fn deploy(
     task_definition: Option<&str>,
     timeout: Duration,
 ) -> anyhow::Result<Outcome> {
-    let ecs = EcsClient::new(server, region);
+    let ecs = EcsClient::new(server, region).with_credentials(crate::creds::client_credentials());
     let mut req = json!({"cluster": cluster, "service": name});
     match task_definition {
         Some(td) => req["taskDefinition"] = json!(td),

@@ -253,9 +253,11 @@ fn parse_presigned(q: &[(String, String)]) -> Result<Signature, ParseError> {
         None => None,
         Some(e) => match e.parse::<u64>() {
             Ok(n) if n <= MAX_PRESIGN_EXPIRES => Some(n),
-            Ok(_) => return Err(ParseError::Invalid(format!(
+            Ok(_) => {
+                return Err(ParseError::Invalid(format!(
                 "X-Amz-Expires must be less than a week (in seconds) that is {MAX_PRESIGN_EXPIRES}"
-            ))),
+            )))
+            }
             Err(_) => {
                 return Err(ParseError::Invalid(
                     "X-Amz-Expires should be a number".into(),
