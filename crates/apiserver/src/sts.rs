@@ -23,7 +23,7 @@ pub async fn dispatch(
             let result = format!(
                 "<Arn>{}</Arn><UserId>{}</UserId><Account>{}</Account>",
                 query::escape(&ctx.principal),
-                query::escape(&user_id),
+                query::escape(user_id),
                 query::escape(&ctx.scope.account)
             );
             Ok(query::success(action, NAMESPACE, &result, &ctx.request_id).into_bytes())
