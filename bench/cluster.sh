@@ -14,6 +14,7 @@
 # PARTS (default "scale silent failover") picks what runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/credentials.sh
 levels=${1:-1000,10000,100000}
 shift || true
 hosts=("${@:-10 100 1000}")

@@ -62,7 +62,7 @@ def listener_port():
 
 def clients(url):
     cfg = botocore.config.Config(retries={"max_attempts": 1})
-    kw = dict(endpoint_url=url, region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x", config=cfg)
+    kw = dict(endpoint_url=url, region_name="us-east-1", aws_access_key_id=os.environ["AWS_ACCESS_KEY_ID"], aws_secret_access_key=os.environ["AWS_SECRET_ACCESS_KEY"], config=cfg)
     return boto3.client("ecs", **kw), boto3.client("elbv2", **kw)
 
 

@@ -3,6 +3,7 @@
 # same targets, and a rolling deployment under load (bench/lb.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/credentials.sh
 scripts/setup.sh >/dev/null
 if ! command -v haproxy >/dev/null || ! command -v wrk >/dev/null || ! command -v hey >/dev/null; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q haproxy wrk hey >/dev/null

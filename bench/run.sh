@@ -5,6 +5,7 @@
 #   bench/run.sh [seconds-per-cell]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/credentials.sh
 secs=${1:-5}
 scripts/setup.sh
 cargo build --release --locked -p berth -p berth-bench

@@ -199,8 +199,8 @@ class Berth:
             [BERTH, "server", "--listen", f"127.0.0.1:{self.port}", "--data-dir", os.path.join(tmp, "s"), "--log",
              "warn"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
             stderr=open(os.path.join(tmp, "server.log"), "ab"))
-        self.ecs = boto3.client("ecs", endpoint_url=self.url, region_name="us-east-1", aws_access_key_id="x",
-                                aws_secret_access_key="x",
+        self.ecs = boto3.client("ecs", endpoint_url=self.url, region_name="us-east-1", aws_access_key_id=os.environ["AWS_ACCESS_KEY_ID"],
+                                aws_secret_access_key=os.environ["AWS_SECRET_ACCESS_KEY"],
                                 config=botocore.config.Config(retries={"max_attempts": 1}))
         for _ in range(600):
             try:

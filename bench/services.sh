@@ -4,6 +4,7 @@
 # swarm mode if it was not in it before.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/credentials.sh
 scripts/setup.sh >/dev/null
 cargo build --release --locked -p berth
 BERTH_BIN=target/release/berth .venv/bin/python bench/services.py "$@"

@@ -93,7 +93,7 @@ class Poller:
         req = AWSRequest("POST", url + "/", data=body, headers={
             "Content-Type": "application/x-amz-json-1.1",
             "X-Amz-Target": "AmazonEC2ContainerServiceV20141113.DescribeTasks"})
-        SigV4Auth(Credentials("x", "x"), "ecs", "us-east-1").add_auth(req)
+        SigV4Auth(Credentials(os.environ["AWS_ACCESS_KEY_ID"], os.environ["AWS_SECRET_ACCESS_KEY"]), "ecs", "us-east-1").add_auth(req)
         head = [f"POST / HTTP/1.1", f"Host: {u.netloc}", f"Content-Length: {len(body)}"]
         head += [f"{k}: {v}" for k, v in req.headers.items()]
         self.request = ("\r\n".join(head) + "\r\n\r\n").encode() + body
@@ -143,8 +143,8 @@ def free_port():
 
 
 def client(url):
-    return boto3.client("ecs", endpoint_url=url, region_name="us-east-1", aws_access_key_id="x",
-                        aws_secret_access_key="x", config=botocore.config.Config(retries={"max_attempts": 1}))
+    return boto3.client("ecs", endpoint_url=url, region_name="us-east-1", aws_access_key_id=os.environ["AWS_ACCESS_KEY_ID"],
+                        aws_secret_access_key=os.environ["AWS_SECRET_ACCESS_KEY"], config=botocore.config.Config(retries={"max_attempts": 1}))
 
 
 def wait_health(url, proc):

@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 
 mod raw;
 
+use berth_bench::sign::Signer;
+
 #[derive(Parser, Clone)]
 struct Args {
     /// Endpoint, e.g. http://127.0.0.1:8750
@@ -36,8 +38,6 @@ struct Args {
 }
 
 const TARGET_PREFIX: &str = "AmazonEC2ContainerServiceV20141113";
-/// A credential scope, so that multi-service emulators route to ECS.
-const AUTHORIZATION: &str = "AWS4-HMAC-SHA256 Credential=AKIDBENCH/20260101/us-east-1/ecs/aws4_request, SignedHeaders=host, Signature=0";
 
 type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
 
@@ -50,11 +50,20 @@ async fn call(client: &HttpClient, target: &str, op: &str, body: &Value) -> anyh
 /// only checked for success, so that the load generator spends as little as
 /// possible of the CPU it shares with the server under test.
 async fn send(client: &HttpClient, target: &str, op: &str, body: Bytes) -> anyhow::Result<Bytes> {
-    let req = hyper::Request::post(format!("{target}/"))
-        .header("X-Amz-Target", format!("{TARGET_PREFIX}.{op}"))
-        .header("Content-Type", "application/x-amz-json-1.1")
-        .header("Authorization", AUTHORIZATION)
-        .body(Full::new(body))?;
+    let url = format!("{target}/");
+    let amz_target = format!("{TARGET_PREFIX}.{op}");
+    let headers = [
+        ("x-amz-target", amz_target.as_str()),
+        ("content-type", "application/x-amz-json-1.1"),
+    ];
+    let mut req = hyper::Request::post(&url);
+    for (k, v) in headers {
+        req = req.header(k, v);
+    }
+    for (k, v) in Signer::from_env().headers("POST", &url, &headers, &body) {
+        req = req.header(k, v);
+    }
+    let req = req.body(Full::new(body))?;
     let resp = client.request(req).await?;
     let status = resp.status();
     let bytes = resp.into_body().collect().await?.to_bytes();
@@ -117,13 +126,25 @@ async fn main() -> anyhow::Result<()> {
                 ),
                 other => panic!("unknown --op {other}"),
             };
-            let headers = [
-                ("X-Amz-Target", format!("{TARGET_PREFIX}.{op}")),
-                ("Content-Type", "application/x-amz-json-1.1".to_string()),
-                ("Authorization", AUTHORIZATION.to_string()),
+            // Signed once per client and replayed: a signature is good for
+            // five minutes, and the server verifies it on every request.
+            let body = body.to_string();
+            let amz_target = format!("{TARGET_PREFIX}.{op}");
+            let fixed = [
+                ("x-amz-target", amz_target.as_str()),
+                ("content-type", "application/x-amz-json-1.1"),
             ];
-            let mut conn = raw::RawConn::new(&args.target, &headers, body.to_string().as_bytes())
-                .expect("target");
+            let url = format!("{}/", args.target.trim_end_matches('/'));
+            let mut headers: Vec<(&str, String)> =
+                fixed.iter().map(|(k, v)| (*k, v.to_string())).collect();
+            headers.extend(
+                Signer::from_env()
+                    .headers("POST", &url, &fixed, body.as_bytes())
+                    .into_iter()
+                    .filter(|(k, _)| *k != "host"),
+            );
+            let mut conn =
+                raw::RawConn::new(&args.target, &headers, body.as_bytes()).expect("target");
             let mut lat = vec![];
             let mut errors = 0u64;
             loop {

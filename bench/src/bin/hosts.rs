@@ -21,6 +21,7 @@
 //!   caller kills the leader (the tool waits for `--kill-file` to appear).
 
 use anyhow::{bail, Context};
+use berth_bench::sign::Signer;
 use berth_wire::agent::{
     AgentMessage, ContainerReport, ContainerStatus, DesiredStatus, ServerMessage, TaskReport,
     TaskStatus, CONNECT_PATH,
@@ -75,7 +76,6 @@ struct Args {
 }
 
 const TARGET_PREFIX: &str = "AmazonEC2ContainerServiceV20141113";
-const AUTHORIZATION: &str = "AWS4-HMAC-SHA256 Credential=AKIDBENCH/20260101/us-east-1/ecs/aws4_request, SignedHeaders=host, Signature=0";
 /// Each simulated host's size: room for a few hundred bench tasks.
 const HOST_CPU: i64 = 65536;
 const HOST_MEMORY: i64 = 262_144;
@@ -88,6 +88,7 @@ struct Api {
     http: HttpClient,
     servers: Arc<Vec<String>>,
     at: Arc<AtomicUsize>,
+    signer: Signer,
 }
 
 impl Api {
@@ -100,6 +101,7 @@ impl Api {
                 .build(connector),
             servers: Arc::new(servers),
             at: Arc::new(AtomicUsize::new(0)),
+            signer: Signer::from_env(),
         }
     }
 
@@ -107,11 +109,21 @@ impl Api {
     /// client on and is an error (the caller retries if it wants).
     async fn call(&self, op: &str, body: &Value) -> anyhow::Result<Value> {
         let i = self.at.load(Ordering::Relaxed) % self.servers.len();
-        let req = hyper::Request::post(format!("{}/", self.servers[i]))
-            .header("X-Amz-Target", format!("{TARGET_PREFIX}.{op}"))
-            .header("Content-Type", "application/x-amz-json-1.1")
-            .header("Authorization", AUTHORIZATION)
-            .body(Full::new(Bytes::from(body.to_string())))?;
+        let url = format!("{}/", self.servers[i]);
+        let body = body.to_string();
+        let amz_target = format!("{TARGET_PREFIX}.{op}");
+        let headers = [
+            ("x-amz-target", amz_target.as_str()),
+            ("content-type", "application/x-amz-json-1.1"),
+        ];
+        let mut req = hyper::Request::post(&url);
+        for (k, v) in headers {
+            req = req.header(k, v);
+        }
+        for (k, v) in self.signer.headers("POST", &url, &headers, body.as_bytes()) {
+            req = req.header(k, v);
+        }
+        let req = req.body(Full::new(Bytes::from(body)))?;
         let resp = match tokio::time::timeout(Duration::from_secs(30), self.http.request(req)).await
         {
             Ok(Ok(r)) => r,
@@ -269,9 +281,10 @@ async fn connection(sim: &Sim, host: &Host, cluster: &str, server: &str) -> anyh
         tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(gateway(
             server,
         ))?;
-    request
-        .headers_mut()
-        .insert("authorization", AUTHORIZATION.parse()?);
+    let url = gateway(server).replacen("ws://", "http://", 1);
+    for (k, v) in Signer::from_env().headers("GET", &url, &[], b"") {
+        request.headers_mut().insert(k, v.parse()?);
+    }
     let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
         .read_buffer_size(berth_wire::agent::SOCKET_READ_BUFFER);
     let (ws, _) =
