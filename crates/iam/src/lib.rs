@@ -7,6 +7,7 @@
 //! `identity`, on `berth-wire`'s SigV4 arithmetic.
 
 pub mod keys;
+pub mod policy;
 pub mod principal;
 pub mod seal;
 
