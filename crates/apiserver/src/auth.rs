@@ -66,6 +66,7 @@ pub(crate) async fn own_route(
     method: &Method,
     uri: &Uri,
     headers: &HeaderMap,
+    action: &str,
 ) -> Result<crate::context::RequestContext, axum::response::Response> {
     use axum::response::IntoResponse;
     let mut ctx = crate::context::RequestContext::from_request(
@@ -74,24 +75,34 @@ pub(crate) async fn own_route(
         &st.config.account_id,
         &st.config.default_region,
     );
-    match authenticate(st, method, uri, headers, b"", "ecs").await {
+    let refused = match authenticate(st, method, uri, headers, b"", "ecs").await {
         Ok(caller) => {
             if let Some(c) = caller {
                 ctx.principal = c.principal.arn();
                 ctx.caller = Some(c);
             }
-            Ok(ctx)
+            let ask = ctx.caller.as_ref().map(|c| crate::authz::Ask {
+                action: action.to_string(),
+                resources: vec![],
+                context: crate::authz::base_context(&ctx, &c.principal, st.now()),
+            });
+            match ask {
+                None => return Ok(ctx),
+                Some(ask) => match crate::authz::check(st, &ctx, ask).await {
+                    Ok(()) => return Ok(ctx),
+                    Err(e) => e,
+                },
+            }
         }
-        Err(f) => {
-            let (status, code, message) = crate::ApiError::Auth(f).parts();
-            let status = axum::http::StatusCode::from_u16(status)
-                .unwrap_or(axum::http::StatusCode::FORBIDDEN);
-            Err((
-                status,
-                [("content-type", berth_wire::json::CONTENT_TYPE)],
-                berth_wire::json::encode_error(code, &message),
-            )
-                .into_response())
-        }
-    }
+        Err(f) => crate::ApiError::Auth(f),
+    };
+    let (status, code, message) = refused.parts();
+    let status =
+        axum::http::StatusCode::from_u16(status).unwrap_or(axum::http::StatusCode::FORBIDDEN);
+    Err((
+        status,
+        [("content-type", berth_wire::json::CONTENT_TYPE)],
+        berth_wire::json::encode_error(code, &message),
+    )
+        .into_response())
 }

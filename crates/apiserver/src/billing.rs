@@ -93,7 +93,8 @@ pub(crate) async fn report(
     headers: HeaderMap,
     Query(filter): Query<Filter>,
 ) -> Response {
-    let ctx = match crate::auth::own_route(&st, &method, &uri, &headers).await {
+    let ctx = match crate::auth::own_route(&st, &method, &uri, &headers, "ce:GetCostAndUsage").await
+    {
         Ok(ctx) => ctx,
         Err(refused) => return refused,
     };

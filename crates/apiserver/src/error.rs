@@ -12,6 +12,11 @@ pub enum ApiError {
     Ecs(#[from] EcsError),
     #[error(transparent)]
     Elb(#[from] ElbError),
+    #[error(transparent)]
+    Iam(#[from] berth_iam::records::IamError),
+    /// The caller's policies do not allow the request.
+    #[error(transparent)]
+    Denied(#[from] crate::authz::Denied),
     /// The caller could not be authenticated.
     #[error(transparent)]
     Auth(#[from] AuthFailure),
@@ -59,6 +64,8 @@ impl ApiError {
                 (status, e.code(), e.to_string())
             }
             ApiError::Elb(e) => (elb_status(e.code), e.code.as_str(), e.message.clone()),
+            ApiError::Iam(e) => (iam_status(e.code()), e.code(), e.to_string()),
+            ApiError::Denied(d) => (400, "AccessDeniedException", d.0.clone()),
             ApiError::Auth(f) => match f {
                 AuthFailure::Missing => (
                     403,
@@ -106,9 +113,18 @@ impl ApiError {
                 }
             },
             ApiError::UnknownOperation(m) => (400, "InvalidAction", m.clone()),
+            ApiError::Denied(d) => (403, "AccessDenied", d.0.clone()),
             _ => self.parts(),
         }
     }
+}
+
+/// The HTTP status the IAM model gives a code.
+fn iam_status(code: &str) -> u16 {
+    berth_wire::iam::ERRORS
+        .iter()
+        .find(|(_, c, _, _)| *c == code)
+        .map_or(400, |(_, _, status, _)| *status)
 }
 
 /// The HTTP status the ELBv2 model gives a code (ValidationError, the

@@ -219,6 +219,12 @@ async fn handle(st: &AppState, ctx: &mut RequestContext, req: &Incoming<'_>) -> 
         if let Err(e) = authenticated(st, ctx, req, body, service.signing_name).await {
             return Handled::refused(Protocol::Json, unknown(), e);
         }
+        if let Some(caller) = &ctx.caller {
+            let ask = crate::authz::ecs(ctx, &caller.principal, st.now(), op, body);
+            if let Err(e) = crate::authz::check(st, ctx, ask).await {
+                return Handled::refused(Protocol::Json, op.to_string(), e);
+            }
+        }
         let ctx = &*ctx;
         let span = tracing::info_span!("api", service = service.label, operation = op, request_id = %ctx.request_id);
         let result = dispatch(st, ctx, op, body).instrument(span).await;
@@ -262,6 +268,21 @@ async fn handle(st: &AppState, ctx: &mut RequestContext, req: &Incoming<'_>) -> 
     };
     if let Err(e) = authenticated(st, ctx, req, body, service.signing_name).await {
         return Handled::refused(protocol, action, e);
+    }
+    // Anyone may ask who they are (AWS requires no permission for it).
+    let free = service.action_prefix == "sts" && action == "GetCallerIdentity";
+    if let (Some(caller), false) = (&ctx.caller, free) {
+        let ask = crate::authz::query(
+            ctx,
+            &caller.principal,
+            st.now(),
+            service.action_prefix,
+            &action,
+            &params,
+        );
+        if let Err(e) = crate::authz::check(st, ctx, ask).await {
+            return Handled::refused(protocol, action, e);
+        }
     }
     let ctx = &*ctx;
     let span = tracing::info_span!("api", service = service.label, operation = %action, request_id = %ctx.request_id);

@@ -42,7 +42,7 @@ pub(crate) async fn connect(
 ) -> Response {
     // Who is asking comes first: a stranger learns nothing, not even
     // whether it spoke WebSocket correctly.
-    let ctx = match crate::auth::own_route(&st, &method, &uri, &headers).await {
+    let ctx = match crate::auth::own_route(&st, &method, &uri, &headers, "ecs:Poll").await {
         Ok(ctx) => ctx,
         Err(refused) => return refused,
     };

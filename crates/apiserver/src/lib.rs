@@ -14,6 +14,7 @@
 //! caches that can be rebuilt; everything durable is in the store.
 
 mod auth;
+mod authz;
 mod billing;
 mod context;
 pub(crate) mod ecs;
@@ -22,6 +23,7 @@ mod error;
 mod front;
 mod gateway;
 mod hub;
+mod iam;
 mod logs;
 mod metrics;
 mod registry;
@@ -39,6 +41,8 @@ pub use ecs::IMPLEMENTED as ECS_IMPLEMENTED;
 /// ELBv2 operations Berth serves.
 pub use elbv2::IMPLEMENTED as ELBV2_IMPLEMENTED;
 pub use error::ApiError;
+/// IAM operations Berth serves.
+pub use iam::IMPLEMENTED as IAM_IMPLEMENTED;
 pub use serve::serve;
 
 /// Settings of the API server.

@@ -26,10 +26,11 @@ pub(crate) async fn task_logs(
     uri: Uri,
     headers: HeaderMap,
 ) -> Response {
-    let scope = match crate::auth::own_route(&st, &method, &uri, &headers).await {
-        Ok(ctx) => ctx.scope,
-        Err(refused) => return refused,
-    };
+    let scope =
+        match crate::auth::own_route(&st, &method, &uri, &headers, "logs:GetLogEvents").await {
+            Ok(ctx) => ctx.scope,
+            Err(refused) => return refused,
+        };
     let query = uri.query().map(str::to_string);
     let Some(id) = berth_domain::arn::task_id(&scope, &cluster, &task) else {
         return plain(

@@ -31,6 +31,8 @@ pub(crate) struct AwsService {
     pub label: &'static str,
     /// The service of its SigV4 credential scope.
     pub signing_name: &'static str,
+    /// The prefix of its IAM actions (`ecs:RunTask`).
+    pub action_prefix: &'static str,
     pub wire: Wire,
     /// Whether it knows an operation: known names become metric labels,
     /// and an unsigned awsQuery request goes to the service knowing its
@@ -65,11 +67,21 @@ fn elbv2_query<'a>(
     Box::pin(crate::elbv2::dispatch(st, ctx, action, params))
 }
 
+fn iam_query<'a>(
+    st: &'a AppState,
+    ctx: &'a RequestContext,
+    action: &'a str,
+    params: &'a QueryParams,
+) -> Reply<'a> {
+    Box::pin(crate::iam::dispatch(st, ctx, action, params))
+}
+
 /// Every service, in the order an unsigned awsQuery action is matched.
 pub(crate) static SERVICES: &[AwsService] = &[
     AwsService {
         label: "ecs",
         signing_name: "ecs",
+        action_prefix: "ecs",
         wire: Wire::Json {
             target_prefix: berth_wire::ecs::TARGET_PREFIX,
             dispatch: ecs_json,
@@ -79,6 +91,7 @@ pub(crate) static SERVICES: &[AwsService] = &[
     AwsService {
         label: "sts",
         signing_name: "sts",
+        action_prefix: "sts",
         wire: Wire::Query {
             namespace: crate::sts::NAMESPACE,
             dispatch: sts_query,
@@ -88,6 +101,7 @@ pub(crate) static SERVICES: &[AwsService] = &[
     AwsService {
         label: "elbv2",
         signing_name: "elasticloadbalancing",
+        action_prefix: "elasticloadbalancing",
         wire: Wire::Query {
             namespace: berth_wire::elbv2::XML_NAMESPACE,
             dispatch: elbv2_query,
@@ -97,6 +111,16 @@ pub(crate) static SERVICES: &[AwsService] = &[
                 .iter()
                 .any(|(n, _, _)| *n == action)
         },
+    },
+    AwsService {
+        label: "iam",
+        signing_name: "iam",
+        action_prefix: "iam",
+        wire: Wire::Query {
+            namespace: berth_wire::iam::XML_NAMESPACE,
+            dispatch: iam_query,
+        },
+        knows: |action| berth_wire::iam::OPERATIONS.contains(&action),
     },
 ];
 

@@ -9,6 +9,8 @@
 
 use crate::ControlError;
 use berth_iam::keys::{self, AccessKey, KeyOwner, KeyStatus};
+use berth_iam::policy::{Policy, PolicyKind};
+use berth_iam::records::User;
 use berth_iam::seal::Sealer;
 use berth_iam::Principal;
 use berth_store::{keys::iam, typed, Compare, Store, Txn};
@@ -116,6 +118,8 @@ pub struct Identity {
     account: String,
     sealer: Sealer,
     known: RwLock<HashMap<String, Arc<KnownKey>>>,
+    /// Users' parsed policies by name.
+    policy_sets: RwLock<HashMap<String, Arc<Vec<Policy>>>>,
     /// Whether the watch that invalidates `known` is running; without it
     /// every lookup reads the store.
     following: AtomicBool,
@@ -139,6 +143,7 @@ impl Identity {
             account: account.to_string(),
             sealer,
             known: RwLock::default(),
+            policy_sets: RwLock::default(),
             following: AtomicBool::new(false),
             generation: AtomicU64::new(0),
         }
@@ -146,6 +151,61 @@ impl Identity {
 
     pub fn account(&self) -> &str {
         &self.account
+    }
+
+    /// A secret sealed for the store, bound to `context` (its key id).
+    pub fn seal(&self, secret: &str, context: &str) -> String {
+        self.sealer.seal(secret, context, rand::random())
+    }
+
+    /// The identity policies of a principal, parsed: a user's inline and
+    /// attached ones. Kept until anything under IAM changes.
+    pub async fn policies(&self, principal: &Principal) -> Result<Arc<Vec<Policy>>, ControlError> {
+        let Principal::User { name, .. } = principal else {
+            return Ok(Arc::new(vec![]));
+        };
+        let following = self.following.load(Ordering::Acquire);
+        if following {
+            if let Some(p) = self.policy_sets.read().get(name) {
+                return Ok(p.clone());
+            }
+        }
+        let generation = self.generation.load(Ordering::Acquire);
+        let Some(user) = typed::get::<User>(&*self.store, &iam::user(&self.account, name)).await?
+        else {
+            return Ok(Arc::new(vec![]));
+        };
+        let mut docs: Vec<String> = user.value.inline.values().cloned().collect();
+        for arn in &user.value.attached {
+            if let Some(p) = berth_iam::managed::by_arn(arn) {
+                docs.push(p.document.to_string());
+            } else if let Some(pname) = arn
+                .strip_prefix(&format!("arn:aws:iam::{}:policy/", self.account))
+                .map(|r| r.rsplit('/').next().unwrap_or(r))
+            {
+                if let Some(p) = typed::get::<berth_iam::records::ManagedPolicy>(
+                    &*self.store,
+                    &iam::policy(&self.account, pname),
+                )
+                .await?
+                {
+                    if let Some(d) = p.value.default_document() {
+                        docs.push(d.to_string());
+                    }
+                }
+            }
+        }
+        // Stored documents were checked when written; one that no longer
+        // parses grants nothing.
+        let parsed: Vec<Policy> = docs
+            .iter()
+            .filter_map(|d| Policy::parse(d, PolicyKind::Identity).ok())
+            .collect();
+        let set = Arc::new(parsed);
+        if following && self.generation.load(Ordering::Acquire) == generation {
+            self.policy_sets.write().insert(name.clone(), set.clone());
+        }
+        Ok(set)
     }
 
     /// Checks a request's signature. `service` is the signing name of the
@@ -215,6 +275,19 @@ impl Identity {
             KeyOwner::Root => Principal::Root {
                 account: self.account.clone(),
             },
+            KeyOwner::User(name) => {
+                let Some(user) =
+                    typed::get::<User>(&*self.store, &iam::user(&self.account, &name)).await?
+                else {
+                    return Ok(None);
+                };
+                Principal::User {
+                    account: self.account.clone(),
+                    name: user.value.name,
+                    id: user.value.id,
+                    path: user.value.path,
+                }
+            }
         };
         let known = Arc::new(KnownKey {
             principal,
@@ -228,10 +301,13 @@ impl Identity {
         Ok(Some(known))
     }
 
-    /// Keeps the kept keys true to the store until `stop`: every change
-    /// under the keys' prefix drops what is kept of that key.
+    /// Keeps what is kept true to the store until `stop`: a change to an
+    /// access key drops that key; any change under IAM (a user, a policy,
+    /// an attachment) drops every policy set and every key (a user's
+    /// rename or deletion changes its keys' principal).
     pub async fn follow(self: Arc<Self>, stop: CancellationToken) {
-        let prefix = iam::access_keys(&self.account);
+        let prefix = iam::base(&self.account);
+        let keys_prefix = iam::access_keys(&self.account);
         loop {
             let from = match self.store.current_revision().await {
                 Ok(r) => r + 1,
@@ -245,6 +321,7 @@ impl Identity {
             };
             let mut events = self.store.watch(&prefix, from);
             self.known.write().clear();
+            self.policy_sets.write().clear();
             self.following.store(true, Ordering::Release);
             loop {
                 let next = tokio::select! {
@@ -257,11 +334,15 @@ impl Identity {
                 self.generation.fetch_add(1, Ordering::AcqRel);
                 let mut known = self.known.write();
                 for ev in &batch {
-                    if let Some(id) = ev.kv.key.strip_prefix(&prefix) {
-                        known.remove(id);
+                    match ev.kv.key.strip_prefix(&keys_prefix) {
+                        Some(id) => {
+                            known.remove(id);
+                        }
+                        None => known.clear(),
                     }
                 }
                 drop(known);
+                self.policy_sets.write().clear();
                 if broken {
                     break;
                 }

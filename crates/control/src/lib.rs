@@ -19,6 +19,7 @@ pub mod clusters;
 pub mod controller;
 pub mod elb;
 mod error;
+pub mod iam;
 pub mod identity;
 pub mod launch;
 pub mod leader;

@@ -9,6 +9,8 @@ use serde::{Deserialize, Serialize};
 pub enum KeyOwner {
     /// The account root.
     Root,
+    /// An IAM user, by name.
+    User(String),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -7,8 +7,10 @@
 //! `identity`, on `berth-wire`'s SigV4 arithmetic.
 
 pub mod keys;
+pub mod managed;
 pub mod policy;
 pub mod principal;
+pub mod records;
 pub mod seal;
 
 pub use keys::{AccessKey, KeyOwner, KeyStatus};

@@ -359,6 +359,21 @@ pub mod iam {
     pub fn root_key(account: &str) -> String {
         format!("{}/root-key", base(account))
     }
+    /// Users by lower-cased name (IAM names are unique regardless of case),
+    /// with their inline policies and attachments (`berth_iam::records::User`).
+    pub fn users(account: &str) -> String {
+        format!("{}/users/", base(account))
+    }
+    pub fn user(account: &str, name: &str) -> String {
+        format!("{}{}", users(account), name.to_lowercase())
+    }
+    /// Customer-managed policies by lower-cased name, with their versions.
+    pub fn policies(account: &str) -> String {
+        format!("{}/policies/", base(account))
+    }
+    pub fn policy(account: &str, name: &str) -> String {
+        format!("{}{}", policies(account), name.to_lowercase())
+    }
 }
 
 /// IAM ARNs contain `/` and `:`; escape `/` so a principal is one segment.

@@ -20,6 +20,20 @@ pub mod ecs {
     include!(concat!(env!("OUT_DIR"), "/ecs.rs"));
 }
 
+/// Shapes of IAM (`iam/2010-05-08`, awsQuery), for the operations Berth
+/// serves; the model's other operations are listed without shapes.
+#[allow(clippy::all)]
+pub mod iam {
+    include!(concat!(env!("OUT_DIR"), "/iam.rs"));
+
+    /// The model's tables, for [`crate::query::Model::decode`] and `encode`.
+    pub const MODEL: crate::query::Model = crate::query::Model {
+        shapes: SHAPES,
+        operations: OPERATION_SHAPES,
+        namespace: XML_NAMESPACE,
+    };
+}
+
 /// Shapes of Elastic Load Balancing v2 (`elasticloadbalancing/2015-12-01`, awsQuery).
 #[allow(clippy::all)]
 pub mod elbv2 {

@@ -1,0 +1,365 @@
+//! Authorization at the front door: each operation of each service becomes
+//! the IAM action and resource ARN(s) AWS's service authorization reference
+//! gives it, with the condition keys Berth knows, and the caller's policies
+//! decide (`berth_iam::policy::evaluate`). The account root is never asked.
+
+use crate::context::RequestContext;
+use crate::AppState;
+use berth_domain::{arn, Scope};
+use berth_iam::policy::{evaluate, Context, Decision, Request};
+use berth_iam::Principal;
+use berth_wire::query::QueryParams;
+use serde_json::Value;
+
+/// What a request asks to do: one action on one or more resources.
+pub(crate) struct Ask {
+    pub action: String,
+    pub resources: Vec<String>,
+    pub context: Context,
+}
+
+/// Why a request is refused, in AWS's words.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Denied(pub String);
+
+fn denial(principal: &str, action: &str, resource: &str, decision: Decision) -> Denied {
+    let why = match decision {
+        Decision::ExplicitDeny => "with an explicit deny in an identity-based policy".to_string(),
+        _ => format!("because no identity-based policy allows the {action} action"),
+    };
+    Denied(format!(
+        "User: {principal} is not authorized to perform: {action} on resource: {resource} {why}"
+    ))
+}
+
+/// The global condition keys of every request.
+pub(crate) fn base_context(ctx: &RequestContext, principal: &Principal, now: f64) -> Context {
+    let mut c = Context::default();
+    c.set("aws:PrincipalArn", principal.arn());
+    c.set("aws:PrincipalAccount", principal.account());
+    c.set("aws:userid", principal.user_id());
+    if let Principal::User { name, .. } = principal {
+        c.set("aws:username", name.clone());
+        c.set("aws:PrincipalType", "User");
+    }
+    c.set("aws:RequestedRegion", ctx.scope.region.clone());
+    c.set("aws:SecureTransport", "false");
+    c.set("aws:CurrentTime", berth_domain::elb::iso8601(now));
+    c.set("aws:EpochTime", format!("{}", now as i64));
+    c
+}
+
+/// Checks `ask` against the caller's policies.
+pub(crate) async fn check(
+    st: &AppState,
+    ctx: &RequestContext,
+    ask: Ask,
+) -> Result<(), crate::ApiError> {
+    let Some(caller) = &ctx.caller else {
+        return Ok(());
+    };
+    if matches!(caller.principal, Principal::Root { .. }) {
+        return Ok(());
+    }
+    let policies = st.identity.policies(&caller.principal).await?;
+    let refs: Vec<&berth_iam::policy::Policy> = policies.iter().collect();
+    let resources = if ask.resources.is_empty() {
+        vec!["*".to_string()]
+    } else {
+        ask.resources
+    };
+    for resource in &resources {
+        let decision = evaluate(
+            &refs,
+            &[],
+            &Request {
+                action: &ask.action,
+                resource,
+                caller: None,
+                context: &ask.context,
+            },
+        );
+        if decision != Decision::Allow {
+            return Err(crate::ApiError::Denied(denial(
+                &caller.principal.arn(),
+                &ask.action,
+                resource,
+                decision,
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn text<'a>(body: &'a Value, field: &str) -> Option<&'a str> {
+    body.get(field).and_then(Value::as_str)
+}
+
+fn texts<'a>(body: &'a Value, field: &str) -> Vec<&'a str> {
+    body.get(field)
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default()
+}
+
+/// `family`, `family:rev` or an ARN, as the ARN a policy names.
+fn task_definition_arn(scope: &Scope, given: &str) -> String {
+    if given.starts_with("arn:") {
+        return given.to_string();
+    }
+    match given.rsplit_once(':') {
+        Some((family, rev)) if rev.parse::<i64>().is_ok() => {
+            scope.task_definition_arn(family, rev.parse().unwrap_or_default())
+        }
+        // The latest ACTIVE revision: a policy naming `family:*` covers it.
+        _ => format!(
+            "arn:aws:ecs:{}:{}:task-definition/{given}:*",
+            scope.region, scope.account
+        ),
+    }
+}
+
+fn in_cluster_arn(scope: &Scope, kind: &str, cluster: &str, given: &str) -> String {
+    if given.starts_with("arn:") {
+        given.to_string()
+    } else {
+        format!(
+            "arn:aws:ecs:{}:{}:{kind}/{cluster}/{given}",
+            scope.region, scope.account
+        )
+    }
+}
+
+fn request_tags(c: &mut Context, tags: Option<&Value>, key: &str, value: &str) {
+    let Some(list) = tags.and_then(Value::as_array) else {
+        return;
+    };
+    let mut keys = vec![];
+    for t in list {
+        if let (Some(k), Some(v)) = (
+            t.get(key).and_then(Value::as_str),
+            t.get(value).and_then(Value::as_str),
+        ) {
+            c.set(&format!("aws:RequestTag/{k}"), v.to_string());
+            keys.push(k.to_string());
+        }
+    }
+    c.set_many("aws:TagKeys", keys);
+}
+
+/// An ECS request (JSON 1.1) as IAM sees it.
+pub(crate) fn ecs(
+    ctx: &RequestContext,
+    principal: &Principal,
+    now: f64,
+    op: &str,
+    body: &[u8],
+) -> Ask {
+    let body: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let scope = &ctx.scope;
+    let mut c = base_context(ctx, principal, now);
+    let cluster =
+        arn::cluster_name(scope, text(&body, "cluster")).unwrap_or_else(|| "default".into());
+    let cluster_arn = scope.cluster_arn(&cluster);
+    let takes_cluster = body.get("cluster").is_some()
+        || matches!(
+            op,
+            "RunTask"
+                | "StartTask"
+                | "StopTask"
+                | "ListTasks"
+                | "ListServices"
+                | "CreateService"
+                | "UpdateService"
+                | "DeleteService"
+                | "DescribeServices"
+                | "DescribeTasks"
+                | "ListContainerInstances"
+                | "DescribeContainerInstances"
+                | "RegisterContainerInstance"
+                | "DeregisterContainerInstance"
+                | "UpdateContainerInstancesState"
+                | "UpdateContainerAgent"
+                | "PutAttributes"
+                | "DeleteAttributes"
+                | "ListAttributes"
+        );
+    if takes_cluster {
+        c.set("ecs:cluster", cluster_arn.clone());
+    }
+    request_tags(&mut c, body.get("tags"), "key", "value");
+    let one = |r: String| vec![r];
+    let resources = match op {
+        "CreateCluster" => one(scope.cluster_arn(text(&body, "clusterName").unwrap_or("default"))),
+        "DeleteCluster"
+        | "UpdateCluster"
+        | "UpdateClusterSettings"
+        | "PutClusterCapacityProviders"
+        | "RegisterContainerInstance"
+        | "ListContainerInstances"
+        | "DeregisterContainerInstance"
+        | "PutAttributes"
+        | "DeleteAttributes"
+        | "ListAttributes" => one(cluster_arn.clone()),
+        "DescribeClusters" => {
+            let names = texts(&body, "clusters");
+            if names.is_empty() {
+                one(scope.cluster_arn("default"))
+            } else {
+                names
+                    .iter()
+                    .map(|n| {
+                        arn::cluster_name(scope, Some(n))
+                            .map_or_else(|| n.to_string(), |n| scope.cluster_arn(&n))
+                    })
+                    .collect()
+            }
+        }
+        "RunTask" | "StartTask" => {
+            let td = task_definition_arn(scope, text(&body, "taskDefinition").unwrap_or_default());
+            c.set("ecs:task-definition", td.clone());
+            if op == "StartTask" {
+                let instances = texts(&body, "containerInstances")
+                    .iter()
+                    .map(|i| in_cluster_arn(scope, "container-instance", &cluster, i))
+                    .collect();
+                c.set_many("ecs:container-instances", instances);
+            }
+            one(td)
+        }
+        "StopTask" => one(in_cluster_arn(
+            scope,
+            "task",
+            &cluster,
+            text(&body, "task").unwrap_or_default(),
+        )),
+        "DescribeTasks" => texts(&body, "tasks")
+            .iter()
+            .map(|t| in_cluster_arn(scope, "task", &cluster, t))
+            .collect(),
+        "CreateService" => {
+            let name = text(&body, "serviceName").unwrap_or_default();
+            if let Some(td) = text(&body, "taskDefinition") {
+                c.set("ecs:task-definition", task_definition_arn(scope, td));
+            }
+            let s = scope.service_arn(&cluster, name);
+            c.set("ecs:service", s.clone());
+            one(s)
+        }
+        "UpdateService" | "DeleteService" => {
+            let s = in_cluster_arn(
+                scope,
+                "service",
+                &cluster,
+                text(&body, "service").unwrap_or_default(),
+            );
+            if let Some(td) = text(&body, "taskDefinition") {
+                c.set("ecs:task-definition", task_definition_arn(scope, td));
+            }
+            c.set("ecs:service", s.clone());
+            one(s)
+        }
+        "DescribeServices" => texts(&body, "services")
+            .iter()
+            .map(|s| in_cluster_arn(scope, "service", &cluster, s))
+            .collect(),
+        "DescribeContainerInstances" | "UpdateContainerInstancesState" => {
+            let list: Vec<String> = texts(&body, "containerInstances")
+                .iter()
+                .map(|i| in_cluster_arn(scope, "container-instance", &cluster, i))
+                .collect();
+            c.set_many("ecs:container-instances", list.clone());
+            list
+        }
+        "TagResource" | "UntagResource" | "ListTagsForResource" => {
+            one(text(&body, "resourceArn").unwrap_or("*").to_string())
+        }
+        "DescribeTaskDefinition" | "DeregisterTaskDefinition" => one(task_definition_arn(
+            scope,
+            text(&body, "taskDefinition").unwrap_or_default(),
+        )),
+        _ => vec![],
+    };
+    Ask {
+        action: format!("ecs:{op}"),
+        resources,
+        context: c,
+    }
+}
+
+/// An awsQuery request (ELBv2, IAM, STS) as IAM sees it.
+pub(crate) fn query(
+    ctx: &RequestContext,
+    principal: &Principal,
+    now: f64,
+    prefix: &str,
+    action: &str,
+    params: &QueryParams,
+) -> Ask {
+    let mut c = base_context(ctx, principal, now);
+    let get = |k: &str| params.get(k).map(str::to_string);
+    let mut tag_keys = vec![];
+    for i in 1.. {
+        let Some(k) = get(&format!("Tags.member.{i}.Key")) else {
+            break;
+        };
+        let v = get(&format!("Tags.member.{i}.Value")).unwrap_or_default();
+        c.set(&format!("aws:RequestTag/{k}"), v);
+        tag_keys.push(k);
+    }
+    if !tag_keys.is_empty() {
+        c.set_many("aws:TagKeys", tag_keys);
+    }
+    let account = &ctx.scope.account;
+    let resources = match prefix {
+        "iam" => {
+            if let Some(arn) = get("PolicyArn") {
+                vec![arn]
+            } else if let Some(name) = get("UserName") {
+                let path = get("Path").unwrap_or_else(|| "/".into());
+                let path = if action == "CreateUser" {
+                    path
+                } else {
+                    "/".into()
+                };
+                // IAM's user ARNs carry the path; a policy on `user/*` or
+                // `user/${aws:username}` matches either way.
+                vec![format!("arn:aws:iam::{account}:user{path}{name}")]
+            } else if let Some(name) = get("PolicyName").filter(|_| action == "CreatePolicy") {
+                let path = get("Path").unwrap_or_else(|| "/".into());
+                vec![format!("arn:aws:iam::{account}:policy{path}{name}")]
+            } else if matches!(
+                action,
+                "GetUser"
+                    | "CreateAccessKey"
+                    | "ListAccessKeys"
+                    | "UpdateAccessKey"
+                    | "DeleteAccessKey"
+            ) {
+                vec![principal.arn()]
+            } else {
+                vec![]
+            }
+        }
+        _ => [
+            "LoadBalancerArn",
+            "TargetGroupArn",
+            "ListenerArn",
+            "RuleArn",
+        ]
+        .iter()
+        .find_map(|k| get(k))
+        .map(|a| vec![a])
+        .unwrap_or_else(|| {
+            (1..)
+                .map_while(|i| get(&format!("ResourceArns.member.{i}")))
+                .collect()
+        }),
+    };
+    Ask {
+        action: format!("{prefix}:{action}"),
+        resources,
+        context: c,
+    }
+}

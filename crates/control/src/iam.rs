@@ -1,0 +1,592 @@
+//! IAM's writes and reads against the store: users and their access keys,
+//! customer-managed policies and their versions, what is attached to whom.
+//! Every change is a compare-and-swap on the records it touches; a failed
+//! check leaves the store as it was.
+
+use crate::cas::{self, Attempt};
+use crate::{Control, ControlError};
+use berth_iam::keys::{self, AccessKey, KeyOwner, KeyStatus};
+use berth_iam::managed;
+use berth_iam::policy::PolicyKind;
+use berth_iam::records::{
+    check_document, IamError, ManagedPolicy, PolicyVersion, Tag, User, MANAGED_POLICY_SIZE,
+    MAX_ACCESS_KEYS, MAX_ATTACHED, MAX_POLICY_VERSIONS, USER_INLINE_SIZE,
+};
+use berth_store::typed::Versioned;
+use berth_store::{keys::iam, typed, Op, Txn};
+
+/// An IAM failure or the store's.
+#[derive(Debug, thiserror::Error)]
+pub enum IamFailure {
+    #[error(transparent)]
+    Iam(#[from] IamError),
+    #[error(transparent)]
+    Control(#[from] ControlError),
+}
+
+impl From<berth_store::StoreError> for IamFailure {
+    fn from(e: berth_store::StoreError) -> Self {
+        IamFailure::Control(e.into())
+    }
+}
+
+type Result<T> = std::result::Result<T, IamFailure>;
+
+fn no_user(name: &str) -> IamFailure {
+    IamError::NoSuchEntity(format!("The user with name {name} cannot be found.")).into()
+}
+
+async fn swap<T, Fut>(ctl: &Control, attempt: impl FnMut() -> Fut) -> Result<T>
+where
+    Fut: std::future::Future<Output = Result<Attempt<T>>>,
+{
+    cas::retry_swap(ctl, attempt).await?.ok_or_else(|| {
+        IamFailure::Iam(IamError::ConcurrentModification(
+            "The request was rejected because multiple requests to change this object were submitted simultaneously. Wait a few minutes and submit your request again.".into(),
+        ))
+    })
+}
+
+pub async fn user(ctl: &Control, name: &str) -> Result<Versioned<User>> {
+    typed::get::<User>(&*ctl.store, &iam::user(&ctl.config.account, name))
+        .await?
+        .ok_or_else(|| no_user(name))
+}
+
+pub async fn users(ctl: &Control) -> Result<Vec<User>> {
+    Ok(
+        typed::list::<User>(&*ctl.store, &iam::users(&ctl.config.account))
+            .await?
+            .into_iter()
+            .map(|(_, u)| u.value)
+            .collect(),
+    )
+}
+
+pub async fn create_user(ctl: &Control, name: &str, path: &str, tags: Vec<Tag>) -> Result<User> {
+    let key = iam::user(&ctl.config.account, name);
+    let user = User {
+        name: name.to_string(),
+        id: keys::new_unique_id(&mut rand::rng(), "AIDA"),
+        path: path.to_string(),
+        created: ctl.now(),
+        tags,
+        inline: Default::default(),
+        attached: vec![],
+    };
+    let made = ctl
+        .store
+        .txn(Txn::when(
+            vec![typed::unchanged(&key, 0)],
+            vec![typed::put(&key, &user)],
+        ))
+        .await?;
+    if !made.succeeded {
+        return Err(IamError::EntityAlreadyExists(format!(
+            "User with name {name} already exists."
+        ))
+        .into());
+    }
+    Ok(user)
+}
+
+/// Changes a user with `change`, which may refuse.
+pub async fn update_user(
+    ctl: &Control,
+    name: &str,
+    change: impl Fn(&mut User) -> std::result::Result<(), IamError>,
+) -> Result<User> {
+    let key = iam::user(&ctl.config.account, name);
+    swap(ctl, || async {
+        let current = user(ctl, name).await?;
+        let mut next = current.value.clone();
+        change(&mut next)?;
+        let txn = Txn::when(
+            vec![typed::unchanged(&key, current.mod_revision)],
+            vec![typed::put(&key, &next)],
+        );
+        Ok(Attempt::Write(txn, next))
+    })
+    .await
+}
+
+/// Renames or moves a user: its record moves to the new name's key, and its
+/// access keys follow.
+pub async fn rename_user(
+    ctl: &Control,
+    name: &str,
+    new_name: Option<&str>,
+    new_path: Option<&str>,
+) -> Result<User> {
+    let account = ctl.config.account.clone();
+    swap(ctl, || async {
+        let current = user(ctl, name).await?;
+        let mut next = current.value.clone();
+        if let Some(p) = new_path {
+            next.path = p.to_string();
+        }
+        let old_key = iam::user(&account, name);
+        let mut compares = vec![typed::unchanged(&old_key, current.mod_revision)];
+        let mut ops = vec![];
+        if let Some(n) = new_name.filter(|n| *n != name) {
+            let new_key = iam::user(&account, n);
+            if new_key != old_key {
+                if ctl.store.get(&new_key).await?.is_some() {
+                    return Err(IamError::EntityAlreadyExists(format!(
+                        "User with name {n} already exists."
+                    ))
+                    .into());
+                }
+                compares.push(typed::unchanged(&new_key, 0));
+                ops.push(Op::delete(old_key.clone()));
+                for (k, mut key) in keys_of(ctl, name).await? {
+                    key.value.owner = KeyOwner::User(n.to_string());
+                    compares.push(typed::unchanged(&k, key.mod_revision));
+                    ops.push(typed::put(&k, &key.value));
+                }
+            }
+            next.name = n.to_string();
+            ops.push(typed::put(&new_key, &next));
+        } else {
+            ops.push(typed::put(&old_key, &next));
+        }
+        Ok(Attempt::Write(Txn::when(compares, ops), next))
+    })
+    .await
+}
+
+pub async fn delete_user(ctl: &Control, name: &str) -> Result<()> {
+    let key = iam::user(&ctl.config.account, name);
+    swap(ctl, || async {
+        let current = user(ctl, name).await?;
+        let u = &current.value;
+        let conflict = |what: &str| {
+            Err(
+                IamError::DeleteConflict(format!("Cannot delete entity, must {what} first."))
+                    .into(),
+            )
+        };
+        if !keys_of(ctl, name).await?.is_empty() {
+            return conflict("delete access keys");
+        }
+        if !u.inline.is_empty() {
+            return conflict("delete policies");
+        }
+        if !u.attached.is_empty() {
+            return conflict("detach all policies");
+        }
+        let txn = Txn::when(
+            vec![typed::unchanged(&key, current.mod_revision)],
+            vec![Op::delete(key.clone())],
+        );
+        Ok(Attempt::Write(txn, ()))
+    })
+    .await
+}
+
+/// A user's access keys with their store keys.
+pub async fn keys_of(ctl: &Control, name: &str) -> Result<Vec<(String, Versioned<AccessKey>)>> {
+    Ok(typed::list::<AccessKey>(&*ctl.store, &iam::access_keys(&ctl.config.account))
+        .await?
+        .into_iter()
+        .filter(|(_, k)| matches!(&k.value.owner, KeyOwner::User(u) if u.eq_ignore_ascii_case(name)))
+        .collect())
+}
+
+/// A new access key for a user (at most two): the record and its secret,
+/// shown this once.
+pub async fn create_access_key(ctl: &Control, name: &str) -> Result<(AccessKey, String)> {
+    let (id, secret) = {
+        let mut rng = rand::rng();
+        (
+            keys::new_access_key_id(&mut rng),
+            keys::new_secret(&mut rng),
+        )
+    };
+    let account = ctl.config.account.clone();
+    swap(ctl, || async {
+        let owner = user(ctl, name).await?;
+        let existing = keys_of(ctl, name).await?;
+        if existing.len() >= MAX_ACCESS_KEYS {
+            return Err(IamError::LimitExceeded(format!(
+                "Cannot exceed quota for AccessKeysPerUser: {MAX_ACCESS_KEYS}"
+            ))
+            .into());
+        }
+        let record = AccessKey {
+            access_key_id: id.clone(),
+            owner: KeyOwner::User(owner.value.name.clone()),
+            status: KeyStatus::Active,
+            sealed_secret: ctl.identity.seal(&secret, &id),
+            created: ctl.now(),
+        };
+        let key = iam::access_key(&account, &id);
+        let mut compares = vec![
+            typed::unchanged(&iam::user(&account, name), owner.mod_revision),
+            typed::unchanged(&key, 0),
+        ];
+        // Two concurrent creations must not make a third key.
+        compares.extend(
+            existing
+                .iter()
+                .map(|(k, v)| typed::unchanged(k, v.mod_revision)),
+        );
+        let txn = Txn::when(compares, vec![typed::put(&key, &record)]);
+        Ok(Attempt::Write(txn, (record, secret.clone())))
+    })
+    .await
+}
+
+/// One of a user's keys, or NoSuchEntity.
+async fn key_of(ctl: &Control, name: &str, id: &str) -> Result<(String, Versioned<AccessKey>)> {
+    keys_of(ctl, name)
+        .await?
+        .into_iter()
+        .find(|(_, k)| k.value.access_key_id == id)
+        .ok_or_else(|| {
+            IamError::NoSuchEntity(format!("The Access Key with id {id} cannot be found.")).into()
+        })
+}
+
+pub async fn set_access_key_status(
+    ctl: &Control,
+    name: &str,
+    id: &str,
+    status: KeyStatus,
+) -> Result<()> {
+    swap(ctl, || async {
+        let (k, mut key) = key_of(ctl, name, id).await?;
+        key.value.status = status;
+        let txn = Txn::when(
+            vec![typed::unchanged(&k, key.mod_revision)],
+            vec![typed::put(&k, &key.value)],
+        );
+        Ok(Attempt::Write(txn, ()))
+    })
+    .await
+}
+
+pub async fn delete_access_key(ctl: &Control, name: &str, id: &str) -> Result<()> {
+    swap(ctl, || async {
+        let (k, key) = key_of(ctl, name, id).await?;
+        let txn = Txn::when(
+            vec![typed::unchanged(&k, key.mod_revision)],
+            vec![Op::delete(k.clone())],
+        );
+        Ok(Attempt::Write(txn, ()))
+    })
+    .await
+}
+
+/// The owner of an access key (`GetAccessKeyLastUsed` answers any key of
+/// the account).
+pub async fn key_owner(ctl: &Control, id: &str) -> Result<AccessKey> {
+    typed::get::<AccessKey>(&*ctl.store, &iam::access_key(&ctl.config.account, id))
+        .await?
+        .map(|k| k.value)
+        .ok_or_else(|| {
+            IamError::NoSuchEntity(format!("The Access Key with id {id} cannot be found.")).into()
+        })
+}
+
+/// A policy ARN of this account: its name.
+fn customer_policy_name<'a>(ctl: &Control, arn: &'a str) -> Option<&'a str> {
+    arn.strip_prefix(&format!("arn:aws:iam::{}:policy/", ctl.config.account))
+        .map(|rest| rest.rsplit('/').next().unwrap_or(rest))
+}
+
+fn no_policy(arn: &str) -> IamFailure {
+    IamError::NoSuchEntity(format!("Policy {arn} does not exist or is not attachable.")).into()
+}
+
+pub async fn policy(ctl: &Control, arn: &str) -> Result<Versioned<ManagedPolicy>> {
+    let name = customer_policy_name(ctl, arn).ok_or_else(|| no_policy(arn))?;
+    let p = typed::get::<ManagedPolicy>(&*ctl.store, &iam::policy(&ctl.config.account, name))
+        .await?
+        .ok_or_else(|| no_policy(arn))?;
+    if p.value.arn(&ctl.config.account) != arn {
+        return Err(no_policy(arn));
+    }
+    Ok(p)
+}
+
+pub async fn policies(ctl: &Control) -> Result<Vec<ManagedPolicy>> {
+    Ok(
+        typed::list::<ManagedPolicy>(&*ctl.store, &iam::policies(&ctl.config.account))
+            .await?
+            .into_iter()
+            .map(|(_, p)| p.value)
+            .collect(),
+    )
+}
+
+pub async fn create_policy(
+    ctl: &Control,
+    name: &str,
+    path: &str,
+    document: &str,
+    description: Option<String>,
+    tags: Vec<Tag>,
+) -> Result<ManagedPolicy> {
+    check_document(document, PolicyKind::Identity, MANAGED_POLICY_SIZE)?;
+    let key = iam::policy(&ctl.config.account, name);
+    let now = ctl.now();
+    let p = ManagedPolicy {
+        name: name.to_string(),
+        id: keys::new_unique_id(&mut rand::rng(), "ANPA"),
+        path: path.to_string(),
+        description,
+        created: now,
+        updated: now,
+        default_version: 1,
+        versions: vec![PolicyVersion {
+            number: 1,
+            document: document.to_string(),
+            created: now,
+        }],
+        next_version: 2,
+        tags,
+    };
+    let made = ctl
+        .store
+        .txn(Txn::when(
+            vec![typed::unchanged(&key, 0)],
+            vec![typed::put(&key, &p)],
+        ))
+        .await?;
+    if !made.succeeded {
+        return Err(IamError::EntityAlreadyExists(format!(
+            "A policy called {name} already exists. Duplicate names are not allowed."
+        ))
+        .into());
+    }
+    Ok(p)
+}
+
+/// Changes a customer-managed policy with `change`.
+pub async fn update_policy<T: Clone>(
+    ctl: &Control,
+    arn: &str,
+    change: impl Fn(&mut ManagedPolicy) -> std::result::Result<T, IamError>,
+) -> Result<(ManagedPolicy, T)> {
+    swap(ctl, || async {
+        let current = policy(ctl, arn).await?;
+        let key = iam::policy(&ctl.config.account, &current.value.name);
+        let mut next = current.value.clone();
+        let out = change(&mut next)?;
+        next.updated = ctl.now();
+        let txn = Txn::when(
+            vec![typed::unchanged(&key, current.mod_revision)],
+            vec![typed::put(&key, &next)],
+        );
+        Ok(Attempt::Write(txn, (next, out)))
+    })
+    .await
+}
+
+pub async fn create_policy_version(
+    ctl: &Control,
+    arn: &str,
+    document: &str,
+    set_default: bool,
+) -> Result<PolicyVersion> {
+    check_document(document, PolicyKind::Identity, MANAGED_POLICY_SIZE)?;
+    let now = ctl.now();
+    let (_, v) = update_policy(ctl, arn, |p| {
+        if p.versions.len() >= MAX_POLICY_VERSIONS {
+            return Err(IamError::LimitExceeded(format!(
+                "A managed policy can have up to {MAX_POLICY_VERSIONS} versions. Before you create a new version, you must delete an existing version."
+            )));
+        }
+        let v = PolicyVersion {
+            number: p.next_version,
+            document: document.to_string(),
+            created: now,
+        };
+        p.next_version += 1;
+        if set_default {
+            p.default_version = v.number;
+        }
+        p.versions.push(v.clone());
+        Ok(v)
+    })
+    .await?;
+    Ok(v)
+}
+
+/// `v3` as 3.
+pub fn version_number(id: &str) -> std::result::Result<u32, IamError> {
+    id.strip_prefix('v')
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(|| {
+            IamError::Validation(format!(
+                "1 validation error detected: Value '{id}' at 'versionId' failed to satisfy constraint: Member must satisfy regular expression pattern: v[1-9][0-9]*(\\.[A-Za-z0-9-]*)?"
+            ))
+        })
+}
+
+fn no_version(arn: &str, id: &str) -> IamError {
+    IamError::NoSuchEntity(format!(
+        "Policy {arn} version {id} does not exist or is not attachable."
+    ))
+}
+
+pub async fn set_default_version(ctl: &Control, arn: &str, id: &str) -> Result<()> {
+    let n = version_number(id)?;
+    update_policy(ctl, arn, |p| {
+        if !p.versions.iter().any(|v| v.number == n) {
+            return Err(no_version(arn, id));
+        }
+        p.default_version = n;
+        Ok(())
+    })
+    .await?;
+    Ok(())
+}
+
+pub async fn delete_policy_version(ctl: &Control, arn: &str, id: &str) -> Result<()> {
+    let n = version_number(id)?;
+    update_policy(ctl, arn, |p| {
+        if !p.versions.iter().any(|v| v.number == n) {
+            return Err(no_version(arn, id));
+        }
+        if p.default_version == n {
+            return Err(IamError::DeleteConflict(
+                "Cannot delete the default version of a policy.".into(),
+            ));
+        }
+        p.versions.retain(|v| v.number != n);
+        Ok(())
+    })
+    .await?;
+    Ok(())
+}
+
+/// Users a managed policy is attached to.
+pub async fn attachments(ctl: &Control, arn: &str) -> Result<Vec<User>> {
+    Ok(users(ctl)
+        .await?
+        .into_iter()
+        .filter(|u| u.attached.iter().any(|a| a == arn))
+        .collect())
+}
+
+pub async fn delete_policy(ctl: &Control, arn: &str) -> Result<()> {
+    swap(ctl, || async {
+        let current = policy(ctl, arn).await?;
+        if !attachments(ctl, arn).await?.is_empty() {
+            return Err(IamError::DeleteConflict("Cannot delete a policy attached to entities.".into()).into());
+        }
+        if current.value.versions.len() > 1 {
+            return Err(IamError::DeleteConflict(
+                "Cannot delete a policy with non-default versions. Delete the other versions first.".into(),
+            )
+            .into());
+        }
+        let key = iam::policy(&ctl.config.account, &current.value.name);
+        let txn = Txn::when(
+            vec![typed::unchanged(&key, current.mod_revision)],
+            vec![Op::delete(key.clone())],
+        );
+        Ok(Attempt::Write(txn, ()))
+    })
+    .await
+}
+
+/// The document a managed policy ARN stands for now: an AWS-managed one, or
+/// the default version of one of the account's.
+pub async fn managed_document(ctl: &Control, arn: &str) -> Result<String> {
+    if let Some(p) = managed::by_arn(arn) {
+        return Ok(p.document.to_string());
+    }
+    let p = policy(ctl, arn).await?;
+    Ok(p.value.default_document().unwrap_or_default().to_string())
+}
+
+pub async fn attach_user_policy(ctl: &Control, name: &str, arn: &str) -> Result<()> {
+    managed_document(ctl, arn).await?;
+    let account = ctl.config.account.clone();
+    swap(ctl, || async {
+        let current = user(ctl, name).await?;
+        let mut next = current.value.clone();
+        if next.attached.iter().any(|a| a == arn) {
+            return Ok(Attempt::Done(()));
+        }
+        if next.attached.len() >= MAX_ATTACHED {
+            return Err(IamError::LimitExceeded(format!(
+                "Cannot exceed quota for PoliciesPerUser: {MAX_ATTACHED}"
+            ))
+            .into());
+        }
+        next.attached.push(arn.to_string());
+        let key = iam::user(&account, name);
+        let mut compares = vec![typed::unchanged(&key, current.mod_revision)];
+        // A policy deleted meanwhile must not end up attached.
+        if let Some(pname) = customer_policy_name(ctl, arn) {
+            let p = policy(ctl, arn).await?;
+            compares.push(typed::unchanged(
+                &iam::policy(&account, pname),
+                p.mod_revision,
+            ));
+        }
+        Ok(Attempt::Write(
+            Txn::when(compares, vec![typed::put(&key, &next)]),
+            (),
+        ))
+    })
+    .await
+}
+
+pub async fn detach_user_policy(ctl: &Control, name: &str, arn: &str) -> Result<()> {
+    update_user(ctl, name, |u| {
+        if !u.attached.iter().any(|a| a == arn) {
+            return Err(IamError::NoSuchEntity(format!(
+                "Policy {arn} was not found."
+            )));
+        }
+        u.attached.retain(|a| a != arn);
+        Ok(())
+    })
+    .await?;
+    Ok(())
+}
+
+pub async fn put_user_policy(
+    ctl: &Control,
+    name: &str,
+    policy_name: &str,
+    document: &str,
+) -> Result<()> {
+    check_document(document, PolicyKind::Identity, USER_INLINE_SIZE)?;
+    update_user(ctl, name, |u| {
+        let total: usize = u
+            .inline
+            .iter()
+            .filter(|(n, _)| *n != policy_name)
+            .map(|(_, d)| berth_iam::policy::packed_size(d))
+            .sum::<usize>()
+            + berth_iam::policy::packed_size(document);
+        if total > USER_INLINE_SIZE {
+            return Err(IamError::LimitExceeded(format!(
+                "Maximum policy size of {USER_INLINE_SIZE} bytes exceeded for user {name}"
+            )));
+        }
+        u.inline
+            .insert(policy_name.to_string(), document.to_string());
+        Ok(())
+    })
+    .await?;
+    Ok(())
+}
+
+pub async fn delete_user_policy(ctl: &Control, name: &str, policy_name: &str) -> Result<()> {
+    update_user(ctl, name, |u| {
+        u.inline.remove(policy_name).map(|_| ()).ok_or_else(|| {
+            IamError::NoSuchEntity(format!(
+                "The user policy with name {policy_name} cannot be found."
+            ))
+        })
+    })
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,203 @@
+"""IAM with real clients: users, access keys, managed and inline policies,
+and policies that bite: every request of a user is authorized against its
+policies with the action and resource AWS names."""
+
+import json
+import os
+import subprocess
+import sys
+
+import boto3
+import botocore.config
+import pytest
+from botocore.exceptions import ClientError
+
+from conftest import aws_cli, wait_for
+
+ACCOUNT = "000000000000"
+
+
+def client(server, service, key=None, secret=None):
+    kw = {}
+    if key:
+        kw = dict(aws_access_key_id=key, aws_secret_access_key=secret)
+    else:
+        from conftest import AWS_ENV
+        kw = dict(aws_access_key_id=AWS_ENV["AWS_ACCESS_KEY_ID"], aws_secret_access_key=AWS_ENV["AWS_SECRET_ACCESS_KEY"])
+    return boto3.client(service, endpoint_url=server.url, region_name="us-east-1",
+                        config=botocore.config.Config(retries={"max_attempts": 1}), **kw)
+
+
+def error_of(call, *a, **kw):
+    with pytest.raises(ClientError) as e:
+        call(*a, **kw)
+    r = e.value.response
+    return r["ResponseMetadata"]["HTTPStatusCode"], r["Error"]["Code"], r["Error"]["Message"]
+
+
+def user_with(server, iam, name, managed=(), inline=None):
+    iam.create_user(UserName=name)
+    for arn in managed:
+        iam.attach_user_policy(UserName=name, PolicyArn=arn)
+    if inline:
+        iam.put_user_policy(UserName=name, PolicyName="inline", PolicyDocument=json.dumps(inline))
+    k = iam.create_access_key(UserName=name)["AccessKey"]
+    return k["AccessKeyId"], k["SecretAccessKey"]
+
+
+def allow(actions, resource="*", condition=None, effect="Allow"):
+    s = {"Effect": effect, "Action": actions, "Resource": resource}
+    if condition:
+        s["Condition"] = condition
+    return {"Version": "2012-10-17", "Statement": [s]}
+
+
+def test_users_keys_and_their_errors(server, name):
+    iam = client(server, "iam")
+    u = iam.create_user(UserName=name, Path="/team/", Tags=[{"Key": "team", "Value": "a"}])["User"]
+    assert u["Arn"] == f"arn:aws:iam::{ACCOUNT}:user/team/{name}" and u["UserId"].startswith("AIDA")
+    assert error_of(iam.create_user, UserName=name)[:2] == (409, "EntityAlreadyExists")
+    assert error_of(iam.create_user, UserName=name.upper())[:2] == (409, "EntityAlreadyExists")
+    assert error_of(iam.get_user, UserName="nobody-" + name)[:2] == (404, "NoSuchEntity")
+    status, code, message = error_of(iam.create_user, UserName="bad name")
+    assert (status, code) == (400, "ValidationError") and "userName" in message
+    assert iam.get_user(UserName=name)["User"]["Tags"] == [{"Key": "team", "Value": "a"}]
+    assert name in [x["UserName"] for x in iam.list_users(PathPrefix="/team/")["Users"]]
+    keys = [iam.create_access_key(UserName=name)["AccessKey"] for _ in range(2)]
+    assert all(k["AccessKeyId"].startswith("AKIA") and len(k["SecretAccessKey"]) == 40 for k in keys)
+    assert error_of(iam.create_access_key, UserName=name)[:2] == (409, "LimitExceeded")
+    listed = iam.list_access_keys(UserName=name)["AccessKeyMetadata"]
+    assert sorted(k["AccessKeyId"] for k in listed) == sorted(k["AccessKeyId"] for k in keys)
+    assert error_of(iam.delete_user, UserName=name)[:2] == (409, "DeleteConflict")
+    me = client(server, "sts", keys[0]["AccessKeyId"], keys[0]["SecretAccessKey"]).get_caller_identity()
+    assert me["Arn"] == u["Arn"] and me["UserId"] == u["UserId"]
+    # A deactivated key stops working at once; a deleted one is gone.
+    iam.update_access_key(UserName=name, AccessKeyId=keys[0]["AccessKeyId"], Status="Inactive")
+    sts = client(server, "sts", keys[0]["AccessKeyId"], keys[0]["SecretAccessKey"])
+    wait_for("the key to stop working", lambda: _refused(sts), timeout=5)
+    assert error_of(sts.get_caller_identity)[:2] == (403, "InvalidClientTokenId")
+    for k in keys:
+        iam.delete_access_key(UserName=name, AccessKeyId=k["AccessKeyId"])
+    assert error_of(iam.delete_access_key, UserName=name, AccessKeyId=keys[0]["AccessKeyId"])[:2] == (404, "NoSuchEntity")
+    iam.delete_user(UserName=name)
+    assert error_of(iam.get_user, UserName=name)[:2] == (404, "NoSuchEntity")
+
+
+def _refused(sts):
+    try:
+        sts.get_caller_identity()
+        return False
+    except ClientError:
+        return True
+
+
+def test_managed_policies_with_versions(server, name):
+    iam = client(server, "iam")
+    doc = allow("ecs:List*")
+    p = iam.create_policy(PolicyName=name, PolicyDocument=json.dumps(doc), Description="lists")["Policy"]
+    arn = p["Arn"]
+    assert arn == f"arn:aws:iam::{ACCOUNT}:policy/{name}" and p["DefaultVersionId"] == "v1"
+    assert iam.get_policy_version(PolicyArn=arn, VersionId="v1")["PolicyVersion"]["Document"] == doc
+    v2 = iam.create_policy_version(PolicyArn=arn, PolicyDocument=json.dumps(allow("ecs:Describe*")), SetAsDefault=True)
+    assert v2["PolicyVersion"]["VersionId"] == "v2" and v2["PolicyVersion"]["IsDefaultVersion"]
+    assert iam.get_policy(PolicyArn=arn)["Policy"]["DefaultVersionId"] == "v2"
+    assert error_of(iam.delete_policy_version, PolicyArn=arn, VersionId="v2")[:2] == (409, "DeleteConflict")
+    iam.set_default_policy_version(PolicyArn=arn, VersionId="v1")
+    iam.delete_policy_version(PolicyArn=arn, VersionId="v2")
+    assert [v["VersionId"] for v in iam.list_policy_versions(PolicyArn=arn)["Versions"]] == ["v1"]
+    for i in range(4):
+        iam.create_policy_version(PolicyArn=arn, PolicyDocument=json.dumps(doc))
+    assert error_of(iam.create_policy_version, PolicyArn=arn, PolicyDocument=json.dumps(doc))[:2] == (409, "LimitExceeded")
+    status, code, message = error_of(iam.create_policy, PolicyName=name + "x",
+                                     PolicyDocument='{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"ecs:*"}]}')
+    assert (status, code, message) == (400, "MalformedPolicyDocument", "Policy statement must contain resources.")
+    status, code, message = error_of(iam.create_policy, PolicyName=name + "x", PolicyDocument='{"Version": "2012-10-17",')
+    assert code == "MalformedPolicyDocument" and "line 1, column" in message
+    assert error_of(iam.get_policy, PolicyArn=arn + "nope")[:2] == (404, "NoSuchEntity")
+    ecs_full = "arn:aws:iam::aws:policy/AmazonECS_FullAccess"
+    assert iam.get_policy(PolicyArn=ecs_full)["Policy"]["PolicyName"] == "AmazonECS_FullAccess"
+    aws_names = [p["PolicyName"] for p in iam.list_policies(Scope="AWS")["Policies"]]
+    for n in ["AdministratorAccess", "ReadOnlyAccess", "AmazonECS_FullAccess", "AmazonECSTaskExecutionRolePolicy",
+              "AmazonEC2ContainerServiceforEC2Role", "AmazonEC2ContainerServiceAutoscaleRole"]:
+        assert n in aws_names
+    iam.create_user(UserName=name)
+    iam.attach_user_policy(UserName=name, PolicyArn=arn)
+    assert iam.get_policy(PolicyArn=arn)["Policy"]["AttachmentCount"] == 1
+    assert error_of(iam.delete_policy, PolicyArn=arn)[:2] == (409, "DeleteConflict")
+    attached = iam.list_attached_user_policies(UserName=name)["AttachedPolicies"]
+    assert attached == [{"PolicyName": name, "PolicyArn": arn}]
+    iam.detach_user_policy(UserName=name, PolicyArn=arn)
+    for v in iam.list_policy_versions(PolicyArn=arn)["Versions"]:
+        if not v["IsDefaultVersion"]:
+            iam.delete_policy_version(PolicyArn=arn, VersionId=v["VersionId"])
+    iam.delete_policy(PolicyArn=arn)
+    iam.delete_user(UserName=name)
+
+
+def test_a_read_only_user_can_describe_but_not_run(server, ecs, name):
+    ecs.create_cluster(clusterName=name)
+    iam = client(server, "iam")
+    key, secret = user_with(server, iam, name, managed=["arn:aws:iam::aws:policy/ReadOnlyAccess"])
+    mine = client(server, "ecs", key, secret)
+    assert mine.describe_clusters(clusters=[name])["clusters"][0]["status"] == "ACTIVE"
+    assert mine.list_task_definitions()["taskDefinitionArns"] is not None
+    status, code, message = error_of(mine.create_cluster, clusterName=name + "x")
+    assert (status, code) == (400, "AccessDeniedException")
+    assert message == (f"User: arn:aws:iam::{ACCOUNT}:user/{name} is not authorized to perform: ecs:CreateCluster on resource: "
+                       f"arn:aws:ecs:us-east-1:{ACCOUNT}:cluster/{name}x because no identity-based policy allows the ecs:CreateCluster action")
+    status, code, _ = error_of(mine.run_task, cluster=name, taskDefinition="nope")
+    assert code == "AccessDeniedException"
+    assert ecs.describe_clusters(clusters=[name + "x"])["clusters"] == [], "a refused request changes nothing"
+    status, code, message = error_of(client(server, "iam", key, secret).create_user, UserName=name + "y")
+    assert (status, code) == (403, "AccessDenied") and "iam:CreateUser" in message
+    assert client(server, "elbv2", key, secret).describe_load_balancers()["LoadBalancers"] is not None
+    assert client(server, "iam", key, secret).get_user()["User"]["UserName"] == name, "GetUser without a name: the caller"
+    # The aws CLI with the user's key sees the same refusal.
+    env = dict(os.environ, AWS_ACCESS_KEY_ID=key, AWS_SECRET_ACCESS_KEY=secret)
+    aws = os.path.join(os.path.dirname(sys.executable), "aws")
+    p = subprocess.run([aws, "--endpoint-url", server.url, "ecs", "create-cluster", "--cluster-name", name + "z"],
+                       capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL)
+    assert p.returncode != 0 and "AccessDeniedException" in p.stderr
+    assert aws_cli(server, "iam", "list-users")["Users"], "the root (the suite's key) is never refused"
+
+
+def test_an_explicit_deny_beats_an_admin_allow(server, name):
+    iam = client(server, "iam")
+    key, secret = user_with(server, iam, name, managed=["arn:aws:iam::aws:policy/AdministratorAccess"],
+                            inline=allow("ecs:DeleteCluster", effect="Deny"))
+    mine = client(server, "ecs", key, secret)
+    mine.create_cluster(clusterName=name)
+    status, code, message = error_of(mine.delete_cluster, cluster=name)
+    assert code == "AccessDeniedException"
+    assert message.endswith("with an explicit deny in an identity-based policy")
+    assert client(server, "ecs").describe_clusters(clusters=[name])["clusters"][0]["status"] == "ACTIVE"
+    # Taking the deny away lets it through (policies are re-read at once).
+    iam.delete_user_policy(UserName=name, PolicyName="inline")
+    wait_for("the deny to be gone", lambda: _deletes(mine, name), timeout=5)
+
+
+def _deletes(ecs, cluster):
+    try:
+        ecs.delete_cluster(cluster=cluster)
+        return True
+    except ClientError:
+        return False
+
+
+def test_a_condition_on_ecs_cluster_limits_a_user_to_one_cluster(server, ecs, name):
+    ecs.create_cluster(clusterName=name)
+    ecs.create_cluster(clusterName=name + "-other")
+    cluster_arn = f"arn:aws:ecs:us-east-1:{ACCOUNT}:cluster/{name}"
+    policy = {"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Action": ["ecs:ListTasks", "ecs:ListServices", "ecs:ListContainerInstances"], "Resource": "*",
+         "Condition": {"ArnEquals": {"ecs:cluster": cluster_arn}}},
+        {"Effect": "Allow", "Action": "ecs:DescribeClusters", "Resource": cluster_arn}]}
+    key, secret = user_with(server, client(server, "iam"), name, inline=policy)
+    mine = client(server, "ecs", key, secret)
+    assert mine.list_tasks(cluster=name)["taskArns"] == []
+    assert mine.list_services(cluster=cluster_arn)["serviceArns"] == []
+    assert mine.describe_clusters(clusters=[name])["clusters"][0]["clusterName"] == name
+    for call in (lambda: mine.list_tasks(cluster=name + "-other"),
+                 lambda: mine.describe_clusters(clusters=[name + "-other"]),
+                 lambda: mine.describe_clusters(clusters=[name, name + "-other"])):
+        assert error_of(call)[1] == "AccessDeniedException"
