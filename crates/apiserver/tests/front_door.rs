@@ -322,13 +322,18 @@ fn api_coverage_doc_matches_the_code() {
         .iter()
         .map(|(op, _, _)| *op)
         .collect();
-    let services: [(&str, &[&str], &[&str]); 2] = [
+    let services: [(&str, &[&str], &[&str]); 3] = [
         (
             "ECS",
             berth_wire::ecs::OPERATIONS,
             berth_apiserver::ECS_IMPLEMENTED,
         ),
         ("ELBv2", &elbv2, berth_apiserver::ELBV2_IMPLEMENTED),
+        (
+            "IAM",
+            berth_wire::iam::OPERATIONS,
+            berth_apiserver::IAM_IMPLEMENTED,
+        ),
     ];
     for (heading, operations, implemented) in services {
         let table = section(heading);
