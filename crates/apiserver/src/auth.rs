@@ -81,11 +81,15 @@ pub(crate) async fn own_route(
                 ctx.principal = c.principal.arn();
                 ctx.caller = Some(c);
             }
-            let ask = ctx.caller.as_ref().map(|c| crate::authz::Ask {
-                action: action.to_string(),
-                resources: vec![],
-                context: crate::authz::base_context(&ctx, &c.principal, st.now()),
-            });
+            let ask = ctx
+                .caller
+                .as_ref()
+                .filter(|c| crate::authz::limited(c))
+                .map(|c| crate::authz::Ask {
+                    action: action.to_string(),
+                    resources: vec![],
+                    context: crate::authz::base_context(&ctx, &c.principal, st.now()),
+                });
             match ask {
                 None => return Ok(ctx),
                 Some(ask) => match crate::authz::check(st, &ctx, ask).await {

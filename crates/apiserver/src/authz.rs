@@ -50,6 +50,11 @@ pub(crate) fn base_context(ctx: &RequestContext, principal: &Principal, now: f64
     c
 }
 
+/// Whether policies limit this caller: everyone but the account root.
+pub(crate) fn limited(caller: &berth_control::identity::Caller) -> bool {
+    !matches!(caller.principal, Principal::Root { .. })
+}
+
 /// Checks `ask` against the caller's policies.
 pub(crate) async fn check(
     st: &AppState,
@@ -59,7 +64,7 @@ pub(crate) async fn check(
     let Some(caller) = &ctx.caller else {
         return Ok(());
     };
-    if matches!(caller.principal, Principal::Root { .. }) {
+    if !limited(caller) {
         return Ok(());
     }
     let policies = st.identity.policies(&caller.principal).await?;

@@ -219,7 +219,7 @@ async fn handle(st: &AppState, ctx: &mut RequestContext, req: &Incoming<'_>) -> 
         if let Err(e) = authenticated(st, ctx, req, body, service.signing_name).await {
             return Handled::refused(Protocol::Json, unknown(), e);
         }
-        if let Some(caller) = &ctx.caller {
+        if let Some(caller) = ctx.caller.as_ref().filter(|c| crate::authz::limited(c)) {
             let ask = crate::authz::ecs(ctx, &caller.principal, st.now(), op, body);
             if let Err(e) = crate::authz::check(st, ctx, ask).await {
                 return Handled::refused(Protocol::Json, op.to_string(), e);
@@ -271,7 +271,10 @@ async fn handle(st: &AppState, ctx: &mut RequestContext, req: &Incoming<'_>) -> 
     }
     // Anyone may ask who they are (AWS requires no permission for it).
     let free = service.action_prefix == "sts" && action == "GetCallerIdentity";
-    if let (Some(caller), false) = (&ctx.caller, free) {
+    if let (Some(caller), false) = (
+        ctx.caller.as_ref().filter(|c| crate::authz::limited(c)),
+        free,
+    ) {
         let ask = crate::authz::query(
             ctx,
             &caller.principal,

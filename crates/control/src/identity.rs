@@ -98,11 +98,17 @@ const SIGNING_KEYS_KEPT: usize = 8;
 
 impl KnownKey {
     fn signing_key(&self, scope: &sigv4::CredentialScope) -> SigningKey {
-        let name = scope.scope();
+        let matches = |s: &str| {
+            let mut p = s.split('/');
+            p.next() == Some(scope.date.as_str())
+                && p.next() == Some(scope.region.as_str())
+                && p.next() == Some(scope.service.as_str())
+        };
         let mut kept = self.signing.lock();
-        if let Some((_, k)) = kept.iter().find(|(s, _)| *s == name) {
+        if let Some((_, k)) = kept.iter().find(|(s, _)| matches(s)) {
             return k.clone();
         }
+        let name = scope.scope();
         let k = SigningKey::derive(&self.secret, &scope.date, &scope.region, &scope.service);
         if kept.len() >= SIGNING_KEYS_KEPT {
             kept.remove(0);

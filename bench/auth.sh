@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# Authentication and authorization cost (issue 17, benchmark 9): the
+# control-plane API benchmark against three Berth servers in one run, on the
+# same machine and the same requests:
+#   off   --auth off: nobody is asked who they are (the peer);
+#   root  every request's SigV4 signature verified (the root bypasses policies);
+#   user  verified, then authorized: an IAM user with ten attached policies.
+# Prints a markdown table with ratios to `off`; raw JSON lines go to
+# bench/results/.
+#   bench/auth.sh [seconds-per-cell]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. bench/credentials.sh
+secs=${1:-5}
+scripts/setup.sh
+cargo build --release --locked -p berth -p berth-bench
+mkdir -p bench/results
+out=bench/results/auth-$(date +%Y%m%d-%H%M%S).jsonl
+d_on=$(mktemp -d); d_off=$(mktemp -d)
+p_on=18760; p_off=18761
+target/release/berth server --listen 127.0.0.1:$p_on --data-dir "$d_on" --log warn --lb false &
+on_pid=$!
+target/release/berth server --listen 127.0.0.1:$p_off --data-dir "$d_off" --log warn --lb false --auth off 2>/dev/null &
+off_pid=$!
+trap 'kill $on_pid $off_pid 2>/dev/null; rm -rf "$d_on" "$d_off"' EXIT
+for p in $p_on $p_off; do
+  for _ in $(seq 100); do curl -sf -o /dev/null "http://127.0.0.1:$p/health" && break || sleep 0.1; done
+done
+# The user: ten customer-managed policies, the one that allows the
+# benchmark's operations last, so that evaluation walks all ten.
+user_env=$(.venv/bin/python - "http://127.0.0.1:$p_on" <<'PY'
+import json, sys, boto3
+iam = boto3.client("iam", endpoint_url=sys.argv[1], region_name="us-east-1")
+iam.create_user(UserName="bench")
+for i in range(10):
+    actions = ["ecs:RegisterTaskDefinition", "ecs:DescribeTaskDefinition", "ecs:ListTaskDefinitions"] if i == 9 \
+        else [f"ecs:Describe{s}{i}" for s in ("Clusters", "Services", "Tasks")] + ["elasticloadbalancing:Describe*"]
+    doc = {"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Action": actions, "Resource": "*",
+         "Condition": {"StringEquals": {"aws:RequestedRegion": "us-east-1"}}},
+        {"Effect": "Deny", "Action": f"ecs:DeleteCluster", "Resource": f"arn:aws:ecs:*:*:cluster/prod{i}"}]}
+    arn = iam.create_policy(PolicyName=f"bench{i}", PolicyDocument=json.dumps(doc))["Policy"]["Arn"]
+    iam.attach_user_policy(UserName="bench", PolicyArn=arn)
+k = iam.create_access_key(UserName="bench")["AccessKey"]
+print(f"{k['AccessKeyId']} {k['SecretAccessKey']}")
+PY
+)
+user_key=${user_env% *}; user_secret=${user_env#* }
+run=r$RANDOM
+for op in register describe list; do
+  for c in 1 32; do
+    for who in off root user; do
+      case $who in
+        off) port=$p_off; key=$AWS_ACCESS_KEY_ID; secret=$AWS_SECRET_ACCESS_KEY ;;
+        root) port=$p_on; key=$AWS_ACCESS_KEY_ID; secret=$AWS_SECRET_ACCESS_KEY ;;
+        user) port=$p_on; key=$user_key; secret=$user_secret ;;
+      esac
+      AWS_ACCESS_KEY_ID=$key AWS_SECRET_ACCESS_KEY=$secret target/release/berth-bench \
+        --target "http://127.0.0.1:$port" --name "$who" --op $op --clients $c \
+        --seconds "$secs" --run "$run-$who-$op-$c" | tee -a "$out"
+    done
+  done
+done
+.venv/bin/python - "$out" <<'PY'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+cell = {(r["name"], r["op"], r["clients"]): r for r in rows}
+print("\n| operation | clients | off req/s | off p99 ms | root (SigV4) req/s | ratio | p99 ms | user (SigV4 + 10 policies) req/s | ratio | p99 ms |")
+print("|---|---|---|---|---|---|---|---|---|---|")
+names = {"register": "RegisterTaskDefinition (durable write)", "describe": "DescribeTaskDefinition", "list": "ListTaskDefinitions"}
+for op in ("register", "describe", "list"):
+    for c in (1, 32):
+        o, r, u = (cell[(n, op, c)] for n in ("off", "root", "user"))
+        print(f"| {names[op]} | {c} | {o['rps']:.0f} | {o['p99_ms']:.2f} | {r['rps']:.0f} | {r['rps']/o['rps']:.2f}x | {r['p99_ms']:.2f} "
+              f"| {u['rps']:.0f} | {u['rps']/o['rps']:.2f}x | {u['p99_ms']:.2f} |")
+errs = sum(r["errors"] for r in rows)
+print(f"\nerrors: {errs}")
+PY
