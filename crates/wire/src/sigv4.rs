@@ -476,10 +476,16 @@ pub fn canonical_request(
     signed_headers: &[String],
     payload_hash: &str,
 ) -> String {
-    let mut out = String::with_capacity(256);
+    let headers_len: usize = req.headers.iter().map(|(k, v)| k.len() + v.len() + 2).sum();
+    let mut out = String::with_capacity(headers_len + req.path.len() + req.query.len() + 160);
     out.push_str(req.method);
     out.push('\n');
-    uri_encode(&normalize_path(req.path), true, &mut out);
+    // Nearly every request of the JSON and query protocols is to `/`.
+    if req.path == "/" {
+        out.push('/');
+    } else {
+        uri_encode(&normalize_path(req.path), true, &mut out);
+    }
     out.push('\n');
     let mut pairs: Vec<(String, String)> = query_pairs(req.query)
         .into_iter()
@@ -531,11 +537,30 @@ pub fn canonical_request(
 
 /// The string to sign for a canonical request.
 pub fn string_to_sign(amz_date: &str, scope: &CredentialScope, canonical_request: &str) -> String {
-    format!(
-        "{ALGORITHM}\n{amz_date}\n{}\n{}",
-        scope.scope(),
-        hex_sha256(canonical_request.as_bytes())
-    )
+    let mut out = String::with_capacity(
+        ALGORITHM.len()
+            + amz_date.len()
+            + scope.date.len()
+            + scope.region.len()
+            + scope.service.len()
+            + 100,
+    );
+    for part in [
+        ALGORITHM,
+        "\n",
+        amz_date,
+        "\n",
+        &scope.date,
+        "/",
+        &scope.region,
+        "/",
+        &scope.service,
+    ] {
+        out.push_str(part);
+    }
+    out.push_str("/aws4_request\n");
+    out.push_str(&hex_sha256(canonical_request.as_bytes()));
+    out
 }
 
 /// The key derived from a secret for one day, region and service: what a
