@@ -201,3 +201,37 @@ def test_a_condition_on_ecs_cluster_limits_a_user_to_one_cluster(server, ecs, na
                  lambda: mine.describe_clusters(clusters=[name + "-other"]),
                  lambda: mine.describe_clusters(clusters=[name, name + "-other"])):
         assert error_of(call)[1] == "AccessDeniedException"
+
+
+def test_a_groups_policies_apply_to_its_members(server, ecs, name):
+    iam = client(server, "iam")
+    g = iam.create_group(GroupName=name)["Group"]
+    assert g["Arn"] == f"arn:aws:iam::{ACCOUNT}:group/{name}" and g["GroupId"].startswith("AGPA")
+    assert error_of(iam.create_group, GroupName=name)[:2] == (409, "EntityAlreadyExists")
+    iam.attach_group_policy(GroupName=name, PolicyArn="arn:aws:iam::aws:policy/ReadOnlyAccess")
+    iam.put_group_policy(GroupName=name, PolicyName="no-iam", PolicyDocument=json.dumps(allow("iam:*", effect="Deny")))
+    key, secret = user_with(server, iam, name)
+    mine = client(server, "ecs", key, secret)
+    assert error_of(mine.list_clusters)[1] == "AccessDeniedException", "no policy yet"
+    iam.add_user_to_group(GroupName=name, UserName=name)
+    assert [u["UserName"] for u in iam.get_group(GroupName=name)["Users"]] == [name]
+    assert [x["GroupName"] for x in iam.list_groups_for_user(UserName=name)["Groups"]] == [name]
+    wait_for("the group's policy to apply", lambda: _lists(mine), timeout=5)
+    status, code, message = error_of(client(server, "iam", key, secret).get_user)
+    assert (status, code) == (403, "AccessDenied") and message.endswith("with an explicit deny in an identity-based policy")
+    assert iam.get_group_policy(GroupName=name, PolicyName="no-iam")["PolicyDocument"]["Statement"][0]["Effect"] == "Deny"
+    assert error_of(iam.delete_group, GroupName=name)[:2] == (409, "DeleteConflict")
+    iam.remove_user_from_group(GroupName=name, UserName=name)
+    wait_for("the group's policy to stop applying", lambda: not _lists(mine), timeout=5)
+    iam.detach_group_policy(GroupName=name, PolicyArn="arn:aws:iam::aws:policy/ReadOnlyAccess")
+    iam.delete_group_policy(GroupName=name, PolicyName="no-iam")
+    iam.delete_group(GroupName=name)
+    assert error_of(iam.get_group, GroupName=name)[:2] == (404, "NoSuchEntity")
+
+
+def _lists(ecs):
+    try:
+        ecs.list_clusters()
+        return True
+    except ClientError:
+        return False

@@ -319,7 +319,12 @@ pub(crate) fn query(
     let account = &ctx.scope.account;
     let resources = match prefix {
         "iam" => {
-            if let Some(arn) = get("PolicyArn") {
+            if let Some(name) = get("GroupName") {
+                let path = get("Path")
+                    .filter(|_| action == "CreateGroup")
+                    .unwrap_or_else(|| "/".into());
+                vec![format!("arn:aws:iam::{account}:group{path}{name}")]
+            } else if let Some(arn) = get("PolicyArn").filter(|_| get("UserName").is_none()) {
                 vec![arn]
             } else if let Some(name) = get("UserName") {
                 let path = get("Path").unwrap_or_else(|| "/".into());

@@ -9,8 +9,8 @@ use berth_iam::keys::{self, AccessKey, KeyOwner, KeyStatus};
 use berth_iam::managed;
 use berth_iam::policy::PolicyKind;
 use berth_iam::records::{
-    check_document, IamError, ManagedPolicy, PolicyVersion, Tag, User, MANAGED_POLICY_SIZE,
-    MAX_ACCESS_KEYS, MAX_ATTACHED, MAX_POLICY_VERSIONS, USER_INLINE_SIZE,
+    check_document, Group, IamError, ManagedPolicy, PolicyVersion, Tag, User, GROUP_INLINE_SIZE,
+    MANAGED_POLICY_SIZE, MAX_ACCESS_KEYS, MAX_ATTACHED, MAX_POLICY_VERSIONS, USER_INLINE_SIZE,
 };
 use berth_store::typed::Versioned;
 use berth_store::{keys::iam, typed, Op, Txn};
@@ -73,6 +73,7 @@ pub async fn create_user(ctl: &Control, name: &str, path: &str, tags: Vec<Tag>) 
         tags,
         inline: Default::default(),
         attached: vec![],
+        groups: vec![],
     };
     let made = ctl
         .store
@@ -174,6 +175,9 @@ pub async fn delete_user(ctl: &Control, name: &str) -> Result<()> {
         }
         if !u.attached.is_empty() {
             return conflict("detach all policies");
+        }
+        if !u.groups.is_empty() {
+            return conflict("remove users from group");
         }
         let txn = Txn::when(
             vec![typed::unchanged(&key, current.mod_revision)],
@@ -462,19 +466,25 @@ pub async fn delete_policy_version(ctl: &Control, arn: &str, id: &str) -> Result
     Ok(())
 }
 
-/// Users a managed policy is attached to.
-pub async fn attachments(ctl: &Control, arn: &str) -> Result<Vec<User>> {
-    Ok(users(ctl)
+/// How many users and groups a managed policy is attached to.
+pub async fn attachment_count(ctl: &Control, arn: &str) -> Result<usize> {
+    let users = users(ctl)
         .await?
         .into_iter()
         .filter(|u| u.attached.iter().any(|a| a == arn))
-        .collect())
+        .count();
+    let groups = groups(ctl)
+        .await?
+        .into_iter()
+        .filter(|g| g.attached.iter().any(|a| a == arn))
+        .count();
+    Ok(users + groups)
 }
 
 pub async fn delete_policy(ctl: &Control, arn: &str) -> Result<()> {
     swap(ctl, || async {
         let current = policy(ctl, arn).await?;
-        if !attachments(ctl, arn).await?.is_empty() {
+        if attachment_count(ctl, arn).await? > 0 {
             return Err(IamError::DeleteConflict("Cannot delete a policy attached to entities.".into()).into());
         }
         if current.value.versions.len() > 1 {
@@ -584,6 +594,216 @@ pub async fn delete_user_policy(ctl: &Control, name: &str, policy_name: &str) ->
         u.inline.remove(policy_name).map(|_| ()).ok_or_else(|| {
             IamError::NoSuchEntity(format!(
                 "The user policy with name {policy_name} cannot be found."
+            ))
+        })
+    })
+    .await?;
+    Ok(())
+}
+
+fn no_group(name: &str) -> IamFailure {
+    IamError::NoSuchEntity(format!("The group with name {name} cannot be found.")).into()
+}
+
+pub async fn group(ctl: &Control, name: &str) -> Result<Versioned<Group>> {
+    typed::get::<Group>(&*ctl.store, &iam::group(&ctl.config.account, name))
+        .await?
+        .ok_or_else(|| no_group(name))
+}
+
+pub async fn groups(ctl: &Control) -> Result<Vec<Group>> {
+    Ok(
+        typed::list::<Group>(&*ctl.store, &iam::groups(&ctl.config.account))
+            .await?
+            .into_iter()
+            .map(|(_, g)| g.value)
+            .collect(),
+    )
+}
+
+/// The users in a group.
+pub async fn members(ctl: &Control, name: &str) -> Result<Vec<User>> {
+    Ok(users(ctl)
+        .await?
+        .into_iter()
+        .filter(|u| u.groups.iter().any(|g| g.eq_ignore_ascii_case(name)))
+        .collect())
+}
+
+pub async fn create_group(ctl: &Control, name: &str, path: &str) -> Result<Group> {
+    let key = iam::group(&ctl.config.account, name);
+    let g = Group {
+        name: name.to_string(),
+        id: keys::new_unique_id(&mut rand::rng(), "AGPA"),
+        path: path.to_string(),
+        created: ctl.now(),
+        inline: Default::default(),
+        attached: vec![],
+    };
+    let made = ctl
+        .store
+        .txn(Txn::when(
+            vec![typed::unchanged(&key, 0)],
+            vec![typed::put(&key, &g)],
+        ))
+        .await?;
+    if !made.succeeded {
+        return Err(IamError::EntityAlreadyExists(format!(
+            "Group with name {name} already exists."
+        ))
+        .into());
+    }
+    Ok(g)
+}
+
+/// Changes a group with `change`, which may refuse.
+pub async fn update_group(
+    ctl: &Control,
+    name: &str,
+    change: impl Fn(&mut Group) -> std::result::Result<(), IamError>,
+) -> Result<Group> {
+    let key = iam::group(&ctl.config.account, name);
+    swap(ctl, || async {
+        let current = group(ctl, name).await?;
+        let mut next = current.value.clone();
+        change(&mut next)?;
+        let txn = Txn::when(
+            vec![typed::unchanged(&key, current.mod_revision)],
+            vec![typed::put(&key, &next)],
+        );
+        Ok(Attempt::Write(txn, next))
+    })
+    .await
+}
+
+pub async fn delete_group(ctl: &Control, name: &str) -> Result<()> {
+    let key = iam::group(&ctl.config.account, name);
+    swap(ctl, || async {
+        let current = group(ctl, name).await?;
+        let conflict = |what: &str| {
+            Err(
+                IamError::DeleteConflict(format!("Cannot delete entity, must {what} first."))
+                    .into(),
+            )
+        };
+        if !members(ctl, name).await?.is_empty() {
+            return conflict("remove users from group");
+        }
+        if !current.value.inline.is_empty() {
+            return conflict("delete policies");
+        }
+        if !current.value.attached.is_empty() {
+            return conflict("detach all policies");
+        }
+        let txn = Txn::when(
+            vec![typed::unchanged(&key, current.mod_revision)],
+            vec![Op::delete(key.clone())],
+        );
+        Ok(Attempt::Write(txn, ()))
+    })
+    .await
+}
+
+/// Adds a user to a group (or takes it out): one CAS on the user that also
+/// compares the group, so a group deleted meanwhile gains no member.
+pub async fn set_membership(
+    ctl: &Control,
+    group_name: &str,
+    user_name: &str,
+    member: bool,
+) -> Result<()> {
+    let account = ctl.config.account.clone();
+    swap(ctl, || async {
+        let g = group(ctl, group_name).await?;
+        let u = user(ctl, user_name).await?;
+        let mut next = u.value.clone();
+        let is_in = next
+            .groups
+            .iter()
+            .any(|n| n.eq_ignore_ascii_case(group_name));
+        match (member, is_in) {
+            (true, true) | (false, false) => return Ok(Attempt::Done(())),
+            (true, false) => next.groups.push(g.value.name.clone()),
+            (false, true) => next.groups.retain(|n| !n.eq_ignore_ascii_case(group_name)),
+        }
+        let ukey = iam::user(&account, user_name);
+        let txn = Txn::when(
+            vec![
+                typed::unchanged(&ukey, u.mod_revision),
+                typed::unchanged(&iam::group(&account, group_name), g.mod_revision),
+            ],
+            vec![typed::put(&ukey, &next)],
+        );
+        Ok(Attempt::Write(txn, ()))
+    })
+    .await
+}
+
+pub async fn attach_group_policy(ctl: &Control, name: &str, arn: &str) -> Result<()> {
+    managed_document(ctl, arn).await?;
+    update_group(ctl, name, |g| {
+        if g.attached.iter().any(|a| a == arn) {
+            return Ok(());
+        }
+        if g.attached.len() >= MAX_ATTACHED {
+            return Err(IamError::LimitExceeded(format!(
+                "Cannot exceed quota for PoliciesPerGroup: {MAX_ATTACHED}"
+            )));
+        }
+        g.attached.push(arn.to_string());
+        Ok(())
+    })
+    .await?;
+    Ok(())
+}
+
+pub async fn detach_group_policy(ctl: &Control, name: &str, arn: &str) -> Result<()> {
+    update_group(ctl, name, |g| {
+        if !g.attached.iter().any(|a| a == arn) {
+            return Err(IamError::NoSuchEntity(format!(
+                "Policy {arn} was not found."
+            )));
+        }
+        g.attached.retain(|a| a != arn);
+        Ok(())
+    })
+    .await?;
+    Ok(())
+}
+
+pub async fn put_group_policy(
+    ctl: &Control,
+    name: &str,
+    policy_name: &str,
+    document: &str,
+) -> Result<()> {
+    check_document(document, PolicyKind::Identity, GROUP_INLINE_SIZE)?;
+    update_group(ctl, name, |g| {
+        let total: usize = g
+            .inline
+            .iter()
+            .filter(|(n, _)| *n != policy_name)
+            .map(|(_, d)| berth_iam::policy::packed_size(d))
+            .sum::<usize>()
+            + berth_iam::policy::packed_size(document);
+        if total > GROUP_INLINE_SIZE {
+            return Err(IamError::LimitExceeded(format!(
+                "Maximum policy size of {GROUP_INLINE_SIZE} bytes exceeded for group {name}"
+            )));
+        }
+        g.inline
+            .insert(policy_name.to_string(), document.to_string());
+        Ok(())
+    })
+    .await?;
+    Ok(())
+}
+
+pub async fn delete_group_policy(ctl: &Control, name: &str, policy_name: &str) -> Result<()> {
+    update_group(ctl, name, |g| {
+        g.inline.remove(policy_name).map(|_| ()).ok_or_else(|| {
+            IamError::NoSuchEntity(format!(
+                "The group policy with name {policy_name} cannot be found."
             ))
         })
     })

@@ -165,7 +165,7 @@ impl Identity {
     }
 
     /// The identity policies of a principal, parsed: a user's inline and
-    /// attached ones. Kept until anything under IAM changes.
+    /// attached ones, and those of its groups. Kept until anything under IAM changes.
     pub async fn policies(&self, principal: &Principal) -> Result<Arc<Vec<Policy>>, ControlError> {
         let Principal::User { name, .. } = principal else {
             return Ok(Arc::new(vec![]));
@@ -182,7 +182,17 @@ impl Identity {
             return Ok(Arc::new(vec![]));
         };
         let mut docs: Vec<String> = user.value.inline.values().cloned().collect();
-        for arn in &user.value.attached {
+        let mut attached = user.value.attached.clone();
+        for g in &user.value.groups {
+            if let Some(group) =
+                typed::get::<berth_iam::records::Group>(&*self.store, &iam::group(&self.account, g))
+                    .await?
+            {
+                docs.extend(group.value.inline.values().cloned());
+                attached.extend(group.value.attached.iter().cloned());
+            }
+        }
+        for arn in &attached {
             if let Some(p) = berth_iam::managed::by_arn(arn) {
                 docs.push(p.document.to_string());
             } else if let Some(pname) = arn

@@ -28,6 +28,30 @@ pub struct User {
     /// Managed policies' ARNs.
     #[serde(default)]
     pub attached: Vec<String>,
+    /// The groups the user is in, by name.
+    #[serde(default)]
+    pub groups: Vec<String>,
+}
+
+/// An IAM group: its members are named in their user records.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Group {
+    pub name: String,
+    /// `AGPA...`
+    pub id: String,
+    pub path: String,
+    pub created: f64,
+    #[serde(default)]
+    pub inline: BTreeMap<String, String>,
+    #[serde(default)]
+    pub attached: Vec<String>,
+}
+
+impl Group {
+    pub fn arn(&self, account: &str) -> String {
+        format!("arn:aws:iam::{account}:group{}{}", self.path, self.name)
+    }
 }
 
 impl User {
@@ -94,6 +118,7 @@ pub const MAX_ATTACHED: usize = 10;
 /// IAM's default quotas on document sizes, without whitespace.
 pub const MANAGED_POLICY_SIZE: usize = 6144;
 pub const USER_INLINE_SIZE: usize = 2048;
+pub const GROUP_INLINE_SIZE: usize = 5120;
 
 /// A failed IAM request, with IAM's code.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -367,6 +367,15 @@ pub mod iam {
     pub fn user(account: &str, name: &str) -> String {
         format!("{}{}", users(account), name.to_lowercase())
     }
+    /// Groups by lower-cased name, with their inline policies and
+    /// attachments (`berth_iam::records::Group`); members are named in
+    /// their user records.
+    pub fn groups(account: &str) -> String {
+        format!("{}/groups/", base(account))
+    }
+    pub fn group(account: &str, name: &str) -> String {
+        format!("{}{}", groups(account), name.to_lowercase())
+    }
     /// Customer-managed policies by lower-cased name, with their versions.
     pub fn policies(account: &str) -> String {
         format!("{}/policies/", base(account))

@@ -9,7 +9,9 @@ use berth_control::iam::{self as ctl_iam, IamFailure};
 use berth_domain::elb::iso8601;
 use berth_iam::keys::KeyStatus;
 use berth_iam::managed::{self, AWS_MANAGED};
-use berth_iam::records::{check_name, check_path, check_tags, merge_tags, IamError, Tag, User};
+use berth_iam::records::{
+    check_name, check_path, check_tags, merge_tags, Group, IamError, Tag, User,
+};
 use berth_wire::iam::{self as w, MODEL};
 use berth_wire::query::QueryParams;
 
@@ -65,6 +67,20 @@ operations! {
     "GetUserPolicy" => get_user_policy,
     "ListUserPolicies" => list_user_policies,
     "DeleteUserPolicy" => delete_user_policy,
+    "CreateGroup" => create_group,
+    "GetGroup" => get_group,
+    "ListGroups" => list_groups,
+    "DeleteGroup" => delete_group,
+    "AddUserToGroup" => add_user_to_group,
+    "RemoveUserFromGroup" => remove_user_from_group,
+    "ListGroupsForUser" => list_groups_for_user,
+    "AttachGroupPolicy" => attach_group_policy,
+    "DetachGroupPolicy" => detach_group_policy,
+    "ListAttachedGroupPolicies" => list_attached_group_policies,
+    "PutGroupPolicy" => put_group_policy,
+    "GetGroupPolicy" => get_group_policy,
+    "ListGroupPolicies" => list_group_policies,
+    "DeleteGroupPolicy" => delete_group_policy,
 }
 
 impl From<IamFailure> for ApiError {
@@ -491,7 +507,7 @@ async fn get_policy(
     r: w::GetPolicyRequest,
 ) -> Out<w::GetPolicyResponse> {
     let arn = required(&r.policy_arn, "policyArn")?;
-    let attached = ctl_iam::attachments(st, arn).await?.len();
+    let attached = ctl_iam::attachment_count(st, arn).await?;
     if let Some(p) = managed::by_arn(arn) {
         return Ok(w::GetPolicyResponse {
             policy: Some(wire_aws_policy(p, attached)),
@@ -511,11 +527,16 @@ async fn list_policies(
     let scope = r.scope.as_deref().unwrap_or("All");
     let prefix = r.path_prefix.clone().unwrap_or_else(|| "/".into());
     let users = ctl_iam::users(st).await?;
+    let groups = ctl_iam::groups(st).await?;
     let count = |arn: &str| {
         users
             .iter()
             .filter(|u| u.attached.iter().any(|a| a == arn))
             .count()
+            + groups
+                .iter()
+                .filter(|g| g.attached.iter().any(|a| a == arn))
+                .count()
     };
     let mut items: Vec<(String, w::Policy)> = vec![];
     if scope == "All" || scope == "AWS" {
@@ -722,9 +743,28 @@ async fn list_attached_user_policies(
 ) -> Out<w::ListAttachedUserPoliciesResponse> {
     let name = name_arg(&r.user_name, "userName")?;
     let u = ctl_iam::user(st, name).await?.value;
-    let prefix = r.path_prefix.clone().unwrap_or_else(|| "/".into());
-    let items = u
-        .attached
+    let (attached, next) = attached_page(
+        &u.attached,
+        &r.path_prefix,
+        r.marker.as_deref(),
+        r.max_items,
+    )?;
+    Ok(w::ListAttachedUserPoliciesResponse {
+        attached_policies: Some(attached),
+        is_truncated: Some(next.is_some()),
+        marker: next,
+    })
+}
+
+/// One page of attached policies, by name.
+fn attached_page(
+    attached: &[String],
+    path_prefix: &Option<String>,
+    marker: Option<&str>,
+    max_items: Option<i32>,
+) -> Result<(Vec<w::AttachedPolicy>, Option<String>), IamError> {
+    let prefix = path_prefix.clone().unwrap_or_else(|| "/".into());
+    let items = attached
         .iter()
         .filter_map(|arn| {
             let (path, pname) = arn.split_once(":policy").map(|(_, rest)| {
@@ -742,12 +782,7 @@ async fn list_attached_user_policies(
             })
         })
         .collect();
-    let (attached, next) = page(items, r.marker.as_deref(), r.max_items)?;
-    Ok(w::ListAttachedUserPoliciesResponse {
-        attached_policies: Some(attached),
-        is_truncated: Some(next.is_some()),
-        marker: next,
-    })
+    page(items, marker, max_items)
 }
 
 async fn put_user_policy(
@@ -807,5 +842,232 @@ async fn delete_user_policy(
     let name = name_arg(&r.user_name, "userName")?;
     let pname = required(&r.policy_name, "policyName")?;
     ctl_iam::delete_user_policy(st, name, pname).await?;
+    Ok(())
+}
+
+fn wire_group(account: &str, g: &Group) -> w::Group {
+    w::Group {
+        arn: Some(g.arn(account)),
+        create_date: Some(iso8601(g.created)),
+        group_id: Some(g.id.clone()),
+        group_name: Some(g.name.clone()),
+        path: Some(g.path.clone()),
+    }
+}
+
+async fn create_group(
+    st: &AppState,
+    _ctx: &RequestContext,
+    r: w::CreateGroupRequest,
+) -> Out<w::CreateGroupResponse> {
+    let name = required(&r.group_name, "groupName")?;
+    check_name(name, "groupName", 128)?;
+    let path = path_arg(&r.path, "path")?;
+    let g = ctl_iam::create_group(st, name, &path).await?;
+    Ok(w::CreateGroupResponse {
+        group: Some(wire_group(account(st), &g)),
+    })
+}
+
+fn group_arg(v: &Option<String>) -> Result<&str, IamError> {
+    let n = required(v, "groupName")?;
+    check_name(n, "groupName", 128)?;
+    Ok(n)
+}
+
+async fn get_group(
+    st: &AppState,
+    _ctx: &RequestContext,
+    r: w::GetGroupRequest,
+) -> Out<w::GetGroupResponse> {
+    let name = group_arg(&r.group_name)?;
+    let g = ctl_iam::group(st, name).await?.value;
+    let items = ctl_iam::members(st, name)
+        .await?
+        .into_iter()
+        .map(|u| (u.name.to_lowercase(), u))
+        .collect();
+    let (users, next) = page(items, r.marker.as_deref(), r.max_items)?;
+    Ok(w::GetGroupResponse {
+        group: Some(wire_group(account(st), &g)),
+        is_truncated: Some(next.is_some()),
+        marker: next,
+        users: Some(
+            users
+                .iter()
+                .map(|u| wire_user(account(st), u, false))
+                .collect(),
+        ),
+    })
+}
+
+async fn list_groups(
+    st: &AppState,
+    _ctx: &RequestContext,
+    r: w::ListGroupsRequest,
+) -> Out<w::ListGroupsResponse> {
+    let prefix = r.path_prefix.clone().unwrap_or_else(|| "/".into());
+    let items = ctl_iam::groups(st)
+        .await?
+        .into_iter()
+        .filter(|g| g.path.starts_with(&prefix))
+        .map(|g| (g.name.to_lowercase(), g))
+        .collect();
+    let (groups, next) = page(items, r.marker.as_deref(), r.max_items)?;
+    Ok(w::ListGroupsResponse {
+        groups: Some(groups.iter().map(|g| wire_group(account(st), g)).collect()),
+        is_truncated: Some(next.is_some()),
+        marker: next,
+    })
+}
+
+async fn delete_group(st: &AppState, _ctx: &RequestContext, r: w::DeleteGroupRequest) -> Out<()> {
+    let name = group_arg(&r.group_name)?;
+    ctl_iam::delete_group(st, name).await?;
+    Ok(())
+}
+
+async fn add_user_to_group(
+    st: &AppState,
+    _ctx: &RequestContext,
+    r: w::AddUserToGroupRequest,
+) -> Out<()> {
+    let group = group_arg(&r.group_name)?;
+    let user = name_arg(&r.user_name, "userName")?;
+    ctl_iam::set_membership(st, group, user, true).await?;
+    Ok(())
+}
+
+async fn remove_user_from_group(
+    st: &AppState,
+    _ctx: &RequestContext,
+    r: w::RemoveUserFromGroupRequest,
+) -> Out<()> {
+    let group = group_arg(&r.group_name)?;
+    let user = name_arg(&r.user_name, "userName")?;
+    ctl_iam::set_membership(st, group, user, false).await?;
+    Ok(())
+}
+
+async fn list_groups_for_user(
+    st: &AppState,
+    _ctx: &RequestContext,
+    r: w::ListGroupsForUserRequest,
+) -> Out<w::ListGroupsForUserResponse> {
+    let name = name_arg(&r.user_name, "userName")?;
+    let u = ctl_iam::user(st, name).await?.value;
+    let mut items = vec![];
+    for g in &u.groups {
+        if let Ok(g) = ctl_iam::group(st, g).await {
+            items.push((g.value.name.to_lowercase(), g.value));
+        }
+    }
+    let (groups, next) = page(items, r.marker.as_deref(), r.max_items)?;
+    Ok(w::ListGroupsForUserResponse {
+        groups: Some(groups.iter().map(|g| wire_group(account(st), g)).collect()),
+        is_truncated: Some(next.is_some()),
+        marker: next,
+    })
+}
+
+async fn attach_group_policy(
+    st: &AppState,
+    _ctx: &RequestContext,
+    r: w::AttachGroupPolicyRequest,
+) -> Out<()> {
+    let name = group_arg(&r.group_name)?;
+    let arn = required(&r.policy_arn, "policyArn")?;
+    ctl_iam::attach_group_policy(st, name, arn).await?;
+    Ok(())
+}
+
+async fn detach_group_policy(
+    st: &AppState,
+    _ctx: &RequestContext,
+    r: w::DetachGroupPolicyRequest,
+) -> Out<()> {
+    let name = group_arg(&r.group_name)?;
+    let arn = required(&r.policy_arn, "policyArn")?;
+    ctl_iam::detach_group_policy(st, name, arn).await?;
+    Ok(())
+}
+
+async fn list_attached_group_policies(
+    st: &AppState,
+    _ctx: &RequestContext,
+    r: w::ListAttachedGroupPoliciesRequest,
+) -> Out<w::ListAttachedGroupPoliciesResponse> {
+    let name = group_arg(&r.group_name)?;
+    let g = ctl_iam::group(st, name).await?.value;
+    let (attached, next) = attached_page(
+        &g.attached,
+        &r.path_prefix,
+        r.marker.as_deref(),
+        r.max_items,
+    )?;
+    Ok(w::ListAttachedGroupPoliciesResponse {
+        attached_policies: Some(attached),
+        is_truncated: Some(next.is_some()),
+        marker: next,
+    })
+}
+
+async fn put_group_policy(
+    st: &AppState,
+    _ctx: &RequestContext,
+    r: w::PutGroupPolicyRequest,
+) -> Out<()> {
+    let name = group_arg(&r.group_name)?;
+    let pname = required(&r.policy_name, "policyName")?;
+    check_name(pname, "policyName", 128)?;
+    let doc = required(&r.policy_document, "policyDocument")?;
+    ctl_iam::put_group_policy(st, name, pname, doc).await?;
+    Ok(())
+}
+
+async fn get_group_policy(
+    st: &AppState,
+    _ctx: &RequestContext,
+    r: w::GetGroupPolicyRequest,
+) -> Out<w::GetGroupPolicyResponse> {
+    let name = group_arg(&r.group_name)?;
+    let pname = required(&r.policy_name, "policyName")?;
+    let g = ctl_iam::group(st, name).await?.value;
+    let doc = g.inline.get(pname).ok_or_else(|| {
+        IamError::NoSuchEntity(format!(
+            "The group policy with name {pname} cannot be found."
+        ))
+    })?;
+    Ok(w::GetGroupPolicyResponse {
+        group_name: Some(g.name.clone()),
+        policy_document: Some(url_encode(doc)),
+        policy_name: Some(pname.to_string()),
+    })
+}
+
+async fn list_group_policies(
+    st: &AppState,
+    _ctx: &RequestContext,
+    r: w::ListGroupPoliciesRequest,
+) -> Out<w::ListGroupPoliciesResponse> {
+    let name = group_arg(&r.group_name)?;
+    let g = ctl_iam::group(st, name).await?.value;
+    let items = g.inline.keys().map(|k| (k.clone(), k.clone())).collect();
+    let (names, next) = page(items, r.marker.as_deref(), r.max_items)?;
+    Ok(w::ListGroupPoliciesResponse {
+        is_truncated: Some(next.is_some()),
+        marker: next,
+        policy_names: Some(names),
+    })
+}
+
+async fn delete_group_policy(
+    st: &AppState,
+    _ctx: &RequestContext,
+    r: w::DeleteGroupPolicyRequest,
+) -> Out<()> {
+    let name = group_arg(&r.group_name)?;
+    let pname = required(&r.policy_name, "policyName")?;
+    ctl_iam::delete_group_policy(st, name, pname).await?;
     Ok(())
 }
