@@ -6,13 +6,15 @@ import json
 import os
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 
 import boto3
 import botocore.config
 import pytest
 from botocore.exceptions import ClientError
 
-from conftest import aws_cli, wait_for
+from conftest import aws_cli, signed, wait_for
 
 ACCOUNT = "000000000000"
 
@@ -235,3 +237,43 @@ def _lists(ecs):
         return True
     except ClientError:
         return False
+
+
+TRUST_ECS_TASKS = {"Version": "2012-10-17", "Statement": [
+    {"Effect": "Allow", "Principal": {"Service": "ecs-tasks.amazonaws.com"}, "Action": "sts:AssumeRole"}]}
+
+
+def test_roles_with_trust_policies(server, name):
+    iam = client(server, "iam")
+    r = iam.create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps(TRUST_ECS_TASKS), Description="task role",
+                        Tags=[{"Key": "app", "Value": "web"}])["Role"]
+    assert r["Arn"] == f"arn:aws:iam::{ACCOUNT}:role/{name}" and r["RoleId"].startswith("AROA")
+    assert r["AssumeRolePolicyDocument"] == TRUST_ECS_TASKS and r["MaxSessionDuration"] == 3600
+    assert error_of(iam.create_role, RoleName=name, AssumeRolePolicyDocument=json.dumps(TRUST_ECS_TASKS))[:2] == \
+        (409, "EntityAlreadyExists")
+    unknown = {"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Principal": {"AWS": f"arn:aws:iam::{ACCOUNT}:user/nobody-{name}"}, "Action": "sts:AssumeRole"}]}
+    status, code, message = error_of(iam.create_role, RoleName=name + "x", AssumeRolePolicyDocument=json.dumps(unknown))
+    assert (status, code) == (400, "MalformedPolicyDocument") and message.startswith("Invalid principal in policy")
+    with_resource = dict(TRUST_ECS_TASKS, Statement=[dict(TRUST_ECS_TASKS["Statement"][0], Resource="*")])
+    assert error_of(iam.create_role, RoleName=name + "x", AssumeRolePolicyDocument=json.dumps(with_resource))[2] == \
+        "Has prohibited field Resource"
+    # Clients check the bound too; the server checks it for those that do not.
+    form = f"Action=UpdateRole&Version=2010-05-08&RoleName={name}&MaxSessionDuration=60".encode()
+    req = signed("POST", server.url + "/", service="iam", body=form,
+                 headers={"Content-Type": "application/x-www-form-urlencoded"})
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(req, timeout=10)
+    assert e.value.code == 400 and b"<Code>ValidationError</Code>" in e.value.read()
+    iam.update_role(RoleName=name, MaxSessionDuration=7200)
+    assert iam.get_role(RoleName=name)["Role"]["MaxSessionDuration"] == 7200
+    iam.attach_role_policy(RoleName=name, PolicyArn="arn:aws:iam::aws:policy/service-role/AmazonECSTaskExecutionRolePolicy")
+    iam.put_role_policy(RoleName=name, PolicyName="logs", PolicyDocument=json.dumps(allow("logs:*")))
+    assert iam.list_role_policies(RoleName=name)["PolicyNames"] == ["logs"]
+    assert error_of(iam.delete_role, RoleName=name)[:2] == (409, "DeleteConflict")
+    assert iam.list_instance_profiles_for_role(RoleName=name)["InstanceProfiles"] == []
+    assert name in [x["RoleName"] for x in iam.list_roles()["Roles"]]
+    iam.delete_role_policy(RoleName=name, PolicyName="logs")
+    iam.detach_role_policy(RoleName=name, PolicyArn="arn:aws:iam::aws:policy/service-role/AmazonECSTaskExecutionRolePolicy")
+    iam.delete_role(RoleName=name)
+    assert error_of(iam.get_role, RoleName=name)[:2] == (404, "NoSuchEntity")

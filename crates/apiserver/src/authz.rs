@@ -319,7 +319,12 @@ pub(crate) fn query(
     let account = &ctx.scope.account;
     let resources = match prefix {
         "iam" => {
-            if let Some(name) = get("GroupName") {
+            if let Some(name) = get("RoleName") {
+                let path = get("Path")
+                    .filter(|_| action == "CreateRole")
+                    .unwrap_or_else(|| "/".into());
+                vec![format!("arn:aws:iam::{account}:role{path}{name}")]
+            } else if let Some(name) = get("GroupName") {
                 let path = get("Path")
                     .filter(|_| action == "CreateGroup")
                     .unwrap_or_else(|| "/".into());

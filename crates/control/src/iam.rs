@@ -9,8 +9,9 @@ use berth_iam::keys::{self, AccessKey, KeyOwner, KeyStatus};
 use berth_iam::managed;
 use berth_iam::policy::PolicyKind;
 use berth_iam::records::{
-    check_document, Group, IamError, ManagedPolicy, PolicyVersion, Tag, User, GROUP_INLINE_SIZE,
-    MANAGED_POLICY_SIZE, MAX_ACCESS_KEYS, MAX_ATTACHED, MAX_POLICY_VERSIONS, USER_INLINE_SIZE,
+    check_document, Group, IamError, ManagedPolicy, PolicyVersion, Role, Tag, User,
+    GROUP_INLINE_SIZE, MANAGED_POLICY_SIZE, MAX_ACCESS_KEYS, MAX_ATTACHED, MAX_POLICY_VERSIONS,
+    ROLE_INLINE_SIZE, TRUST_POLICY_SIZE, USER_INLINE_SIZE,
 };
 use berth_store::typed::Versioned;
 use berth_store::{keys::iam, typed, Op, Txn};
@@ -478,7 +479,12 @@ pub async fn attachment_count(ctl: &Control, arn: &str) -> Result<usize> {
         .into_iter()
         .filter(|g| g.attached.iter().any(|a| a == arn))
         .count();
-    Ok(users + groups)
+    let roles = roles(ctl)
+        .await?
+        .into_iter()
+        .filter(|r| r.attached.iter().any(|a| a == arn))
+        .count();
+    Ok(users + groups + roles)
 }
 
 pub async fn delete_policy(ctl: &Control, arn: &str) -> Result<()> {
@@ -804,6 +810,233 @@ pub async fn delete_group_policy(ctl: &Control, name: &str, policy_name: &str) -
         g.inline.remove(policy_name).map(|_| ()).ok_or_else(|| {
             IamError::NoSuchEntity(format!(
                 "The group policy with name {policy_name} cannot be found."
+            ))
+        })
+    })
+    .await?;
+    Ok(())
+}
+
+fn no_role(name: &str) -> IamFailure {
+    IamError::NoSuchEntity(format!("The role with name {name} cannot be found.")).into()
+}
+
+pub async fn role(ctl: &Control, name: &str) -> Result<Versioned<Role>> {
+    typed::get::<Role>(&*ctl.store, &iam::role(&ctl.config.account, name))
+        .await?
+        .ok_or_else(|| no_role(name))
+}
+
+pub async fn roles(ctl: &Control) -> Result<Vec<Role>> {
+    Ok(
+        typed::list::<Role>(&*ctl.store, &iam::roles(&ctl.config.account))
+            .await?
+            .into_iter()
+            .map(|(_, r)| r.value)
+            .collect(),
+    )
+}
+
+/// A trust policy as IAM checks it: the grammar, the size, and every IAM
+/// principal of this account it names must exist.
+pub async fn check_trust(ctl: &Control, document: &str) -> Result<()> {
+    let policy = check_document(document, PolicyKind::Trust, TRUST_POLICY_SIZE)?;
+    let own = format!("arn:aws:iam::{}:", ctl.config.account);
+    for s in &policy.statements {
+        for e in s.principals.iter().flat_map(|p| &p.entries) {
+            let berth_iam::policy::PrincipalEntry::Aws(v) = e else {
+                continue;
+            };
+            let invalid = || {
+                IamFailure::Iam(IamError::MalformedPolicyDocument(format!(
+                    "Invalid principal in policy: \"AWS\":\"{v}\""
+                )))
+            };
+            let account_id = v.len() == 12 && v.bytes().all(|b| b.is_ascii_digit());
+            if account_id || v.ends_with(":root") && v.starts_with("arn:aws:iam::") {
+                continue;
+            }
+            let Some(rest) = v.strip_prefix(&own) else {
+                if v.starts_with("arn:aws:iam::") || v.starts_with("arn:aws:sts::") {
+                    continue;
+                }
+                return Err(invalid());
+            };
+            let exists = if let Some(u) = rest.strip_prefix("user/") {
+                user(ctl, u.rsplit('/').next().unwrap_or(u)).await.is_ok()
+            } else if let Some(r) = rest.strip_prefix("role/") {
+                role(ctl, r.rsplit('/').next().unwrap_or(r)).await.is_ok()
+            } else {
+                false
+            };
+            if !exists {
+                return Err(invalid());
+            }
+        }
+    }
+    Ok(())
+}
+
+pub fn check_max_session(seconds: i32) -> std::result::Result<(), IamError> {
+    if (3600..=43200).contains(&seconds) {
+        Ok(())
+    } else {
+        Err(IamError::Validation(format!(
+            "1 validation error detected: Value '{seconds}' at 'maxSessionDuration' failed to satisfy constraint: Member must have value greater than or equal to 3600 and less than or equal to 43200"
+        )))
+    }
+}
+
+pub async fn create_role(
+    ctl: &Control,
+    name: &str,
+    path: &str,
+    trust: &str,
+    description: Option<String>,
+    max_session: i32,
+    tags: Vec<Tag>,
+) -> Result<Role> {
+    check_max_session(max_session)?;
+    check_trust(ctl, trust).await?;
+    let key = iam::role(&ctl.config.account, name);
+    let r = Role {
+        name: name.to_string(),
+        id: keys::new_unique_id(&mut rand::rng(), "AROA"),
+        path: path.to_string(),
+        created: ctl.now(),
+        trust: trust.to_string(),
+        description,
+        max_session,
+        inline: Default::default(),
+        attached: vec![],
+        tags,
+    };
+    let made = ctl
+        .store
+        .txn(Txn::when(
+            vec![typed::unchanged(&key, 0)],
+            vec![typed::put(&key, &r)],
+        ))
+        .await?;
+    if !made.succeeded {
+        return Err(IamError::EntityAlreadyExists(format!(
+            "Role with name {name} already exists."
+        ))
+        .into());
+    }
+    Ok(r)
+}
+
+/// Changes a role with `change`, which may refuse.
+pub async fn update_role(
+    ctl: &Control,
+    name: &str,
+    change: impl Fn(&mut Role) -> std::result::Result<(), IamError>,
+) -> Result<Role> {
+    let key = iam::role(&ctl.config.account, name);
+    swap(ctl, || async {
+        let current = role(ctl, name).await?;
+        let mut next = current.value.clone();
+        change(&mut next)?;
+        let txn = Txn::when(
+            vec![typed::unchanged(&key, current.mod_revision)],
+            vec![typed::put(&key, &next)],
+        );
+        Ok(Attempt::Write(txn, next))
+    })
+    .await
+}
+
+pub async fn delete_role(ctl: &Control, name: &str) -> Result<()> {
+    let key = iam::role(&ctl.config.account, name);
+    swap(ctl, || async {
+        let current = role(ctl, name).await?;
+        let conflict = |what: &str| {
+            Err(
+                IamError::DeleteConflict(format!("Cannot delete entity, must {what} first."))
+                    .into(),
+            )
+        };
+        if !current.value.inline.is_empty() {
+            return conflict("delete policies");
+        }
+        if !current.value.attached.is_empty() {
+            return conflict("detach all policies");
+        }
+        let txn = Txn::when(
+            vec![typed::unchanged(&key, current.mod_revision)],
+            vec![Op::delete(key.clone())],
+        );
+        Ok(Attempt::Write(txn, ()))
+    })
+    .await
+}
+
+pub async fn attach_role_policy(ctl: &Control, name: &str, arn: &str) -> Result<()> {
+    managed_document(ctl, arn).await?;
+    update_role(ctl, name, |r| {
+        if r.attached.iter().any(|a| a == arn) {
+            return Ok(());
+        }
+        if r.attached.len() >= MAX_ATTACHED {
+            return Err(IamError::LimitExceeded(format!(
+                "Cannot exceed quota for PoliciesPerRole: {MAX_ATTACHED}"
+            )));
+        }
+        r.attached.push(arn.to_string());
+        Ok(())
+    })
+    .await?;
+    Ok(())
+}
+
+pub async fn detach_role_policy(ctl: &Control, name: &str, arn: &str) -> Result<()> {
+    update_role(ctl, name, |r| {
+        if !r.attached.iter().any(|a| a == arn) {
+            return Err(IamError::NoSuchEntity(format!(
+                "Policy {arn} was not found."
+            )));
+        }
+        r.attached.retain(|a| a != arn);
+        Ok(())
+    })
+    .await?;
+    Ok(())
+}
+
+pub async fn put_role_policy(
+    ctl: &Control,
+    name: &str,
+    policy_name: &str,
+    document: &str,
+) -> Result<()> {
+    check_document(document, PolicyKind::Identity, ROLE_INLINE_SIZE)?;
+    update_role(ctl, name, |r| {
+        let total: usize = r
+            .inline
+            .iter()
+            .filter(|(n, _)| *n != policy_name)
+            .map(|(_, d)| berth_iam::policy::packed_size(d))
+            .sum::<usize>()
+            + berth_iam::policy::packed_size(document);
+        if total > ROLE_INLINE_SIZE {
+            return Err(IamError::LimitExceeded(format!(
+                "Maximum policy size of {ROLE_INLINE_SIZE} bytes exceeded for role {name}"
+            )));
+        }
+        r.inline
+            .insert(policy_name.to_string(), document.to_string());
+        Ok(())
+    })
+    .await?;
+    Ok(())
+}
+
+pub async fn delete_role_policy(ctl: &Control, name: &str, policy_name: &str) -> Result<()> {
+    update_role(ctl, name, |r| {
+        r.inline.remove(policy_name).map(|_| ()).ok_or_else(|| {
+            IamError::NoSuchEntity(format!(
+                "The role policy with name {policy_name} cannot be found."
             ))
         })
     })

@@ -54,6 +54,35 @@ impl Group {
     }
 }
 
+/// An IAM role: who may assume it (its trust policy) and what it may do.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Role {
+    pub name: String,
+    /// `AROA...`
+    pub id: String,
+    pub path: String,
+    pub created: f64,
+    /// The trust policy as given.
+    pub trust: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Seconds a session of the role may last (3600 to 43200).
+    pub max_session: i32,
+    #[serde(default)]
+    pub inline: BTreeMap<String, String>,
+    #[serde(default)]
+    pub attached: Vec<String>,
+    #[serde(default)]
+    pub tags: Vec<Tag>,
+}
+
+impl Role {
+    pub fn arn(&self, account: &str) -> String {
+        format!("arn:aws:iam::{account}:role{}{}", self.path, self.name)
+    }
+}
+
 impl User {
     pub fn arn(&self, account: &str) -> String {
         format!("arn:aws:iam::{account}:user{}{}", self.path, self.name)
@@ -119,6 +148,8 @@ pub const MAX_ATTACHED: usize = 10;
 pub const MANAGED_POLICY_SIZE: usize = 6144;
 pub const USER_INLINE_SIZE: usize = 2048;
 pub const GROUP_INLINE_SIZE: usize = 5120;
+pub const ROLE_INLINE_SIZE: usize = 10240;
+pub const TRUST_POLICY_SIZE: usize = 2048;
 
 /// A failed IAM request, with IAM's code.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -376,6 +376,14 @@ pub mod iam {
     pub fn group(account: &str, name: &str) -> String {
         format!("{}{}", groups(account), name.to_lowercase())
     }
+    /// Roles by lower-cased name, with their trust policy, inline policies
+    /// and attachments (`berth_iam::records::Role`).
+    pub fn roles(account: &str) -> String {
+        format!("{}/roles/", base(account))
+    }
+    pub fn role(account: &str, name: &str) -> String {
+        format!("{}{}", roles(account), name.to_lowercase())
+    }
     /// Customer-managed policies by lower-cased name, with their versions.
     pub fn policies(account: &str) -> String {
         format!("{}/policies/", base(account))

@@ -10,7 +10,7 @@ use berth_domain::elb::iso8601;
 use berth_iam::keys::KeyStatus;
 use berth_iam::managed::{self, AWS_MANAGED};
 use berth_iam::records::{
-    check_name, check_path, check_tags, merge_tags, Group, IamError, Tag, User,
+    check_name, check_path, check_tags, merge_tags, Group, IamError, Role, Tag, User,
 };
 use berth_wire::iam::{self as w, MODEL};
 use berth_wire::query::QueryParams;
@@ -81,6 +81,23 @@ operations! {
     "GetGroupPolicy" => get_group_policy,
     "ListGroupPolicies" => list_group_policies,
     "DeleteGroupPolicy" => delete_group_policy,
+    "CreateRole" => create_role,
+    "GetRole" => get_role,
+    "ListRoles" => list_roles,
+    "UpdateRole" => update_role,
+    "UpdateAssumeRolePolicy" => update_assume_role_policy,
+    "DeleteRole" => delete_role,
+    "TagRole" => tag_role,
+    "UntagRole" => untag_role,
+    "ListRoleTags" => list_role_tags,
+    "AttachRolePolicy" => attach_role_policy,
+    "DetachRolePolicy" => detach_role_policy,
+    "ListAttachedRolePolicies" => list_attached_role_policies,
+    "PutRolePolicy" => put_role_policy,
+    "GetRolePolicy" => get_role_policy,
+    "ListRolePolicies" => list_role_policies,
+    "DeleteRolePolicy" => delete_role_policy,
+    "ListInstanceProfilesForRole" => list_instance_profiles_for_role,
 }
 
 impl From<IamFailure> for ApiError {
@@ -1070,4 +1087,291 @@ async fn delete_group_policy(
     let pname = required(&r.policy_name, "policyName")?;
     ctl_iam::delete_group_policy(st, name, pname).await?;
     Ok(())
+}
+
+fn role_arg(v: &Option<String>) -> Result<&str, IamError> {
+    name_arg(v, "roleName")
+}
+
+fn wire_role(account: &str, r: &Role, with_tags: bool) -> w::Role {
+    w::Role {
+        arn: Some(r.arn(account)),
+        assume_role_policy_document: Some(url_encode(&r.trust)),
+        create_date: Some(iso8601(r.created)),
+        description: r.description.clone(),
+        max_session_duration: Some(r.max_session),
+        path: Some(r.path.clone()),
+        role_id: Some(r.id.clone()),
+        role_name: Some(r.name.clone()),
+        tags: if with_tags { wire_tags(&r.tags) } else { None },
+        ..Default::default()
+    }
+}
+
+async fn create_role(
+    st: &AppState,
+    _ctx: &RequestContext,
+    r: w::CreateRoleRequest,
+) -> Out<w::CreateRoleResponse> {
+    let name = role_arg(&r.role_name)?;
+    let path = path_arg(&r.path, "path")?;
+    let trust = required(&r.assume_role_policy_document, "assumeRolePolicyDocument")?;
+    let tags = tags_arg(r.tags)?;
+    let role = ctl_iam::create_role(
+        st,
+        name,
+        &path,
+        trust,
+        r.description.clone(),
+        r.max_session_duration.unwrap_or(3600),
+        tags,
+    )
+    .await?;
+    Ok(w::CreateRoleResponse {
+        role: Some(wire_role(account(st), &role, true)),
+    })
+}
+
+async fn get_role(
+    st: &AppState,
+    _ctx: &RequestContext,
+    r: w::GetRoleRequest,
+) -> Out<w::GetRoleResponse> {
+    let name = role_arg(&r.role_name)?;
+    let role = ctl_iam::role(st, name).await?.value;
+    Ok(w::GetRoleResponse {
+        role: Some(wire_role(account(st), &role, true)),
+    })
+}
+
+async fn list_roles(
+    st: &AppState,
+    _ctx: &RequestContext,
+    r: w::ListRolesRequest,
+) -> Out<w::ListRolesResponse> {
+    let prefix = r.path_prefix.clone().unwrap_or_else(|| "/".into());
+    let items = ctl_iam::roles(st)
+        .await?
+        .into_iter()
+        .filter(|x| x.path.starts_with(&prefix))
+        .map(|x| (x.name.to_lowercase(), x))
+        .collect();
+    let (roles, next) = page(items, r.marker.as_deref(), r.max_items)?;
+    Ok(w::ListRolesResponse {
+        is_truncated: Some(next.is_some()),
+        marker: next,
+        roles: Some(
+            roles
+                .iter()
+                .map(|x| wire_role(account(st), x, false))
+                .collect(),
+        ),
+    })
+}
+
+async fn update_role(
+    st: &AppState,
+    _ctx: &RequestContext,
+    r: w::UpdateRoleRequest,
+) -> Out<w::UpdateRoleResponse> {
+    let name = role_arg(&r.role_name)?;
+    if let Some(m) = r.max_session_duration {
+        ctl_iam::check_max_session(m)?;
+    }
+    ctl_iam::update_role(st, name, |role| {
+        if let Some(d) = &r.description {
+            role.description = Some(d.clone());
+        }
+        if let Some(m) = r.max_session_duration {
+            role.max_session = m;
+        }
+        Ok(())
+    })
+    .await?;
+    Ok(w::UpdateRoleResponse {})
+}
+
+async fn update_assume_role_policy(
+    st: &AppState,
+    _ctx: &RequestContext,
+    r: w::UpdateAssumeRolePolicyRequest,
+) -> Out<()> {
+    let name = role_arg(&r.role_name)?;
+    let doc = required(&r.policy_document, "policyDocument")?;
+    ctl_iam::check_trust(st, doc).await?;
+    ctl_iam::update_role(st, name, |role| {
+        role.trust = doc.to_string();
+        Ok(())
+    })
+    .await?;
+    Ok(())
+}
+
+async fn delete_role(st: &AppState, _ctx: &RequestContext, r: w::DeleteRoleRequest) -> Out<()> {
+    let name = role_arg(&r.role_name)?;
+    ctl_iam::delete_role(st, name).await?;
+    Ok(())
+}
+
+async fn tag_role(st: &AppState, _ctx: &RequestContext, r: w::TagRoleRequest) -> Out<()> {
+    let name = role_arg(&r.role_name)?;
+    let tags = tags_arg(r.tags)?;
+    ctl_iam::update_role(st, name, |role| {
+        let merged = merge_tags(&role.tags, &tags);
+        check_tags(&merged)?;
+        role.tags = merged;
+        Ok(())
+    })
+    .await?;
+    Ok(())
+}
+
+async fn untag_role(st: &AppState, _ctx: &RequestContext, r: w::UntagRoleRequest) -> Out<()> {
+    let name = role_arg(&r.role_name)?;
+    let keys = r.tag_keys.unwrap_or_default();
+    ctl_iam::update_role(st, name, |role| {
+        role.tags
+            .retain(|t| !keys.iter().any(|k| k.eq_ignore_ascii_case(&t.key)));
+        Ok(())
+    })
+    .await?;
+    Ok(())
+}
+
+async fn list_role_tags(
+    st: &AppState,
+    _ctx: &RequestContext,
+    r: w::ListRoleTagsRequest,
+) -> Out<w::ListRoleTagsResponse> {
+    let name = role_arg(&r.role_name)?;
+    let role = ctl_iam::role(st, name).await?.value;
+    let items = role
+        .tags
+        .iter()
+        .map(|t| (t.key.clone(), t.clone()))
+        .collect();
+    let (tags, next) = page(items, r.marker.as_deref(), r.max_items)?;
+    Ok(w::ListRoleTagsResponse {
+        is_truncated: Some(next.is_some()),
+        marker: next,
+        tags: Some(wire_tags(&tags).unwrap_or_default()),
+    })
+}
+
+async fn attach_role_policy(
+    st: &AppState,
+    _ctx: &RequestContext,
+    r: w::AttachRolePolicyRequest,
+) -> Out<()> {
+    let name = role_arg(&r.role_name)?;
+    let arn = required(&r.policy_arn, "policyArn")?;
+    ctl_iam::attach_role_policy(st, name, arn).await?;
+    Ok(())
+}
+
+async fn detach_role_policy(
+    st: &AppState,
+    _ctx: &RequestContext,
+    r: w::DetachRolePolicyRequest,
+) -> Out<()> {
+    let name = role_arg(&r.role_name)?;
+    let arn = required(&r.policy_arn, "policyArn")?;
+    ctl_iam::detach_role_policy(st, name, arn).await?;
+    Ok(())
+}
+
+async fn list_attached_role_policies(
+    st: &AppState,
+    _ctx: &RequestContext,
+    r: w::ListAttachedRolePoliciesRequest,
+) -> Out<w::ListAttachedRolePoliciesResponse> {
+    let name = role_arg(&r.role_name)?;
+    let role = ctl_iam::role(st, name).await?.value;
+    let (attached, next) = attached_page(
+        &role.attached,
+        &r.path_prefix,
+        r.marker.as_deref(),
+        r.max_items,
+    )?;
+    Ok(w::ListAttachedRolePoliciesResponse {
+        attached_policies: Some(attached),
+        is_truncated: Some(next.is_some()),
+        marker: next,
+    })
+}
+
+async fn put_role_policy(
+    st: &AppState,
+    _ctx: &RequestContext,
+    r: w::PutRolePolicyRequest,
+) -> Out<()> {
+    let name = role_arg(&r.role_name)?;
+    let pname = required(&r.policy_name, "policyName")?;
+    check_name(pname, "policyName", 128)?;
+    let doc = required(&r.policy_document, "policyDocument")?;
+    ctl_iam::put_role_policy(st, name, pname, doc).await?;
+    Ok(())
+}
+
+async fn get_role_policy(
+    st: &AppState,
+    _ctx: &RequestContext,
+    r: w::GetRolePolicyRequest,
+) -> Out<w::GetRolePolicyResponse> {
+    let name = role_arg(&r.role_name)?;
+    let pname = required(&r.policy_name, "policyName")?;
+    let role = ctl_iam::role(st, name).await?.value;
+    let doc = role.inline.get(pname).ok_or_else(|| {
+        IamError::NoSuchEntity(format!(
+            "The role policy with name {pname} cannot be found."
+        ))
+    })?;
+    Ok(w::GetRolePolicyResponse {
+        policy_document: Some(url_encode(doc)),
+        policy_name: Some(pname.to_string()),
+        role_name: Some(role.name.clone()),
+    })
+}
+
+async fn list_role_policies(
+    st: &AppState,
+    _ctx: &RequestContext,
+    r: w::ListRolePoliciesRequest,
+) -> Out<w::ListRolePoliciesResponse> {
+    let name = role_arg(&r.role_name)?;
+    let role = ctl_iam::role(st, name).await?.value;
+    let items = role.inline.keys().map(|k| (k.clone(), k.clone())).collect();
+    let (names, next) = page(items, r.marker.as_deref(), r.max_items)?;
+    Ok(w::ListRolePoliciesResponse {
+        is_truncated: Some(next.is_some()),
+        marker: next,
+        policy_names: Some(names),
+    })
+}
+
+async fn delete_role_policy(
+    st: &AppState,
+    _ctx: &RequestContext,
+    r: w::DeleteRolePolicyRequest,
+) -> Out<()> {
+    let name = role_arg(&r.role_name)?;
+    let pname = required(&r.policy_name, "policyName")?;
+    ctl_iam::delete_role_policy(st, name, pname).await?;
+    Ok(())
+}
+
+/// Berth has no instance profiles yet (CreateInstanceProfile is not
+/// served), so no role is in one; Terraform asks before deleting a role.
+async fn list_instance_profiles_for_role(
+    st: &AppState,
+    _ctx: &RequestContext,
+    r: w::ListInstanceProfilesForRoleRequest,
+) -> Out<w::ListInstanceProfilesForRoleResponse> {
+    let name = role_arg(&r.role_name)?;
+    ctl_iam::role(st, name).await?;
+    Ok(w::ListInstanceProfilesForRoleResponse {
+        instance_profiles: Some(vec![]),
+        is_truncated: Some(false),
+        marker: None,
+    })
 }
