@@ -277,3 +277,63 @@ def test_roles_with_trust_policies(server, name):
     iam.detach_role_policy(RoleName=name, PolicyArn="arn:aws:iam::aws:policy/service-role/AmazonECSTaskExecutionRolePolicy")
     iam.delete_role(RoleName=name)
     assert error_of(iam.get_role, RoleName=name)[:2] == (404, "NoSuchEntity")
+
+
+def test_assume_role_then_act_with_its_temporary_credentials(server, ecs, name):
+    iam = client(server, "iam")
+    ecs.create_cluster(clusterName=name)
+    key, secret = user_with(server, iam, name, inline=allow("sts:AssumeRole", f"arn:aws:iam::{ACCOUNT}:role/{name}-*"))
+    trust = {"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Principal": {"AWS": f"arn:aws:iam::{ACCOUNT}:user/{name}"}, "Action": "sts:AssumeRole"}]}
+    role = iam.create_role(RoleName=name + "-ops", AssumeRolePolicyDocument=json.dumps(trust),
+                           MaxSessionDuration=7200)["Role"]
+    iam.put_role_policy(RoleName=name + "-ops", PolicyName="ecs", PolicyDocument=json.dumps(allow(["ecs:Describe*", "ecs:List*"])))
+    other = iam.create_role(RoleName=name + "-other", AssumeRolePolicyDocument=json.dumps(TRUST_ECS_TASKS))["Role"]
+
+    sts = client(server, "sts", key, secret)
+    got = sts.assume_role(RoleArn=role["Arn"], RoleSessionName="s1", DurationSeconds=900)
+    c = got["Credentials"]
+    assert c["AccessKeyId"].startswith("ASIA") and c["SessionToken"]
+    assert got["AssumedRoleUser"] == {"AssumedRoleId": f"{role['RoleId']}:s1",
+                                      "Arn": f"arn:aws:sts::{ACCOUNT}:assumed-role/{name}-ops/s1"}
+    session = boto3.Session(aws_access_key_id=c["AccessKeyId"], aws_secret_access_key=c["SecretAccessKey"],
+                            aws_session_token=c["SessionToken"], region_name="us-east-1")
+    cfg = botocore.config.Config(retries={"max_attempts": 1})
+    as_role = session.client("ecs", endpoint_url=server.url, config=cfg)
+    assert as_role.describe_clusters(clusters=[name])["clusters"][0]["status"] == "ACTIVE"
+    status, code, message = error_of(as_role.delete_cluster, cluster=name)
+    assert code == "AccessDeniedException" and message.startswith(
+        f"User: arn:aws:sts::{ACCOUNT}:assumed-role/{name}-ops/s1 is not authorized to perform: ecs:DeleteCluster")
+    ident = session.client("sts", endpoint_url=server.url, config=cfg).get_caller_identity()
+    assert ident["Arn"] == f"arn:aws:sts::{ACCOUNT}:assumed-role/{name}-ops/s1"
+    # A wrong session token, or none, is not these credentials.
+    forged = boto3.client("ecs", endpoint_url=server.url, region_name="us-east-1", config=cfg,
+                          aws_access_key_id=c["AccessKeyId"], aws_secret_access_key=c["SecretAccessKey"],
+                          aws_session_token=c["SessionToken"][:-1] + "x")
+    assert error_of(forged.list_clusters)[1] == "UnrecognizedClientException"
+
+    # The trust policy decides, and so does the caller's permission.
+    status, code, message = error_of(sts.assume_role, RoleArn=other["Arn"], RoleSessionName="s2")
+    assert (status, code) == (403, "AccessDenied")
+    assert message == f"User: arn:aws:iam::{ACCOUNT}:user/{name} is not authorized to perform: sts:AssumeRole on resource: {other['Arn']}"
+    assert error_of(sts.assume_role, RoleArn=role["Arn"], RoleSessionName="s3", DurationSeconds=10800)[1] == "ValidationError"
+
+    # A session policy narrows what the role may do.
+    narrow = sts.assume_role(RoleArn=role["Arn"], RoleSessionName="s4",
+                             Policy=json.dumps(allow("ecs:ListClusters")))
+    assert 0 < narrow["PackedPolicySize"] <= 100
+    n = narrow["Credentials"]
+    as_narrow = boto3.client("ecs", endpoint_url=server.url, region_name="us-east-1", config=cfg,
+                             aws_access_key_id=n["AccessKeyId"], aws_secret_access_key=n["SecretAccessKey"],
+                             aws_session_token=n["SessionToken"])
+    assert as_narrow.list_clusters()["clusterArns"]
+    assert error_of(as_narrow.describe_clusters, clusters=[name])[1] == "AccessDeniedException"
+
+    # GetSessionToken: the caller's own permissions, for a while.
+    own = sts.get_session_token(DurationSeconds=900)["Credentials"]
+    as_self = boto3.client("sts", endpoint_url=server.url, region_name="us-east-1", config=cfg,
+                           aws_access_key_id=own["AccessKeyId"], aws_secret_access_key=own["SecretAccessKey"],
+                           aws_session_token=own["SessionToken"])
+    assert as_self.get_caller_identity()["Arn"] == f"arn:aws:iam::{ACCOUNT}:user/{name}"
+    assert error_of(as_self.get_session_token)[1] == "AccessDenied"
+

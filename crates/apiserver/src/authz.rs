@@ -39,9 +39,13 @@ pub(crate) fn base_context(ctx: &RequestContext, principal: &Principal, now: f64
     c.set("aws:PrincipalArn", principal.arn());
     c.set("aws:PrincipalAccount", principal.account());
     c.set("aws:userid", principal.user_id());
-    if let Principal::User { name, .. } = principal {
-        c.set("aws:username", name.clone());
-        c.set("aws:PrincipalType", "User");
+    match principal {
+        Principal::User { name, .. } => {
+            c.set("aws:username", name.clone());
+            c.set("aws:PrincipalType", "User");
+        }
+        Principal::AssumedRole { .. } => c.set("aws:PrincipalType", "AssumedRole"),
+        Principal::Root { .. } => c.set("aws:PrincipalType", "Account"),
     }
     c.set("aws:RequestedRegion", ctx.scope.region.clone());
     c.set("aws:SecureTransport", "false");
@@ -74,10 +78,17 @@ pub(crate) async fn check(
     } else {
         ask.resources
     };
+    let session: Vec<&berth_iam::policy::Policy> =
+        caller.session_policy.iter().map(|p| &**p).collect();
+    let limits: Vec<&[&berth_iam::policy::Policy]> = if session.is_empty() {
+        vec![]
+    } else {
+        vec![&session]
+    };
     for resource in &resources {
         let decision = evaluate(
             &refs,
-            &[],
+            &limits,
             &Request {
                 action: &ask.action,
                 resource,
@@ -357,6 +368,7 @@ pub(crate) fn query(
                 vec![]
             }
         }
+        "sts" => get("RoleArn").map(|a| vec![a]).unwrap_or_default(),
         _ => [
             "LoadBalancerArn",
             "TargetGroupArn",

@@ -1,6 +1,8 @@
 //! Every way a request can fail, and how each leaves the server.
 
-use berth_control::identity::{AuthFailure, MISMATCH_MESSAGE, UNKNOWN_KEY_MESSAGE};
+use berth_control::identity::{
+    AuthFailure, EXPIRED_TOKEN_MESSAGE, MISMATCH_MESSAGE, UNKNOWN_KEY_MESSAGE,
+};
 use berth_domain::elb::{ElbCode, ElbError};
 use berth_domain::EcsError;
 use berth_store::StoreError;
@@ -82,6 +84,9 @@ impl ApiError {
                     "UnrecognizedClientException",
                     UNKNOWN_KEY_MESSAGE.into(),
                 ),
+                AuthFailure::ExpiredToken => {
+                    (400, "ExpiredTokenException", EXPIRED_TOKEN_MESSAGE.into())
+                }
             },
             ApiError::Serialization(m) => (400, "SerializationException", m.clone()),
             ApiError::UnknownOperation(m) => (400, "UnknownOperationException", m.clone()),
@@ -111,6 +116,7 @@ impl ApiError {
                 AuthFailure::UnknownKey => {
                     (403, "InvalidClientTokenId", UNKNOWN_KEY_MESSAGE.into())
                 }
+                AuthFailure::ExpiredToken => (403, "ExpiredToken", EXPIRED_TOKEN_MESSAGE.into()),
             },
             ApiError::UnknownOperation(m) => (400, "InvalidAction", m.clone()),
             ApiError::Denied(d) => (403, "AccessDenied", d.0.clone()),

@@ -269,8 +269,10 @@ async fn handle(st: &AppState, ctx: &mut RequestContext, req: &Incoming<'_>) -> 
     if let Err(e) = authenticated(st, ctx, req, body, service.signing_name).await {
         return Handled::refused(protocol, action, e);
     }
-    // Anyone may ask who they are (AWS requires no permission for it).
-    let free = service.action_prefix == "sts" && action == "GetCallerIdentity";
+    // Anyone may ask who they are, or for a session of themselves (AWS
+    // requires no permission for either).
+    let free = service.action_prefix == "sts"
+        && matches!(action.as_str(), "GetCallerIdentity" | "GetSessionToken");
     if let (Some(caller), false) = (
         ctx.caller.as_ref().filter(|c| crate::authz::limited(c)),
         free,

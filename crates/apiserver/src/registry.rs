@@ -50,12 +50,12 @@ fn ecs_json<'a>(
 }
 
 fn sts_query<'a>(
-    _st: &'a AppState,
+    st: &'a AppState,
     ctx: &'a RequestContext,
     action: &'a str,
     params: &'a QueryParams,
 ) -> Reply<'a> {
-    Box::pin(crate::sts::dispatch(ctx, action, params))
+    Box::pin(crate::sts::dispatch(st, ctx, action, params))
 }
 
 fn elbv2_query<'a>(

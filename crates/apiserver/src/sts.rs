@@ -1,29 +1,234 @@
-//! A minimal STS (awsQuery): GetCallerIdentity, which SDKs and Terraform
-//! call at start-up to learn the account; it answers who signed the call.
+//! STS (awsQuery): GetCallerIdentity (who signed the call), AssumeRole
+//! (temporary credentials of a role whose trust policy allows the caller)
+//! and GetSessionToken (temporary credentials of the caller itself).
+//! Temporary credentials are verified like any key (`berth-control`'s
+//! identity) until they expire.
 
-use crate::{context::RequestContext, error::ApiError};
+use crate::{context::RequestContext, error::ApiError, AppState};
+use berth_domain::elb::iso8601;
+use berth_iam::policy::{evaluate, Caller, Context, Decision, PolicyKind, Request};
+use berth_iam::records::{check_document, IamError};
+use berth_iam::{KeyOwner, Principal, SessionOwner};
 use berth_wire::query::{self, QueryParams};
 
 pub const NAMESPACE: &str = "https://sts.amazonaws.com/doc/2011-06-15/";
 /// Actions served here; an unsigned form request with one of these is STS.
-pub const ACTIONS: &[&str] = &["GetCallerIdentity"];
+pub const ACTIONS: &[&str] = &["GetCallerIdentity", "AssumeRole", "GetSessionToken"];
+
+/// A session policy's limit, packed.
+const SESSION_POLICY_SIZE: usize = 2048;
+
+fn validation(m: String) -> ApiError {
+    ApiError::Iam(IamError::Validation(m))
+}
+
+/// `DurationSeconds`: from `min` to `max`; `limit` is the API's own
+/// bound, beyond which the message names the member rather than the role.
+fn duration(
+    params: &QueryParams,
+    min: u32,
+    max: u32,
+    limit: u32,
+    default: u32,
+) -> Result<u32, ApiError> {
+    let Some(text) = params.get("DurationSeconds") else {
+        return Ok(default.min(max));
+    };
+    match text.parse::<u32>() {
+        Ok(n) if (min..=max).contains(&n) => Ok(n),
+        Ok(n) if n >= min && n <= limit => Err(validation(
+            "The requested DurationSeconds exceeds the MaxSessionDuration set for this role.".into(),
+        )),
+        Ok(n) if n >= min => Err(validation(format!(
+            "1 validation error detected: Value '{n}' at 'durationSeconds' failed to satisfy constraint: Member must have value less than or equal to {limit}"
+        ))),
+        _ => Err(validation(format!(
+            "1 validation error detected: Value '{text}' at 'durationSeconds' failed to satisfy constraint: Member must have value greater than or equal to {min}"
+        ))),
+    }
+}
+
+fn credentials_xml(id: &str, secret: &str, token: &str, expires: f64) -> String {
+    format!(
+        "<Credentials><AccessKeyId>{}</AccessKeyId><SecretAccessKey>{}</SecretAccessKey><SessionToken>{}</SessionToken><Expiration>{}</Expiration></Credentials>",
+        query::escape(id),
+        query::escape(secret),
+        query::escape(token),
+        iso8601(expires)
+    )
+}
+
+/// Who is asking: the signer, or the root with authentication off.
+fn caller_principal(ctx: &RequestContext) -> Principal {
+    ctx.caller.as_ref().map_or_else(
+        || Principal::Root {
+            account: ctx.scope.account.clone(),
+        },
+        |c| c.principal.clone(),
+    )
+}
+
+async fn assume_role(
+    st: &AppState,
+    ctx: &RequestContext,
+    params: &QueryParams,
+) -> Result<String, ApiError> {
+    let role_arn = params
+        .get("RoleArn")
+        .filter(|a| !a.is_empty())
+        .ok_or_else(|| ApiError::Iam(IamError::missing("roleArn")))?;
+    let session = params
+        .get("RoleSessionName")
+        .filter(|a| !a.is_empty())
+        .ok_or_else(|| ApiError::Iam(IamError::missing("roleSessionName")))?;
+    let session_ok = (2..=64).contains(&session.len())
+        && session
+            .chars()
+            .all(|c| c.is_alphanumeric() || c == '_' || "+=,.@-".contains(c));
+    if !session_ok {
+        return Err(validation(format!(
+            "1 validation error detected: Value '{session}' at 'roleSessionName' failed to satisfy constraint: Member must satisfy regular expression pattern: [\\w+=,.@-]*"
+        )));
+    }
+    let principal = caller_principal(ctx);
+    let denied = || {
+        ApiError::Denied(crate::authz::Denied(format!(
+            "User: {} is not authorized to perform: sts:AssumeRole on resource: {role_arn}",
+            principal.arn()
+        )))
+    };
+    let own = format!("arn:aws:iam::{}:role/", ctx.scope.account);
+    let Some(rest) = role_arn.strip_prefix(&own) else {
+        return Err(denied());
+    };
+    let role_name = rest.rsplit('/').next().unwrap_or(rest);
+    let role = match berth_control::iam::role(st, role_name).await {
+        Ok(r) => r.value,
+        Err(_) => return Err(denied()),
+    };
+    if role.arn(&ctx.scope.account) != role_arn {
+        return Err(denied());
+    }
+    let trust =
+        berth_iam::policy::Policy::parse(&role.trust, PolicyKind::Trust).map_err(|_| denied())?;
+    let arn = principal.arn();
+    let allowed = evaluate(
+        &[&trust],
+        &[],
+        &Request {
+            action: "sts:AssumeRole",
+            resource: role_arn,
+            caller: Some(Caller::Aws {
+                arn: &arn,
+                account: principal.account(),
+            }),
+            context: &Context::default(),
+        },
+    );
+    if allowed != Decision::Allow {
+        return Err(denied());
+    }
+    // Role chaining: a role's session may assume another for an hour.
+    let chained = matches!(principal, Principal::AssumedRole { .. });
+    let max = if chained {
+        3600
+    } else {
+        u32::try_from(role.max_session).unwrap_or(3600)
+    };
+    let seconds = duration(params, 900, max, 43_200, 3600)?;
+    let policy = params.get("Policy").map(str::to_string);
+    let mut packed = String::new();
+    if let Some(p) = &policy {
+        check_document(p, PolicyKind::Identity, usize::MAX).map_err(ApiError::Iam)?;
+        let size = berth_iam::policy::packed_size(p);
+        if size > SESSION_POLICY_SIZE {
+            return Err(ApiError::Iam(IamError::PackedPolicyTooLarge(format!(
+                "Packed size of consumed policies exceeds 100% of limit for this session ({} %)",
+                size * 100 / SESSION_POLICY_SIZE
+            ))));
+        }
+        packed = format!(
+            "<PackedPolicySize>{}</PackedPolicySize>",
+            size * 100 / SESSION_POLICY_SIZE
+        );
+    }
+    let owner = SessionOwner::Role {
+        role: role.name.clone(),
+        session: session.to_string(),
+    };
+    let (record, secret, token) = berth_control::iam::create_session(st, owner, seconds, policy)
+        .await
+        .map_err(ApiError::from)?;
+    Ok(format!(
+        "{}<AssumedRoleUser><AssumedRoleId>{}:{}</AssumedRoleId><Arn>arn:aws:sts::{}:assumed-role/{}/{}</Arn></AssumedRoleUser>{packed}",
+        credentials_xml(&record.access_key_id, &secret, &token, record.expires),
+        query::escape(&role.id),
+        query::escape(session),
+        ctx.scope.account,
+        query::escape(&role.name),
+        query::escape(session)
+    ))
+}
+
+async fn get_session_token(
+    st: &AppState,
+    ctx: &RequestContext,
+    params: &QueryParams,
+) -> Result<String, ApiError> {
+    let owner = match ctx.caller.as_ref() {
+        None => KeyOwner::Root,
+        Some(c) => match &c.key_owner {
+            Some(o) => o.clone(),
+            None => {
+                return Err(ApiError::Denied(crate::authz::Denied(
+                    "Cannot call GetSessionToken with session credentials".into(),
+                )))
+            }
+        },
+    };
+    let max = if owner == KeyOwner::Root {
+        3600
+    } else {
+        129_600
+    };
+    let seconds = duration(params, 900, max, 129_600, 43_200)?;
+    let (record, secret, token) =
+        berth_control::iam::create_session(st, SessionOwner::Same(owner), seconds, None)
+            .await
+            .map_err(ApiError::from)?;
+    Ok(credentials_xml(
+        &record.access_key_id,
+        &secret,
+        &token,
+        record.expires,
+    ))
+}
 
 pub async fn dispatch(
+    st: &AppState,
     ctx: &RequestContext,
     action: &str,
-    _params: &QueryParams,
+    params: &QueryParams,
 ) -> Result<Vec<u8>, ApiError> {
     match action {
+        "AssumeRole" => {
+            let result = assume_role(st, ctx, params).await?;
+            Ok(query::success(action, NAMESPACE, &result, &ctx.request_id).into_bytes())
+        }
+        "GetSessionToken" => {
+            let result = get_session_token(st, ctx, params).await?;
+            Ok(query::success(action, NAMESPACE, &result, &ctx.request_id).into_bytes())
+        }
         "GetCallerIdentity" => {
             // The signer, or (authentication off) the account root.
             let user_id = ctx
                 .caller
                 .as_ref()
-                .map_or(ctx.scope.account.as_str(), |c| c.principal.user_id());
+                .map_or(ctx.scope.account.clone(), |c| c.principal.user_id());
             let result = format!(
                 "<Arn>{}</Arn><UserId>{}</UserId><Account>{}</Account>",
                 query::escape(&ctx.principal),
-                query::escape(user_id),
+                query::escape(&user_id),
                 query::escape(&ctx.scope.account)
             );
             Ok(query::success(action, NAMESPACE, &result, &ctx.request_id).into_bytes())

@@ -1043,3 +1043,45 @@ pub async fn delete_role_policy(ctl: &Control, name: &str, policy_name: &str) ->
     .await?;
     Ok(())
 }
+
+/// New temporary credentials: the record as stored (under a lease that
+/// ends a minute after they expire), the secret and the session token.
+pub async fn create_session(
+    ctl: &Control,
+    owner: berth_iam::SessionOwner,
+    seconds: u32,
+    policy: Option<String>,
+) -> Result<(berth_iam::Session, String, String)> {
+    let (id, secret, token) = {
+        let mut rng = rand::rng();
+        (
+            keys::new_temporary_key_id(&mut rng),
+            keys::new_secret(&mut rng),
+            keys::new_session_token(&mut rng),
+        )
+    };
+    let record = berth_iam::Session {
+        access_key_id: id.clone(),
+        owner,
+        sealed_secret: ctl.identity.seal(&secret, &id),
+        token_hash: berth_wire::sigv4::hex_sha256(token.as_bytes()),
+        expires: ctl.now() + f64::from(seconds),
+        policy,
+    };
+    let lease = ctl
+        .store
+        .lease_grant(std::time::Duration::from_secs(u64::from(seconds) + 60))
+        .await?;
+    let key = iam::session(&ctl.config.account, &id);
+    ctl.store
+        .txn(Txn::when(
+            vec![typed::unchanged(&key, 0)],
+            vec![Op::Put {
+                key: key.clone(),
+                value: typed::encode(&record),
+                lease: Some(lease.id),
+            }],
+        ))
+        .await?;
+    Ok((record, secret, token))
+}

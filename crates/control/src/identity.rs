@@ -51,7 +51,13 @@ pub enum AuthFailure {
     /// The access key is unknown or inactive, or its session token is wrong.
     #[error("{UNKNOWN_KEY_MESSAGE}")]
     UnknownKey,
+    /// Temporary credentials past their expiry.
+    #[error("{EXPIRED_TOKEN_MESSAGE}")]
+    ExpiredToken,
 }
+
+/// AWS's message for expired temporary credentials.
+pub const EXPIRED_TOKEN_MESSAGE: &str = "The security token included in the request is expired";
 
 impl From<ParseError> for AuthFailure {
     fn from(e: ParseError) -> Self {
@@ -64,10 +70,16 @@ impl From<ParseError> for AuthFailure {
 }
 
 /// An authenticated request's caller.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Caller {
     pub principal: Principal,
     pub access_key: String,
+    /// Who owns the key it signed with (GetSessionToken makes sessions of
+    /// the same owner); `None` for temporary credentials.
+    pub key_owner: Option<KeyOwner>,
+    /// The session policy temporary credentials were issued with: it
+    /// limits what the principal's own policies allow.
+    pub session_policy: Option<Arc<Policy>>,
 }
 
 /// New credentials, shown to their owner once.
@@ -89,6 +101,9 @@ struct KnownKey {
     principal: Principal,
     secret: String,
     status: KeyStatus,
+    key_owner: Option<KeyOwner>,
+    /// Temporary credentials: the token's hash, the expiry, the policy.
+    session: Option<(String, f64, Option<Arc<Policy>>)>,
     /// Signing keys by scope (`date/region/service`); a key is used in few.
     signing: Mutex<Vec<(String, SigningKey)>>,
 }
@@ -167,9 +182,12 @@ impl Identity {
     /// The identity policies of a principal, parsed: a user's inline and
     /// attached ones, and those of its groups. Kept until anything under IAM changes.
     pub async fn policies(&self, principal: &Principal) -> Result<Arc<Vec<Policy>>, ControlError> {
-        let Principal::User { name, .. } = principal else {
-            return Ok(Arc::new(vec![]));
+        let name = match principal {
+            Principal::User { name, .. } => name.clone(),
+            Principal::AssumedRole { role, .. } => format!("role/{role}"),
+            Principal::Root { .. } => return Ok(Arc::new(vec![])),
         };
+        let name = &name;
         let following = self.following.load(Ordering::Acquire);
         if following {
             if let Some(p) = self.policy_sets.read().get(name) {
@@ -177,13 +195,34 @@ impl Identity {
             }
         }
         let generation = self.generation.load(Ordering::Acquire);
-        let Some(user) = typed::get::<User>(&*self.store, &iam::user(&self.account, name)).await?
-        else {
-            return Ok(Arc::new(vec![]));
-        };
-        let mut docs: Vec<String> = user.value.inline.values().cloned().collect();
-        let mut attached = user.value.attached.clone();
-        for g in &user.value.groups {
+        let (mut docs, mut attached, groups): (Vec<String>, Vec<String>, Vec<String>) =
+            if let Some(role) = name.strip_prefix("role/") {
+                let Some(r) = typed::get::<berth_iam::records::Role>(
+                    &*self.store,
+                    &iam::role(&self.account, role),
+                )
+                .await?
+                else {
+                    return Ok(Arc::new(vec![]));
+                };
+                (
+                    r.value.inline.values().cloned().collect(),
+                    r.value.attached,
+                    vec![],
+                )
+            } else {
+                let Some(user) =
+                    typed::get::<User>(&*self.store, &iam::user(&self.account, name)).await?
+                else {
+                    return Ok(Arc::new(vec![]));
+                };
+                (
+                    user.value.inline.values().cloned().collect(),
+                    user.value.attached,
+                    user.value.groups,
+                )
+            };
+        for g in &groups {
             if let Some(group) =
                 typed::get::<berth_iam::records::Group>(&*self.store, &iam::group(&self.account, g))
                     .await?
@@ -252,10 +291,27 @@ impl Identity {
                 AuthFailure::UnknownKey
             })?
             .ok_or(AuthFailure::UnknownKey)?;
-        // Long-term keys carry no session; a token with one is a forgery
-        // or a mix-up, refused as AWS does.
-        if key.status != KeyStatus::Active || sig.security_token.is_some() {
+        if key.status != KeyStatus::Active {
             return Err(AuthFailure::UnknownKey);
+        }
+        match (&key.session, &sig.security_token) {
+            // Long-term keys carry no session; a token with one is a
+            // forgery or a mix-up, refused as AWS does.
+            (None, Some(_)) | (Some(_), None) => return Err(AuthFailure::UnknownKey),
+            (Some((hash, expires, _)), Some(token)) => {
+                let given = sigv4::hex_sha256(token.as_bytes());
+                if same_bytes(given.as_bytes(), hash.as_bytes()) {
+                    let now_s = now
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0.0, |d| d.as_secs_f64());
+                    if now_s >= *expires {
+                        return Err(AuthFailure::ExpiredToken);
+                    }
+                } else {
+                    return Err(AuthFailure::UnknownKey);
+                }
+            }
+            (None, None) => {}
         }
         let payload = sigv4::payload_hash(req, body).ok_or(AuthFailure::Mismatch)?;
         let canonical = sigv4::canonical_request(req, &sig.signed_headers, &payload);
@@ -267,6 +323,8 @@ impl Identity {
         Ok(Caller {
             principal: key.principal.clone(),
             access_key: scope.access_key.clone(),
+            key_owner: key.key_owner.clone(),
+            session_policy: key.session.as_ref().and_then(|(_, _, p)| p.clone()),
         })
     }
 
@@ -278,6 +336,15 @@ impl Identity {
             }
         }
         let generation = self.generation.load(Ordering::Acquire);
+        if id.starts_with("ASIA") {
+            let known = self.session(id).await?;
+            if let (Some(k), true) = (&known, following) {
+                if self.generation.load(Ordering::Acquire) == generation {
+                    self.known.write().insert(id.to_string(), k.clone());
+                }
+            }
+            return Ok(known);
+        }
         let Some(kv) = self.store.get(&iam::access_key(&self.account, id)).await? else {
             return Ok(None);
         };
@@ -287,13 +354,13 @@ impl Identity {
                 "access key {id}: {e} (is the secrets key the one it was stored with?)"
             ))
         })?;
-        let principal = match record.owner {
+        let principal = match &record.owner {
             KeyOwner::Root => Principal::Root {
                 account: self.account.clone(),
             },
             KeyOwner::User(name) => {
                 let Some(user) =
-                    typed::get::<User>(&*self.store, &iam::user(&self.account, &name)).await?
+                    typed::get::<User>(&*self.store, &iam::user(&self.account, name)).await?
                 else {
                     return Ok(None);
                 };
@@ -309,12 +376,73 @@ impl Identity {
             principal,
             secret,
             status: record.status,
+            key_owner: Some(record.owner),
+            session: None,
             signing: Mutex::default(),
         });
         if following && self.generation.load(Ordering::Acquire) == generation {
             self.known.write().insert(id.to_string(), known.clone());
         }
         Ok(Some(known))
+    }
+
+    /// Temporary credentials as verification uses them.
+    async fn session(&self, id: &str) -> Result<Option<Arc<KnownKey>>, ControlError> {
+        let Some(kv) = self.store.get(&iam::session(&self.account, id)).await? else {
+            return Ok(None);
+        };
+        let record: berth_iam::Session = typed::decode(&kv)?.value;
+        let secret = self
+            .sealer
+            .open(&record.sealed_secret, id)
+            .map_err(|e| ControlError::Internal(format!("session {id}: {e}")))?;
+        let principal = match &record.owner {
+            berth_iam::SessionOwner::Role { role, session } => {
+                let Some(r) = typed::get::<berth_iam::records::Role>(
+                    &*self.store,
+                    &iam::role(&self.account, role),
+                )
+                .await?
+                else {
+                    return Ok(None);
+                };
+                Principal::AssumedRole {
+                    account: self.account.clone(),
+                    role: r.value.name,
+                    role_id: r.value.id,
+                    session: session.clone(),
+                }
+            }
+            berth_iam::SessionOwner::Same(KeyOwner::Root) => Principal::Root {
+                account: self.account.clone(),
+            },
+            berth_iam::SessionOwner::Same(KeyOwner::User(name)) => {
+                let Some(user) =
+                    typed::get::<User>(&*self.store, &iam::user(&self.account, name)).await?
+                else {
+                    return Ok(None);
+                };
+                Principal::User {
+                    account: self.account.clone(),
+                    name: user.value.name,
+                    id: user.value.id,
+                    path: user.value.path,
+                }
+            }
+        };
+        let policy = record
+            .policy
+            .as_deref()
+            .and_then(|d| Policy::parse(d, PolicyKind::Identity).ok())
+            .map(Arc::new);
+        Ok(Some(Arc::new(KnownKey {
+            principal,
+            secret,
+            status: KeyStatus::Active,
+            key_owner: None,
+            session: Some((record.token_hash, record.expires, policy)),
+            signing: Mutex::default(),
+        })))
     }
 
     /// Keeps what is kept true to the store until `stop`: a change to an
@@ -324,6 +452,7 @@ impl Identity {
     pub async fn follow(self: Arc<Self>, stop: CancellationToken) {
         let prefix = iam::base(&self.account);
         let keys_prefix = iam::access_keys(&self.account);
+        let sessions_prefix = iam::sessions(&self.account);
         loop {
             let from = match self.store.current_revision().await {
                 Ok(r) => r + 1,
@@ -350,7 +479,12 @@ impl Identity {
                 self.generation.fetch_add(1, Ordering::AcqRel);
                 let mut known = self.known.write();
                 for ev in &batch {
-                    match ev.kv.key.strip_prefix(&keys_prefix) {
+                    match ev
+                        .kv
+                        .key
+                        .strip_prefix(&keys_prefix)
+                        .or_else(|| ev.kv.key.strip_prefix(&sessions_prefix))
+                    {
                         Some(id) => {
                             known.remove(id);
                         }
@@ -429,6 +563,11 @@ impl Identity {
             .await?;
         Ok(made.succeeded.then_some(creds))
     }
+}
+
+/// Equality that takes as long whichever byte differs.
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 fn check_time(sig: &sigv4::Signature, now: SystemTime) -> Result<(), AuthFailure> {
@@ -627,5 +766,58 @@ mod tests {
         }
         assert_eq!(check(&id, &h, b"", now).await, Err(AuthFailure::UnknownKey));
         stop.cancel();
+    }
+
+    #[tokio::test]
+    async fn temporary_credentials_need_their_token_and_expire() {
+        let ctl = crate::Control::new(Arc::new(MemStore::new()), crate::ControlConfig::default());
+        let owner = berth_iam::SessionOwner::Same(KeyOwner::Root);
+        let (record, secret, token) = crate::iam::create_session(&ctl, owner, 900, None)
+            .await
+            .expect("made");
+        let creds = |token: Option<String>| sigv4::Credentials {
+            access_key_id: record.access_key_id.clone(),
+            secret_access_key: secret.clone(),
+            session_token: token,
+        };
+        let at = |secs: f64| UNIX_EPOCH + Duration::from_secs_f64(secs);
+        let ask = |c: sigv4::Credentials, now: SystemTime| {
+            let ctl = ctl.clone();
+            async move {
+                let headers = vec![("host", "h")];
+                let req = sigv4::Request {
+                    method: "POST",
+                    path: "/",
+                    query: "",
+                    headers: &headers,
+                };
+                let added = sigv4::sign(&req, b"", &c, "us-east-1", "ecs", now);
+                let mut all: Vec<(&str, &str)> = headers.clone();
+                for (k, v) in &added {
+                    all.push((k, v));
+                }
+                let req = sigv4::Request {
+                    headers: &all,
+                    ..req
+                };
+                ctl.identity.authenticate(&req, b"", "ecs", now).await
+            }
+        };
+        let before = at(record.expires - 1.0);
+        let caller = ask(creds(Some(token.clone())), before)
+            .await
+            .expect("valid");
+        assert_eq!(caller.principal.arn(), "arn:aws:iam::000000000000:root");
+        assert!(caller.key_owner.is_none());
+        assert_eq!(ask(creds(None), before).await, Err(AuthFailure::UnknownKey));
+        assert_eq!(
+            ask(creds(Some(format!("{token}x"))), before).await,
+            Err(AuthFailure::UnknownKey)
+        );
+        let after = at(record.expires + 1.0);
+        assert_eq!(
+            ask(creds(Some(token)), after).await,
+            Err(AuthFailure::ExpiredToken)
+        );
     }
 }

@@ -42,6 +42,38 @@ pub struct AccessKey {
     pub created: f64,
 }
 
+/// Whose temporary credentials these are.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum SessionOwner {
+    /// A session of a role (AssumeRole), by role name and session name.
+    Role { role: String, session: String },
+    /// The owner of the long-term key that asked (GetSessionToken).
+    Same(KeyOwner),
+}
+
+/// Temporary credentials (STS) as stored: the secret sealed, the session
+/// token only as its hash.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Session {
+    pub access_key_id: String,
+    pub owner: SessionOwner,
+    pub sealed_secret: String,
+    /// Hex SHA-256 of the session token.
+    pub token_hash: String,
+    /// Seconds since the epoch.
+    pub expires: f64,
+    /// An inline session policy that limits the session.
+    #[serde(default)]
+    pub policy: Option<String>,
+}
+
+/// A new session token.
+pub fn new_session_token(rng: &mut impl Rng) -> String {
+    pick(rng, SECRET_CHARS, 256)
+}
+
 /// Characters of key ids after their prefix: base32's, as AWS's.
 const ID_CHARS: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
 /// Characters of secrets (base64's).

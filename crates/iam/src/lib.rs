@@ -13,5 +13,5 @@ pub mod principal;
 pub mod records;
 pub mod seal;
 
-pub use keys::{AccessKey, KeyOwner, KeyStatus};
+pub use keys::{AccessKey, KeyOwner, KeyStatus, Session, SessionOwner};
 pub use principal::Principal;

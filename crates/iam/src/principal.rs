@@ -13,12 +13,22 @@ pub enum Principal {
         id: String,
         path: String,
     },
+    /// A session of an IAM role (STS AssumeRole).
+    AssumedRole {
+        account: String,
+        role: String,
+        /// The role's `AROA...` id.
+        role_id: String,
+        session: String,
+    },
 }
 
 impl Principal {
     pub fn account(&self) -> &str {
         match self {
-            Principal::Root { account } | Principal::User { account, .. } => account,
+            Principal::Root { account }
+            | Principal::User { account, .. }
+            | Principal::AssumedRole { account, .. } => account,
         }
     }
 
@@ -32,15 +42,24 @@ impl Principal {
                 path,
                 ..
             } => format!("arn:aws:iam::{account}:user{path}{name}"),
+            Principal::AssumedRole {
+                account,
+                role,
+                session,
+                ..
+            } => format!("arn:aws:sts::{account}:assumed-role/{role}/{session}"),
         }
     }
 
     /// STS GetCallerIdentity's `UserId`: the account for the root, the
-    /// unique id for a user.
-    pub fn user_id(&self) -> &str {
+    /// unique id for a user, `role id:session` for a role's session.
+    pub fn user_id(&self) -> String {
         match self {
-            Principal::Root { account } => account,
-            Principal::User { id, .. } => id,
+            Principal::Root { account } => account.clone(),
+            Principal::User { id, .. } => id.clone(),
+            Principal::AssumedRole {
+                role_id, session, ..
+            } => format!("{role_id}:{session}"),
         }
     }
 }
@@ -64,5 +83,16 @@ mod tests {
         };
         assert_eq!(user.arn(), "arn:aws:iam::123456789012:user/dev/ana");
         assert_eq!(user.user_id(), "AIDAEXAMPLE");
+        let session = Principal::AssumedRole {
+            account: "123456789012".into(),
+            role: "app".into(),
+            role_id: "AROAEXAMPLE".into(),
+            session: "s1".into(),
+        };
+        assert_eq!(
+            session.arn(),
+            "arn:aws:sts::123456789012:assumed-role/app/s1"
+        );
+        assert_eq!(session.user_id(), "AROAEXAMPLE:s1");
     }
 }

@@ -171,6 +171,9 @@ pub enum IamError {
     Validation(String),
     #[error("{0}")]
     ConcurrentModification(String),
+    /// STS: a session policy over its packed size.
+    #[error("{0}")]
+    PackedPolicyTooLarge(String),
 }
 
 impl IamError {
@@ -184,6 +187,7 @@ impl IamError {
             IamError::InvalidInput(_) => "InvalidInput",
             IamError::Validation(_) => "ValidationError",
             IamError::ConcurrentModification(_) => "ConcurrentModification",
+            IamError::PackedPolicyTooLarge(_) => "PackedPolicyTooLarge",
         }
     }
 

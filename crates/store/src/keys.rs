@@ -354,6 +354,14 @@ pub mod iam {
     pub fn access_key(account: &str, id: &str) -> String {
         format!("{}{id}", access_keys(account))
     }
+    /// Temporary credentials by key id (`berth_iam::Session`), under a
+    /// lease that ends a little after they expire.
+    pub fn sessions(account: &str) -> String {
+        format!("{}/sessions/", base(account))
+    }
+    pub fn session(account: &str, id: &str) -> String {
+        format!("{}{id}", sessions(account))
+    }
     /// The id of the account root's bootstrap key: written once, by the
     /// first server to start on the store.
     pub fn root_key(account: &str) -> String {
