@@ -337,3 +337,46 @@ def test_assume_role_then_act_with_its_temporary_credentials(server, ecs, name):
     assert as_self.get_caller_identity()["Arn"] == f"arn:aws:iam::{ACCOUNT}:user/{name}"
     assert error_of(as_self.get_session_token)[1] == "AccessDenied"
 
+
+
+def test_pass_role_is_checked_when_a_launch_hands_a_role_to_ecs(server, ecs, name):
+    iam = client(server, "iam")
+    ecs.create_cluster(clusterName=name)
+    role = iam.create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps(TRUST_ECS_TASKS))["Role"]
+    ecs.register_task_definition(family=name, taskRoleArn=role["Arn"],
+                                 containerDefinitions=[{"name": "c", "image": "busybox", "memory": 16}])
+    key, secret = user_with(server, iam, name, inline=allow("ecs:*"))
+    mine = client(server, "ecs", key, secret)
+    status, code, message = error_of(mine.run_task, cluster=name, taskDefinition=name)
+    assert code == "AccessDeniedException"
+    assert message == (f"User: arn:aws:iam::{ACCOUNT}:user/{name} is not authorized to perform: iam:PassRole on resource: "
+                       f"{role['Arn']} because no identity-based policy allows the iam:PassRole action")
+    status, code, _ = error_of(mine.create_service, cluster=name, serviceName=name, taskDefinition=name, desiredCount=0)
+    assert code == "AccessDeniedException"
+    assert client(server, "ecs").list_services(cluster=name)["serviceArns"] == [], "a refused request changes nothing"
+    # AmazonECS_FullAccess lets a user pass roles to ECS's tasks.
+    iam.attach_user_policy(UserName=name, PolicyArn="arn:aws:iam::aws:policy/AmazonECS_FullAccess")
+    wait_for("PassRole to be allowed", lambda: _creates_service(mine, name), timeout=5)
+    # An override names its own role, which is checked instead.
+    other = f"arn:aws:iam::{ACCOUNT}:role/{name}-other"
+    iam.detach_user_policy(UserName=name, PolicyArn="arn:aws:iam::aws:policy/AmazonECS_FullAccess")
+    iam.put_user_policy(UserName=name, PolicyName="pass", PolicyDocument=json.dumps(
+        {"Version": "2012-10-17", "Statement": [allow("ecs:*")["Statement"][0],
+                                                 allow("iam:PassRole", role["Arn"])["Statement"][0]]}))
+    wait_for("the narrower policy", lambda: _refused_override(mine, name, other), timeout=5)
+
+
+def _creates_service(ecs, name):
+    try:
+        ecs.create_service(cluster=name, serviceName=name, taskDefinition=name, desiredCount=0)
+        return True
+    except ClientError:
+        return False
+
+
+def _refused_override(ecs, name, role):
+    try:
+        ecs.run_task(cluster=name, taskDefinition=name, overrides={"taskRoleArn": role})
+        return False
+    except ClientError as e:
+        return e.response["Error"]["Code"] == "AccessDeniedException" and role in e.response["Error"]["Message"]

@@ -390,3 +390,82 @@ pub(crate) fn query(
         context: c,
     }
 }
+
+/// The roles a launch hands to ECS: the task definition's task and
+/// execution roles, or the ones the request's overrides name instead.
+async fn passed_roles(st: &AppState, ctx: &RequestContext, op: &str, body: &Value) -> Vec<String> {
+    let mut roles = vec![];
+    let overrides = body.get("overrides");
+    for (field, over) in [
+        ("taskRoleArn", "taskRoleArn"),
+        ("executionRoleArn", "executionRoleArn"),
+    ] {
+        if let Some(r) = overrides.and_then(|o| text(o, over)) {
+            roles.push(r.to_string());
+            continue;
+        }
+        let Some(td) = text(body, "taskDefinition") else {
+            continue;
+        };
+        // UpdateService without a new task definition passes nothing new.
+        if op == "UpdateService" && td.is_empty() {
+            continue;
+        }
+        let Ok(reference) =
+            berth_control::taskdefs::parse_reference(&ctx.scope, td, "taskDefinition")
+        else {
+            continue;
+        };
+        // A task definition that does not resolve is refused by the
+        // operation itself, with ECS's error.
+        if let Ok(stored) = berth_control::taskdefs::resolve(st, &ctx.scope, &reference).await {
+            let def = &stored.value.def;
+            let role = if field == "taskRoleArn" {
+                &def.task_role_arn
+            } else {
+                &def.execution_role_arn
+            };
+            if let Some(r) = role.as_deref().filter(|r| !r.is_empty()) {
+                roles.push(r.to_string());
+            }
+        }
+    }
+    roles.dedup();
+    roles
+}
+
+/// `iam:PassRole` for every role a RunTask, StartTask, CreateService or
+/// UpdateService hands to ECS, as AWS checks it.
+pub(crate) async fn check_pass_role(
+    st: &AppState,
+    ctx: &RequestContext,
+    op: &str,
+    body: &[u8],
+) -> Result<(), crate::ApiError> {
+    if !matches!(
+        op,
+        "RunTask" | "StartTask" | "CreateService" | "UpdateService"
+    ) {
+        return Ok(());
+    }
+    let Some(caller) = ctx.caller.as_ref().filter(|c| limited(c)) else {
+        return Ok(());
+    };
+    let body: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let roles = passed_roles(st, ctx, op, &body).await;
+    if roles.is_empty() {
+        return Ok(());
+    }
+    let mut c = base_context(ctx, &caller.principal, st.now());
+    c.set("iam:PassedToService", "ecs-tasks.amazonaws.com");
+    check(
+        st,
+        ctx,
+        Ask {
+            action: "iam:PassRole".into(),
+            resources: roles,
+            context: c,
+        },
+    )
+    .await
+}

@@ -224,6 +224,9 @@ async fn handle(st: &AppState, ctx: &mut RequestContext, req: &Incoming<'_>) -> 
             if let Err(e) = crate::authz::check(st, ctx, ask).await {
                 return Handled::refused(Protocol::Json, op.to_string(), e);
             }
+            if let Err(e) = crate::authz::check_pass_role(st, ctx, op, body).await {
+                return Handled::refused(Protocol::Json, op.to_string(), e);
+            }
         }
         let ctx = &*ctx;
         let span = tracing::info_span!("api", service = service.label, operation = op, request_id = %ctx.request_id);
