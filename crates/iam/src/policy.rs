@@ -1233,11 +1233,32 @@ mod tests {
             prop_assert!(alone != Decision::ExplicitDeny);
         }
 
-        /// The parser never panics, whatever it is given.
+        /// The parser never panics, whatever it is given: arbitrary text,
+        /// and JSON shaped like a policy with arbitrary parts.
         #[test]
         fn parsing_never_panics(text in ".{0,200}") {
             let _ = Policy::parse(&text, PolicyKind::Identity);
             let _ = Policy::parse(&text, PolicyKind::Trust);
+        }
+
+        #[test]
+        fn policy_shaped_json_never_panics(
+            version in "(2012-10-17|2008-10-17|x)",
+            effect in "(Allow|Deny|x)",
+            action in "[a-z:*?]{0,12}",
+            resource in "(\\*|arn:[a-z:/*${}]{0,20}|[a-z]{0,5})",
+            op in "(ForAnyValue:|ForAllValues:)?(String|Numeric|Date|Arn|Ip)[A-Za-z]{0,12}",
+            key in "[a-z:/]{0,12}",
+            value in "[ -~]{0,12}",
+        ) {
+            let doc = serde_json::json!({"Version": version, "Statement": [{
+                "Effect": effect, "Action": action, "Resource": resource,
+                "Condition": {op: {key: value}}}]}).to_string();
+            if let Ok(p) = Policy::parse(&doc, PolicyKind::Identity) {
+                let mut ctx = Context::default();
+                ctx.set("aws:username", "a");
+                let _ = evaluate(&[&p], &[], &Request { action: "s3:GetObject", resource: "arn:aws:s3:::b", caller: None, context: &ctx });
+            }
         }
     }
 }

@@ -895,4 +895,43 @@ mod tests {
         assert!(parse_amz_date("20261306T013005Z").is_none());
         assert!(parse_amz_date("2026-12-06T01:30:05Z").is_none());
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(4000))]
+
+        /// Fuzzing the reader with arbitrary headers and query strings:
+        /// it answers every input without panicking, and what it accepts
+        /// is consistent (a scope whose date starts the request's date).
+        #[test]
+        fn reading_signatures_never_panics(
+            auth in "(AWS4-HMAC-SHA256 )?[ -~]{0,160}",
+            date in "[0-9TZ]{0,18}",
+            query in "[ -~]{0,160}",
+            with_header in proptest::bool::ANY,
+        ) {
+            let mut headers = vec![("X-Amz-Date", date.as_str()), ("Host", "h")];
+            if with_header {
+                headers.push(("Authorization", auth.as_str()));
+            }
+            let req = Request { method: "POST", path: "/", query: &query, headers: &headers };
+            if let Ok(sig) = parse(&req) {
+                proptest::prop_assert!(sig.amz_date.starts_with(&sig.credential.date));
+                let _ = canonical_request(&req, &sig.signed_headers, UNSIGNED_PAYLOAD);
+            }
+            let _ = presigned_scope(&query);
+            let _ = parse_authorization(&auth);
+        }
+
+        #[test]
+        fn presigned_queries_never_panic(
+            pairs in proptest::collection::vec(("X-Amz-(Algorithm|Credential|Date|Expires|SignedHeaders|Signature|Security-Token)", "[ -~]{0,40}"), 0..8),
+        ) {
+            let query: Vec<String> = pairs.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            let query = query.join("&");
+            let headers = vec![("Host", "h")];
+            let req = Request { method: "GET", path: "/a/../b", query: &query, headers: &headers };
+            let _ = parse(&req);
+            let _ = canonical_request(&req, &["host".to_string()], "x");
+        }
+    }
 }
