@@ -380,3 +380,16 @@ def _refused_override(ecs, name, role):
         return False
     except ClientError as e:
         return e.response["Error"]["Code"] == "AccessDeniedException" and role in e.response["Error"]["Message"]
+
+
+def test_a_source_ip_condition_sees_where_requests_come_from(server, name):
+    iam = client(server, "iam")
+    policy = {"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Action": "ecs:ListClusters", "Resource": "*",
+         "Condition": {"IpAddress": {"aws:SourceIp": "127.0.0.0/8"}}},
+        {"Effect": "Allow", "Action": "ecs:ListTaskDefinitions", "Resource": "*",
+         "Condition": {"NotIpAddress": {"aws:SourceIp": "127.0.0.0/8"}}}]}
+    key, secret = user_with(server, iam, name, inline=policy)
+    mine = client(server, "ecs", key, secret)
+    assert mine.list_clusters()["clusterArns"] is not None
+    assert error_of(mine.list_task_definitions)[1] == "AccessDeniedException"

@@ -48,6 +48,9 @@ pub(crate) fn base_context(ctx: &RequestContext, principal: &Principal, now: f64
         Principal::Root { .. } => c.set("aws:PrincipalType", "Account"),
     }
     c.set("aws:RequestedRegion", ctx.scope.region.clone());
+    if let Some(ip) = ctx.source_ip {
+        c.set("aws:SourceIp", ip.to_string());
+    }
     c.set("aws:SecureTransport", "false");
     c.set("aws:CurrentTime", berth_domain::elb::iso8601(now));
     c.set("aws:EpochTime", format!("{}", now as i64));

@@ -17,6 +17,8 @@ pub struct RequestContext {
     pub caller: Option<berth_control::identity::Caller>,
     /// The SigV4 service of the credential scope, if signed.
     pub service: Option<String>,
+    /// Where the request came from, when the connection says.
+    pub source_ip: Option<std::net::IpAddr>,
     /// A region in the credential scope that cannot be a region name; such
     /// a request is rejected rather than stored under a strange key.
     pub bad_region: Option<String>,
@@ -58,6 +60,7 @@ impl RequestContext {
                 .to_string(),
             principal: scope.root_principal(),
             caller: None,
+            source_ip: None,
             scope,
             service: scope_info.map(|s| s.service),
             bad_region,

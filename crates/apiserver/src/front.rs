@@ -79,6 +79,7 @@ async fn root(
     State(st): State<AppState>,
     method: Method,
     uri: Uri,
+    peer: Option<axum::Extension<crate::serve::PeerAddr>>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
@@ -88,6 +89,7 @@ async fn root(
         &st.config.account_id,
         &st.config.default_region,
     );
+    ctx.source_ip = peer.and_then(|p| p.0 .0);
     let started = Instant::now();
     let target = headers
         .get("x-amz-target")

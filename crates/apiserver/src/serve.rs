@@ -97,6 +97,10 @@ pub async fn serve(
     failed.map_or(Ok(()), Err)
 }
 
+/// The address a connection came from, on each of its requests.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PeerAddr(pub Option<std::net::IpAddr>);
+
 /// Serves the connections handed to HTTP thread `me` until the acceptor
 /// hangs up, then drains them.
 async fn connections(
@@ -118,7 +122,15 @@ async fn connections(
         };
         // Responses are written whole; Nagle would only delay them.
         stream.set_nodelay(true).ok();
-        let service = TowerToHyperService::new(app.clone());
+        // Policies may ask where a request came from (aws:SourceIp).
+        let peer = PeerAddr(stream.peer_addr().ok().map(|a| a.ip()));
+        let service = TowerToHyperService::new(tower::ServiceExt::map_request(
+            app.clone(),
+            move |mut req: axum::http::Request<hyper::body::Incoming>| {
+                req.extensions_mut().insert(peer);
+                req
+            },
+        ));
         let (open, stop) = (open.clone(), stop.clone());
         running.spawn(async move {
             // Upgrades: agents hold a WebSocket to the gateway.
