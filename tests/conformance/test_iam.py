@@ -393,3 +393,21 @@ def test_a_source_ip_condition_sees_where_requests_come_from(server, name):
     mine = client(server, "ecs", key, secret)
     assert mine.list_clusters()["clusterArns"] is not None
     assert error_of(mine.list_task_definitions)[1] == "AccessDeniedException"
+
+
+def test_what_berth_does_not_support_yet_is_refused_not_ignored(server, name):
+    iam, sts = client(server, "iam"), client(server, "sts")
+    boundary = "arn:aws:iam::aws:policy/ReadOnlyAccess"
+    assert error_of(iam.create_user, UserName=name, PermissionsBoundary=boundary)[1] == "InvalidInput"
+    assert error_of(iam.get_user, UserName=name)[1] == "NoSuchEntity", "nothing was made"
+    trust = {"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Principal": {"AWS": ACCOUNT}, "Action": "sts:AssumeRole"}]}
+    assert error_of(iam.create_role, RoleName=name, AssumeRolePolicyDocument=json.dumps(trust),
+                    PermissionsBoundary=boundary)[1] == "InvalidInput"
+    role = iam.create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps(trust))["Role"]
+    status, code, message = error_of(sts.assume_role, RoleArn=role["Arn"], RoleSessionName="s1", ExternalId="ext1")
+    assert (status, code) == (400, "ValidationError") and "ExternalId" in message
+    assert error_of(sts.assume_role, RoleArn=role["Arn"], RoleSessionName="s1",
+                    PolicyArns=[{"arn": boundary}])[1] == "ValidationError"
+    assert iam.list_policies(PolicyUsageFilter="PermissionsBoundary")["Policies"] == []
+    assert iam.list_policies(PolicyUsageFilter="PermissionsPolicy", Scope="AWS")["Policies"]

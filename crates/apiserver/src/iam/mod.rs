@@ -142,6 +142,16 @@ fn tags_arg(v: Option<Vec<w::Tag>>) -> Result<Vec<Tag>, IamError> {
     Ok(tags)
 }
 
+/// A member Berth does not support yet: refused, never ignored.
+fn unsupported<T>(value: &Option<T>, member: &str) -> Result<(), IamError> {
+    match value {
+        Some(_) => Err(IamError::InvalidInput(format!(
+            "Berth does not support {member} yet; leave it out (see docs/api-coverage.md)."
+        ))),
+        None => Ok(()),
+    }
+}
+
 fn wire_tags(tags: &[Tag]) -> Option<Vec<w::Tag>> {
     (!tags.is_empty()).then(|| {
         tags.iter()
@@ -234,6 +244,7 @@ async fn create_user(
     r: w::CreateUserRequest,
 ) -> Out<w::CreateUserResponse> {
     let name = name_arg(&r.user_name, "userName")?;
+    unsupported(&r.permissions_boundary, "PermissionsBoundary")?;
     let path = path_arg(&r.path, "path")?;
     let tags = tags_arg(r.tags)?;
     let u = ctl_iam::create_user(st, name, &path, tags).await?;
@@ -542,6 +553,18 @@ async fn list_policies(
     r: w::ListPoliciesRequest,
 ) -> Out<w::ListPoliciesResponse> {
     let scope = r.scope.as_deref().unwrap_or("All");
+    // Berth has no permissions boundaries: every policy is used as a
+    // permissions policy, none as a boundary.
+    let boundaries_only = match r.policy_usage_filter.as_deref() {
+        None | Some("PermissionsPolicy") => false,
+        Some("PermissionsBoundary") => true,
+        Some(other) => {
+            return Err(IamError::Validation(format!(
+                "1 validation error detected: Value '{other}' at 'policyUsageFilter' failed to satisfy constraint: Member must satisfy enum value set: [PermissionsPolicy, PermissionsBoundary]"
+            ))
+            .into())
+        }
+    };
     let prefix = r.path_prefix.clone().unwrap_or_else(|| "/".into());
     let users = ctl_iam::users(st).await?;
     let groups = ctl_iam::groups(st).await?;
@@ -578,6 +601,7 @@ async fn list_policies(
         .into_iter()
         .filter(|(_, p)| p.path.as_deref().unwrap_or("/").starts_with(&prefix))
         .filter(|(_, p)| !only_attached || p.attachment_count.unwrap_or(0) > 0)
+        .filter(|_| !boundaries_only)
         .collect();
     let (policies, next) = page(items, r.marker.as_deref(), r.max_items)?;
     Ok(w::ListPoliciesResponse {
@@ -1114,6 +1138,8 @@ async fn create_role(
     r: w::CreateRoleRequest,
 ) -> Out<w::CreateRoleResponse> {
     let name = role_arg(&r.role_name)?;
+    unsupported(&r.permissions_boundary, "PermissionsBoundary")?;
+    unsupported(&r.max_signin_session_duration, "MaxSigninSessionDuration")?;
     let path = path_arg(&r.path, "path")?;
     let trust = required(&r.assume_role_policy_document, "assumeRolePolicyDocument")?;
     let tags = tags_arg(r.tags)?;
@@ -1175,6 +1201,11 @@ async fn update_role(
     r: w::UpdateRoleRequest,
 ) -> Out<w::UpdateRoleResponse> {
     let name = role_arg(&r.role_name)?;
+    unsupported(&r.max_signin_session_duration, "MaxSigninSessionDuration")?;
+    unsupported(
+        &r.reset_max_signin_session_duration,
+        "ResetMaxSigninSessionDuration",
+    )?;
     if let Some(m) = r.max_session_duration {
         ctl_iam::check_max_session(m)?;
     }
