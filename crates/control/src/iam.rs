@@ -567,6 +567,30 @@ pub async fn detach_user_policy(ctl: &Control, name: &str, arn: &str) -> Result<
     Ok(())
 }
 
+/// Sets inline policy `policy_name` of `inline` to `document`, keeping the
+/// owner's documents within `limit` characters in total (IAM's quota).
+fn put_inline(
+    inline: &mut std::collections::BTreeMap<String, String>,
+    policy_name: &str,
+    document: &str,
+    limit: usize,
+    owner: &str,
+) -> std::result::Result<(), IamError> {
+    let total: usize = inline
+        .iter()
+        .filter(|(n, _)| *n != policy_name)
+        .map(|(_, d)| berth_iam::policy::packed_size(d))
+        .sum::<usize>()
+        + berth_iam::policy::packed_size(document);
+    if total > limit {
+        return Err(IamError::LimitExceeded(format!(
+            "Maximum policy size of {limit} bytes exceeded for {owner}"
+        )));
+    }
+    inline.insert(policy_name.to_string(), document.to_string());
+    Ok(())
+}
+
 pub async fn put_user_policy(
     ctl: &Control,
     name: &str,
@@ -575,21 +599,13 @@ pub async fn put_user_policy(
 ) -> Result<()> {
     check_document(document, PolicyKind::Identity, USER_INLINE_SIZE)?;
     update_user(ctl, name, |u| {
-        let total: usize = u
-            .inline
-            .iter()
-            .filter(|(n, _)| *n != policy_name)
-            .map(|(_, d)| berth_iam::policy::packed_size(d))
-            .sum::<usize>()
-            + berth_iam::policy::packed_size(document);
-        if total > USER_INLINE_SIZE {
-            return Err(IamError::LimitExceeded(format!(
-                "Maximum policy size of {USER_INLINE_SIZE} bytes exceeded for user {name}"
-            )));
-        }
-        u.inline
-            .insert(policy_name.to_string(), document.to_string());
-        Ok(())
+        put_inline(
+            &mut u.inline,
+            policy_name,
+            document,
+            USER_INLINE_SIZE,
+            &format!("user {name}"),
+        )
     })
     .await?;
     Ok(())
@@ -785,21 +801,13 @@ pub async fn put_group_policy(
 ) -> Result<()> {
     check_document(document, PolicyKind::Identity, GROUP_INLINE_SIZE)?;
     update_group(ctl, name, |g| {
-        let total: usize = g
-            .inline
-            .iter()
-            .filter(|(n, _)| *n != policy_name)
-            .map(|(_, d)| berth_iam::policy::packed_size(d))
-            .sum::<usize>()
-            + berth_iam::policy::packed_size(document);
-        if total > GROUP_INLINE_SIZE {
-            return Err(IamError::LimitExceeded(format!(
-                "Maximum policy size of {GROUP_INLINE_SIZE} bytes exceeded for group {name}"
-            )));
-        }
-        g.inline
-            .insert(policy_name.to_string(), document.to_string());
-        Ok(())
+        put_inline(
+            &mut g.inline,
+            policy_name,
+            document,
+            GROUP_INLINE_SIZE,
+            &format!("group {name}"),
+        )
     })
     .await?;
     Ok(())
@@ -1012,21 +1020,13 @@ pub async fn put_role_policy(
 ) -> Result<()> {
     check_document(document, PolicyKind::Identity, ROLE_INLINE_SIZE)?;
     update_role(ctl, name, |r| {
-        let total: usize = r
-            .inline
-            .iter()
-            .filter(|(n, _)| *n != policy_name)
-            .map(|(_, d)| berth_iam::policy::packed_size(d))
-            .sum::<usize>()
-            + berth_iam::policy::packed_size(document);
-        if total > ROLE_INLINE_SIZE {
-            return Err(IamError::LimitExceeded(format!(
-                "Maximum policy size of {ROLE_INLINE_SIZE} bytes exceeded for role {name}"
-            )));
-        }
-        r.inline
-            .insert(policy_name.to_string(), document.to_string());
-        Ok(())
+        put_inline(
+            &mut r.inline,
+            policy_name,
+            document,
+            ROLE_INLINE_SIZE,
+            &format!("role {name}"),
+        )
     })
     .await?;
     Ok(())

@@ -358,19 +358,10 @@ impl Identity {
             KeyOwner::Root => Principal::Root {
                 account: self.account.clone(),
             },
-            KeyOwner::User(name) => {
-                let Some(user) =
-                    typed::get::<User>(&*self.store, &iam::user(&self.account, name)).await?
-                else {
-                    return Ok(None);
-                };
-                Principal::User {
-                    account: self.account.clone(),
-                    name: user.value.name,
-                    id: user.value.id,
-                    path: user.value.path,
-                }
-            }
+            KeyOwner::User(name) => match self.user_principal(name).await? {
+                Some(p) => p,
+                None => return Ok(None),
+            },
         };
         let known = Arc::new(KnownKey {
             principal,
@@ -384,6 +375,17 @@ impl Identity {
             self.known.write().insert(id.to_string(), known.clone());
         }
         Ok(Some(known))
+    }
+
+    /// The principal of a user, if the user still exists.
+    async fn user_principal(&self, name: &str) -> Result<Option<Principal>, ControlError> {
+        let user = typed::get::<User>(&*self.store, &iam::user(&self.account, name)).await?;
+        Ok(user.map(|u| Principal::User {
+            account: self.account.clone(),
+            name: u.value.name,
+            id: u.value.id,
+            path: u.value.path,
+        }))
     }
 
     /// Temporary credentials as verification uses them.
@@ -417,16 +419,9 @@ impl Identity {
                 account: self.account.clone(),
             },
             berth_iam::SessionOwner::Same(KeyOwner::User(name)) => {
-                let Some(user) =
-                    typed::get::<User>(&*self.store, &iam::user(&self.account, name)).await?
-                else {
-                    return Ok(None);
-                };
-                Principal::User {
-                    account: self.account.clone(),
-                    name: user.value.name,
-                    id: user.value.id,
-                    path: user.value.path,
+                match self.user_principal(name).await? {
+                    Some(p) => p,
+                    None => return Ok(None),
                 }
             }
         };
