@@ -25,7 +25,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from tasks import BERTH, IMAGE, client, cleanup, free_port, pct, wait_agent, wait_health  # noqa: E402
+from tasks import BERTH, IMAGE, client, cleanup, free_port, join_token, pct, wait_agent, wait_health  # noqa: E402
 
 RUNS = int(os.environ.get("RUNS", "40"))
 ROUNDS = int(os.environ.get("ROUNDS", "5"))
@@ -119,6 +119,7 @@ def main():
                 for mode in ("ec2", "fargate"):
                     agents.append(subprocess.Popen(
                         [BERTH, "agent", "--server", url, "--capacity", mode, "--data-dir", os.path.join(tmp, f"{mode}{i}"),
+                         "--token", join_token(url, *(["--capacity", "fargate"] if mode == "fargate" else ["--cluster", "default"])),
                          "--log", "warn", "--image-pull-behavior", "prefer-cached"], stdin=subprocess.DEVNULL,
                         stdout=subprocess.DEVNULL, stderr=open(os.path.join(tmp, f"{mode}{i}.log"), "ab")))
             while len(ecs.list_container_instances()["containerInstanceArns"]) < 3:

@@ -209,6 +209,8 @@ class Berth:
             except Exception:
                 time.sleep(0.05)
         self.ecs.create_cluster(clusterName="bench")
+        self.token = subprocess.run([BERTH, "token", "create", "--server", self.url, "--cluster", "bench"],
+                                    capture_output=True, text=True, stdin=subprocess.DEVNULL, check=True).stdout.strip()
         self.agents = {}
         for i in range(2):
             self.start_agent(f"i-bench{i}", f"local-1{'ab'[i]}")
@@ -219,6 +221,7 @@ class Berth:
         os.makedirs(d, exist_ok=True)
         self.agents[iid] = subprocess.Popen(
             [BERTH, "agent", "--server", self.url, "--cluster", "bench", "--data-dir", d, "--instance-id", iid,
+             "--token", self.token,
              "--availability-zone", zone, "--log", "warn", "--image-pull-behavior", "prefer-cached"],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=open(os.path.join(d, "agent.log"), "ab"))
 

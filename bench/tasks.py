@@ -160,6 +160,14 @@ def wait_health(url, proc):
     sys.exit("berth did not come up")
 
 
+def join_token(url, *target):
+    """A join token for `berth agent --token` (`--cluster NAME` or `--capacity fargate`), signed with the
+    credentials bench/credentials.sh exported."""
+    p = subprocess.run([BERTH, "token", "create", "--server", url, *target], capture_output=True, text=True,
+                       stdin=subprocess.DEVNULL, check=True)
+    return p.stdout.strip()
+
+
 def wait_agent(ecs):
     """Until the default cluster's first instance has its agent connected."""
     for _ in range(200):
@@ -278,6 +286,7 @@ def agent_memory(tmp):
         ecs = client(url)
         ecs.create_cluster(clusterName="mem")
         agent = subprocess.Popen([BERTH, "agent", "--server", url, "--cluster", "mem", "--data-dir", os.path.join(tmp, "a"),
+                                  "--token", join_token(url, "--cluster", "mem"),
                                   "--log", "warn", "--image-pull-behavior", "prefer-cached"], stdin=subprocess.DEVNULL,
                                  stdout=subprocess.DEVNULL, stderr=open(os.path.join(tmp, "agent.log"), "ab"))
         for _ in range(200):

@@ -31,6 +31,14 @@ impl Signer {
         }
     }
 
+    /// A signer with credentials of its own (a simulated host's).
+    pub fn with(credentials: Credentials) -> Signer {
+        Signer {
+            credentials: Some(credentials),
+            region: "us-east-1".into(),
+        }
+    }
+
     /// The headers that authenticate a request to `url` (`http://host:port/path`)
     /// carrying `headers` (all signed) and `body`, including `host`.
     pub fn headers(

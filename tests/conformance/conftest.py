@@ -196,8 +196,9 @@ IMAGE = "berth-test/busybox:latest"
 class Agent(Process):
     """A `berth agent` process: one container instance, on the shared engine."""
 
-    def __init__(self, server, cluster, data_dir, instance_id, attributes=(), zone="local-1a", wrap=(), extra=()):
-        self.server, self.cluster, self.data_dir = server, cluster, data_dir
+    def __init__(self, server, cluster, data_dir, instance_id, attributes=(), zone="local-1a", wrap=(), extra=(),
+                 token=None):
+        self.server, self.cluster, self.data_dir, self.token = server, cluster, data_dir, token
         self.instance_id, self.attributes, self.zone = instance_id, list(attributes), zone
         # `wrap`: a command to run the agent under (e.g. `ip netns exec NS`).
         self.wrap, self.extra = list(wrap), list(extra)
@@ -205,7 +206,16 @@ class Agent(Process):
         self.log = os.path.join(data_dir, "agent.log")
         os.makedirs(data_dir, exist_ok=True)
 
+    def join_token(self):
+        """A join token for this agent's cluster, or the Fargate pool's when it is Fargate capacity."""
+        fargate = any(a == "--capacity" and b == "fargate" for a, b in zip(self.extra, self.extra[1:]))
+        target = ["--capacity", "fargate"] if fargate else ["--cluster", self.cluster]
+        return make_token(self.server, *target)
+
     def start(self):
+        # The host joins once; restarts use the credentials it kept.
+        if not os.path.exists(os.path.join(self.data_dir, "credentials.json")):
+            self.extra = [*self.extra, "--token", self.token or self.join_token()]
         args = [*self.wrap, BERTH, "agent", "--server", self.server.url, "--cluster", self.cluster,
                 "--data-dir", self.data_dir, "--instance-id", self.instance_id,
                 "--availability-zone", self.zone, "--log", os.environ.get("AGENT_LOG", "info"), *self.extra]
@@ -213,6 +223,16 @@ class Agent(Process):
             args += ["--attribute", a]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=open(self.log, "ab"), stdin=subprocess.DEVNULL)
         return self
+
+
+def make_token(server, *target, expires_in=3600):
+    """Issues a join token (`berth token create`), signed as the account root."""
+    # An agent may be told of several servers; any one issues tokens.
+    p = subprocess.run([BERTH, "token", "create", "--server", server.url.split(",")[0], *target, "--expires-in", str(expires_in)],
+                       capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    if p.returncode != 0:
+        raise AssertionError(f"berth token create failed: {p.stderr}")
+    return p.stdout.strip()
 
 
 def wait_for(what, check, timeout=30, interval=0.1):

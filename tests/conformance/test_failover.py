@@ -169,7 +169,8 @@ def test_a_second_server_on_a_held_sqlite_store_refuses_to_start(tmp_path):
 
 def test_an_agent_given_only_dead_servers_keeps_retrying_and_says_why(tmp_path):
     dead = types.SimpleNamespace(url=f"http://127.0.0.1:{free_port()},http://127.0.0.1:{free_port()}")
-    a = Agent(dead, "default", str(tmp_path / "agent"), "i-" + uuid.uuid4().hex[:17]).start()
+    a = Agent(dead, "default", str(tmp_path / "agent"), "i-" + uuid.uuid4().hex[:17],
+              token="abcdef.0123456789abcdef0123456789abcdef").start()
     try:
         def retries():
             log = open(a.log).read()

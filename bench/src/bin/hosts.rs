@@ -105,6 +105,44 @@ impl Api {
         }
     }
 
+    /// The same servers, signing as `signer`.
+    fn signing_as(&self, signer: Signer) -> Self {
+        Api {
+            signer,
+            ..self.clone()
+        }
+    }
+
+    /// One of Berth's own routes on the current server: signed, or (for
+    /// the join, whose token is the credential) with a JSON body.
+    async fn own(&self, method: &str, path: &str, body: Option<&Value>) -> anyhow::Result<Value> {
+        let i = self.at.load(Ordering::Relaxed) % self.servers.len();
+        let url = format!("{}{path}", self.servers[i]);
+        let mut req = hyper::Request::builder().method(method).uri(&url);
+        let bytes = match body {
+            Some(b) => {
+                req = req.header("content-type", "application/json");
+                b.to_string()
+            }
+            None => {
+                for (k, v) in self.signer.headers(method, &url, &[], b"") {
+                    req = req.header(k, v);
+                }
+                String::new()
+            }
+        };
+        let resp = self
+            .http
+            .request(req.body(Full::new(Bytes::from(bytes)))?)
+            .await?;
+        let status = resp.status();
+        let bytes = resp.into_body().collect().await?.to_bytes();
+        if !status.is_success() {
+            bail!("{path}: HTTP {status}: {}", String::from_utf8_lossy(&bytes));
+        }
+        Ok(serde_json::from_slice(&bytes)?)
+    }
+
     /// One call to the current server; an unreachable one moves the
     /// client on and is an error (the caller retries if it wants).
     async fn call(&self, op: &str, body: &Value) -> anyhow::Result<Value> {
@@ -161,6 +199,8 @@ impl Sim {
 
 struct Host {
     arn: String,
+    /// Signs as the host, with what it got when it joined.
+    signer: Signer,
     silent: AtomicBool,
     /// Task ARN -> family, of what it reported RUNNING.
     tasks: parking_lot::Mutex<HashMap<String, String>>,
@@ -173,11 +213,40 @@ fn now() -> f64 {
         .unwrap_or_default()
 }
 
+/// The EC2-style id of simulated host `n`.
+fn instance_id(n: usize) -> String {
+    format!("i-sim{n:013}")
+}
+
+/// Joins host `n` with `token`, as `berth agent --token` does: what it
+/// signs with from then on.
+async fn join(api: &Api, token: &str, cluster: &str, n: usize) -> anyhow::Result<Signer> {
+    let body = json!({"token": token, "cluster": cluster, "instanceId": instance_id(n)});
+    let mut tries = 0;
+    let got = loop {
+        match api.own("POST", "/berth/v1/join", Some(&body)).await {
+            Ok(v) => break v,
+            Err(e) if tries < 50 => {
+                tries += 1;
+                tracing_free_log(&format!("join {n}: {e}"));
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    };
+    let text = |k: &str| got[k].as_str().map(String::from).context("join answer");
+    Ok(Signer::with(berth_wire::sigv4::Credentials {
+        access_key_id: text("accessKeyId")?,
+        secret_access_key: text("secretAccessKey")?,
+        session_token: None,
+    }))
+}
+
 async fn register(api: &Api, cluster: &str, n: usize) -> anyhow::Result<String> {
     let body = json!({
         "cluster": cluster,
         "instanceIdentityDocument": json!({
-            "instanceId": format!("i-sim{n:013}"),
+            "instanceId": instance_id(n),
             "instanceType": "sim.large",
             "availabilityZone": format!("local-1{}", ["a", "b", "c"][n % 3]),
             "region": "us-east-1",
@@ -282,7 +351,7 @@ async fn connection(sim: &Sim, host: &Host, cluster: &str, server: &str) -> anyh
             server,
         ))?;
     let url = gateway(server).replacen("ws://", "http://", 1);
-    for (k, v) in Signer::from_env().headers("GET", &url, &[], b"") {
+    for (k, v) in host.signer.headers("GET", &url, &[], b"") {
         request.headers_mut().insert(k, v.parse()?);
     }
     let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
@@ -482,6 +551,20 @@ async fn main() -> anyhow::Result<()> {
         api.call("RegisterTaskDefinition", &register_family(f))
             .await?;
     }
+    // Every host joins with one token, as a fleet's launch template would.
+    let token = api
+        .own(
+            "POST",
+            &format!(
+                "/berth/v1/join-tokens?cluster={}&expiresIn=7200",
+                args.cluster
+            ),
+            None,
+        )
+        .await?["token"]
+        .as_str()
+        .context("no join token")?
+        .to_string();
     let sim = Arc::new(Sim::default());
     let servers = Arc::new(args.servers.clone());
     let began = Instant::now();
@@ -490,15 +573,18 @@ async fn main() -> anyhow::Result<()> {
     for chunk in (0..args.hosts).collect::<Vec<_>>().chunks(50) {
         let mut regs = vec![];
         for &n in chunk {
-            let (api, cluster) = (api.clone(), args.cluster.clone());
-            regs.push(tokio::spawn(
-                async move { register(&api, &cluster, n).await },
-            ));
+            let (api, cluster, token) = (api.clone(), args.cluster.clone(), token.clone());
+            regs.push(tokio::spawn(async move {
+                let signer = join(&api, &token, &cluster, n).await?;
+                let arn = register(&api.signing_as(signer.clone()), &cluster, n).await?;
+                anyhow::Ok((arn, signer))
+            }));
         }
         for (r, &n) in regs.into_iter().zip(chunk) {
-            let arn = r.await??;
+            let (arn, signer) = r.await??;
             let host = Arc::new(Host {
                 arn,
+                signer,
                 silent: AtomicBool::new(false),
                 tasks: Default::default(),
             });

@@ -124,20 +124,38 @@ impl EcsClient {
     /// GETs one of Berth's own JSON routes (`/berth/v1/...`), in this
     /// client's region.
     pub async fn get_json<O: DeserializeOwned>(&self, path: &str) -> Result<O, EcsError> {
+        self.own_route("GET", path, None).await
+    }
+
+    /// Calls one of Berth's own JSON routes with `method`, signed unless
+    /// `body` is given (the join route is not signed: its token is the
+    /// credential).
+    pub async fn own_route<O: DeserializeOwned>(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<O, EcsError> {
         let url = format!("{}{}", self.url.trim_end_matches('/'), path);
-        let mut req = hyper::Request::get(&url);
-        for (k, v) in self.auth_headers("GET", path, &[], b"") {
-            req = req.header(k, v);
-        }
+        let mut req = hyper::Request::builder().method(method).uri(&url);
+        let bytes = match body {
+            Some(b) => {
+                req = req.header("content-type", "application/json");
+                serde_json::to_vec(b).map_err(|e| EcsError::Protocol(e.to_string()))?
+            }
+            None => {
+                for (k, v) in self.auth_headers(method, path, &[], b"") {
+                    req = req.header(k, v);
+                }
+                vec![]
+            }
+        };
         let req = req
-            .body(Full::new(Bytes::new()))
+            .body(Full::new(Bytes::from(bytes)))
             .map_err(|e| EcsError::Protocol(e.to_string()))?;
         let (status, bytes) = self.send(req).await?;
         if !status.is_success() {
-            return Err(EcsError::Api {
-                code: status.to_string(),
-                message: String::from_utf8_lossy(&bytes).trim().to_string(),
-            });
+            return Err(api_error(status, &bytes));
         }
         serde_json::from_slice(&bytes).map_err(|e| EcsError::Protocol(e.to_string()))
     }
@@ -167,18 +185,28 @@ impl EcsClient {
         if status.is_success() {
             return serde_json::from_slice(&bytes).map_err(|e| EcsError::Protocol(e.to_string()));
         }
-        let v: serde_json::Value = serde_json::from_slice(&bytes)
-            .map_err(|_| EcsError::Protocol(format!("HTTP {status} without an error body")))?;
-        let code = v["__type"]
-            .as_str()
-            .unwrap_or("ServerException")
-            .rsplit('#')
-            .next()
-            .unwrap_or_default()
-            .to_string();
-        let message = v["message"].as_str().unwrap_or_default().to_string();
-        Err(EcsError::Api { code, message })
+        Err(api_error(status, &bytes))
     }
+}
+
+/// An error answer in ECS's JSON shape; a body that is not one is told
+/// as it came (its status and text).
+fn api_error(status: hyper::StatusCode, bytes: &[u8]) -> EcsError {
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(bytes) else {
+        return EcsError::Api {
+            code: status.to_string(),
+            message: String::from_utf8_lossy(bytes).trim().to_string(),
+        };
+    };
+    let code = v["__type"]
+        .as_str()
+        .unwrap_or("ServerException")
+        .rsplit('#')
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    let message = v["message"].as_str().unwrap_or_default().to_string();
+    EcsError::Api { code, message }
 }
 
 /// An error and its causes, so that "client error (Connect)" says which

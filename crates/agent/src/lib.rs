@@ -73,8 +73,12 @@ pub struct AgentConfig {
     pub pull_behavior: berth_runtime::PullBehavior,
     /// Where to serve task logs; port 0 picks a free one.
     pub logs_listen: std::net::SocketAddr,
-    /// What the agent signs its calls to the server with.
+    /// What the agent signs its calls to the server with until it has
+    /// joined (or always, when it joins with no token).
     pub credentials: Option<berth_wire::sigv4::Credentials>,
+    /// A join token (`berth token create`): traded once for credentials of
+    /// the host's own, which are kept in the data dir for its restarts.
+    pub join_token: Option<String>,
 }
 
 #[derive(Debug, Error)]
@@ -149,11 +153,9 @@ fn attribute(name: &str, value: Option<&str>) -> w::Attribute {
 
 /// Registers this host (again, if the state file names an instance) and
 /// returns its container instance ARN.
-pub async fn register(
-    config: &AgentConfig,
-    ecs: &EcsClient,
-    runtime: &dyn ContainerRuntime,
-) -> Result<String, AgentError> {
+/// The state to register with: the remembered one if it is of this
+/// cluster, with the instance id given or remembered or made up.
+fn current_state(config: &AgentConfig) -> Result<State, AgentError> {
     let mut state = load_state(config)?
         .filter(|s| s.cluster == config.cluster)
         .unwrap_or_default();
@@ -164,6 +166,143 @@ pub async fn register(
     if state.instance_id.is_empty() {
         state.instance_id = format!("i-{}", &uuid::Uuid::new_v4().simple().to_string()[..17]);
     }
+    Ok(state)
+}
+
+/// Credentials a host got by joining, as kept in its data dir.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Joined {
+    cluster: String,
+    instance_id: String,
+    access_key_id: String,
+    secret_access_key: String,
+}
+
+impl Joined {
+    fn credentials(&self) -> berth_wire::sigv4::Credentials {
+        berth_wire::sigv4::Credentials {
+            access_key_id: self.access_key_id.clone(),
+            secret_access_key: self.secret_access_key.clone(),
+            session_token: None,
+        }
+    }
+}
+
+fn joined_path(config: &AgentConfig) -> PathBuf {
+    config.data_dir.join("credentials.json")
+}
+
+/// The kept credentials, if they are this host's in this cluster.
+fn load_joined(config: &AgentConfig, state: &State) -> Option<Joined> {
+    let bytes = std::fs::read(joined_path(config)).ok()?;
+    let j: Joined = serde_json::from_slice(&bytes).ok()?;
+    (j.cluster == state.cluster && j.instance_id == state.instance_id).then_some(j)
+}
+
+/// Readable by the agent's user only, and written whole or not at all.
+fn save_joined(config: &AgentConfig, joined: &Joined) -> Result<(), AgentError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = joined_path(config);
+    let fail = |e: std::io::Error| AgentError::State {
+        path: path.clone(),
+        reason: e.to_string(),
+    };
+    std::fs::create_dir_all(&config.data_dir).map_err(fail)?;
+    let tmp = path.with_extension("json.tmp");
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(fail)?;
+    f.write_all(&serde_json::to_vec(joined).unwrap_or_default())
+        .map_err(fail)?;
+    f.sync_all().map_err(fail)?;
+    std::fs::rename(&tmp, &path).map_err(fail)
+}
+
+/// Trades the join token for credentials of this host's own.
+async fn join(
+    config: &AgentConfig,
+    server: &str,
+    token: &str,
+    state: &State,
+) -> Result<Joined, AgentError> {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Answer {
+        access_key_id: String,
+        secret_access_key: String,
+    }
+    let body = serde_json::json!({
+        "token": token,
+        "cluster": state.cluster,
+        "instanceId": state.instance_id,
+    });
+    let answer: Answer = EcsClient::new(server, &config.region)
+        .own_route("POST", "/berth/v1/join", Some(&body))
+        .await?;
+    let joined = Joined {
+        cluster: state.cluster.clone(),
+        instance_id: state.instance_id.clone(),
+        access_key_id: answer.access_key_id,
+        secret_access_key: answer.secret_access_key,
+    };
+    save_joined(config, &joined)?;
+    tracing::info!(cluster = %state.cluster, instance = %state.instance_id, "joined with the token");
+    Ok(joined)
+}
+
+/// Registers through `server` with the host's own credentials, joining
+/// first when it has none (or its kept ones are no longer known: the
+/// server's store was reset, or the host joined again elsewhere).
+async fn join_and_register(
+    config: &AgentConfig,
+    server: &str,
+    runtime: &dyn ContainerRuntime,
+) -> Result<(String, Option<berth_wire::sigv4::Credentials>), AgentError> {
+    let Some(token) = &config.join_token else {
+        let ecs =
+            EcsClient::new(server, &config.region).with_credentials(config.credentials.clone());
+        return Ok((
+            register(config, &ecs, runtime).await?,
+            config.credentials.clone(),
+        ));
+    };
+    let state = current_state(config)?;
+    save_state(config, &state)?;
+    let kept = load_joined(config, &state);
+    let fresh = kept.is_none();
+    let joined = match kept {
+        Some(j) => j,
+        None => join(config, server, token, &state).await?,
+    };
+    let ecs = EcsClient::new(server, &config.region).with_credentials(Some(joined.credentials()));
+    match register(config, &ecs, runtime).await {
+        Err(AgentError::Register(EcsError::Api { code, .. }))
+            if !fresh && code == "UnrecognizedClientException" =>
+        {
+            tracing::warn!("the kept credentials are not known to the server; joining again");
+            let joined = join(config, server, token, &state).await?;
+            let ecs = ecs.with_credentials(Some(joined.credentials()));
+            Ok((
+                register(config, &ecs, runtime).await?,
+                Some(joined.credentials()),
+            ))
+        }
+        other => Ok((other?, Some(joined.credentials()))),
+    }
+}
+
+pub async fn register(
+    config: &AgentConfig,
+    ecs: &EcsClient,
+    runtime: &dyn ContainerRuntime,
+) -> Result<String, AgentError> {
+    let mut state = current_state(config)?;
     let facts = host::facts().map_err(AgentError::Host)?;
     let version = runtime.version().await?;
     let mut ports: Vec<u16> = DEFAULT_RESERVED_PORTS.to_vec();
@@ -287,21 +426,20 @@ fn retry_delay(failures: u32) -> Duration {
 /// Registers through the first server that answers, trying each in turn
 /// and retrying with backoff while none does; an answer that is an error
 /// (the cluster does not exist, say) ends it.
+#[allow(clippy::type_complexity)]
 async fn register_anywhere(
     config: &AgentConfig,
     runtime: &dyn ContainerRuntime,
     shutdown: &CancellationToken,
-) -> Result<Option<(usize, String)>, AgentError> {
+) -> Result<Option<(usize, String, Option<berth_wire::sigv4::Credentials>)>, AgentError> {
     if config.servers.is_empty() {
         return Err(AgentError::Host("no server to connect to".into()));
     }
     let mut failures = 0u32;
     loop {
         for (i, server) in config.servers.iter().enumerate() {
-            let ecs =
-                EcsClient::new(server, &config.region).with_credentials(config.credentials.clone());
-            match register(config, &ecs, runtime).await {
-                Ok(arn) => return Ok(Some((i, arn))),
+            match join_and_register(config, server, runtime).await {
+                Ok((arn, creds)) => return Ok(Some((i, arn, creds))),
                 Err(AgentError::Register(EcsError::Unreachable(why))) => {
                     tracing::warn!(server = %server, error = %why, "cannot register through this server");
                 }
@@ -321,13 +459,15 @@ async fn register_anywhere(
 /// Registers, then runs tasks and keeps a connection to a gateway until
 /// `shutdown`. Containers keep running when the agent stops.
 pub async fn run(
-    config: AgentConfig,
+    mut config: AgentConfig,
     runtime: Arc<dyn ContainerRuntime>,
     shutdown: CancellationToken,
 ) -> Result<(), AgentError> {
-    let Some((mut at, arn)) = register_anywhere(&config, &*runtime, &shutdown).await? else {
+    let Some((mut at, arn, creds)) = register_anywhere(&config, &*runtime, &shutdown).await? else {
         return Ok(());
     };
+    // From here on the host signs as itself.
+    config.credentials = creds;
     tracing::info!(cluster = %config.cluster, instance = %arn, server = %config.servers[at], "registered");
     let instance = arn.rsplit('/').next().unwrap_or_default().to_string();
     let (reporter, mut changed) = report::Reporter::open(config.data_dir.join("tasks.json"))
@@ -575,6 +715,7 @@ mod tests {
             pull_behavior: berth_runtime::PullBehavior::Default,
             logs_listen: "127.0.0.1:0".parse().expect("addr"),
             credentials: None,
+            join_token: None,
         };
         assert_eq!(load_state(&config).expect("no file"), None);
         let s = State {

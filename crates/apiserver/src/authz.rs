@@ -44,7 +44,9 @@ pub(crate) fn base_context(ctx: &RequestContext, principal: &Principal, now: f64
             c.set("aws:username", name.clone());
             c.set("aws:PrincipalType", "User");
         }
-        Principal::AssumedRole { .. } => c.set("aws:PrincipalType", "AssumedRole"),
+        Principal::AssumedRole { .. } | Principal::Instance { .. } => {
+            c.set("aws:PrincipalType", "AssumedRole")
+        }
         Principal::Root { .. } => c.set("aws:PrincipalType", "Account"),
     }
     c.set("aws:RequestedRegion", ctx.scope.region.clone());

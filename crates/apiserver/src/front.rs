@@ -26,6 +26,15 @@ pub fn router(state: AppState) -> axum::Router {
             get(crate::logs::task_logs),
         )
         .route("/berth/v1/billing", get(crate::billing::report))
+        .route(
+            "/berth/v1/join-tokens",
+            post(crate::join::create).get(crate::join::list),
+        )
+        .route(
+            "/berth/v1/join-tokens/{id}",
+            axum::routing::delete(crate::join::revoke),
+        )
+        .route("/berth/v1/join", post(crate::join::join_host))
         .with_state(state)
 }
 

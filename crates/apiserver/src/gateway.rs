@@ -46,6 +46,29 @@ pub(crate) async fn connect(
         Ok(ctx) => ctx,
         Err(refused) => return refused,
     };
+    // With authentication on, only a joined host's own credentials open a
+    // connection, and it carries that host and no other.
+    let bound = match ctx.caller.as_ref().map(|c| &c.principal) {
+        None => None,
+        Some(berth_iam::Principal::Instance {
+            cluster, instance, ..
+        }) => Some((cluster.clone(), instance.clone())),
+        Some(other) => {
+            return (
+                axum::http::StatusCode::FORBIDDEN,
+                [("content-type", berth_wire::json::CONTENT_TYPE)],
+                berth_wire::json::encode_error(
+                    "AccessDeniedException",
+                    &format!(
+                        "User: {} is not a container instance: the gateway takes only agents \
+                         signing with the credentials they got when they joined",
+                        other.arn()
+                    ),
+                ),
+            )
+                .into_response()
+        }
+    };
     let ws = match ws {
         Ok(ws) => ws,
         Err(rejection) => return rejection.into_response(),
@@ -53,7 +76,7 @@ pub(crate) async fn connect(
     let ws = ws.read_buffer_size(berth_wire::agent::SOCKET_READ_BUFFER);
     ws.on_upgrade(move |socket| async move {
         let mut socket = socket;
-        if let Err(why) = session(&st, &ctx.scope, &mut socket).await {
+        if let Err(why) = session(&st, &ctx.scope, bound, &mut socket).await {
             tracing::info!(reason = %why, "agent connection ended");
             let refused = ServerMessage::Refused { message: why };
             let _ = socket.send(text(&refused)).await;
@@ -86,12 +109,14 @@ async fn next(socket: &mut WebSocket, within: Duration) -> Result<Option<AgentMe
     }
 }
 
-/// Which instance `arn` names, if it is a live instance of `cluster`.
+/// Which instance `arn` names, if it is a live instance of `cluster` and,
+/// when the connection is `bound` to a host, that host's.
 async fn instance(
     st: &AppState,
     scope: &Scope,
     cluster: &str,
     arn: &str,
+    bound: Option<(String, String)>,
 ) -> Result<(String, String), String> {
     let unknown = || format!("container instance {arn} is not registered in cluster {cluster}");
     let name = arn::cluster_name(scope, Some(cluster)).ok_or_else(unknown)?;
@@ -99,7 +124,15 @@ async fn instance(
     let found = typed::get::<ContainerInstance>(&*st.store, &scope.instance(&name, &id))
         .await
         .map_err(|e| e.to_string())?;
-    found.map(|_| (name, id)).ok_or_else(unknown)
+    let found = found.ok_or_else(unknown)?;
+    if let Some((own_cluster, host)) = bound {
+        if own_cluster != name || found.value.ec2_instance_id != host {
+            return Err(format!(
+                "the connection's credentials are those of host {host} in {own_cluster}, not of container instance {arn}"
+            ));
+        }
+    }
+    Ok((name, id))
 }
 
 /// The desired set of an instance: every task placed on it that the
@@ -417,7 +450,12 @@ async fn send(socket: &mut WebSocket, m: &ServerMessage) -> Result<(), String> {
         .map_err(|_| "the agent went away".to_string())
 }
 
-async fn session(st: &AppState, scope: &Scope, socket: &mut WebSocket) -> Result<(), String> {
+async fn session(
+    st: &AppState,
+    scope: &Scope,
+    bound: Option<(String, String)>,
+    socket: &mut WebSocket,
+) -> Result<(), String> {
     let timeout = st.config.agent_timeout;
     let (cluster, arn, agent_version, logs_url) = match next(socket, timeout).await? {
         Some(AgentMessage::Hello {
@@ -429,7 +467,7 @@ async fn session(st: &AppState, scope: &Scope, socket: &mut WebSocket) -> Result
         Some(other) => return Err(format!("expected hello first, got {other:?}")),
         None => return Ok(()),
     };
-    let (cluster, id) = instance(st, scope, &cluster, &arn).await?;
+    let (cluster, id) = instance(st, scope, &cluster, &arn, bound).await?;
     let key = scope.agent_connection(&cluster, &id);
     let lease = st
         .store

@@ -24,6 +24,7 @@ mod front;
 mod gateway;
 mod hub;
 mod iam;
+mod join;
 mod logs;
 mod metrics;
 mod registry;

@@ -27,7 +27,29 @@ struct Setup {
     store: Arc<MemStore>,
     url: String,
     arn: String,
+    /// What the instance's host got when it joined.
+    host: berth_wire::sigv4::Credentials,
+    st: AppState,
     stop: CancellationToken,
+}
+
+/// The EC2-style id of the test's host.
+const HOST_ID: &str = "i-0gateway";
+
+/// Credentials of a host of `cluster`, as joining gives them.
+async fn host_credentials(
+    st: &AppState,
+    cluster: &str,
+    id: &str,
+) -> berth_wire::sigv4::Credentials {
+    let made = berth_control::join::issue(&st.ctl, cluster, id, None)
+        .await
+        .expect("host credentials");
+    berth_wire::sigv4::Credentials {
+        access_key_id: made.access_key_id,
+        secret_access_key: made.secret_access_key,
+        session_token: None,
+    }
 }
 
 async fn setup() -> Setup {
@@ -36,7 +58,9 @@ async fn setup() -> Setup {
         ..ApiConfig::default()
     };
     let store = Arc::new(MemStore::new());
-    let app = common::router(AppState::new(store.clone(), config)).await;
+    let st = AppState::new(store.clone(), config);
+    let app = common::router(st.clone()).await;
+    let host = host_credentials(&st, "gw", HOST_ID).await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -54,7 +78,11 @@ async fn setup() -> Setup {
     let ci = call(
         &app,
         "RegisterContainerInstance",
-        json!({"cluster": "gw", "totalResources": resources}),
+        json!({
+            "cluster": "gw",
+            "totalResources": resources,
+            "instanceIdentityDocument": json!({"instanceId": HOST_ID}).to_string(),
+        }),
     )
     .await;
     let arn = ci["containerInstance"]["containerInstanceArn"]
@@ -66,6 +94,8 @@ async fn setup() -> Setup {
         store,
         url,
         arn,
+        host,
+        st,
         stop,
     }
 }
@@ -109,14 +139,18 @@ async fn receive(ws: &mut Ws) -> ServerMessage {
     }
 }
 
-/// The upgrade request to the gateway, signed with the root's key.
-fn signed_upgrade(url: &str) -> tokio_tungstenite::tungstenite::handshake::client::Request {
+/// The upgrade request to the gateway, signed with `creds`.
+fn signed_upgrade(
+    url: &str,
+    creds: &berth_wire::sigv4::Credentials,
+) -> tokio_tungstenite::tungstenite::handshake::client::Request {
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
     let mut req = url.into_client_request().expect("request");
     let host = req.uri().authority().expect("authority").to_string();
     let path = req.uri().path().to_string();
     let headers = [("host", host.as_str())];
-    for (k, v) in common::signed(
+    for (k, v) in common::signed_as(
+        creds,
         "GET",
         &path,
         &headers,
@@ -135,7 +169,11 @@ fn signed_upgrade(url: &str) -> tokio_tungstenite::tungstenite::handshake::clien
 }
 
 async fn hello(s: &Setup, arn: &str) -> Ws {
-    let (mut ws, _) = tokio_tungstenite::connect_async(signed_upgrade(&s.url))
+    hello_as(s, arn, &s.host).await
+}
+
+async fn hello_as(s: &Setup, arn: &str, creds: &berth_wire::sigv4::Credentials) -> Ws {
+    let (mut ws, _) = tokio_tungstenite::connect_async(signed_upgrade(&s.url, creds))
         .await
         .expect("connect");
     let m = AgentMessage::Hello {
@@ -208,6 +246,32 @@ async fn a_goodbye_disconnects_at_once_and_strangers_are_refused() {
         }
         other => panic!("expected a refusal, got {other:?}"),
     }
+    s.stop.cancel();
+}
+
+#[tokio::test]
+async fn a_connection_carries_only_its_own_host() {
+    let s = setup().await;
+    // The account root is no host: refused before the upgrade.
+    match tokio_tungstenite::connect_async(signed_upgrade(&s.url, &common::root())).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+            assert_eq!(resp.status(), 403);
+        }
+        other => panic!(
+            "the root's upgrade was not refused: {:?}",
+            other.map(|_| ())
+        ),
+    }
+    // Another host of the same cluster cannot speak for this instance.
+    let other = host_credentials(&s.st, "gw", "i-0other").await;
+    let mut ws = hello_as(&s, &s.arn, &other).await;
+    match receive(&mut ws).await {
+        ServerMessage::Refused { message } => {
+            assert!(message.contains("host i-0other"), "{message}")
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert!(!connected(&s).await);
     s.stop.cancel();
 }
 

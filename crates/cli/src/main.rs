@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 mod billing;
 mod creds;
 mod service;
+mod token;
 
 // glibc's malloc spent about a quarter of the server's CPU under write load
 // (bench/, docs/benchmarks.md); request handling allocates many small,
@@ -50,6 +51,10 @@ enum Command {
     /// What Fargate tasks and container instances have cost, per task,
     /// service and cluster.
     Billing(BillingArgs),
+    /// Join tokens, with which new hosts' agents join a cluster or the
+    /// Fargate pool.
+    #[command(subcommand)]
+    Token(TokenCommand),
     /// Print the version.
     Version,
 }
@@ -145,6 +150,12 @@ struct AgentArgs {
     data_dir: Option<PathBuf>,
     #[command(flatten)]
     host: HostArgs,
+    /// A join token (`berth token create`): the host joins with it once
+    /// and signs as itself from then on. Without one the agent signs with
+    /// the AWS environment or profile, which a server with authentication
+    /// on refuses at its gateway.
+    #[arg(long, env = "BERTH_JOIN_TOKEN", hide_env_values = true)]
+    token: Option<String>,
     /// Log format.
     #[arg(long, env = "BERTH_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
@@ -206,6 +217,57 @@ struct LogsArgs {
     /// Region of the cluster.
     #[arg(long, env = "BERTH_REGION", default_value = "us-east-1")]
     region: String,
+}
+
+/// Where the token commands find the API.
+#[derive(clap::Args, Clone)]
+struct ServerAt {
+    /// The server's API URL.
+    #[arg(long, env = "BERTH_SERVER", default_value = "http://127.0.0.1:8750")]
+    server: String,
+    #[arg(long, env = "BERTH_REGION", default_value = "us-east-1")]
+    region: String,
+}
+
+#[derive(clap::Subcommand, Clone)]
+enum TokenCommand {
+    /// Issue a join token and print it.
+    Create {
+        /// The cluster hosts join with it.
+        #[arg(
+            long,
+            conflicts_with = "capacity",
+            required_unless_present = "capacity"
+        )]
+        cluster: Option<String>,
+        /// `fargate`: hosts join the hidden Fargate pool with it.
+        #[arg(long, value_enum)]
+        capacity: Option<Capacity>,
+        /// How long it can be used, in seconds.
+        #[arg(long, default_value_t = 86400.0)]
+        expires_in: f64,
+        /// What it is for.
+        #[arg(long, default_value = "")]
+        description: String,
+        #[command(flatten)]
+        at: ServerAt,
+    },
+    /// List join tokens (never their secrets).
+    Ls {
+        /// Print the server's JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        at: ServerAt,
+    },
+    /// Revoke a join token: no host can join with it any more; hosts that
+    /// joined keep their credentials.
+    Revoke {
+        /// The token's id (the part before the dot).
+        id: String,
+        #[command(flatten)]
+        at: ServerAt,
+    },
 }
 
 #[derive(clap::Args, Clone)]
@@ -454,6 +516,24 @@ fn main() -> anyhow::Result<()> {
             args.cluster.as_deref(),
             args.json,
         ),
+        Command::Token(cmd) => match cmd {
+            TokenCommand::Create {
+                cluster,
+                capacity,
+                expires_in,
+                description,
+                at,
+            } => {
+                let target = match (&cluster, capacity) {
+                    (_, Some(Capacity::Fargate)) => ("capacity", "fargate"),
+                    (Some(c), _) => ("cluster", c.as_str()),
+                    (None, _) => anyhow::bail!("--cluster NAME or --capacity fargate"),
+                };
+                token::create(&at.server, &at.region, target, expires_in, &description)
+            }
+            TokenCommand::Ls { json, at } => token::list(&at.server, &at.region, json),
+            TokenCommand::Revoke { id, at } => token::revoke(&at.server, &at.region, &id),
+        },
     }
 }
 
@@ -748,8 +828,18 @@ async fn serve(args: ServerArgs, up: Option<(HostArgs, bool)>) -> anyhow::Result
                     )
                 })?,
         );
-        // The local agents sign as the account root. Agents of other hosts
-        // join with credentials of their own.
+        // The local agents join as any host does, with tokens this server
+        // issues itself (short-lived: each start issues new ones); the
+        // root's key only makes the default cluster.
+        let local_token = |cluster: &'static str| {
+            let ctl = state.ctl.clone();
+            async move {
+                berth_control::join::create_token(&ctl, cluster, "berth up: this host", 600.0)
+                    .await
+                    .map(|(_, token)| token)
+                    .map_err(|e| anyhow::anyhow!("cannot issue the local agent's join token: {e}"))
+            }
+        };
         let mut ec2 = agent_config(
             std::slice::from_ref(&server),
             "default",
@@ -758,6 +848,7 @@ async fn serve(args: ServerArgs, up: Option<(HostArgs, bool)>) -> anyhow::Result
             &host,
         )?;
         ec2.credentials = root.clone();
+        ec2.join_token = Some(local_token("default").await?);
         let (region, stop, rt) = (args.region.clone(), shutdown.clone(), runtime.clone());
         let api = server.clone();
         local_agents.push(tokio::spawn(async move {
@@ -794,7 +885,7 @@ async fn serve(args: ServerArgs, up: Option<(HostArgs, bool)>) -> anyhow::Result
             )?;
             config.instance_id = config.instance_id.map(|i| format!("{i}-fargate"));
             config.logs_listen.set_port(0);
-            config.credentials = root.clone();
+            config.join_token = Some(local_token(berth_domain::instance::FARGATE_POOL).await?);
             let stop = shutdown.clone();
             local_agents.push(tokio::spawn(async move {
                 // Registration retries until the API answers.
@@ -931,6 +1022,7 @@ fn agent_config(
             .collect(),
         reserved_memory_mib: host.reserved_memory,
         credentials: creds::client_credentials(),
+        join_token: None,
         reserved_ports: host.reserved_ports.clone(),
         data_dir,
         pull_behavior,
@@ -949,7 +1041,8 @@ fn agent(args: AgentArgs) -> anyhow::Result<()> {
         Capacity::Ec2 => args.cluster.as_str(),
         Capacity::Fargate => berth_domain::instance::FARGATE_POOL,
     };
-    let config = agent_config(&args.servers, cluster, &args.region, data, &args.host)?;
+    let mut config = agent_config(&args.servers, cluster, &args.region, data, &args.host)?;
+    config.join_token = args.token.clone();
     // One thread: the agent waits on the engine and the server, and a
     // small footprint matters more than parallelism.
     let rt = tokio::runtime::Builder::new_current_thread()

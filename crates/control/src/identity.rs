@@ -186,6 +186,16 @@ impl Identity {
             Principal::User { name, .. } => name.clone(),
             Principal::AssumedRole { role, .. } => format!("role/{role}"),
             Principal::Root { .. } => return Ok(Arc::new(vec![])),
+            Principal::Instance {
+                account, cluster, ..
+            } => {
+                let doc = berth_iam::join::instance_policy(account, cluster);
+                return Ok(Arc::new(
+                    Policy::parse(&doc, PolicyKind::Identity)
+                        .map(|p| vec![p])
+                        .unwrap_or_default(),
+                ));
+            }
         };
         let name = &name;
         let following = self.following.load(Ordering::Acquire);
@@ -362,6 +372,11 @@ impl Identity {
                 Some(p) => p,
                 None => return Ok(None),
             },
+            KeyOwner::Instance { cluster, instance } => Principal::Instance {
+                account: self.account.clone(),
+                cluster: cluster.clone(),
+                instance: instance.clone(),
+            },
         };
         let known = Arc::new(KnownKey {
             principal,
@@ -418,6 +433,13 @@ impl Identity {
             berth_iam::SessionOwner::Same(KeyOwner::Root) => Principal::Root {
                 account: self.account.clone(),
             },
+            berth_iam::SessionOwner::Same(KeyOwner::Instance { cluster, instance }) => {
+                Principal::Instance {
+                    account: self.account.clone(),
+                    cluster: cluster.clone(),
+                    instance: instance.clone(),
+                }
+            }
             berth_iam::SessionOwner::Same(KeyOwner::User(name)) => {
                 match self.user_principal(name).await? {
                     Some(p) => p,

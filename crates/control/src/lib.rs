@@ -21,6 +21,7 @@ pub mod elb;
 mod error;
 pub mod iam;
 pub mod identity;
+pub mod join;
 pub mod launch;
 pub mod leader;
 pub mod live;

@@ -11,6 +11,9 @@ pub enum KeyOwner {
     Root,
     /// An IAM user, by name.
     User(String),
+    /// A container instance's agent, by cluster (or the Fargate pool) and
+    /// EC2-style instance id: issued when it joins with a join token.
+    Instance { cluster: String, instance: String },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -6,6 +6,7 @@
 //! store layout is `berth-store`'s; verifying a request is `berth-control`'s
 //! `identity`, on `berth-wire`'s SigV4 arithmetic.
 
+pub mod join;
 pub mod keys;
 pub mod managed;
 pub mod policy;

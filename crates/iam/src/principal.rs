@@ -21,14 +21,28 @@ pub enum Principal {
         role_id: String,
         session: String,
     },
+    /// The agent of a container instance, with the credentials it got by
+    /// joining with a join token: the container instance role, bound to
+    /// one host (its EC2-style id) of one cluster (or the Fargate pool).
+    Instance {
+        account: String,
+        cluster: String,
+        /// The host's EC2-style instance id.
+        instance: String,
+    },
 }
+
+/// The role name instance principals appear under, as an EC2 host's agent
+/// appears under its instance profile's role (`ecsInstanceRole`).
+pub const INSTANCE_ROLE: &str = "berth-container-instance";
 
 impl Principal {
     pub fn account(&self) -> &str {
         match self {
             Principal::Root { account }
             | Principal::User { account, .. }
-            | Principal::AssumedRole { account, .. } => account,
+            | Principal::AssumedRole { account, .. }
+            | Principal::Instance { account, .. } => account,
         }
     }
 
@@ -48,6 +62,9 @@ impl Principal {
                 session,
                 ..
             } => format!("arn:aws:sts::{account}:assumed-role/{role}/{session}"),
+            Principal::Instance {
+                account, instance, ..
+            } => format!("arn:aws:sts::{account}:assumed-role/{INSTANCE_ROLE}/{instance}"),
         }
     }
 
@@ -60,6 +77,7 @@ impl Principal {
             Principal::AssumedRole {
                 role_id, session, ..
             } => format!("{role_id}:{session}"),
+            Principal::Instance { instance, .. } => format!("{INSTANCE_ROLE}:{instance}"),
         }
     }
 }
@@ -94,5 +112,14 @@ mod tests {
             "arn:aws:sts::123456789012:assumed-role/app/s1"
         );
         assert_eq!(session.user_id(), "AROAEXAMPLE:s1");
+        let host = Principal::Instance {
+            account: "123456789012".into(),
+            cluster: "web".into(),
+            instance: "i-0abc".into(),
+        };
+        assert_eq!(
+            host.arn(),
+            "arn:aws:sts::123456789012:assumed-role/berth-container-instance/i-0abc"
+        );
     }
 }

@@ -399,6 +399,21 @@ pub mod iam {
     pub fn policy(account: &str, name: &str) -> String {
         format!("{}{}", policies(account), name.to_lowercase())
     }
+    /// The access key id a container instance's agent got when it joined,
+    /// by cluster (or the Fargate pool) and EC2-style id: a host that joins
+    /// again replaces its key.
+    pub fn instance_key(account: &str, cluster: &str, instance: &str) -> String {
+        format!("{}/instance-keys/{cluster}/{instance}", base(account))
+    }
+    /// Join tokens by id (`berth_iam::join::JoinToken`). Outside `base`:
+    /// issuing one changes no principal, so it must not drop what the
+    /// front door keeps of keys and policies.
+    pub fn join_tokens(account: &str) -> String {
+        format!("/berth/v1/{account}/global/join-tokens/")
+    }
+    pub fn join_token(account: &str, id: &str) -> String {
+        format!("{}{id}", join_tokens(account))
+    }
 }
 
 /// IAM ARNs contain `/` and `:`; escape `/` so a principal is one segment.

@@ -73,11 +73,20 @@ pub async fn register_container_instance(
         Some(instance::FARGATE_POOL) => instance::FARGATE_POOL.to_string(),
         given => active_cluster(st, &ctx.scope, given).await?.0,
     };
+    let host = host_of(ctx, &cluster)?;
     let resources = instance::resources(req.total_resources.as_deref())?;
     let tag_list = req.tags.clone().unwrap_or_default();
     tags::validate(&tag_list)?;
     let fresh_id = uuid::Uuid::new_v4().simple().to_string();
     let identity = instance::identity(req.instance_identity_document.as_deref(), &fresh_id)?;
+    if let Some(host) = host {
+        if identity.instance_id != host {
+            return Err(denied(format!(
+                "the caller's credentials are those of instance {host}, which cannot register as {}",
+                identity.instance_id
+            )));
+        }
+    }
     let id = match req.container_instance_arn.as_deref() {
         Some(given) => instance_id(&ctx.scope, &cluster, given).ok_or_else(|| {
             EcsError::invalid(format!(
@@ -103,6 +112,12 @@ pub async fn register_container_instance(
                 // An agent that restarts registers again with its ARN and
                 // keeps its id, registration time, status and attributes.
                 Some(e) => {
+                    if host.is_some_and(|h| h != e.value.ec2_instance_id) {
+                        return Err(denied(format!(
+                            "container instance {} belongs to another host",
+                            e.value.id
+                        )));
+                    }
                     let mut r = e.value;
                     r.version += 1;
                     r.ec2_instance_id = identity.instance_id.clone();
@@ -149,6 +164,40 @@ pub async fn register_container_instance(
     Ok(w::RegisterContainerInstanceResponse {
         container_instance: Some(view(&ctx.scope, &record, &observed, true)),
     })
+}
+
+fn denied(message: String) -> ApiError {
+    ApiError::Denied(crate::authz::Denied(message))
+}
+
+/// The host the caller's credentials are bound to, when they are a
+/// container instance's (which may register only itself, in its own
+/// cluster). Only such a host may join the Fargate pool: its tasks are
+/// every cluster's, with their environment, so no ECS caller, not even
+/// the account root, can put a host there.
+fn host_of<'a>(ctx: &'a RequestContext, cluster: &str) -> Result<Option<&'a str>, ApiError> {
+    let Some(caller) = &ctx.caller else {
+        return Ok(None);
+    };
+    match &caller.principal {
+        berth_iam::Principal::Instance {
+            cluster: own,
+            instance,
+            ..
+        } => {
+            if own != cluster {
+                return Err(denied(format!(
+                    "the caller's credentials are for {own}, not {cluster}"
+                )));
+            }
+            Ok(Some(instance))
+        }
+        _ if cluster == instance::FARGATE_POOL => Err(denied(format!(
+            "only a host that joined with a Fargate capacity token can register into {}",
+            instance::FARGATE_POOL
+        ))),
+        _ => Ok(None),
+    }
 }
 
 pub async fn deregister_container_instance(

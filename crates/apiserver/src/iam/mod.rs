@@ -374,7 +374,7 @@ async fn create_access_key(
     let (key, secret) = ctl_iam::create_access_key(st, &name).await?;
     let owner = match &key.owner {
         berth_iam::KeyOwner::User(n) => n.clone(),
-        berth_iam::KeyOwner::Root => String::new(),
+        berth_iam::KeyOwner::Root | berth_iam::KeyOwner::Instance { .. } => String::new(),
     };
     Ok(w::CreateAccessKeyResponse {
         access_key: Some(w::AccessKey {
@@ -458,7 +458,7 @@ async fn get_access_key_last_used(
     let key = ctl_iam::key_owner(st, id).await?;
     let user_name = match key.owner {
         berth_iam::KeyOwner::User(n) => Some(n),
-        berth_iam::KeyOwner::Root => None,
+        berth_iam::KeyOwner::Root | berth_iam::KeyOwner::Instance { .. } => None,
     };
     // Berth does not record each key's last use: AWS answers N/A for a
     // key never used.

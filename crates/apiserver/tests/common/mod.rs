@@ -50,6 +50,19 @@ pub fn signed(
     service: &str,
     now: SystemTime,
 ) -> Vec<(String, String)> {
+    signed_as(&root(), method, path, headers, body, service, now)
+}
+
+/// The same, signed with `creds`.
+pub fn signed_as(
+    creds: &sigv4::Credentials,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+    service: &str,
+    now: SystemTime,
+) -> Vec<(String, String)> {
     let mut all: Vec<(&str, &str)> = headers.to_vec();
     if !all.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
         all.insert(0, ("host", HOST));
@@ -61,7 +74,7 @@ pub fn signed(
         query,
         headers: &all,
     };
-    let added = sigv4::sign(&req, body, &root(), "us-east-1", service, now);
+    let added = sigv4::sign(&req, body, creds, "us-east-1", service, now);
     all.iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .chain(added.into_iter().map(|(k, v)| (k.to_string(), v)))
