@@ -4,6 +4,7 @@ import json
 import os
 import shutil
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
@@ -97,7 +98,9 @@ class Server(Process):
     def __init__(self, data_dir, store=None, extra_env=None, host="127.0.0.1"):
         self.port = free_port()
         self.host = host
-        self.url = f"http://{host}:{self.port}"
+        # A server given a certificate speaks TLS; it is its own CA.
+        self.ca = (extra_env or {}).get("BERTH_TLS_CERT")
+        self.url = f"{'https' if self.ca else 'http'}://{host}:{self.port}"
         self.data_dir = data_dir
         self.store = store
         self.extra_env = extra_env or {}
@@ -116,7 +119,8 @@ class Server(Process):
             if self.proc.poll() is not None:
                 raise RuntimeError(f"berth exited with {self.proc.returncode}: {open(self.log).read()}")
             try:
-                with urllib.request.urlopen(self.url + "/health", timeout=1) as r:
+                ctx = ssl.create_default_context(cafile=self.ca) if self.ca else None
+                with urllib.request.urlopen(self.url + "/health", timeout=1, context=ctx) as r:
                     if r.status == 200:
                         return self
             except OSError:
@@ -267,6 +271,13 @@ def agents_connected(ecs, cluster, n):
     return up if len(up) >= n else None
 
 
+def remove_containers(cluster):
+    """Agents leave their containers (tasks' and warm namespaces') running by design; tests clean up theirs."""
+    ids = docker("ps", "-aq", "--filter", f"label=com.amazonaws.ecs.cluster={cluster}").split()
+    if ids:
+        subprocess.run(["docker", "rm", "-f", *ids], capture_output=True)
+
+
 class Cluster:
     """A cluster on its own server with agents on the local engine."""
 
@@ -315,11 +326,7 @@ class Cluster:
     def stop(self):
         for a in self.agents:
             a.stop()
-        # The agents leave their containers running by design; the test
-        # cluster cleans them up.
-        ids = docker("ps", "-aq", "--filter", f"label=com.amazonaws.ecs.cluster={self.name}").split()
-        if ids:
-            subprocess.run(["docker", "rm", "-f", *ids], capture_output=True)
+        remove_containers(self.name)
         self.server.stop()
 
 

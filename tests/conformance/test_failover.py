@@ -122,10 +122,24 @@ def test_kill_9_of_the_leader_loses_nothing_and_another_takes_over(trio):
         arn = other.run_task(cluster=cluster, taskDefinition="fo")["tasks"][0]["taskArn"]
         wait_for("the run task to run",
                  lambda: ecs.describe_tasks(cluster=cluster, tasks=[arn])["tasks"][0]["lastStatus"] == "RUNNING")
+        # Its logs through either survivor: the one not holding its agent's
+        # connection passes the request to the one that does.
+        ecs.register_task_definition(family="talk", containerDefinitions=[
+            {"name": "c", "image": IMAGE, "memory": 16, "stopTimeout": 1,
+             "command": ["sh", "-c", "echo said on the host; exec sleep 600"]}])
+        talk = ecs.run_task(cluster=cluster, taskDefinition="talk")["tasks"][0]["taskArn"]
+        for s in survivors:
+            def said(url=s.url):
+                p = subprocess.run([BERTH, "logs", talk, "--cluster", cluster, "--server", url],
+                                   capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+                return "c | said on the host" in p.stdout or p.stderr
+            assert wait_for(f"the logs through {s.url}", lambda: said() is True) is True
+        ecs.stop_task(cluster=cluster, task=talk)
 
         # Nothing placed twice: one container per task, no stray ones.
         time.sleep(2)
         tasks = running_tasks(ecs, cluster)
+        tasks = [t for t in tasks if t["taskArn"] != talk]
         assert len(tasks) == 5, [t["taskArn"] for t in tasks]
         assert len(running_tasks(ecs, cluster, "web")) == 4
         for task in tasks:
@@ -134,6 +148,8 @@ def test_kill_9_of_the_leader_loses_nothing_and_another_takes_over(trio):
         # (The hosts' warm network namespaces are containers too; tasks' carry a task ARN.)
         all_ids = docker("ps", "-q", "--filter", f"label=com.amazonaws.ecs.cluster={cluster}",
                          "--filter", "label=com.amazonaws.ecs.task-arn").split()
+        all_ids = [i for i in all_ids if i not in docker("ps", "-q", "--filter",
+                                                          f"label=com.amazonaws.ecs.task-arn={talk}").split()]
         assert len(all_ids) == 5, all_ids
     finally:
         for a in agents:

@@ -13,7 +13,7 @@ import uuid
 import pytest
 from botocore.exceptions import ClientError
 
-from conftest import BERTH, Agent, agents_connected, make_client, make_token, signed, wait_for
+from conftest import BERTH, Agent, agents_connected, make_token, remove_containers, signed, wait_for
 
 POOL = "berth.fargate"
 
@@ -174,3 +174,4 @@ def test_the_gateway_takes_only_a_joined_host_and_only_as_itself(server, ecs, na
         assert mode == 0o600
     finally:
         agent.stop()
+        remove_containers(name)

@@ -54,7 +54,7 @@ def test_an_agent_in_its_own_network_namespace_runs_tasks(link, tmp_path):
         ecs.create_cluster(clusterName=cluster)
         iid = "i-" + uuid.uuid4().hex[:17]
         agent = Agent(server, cluster, str(tmp_path / "agent"), iid,
-                      wrap=["ip", "netns", "exec", ns], extra=["--logs-listen", f"{ns_ip}:0"]).start()
+                      wrap=["ip", "netns", "exec", ns]).start()
         wait_for("the agent to connect", lambda: agents_connected(ecs, cluster, 1))
         # It really is elsewhere: another network namespace than ours.
         assert os.readlink(f"/proc/{agent.proc.pid}/ns/net") != os.readlink("/proc/self/ns/net")
@@ -69,7 +69,7 @@ def test_an_agent_in_its_own_network_namespace_runs_tasks(link, tmp_path):
         d = wait_for("the task to run", running)
         labels = docker_inspect(d["containers"][0]["runtimeId"])["Config"]["Labels"]
         assert labels["berth.instance"] in d["containerInstanceArn"]
-        # The server fetches the logs from the agent, across the link.
+        # The logs come back on the agent's own connection, across the link.
         def logs():
             p = subprocess.run([BERTH, "logs", t["taskArn"], "--cluster", cluster, "--server", server.url],
                                capture_output=True, text=True, timeout=30)
@@ -106,7 +106,7 @@ def test_a_partitioned_host_is_replaced_and_its_copy_stopped_when_it_heals(link,
         ecs = make_client(server.url)
         ecs.create_cluster(clusterName=cluster)
         far = Agent(server, cluster, str(tmp_path / "far"), "i-" + uuid.uuid4().hex[:17],
-                    wrap=["ip", "netns", "exec", ns], extra=["--logs-listen", f"{ns_ip}:0"]).start()
+                    wrap=["ip", "netns", "exec", ns]).start()
         agents.append(far)
         wait_for("the far agent to connect", lambda: agents_connected(ecs, cluster, 1))
         ecs.register_task_definition(family="kept", containerDefinitions=[

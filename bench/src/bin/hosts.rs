@@ -364,7 +364,6 @@ async fn connection(sim: &Sim, host: &Host, cluster: &str, server: &str) -> anyh
         cluster: cluster.into(),
         container_instance_arn: host.arn.clone(),
         agent_version: "sim".into(),
-        logs_url: None,
     }))
     .await?;
     let mut beat = tokio::time::interval(Duration::from_secs(3600));
@@ -433,6 +432,12 @@ async fn connection(sim: &Sim, host: &Host, cluster: &str, server: &str) -> anyh
                             tx.flush().await?;
                         }
                         ServerMessage::Refused { message } => bail!("refused: {message}"),
+                        // Simulated hosts keep no logs: every request ends at once, empty.
+                        ServerMessage::Logs { request, .. } => {
+                            let done = AgentMessage::Logs { request, data: String::new(), end: true };
+                            tx.send(send(&done)).await?;
+                        }
+                        ServerMessage::LogsDone { .. } => {}
                     }
                 }
             }

@@ -9,6 +9,7 @@ use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use std::sync::Arc;
 use thiserror::Error;
 
 #[derive(Debug, Error)]
@@ -31,7 +32,14 @@ pub struct EcsClient {
     authority: String,
     region: String,
     credentials: Option<Credentials>,
-    http: Client<HttpConnector, Full<Bytes>>,
+    tls: Arc<berth_tls::ClientConfig>,
+    http: HttpsClient,
+}
+
+type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+fn http_client(tls: &Arc<berth_tls::ClientConfig>) -> HttpsClient {
+    Client::builder(TokioExecutor::new()).build(berth_tls::https_connector(tls.clone()))
 }
 
 impl EcsClient {
@@ -44,13 +52,44 @@ impl EcsClient {
             .next()
             .unwrap_or_default()
             .to_string();
+        // An https server is trusted as the aws CLI trusts one: the CA
+        // bundle in AWS_CA_BUNDLE, else the system's roots.
+        let tls = if url.starts_with("https://") {
+            let bundle = std::env::var_os("AWS_CA_BUNDLE").map(std::path::PathBuf::from);
+            berth_tls::client_config(bundle.as_deref()).unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "AWS_CA_BUNDLE cannot be used; trusting nothing");
+                berth_tls::plain_client_config()
+            })
+        } else {
+            berth_tls::plain_client_config()
+        };
         EcsClient {
             url,
             authority,
             region: region.to_string(),
             credentials: None,
-            http: Client::builder(TokioExecutor::new()).build_http(),
+            http: http_client(&tls),
+            tls,
         }
+    }
+
+    /// The same client trusting what `tls` trusts (an agent's `--ca`).
+    pub fn with_tls(mut self, tls: Option<Arc<berth_tls::ClientConfig>>) -> Self {
+        if let Some(tls) = tls {
+            self.http = http_client(&tls);
+            self.tls = tls;
+        }
+        self
+    }
+
+    /// What this client trusts, for other connections to the same server.
+    pub fn tls(&self) -> Arc<berth_tls::ClientConfig> {
+        self.tls.clone()
+    }
+
+    /// The HTTP client, for requests whose answers are streamed.
+    pub fn http(&self) -> &HttpsClient {
+        &self.http
     }
 
     /// The same client signing its requests with `credentials`.

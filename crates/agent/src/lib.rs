@@ -71,14 +71,20 @@ pub struct AgentConfig {
     pub data_dir: PathBuf,
     /// When to pull images (ECS_IMAGE_PULL_BEHAVIOR).
     pub pull_behavior: berth_runtime::PullBehavior,
-    /// Where to serve task logs; port 0 picks a free one.
-    pub logs_listen: std::net::SocketAddr,
     /// What the agent signs its calls to the server with until it has
     /// joined (or always, when it joins with no token).
     pub credentials: Option<berth_wire::sigv4::Credentials>,
     /// A join token (`berth token create`): traded once for credentials of
     /// the host's own, which are kept in the data dir for its restarts.
     pub join_token: Option<String>,
+    /// What `https://` servers are trusted by (`--ca`); None: the AWS CA
+    /// bundle or the system's roots.
+    pub tls: Option<Arc<berth_tls::ClientConfig>>,
+}
+
+/// A client of `server` trusting what the agent is told to trust.
+fn client(config: &AgentConfig, server: &str) -> EcsClient {
+    EcsClient::new(server, &config.region).with_tls(config.tls.clone())
 }
 
 #[derive(Debug, Error)]
@@ -242,7 +248,7 @@ async fn join(
         "cluster": state.cluster,
         "instanceId": state.instance_id,
     });
-    let answer: Answer = EcsClient::new(server, &config.region)
+    let answer: Answer = client(config, server)
         .own_route("POST", "/berth/v1/join", Some(&body))
         .await?;
     let joined = Joined {
@@ -265,8 +271,7 @@ async fn join_and_register(
     runtime: &dyn ContainerRuntime,
 ) -> Result<(String, Option<berth_wire::sigv4::Credentials>), AgentError> {
     let Some(token) = &config.join_token else {
-        let ecs =
-            EcsClient::new(server, &config.region).with_credentials(config.credentials.clone());
+        let ecs = client(config, server).with_credentials(config.credentials.clone());
         return Ok((
             register(config, &ecs, runtime).await?,
             config.credentials.clone(),
@@ -280,7 +285,7 @@ async fn join_and_register(
         Some(j) => j,
         None => join(config, server, token, &state).await?,
     };
-    let ecs = EcsClient::new(server, &config.region).with_credentials(Some(joined.credentials()));
+    let ecs = client(config, server).with_credentials(Some(joined.credentials()));
     match register(config, &ecs, runtime).await {
         Err(AgentError::Register(EcsError::Api { code, .. }))
             if !fresh && code == "UnrecognizedClientException" =>
@@ -476,16 +481,6 @@ pub async fn run(
             reason,
         })?;
     let logs = logs::Logs::new(config.data_dir.join("logs"));
-    let listener = tokio::net::TcpListener::bind(config.logs_listen)
-        .await
-        .map_err(|e| {
-            AgentError::Host(format!(
-                "cannot listen on {} for logs: {e}",
-                config.logs_listen
-            ))
-        })?;
-    let logs_url = listener.local_addr().ok().map(|a| format!("http://{a}"));
-    tokio::spawn(logs::serve(listener, logs.clone()));
     let ctx = task::Ctx {
         runtime,
         instance,
@@ -493,7 +488,7 @@ pub async fn run(
         region: config.region.clone(),
         pull: config.pull_behavior,
         reporter: reporter.clone(),
-        logs,
+        logs: logs.clone(),
     };
     let (desired_tx, desired_rx) = tokio::sync::mpsc::unbounded_channel();
     tokio::spawn(runner::run(ctx, desired_rx));
@@ -502,11 +497,10 @@ pub async fn run(
         let server = &config.servers[at];
         let link = Link {
             config: &config,
-            ecs: &EcsClient::new(server, &config.region)
-                .with_credentials(config.credentials.clone()),
+            ecs: &client(&config, server).with_credentials(config.credentials.clone()),
             url: &gateway_url(server),
             arn: &arn,
-            logs_url: logs_url.clone(),
+            logs: &logs,
             desired: &desired_tx,
             reporter: &reporter,
         };
@@ -548,9 +542,55 @@ struct Link<'a> {
     ecs: &'a EcsClient,
     url: &'a str,
     arn: &'a str,
-    logs_url: Option<String>,
+    logs: &'a logs::Logs,
     desired: &'a tokio::sync::mpsc::UnboundedSender<runner::Desired>,
     reporter: &'a report::Reporter,
+}
+
+/// The log readers of one connection by request; aborted when it ends.
+#[derive(Default)]
+struct ReaderSet(std::collections::HashMap<u64, tokio::task::JoinHandle<()>>);
+
+impl ReaderSet {
+    fn start(
+        &mut self,
+        logs: &logs::Logs,
+        request: u64,
+        task_id: String,
+        follow: bool,
+        out: tokio::sync::mpsc::Sender<AgentMessage>,
+    ) {
+        let mut chunks = logs::output(logs.clone(), task_id, follow);
+        let reader = tokio::spawn(async move {
+            while let Some(bytes) = chunks.next().await {
+                let data = String::from_utf8_lossy(&bytes).into_owned();
+                let chunk = AgentMessage::Logs {
+                    request,
+                    data,
+                    end: false,
+                };
+                if out.send(chunk).await.is_err() {
+                    return;
+                }
+            }
+            let _ = out
+                .send(AgentMessage::Logs {
+                    request,
+                    data: String::new(),
+                    end: true,
+                })
+                .await;
+        });
+        self.0.insert(request, reader);
+    }
+}
+
+impl Drop for ReaderSet {
+    fn drop(&mut self) {
+        for r in self.0.values() {
+            r.abort();
+        }
+    }
 }
 
 /// Task ARN -> desired task, and the warm addresses.
@@ -597,17 +637,25 @@ impl Link<'_> {
         }
         let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
             .read_buffer_size(berth_wire::agent::SOCKET_READ_BUFFER);
-        let (mut ws, _) =
-            tokio_tungstenite::connect_async_with_config(request, Some(config), false)
-                .await
-                .map_err(|e| e.to_string())?;
+        let tls = tokio_tungstenite::Connector::Rustls(self.ecs.tls());
+        let (mut ws, _) = tokio_tungstenite::connect_async_tls_with_config(
+            request,
+            Some(config),
+            false,
+            Some(tls),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
         let hello = AgentMessage::Hello {
             cluster: self.config.cluster.clone(),
             container_instance_arn: self.arn.to_string(),
             agent_version: VERSION.into(),
-            logs_url: self.logs_url.clone(),
         };
         ws.send(encode(&hello)).await.map_err(|e| e.to_string())?;
+        // Logs the server asked for, each read by a task of its own and
+        // sent from here; all stop with the connection.
+        let (logs_tx, mut logs_rx) = tokio::sync::mpsc::channel::<AgentMessage>(16);
+        let mut readers = ReaderSet::default();
         let mut beat = tokio::time::interval(Duration::from_secs(1));
         let mut welcomed = false;
         // The desired set as the server last described it on this
@@ -618,6 +666,12 @@ impl Link<'_> {
                 _ = shutdown.cancelled() => {
                     let _ = ws.close(None).await;
                     return Ok(welcomed);
+                }
+                Some(m) = logs_rx.recv() => {
+                    if let AgentMessage::Logs { request, end: true, .. } = &m {
+                        readers.0.remove(request);
+                    }
+                    ws.send(encode(&m)).await.map_err(|e| e.to_string())?;
                 }
                 _ = beat.tick(), if welcomed => {
                     ws.send(encode(&AgentMessage::Heartbeat)).await.map_err(|e| e.to_string())?;
@@ -673,6 +727,14 @@ impl Link<'_> {
                             set.1 = warm;
                             self.hand_over(set)?;
                         }
+                        Ok(ServerMessage::Logs { request, task_id, follow }) => {
+                            readers.start(self.logs, request, task_id, follow, logs_tx.clone());
+                        }
+                        Ok(ServerMessage::LogsDone { request }) => {
+                            if let Some(r) = readers.0.remove(&request) {
+                                r.abort();
+                            }
+                        }
                         Ok(ServerMessage::Refused { message }) => return Err(format!("refused: {message}")),
                         Err(e) => return Err(format!("bad message from the server: {e}")),
                     }
@@ -713,9 +775,9 @@ mod tests {
             reserved_ports: vec![],
             data_dir: dir.path().to_path_buf(),
             pull_behavior: berth_runtime::PullBehavior::Default,
-            logs_listen: "127.0.0.1:0".parse().expect("addr"),
             credentials: None,
             join_token: None,
+            tls: None,
         };
         assert_eq!(load_state(&config).expect("no file"), None);
         let s = State {

@@ -1,15 +1,15 @@
 //! Task logs: each container's stdout and stderr copied from the runtime
-//! into `<data dir>/logs/<task id>/<container>.log`, and served over HTTP
-//! (`GET /v1/logs/<task id>[?follow=1]`, lines prefixed with the container
-//! name) for `berth logs`. The storage sits behind this module so that a
-//! Logs API can read the same files later.
+//! into `<data dir>/logs/<task id>/<container>.log`, and read back (lines
+//! prefixed with the container name) when the server asks for them on the
+//! agent's connection, for `berth logs`. The agent listens on no port of
+//! its own. The storage sits behind this module so that a Logs API can
+//! read the same files later.
 
 use berth_runtime::ContainerRuntime;
 use bytes::Bytes;
+use futures::stream::BoxStream;
 use futures::StreamExt;
-use http_body_util::{BodyExt, StreamBody};
-use hyper::body::Frame;
-use std::convert::Infallible;
+use http_body_util::BodyExt;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -130,44 +130,21 @@ fn read(path: &Path) -> Vec<u8> {
     std::fs::read(path).unwrap_or_default()
 }
 
-type Body = http_body_util::combinators::BoxBody<Bytes, Infallible>;
-
-fn text(status: u16, s: String) -> hyper::Response<Body> {
-    let mut r = hyper::Response::new(http_body_util::Full::new(Bytes::from(s)).boxed());
-    *r.status_mut() = hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::OK);
-    r
-}
-
-async fn handle(
-    logs: Logs,
-    req: hyper::Request<hyper::body::Incoming>,
-) -> Result<hyper::Response<Body>, Infallible> {
-    let path = req.uri().path().to_string();
-    let follow = req
-        .uri()
-        .query()
-        .is_some_and(|q| q.split('&').any(|p| p == "follow=1" || p == "follow=true"));
-    let Some(task_id) = path
-        .strip_prefix("/v1/logs/")
-        .filter(|t| safe(t))
-        .map(str::to_string)
-    else {
-        return Ok(text(404, "no such path\n".into()));
-    };
+/// A task's logs as `berth logs` shows them: what there is and, when
+/// `follow`ing, what each container's file gains after (polled), without
+/// end. Sent on the agent's own connection to the server.
+pub fn output(logs: Logs, task_id: String, follow: bool) -> BoxStream<'static, Vec<u8>> {
+    if !safe(&task_id) {
+        return futures::stream::empty().boxed();
+    }
     if !follow {
         let mut out = vec![];
         for (name, p) in logs.files(&task_id) {
             lines(&name, &read(&p), 0, &mut out, true);
         }
-        let mut r = hyper::Response::new(http_body_util::Full::new(Bytes::from(out)).boxed());
-        r.headers_mut().insert(
-            "content-type",
-            hyper::header::HeaderValue::from_static("text/plain; charset=utf-8"),
-        );
-        return Ok(r);
+        return futures::stream::once(async move { out }).boxed();
     }
-    // Following: poll the files and send what each has gained, line by line.
-    let stream = futures::stream::unfold(
+    futures::stream::unfold(
         (
             logs,
             task_id,
@@ -185,34 +162,13 @@ async fn handle(
                     offsets.insert(name, next);
                 }
                 if !out.is_empty() {
-                    return Some((
-                        Ok::<_, Infallible>(Frame::data(Bytes::from(out))),
-                        (logs, task_id, offsets),
-                    ));
+                    return Some((out, (logs, task_id, offsets)));
                 }
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         },
-    );
-    Ok(hyper::Response::new(BodyExt::boxed(StreamBody::new(
-        stream,
-    ))))
-}
-
-/// Serves the logs on `listener` until the process ends.
-pub async fn serve(listener: tokio::net::TcpListener, logs: Logs) {
-    loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
-        };
-        let logs = logs.clone();
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req| handle(logs.clone(), req));
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                .await;
-        });
-    }
+    )
+    .boxed()
 }
 
 /// `berth logs`: asks the server for a task's logs and copies them to
@@ -224,23 +180,21 @@ pub async fn print(
     task: &str,
     follow: bool,
 ) -> Result<(), String> {
-    use hyper_util::client::legacy::Client;
     let id = task.rsplit('/').next().unwrap_or(task);
     let path = format!(
         "/berth/v1/logs/{cluster}/{id}{}",
         if follow { "?follow=1" } else { "" }
     );
     let url = format!("{}{path}", server.trim_end_matches('/'));
-    let client: Client<_, http_body_util::Empty<Bytes>> =
-        Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
     let mut req = hyper::Request::get(&url);
     for (k, v) in ecs.auth_headers("GET", &path, &[], b"") {
         req = req.header(k, v);
     }
     let req = req
-        .body(http_body_util::Empty::new())
+        .body(http_body_util::Full::new(Bytes::new()))
         .map_err(|e| format!("bad server URL {url}: {e}"))?;
-    let resp = client
+    let resp = ecs
+        .http()
         .request(req)
         .await
         .map_err(|e| format!("cannot reach {server}: {e}"))?;

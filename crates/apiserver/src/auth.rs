@@ -58,23 +58,50 @@ pub(crate) async fn authenticate(
         .map(Some)
 }
 
+/// What authenticating a request to one of Berth's own routes reads of it.
+pub(crate) struct OwnRequest {
+    pub method: Method,
+    pub uri: Uri,
+    pub headers: HeaderMap,
+    pub peer: Option<crate::serve::PeerAddr>,
+}
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for OwnRequest {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(OwnRequest {
+            method: parts.method.clone(),
+            uri: parts.uri.clone(),
+            headers: parts.headers.clone(),
+            peer: parts.extensions.get::<crate::serve::PeerAddr>().copied(),
+        })
+    }
+}
+
 /// The context of a GET to one of Berth's own routes (billing, logs, the
 /// agent gateway), which sign as ECS: the caller checked, or the answer
 /// that refuses it (JSON, as ECS errors are).
 pub(crate) async fn own_route(
     st: &AppState,
-    method: &Method,
-    uri: &Uri,
-    headers: &HeaderMap,
+    req: &OwnRequest,
     action: &str,
 ) -> Result<crate::context::RequestContext, axum::response::Response> {
     use axum::response::IntoResponse;
+    let (method, uri, headers) = (&req.method, &req.uri, &req.headers);
     let mut ctx = crate::context::RequestContext::from_request(
         headers,
         uri.query(),
         &st.config.account_id,
         &st.config.default_region,
     );
+    if let Some(p) = req.peer {
+        ctx.source_ip = p.ip;
+        ctx.secure = p.secure;
+    }
     let refused = match authenticate(st, method, uri, headers, b"", "ecs").await {
         Ok(caller) => {
             if let Some(c) = caller {

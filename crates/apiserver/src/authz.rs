@@ -53,7 +53,10 @@ pub(crate) fn base_context(ctx: &RequestContext, principal: &Principal, now: f64
     if let Some(ip) = ctx.source_ip {
         c.set("aws:SourceIp", ip.to_string());
     }
-    c.set("aws:SecureTransport", "false");
+    c.set(
+        "aws:SecureTransport",
+        if ctx.secure { "true" } else { "false" },
+    );
     c.set("aws:CurrentTime", berth_domain::elb::iso8601(now));
     c.set("aws:EpochTime", format!("{}", now as i64));
     c

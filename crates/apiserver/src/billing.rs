@@ -6,7 +6,7 @@
 
 use crate::AppState;
 use axum::extract::{Query, State};
-use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use berth_control::placement::ClusterTasks;
 use berth_domain::billing::{instance_charge, InstanceUsage, Prices, TaskUsage};
@@ -88,13 +88,10 @@ struct InstanceLine {
 
 pub(crate) async fn report(
     State(st): State<AppState>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
+    req: crate::auth::OwnRequest,
     Query(filter): Query<Filter>,
 ) -> Response {
-    let ctx = match crate::auth::own_route(&st, &method, &uri, &headers, "ce:GetCostAndUsage").await
-    {
+    let ctx = match crate::auth::own_route(&st, &req, "ce:GetCostAndUsage").await {
         Ok(ctx) => ctx,
         Err(refused) => return refused,
     };

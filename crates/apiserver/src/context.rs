@@ -19,6 +19,8 @@ pub struct RequestContext {
     pub service: Option<String>,
     /// Where the request came from, when the connection says.
     pub source_ip: Option<std::net::IpAddr>,
+    /// Whether it came over TLS.
+    pub secure: bool,
     /// A region in the credential scope that cannot be a region name; such
     /// a request is rejected rather than stored under a strange key.
     pub bad_region: Option<String>,
@@ -61,6 +63,7 @@ impl RequestContext {
             principal: scope.root_principal(),
             caller: None,
             source_ip: None,
+            secure: false,
             scope,
             service: scope_info.map(|s| s.service),
             bad_region,

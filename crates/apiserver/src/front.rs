@@ -98,7 +98,10 @@ async fn root(
         &st.config.account_id,
         &st.config.default_region,
     );
-    ctx.source_ip = peer.and_then(|p| p.0 .0);
+    if let Some(axum::Extension(p)) = peer {
+        ctx.source_ip = p.ip;
+        ctx.secure = p.secure;
+    }
     let started = Instant::now();
     let target = headers
         .get("x-amz-target")

@@ -9,7 +9,6 @@ use crate::AppState;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
-use axum::http::{HeaderMap, Method, Uri};
 use axum::response::{IntoResponse, Response};
 use berth_domain::instance::{ContainerInstance, FARGATE_POOL};
 use berth_domain::network::{WarmAddress, WARM_HOLDER};
@@ -28,21 +27,77 @@ use std::time::Duration;
 pub(crate) struct AgentConnection {
     pub connected_at: f64,
     pub agent_version: String,
-    /// Where the agent serves its tasks' logs.
+    /// The URL of the server that holds the connection (its
+    /// `--advertise-url`), where other servers send requests for the
+    /// agent's logs. Written by that server, never by the agent.
     #[serde(default)]
-    pub logs_url: Option<String>,
+    pub server: Option<String>,
+}
+
+/// A request for a task's logs, for the session that holds its agent's
+/// connection: each chunk of output goes to `out`, which closes when the
+/// output ends.
+pub(crate) struct LogAsk {
+    pub task_id: String,
+    pub follow: bool,
+    pub out: tokio::sync::mpsc::UnboundedSender<String>,
+}
+
+/// A session's link: its number and where its log requests go.
+type Link = (u64, tokio::sync::mpsc::UnboundedSender<LogAsk>);
+
+/// The agents connected to this server, by cluster and instance id: where
+/// requests for their logs go.
+#[derive(Default)]
+pub(crate) struct Links {
+    held: parking_lot::Mutex<HashMap<(String, String), Link>>,
+    next: std::sync::atomic::AtomicU64,
+}
+
+impl Links {
+    /// A session takes the instance's link (a newer connection of the same
+    /// agent replaces an older one's).
+    fn attach(
+        &self,
+        cluster: &str,
+        instance: &str,
+    ) -> (u64, tokio::sync::mpsc::UnboundedReceiver<LogAsk>) {
+        let id = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        self.held
+            .lock()
+            .insert((cluster.to_string(), instance.to_string()), (id, tx));
+        (id, rx)
+    }
+
+    /// The session `id` ends: its link goes, unless a newer one took it.
+    fn detach(&self, cluster: &str, instance: &str, id: u64) {
+        let mut held = self.held.lock();
+        let key = (cluster.to_string(), instance.to_string());
+        if held.get(&key).is_some_and(|(own, _)| *own == id) {
+            held.remove(&key);
+        }
+    }
+
+    /// Hands `ask` to the instance's session on this server; gives it back
+    /// when the agent is not connected here.
+    pub(crate) fn ask(&self, cluster: &str, instance: &str, ask: LogAsk) -> Result<(), LogAsk> {
+        let held = self.held.lock();
+        match held.get(&(cluster.to_string(), instance.to_string())) {
+            Some((_, tx)) => tx.send(ask).map_err(|e| e.0),
+            None => Err(ask),
+        }
+    }
 }
 
 pub(crate) async fn connect(
     State(st): State<AppState>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
+    req: crate::auth::OwnRequest,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
     // Who is asking comes first: a stranger learns nothing, not even
     // whether it spoke WebSocket correctly.
-    let ctx = match crate::auth::own_route(&st, &method, &uri, &headers, "ecs:Poll").await {
+    let ctx = match crate::auth::own_route(&st, &req, "ecs:Poll").await {
         Ok(ctx) => ctx,
         Err(refused) => return refused,
     };
@@ -457,13 +512,12 @@ async fn session(
     socket: &mut WebSocket,
 ) -> Result<(), String> {
     let timeout = st.config.agent_timeout;
-    let (cluster, arn, agent_version, logs_url) = match next(socket, timeout).await? {
+    let (cluster, arn, agent_version) = match next(socket, timeout).await? {
         Some(AgentMessage::Hello {
             cluster,
             container_instance_arn,
             agent_version,
-            logs_url,
-        }) => (cluster, container_instance_arn, agent_version, logs_url),
+        }) => (cluster, container_instance_arn, agent_version),
         Some(other) => return Err(format!("expected hello first, got {other:?}")),
         None => return Ok(()),
     };
@@ -477,7 +531,7 @@ async fn session(
     let connection = AgentConnection {
         connected_at: st.now(),
         agent_version,
-        logs_url,
+        server: st.config.advertise_url.clone(),
     };
     st.store
         .txn(Txn::when(
@@ -491,7 +545,9 @@ async fn session(
         .await
         .map_err(|e| e.to_string())?;
     tracing::info!(cluster = %cluster, instance = %id, "agent connected");
-    let result = converse(st, scope, socket, &cluster, &id, lease.id).await;
+    let (link, mut asks) = st.links.attach(&cluster, &id);
+    let result = converse(st, scope, socket, &cluster, &id, lease.id, &mut asks).await;
+    st.links.detach(&cluster, &id, link);
     // A clean goodbye or a broken connection: the agent is gone now, not
     // when the lease would have run out. A newer connection of the same
     // agent holds its own lease, which this does not touch.
@@ -511,7 +567,11 @@ async fn converse(
     cluster: &str,
     id: &str,
     lease: berth_store::LeaseId,
+    asks: &mut tokio::sync::mpsc::UnboundedReceiver<LogAsk>,
 ) -> Result<(), String> {
+    // Log requests in flight on this connection, by request number.
+    let mut pending: HashMap<u64, tokio::sync::mpsc::UnboundedSender<String>> = HashMap::new();
+    let mut next_request = 0u64;
     let timeout = st.config.agent_timeout;
     let interval = (timeout / 4).max(Duration::from_millis(100));
     send(
@@ -564,6 +624,12 @@ async fn converse(
                 };
                 send(socket, &message).await?;
             }
+            Some(ask) = asks.recv() => {
+                next_request += 1;
+                pending.insert(next_request, ask.out);
+                let m = ServerMessage::Logs { request: next_request, task_id: ask.task_id, follow: ask.follow };
+                send(socket, &m).await?;
+            }
             message = next(socket, deadline.saturating_duration_since(tokio::time::Instant::now())) => {
                 deadline = tokio::time::Instant::now() + timeout;
                 let message = message?;
@@ -577,10 +643,26 @@ async fn converse(
                     }
                     renewed = tokio::time::Instant::now();
                 }
+                // Whoever stopped listening to a log stream: the agent stops reading it.
+                let gone: Vec<u64> = pending.iter().filter(|(_, out)| out.is_closed()).map(|(r, _)| *r).collect();
+                for request in gone {
+                    pending.remove(&request);
+                    send(socket, &ServerMessage::LogsDone { request }).await?;
+                }
                 match message {
                     Some(AgentMessage::Heartbeat) => {}
                     Some(AgentMessage::TaskState(report)) => {
                         record(st, scope, cluster, id, report).await?;
+                    }
+                    Some(AgentMessage::Logs { request, data, end }) => {
+                        if let Some(out) = pending.get(&request) {
+                            if !data.is_empty() && out.send(data).is_err() {
+                                pending.remove(&request);
+                                send(socket, &ServerMessage::LogsDone { request }).await?;
+                            } else if end {
+                                pending.remove(&request);
+                            }
+                        }
                     }
                     Some(other) => return Err(format!("unexpected message {other:?}")),
                     None => return Ok(()),

@@ -13,7 +13,6 @@ use crate::error::ApiError;
 use crate::AppState;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, Method, Uri};
 use axum::response::{IntoResponse, Response};
 use berth_control::join::{self, JoinFailure};
 use berth_domain::instance::FARGATE_POOL;
@@ -95,15 +94,12 @@ fn view(t: &berth_iam::join::JoinToken, now: f64, token: Option<String>) -> Toke
 pub(crate) async fn create(
     State(st): State<AppState>,
     Query(p): Query<CreateParams>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
+    req: crate::auth::OwnRequest,
 ) -> Response {
-    let ctx =
-        match crate::auth::own_route(&st, &method, &uri, &headers, "berth:CreateJoinToken").await {
-            Ok(ctx) => ctx,
-            Err(refused) => return refused,
-        };
+    let ctx = match crate::auth::own_route(&st, &req, "berth:CreateJoinToken").await {
+        Ok(ctx) => ctx,
+        Err(refused) => return refused,
+    };
     let cluster = match (p.cluster.as_deref(), p.capacity.as_deref()) {
         (None, Some("fargate")) => FARGATE_POOL.to_string(),
         (None, Some(other)) => {
@@ -149,15 +145,8 @@ pub(crate) async fn create(
     }
 }
 
-pub(crate) async fn list(
-    State(st): State<AppState>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-) -> Response {
-    if let Err(refused) =
-        crate::auth::own_route(&st, &method, &uri, &headers, "berth:ListJoinTokens").await
-    {
+pub(crate) async fn list(State(st): State<AppState>, req: crate::auth::OwnRequest) -> Response {
+    if let Err(refused) = crate::auth::own_route(&st, &req, "berth:ListJoinTokens").await {
         return refused;
     }
     match join::tokens(&st).await {
@@ -173,13 +162,9 @@ pub(crate) async fn list(
 pub(crate) async fn revoke(
     State(st): State<AppState>,
     Path(id): Path<String>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
+    req: crate::auth::OwnRequest,
 ) -> Response {
-    if let Err(refused) =
-        crate::auth::own_route(&st, &method, &uri, &headers, "berth:RevokeJoinToken").await
-    {
+    if let Err(refused) = crate::auth::own_route(&st, &req, "berth:RevokeJoinToken").await {
         return refused;
     }
     match join::revoke_token(&st, &id).await {

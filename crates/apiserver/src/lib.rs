@@ -44,7 +44,7 @@ pub use elbv2::IMPLEMENTED as ELBV2_IMPLEMENTED;
 pub use error::ApiError;
 /// IAM operations Berth serves.
 pub use iam::IMPLEMENTED as IAM_IMPLEMENTED;
-pub use serve::serve;
+pub use serve::{serve, serve_tls};
 
 /// Settings of the API server.
 #[derive(Debug, Clone)]
@@ -70,6 +70,13 @@ pub struct ApiConfig {
     pub auth: AuthMode,
     /// The key secrets are sealed with in the store.
     pub secrets_key: berth_control::SecretsKey,
+    /// The URL other servers reach this one at, for what only the server
+    /// holding an agent's connection can answer (its logs); None when this
+    /// server has no peers to tell.
+    pub advertise_url: Option<String>,
+    /// What other servers' certificates are checked against when this one
+    /// passes them a request (their advertise URL is https).
+    pub peer_tls: Option<Arc<berth_tls::ClientConfig>>,
 }
 
 impl Default for ApiConfig {
@@ -85,6 +92,8 @@ impl Default for ApiConfig {
             lb_hostname: "localhost".into(),
             auth: AuthMode::Iam,
             secrets_key: berth_control::SecretsKey::random(),
+            advertise_url: None,
+            peer_tls: None,
         }
     }
 }
@@ -101,6 +110,8 @@ pub struct AppState {
     described: Arc<ecs::DescribeCache>,
     /// The one store watch the agent connections share.
     hub: Arc<hub::Hub>,
+    /// The agents connected to this server.
+    links: Arc<gateway::Links>,
 }
 
 impl AppState {
@@ -126,6 +137,7 @@ impl AppState {
             locks: Arc::new(ecs::FamilyLocks::default()),
             described: Arc::new(ecs::DescribeCache::default()),
             hub: Arc::new(hub::Hub::default()),
+            links: Arc::new(gateway::Links::default()),
         }
     }
 }

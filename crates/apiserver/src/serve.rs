@@ -34,7 +34,20 @@ pub async fn serve(
     threads: usize,
     shutdown: CancellationToken,
 ) -> io::Result<()> {
+    serve_tls(listener, app, threads, shutdown, None).await
+}
+
+/// [`serve`], speaking TLS with `tls` when given (the handshake runs on the
+/// connection's HTTP thread, so a slow client holds up no other).
+pub async fn serve_tls(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    threads: usize,
+    shutdown: CancellationToken,
+    tls: Option<Arc<berth_tls::ServerConfig>>,
+) -> io::Result<()> {
     let threads = threads.max(1);
+    let tls = tls.map(berth_tls::TlsAcceptor::from);
     let open: Arc<[AtomicUsize]> = (0..threads).map(|_| AtomicUsize::new(0)).collect();
     let mut handoff = Vec::with_capacity(threads);
     let mut finished = Vec::with_capacity(threads);
@@ -42,13 +55,14 @@ pub async fn serve(
         let (tx, rx) = mpsc::unbounded_channel();
         let (done, finished_rx) = tokio::sync::oneshot::channel();
         let (app, open, stop) = (app.clone(), open.clone(), shutdown.clone());
+        let tls = tls.clone();
         std::thread::Builder::new()
             .name(format!("berth-http-{i}"))
             .spawn(move || {
                 let result = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()
-                    .and_then(|rt| rt.block_on(connections(rx, app, open, i, stop)));
+                    .and_then(|rt| rt.block_on(connections(rx, app, open, i, stop, tls)));
                 let _ = done.send(result);
             })?;
         handoff.push(tx);
@@ -97,9 +111,16 @@ pub async fn serve(
     failed.map_or(Ok(()), Err)
 }
 
-/// The address a connection came from, on each of its requests.
+/// Where a connection came from, and whether it is TLS, on each of its
+/// requests (aws:SourceIp, aws:SecureTransport).
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct PeerAddr(pub Option<std::net::IpAddr>);
+pub(crate) struct PeerAddr {
+    pub ip: Option<std::net::IpAddr>,
+    pub secure: bool,
+}
+
+/// How long a client may take over the TLS handshake.
+const HANDSHAKE: Duration = Duration::from_secs(10);
 
 /// Serves the connections handed to HTTP thread `me` until the acceptor
 /// hangs up, then drains them.
@@ -109,6 +130,7 @@ async fn connections(
     open: Arc<[AtomicUsize]>,
     me: usize,
     stop: CancellationToken,
+    tls: Option<berth_tls::TlsAcceptor>,
 ) -> io::Result<()> {
     let running = TaskTracker::new();
     while let Some(stream) = handed.recv().await {
@@ -123,7 +145,10 @@ async fn connections(
         // Responses are written whole; Nagle would only delay them.
         stream.set_nodelay(true).ok();
         // Policies may ask where a request came from (aws:SourceIp).
-        let peer = PeerAddr(stream.peer_addr().ok().map(|a| a.ip()));
+        let peer = PeerAddr {
+            ip: stream.peer_addr().ok().map(|a| a.ip()),
+            secure: tls.is_some(),
+        };
         let service = TowerToHyperService::new(tower::ServiceExt::map_request(
             app.clone(),
             move |mut req: axum::http::Request<hyper::body::Incoming>| {
@@ -131,21 +156,21 @@ async fn connections(
                 req
             },
         ));
-        let (open, stop) = (open.clone(), stop.clone());
+        let (open, stop, tls) = (open.clone(), stop.clone(), tls.clone());
         running.spawn(async move {
-            // Upgrades: agents hold a WebSocket to the gateway.
-            let conn = http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .with_upgrades();
-            let mut conn = std::pin::pin!(conn);
-            let ended = tokio::select! {
-                ended = conn.as_mut() => ended,
-                _ = stop.cancelled() => {
-                    // Finishes the request in flight, then closes; an idle
-                    // keep-alive connection closes at once.
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
-                }
+            let ended = match tls {
+                None => serve_connection(TokioIo::new(stream), service, &stop).await,
+                Some(tls) => match tokio::time::timeout(HANDSHAKE, tls.accept(stream)).await {
+                    Ok(Ok(stream)) => serve_connection(TokioIo::new(stream), service, &stop).await,
+                    Ok(Err(e)) => {
+                        tracing::debug!(error = %e, "TLS handshake failed");
+                        Ok(())
+                    }
+                    Err(_) => {
+                        tracing::debug!("TLS handshake timed out");
+                        Ok(())
+                    }
+                },
             };
             if let Err(e) = ended {
                 tracing::trace!(error = %e, "connection ended with an error");
@@ -158,4 +183,30 @@ async fn connections(
         tracing::warn!("shutdown: dropped requests still running after {DRAIN:?}");
     }
     Ok(())
+}
+
+/// One connection's requests until it closes, or until `stop`: then the
+/// request in flight finishes and the connection closes (an idle
+/// keep-alive one at once).
+async fn serve_connection<I, S>(io: I, service: S, stop: &CancellationToken) -> hyper::Result<()>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    S: hyper::service::HttpService<hyper::body::Incoming> + Send,
+    S::Future: Send,
+    S::ResBody: 'static + Send,
+    <S::ResBody as hyper::body::Body>::Data: Send,
+    <S::ResBody as hyper::body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    // Upgrades: agents hold a WebSocket to the gateway.
+    let conn = http1::Builder::new()
+        .serve_connection(io, service)
+        .with_upgrades();
+    let mut conn = std::pin::pin!(conn);
+    tokio::select! {
+        ended = conn.as_mut() => ended,
+        _ = stop.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    }
 }

@@ -180,7 +180,6 @@ async fn hello_as(s: &Setup, arn: &str, creds: &berth_wire::sigv4::Credentials) 
         cluster: "gw".into(),
         container_instance_arn: arn.into(),
         agent_version: "test".into(),
-        logs_url: None,
     };
     send(&mut ws, &m).await;
     ws

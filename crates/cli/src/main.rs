@@ -55,6 +55,9 @@ enum Command {
     /// Fargate pool.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Make a self-signed certificate and key for --tls-cert/--tls-key
+    /// (agents and clients trust it with --ca or AWS_CA_BUNDLE).
+    Cert(CertArgs),
     /// Print the version.
     Version,
 }
@@ -118,9 +121,6 @@ struct HostArgs {
     /// balancers send instance targets' traffic to.
     #[arg(long, env = "BERTH_HOST_ADDRESS", default_value = "127.0.0.1")]
     host_address: std::net::IpAddr,
-    /// Where the agent serves task logs (port 0: any free port).
-    #[arg(long, env = "BERTH_LOGS_LISTEN", default_value = "127.0.0.1:0")]
-    logs_listen: SocketAddr,
 }
 
 #[derive(clap::Args, Clone)]
@@ -156,6 +156,10 @@ struct AgentArgs {
     /// on refuses at its gateway.
     #[arg(long, env = "BERTH_JOIN_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// PEM CA certificate(s) that https:// servers' certificates are
+    /// checked against (default: AWS_CA_BUNDLE, else the system's roots).
+    #[arg(long, env = "BERTH_CA")]
+    ca: Option<PathBuf>,
     /// Log format.
     #[arg(long, env = "BERTH_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
@@ -217,6 +221,47 @@ struct LogsArgs {
     /// Region of the cluster.
     #[arg(long, env = "BERTH_REGION", default_value = "us-east-1")]
     region: String,
+}
+
+#[derive(clap::Args, Clone)]
+struct CertArgs {
+    /// Host names and addresses the certificate is for (repeat or
+    /// comma-separate): every name agents and clients reach the servers by.
+    #[arg(long = "name", value_delimiter = ',', default_values = ["localhost", "127.0.0.1"])]
+    names: Vec<String>,
+    /// Where to write cert.pem and key.pem.
+    #[arg(long, default_value = ".")]
+    out_dir: PathBuf,
+}
+
+/// Writes a self-signed pair: the key readable by its owner only, and
+/// never over an existing file.
+fn cert(args: CertArgs) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let pair = berth_tls::self_signed(&args.names)?;
+    std::fs::create_dir_all(&args.out_dir)?;
+    for (name, text, mode) in [
+        ("cert.pem", &pair.cert_pem, 0o644),
+        ("key.pem", &pair.key_pem, 0o600),
+    ] {
+        let path = args.out_dir.join(name);
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&path)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        f.write_all(text.as_bytes())?;
+    }
+    let dir = args.out_dir.display();
+    println!(
+        "wrote {dir}/cert.pem and {dir}/key.pem for {}",
+        args.names.join(", ")
+    );
+    println!("  berth server --tls-cert {dir}/cert.pem --tls-key {dir}/key.pem");
+    println!("  berth agent --server https://... --ca {dir}/cert.pem   (clients: AWS_CA_BUNDLE={dir}/cert.pem)");
+    Ok(())
 }
 
 /// Where the token commands find the API.
@@ -344,6 +389,13 @@ struct ServerArgs {
     /// Address of the API (ECS, STS, later ELBv2...), /health and /metrics.
     #[arg(long, env = "BERTH_LISTEN", default_value = "127.0.0.1:8750")]
     listen: SocketAddr,
+    /// A PEM certificate chain: the API and the agent gateway speak TLS
+    /// (https://, wss://) with it. `berth cert` makes a self-signed one.
+    #[arg(long, env = "BERTH_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, env = "BERTH_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// Directory for Berth's state. Defaults to $XDG_DATA_HOME/berth or ~/.local/share/berth.
     #[arg(long, env = "BERTH_DATA_DIR")]
     data_dir: Option<PathBuf>,
@@ -416,6 +468,11 @@ struct ServerArgs {
     /// The host name load balancers report as their DNSName.
     #[arg(long, env = "BERTH_LB_HOSTNAME", default_value = "localhost")]
     lb_hostname: String,
+    /// The URL other servers sharing the store reach this one's API at
+    /// (for the logs of agents connected here). Defaults to the listen
+    /// address, with 127.0.0.1 for an unspecified one.
+    #[arg(long, env = "BERTH_ADVERTISE_URL")]
+    advertise_url: Option<String>,
     /// Metering: USD per vCPU-hour of a Fargate task.
     #[arg(long, env = "BERTH_PRICE_FARGATE_VCPU_HOUR", default_value_t = 0.04045, value_parser = parse_price)]
     price_fargate_vcpu_hour: f64,
@@ -516,6 +573,7 @@ fn main() -> anyhow::Result<()> {
             args.cluster.as_deref(),
             args.json,
         ),
+        Command::Cert(args) => cert(args),
         Command::Token(cmd) => match cmd {
             TokenCommand::Create {
                 cluster,
@@ -768,7 +826,32 @@ async fn serve(args: ServerArgs, up: Option<(HostArgs, bool)>) -> anyhow::Result
         }
         None => berth_domain::network::NetworkConfig::local_default(),
     };
+    // Bound first: the address peers are told is the one really bound.
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let addr = listener.local_addr()?;
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(berth_tls::server_config(cert, key)?),
+        _ => None,
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let advertise_url = args.advertise_url.clone().unwrap_or_else(|| {
+        let mut a = addr;
+        if a.ip().is_unspecified() {
+            a.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+        }
+        format!("{scheme}://{a}")
+    });
+    // Peers are trusted as this server's own certificate is: servers
+    // sharing a store share a certificate or its CA.
+    let peer_tls = match &args.tls_cert {
+        Some(cert) => Some(berth_tls::client_config(Some(cert))?),
+        None => None,
+    };
     let config = ApiConfig {
+        advertise_url: Some(advertise_url),
+        peer_tls,
         network,
         account_id: args.account_id.clone(),
         default_region: args.region.clone(),
@@ -807,17 +890,15 @@ async fn serve(args: ServerArgs, up: Option<(HostArgs, bool)>) -> anyhow::Result
         .with_placement_thread()
         .context("cannot start the placement thread")?;
     let app = berth_apiserver::router(state.clone());
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", args.listen))?;
-    let addr = listener.local_addr()?;
     tracing::info!(listen = %addr, store = %url, "berth server ready");
 
     let shutdown = cancel_on_signal("shutting down");
     tokio::spawn(state.ctl.identity.clone().follow(shutdown.clone()));
     let mut local_agents = vec![];
     if let Some((host, fargate)) = up {
-        let server = format!("http://{addr}");
+        // The local agents reach this server as clients do, trusting its
+        // own certificate when it has one.
+        let server = format!("{scheme}://{addr}");
         let runtime: Arc<dyn berth_runtime::ContainerRuntime> = Arc::new(
             berth_runtime::docker::DockerRuntime::connect(Some(&host.docker_socket))
                 .await
@@ -849,12 +930,18 @@ async fn serve(args: ServerArgs, up: Option<(HostArgs, bool)>) -> anyhow::Result
         )?;
         ec2.credentials = root.clone();
         ec2.join_token = Some(local_token("default").await?);
+        let local_tls = match &args.tls_cert {
+            Some(cert) => Some(berth_tls::client_config(Some(cert))?),
+            None => None,
+        };
+        ec2.tls = local_tls.clone();
         let (region, stop, rt) = (args.region.clone(), shutdown.clone(), runtime.clone());
         let api = server.clone();
         local_agents.push(tokio::spawn(async move {
             // The API is served below; wait for it, then make sure the
             // default cluster exists before the agent registers in it.
             let ecs = berth_agent::EcsClient::new(&api, &region)
+                .with_tls(ec2.tls.clone())
                 .with_credentials(ec2.credentials.clone());
             for _ in 0..100 {
                 let made: Result<serde_json::Value, _> = ecs
@@ -884,8 +971,8 @@ async fn serve(args: ServerArgs, up: Option<(HostArgs, bool)>) -> anyhow::Result
                 &host,
             )?;
             config.instance_id = config.instance_id.map(|i| format!("{i}-fargate"));
-            config.logs_listen.set_port(0);
             config.join_token = Some(local_token(berth_domain::instance::FARGATE_POOL).await?);
+            config.tls = local_tls.clone();
             let stop = shutdown.clone();
             local_agents.push(tokio::spawn(async move {
                 // Registration retries until the API answers.
@@ -976,7 +1063,7 @@ async fn serve(args: ServerArgs, up: Option<(HostArgs, bool)>) -> anyhow::Result
     let threads = args.http_threads.map(usize::from).unwrap_or_else(|| {
         std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
     });
-    berth_apiserver::serve(listener, app, threads, stop).await?;
+    berth_apiserver::serve_tls(listener, app, threads, stop, tls).await?;
     shutdown.cancel();
     leadership.await.ok();
     if let Some(lb) = lb {
@@ -1023,10 +1110,10 @@ fn agent_config(
         reserved_memory_mib: host.reserved_memory,
         credentials: creds::client_credentials(),
         join_token: None,
+        tls: None,
         reserved_ports: host.reserved_ports.clone(),
         data_dir,
         pull_behavior,
-        logs_listen: host.logs_listen,
     })
 }
 
@@ -1043,6 +1130,9 @@ fn agent(args: AgentArgs) -> anyhow::Result<()> {
     };
     let mut config = agent_config(&args.servers, cluster, &args.region, data, &args.host)?;
     config.join_token = args.token.clone();
+    if let Some(ca) = &args.ca {
+        config.tls = Some(berth_tls::client_config(Some(ca))?);
+    }
     // One thread: the agent waits on the engine and the server, and a
     // small footprint matters more than parallelism.
     let rt = tokio::runtime::Builder::new_current_thread()

@@ -169,13 +169,20 @@ pub enum AgentMessage {
         cluster: String,
         container_instance_arn: String,
         agent_version: String,
-        /// Where the agent serves task logs (`http://host:port`), if it does.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        logs_url: Option<String>,
     },
     Heartbeat,
     /// The whole observed state of one task.
     TaskState(TaskReport),
+    /// Output of the task logs the server asked for with `request`: lines
+    /// prefixed with their container's name, as text (bytes that are not
+    /// UTF-8 are replaced); `end` says there is no more.
+    #[serde(rename_all = "camelCase")]
+    Logs {
+        request: u64,
+        data: String,
+        #[serde(default)]
+        end: bool,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -216,6 +223,18 @@ pub enum ServerMessage {
     },
     /// The server ends the connection; `message` says why.
     Refused { message: String },
+    /// A task's logs, asked for on the agent's own connection (the server
+    /// never connects to an agent): what there is, and with `follow` what
+    /// comes, until `LogsDone` or the task's logs end.
+    #[serde(rename_all = "camelCase")]
+    Logs {
+        request: u64,
+        task_id: String,
+        #[serde(default)]
+        follow: bool,
+    },
+    /// Whoever asked for `request` has gone: stop sending it.
+    LogsDone { request: u64 },
 }
 
 /// One task the instance should run, or stop.
@@ -346,7 +365,6 @@ mod tests {
             cluster: "c".into(),
             container_instance_arn: "arn".into(),
             agent_version: "0.1.0".into(),
-            logs_url: None,
         };
         let text = serde_json::to_string(&hello).expect("encode");
         assert_eq!(
