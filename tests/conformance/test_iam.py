@@ -411,3 +411,96 @@ def test_what_berth_does_not_support_yet_is_refused_not_ignored(server, name):
                     PolicyArns=[{"arn": boundary}])[1] == "ValidationError"
     assert iam.list_policies(PolicyUsageFilter="PermissionsBoundary")["Policies"] == []
     assert iam.list_policies(PolicyUsageFilter="PermissionsPolicy", Scope="AWS")["Policies"]
+
+
+def test_instance_profiles_hold_one_role_and_keep_it_from_deletion(server, name):
+    iam = client(server, "iam")
+    trust = {"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}]}
+    role = iam.create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps(trust))["Role"]
+    p = iam.create_instance_profile(InstanceProfileName=name, Path="/hosts/")["InstanceProfile"]
+    assert p["Arn"] == f"arn:aws:iam::{ACCOUNT}:instance-profile/hosts/{name}" and p["Roles"] == []
+    assert p["InstanceProfileId"].startswith("AIPA")
+    assert error_of(iam.create_instance_profile, InstanceProfileName=name)[1] == "EntityAlreadyExists"
+    iam.add_role_to_instance_profile(InstanceProfileName=name, RoleName=name)
+    got = iam.get_instance_profile(InstanceProfileName=name)["InstanceProfile"]
+    assert [r["Arn"] for r in got["Roles"]] == [role["Arn"]]
+    assert [x["InstanceProfileName"] for x in
+            iam.list_instance_profiles_for_role(RoleName=name)["InstanceProfiles"]] == [name]
+    assert name in [x["InstanceProfileName"] for x in iam.list_instance_profiles(PathPrefix="/hosts/")["InstanceProfiles"]]
+    other = iam.create_role(RoleName=name + "b", AssumeRolePolicyDocument=json.dumps(trust))["Role"]
+    status, code, message = error_of(iam.add_role_to_instance_profile, InstanceProfileName=name, RoleName=other["RoleName"])
+    assert (status, code) == (409, "LimitExceeded") and "InstanceSessionsPerInstanceProfile: 1" in message
+    # Held roles and profiles that hold one cannot go.
+    assert error_of(iam.delete_role, RoleName=name)[1] == "DeleteConflict"
+    assert error_of(iam.delete_instance_profile, InstanceProfileName=name)[1] == "DeleteConflict"
+    iam.remove_role_from_instance_profile(InstanceProfileName=name, RoleName=name)
+    assert iam.list_instance_profiles_for_role(RoleName=name)["InstanceProfiles"] == []
+    iam.delete_instance_profile(InstanceProfileName=name)
+    iam.delete_role(RoleName=name)
+    assert error_of(iam.get_instance_profile, InstanceProfileName=name)[1] == "NoSuchEntity"
+
+
+def test_the_ecs_service_linked_role_is_made_once_and_protected(server, name):
+    iam = client(server, "iam")
+    try:
+        role = iam.create_service_linked_role(AWSServiceName="ecs.amazonaws.com")["Role"]
+    except ClientError as e:  # another test (or an earlier run on this server) made it
+        assert "has been taken" in e.response["Error"]["Message"]
+        role = iam.get_role(RoleName="AWSServiceRoleForECS")["Role"]
+    assert role["RoleName"] == "AWSServiceRoleForECS"
+    assert role["Path"] == "/aws-service-role/ecs.amazonaws.com/"
+    got = iam.get_role(RoleName="AWSServiceRoleForECS")["Role"]
+    assert got["AssumeRolePolicyDocument"]["Statement"][0]["Principal"] == {"Service": "ecs.amazonaws.com"}
+    assert [p["PolicyArn"] for p in iam.list_attached_role_policies(RoleName="AWSServiceRoleForECS")["AttachedPolicies"]] == \
+        ["arn:aws:iam::aws:policy/aws-service-role/AmazonECSServiceRolePolicy"]
+    status, code, message = error_of(iam.create_service_linked_role, AWSServiceName="ecs.amazonaws.com")
+    assert code == "InvalidInput" and "has been taken" in message
+    assert error_of(iam.create_service_linked_role, AWSServiceName="nope.amazonaws.com")[1] == "InvalidInput"
+    # Only the service may change it.
+    for call, kw in [(iam.delete_role, {}),
+                     (iam.put_role_policy, dict(PolicyName="x", PolicyDocument=json.dumps(allow("ecs:*")))),
+                     (iam.detach_role_policy, dict(PolicyArn="arn:aws:iam::aws:policy/aws-service-role/AmazonECSServiceRolePolicy"))]:
+        assert error_of(call, RoleName="AWSServiceRoleForECS", **kw)[1] == "UnmodifiableEntity"
+
+
+def test_the_simulator_and_the_authorization_details_tell_the_truth(server, ecs, name):
+    iam = client(server, "iam")
+    key, secret = user_with(server, iam, name, managed=["arn:aws:iam::aws:policy/ReadOnlyAccess"],
+                            inline=allow("ecs:RunTask", effect="Deny"))
+    arn = iam.get_user(UserName=name)["User"]["Arn"]
+    results = iam.simulate_principal_policy(PolicySourceArn=arn, ActionNames=["ecs:ListClusters", "ecs:RunTask",
+                                                                              "ecs:CreateCluster"])["EvaluationResults"]
+    decisions = {r["EvalActionName"]: r["EvalDecision"] for r in results}
+    assert decisions == {"ecs:ListClusters": "allowed", "ecs:RunTask": "explicitDeny",
+                         "ecs:CreateCluster": "implicitDeny"}
+    # The simulator agrees with what the user's requests meet.
+    user = client(server, "ecs", key, secret)
+    wait_for("the key", lambda: _lists(user))
+    assert error_of(user.create_cluster, clusterName=name)[1] == "AccessDeniedException"
+    # A condition the context answers.
+    iam.put_user_policy(UserName=name, PolicyName="tagged", PolicyDocument=json.dumps(
+        allow("ecs:CreateCluster", condition={"StringEquals": {"aws:RequestTag/team": "blue"}})))
+    ctx = [{"ContextKeyName": "aws:RequestTag/team", "ContextKeyValues": ["blue"], "ContextKeyType": "string"}]
+    r = iam.simulate_principal_policy(PolicySourceArn=arn, ActionNames=["ecs:CreateCluster"], ContextEntries=ctx)
+    assert r["EvaluationResults"][0]["EvalDecision"] == "allowed"
+    status, code, _ = error_of(iam.simulate_principal_policy, PolicySourceArn=arn, ActionNames=["ecs:RunTask"],
+                               PolicyInputList=["{not json"])
+    assert code == "MalformedPolicyDocument"
+    details = iam.get_account_authorization_details(Filter=["User"])
+    mine = next(u for u in details["UserDetailList"] if u["UserName"] == name)
+    assert [p["PolicyArn"] for p in mine["AttachedManagedPolicies"]] == ["arn:aws:iam::aws:policy/ReadOnlyAccess"]
+    assert {p["PolicyName"] for p in mine["UserPolicyList"]} == {"inline", "tagged"}
+    assert details["RoleDetailList"] == [] and details["Policies"] == []
+    everything = iam.get_account_authorization_details()
+    assert any(p["Arn"] == "arn:aws:iam::aws:policy/ReadOnlyAccess" for p in everything["Policies"])
+    # The aws CLI pages through it all.
+    assert name in json.dumps(aws_cli(server, "iam", "get-account-authorization-details", "--max-items", "1000"))
+
+
+def _lists(ecs):
+    try:
+        ecs.list_clusters()
+        return True
+    except ClientError as e:
+        return e.response["Error"]["Code"] == "AccessDeniedException"

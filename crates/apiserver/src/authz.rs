@@ -338,7 +338,25 @@ pub(crate) fn query(
     let account = &ctx.scope.account;
     let resources = match prefix {
         "iam" => {
-            if let Some(name) = get("RoleName") {
+            if let Some(name) = get("InstanceProfileName") {
+                let path = get("Path")
+                    .filter(|_| action == "CreateInstanceProfile")
+                    .unwrap_or_else(|| "/".into());
+                vec![format!(
+                    "arn:aws:iam::{account}:instance-profile{path}{name}"
+                )]
+            } else if let Some(service) = get("AWSServiceName") {
+                c.set("iam:AWSServiceName", service.clone());
+                let role = berth_iam::managed::SERVICE_LINKED_ROLES
+                    .iter()
+                    .find(|s| s.service == service)
+                    .map_or("*", |s| s.role);
+                vec![format!(
+                    "arn:aws:iam::{account}:role/aws-service-role/{service}/{role}"
+                )]
+            } else if let Some(arn) = get("PolicySourceArn") {
+                vec![arn]
+            } else if let Some(name) = get("RoleName") {
                 let path = get("Path")
                     .filter(|_| action == "CreateRole")
                     .unwrap_or_else(|| "/".into());

@@ -9,9 +9,9 @@ use berth_iam::keys::{self, AccessKey, KeyOwner, KeyStatus};
 use berth_iam::managed;
 use berth_iam::policy::PolicyKind;
 use berth_iam::records::{
-    check_document, Group, IamError, ManagedPolicy, PolicyVersion, Role, Tag, User,
-    GROUP_INLINE_SIZE, MANAGED_POLICY_SIZE, MAX_ACCESS_KEYS, MAX_ATTACHED, MAX_POLICY_VERSIONS,
-    ROLE_INLINE_SIZE, TRUST_POLICY_SIZE, USER_INLINE_SIZE,
+    check_document, Group, IamError, InstanceProfile, ManagedPolicy, PolicyVersion, Role, Tag,
+    User, GROUP_INLINE_SIZE, MANAGED_POLICY_SIZE, MAX_ACCESS_KEYS, MAX_ATTACHED,
+    MAX_POLICY_VERSIONS, ROLE_INLINE_SIZE, TRUST_POLICY_SIZE, USER_INLINE_SIZE,
 };
 use berth_store::typed::Versioned;
 use berth_store::{keys::iam, typed, Op, Txn};
@@ -918,6 +918,7 @@ pub async fn create_role(
         inline: Default::default(),
         attached: vec![],
         tags,
+        instance_profiles: vec![],
     };
     let made = ctl
         .store
@@ -959,6 +960,7 @@ pub async fn delete_role(ctl: &Control, name: &str) -> Result<()> {
     let key = iam::role(&ctl.config.account, name);
     swap(ctl, || async {
         let current = role(ctl, name).await?;
+        current.value.unprotected()?;
         let conflict = |what: &str| {
             Err(
                 IamError::DeleteConflict(format!("Cannot delete entity, must {what} first."))
@@ -971,6 +973,9 @@ pub async fn delete_role(ctl: &Control, name: &str) -> Result<()> {
         if !current.value.attached.is_empty() {
             return conflict("detach all policies");
         }
+        if !current.value.instance_profiles.is_empty() {
+            return conflict("remove roles from instance profile");
+        }
         let txn = Txn::when(
             vec![typed::unchanged(&key, current.mod_revision)],
             vec![Op::delete(key.clone())],
@@ -980,9 +985,207 @@ pub async fn delete_role(ctl: &Control, name: &str) -> Result<()> {
     .await
 }
 
+fn no_profile(name: &str) -> IamFailure {
+    IamError::NoSuchEntity(format!("Instance Profile {name} cannot be found.")).into()
+}
+
+pub async fn instance_profile(ctl: &Control, name: &str) -> Result<Versioned<InstanceProfile>> {
+    typed::get::<InstanceProfile>(
+        &*ctl.store,
+        &iam::instance_profile(&ctl.config.account, name),
+    )
+    .await?
+    .ok_or_else(|| no_profile(name))
+}
+
+pub async fn instance_profiles(ctl: &Control) -> Result<Vec<InstanceProfile>> {
+    Ok(
+        typed::list::<InstanceProfile>(&*ctl.store, &iam::instance_profiles(&ctl.config.account))
+            .await?
+            .into_iter()
+            .map(|(_, p)| p.value)
+            .collect(),
+    )
+}
+
+pub async fn create_instance_profile(
+    ctl: &Control,
+    name: &str,
+    path: &str,
+    tags: Vec<Tag>,
+) -> Result<InstanceProfile> {
+    let key = iam::instance_profile(&ctl.config.account, name);
+    let p = InstanceProfile {
+        name: name.to_string(),
+        id: keys::new_unique_id(&mut rand::rng(), "AIPA"),
+        path: path.to_string(),
+        created: ctl.now(),
+        roles: vec![],
+        tags,
+    };
+    let made = ctl
+        .store
+        .txn(Txn::when(
+            vec![typed::unchanged(&key, 0)],
+            vec![typed::put(&key, &p)],
+        ))
+        .await?;
+    if !made.succeeded {
+        return Err(IamError::EntityAlreadyExists(format!(
+            "Instance Profile {name} already exists."
+        ))
+        .into());
+    }
+    Ok(p)
+}
+
+/// Makes the service-linked role of `service` (CreateServiceLinkedRole):
+/// its name, path, trust and policy are the service's.
+pub async fn create_service_linked_role(
+    ctl: &Control,
+    service: &str,
+    suffix: Option<&str>,
+    description: Option<String>,
+) -> Result<Role> {
+    let Some(slr) = managed::SERVICE_LINKED_ROLES
+        .iter()
+        .find(|s| s.service == service)
+    else {
+        return Err(IamError::InvalidInput(format!(
+            "Service name {service} is not a valid service name or does not support service-linked roles."
+        ))
+        .into());
+    };
+    if suffix.is_some() {
+        return Err(
+            IamError::InvalidInput(format!("Custom suffix is not allowed for {service}")).into(),
+        );
+    }
+    let key = iam::role(&ctl.config.account, slr.role);
+    let r = Role {
+        name: slr.role.to_string(),
+        id: keys::new_unique_id(&mut rand::rng(), "AROA"),
+        path: slr.path(),
+        created: ctl.now(),
+        trust: slr.trust(),
+        description: description
+            .or_else(|| (!slr.description.is_empty()).then(|| slr.description.to_string())),
+        max_session: 3600,
+        inline: Default::default(),
+        attached: vec![slr.policy_arn()],
+        tags: vec![],
+        instance_profiles: vec![],
+    };
+    let made = ctl
+        .store
+        .txn(Txn::when(
+            vec![typed::unchanged(&key, 0)],
+            vec![typed::put(&key, &r)],
+        ))
+        .await?;
+    if !made.succeeded {
+        return Err(IamError::InvalidInput(format!(
+            "Service role name {} has been taken in this account, please try a different suffix.",
+            slr.role
+        ))
+        .into());
+    }
+    Ok(r)
+}
+
+/// Changes an instance profile with `change`, which may refuse.
+pub async fn update_instance_profile(
+    ctl: &Control,
+    name: &str,
+    change: impl Fn(&mut InstanceProfile) -> std::result::Result<(), IamError>,
+) -> Result<InstanceProfile> {
+    let key = iam::instance_profile(&ctl.config.account, name);
+    swap(ctl, || async {
+        let current = instance_profile(ctl, name).await?;
+        let mut next = current.value.clone();
+        change(&mut next)?;
+        let txn = Txn::when(
+            vec![typed::unchanged(&key, current.mod_revision)],
+            vec![typed::put(&key, &next)],
+        );
+        Ok(Attempt::Write(txn, next))
+    })
+    .await
+}
+
+pub async fn delete_instance_profile(ctl: &Control, name: &str) -> Result<()> {
+    let key = iam::instance_profile(&ctl.config.account, name);
+    swap(ctl, || async {
+        let current = instance_profile(ctl, name).await?;
+        if !current.value.roles.is_empty() {
+            return Err(IamError::DeleteConflict(
+                "Cannot delete entity, must remove roles from instance profile first.".into(),
+            )
+            .into());
+        }
+        let txn = Txn::when(
+            vec![typed::unchanged(&key, current.mod_revision)],
+            vec![Op::delete(key.clone())],
+        );
+        Ok(Attempt::Write(txn, ()))
+    })
+    .await
+}
+
+/// Puts `role` into the instance profile `profile` (`add`) or takes it
+/// out: both records change in one write.
+pub async fn set_profile_role(
+    ctl: &Control,
+    profile: &str,
+    role_name: &str,
+    add: bool,
+) -> Result<()> {
+    let account = ctl.config.account.clone();
+    swap(ctl, || async {
+        let p = instance_profile(ctl, profile).await?;
+        let r = role(ctl, role_name).await?;
+        let (mut pv, mut rv) = (p.value.clone(), r.value.clone());
+        let holds = pv.roles.iter().any(|x| x.eq_ignore_ascii_case(role_name));
+        if add {
+            if holds || !pv.roles.is_empty() {
+                return Err(IamError::LimitExceeded(
+                    "Cannot exceed quota for InstanceSessionsPerInstanceProfile: 1".into(),
+                )
+                .into());
+            }
+            pv.roles.push(rv.name.clone());
+            rv.instance_profiles.push(pv.name.clone());
+        } else {
+            if !holds {
+                return Err(IamError::NoSuchEntity(format!(
+                    "The role with name {role_name} cannot be found in instance profile {profile}."
+                ))
+                .into());
+            }
+            pv.roles.retain(|x| !x.eq_ignore_ascii_case(role_name));
+            rv.instance_profiles
+                .retain(|x| !x.eq_ignore_ascii_case(profile));
+        }
+        let (pk, rk) = (
+            iam::instance_profile(&account, profile),
+            iam::role(&account, role_name),
+        );
+        let txn = Txn::when(
+            vec![
+                typed::unchanged(&pk, p.mod_revision),
+                typed::unchanged(&rk, r.mod_revision),
+            ],
+            vec![typed::put(&pk, &pv), typed::put(&rk, &rv)],
+        );
+        Ok(Attempt::Write(txn, ()))
+    })
+    .await
+}
+
 pub async fn attach_role_policy(ctl: &Control, name: &str, arn: &str) -> Result<()> {
     managed_document(ctl, arn).await?;
     update_role(ctl, name, |r| {
+        r.unprotected()?;
         if r.attached.iter().any(|a| a == arn) {
             return Ok(());
         }
@@ -1000,6 +1203,7 @@ pub async fn attach_role_policy(ctl: &Control, name: &str, arn: &str) -> Result<
 
 pub async fn detach_role_policy(ctl: &Control, name: &str, arn: &str) -> Result<()> {
     update_role(ctl, name, |r| {
+        r.unprotected()?;
         if !r.attached.iter().any(|a| a == arn) {
             return Err(IamError::NoSuchEntity(format!(
                 "Policy {arn} was not found."
@@ -1020,6 +1224,7 @@ pub async fn put_role_policy(
 ) -> Result<()> {
     check_document(document, PolicyKind::Identity, ROLE_INLINE_SIZE)?;
     update_role(ctl, name, |r| {
+        r.unprotected()?;
         put_inline(
             &mut r.inline,
             policy_name,
@@ -1034,6 +1239,7 @@ pub async fn put_role_policy(
 
 pub async fn delete_role_policy(ctl: &Control, name: &str, policy_name: &str) -> Result<()> {
     update_role(ctl, name, |r| {
+        r.unprotected()?;
         r.inline.remove(policy_name).map(|_| ()).ok_or_else(|| {
             IamError::NoSuchEntity(format!(
                 "The role policy with name {policy_name} cannot be found."

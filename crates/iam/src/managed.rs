@@ -97,7 +97,95 @@ pub const AWS_MANAGED: &[AwsManaged] = &[
         description: "Provides read/write access to AWS Secrets Manager",
         document: r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"secretsmanager:*","Resource":"*"}]}"#,
     },
+    AwsManaged {
+        path: "/aws-service-role/",
+        name: "AmazonECSServiceRolePolicy",
+        description: "Policy to enable Amazon ECS to manage your cluster.",
+        document: r#"{"Version":"2012-10-17","Statement":[
+            {"Effect":"Allow","Action":["elasticloadbalancing:DeregisterInstancesFromLoadBalancer",
+              "elasticloadbalancing:DeregisterTargets","elasticloadbalancing:Describe*",
+              "elasticloadbalancing:RegisterInstancesWithLoadBalancer","elasticloadbalancing:RegisterTargets",
+              "ec2:Describe*","ec2:AttachNetworkInterface","ec2:CreateNetworkInterface",
+              "ec2:DeleteNetworkInterface","ec2:DetachNetworkInterface","autoscaling:Describe*",
+              "logs:CreateLogGroup","logs:DescribeLogGroups","logs:PutRetentionPolicy"],"Resource":"*"}]}"#,
+    },
+    AwsManaged {
+        path: "/aws-service-role/",
+        name: "AWSApplicationAutoscalingECSServicePolicy",
+        description: "Policy granting permissions to Application Auto Scaling to scale ECS services.",
+        document: r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":[
+            "ecs:DescribeServices","ecs:UpdateService","cloudwatch:PutMetricAlarm",
+            "cloudwatch:DescribeAlarms","cloudwatch:GetMetricData","cloudwatch:DeleteAlarms"],"Resource":"*"}]}"#,
+    },
+    AwsManaged {
+        path: "/aws-service-role/",
+        name: "AWSElasticLoadBalancingServiceRolePolicy",
+        description: "Service Linked Role Policy for AWS Elastic Load Balancing Control Plane",
+        document: r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":[
+            "ec2:DescribeAddresses","ec2:DescribeInstances","ec2:DescribeSubnets","ec2:DescribeSecurityGroups",
+            "ec2:DescribeVpcs","ec2:DescribeNetworkInterfaces","ec2:CreateNetworkInterface",
+            "ec2:DeleteNetworkInterface","ec2:ModifyNetworkInterfaceAttribute"],"Resource":"*"}]}"#,
+    },
 ];
+
+/// A service-linked role IAM makes for a service (CreateServiceLinkedRole):
+/// its name, the AWS-managed policy it carries and its default description.
+#[derive(Debug, Clone, Copy)]
+pub struct ServiceLinkedRole {
+    pub service: &'static str,
+    pub role: &'static str,
+    pub policy: &'static str,
+    pub description: &'static str,
+}
+
+impl ServiceLinkedRole {
+    /// The path IAM gives it: `/aws-service-role/SERVICE/`.
+    pub fn path(&self) -> String {
+        format!("/aws-service-role/{}/", self.service)
+    }
+
+    /// Trust: only the service may assume it.
+    pub fn trust(&self) -> String {
+        format!(
+            r#"{{"Version":"2012-10-17","Statement":[{{"Effect":"Allow","Principal":{{"Service":"{}"}},"Action":"sts:AssumeRole"}}]}}"#,
+            self.service
+        )
+    }
+
+    pub fn policy_arn(&self) -> String {
+        format!("arn:aws:iam::aws:policy/aws-service-role/{}", self.policy)
+    }
+}
+
+/// The services Berth serves that have service-linked roles: ECS's (the
+/// service role its service scheduler acts with: load balancers, network
+/// interfaces), Application Auto Scaling's for ECS services, ELB's.
+pub const SERVICE_LINKED_ROLES: &[ServiceLinkedRole] = &[
+    ServiceLinkedRole {
+        service: "ecs.amazonaws.com",
+        role: "AWSServiceRoleForECS",
+        policy: "AmazonECSServiceRolePolicy",
+        description: "Role to enable Amazon ECS to manage your cluster.",
+    },
+    ServiceLinkedRole {
+        service: "ecs.application-autoscaling.amazonaws.com",
+        role: "AWSServiceRoleForApplicationAutoScaling_ECSService",
+        policy: "AWSApplicationAutoscalingECSServicePolicy",
+        description: "",
+    },
+    ServiceLinkedRole {
+        service: "elasticloadbalancing.amazonaws.com",
+        role: "AWSServiceRoleForElasticLoadBalancing",
+        policy: "AWSElasticLoadBalancingServiceRolePolicy",
+        description: "Allows ELB to call AWS services on your behalf.",
+    },
+];
+
+/// Whether a role's path marks it service-linked: IAM's callers cannot
+/// change such a role, only its service can.
+pub fn is_service_linked(path: &str) -> bool {
+    path.starts_with("/aws-service-role/")
+}
 
 /// The AWS-managed policy with this ARN.
 pub fn by_arn(arn: &str) -> Option<&'static AwsManaged> {

@@ -75,11 +75,54 @@ pub struct Role {
     pub attached: Vec<String>,
     #[serde(default)]
     pub tags: Vec<Tag>,
+    /// Names of the instance profiles that hold the role (kept with the
+    /// profiles' own record, in the same writes).
+    #[serde(default)]
+    pub instance_profiles: Vec<String>,
+}
+
+/// An instance profile: what hands a role to a host (EC2 hands it to an
+/// instance; Berth's hosts join with tokens, so here it is a record that
+/// IAM's clients and tools can manage and read).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InstanceProfile {
+    pub name: String,
+    /// `AIPA...`
+    pub id: String,
+    pub path: String,
+    pub created: f64,
+    /// The role it holds: at most one, as in AWS.
+    #[serde(default)]
+    pub roles: Vec<String>,
+    #[serde(default)]
+    pub tags: Vec<Tag>,
+}
+
+impl InstanceProfile {
+    pub fn arn(&self, account: &str) -> String {
+        format!(
+            "arn:aws:iam::{account}:instance-profile{}{}",
+            self.path, self.name
+        )
+    }
 }
 
 impl Role {
     pub fn arn(&self, account: &str) -> String {
         format!("arn:aws:iam::{account}:role{}{}", self.path, self.name)
+    }
+
+    /// Refuses a change to a service-linked role, which only its service
+    /// may change, as IAM does.
+    pub fn unprotected(&self) -> Result<(), IamError> {
+        if crate::managed::is_service_linked(&self.path) {
+            return Err(IamError::UnmodifiableEntity(format!(
+                "Cannot perform the operation on the protected role '{}' - this role is only modifiable by AWS",
+                self.name
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -174,6 +217,9 @@ pub enum IamError {
     /// STS: a session policy over its packed size.
     #[error("{0}")]
     PackedPolicyTooLarge(String),
+    /// A service-linked role, which only its service may change.
+    #[error("{0}")]
+    UnmodifiableEntity(String),
 }
 
 impl IamError {
@@ -188,6 +234,7 @@ impl IamError {
             IamError::Validation(_) => "ValidationError",
             IamError::ConcurrentModification(_) => "ConcurrentModification",
             IamError::PackedPolicyTooLarge(_) => "PackedPolicyTooLarge",
+            IamError::UnmodifiableEntity(_) => "UnmodifiableEntity",
         }
     }
 

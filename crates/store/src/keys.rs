@@ -392,6 +392,13 @@ pub mod iam {
     pub fn role(account: &str, name: &str) -> String {
         format!("{}{}", roles(account), name.to_lowercase())
     }
+    /// Instance profiles by lower-cased name (`berth_iam::records::InstanceProfile`).
+    pub fn instance_profiles(account: &str) -> String {
+        format!("{}/instance-profiles/", base(account))
+    }
+    pub fn instance_profile(account: &str, name: &str) -> String {
+        format!("{}{}", instance_profiles(account), name.to_lowercase())
+    }
     /// Customer-managed policies by lower-cased name, with their versions.
     pub fn policies(account: &str) -> String {
         format!("{}/policies/", base(account))

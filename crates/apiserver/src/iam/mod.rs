@@ -1,8 +1,12 @@
 //! IAM (awsQuery, `iam` 2010-05-08): users and their access keys,
 //! customer-managed policies with versions, the AWS-managed policies Berth
-//! ships, attachments and inline policies. Requests decode into the trimmed
+//! ships, attachments and inline policies; instance profiles,
+//! service-linked roles, the account's authorization details and the policy
+//! simulator (`account`). Requests decode into the trimmed
 //! model's shapes (scripts/vendor-model.py); the records and their rules are
 //! `berth_iam`'s, the writes `berth_control::iam`'s.
+
+mod account;
 
 use crate::{context::RequestContext, error::ApiError, AppState};
 use berth_control::iam::{self as ctl_iam, IamFailure};
@@ -97,7 +101,16 @@ operations! {
     "GetRolePolicy" => get_role_policy,
     "ListRolePolicies" => list_role_policies,
     "DeleteRolePolicy" => delete_role_policy,
-    "ListInstanceProfilesForRole" => list_instance_profiles_for_role,
+    "ListInstanceProfilesForRole" => account::list_instance_profiles_for_role,
+    "CreateInstanceProfile" => account::create_instance_profile,
+    "GetInstanceProfile" => account::get_instance_profile,
+    "ListInstanceProfiles" => account::list_instance_profiles,
+    "DeleteInstanceProfile" => account::delete_instance_profile,
+    "AddRoleToInstanceProfile" => account::add_role_to_instance_profile,
+    "RemoveRoleFromInstanceProfile" => account::remove_role_from_instance_profile,
+    "CreateServiceLinkedRole" => account::create_service_linked_role,
+    "GetAccountAuthorizationDetails" => account::get_account_authorization_details,
+    "SimulatePrincipalPolicy" => account::simulate_principal_policy,
 }
 
 impl From<IamFailure> for ApiError {
@@ -1231,6 +1244,7 @@ async fn update_assume_role_policy(
     let doc = required(&r.policy_document, "policyDocument")?;
     ctl_iam::check_trust(st, doc).await?;
     ctl_iam::update_role(st, name, |role| {
+        role.unprotected()?;
         role.trust = doc.to_string();
         Ok(())
     })
@@ -1389,20 +1403,4 @@ async fn delete_role_policy(
     let pname = required(&r.policy_name, "policyName")?;
     ctl_iam::delete_role_policy(st, name, pname).await?;
     Ok(())
-}
-
-/// Berth has no instance profiles yet (CreateInstanceProfile is not
-/// served), so no role is in one; Terraform asks before deleting a role.
-async fn list_instance_profiles_for_role(
-    st: &AppState,
-    _ctx: &RequestContext,
-    r: w::ListInstanceProfilesForRoleRequest,
-) -> Out<w::ListInstanceProfilesForRoleResponse> {
-    let name = role_arg(&r.role_name)?;
-    ctl_iam::role(st, name).await?;
-    Ok(w::ListInstanceProfilesForRoleResponse {
-        instance_profiles: Some(vec![]),
-        is_truncated: Some(false),
-        marker: None,
-    })
 }
