@@ -405,10 +405,8 @@ def test_what_berth_does_not_support_yet_is_refused_not_ignored(server, name):
     assert error_of(iam.create_role, RoleName=name, AssumeRolePolicyDocument=json.dumps(trust),
                     PermissionsBoundary=boundary)[1] == "InvalidInput"
     role = iam.create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps(trust))["Role"]
-    status, code, message = error_of(sts.assume_role, RoleArn=role["Arn"], RoleSessionName="s1", ExternalId="ext1")
-    assert (status, code) == (400, "ValidationError") and "ExternalId" in message
-    assert error_of(sts.assume_role, RoleArn=role["Arn"], RoleSessionName="s1",
-                    PolicyArns=[{"arn": boundary}])[1] == "ValidationError"
+    status, code, message = error_of(sts.assume_role, RoleArn=role["Arn"], RoleSessionName="s1", SourceIdentity="me")
+    assert (status, code) == (400, "ValidationError") and "SourceIdentity" in message
     assert iam.list_policies(PolicyUsageFilter="PermissionsBoundary")["Policies"] == []
     assert iam.list_policies(PolicyUsageFilter="PermissionsPolicy", Scope="AWS")["Policies"]
 
@@ -498,9 +496,51 @@ def test_the_simulator_and_the_authorization_details_tell_the_truth(server, ecs,
     assert name in json.dumps(aws_cli(server, "iam", "get-account-authorization-details", "--max-items", "1000"))
 
 
-def _lists(ecs):
-    try:
-        ecs.list_clusters()
-        return True
-    except ClientError as e:
-        return e.response["Error"]["Code"] == "AccessDeniedException"
+def test_assume_role_with_an_external_id_managed_session_policies_and_session_tags(server, ecs, name):
+    iam, sts = client(server, "iam"), client(server, "sts")
+    ecs.create_cluster(clusterName=name)
+    trust = {"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Principal": {"AWS": ACCOUNT}, "Action": ["sts:AssumeRole", "sts:TagSession"],
+         "Condition": {"StringEquals": {"sts:ExternalId": "partner-42"}}}]}
+    role = iam.create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps(trust))["Role"]
+    # The role may act only on clusters tagged for the session's team.
+    iam.put_role_policy(RoleName=name, PolicyName="by-team", PolicyDocument=json.dumps(allow(
+        ["ecs:DescribeClusters", "ecs:ListClusters"], condition={"StringEquals": {"aws:PrincipalTag/team": "blue"}})))
+    cfg = botocore.config.Config(retries={"max_attempts": 1})
+
+    def as_session(got):
+        c = got["Credentials"]
+        return boto3.client("ecs", endpoint_url=server.url, region_name="us-east-1", config=cfg,
+                            aws_access_key_id=c["AccessKeyId"], aws_secret_access_key=c["SecretAccessKey"],
+                            aws_session_token=c["SessionToken"])
+    # The trust policy's condition on the external id decides.
+    assert error_of(sts.assume_role, RoleArn=role["Arn"], RoleSessionName="s0")[1] == "AccessDenied"
+    assert error_of(sts.assume_role, RoleArn=role["Arn"], RoleSessionName="s0", ExternalId="wrong")[1] == "AccessDenied"
+    blue = as_session(sts.assume_role(RoleArn=role["Arn"], RoleSessionName="s1", ExternalId="partner-42",
+                                      Tags=[{"Key": "team", "Value": "blue"}]))
+    assert blue.describe_clusters(clusters=[name])["clusters"][0]["status"] == "ACTIVE"
+    red = as_session(sts.assume_role(RoleArn=role["Arn"], RoleSessionName="s2", ExternalId="partner-42",
+                                     Tags=[{"Key": "team", "Value": "red"}]))
+    assert error_of(red.describe_clusters, clusters=[name])[1] == "AccessDeniedException"
+    # A managed session policy narrows the session as an inline one does.
+    narrow = as_session(sts.assume_role(RoleArn=role["Arn"], RoleSessionName="s3", ExternalId="partner-42",
+                                        Tags=[{"Key": "team", "Value": "blue"}],
+                                        PolicyArns=[{"arn": "arn:aws:iam::aws:policy/AmazonECS_FullAccess"}]))
+    assert narrow.list_clusters()["clusterArns"]
+    only_list = iam.create_policy(PolicyName=name, PolicyDocument=json.dumps(allow("ecs:ListClusters")))["Policy"]
+    listing = as_session(sts.assume_role(RoleArn=role["Arn"], RoleSessionName="s4", ExternalId="partner-42",
+                                         Tags=[{"Key": "team", "Value": "blue"}],
+                                         PolicyArns=[{"arn": only_list["Arn"]}]))
+    assert listing.list_clusters()["clusterArns"]
+    assert error_of(listing.describe_clusters, clusters=[name])[1] == "AccessDeniedException"
+    assert error_of(sts.assume_role, RoleArn=role["Arn"], RoleSessionName="s5", ExternalId="partner-42",
+                    PolicyArns=[{"arn": f"arn:aws:iam::{ACCOUNT}:policy/nope"}])[1] == "ValidationError"
+    # Tags need sts:TagSession in the trust policy.
+    plain = {"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Principal": {"AWS": ACCOUNT}, "Action": "sts:AssumeRole"}]}
+    untaggable = iam.create_role(RoleName=name + "-plain", AssumeRolePolicyDocument=json.dumps(plain))["Role"]
+    status, code, message = error_of(sts.assume_role, RoleArn=untaggable["Arn"], RoleSessionName="s6",
+                                     Tags=[{"Key": "team", "Value": "blue"}])
+    assert code == "AccessDenied" and "sts:TagSession" in message
+    assert error_of(sts.assume_role, RoleArn=role["Arn"], RoleSessionName="s7", ExternalId="partner-42",
+                    Tags=[{"Key": "team", "Value": "blue"}], TransitiveTagKeys=["other"])[1] == "ValidationError"

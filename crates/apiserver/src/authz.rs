@@ -49,6 +49,11 @@ pub(crate) fn base_context(ctx: &RequestContext, principal: &Principal, now: f64
         }
         Principal::Root { .. } => c.set("aws:PrincipalType", "Account"),
     }
+    if let Some(caller) = &ctx.caller {
+        for t in caller.tags.iter() {
+            c.set(&format!("aws:PrincipalTag/{}", t.key), t.value.clone());
+        }
+    }
     c.set("aws:RequestedRegion", ctx.scope.region.clone());
     if let Some(ip) = ctx.source_ip {
         c.set("aws:SourceIp", ip.to_string());
@@ -86,12 +91,16 @@ pub(crate) async fn check(
     } else {
         ask.resources
     };
-    let session: Vec<&berth_iam::policy::Policy> =
-        caller.session_policy.iter().map(|p| &**p).collect();
-    let limits: Vec<&[&berth_iam::policy::Policy]> = if session.is_empty() {
-        vec![]
-    } else {
+    let session: Vec<&berth_iam::policy::Policy> = caller
+        .session_policy
+        .iter()
+        .flat_map(|p| p.iter())
+        .collect();
+    let limited_by_session = caller.session_policy.is_some();
+    let limits: Vec<&[&berth_iam::policy::Policy]> = if limited_by_session {
         vec![&session]
+    } else {
+        vec![]
     };
     for resource in &resources {
         let decision = evaluate(

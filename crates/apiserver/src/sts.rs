@@ -6,7 +6,7 @@
 
 use crate::{context::RequestContext, error::ApiError, AppState};
 use berth_domain::elb::iso8601;
-use berth_iam::policy::{evaluate, Caller, Context, Decision, PolicyKind, Request};
+use berth_iam::policy::{evaluate, Caller, Decision, PolicyKind, Request};
 use berth_iam::records::{check_document, IamError};
 use berth_iam::{KeyOwner, Principal, SessionOwner};
 use berth_wire::query::{self, QueryParams};
@@ -84,6 +84,107 @@ fn caller_principal(ctx: &RequestContext) -> Principal {
     )
 }
 
+/// AssumeRole's session policies (inline and managed) and session tags,
+/// checked, with the caller's transitive tags carried on when it is a role
+/// session itself.
+async fn session_terms(
+    st: &AppState,
+    ctx: &RequestContext,
+    params: &QueryParams,
+) -> Result<berth_iam::SessionTerms, ApiError> {
+    let mut terms = berth_iam::SessionTerms {
+        policy: params.get("Policy").map(str::to_string),
+        ..Default::default()
+    };
+    if let Some(p) = &terms.policy {
+        check_document(p, PolicyKind::Identity, usize::MAX).map_err(ApiError::Iam)?;
+    }
+    let arns: Vec<String> = (1..)
+        .map_while(|i| {
+            params
+                .get(&format!("PolicyArns.member.{i}.arn"))
+                .map(str::to_string)
+        })
+        .collect();
+    if arns.len() > 10 {
+        return Err(validation(format!(
+            "1 validation error detected: Value '{}' at 'policyArns' failed to satisfy constraint: Member must have length less than or equal to 10",
+            arns.len()
+        )));
+    }
+    for arn in &arns {
+        let doc = berth_control::iam::managed_document(st, arn)
+            .await
+            .map_err(|_| {
+                validation(format!(
+                    "The policy {arn} does not exist or is not attachable."
+                ))
+            })?;
+        terms.managed_policies.push(doc);
+    }
+    for i in 1.. {
+        let Some(key) = params.get(&format!("Tags.member.{i}.Key")) else {
+            break;
+        };
+        let value = params
+            .get(&format!("Tags.member.{i}.Value"))
+            .unwrap_or_default();
+        if !(1..=128).contains(&key.len()) || value.len() > 256 {
+            return Err(validation(format!(
+                "1 validation error detected: Value at 'tags.{i}.member' failed to satisfy constraint: keys are 1 to 128 characters, values at most 256"
+            )));
+        }
+        if terms.tags.iter().any(|t| t.key.eq_ignore_ascii_case(key)) {
+            return Err(validation(format!(
+                "Duplicate tag keys found. Please note that Tag keys are case insensitive: {key}"
+            )));
+        }
+        terms.tags.push(berth_iam::records::Tag {
+            key: key.to_string(),
+            value: value.to_string(),
+        });
+    }
+    if terms.tags.len() > 50 {
+        return Err(validation(format!(
+            "1 validation error detected: Value '{}' at 'tags' failed to satisfy constraint: Member must have length less than or equal to 50",
+            terms.tags.len()
+        )));
+    }
+    terms.transitive_tag_keys = (1..)
+        .map_while(|i| {
+            params
+                .get(&format!("TransitiveTagKeys.member.{i}"))
+                .map(str::to_string)
+        })
+        .collect();
+    if let Some(k) = terms
+        .transitive_tag_keys
+        .iter()
+        .find(|k| !terms.tags.iter().any(|t| t.key.eq_ignore_ascii_case(k)))
+    {
+        return Err(validation(format!(
+            "The specified transitive tag key must be included in the requested tags: {k}"
+        )));
+    }
+    // Chaining: the calling session's transitive tags go along, and stay
+    // transitive; a request cannot change them.
+    if let Some(c) = &ctx.caller {
+        for key in c.transitive_tag_keys.iter() {
+            let Some(t) = c.tags.iter().find(|t| t.key.eq_ignore_ascii_case(key)) else {
+                continue;
+            };
+            if terms.tags.iter().any(|x| x.key.eq_ignore_ascii_case(key)) {
+                return Err(validation(format!(
+                    "One or more of the specified transitive tag keys can't be set because it conflicts with a transitive tag inherited from the calling session: {key}"
+                )));
+            }
+            terms.tags.push(t.clone());
+            terms.transitive_tag_keys.push(t.key.clone());
+        }
+    }
+    Ok(terms)
+}
+
 async fn assume_role(
     st: &AppState,
     ctx: &RequestContext,
@@ -92,10 +193,6 @@ async fn assume_role(
     refuse_unsupported(
         params,
         &[
-            "PolicyArns",
-            "Tags",
-            "TransitiveTagKeys",
-            "ExternalId",
             "SerialNumber",
             "TokenCode",
             "SourceIdentity",
@@ -138,24 +235,53 @@ async fn assume_role(
     if role.arn(&ctx.scope.account) != role_arn {
         return Err(denied());
     }
+    let terms = session_terms(st, ctx, params).await?;
     let trust =
         berth_iam::policy::Policy::parse(&role.trust, PolicyKind::Trust).map_err(|_| denied())?;
     let arn = principal.arn();
-    let allowed = evaluate(
-        &[&trust],
-        &[],
-        &Request {
-            action: "sts:AssumeRole",
-            resource: role_arn,
-            caller: Some(Caller::Aws {
-                arn: &arn,
-                account: principal.account(),
-            }),
-            context: &Context::default(),
-        },
+    let mut context = crate::authz::base_context(ctx, &principal, st.now());
+    if let Some(external) = params.get("ExternalId") {
+        if !(2..=1224).contains(&external.len()) {
+            return Err(validation(format!(
+                "1 validation error detected: Value '{external}' at 'externalId' failed to satisfy constraint: Member must have length between 2 and 1224"
+            )));
+        }
+        context.set("sts:ExternalId", external);
+    }
+    for t in &terms.tags {
+        context.set(&format!("aws:RequestTag/{}", t.key), t.value.clone());
+    }
+    context.set_many(
+        "aws:TagKeys",
+        terms.tags.iter().map(|t| t.key.clone()).collect(),
     );
-    if allowed != Decision::Allow {
-        return Err(denied());
+    context.set_many("sts:TransitiveTagKeys", terms.transitive_tag_keys.clone());
+    let caller = Caller::Aws {
+        arn: &arn,
+        account: principal.account(),
+    };
+    // Passing session tags takes sts:TagSession as well, as in AWS.
+    let actions: &[&str] = if terms.tags.is_empty() {
+        &["sts:AssumeRole"]
+    } else {
+        &["sts:AssumeRole", "sts:TagSession"]
+    };
+    for action in actions {
+        let allowed = evaluate(
+            &[&trust],
+            &[],
+            &Request {
+                action,
+                resource: role_arn,
+                caller: Some(caller.clone()),
+                context: &context,
+            },
+        );
+        if allowed != Decision::Allow {
+            return Err(ApiError::Denied(crate::authz::Denied(format!(
+                "User: {arn} is not authorized to perform: {action} on resource: {role_arn}"
+            ))));
+        }
     }
     // Role chaining: a role's session may assume another for an hour.
     let chained = matches!(principal, Principal::AssumedRole { .. });
@@ -165,17 +291,23 @@ async fn assume_role(
         u32::try_from(role.max_session).unwrap_or(3600)
     };
     let seconds = duration(params, 900, max, 43_200, 3600)?;
-    let policy = params.get("Policy").map(str::to_string);
     let mut packed = String::new();
-    if let Some(p) = &policy {
-        check_document(p, PolicyKind::Identity, usize::MAX).map_err(ApiError::Iam)?;
-        let size = berth_iam::policy::packed_size(p);
-        if size > SESSION_POLICY_SIZE {
-            return Err(ApiError::Iam(IamError::PackedPolicyTooLarge(format!(
-                "Packed size of consumed policies exceeds 100% of limit for this session ({} %)",
-                size * 100 / SESSION_POLICY_SIZE
-            ))));
-        }
+    let mut size = terms
+        .policy
+        .as_deref()
+        .map_or(0, berth_iam::policy::packed_size);
+    size += terms
+        .tags
+        .iter()
+        .map(|t| t.key.len() + t.value.len())
+        .sum::<usize>();
+    if size > SESSION_POLICY_SIZE {
+        return Err(ApiError::Iam(IamError::PackedPolicyTooLarge(format!(
+            "Packed size of consumed policies exceeds 100% of limit for this session ({} %)",
+            size * 100 / SESSION_POLICY_SIZE
+        ))));
+    }
+    if terms.policy.is_some() || !terms.tags.is_empty() {
         packed = format!(
             "<PackedPolicySize>{}</PackedPolicySize>",
             size * 100 / SESSION_POLICY_SIZE
@@ -185,7 +317,7 @@ async fn assume_role(
         role: role.name.clone(),
         session: session.to_string(),
     };
-    let (record, secret, token) = berth_control::iam::create_session(st, owner, seconds, policy)
+    let (record, secret, token) = berth_control::iam::create_session(st, owner, seconds, terms)
         .await
         .map_err(ApiError::from)?;
     Ok(format!(
@@ -222,10 +354,14 @@ async fn get_session_token(
         129_600
     };
     let seconds = duration(params, 900, max, 129_600, 43_200)?;
-    let (record, secret, token) =
-        berth_control::iam::create_session(st, SessionOwner::Same(owner), seconds, None)
-            .await
-            .map_err(ApiError::from)?;
+    let (record, secret, token) = berth_control::iam::create_session(
+        st,
+        SessionOwner::Same(owner),
+        seconds,
+        Default::default(),
+    )
+    .await
+    .map_err(ApiError::from)?;
     Ok(credentials_xml(
         &record.access_key_id,
         &secret,

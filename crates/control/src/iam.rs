@@ -1256,7 +1256,7 @@ pub async fn create_session(
     ctl: &Control,
     owner: berth_iam::SessionOwner,
     seconds: u32,
-    policy: Option<String>,
+    terms: berth_iam::SessionTerms,
 ) -> Result<(berth_iam::Session, String, String)> {
     let (id, secret, token) = {
         let mut rng = rand::rng();
@@ -1272,7 +1272,10 @@ pub async fn create_session(
         sealed_secret: ctl.identity.seal(&secret, &id),
         token_hash: berth_wire::sigv4::hex_sha256(token.as_bytes()),
         expires: ctl.now() + f64::from(seconds),
-        policy,
+        policy: terms.policy,
+        managed_policies: terms.managed_policies,
+        tags: terms.tags,
+        transitive_tag_keys: terms.transitive_tag_keys,
     };
     let lease = ctl
         .store

@@ -10,7 +10,7 @@
 use crate::ControlError;
 use berth_iam::keys::{self, AccessKey, KeyOwner, KeyStatus};
 use berth_iam::policy::{Policy, PolicyKind};
-use berth_iam::records::User;
+use berth_iam::records::{Tag, User};
 use berth_iam::seal::Sealer;
 use berth_iam::Principal;
 use berth_store::{keys::iam, typed, Compare, Store, Txn};
@@ -77,9 +77,14 @@ pub struct Caller {
     /// Who owns the key it signed with (GetSessionToken makes sessions of
     /// the same owner); `None` for temporary credentials.
     pub key_owner: Option<KeyOwner>,
-    /// The session policy temporary credentials were issued with: it
-    /// limits what the principal's own policies allow.
-    pub session_policy: Option<Arc<Policy>>,
+    /// The session policies temporary credentials were issued with: together
+    /// they limit what the principal's own policies allow.
+    pub session_policy: Option<Arc<Vec<Policy>>>,
+    /// The principal's tags (a user's; a role session's role and session
+    /// tags): `aws:PrincipalTag/*`.
+    pub tags: Arc<Vec<Tag>>,
+    /// A role session's transitive session tag keys.
+    pub transitive_tag_keys: Arc<Vec<String>>,
 }
 
 /// New credentials, shown to their owner once.
@@ -95,6 +100,9 @@ impl std::fmt::Debug for NewCredentials {
     }
 }
 
+/// The session policies that limit temporary credentials, if any.
+type SessionPolicies = Option<Arc<Vec<Policy>>>;
+
 /// A key as verification uses it: its owner, its secret and the signing
 /// keys derived so far.
 struct KnownKey {
@@ -102,8 +110,10 @@ struct KnownKey {
     secret: String,
     status: KeyStatus,
     key_owner: Option<KeyOwner>,
-    /// Temporary credentials: the token's hash, the expiry, the policy.
-    session: Option<(String, f64, Option<Arc<Policy>>)>,
+    /// Temporary credentials: the token's hash, the expiry, the policies.
+    session: Option<(String, f64, SessionPolicies)>,
+    tags: Arc<Vec<Tag>>,
+    transitive_tag_keys: Arc<Vec<String>>,
     /// Signing keys by scope (`date/region/service`); a key is used in few.
     signing: Mutex<Vec<(String, SigningKey)>>,
 }
@@ -335,6 +345,8 @@ impl Identity {
             access_key: scope.access_key.clone(),
             key_owner: key.key_owner.clone(),
             session_policy: key.session.as_ref().and_then(|(_, _, p)| p.clone()),
+            tags: key.tags.clone(),
+            transitive_tag_keys: key.transitive_tag_keys.clone(),
         })
     }
 
@@ -364,12 +376,16 @@ impl Identity {
                 "access key {id}: {e} (is the secrets key the one it was stored with?)"
             ))
         })?;
+        let mut tags = vec![];
         let principal = match &record.owner {
             KeyOwner::Root => Principal::Root {
                 account: self.account.clone(),
             },
             KeyOwner::User(name) => match self.user_principal(name).await? {
-                Some(p) => p,
+                Some((p, t)) => {
+                    tags = t;
+                    p
+                }
                 None => return Ok(None),
             },
             KeyOwner::Instance { cluster, instance } => Principal::Instance {
@@ -384,6 +400,8 @@ impl Identity {
             status: record.status,
             key_owner: Some(record.owner),
             session: None,
+            tags: Arc::new(tags),
+            transitive_tag_keys: Arc::default(),
             signing: Mutex::default(),
         });
         if following && self.generation.load(Ordering::Acquire) == generation {
@@ -392,14 +410,22 @@ impl Identity {
         Ok(Some(known))
     }
 
-    /// The principal of a user, if the user still exists.
-    async fn user_principal(&self, name: &str) -> Result<Option<Principal>, ControlError> {
+    /// The principal of a user and its tags, if the user still exists.
+    async fn user_principal(
+        &self,
+        name: &str,
+    ) -> Result<Option<(Principal, Vec<Tag>)>, ControlError> {
         let user = typed::get::<User>(&*self.store, &iam::user(&self.account, name)).await?;
-        Ok(user.map(|u| Principal::User {
-            account: self.account.clone(),
-            name: u.value.name,
-            id: u.value.id,
-            path: u.value.path,
+        Ok(user.map(|u| {
+            (
+                Principal::User {
+                    account: self.account.clone(),
+                    name: u.value.name,
+                    id: u.value.id,
+                    path: u.value.path,
+                },
+                u.value.tags,
+            )
         }))
     }
 
@@ -413,6 +439,7 @@ impl Identity {
             .sealer
             .open(&record.sealed_secret, id)
             .map_err(|e| ControlError::Internal(format!("session {id}: {e}")))?;
+        let mut tags: Vec<Tag> = vec![];
         let principal = match &record.owner {
             berth_iam::SessionOwner::Role { role, session } => {
                 let Some(r) = typed::get::<berth_iam::records::Role>(
@@ -423,6 +450,13 @@ impl Identity {
                 else {
                     return Ok(None);
                 };
+                // A role session's principal tags: the role's, overridden
+                // by the session's own.
+                tags = r.value.tags.clone();
+                for t in &record.tags {
+                    tags.retain(|x| !x.key.eq_ignore_ascii_case(&t.key));
+                    tags.push(t.clone());
+                }
                 Principal::AssumedRole {
                     account: self.account.clone(),
                     role: r.value.name,
@@ -442,22 +476,32 @@ impl Identity {
             }
             berth_iam::SessionOwner::Same(KeyOwner::User(name)) => {
                 match self.user_principal(name).await? {
-                    Some(p) => p,
+                    Some((p, t)) => {
+                        tags = t;
+                        p
+                    }
                     None => return Ok(None),
                 }
             }
         };
-        let policy = record
+        // The inline and the managed session policies limit the session
+        // together; stored documents were checked when issued.
+        let policies: Vec<Policy> = record
             .policy
-            .as_deref()
-            .and_then(|d| Policy::parse(d, PolicyKind::Identity).ok())
-            .map(Arc::new);
+            .iter()
+            .chain(&record.managed_policies)
+            .filter_map(|d| Policy::parse(d, PolicyKind::Identity).ok())
+            .collect();
+        let given = record.policy.is_some() || !record.managed_policies.is_empty();
+        let policy = given.then(|| Arc::new(policies));
         Ok(Some(Arc::new(KnownKey {
             principal,
             secret,
             status: KeyStatus::Active,
             key_owner: None,
             session: Some((record.token_hash, record.expires, policy)),
+            tags: Arc::new(tags),
+            transitive_tag_keys: Arc::new(record.transitive_tag_keys),
             signing: Mutex::default(),
         })))
     }
@@ -789,9 +833,10 @@ mod tests {
     async fn temporary_credentials_need_their_token_and_expire() {
         let ctl = crate::Control::new(Arc::new(MemStore::new()), crate::ControlConfig::default());
         let owner = berth_iam::SessionOwner::Same(KeyOwner::Root);
-        let (record, secret, token) = crate::iam::create_session(&ctl, owner, 900, None)
-            .await
-            .expect("made");
+        let (record, secret, token) =
+            crate::iam::create_session(&ctl, owner, 900, Default::default())
+                .await
+                .expect("made");
         let creds = |token: Option<String>| sigv4::Credentials {
             access_key_id: record.access_key_id.clone(),
             secret_access_key: secret.clone(),

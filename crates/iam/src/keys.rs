@@ -70,6 +70,26 @@ pub struct Session {
     /// An inline session policy that limits the session.
     #[serde(default)]
     pub policy: Option<String>,
+    /// Managed session policies (AssumeRole's PolicyArns), their default
+    /// versions' documents as they were when the session began: with
+    /// `policy`, they limit the session together.
+    #[serde(default)]
+    pub managed_policies: Vec<String>,
+    /// Session tags: the session's principal tags (aws:PrincipalTag/*).
+    #[serde(default)]
+    pub tags: Vec<crate::records::Tag>,
+    /// The tag keys a session this one assumes carries on.
+    #[serde(default)]
+    pub transitive_tag_keys: Vec<String>,
+}
+
+/// What a new session is issued with besides its owner and lifetime.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SessionTerms {
+    pub policy: Option<String>,
+    pub managed_policies: Vec<String>,
+    pub tags: Vec<crate::records::Tag>,
+    pub transitive_tag_keys: Vec<String>,
 }
 
 /// A new session token.

@@ -14,5 +14,5 @@ pub mod principal;
 pub mod records;
 pub mod seal;
 
-pub use keys::{AccessKey, KeyOwner, KeyStatus, Session, SessionOwner};
+pub use keys::{AccessKey, KeyOwner, KeyStatus, Session, SessionOwner, SessionTerms};
 pub use principal::Principal;
