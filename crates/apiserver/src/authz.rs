@@ -33,37 +33,24 @@ fn denial(principal: &str, action: &str, resource: &str, decision: Decision) -> 
     ))
 }
 
-/// The global condition keys of every request.
+/// The global condition keys of every request: the caller's own (built
+/// once per access key) and the request's.
 pub(crate) fn base_context(ctx: &RequestContext, principal: &Principal, now: f64) -> Context {
-    let mut c = Context::default();
-    c.set("aws:PrincipalArn", principal.arn());
-    c.set("aws:PrincipalAccount", principal.account());
-    c.set("aws:userid", principal.user_id());
-    match principal {
-        Principal::User { name, .. } => {
-            c.set("aws:username", name.clone());
-            c.set("aws:PrincipalType", "User");
-        }
-        Principal::AssumedRole { .. } | Principal::Instance { .. } => {
-            c.set("aws:PrincipalType", "AssumedRole")
-        }
-        Principal::Root { .. } => c.set("aws:PrincipalType", "Account"),
-    }
-    if let Some(caller) = &ctx.caller {
-        for t in caller.tags.iter() {
-            c.set(&format!("aws:PrincipalTag/{}", t.key), t.value.clone());
-        }
-    }
-    c.set("aws:RequestedRegion", ctx.scope.region.clone());
+    let base = match &ctx.caller {
+        Some(caller) => caller.context.clone(),
+        None => std::sync::Arc::new(principal.context(&[])),
+    };
+    let mut c = Context::over(base);
+    c.set_known("aws:requestedregion", ctx.scope.region.clone());
     if let Some(ip) = ctx.source_ip {
-        c.set("aws:SourceIp", ip.to_string());
+        c.set_known("aws:sourceip", ip.to_string());
     }
-    c.set(
-        "aws:SecureTransport",
+    c.set_known(
+        "aws:securetransport",
         if ctx.secure { "true" } else { "false" },
     );
-    c.set("aws:CurrentTime", berth_domain::elb::iso8601(now));
-    c.set("aws:EpochTime", format!("{}", now as i64));
+    c.set_known("aws:currenttime", berth_domain::elb::iso8601(now));
+    c.set_known("aws:epochtime", (now as i64).to_string());
     c
 }
 
@@ -129,13 +116,6 @@ fn text<'a>(body: &'a Value, field: &str) -> Option<&'a str> {
     body.get(field).and_then(Value::as_str)
 }
 
-fn texts<'a>(body: &'a Value, field: &str) -> Vec<&'a str> {
-    body.get(field)
-        .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(Value::as_str).collect())
-        .unwrap_or_default()
-}
-
 /// `family`, `family:rev` or an ARN, as the ARN a policy names.
 fn task_definition_arn(scope: &Scope, given: &str) -> String {
     if given.starts_with("arn:") {
@@ -164,21 +144,31 @@ fn in_cluster_arn(scope: &Scope, kind: &str, cluster: &str, given: &str) -> Stri
     }
 }
 
-fn request_tags(c: &mut Context, tags: Option<&Value>, key: &str, value: &str) {
-    let Some(list) = tags.and_then(Value::as_array) else {
-        return;
-    };
-    let mut keys = vec![];
-    for t in list {
-        if let (Some(k), Some(v)) = (
-            t.get(key).and_then(Value::as_str),
-            t.get(value).and_then(Value::as_str),
-        ) {
-            c.set(&format!("aws:RequestTag/{k}"), v.to_string());
-            keys.push(k.to_string());
-        }
-    }
-    c.set_many("aws:TagKeys", keys);
+/// The members of an ECS request that authorization reads: decoded on
+/// their own (the rest of the body is skipped), since every request of a
+/// limited caller pays for it.
+#[derive(Default, serde::Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+struct EcsFields {
+    cluster: Option<String>,
+    cluster_name: Option<String>,
+    clusters: Vec<String>,
+    task_definition: Option<String>,
+    container_instances: Vec<String>,
+    task: Option<String>,
+    tasks: Vec<String>,
+    service_name: Option<String>,
+    service: Option<String>,
+    services: Vec<String>,
+    resource_arn: Option<String>,
+    tags: Vec<EcsTag>,
+}
+
+#[derive(Default, serde::Deserialize)]
+#[serde(default)]
+struct EcsTag {
+    key: Option<String>,
+    value: Option<String>,
 }
 
 /// An ECS request (JSON 1.1) as IAM sees it.
@@ -189,13 +179,14 @@ pub(crate) fn ecs(
     op: &str,
     body: &[u8],
 ) -> Ask {
-    let body: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    // A body that does not decode is refused by the operation itself; asked
+    // about here, it names nothing.
+    let f: EcsFields = serde_json::from_slice(body).unwrap_or_default();
     let scope = &ctx.scope;
     let mut c = base_context(ctx, principal, now);
     let cluster =
-        arn::cluster_name(scope, text(&body, "cluster")).unwrap_or_else(|| "default".into());
-    let cluster_arn = scope.cluster_arn(&cluster);
-    let takes_cluster = body.get("cluster").is_some()
+        arn::cluster_name(scope, f.cluster.as_deref()).unwrap_or_else(|| "default".into());
+    let takes_cluster = f.cluster.is_some()
         || matches!(
             op,
             "RunTask"
@@ -218,13 +209,23 @@ pub(crate) fn ecs(
                 | "DeleteAttributes"
                 | "ListAttributes"
         );
+    let cluster_arn = || scope.cluster_arn(&cluster);
     if takes_cluster {
-        c.set("ecs:cluster", cluster_arn.clone());
+        c.set_known("ecs:cluster", cluster_arn());
     }
-    request_tags(&mut c, body.get("tags"), "key", "value");
+    if !f.tags.is_empty() {
+        let mut keys = vec![];
+        for t in &f.tags {
+            if let (Some(k), Some(v)) = (&t.key, &t.value) {
+                c.set(&format!("aws:RequestTag/{k}"), v.clone());
+                keys.push(k.clone());
+            }
+        }
+        c.set_many("aws:TagKeys", keys);
+    }
     let one = |r: String| vec![r];
     let resources = match op {
-        "CreateCluster" => one(scope.cluster_arn(text(&body, "clusterName").unwrap_or("default"))),
+        "CreateCluster" => one(scope.cluster_arn(f.cluster_name.as_deref().unwrap_or("default"))),
         "DeleteCluster"
         | "UpdateCluster"
         | "UpdateClusterSettings"
@@ -234,9 +235,9 @@ pub(crate) fn ecs(
         | "DeregisterContainerInstance"
         | "PutAttributes"
         | "DeleteAttributes"
-        | "ListAttributes" => one(cluster_arn.clone()),
+        | "ListAttributes" => one(cluster_arn()),
         "DescribeClusters" => {
-            let names = texts(&body, "clusters");
+            let names = &f.clusters;
             if names.is_empty() {
                 one(scope.cluster_arn("default"))
             } else {
@@ -250,10 +251,11 @@ pub(crate) fn ecs(
             }
         }
         "RunTask" | "StartTask" => {
-            let td = task_definition_arn(scope, text(&body, "taskDefinition").unwrap_or_default());
+            let td = task_definition_arn(scope, f.task_definition.as_deref().unwrap_or_default());
             c.set("ecs:task-definition", td.clone());
             if op == "StartTask" {
-                let instances = texts(&body, "containerInstances")
+                let instances = f
+                    .container_instances
                     .iter()
                     .map(|i| in_cluster_arn(scope, "container-instance", &cluster, i))
                     .collect();
@@ -265,15 +267,16 @@ pub(crate) fn ecs(
             scope,
             "task",
             &cluster,
-            text(&body, "task").unwrap_or_default(),
+            f.task.as_deref().unwrap_or_default(),
         )),
-        "DescribeTasks" => texts(&body, "tasks")
+        "DescribeTasks" => f
+            .tasks
             .iter()
             .map(|t| in_cluster_arn(scope, "task", &cluster, t))
             .collect(),
         "CreateService" => {
-            let name = text(&body, "serviceName").unwrap_or_default();
-            if let Some(td) = text(&body, "taskDefinition") {
+            let name = f.service_name.as_deref().unwrap_or_default();
+            if let Some(td) = f.task_definition.as_deref() {
                 c.set("ecs:task-definition", task_definition_arn(scope, td));
             }
             let s = scope.service_arn(&cluster, name);
@@ -285,20 +288,22 @@ pub(crate) fn ecs(
                 scope,
                 "service",
                 &cluster,
-                text(&body, "service").unwrap_or_default(),
+                f.service.as_deref().unwrap_or_default(),
             );
-            if let Some(td) = text(&body, "taskDefinition") {
+            if let Some(td) = f.task_definition.as_deref() {
                 c.set("ecs:task-definition", task_definition_arn(scope, td));
             }
             c.set("ecs:service", s.clone());
             one(s)
         }
-        "DescribeServices" => texts(&body, "services")
+        "DescribeServices" => f
+            .services
             .iter()
             .map(|s| in_cluster_arn(scope, "service", &cluster, s))
             .collect(),
         "DescribeContainerInstances" | "UpdateContainerInstancesState" => {
-            let list: Vec<String> = texts(&body, "containerInstances")
+            let list: Vec<String> = f
+                .container_instances
                 .iter()
                 .map(|i| in_cluster_arn(scope, "container-instance", &cluster, i))
                 .collect();
@@ -306,11 +311,11 @@ pub(crate) fn ecs(
             list
         }
         "TagResource" | "UntagResource" | "ListTagsForResource" => {
-            one(text(&body, "resourceArn").unwrap_or("*").to_string())
+            one(f.resource_arn.as_deref().unwrap_or("*").to_string())
         }
         "DescribeTaskDefinition" | "DeregisterTaskDefinition" => one(task_definition_arn(
             scope,
-            text(&body, "taskDefinition").unwrap_or_default(),
+            f.task_definition.as_deref().unwrap_or_default(),
         )),
         _ => vec![],
     };

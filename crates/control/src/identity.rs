@@ -85,6 +85,9 @@ pub struct Caller {
     pub tags: Arc<Vec<Tag>>,
     /// A role session's transitive session tag keys.
     pub transitive_tag_keys: Arc<Vec<String>>,
+    /// The condition keys that describe the principal
+    /// ([`Principal::context`]), which every request's context builds on.
+    pub context: Arc<berth_iam::policy::Context>,
 }
 
 /// New credentials, shown to their owner once.
@@ -114,6 +117,7 @@ struct KnownKey {
     session: Option<(String, f64, SessionPolicies)>,
     tags: Arc<Vec<Tag>>,
     transitive_tag_keys: Arc<Vec<String>>,
+    context: Arc<berth_iam::policy::Context>,
     /// Signing keys by scope (`date/region/service`); a key is used in few.
     signing: Mutex<Vec<(String, SigningKey)>>,
 }
@@ -347,6 +351,7 @@ impl Identity {
             session_policy: key.session.as_ref().and_then(|(_, _, p)| p.clone()),
             tags: key.tags.clone(),
             transitive_tag_keys: key.transitive_tag_keys.clone(),
+            context: key.context.clone(),
         })
     }
 
@@ -395,6 +400,7 @@ impl Identity {
             },
         };
         let known = Arc::new(KnownKey {
+            context: Arc::new(principal.context(&tags)),
             principal,
             secret,
             status: record.status,
@@ -495,6 +501,7 @@ impl Identity {
         let given = record.policy.is_some() || !record.managed_policies.is_empty();
         let policy = given.then(|| Arc::new(policies));
         Ok(Some(Arc::new(KnownKey {
+            context: Arc::new(principal.context(&tags)),
             principal,
             secret,
             status: KeyStatus::Active,

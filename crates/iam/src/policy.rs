@@ -8,7 +8,6 @@
 //! case so that matching allocates nothing but variable substitutions.
 
 use serde_json::Value;
-use std::collections::HashMap;
 use std::net::IpAddr;
 
 /// What a document is for: which elements it must and must not have.
@@ -33,6 +32,57 @@ pub enum Effect {
 pub struct Patterns {
     pub negated: bool,
     pub values: Vec<String>,
+    /// Per value: the length of its literal prefix (before the first `*`,
+    /// `?` or `${`), and whether that is all of it. Most patterns are
+    /// refused by their prefix, or matched whole, without the glob.
+    shapes: Vec<(usize, bool)>,
+}
+
+impl Patterns {
+    fn new(negated: bool, values: Vec<String>) -> Patterns {
+        let shapes = values
+            .iter()
+            .map(|v| {
+                let b = v.as_bytes();
+                let stop = (0..b.len())
+                    .find(|&i| {
+                        b[i] == b'*'
+                            || b[i] == b'?'
+                            || (b[i] == b'$' && b.get(i + 1) == Some(&b'{'))
+                    })
+                    .unwrap_or(b.len());
+                (stop, stop == b.len())
+            })
+            .collect();
+        Patterns {
+            negated,
+            values,
+            shapes,
+        }
+    }
+
+    /// Whether `text` can match value `i` at all, and, when the value has
+    /// no wildcard or variable, whether it does: `Some(answer)` when the
+    /// prefix decides, None when the glob must.
+    fn quick(&self, i: usize, text: &str, fold: bool) -> Option<bool> {
+        let (prefix, whole) = self.shapes[i];
+        let p = &self.values[i].as_bytes()[..prefix];
+        let t = text.as_bytes();
+        let same = |a: &[u8], b: &[u8]| {
+            if fold {
+                a.eq_ignore_ascii_case(b)
+            } else {
+                a == b
+            }
+        };
+        if whole {
+            return Some(p.len() == t.len() && same(p, t));
+        }
+        if t.len() < p.len() || !same(p, &t[..p.len()]) {
+            return Some(false);
+        }
+        None
+    }
 }
 
 /// One `Principal` entry: `*`, or a kind (`AWS`, `Service`, `Federated`)
@@ -318,24 +368,18 @@ fn parse_statement(v: &Value, kind: PolicyKind) -> Result<Statement, Malformed> 
             );
         }
     }
-    let actions = Patterns {
-        negated: actions.0,
-        values: actions.1.iter().map(|a| a.to_ascii_lowercase()).collect(),
-    };
+    let actions = Patterns::new(
+        actions.0,
+        actions.1.iter().map(|a| a.to_ascii_lowercase()).collect(),
+    );
     let resources = match (s.get("Resource"), s.get("NotResource")) {
         (Some(_), Some(_)) => {
             return malformed(
                 "Syntax errors in policy. A statement has Resource or NotResource, not both",
             )
         }
-        (Some(r), None) => Some(Patterns {
-            negated: false,
-            values: strings(r, "Resource")?,
-        }),
-        (None, Some(r)) => Some(Patterns {
-            negated: true,
-            values: strings(r, "NotResource")?,
-        }),
+        (Some(r), None) => Some(Patterns::new(false, strings(r, "Resource")?)),
+        (None, Some(r)) => Some(Patterns::new(true, strings(r, "NotResource")?)),
         (None, None) => None,
     };
     let principals = match (s.get("Principal"), s.get("NotPrincipal")) {
@@ -506,24 +550,76 @@ fn glob_bytes(p: &[u8], t: &[u8], fold: bool) -> bool {
     pi == p.len()
 }
 
-/// The request's condition keys (lower-case names) and their values.
-#[derive(Debug, Clone, Default)]
+/// One condition key's values: most keys have one.
+#[derive(Debug, Clone, PartialEq)]
+enum Values {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl Values {
+    fn as_slice(&self) -> &[String] {
+        match self {
+            Values::One(v) => std::slice::from_ref(v),
+            Values::Many(v) => v,
+        }
+    }
+}
+
+/// The request's condition keys (lower-case names) and their values, over
+/// an optional shared base (what is known of the caller whatever it asks),
+/// which the request's own keys override. A request carries a dozen keys
+/// at most, so a list searched in order beats hashing them.
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Context {
-    values: HashMap<String, Vec<String>>,
+    base: Option<std::sync::Arc<Context>>,
+    values: Vec<(std::borrow::Cow<'static, str>, Values)>,
 }
 
 impl Context {
+    /// A context whose keys fall back to `base`'s.
+    pub fn over(base: std::sync::Arc<Context>) -> Context {
+        Context {
+            base: Some(base),
+            values: Vec::with_capacity(8),
+        }
+    }
+
+    fn put(&mut self, key: std::borrow::Cow<'static, str>, values: Values) {
+        match self.values.iter_mut().find(|(k, _)| *k == key) {
+            Some(slot) => slot.1 = values,
+            None => self.values.push((key, values)),
+        }
+    }
+
+    fn owned_key(key: &str) -> std::borrow::Cow<'static, str> {
+        if key.bytes().any(|b| b.is_ascii_uppercase()) {
+            std::borrow::Cow::Owned(key.to_ascii_lowercase())
+        } else {
+            std::borrow::Cow::Owned(key.to_string())
+        }
+    }
+
     pub fn set(&mut self, key: &str, value: impl Into<String>) {
-        self.values
-            .insert(key.to_ascii_lowercase(), vec![value.into()]);
+        self.put(Self::owned_key(key), Values::One(value.into()));
+    }
+
+    /// [`Context::set`] for a key known at compile time, already lower-case.
+    pub fn set_known(&mut self, key: &'static str, value: impl Into<String>) {
+        debug_assert!(!key.bytes().any(|b| b.is_ascii_uppercase()));
+        self.put(std::borrow::Cow::Borrowed(key), Values::One(value.into()));
     }
 
     pub fn set_many(&mut self, key: &str, values: Vec<String>) {
-        self.values.insert(key.to_ascii_lowercase(), values);
+        self.put(Self::owned_key(key), Values::Many(values));
     }
 
+    /// The values of a lower-case key.
     pub fn get(&self, key: &str) -> Option<&[String]> {
-        self.values.get(key).map(Vec::as_slice)
+        match self.values.iter().find(|(k, _)| k == key) {
+            Some((_, v)) => Some(v.as_slice()),
+            None => self.base.as_ref().and_then(|b| b.get(key)),
+        }
     }
 }
 
@@ -596,15 +692,18 @@ fn substitute<'t>(text: &'t str, ctx: &Context) -> Option<std::borrow::Cow<'t, s
 }
 
 fn action_matches(p: &Patterns, action: &str) -> bool {
-    let any = p
-        .values
-        .iter()
-        .any(|pat| glob_bytes(pat.as_bytes(), action.as_bytes(), true));
+    let any = p.values.iter().enumerate().any(|(i, pat)| {
+        p.quick(i, action, true)
+            .unwrap_or_else(|| glob_bytes(pat.as_bytes(), action.as_bytes(), true))
+    });
     any != p.negated
 }
 
 fn resource_matches(p: &Patterns, resource: &str, ctx: &Context, variables: bool) -> bool {
-    let any = p.values.iter().any(|pat| {
+    let any = p.values.iter().enumerate().any(|(i, pat)| {
+        if let Some(answer) = p.quick(i, resource, false) {
+            return answer;
+        }
         let pat = if variables {
             match substitute(pat, ctx) {
                 Some(p) => p,
@@ -756,23 +855,22 @@ fn condition_holds(c: &Condition, ctx: &Context, variables: bool) -> bool {
             None => c.if_exists || negated,
         };
     };
-    let policy_values: Vec<std::borrow::Cow<'_, str>> = c
-        .values
-        .iter()
-        .filter_map(|v| {
-            if variables {
-                substitute(v, ctx)
-            } else {
-                Some(std::borrow::Cow::Borrowed(v.as_str()))
-            }
-        })
-        .collect();
     // One context value against the condition: the positive operator
-    // matches any policy value; a negated one matches none.
+    // matches any policy value; a negated one matches none. (Requests
+    // carry one value per key almost always: substituting per value costs
+    // less than collecting the policy's values first.)
     let one = |value: &str| {
-        let any = policy_values
-            .iter()
-            .any(|p| value_matches(positive, p, value));
+        let any = c.values.iter().any(|v| {
+            let p = if variables {
+                match substitute(v, ctx) {
+                    Some(p) => p,
+                    None => return false,
+                }
+            } else {
+                std::borrow::Cow::Borrowed(v.as_str())
+            };
+            value_matches(positive, &p, value)
+        });
         any != negated
     };
     match c.set {
@@ -1209,6 +1307,17 @@ mod tests {
         #[test]
         fn glob_agrees_with_a_reference(pattern in "[ab*?:/]{0,8}", text in "[ab:/]{0,10}") {
             prop_assert_eq!(glob(&pattern, &text), reference(&pattern, &text));
+        }
+
+        /// The prefix shortcut never answers otherwise than the glob.
+        #[test]
+        fn the_literal_prefix_shortcut_agrees_with_the_glob(pattern in "[aB*?:/]{0,8}", text in "[abAB:/]{0,10}") {
+            let p = Patterns::new(false, vec![pattern.clone()]);
+            let quick = p.quick(0, &text, false).unwrap_or_else(|| glob(&pattern, &text));
+            prop_assert_eq!(quick, glob(&pattern, &text));
+            let folded = p.quick(0, &text, true)
+                .unwrap_or_else(|| glob_bytes(pattern.as_bytes(), text.as_bytes(), true));
+            prop_assert_eq!(folded, glob_bytes(pattern.as_bytes(), text.as_bytes(), true));
         }
 
         /// Adding a Deny statement that matches never turns a deny into an

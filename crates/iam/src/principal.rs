@@ -68,6 +68,31 @@ impl Principal {
         }
     }
 
+    /// The condition keys that describe this principal whatever it asks:
+    /// `aws:PrincipalArn`, `aws:PrincipalAccount`, `aws:userid`,
+    /// `aws:username` (users), `aws:PrincipalType` and its tags as
+    /// `aws:PrincipalTag/*`. Computed once per key and shared by its
+    /// requests' contexts.
+    pub fn context(&self, tags: &[crate::records::Tag]) -> crate::policy::Context {
+        let mut c = crate::policy::Context::default();
+        c.set_known("aws:principalarn", self.arn());
+        c.set_known("aws:principalaccount", self.account());
+        c.set_known("aws:userid", self.user_id());
+        let kind = match self {
+            Principal::User { name, .. } => {
+                c.set_known("aws:username", name.clone());
+                "User"
+            }
+            Principal::AssumedRole { .. } | Principal::Instance { .. } => "AssumedRole",
+            Principal::Root { .. } => "Account",
+        };
+        c.set_known("aws:principaltype", kind);
+        for t in tags {
+            c.set(&format!("aws:PrincipalTag/{}", t.key), t.value.clone());
+        }
+        c
+    }
+
     /// STS GetCallerIdentity's `UserId`: the account for the root, the
     /// unique id for a user, `role id:session` for a role's session.
     pub fn user_id(&self) -> String {
