@@ -411,6 +411,8 @@ def test_a_service_registers_its_tasks_and_replaces_those_failing_health_checks(
     wait_for("the deployment to complete", lambda: completed(cl, name, td), timeout=60)
     s = describe(cl, name)
     assert s["loadBalancers"] == [{"targetGroupArn": tg, "containerName": "web", "containerPort": 8080}]
+    # It acts with ECS's service-linked role, made for it.
+    assert s["roleArn"] == "arn:aws:iam::000000000000:role/aws-service-role/ecs.amazonaws.com/AWSServiceRoleForECS"
     assert any("registered 2 targets in (target-group" in e["message"] or "registered 1 targets" in e["message"]
                for e in s["events"])
 
@@ -435,6 +437,51 @@ def test_a_service_registers_its_tasks_and_replaces_those_failing_health_checks(
     assert stopped["stoppedReason"] == f"Task failed ELB health checks in (target-group {tg})"
     wait_for("a replacement to be healthy", lambda: len([v for v in states(cl, tg).values() if v == "healthy"]) == 2
              and describe(cl, name)["runningCount"] == 2, timeout=60)
+    cl.ecs.update_service(cluster=cl.name, service=name, desiredCount=0)
+    cl.ecs.delete_service(cluster=cl.name, service=name)
+    wait_for("targets to be gone", lambda: states(cl, tg) == {}, timeout=30)
+
+
+def test_a_service_acts_with_its_role_which_must_allow_what_it_does(cl, name):
+    tg, _ = service_behind(cl, name)
+    td = web_taskdef(cl, name, "v1")
+    iam = make_client(cl.server.url, "iam")
+    ecs_trust = {"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Principal": {"Service": "ecs.amazonaws.com"}, "Action": "sts:AssumeRole"}]}
+    tasks_trust = {"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Principal": {"Service": "ecs-tasks.amazonaws.com"}, "Action": "sts:AssumeRole"}]}
+    weak = iam.create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps(ecs_trust))["Role"]
+    iam.put_role_policy(RoleName=name, PolicyName="describe-only", PolicyDocument=json.dumps({
+        "Version": "2012-10-17", "Statement": [
+            {"Effect": "Allow", "Action": "elasticloadbalancing:Describe*", "Resource": "*"}]}))
+    wrong = iam.create_role(RoleName=name + "-tasks", AssumeRolePolicyDocument=json.dumps(tasks_trust))["Role"]
+    lbs = [{"targetGroupArn": tg, "containerName": "web", "containerPort": 8080}]
+    # A role ECS cannot assume, or none that exists, is refused at once.
+    for role in (wrong["Arn"], name + "-nope"):
+        code, msg = error_of(cl.ecs.create_service, cluster=cl.name, serviceName=name, taskDefinition=td,
+                             desiredCount=1, loadBalancers=lbs, role=role)
+        assert code == "InvalidParameterException" and "Unable to assume role" in msg
+    code, msg = error_of(cl.ecs.create_service, cluster=cl.name, serviceName=name, taskDefinition=td,
+                         desiredCount=1, role=weak["Arn"])
+    assert code == "InvalidParameterException" and "role" in msg
+    # A role that may not register targets: the tasks run, no target is
+    # registered, and the service says why.
+    cl.ecs.create_service(cluster=cl.name, serviceName=name, taskDefinition=td, desiredCount=1,
+                          loadBalancers=lbs, role=name)
+    assert describe(cl, name)["roleArn"] == weak["Arn"]
+    said = wait_for("the service to say its role may not register targets", lambda: next(
+        (e["message"] for e in describe(cl, name)["events"] if "failed to register targets" in e["message"]), None),
+        timeout=60)
+    assert f"assumed-role/{name}/ecs-service-scheduler is not authorized to perform: " \
+           f"elasticloadbalancing:RegisterTargets on resource: {tg}" in said
+    assert states(cl, tg) == {}
+    # Allowed, it registers them.
+    iam.put_role_policy(RoleName=name, PolicyName="targets", PolicyDocument=json.dumps({
+        "Version": "2012-10-17", "Statement": [
+            {"Effect": "Allow", "Action": ["elasticloadbalancing:RegisterTargets",
+                                           "elasticloadbalancing:DeregisterTargets"], "Resource": tg}]}))
+    cl.ecs.update_service(cluster=cl.name, service=name, desiredCount=2)
+    wait_for("targets registered with the role's new permission", lambda: len(states(cl, tg)) == 2, timeout=60)
     cl.ecs.update_service(cluster=cl.name, service=name, desiredCount=0)
     cl.ecs.delete_service(cluster=cl.name, service=name)
     wait_for("targets to be gone", lambda: states(cl, tg) == {}, timeout=30)

@@ -492,6 +492,22 @@ pub(crate) async fn check_pass_role(
         return Ok(());
     };
     let body: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    // The service role CreateService names is passed to ECS itself.
+    if let Some(role) = text(&body, "role").filter(|r| !r.is_empty() && op == "CreateService") {
+        let arn = if role.starts_with("arn:") {
+            role.to_string()
+        } else {
+            format!("arn:aws:iam::{}:role/{role}", ctx.scope.account)
+        };
+        let mut c = base_context(ctx, &caller.principal, st.now());
+        c.set("iam:PassedToService", "ecs.amazonaws.com");
+        let ask = Ask {
+            action: "iam:PassRole".into(),
+            resources: vec![arn],
+            context: c,
+        };
+        check(st, ctx, ask).await?;
+    }
     let roles = passed_roles(st, ctx, op, &body).await;
     if roles.is_empty() {
         return Ok(());

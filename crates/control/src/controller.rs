@@ -1125,7 +1125,11 @@ impl Controller {
         let mut next = update.unwrap_or_else(|| read.value.clone());
         let mut said = vec![];
         if let Some(lb) = work.lb {
-            said.extend(lb.sync(&self.st, work.members, work.hosts).await?);
+            let (done, refused) = lb.sync(&self.st, work.members, work.hosts).await?;
+            said.extend(done);
+            // A role that may not change the targets is told like a task
+            // that cannot be placed: at most once a minute.
+            self.unplaceable(&mut next, refused, &mut said);
         }
         let (stopped, draining) = self.stop(scope, cluster, work.stops, work.lb).await?;
         if !draining.is_empty() {

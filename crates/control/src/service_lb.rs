@@ -21,6 +21,143 @@ use std::collections::HashMap;
 /// ECS's limit of target groups per service.
 const MAX_LOAD_BALANCERS: usize = 5;
 
+/// The session name ECS's service scheduler acts under.
+pub const SCHEDULER_SESSION: &str = "ecs-service-scheduler";
+
+/// Why the service role `role_arn` may not register and deregister
+/// targets of `group` (its policies as a session of the role decide, as
+/// they decide ECS's calls in AWS), or None when it may. A service
+/// without a role (made before services had one) acts as the cluster
+/// manager.
+async fn role_denies(
+    st: &Control,
+    scope: &Scope,
+    role_arn: Option<&str>,
+    group: &str,
+) -> Result<Option<String>, ControlError> {
+    let Some(role_arn) = role_arn else {
+        return Ok(None);
+    };
+    let name = role_arn.rsplit('/').next().unwrap_or(role_arn);
+    let role = match crate::iam::role(st, name).await {
+        Ok(r) => r.value,
+        Err(crate::iam::IamFailure::Iam(_)) => {
+            return Ok(Some(format!("The role {role_arn} does not exist.")))
+        }
+        Err(crate::iam::IamFailure::Control(e)) => return Err(e),
+    };
+    let principal = berth_iam::Principal::AssumedRole {
+        account: scope.account.clone(),
+        role: role.name.clone(),
+        role_id: role.id.clone(),
+        session: SCHEDULER_SESSION.into(),
+    };
+    let policies = st.identity.policies(&principal).await?;
+    let refs: Vec<&berth_iam::policy::Policy> = policies.iter().collect();
+    let mut context =
+        berth_iam::policy::Context::over(std::sync::Arc::new(principal.context(&role.tags)));
+    context.set_known("aws:requestedregion", scope.region.clone());
+    for action in [
+        "elasticloadbalancing:RegisterTargets",
+        "elasticloadbalancing:DeregisterTargets",
+    ] {
+        let decision = berth_iam::policy::evaluate(
+            &refs,
+            &[],
+            &berth_iam::policy::Request {
+                action,
+                resource: group,
+                caller: None,
+                context: &context,
+            },
+        );
+        if decision != berth_iam::policy::Decision::Allow {
+            return Ok(Some(format!(
+                "AccessDenied: User: {} is not authorized to perform: {action} on resource: {group}",
+                principal.arn()
+            )));
+        }
+    }
+    Ok(None)
+}
+
+/// The role a service with load balancers acts with: the one CreateService
+/// names (by name or ARN), which must exist and let ecs.amazonaws.com
+/// assume it, or else ECS's service-linked role, made if the account has
+/// none yet (as ECS makes it).
+pub async fn service_role(
+    st: &Control,
+    scope: &Scope,
+    given: Option<&str>,
+    uses_load_balancers: bool,
+) -> Result<Option<String>, ControlError> {
+    let given = given.filter(|g| !g.is_empty());
+    if !uses_load_balancers {
+        if given.is_some() {
+            return Err(EcsError::invalid(
+                "role can only be given to a service with loadBalancers.",
+            )
+            .into());
+        }
+        return Ok(None);
+    }
+    let unusable = || {
+        EcsError::invalid(
+            "Unable to assume role and validate the specified targetGroupArn. Please verify that the ECS service role being passed has the proper permissions.",
+        )
+    };
+    let Some(given) = given else {
+        let slr = berth_iam::managed::SERVICE_LINKED_ROLES
+            .iter()
+            .find(|s| s.service == "ecs.amazonaws.com")
+            .ok_or_else(|| ControlError::Internal("no ECS service-linked role".into()))?;
+        let role = match crate::iam::role(st, slr.role).await {
+            Ok(r) => r.value,
+            Err(crate::iam::IamFailure::Control(e)) => return Err(e),
+            Err(crate::iam::IamFailure::Iam(_)) => {
+                match crate::iam::create_service_linked_role(st, slr.service, None, None).await {
+                    Ok(r) => r,
+                    // Another request made it first.
+                    Err(crate::iam::IamFailure::Iam(_)) => {
+                        crate::iam::role(st, slr.role)
+                            .await
+                            .map_err(|_| unusable())?
+                            .value
+                    }
+                    Err(crate::iam::IamFailure::Control(e)) => return Err(e),
+                }
+            }
+        };
+        return Ok(Some(role.arn(&scope.account)));
+    };
+    let name = given.rsplit('/').next().unwrap_or(given);
+    let role = crate::iam::role(st, name)
+        .await
+        .map_err(|_| unusable())?
+        .value;
+    if given.starts_with("arn:") && role.arn(&scope.account) != given {
+        return Err(unusable().into());
+    }
+    let trust = berth_iam::policy::Policy::parse(&role.trust, berth_iam::policy::PolicyKind::Trust)
+        .map_err(|_| unusable())?;
+    let ctx = berth_iam::policy::Context::default();
+    let arn = role.arn(&scope.account);
+    let trusted = berth_iam::policy::evaluate(
+        &[&trust],
+        &[],
+        &berth_iam::policy::Request {
+            action: "sts:AssumeRole",
+            resource: &arn,
+            caller: Some(berth_iam::policy::Caller::Service("ecs.amazonaws.com")),
+            context: &ctx,
+        },
+    );
+    if trusted != berth_iam::policy::Decision::Allow {
+        return Err(unusable().into());
+    }
+    Ok(Some(arn))
+}
+
 /// Checks a service's `loadBalancers` against its task definition.
 pub async fn validate(
     st: &Control,
@@ -125,6 +262,8 @@ struct Group {
     /// By `{id}:{port}`.
     regs: HashMap<String, Versioned<Registration>>,
     health: HashMap<String, HealthRecord>,
+    /// Why the service's role may not change the group's targets, if it may not.
+    denied: Option<String>,
 }
 
 /// A service's target groups and their targets.
@@ -162,6 +301,7 @@ impl ServiceTargets {
                 .into_iter()
                 .map(|(k, v)| (k, v.value))
                 .collect();
+            let denied = role_denies(st, scope, svc.role_arn.as_deref(), &arn).await?;
             groups.push(Group {
                 arn,
                 container: lb.container_name.clone().unwrap_or_default(),
@@ -169,6 +309,7 @@ impl ServiceTargets {
                 tg,
                 regs,
                 health,
+                denied,
             });
         }
         Ok(Some(ServiceTargets {
@@ -273,15 +414,24 @@ impl ServiceTargets {
     }
 
     /// Registers the targets of running tasks that are not registered yet
-    /// and drains those of tasks that stopped or are being stopped.
-    /// Returns ECS's events for what it did.
+    /// and drains those of tasks that stopped or are being stopped, in the
+    /// groups the service's role may change. Returns ECS's events for what
+    /// it did, and why it could not, when its role may not.
     pub async fn sync(
         &self,
         st: &Control,
         members: &[Member<'_>],
         instances: &[ContainerInstance],
-    ) -> Result<Vec<String>, ControlError> {
+    ) -> Result<(Vec<String>, Option<String>), ControlError> {
         let mut said = vec![];
+        let refused = self.groups.iter().find_map(|g| {
+            g.denied.as_ref().map(|why| {
+                format!(
+                    "failed to register targets in (target-group {}) with (error {why})",
+                    g.arn
+                )
+            })
+        });
         let mut registered = vec![0usize; self.groups.len()];
         let mut drain: Vec<Vec<String>> = vec![vec![]; self.groups.len()];
         for m in members {
@@ -302,6 +452,9 @@ impl ServiceTargets {
                 .unwrap_or_default()
             {
                 let g = &self.groups[i];
+                if g.denied.is_some() {
+                    continue;
+                }
                 let key = Registration::key(&id, port);
                 if g.regs.get(&key).is_some_and(|r| !r.value.draining()) {
                     continue;
@@ -325,7 +478,7 @@ impl ServiceTargets {
             }
         }
         for (g, keys) in self.groups.iter().zip(drain) {
-            if keys.is_empty() {
+            if keys.is_empty() || g.denied.is_some() {
                 continue;
             }
             elb::drain(st, &self.scope, &g.tg, &keys).await?;
@@ -335,7 +488,7 @@ impl ServiceTargets {
                 g.arn
             ));
         }
-        Ok(said)
+        Ok((said, refused))
     }
 
     /// Starts taking a task out of its target groups before it is stopped:

@@ -161,6 +161,10 @@ pub struct Service {
     /// container port of theirs each one reaches.
     #[serde(default)]
     pub load_balancers: Vec<w::LoadBalancer>,
+    /// The role the service scheduler acts with on its load balancers: the
+    /// one CreateService named, or ECS's service-linked role.
+    #[serde(default)]
+    pub role_arn: Option<String>,
     /// awsvpc: the subnets and security groups of its tasks' interfaces.
     #[serde(default)]
     pub network_configuration: Option<w::NetworkConfiguration>,
@@ -420,6 +424,7 @@ impl Service {
             platform_version: self.platform_version(),
             platform_family: (self.launch_type == "FARGATE").then(|| "Linux".into()),
             task_definition: Some(self.task_definition_arn.clone()),
+            role_arn: self.role_arn.clone(),
             deployment_configuration: Some(w::DeploymentConfiguration {
                 maximum_percent: Some(self.rolling.maximum_percent as i32),
                 minimum_healthy_percent: Some(self.rolling.minimum_healthy_percent as i32),

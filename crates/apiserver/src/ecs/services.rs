@@ -261,6 +261,13 @@ pub async fn create_service(
         req.load_balancers.as_deref().unwrap_or_default(),
     )
     .await?;
+    let role_arn = berth_control::service_lb::service_role(
+        st,
+        scope,
+        req.role.as_deref(),
+        !req.load_balancers.as_deref().unwrap_or_default().is_empty(),
+    )
+    .await?;
     let at = st.now();
     let svc = Service {
         name: name.clone(),
@@ -277,6 +284,7 @@ pub async fn create_service(
         placement_strategy: strategy,
         health_check_grace_period_seconds: grace,
         load_balancers: req.load_balancers.clone().unwrap_or_default(),
+        role_arn,
         network_configuration: req.network_configuration.clone(),
         propagate_tags: propagate_tags(req.propagate_tags.as_deref())?,
         enable_ecs_managed_tags: req.enable_ecs_managed_tags.unwrap_or(false),

@@ -19,6 +19,7 @@ fn service(desired: u32) -> Service {
         placement_strategy: vec![],
         health_check_grace_period_seconds: 0,
         load_balancers: vec![],
+        role_arn: None,
         network_configuration: None,
         propagate_tags: "NONE".into(),
         enable_ecs_managed_tags: false,
