@@ -105,7 +105,7 @@ pub(crate) async fn own_route(
     let refused = match authenticate(st, method, uri, headers, b"", "ecs").await {
         Ok(caller) => {
             if let Some(c) = caller {
-                ctx.principal = c.principal.arn();
+                ctx.principal = c.principal_arn.clone();
                 ctx.caller = Some(c);
             }
             let ask = ctx

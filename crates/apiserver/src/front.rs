@@ -196,7 +196,7 @@ async fn authenticated(
     let caller =
         crate::auth::authenticate(st, req.method, req.uri, req.headers, body, signing_name).await?;
     if let Some(caller) = caller {
-        ctx.principal = caller.principal.arn();
+        ctx.principal = caller.principal_arn.clone();
         ctx.caller = Some(caller);
     }
     Ok(())

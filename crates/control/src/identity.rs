@@ -69,10 +69,23 @@ impl From<ParseError> for AuthFailure {
     }
 }
 
-/// An authenticated request's caller.
+/// An authenticated request's caller: what its access key says, built once
+/// per key and shared by the key's requests.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Caller {
+pub struct Caller(pub Arc<CallerInfo>);
+
+impl std::ops::Deref for Caller {
+    type Target = CallerInfo;
+    fn deref(&self) -> &CallerInfo {
+        &self.0
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct CallerInfo {
     pub principal: Principal,
+    /// The principal's ARN, as policies and error messages name it.
+    pub principal_arn: String,
     pub access_key: String,
     /// Who owns the key it signed with (GetSessionToken makes sessions of
     /// the same owner); `None` for temporary credentials.
@@ -109,23 +122,56 @@ type SessionPolicies = Option<Arc<Vec<Policy>>>;
 /// A key as verification uses it: its owner, its secret and the signing
 /// keys derived so far.
 struct KnownKey {
+    secret: String,
+    status: KeyStatus,
+    /// Temporary credentials: the token's hash, the expiry, the policies.
+    session: Option<(String, f64, SessionPolicies)>,
+    /// What a request signed with it carries.
+    caller: Arc<CallerInfo>,
+    /// Signing keys by scope (`date/region/service`); a key is used in few.
+    signing: Mutex<Vec<(String, SigningKey)>>,
+}
+
+/// What a key's record gives before its caller is built.
+struct KnownKeyParts {
     principal: Principal,
     secret: String,
     status: KeyStatus,
     key_owner: Option<KeyOwner>,
-    /// Temporary credentials: the token's hash, the expiry, the policies.
     session: Option<(String, f64, SessionPolicies)>,
-    tags: Arc<Vec<Tag>>,
-    transitive_tag_keys: Arc<Vec<String>>,
-    context: Arc<berth_iam::policy::Context>,
-    /// Signing keys by scope (`date/region/service`); a key is used in few.
-    signing: Mutex<Vec<(String, SigningKey)>>,
+    tags: Vec<Tag>,
+    transitive_tag_keys: Vec<String>,
 }
 
 /// Signing keys kept per access key; older scopes (yesterday's) fall out.
 const SIGNING_KEYS_KEPT: usize = 8;
 
 impl KnownKey {
+    /// Completes a key's record with the caller its requests get.
+    fn new(mut k: KnownKeyParts, access_key: &str) -> KnownKey {
+        let session_policy = k.session.as_ref().and_then(|(_, _, p)| p.clone());
+        let context = Arc::new(k.principal.context(&k.tags));
+        let tags = Arc::new(std::mem::take(&mut k.tags));
+        let transitive_tag_keys = Arc::new(std::mem::take(&mut k.transitive_tag_keys));
+        let caller = Arc::new(CallerInfo {
+            principal_arn: k.principal.arn(),
+            principal: k.principal,
+            access_key: access_key.to_string(),
+            key_owner: k.key_owner,
+            session_policy,
+            tags,
+            transitive_tag_keys,
+            context,
+        });
+        KnownKey {
+            secret: k.secret,
+            status: k.status,
+            session: k.session,
+            caller,
+            signing: Mutex::default(),
+        }
+    }
+
     fn signing_key(&self, scope: &sigv4::CredentialScope) -> SigningKey {
         let matches = |s: &str| {
             let mut p = s.split('/');
@@ -344,15 +390,7 @@ impl Identity {
             tracing::debug!(canonical = %canonical, "signature mismatch");
             return Err(AuthFailure::Mismatch);
         }
-        Ok(Caller {
-            principal: key.principal.clone(),
-            access_key: scope.access_key.clone(),
-            key_owner: key.key_owner.clone(),
-            session_policy: key.session.as_ref().and_then(|(_, _, p)| p.clone()),
-            tags: key.tags.clone(),
-            transitive_tag_keys: key.transitive_tag_keys.clone(),
-            context: key.context.clone(),
-        })
+        Ok(Caller(key.caller.clone()))
     }
 
     async fn lookup(&self, id: &str) -> Result<Option<Arc<KnownKey>>, ControlError> {
@@ -399,17 +437,18 @@ impl Identity {
                 instance: instance.clone(),
             },
         };
-        let known = Arc::new(KnownKey {
-            context: Arc::new(principal.context(&tags)),
-            principal,
-            secret,
-            status: record.status,
-            key_owner: Some(record.owner),
-            session: None,
-            tags: Arc::new(tags),
-            transitive_tag_keys: Arc::default(),
-            signing: Mutex::default(),
-        });
+        let known = Arc::new(KnownKey::new(
+            KnownKeyParts {
+                principal,
+                secret,
+                status: record.status,
+                key_owner: Some(record.owner),
+                session: None,
+                tags,
+                transitive_tag_keys: vec![],
+            },
+            id,
+        ));
         if following && self.generation.load(Ordering::Acquire) == generation {
             self.known.write().insert(id.to_string(), known.clone());
         }
@@ -500,17 +539,18 @@ impl Identity {
             .collect();
         let given = record.policy.is_some() || !record.managed_policies.is_empty();
         let policy = given.then(|| Arc::new(policies));
-        Ok(Some(Arc::new(KnownKey {
-            context: Arc::new(principal.context(&tags)),
-            principal,
-            secret,
-            status: KeyStatus::Active,
-            key_owner: None,
-            session: Some((record.token_hash, record.expires, policy)),
-            tags: Arc::new(tags),
-            transitive_tag_keys: Arc::new(record.transitive_tag_keys),
-            signing: Mutex::default(),
-        })))
+        Ok(Some(Arc::new(KnownKey::new(
+            KnownKeyParts {
+                principal,
+                secret,
+                status: KeyStatus::Active,
+                key_owner: None,
+                session: Some((record.token_hash, record.expires, policy)),
+                tags,
+                transitive_tag_keys: record.transitive_tag_keys,
+            },
+            id,
+        ))))
     }
 
     /// Keeps what is kept true to the store until `stop`: a change to an
