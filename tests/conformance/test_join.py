@@ -106,8 +106,11 @@ def test_a_hosts_credentials_register_only_itself_in_its_own_cluster(server, ecs
     ecs.create_cluster(clusterName=name)
     ecs.create_cluster(clusterName=name + "-other")
     iid = "i-" + uuid.uuid4().hex[:17]
-    status, creds = join(server, make_token(server, "--cluster", name), name, iid)
+    token = make_token(server, "--cluster", name)
+    status, creds = join(server, token, name, iid)
     assert status == 200, creds
+    listed = {t["id"]: t for t in json.loads(berth_token(server, "ls", "--json").stdout)["tokens"]}
+    assert listed[token.split(".")[0]]["uses"] == 1 and listed[token.split(".")[0]]["cluster"] == name
     host = host_client(server, creds)
     who = host_client(server, creds, "sts").get_caller_identity()
     assert who["Arn"] == f"arn:aws:sts::000000000000:assumed-role/berth-container-instance/{iid}"

@@ -84,13 +84,21 @@ pub async fn create_token(
     Ok((record, token))
 }
 
+/// Every token, oldest first, with the number of hosts that joined with it.
 pub async fn tokens(ctl: &Control) -> Result<Vec<JoinToken>, JoinFailure> {
-    let mut all: Vec<JoinToken> =
-        typed::list::<JoinToken>(&*ctl.store, &iam::join_tokens(&ctl.config.account))
-            .await?
-            .into_iter()
-            .map(|(_, t)| t.value)
-            .collect();
+    let account = &ctl.config.account;
+    let mut all: Vec<JoinToken> = typed::list::<JoinToken>(&*ctl.store, &iam::join_tokens(account))
+        .await?
+        .into_iter()
+        .map(|(_, t)| t.value)
+        .collect();
+    for t in &mut all {
+        let uses = ctl
+            .store
+            .range(berth_store::RangeRequest::prefix(iam::join_token_uses(account, &t.id)))
+            .await?;
+        t.uses = uses.kvs.len() as u64;
+    }
     all.sort_by(|a, b| a.created.total_cmp(&b.created));
     Ok(all)
 }
@@ -162,18 +170,17 @@ pub async fn join(
             asked: cluster.to_string(),
         });
     }
-    issue(ctl, cluster, instance, Some(&token_key)).await
+    issue(ctl, cluster, instance, Some((&token_key, id))).await
 }
 
 /// New credentials for `instance` of `cluster`, replacing any it had;
-/// `token_key` counts a use of the token it joined with (and fails the
-/// write if the token changed meanwhile, revoked say). Hosts a server
-/// starts itself (`berth up`) get theirs without a token.
+/// `token` (its key and id) records a use of the token it joined with (and
+/// fails the write if the token changed meanwhile, revoked say).
 pub async fn issue(
     ctl: &Control,
     cluster: &str,
     instance: &str,
-    token_key: Option<&str>,
+    token: Option<(&str, &str)>,
 ) -> Result<NewCredentials, JoinFailure> {
     let account = ctl.config.account.clone();
     let (key_id, secret) = {
@@ -187,17 +194,21 @@ pub async fn issue(
     let made = cas::retry_swap(ctl, || async {
         let mut compares = vec![];
         let mut ops = vec![];
-        if let Some(tk) = token_key {
+        // The token must be as it was read (not revoked meanwhile); joins
+        // only compare it, so that many hosts joining at once do not take
+        // turns writing one record.
+        if let Some((tk, id)) = token {
             let Some(t) = typed::get::<JoinToken>(&*ctl.store, tk).await? else {
                 return Err(JoinRefusal::Unknown.into());
             };
-            let mut t2 = t.value;
-            if t2.revoked.is_some() {
-                return Err(JoinRefusal::Revoked(t2.id).into());
+            if t.value.revoked.is_some() {
+                return Err(JoinRefusal::Revoked(t.value.id).into());
             }
-            t2.uses += 1;
             compares.push(typed::unchanged(tk, t.mod_revision));
-            ops.push(typed::put(tk, &t2));
+            ops.push(Op::put(
+                format!("{}{instance}", iam::join_token_uses(&account, id)),
+                cluster.as_bytes().to_vec(),
+            ));
         }
         let previous = ctl.store.get(&index).await?;
         compares.push(typed::unchanged(

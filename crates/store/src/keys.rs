@@ -421,6 +421,11 @@ pub mod iam {
     pub fn join_token(account: &str, id: &str) -> String {
         format!("{}{id}", join_tokens(account))
     }
+    /// The hosts that joined with a token, one key each: counted for
+    /// `berth token ls` without every join writing the token's record.
+    pub fn join_token_uses(account: &str, id: &str) -> String {
+        format!("/berth/v1/{account}/global/join-token-uses/{id}/")
+    }
 }
 
 /// IAM ARNs contain `/` and `:`; escape `/` so a principal is one segment.
