@@ -95,7 +95,9 @@ pub async fn tokens(ctl: &Control) -> Result<Vec<JoinToken>, JoinFailure> {
     for t in &mut all {
         let uses = ctl
             .store
-            .range(berth_store::RangeRequest::prefix(iam::join_token_uses(account, &t.id)))
+            .range(berth_store::RangeRequest::prefix(iam::join_token_uses(
+                account, &t.id,
+            )))
             .await?;
         t.uses = uses.kvs.len() as u64;
     }
