@@ -15,6 +15,7 @@ use berth_iam::records::{
 };
 use berth_store::typed::Versioned;
 use berth_store::{keys::iam, typed, Op, Txn};
+use serde::{de::DeserializeOwned, Serialize};
 
 /// An IAM failure or the store's.
 #[derive(Debug, thiserror::Error)]
@@ -48,20 +49,51 @@ where
     })
 }
 
-pub async fn user(ctl: &Control, name: &str) -> Result<Versioned<User>> {
-    typed::get::<User>(&*ctl.store, &iam::user(&ctl.config.account, name))
+/// The record at `key`, or `missing`'s error.
+async fn record<T: DeserializeOwned>(
+    ctl: &Control,
+    key: &str,
+    missing: impl FnOnce() -> IamFailure,
+) -> Result<Versioned<T>> {
+    typed::get::<T>(&*ctl.store, key).await?.ok_or_else(missing)
+}
+
+/// Every record under `prefix`.
+async fn records<T: DeserializeOwned>(ctl: &Control, prefix: &str) -> Result<Vec<T>> {
+    Ok(typed::list::<T>(&*ctl.store, prefix)
         .await?
-        .ok_or_else(|| no_user(name))
+        .into_iter()
+        .map(|(_, r)| r.value)
+        .collect())
+}
+
+/// Changes the record at `key` with `change` (which may refuse), by
+/// compare-and-swap: the changed record.
+async fn change_record<T: Serialize + DeserializeOwned + Clone>(
+    ctl: &Control,
+    key: &str,
+    missing: impl Fn() -> IamFailure,
+    change: impl Fn(&mut T) -> std::result::Result<(), IamError>,
+) -> Result<T> {
+    swap(ctl, || async {
+        let current = record::<T>(ctl, key, &missing).await?;
+        let mut next = current.value.clone();
+        change(&mut next)?;
+        let txn = Txn::when(
+            vec![typed::unchanged(key, current.mod_revision)],
+            vec![typed::put(key, &next)],
+        );
+        Ok(Attempt::Write(txn, next))
+    })
+    .await
+}
+
+pub async fn user(ctl: &Control, name: &str) -> Result<Versioned<User>> {
+    record(ctl, &iam::user(&ctl.config.account, name), || no_user(name)).await
 }
 
 pub async fn users(ctl: &Control) -> Result<Vec<User>> {
-    Ok(
-        typed::list::<User>(&*ctl.store, &iam::users(&ctl.config.account))
-            .await?
-            .into_iter()
-            .map(|(_, u)| u.value)
-            .collect(),
-    )
+    records(ctl, &iam::users(&ctl.config.account)).await
 }
 
 pub async fn create_user(ctl: &Control, name: &str, path: &str, tags: Vec<Tag>) -> Result<User> {
@@ -99,17 +131,7 @@ pub async fn update_user(
     change: impl Fn(&mut User) -> std::result::Result<(), IamError>,
 ) -> Result<User> {
     let key = iam::user(&ctl.config.account, name);
-    swap(ctl, || async {
-        let current = user(ctl, name).await?;
-        let mut next = current.value.clone();
-        change(&mut next)?;
-        let txn = Txn::when(
-            vec![typed::unchanged(&key, current.mod_revision)],
-            vec![typed::put(&key, &next)],
-        );
-        Ok(Attempt::Write(txn, next))
-    })
-    .await
+    change_record(ctl, &key, || no_user(name), change).await
 }
 
 /// Renames or moves a user: its record moves to the new name's key, and its
@@ -316,13 +338,7 @@ pub async fn policy(ctl: &Control, arn: &str) -> Result<Versioned<ManagedPolicy>
 }
 
 pub async fn policies(ctl: &Control) -> Result<Vec<ManagedPolicy>> {
-    Ok(
-        typed::list::<ManagedPolicy>(&*ctl.store, &iam::policies(&ctl.config.account))
-            .await?
-            .into_iter()
-            .map(|(_, p)| p.value)
-            .collect(),
-    )
+    records(ctl, &iam::policies(&ctl.config.account)).await
 }
 
 pub async fn create_policy(
@@ -628,19 +644,14 @@ fn no_group(name: &str) -> IamFailure {
 }
 
 pub async fn group(ctl: &Control, name: &str) -> Result<Versioned<Group>> {
-    typed::get::<Group>(&*ctl.store, &iam::group(&ctl.config.account, name))
-        .await?
-        .ok_or_else(|| no_group(name))
+    record(ctl, &iam::group(&ctl.config.account, name), || {
+        no_group(name)
+    })
+    .await
 }
 
 pub async fn groups(ctl: &Control) -> Result<Vec<Group>> {
-    Ok(
-        typed::list::<Group>(&*ctl.store, &iam::groups(&ctl.config.account))
-            .await?
-            .into_iter()
-            .map(|(_, g)| g.value)
-            .collect(),
-    )
+    records(ctl, &iam::groups(&ctl.config.account)).await
 }
 
 /// The users in a group.
@@ -685,17 +696,7 @@ pub async fn update_group(
     change: impl Fn(&mut Group) -> std::result::Result<(), IamError>,
 ) -> Result<Group> {
     let key = iam::group(&ctl.config.account, name);
-    swap(ctl, || async {
-        let current = group(ctl, name).await?;
-        let mut next = current.value.clone();
-        change(&mut next)?;
-        let txn = Txn::when(
-            vec![typed::unchanged(&key, current.mod_revision)],
-            vec![typed::put(&key, &next)],
-        );
-        Ok(Attempt::Write(txn, next))
-    })
-    .await
+    change_record(ctl, &key, || no_group(name), change).await
 }
 
 pub async fn delete_group(ctl: &Control, name: &str) -> Result<()> {
@@ -830,19 +831,11 @@ fn no_role(name: &str) -> IamFailure {
 }
 
 pub async fn role(ctl: &Control, name: &str) -> Result<Versioned<Role>> {
-    typed::get::<Role>(&*ctl.store, &iam::role(&ctl.config.account, name))
-        .await?
-        .ok_or_else(|| no_role(name))
+    record(ctl, &iam::role(&ctl.config.account, name), || no_role(name)).await
 }
 
 pub async fn roles(ctl: &Control) -> Result<Vec<Role>> {
-    Ok(
-        typed::list::<Role>(&*ctl.store, &iam::roles(&ctl.config.account))
-            .await?
-            .into_iter()
-            .map(|(_, r)| r.value)
-            .collect(),
-    )
+    records(ctl, &iam::roles(&ctl.config.account)).await
 }
 
 /// A trust policy as IAM checks it: the grammar, the size, and every IAM
@@ -943,17 +936,7 @@ pub async fn update_role(
     change: impl Fn(&mut Role) -> std::result::Result<(), IamError>,
 ) -> Result<Role> {
     let key = iam::role(&ctl.config.account, name);
-    swap(ctl, || async {
-        let current = role(ctl, name).await?;
-        let mut next = current.value.clone();
-        change(&mut next)?;
-        let txn = Txn::when(
-            vec![typed::unchanged(&key, current.mod_revision)],
-            vec![typed::put(&key, &next)],
-        );
-        Ok(Attempt::Write(txn, next))
-    })
-    .await
+    change_record(ctl, &key, || no_role(name), change).await
 }
 
 pub async fn delete_role(ctl: &Control, name: &str) -> Result<()> {
@@ -990,22 +973,12 @@ fn no_profile(name: &str) -> IamFailure {
 }
 
 pub async fn instance_profile(ctl: &Control, name: &str) -> Result<Versioned<InstanceProfile>> {
-    typed::get::<InstanceProfile>(
-        &*ctl.store,
-        &iam::instance_profile(&ctl.config.account, name),
-    )
-    .await?
-    .ok_or_else(|| no_profile(name))
+    let key = iam::instance_profile(&ctl.config.account, name);
+    record(ctl, &key, || no_profile(name)).await
 }
 
 pub async fn instance_profiles(ctl: &Control) -> Result<Vec<InstanceProfile>> {
-    Ok(
-        typed::list::<InstanceProfile>(&*ctl.store, &iam::instance_profiles(&ctl.config.account))
-            .await?
-            .into_iter()
-            .map(|(_, p)| p.value)
-            .collect(),
-    )
+    records(ctl, &iam::instance_profiles(&ctl.config.account)).await
 }
 
 pub async fn create_instance_profile(
@@ -1091,26 +1064,6 @@ pub async fn create_service_linked_role(
         .into());
     }
     Ok(r)
-}
-
-/// Changes an instance profile with `change`, which may refuse.
-pub async fn update_instance_profile(
-    ctl: &Control,
-    name: &str,
-    change: impl Fn(&mut InstanceProfile) -> std::result::Result<(), IamError>,
-) -> Result<InstanceProfile> {
-    let key = iam::instance_profile(&ctl.config.account, name);
-    swap(ctl, || async {
-        let current = instance_profile(ctl, name).await?;
-        let mut next = current.value.clone();
-        change(&mut next)?;
-        let txn = Txn::when(
-            vec![typed::unchanged(&key, current.mod_revision)],
-            vec![typed::put(&key, &next)],
-        );
-        Ok(Attempt::Write(txn, next))
-    })
-    .await
 }
 
 pub async fn delete_instance_profile(ctl: &Control, name: &str) -> Result<()> {

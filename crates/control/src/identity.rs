@@ -246,16 +246,7 @@ impl Identity {
             Principal::User { name, .. } => name.clone(),
             Principal::AssumedRole { role, .. } => format!("role/{role}"),
             Principal::Root { .. } => return Ok(Arc::new(vec![])),
-            Principal::Instance {
-                account, cluster, ..
-            } => {
-                let doc = berth_iam::join::instance_policy(account, cluster);
-                return Ok(Arc::new(
-                    Policy::parse(&doc, PolicyKind::Identity)
-                        .map(|p| vec![p])
-                        .unwrap_or_default(),
-                ));
-            }
+            Principal::Instance { cluster, .. } => format!("instance/{cluster}"),
         };
         let name = &name;
         let following = self.following.load(Ordering::Acquire);
@@ -266,7 +257,11 @@ impl Identity {
         }
         let generation = self.generation.load(Ordering::Acquire);
         let (mut docs, mut attached, groups): (Vec<String>, Vec<String>, Vec<String>) =
-            if let Some(role) = name.strip_prefix("role/") {
+            if let Some(cluster) = name.strip_prefix("instance/") {
+                // A host's agent: the container instance role's fixed policy.
+                let doc = berth_iam::join::instance_policy(&self.account, cluster);
+                (vec![doc], vec![], vec![])
+            } else if let Some(role) = name.strip_prefix("role/") {
                 let Some(r) = typed::get::<berth_iam::records::Role>(
                     &*self.store,
                     &iam::role(&self.account, role),

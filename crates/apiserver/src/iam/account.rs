@@ -3,7 +3,7 @@
 
 use super::{
     account, attached_page, iso8601, name_arg, page, path_arg, required, role_arg, tags_arg,
-    url_encode, wire_role, wire_tags, Out,
+    under_path, url_encode, wire_role, wire_tags, Out,
 };
 use crate::{context::RequestContext, AppState};
 use berth_control::iam as ctl_iam;
@@ -39,6 +39,17 @@ async fn wire_profile(st: &AppState, p: &InstanceProfile) -> Out<w::InstanceProf
     })
 }
 
+async fn wire_profiles(
+    st: &AppState,
+    profiles: &[InstanceProfile],
+) -> Out<Vec<w::InstanceProfile>> {
+    let mut out = Vec::with_capacity(profiles.len());
+    for p in profiles {
+        out.push(wire_profile(st, p).await?);
+    }
+    Ok(out)
+}
+
 pub(super) async fn create_instance_profile(
     st: &AppState,
     _ctx: &RequestContext,
@@ -70,20 +81,12 @@ pub(super) async fn list_instance_profiles(
     _ctx: &RequestContext,
     r: w::ListInstanceProfilesRequest,
 ) -> Out<w::ListInstanceProfilesResponse> {
-    let prefix = r.path_prefix.clone().unwrap_or_else(|| "/".into());
-    let items = ctl_iam::instance_profiles(st)
-        .await?
-        .into_iter()
-        .filter(|p| p.path.starts_with(&prefix))
-        .map(|p| (p.name.to_lowercase(), p))
-        .collect();
+    let items = under_path(ctl_iam::instance_profiles(st).await?, &r.path_prefix, |p| {
+        (&p.path, &p.name)
+    });
     let (profiles, next) = page(items, r.marker.as_deref(), r.max_items)?;
-    let mut out = vec![];
-    for p in &profiles {
-        out.push(wire_profile(st, p).await?);
-    }
     Ok(w::ListInstanceProfilesResponse {
-        instance_profiles: Some(out),
+        instance_profiles: Some(wire_profiles(st, &profiles).await?),
         is_truncated: Some(next.is_some()),
         marker: next,
     })
@@ -135,12 +138,8 @@ pub(super) async fn list_instance_profiles_for_role(
         }
     }
     let (profiles, next) = page(items, r.marker.as_deref(), r.max_items)?;
-    let mut out = vec![];
-    for p in &profiles {
-        out.push(wire_profile(st, p).await?);
-    }
     Ok(w::ListInstanceProfilesForRoleResponse {
-        instance_profiles: Some(out),
+        instance_profiles: Some(wire_profiles(st, &profiles).await?),
         is_truncated: Some(next.is_some()),
         marker: next,
     })
@@ -261,12 +260,13 @@ pub(super) async fn get_account_authorization_details(
     }
     if wants("Role") {
         for role in &roles {
-            let mut profiles = vec![];
+            let mut held = vec![];
             for p in &role.instance_profiles {
                 if let Ok(p) = ctl_iam::instance_profile(st, p).await {
-                    profiles.push(super::account::wire_profile(st, &p.value).await?);
+                    held.push(p.value);
                 }
             }
+            let profiles = wire_profiles(st, &held).await?;
             items.push((
                 format!("2{}", role.name.to_lowercase()),
                 Detail::Role(w::RoleDetail {
@@ -441,6 +441,7 @@ pub(super) async fn simulate_principal_policy(
             r.permissions_boundary_policy_input_list.is_some(),
             "PermissionsBoundaryPolicyInputList",
         ),
+        (r.policy_exclusion_list.is_some(), "PolicyExclusionList"),
         (
             r.resource_handling_option.is_some(),
             "ResourceHandlingOption",
@@ -448,7 +449,7 @@ pub(super) async fn simulate_principal_policy(
     ] {
         if given {
             return Err(IamError::InvalidInput(format!(
-                "Berth's policy simulator does not take {member}: it evaluates identity policies only"
+                "Berth's policy simulator does not take {member}: it evaluates all of the principal's identity policies"
             ))
             .into());
         }
@@ -473,7 +474,28 @@ pub(super) async fn simulate_principal_policy(
         if key.is_empty() {
             return Err(IamError::missing("contextEntries.member.N.contextKeyName").into());
         }
-        context.set_many(key, e.context_key_values.clone().unwrap_or_default());
+        // The type says how many values a key may carry; the condition's
+        // operator decides how they compare, as in IAM's evaluation.
+        const TYPES: [&str; 6] = ["string", "numeric", "boolean", "ip", "binary", "date"];
+        let values = e.context_key_values.clone().unwrap_or_default();
+        let kind = e.context_key_type.as_deref().unwrap_or("string");
+        let (base, list) = match kind.strip_suffix("List") {
+            Some(b) => (b, true),
+            None => (kind, false),
+        };
+        if !TYPES.contains(&base) {
+            return Err(IamError::InvalidInput(format!(
+                "contextKeyType '{kind}' for {key} must be one of string, numeric, boolean, ip, binary, date, or one of them with List"
+            ))
+            .into());
+        }
+        if !list && values.len() > 1 {
+            return Err(IamError::InvalidInput(format!(
+                "contextKeyType {kind} for {key} takes one value; use {kind}List for several"
+            ))
+            .into());
+        }
+        context.set_many(key, values);
     }
     let parsed: Vec<Policy> = docs
         .iter()

@@ -201,6 +201,24 @@ fn url_encode(doc: &str) -> String {
     out
 }
 
+/// The records whose path starts with `path_prefix` (every one without),
+/// keyed by lower-cased name for [`page`].
+fn under_path<T>(
+    items: Vec<T>,
+    path_prefix: &Option<String>,
+    path_and_name: impl Fn(&T) -> (&str, &str),
+) -> Vec<(String, T)> {
+    let prefix = path_prefix.as_deref().unwrap_or("/");
+    items
+        .into_iter()
+        .filter_map(|x| {
+            let (path, name) = path_and_name(&x);
+            let key = path.starts_with(prefix).then(|| name.to_lowercase())?;
+            Some((key, x))
+        })
+        .collect()
+}
+
 /// One page of a sorted listing: `Marker` is the last item's sort key.
 fn page<T>(
     items: Vec<(String, T)>,
@@ -299,13 +317,9 @@ async fn list_users(
     _ctx: &RequestContext,
     r: w::ListUsersRequest,
 ) -> Out<w::ListUsersResponse> {
-    let prefix = r.path_prefix.clone().unwrap_or_else(|| "/".into());
-    let items = ctl_iam::users(st)
-        .await?
-        .into_iter()
-        .filter(|u| u.path.starts_with(&prefix))
-        .map(|u| (u.name.to_lowercase(), u))
-        .collect();
+    let items = under_path(ctl_iam::users(st).await?, &r.path_prefix, |x| {
+        (&x.path, &x.name)
+    });
     let (users, next) = page(items, r.marker.as_deref(), r.max_items)?;
     Ok(w::ListUsersResponse {
         is_truncated: Some(next.is_some()),
@@ -960,13 +974,9 @@ async fn list_groups(
     _ctx: &RequestContext,
     r: w::ListGroupsRequest,
 ) -> Out<w::ListGroupsResponse> {
-    let prefix = r.path_prefix.clone().unwrap_or_else(|| "/".into());
-    let items = ctl_iam::groups(st)
-        .await?
-        .into_iter()
-        .filter(|g| g.path.starts_with(&prefix))
-        .map(|g| (g.name.to_lowercase(), g))
-        .collect();
+    let items = under_path(ctl_iam::groups(st).await?, &r.path_prefix, |x| {
+        (&x.path, &x.name)
+    });
     let (groups, next) = page(items, r.marker.as_deref(), r.max_items)?;
     Ok(w::ListGroupsResponse {
         groups: Some(groups.iter().map(|g| wire_group(account(st), g)).collect()),
@@ -1188,13 +1198,9 @@ async fn list_roles(
     _ctx: &RequestContext,
     r: w::ListRolesRequest,
 ) -> Out<w::ListRolesResponse> {
-    let prefix = r.path_prefix.clone().unwrap_or_else(|| "/".into());
-    let items = ctl_iam::roles(st)
-        .await?
-        .into_iter()
-        .filter(|x| x.path.starts_with(&prefix))
-        .map(|x| (x.name.to_lowercase(), x))
-        .collect();
+    let items = under_path(ctl_iam::roles(st).await?, &r.path_prefix, |x| {
+        (&x.path, &x.name)
+    });
     let (roles, next) = page(items, r.marker.as_deref(), r.max_items)?;
     Ok(w::ListRolesResponse {
         is_truncated: Some(next.is_some()),
