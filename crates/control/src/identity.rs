@@ -365,7 +365,7 @@ impl Identity {
             (None, Some(_)) | (Some(_), None) => return Err(AuthFailure::UnknownKey),
             (Some((hash, expires, _)), Some(token)) => {
                 let given = sigv4::hex_sha256(token.as_bytes());
-                if same_bytes(given.as_bytes(), hash.as_bytes()) {
+                if keys::same_secret(given.as_bytes(), hash.as_bytes()) {
                     let now_s = now
                         .duration_since(std::time::UNIX_EPOCH)
                         .map_or(0.0, |d| d.as_secs_f64());
@@ -666,11 +666,6 @@ impl Identity {
             .await?;
         Ok(made.succeeded.then_some(creds))
     }
-}
-
-/// Equality that takes as long whichever byte differs.
-fn same_bytes(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 fn check_time(sig: &sigv4::Signature, now: SystemTime) -> Result<(), AuthFailure> {

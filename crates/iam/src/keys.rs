@@ -92,6 +92,13 @@ pub struct SessionTerms {
     pub transitive_tag_keys: Vec<String>,
 }
 
+/// Whether two secrets (or their hashes) are equal, compared without
+/// stopping at the first difference, so the time taken says nothing about
+/// how much of a guess was right.
+pub fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
+}
+
 /// A new session token.
 pub fn new_session_token(rng: &mut impl Rng) -> String {
     pick(rng, SECRET_CHARS, 256)
