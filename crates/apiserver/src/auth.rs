@@ -30,6 +30,7 @@ impl AuthMode {
 /// authentication is off.
 pub(crate) async fn authenticate(
     st: &AppState,
+    ctx: &crate::context::RequestContext,
     method: &Method,
     uri: &Uri,
     headers: &HeaderMap,
@@ -39,10 +40,17 @@ pub(crate) async fn authenticate(
     if st.config.auth == AuthMode::Off {
         return Ok(None);
     }
-    // A header that is not text cannot have been signed as botocore signs;
-    // leaving it out makes such a request fail to verify.
+    let sig = ctx.signature.as_ref().map_err(|e| e.clone())?;
+    // The signature covers its signed headers; the payload hash may be
+    // claimed in another. No other header (the long Authorization least)
+    // needs reading as text. A header that is not text cannot have been
+    // signed as botocore signs; leaving it out makes the request fail.
     let pairs: Vec<(&str, &str)> = headers
         .iter()
+        .filter(|(k, _)| {
+            let k = k.as_str();
+            k == "x-amz-content-sha256" || sig.signed_headers.iter().any(|h| h == k)
+        })
         .filter_map(|(k, v)| Some((k.as_str(), v.to_str().ok()?)))
         .collect();
     let req = sigv4::Request {
@@ -53,7 +61,7 @@ pub(crate) async fn authenticate(
     };
     let now = UNIX_EPOCH + Duration::from_secs_f64(st.now().max(0.0));
     st.identity
-        .authenticate(&req, body, service, now)
+        .authenticate_parsed(&req, sig, body, service, now)
         .await
         .map(Some)
 }
@@ -97,12 +105,13 @@ pub(crate) async fn own_route(
         uri.query(),
         &st.config.account_id,
         &st.config.default_region,
+        st.config.auth == crate::AuthMode::Iam,
     );
     if let Some(p) = req.peer {
         ctx.source_ip = p.ip;
         ctx.secure = p.secure;
     }
-    let refused = match authenticate(st, method, uri, headers, b"", "ecs").await {
+    let refused = match authenticate(st, &ctx, method, uri, headers, b"", "ecs").await {
         Ok(caller) => {
             if let Some(c) = caller {
                 ctx.principal = c.principal_arn.clone();

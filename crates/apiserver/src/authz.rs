@@ -43,14 +43,14 @@ pub(crate) fn base_context(ctx: &RequestContext, principal: &Principal, now: f64
     let mut c = Context::over(base);
     c.set_known("aws:requestedregion", ctx.scope.region.clone());
     if let Some(ip) = ctx.source_ip {
-        c.set_known("aws:sourceip", ip.to_string());
+        c.set_deferred_ip("aws:sourceip", ip);
     }
     c.set_known(
         "aws:securetransport",
         if ctx.secure { "true" } else { "false" },
     );
-    c.set_known("aws:currenttime", berth_domain::elb::iso8601(now));
-    c.set_known("aws:epochtime", (now as i64).to_string());
+    c.set_deferred("aws:currenttime", now, berth_domain::elb::iso8601);
+    c.set_deferred("aws:epochtime", now, |t| (t as i64).to_string());
     c
 }
 
@@ -320,7 +320,7 @@ pub(crate) fn ecs(
         _ => vec![],
     };
     Ask {
-        action: format!("ecs:{op}"),
+        action: ["ecs:", op].concat(),
         resources,
         context: c,
     }
@@ -474,6 +474,14 @@ async fn passed_roles(st: &AppState, ctx: &RequestContext, op: &str, body: &Valu
     roles
 }
 
+/// Whether an ECS operation hands roles to ECS (and so asks `iam:PassRole`).
+pub(crate) fn passes_roles(op: &str) -> bool {
+    matches!(
+        op,
+        "RunTask" | "StartTask" | "CreateService" | "UpdateService"
+    )
+}
+
 /// `iam:PassRole` for every role a RunTask, StartTask, CreateService or
 /// UpdateService hands to ECS, as AWS checks it.
 pub(crate) async fn check_pass_role(
@@ -482,10 +490,7 @@ pub(crate) async fn check_pass_role(
     op: &str,
     body: &[u8],
 ) -> Result<(), crate::ApiError> {
-    if !matches!(
-        op,
-        "RunTask" | "StartTask" | "CreateService" | "UpdateService"
-    ) {
+    if !passes_roles(op) {
         return Ok(());
     }
     let Some(caller) = ctx.caller.as_ref().filter(|c| limited(c)) else {

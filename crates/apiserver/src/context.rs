@@ -24,6 +24,8 @@ pub struct RequestContext {
     /// A region in the credential scope that cannot be a region name; such
     /// a request is rejected rather than stored under a strange key.
     pub bad_region: Option<String>,
+    /// The request's SigV4 signature as read, or why it cannot be.
+    pub signature: Result<sigv4::Signature, sigv4::ParseError>,
 }
 
 /// Region names are short, lowercase, digits and hyphens (`us-east-1`).
@@ -43,10 +45,35 @@ impl RequestContext {
         query: Option<&str>,
         account: &str,
         default_region: &str,
+        verify: bool,
     ) -> Self {
-        let scope_info = match headers.get("authorization") {
-            Some(v) => v.to_str().ok().and_then(sigv4::parse_authorization),
-            None => query.and_then(sigv4::presigned_scope),
+        // The signature is read once, here: its scope routes the request,
+        // and authentication checks it.
+        // Unless nobody is asked who they are (`verify` false), in which case
+        // only the scope is read.
+        let signature = if verify {
+            // Reading the signature needs these headers only.
+            let pairs: Vec<(&str, &str)> = ["authorization", "x-amz-date", "x-amz-security-token"]
+                .into_iter()
+                .filter_map(|name| Some((name, headers.get(name)?.to_str().ok()?)))
+                .collect();
+            sigv4::parse(&sigv4::Request {
+                method: "",
+                path: "",
+                query: query.unwrap_or_default(),
+                headers: &pairs,
+            })
+        } else {
+            Err(sigv4::ParseError::Missing)
+        };
+        // A signature that cannot be checked may still name a scope, which
+        // says which service's error to answer with.
+        let scope_info = match &signature {
+            Ok(sig) => Some(sig.credential.clone()),
+            Err(_) => match headers.get("authorization") {
+                Some(v) => v.to_str().ok().and_then(sigv4::parse_authorization),
+                None => query.and_then(sigv4::presigned_scope),
+            },
         };
         let signed_region = scope_info.as_ref().map(|s| s.region.clone());
         let bad_region = signed_region.clone().filter(|r| !valid_region(r));
@@ -67,6 +94,7 @@ impl RequestContext {
             scope,
             service: scope_info.map(|s| s.service),
             bad_region,
+            signature,
         }
     }
 }

@@ -97,6 +97,7 @@ async fn root(
         uri.query(),
         &st.config.account_id,
         &st.config.default_region,
+        st.config.auth == crate::AuthMode::Iam,
     );
     if let Some(axum::Extension(p)) = peer {
         ctx.source_ip = p.ip;
@@ -193,8 +194,16 @@ async fn authenticated(
     body: &[u8],
     signing_name: &str,
 ) -> Result<(), ApiError> {
-    let caller =
-        crate::auth::authenticate(st, req.method, req.uri, req.headers, body, signing_name).await?;
+    let caller = crate::auth::authenticate(
+        st,
+        ctx,
+        req.method,
+        req.uri,
+        req.headers,
+        body,
+        signing_name,
+    )
+    .await?;
     if let Some(caller) = caller {
         ctx.principal = caller.principal_arn.clone();
         ctx.caller = Some(caller);
@@ -238,8 +247,12 @@ async fn handle(st: &AppState, ctx: &mut RequestContext, req: &Incoming<'_>) -> 
             if let Err(e) = crate::authz::check(st, ctx, ask).await {
                 return Handled::refused(Protocol::Json, op.to_string(), e);
             }
-            if let Err(e) = crate::authz::check_pass_role(st, ctx, op, body).await {
-                return Handled::refused(Protocol::Json, op.to_string(), e);
+            // Boxed: it reads task definitions, and its future would
+            // otherwise be built for every request.
+            if crate::authz::passes_roles(op) {
+                if let Err(e) = Box::pin(crate::authz::check_pass_role(st, ctx, op, body)).await {
+                    return Handled::refused(Protocol::Json, op.to_string(), e);
+                }
             }
         }
         let ctx = &*ctx;

@@ -440,6 +440,12 @@ impl Store for SlowCommits {
     ) -> Result<berth_store::RangeResponse, berth_store::StoreError> {
         self.0.range(req).await
     }
+    async fn last(
+        &self,
+        prefix: &str,
+    ) -> Result<Option<berth_store::KeyValue>, berth_store::StoreError> {
+        self.0.last(prefix).await
+    }
     async fn txn(&self, txn: Txn) -> Result<berth_store::TxnResult, berth_store::StoreError> {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         self.0.txn(txn).await

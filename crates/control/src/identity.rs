@@ -242,19 +242,30 @@ impl Identity {
     /// The identity policies of a principal, parsed: a user's inline and
     /// attached ones, and those of its groups. Kept until anything under IAM changes.
     pub async fn policies(&self, principal: &Principal) -> Result<Arc<Vec<Policy>>, ControlError> {
-        let name = match principal {
-            Principal::User { name, .. } => name.clone(),
-            Principal::AssumedRole { role, .. } => format!("role/{role}"),
+        // Asked on every request of every limited caller: a user's name is
+        // looked up as it is, without a copy.
+        let name: std::borrow::Cow<'_, str> = match principal {
+            Principal::User { name, .. } => name.as_str().into(),
+            Principal::AssumedRole { role, .. } => format!("role/{role}").into(),
             Principal::Root { .. } => return Ok(Arc::new(vec![])),
-            Principal::Instance { cluster, .. } => format!("instance/{cluster}"),
+            Principal::Instance { cluster, .. } => format!("instance/{cluster}").into(),
         };
-        let name = &name;
+        let name = name.as_ref();
         let following = self.following.load(Ordering::Acquire);
         if following {
             if let Some(p) = self.policy_sets.read().get(name) {
                 return Ok(p.clone());
             }
         }
+        Box::pin(self.read_policies(name, following)).await
+    }
+
+    /// [`Identity::policies`] from the store: `name` is the cache's key.
+    async fn read_policies(
+        &self,
+        name: &str,
+        following: bool,
+    ) -> Result<Arc<Vec<Policy>>, ControlError> {
         let generation = self.generation.load(Ordering::Acquire);
         let (mut docs, mut attached, groups): (Vec<String>, Vec<String>, Vec<String>) =
             if let Some(cluster) = name.strip_prefix("instance/") {
@@ -323,7 +334,9 @@ impl Identity {
             .collect();
         let set = Arc::new(parsed);
         if following && self.generation.load(Ordering::Acquire) == generation {
-            self.policy_sets.write().insert(name.clone(), set.clone());
+            self.policy_sets
+                .write()
+                .insert(name.to_string(), set.clone());
         }
         Ok(set)
     }
@@ -338,13 +351,27 @@ impl Identity {
         now: SystemTime,
     ) -> Result<Caller, AuthFailure> {
         let sig = sigv4::parse(req)?;
+        self.authenticate_parsed(req, &sig, body, service, now)
+            .await
+    }
+
+    /// [`Identity::authenticate`] for a request whose signature the front
+    /// door has already read (it reads the scope to route the request).
+    pub async fn authenticate_parsed(
+        &self,
+        req: &sigv4::Request<'_>,
+        sig: &sigv4::Signature,
+        body: &[u8],
+        service: &str,
+        now: SystemTime,
+    ) -> Result<Caller, AuthFailure> {
         let scope = &sig.credential;
         if scope.service != service {
             return Err(AuthFailure::Invalid(format!(
                 "Credential should be scoped to correct service: '{service}'. "
             )));
         }
-        check_time(&sig, now)?;
+        check_time(sig, now)?;
         if !keys::plausible_key_id(&scope.access_key) {
             return Err(AuthFailure::UnknownKey);
         }
@@ -379,10 +406,11 @@ impl Identity {
             (None, None) => {}
         }
         let payload = sigv4::payload_hash(req, body).ok_or(AuthFailure::Mismatch)?;
-        let canonical = sigv4::canonical_request(req, &sig.signed_headers, &payload);
-        let sts = sigv4::string_to_sign(&sig.amz_date, scope, &canonical);
-        if !key.signing_key(scope).verify(&sts, &sig.signature) {
-            tracing::debug!(canonical = %canonical, "signature mismatch");
+        if !sigv4::verify(&key.signing_key(scope), req, sig, &payload) {
+            if tracing::enabled!(tracing::Level::DEBUG) {
+                let canonical = sigv4::canonical_request(req, &sig.signed_headers, &payload);
+                tracing::debug!(canonical = %canonical, "signature mismatch");
+            }
             return Err(AuthFailure::Mismatch);
         }
         Ok(Caller(key.caller.clone()))
@@ -395,6 +423,17 @@ impl Identity {
                 return Ok(Some(k.clone()));
             }
         }
+        // The store's futures are large; boxed, they are built only on a
+        // miss instead of being carried in every request's future.
+        Box::pin(self.read_key(id, following)).await
+    }
+
+    /// An access key as the store holds it, kept while the watch follows.
+    async fn read_key(
+        &self,
+        id: &str,
+        following: bool,
+    ) -> Result<Option<Arc<KnownKey>>, ControlError> {
         let generation = self.generation.load(Ordering::Acquire);
         if id.starts_with("ASIA") {
             let known = self.session(id).await?;

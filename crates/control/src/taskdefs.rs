@@ -106,9 +106,19 @@ pub async fn resolve_record(
     let key = match reference {
         Reference::Revision(family, revision) => scope.taskdef(family, *revision),
         Reference::Latest(family) => {
-            let (active, _) = indexed(st, scope, "ACTIVE", Some(family), None, None).await?;
-            let (_, family, revision) = active.last().ok_or(EcsError::TaskDefinitionNotFound)?;
-            scope.taskdef(family, *revision)
+            // Revisions are indexed zero-padded: the last key is the latest.
+            let base = scope.taskdef_status_index("ACTIVE");
+            let last = st
+                .store
+                .last(&scope.taskdef_status_of("ACTIVE", family))
+                .await?
+                .ok_or(EcsError::TaskDefinitionNotFound)?;
+            let (family, revision) = last
+                .key
+                .strip_prefix(&base)
+                .and_then(parse_family_revision)
+                .ok_or(EcsError::TaskDefinitionNotFound)?;
+            scope.taskdef(family, revision)
         }
     };
     st.store

@@ -60,7 +60,12 @@ impl Scope {
     }
     /// The account root, the principal of unsigned requests.
     pub fn root_principal(&self) -> String {
-        format!("arn:aws:iam::{}:root", self.account)
+        // Every request's context starts with it.
+        let mut s = String::with_capacity(self.account.len() + 19);
+        s.push_str("arn:aws:iam::");
+        s.push_str(&self.account);
+        s.push_str(":root");
+        s
     }
 }
 

@@ -555,6 +555,43 @@ fn glob_bytes(p: &[u8], t: &[u8], fold: bool) -> bool {
 enum Values {
     One(String),
     Many(Vec<String>),
+    Deferred(Deferred),
+}
+
+/// A value written out only when a policy reads it: every request carries
+/// its time twice (`aws:CurrentTime`, `aws:EpochTime`), and few policies ask.
+#[derive(Clone)]
+struct Deferred {
+    input: Input,
+    text: std::sync::OnceLock<String>,
+}
+
+/// What a deferred value is written from.
+#[derive(Clone)]
+enum Input {
+    Number(f64, fn(f64) -> String),
+    Ip(std::net::IpAddr),
+}
+
+impl Deferred {
+    fn text(&self) -> &String {
+        self.text.get_or_init(|| match &self.input {
+            Input::Number(n, render) => render(*n),
+            Input::Ip(ip) => ip.to_string(),
+        })
+    }
+}
+
+impl std::fmt::Debug for Deferred {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.text().fmt(f)
+    }
+}
+
+impl PartialEq for Deferred {
+    fn eq(&self, other: &Self) -> bool {
+        self.text() == other.text()
+    }
 }
 
 impl Values {
@@ -562,6 +599,7 @@ impl Values {
         match self {
             Values::One(v) => std::slice::from_ref(v),
             Values::Many(v) => v,
+            Values::Deferred(d) => std::slice::from_ref(d.text()),
         }
     }
 }
@@ -608,6 +646,28 @@ impl Context {
     pub fn set_known(&mut self, key: &'static str, value: impl Into<String>) {
         debug_assert!(!key.bytes().any(|b| b.is_ascii_uppercase()));
         self.put(std::borrow::Cow::Borrowed(key), Values::One(value.into()));
+    }
+
+    /// A key known at compile time (lower-case) whose value `render`
+    /// writes from `input` if and when a policy reads it.
+    pub fn set_deferred(&mut self, key: &'static str, input: f64, render: fn(f64) -> String) {
+        self.defer(key, Input::Number(input, render));
+    }
+
+    /// [`Context::set_deferred`] for an address (`aws:SourceIp`).
+    pub fn set_deferred_ip(&mut self, key: &'static str, ip: std::net::IpAddr) {
+        self.defer(key, Input::Ip(ip));
+    }
+
+    fn defer(&mut self, key: &'static str, input: Input) {
+        debug_assert!(!key.bytes().any(|b| b.is_ascii_uppercase()));
+        self.put(
+            std::borrow::Cow::Borrowed(key),
+            Values::Deferred(Deferred {
+                input,
+                text: std::sync::OnceLock::new(),
+            }),
+        );
     }
 
     pub fn set_many(&mut self, key: &str, values: Vec<String>) {
@@ -1065,6 +1125,14 @@ mod tests {
             ask(&[&p], "ecs:RunTask", "*", &ctx2),
             Decision::ImplicitDeny
         );
+        // The front door's form: the address written only when asked for.
+        ctx2.set_deferred_ip("aws:sourceip", "10.9.9.9".parse().expect("ip"));
+        assert_eq!(ask(&[&p], "ecs:RunTask", "*", &ctx2), Decision::Allow);
+        ctx2.set_deferred_ip("aws:sourceip", "11.0.0.1".parse().expect("ip"));
+        assert_eq!(
+            ask(&[&p], "ecs:RunTask", "*", &ctx2),
+            Decision::ImplicitDeny
+        );
     }
 
     #[test]
@@ -1111,6 +1179,20 @@ mod tests {
         c.set("aws:CurrentTime", "2026-12-06T00:00:00Z");
         assert_eq!(ask(&[&any], "ecs:RunTask", "*", &c), Decision::Allow);
         c.set("ecs:count", "11");
+        assert_eq!(ask(&[&any], "ecs:RunTask", "*", &c), Decision::ImplicitDeny);
+        // A deferred time is written when the condition reads it.
+        c.set("ecs:count", "1");
+        let iso = |t: f64| {
+            if t > 1.7e9 {
+                "2026-12-06T00:00:00Z"
+            } else {
+                "2020-01-01T00:00:00Z"
+            }
+            .to_string()
+        };
+        c.set_deferred("aws:currenttime", 1.8e9, iso);
+        assert_eq!(ask(&[&any], "ecs:RunTask", "*", &c), Decision::Allow);
+        c.set_deferred("aws:currenttime", 1.6e9, iso);
         assert_eq!(ask(&[&any], "ecs:RunTask", "*", &c), Decision::ImplicitDeny);
     }
 

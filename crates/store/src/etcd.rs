@@ -276,6 +276,21 @@ impl Store for EtcdStore {
         })
     }
 
+    async fn last(&self, prefix: &str) -> Result<Option<KeyValue>, StoreError> {
+        let body = json!({
+            "key": b64(prefix.as_bytes()),
+            "range_end": b64(&prefix_end(prefix.as_bytes())),
+            "limit": "1",
+            "sort_order": "DESCEND",
+            "sort_target": "KEY",
+        });
+        let v = self.call("/v3/kv/range", body).await?;
+        match v["kvs"].as_array().and_then(|kvs| kvs.first()) {
+            Some(kv) => Ok(Some(key_value(kv)?)),
+            None => Ok(None),
+        }
+    }
+
     async fn txn(&self, txn: Txn) -> Result<TxnResult, StoreError> {
         let body = json!({
             "compare": txn.compares.iter().map(compare_json).collect::<Vec<_>>(),

@@ -273,6 +273,9 @@ pub async fn next_batch(events: &mut WatchStream) -> Option<(Vec<Event>, bool)> 
 pub trait Store: Send + Sync + 'static {
     async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError>;
     async fn range(&self, req: RangeRequest) -> Result<RangeResponse, StoreError>;
+    /// The greatest key starting with `prefix`, without reading the keys
+    /// before it (the latest of a family's zero-padded revisions).
+    async fn last(&self, prefix: &str) -> Result<Option<KeyValue>, StoreError>;
     /// Applies a transaction. When it returns Ok, the write is durable.
     async fn txn(&self, txn: Txn) -> Result<TxnResult, StoreError>;
     async fn current_revision(&self) -> Result<Revision, StoreError>;
@@ -315,6 +318,32 @@ pub(crate) fn range_in<V: Clone>(
     (found, more)
 }
 
+/// The value of the greatest key under `prefix` in an ordered in-memory
+/// key space.
+pub(crate) fn last_in<V: Clone>(
+    kvs: &std::collections::BTreeMap<String, V>,
+    prefix: &str,
+) -> Option<V> {
+    use std::ops::Bound;
+    // Every key under `prefix` sorts below the prefix with its last
+    // character's successor, and every key from `prefix` to there is under it.
+    let end = prefix.chars().last().and_then(|c| {
+        let next = char::from_u32(u32::from(c) + 1)?;
+        Some(format!("{}{next}", &prefix[..prefix.len() - c.len_utf8()]))
+    });
+    match end {
+        Some(end) => kvs
+            .range::<str, _>((Bound::Included(prefix), Bound::Excluded(end.as_str())))
+            .next_back()
+            .map(|(_, v)| v.clone()),
+        None => kvs
+            .range::<str, _>((Bound::Included(prefix), Bound::Unbounded))
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .last()
+            .map(|(_, v)| v.clone()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -328,6 +357,19 @@ mod tests {
             version: 1,
             lease: None,
         }
+    }
+
+    #[test]
+    fn last_in_finds_the_greatest_key_under_the_prefix_only() {
+        let map: std::collections::BTreeMap<_, _> =
+            ["/a", "/a/0001", "/a/0002", "/a/0010", "/a0", "/b"]
+                .iter()
+                .map(|k| (k.to_string(), kv(k)))
+                .collect();
+        assert_eq!(last_in(&map, "/a/").map(|k| k.key), Some("/a/0010".into()));
+        assert_eq!(last_in(&map, "/b").map(|k| k.key), Some("/b".into()));
+        assert_eq!(last_in(&map, "/c/").map(|k| k.key), None);
+        assert_eq!(last_in(&map, "").map(|k| k.key), Some("/b".into()));
     }
 
     #[test]

@@ -187,6 +187,10 @@ impl Store for MemStore {
         })
     }
 
+    async fn last(&self, prefix: &str) -> Result<Option<KeyValue>, StoreError> {
+        Ok(crate::last_in(&self.inner.state.lock().kvs, prefix))
+    }
+
     async fn txn(&self, txn: Txn) -> Result<TxnResult, StoreError> {
         self.commit(&txn)
     }

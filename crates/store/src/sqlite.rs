@@ -1026,6 +1026,11 @@ impl Store for SqliteStore {
         })
     }
 
+    async fn last(&self, prefix: &str) -> Result<Option<KeyValue>, StoreError> {
+        let found = crate::last_in(&self.inner.cache.read().kvs, prefix);
+        Ok(found.map(Arc::unwrap_or_clone))
+    }
+
     async fn txn(&self, txn: Txn) -> Result<TxnResult, StoreError> {
         self.send(|r| WriteCmd::Txn(txn, r)).await
     }

@@ -107,6 +107,15 @@ async fn contract(s: Arc<dyn Store>) {
     assert_eq!(rest.kvs.len(), 3);
     assert!(!rest.more);
     assert_eq!(rest.revision, s.current_revision().await.expect("rev"));
+
+    // The greatest key under a prefix, never one beside it.
+    let last = s.last("/r/").await.expect("last").expect("present");
+    assert_eq!(
+        (last.key.as_str(), last.value.as_slice()),
+        ("/r/4", &b"v"[..])
+    );
+    assert_eq!(s.last("/r").await.expect("last").expect("kv").key, "/r0");
+    assert!(s.last("/none/").await.expect("last").is_none());
 }
 
 /// `big_txn`: operations in one transaction the backend accepts (etcd's

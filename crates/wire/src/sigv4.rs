@@ -331,26 +331,34 @@ pub fn parse_amz_date(s: &str) -> Option<SystemTime> {
     if b.len() != 16 || b[8] != b'T' || b[15] != b'Z' {
         return None;
     }
-    let digits = |r: std::ops::Range<usize>| -> Option<i32> {
-        let part = s.get(r)?;
-        if !part.bytes().all(|c| c.is_ascii_digit()) {
-            return None;
-        }
-        part.parse().ok()
+    // Read by hand: every signed request's date is read on every request.
+    let digits = |from: usize, to: usize| -> Option<i64> {
+        b[from..to].iter().try_fold(0i64, |n, &c| {
+            c.is_ascii_digit().then(|| n * 10 + i64::from(c - b'0'))
+        })
     };
-    let month = time::Month::try_from(u8::try_from(digits(4..6)?).ok()?).ok()?;
-    let date =
-        time::Date::from_calendar_date(digits(0..4)?, month, u8::try_from(digits(6..8)?).ok()?)
-            .ok()?;
-    let t = date
-        .with_hms(
-            u8::try_from(digits(9..11)?).ok()?,
-            u8::try_from(digits(11..13)?).ok()?,
-            u8::try_from(digits(13..15)?).ok()?,
-        )
-        .ok()?
-        .assume_utc();
-    let secs = u64::try_from(t.unix_timestamp()).ok()?;
+    let (year, month, day) = (digits(0, 4)?, digits(4, 6)?, digits(6, 8)?);
+    let (hour, minute, second) = (digits(9, 11)?, digits(11, 13)?, digits(13, 15)?);
+    let leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+    let month_days = match month {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        2 if leap => 29,
+        2 => 28,
+        _ => return None,
+    };
+    if day < 1 || day > month_days || hour > 23 || minute > 59 || second > 59 {
+        return None;
+    }
+    // Howard Hinnant's days_from_civil.
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let secs = u64::try_from(days * 86_400 + hour * 3600 + minute * 60 + second).ok()?;
     Some(UNIX_EPOCH + Duration::from_secs(secs))
 }
 
@@ -378,35 +386,116 @@ pub fn hex_sha256(data: &[u8]) -> String {
 }
 
 fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(bytes.len() * 2);
+    push_hex(bytes, &mut s);
+    s
+}
+
+fn push_hex(bytes: &[u8], s: &mut String) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     for b in bytes {
         s.push(DIGITS[usize::from(b >> 4)] as char);
         s.push(DIGITS[usize::from(b & 0xf)] as char);
     }
-    s
 }
 
-fn unhex(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) {
+/// The bytes of a SHA-256 in hex (a signature): `None` for anything else.
+fn unhex32(s: &str) -> Option<[u8; 32]> {
+    let digit = |c: u8| match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    };
+    let b = s.as_bytes();
+    if b.len() != 64 {
         return None;
     }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
-        .collect()
+    let mut out = [0u8; 32];
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = (digit(b[2 * i])? << 4) | digit(b[2 * i + 1])?;
+    }
+    Some(out)
+}
+
+/// Where a canonical request is written: a string (to sign, or to show
+/// when a signature does not match) or straight into the hash a verifier
+/// needs, which then never holds the whole text.
+trait Sink {
+    fn put(&mut self, s: &str);
+    /// An ASCII byte.
+    fn put_byte(&mut self, b: u8);
+}
+
+impl Sink for String {
+    fn put(&mut self, s: &str) {
+        self.push_str(s);
+    }
+    fn put_byte(&mut self, b: u8) {
+        self.push(char::from(b));
+    }
+}
+
+/// Hashes what it is given, a buffer at a time: `ring` pays a call per
+/// update, and a canonical request arrives a few bytes at a time.
+struct Hashing {
+    ctx: digest::Context,
+    buf: [u8; 256],
+    len: usize,
+}
+
+impl Hashing {
+    fn new() -> Hashing {
+        Hashing {
+            ctx: digest::Context::new(&digest::SHA256),
+            buf: [0; 256],
+            len: 0,
+        }
+    }
+
+    fn finish(mut self) -> digest::Digest {
+        self.ctx.update(&self.buf[..self.len]);
+        self.ctx.finish()
+    }
+}
+
+impl Hashing {
+    fn put_bytes(&mut self, b: &[u8]) {
+        if self.len + b.len() > self.buf.len() {
+            self.ctx.update(&self.buf[..self.len]);
+            self.len = 0;
+            if b.len() > self.buf.len() {
+                self.ctx.update(b);
+                return;
+            }
+        }
+        self.buf[self.len..self.len + b.len()].copy_from_slice(b);
+        self.len += b.len();
+    }
+}
+
+impl Sink for Hashing {
+    fn put(&mut self, s: &str) {
+        self.put_bytes(s.as_bytes());
+    }
+    fn put_byte(&mut self, b: u8) {
+        self.put_bytes(&[b]);
+    }
 }
 
 /// Percent-encodes every byte but the unreserved ones (and `/` when `keep_slash`).
-fn uri_encode(s: &str, keep_slash: bool, out: &mut String) {
+fn uri_encode(s: &str, keep_slash: bool, out: &mut impl Sink) {
+    const DIGITS: &[u8; 16] = b"0123456789ABCDEF";
     for b in s.bytes() {
         if b.is_ascii_alphanumeric()
             || matches!(b, b'-' | b'_' | b'.' | b'~')
             || (keep_slash && b == b'/')
         {
-            out.push(b as char);
+            out.put_byte(b);
         } else {
-            let _ = write!(out, "%{b:02X}");
+            out.put_byte(b'%');
+            out.put_byte(DIGITS[usize::from(b >> 4)]);
+            out.put_byte(DIGITS[usize::from(b & 0xf)]);
         }
     }
 }
@@ -478,65 +567,90 @@ pub fn canonical_request(
 ) -> String {
     let headers_len: usize = req.headers.iter().map(|(k, v)| k.len() + v.len() + 2).sum();
     let mut out = String::with_capacity(headers_len + req.path.len() + req.query.len() + 160);
-    out.push_str(req.method);
-    out.push('\n');
+    write_canonical(req, signed_headers, payload_hash, &mut out);
+    out
+}
+
+fn write_canonical(
+    req: &Request<'_>,
+    signed_headers: &[String],
+    payload_hash: &str,
+    out: &mut impl Sink,
+) {
+    out.put(req.method);
+    out.put_byte(b'\n');
     // Nearly every request of the JSON and query protocols is to `/`.
     if req.path == "/" {
-        out.push('/');
+        out.put_byte(b'/');
     } else {
-        uri_encode(&normalize_path(req.path), true, &mut out);
+        uri_encode(&normalize_path(req.path), true, out);
     }
-    out.push('\n');
-    let mut pairs: Vec<(String, String)> = query_pairs(req.query)
-        .into_iter()
-        .filter(|(k, _)| k != "X-Amz-Signature")
-        .map(|(k, v)| {
-            let (mut ek, mut ev) = (String::new(), String::new());
-            uri_encode(&k, false, &mut ek);
-            uri_encode(&v, false, &mut ev);
-            (ek, ev)
-        })
-        .collect();
-    pairs.sort();
-    for (i, (k, v)) in pairs.iter().enumerate() {
-        if i > 0 {
-            out.push('&');
+    out.put_byte(b'\n');
+    if !req.query.is_empty() {
+        let mut pairs: Vec<(String, String)> = query_pairs(req.query)
+            .into_iter()
+            .filter(|(k, _)| k != "X-Amz-Signature")
+            .map(|(k, v)| {
+                let (mut ek, mut ev) = (String::new(), String::new());
+                uri_encode(&k, false, &mut ek);
+                uri_encode(&v, false, &mut ev);
+                (ek, ev)
+            })
+            .collect();
+        pairs.sort();
+        for (i, (k, v)) in pairs.iter().enumerate() {
+            if i > 0 {
+                out.put_byte(b'&');
+            }
+            out.put(k);
+            out.put_byte(b'=');
+            out.put(v);
         }
-        out.push_str(k);
-        out.push('=');
-        out.push_str(v);
     }
-    out.push('\n');
+    out.put_byte(b'\n');
     let mut names: Vec<&str> = signed_headers.iter().map(String::as_str).collect();
     names.sort_unstable();
     names.dedup();
     for name in &names {
-        out.push_str(name);
-        out.push(':');
+        out.put(name);
+        out.put_byte(b':');
         for (i, v) in req.header_values(name).enumerate() {
             if i > 0 {
-                out.push(',');
+                out.put_byte(b',');
             }
             let mut words = v.split_whitespace();
             if let Some(w) = words.next() {
-                out.push_str(w);
+                out.put(w);
             }
             for w in words {
-                out.push(' ');
-                out.push_str(w);
+                out.put_byte(b' ');
+                out.put(w);
             }
         }
-        out.push('\n');
+        out.put_byte(b'\n');
     }
-    out.push('\n');
-    out.push_str(&names.join(";"));
-    out.push('\n');
-    out.push_str(payload_hash);
-    out
+    out.put_byte(b'\n');
+    for (i, name) in names.iter().enumerate() {
+        if i > 0 {
+            out.put_byte(b';');
+        }
+        out.put(name);
+    }
+    out.put_byte(b'\n');
+    out.put(payload_hash);
 }
 
 /// The string to sign for a canonical request.
 pub fn string_to_sign(amz_date: &str, scope: &CredentialScope, canonical_request: &str) -> String {
+    let hash = digest::digest(&digest::SHA256, canonical_request.as_bytes());
+    string_to_sign_hashed(amz_date, scope, &hash)
+}
+
+fn string_to_sign_hashed(
+    amz_date: &str,
+    scope: &CredentialScope,
+    canonical_hash: &digest::Digest,
+) -> String {
     let mut out = String::with_capacity(
         ALGORITHM.len()
             + amz_date.len()
@@ -559,8 +673,18 @@ pub fn string_to_sign(amz_date: &str, scope: &CredentialScope, canonical_request
         out.push_str(part);
     }
     out.push_str("/aws4_request\n");
-    out.push_str(&hex_sha256(canonical_request.as_bytes()));
+    push_hex(canonical_hash.as_ref(), &mut out);
     out
+}
+
+/// Whether `sig` signs `req` (whose payload hash, as the signer claimed
+/// it, is `payload_hash`) with `key`: the canonical request is hashed as
+/// it is written, never held.
+pub fn verify(key: &SigningKey, req: &Request<'_>, sig: &Signature, payload_hash: &str) -> bool {
+    let mut h = Hashing::new();
+    write_canonical(req, &sig.signed_headers, payload_hash, &mut h);
+    let sts = string_to_sign_hashed(&sig.amz_date, &sig.credential, &h.finish());
+    key.verify(&sts, &sig.signature)
 }
 
 /// The key derived from a secret for one day, region and service: what a
@@ -593,7 +717,7 @@ impl SigningKey {
 
     /// Whether `signature` (hex) signs `string_to_sign`, compared in constant time.
     pub fn verify(&self, string_to_sign: &str, signature: &str) -> bool {
-        unhex(signature)
+        unhex32(signature)
             .is_some_and(|tag| hmac::verify(&self.0, string_to_sign.as_bytes(), &tag).is_ok())
     }
 }
@@ -755,6 +879,47 @@ mod tests {
         assert!(!key.verify(&sts, "zz"));
     }
 
+    /// The streaming verifier hashes exactly the text `canonical_request`
+    /// writes: short and long headers (past the hasher's buffer), a query,
+    /// an encoded path.
+    #[test]
+    fn streamed_verification_matches_the_written_request() {
+        let long = "v ".repeat(400);
+        let headers = vec![
+            ("Host", "127.0.0.1:8750"),
+            ("X-Amz-Date", "20261123T101010Z"),
+            ("X-Long", long.as_str()),
+        ];
+        let req = Request {
+            method: "POST",
+            path: "/a b/./c",
+            query: "B=2&A=%2F1",
+            headers: &headers,
+        };
+        let creds = Credentials {
+            access_key_id: "AKIDEXAMPLE".into(),
+            secret_access_key: SECRET.into(),
+            session_token: None,
+        };
+        let at = parse_amz_date("20261123T101010Z").expect("valid date");
+        let mut all = headers.clone();
+        let added = sign(&req, b"{}", &creds, "us-east-1", "ecs", at);
+        for (k, v) in &added {
+            all.push((k, v));
+        }
+        let signed_req = Request {
+            headers: &all,
+            ..req
+        };
+        let sig = parse(&signed_req).expect("signed");
+        let key = SigningKey::derive(SECRET, "20261123", "us-east-1", "ecs");
+        let hash = hex_sha256(b"{}");
+        assert!(verify(&key, &signed_req, &sig, &hash));
+        assert!(!verify(&key, &signed_req, &sig, &hex_sha256(b"{ }")));
+        let other = SigningKey::derive(SECRET, "20261123", "us-east-1", "sts");
+        assert!(!verify(&other, &signed_req, &sig, &hash));
+    }
+
     #[test]
     fn what_sign_writes_parses_and_verifies() {
         let headers = vec![
@@ -894,6 +1059,22 @@ mod tests {
         assert_eq!(format_amz_date(t), "20261206T013005Z");
         assert!(parse_amz_date("20261306T013005Z").is_none());
         assert!(parse_amz_date("2026-12-06T01:30:05Z").is_none());
+        for bad in [
+            "20260230T000000Z",
+            "20250229T000000Z",
+            "20261206T240000Z",
+            "2026120+T013005Z",
+        ] {
+            assert!(parse_amz_date(bad).is_none(), "{bad}");
+        }
+        assert!(parse_amz_date("20240229T235959Z").is_some());
+        // Every day from 1970 to 2300, leap days and 2100 and 2200 included.
+        let mut secs = 0u64;
+        while secs < 330 * 365 * 86_400 {
+            let t = UNIX_EPOCH + Duration::from_secs(secs);
+            assert_eq!(parse_amz_date(&format_amz_date(t)), Some(t));
+            secs += 86_400 + 3_661;
+        }
     }
 
     proptest::proptest! {
