@@ -7,11 +7,12 @@
 #   user  verified, then authorized: an IAM user with ten attached policies.
 # Prints a markdown table with ratios to `off`; raw JSON lines go to
 # bench/results/.
-#   bench/auth.sh [seconds-per-cell]
+#   bench/auth.sh [seconds-per-round] [rounds]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/credentials.sh
-secs=${1:-5}
+secs=${1:-3}
+rounds=${2:-3}
 scripts/setup.sh
 cargo build --release --locked -p berth -p berth-bench
 mkdir -p bench/results
@@ -50,32 +51,44 @@ run=r$RANDOM
 # Reads first: the durable writes leave each server with as many task
 # definitions as it managed to register, and the faster server would then
 # read from a bigger store. Every read cell meets the same content.
+# Each cell runs in rounds, off, root and user in turn within a round:
+# what the machine does meanwhile (it has two cores, shared with the load
+# generator) then falls on all three alike, and each round gives a ratio.
 for op in describe list register; do
   for c in 1 32; do
-    for who in off root user; do
-      case $who in
-        off) port=$p_off; key=$AWS_ACCESS_KEY_ID; secret=$AWS_SECRET_ACCESS_KEY ;;
-        root) port=$p_on; key=$AWS_ACCESS_KEY_ID; secret=$AWS_SECRET_ACCESS_KEY ;;
-        user) port=$p_on; key=$user_key; secret=$user_secret ;;
-      esac
-      AWS_ACCESS_KEY_ID=$key AWS_SECRET_ACCESS_KEY=$secret target/release/berth-bench \
-        --target "http://127.0.0.1:$port" --name "$who" --op $op --clients $c \
-        --seconds "$secs" --run "$run-$who-$op-$c" | tee -a "$out"
+    for r in $(seq "$rounds"); do
+      for who in off root user; do
+        case $who in
+          off) port=$p_off; key=$AWS_ACCESS_KEY_ID; secret=$AWS_SECRET_ACCESS_KEY ;;
+          root) port=$p_on; key=$AWS_ACCESS_KEY_ID; secret=$AWS_SECRET_ACCESS_KEY ;;
+          user) port=$p_on; key=$user_key; secret=$user_secret ;;
+        esac
+        AWS_ACCESS_KEY_ID=$key AWS_SECRET_ACCESS_KEY=$secret target/release/berth-bench \
+          --target "http://127.0.0.1:$port" --name "$who" --op $op --clients $c \
+          --seconds "$secs" --run "$run-$who-$op-$c-$r" | sed "s/^{/{\"round\":$r,/" | tee -a "$out"
+      done
     done
   done
 done
 .venv/bin/python - "$out" <<'PY'
 import json, sys
+from statistics import median
 rows = [json.loads(l) for l in open(sys.argv[1])]
-cell = {(r["name"], r["op"], r["clients"]): r for r in rows}
-print("\n| operation | clients | off req/s | off p99 ms | root (SigV4) req/s | ratio | p99 ms | user (SigV4 + 10 policies) req/s | ratio | p99 ms |")
-print("|---|---|---|---|---|---|---|---|---|---|")
+cells = {}
+for r in rows:
+    cells.setdefault((r["op"], r["clients"]), {}).setdefault(r["round"], {})[r["name"]] = r
+print("\nMedians over the rounds; a ratio is the median of the rounds' ratios to `off`.")
+print("\n| operation | clients | off req/s | off p99 ms | root (SigV4) req/s | ratio | p99 ms | user (SigV4 + 10 policies) req/s | ratio | p99 ms | rounds |")
+print("|---|---|---|---|---|---|---|---|---|---|---|")
 names = {"register": "RegisterTaskDefinition (durable write)", "describe": "DescribeTaskDefinition", "list": "ListTaskDefinitions"}
 for op in ("register", "describe", "list"):
     for c in (1, 32):
-        o, r, u = (cell[(n, op, c)] for n in ("off", "root", "user"))
-        print(f"| {names[op]} | {c} | {o['rps']:.0f} | {o['p99_ms']:.2f} | {r['rps']:.0f} | {r['rps']/o['rps']:.2f}x | {r['p99_ms']:.2f} "
-              f"| {u['rps']:.0f} | {u['rps']/o['rps']:.2f}x | {u['p99_ms']:.2f} |")
+        rounds = [x for x in cells[(op, c)].values() if len(x) == 3]
+        med = lambda who, f: median(x[who][f] for x in rounds)
+        ratio = lambda who: median(x[who]["rps"] / x["off"]["rps"] for x in rounds)
+        print(f"| {names[op]} | {c} | {med('off','rps'):.0f} | {med('off','p99_ms'):.2f} "
+              f"| {med('root','rps'):.0f} | {ratio('root'):.2f}x | {med('root','p99_ms'):.2f} "
+              f"| {med('user','rps'):.0f} | {ratio('user'):.2f}x | {med('user','p99_ms'):.2f} | {len(rounds)} |")
 errs = sum(r["errors"] for r in rows)
 print(f"\nerrors: {errs}")
 PY

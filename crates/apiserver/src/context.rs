@@ -68,14 +68,18 @@ impl RequestContext {
         };
         // A signature that cannot be checked may still name a scope, which
         // says which service's error to answer with.
+        let unchecked;
         let scope_info = match &signature {
-            Ok(sig) => Some(sig.credential.clone()),
-            Err(_) => match headers.get("authorization") {
-                Some(v) => v.to_str().ok().and_then(sigv4::parse_authorization),
-                None => query.and_then(sigv4::presigned_scope),
-            },
+            Ok(sig) => Some(&sig.credential),
+            Err(_) => {
+                unchecked = match headers.get("authorization") {
+                    Some(v) => v.to_str().ok().and_then(sigv4::parse_authorization),
+                    None => query.and_then(sigv4::presigned_scope),
+                };
+                unchecked.as_ref()
+            }
         };
-        let signed_region = scope_info.as_ref().map(|s| s.region.clone());
+        let signed_region = scope_info.map(|s| s.region.clone());
         let bad_region = signed_region.clone().filter(|r| !valid_region(r));
         let region = signed_region
             .filter(|r| valid_region(r))
@@ -92,7 +96,7 @@ impl RequestContext {
             source_ip: None,
             secure: false,
             scope,
-            service: scope_info.map(|s| s.service),
+            service: scope_info.map(|s| s.service.clone()),
             bad_region,
             signature,
         }
