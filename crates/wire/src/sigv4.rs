@@ -618,6 +618,12 @@ fn write_canonical(
             if i > 0 {
                 out.put_byte(b',');
             }
+            // Nearly every value needs neither trimming nor collapsing:
+            // it is written whole rather than a word at a time.
+            if is_canonical_value(v) {
+                out.put(v);
+                continue;
+            }
             let mut words = v.split_whitespace();
             if let Some(w) = words.next() {
                 out.put(w);
@@ -638,6 +644,16 @@ fn write_canonical(
     }
     out.put_byte(b'\n');
     out.put(payload_hash);
+}
+
+/// Whether a header value is already as the canonical request writes it:
+/// printable ASCII, no space at either end, no run of spaces.
+fn is_canonical_value(v: &str) -> bool {
+    let b = v.as_bytes();
+    b.first() != Some(&b' ')
+        && b.last() != Some(&b' ')
+        && b.iter().all(|&c| c.is_ascii_graphic() || c == b' ')
+        && !b.windows(2).any(|w| w == b"  ")
 }
 
 /// The string to sign for a canonical request.
