@@ -862,6 +862,31 @@ mod tests {
     }
 
     #[test]
+    fn header_values_are_trimmed_and_collapsed_only_when_they_need_it() {
+        let headers = [
+            ("host", "example.amazonaws.com"),
+            ("my-header1", "  value1 "),
+            ("my-header2", "\"a   b\tc\""),
+            ("my-header3", "a b"),
+        ];
+        let req = Request {
+            method: "GET",
+            path: "/",
+            query: "",
+            headers: &headers,
+        };
+        let signed: Vec<String> = ["host", "my-header1", "my-header2", "my-header3"]
+            .map(String::from)
+            .to_vec();
+        let canonical = canonical_request(&req, &signed, UNSIGNED_PAYLOAD);
+        assert!(canonical.contains("\nmy-header1:value1\nmy-header2:\"a b c\"\nmy-header3:a b\n"));
+        assert!(is_canonical_value("a b"));
+        for v in [" a", "a ", "a  b", "a\tb", ""] {
+            assert_eq!(is_canonical_value(v), v.is_empty(), "{v:?}");
+        }
+    }
+
+    #[test]
     fn matches_the_aws_test_suite() {
         let headers = vanilla_headers();
         let req = Request {
