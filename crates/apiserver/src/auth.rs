@@ -42,17 +42,16 @@ pub(crate) async fn authenticate(
     }
     let sig = ctx.signature.as_ref().map_err(|e| e.clone())?;
     // The signature covers its signed headers; the payload hash may be
-    // claimed in another. No other header (the long Authorization least)
-    // needs reading as text. A header that is not text cannot have been
+    // claimed in another. The long Authorization header is the one that
+    // needs no reading as text. A header that is not text cannot have been
     // signed as botocore signs; leaving it out makes the request fail.
-    let pairs: Vec<(&str, &str)> = headers
-        .iter()
-        .filter(|(k, _)| {
-            let k = k.as_str();
-            k == "x-amz-content-sha256" || sig.signed_headers.iter().any(|h| h == k)
-        })
-        .filter_map(|(k, v)| Some((k.as_str(), v.to_str().ok()?)))
-        .collect();
+    let mut pairs: Vec<(&str, &str)> = Vec::with_capacity(headers.len());
+    pairs.extend(
+        headers
+            .iter()
+            .filter(|(k, _)| *k != axum::http::header::AUTHORIZATION)
+            .filter_map(|(k, v)| Some((k.as_str(), v.to_str().ok()?))),
+    );
     let req = sigv4::Request {
         method: method.as_str(),
         path: uri.path(),

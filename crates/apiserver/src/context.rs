@@ -70,20 +70,25 @@ impl RequestContext {
         // says which service's error to answer with.
         let unchecked;
         let scope_info = match &signature {
-            Ok(sig) => Some(&sig.credential),
+            Ok(sig) => Some((sig.region(), sig.service())),
             Err(_) => {
                 unchecked = match headers.get("authorization") {
                     Some(v) => v.to_str().ok().and_then(sigv4::parse_authorization),
                     None => query.and_then(sigv4::presigned_scope),
                 };
-                unchecked.as_ref()
+                unchecked
+                    .as_ref()
+                    .map(|s| (s.region.as_str(), s.service.as_str()))
             }
         };
-        let signed_region = scope_info.map(|s| s.region.clone());
-        let bad_region = signed_region.clone().filter(|r| !valid_region(r));
+        let signed_region = scope_info.map(|(region, _)| region);
+        let bad_region = signed_region
+            .filter(|r| !valid_region(r))
+            .map(str::to_string);
         let region = signed_region
             .filter(|r| valid_region(r))
-            .unwrap_or_else(|| default_region.to_string());
+            .unwrap_or(default_region)
+            .to_string();
         let scope = Scope::new(account, region);
         RequestContext {
             // A version 4 id from the thread's generator: `new_v4` asks the
@@ -96,7 +101,7 @@ impl RequestContext {
             source_ip: None,
             secure: false,
             scope,
-            service: scope_info.map(|s| s.service.clone()),
+            service: scope_info.map(|(_, service)| service.to_string()),
             bad_region,
             signature,
         }

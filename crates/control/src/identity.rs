@@ -172,19 +172,19 @@ impl KnownKey {
         }
     }
 
-    fn signing_key(&self, scope: &sigv4::CredentialScope) -> SigningKey {
+    fn signing_key(&self, scope: &sigv4::Signature) -> SigningKey {
         let matches = |s: &str| {
             let mut p = s.split('/');
-            p.next() == Some(scope.date.as_str())
-                && p.next() == Some(scope.region.as_str())
-                && p.next() == Some(scope.service.as_str())
+            p.next() == Some(scope.date())
+                && p.next() == Some(scope.region())
+                && p.next() == Some(scope.service())
         };
         let mut kept = self.signing.lock();
         if let Some((_, k)) = kept.iter().find(|(s, _)| matches(s)) {
             return k.clone();
         }
         let name = scope.scope();
-        let k = SigningKey::derive(&self.secret, &scope.date, &scope.region, &scope.service);
+        let k = SigningKey::derive(&self.secret, scope.date(), scope.region(), scope.service());
         if kept.len() >= SIGNING_KEYS_KEPT {
             kept.remove(0);
         }
@@ -365,18 +365,17 @@ impl Identity {
         service: &str,
         now: SystemTime,
     ) -> Result<Caller, AuthFailure> {
-        let scope = &sig.credential;
-        if scope.service != service {
+        if sig.service() != service {
             return Err(AuthFailure::Invalid(format!(
                 "Credential should be scoped to correct service: '{service}'. "
             )));
         }
         check_time(sig, now)?;
-        if !keys::plausible_key_id(&scope.access_key) {
+        if !keys::plausible_key_id(sig.access_key()) {
             return Err(AuthFailure::UnknownKey);
         }
         let key = self
-            .lookup(&scope.access_key)
+            .lookup(sig.access_key())
             .await
             .map_err(|e| {
                 tracing::error!(error = %e, "cannot read access keys");
@@ -386,7 +385,7 @@ impl Identity {
         if key.status != KeyStatus::Active {
             return Err(AuthFailure::UnknownKey);
         }
-        match (&key.session, &sig.security_token) {
+        match (&key.session, sig.security_token()) {
             // Long-term keys carry no session; a token with one is a
             // forgery or a mix-up, refused as AWS does.
             (None, Some(_)) | (Some(_), None) => return Err(AuthFailure::UnknownKey),
@@ -406,9 +405,10 @@ impl Identity {
             (None, None) => {}
         }
         let payload = sigv4::payload_hash(req, body).ok_or(AuthFailure::Mismatch)?;
-        if !sigv4::verify(&key.signing_key(scope), req, sig, &payload) {
+        if !sigv4::verify(&key.signing_key(sig), req, sig, payload.as_str()) {
             if tracing::enabled!(tracing::Level::DEBUG) {
-                let canonical = sigv4::canonical_request(req, &sig.signed_headers, &payload);
+                let canonical =
+                    sigv4::canonical_request(req, sig.signed_headers(), payload.as_str());
                 tracing::debug!(canonical = %canonical, "signature mismatch");
             }
             return Err(AuthFailure::Mismatch);
@@ -708,12 +708,12 @@ impl Identity {
 }
 
 fn check_time(sig: &sigv4::Signature, now: SystemTime) -> Result<(), AuthFailure> {
-    let at = sigv4::parse_amz_date(&sig.amz_date)
-        .ok_or_else(|| AuthFailure::Invalid(format!("Invalid X-Amz-Date '{}'", sig.amz_date)))?;
+    let at = sigv4::parse_amz_date(sig.amz_date())
+        .ok_or_else(|| AuthFailure::Invalid(format!("Invalid X-Amz-Date '{}'", sig.amz_date())))?;
     if at > now + MAX_SKEW {
         return Err(AuthFailure::Invalid(format!(
             "Signature not yet current: {} is still later than {} ({} + 5 min.)",
-            sig.amz_date,
+            sig.amz_date(),
             sigv4::format_amz_date(now + MAX_SKEW),
             sigv4::format_amz_date(now)
         )));
@@ -724,7 +724,7 @@ fn check_time(sig: &sigv4::Signature, now: SystemTime) -> Result<(), AuthFailure
             if now > at + Duration::from_secs(expires) {
                 return Err(AuthFailure::Invalid(format!(
                     "Request has expired: it was signed at {} for {expires} seconds; it is now {}",
-                    sig.amz_date,
+                    sig.amz_date(),
                     sigv4::format_amz_date(now)
                 )));
             }
@@ -733,7 +733,7 @@ fn check_time(sig: &sigv4::Signature, now: SystemTime) -> Result<(), AuthFailure
             if at + MAX_SKEW < now {
                 return Err(AuthFailure::Invalid(format!(
                     "Signature expired: {} is now earlier than {} ({} - 5 min.)",
-                    sig.amz_date,
+                    sig.amz_date(),
                     sigv4::format_amz_date(now - MAX_SKEW),
                     sigv4::format_amz_date(now)
                 )));
