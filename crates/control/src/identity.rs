@@ -173,14 +173,8 @@ impl KnownKey {
     }
 
     fn signing_key(&self, scope: &sigv4::Signature) -> SigningKey {
-        let matches = |s: &str| {
-            let mut p = s.split('/');
-            p.next() == Some(scope.date())
-                && p.next() == Some(scope.region())
-                && p.next() == Some(scope.service())
-        };
         let mut kept = self.signing.lock();
-        if let Some((_, k)) = kept.iter().find(|(s, _)| matches(s)) {
+        if let Some((_, k)) = kept.iter().find(|(s, _)| scope_is(s, scope)) {
             return k.clone();
         }
         let name = scope.scope();
@@ -207,6 +201,8 @@ pub struct Identity {
     /// Bumped by every change the watch sees, so that a lookup that read
     /// the store before a change does not keep what it read.
     generation: AtomicU64,
+    /// Its key in the threads' own caches.
+    id: u64,
 }
 
 impl std::fmt::Debug for Identity {
@@ -227,6 +223,7 @@ impl Identity {
             policy_sets: RwLock::default(),
             following: AtomicBool::new(false),
             generation: AtomicU64::new(0),
+            id: IDENTITIES.fetch_add(1, Ordering::Relaxed),
         }
     }
 
@@ -253,8 +250,29 @@ impl Identity {
         let name = name.as_ref();
         let following = self.following.load(Ordering::Acquire);
         if following {
-            if let Some(p) = self.policy_sets.read().get(name) {
-                return Ok(p.clone());
+            // As with keys: this thread's own copy first (see
+            // `check_on_this_thread`), then the shared one.
+            let generation = self.generation.load(Ordering::Acquire);
+            let mine = THREAD_POLICIES.with(|kept| {
+                kept.borrow()
+                    .get(name)
+                    .filter(|(owner, g, _)| *owner == self.id && *g == generation)
+                    .map(|(_, _, set)| set.clone())
+            });
+            if let Some(set) = mine {
+                return Ok(set);
+            }
+            let shared = self.policy_sets.read().get(name).cloned();
+            if let Some(set) = shared {
+                let copy = Arc::new((*set).clone());
+                THREAD_POLICIES.with(|kept| {
+                    let mut kept = kept.borrow_mut();
+                    if kept.len() >= THREAD_KEYS_KEPT {
+                        kept.clear();
+                    }
+                    kept.insert(name.to_string(), (self.id, generation, copy.clone()));
+                });
+                return Ok(copy);
             }
         }
         Box::pin(self.read_policies(name, following)).await
@@ -374,6 +392,10 @@ impl Identity {
         if !keys::plausible_key_id(sig.access_key()) {
             return Err(AuthFailure::UnknownKey);
         }
+        if let Some(checked) = self.check_on_this_thread(req, sig, body, now) {
+            return checked;
+        }
+        let generation = self.generation.load(Ordering::Acquire);
         let key = self
             .lookup(sig.access_key())
             .await
@@ -382,38 +404,75 @@ impl Identity {
                 AuthFailure::UnknownKey
             })?
             .ok_or(AuthFailure::UnknownKey)?;
-        if key.status != KeyStatus::Active {
-            return Err(AuthFailure::UnknownKey);
+        let checked = check_key(&key, &key.signing_key(sig), req, sig, body, now)
+            .map(|()| Caller(key.caller.clone()));
+        if self.following.load(Ordering::Acquire) {
+            self.keep_on_this_thread(sig.access_key(), key, generation);
         }
-        match (&key.session, sig.security_token()) {
-            // Long-term keys carry no session; a token with one is a
-            // forgery or a mix-up, refused as AWS does.
-            (None, Some(_)) | (Some(_), None) => return Err(AuthFailure::UnknownKey),
-            (Some((hash, expires, _)), Some(token)) => {
-                let given = sigv4::hex_sha256(token.as_bytes());
-                if keys::same_secret(given.as_bytes(), hash.as_bytes()) {
-                    let now_s = now
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map_or(0.0, |d| d.as_secs_f64());
-                    if now_s >= *expires {
-                        return Err(AuthFailure::ExpiredToken);
+        checked
+    }
+
+    /// The check of a request whose key this thread keeps, as it was when
+    /// the store last changed: no lock, and no count that other threads
+    /// write. An HTTP thread serves a connection's every request, and
+    /// counters shared between cores cost more than the signature's
+    /// arithmetic. `None` when the thread does not keep the key.
+    fn check_on_this_thread(
+        &self,
+        req: &sigv4::Request<'_>,
+        sig: &sigv4::Signature,
+        body: &[u8],
+        now: SystemTime,
+    ) -> Option<Result<Caller, AuthFailure>> {
+        if !self.following.load(Ordering::Acquire) {
+            return None;
+        }
+        let generation = self.generation.load(Ordering::Acquire);
+        THREAD_KEYS.with(|kept| {
+            let mut kept = kept.borrow_mut();
+            let k = kept.get_mut(sig.access_key())?;
+            if k.owner != self.id || k.generation != generation {
+                return None;
+            }
+            let signing = match k.signing.iter().find(|(s, _)| scope_is(s, sig)) {
+                Some((_, signing)) => signing.clone(),
+                None => {
+                    let signing = k.key.signing_key(sig);
+                    if k.signing.len() >= SIGNING_KEYS_KEPT {
+                        k.signing.remove(0);
                     }
-                } else {
-                    return Err(AuthFailure::UnknownKey);
+                    k.signing.push((sig.scope(), signing.clone()));
+                    signing
                 }
+            };
+            Some(
+                check_key(&k.key, &signing, req, sig, body, now).map(|()| Caller(k.caller.clone())),
+            )
+        })
+    }
+
+    /// Keeps a key for this thread's next requests, as of `generation`.
+    fn keep_on_this_thread(&self, id: &str, key: Arc<KnownKey>, generation: u64) {
+        THREAD_KEYS.with(|kept| {
+            let mut kept = kept.borrow_mut();
+            if kept.len() >= THREAD_KEYS_KEPT {
+                kept.clear();
             }
-            (None, None) => {}
-        }
-        let payload = sigv4::payload_hash(req, body).ok_or(AuthFailure::Mismatch)?;
-        if !sigv4::verify(&key.signing_key(sig), req, sig, payload.as_str()) {
-            if tracing::enabled!(tracing::Level::DEBUG) {
-                let canonical =
-                    sigv4::canonical_request(req, sig.signed_headers(), payload.as_str());
-                tracing::debug!(canonical = %canonical, "signature mismatch");
-            }
-            return Err(AuthFailure::Mismatch);
-        }
-        Ok(Caller(key.caller.clone()))
+            // The thread's own copy of the caller, so that the count of
+            // its requests' references is written by this thread alone.
+            let mut caller = (*key.caller).clone();
+            caller.context = Arc::new((*caller.context).clone());
+            kept.insert(
+                id.to_string(),
+                ThreadKey {
+                    owner: self.id,
+                    generation,
+                    caller: Arc::new(caller),
+                    signing: vec![],
+                    key,
+                },
+            );
+        });
     }
 
     async fn lookup(&self, id: &str) -> Result<Option<Arc<KnownKey>>, ControlError> {
@@ -635,6 +694,10 @@ impl Identity {
                 }
                 drop(known);
                 self.policy_sets.write().clear();
+                // Again, now that the kept keys are dropped: a thread that
+                // read the first count and then a key about to be dropped
+                // must not keep that key as current.
+                self.generation.fetch_add(1, Ordering::AcqRel);
                 if broken {
                     break;
                 }
@@ -706,6 +769,86 @@ impl Identity {
         Ok(made.succeeded.then_some(creds))
     }
 }
+
+/// Whether a request was signed with `key` (whose signing key for the
+/// request's scope is `signing`), and the key may still be used.
+fn check_key(
+    key: &KnownKey,
+    signing: &SigningKey,
+    req: &sigv4::Request<'_>,
+    sig: &sigv4::Signature,
+    body: &[u8],
+    now: SystemTime,
+) -> Result<(), AuthFailure> {
+    if key.status != KeyStatus::Active {
+        return Err(AuthFailure::UnknownKey);
+    }
+    match (&key.session, sig.security_token()) {
+        // Long-term keys carry no session; a token with one is a
+        // forgery or a mix-up, refused as AWS does.
+        (None, Some(_)) | (Some(_), None) => return Err(AuthFailure::UnknownKey),
+        (Some((hash, expires, _)), Some(token)) => {
+            let given = sigv4::hex_sha256(token.as_bytes());
+            if keys::same_secret(given.as_bytes(), hash.as_bytes()) {
+                let now_s = now
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0.0, |d| d.as_secs_f64());
+                if now_s >= *expires {
+                    return Err(AuthFailure::ExpiredToken);
+                }
+            } else {
+                return Err(AuthFailure::UnknownKey);
+            }
+        }
+        (None, None) => {}
+    }
+    let payload = sigv4::payload_hash(req, body).ok_or(AuthFailure::Mismatch)?;
+    if !sigv4::verify(signing, req, sig, payload.as_str()) {
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            let canonical = sigv4::canonical_request(req, sig.signed_headers(), payload.as_str());
+            tracing::debug!(canonical = %canonical, "signature mismatch");
+        }
+        return Err(AuthFailure::Mismatch);
+    }
+    Ok(())
+}
+
+/// Whether a kept signing key's scope (`date/region/service/...`) is the
+/// request's.
+fn scope_is(kept: &str, sig: &sigv4::Signature) -> bool {
+    let mut p = kept.split('/');
+    p.next() == Some(sig.date())
+        && p.next() == Some(sig.region())
+        && p.next() == Some(sig.service())
+}
+
+/// A key as one thread keeps it.
+struct ThreadKey {
+    /// The [`Identity`] it belongs to (tests run several in one thread).
+    owner: u64,
+    /// The store's changes seen when it was read: any later one drops it.
+    generation: u64,
+    key: Arc<KnownKey>,
+    caller: Arc<CallerInfo>,
+    signing: Vec<(String, SigningKey)>,
+}
+
+/// Keys kept per thread; past this many (a flood of distinct keys) the
+/// thread starts over.
+const THREAD_KEYS_KEPT: usize = 256;
+
+thread_local! {
+    static THREAD_KEYS: std::cell::RefCell<HashMap<String, ThreadKey>> =
+        std::cell::RefCell::new(HashMap::new());
+    /// Policy sets by name, with their [`Identity`] and generation.
+    static THREAD_POLICIES: std::cell::RefCell<HashMap<String, (u64, u64, PolicySet)>> =
+        std::cell::RefCell::new(HashMap::new());
+}
+
+type PolicySet = Arc<Vec<Policy>>;
+
+/// Tells [`Identity`] values apart in [`THREAD_KEYS`].
+static IDENTITIES: AtomicU64 = AtomicU64::new(0);
 
 fn check_time(sig: &sigv4::Signature, now: SystemTime) -> Result<(), AuthFailure> {
     let at = sigv4::parse_amz_date(sig.amz_date())
@@ -886,6 +1029,10 @@ mod tests {
         let h = signed(&creds, "ecs", now, b"");
         check(&id, &h, b"", now).await.expect("verified");
         assert_eq!(id.known.read().len(), 1);
+        // The thread keeps it too, and answers from it from now on: the
+        // change below must reach that copy as well.
+        assert!(THREAD_KEYS.with(|k| k.borrow().contains_key(&creds.access_key_id)));
+        check(&id, &h, b"", now).await.expect("verified again");
         let key = iam::access_key("123456789012", &creds.access_key_id);
         let mut record: AccessKey =
             typed::decode(&store.get(&key).await.expect("read").expect("kept"))
