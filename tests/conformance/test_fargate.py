@@ -7,6 +7,7 @@ FARGATE and FARGATE_SPOT capacity providers as strategies say."""
 import collections
 import ipaddress
 import os
+import platform
 import subprocess
 import uuid
 
@@ -187,6 +188,23 @@ def test_fargate_rules_get_ecs_errors_and_start_nothing(fg):
                          containerDefinitions=[{"name": "c", "image": IMAGE,
                                                 "linuxParameters": {"capabilities": {"add": ["NET_ADMIN"]}}}])
     assert code == "ClientException" and "SYS_PTRACE" in msg
+    code, msg = error_of(fg.ecs.register_task_definition, family="fg-logs", networkMode="awsvpc",
+                         requiresCompatibilities=["FARGATE"], cpu="256", memory="512",
+                         containerDefinitions=[{"name": "c", "image": IMAGE, "logConfiguration": {
+                             "logDriver": "awslogs", "options": {"awslogs-group": "g", "awslogs-region": "us-east-1"}}}])
+    assert (code, msg) == ("ClientException",
+                           "Fargate requires task definition to have execution role ARN to support log driver awslogs.")
+    # A definition for a CPU no Fargate host has: not a shortage of
+    # capacity, and the failure says what is missing.
+    other = "X86_64" if platform.machine() == "aarch64" else "ARM64"
+    arm = fg.ecs.register_task_definition(
+        family="fg-arch", networkMode="awsvpc", requiresCompatibilities=["FARGATE"], cpu="256", memory="512",
+        runtimePlatform={"cpuArchitecture": other, "operatingSystemFamily": "LINUX"},
+        containerDefinitions=[{"name": "c", "image": IMAGE}])["taskDefinition"]["taskDefinitionArn"]
+    r = run(cluster=fg.name, taskDefinition=arm, launchType="FARGATE", networkConfiguration=net())
+    assert r["tasks"] == [] and [(f["reason"], f["detail"]) for f in r["failures"]] == [(
+        "ATTRIBUTE",
+        f"MISSING ATTRIBUTE: ecs.cpu-architecture={other.lower()} (no Fargate capacity provides it)")]
     assert fg.ecs.list_tasks(cluster=fg.name, desiredStatus="RUNNING")["taskArns"] == before
 
 

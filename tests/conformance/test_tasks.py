@@ -4,6 +4,7 @@ SIGTERM then SIGKILL, dependsOn, placement across two agents, logs, and bad
 input. Every test here runs real containers."""
 
 import os
+import platform
 import subprocess
 import time
 
@@ -406,6 +407,19 @@ def test_failing_health_checks_make_containers_and_the_task_unhealthy(cl, name):
         cl.ecs.stop_task(cluster=cl.name, task=t["taskArn"])
     for t in (bad, ok):
         cl.wait_status(t["taskArn"], "STOPPED")
+
+
+def test_a_task_no_host_can_take_names_the_attribute_it_lacks(cl, name):
+    # A definition for the CPU architecture these hosts do not have.
+    other = "X86_64" if platform.machine() == "aarch64" else "ARM64"
+    td = register(cl, name, [{"name": "c", "image": IMAGE, "memory": 16}],
+                  runtimePlatform={"cpuArchitecture": other, "operatingSystemFamily": "LINUX"})
+    assert {"name": "ecs.cpu-architecture", "value": other.lower()} in td["requiresAttributes"]
+    r = cl.ecs.run_task(cluster=cl.name, taskDefinition=name)
+    assert r["tasks"] == [] and r["failures"]
+    assert {f["arn"] for f in r["failures"]} <= set(cl.instances().values())
+    assert {(f["reason"], f["detail"]) for f in r["failures"]} == {
+        ("ATTRIBUTE", f"MISSING ATTRIBUTE: ecs.cpu-architecture={other.lower()}")}
 
 
 def test_attributes_put_after_registration_steer_placement(cl, name):

@@ -346,6 +346,7 @@ pub async fn register(
     let mut attributes = vec![
         attribute("ecs.os-type", Some("linux")),
         attribute("ecs.os-family", Some("LINUX")),
+        attribute("ecs.cpu-architecture", Some(facts.architecture)),
     ];
     // What the task runner implements, so task definitions that need it
     // (requiresAttributes) can be placed here and others cannot.

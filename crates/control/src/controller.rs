@@ -1427,6 +1427,16 @@ fn unplaceable_event(no_instances: bool, failures: &[w::Failure]) -> String {
     let Some(f) = failures.first() else {
         return lead.to_string();
     };
+    let detail = f
+        .detail
+        .as_deref()
+        .map(|d| format!(" ({d})"))
+        .unwrap_or_default();
+    // Fargate names no host.
+    if f.arn.is_none() {
+        let reason = f.reason.as_deref().unwrap_or_default();
+        return format!("{lead} Reason: {reason}{detail}.");
+    }
     let id = f
         .arn
         .as_deref()
@@ -1437,7 +1447,7 @@ fn unplaceable_event(no_instances: bool, failures: &[w::Failure]) -> String {
         "RESOURCE:MEMORY" => "has insufficient memory available".to_string(),
         "RESOURCE:PORTS" => "is already using a port required by your task".to_string(),
         "AGENT" => "is not connected (its agent is disconnected)".to_string(),
-        "ATTRIBUTE" => "is missing an attribute required by your task".to_string(),
+        "ATTRIBUTE" => format!("is missing an attribute required by your task{detail}"),
         other => format!("does not qualify: {other}"),
     };
     format!(
@@ -1534,5 +1544,15 @@ mod tests {
             "{m}"
         );
         assert!(unplaceable_event(true, &[]).contains("No Container Instances were found"));
+        let f = w::Failure {
+            arn: Some("arn:aws:ecs:r:1:container-instance/c/abc".into()),
+            reason: Some("ATTRIBUTE".into()),
+            detail: Some("MISSING ATTRIBUTE: ecs.capability.x".into()),
+        };
+        let m = unplaceable_event(false, &[f]);
+        assert!(
+            m.contains("is missing an attribute required by your task (MISSING ATTRIBUTE: ecs.capability.x)"),
+            "{m}"
+        );
     }
 }

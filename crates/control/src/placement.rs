@@ -322,12 +322,30 @@ pub async fn place(
         tasks.extend(placing.add(launch, ci, provider, &p.instance).await?);
     }
     let (compares, ops, _) = placing.finish();
-    // Fargate's hosts stay hidden: a shortfall is capacity, as on AWS.
+    // Fargate's hosts stay hidden: a shortfall is capacity, as on AWS,
+    // unless no host could take the task for what it asks of the host (a
+    // capability none has). Then more capacity would not help, and the
+    // failure says what is missing.
     let failures = if tasks.len() < launch.request.count {
-        vec![w::Failure {
-            arn: None,
-            reason: Some(FARGATE_CAPACITY_UNAVAILABLE.into()),
-            detail: None,
+        let missing = plan
+            .failures
+            .iter()
+            .map(|f| f.missing.as_deref())
+            .collect::<Option<Vec<_>>>()
+            .and_then(|m| m.first().copied());
+        vec![match missing {
+            Some(attribute) => w::Failure {
+                arn: None,
+                reason: Some(sched::Reason::Attribute.as_str().into()),
+                detail: Some(format!(
+                    "{MISSING_ATTRIBUTE}: {attribute} (no Fargate capacity provides it)"
+                )),
+            },
+            None => w::Failure {
+                arn: None,
+                reason: Some(FARGATE_CAPACITY_UNAVAILABLE.into()),
+                detail: None,
+            },
         }]
     } else {
         vec![]
@@ -383,11 +401,7 @@ pub async fn place_many(
             tasks.extend(placing.add(launch, ci, provider, &p.instance).await?);
         }
         let mut failures = placing.take_failures();
-        failures.extend(
-            plan.failures
-                .iter()
-                .map(|f| failure(&*f.arn, f.reason.as_str())),
-        );
+        failures.extend(plan.failures.iter().map(placement_failure));
         outcomes.push(Outcome {
             tasks,
             failures,
@@ -396,6 +410,22 @@ pub async fn place_many(
     }
     let (compares, ops, _) = placing.finish();
     Ok((compares, ops, outcomes))
+}
+
+/// How a failure's `detail` names the attribute a task requires and a
+/// host lacks. ECS says only `ATTRIBUTE`, and its users are left to guess.
+pub const MISSING_ATTRIBUTE: &str = "MISSING ATTRIBUTE";
+
+/// A host's refusal as RunTask reports it.
+fn placement_failure(f: &sched::Failure) -> w::Failure {
+    w::Failure {
+        arn: Some(f.arn.to_string()),
+        reason: Some(f.reason.as_str().into()),
+        detail: f
+            .missing
+            .as_ref()
+            .map(|a| format!("{MISSING_ATTRIBUTE}: {a}")),
+    }
 }
 
 /// RunTask's failure reason when Fargate capacity runs short, in AWS's words.

@@ -157,6 +157,17 @@ pub fn prepare(
     if let Some(p) = &req.ipc_mode {
         check_enum(p, &["host", "task", "none"], "ipcMode")?;
     }
+    if let Some(arch) = req
+        .runtime_platform
+        .as_ref()
+        .and_then(|p| p.cpu_architecture.as_deref())
+    {
+        check_enum(
+            arch,
+            w::enums::CPU_ARCHITECTURE,
+            "runtimePlatform.cpuArchitecture",
+        )?;
+    }
 
     let task_cpu = match &req.cpu {
         Some(s) => Some(parse_cpu(s).ok_or_else(|| {
@@ -660,6 +671,15 @@ fn fargate_problem(
     }
     for c in containers {
         let name = c.name.as_deref().unwrap_or_default();
+        let driver = c
+            .log_configuration
+            .as_ref()
+            .and_then(|l| l.log_driver.as_deref());
+        if driver == Some("awslogs") && req.execution_role_arn.is_none() {
+            return Some(
+                "Fargate requires task definition to have execution role ARN to support log driver awslogs.".into(),
+            );
+        }
         if c.privileged == Some(true) {
             return Some(format!(
                 "Invalid setting for container '{name}'. Tasks using the Fargate launch type do not support privileged containers."
@@ -779,14 +799,31 @@ fn requires_attributes(
             names.insert("ecs.capability.container-ordering".into());
         }
     }
-    names
+    let mut attributes: Vec<w::Attribute> = names
         .into_iter()
         .map(|n| w::Attribute {
             name: Some(n),
             ..Default::default()
         })
-        .collect()
+        .collect();
+    // A definition built for one CPU architecture runs only on hosts of
+    // it; hosts advertise theirs as EC2 names it.
+    let architecture = req
+        .runtime_platform
+        .as_ref()
+        .and_then(|p| p.cpu_architecture.as_deref());
+    if let Some(arch) = architecture {
+        attributes.push(w::Attribute {
+            name: Some(CPU_ARCHITECTURE.into()),
+            value: Some(arch.to_ascii_lowercase()),
+            ..Default::default()
+        });
+    }
+    attributes
 }
+
+/// The attribute naming a host's CPU architecture: `x86_64` or `arm64`.
+pub const CPU_ARCHITECTURE: &str = "ecs.cpu-architecture";
 
 #[cfg(test)]
 mod tests {
@@ -1000,5 +1037,42 @@ mod tests {
             600
         )
         .is_ok());
+        let awslogs = json!([{"name":"a","image":"i",
+            "logConfiguration":{"logDriver":"awslogs","options":{"awslogs-group":"g"}}}]);
+        assert_eq!(
+            err(fg(json!({"containerDefinitions": awslogs.clone()}))),
+            "Fargate requires task definition to have execution role ARN to support log driver awslogs."
+        );
+        let with_role = fg(json!({"containerDefinitions": awslogs,
+            "executionRoleArn": "arn:aws:iam::1:role/exec"}));
+        assert!(prepare(&req(with_role), 120).is_ok());
+    }
+
+    #[test]
+    fn a_cpu_architecture_is_required_of_the_host() {
+        let def = |arch: &str| {
+            req(
+                json!({"family":"f","containerDefinitions":[{"name":"a","image":"i","memory":64}],
+                "runtimePlatform":{"cpuArchitecture": arch, "operatingSystemFamily":"LINUX"}}),
+            )
+        };
+        let s =
+            prepare(&def("ARM64"), 120)
+                .expect("valid")
+                .finish(&Scope::new("1", "r"), 1, 0.0, "p");
+        let wanted: Vec<_> = s
+            .def
+            .requires_attributes
+            .expect("attrs")
+            .into_iter()
+            .filter(|a| a.name.as_deref() == Some(CPU_ARCHITECTURE))
+            .map(|a| a.value)
+            .collect();
+        assert_eq!(wanted, [Some("arm64".to_string())]);
+        let Err(e) = prepare(&def("SPARC"), 120) else {
+            panic!("an unknown architecture is accepted");
+        };
+        let e = e.to_string();
+        assert!(e.contains("runtimePlatform.cpuArchitecture"), "{e}");
     }
 }

@@ -140,6 +140,9 @@ pub struct Placement {
 pub struct Failure {
     pub arn: Arc<str>,
     pub reason: Reason,
+    /// For [`Reason::Attribute`], the first required attribute the
+    /// instance lacks (`name`, or `name=value` when a value is required).
+    pub missing: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -463,14 +466,24 @@ impl Snapshot {
         if !inst.agent_connected {
             return Err(Reason::Agent);
         }
-        let has = |(name, value): &(String, Option<String>)| match inst.attributes.get(name) {
-            None => false,
-            Some(v) => value.is_none() || v == value,
-        };
-        if !req.requires_attributes.iter().all(has) {
+        if self.missing_attribute(i, req).is_some() {
             return Err(Reason::Attribute);
         }
         Ok(())
+    }
+
+    /// The first attribute the task requires that instance `i` lacks.
+    fn missing_attribute(&self, i: usize, req: &Request) -> Option<String> {
+        let inst = &self.instances[i];
+        let has = |(name, value): &&(String, Option<String>)| match inst.attributes.get(name) {
+            None => false,
+            Some(v) => value.is_none() || v == value,
+        };
+        let (name, value) = req.requires_attributes.iter().find(|a| !has(a))?;
+        Some(match value {
+            Some(v) => format!("{name}={v}"),
+            None => name.clone(),
+        })
     }
 
     /// The rules that do: resources, ports and constraints.
@@ -653,6 +666,9 @@ impl Snapshot {
                 self.check(i, on[i], req).err().map(|reason| Failure {
                     arn: self.instances[i].arn.clone(),
                     reason,
+                    missing: (reason == Reason::Attribute)
+                        .then(|| self.missing_attribute(i, req))
+                        .flatten(),
                 })
             })
             .collect()

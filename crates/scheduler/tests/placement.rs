@@ -465,6 +465,41 @@ fn failures_give_each_instance_its_first_broken_rule() {
         ]
     );
     assert_eq!(Reason::Attribute.as_str(), "ATTRIBUTE");
+    assert!(plan.failures.iter().all(|f| f.missing.is_none()));
+}
+
+#[test]
+fn a_missing_attribute_is_named() {
+    let mut arm = host(0, "a", 4096, 4096);
+    arm.attributes
+        .insert("ecs.cpu-architecture".into(), Some("arm64".into()));
+    arm.attributes
+        .insert("ecs.capability.task-eni".into(), None);
+    let plain = host(1, "a", 4096, 4096);
+    let req = Request {
+        count: 1,
+        cpu: 256,
+        memory: 128,
+        requires_attributes: vec![
+            ("ecs.capability.task-eni".into(), None),
+            ("ecs.cpu-architecture".into(), Some("x86_64".into())),
+        ],
+        ..Default::default()
+    };
+    let plan = Snapshot::new(vec![arm, plain]).place(&req, 1);
+    assert!(plan.placements.is_empty());
+    let got: Vec<(&str, &str)> = plan
+        .failures
+        .iter()
+        .map(|f| (f.reason.as_str(), f.missing.as_deref().unwrap_or("")))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("ATTRIBUTE", "ecs.cpu-architecture=x86_64"),
+            ("ATTRIBUTE", "ecs.capability.task-eni"),
+        ]
+    );
 }
 
 #[test]
