@@ -465,21 +465,35 @@ fn push_hex(bytes: &[u8], s: &mut String) {
 
 /// The bytes of a SHA-256 in hex (a signature): `None` for anything else.
 fn unhex32(s: &str) -> Option<[u8; 32]> {
-    let digit = |c: u8| match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        b'A'..=b'F' => Some(c - b'A' + 10),
-        _ => None,
+    // Every request's signature is decoded: a table, not a match per digit.
+    const INVALID: u8 = 0xff;
+    const TABLE: [u8; 256] = {
+        let mut t = [INVALID; 256];
+        let mut i = 0;
+        while i < 10 {
+            t[b'0' as usize + i] = i as u8;
+            i += 1;
+        }
+        let mut i = 0;
+        while i < 6 {
+            t[b'a' as usize + i] = 10 + i as u8;
+            t[b'A' as usize + i] = 10 + i as u8;
+            i += 1;
+        }
+        t
     };
     let b = s.as_bytes();
     if b.len() != 64 {
         return None;
     }
     let mut out = [0u8; 32];
-    for (i, o) in out.iter_mut().enumerate() {
-        *o = (digit(b[2 * i])? << 4) | digit(b[2 * i + 1])?;
+    let mut bad = 0u8;
+    for (o, pair) in out.iter_mut().zip(b.chunks_exact(2)) {
+        let (hi, lo) = (TABLE[usize::from(pair[0])], TABLE[usize::from(pair[1])]);
+        bad |= hi | lo;
+        *o = (hi << 4) | (lo & 0xf);
     }
-    Some(out)
+    (bad & 0xf0 == 0).then_some(out)
 }
 
 /// Where a canonical request is written: a string (to sign, or to show
@@ -672,7 +686,8 @@ fn write_canonical(
     let names = || header_names(signed_headers);
     // Signers list the names sorted, as the canonical request needs them;
     // only another order costs a sort.
-    if names().zip(names().skip(1)).all(|(a, b)| a < b) {
+    let mut prev = "";
+    if names().all(|n| std::mem::replace(&mut prev, n) < n) {
         write_headers(req, names(), payload_hash, out);
     } else {
         let mut sorted: Vec<&str> = names().collect();
@@ -733,11 +748,16 @@ fn header_names(list: &str) -> impl Iterator<Item = &str> + Clone {
 /// Whether a header value is already as the canonical request writes it:
 /// printable ASCII, no space at either end, no run of spaces.
 fn is_canonical_value(v: &str) -> bool {
-    let b = v.as_bytes();
-    b.first() != Some(&b' ')
-        && b.last() != Some(&b' ')
-        && b.iter().all(|&c| c.is_ascii_graphic() || c == b' ')
-        && !b.windows(2).any(|w| w == b"  ")
+    // One pass: every value of every signed header is checked.
+    let mut prev = b' ';
+    for &c in v.as_bytes() {
+        let ok = c.is_ascii_graphic() || (c == b' ' && prev != b' ');
+        if !ok {
+            return false;
+        }
+        prev = c;
+    }
+    prev != b' ' || v.is_empty()
 }
 
 /// The string to sign for a canonical request.
