@@ -3,6 +3,7 @@ with the right container settings, essential exits, failed pulls, StopTask's
 SIGTERM then SIGKILL, dependsOn, placement across two agents, logs, and bad
 input. Every test here runs real containers."""
 
+import json
 import os
 import platform
 import subprocess
@@ -308,24 +309,32 @@ def test_bad_input_is_refused_and_starts_nothing(cl, name):
 
 
 def test_volumes_links_and_the_other_container_settings_reach_the_engine(cl, name, tmp_path):
-    host_dir = str(tmp_path)
+    # A host directory that does not exist yet: made, as Docker's -v makes it.
+    host_dir = str(tmp_path / "made" / "here")
+    # The linking container comes first: the one it links to starts first.
     register(cl, name, [
-        {"name": "db", "image": IMAGE, "memory": 16, "command": ["sleep", "600"], "stopTimeout": 1,
-         "mountPoints": [{"sourceVolume": "data", "containerPath": "/data"},
-                         {"sourceVolume": "scratch", "containerPath": "/scratch"}]},
         {"name": "app", "image": IMAGE, "memory": 16, "command": ["sleep", "600"], "stopTimeout": 1,
          "links": ["db:database"], "volumesFrom": [{"sourceContainer": "db", "readOnly": True}],
          "extraHosts": [{"hostname": "svc.local", "ipAddress": "10.1.2.3"}], "dnsServers": ["10.0.0.2"],
          "hostname": "apphost", "readonlyRootFilesystem": True,
          "linuxParameters": {"tmpfs": [{"containerPath": "/run/t", "size": 16}], "sharedMemorySize": 32}},
+        {"name": "db", "image": IMAGE, "memory": 16, "command": ["sleep", "600"], "stopTimeout": 1,
+         "mountPoints": [{"sourceVolume": "data", "containerPath": "/data"},
+                         {"sourceVolume": "scratch", "containerPath": "/scratch"}]},
     ], volumes=[{"name": "data", "host": {"sourcePath": host_dir}},
-                {"name": "scratch", "dockerVolumeConfiguration": {"scope": "task", "driver": "local"}}])
+                {"name": "scratch", "dockerVolumeConfiguration": {
+                    "scope": "task", "driver": "local", "labels": {"team": "a"},
+                    "driverOpts": {"type": "tmpfs", "device": "tmpfs", "o": "size=8m"}}}])
     t = run(cl, name)[0]
     t = cl.wait_status(t["taskArn"], "RUNNING")
     by = {c["name"]: docker_inspect(c["runtimeId"]) for c in t["containers"]}
     db_mounts = {m["Destination"]: m for m in by["db"]["Mounts"]}
     assert db_mounts["/data"]["Type"] == "bind" and db_mounts["/data"]["Source"] == host_dir
+    assert os.path.isdir(host_dir)
     assert db_mounts["/scratch"]["Type"] == "volume"
+    volume = json.loads(docker("volume", "inspect", db_mounts["/scratch"]["Name"]))[0]
+    assert volume["Labels"].get("team") == "a", volume
+    assert volume["Options"] == {"type": "tmpfs", "device": "tmpfs", "o": "size=8m"}, volume
     host = by["app"]["HostConfig"]
     assert host["VolumesFrom"] == [by["db"]["Name"].lstrip("/") + ":ro"]
     assert host["Links"] and "database" in host["Links"][0]

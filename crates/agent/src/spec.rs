@@ -4,7 +4,7 @@
 
 use berth_runtime::{
     ContainerSpec, HealthCheck, MountSource, MountSpec, NetworkMode, PortSpec, Protocol,
-    TaskLimits, Ulimit,
+    TaskLimits, Ulimit, VolumeSpec,
 };
 use berth_wire::agent::{DesiredNetwork, DesiredTask};
 use berth_wire::ecs as w;
@@ -68,16 +68,21 @@ fn volume_source(task: &DesiredTask, name: &str) -> Option<MountSource> {
     if let Some(path) = v.host.as_ref().and_then(|h| h.source_path.clone()) {
         return Some(MountSource::HostPath(path));
     }
-    let shared = v
-        .docker_volume_configuration
-        .as_ref()
-        .is_some_and(|d| d.scope.as_deref() == Some("shared"));
-    Some(MountSource::Volume(if shared {
-        name.to_string()
-    } else {
-        // Task-scoped volumes (and bind volumes without a source path)
-        // live and die with the task.
-        format!("ecs-{}-{}", name, task_id(&task.task_arn))
+    let config = v.docker_volume_configuration.as_ref();
+    let shared = config.is_some_and(|d| d.scope.as_deref() == Some("shared"));
+    Some(MountSource::Volume(VolumeSpec {
+        name: if shared {
+            name.to_string()
+        } else {
+            // Task-scoped volumes (and bind volumes without a source path)
+            // live and die with the task.
+            format!("ecs-{}-{}", name, task_id(&task.task_arn))
+        },
+        driver: config.and_then(|d| d.driver.clone()),
+        driver_options: config
+            .and_then(|d| d.driver_opts.clone())
+            .unwrap_or_default(),
+        labels: config.and_then(|d| d.labels.clone()).unwrap_or_default(),
     }))
 }
 
@@ -604,7 +609,7 @@ pub(crate) mod tests {
         );
         assert_eq!(
             s.mounts[1].source,
-            MountSource::Volume("ecs-scratch-abc123".into())
+            MountSource::Volume(VolumeSpec::named("ecs-scratch-abc123"))
         );
         assert_eq!(s.links, ["ecs-web-3-db-abc123:database"]);
         assert_eq!(s.stop_timeout, Some(Duration::from_secs(5)));

@@ -585,6 +585,24 @@ impl Driver {
                 Some(true) => {}
             }
         }
+        // The engine links only to a running container: a linked one
+        // starts first, as ECS starts it.
+        for link in self.containers[i].def.links.iter().flatten() {
+            let target = link.split(':').next().unwrap_or(link);
+            let Some(dep) = self
+                .containers
+                .iter()
+                .find(|c| c.def.name.as_deref() == Some(target))
+            else {
+                continue;
+            };
+            if !dep.started {
+                if dep.status == Status::Stopped {
+                    return None;
+                }
+                ok = false;
+            }
+        }
         Some(ok)
     }
 

@@ -12,7 +12,8 @@ use bollard::errors::Error as DockerError;
 use bollard::models::{
     ContainerCreateBody, ContainerStateStatusEnum, EndpointIpamConfig, EndpointSettings,
     HealthConfig, HealthStatusEnum, HostConfig, Ipam, IpamConfig, Mount, MountType,
-    NetworkCreateRequest, NetworkingConfig, PortBinding, ResourcesUlimits,
+    MountVolumeOptions, MountVolumeOptionsDriverConfig, NetworkCreateRequest, NetworkingConfig,
+    PortBinding, ResourcesUlimits,
 };
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, EventsOptionsBuilder,
@@ -198,15 +199,31 @@ fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
         .mounts
         .iter()
         .map(|m| {
-            let (typ, source) = match &m.source {
-                MountSource::HostPath(p) => (MountType::BIND, p.clone()),
-                MountSource::Volume(v) => (MountType::VOLUME, v.clone()),
+            let (typ, source, volume_options) = match &m.source {
+                MountSource::HostPath(p) => (MountType::BIND, p.clone(), None),
+                MountSource::Volume(v) => (
+                    MountType::VOLUME,
+                    v.name.clone(),
+                    // Applied when the engine makes the volume on first use.
+                    (v.driver.is_some() || !v.driver_options.is_empty() || !v.labels.is_empty())
+                        .then(|| MountVolumeOptions {
+                            labels: (!v.labels.is_empty())
+                                .then(|| v.labels.clone().into_iter().collect()),
+                            driver_config: Some(MountVolumeOptionsDriverConfig {
+                                name: v.driver.clone(),
+                                options: (!v.driver_options.is_empty())
+                                    .then(|| v.driver_options.clone().into_iter().collect()),
+                            }),
+                            ..Default::default()
+                        }),
+                ),
             };
             Mount {
                 target: Some(m.target.clone()),
                 source: Some(source),
                 typ: Some(typ),
                 read_only: Some(m.read_only),
+                volume_options,
                 ..Default::default()
             }
         })
@@ -340,6 +357,21 @@ impl ContainerRuntime for DockerRuntime {
     }
 
     async fn create(&self, spec: &ContainerSpec) -> Result<String, RuntimeError> {
+        // The engine's `-v` makes a missing host directory; its mounts API
+        // (which Berth uses) refuses one, and task definitions count on
+        // the former. The engine listens on a local socket, so its host
+        // is this one.
+        for m in &spec.mounts {
+            if let MountSource::HostPath(p) = &m.source {
+                if std::fs::metadata(p).is_err() {
+                    std::fs::create_dir_all(p).map_err(|e| {
+                        RuntimeError::Rejected(format!(
+                            "cannot make the host directory {p} of a bind mount: {e}"
+                        ))
+                    })?;
+                }
+            }
+        }
         let options = CreateContainerOptionsBuilder::new()
             .name(&spec.name)
             .build();

@@ -167,9 +167,31 @@ pub struct MountSpec {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MountSource {
+    /// A directory of the host, made (as the engine's `-v` makes it) when
+    /// it does not exist.
     HostPath(String),
     /// A named volume of the runtime, created on first use.
-    Volume(String),
+    Volume(VolumeSpec),
+}
+
+/// A named volume and how to make it when it does not exist yet.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VolumeSpec {
+    pub name: String,
+    /// The volume driver; the engine's default (`local`) when `None`.
+    pub driver: Option<String>,
+    pub driver_options: BTreeMap<String, String>,
+    pub labels: BTreeMap<String, String>,
+}
+
+impl VolumeSpec {
+    /// A volume made with the engine's defaults.
+    pub fn named(name: impl Into<String>) -> VolumeSpec {
+        VolumeSpec {
+            name: name.into(),
+            ..Default::default()
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
