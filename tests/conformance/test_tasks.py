@@ -320,7 +320,9 @@ def test_volumes_links_and_the_other_container_settings_reach_the_engine(cl, nam
          "linuxParameters": {"tmpfs": [{"containerPath": "/run/t", "size": 16}], "sharedMemorySize": 32}},
         {"name": "db", "image": IMAGE, "memory": 16, "command": ["sleep", "600"], "stopTimeout": 1,
          "mountPoints": [{"sourceVolume": "data", "containerPath": "/data"},
-                         {"sourceVolume": "scratch", "containerPath": "/scratch"}]},
+                         {"sourceVolume": "scratch", "containerPath": "/scratch"}],
+         # The engine's own driver: the hosts advertise it, and it is passed on.
+         "logConfiguration": {"logDriver": "json-file", "options": {"max-size": "1m", "max-file": "2"}}},
     ], volumes=[{"name": "data", "host": {"sourcePath": host_dir}},
                 {"name": "scratch", "dockerVolumeConfiguration": {
                     "scope": "task", "driver": "local", "labels": {"team": "a"},
@@ -335,6 +337,7 @@ def test_volumes_links_and_the_other_container_settings_reach_the_engine(cl, nam
     volume = json.loads(docker("volume", "inspect", db_mounts["/scratch"]["Name"]))[0]
     assert volume["Labels"].get("team") == "a", volume
     assert volume["Options"] == {"type": "tmpfs", "device": "tmpfs", "o": "size=8m"}, volume
+    assert by["db"]["HostConfig"]["LogConfig"] == {"Type": "json-file", "Config": {"max-size": "1m", "max-file": "2"}}
     host = by["app"]["HostConfig"]
     assert host["VolumesFrom"] == [by["db"]["Name"].lstrip("/") + ":ro"]
     assert host["Links"] and "database" in host["Links"][0]

@@ -353,6 +353,19 @@ pub async fn register(
     for capability in CAPABILITIES {
         attributes.push(attribute(capability, None));
     }
+    // The logging drivers ECS allows that the engine runs itself; awslogs
+    // and awsfirelens are Berth's to implement, not the engine's to send
+    // to AWS.
+    for driver in w::enums::LOG_DRIVER {
+        if !matches!(*driver, "awslogs" | "awsfirelens")
+            && version.log_drivers.iter().any(|d| d == driver)
+        {
+            attributes.push(attribute(
+                &format!("com.amazonaws.ecs.capability.logging-driver.{driver}"),
+                None,
+            ));
+        }
+    }
     // The Docker API versions this engine speaks, as the stock agent
     // advertises them for requiresAttributes.
     if let Some(max) = version

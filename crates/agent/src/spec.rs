@@ -359,6 +359,13 @@ pub fn container_spec(
         stop_timeout: Some(stop_timeout(c)),
         security_opts: c.docker_security_options.clone().unwrap_or_default(),
         cgroup_parent: cgroup_parent.map(str::to_string),
+        // The engine runs the driver. Placement sends a container here only
+        // when this host advertises its driver (requiresAttributes), which
+        // it does for the engine's drivers that ECS allows.
+        log_driver: c
+            .log_configuration
+            .as_ref()
+            .and_then(|l| Some((l.log_driver.clone()?, l.options.clone().unwrap_or_default()))),
     };
     if fargate {
         fargate_hardened(spec)

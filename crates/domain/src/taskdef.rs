@@ -786,8 +786,47 @@ fn requires_attributes(
         {
             names.insert(remote_api("1.25"));
         }
-        if c.secrets.as_ref().is_some_and(|s| !s.is_empty()) {
-            names.insert("ecs.capability.secrets.ssm.environment-variables".into());
+        // Secrets come from Parameter Store or Secrets Manager, each a
+        // capability of its own; in log options they are read before the
+        // container exists ("bootstrap").
+        let store = |value_from: Option<&str>| {
+            if value_from.is_some_and(|v| v.starts_with("arn:") && v.contains(":secretsmanager:")) {
+                "asm"
+            } else {
+                "ssm"
+            }
+        };
+        for secret in c.secrets.iter().flatten() {
+            names.insert(format!(
+                "ecs.capability.secrets.{}.environment-variables",
+                store(secret.value_from.as_deref())
+            ));
+        }
+        let log_secrets = c
+            .log_configuration
+            .as_ref()
+            .and_then(|l| l.secret_options.as_ref());
+        for secret in log_secrets.into_iter().flatten() {
+            names.insert(format!(
+                "ecs.capability.secrets.{}.bootstrap.log-driver",
+                store(secret.value_from.as_deref())
+            ));
+        }
+        if c.environment_files.as_ref().is_some_and(|f| !f.is_empty()) {
+            names.insert("ecs.capability.env-files.s3".into());
+        }
+        if c.repository_credentials.is_some() {
+            names.insert(
+                "com.amazonaws.ecs.capability.private-registry-authentication.secretsmanager"
+                    .into(),
+            );
+        }
+        if let Some(kind) = c
+            .firelens_configuration
+            .as_ref()
+            .and_then(|f| f.r#type.as_deref())
+        {
+            names.insert(format!("ecs.capability.firelens.{kind}"));
         }
         if c.image.as_deref().is_some_and(|i| i.contains(".dkr.ecr.")) {
             names.insert("com.amazonaws.ecs.capability.ecr-auth".into());
@@ -797,6 +836,14 @@ fn requires_attributes(
         }
         if c.stop_timeout.is_some() || c.start_timeout.is_some() {
             names.insert("ecs.capability.container-ordering".into());
+        }
+    }
+    for v in req.volumes.iter().flatten() {
+        if let Some(efs) = &v.efs_volume_configuration {
+            names.insert("ecs.capability.efs".into());
+            if efs.authorization_config.is_some() {
+                names.insert("ecs.capability.efsAuth".into());
+            }
         }
     }
     let mut attributes: Vec<w::Attribute> = names
@@ -1046,6 +1093,46 @@ mod tests {
         let with_role = fg(json!({"containerDefinitions": awslogs,
             "executionRoleArn": "arn:aws:iam::1:role/exec"}));
         assert!(prepare(&req(with_role), 120).is_ok());
+    }
+
+    #[test]
+    fn what_a_definition_asks_of_hosts_is_required_of_them() {
+        let v = json!({"family":"f","containerDefinitions":[{"name":"a","image":"i","memory":64,
+            "secrets":[{"name":"A","valueFrom":"/p/a"},
+                       {"name":"B","valueFrom":"arn:aws:secretsmanager:us-east-1:1:secret:b-AbCdEf"}],
+            "environmentFiles":[{"value":"arn:aws:s3:::bucket/a.env","type":"s3"}],
+            "repositoryCredentials":{"credentialsParameter":"arn:aws:secretsmanager:us-east-1:1:secret:r-AbCdEf"},
+            "logConfiguration":{"logDriver":"splunk","options":{},
+                "secretOptions":[{"name":"splunk-token","valueFrom":"/p/token"}]}},
+            {"name":"router","image":"i","memory":64,"firelensConfiguration":{"type":"fluentbit"}}],
+            "volumes":[{"name":"e","efsVolumeConfiguration":{"fileSystemId":"fs-1",
+                "authorizationConfig":{"iam":"ENABLED"},"transitEncryption":"ENABLED"}}]});
+        let s = prepare(&req(v), 120)
+            .expect("valid")
+            .finish(&Scope::new("1", "r"), 1, 0.0, "p");
+        let names: Vec<String> = s
+            .def
+            .requires_attributes
+            .expect("attrs")
+            .into_iter()
+            .filter_map(|a| a.name)
+            .collect();
+        for wanted in [
+            "ecs.capability.secrets.ssm.environment-variables",
+            "ecs.capability.secrets.asm.environment-variables",
+            "ecs.capability.secrets.ssm.bootstrap.log-driver",
+            "ecs.capability.env-files.s3",
+            "com.amazonaws.ecs.capability.private-registry-authentication.secretsmanager",
+            "com.amazonaws.ecs.capability.logging-driver.splunk",
+            "ecs.capability.firelens.fluentbit",
+            "ecs.capability.efs",
+            "ecs.capability.efsAuth",
+        ] {
+            assert!(
+                names.iter().any(|n| n == wanted),
+                "{wanted} not in {names:?}"
+            );
+        }
     }
 
     #[test]

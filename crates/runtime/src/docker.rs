@@ -11,9 +11,9 @@ use async_trait::async_trait;
 use bollard::errors::Error as DockerError;
 use bollard::models::{
     ContainerCreateBody, ContainerStateStatusEnum, EndpointIpamConfig, EndpointSettings,
-    HealthConfig, HealthStatusEnum, HostConfig, Ipam, IpamConfig, Mount, MountType,
-    MountVolumeOptions, MountVolumeOptionsDriverConfig, NetworkCreateRequest, NetworkingConfig,
-    PortBinding, ResourcesUlimits,
+    HealthConfig, HealthStatusEnum, HostConfig, HostConfigLogConfig, Ipam, IpamConfig, Mount,
+    MountType, MountVolumeOptions, MountVolumeOptionsDriverConfig, NetworkCreateRequest,
+    NetworkingConfig, PortBinding, ResourcesUlimits,
 };
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, EventsOptionsBuilder,
@@ -37,6 +37,8 @@ pub struct DockerRuntime {
     pulled: Mutex<HashSet<String>>,
     /// The engine's cgroups, when they are ones Berth can give tasks.
     cgroups: Option<Layout>,
+    /// The engine's logging drivers, as it listed them at start.
+    log_drivers: Vec<String>,
 }
 
 /// Where the kernel's cgroup hierarchies are mounted, for the engine and
@@ -94,10 +96,12 @@ impl DockerRuntime {
         if cgroups.is_none() {
             tracing::warn!(driver = %driver, version = %version, "no task cgroups on this engine: each container carries its task's limits");
         }
+        let log_drivers = info.plugins.and_then(|p| p.log).unwrap_or_default();
         Ok(DockerRuntime {
             docker,
             pulled: Mutex::default(),
             cgroups,
+            log_drivers,
         })
     }
 
@@ -229,6 +233,13 @@ fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
         })
         .collect();
     let host_config = HostConfig {
+        log_config: spec
+            .log_driver
+            .as_ref()
+            .map(|(driver, options)| HostConfigLogConfig {
+                typ: Some(driver.clone()),
+                config: (!options.is_empty()).then(|| options.clone().into_iter().collect()),
+            }),
         cpu_shares: spec.cpu_shares,
         memory: spec.memory_bytes,
         memory_reservation: spec.memory_reservation_bytes,
@@ -323,6 +334,7 @@ impl ContainerRuntime for DockerRuntime {
         Ok(crate::Version {
             engine: v.version.unwrap_or_default(),
             api: self.docker.client_version().to_string(),
+            log_drivers: self.log_drivers.clone(),
         })
     }
 

@@ -160,6 +160,7 @@ impl ContainerRuntime for FakeRuntime {
         Ok(crate::Version {
             engine: "fake".into(),
             api: "1.41".into(),
+            log_drivers: vec!["json-file".into(), "local".into(), "syslog".into()],
         })
     }
 

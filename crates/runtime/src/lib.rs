@@ -89,6 +89,9 @@ pub struct ContainerSpec {
     /// The task cgroup to create the container under
     /// ([`ContainerRuntime::task_cgroup`]).
     pub cgroup_parent: Option<String>,
+    /// The engine's logging driver for the container and its options;
+    /// the engine's default when `None`.
+    pub log_driver: Option<(String, BTreeMap<String, String>)>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -312,6 +315,8 @@ pub struct Version {
     pub engine: String,
     /// `major.minor`, e.g. `1.41`.
     pub api: String,
+    /// The logging drivers the engine has (`json-file`, `syslog`, ...).
+    pub log_drivers: Vec<String>,
 }
 
 #[async_trait]
