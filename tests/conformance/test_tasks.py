@@ -432,6 +432,21 @@ def test_a_task_no_host_can_take_names_the_attribute_it_lacks(cl, name):
     assert {f["arn"] for f in r["failures"]} <= set(cl.instances().values())
     assert {(f["reason"], f["detail"]) for f in r["failures"]} == {
         ("ATTRIBUTE", f"MISSING ATTRIBUTE: ecs.cpu-architecture={other.lower()}")}
+    # A capability given to the hosts by hand places the task, and the host,
+    # which cannot provide it, stops the task rather than leave it out.
+    needs = "ecs.capability.env-files.s3"
+    hosts = list(cl.instances().values())
+    cl.ecs.put_attributes(cluster=cl.name, attributes=[{"name": needs, "targetId": h} for h in hosts])
+    try:
+        register(cl, name + "-env", [{"name": "c", "image": IMAGE, "memory": 16, "command": ["sleep", "600"],
+                                      "environmentFiles": [{"value": "arn:aws:s3:::b/a.env", "type": "s3"}]}])
+        t = run(cl, name + "-env")[0]
+        t = cl.wait_status(t["taskArn"], "STOPPED")
+        assert t["stopCode"] == "TaskFailedToStart", t
+        assert t["stoppedReason"].startswith("ResourceInitializationError: ") \
+            and "environmentFiles (container c)" in t["stoppedReason"], t["stoppedReason"]
+    finally:
+        cl.ecs.delete_attributes(cluster=cl.name, attributes=[{"name": needs, "targetId": h} for h in hosts])
 
 
 def test_attributes_put_after_registration_steer_placement(cl, name):

@@ -469,9 +469,110 @@ pub fn creation_order(defs: &[w::ContainerDefinition]) -> Vec<usize> {
     order
 }
 
+/// What `task` asks of this host that the agent cannot provide yet, as
+/// its stopped reason. Placement keeps such tasks off hosts that do not
+/// advertise the matching capability; this covers a host given one by hand
+/// (PutAttributes), where leaving the feature out would start a task
+/// without its secrets, its role or its logs' destination.
+pub fn unsupported(task: &DesiredTask) -> Option<String> {
+    let def = &task.definition;
+    let refuse = |what: &str| {
+        Some(format!(
+            "ResourceInitializationError: this host cannot provide {what}, which the task definition asks for"
+        ))
+    };
+    if def.task_role_arn.is_some() {
+        return refuse("a task role (taskRoleArn)");
+    }
+    if let Some(mode) = &def.pid_mode {
+        return refuse(&format!("pidMode {mode}"));
+    }
+    if let Some(mode) = &def.ipc_mode {
+        return refuse(&format!("ipcMode {mode}"));
+    }
+    if def
+        .volumes
+        .iter()
+        .flatten()
+        .any(|v| v.efs_volume_configuration.is_some())
+    {
+        return refuse("an EFS volume");
+    }
+    for c in def.container_definitions.iter().flatten() {
+        let name = c.name.as_deref().unwrap_or_default();
+        let log = c.log_configuration.as_ref();
+        let what = if c.secrets.as_ref().is_some_and(|s| !s.is_empty()) {
+            "secrets"
+        } else if log
+            .and_then(|l| l.secret_options.as_ref())
+            .is_some_and(|s| !s.is_empty())
+        {
+            "logConfiguration.secretOptions"
+        } else if c.environment_files.as_ref().is_some_and(|f| !f.is_empty()) {
+            "environmentFiles"
+        } else if c.repository_credentials.is_some() {
+            "repositoryCredentials"
+        } else if c.firelens_configuration.is_some() {
+            "firelensConfiguration"
+        } else if let Some(driver) = log
+            .and_then(|l| l.log_driver.as_deref())
+            .filter(|d| matches!(*d, "awslogs" | "awsfirelens"))
+        {
+            return refuse(&format!("the {driver} log driver (container {name})"));
+        } else {
+            continue;
+        };
+        return refuse(&format!("{what} (container {name})"));
+    }
+    None
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+
+    #[test]
+    fn features_the_agent_lacks_stop_the_task_instead_of_being_left_out() {
+        let plain = w::ContainerDefinition {
+            name: Some("app".into()),
+            ..Default::default()
+        };
+        assert_eq!(unsupported(&task(vec![plain.clone()])), None);
+        let with_secret = w::ContainerDefinition {
+            secrets: Some(vec![w::Secret {
+                name: Some("A".into()),
+                value_from: Some("/p/a".into()),
+            }]),
+            ..plain.clone()
+        };
+        let reason = unsupported(&task(vec![plain.clone(), with_secret])).expect("refused");
+        assert!(
+            reason.starts_with("ResourceInitializationError: ")
+                && reason.contains("secrets (container app)"),
+            "{reason}"
+        );
+        let awslogs = w::ContainerDefinition {
+            log_configuration: Some(w::LogConfiguration {
+                log_driver: Some("awslogs".into()),
+                ..Default::default()
+            }),
+            ..plain.clone()
+        };
+        assert!(unsupported(&task(vec![awslogs]))
+            .expect("refused")
+            .contains("the awslogs log driver"));
+        let json_file = w::ContainerDefinition {
+            log_configuration: Some(w::LogConfiguration {
+                log_driver: Some("json-file".into()),
+                ..Default::default()
+            }),
+            ..plain.clone()
+        };
+        assert_eq!(unsupported(&task(vec![json_file])), None);
+        let mut role = task(vec![plain]);
+        role.definition.task_role_arn = Some("arn:aws:iam::1:role/r".into());
+        assert!(unsupported(&role).expect("refused").contains("taskRoleArn"));
+    }
 
     pub(crate) fn task(containers: Vec<w::ContainerDefinition>) -> DesiredTask {
         DesiredTask {

@@ -370,6 +370,18 @@ impl Driver {
         // look first: create, as `docker run` does, and pull only when the
         // engine says the image is missing.
         let lazy = self.ctx.pull == PullBehavior::PreferCached;
+        if fresh {
+            if let Some(reason) = spec::unsupported(&self.desired) {
+                for c in &mut self.containers {
+                    c.status = Status::Stopped;
+                    c.reason = Some(reason.clone());
+                }
+                return Err(Stop {
+                    code: StopCode::TaskFailedToStart,
+                    reason,
+                });
+            }
+        }
         if fresh && !self.wants_stop() {
             self.report.pull_started_at.get_or_insert_with(now);
             // Nothing is pulled here with prefer-cached: the times go with
