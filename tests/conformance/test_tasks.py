@@ -350,6 +350,24 @@ def test_volumes_links_and_the_other_container_settings_reach_the_engine(cl, nam
     cl.wait_status(t["taskArn"], "STOPPED")
 
 
+def test_a_shared_volume_is_made_only_with_autoprovision(cl, name):
+    volume = "shared-" + name
+    def define(family, **config):
+        register(cl, family, [{"name": "c", "image": IMAGE, "memory": 16, "command": ["sleep", "600"],
+                               "stopTimeout": 1, "mountPoints": [{"sourceVolume": volume, "containerPath": "/v"}]}],
+                 volumes=[{"name": volume,
+                           "dockerVolumeConfiguration": {"scope": "shared", "driver": "local", **config}}])
+    define(name)
+    t = cl.wait_status(run(cl, name)[0]["taskArn"], "STOPPED")
+    assert t["stopCode"] == "TaskFailedToStart" and "autoprovision" in t["stoppedReason"], t["stoppedReason"]
+    define(name + "-auto", autoprovision=True)
+    t = cl.wait_status(run(cl, name + "-auto")[0]["taskArn"], "RUNNING")
+    cl.ecs.stop_task(cluster=cl.name, task=t["taskArn"])
+    cl.wait_status(t["taskArn"], "STOPPED")
+    assert json.loads(docker("volume", "inspect", volume))[0]["Name"] == volume
+    subprocess.run(["docker", "volume", "rm", "-f", volume], capture_output=True)
+
+
 def test_host_networking_start_task_and_draining(cl, name):
     register(cl, name, [{"name": "web", "image": IMAGE, "memory": 16, "stopTimeout": 1,
                          "command": ["httpd", "-f", "-p", "18931"], "portMappings": [{"containerPort": 18931}]}],
@@ -432,6 +450,12 @@ def test_a_task_no_host_can_take_names_the_attribute_it_lacks(cl, name):
     assert {f["arn"] for f in r["failures"]} <= set(cl.instances().values())
     assert {(f["reason"], f["detail"]) for f in r["failures"]} == {
         ("ATTRIBUTE", f"MISSING ATTRIBUTE: ecs.cpu-architecture={other.lower()}")}
+    # Nor does a definition for another operating system start here.
+    register(cl, name + "-win", [{"name": "c", "image": IMAGE, "memory": 16}],
+             runtimePlatform={"operatingSystemFamily": "WINDOWS_SERVER_2019_CORE"})
+    r = cl.ecs.run_task(cluster=cl.name, taskDefinition=name + "-win")
+    assert r["tasks"] == [] and r["failures"]
+    assert {f["detail"] for f in r["failures"]} == {"MISSING ATTRIBUTE: ecs.os-family=WINDOWS_SERVER_2019_CORE"}
     # A capability given to the hosts by hand places the task, and the host,
     # which cannot provide it, stops the task rather than leave it out.
     needs = "ecs.capability.env-files.s3"

@@ -83,6 +83,8 @@ fn volume_source(task: &DesiredTask, name: &str) -> Option<MountSource> {
             .and_then(|d| d.driver_opts.clone())
             .unwrap_or_default(),
         labels: config.and_then(|d| d.labels.clone()).unwrap_or_default(),
+        // ECS makes a shared volume only when asked to (autoprovision).
+        must_exist: shared && config.and_then(|d| d.autoprovision) != Some(true),
     }))
 }
 

@@ -168,6 +168,17 @@ pub fn prepare(
             "runtimePlatform.cpuArchitecture",
         )?;
     }
+    if let Some(os) = req
+        .runtime_platform
+        .as_ref()
+        .and_then(|p| p.operating_system_family.as_deref())
+    {
+        check_enum(
+            os,
+            w::enums::OS_FAMILY,
+            "runtimePlatform.operatingSystemFamily",
+        )?;
+    }
 
     let task_cpu = match &req.cpu {
         Some(s) => Some(parse_cpu(s).ok_or_else(|| {
@@ -853,21 +864,36 @@ fn requires_attributes(
             ..Default::default()
         })
         .collect();
-    // A definition built for one CPU architecture runs only on hosts of
-    // it; hosts advertise theirs as EC2 names it.
-    let architecture = req
-        .runtime_platform
-        .as_ref()
-        .and_then(|p| p.cpu_architecture.as_deref());
-    if let Some(arch) = architecture {
-        attributes.push(w::Attribute {
-            name: Some(CPU_ARCHITECTURE.into()),
-            value: Some(arch.to_ascii_lowercase()),
-            ..Default::default()
-        });
+    // A definition built for one CPU architecture or operating system
+    // runs only on hosts of it; hosts advertise theirs (the architecture
+    // as EC2 names it).
+    let platform = req.runtime_platform.as_ref();
+    let wanted = [
+        (
+            CPU_ARCHITECTURE,
+            platform
+                .and_then(|p| p.cpu_architecture.as_deref())
+                .map(str::to_ascii_lowercase),
+        ),
+        (
+            OS_FAMILY,
+            platform.and_then(|p| p.operating_system_family.clone()),
+        ),
+    ];
+    for (name, value) in wanted {
+        if let Some(value) = value {
+            attributes.push(w::Attribute {
+                name: Some(name.into()),
+                value: Some(value),
+                ..Default::default()
+            });
+        }
     }
     attributes
 }
+
+/// The attribute naming a host's operating system family (`LINUX`).
+pub const OS_FAMILY: &str = "ecs.os-family";
 
 /// The attribute naming a host's CPU architecture: `x86_64` or `arm64`.
 pub const CPU_ARCHITECTURE: &str = "ecs.cpu-architecture";
@@ -1150,12 +1176,33 @@ mod tests {
         let wanted: Vec<_> = s
             .def
             .requires_attributes
+            .clone()
             .expect("attrs")
             .into_iter()
             .filter(|a| a.name.as_deref() == Some(CPU_ARCHITECTURE))
             .map(|a| a.value)
             .collect();
         assert_eq!(wanted, [Some("arm64".to_string())]);
+        let os: Vec<_> = s
+            .def
+            .requires_attributes
+            .clone()
+            .expect("attrs")
+            .into_iter()
+            .filter(|a| a.name.as_deref() == Some(OS_FAMILY))
+            .map(|a| a.value)
+            .collect();
+        assert_eq!(os, [Some("LINUX".to_string())]);
+        let windows = req(
+            json!({"family":"f","containerDefinitions":[{"name":"a","image":"i","memory":64}],
+            "runtimePlatform":{"operatingSystemFamily":"BEOS"}}),
+        );
+        let Err(e) = prepare(&windows, 120) else {
+            panic!("an unknown operating system is accepted");
+        };
+        assert!(e
+            .to_string()
+            .contains("runtimePlatform.operatingSystemFamily"));
         let Err(e) = prepare(&def("SPARC"), 120) else {
             panic!("an unknown architecture is accepted");
         };

@@ -374,14 +374,32 @@ impl ContainerRuntime for DockerRuntime {
         // the former. The engine listens on a local socket, so its host
         // is this one.
         for m in &spec.mounts {
-            if let MountSource::HostPath(p) = &m.source {
-                if std::fs::metadata(p).is_err() {
-                    std::fs::create_dir_all(p).map_err(|e| {
-                        RuntimeError::Rejected(format!(
-                            "cannot make the host directory {p} of a bind mount: {e}"
-                        ))
-                    })?;
+            match &m.source {
+                MountSource::HostPath(p) => {
+                    if std::fs::metadata(p).is_err() {
+                        std::fs::create_dir_all(p).map_err(|e| {
+                            RuntimeError::Rejected(format!(
+                                "cannot make the host directory {p} of a bind mount: {e}"
+                            ))
+                        })?;
+                    }
                 }
+                // The engine would make it on first use.
+                MountSource::Volume(v) if v.must_exist => {
+                    match self.docker.inspect_volume(&v.name).await {
+                        Ok(_) => {}
+                        Err(DockerError::DockerResponseServerError {
+                            status_code: 404, ..
+                        }) => {
+                            return Err(RuntimeError::Rejected(format!(
+                                "the shared volume {} does not exist, and autoprovision is not set",
+                                v.name
+                            )))
+                        }
+                        Err(e) => return Err(unavailable(e)),
+                    }
+                }
+                MountSource::Volume(_) => {}
             }
         }
         let options = CreateContainerOptionsBuilder::new()

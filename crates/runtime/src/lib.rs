@@ -185,6 +185,9 @@ pub struct VolumeSpec {
     pub driver: Option<String>,
     pub driver_options: BTreeMap<String, String>,
     pub labels: BTreeMap<String, String>,
+    /// Whether the volume must exist already rather than be made (a shared
+    /// volume without autoprovision).
+    pub must_exist: bool,
 }
 
 impl VolumeSpec {
