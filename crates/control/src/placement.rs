@@ -327,12 +327,11 @@ pub async fn place(
     // capability none has). Then more capacity would not help, and the
     // failure says what is missing.
     let failures = if tasks.len() < launch.request.count {
-        let missing = plan
-            .failures
-            .iter()
-            .map(|f| f.missing.as_deref())
-            .collect::<Option<Vec<_>>>()
-            .and_then(|m| m.first().copied());
+        let missing = if plan.failures.iter().all(|f| f.missing.is_some()) {
+            plan.failures.first().and_then(|f| f.missing.as_deref())
+        } else {
+            None
+        };
         vec![match missing {
             Some(attribute) => w::Failure {
                 arn: None,

@@ -1121,6 +1121,16 @@ mod tests {
         assert!(prepare(&req(with_role), 120).is_ok());
     }
 
+    /// The attributes a valid definition requires of hosts.
+    fn required(r: &w::RegisterTaskDefinitionRequest) -> Vec<w::Attribute> {
+        prepare(r, 120)
+            .expect("valid")
+            .finish(&Scope::new("1", "r"), 1, 0.0, "p")
+            .def
+            .requires_attributes
+            .expect("attrs")
+    }
+
     #[test]
     fn what_a_definition_asks_of_hosts_is_required_of_them() {
         let v = json!({"family":"f","containerDefinitions":[{"name":"a","image":"i","memory":64,
@@ -1133,13 +1143,7 @@ mod tests {
             {"name":"router","image":"i","memory":64,"firelensConfiguration":{"type":"fluentbit"}}],
             "volumes":[{"name":"e","efsVolumeConfiguration":{"fileSystemId":"fs-1",
                 "authorizationConfig":{"iam":"ENABLED"},"transitEncryption":"ENABLED"}}]});
-        let s = prepare(&req(v), 120)
-            .expect("valid")
-            .finish(&Scope::new("1", "r"), 1, 0.0, "p");
-        let names: Vec<String> = s
-            .def
-            .requires_attributes
-            .expect("attrs")
+        let names: Vec<String> = required(&req(v))
             .into_iter()
             .filter_map(|a| a.name)
             .collect();
@@ -1169,29 +1173,16 @@ mod tests {
                 "runtimePlatform":{"cpuArchitecture": arch, "operatingSystemFamily":"LINUX"}}),
             )
         };
-        let s =
-            prepare(&def("ARM64"), 120)
-                .expect("valid")
-                .finish(&Scope::new("1", "r"), 1, 0.0, "p");
-        let wanted: Vec<_> = s
-            .def
-            .requires_attributes
-            .clone()
-            .expect("attrs")
-            .into_iter()
-            .filter(|a| a.name.as_deref() == Some(CPU_ARCHITECTURE))
-            .map(|a| a.value)
-            .collect();
-        assert_eq!(wanted, [Some("arm64".to_string())]);
-        let os: Vec<_> = s
-            .def
-            .requires_attributes
-            .clone()
-            .expect("attrs")
-            .into_iter()
-            .filter(|a| a.name.as_deref() == Some(OS_FAMILY))
-            .map(|a| a.value)
-            .collect();
+        let attributes = required(&def("ARM64"));
+        let value_of = |name: &str| -> Vec<Option<String>> {
+            attributes
+                .iter()
+                .filter(|a| a.name.as_deref() == Some(name))
+                .map(|a| a.value.clone())
+                .collect()
+        };
+        assert_eq!(value_of(CPU_ARCHITECTURE), [Some("arm64".to_string())]);
+        let os = value_of(OS_FAMILY);
         assert_eq!(os, [Some("LINUX".to_string())]);
         let windows = req(
             json!({"family":"f","containerDefinitions":[{"name":"a","image":"i","memory":64}],

@@ -473,17 +473,17 @@ impl Snapshot {
     }
 
     /// The first attribute the task requires that instance `i` lacks.
-    fn missing_attribute(&self, i: usize, req: &Request) -> Option<String> {
+    fn missing_attribute<'r>(
+        &self,
+        i: usize,
+        req: &'r Request,
+    ) -> Option<&'r (String, Option<String>)> {
         let inst = &self.instances[i];
         let has = |(name, value): &&(String, Option<String>)| match inst.attributes.get(name) {
             None => false,
             Some(v) => value.is_none() || v == value,
         };
-        let (name, value) = req.requires_attributes.iter().find(|a| !has(a))?;
-        Some(match value {
-            Some(v) => format!("{name}={v}"),
-            None => name.clone(),
-        })
+        req.requires_attributes.iter().find(|a| !has(a))
     }
 
     /// The rules that do: resources, ports and constraints.
@@ -666,9 +666,15 @@ impl Snapshot {
                 self.check(i, on[i], req).err().map(|reason| Failure {
                     arn: self.instances[i].arn.clone(),
                     reason,
+                    // Named only here: the checks above run for every
+                    // instance of every placement.
                     missing: (reason == Reason::Attribute)
                         .then(|| self.missing_attribute(i, req))
-                        .flatten(),
+                        .flatten()
+                        .map(|(name, value)| match value {
+                            Some(v) => format!("{name}={v}"),
+                            None => name.clone(),
+                        }),
                 })
             })
             .collect()

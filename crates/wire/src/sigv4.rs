@@ -448,20 +448,12 @@ pub fn hex_sha256(data: &[u8]) -> String {
     hex(digest::digest(&digest::SHA256, data).as_ref())
 }
 
+/// A SHA-256 or HMAC-SHA256 (32 bytes) as a hex string.
 fn hex(bytes: &[u8]) -> String {
-    let mut s = String::with_capacity(bytes.len() * 2);
-    push_hex(bytes, &mut s);
-    s
+    hex32(bytes).iter().map(|&b| char::from(b)).collect()
 }
 
 const HEX_DIGITS: &[u8; 16] = b"0123456789abcdef";
-
-fn push_hex(bytes: &[u8], s: &mut String) {
-    for b in bytes {
-        s.push(HEX_DIGITS[usize::from(b >> 4)] as char);
-        s.push(HEX_DIGITS[usize::from(b & 0xf)] as char);
-    }
-}
 
 /// The bytes of a SHA-256 in hex (a signature): `None` for anything else.
 fn unhex32(s: &str) -> Option<[u8; 32]> {
@@ -762,13 +754,43 @@ fn is_canonical_value(v: &str) -> bool {
 
 /// The string to sign for a canonical request.
 pub fn string_to_sign(amz_date: &str, scope: &CredentialScope, canonical_request: &str) -> String {
-    let hash = digest::digest(&digest::SHA256, canonical_request.as_bytes());
-    let mut out = format!(
-        "{ALGORITHM}\n{amz_date}\n{}/{}/{}/aws4_request\n",
-        scope.date, scope.region, scope.service
-    );
-    push_hex(hash.as_ref(), &mut out);
-    out
+    let hash = hex32(digest::digest(&digest::SHA256, canonical_request.as_bytes()).as_ref());
+    let parts = string_to_sign_parts(amz_date, &scope.date, &scope.region, &scope.service, &hash);
+    String::from_utf8_lossy(&parts.concat()).into_owned()
+}
+
+/// The string to sign, in the pieces both the signer and the verifier
+/// join: the hex hash of the canonical request last.
+fn string_to_sign_parts<'a>(
+    amz_date: &'a str,
+    date: &'a str,
+    region: &'a str,
+    service: &'a str,
+    canonical_hex: &'a [u8; 64],
+) -> [&'a [u8]; 11] {
+    [
+        ALGORITHM.as_bytes(),
+        b"\n",
+        amz_date.as_bytes(),
+        b"\n",
+        date.as_bytes(),
+        b"/",
+        region.as_bytes(),
+        b"/",
+        service.as_bytes(),
+        b"/aws4_request\n",
+        canonical_hex,
+    ]
+}
+
+/// 32 bytes (a SHA-256) as lower-case hex.
+fn hex32(bytes: &[u8]) -> [u8; 64] {
+    let mut hex = [0u8; 64];
+    for (pair, b) in hex.chunks_mut(2).zip(bytes) {
+        pair[0] = HEX_DIGITS[usize::from(b >> 4)];
+        pair[1] = HEX_DIGITS[usize::from(b & 0xf)];
+    }
+    hex
 }
 
 /// Whether `sig` signs `req` (whose payload hash, as the signer claimed
@@ -781,25 +803,14 @@ pub fn verify(key: &SigningKey, req: &Request<'_>, sig: &Signature, payload_hash
     };
     let mut h = Hashing::new();
     write_canonical(req, sig.signed_headers(), payload_hash, &mut h);
-    let canonical = h.finish();
-    let mut canonical_hex = [0u8; 64];
-    for (pair, b) in canonical_hex.chunks_mut(2).zip(canonical.as_ref()) {
-        pair[0] = HEX_DIGITS[usize::from(b >> 4)];
-        pair[1] = HEX_DIGITS[usize::from(b & 0xf)];
-    }
-    let parts: [&[u8]; 11] = [
-        ALGORITHM.as_bytes(),
-        b"\n",
-        sig.amz_date().as_bytes(),
-        b"\n",
-        sig.date().as_bytes(),
-        b"/",
-        sig.region().as_bytes(),
-        b"/",
-        sig.service().as_bytes(),
-        b"/aws4_request\n",
+    let canonical_hex = hex32(h.finish().as_ref());
+    let parts = string_to_sign_parts(
+        sig.amz_date(),
+        sig.date(),
+        sig.region(),
+        sig.service(),
         &canonical_hex,
-    ];
+    );
     let len: usize = parts.iter().map(|p| p.len()).sum();
     let mut stack = [0u8; 256];
     let mut heap = vec![];
@@ -856,15 +867,7 @@ impl SigningKey {
 /// claim when it makes one (it must then be the body's, unless unsigned),
 /// else the body's hash. `None` when the claim is false.
 pub fn payload_hash(req: &Request<'_>, body: &[u8]) -> Option<PayloadHash> {
-    let actual = || {
-        let mut hex = [0u8; 64];
-        let d = digest::digest(&digest::SHA256, body);
-        for (pair, b) in hex.chunks_mut(2).zip(d.as_ref()) {
-            pair[0] = HEX_DIGITS[usize::from(b >> 4)];
-            pair[1] = HEX_DIGITS[usize::from(b & 0xf)];
-        }
-        PayloadHash::Sha256(hex)
-    };
+    let actual = || PayloadHash::Sha256(hex32(digest::digest(&digest::SHA256, body).as_ref()));
     match req.header("x-amz-content-sha256").map(str::trim) {
         Some(UNSIGNED_PAYLOAD) => Some(PayloadHash::Unsigned),
         Some(claimed) => {
@@ -990,6 +993,15 @@ mod tests {
         );
     }
 
+    /// A request's headers with those signing added.
+    fn with_added<'a>(
+        headers: &[(&'a str, &'a str)],
+        added: &'a [(&'static str, String)],
+    ) -> Vec<(&'a str, &'a str)> {
+        let added = added.iter().map(|(k, v)| (*k, v.as_str()));
+        headers.iter().copied().chain(added).collect()
+    }
+
     // AWS's published example (the SigV4 test suite's get-vanilla-query-order-key-case).
     const SECRET: &str = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY";
 
@@ -1082,11 +1094,8 @@ mod tests {
             session_token: None,
         };
         let at = parse_amz_date("20261123T101010Z").expect("valid date");
-        let mut all = headers.clone();
         let added = sign(&req, b"{}", &creds, "us-east-1", "ecs", at);
-        for (k, v) in &added {
-            all.push((k, v));
-        }
+        let all = with_added(&headers, &added);
         let signed_req = Request {
             headers: &all,
             ..req
@@ -1101,10 +1110,7 @@ mod tests {
         // A scope too long for the string to sign's stack buffer.
         let region = "r".repeat(300);
         let added = sign(&req, b"{}", &creds, &region, "ecs", at);
-        let mut all = headers.clone();
-        for (k, v) in &added {
-            all.push((k, v));
-        }
+        let all = with_added(&headers, &added);
         let long_req = Request {
             headers: &all,
             ..req
@@ -1141,10 +1147,7 @@ mod tests {
         };
         let now = UNIX_EPOCH + Duration::from_secs(1_765_000_000);
         let added = sign(&req, b"{}", &creds, "eu-west-1", "ecs", now);
-        let mut all = headers.clone();
-        for (k, v) in &added {
-            all.push((k, v));
-        }
+        let all = with_added(&headers, &added);
         let signed_req = Request {
             headers: &all,
             ..req
