@@ -48,6 +48,8 @@ def test_run_task_reaches_running_with_the_containers_settings(cl, name):
         "dockerLabels": {"team": "core"},
         "workingDirectory": "/tmp", "ulimits": [{"name": "nofile", "softLimit": 1024, "hardLimit": 2048}],
         "linuxParameters": {"initProcessEnabled": True, "capabilities": {"drop": ["NET_RAW"]}},
+        "interactive": True, "pseudoTerminal": True,
+        "systemControls": [{"namespace": "net.ipv4.ip_unprivileged_port_start", "value": "80"}],
     }])
     t = run(cl, name, overrides={"containerOverrides": [{"name": "web", "environment": [{"name": "EXTRA", "value": "1"}]}]},
             startedBy="e2e", tags=[{"key": "k", "value": "v"}])[0]
@@ -72,6 +74,8 @@ def test_run_task_reaches_running_with_the_containers_settings(cl, name):
     assert "NET_RAW" in (host["CapDrop"] or [])
     assert {"Name": "nofile", "Soft": 1024, "Hard": 2048} in host["Ulimits"]
     assert d["Config"]["WorkingDir"] == "/tmp"
+    assert d["Config"]["OpenStdin"] is True and d["Config"]["Tty"] is True
+    assert host["Sysctls"] == {"net.ipv4.ip_unprivileged_port_start": "80"}
     env = d["Config"]["Env"]
     assert "GREETING=hi" in env and "EXTRA=1" in env and "AWS_EXECUTION_ENV=AWS_ECS_EC2" in env
     labels = d["Config"]["Labels"]

@@ -364,6 +364,15 @@ pub fn container_spec(
         // The engine runs the driver. Placement sends a container here only
         // when this host advertises its driver (requiresAttributes), which
         // it does for the engine's drivers that ECS allows.
+        sysctls: c
+            .system_controls
+            .iter()
+            .flatten()
+            .filter_map(|s| Some((s.namespace.clone()?, s.value.clone()?)))
+            .collect(),
+        open_stdin: c.interactive == Some(true),
+        tty: c.pseudo_terminal == Some(true),
+        network_disabled: c.disable_networking == Some(true),
         log_driver: c
             .log_configuration
             .as_ref()
@@ -500,6 +509,16 @@ pub fn unsupported(task: &DesiredTask) -> Option<String> {
     {
         return refuse("an EFS volume");
     }
+    if def.proxy_configuration.is_some() {
+        return refuse("proxyConfiguration");
+    }
+    if def
+        .inference_accelerators
+        .as_ref()
+        .is_some_and(|a| !a.is_empty())
+    {
+        return refuse("inferenceAccelerators");
+    }
     for c in def.container_definitions.iter().flatten() {
         let name = c.name.as_deref().unwrap_or_default();
         let log = c.log_configuration.as_ref();
@@ -516,6 +535,14 @@ pub fn unsupported(task: &DesiredTask) -> Option<String> {
             "repositoryCredentials"
         } else if c.firelens_configuration.is_some() {
             "firelensConfiguration"
+        } else if c
+            .resource_requirements
+            .as_ref()
+            .is_some_and(|r| !r.is_empty())
+        {
+            "resourceRequirements (GPUs, accelerators)"
+        } else if c.credential_specs.as_ref().is_some_and(|s| !s.is_empty()) {
+            "credentialSpecs"
         } else if let Some(driver) = log
             .and_then(|l| l.log_driver.as_deref())
             .filter(|d| matches!(*d, "awslogs" | "awsfirelens"))
@@ -574,6 +601,11 @@ pub(crate) mod tests {
         let mut role = task(vec![plain]);
         role.definition.task_role_arn = Some("arn:aws:iam::1:role/r".into());
         assert!(unsupported(&role).expect("refused").contains("taskRoleArn"));
+        role.definition.task_role_arn = None;
+        role.definition.proxy_configuration = Some(w::ProxyConfiguration::default());
+        assert!(unsupported(&role)
+            .expect("refused")
+            .contains("proxyConfiguration"));
     }
 
     pub(crate) fn task(containers: Vec<w::ContainerDefinition>) -> DesiredTask {

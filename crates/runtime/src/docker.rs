@@ -233,6 +233,7 @@ fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
         })
         .collect();
     let host_config = HostConfig {
+        sysctls: (!spec.sysctls.is_empty()).then(|| spec.sysctls.clone().into_iter().collect()),
         log_config: spec
             .log_driver
             .as_ref()
@@ -303,6 +304,9 @@ fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
             ..Default::default()
         }),
         stop_timeout: spec.stop_timeout.map(|d| d.as_secs() as i64),
+        open_stdin: spec.open_stdin.then_some(true),
+        tty: spec.tty.then_some(true),
+        network_disabled: spec.network_disabled.then_some(true),
         host_config: Some(host_config),
         networking_config: match &spec.network_mode {
             NetworkMode::Attached { network, ip } => Some(NetworkingConfig {

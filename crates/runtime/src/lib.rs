@@ -92,6 +92,14 @@ pub struct ContainerSpec {
     /// The engine's logging driver for the container and its options;
     /// the engine's default when `None`.
     pub log_driver: Option<(String, BTreeMap<String, String>)>,
+    /// Kernel parameters set in the container's namespaces.
+    pub sysctls: BTreeMap<String, String>,
+    /// Keep standard input open (`docker run -i`).
+    pub open_stdin: bool,
+    /// Allocate a terminal (`docker run -t`).
+    pub tty: bool,
+    /// No network at all, not even loopback's outside reach.
+    pub network_disabled: bool,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
