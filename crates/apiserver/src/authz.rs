@@ -54,6 +54,23 @@ pub(crate) fn base_context(ctx: &RequestContext, principal: &Principal, now: f64
     c
 }
 
+/// A request's tags as condition keys: `aws:RequestTag/<key>` and `aws:TagKeys`.
+fn request_tags<'a>(
+    c: &mut Context,
+    tags: impl Iterator<Item = (&'a Option<String>, &'a Option<String>)>,
+) {
+    let mut keys = vec![];
+    for (k, v) in tags {
+        if let (Some(k), Some(v)) = (k, v) {
+            c.set(&format!("aws:RequestTag/{k}"), v.clone());
+            keys.push(k.clone());
+        }
+    }
+    if !keys.is_empty() {
+        c.set_many("aws:TagKeys", keys);
+    }
+}
+
 /// Whether policies limit this caller: everyone but the account root.
 pub(crate) fn limited(caller: &berth_control::identity::Caller) -> bool {
     !matches!(caller.principal, Principal::Root { .. })
@@ -213,16 +230,7 @@ pub(crate) fn ecs(
     if takes_cluster {
         c.set_known("ecs:cluster", cluster_arn());
     }
-    if !f.tags.is_empty() {
-        let mut keys = vec![];
-        for t in &f.tags {
-            if let (Some(k), Some(v)) = (&t.key, &t.value) {
-                c.set(&format!("aws:RequestTag/{k}"), v.clone());
-                keys.push(k.clone());
-            }
-        }
-        c.set_many("aws:TagKeys", keys);
-    }
+    request_tags(&mut c, f.tags.iter().map(|t| (&t.key, &t.value)));
     let one = |r: String| vec![r];
     let resources = match op {
         "CreateCluster" => one(scope.cluster_arn(f.cluster_name.as_deref().unwrap_or("default"))),
@@ -321,6 +329,77 @@ pub(crate) fn ecs(
     };
     Ask {
         action: ["ecs:", op].concat(),
+        resources,
+        context: c,
+    }
+}
+
+/// The members of an SSM request that authorization reads.
+#[derive(Default, serde::Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+struct SsmFields {
+    name: Option<String>,
+    names: Vec<String>,
+    path: Option<String>,
+    resource_type: Option<String>,
+    resource_id: Option<String>,
+    tags: Vec<SsmTag>,
+}
+
+#[derive(Default, serde::Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+struct SsmTag {
+    key: Option<String>,
+    value: Option<String>,
+}
+
+/// An SSM request (JSON 1.1) as IAM sees it: parameter ARNs, as the
+/// service authorization reference gives them (a version or label
+/// selector is not part of the resource).
+pub(crate) fn ssm(
+    ctx: &RequestContext,
+    principal: &Principal,
+    now: f64,
+    op: &str,
+    body: &[u8],
+) -> Ask {
+    use berth_domain::ssm as s;
+    let f: SsmFields = serde_json::from_slice(body).unwrap_or_default();
+    let scope = &ctx.scope;
+    let mut c = base_context(ctx, principal, now);
+    let arn_of = |given: &str| -> String {
+        let name = s::parse_selector(given).map_or(given, |(n, _)| n);
+        match s::name_of(name, &scope.region, &scope.account) {
+            Some(n) => s::arn(&scope.region, &scope.account, n),
+            // Another account's or region's ARN: asked about as it is.
+            None => name.to_string(),
+        }
+    };
+    request_tags(&mut c, f.tags.iter().map(|t| (&t.key, &t.value)));
+    let resources = match op {
+        "GetParameters" | "DeleteParameters" => f.names.iter().map(|n| arn_of(n)).collect(),
+        "GetParametersByPath" => {
+            let path = f.path.as_deref().unwrap_or("/").trim_end_matches('/');
+            let path = if path.is_empty() { "/" } else { path };
+            vec![format!(
+                "arn:aws:ssm:{}:{}:parameter{path}",
+                scope.region, scope.account
+            )]
+        }
+        "AddTagsToResource" | "RemoveTagsFromResource" | "ListTagsForResource"
+            if f.resource_type.as_deref() == Some("Parameter") =>
+        {
+            vec![arn_of(f.resource_id.as_deref().unwrap_or_default())]
+        }
+        "DescribeParameters" => vec![],
+        _ => f
+            .name
+            .as_deref()
+            .map(|n| vec![arn_of(n)])
+            .unwrap_or_default(),
+    };
+    Ask {
+        action: ["ssm:", op].concat(),
         resources,
         context: c,
     }

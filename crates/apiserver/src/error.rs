@@ -16,6 +16,8 @@ pub enum ApiError {
     Elb(#[from] ElbError),
     #[error(transparent)]
     Iam(#[from] berth_iam::records::IamError),
+    #[error(transparent)]
+    Ssm(#[from] berth_domain::ssm::SsmError),
     /// The caller's policies do not allow the request.
     #[error(transparent)]
     Denied(#[from] crate::authz::Denied),
@@ -67,6 +69,7 @@ impl ApiError {
             }
             ApiError::Elb(e) => (elb_status(e.code), e.code.as_str(), e.message.clone()),
             ApiError::Iam(e) => (iam_status(e.code()), e.code(), e.to_string()),
+            ApiError::Ssm(e) => (400, e.code, e.message.clone()),
             ApiError::Denied(d) => (400, "AccessDeniedException", d.0.clone()),
             ApiError::Auth(f) => match f {
                 AuthFailure::Missing => (

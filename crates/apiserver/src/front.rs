@@ -231,7 +231,7 @@ async fn handle(st: &AppState, ctx: &mut RequestContext, req: &Incoming<'_>) -> 
     if let Some(t) = req.target {
         let found =
             json::split_target(t).and_then(|(prefix, op)| Some((registry::by_target(prefix)?, op)));
-        let Some(((service, dispatch), op)) = found else {
+        let Some(((service, dispatch, ask), op)) = found else {
             let e = ApiError::UnknownOperation(format!("Unknown operation {t}"));
             return Handled::refused(Protocol::Json, unknown(), e);
         };
@@ -243,13 +243,13 @@ async fn handle(st: &AppState, ctx: &mut RequestContext, req: &Incoming<'_>) -> 
             return Handled::refused(Protocol::Json, unknown(), e);
         }
         if let Some(caller) = ctx.caller.as_ref().filter(|c| crate::authz::limited(c)) {
-            let ask = crate::authz::ecs(ctx, &caller.principal, st.now(), op, body);
+            let ask = ask(ctx, &caller.principal, st.now(), op, body);
             if let Err(e) = crate::authz::check(st, ctx, ask).await {
                 return Handled::refused(Protocol::Json, op.to_string(), e);
             }
             // Boxed: it reads task definitions, and its future would
             // otherwise be built for every request.
-            if crate::authz::passes_roles(op) {
+            if service.label == "ecs" && crate::authz::passes_roles(op) {
                 if let Err(e) = Box::pin(crate::authz::check_pass_role(st, ctx, op, body)).await {
                     return Handled::refused(Protocol::Json, op.to_string(), e);
                 }

@@ -13,6 +13,32 @@
 //! berth-lb, is the other hyper server). It holds no state of its own beyond
 //! caches that can be rebuilt; everything durable is in the store.
 
+/// Declares a JSON 1.1 service's served operations once: the dispatch
+/// table and the list of implemented names (for docs/api-coverage.md's
+/// test) come from one place. `$model` lists every operation the service's
+/// model defines, so that the others are answered as not implemented yet.
+macro_rules! json_operations {
+    ($service:literal, $model:expr; $($name:literal => $handler:path),* $(,)?) => {
+        /// The operations Berth serves.
+        pub const IMPLEMENTED: &[&str] = &[$($name),*];
+
+        /// Decodes the input, runs the handler, encodes the output.
+        pub async fn dispatch(st: &AppState, ctx: &RequestContext, op: &str, body: &[u8]) -> Result<Vec<u8>, ApiError> {
+            match op {
+                $($name => {
+                    let input = berth_wire::json::decode(body)?;
+                    let output = $handler(st, ctx, input).await?;
+                    Ok(berth_wire::json::encode(&output))
+                })*
+                other if $model.contains(&other) => Err(ApiError::UnknownOperation(format!(
+                    concat!("Berth does not implement the ", $service, " operation {} yet; see docs/api-coverage.md."), other
+                ))),
+                other => Err(ApiError::UnknownOperation(format!("Unknown operation {other}"))),
+            }
+        }
+    };
+}
+
 mod auth;
 mod authz;
 mod billing;
@@ -29,6 +55,7 @@ mod logs;
 mod metrics;
 mod registry;
 mod serve;
+mod ssm;
 mod sts;
 
 use berth_control::{Control, ControlConfig};
@@ -45,6 +72,8 @@ pub use error::ApiError;
 /// IAM operations Berth serves.
 pub use iam::IMPLEMENTED as IAM_IMPLEMENTED;
 pub use serve::{serve, serve_tls};
+/// SSM (Parameter Store) operations Berth serves.
+pub use ssm::IMPLEMENTED as SSM_IMPLEMENTED;
 
 /// Settings of the API server.
 #[derive(Debug, Clone)]

@@ -17,6 +17,8 @@ pub(crate) enum Wire {
     Json {
         target_prefix: &'static str,
         dispatch: JsonDispatch,
+        /// What a request asks of IAM (action, resources, condition keys).
+        ask: JsonAsk,
     },
     /// awsQuery: a form with `Action`, answered in XML in `namespace`.
     Query {
@@ -76,6 +78,15 @@ fn iam_query<'a>(
     Box::pin(crate::iam::dispatch(st, ctx, action, params))
 }
 
+fn ssm_json<'a>(
+    st: &'a AppState,
+    ctx: &'a RequestContext,
+    op: &'a str,
+    body: &'a [u8],
+) -> Reply<'a> {
+    Box::pin(crate::ssm::dispatch(st, ctx, op, body))
+}
+
 /// Every service, in the order an unsigned awsQuery action is matched.
 pub(crate) static SERVICES: &[AwsService] = &[
     AwsService {
@@ -85,8 +96,20 @@ pub(crate) static SERVICES: &[AwsService] = &[
         wire: Wire::Json {
             target_prefix: berth_wire::ecs::TARGET_PREFIX,
             dispatch: ecs_json,
+            ask: crate::authz::ecs,
         },
         knows: |op| berth_wire::ecs::OPERATIONS.contains(&op),
+    },
+    AwsService {
+        label: "ssm",
+        signing_name: "ssm",
+        action_prefix: "ssm",
+        wire: Wire::Json {
+            target_prefix: berth_wire::ssm::TARGET_PREFIX,
+            dispatch: ssm_json,
+            ask: crate::authz::ssm,
+        },
+        knows: |op| berth_wire::ssm::OPERATIONS.contains(&op),
     },
     AwsService {
         label: "sts",
@@ -127,17 +150,22 @@ pub(crate) static SERVICES: &[AwsService] = &[
 /// How a JSON service's requests are dispatched.
 pub(crate) type JsonDispatch =
     for<'a> fn(&'a AppState, &'a RequestContext, &'a str, &'a [u8]) -> Reply<'a>;
+/// How a JSON service's request becomes IAM's question.
+pub(crate) type JsonAsk =
+    fn(&RequestContext, &berth_iam::Principal, f64, &str, &[u8]) -> crate::authz::Ask;
 /// How an awsQuery service's requests are dispatched.
 pub(crate) type QueryDispatch =
     for<'a> fn(&'a AppState, &'a RequestContext, &'a str, &'a QueryParams) -> Reply<'a>;
 
-/// The JSON service whose target prefix is `prefix`, and its dispatch.
-pub(crate) fn by_target(prefix: &str) -> Option<(&'static AwsService, JsonDispatch)> {
+/// The JSON service whose target prefix is `prefix`, its dispatch and
+/// its authorization question.
+pub(crate) fn by_target(prefix: &str) -> Option<(&'static AwsService, JsonDispatch, JsonAsk)> {
     SERVICES.iter().find_map(|s| match s.wire {
         Wire::Json {
             target_prefix,
             dispatch,
-        } if target_prefix == prefix => Some((s, dispatch)),
+            ask,
+        } if target_prefix == prefix => Some((s, dispatch, ask)),
         _ => None,
     })
 }
@@ -170,7 +198,11 @@ mod tests {
             by_target(berth_wire::ecs::TARGET_PREFIX).map(|(s, ..)| s.label),
             Some("ecs")
         );
-        assert!(by_target("AmazonSSM").is_none());
+        assert_eq!(
+            by_target(berth_wire::ssm::TARGET_PREFIX).map(|(s, ..)| s.label),
+            Some("ssm")
+        );
+        assert!(by_target("secretsmanager").is_none());
         assert_eq!(
             by_query(Some("sts"), "Anything").map(|(s, ..)| s.label),
             Some("sts")

@@ -322,7 +322,7 @@ fn api_coverage_doc_matches_the_code() {
         .iter()
         .map(|(op, _, _)| *op)
         .collect();
-    let services: [(&str, &[&str], &[&str]); 3] = [
+    let services: [(&str, &[&str], &[&str]); 4] = [
         (
             "ECS",
             berth_wire::ecs::OPERATIONS,
@@ -333,6 +333,11 @@ fn api_coverage_doc_matches_the_code() {
             "IAM",
             berth_wire::iam::OPERATIONS,
             berth_apiserver::IAM_IMPLEMENTED,
+        ),
+        (
+            "SSM",
+            berth_wire::ssm::OPERATIONS,
+            berth_apiserver::SSM_IMPLEMENTED,
         ),
     ];
     for (heading, operations, implemented) in services {

@@ -236,6 +236,11 @@ impl Identity {
         self.sealer.seal(secret, context, rand::random())
     }
 
+    /// A secret [`Identity::seal`] sealed for `context`.
+    pub fn open(&self, sealed: &str, context: &str) -> Result<String, berth_iam::seal::SealError> {
+        self.sealer.open(sealed, context)
+    }
+
     /// The identity policies of a principal, parsed: a user's inline and
     /// attached ones, and those of its groups. Kept until anything under IAM changes.
     pub async fn policies(&self, principal: &Principal) -> Result<Arc<Vec<Policy>>, ControlError> {

@@ -30,6 +30,7 @@ pub mod placement;
 pub mod runtime;
 pub mod service_lb;
 pub mod services;
+pub mod ssm;
 pub mod taskdefs;
 pub mod tasks;
 

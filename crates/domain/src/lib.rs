@@ -18,6 +18,7 @@ pub mod network;
 pub mod paging;
 pub mod service;
 pub mod settings;
+pub mod ssm;
 pub mod tags;
 pub mod task;
 pub mod taskdef;

@@ -428,6 +428,24 @@ pub mod iam {
     }
 }
 
+/// Parameter Store's records: regional, like ECS's.
+pub mod ssm {
+    use berth_domain::Scope;
+
+    /// Parameters by name without its leading slash (`berth_domain::ssm::key_of`),
+    /// each with its kept versions (`berth_domain::ssm::ParameterRecord`):
+    /// a hierarchy's parameters share the key prefix of its path.
+    pub fn parameters(scope: &Scope) -> String {
+        format!(
+            "/berth/v1/{}/{}/ssm/parameters/",
+            scope.account, scope.region
+        )
+    }
+    pub fn parameter(scope: &Scope, key: &str) -> String {
+        format!("{}{key}", parameters(scope))
+    }
+}
+
 /// IAM ARNs contain `/` and `:`; escape `/` so a principal is one segment.
 fn principal_segment(principal: &str) -> String {
     principal.replace('%', "%25").replace('/', "%2F")

@@ -20,6 +20,13 @@ pub mod ecs {
     include!(concat!(env!("OUT_DIR"), "/ecs.rs"));
 }
 
+/// Shapes of SSM (`ssm/2014-11-06`, JSON 1.1), for the Parameter Store
+/// operations Berth serves.
+#[allow(clippy::all)]
+pub mod ssm {
+    include!(concat!(env!("OUT_DIR"), "/ssm.rs"));
+}
+
 /// Shapes of IAM (`iam/2010-05-08`, awsQuery), for the operations Berth
 /// serves; the model's other operations are listed without shapes.
 #[allow(clippy::all)]

@@ -9,36 +9,11 @@ mod taskdefs;
 pub(crate) mod tasks;
 
 use crate::{context::RequestContext, error::ApiError, AppState};
-use berth_wire::json;
 
 pub(crate) use berth_control::cas::Attempt;
 pub use taskdefs::{DescribeCache, FamilyLocks};
 
-/// Declares the served operations once: the dispatch table and the list of
-/// implemented names (for docs/api-coverage.md's test) come from one place.
-macro_rules! operations {
-    ($($name:literal => $handler:path),* $(,)?) => {
-        /// The ECS operations Berth serves.
-        pub const IMPLEMENTED: &[&str] = &[$($name),*];
-
-        /// Decodes the input, runs the handler, encodes the output.
-        pub async fn dispatch(st: &AppState, ctx: &RequestContext, op: &str, body: &[u8]) -> Result<Vec<u8>, ApiError> {
-            match op {
-                $($name => {
-                    let input = json::decode(body)?;
-                    let output = $handler(st, ctx, input).await?;
-                    Ok(json::encode(&output))
-                })*
-                other if berth_wire::ecs::OPERATIONS.contains(&other) => Err(ApiError::UnknownOperation(format!(
-                    "Berth does not implement the ECS operation {other} yet; see docs/api-coverage.md."
-                ))),
-                other => Err(ApiError::UnknownOperation(format!("Unknown operation {other}"))),
-            }
-        }
-    };
-}
-
-operations! {
+json_operations! { "ECS", berth_wire::ecs::OPERATIONS;
     "CreateCluster" => clusters::create_cluster,
     "DescribeClusters" => clusters::describe_clusters,
     "ListClusters" => clusters::list_clusters,
