@@ -8,12 +8,13 @@ use std::fmt::Write;
 use std::path::Path;
 
 // One entry per served model; Logs and App Auto Scaling join later. IAM's
-// and SSM's are trimmed to the operations Berth serves (scripts/vendor-model.py).
+// SSM's and Secrets Manager's are trimmed to the operations Berth serves (scripts/vendor-model.py).
 const MODELS: &[(&str, &str)] = &[
     ("ecs-2014-11-13.json", "ecs"),
     ("elasticloadbalancingv2-2015-12-01.json", "elbv2"),
     ("iam-2010-05-08.json", "iam"),
     ("ssm-2014-11-06.json", "ssm"),
+    ("secretsmanager-2017-10-17.json", "secretsmanager"),
 ];
 
 fn main() {

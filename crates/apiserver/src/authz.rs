@@ -405,6 +405,76 @@ pub(crate) fn ssm(
     }
 }
 
+/// The members of a Secrets Manager request that authorization reads.
+#[derive(Default, serde::Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+struct SecretsFields {
+    secret_id: Option<String>,
+    name: Option<String>,
+    tags: Vec<SsmTag>,
+}
+
+/// A Secrets Manager request (JSON 1.1) as IAM sees it: the secret's full
+/// ARN, read from the store since its suffix is random, with its tags as
+/// `secretsmanager:ResourceTag/*` and `aws:ResourceTag/*`. A secret that
+/// does not exist is asked about by the ARN without suffix, so a caller
+/// not allowed it learns nothing of which names exist.
+pub(crate) fn secrets<'a>(
+    st: &'a AppState,
+    ctx: &'a RequestContext,
+    principal: &'a Principal,
+    now: f64,
+    op: &'a str,
+    body: &'a [u8],
+) -> futures::future::BoxFuture<'a, Ask> {
+    Box::pin(async move {
+        use berth_domain::secrets::SecretId;
+        let f: SecretsFields = serde_json::from_slice(body).unwrap_or_default();
+        let scope = &ctx.scope;
+        let mut c = base_context(ctx, principal, now);
+        request_tags(&mut c, f.tags.iter().map(|t| (&t.key, &t.value)));
+        let base = format!(
+            "arn:aws:secretsmanager:{}:{}:secret:",
+            scope.region, scope.account
+        );
+        let resources = match (op, &f.secret_id) {
+            ("CreateSecret", _) => {
+                let name = f.name.unwrap_or_default();
+                c.set("secretsmanager:Name", name.clone());
+                vec![format!("{base}{name}-??????")]
+            }
+            (_, Some(given)) => {
+                let found = match SecretId::parse(given, &scope.region, &scope.account) {
+                    Some(id) => berth_control::secrets::find(&st.ctl, scope, &id, st.now())
+                        .await
+                        .ok()
+                        .map(|r| r.value),
+                    None => None,
+                };
+                let arn = match &found {
+                    Some(r) => {
+                        for (k, v) in &r.tags {
+                            c.set(&format!("secretsmanager:ResourceTag/{k}"), v.clone());
+                            c.set(&format!("aws:ResourceTag/{k}"), v.clone());
+                        }
+                        r.arn(&scope.region, &scope.account)
+                    }
+                    None if given.starts_with("arn:") => given.clone(),
+                    None => format!("{base}{given}"),
+                };
+                c.set("secretsmanager:SecretId", arn.clone());
+                vec![arn]
+            }
+            _ => vec![],
+        };
+        Ask {
+            action: ["secretsmanager:", op].concat(),
+            resources,
+            context: c,
+        }
+    })
+}
+
 /// An awsQuery request (ELBv2, IAM, STS) as IAM sees it.
 pub(crate) fn query(
     ctx: &RequestContext,

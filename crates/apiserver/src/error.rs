@@ -18,6 +18,8 @@ pub enum ApiError {
     Iam(#[from] berth_iam::records::IamError),
     #[error(transparent)]
     Ssm(#[from] berth_domain::ssm::SsmError),
+    #[error(transparent)]
+    Secrets(#[from] berth_domain::secrets::SecretsError),
     /// The caller's policies do not allow the request.
     #[error(transparent)]
     Denied(#[from] crate::authz::Denied),
@@ -70,6 +72,15 @@ impl ApiError {
             ApiError::Elb(e) => (elb_status(e.code), e.code.as_str(), e.message.clone()),
             ApiError::Iam(e) => (iam_status(e.code()), e.code(), e.to_string()),
             ApiError::Ssm(e) => (400, e.code, e.message.clone()),
+            ApiError::Secrets(e) => (
+                if e.code == "InternalServiceError" {
+                    500
+                } else {
+                    400
+                },
+                e.code,
+                e.message.clone(),
+            ),
             ApiError::Denied(d) => (400, "AccessDeniedException", d.0.clone()),
             ApiError::Auth(f) => match f {
                 AuthFailure::Missing => (

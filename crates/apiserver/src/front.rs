@@ -243,7 +243,12 @@ async fn handle(st: &AppState, ctx: &mut RequestContext, req: &Incoming<'_>) -> 
             return Handled::refused(Protocol::Json, unknown(), e);
         }
         if let Some(caller) = ctx.caller.as_ref().filter(|c| crate::authz::limited(c)) {
-            let ask = ask(ctx, &caller.principal, st.now(), op, body);
+            let ask = match ask {
+                registry::Asker::Now(ask) => ask(ctx, &caller.principal, st.now(), op, body),
+                registry::Asker::Stored(ask) => {
+                    ask(st, ctx, &caller.principal, st.now(), op, body).await
+                }
+            };
             if let Err(e) = crate::authz::check(st, ctx, ask).await {
                 return Handled::refused(Protocol::Json, op.to_string(), e);
             }

@@ -54,6 +54,7 @@ mod join;
 mod logs;
 mod metrics;
 mod registry;
+mod secretsmanager;
 mod serve;
 mod ssm;
 mod sts;
@@ -71,6 +72,8 @@ pub use elbv2::IMPLEMENTED as ELBV2_IMPLEMENTED;
 pub use error::ApiError;
 /// IAM operations Berth serves.
 pub use iam::IMPLEMENTED as IAM_IMPLEMENTED;
+/// Secrets Manager operations Berth serves.
+pub use secretsmanager::IMPLEMENTED as SECRETS_MANAGER_IMPLEMENTED;
 pub use serve::{serve, serve_tls};
 /// SSM (Parameter Store) operations Berth serves.
 pub use ssm::IMPLEMENTED as SSM_IMPLEMENTED;

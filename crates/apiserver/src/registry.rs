@@ -18,7 +18,7 @@ pub(crate) enum Wire {
         target_prefix: &'static str,
         dispatch: JsonDispatch,
         /// What a request asks of IAM (action, resources, condition keys).
-        ask: JsonAsk,
+        ask: Asker,
     },
     /// awsQuery: a form with `Action`, answered in XML in `namespace`.
     Query {
@@ -87,6 +87,15 @@ fn ssm_json<'a>(
     Box::pin(crate::ssm::dispatch(st, ctx, op, body))
 }
 
+fn secrets_json<'a>(
+    st: &'a AppState,
+    ctx: &'a RequestContext,
+    op: &'a str,
+    body: &'a [u8],
+) -> Reply<'a> {
+    Box::pin(crate::secretsmanager::dispatch(st, ctx, op, body))
+}
+
 /// Every service, in the order an unsigned awsQuery action is matched.
 pub(crate) static SERVICES: &[AwsService] = &[
     AwsService {
@@ -96,7 +105,7 @@ pub(crate) static SERVICES: &[AwsService] = &[
         wire: Wire::Json {
             target_prefix: berth_wire::ecs::TARGET_PREFIX,
             dispatch: ecs_json,
-            ask: crate::authz::ecs,
+            ask: Asker::Now(crate::authz::ecs),
         },
         knows: |op| berth_wire::ecs::OPERATIONS.contains(&op),
     },
@@ -107,9 +116,20 @@ pub(crate) static SERVICES: &[AwsService] = &[
         wire: Wire::Json {
             target_prefix: berth_wire::ssm::TARGET_PREFIX,
             dispatch: ssm_json,
-            ask: crate::authz::ssm,
+            ask: Asker::Now(crate::authz::ssm),
         },
         knows: |op| berth_wire::ssm::OPERATIONS.contains(&op),
+    },
+    AwsService {
+        label: "secretsmanager",
+        signing_name: "secretsmanager",
+        action_prefix: "secretsmanager",
+        wire: Wire::Json {
+            target_prefix: berth_wire::secretsmanager::TARGET_PREFIX,
+            dispatch: secrets_json,
+            ask: Asker::Stored(crate::authz::secrets),
+        },
+        knows: |op| berth_wire::secretsmanager::OPERATIONS.contains(&op),
     },
     AwsService {
         label: "sts",
@@ -151,15 +171,31 @@ pub(crate) static SERVICES: &[AwsService] = &[
 pub(crate) type JsonDispatch =
     for<'a> fn(&'a AppState, &'a RequestContext, &'a str, &'a [u8]) -> Reply<'a>;
 /// How a JSON service's request becomes IAM's question.
-pub(crate) type JsonAsk =
-    fn(&RequestContext, &berth_iam::Principal, f64, &str, &[u8]) -> crate::authz::Ask;
+#[derive(Clone, Copy)]
+pub(crate) enum Asker {
+    /// From the request alone.
+    Now(fn(&RequestContext, &berth_iam::Principal, f64, &str, &[u8]) -> crate::authz::Ask),
+    /// After reading the store: a secret's ARN ends in a suffix only the
+    /// store knows, and policies name it.
+    Stored(StoredAsk),
+}
+
+/// An [`Asker`] that reads the store.
+pub(crate) type StoredAsk = for<'a> fn(
+    &'a AppState,
+    &'a RequestContext,
+    &'a berth_iam::Principal,
+    f64,
+    &'a str,
+    &'a [u8],
+) -> BoxFuture<'a, crate::authz::Ask>;
 /// How an awsQuery service's requests are dispatched.
 pub(crate) type QueryDispatch =
     for<'a> fn(&'a AppState, &'a RequestContext, &'a str, &'a QueryParams) -> Reply<'a>;
 
 /// The JSON service whose target prefix is `prefix`, its dispatch and
 /// its authorization question.
-pub(crate) fn by_target(prefix: &str) -> Option<(&'static AwsService, JsonDispatch, JsonAsk)> {
+pub(crate) fn by_target(prefix: &str) -> Option<(&'static AwsService, JsonDispatch, Asker)> {
     SERVICES.iter().find_map(|s| match s.wire {
         Wire::Json {
             target_prefix,
@@ -202,7 +238,11 @@ mod tests {
             by_target(berth_wire::ssm::TARGET_PREFIX).map(|(s, ..)| s.label),
             Some("ssm")
         );
-        assert!(by_target("secretsmanager").is_none());
+        assert_eq!(
+            by_target(berth_wire::secretsmanager::TARGET_PREFIX).map(|(s, ..)| s.label),
+            Some("secretsmanager")
+        );
+        assert!(by_target("Logs_20140328").is_none());
         assert_eq!(
             by_query(Some("sts"), "Anything").map(|(s, ..)| s.label),
             Some("sts")

@@ -322,7 +322,7 @@ fn api_coverage_doc_matches_the_code() {
         .iter()
         .map(|(op, _, _)| *op)
         .collect();
-    let services: [(&str, &[&str], &[&str]); 4] = [
+    let services: [(&str, &[&str], &[&str]); 5] = [
         (
             "ECS",
             berth_wire::ecs::OPERATIONS,
@@ -338,6 +338,11 @@ fn api_coverage_doc_matches_the_code() {
             "SSM",
             berth_wire::ssm::OPERATIONS,
             berth_apiserver::SSM_IMPLEMENTED,
+        ),
+        (
+            "Secrets Manager",
+            berth_wire::secretsmanager::OPERATIONS,
+            berth_apiserver::SECRETS_MANAGER_IMPLEMENTED,
         ),
     ];
     for (heading, operations, implemented) in services {

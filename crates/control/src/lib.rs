@@ -28,6 +28,7 @@ pub mod live;
 pub mod metrics;
 pub mod placement;
 pub mod runtime;
+pub mod secrets;
 pub mod service_lb;
 pub mod services;
 pub mod ssm;

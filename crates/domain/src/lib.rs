@@ -16,6 +16,7 @@ pub mod error;
 pub mod instance;
 pub mod network;
 pub mod paging;
+pub mod secrets;
 pub mod service;
 pub mod settings;
 pub mod ssm;

@@ -446,6 +446,22 @@ pub mod ssm {
     }
 }
 
+/// Secrets Manager's records: regional, by name
+/// (`berth_domain::secrets::SecretRecord`, with its versions).
+pub mod secrets {
+    use berth_domain::Scope;
+
+    pub fn all(scope: &Scope) -> String {
+        format!(
+            "/berth/v1/{}/{}/secretsmanager/secrets/",
+            scope.account, scope.region
+        )
+    }
+    pub fn secret(scope: &Scope, name: &str) -> String {
+        format!("{}{name}", all(scope))
+    }
+}
+
 /// IAM ARNs contain `/` and `:`; escape `/` so a principal is one segment.
 fn principal_segment(principal: &str) -> String {
     principal.replace('%', "%25").replace('/', "%2F")

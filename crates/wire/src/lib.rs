@@ -27,6 +27,13 @@ pub mod ssm {
     include!(concat!(env!("OUT_DIR"), "/ssm.rs"));
 }
 
+/// Shapes of Secrets Manager (`secretsmanager/2017-10-17`, JSON 1.1), for
+/// the operations Berth serves.
+#[allow(clippy::all)]
+pub mod secretsmanager {
+    include!(concat!(env!("OUT_DIR"), "/secretsmanager.rs"));
+}
+
 /// Shapes of IAM (`iam/2010-05-08`, awsQuery), for the operations Berth
 /// serves; the model's other operations are listed without shapes.
 #[allow(clippy::all)]
