@@ -12,7 +12,7 @@ import time
 import botocore.exceptions
 import pytest
 
-from conftest import BERTH, IMAGE, Cluster, aws_cli, docker, docker_inspect, wait_for
+from conftest import BERTH, IMAGE, Cluster, aws_cli, docker, docker_inspect, make_client, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -577,3 +577,56 @@ def test_task_level_limits_are_one_cgroup_the_containers_share(cl, name):
     cl.ecs.stop_task(cluster=cl.name, task=t["taskArn"])
     cl.wait_status(t["taskArn"], "STOPPED")
     wait_for("the task cgroup to be removed", lambda: not os.path.exists(group))
+
+
+def test_secrets_reach_containers_through_the_execution_role(cl, name):
+    url, account = cl.server.url, "000000000000"
+    ssm, sm, iam = make_client(url, "ssm"), make_client(url, "secretsmanager"), make_client(url, "iam")
+    ssm.put_parameter(Name=f"/{name}/db/pass", Value="from-ssm", Type="SecureString")
+    ssm.put_parameter(Name=f"{name}-plain", Value="plain-ssm", Type="String")
+    api = sm.create_secret(Name=f"{name}/api", SecretString=json.dumps({"token": "from-asm", "user": "u"}))["ARN"]
+    elsewhere = sm.create_secret(Name=f"elsewhere-{name}", SecretString="not-for-you")["ARN"]
+    trust = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
+                                                     "Principal": {"Service": "ecs-tasks.amazonaws.com"}}]}
+    role = iam.create_role(RoleName=f"{name}-exec", AssumeRolePolicyDocument=json.dumps(trust))["Role"]["Arn"]
+    iam.put_role_policy(RoleName=f"{name}-exec", PolicyName="read", PolicyDocument=json.dumps({
+        "Version": "2012-10-17", "Statement": [
+            {"Effect": "Allow", "Action": "ssm:GetParameters",
+             "Resource": f"arn:aws:ssm:us-east-1:{account}:parameter/{name}*"},
+            {"Effect": "Allow", "Action": "secretsmanager:GetSecretValue",
+             "Resource": f"arn:aws:secretsmanager:us-east-1:{account}:secret:{name}/*"}]}))
+
+    def started(family, secrets, **kw):
+        register(cl, family, [{"name": "c", "image": IMAGE, "memory": 16, "secrets": secrets,
+                               "command": ["sh", "-c", "echo $A $B $C"]}], **kw)
+        return cl.wait_status(run(cl, family)[0]["taskArn"], "STOPPED")
+
+    td = register(cl, name + "-probe", [{"name": "c", "image": IMAGE, "memory": 16,
+                                         "secrets": [{"name": "A", "valueFrom": api}]}], executionRoleArn=role)
+    assert {"name": "ecs.capability.secrets.asm.environment-variables"} in td["requiresAttributes"]
+    t = started(name, [{"name": "A", "valueFrom": f"/{name}/db/pass"},
+                       {"name": "B", "valueFrom": f"arn:aws:ssm:us-east-1:{account}:parameter/{name}-plain"},
+                       {"name": "C", "valueFrom": f"{api}:token::"}], executionRoleArn=role)
+    assert t["containers"][0].get("exitCode") == 0, t
+    out = subprocess.run([BERTH, "logs", t["taskArn"], "--cluster", cl.name, "--server", url],
+                         capture_output=True, text=True, timeout=30)
+    assert out.stdout.splitlines() == ["c | from-ssm plain-ssm from-asm"], (out.stdout, out.stderr)
+    # Neither the agents' state nor the server's store or logs hold a value
+    # in the clear; only the container's own output does.
+    for root, _, files in os.walk(cl.tmp):
+        if os.sep + "logs" in root:
+            continue
+        for f in files:
+            with open(os.path.join(root, f), "rb") as fh:
+                assert b"from-asm" not in fh.read(), os.path.join(root, f)
+    # A parameter that does not exist, a secret the role may not read, and
+    # no execution role at all each stop the task before it starts.
+    t = started(name + "-missing", [{"name": "A", "valueFrom": f"/{name}/nope"}], executionRoleArn=role)
+    assert t["stopCode"] == "TaskFailedToStart", t
+    assert t["stoppedReason"].startswith("ResourceInitializationError: unable to pull secrets") \
+        and f"/{name}/nope" in t["stoppedReason"], t["stoppedReason"]
+    t = started(name + "-denied", [{"name": "A", "valueFrom": elsewhere}], executionRoleArn=role)
+    assert "AccessDeniedException" in t["stoppedReason"] and "secretsmanager:GetSecretValue" in t["stoppedReason"] \
+        and f"assumed-role/{name}-exec/" in t["stoppedReason"], t["stoppedReason"]
+    t = started(name + "-norole", [{"name": "A", "valueFrom": f"/{name}/db/pass"}])
+    assert "executionRoleArn" in t["stoppedReason"], t["stoppedReason"]

@@ -26,7 +26,7 @@ use berth_wire::agent::{AgentMessage, DesiredNetwork, DesiredTask, ServerMessage
 use berth_wire::ecs as w;
 use futures::{SinkExt, StreamExt};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,13 +38,24 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// Capabilities this agent's task runner implements (health checks,
 /// dependsOn and start/stop timeouts, task-level cpu and memory).
-pub const CAPABILITIES: [&str; 4] = [
+pub const CAPABILITIES: [&str; 6] = [
     "ecs.capability.container-health-check",
     "ecs.capability.container-ordering",
     "ecs.capability.task-cpu-mem-limit",
     // awsvpc: a task of its own network namespace at a subnet's address.
     "ecs.capability.task-eni",
+    // `secrets` as environment variables, fetched through the server with
+    // the task's execution role when the task starts.
+    "ecs.capability.secrets.ssm.environment-variables",
+    "ecs.capability.secrets.asm.environment-variables",
 ];
+
+/// A task runner's request for a task's secrets, carried on the gateway
+/// connection; the reply is dropped if the connection ends first.
+pub struct SecretsAsk {
+    pub task_arn: String,
+    pub reply: tokio::sync::oneshot::Sender<Result<Vec<berth_wire::agent::SecretValue>, String>>,
+}
 
 /// Ports the stock agent reserves: ssh, the Docker API, its own.
 pub const DEFAULT_RESERVED_PORTS: [u16; 5] = [22, 2375, 2376, 51678, 51679];
@@ -495,6 +506,7 @@ pub async fn run(
             reason,
         })?;
     let logs = logs::Logs::new(config.data_dir.join("logs"));
+    let (secrets_tx, mut secrets_rx) = tokio::sync::mpsc::unbounded_channel::<SecretsAsk>();
     let ctx = task::Ctx {
         runtime,
         instance,
@@ -503,6 +515,7 @@ pub async fn run(
         pull: config.pull_behavior,
         reporter: reporter.clone(),
         logs: logs.clone(),
+        secrets: secrets_tx,
     };
     let (desired_tx, desired_rx) = tokio::sync::mpsc::unbounded_channel();
     tokio::spawn(runner::run(ctx, desired_rx));
@@ -518,7 +531,10 @@ pub async fn run(
             desired: &desired_tx,
             reporter: &reporter,
         };
-        match link.connect_once(&mut changed, &shutdown).await {
+        match link
+            .connect_once(&mut changed, &mut secrets_rx, &shutdown)
+            .await
+        {
             Ok(_) if shutdown.is_cancelled() => return Ok(()),
             Ok(true) => {
                 tracing::warn!(server = %server, "the gateway closed the connection");
@@ -632,6 +648,7 @@ impl Link<'_> {
     async fn connect_once(
         &self,
         changed: &mut tokio::sync::mpsc::UnboundedReceiver<String>,
+        secrets: &mut tokio::sync::mpsc::UnboundedReceiver<SecretsAsk>,
         shutdown: &CancellationToken,
     ) -> Result<bool, String> {
         let mut request =
@@ -675,11 +692,20 @@ impl Link<'_> {
         // The desired set as the server last described it on this
         // connection: whole, then changed piece by piece.
         let mut current: Option<DesiredSet> = None;
+        // Secrets asked for on this connection, by request number.
+        let mut asked: HashMap<u64, SecretsAsk> = HashMap::new();
+        let mut next_request = 0u64;
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => {
                     let _ = ws.close(None).await;
                     return Ok(welcomed);
+                }
+                Some(ask) = secrets.recv(), if welcomed => {
+                    next_request += 1;
+                    let m = AgentMessage::Secrets { request: next_request, task_arn: ask.task_arn.clone() };
+                    asked.insert(next_request, ask);
+                    ws.send(encode(&m)).await.map_err(|e| e.to_string())?;
                 }
                 Some(m) = logs_rx.recv() => {
                     if let AgentMessage::Logs { request, end: true, .. } = &m {
@@ -747,6 +773,14 @@ impl Link<'_> {
                         Ok(ServerMessage::LogsDone { request }) => {
                             if let Some(r) = readers.0.remove(&request) {
                                 r.abort();
+                            }
+                        }
+                        Ok(ServerMessage::Secrets { request, values, error }) => {
+                            if let Some(ask) = asked.remove(&request) {
+                                let _ = ask.reply.send(match error {
+                                    Some(e) => Err(e),
+                                    None => Ok(values),
+                                });
                             }
                         }
                         Ok(ServerMessage::Refused { message }) => return Err(format!("refused: {message}")),

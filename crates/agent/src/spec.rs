@@ -485,6 +485,26 @@ pub fn creation_order(defs: &[w::ContainerDefinition]) -> Vec<usize> {
 /// advertise the matching capability; this covers a host given one by hand
 /// (PutAttributes), where leaving the feature out would start a task
 /// without its secrets, its role or its logs' destination.
+/// Whether any container takes `secrets` as environment variables.
+pub fn has_secrets(task: &DesiredTask) -> bool {
+    containers(task)
+        .iter()
+        .any(|c| c.secrets.as_ref().is_some_and(|s| !s.is_empty()))
+}
+
+/// Sets a container's secrets as its environment variables, over any
+/// variable of the same name.
+pub fn add_secrets(
+    spec: &mut ContainerSpec,
+    container: &str,
+    values: &[berth_wire::agent::SecretValue],
+) {
+    for v in values.iter().filter(|v| v.container == container) {
+        spec.env.retain(|(k, _)| k != &v.name);
+        spec.env.push((v.name.clone(), v.value.clone()));
+    }
+}
+
 pub fn unsupported(task: &DesiredTask) -> Option<String> {
     let def = &task.definition;
     let refuse = |what: &str| {
@@ -522,9 +542,7 @@ pub fn unsupported(task: &DesiredTask) -> Option<String> {
     for c in def.container_definitions.iter().flatten() {
         let name = c.name.as_deref().unwrap_or_default();
         let log = c.log_configuration.as_ref();
-        let what = if c.secrets.as_ref().is_some_and(|s| !s.is_empty()) {
-            "secrets"
-        } else if log
+        let what = if log
             .and_then(|l| l.secret_options.as_ref())
             .is_some_and(|s| !s.is_empty())
         {
@@ -574,10 +592,21 @@ pub(crate) mod tests {
             }]),
             ..plain.clone()
         };
-        let reason = unsupported(&task(vec![plain.clone(), with_secret])).expect("refused");
+        let secret_task = task(vec![plain.clone(), with_secret.clone()]);
+        assert_eq!(unsupported(&secret_task), None);
+        assert!(has_secrets(&secret_task) && !has_secrets(&task(vec![plain.clone()])));
+        let in_logs = w::ContainerDefinition {
+            log_configuration: Some(w::LogConfiguration {
+                log_driver: Some("json-file".into()),
+                secret_options: with_secret.secrets.clone(),
+                ..Default::default()
+            }),
+            ..plain.clone()
+        };
+        let reason = unsupported(&task(vec![in_logs])).expect("refused");
         assert!(
             reason.starts_with("ResourceInitializationError: ")
-                && reason.contains("secrets (container app)"),
+                && reason.contains("logConfiguration.secretOptions (container app)"),
             "{reason}"
         );
         let awslogs = w::ContainerDefinition {
@@ -606,6 +635,36 @@ pub(crate) mod tests {
         assert!(unsupported(&role)
             .expect("refused")
             .contains("proxyConfiguration"));
+    }
+
+    #[test]
+    fn secrets_become_their_containers_variables_over_plain_ones() {
+        let c = w::ContainerDefinition {
+            name: Some("app".into()),
+            environment: Some(vec![w::KeyValuePair {
+                name: Some("DB".into()),
+                value: Some("plain".into()),
+            }]),
+            ..Default::default()
+        };
+        let t = task(vec![c.clone()]);
+        let mut s = container_spec(&t, &c, "i-1", "r", None, None);
+        let values = [
+            berth_wire::agent::SecretValue {
+                container: "app".into(),
+                name: "DB".into(),
+                value: "secret".into(),
+            },
+            berth_wire::agent::SecretValue {
+                container: "other".into(),
+                name: "X".into(),
+                value: "no".into(),
+            },
+        ];
+        add_secrets(&mut s, "app", &values);
+        assert!(s.env.contains(&("DB".into(), "secret".into())));
+        assert!(!s.env.iter().any(|(k, v)| k == "X" || v == "plain"));
+        assert!(!format!("{:?}", values).contains("secret\""));
     }
 
     pub(crate) fn task(containers: Vec<w::ContainerDefinition>) -> DesiredTask {

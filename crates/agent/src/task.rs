@@ -48,6 +48,8 @@ pub struct Ctx {
     pub pull: PullBehavior,
     pub reporter: Reporter,
     pub logs: Logs,
+    /// Where a task asks the server for its secrets.
+    pub secrets: tokio::sync::mpsc::UnboundedSender<crate::SecretsAsk>,
 }
 
 fn now() -> f64 {
@@ -428,11 +430,29 @@ impl Driver {
                 reason,
             });
         }
+        let to_create = self.containers.iter().any(|c| c.id.is_none() && !c.started);
+        let secrets = if to_create && spec::has_secrets(&self.desired) {
+            match self.fetch_secrets().await {
+                Ok(values) => values,
+                Err(reason) => {
+                    for c in self.containers.iter_mut().filter(|c| c.id.is_none()) {
+                        c.status = Status::Stopped;
+                        c.reason = Some(reason.clone());
+                    }
+                    return Err(Stop {
+                        code: StopCode::TaskFailedToStart,
+                        reason,
+                    });
+                }
+            }
+        } else {
+            vec![]
+        };
         for i in creation_order(&defs) {
             if self.containers[i].id.is_some() || self.containers[i].started {
                 continue;
             }
-            let s = container_spec(
+            let mut s = container_spec(
                 &self.desired,
                 &self.containers[i].def,
                 &self.ctx.instance,
@@ -440,6 +460,7 @@ impl Driver {
                 cgroup.as_deref(),
                 self.pause.as_deref(),
             );
+            spec::add_secrets(&mut s, &self.containers[i].name, &secrets);
             let created = match self.ctx.runtime.create(&s).await {
                 Ok(id) => Ok(id),
                 Err(berth_runtime::RuntimeError::NotFound(m))
@@ -472,6 +493,26 @@ impl Driver {
             }
         }
         Ok(())
+    }
+
+    /// The task's secrets, which the server fetches with its execution
+    /// role. An answer lost with the connection is asked for again on the
+    /// next one.
+    async fn fetch_secrets(&self) -> Result<Vec<berth_wire::agent::SecretValue>, String> {
+        loop {
+            let (reply, answer) = tokio::sync::oneshot::channel();
+            let ask = crate::SecretsAsk {
+                task_arn: self.desired.task_arn.clone(),
+                reply,
+            };
+            if self.ctx.secrets.send(ask).is_err() {
+                return Err("ResourceInitializationError: unable to pull secrets or registry auth: the agent is stopping".into());
+            }
+            match answer.await {
+                Ok(result) => return result,
+                Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+            }
+        }
     }
 
     /// Pulls `image` as the host's pull behavior says; on failure, every
@@ -986,6 +1027,7 @@ mod tests {
             pull: PullBehavior::Always,
             reporter,
             logs: Logs::new(dir.join("logs")),
+            secrets: tokio::sync::mpsc::unbounded_channel().0,
         }
     }
 

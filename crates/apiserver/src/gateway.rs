@@ -368,6 +368,79 @@ async fn desired_task(
     Ok(Some(desired))
 }
 
+/// The secrets of a task placed on this instance, fetched with its
+/// execution role; an agent gets no other task's.
+async fn task_secrets(
+    st: &AppState,
+    scope: &Scope,
+    cluster: &str,
+    instance: &str,
+    task_arn: &str,
+) -> Result<Vec<berth_wire::agent::SecretValue>, String> {
+    let not_here = || format!("task {task_arn} is not placed on this instance");
+    let tail = task_arn
+        .strip_prefix(&format!(
+            "arn:aws:ecs:{}:{}:task/",
+            scope.region, scope.account
+        ))
+        .ok_or_else(not_here)?;
+    let (task_cluster, task_id) = tail.split_once('/').ok_or_else(not_here)?;
+    let entry = if cluster == FARGATE_POOL {
+        format!("{task_cluster}/{task_id}")
+    } else if task_cluster == cluster {
+        task_id.to_string()
+    } else {
+        return Err(not_here());
+    };
+    let placed = st
+        .store
+        .get(&scope.instance_task(cluster, instance, &entry))
+        .await
+        .map_err(|e| e.to_string())?;
+    if placed.is_none() {
+        return Err(not_here());
+    }
+    let task = typed::get::<Task>(&*st.store, &scope.task(task_cluster, task_id))
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or_else(not_here)?
+        .value;
+    let def = &task.definition;
+    let wanted: Vec<berth_control::task_secrets::Wanted> = def
+        .container_definitions
+        .iter()
+        .flatten()
+        .flat_map(|c| {
+            let container = c.name.clone().unwrap_or_default();
+            c.secrets
+                .iter()
+                .flatten()
+                .map(move |s| berth_control::task_secrets::Wanted {
+                    container: container.clone(),
+                    name: s.name.clone().unwrap_or_default(),
+                    value_from: s.value_from.clone().unwrap_or_default(),
+                })
+        })
+        .collect();
+    let resolved = berth_control::task_secrets::resolve(
+        &st.ctl,
+        scope,
+        def.execution_role_arn.as_deref(),
+        task_id,
+        &wanted,
+        st.now(),
+    )
+    .await?;
+    Ok(resolved
+        .into_iter()
+        .map(|(container, name, value)| berth_wire::agent::SecretValue {
+            container,
+            name,
+            value,
+        })
+        .collect())
+}
+
 /// An address on a subnet as the agent needs it: the host's bridge
 /// network for the subnet (the host takes the subnet's first address).
 fn desired_network(
@@ -663,6 +736,13 @@ async fn converse(
                                 pending.remove(&request);
                             }
                         }
+                    }
+                    Some(AgentMessage::Secrets { request, task_arn }) => {
+                        let m = match task_secrets(st, scope, cluster, id, &task_arn).await {
+                            Ok(values) => ServerMessage::Secrets { request, values, error: None },
+                            Err(error) => ServerMessage::Secrets { request, values: vec![], error: Some(error) },
+                        };
+                        send(socket, &m).await?;
                     }
                     Some(other) => return Err(format!("unexpected message {other:?}")),
                     None => return Ok(()),

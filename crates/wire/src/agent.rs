@@ -183,6 +183,30 @@ pub enum AgentMessage {
         #[serde(default)]
         end: bool,
     },
+    /// The values of a task's `secrets`, which the server fetches with the
+    /// task's execution role when the agent starts the task; answered by
+    /// `ServerMessage::Secrets` with the same `request`.
+    #[serde(rename_all = "camelCase")]
+    Secrets {
+        request: u64,
+        task_arn: String,
+    },
+}
+
+/// One secret as a container gets it: the variable and its value.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretValue {
+    pub container: String,
+    pub name: String,
+    pub value: String,
+}
+
+/// Values stay out of logs and debug output.
+impl std::fmt::Debug for SecretValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SecretValue({}/{})", self.container, self.name)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -235,6 +259,16 @@ pub enum ServerMessage {
     },
     /// Whoever asked for `request` has gone: stop sending it.
     LogsDone { request: u64 },
+    /// A task's secrets, or why they cannot be had (the task's stopped
+    /// reason, in ECS's words).
+    #[serde(rename_all = "camelCase")]
+    Secrets {
+        request: u64,
+        #[serde(default)]
+        values: Vec<SecretValue>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+    },
 }
 
 /// One task the instance should run, or stop.
