@@ -421,29 +421,13 @@ impl Driver {
             None
         };
         if let Err(reason) = self.network().await {
-            for c in self.containers.iter_mut().filter(|c| c.id.is_none()) {
-                c.status = Status::Stopped;
-                c.reason = Some(reason.clone());
-            }
-            return Err(Stop {
-                code: StopCode::TaskFailedToStart,
-                reason,
-            });
+            return Err(self.failed_to_start(reason));
         }
         let to_create = self.containers.iter().any(|c| c.id.is_none() && !c.started);
         let secrets = if to_create && spec::has_secrets(&self.desired) {
             match self.fetch_secrets().await {
                 Ok(values) => values,
-                Err(reason) => {
-                    for c in self.containers.iter_mut().filter(|c| c.id.is_none()) {
-                        c.status = Status::Stopped;
-                        c.reason = Some(reason.clone());
-                    }
-                    return Err(Stop {
-                        code: StopCode::TaskFailedToStart,
-                        reason,
-                    });
-                }
+                Err(reason) => return Err(self.failed_to_start(reason)),
             }
         } else {
             vec![]
@@ -493,6 +477,18 @@ impl Driver {
             }
         }
         Ok(())
+    }
+
+    /// Stops the containers not yet created, for `reason`: the task's stop.
+    fn failed_to_start(&mut self, reason: String) -> Stop {
+        for c in self.containers.iter_mut().filter(|c| c.id.is_none()) {
+            c.status = Status::Stopped;
+            c.reason = Some(reason.clone());
+        }
+        Stop {
+            code: StopCode::TaskFailedToStart,
+            reason,
+        }
     }
 
     /// The task's secrets, which the server fetches with its execution
