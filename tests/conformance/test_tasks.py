@@ -619,6 +619,16 @@ def test_secrets_reach_containers_through_the_execution_role(cl, name):
         for f in files:
             with open(os.path.join(root, f), "rb") as fh:
                 assert b"from-asm" not in fh.read(), os.path.join(root, f)
+    # Secrets in the log configuration become the log driver's options.
+    ssm.put_parameter(Name=f"/{name}/log/size", Value="7m", Type="String")
+    register(cl, name + "-log", [{"name": "c", "image": IMAGE, "memory": 16, "command": ["sleep", "600"],
+                                  "logConfiguration": {"logDriver": "json-file", "secretOptions": [
+                                      {"name": "max-size", "valueFrom": f"/{name}/log/size"}]}}],
+             executionRoleArn=role)
+    t = cl.wait_status(run(cl, name + "-log")[0]["taskArn"], "RUNNING")
+    log_config = docker_inspect(t["containers"][0]["runtimeId"])["HostConfig"]["LogConfig"]
+    assert log_config == {"Type": "json-file", "Config": {"max-size": "7m"}}, log_config
+    cl.ecs.stop_task(cluster=cl.name, task=t["taskArn"])
     # A parameter that does not exist, a secret the role may not read, and
     # no execution role at all each stop the task before it starts.
     t = started(name + "-missing", [{"name": "A", "valueFrom": f"/{name}/nope"}], executionRoleArn=role)

@@ -38,7 +38,7 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// Capabilities this agent's task runner implements (health checks,
 /// dependsOn and start/stop timeouts, task-level cpu and memory).
-pub const CAPABILITIES: [&str; 6] = [
+pub const CAPABILITIES: [&str; 8] = [
     "ecs.capability.container-health-check",
     "ecs.capability.container-ordering",
     "ecs.capability.task-cpu-mem-limit",
@@ -48,6 +48,9 @@ pub const CAPABILITIES: [&str; 6] = [
     // the task's execution role when the task starts.
     "ecs.capability.secrets.ssm.environment-variables",
     "ecs.capability.secrets.asm.environment-variables",
+    // ...and as log driver options, read before the container exists.
+    "ecs.capability.secrets.ssm.bootstrap.log-driver",
+    "ecs.capability.secrets.asm.bootstrap.log-driver",
 ];
 
 /// A task runner's request for a task's secrets, carried on the gateway

@@ -485,23 +485,34 @@ pub fn creation_order(defs: &[w::ContainerDefinition]) -> Vec<usize> {
 /// advertise the matching capability; this covers a host given one by hand
 /// (PutAttributes), where leaving the feature out would start a task
 /// without its secrets, its role or its logs' destination.
-/// Whether any container takes `secrets` as environment variables.
+/// Whether any container takes secrets, as environment variables or as
+/// log driver options.
 pub fn has_secrets(task: &DesiredTask) -> bool {
-    containers(task)
-        .iter()
-        .any(|c| c.secrets.as_ref().is_some_and(|s| !s.is_empty()))
+    containers(task).iter().any(|c| {
+        let log = c
+            .log_configuration
+            .as_ref()
+            .and_then(|l| l.secret_options.as_ref());
+        c.secrets.iter().chain(log).any(|s| !s.is_empty())
+    })
 }
 
-/// Sets a container's secrets as its environment variables, over any
-/// variable of the same name.
+/// Sets a container's secrets: environment variables (over any variable
+/// of the same name) and log driver options.
 pub fn add_secrets(
     spec: &mut ContainerSpec,
     container: &str,
     values: &[berth_wire::agent::SecretValue],
 ) {
     for v in values.iter().filter(|v| v.container == container) {
-        spec.env.retain(|(k, _)| k != &v.name);
-        spec.env.push((v.name.clone(), v.value.clone()));
+        if v.log_option {
+            if let Some((_, options)) = spec.log_driver.as_mut() {
+                options.insert(v.name.clone(), v.value.clone());
+            }
+        } else {
+            spec.env.retain(|(k, _)| k != &v.name);
+            spec.env.push((v.name.clone(), v.value.clone()));
+        }
     }
 }
 
@@ -542,12 +553,7 @@ pub fn unsupported(task: &DesiredTask) -> Option<String> {
     for c in def.container_definitions.iter().flatten() {
         let name = c.name.as_deref().unwrap_or_default();
         let log = c.log_configuration.as_ref();
-        let what = if log
-            .and_then(|l| l.secret_options.as_ref())
-            .is_some_and(|s| !s.is_empty())
-        {
-            "logConfiguration.secretOptions"
-        } else if c.environment_files.as_ref().is_some_and(|f| !f.is_empty()) {
+        let what = if c.environment_files.as_ref().is_some_and(|f| !f.is_empty()) {
             "environmentFiles"
         } else if c.repository_credentials.is_some() {
             "repositoryCredentials"
@@ -603,10 +609,16 @@ pub(crate) mod tests {
             }),
             ..plain.clone()
         };
-        let reason = unsupported(&task(vec![in_logs])).expect("refused");
+        assert_eq!(unsupported(&task(vec![in_logs.clone()])), None);
+        assert!(has_secrets(&task(vec![in_logs])));
+        let env_files = w::ContainerDefinition {
+            environment_files: Some(vec![w::EnvironmentFile::default()]),
+            ..plain.clone()
+        };
+        let reason = unsupported(&task(vec![env_files])).expect("refused");
         assert!(
             reason.starts_with("ResourceInitializationError: ")
-                && reason.contains("logConfiguration.secretOptions (container app)"),
+                && reason.contains("environmentFiles (container app)"),
             "{reason}"
         );
         let awslogs = w::ContainerDefinition {
@@ -654,15 +666,31 @@ pub(crate) mod tests {
                 container: "app".into(),
                 name: "DB".into(),
                 value: "secret".into(),
+                log_option: false,
             },
             berth_wire::agent::SecretValue {
                 container: "other".into(),
                 name: "X".into(),
                 value: "no".into(),
+                log_option: false,
+            },
+            berth_wire::agent::SecretValue {
+                container: "app".into(),
+                name: "max-size".into(),
+                value: "10m".into(),
+                log_option: true,
             },
         ];
+        s.log_driver = Some(("json-file".into(), BTreeMap::new()));
         add_secrets(&mut s, "app", &values);
         assert!(s.env.contains(&("DB".into(), "secret".into())));
+        assert_eq!(
+            s.log_driver
+                .as_ref()
+                .map(|(_, o)| o.get("max-size").cloned()),
+            Some(Some("10m".into()))
+        );
+        assert!(!s.env.iter().any(|(k, _)| k == "max-size"));
         assert!(!s.env.iter().any(|(k, v)| k == "X" || v == "plain"));
         assert!(!format!("{:?}", values).contains("secret\""));
     }

@@ -412,13 +412,18 @@ async fn task_secrets(
         .flatten()
         .flat_map(|c| {
             let container = c.name.clone().unwrap_or_default();
-            c.secrets
+            let env = c.secrets.iter().flatten().map(|s| (s, false));
+            let log = c
+                .log_configuration
                 .iter()
-                .flatten()
-                .map(move |s| berth_control::task_secrets::Wanted {
+                .flat_map(|l| l.secret_options.iter().flatten())
+                .map(|s| (s, true));
+            env.chain(log)
+                .map(move |(s, log_option)| berth_control::task_secrets::Wanted {
                     container: container.clone(),
                     name: s.name.clone().unwrap_or_default(),
                     value_from: s.value_from.clone().unwrap_or_default(),
+                    log_option,
                 })
         })
         .collect();
@@ -433,10 +438,11 @@ async fn task_secrets(
     .await?;
     Ok(resolved
         .into_iter()
-        .map(|(container, name, value)| berth_wire::agent::SecretValue {
-            container,
-            name,
+        .map(|(w, value)| berth_wire::agent::SecretValue {
+            container: w.container,
+            name: w.name,
             value,
+            log_option: w.log_option,
         })
         .collect())
 }

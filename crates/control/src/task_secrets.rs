@@ -21,10 +21,12 @@ pub struct Wanted {
     pub container: String,
     pub name: String,
     pub value_from: String,
+    /// A log driver option (`logConfiguration.secretOptions`).
+    pub log_option: bool,
 }
 
-/// One resolved: (container, variable, value).
-pub type Resolved = (String, String, String);
+/// One resolved: what was asked for, and its value.
+pub type Resolved = (Wanted, String);
 
 const PREFIX: &str = "ResourceInitializationError: unable to pull secrets or registry auth";
 
@@ -154,7 +156,7 @@ pub async fn resolve(
                 }
             }
         };
-        out.push((w.container.clone(), w.name.clone(), value));
+        out.push((w.clone(), value));
     }
     if !missing.is_empty() {
         return Err(failure(format!(

@@ -200,6 +200,10 @@ pub struct SecretValue {
     pub container: String,
     pub name: String,
     pub value: String,
+    /// An option of the container's log driver (`secretOptions`) rather
+    /// than an environment variable.
+    #[serde(default)]
+    pub log_option: bool,
 }
 
 /// Values stay out of logs and debug output.
