@@ -8,6 +8,7 @@ import ssl
 import subprocess
 import tempfile
 import time
+import urllib.error
 import urllib.request
 import uuid
 
@@ -334,19 +335,30 @@ class Registry(Process):
     """A local image registry (Debian's docker-registry) on its own port;
     `log` holds its access log, so tests can tell a real pull from a cached one."""
 
-    def __init__(self, data_dir):
+    def __init__(self, data_dir, user=None):
+        """`user`: (name, password) the registry asks for (htpasswd), or None for an open one."""
         self.port = free_port()
         self.host = f"127.0.0.1:{self.port}"
         self.data_dir = data_dir
         self.log = os.path.join(data_dir, "registry.log")
+        self.user = user
+        # The pushing client's own docker config, so its login stays here.
+        self.docker_config = os.path.join(data_dir, "docker-config")
         os.makedirs(data_dir, exist_ok=True)
 
     def start(self):
         config = os.path.join(self.data_dir, "config.yml")
+        auth = ""
+        if self.user:
+            import bcrypt
+            htpasswd = os.path.join(self.data_dir, "htpasswd")
+            with open(htpasswd, "wb") as f:
+                f.write(self.user[0].encode() + b":" + bcrypt.hashpw(self.user[1].encode(), bcrypt.gensalt(rounds=5)) + b"\n")
+            auth = f"auth:\n  htpasswd:\n    realm: berth-test\n    path: {htpasswd}\n"
         with open(config, "w") as f:
             f.write("version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n"
                     f"    rootdirectory: {os.path.join(self.data_dir, 'store')}\n"
-                    f"http:\n  addr: {self.host}\n")
+                    f"http:\n  addr: {self.host}\n{auth}")
         self.proc = subprocess.Popen(["docker-registry", "serve", config], stdout=subprocess.DEVNULL,
                                      stderr=open(self.log, "ab"), stdin=subprocess.DEVNULL)
         wait_for("the registry", lambda: _answers(f"http://{self.host}/v2/"))
@@ -356,7 +368,14 @@ class Registry(Process):
         """Pushes a local image as NAME on this registry; returns the reference."""
         ref = f"{self.host}/{name}"
         docker("tag", local, ref)
-        docker("push", ref)
+        if self.user:
+            os.makedirs(self.docker_config, exist_ok=True)
+            subprocess.run(["docker", "--config", self.docker_config, "login", "-u", self.user[0],
+                            "--password-stdin", self.host], input=self.user[1], text=True,
+                           check=True, capture_output=True)
+            subprocess.run(["docker", "--config", self.docker_config, "push", ref], check=True, capture_output=True)
+        else:
+            docker("push", ref)
         return ref
 
     def manifest_gets(self, name):
@@ -370,5 +389,8 @@ def _answers(url):
     try:
         with urllib.request.urlopen(url, timeout=1):
             return True
+    except urllib.error.HTTPError:
+        # It answered, if only to ask who is there.
+        return True
     except OSError:
         return False

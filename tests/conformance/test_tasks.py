@@ -12,7 +12,7 @@ import time
 import botocore.exceptions
 import pytest
 
-from conftest import BERTH, IMAGE, Cluster, aws_cli, docker, docker_inspect, make_client, wait_for
+from conftest import BERTH, IMAGE, Cluster, Registry, aws_cli, docker, docker_inspect, make_client, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -608,9 +608,12 @@ def test_secrets_reach_containers_through_the_execution_role(cl, name):
                        {"name": "B", "valueFrom": f"arn:aws:ssm:us-east-1:{account}:parameter/{name}-plain"},
                        {"name": "C", "valueFrom": f"{api}:token::"}], executionRoleArn=role)
     assert t["containers"][0].get("exitCode") == 0, t
-    out = subprocess.run([BERTH, "logs", t["taskArn"], "--cluster", cl.name, "--server", url],
-                         capture_output=True, text=True, timeout=30)
-    assert out.stdout.splitlines() == ["c | from-ssm plain-ssm from-asm"], (out.stdout, out.stderr)
+    # The agent may still be storing what the container wrote when it stopped.
+    def logged():
+        out = subprocess.run([BERTH, "logs", t["taskArn"], "--cluster", cl.name, "--server", url],
+                             capture_output=True, text=True, timeout=30)
+        return out.stdout.splitlines() or None
+    assert wait_for("the task's output", logged, timeout=10) == ["c | from-ssm plain-ssm from-asm"]
     # Neither the agents' state nor the server's store or logs hold a value
     # in the clear; only the container's own output does.
     for root, _, files in os.walk(cl.tmp):
@@ -640,3 +643,47 @@ def test_secrets_reach_containers_through_the_execution_role(cl, name):
         and f"assumed-role/{name}-exec/" in t["stoppedReason"], t["stoppedReason"]
     t = started(name + "-norole", [{"name": "A", "valueFrom": f"/{name}/db/pass"}])
     assert "executionRoleArn" in t["stoppedReason"], t["stoppedReason"]
+
+
+def test_a_private_registry_pulls_with_repository_credentials(cl, name, tmp_path):
+    url, account = cl.server.url, "000000000000"
+    registry = Registry(str(tmp_path / "registry"), user=("puller", "s3cret-pw")).start()
+    ref = registry.push(IMAGE, f"private/{name}:1")
+    docker("rmi", ref)
+    try:
+        sm, iam = make_client(url, "secretsmanager"), make_client(url, "iam")
+        good = sm.create_secret(Name=f"{name}/registry", SecretString=json.dumps(
+            {"username": "puller", "password": "s3cret-pw"}))["ARN"]
+        bad = sm.create_secret(Name=f"{name}/broken", SecretString=json.dumps({"username": "puller"}))["ARN"]
+        trust = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
+                                                         "Principal": {"Service": "ecs-tasks.amazonaws.com"}}]}
+        role = iam.create_role(RoleName=f"{name}-pull", AssumeRolePolicyDocument=json.dumps(trust))["Role"]["Arn"]
+        iam.put_role_policy(RoleName=f"{name}-pull", PolicyName="read", PolicyDocument=json.dumps({
+            "Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "secretsmanager:GetSecretValue",
+                                                    "Resource": f"arn:aws:secretsmanager:us-east-1:{account}:secret:{name}/*"}]}))
+
+        def started(family, **container):
+            td = register(cl, family, [{"name": "c", "image": ref, "memory": 16, "command": ["true"], **container}],
+                          executionRoleArn=role)
+            return td, cl.wait_status(run(cl, family)[0]["taskArn"], "STOPPED")
+
+        # Without credentials the registry turns the engine away.
+        _, t = started(name + "-anon")
+        assert "CannotPullContainerError" in t["stoppedReason"], t["stoppedReason"]
+        # A secret without a password is refused in ECS's words.
+        _, t = started(name + "-broken", repositoryCredentials={"credentialsParameter": bad})
+        assert "AuthorizationData is malformed" in t["stoppedReason"], t["stoppedReason"]
+        # With them the image comes.
+        td, t = started(name + "-auth", repositoryCredentials={"credentialsParameter": good})
+        assert {"name": "com.amazonaws.ecs.capability.private-registry-authentication.secretsmanager"} \
+            in td["requiresAttributes"]
+        assert t["containers"][0].get("exitCode") == 0, t
+        assert registry.manifest_gets(f"private/{name}:1") >= 1
+        # The password is in no agent's state or log, nor the server's.
+        for root, _, files in os.walk(cl.tmp):
+            for f in files:
+                with open(os.path.join(root, f), "rb") as fh:
+                    assert b"s3cret-pw" not in fh.read(), os.path.join(root, f)
+    finally:
+        registry.stop()
+        subprocess.run(["docker", "rmi", "-f", ref], capture_output=True)

@@ -485,15 +485,38 @@ pub fn creation_order(defs: &[w::ContainerDefinition]) -> Vec<usize> {
 /// advertise the matching capability; this covers a host given one by hand
 /// (PutAttributes), where leaving the feature out would start a task
 /// without its secrets, its role or its logs' destination.
-/// Whether any container takes secrets, as environment variables or as
-/// log driver options.
+/// Whether any container takes secrets: environment variables, log
+/// driver options, or its registry's credentials.
 pub fn has_secrets(task: &DesiredTask) -> bool {
     containers(task).iter().any(|c| {
         let log = c
             .log_configuration
             .as_ref()
             .and_then(|l| l.secret_options.as_ref());
-        c.secrets.iter().chain(log).any(|s| !s.is_empty())
+        c.repository_credentials.is_some() || c.secrets.iter().chain(log).any(|s| !s.is_empty())
+    })
+}
+
+/// The credentials `image` is pulled with: those of a container of the
+/// task that runs it and names `repositoryCredentials`.
+pub fn registry_auth(
+    task: &DesiredTask,
+    image: &str,
+    values: &[berth_wire::agent::SecretValue],
+) -> Option<berth_runtime::RegistryAuth> {
+    let container = containers(task)
+        .iter()
+        .find(|c| c.image.as_deref() == Some(image) && c.repository_credentials.is_some())?
+        .name
+        .clone()
+        .unwrap_or_default();
+    let value = values.iter().find(|v| {
+        v.container == container && v.used_as == berth_wire::agent::SecretUse::RegistryAuth
+    })?;
+    let json: serde_json::Value = serde_json::from_str(&value.value).ok()?;
+    Some(berth_runtime::RegistryAuth {
+        username: json["username"].as_str()?.to_string(),
+        password: json["password"].as_str()?.to_string(),
     })
 }
 
@@ -504,14 +527,19 @@ pub fn add_secrets(
     container: &str,
     values: &[berth_wire::agent::SecretValue],
 ) {
+    use berth_wire::agent::SecretUse;
     for v in values.iter().filter(|v| v.container == container) {
-        if v.log_option {
-            if let Some((_, options)) = spec.log_driver.as_mut() {
-                options.insert(v.name.clone(), v.value.clone());
+        match v.used_as {
+            SecretUse::LogOption => {
+                if let Some((_, options)) = spec.log_driver.as_mut() {
+                    options.insert(v.name.clone(), v.value.clone());
+                }
             }
-        } else {
-            spec.env.retain(|(k, _)| k != &v.name);
-            spec.env.push((v.name.clone(), v.value.clone()));
+            SecretUse::Env => {
+                spec.env.retain(|(k, _)| k != &v.name);
+                spec.env.push((v.name.clone(), v.value.clone()));
+            }
+            SecretUse::RegistryAuth => {}
         }
     }
 }
@@ -555,8 +583,6 @@ pub fn unsupported(task: &DesiredTask) -> Option<String> {
         let log = c.log_configuration.as_ref();
         let what = if c.environment_files.as_ref().is_some_and(|f| !f.is_empty()) {
             "environmentFiles"
-        } else if c.repository_credentials.is_some() {
-            "repositoryCredentials"
         } else if c.firelens_configuration.is_some() {
             "firelensConfiguration"
         } else if c
@@ -666,19 +692,19 @@ pub(crate) mod tests {
                 container: "app".into(),
                 name: "DB".into(),
                 value: "secret".into(),
-                log_option: false,
+                used_as: berth_wire::agent::SecretUse::Env,
             },
             berth_wire::agent::SecretValue {
                 container: "other".into(),
                 name: "X".into(),
                 value: "no".into(),
-                log_option: false,
+                used_as: berth_wire::agent::SecretUse::Env,
             },
             berth_wire::agent::SecretValue {
                 container: "app".into(),
                 name: "max-size".into(),
                 value: "10m".into(),
-                log_option: true,
+                used_as: berth_wire::agent::SecretUse::LogOption,
             },
         ];
         s.log_driver = Some(("json-file".into(), BTreeMap::new()));

@@ -120,6 +120,8 @@ pub struct Driver {
     warm: Option<WarmPause>,
     rx: mpsc::UnboundedReceiver<Input>,
     forget: bool,
+    /// The task's secrets once fetched; in memory only.
+    secrets: Option<Vec<berth_wire::agent::SecretValue>>,
     /// It came with a saved report or containers (an agent restart, a
     /// warm namespace): the agent has touched it before.
     adopted: bool,
@@ -180,6 +182,7 @@ impl Driver {
             containers,
             rx,
             forget: false,
+            secrets: None,
             adopted,
         }
     }
@@ -384,6 +387,10 @@ impl Driver {
                 });
             }
         }
+        // Registry credentials are secrets too: fetched before the pull.
+        if fresh && !self.wants_stop() {
+            self.secrets().await?;
+        }
         if fresh && !self.wants_stop() {
             self.report.pull_started_at.get_or_insert_with(now);
             // Nothing is pulled here with prefer-cached: the times go with
@@ -424,11 +431,8 @@ impl Driver {
             return Err(self.failed_to_start(reason));
         }
         let to_create = self.containers.iter().any(|c| c.id.is_none() && !c.started);
-        let secrets = if to_create && spec::has_secrets(&self.desired) {
-            match self.fetch_secrets().await {
-                Ok(values) => values,
-                Err(reason) => return Err(self.failed_to_start(reason)),
-            }
+        let secrets = if to_create {
+            self.secrets().await?
         } else {
             vec![]
         };
@@ -491,6 +495,21 @@ impl Driver {
         }
     }
 
+    /// The task's secrets (none when it takes none), fetched once; a
+    /// failure stops the task.
+    async fn secrets(&mut self) -> Result<Vec<berth_wire::agent::SecretValue>, Stop> {
+        if let Some(values) = &self.secrets {
+            return Ok(values.clone());
+        }
+        if !spec::has_secrets(&self.desired) {
+            return Ok(vec![]);
+        }
+        match self.fetch_secrets().await {
+            Ok(values) => Ok(self.secrets.insert(values).clone()),
+            Err(reason) => Err(self.failed_to_start(reason)),
+        }
+    }
+
     /// The task's secrets, which the server fetches with its execution
     /// role. An answer lost with the connection is asked for again on the
     /// next one.
@@ -514,7 +533,17 @@ impl Driver {
     /// Pulls `image` as the host's pull behavior says; on failure, every
     /// container of the image is stopped with the reason.
     async fn pull(&mut self, image: &str) -> Result<(), Stop> {
-        let Err(e) = self.ctx.runtime.pull(image, self.ctx.pull).await else {
+        let auth = spec::registry_auth(
+            &self.desired,
+            image,
+            self.secrets.as_deref().unwrap_or_default(),
+        );
+        let Err(e) = self
+            .ctx
+            .runtime
+            .pull_with(image, self.ctx.pull, auth.as_ref())
+            .await
+        else {
             return Ok(());
         };
         let reason = e.to_string();

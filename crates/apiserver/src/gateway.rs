@@ -412,19 +412,34 @@ async fn task_secrets(
         .flatten()
         .flat_map(|c| {
             let container = c.name.clone().unwrap_or_default();
-            let env = c.secrets.iter().flatten().map(|s| (s, false));
+            use berth_wire::agent::SecretUse;
+            let env = c
+                .secrets
+                .iter()
+                .flatten()
+                .map(|s| (s.name.clone(), s.value_from.clone(), SecretUse::Env));
             let log = c
                 .log_configuration
                 .iter()
                 .flat_map(|l| l.secret_options.iter().flatten())
-                .map(|s| (s, true));
+                .map(|s| (s.name.clone(), s.value_from.clone(), SecretUse::LogOption));
+            let registry = c.repository_credentials.iter().map(|r| {
+                (
+                    None,
+                    r.credentials_parameter.clone(),
+                    SecretUse::RegistryAuth,
+                )
+            });
             env.chain(log)
-                .map(move |(s, log_option)| berth_control::task_secrets::Wanted {
-                    container: container.clone(),
-                    name: s.name.clone().unwrap_or_default(),
-                    value_from: s.value_from.clone().unwrap_or_default(),
-                    log_option,
-                })
+                .chain(registry)
+                .map(
+                    move |(name, value_from, used_as)| berth_control::task_secrets::Wanted {
+                        container: container.clone(),
+                        name: name.unwrap_or_default(),
+                        value_from: value_from.unwrap_or_default(),
+                        used_as,
+                    },
+                )
         })
         .collect();
     let resolved = berth_control::task_secrets::resolve(
@@ -442,7 +457,7 @@ async fn task_secrets(
             container: w.container,
             name: w.name,
             value,
-            log_option: w.log_option,
+            used_as: w.used_as,
         })
         .collect())
 }

@@ -21,8 +21,8 @@ pub struct Wanted {
     pub container: String,
     pub name: String,
     pub value_from: String,
-    /// A log driver option (`logConfiguration.secretOptions`).
-    pub log_option: bool,
+    /// What the container does with it.
+    pub used_as: berth_wire::agent::SecretUse,
 }
 
 /// One resolved: what was asked for, and its value.
@@ -145,7 +145,18 @@ pub async fn resolve(
     let mut out = Vec::with_capacity(wanted.len());
     let mut missing = vec![];
     for w in wanted {
-        let value = if w.value_from.starts_with("arn:aws:secretsmanager:") {
+        let value = if w.used_as == berth_wire::agent::SecretUse::RegistryAuth {
+            // A name of the same region, or an ARN (full or partial).
+            let arn = if w.value_from.starts_with("arn:") {
+                w.value_from.clone()
+            } else {
+                format!(
+                    "arn:aws:secretsmanager:{}:{}:secret:{}",
+                    scope.region, scope.account, w.value_from
+                )
+            };
+            registry_auth(&secret_value(ctl, scope, &principal, &policies, &arn, now).await?)?
+        } else if w.value_from.starts_with("arn:aws:secretsmanager:") {
             secret_value(ctl, scope, &principal, &policies, &w.value_from, now).await?
         } else {
             match parameter_value(ctl, scope, &principal, &policies, &w.value_from).await? {
@@ -165,6 +176,25 @@ pub async fn resolve(
         )));
     }
     Ok(out)
+}
+
+/// A private registry's credentials as the secret holds them: a JSON
+/// object with a non-empty `username` and `password`, kept as it is.
+fn registry_auth(value: &str) -> Result<String, String> {
+    let object: serde_json::Map<String, serde_json::Value> = serde_json::from_str(value)
+        .map_err(|_| failure("unable to unmarshal secret value, invalid schema"))?;
+    for field in ["username", "password"] {
+        if object
+            .get(field)
+            .and_then(serde_json::Value::as_str)
+            .is_none_or(str::is_empty)
+        {
+            return Err(failure(format!(
+                "asm fetching {field}: AuthorizationData is malformed, empty field"
+            )));
+        }
+    }
+    Ok(value.to_string())
 }
 
 /// A parameter by name (this region) or ARN, decrypted; `None` when it

@@ -5,7 +5,7 @@ use crate::pull::Plan;
 use crate::{
     Binding, ContainerInfo, ContainerRuntime, ContainerSpec, ContainerState, ContainerSummary,
     Event, EventKind, Health, LogChunk, LogStream, MountSource, NetworkMode, Protocol,
-    PullBehavior, Pulled, RuntimeError, Stats, TaskLimits,
+    PullBehavior, Pulled, RegistryAuth, RuntimeError, Stats, TaskLimits,
 };
 use async_trait::async_trait;
 use bollard::errors::Error as DockerError;
@@ -105,13 +105,21 @@ impl DockerRuntime {
         })
     }
 
-    async fn fetch(&self, image: &str) -> Result<(), String> {
+    async fn fetch(&self, image: &str, auth: Option<&RegistryAuth>) -> Result<(), String> {
         let (from, tag) = split_reference(image);
         let mut options = CreateImageOptionsBuilder::new().from_image(from);
         if let Some(tag) = tag {
             options = options.tag(tag);
         }
-        let mut progress = self.docker.create_image(Some(options.build()), None, None);
+        let credentials = auth.map(|a| bollard::auth::DockerCredentials {
+            username: Some(a.username.clone()),
+            password: Some(a.password.clone()),
+            serveraddress: Some(registry_of(from).to_string()),
+            ..Default::default()
+        });
+        let mut progress = self
+            .docker
+            .create_image(Some(options.build()), None, credentials);
         while let Some(step) = progress.next().await {
             match step {
                 Ok(info) => {
@@ -127,6 +135,15 @@ impl DockerRuntime {
             }
         }
         Ok(())
+    }
+}
+
+/// The registry an image reference names: its first part when that
+/// looks like a host (has a `.` or `:`, or is `localhost`), else Docker Hub.
+fn registry_of(reference: &str) -> &str {
+    match reference.split_once('/') {
+        Some((host, _)) if host.contains('.') || host.contains(':') || host == "localhost" => host,
+        _ => "docker.io",
     }
 }
 
@@ -342,7 +359,12 @@ impl ContainerRuntime for DockerRuntime {
         })
     }
 
-    async fn pull(&self, image: &str, behavior: PullBehavior) -> Result<Pulled, RuntimeError> {
+    async fn pull_with(
+        &self,
+        image: &str,
+        behavior: PullBehavior,
+        auth: Option<&RegistryAuth>,
+    ) -> Result<Pulled, RuntimeError> {
         let cached = match self.docker.inspect_image(image).await {
             Ok(_) => true,
             Err(e) if is_not_found(&e) => false,
@@ -355,7 +377,7 @@ impl ContainerRuntime for DockerRuntime {
             .contains(image);
         match behavior.plan(cached, before) {
             Plan::UseCache => Ok(Pulled::Cached),
-            Plan::Pull { fallback_to_cache } => match self.fetch(image).await {
+            Plan::Pull { fallback_to_cache } => match self.fetch(image, auth).await {
                 Ok(()) => {
                     self.pulled
                         .lock()

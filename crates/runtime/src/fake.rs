@@ -164,7 +164,12 @@ impl ContainerRuntime for FakeRuntime {
         })
     }
 
-    async fn pull(&self, image: &str, behavior: PullBehavior) -> Result<Pulled, RuntimeError> {
+    async fn pull_with(
+        &self,
+        image: &str,
+        behavior: PullBehavior,
+        _auth: Option<&crate::RegistryAuth>,
+    ) -> Result<Pulled, RuntimeError> {
         let mut st = self.state();
         st.calls.push(Call::Pull(image.to_string(), behavior));
         let cached = st.cached.contains(image);

@@ -330,11 +330,35 @@ pub struct Version {
     pub log_drivers: Vec<String>,
 }
 
+/// Credentials for a private registry.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RegistryAuth {
+    pub username: String,
+    pub password: String,
+}
+
+/// The password stays out of logs and debug output.
+impl std::fmt::Debug for RegistryAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RegistryAuth({})", self.username)
+    }
+}
+
 #[async_trait]
 pub trait ContainerRuntime: Send + Sync {
     async fn version(&self) -> Result<Version, RuntimeError>;
     /// Makes `image` available under `behavior`.
-    async fn pull(&self, image: &str, behavior: PullBehavior) -> Result<Pulled, RuntimeError>;
+    async fn pull(&self, image: &str, behavior: PullBehavior) -> Result<Pulled, RuntimeError> {
+        self.pull_with(image, behavior, None).await
+    }
+    /// [`ContainerRuntime::pull`], signing in to the image's registry with
+    /// `auth` (a private registry's `repositoryCredentials`).
+    async fn pull_with(
+        &self,
+        image: &str,
+        behavior: PullBehavior,
+        auth: Option<&RegistryAuth>,
+    ) -> Result<Pulled, RuntimeError>;
     /// Creates a container and returns its id.
     async fn create(&self, spec: &ContainerSpec) -> Result<String, RuntimeError>;
     async fn start(&self, id: &str) -> Result<(), RuntimeError>;

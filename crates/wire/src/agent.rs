@@ -200,10 +200,22 @@ pub struct SecretValue {
     pub container: String,
     pub name: String,
     pub value: String,
-    /// An option of the container's log driver (`secretOptions`) rather
-    /// than an environment variable.
-    #[serde(default)]
-    pub log_option: bool,
+    #[serde(default, rename = "use")]
+    pub used_as: SecretUse,
+}
+
+/// What a container does with a secret.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum SecretUse {
+    /// An environment variable (`secrets`).
+    #[default]
+    Env,
+    /// An option of the container's log driver (`secretOptions`).
+    LogOption,
+    /// The credentials its image is pulled with (`repositoryCredentials`):
+    /// the value is `{"username":...,"password":...}`.
+    RegistryAuth,
 }
 
 /// Values stay out of logs and debug output.
