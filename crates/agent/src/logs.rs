@@ -40,21 +40,22 @@ impl Logs {
 
     /// Copies a container's output into its file, from the start (the
     /// file is rewritten, so following again after a restart does not
-    /// duplicate lines), until the container's output ends.
+    /// duplicate lines), until the container's output ends: the copy,
+    /// which ends then.
     pub fn follow(
         &self,
         runtime: &Arc<dyn ContainerRuntime>,
         task_id: &str,
         container: &str,
         id: &str,
-    ) {
+    ) -> Option<tokio::task::JoinHandle<()>> {
         if !safe(task_id) || !safe(container) {
-            return;
+            return None;
         }
         let dir = self.task_dir(task_id);
         let path = dir.join(format!("{container}.log"));
         let mut stream = runtime.logs(id, true);
-        tokio::spawn(async move {
+        Some(tokio::spawn(async move {
             let file = std::fs::create_dir_all(&dir).and_then(|()| std::fs::File::create(&path));
             let mut file = match file {
                 Ok(f) => f,
@@ -76,7 +77,7 @@ impl Logs {
                     }
                 }
             }
-        });
+        }))
     }
 
     /// The containers with logs for a task, sorted by name.

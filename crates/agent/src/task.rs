@@ -79,6 +79,8 @@ struct Container {
     bindings: Vec<w::NetworkBinding>,
     last_start: Option<Instant>,
     restarts: u32,
+    /// Copies its output into the task's logs until its stream ends.
+    follower: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Container {
@@ -162,6 +164,7 @@ impl Driver {
                     bindings: old.map(|c| c.network_bindings.clone()).unwrap_or_default(),
                     last_start: None,
                     restarts: 0,
+                    follower: None,
                     name,
                 }
             })
@@ -817,7 +820,8 @@ impl Driver {
         if host_mode {
             c.bindings = host_bindings(&c.def);
         }
-        self.ctx
+        c.follower = self
+            .ctx
             .logs
             .follow(&self.ctx.runtime, &task_id, &c.name, id);
     }
@@ -931,6 +935,16 @@ impl Driver {
         }
         self.report.execution_stopped_at.get_or_insert_with(now);
         self.set_status(TaskStatus::Deprovisioning);
+        // What the containers wrote is stored before the task is STOPPED,
+        // so that reading its logs then finds all of it. A stream ends
+        // with its container's exit; a stuck one does not hold the stop.
+        let followers: Vec<_> = self
+            .containers
+            .iter_mut()
+            .filter_map(|c| c.follower.take())
+            .collect();
+        let _ = tokio::time::timeout(Duration::from_secs(2), futures::future::join_all(followers))
+            .await;
         // The interface goes before the task is STOPPED, as an ENI is
         // detached first: the server hands the address out again once it
         // hears STOPPED, and the next task's pause container must find it
