@@ -685,3 +685,32 @@ def test_a_private_registry_pulls_with_repository_credentials(cl, name, tmp_path
     finally:
         registry.stop()
         subprocess.run(["docker", "rmi", "-f", ref], capture_output=True)
+
+
+def test_pid_and_ipc_namespaces_are_the_tasks_or_the_hosts(cl, name):
+    # `task`: the containers see each other's processes through the pause
+    # container that holds the namespaces.
+    look = "for i in $(seq 50); do cat /proc/*/cmdline 2>/dev/null | tr '\\0' ' ' | grep -q 'sleep 6543' " \
+           "&& { echo shared; break; }; sleep 0.1; done; sleep 600"
+    register(cl, name, [{"name": "a", "image": IMAGE, "memory": 16, "command": ["sleep", "6543"]},
+                        {"name": "b", "image": IMAGE, "memory": 16, "command": ["sh", "-c", look]}],
+             pidMode="task", ipcMode="task")
+    t = cl.wait_status(run(cl, name)[0]["taskArn"], "RUNNING")
+    modes = {c["name"]: docker_inspect(c["runtimeId"])["HostConfig"] for c in t["containers"]}
+    assert modes["a"]["PidMode"] == modes["b"]["PidMode"] and modes["a"]["PidMode"].startswith("container:")
+    assert modes["a"]["IpcMode"] == modes["a"]["PidMode"]
+    wait_for("b to see a's process", lambda: "b | shared" in subprocess.run(
+        [BERTH, "logs", t["taskArn"], "--cluster", cl.name, "--server", cl.server.url],
+        capture_output=True, text=True, timeout=30).stdout)
+    cl.ecs.stop_task(cluster=cl.name, task=t["taskArn"])
+    # `host` and `none` go to the engine as they are.
+    register(cl, name + "-host", [{"name": "c", "image": IMAGE, "memory": 16, "command": ["sleep", "600"]}],
+             pidMode="host", ipcMode="none")
+    h = cl.wait_status(run(cl, name + "-host")[0]["taskArn"], "RUNNING")
+    config = docker_inspect(h["containers"][0]["runtimeId"])["HostConfig"]
+    assert (config["PidMode"], config["IpcMode"]) == ("host", "none"), config
+    cl.ecs.stop_task(cluster=cl.name, task=h["taskArn"])
+    t = cl.wait_status(t["taskArn"], "STOPPED")
+    # The pause container goes with the task.
+    wait_for("the pause container to go", lambda: not docker(
+        "ps", "-a", "-q", "--filter", f"label=com.amazonaws.ecs.task-arn={t['taskArn']}").strip())

@@ -38,7 +38,7 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// Capabilities this agent's task runner implements (health checks,
 /// dependsOn and start/stop timeouts, task-level cpu and memory).
-pub const CAPABILITIES: [&str; 9] = [
+pub const CAPABILITIES: [&str; 10] = [
     "ecs.capability.container-health-check",
     "ecs.capability.container-ordering",
     "ecs.capability.task-cpu-mem-limit",
@@ -53,6 +53,8 @@ pub const CAPABILITIES: [&str; 9] = [
     "ecs.capability.secrets.asm.bootstrap.log-driver",
     // repositoryCredentials: a Secrets Manager secret signs the pull.
     "com.amazonaws.ecs.capability.private-registry-authentication.secretsmanager",
+    // pidMode and ipcMode: host, or shared by the task's containers.
+    "ecs.capability.pid-ipc-namespace-sharing",
 ];
 
 /// A task runner's request for a task's secrets, carried on the gateway

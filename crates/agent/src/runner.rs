@@ -62,7 +62,7 @@ async fn existing(
 async fn make_warm(ctx: Ctx, net: DesiredNetwork) -> Option<String> {
     let rt = &ctx.runtime;
     let s = crate::spec::warm_pause_spec(&net, &ctx.instance, &ctx.cluster);
-    let id = match crate::task::create_pause(&**rt, &net, &s).await {
+    let id = match crate::task::create_pause(&**rt, Some(&net), &s).await {
         Ok(id) => id,
         Err(e) => {
             tracing::warn!(address = %net.ip, error = %e, "warm namespace not made; tasks there make their own");

@@ -119,12 +119,43 @@ pub fn pause_spec(task: &DesiredTask, net: &DesiredNetwork, instance: &str) -> C
     ContainerSpec {
         name: docker_name(task, "internalecspause"),
         image: berth_runtime::pause::IMAGE.to_string(),
+        // Containers of a task with ipcMode `task` join its namespace.
+        ipc_mode: Some("shareable".into()),
         labels,
         network_mode: NetworkMode::Attached {
             network: net.name.clone(),
             ip: net.ip.clone(),
         },
         cpu_shares: Some(MIN_CPU_SHARES),
+        ..Default::default()
+    }
+}
+
+/// Whether the task's containers share a process or IPC namespace
+/// (`pidMode` or `ipcMode` `task`): its pause container holds them.
+pub fn shares_namespaces(task: &DesiredTask) -> bool {
+    let def = &task.definition;
+    def.pid_mode.as_deref() == Some("task") || def.ipc_mode.as_deref() == Some("task")
+}
+
+/// The pause container of a task that is not awsvpc but shares its
+/// process or IPC namespace: it holds them, on no network.
+pub fn namespace_pause_spec(task: &DesiredTask, instance: &str) -> ContainerSpec {
+    let labels = BTreeMap::from([
+        (OWNER_LABEL.to_string(), instance.to_string()),
+        (TASK_LABEL.to_string(), task.task_arn.clone()),
+        (CONTAINER_LABEL.to_string(), PAUSE_NAME.to_string()),
+        (
+            "com.amazonaws.ecs.cluster".to_string(),
+            task.cluster.clone(),
+        ),
+    ]);
+    ContainerSpec {
+        name: docker_name(task, "internalecspause"),
+        image: berth_runtime::pause::IMAGE.to_string(),
+        labels,
+        network_mode: NetworkMode::None,
+        ipc_mode: Some("shareable".into()),
         ..Default::default()
     }
 }
@@ -149,6 +180,7 @@ pub fn warm_pause_spec(net: &DesiredNetwork, instance: &str, cluster: &str) -> C
             ip: net.ip.clone(),
         },
         cpu_shares: Some(MIN_CPU_SHARES),
+        ipc_mode: Some("shareable".into()),
         ..Default::default()
     }
 }
@@ -373,6 +405,8 @@ pub fn container_spec(
         open_stdin: c.interactive == Some(true),
         tty: c.pseudo_terminal == Some(true),
         network_disabled: c.disable_networking == Some(true),
+        pid_mode: namespace(def.pid_mode.as_deref(), pause),
+        ipc_mode: namespace(def.ipc_mode.as_deref(), pause),
         log_driver: c
             .log_configuration
             .as_ref()
@@ -382,6 +416,18 @@ pub fn container_spec(
         fargate_hardened(spec)
     } else {
         spec
+    }
+}
+
+/// A task's `pidMode` or `ipcMode` as the engine takes it: `task` joins
+/// the pause container's namespace.
+fn namespace(mode: Option<&str>, pause: Option<&str>) -> Option<String> {
+    match (mode?, pause) {
+        ("task", Some(p)) => Some(format!("container:{p}")),
+        // The driver makes the pause container before any other; without
+        // one the container keeps a namespace of its own.
+        ("task", None) => None,
+        (other, _) => Some(other.to_string()),
     }
 }
 
@@ -553,12 +599,6 @@ pub fn unsupported(task: &DesiredTask) -> Option<String> {
     };
     if def.task_role_arn.is_some() {
         return refuse("a task role (taskRoleArn)");
-    }
-    if let Some(mode) = &def.pid_mode {
-        return refuse(&format!("pidMode {mode}"));
-    }
-    if let Some(mode) = &def.ipc_mode {
-        return refuse(&format!("ipcMode {mode}"));
     }
     if def
         .volumes

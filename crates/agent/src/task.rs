@@ -433,6 +433,9 @@ impl Driver {
         if let Err(reason) = self.network().await {
             return Err(self.failed_to_start(reason));
         }
+        if let Err(reason) = self.namespaces().await {
+            return Err(self.failed_to_start(reason));
+        }
         let to_create = self.containers.iter().any(|c| c.id.is_none() && !c.started);
         let secrets = if to_create {
             self.secrets().await?
@@ -583,7 +586,7 @@ impl Driver {
         }
         if self.pause.is_none() {
             let s = spec::pause_spec(&self.desired, &net, &self.ctx.instance);
-            self.pause = Some(create_pause(&**rt, &net, &s).await.map_err(failed)?);
+            self.pause = Some(create_pause(&**rt, Some(&net), &s).await.map_err(failed)?);
         }
         let Some(id) = self.pause.clone() else {
             return Ok(());
@@ -606,6 +609,35 @@ impl Driver {
         }
         // Deny by default before any of the task's containers listens.
         self.filter().await.map_err(failed)
+    }
+
+    /// A task sharing its process or IPC namespace (`task` mode) that is
+    /// not awsvpc gets a pause container to hold them, as awsvpc tasks
+    /// have one already.
+    async fn namespaces(&mut self) -> Result<(), String> {
+        if self.desired.network.is_some() || !spec::shares_namespaces(&self.desired) {
+            return Ok(());
+        }
+        let rt = &self.ctx.runtime;
+        let failed = |e: berth_runtime::RuntimeError| {
+            format!("CannotCreateContainerError: task namespaces: {e}")
+        };
+        if self.pause.is_none() {
+            let s = spec::namespace_pause_spec(&self.desired, &self.ctx.instance);
+            self.pause = Some(create_pause(&**rt, None, &s).await.map_err(failed)?);
+        }
+        let Some(id) = self.pause.clone() else {
+            return Ok(());
+        };
+        let running = rt
+            .inspect(&id)
+            .await
+            .map_err(failed)?
+            .is_some_and(|i| i.state == ContainerState::Running);
+        if !running {
+            rt.start(&id).await.map_err(failed)?;
+        }
+        Ok(())
     }
 
     /// Brings the namespace's packet filter to what the task's security
@@ -995,16 +1027,19 @@ impl Driver {
     }
 }
 
-/// Creates a pause container (`spec`) on `net`'s subnet network, making
-/// the network and the pause image first if the host has none; its id. A
+/// Creates a pause container (`spec`), on `net`'s subnet network when it
+/// has one, making the network and the pause image first if the host has
+/// none; its id. A
 /// container of that name left over from a create the agent did not see
 /// finish is removed first.
 pub(crate) async fn create_pause(
     rt: &dyn berth_runtime::ContainerRuntime,
-    net: &berth_wire::agent::DesiredNetwork,
+    net: Option<&berth_wire::agent::DesiredNetwork>,
     spec: &berth_runtime::ContainerSpec,
 ) -> Result<String, berth_runtime::RuntimeError> {
-    rt.ensure_network(&spec::network_spec(net)).await?;
+    if let Some(net) = net {
+        rt.ensure_network(&spec::network_spec(net)).await?;
+    }
     rt.ensure_pause_image().await?;
     match rt.create(spec).await {
         Err(berth_runtime::RuntimeError::Rejected(m)) if m.contains("already in use") => {

@@ -251,6 +251,8 @@ fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
         .collect();
     let host_config = HostConfig {
         sysctls: (!spec.sysctls.is_empty()).then(|| spec.sysctls.clone().into_iter().collect()),
+        pid_mode: spec.pid_mode.clone(),
+        ipc_mode: spec.ipc_mode.clone(),
         log_config: spec
             .log_driver
             .as_ref()

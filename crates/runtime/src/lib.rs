@@ -94,6 +94,11 @@ pub struct ContainerSpec {
     pub log_driver: Option<(String, BTreeMap<String, String>)>,
     /// Kernel parameters set in the container's namespaces.
     pub sysctls: BTreeMap<String, String>,
+    /// The process namespace: `host`, or `container:<id>` to share one.
+    pub pid_mode: Option<String>,
+    /// The IPC namespace: `host`, `none`, `shareable` (others may join it)
+    /// or `container:<id>`.
+    pub ipc_mode: Option<String>,
     /// Keep standard input open (`docker run -i`).
     pub open_stdin: bool,
     /// Allocate a terminal (`docker run -t`).
