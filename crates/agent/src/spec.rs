@@ -107,6 +107,18 @@ pub const PAUSE_NAME: &str = "~internal~ecs~pause";
 /// namespace at the task's address on its subnet's network, and the
 /// task's containers join it.
 pub fn pause_spec(task: &DesiredTask, net: &DesiredNetwork, instance: &str) -> ContainerSpec {
+    task_pause(
+        task,
+        instance,
+        NetworkMode::Attached {
+            network: net.name.clone(),
+            ip: net.ip.clone(),
+        },
+    )
+}
+
+/// A task's pause container on `network_mode`.
+fn task_pause(task: &DesiredTask, instance: &str, network_mode: NetworkMode) -> ContainerSpec {
     let labels = BTreeMap::from([
         (OWNER_LABEL.to_string(), instance.to_string()),
         (TASK_LABEL.to_string(), task.task_arn.clone()),
@@ -122,10 +134,7 @@ pub fn pause_spec(task: &DesiredTask, net: &DesiredNetwork, instance: &str) -> C
         // Containers of a task with ipcMode `task` join its namespace.
         ipc_mode: Some("shareable".into()),
         labels,
-        network_mode: NetworkMode::Attached {
-            network: net.name.clone(),
-            ip: net.ip.clone(),
-        },
+        network_mode,
         cpu_shares: Some(MIN_CPU_SHARES),
         ..Default::default()
     }
@@ -141,23 +150,7 @@ pub fn shares_namespaces(task: &DesiredTask) -> bool {
 /// The pause container of a task that is not awsvpc but shares its
 /// process or IPC namespace: it holds them, on no network.
 pub fn namespace_pause_spec(task: &DesiredTask, instance: &str) -> ContainerSpec {
-    let labels = BTreeMap::from([
-        (OWNER_LABEL.to_string(), instance.to_string()),
-        (TASK_LABEL.to_string(), task.task_arn.clone()),
-        (CONTAINER_LABEL.to_string(), PAUSE_NAME.to_string()),
-        (
-            "com.amazonaws.ecs.cluster".to_string(),
-            task.cluster.clone(),
-        ),
-    ]);
-    ContainerSpec {
-        name: docker_name(task, "internalecspause"),
-        image: berth_runtime::pause::IMAGE.to_string(),
-        labels,
-        network_mode: NetworkMode::None,
-        ipc_mode: Some("shareable".into()),
-        ..Default::default()
-    }
+    task_pause(task, instance, NetworkMode::None)
 }
 
 /// Marks a pause container made ahead of any task, at a warm address (the

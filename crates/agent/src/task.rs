@@ -575,7 +575,6 @@ impl Driver {
         let Some(net) = self.desired.network.clone() else {
             return Ok(());
         };
-        let rt = &self.ctx.runtime;
         let failed = |e: berth_runtime::RuntimeError| {
             format!("CannotCreateContainerError: task network: {e}")
         };
@@ -584,21 +583,9 @@ impl Driver {
                 self.pause = w.await;
             }
         }
-        if self.pause.is_none() {
-            let s = spec::pause_spec(&self.desired, &net, &self.ctx.instance);
-            self.pause = Some(create_pause(&**rt, Some(&net), &s).await.map_err(failed)?);
-        }
-        let Some(id) = self.pause.clone() else {
-            return Ok(());
-        };
-        let running = rt
-            .inspect(&id)
-            .await
-            .map_err(failed)?
-            .is_some_and(|i| i.state == ContainerState::Running);
-        if !running {
-            rt.start(&id).await.map_err(failed)?;
-        }
+        let s = spec::pause_spec(&self.desired, &net, &self.ctx.instance);
+        let id = self.running_pause(&s, Some(&net)).await.map_err(failed)?;
+        let rt = &self.ctx.runtime;
         if let Some(info) = rt.inspect(&id).await.map_err(failed)? {
             self.report.mac_address = info
                 .networks
@@ -611,6 +598,31 @@ impl Driver {
         self.filter().await.map_err(failed)
     }
 
+    /// The task's pause container, made from `spec` (on `net`) unless it
+    /// has one, and started unless it runs: its id.
+    async fn running_pause(
+        &mut self,
+        spec: &berth_runtime::ContainerSpec,
+        net: Option<&berth_wire::agent::DesiredNetwork>,
+    ) -> Result<String, berth_runtime::RuntimeError> {
+        let rt = &self.ctx.runtime;
+        let id = match &self.pause {
+            Some(id) => id.clone(),
+            None => self
+                .pause
+                .insert(create_pause(&**rt, net, spec).await?)
+                .clone(),
+        };
+        let running = rt
+            .inspect(&id)
+            .await?
+            .is_some_and(|i| i.state == ContainerState::Running);
+        if !running {
+            rt.start(&id).await?;
+        }
+        Ok(id)
+    }
+
     /// A task sharing its process or IPC namespace (`task` mode) that is
     /// not awsvpc gets a pause container to hold them, as awsvpc tasks
     /// have one already.
@@ -618,26 +630,14 @@ impl Driver {
         if self.desired.network.is_some() || !spec::shares_namespaces(&self.desired) {
             return Ok(());
         }
-        let rt = &self.ctx.runtime;
         let failed = |e: berth_runtime::RuntimeError| {
             format!("CannotCreateContainerError: task namespaces: {e}")
         };
-        if self.pause.is_none() {
-            let s = spec::namespace_pause_spec(&self.desired, &self.ctx.instance);
-            self.pause = Some(create_pause(&**rt, None, &s).await.map_err(failed)?);
-        }
-        let Some(id) = self.pause.clone() else {
-            return Ok(());
-        };
-        let running = rt
-            .inspect(&id)
+        let s = spec::namespace_pause_spec(&self.desired, &self.ctx.instance);
+        self.running_pause(&s, None)
             .await
-            .map_err(failed)?
-            .is_some_and(|i| i.state == ContainerState::Running);
-        if !running {
-            rt.start(&id).await.map_err(failed)?;
-        }
-        Ok(())
+            .map(|_| ())
+            .map_err(failed)
     }
 
     /// Brings the namespace's packet filter to what the task's security
