@@ -14,4 +14,5 @@ echo "== conformance (aws-cli + boto3 against berth server)"
 # The berth binary nextest built for crates/cli/tests: a separate
 # `cargo build -p berth` would resolve features without the tests'
 # dev-dependencies (tokio's test-util) and compile most crates again.
-BERTH_BIN="$PWD/target/debug/berth" .venv/bin/python -m pytest -q tests/conformance
+# The slowest tests are listed, so that the suite stays lean.
+BERTH_BIN="$PWD/target/debug/berth" .venv/bin/python -m pytest -q --durations=15 tests/conformance
