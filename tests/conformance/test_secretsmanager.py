@@ -100,6 +100,10 @@ def test_list_filters_and_pages(server, name):
                                       {"Key": "tag-value", "Values": ["3"]}])["SecretList"]
     assert [s["Name"] for s in tagged] == [f"{name}/list/3"]
     assert error_of(sm.list_secrets, Filters=[{"Key": "colour", "Values": ["x"]}])[0] == 400
+    # Nothing here is owned by another service: that filter matches none.
+    owned = sm.list_secrets(Filters=[{"Key": "name", "Values": [f"{name}/list/"]},
+                                     {"Key": "owning-service", "Values": [name]}])["SecretList"]
+    assert owned == []
 
 
 def test_bad_input_gets_secrets_managers_errors_and_changes_nothing(server, name):
@@ -113,6 +117,8 @@ def test_bad_input_gets_secrets_managers_errors_and_changes_nothing(server, name
         (sm.create_secret, dict(Name=f"{name}-b", SecretString="x", SecretBinary=b"y"), "InvalidParameterException"),
         (sm.create_secret, dict(Name=f"{name}-c", SecretString="x", ClientRequestToken="short"), "InvalidParameterException"),
         (sm.create_secret, dict(Name=f"{name}-d", SecretString="x" * 65537), "InvalidParameterException"),
+        (sm.create_secret, dict(Name=f"{name}-e", SecretString="x", ForceOverwriteReplicaSecret=True),
+         "InvalidParameterException"),
         (sm.get_secret_value, dict(SecretId=f"{name}-missing"), "ResourceNotFoundException"),
         (sm.get_secret_value, dict(SecretId=f"{name}-kept", VersionStage="AWSPENDING"), "ResourceNotFoundException"),
         (sm.put_secret_value, dict(SecretId=f"{name}-kept"), "InvalidParameterException"),
@@ -124,7 +130,7 @@ def test_bad_input_gets_secrets_managers_errors_and_changes_nothing(server, name
     ]
     for call, kw, code in cases:
         assert error_of(call, **kw)[1] == code, (kw, code)
-    for n in ("b", "c", "d"):
+    for n in ("b", "c", "d", "e"):
         assert error_of(sm.describe_secret, SecretId=f"{name}-{n}")[1] == "ResourceNotFoundException"
     assert sm.get_secret_value(SecretId=f"{name}-kept")["SecretString"] == "kept"
     assert len(sm.list_secret_version_ids(SecretId=f"{name}-kept")["Versions"]) == 1

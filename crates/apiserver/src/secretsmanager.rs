@@ -130,6 +130,9 @@ async fn create_secret(
     unsupported(&i.add_replica_regions, "AddReplicaRegions (replication)")?;
     unsupported(&i.cross_account_primary_arn, "CrossAccountPrimaryArn")?;
     unsupported(&i.r#type, "Type (managed external secrets)")?;
+    if i.force_overwrite_replica_secret == Some(true) {
+        unsupported(&Some(()), "ForceOverwriteReplicaSecret (replication)")?;
+    }
     let tags = tags_of(i.tags)?;
     if tags.len() > secrets::MAX_TAGS {
         return Err(SecretsError::invalid(format!(

@@ -338,6 +338,8 @@ pub fn matches(record: &SecretRecord, region: &str, filters: &[(String, Vec<Stri
             "tag-key" => record.tags.keys().map(String::as_str).collect(),
             "tag-value" => record.tags.values().map(String::as_str).collect(),
             "primary-region" => vec![region],
+            // No secret here is managed by another AWS service.
+            "owning-service" => vec![],
             _ => {
                 let mut all = vec![record.name.as_str()];
                 all.extend(record.description.as_deref());
@@ -490,5 +492,7 @@ mod tests {
         assert!(matches(&r, "r", &f("tag-key", &["te"])));
         assert!(matches(&r, "r", &f("all", &["the"])));
         assert!(check_filters(&f("colour", &["x"])).is_err());
+        assert!(!matches(&r, "r", &f("owning-service", &["prod"])));
+        assert!(matches(&r, "r", &f("owning-service", &["!rds"])));
     }
 }
