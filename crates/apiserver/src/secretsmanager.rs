@@ -237,7 +237,8 @@ async fn update_secret(
     )?;
     let now = st.now();
     let (description, kms) = (i.description, i.kms_key_id);
-    let (record, ()) = ctl::change(&st.ctl, &ctx.scope, now, &id, false, |r| {
+    // One write: a value refused leaves the description as it was.
+    let (record, version) = ctl::change(&st.ctl, &ctx.scope, now, &id, false, |r| {
         if description.is_some() {
             r.description = description.clone();
         }
@@ -245,19 +246,12 @@ async fn update_secret(
             r.kms_key_id = kms.clone();
         }
         r.changed = now;
-        Ok(())
+        if value.is_empty() {
+            return Ok(None);
+        }
+        ctl::add_value(&st.ctl, &ctx.scope, r, &value, now).map(|(v, _)| Some(v))
     })
     .await?;
-    let version = if value.is_empty() {
-        None
-    } else {
-        Some(
-            ctl::put_value(&st.ctl, &ctx.scope, now, &id, &value)
-                .await?
-                .1
-                 .0,
-        )
-    };
     Ok(w::UpdateSecretResponse {
         arn: arn(ctx, &record),
         name: Some(record.name),

@@ -283,34 +283,53 @@ pub async fn put_value(
     value: &NewValue,
 ) -> Result<(SecretRecord, (String, Vec<String>))> {
     change(ctl, scope, now, id, false, |r| {
-        if let Some(token) = &value.token {
-            if let Some(v) = r.versions.iter().find(|v| &v.id == token) {
-                if same_value(ctl, scope, r, v, value)? {
-                    return Ok((v.id.clone(), v.stages.clone()));
-                }
-                return Err(SecretsError::new(
-                    "ResourceExistsException",
-                    format!(
-                        "You can't use ClientRequestToken {token} because that value is already in use for a version of secret {}.",
-                        r.arn(&scope.region, &scope.account)
-                    ),
-                )
-                .into());
-            }
-        }
-        let v = sealed_version(ctl, scope, r, value, now);
-        let vid = v.id.clone();
-        r.add_version(v);
-        r.changed = now;
-        let stages = r
-            .versions
-            .iter()
-            .find(|v| v.id == vid)
-            .map(|v| v.stages.clone())
-            .unwrap_or_default();
-        Ok((vid, stages))
+        add_value(ctl, scope, r, value, now)
     })
     .await
+}
+
+/// Adds `value` as a version of `r` (inside a [`change`]): its id and
+/// stages, or those of the version a retry with the same token made.
+pub fn add_value(
+    ctl: &Control,
+    scope: &Scope,
+    r: &mut SecretRecord,
+    value: &NewValue,
+    now: Timestamp,
+) -> Result<(String, Vec<String>)> {
+    if let Some(token) = &value.token {
+        if let Some(v) = r.versions.iter().find(|v| &v.id == token) {
+            if same_value(ctl, scope, r, v, value)? {
+                return Ok((v.id.clone(), v.stages.clone()));
+            }
+            return Err(SecretsError::new(
+                "ResourceExistsException",
+                format!(
+                    "You can't use ClientRequestToken {token} because that value is already in use for a version of secret {}.",
+                    r.arn(&scope.region, &scope.account)
+                ),
+            )
+            .into());
+        }
+    }
+    let v = sealed_version(ctl, scope, r, value, now);
+    let vid = v.id.clone();
+    r.add_version(v);
+    r.changed = now;
+    let stages = r
+        .versions
+        .iter()
+        .find(|v| v.id == vid)
+        .map(|v| v.stages.clone())
+        .unwrap_or_default();
+    Ok((vid, stages))
+}
+
+fn marked_deleted() -> SecretsError {
+    SecretsError::new(
+        "InvalidRequestException",
+        "You tried to perform the operation on a secret that's currently marked deleted.",
+    )
 }
 
 /// Schedules the secret's deletion after `days`, or deletes it now when
@@ -323,6 +342,12 @@ pub async fn delete(
     days: i64,
     force: bool,
 ) -> Result<(SecretRecord, Timestamp)> {
+    // Checked before a lease is granted, so that a refused request leaves
+    // no lease behind; the compare-and-swap below checks again.
+    let found = find(ctl, scope, id, now).await?;
+    if found.value.deleted.is_some() && !force {
+        return Err(marked_deleted().into());
+    }
     let lease = if force {
         None
     } else {
@@ -335,11 +360,7 @@ pub async fn delete(
         let current = find(ctl, scope, id, now).await?;
         let key = keys::secret(scope, &current.value.name);
         if current.value.deleted.is_some() && !force {
-            return Err(SecretsError::new(
-                "InvalidRequestException",
-                "You tried to perform the operation on a secret that's currently marked deleted.",
-            )
-            .into());
+            return Err(marked_deleted().into());
         }
         let compare = vec![typed::unchanged(&key, current.mod_revision)];
         let Some(lease) = lease else {
