@@ -422,10 +422,11 @@ def test_a_fargate_task_lets_in_only_what_its_security_groups_allow(fg):
         fg.ecs.stop_task(cluster=fg.name, task=t["taskArn"])
 
 
-def test_a_fargate_task_gets_its_secrets_through_its_execution_role(fg):
+def test_a_fargate_task_gets_its_secrets_and_its_role(fg):
     """The Fargate pool's hosts fetch a task's secrets like any host: the
     server answers the host the task is placed on, with the task's
-    execution role."""
+    execution role; and its containers reach their task role's
+    credentials at 169.254.170.2 from the task's own namespace."""
     import json
     url = fg.server.url
     ssm, iam = make_client(url, "ssm"), make_client(url, "iam")
@@ -433,17 +434,22 @@ def test_a_fargate_task_gets_its_secrets_through_its_execution_role(fg):
     trust = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
                                                      "Principal": {"Service": "ecs-tasks.amazonaws.com"}}]}
     role = iam.create_role(RoleName="fg-exec", AssumeRolePolicyDocument=json.dumps(trust))["Role"]["Arn"]
+    app = iam.create_role(RoleName="fg-app", AssumeRolePolicyDocument=json.dumps(trust))["Role"]["Arn"]
     iam.put_role_policy(RoleName="fg-exec", PolicyName="read", PolicyDocument=json.dumps({
         "Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "ssm:GetParameters",
                                                 "Resource": "arn:aws:ssm:us-east-1:000000000000:parameter/fg-secrets/*"}]}))
     td = fg.ecs.register_task_definition(
         family="fg-secrets", networkMode="awsvpc", requiresCompatibilities=["FARGATE"], cpu="256", memory="512",
-        executionRoleArn=role, containerDefinitions=[{
+        executionRoleArn=role, taskRoleArn=app, containerDefinitions=[{
             "name": "app", "image": IMAGE, "command": ["sleep", "600"], "stopTimeout": 1,
             "secrets": [{"name": "DB", "valueFrom": "/fg-secrets/db"}]}])["taskDefinition"]["taskDefinitionArn"]
     t = fg.ecs.run_task(cluster=fg.name, taskDefinition=td, launchType="FARGATE",
                         networkConfiguration=net())["tasks"][0]
     t = fg.wait_status(t["taskArn"], "RUNNING")
-    env = docker_inspect(t["containers"][0]["runtimeId"])["Config"]["Env"]
-    assert "DB=fargate-secret" in env
+    container = t["containers"][0]["runtimeId"]
+    env = dict(e.split("=", 1) for e in docker_inspect(container)["Config"]["Env"])
+    assert env["DB"] == "fargate-secret"
+    got = json.loads(docker("exec", container, "wget", "-qO-",
+                            "http://169.254.170.2" + env["AWS_CONTAINER_CREDENTIALS_RELATIVE_URI"]))
+    assert got["RoleArn"] == app and got["AccessKeyId"].startswith("ASIA"), got
     fg.ecs.stop_task(cluster=fg.name, task=t["taskArn"])

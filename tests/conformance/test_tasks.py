@@ -7,7 +7,10 @@ import json
 import os
 import platform
 import subprocess
+import sys
 import time
+
+import boto3
 
 import botocore.exceptions
 import pytest
@@ -641,6 +644,82 @@ def test_secrets_reach_containers_through_the_execution_role(cl, name):
         and f"assumed-role/{name}-exec/" in t["stoppedReason"], t["stoppedReason"]
     t = started(name + "-norole", [{"name": "A", "valueFrom": f"/{name}/db/pass"}])
     assert "executionRoleArn" in t["stoppedReason"], t["stoppedReason"]
+
+
+def test_a_task_role_reaches_berth_from_inside_its_containers(cl, name):
+    url, account = cl.server.url, "000000000000"
+    iam = make_client(url, "iam")
+    trust = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
+                                                     "Principal": {"Service": "ecs-tasks.amazonaws.com"}}]}
+    role = iam.create_role(RoleName=f"{name}-app", AssumeRolePolicyDocument=json.dumps(trust))["Role"]["Arn"]
+    iam.put_role_policy(RoleName=f"{name}-app", PolicyName="list", PolicyDocument=json.dumps({
+        "Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "ecs:ListClusters", "Resource": "*"}]}))
+    # The application: boto3 as shipped, configured by nothing but what the
+    # agent gives the container (the host's Python and this venv, mounted).
+    app = ("import boto3, botocore.exceptions as x\n"
+           "ecs = boto3.client('ecs')\n"
+           f"print('listed', any(a.endswith('/{cl.name}') for a in ecs.list_clusters()['clusterArns']))\n"
+           "try:\n"
+           f"    ecs.delete_cluster(cluster='{cl.name}'); print('deleted')\n"
+           "except x.ClientError as e:\n"
+           "    print('delete', e.response['Error']['Code'])\n"
+           "print('me', boto3.client('sts').get_caller_identity()['Arn'])\n")
+    mounted = sorted({"/usr", "/lib", "/lib64", sys.prefix, sys.base_prefix})
+    paths = {f"host{i}": p for i, p in enumerate(mounted)
+             if os.path.exists(p) and not any(p.startswith(q + "/") for q in mounted)}
+    td = register(cl, name, [{"name": "app", "image": IMAGE, "memory": 256,
+                              "mountPoints": [{"sourceVolume": k, "containerPath": p, "readOnly": True}
+                                              for k, p in paths.items()],
+                              "command": [os.path.join(sys.prefix, "bin", "python"), "-c", app]}],
+                  taskRoleArn=role, volumes=[{"name": k, "host": {"sourcePath": p}} for k, p in paths.items()])
+    assert {"name": "com.amazonaws.ecs.capability.task-iam-role"} in td["requiresAttributes"]
+    t = cl.wait_status(run(cl, name)[0]["taskArn"], "STOPPED", timeout=60)
+    out = subprocess.run([BERTH, "logs", t["taskArn"], "--cluster", cl.name, "--server", url],
+                         capture_output=True, text=True, timeout=30)
+    task_id = t["taskArn"].rsplit("/", 1)[1]
+    assert out.stdout.splitlines() == [
+        "app | listed True", "app | delete AccessDeniedException",
+        f"app | me arn:aws:sts::{account}:assumed-role/{name}-app/{task_id}"], (out.stdout, out.stderr, t.get("stoppedReason"), t["containers"])
+    assert t["containers"][0].get("exitCode") == 0, t
+
+    # One bridge task and one awsvpc task: each reads its own credentials,
+    # and neither can read the other's even knowing the URI.
+    sleeper = [{"name": "c", "image": IMAGE, "memory": 16, "command": ["sleep", "600"], "stopTimeout": 1}]
+    register(cl, name + "-bridge", sleeper, taskRoleArn=role)
+    register(cl, name + "-vpc", sleeper, taskRoleArn=role, networkMode="awsvpc")
+    a = run(cl, name + "-bridge")[0]["taskArn"]
+    b = run(cl, name + "-vpc", networkConfiguration={"awsvpcConfiguration": {"subnets": ["subnet-local-1a"]}})
+    a, b = cl.wait_status(a, "RUNNING"), cl.wait_status(b[0]["taskArn"], "RUNNING")
+    container = {t["taskArn"]: t["containers"][0]["runtimeId"] for t in (a, b)}
+    env = {arn: dict(e.split("=", 1) for e in docker_inspect(c)["Config"]["Env"]) for arn, c in container.items()}
+    uri = {arn: e["AWS_CONTAINER_CREDENTIALS_RELATIVE_URI"] for arn, e in env.items()}
+    assert all(e["AWS_ENDPOINT_URL"] == "http://169.254.170.2" and e["AWS_REGION"] == "us-east-1"
+               for e in env.values()), env
+
+    def fetch(task, path):
+        return subprocess.run(["docker", "exec", container[task["taskArn"]], "wget", "-qO-",
+                               f"http://169.254.170.2{path}"], capture_output=True, text=True, timeout=30)
+
+    got = {}
+    for t in (a, b):
+        r = fetch(t, uri[t["taskArn"]])
+        assert r.returncode == 0, r.stderr
+        got[t["taskArn"]] = json.loads(r.stdout)
+        assert got[t["taskArn"]]["RoleArn"] == role and got[t["taskArn"]]["AccessKeyId"].startswith("ASIA")
+        other = b if t is a else a
+        r = fetch(other, uri[t["taskArn"]])
+        assert r.returncode != 0 and "400" in r.stderr, (r.stdout, r.stderr)
+    creds = got[a["taskArn"]]
+    as_task = boto3.client("ecs", endpoint_url=url, region_name="us-east-1", aws_access_key_id=creds["AccessKeyId"],
+                           aws_secret_access_key=creds["SecretAccessKey"], aws_session_token=creds["Token"])
+    assert as_task.list_clusters()["clusterArns"]
+    # They end with the task.
+    cl.ecs.stop_task(cluster=cl.name, task=a["taskArn"])
+    cl.wait_status(a["taskArn"], "STOPPED")
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        as_task.list_clusters()
+    assert e.value.response["Error"]["Code"] == "UnrecognizedClientException", e.value.response
+    cl.ecs.stop_task(cluster=cl.name, task=b["taskArn"])
 
 
 def test_a_private_registry_pulls_with_repository_credentials(cl, name, tmp_path):

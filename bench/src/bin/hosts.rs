@@ -437,7 +437,7 @@ async fn connection(sim: &Sim, host: &Host, cluster: &str, server: &str) -> anyh
                             let done = AgentMessage::Logs { request, data: String::new(), end: true };
                             tx.send(send(&done)).await?;
                         }
-                        ServerMessage::LogsDone { .. } | ServerMessage::Secrets { .. } => {}
+                        ServerMessage::LogsDone { .. } | ServerMessage::Secrets { .. } | ServerMessage::Credentials { .. } => {}
                     }
                 }
             }

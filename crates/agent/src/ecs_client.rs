@@ -160,6 +160,50 @@ impl EcsClient {
         Ok((status, bytes))
     }
 
+    /// Passes a request a task made, signed by the task itself, to the
+    /// server's API as it came (the Host header it was signed with
+    /// included), and returns the answer as it came.
+    pub async fn forward(
+        &self,
+        method: hyper::Method,
+        path_and_query: &str,
+        headers: &hyper::HeaderMap,
+        body: Bytes,
+    ) -> Result<hyper::Response<Bytes>, EcsError> {
+        let url = format!("{}{}", self.url.trim_end_matches('/'), path_and_query);
+        let mut req = hyper::Request::builder().method(method).uri(&url);
+        for (k, v) in headers {
+            // Hop-by-hop headers belong to the task's connection.
+            if !matches!(
+                k.as_str(),
+                "connection"
+                    | "keep-alive"
+                    | "transfer-encoding"
+                    | "upgrade"
+                    | "te"
+                    | "proxy-connection"
+                    | "content-length"
+            ) {
+                req = req.header(k, v);
+            }
+        }
+        let req = req
+            .body(Full::new(body))
+            .map_err(|e| EcsError::Protocol(e.to_string()))?;
+        let resp = self
+            .http
+            .request(req)
+            .await
+            .map_err(|e| EcsError::Unreachable(with_causes(&e)))?;
+        let (parts, body) = resp.into_parts();
+        let bytes = body
+            .collect()
+            .await
+            .map_err(|e| EcsError::Unreachable(e.to_string()))?
+            .to_bytes();
+        Ok(hyper::Response::from_parts(parts, bytes))
+    }
+
     /// GETs one of Berth's own JSON routes (`/berth/v1/...`), in this
     /// client's region.
     pub async fn get_json<O: DeserializeOwned>(&self, path: &str) -> Result<O, EcsError> {

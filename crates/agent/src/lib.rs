@@ -12,6 +12,7 @@
 //! agents can share one engine.
 
 mod ecs_client;
+pub mod endpoint;
 mod host;
 pub mod logs;
 mod report;
@@ -38,7 +39,7 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// Capabilities this agent's task runner implements (health checks,
 /// dependsOn and start/stop timeouts, task-level cpu and memory).
-pub const CAPABILITIES: [&str; 10] = [
+pub const CAPABILITIES: [&str; 11] = [
     "ecs.capability.container-health-check",
     "ecs.capability.container-ordering",
     "ecs.capability.task-cpu-mem-limit",
@@ -55,13 +56,39 @@ pub const CAPABILITIES: [&str; 10] = [
     "com.amazonaws.ecs.capability.private-registry-authentication.secretsmanager",
     // pidMode and ipcMode: host, or shared by the task's containers.
     "ecs.capability.pid-ipc-namespace-sharing",
+    // taskRoleArn: the role's credentials at 169.254.170.2, for bridge
+    // and awsvpc tasks (not host-network ones: task-iam-role-network-host).
+    "com.amazonaws.ecs.capability.task-iam-role",
 ];
 
-/// A task runner's request for a task's secrets, carried on the gateway
+/// A task runner's question for the server, carried on the gateway
 /// connection; the reply is dropped if the connection ends first.
-pub struct SecretsAsk {
-    pub task_arn: String,
-    pub reply: tokio::sync::oneshot::Sender<Result<Vec<berth_wire::agent::SecretValue>, String>>,
+pub enum ServerAsk {
+    /// A task's secrets, fetched with its execution role.
+    Secrets {
+        task_arn: String,
+        reply: tokio::sync::oneshot::Sender<Result<Vec<berth_wire::agent::SecretValue>, String>>,
+    },
+    /// New credentials of a task's role.
+    Credentials {
+        task_arn: String,
+        reply: tokio::sync::oneshot::Sender<Result<berth_wire::agent::RoleCredentials, String>>,
+    },
+}
+
+impl ServerAsk {
+    fn message(&self, request: u64) -> AgentMessage {
+        match self {
+            ServerAsk::Secrets { task_arn, .. } => AgentMessage::Secrets {
+                request,
+                task_arn: task_arn.clone(),
+            },
+            ServerAsk::Credentials { task_arn, .. } => AgentMessage::Credentials {
+                request,
+                task_arn: task_arn.clone(),
+            },
+        }
+    }
 }
 
 /// Ports the stock agent reserves: ssh, the Docker API, its own.
@@ -98,6 +125,9 @@ pub struct AgentConfig {
     /// What `https://` servers are trusted by (`--ca`); None: the AWS CA
     /// bundle or the system's roots.
     pub tls: Option<Arc<berth_tls::ClientConfig>>,
+    /// The port on 127.0.0.1 the task endpoint (169.254.170.2) is routed
+    /// to; 0: any free one.
+    pub endpoint_port: u16,
 }
 
 /// A client of `server` trusting what the agent is told to trust.
@@ -224,28 +254,34 @@ fn load_joined(config: &AgentConfig, state: &State) -> Option<Joined> {
     (j.cluster == state.cluster && j.instance_id == state.instance_id).then_some(j)
 }
 
-/// Readable by the agent's user only, and written whole or not at all.
 fn save_joined(config: &AgentConfig, joined: &Joined) -> Result<(), AgentError> {
+    let path = joined_path(config);
+    write_private(&path, &serde_json::to_vec(joined).unwrap_or_default()).map_err(|e| {
+        AgentError::State {
+            path: path.clone(),
+            reason: e.to_string(),
+        }
+    })
+}
+
+/// Writes `bytes` to `path` readable by the agent's user only, whole or
+/// not at all.
+pub(crate) fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let path = joined_path(config);
-    let fail = |e: std::io::Error| AgentError::State {
-        path: path.clone(),
-        reason: e.to_string(),
-    };
-    std::fs::create_dir_all(&config.data_dir).map_err(fail)?;
-    let tmp = path.with_extension("json.tmp");
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension("tmp");
     let _ = std::fs::remove_file(&tmp);
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
-        .open(&tmp)
-        .map_err(fail)?;
-    f.write_all(&serde_json::to_vec(joined).unwrap_or_default())
-        .map_err(fail)?;
-    f.sync_all().map_err(fail)?;
-    std::fs::rename(&tmp, &path).map_err(fail)
+        .open(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
 }
 
 /// Trades the join token for credentials of this host's own.
@@ -513,7 +549,16 @@ pub async fn run(
             reason,
         })?;
     let logs = logs::Logs::new(config.data_dir.join("logs"));
-    let (secrets_tx, mut secrets_rx) = tokio::sync::mpsc::unbounded_channel::<SecretsAsk>();
+    let (asks_tx, mut asks_rx) = tokio::sync::mpsc::unbounded_channel::<ServerAsk>();
+    let endpoint = endpoint::Endpoint::start(
+        &config.data_dir,
+        config.endpoint_port,
+        config.servers.iter().map(|s| client(&config, s)).collect(),
+        asks_tx.clone(),
+        runtime.clone(),
+    )
+    .await
+    .map_err(|e| AgentError::Host(format!("task endpoint: {e}")))?;
     let ctx = task::Ctx {
         runtime,
         instance,
@@ -522,7 +567,8 @@ pub async fn run(
         pull: config.pull_behavior,
         reporter: reporter.clone(),
         logs: logs.clone(),
-        secrets: secrets_tx,
+        asks: asks_tx,
+        endpoint,
     };
     let (desired_tx, desired_rx) = tokio::sync::mpsc::unbounded_channel();
     tokio::spawn(runner::run(ctx, desired_rx));
@@ -539,7 +585,7 @@ pub async fn run(
             reporter: &reporter,
         };
         match link
-            .connect_once(&mut changed, &mut secrets_rx, &shutdown)
+            .connect_once(&mut changed, &mut asks_rx, &shutdown)
             .await
         {
             Ok(_) if shutdown.is_cancelled() => return Ok(()),
@@ -655,7 +701,7 @@ impl Link<'_> {
     async fn connect_once(
         &self,
         changed: &mut tokio::sync::mpsc::UnboundedReceiver<String>,
-        secrets: &mut tokio::sync::mpsc::UnboundedReceiver<SecretsAsk>,
+        asks: &mut tokio::sync::mpsc::UnboundedReceiver<ServerAsk>,
         shutdown: &CancellationToken,
     ) -> Result<bool, String> {
         let mut request =
@@ -699,8 +745,8 @@ impl Link<'_> {
         // The desired set as the server last described it on this
         // connection: whole, then changed piece by piece.
         let mut current: Option<DesiredSet> = None;
-        // Secrets asked for on this connection, by request number.
-        let mut asked: HashMap<u64, SecretsAsk> = HashMap::new();
+        // Questions asked on this connection, by request number.
+        let mut asked: HashMap<u64, ServerAsk> = HashMap::new();
         let mut next_request = 0u64;
         loop {
             tokio::select! {
@@ -708,9 +754,9 @@ impl Link<'_> {
                     let _ = ws.close(None).await;
                     return Ok(welcomed);
                 }
-                Some(ask) = secrets.recv(), if welcomed => {
+                Some(ask) = asks.recv(), if welcomed => {
                     next_request += 1;
-                    let m = AgentMessage::Secrets { request: next_request, task_arn: ask.task_arn.clone() };
+                    let m = ask.message(next_request);
                     asked.insert(next_request, ask);
                     ws.send(encode(&m)).await.map_err(|e| e.to_string())?;
                 }
@@ -783,10 +829,18 @@ impl Link<'_> {
                             }
                         }
                         Ok(ServerMessage::Secrets { request, values, error }) => {
-                            if let Some(ask) = asked.remove(&request) {
-                                let _ = ask.reply.send(match error {
+                            if let Some(ServerAsk::Secrets { reply, .. }) = asked.remove(&request) {
+                                let _ = reply.send(match error {
                                     Some(e) => Err(e),
                                     None => Ok(values),
+                                });
+                            }
+                        }
+                        Ok(ServerMessage::Credentials { request, credentials, error }) => {
+                            if let Some(ServerAsk::Credentials { reply, .. }) = asked.remove(&request) {
+                                let _ = reply.send(match (credentials, error) {
+                                    (Some(c), None) => Ok(c),
+                                    (_, e) => Err(e.unwrap_or_else(|| "the server sent no credentials".into())),
                                 });
                             }
                         }
@@ -833,6 +887,7 @@ mod tests {
             credentials: None,
             join_token: None,
             tls: None,
+            endpoint_port: 0,
         };
         assert_eq!(load_state(&config).expect("no file"), None);
         let s = State {

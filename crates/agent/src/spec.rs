@@ -583,6 +583,29 @@ pub fn add_secrets(
     }
 }
 
+/// What a container of a task with a role gets, as ECS's agent sets it:
+/// where its credentials are (`credentials_id` is the task's), and, unless
+/// the definition says otherwise, Berth's APIs as the endpoint of every
+/// AWS service and the task's region, so an SDK with no configuration
+/// calls Berth with the task's role.
+pub fn add_task_role(spec: &mut ContainerSpec, credentials_id: &str, region: &str) {
+    let set = |spec: &ContainerSpec, k: &str| spec.env.iter().any(|(n, _)| n == k);
+    spec.env
+        .retain(|(k, _)| k != "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI");
+    spec.env.push((
+        "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI".into(),
+        format!("/v2/credentials/{credentials_id}"),
+    ));
+    if !set(spec, "AWS_ENDPOINT_URL") {
+        spec.env
+            .push(("AWS_ENDPOINT_URL".into(), crate::endpoint::API_URL.into()));
+    }
+    if !set(spec, "AWS_REGION") && !set(spec, "AWS_DEFAULT_REGION") {
+        spec.env.push(("AWS_REGION".into(), region.into()));
+        spec.env.push(("AWS_DEFAULT_REGION".into(), region.into()));
+    }
+}
+
 pub fn unsupported(task: &DesiredTask) -> Option<String> {
     let def = &task.definition;
     let refuse = |what: &str| {
@@ -590,8 +613,8 @@ pub fn unsupported(task: &DesiredTask) -> Option<String> {
             "ResourceInitializationError: this host cannot provide {what}, which the task definition asks for"
         ))
     };
-    if def.task_role_arn.is_some() {
-        return refuse("a task role (taskRoleArn)");
+    if def.task_role_arn.is_some() && def.network_mode.as_deref() == Some("host") {
+        return refuse("a task role (taskRoleArn) to a task of the host's network");
     }
     if def
         .volumes
@@ -700,7 +723,10 @@ pub(crate) mod tests {
         assert_eq!(unsupported(&task(vec![json_file])), None);
         let mut role = task(vec![plain]);
         role.definition.task_role_arn = Some("arn:aws:iam::1:role/r".into());
+        assert_eq!(unsupported(&role), None);
+        role.definition.network_mode = Some("host".into());
         assert!(unsupported(&role).expect("refused").contains("taskRoleArn"));
+        role.definition.network_mode = None;
         role.definition.task_role_arn = None;
         role.definition.proxy_configuration = Some(w::ProxyConfiguration::default());
         assert!(unsupported(&role)

@@ -49,7 +49,9 @@ pub struct Ctx {
     pub reporter: Reporter,
     pub logs: Logs,
     /// Where a task asks the server for its secrets.
-    pub secrets: tokio::sync::mpsc::UnboundedSender<crate::SecretsAsk>,
+    pub asks: tokio::sync::mpsc::UnboundedSender<crate::ServerAsk>,
+    /// The task endpoint: role credentials and the API for containers.
+    pub endpoint: crate::endpoint::Endpoint,
 }
 
 fn now() -> f64 {
@@ -342,6 +344,8 @@ impl Driver {
             }
             self.supervise().await;
         }
+        // Its containers have exited: nothing of it may use its role now.
+        self.ctx.endpoint.forget(&self.desired.task_arn).await;
         // Done: report again whenever asked until the server lets go.
         while !self.forget {
             match self.rx.recv().await {
@@ -430,6 +434,14 @@ impl Driver {
         } else {
             None
         };
+        if self.has_role() {
+            if let Err(reason) = self.ctx.endpoint.credentials(&self.desired.task_arn).await {
+                if fresh {
+                    return Err(self.failed_to_start(reason));
+                }
+                tracing::warn!(task = %self.desired.task_arn, %reason, "no task role credentials for a task the agent took over");
+            }
+        }
         if let Err(reason) = self.network().await {
             return Err(self.failed_to_start(reason));
         }
@@ -455,6 +467,10 @@ impl Driver {
                 self.pause.as_deref(),
             );
             spec::add_secrets(&mut s, &self.containers[i].name, &secrets);
+            if self.has_role() {
+                let id = self.ctx.endpoint.credentials_id(&self.desired.task_arn);
+                spec::add_task_role(&mut s, &id, &self.ctx.region);
+            }
             let created = match self.ctx.runtime.create(&s).await {
                 Ok(id) => Ok(id),
                 Err(berth_runtime::RuntimeError::NotFound(m))
@@ -486,7 +502,54 @@ impl Driver {
                 }
             }
         }
+        // Containers left running by the agent before a restart: their
+        // addresses are routed to this agent's (new) port.
+        for i in 0..self.containers.len() {
+            if self.containers[i].status == Status::Running {
+                if let Some(id) = self.containers[i].id.clone() {
+                    self.route_container(&id, None).await;
+                }
+            }
+        }
         Ok(())
+    }
+
+    fn has_role(&self) -> bool {
+        self.desired.definition.task_role_arn.is_some()
+    }
+
+    /// Routes the task endpoint for a bridge-mode container's address to
+    /// this agent, when the task has a role (awsvpc tasks are routed by
+    /// their namespace's address, host-mode ones have none of their own).
+    /// `info`: the container as just inspected, if it was.
+    async fn route_container(&self, id: &str, info: Option<&berth_runtime::ContainerInfo>) {
+        if !self.has_role() || self.desired.network.is_some() {
+            return;
+        }
+        let looked;
+        let info = match info {
+            Some(i) => i,
+            None => match self.ctx.runtime.inspect(id).await {
+                Ok(Some(i)) => {
+                    looked = i;
+                    &looked
+                }
+                _ => return,
+            },
+        };
+        for a in &info.networks {
+            let Ok(ip) = a.ip.parse::<std::net::Ipv4Addr>() else {
+                continue;
+            };
+            if let Err(e) = self
+                .ctx
+                .endpoint
+                .route(&self.desired.task_arn, &a.network, ip)
+                .await
+            {
+                tracing::warn!(task = %self.desired.task_arn, error = %e, "task endpoint not routed");
+            }
+        }
     }
 
     /// Stops the containers not yet created, for `reason`: the task's stop.
@@ -522,11 +585,11 @@ impl Driver {
     async fn fetch_secrets(&self) -> Result<Vec<berth_wire::agent::SecretValue>, String> {
         loop {
             let (reply, answer) = tokio::sync::oneshot::channel();
-            let ask = crate::SecretsAsk {
+            let ask = crate::ServerAsk::Secrets {
                 task_arn: self.desired.task_arn.clone(),
                 reply,
             };
-            if self.ctx.secrets.send(ask).is_err() {
+            if self.ctx.asks.send(ask).is_err() {
                 return Err("ResourceInitializationError: unable to pull secrets or registry auth: the agent is stopping".into());
             }
             match answer.await {
@@ -595,7 +658,19 @@ impl Driver {
                 .filter(|m| !m.is_empty());
         }
         // Deny by default before any of the task's containers listens.
-        self.filter().await.map_err(failed)
+        self.filter().await.map_err(failed)?;
+        if self.has_role() {
+            let ip = net
+                .ip
+                .parse::<std::net::Ipv4Addr>()
+                .map_err(|e| format!("CannotCreateContainerError: task address {}: {e}", net.ip))?;
+            self.ctx
+                .endpoint
+                .route(&self.desired.task_arn, &net.name, ip)
+                .await
+                .map_err(failed)?;
+        }
+        Ok(())
     }
 
     /// The task's pause container, made from `spec` (on `net`) unless it
@@ -832,11 +907,17 @@ impl Driver {
                 .port_mappings
                 .as_ref()
                 .is_some_and(|m| !m.is_empty());
-        let info = if published {
+        let routed = !host_mode && self.desired.network.is_none() && self.has_role();
+        let info = if published || routed {
             self.ctx.runtime.inspect(id).await.ok().flatten()
         } else {
             None
         };
+        if routed {
+            if let Some(info) = &info {
+                self.route_container(id, Some(info)).await;
+            }
+        }
         let task_id = spec::task_id(&self.desired.task_arn).to_string();
         let c = &mut self.containers[i];
         c.started = true;
@@ -1091,8 +1172,12 @@ mod tests {
     use berth_wire::agent::DesiredNetwork;
     use futures::FutureExt;
 
-    fn ctx(rt: Arc<FakeRuntime>, dir: &std::path::Path) -> Ctx {
+    async fn ctx(rt: Arc<FakeRuntime>, dir: &std::path::Path) -> Ctx {
         let (reporter, _) = Reporter::open(dir.join("reports.json")).expect("reporter");
+        let (asks, _) = tokio::sync::mpsc::unbounded_channel();
+        let endpoint = crate::endpoint::Endpoint::start(dir, 0, vec![], asks.clone(), rt.clone())
+            .await
+            .expect("endpoint");
         Ctx {
             runtime: rt,
             instance: "i-1".into(),
@@ -1101,7 +1186,8 @@ mod tests {
             pull: PullBehavior::Always,
             reporter,
             logs: Logs::new(dir.join("logs")),
-            secrets: tokio::sync::mpsc::unbounded_channel().0,
+            asks,
+            endpoint,
         }
     }
 
@@ -1147,7 +1233,7 @@ mod tests {
         };
         let (tx, rx) = mpsc::unbounded_channel();
         let driver = Driver::new(
-            ctx(rt.clone(), dir.path()),
+            ctx(rt.clone(), dir.path()).await,
             desired,
             None,
             HashMap::new(),

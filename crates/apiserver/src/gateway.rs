@@ -368,15 +368,23 @@ async fn desired_task(
     Ok(Some(desired))
 }
 
-/// The secrets of a task placed on this instance, fetched with its
-/// execution role; an agent gets no other task's.
-async fn task_secrets(
+/// A task placed on this instance, with its cluster, id, and its entry in
+/// the instance's index (the key and its revision); an agent may ask only
+/// about its own tasks.
+struct Placed {
+    task: Task,
+    cluster: String,
+    id: String,
+    entry: (String, i64),
+}
+
+async fn placed_task(
     st: &AppState,
     scope: &Scope,
     cluster: &str,
     instance: &str,
     task_arn: &str,
-) -> Result<Vec<berth_wire::agent::SecretValue>, String> {
+) -> Result<Placed, String> {
     let not_here = || format!("task {task_arn} is not placed on this instance");
     let tail = task_arn
         .strip_prefix(&format!(
@@ -392,19 +400,71 @@ async fn task_secrets(
     } else {
         return Err(not_here());
     };
+    let entry = scope.instance_task(cluster, instance, &entry);
     let placed = st
         .store
-        .get(&scope.instance_task(cluster, instance, &entry))
+        .get(&entry)
         .await
-        .map_err(|e| e.to_string())?;
-    if placed.is_none() {
-        return Err(not_here());
-    }
+        .map_err(|e| e.to_string())?
+        .ok_or_else(not_here)?;
     let task = typed::get::<Task>(&*st.store, &scope.task(task_cluster, task_id))
         .await
         .map_err(|e| e.to_string())?
         .ok_or_else(not_here)?
         .value;
+    Ok(Placed {
+        task,
+        cluster: task_cluster.to_string(),
+        id: task_id.to_string(),
+        entry: (entry, placed.mod_revision),
+    })
+}
+
+/// Credentials of the role of a task placed on this instance.
+async fn task_credentials(
+    st: &AppState,
+    scope: &Scope,
+    cluster: &str,
+    instance: &str,
+    task_arn: &str,
+) -> Result<berth_wire::agent::RoleCredentials, String> {
+    let placed = placed_task(st, scope, cluster, instance, task_arn).await?;
+    let role = placed
+        .task
+        .definition
+        .task_role_arn
+        .as_deref()
+        .ok_or_else(|| format!("task {task_arn} has no taskRoleArn"))?;
+    let issued = berth_control::task_role::issue(
+        &st.ctl,
+        scope,
+        &placed.cluster,
+        &placed.id,
+        role,
+        u32::try_from(st.config.task_credentials_lifetime.as_secs()).unwrap_or(u32::MAX),
+        (&placed.entry.0, placed.entry.1),
+    )
+    .await?;
+    Ok(berth_wire::agent::RoleCredentials {
+        role_arn: issued.role_arn,
+        access_key_id: issued.access_key_id,
+        secret_access_key: issued.secret_access_key,
+        session_token: issued.session_token,
+        expiration: issued.expires as i64,
+    })
+}
+
+/// The secrets of a task placed on this instance, fetched with its
+/// execution role; an agent gets no other task's.
+async fn task_secrets(
+    st: &AppState,
+    scope: &Scope,
+    cluster: &str,
+    instance: &str,
+    task_arn: &str,
+) -> Result<Vec<berth_wire::agent::SecretValue>, String> {
+    let Placed { task, id, .. } = placed_task(st, scope, cluster, instance, task_arn).await?;
+    let task_id = id.as_str();
     let def = &task.definition;
     let wanted: Vec<berth_control::task_secrets::Wanted> = def
         .container_definitions
@@ -588,6 +648,12 @@ async fn record(
         .txn(Txn::when(vec![], ops))
         .await
         .map_err(|e| e.to_string())?;
+    if next == TaskStatus::Stopped {
+        // Its role's credentials end with it.
+        if let Err(e) = berth_control::task_role::revoke(&st.ctl, scope, cluster, &id).await {
+            tracing::warn!(task = %id, error = %e, "task role credentials not revoked; the stopped-task sweep will");
+        }
+    }
     tracing::info!(cluster = %cluster, task = %id, status = report.last_status.as_str(), "task state");
     Ok(())
 }
@@ -762,6 +828,13 @@ async fn converse(
                         let m = match task_secrets(st, scope, cluster, id, &task_arn).await {
                             Ok(values) => ServerMessage::Secrets { request, values, error: None },
                             Err(error) => ServerMessage::Secrets { request, values: vec![], error: Some(error) },
+                        };
+                        send(socket, &m).await?;
+                    }
+                    Some(AgentMessage::Credentials { request, task_arn }) => {
+                        let m = match task_credentials(st, scope, cluster, id, &task_arn).await {
+                            Ok(c) => ServerMessage::Credentials { request, credentials: Some(c), error: None },
+                            Err(error) => ServerMessage::Credentials { request, credentials: None, error: Some(error) },
                         };
                         send(socket, &m).await?;
                     }

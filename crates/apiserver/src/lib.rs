@@ -91,6 +91,10 @@ pub struct ApiConfig {
     pub fargate_max_stop_timeout: i32,
     /// An agent silent for this long counts as disconnected.
     pub agent_timeout: std::time::Duration,
+    /// How long a task role's credentials last; agents ask for new ones
+    /// halfway through, so a task's containers always hold some that last
+    /// more than SDKs' fifteen minutes of advance refresh.
+    pub task_credentials_lifetime: std::time::Duration,
     /// The subnets and security groups awsvpc tasks may use.
     pub network: berth_domain::network::NetworkConfig,
     /// What metering charges (`berth billing`).
@@ -119,6 +123,7 @@ impl Default for ApiConfig {
             body_limit: 1024 * 1024,
             fargate_max_stop_timeout: berth_domain::taskdef::FARGATE_MAX_STOP_TIMEOUT,
             agent_timeout: std::time::Duration::from_secs(5),
+            task_credentials_lifetime: std::time::Duration::from_secs(6 * 3600),
             network: berth_domain::network::NetworkConfig::local_default(),
             prices: berth_domain::billing::Prices::default(),
             lb_hostname: "localhost".into(),

@@ -121,6 +121,10 @@ struct HostArgs {
     /// balancers send instance targets' traffic to.
     #[arg(long, env = "BERTH_HOST_ADDRESS", default_value = "127.0.0.1")]
     host_address: std::net::IpAddr,
+    /// The port on 127.0.0.1 that tasks' 169.254.170.2 (role credentials,
+    /// Berth's APIs) is routed to; 0: any free port, chosen at each start.
+    #[arg(long, env = "BERTH_ENDPOINT_PORT", default_value_t = 0)]
+    endpoint_port: u16,
 }
 
 #[derive(clap::Args, Clone)]
@@ -429,6 +433,10 @@ struct ServerArgs {
     /// disconnected (agentConnected false).
     #[arg(long, env = "BERTH_AGENT_TIMEOUT", default_value_t = 5.0, value_parser = parse_timeout)]
     agent_timeout: f64,
+    /// Seconds a task role's credentials last (AWS STS allows 900 to
+    /// 43200); agents fetch new ones halfway through.
+    #[arg(long, env = "BERTH_TASK_CREDENTIALS_LIFETIME", default_value_t = 21600, value_parser = clap::value_parser!(u32).range(900..=43200))]
+    task_credentials_lifetime: u32,
     /// Seconds a service task without container health checks must run
     /// before it counts as healthy in a deployment (ECS uses about 40).
     #[arg(long, env = "BERTH_SERVICE_SETTLE", default_value_t = 5.0, value_parser = parse_timeout)]
@@ -858,6 +866,7 @@ async fn serve(args: ServerArgs, up: Option<(HostArgs, bool)>) -> anyhow::Result
         body_limit: args.body_limit,
         fargate_max_stop_timeout: args.fargate_max_stop_timeout,
         agent_timeout: Duration::from_secs_f64(args.agent_timeout),
+        task_credentials_lifetime: Duration::from_secs(u64::from(args.task_credentials_lifetime)),
         prices: berth_domain::billing::Prices {
             fargate_vcpu_hour: args.price_fargate_vcpu_hour,
             fargate_gb_hour: args.price_fargate_gb_hour,
@@ -971,6 +980,8 @@ async fn serve(args: ServerArgs, up: Option<(HostArgs, bool)>) -> anyhow::Result
                 &host,
             )?;
             config.instance_id = config.instance_id.map(|i| format!("{i}-fargate"));
+            // The EC2 agent's port, when one is set, is taken.
+            config.endpoint_port = 0;
             config.join_token = Some(local_token(berth_domain::instance::FARGATE_POOL).await?);
             config.tls = local_tls.clone();
             let stop = shutdown.clone();
@@ -1114,6 +1125,7 @@ fn agent_config(
         reserved_ports: host.reserved_ports.clone(),
         data_dir,
         pull_behavior,
+        endpoint_port: host.endpoint_port,
     })
 }
 

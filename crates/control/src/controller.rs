@@ -342,6 +342,8 @@ fn matters(
         },
         "tasks" => service_tasks.remove(&key),
         "task-states" => service_tasks.contains(&key),
+        // A task's role sessions are no service's business.
+        "task-credentials" => false,
         _ => true,
     }
 }
@@ -757,6 +759,11 @@ impl Controller {
         for (state_key, report) in reports {
             if Task::last_status(Some(&report.value)) != TaskStatus::Stopped {
                 continue;
+            }
+            // The gateway ends a task's role sessions when it records it
+            // STOPPED; this catches a server that went down in between.
+            if let Some(id) = state_key.rsplit('/').next() {
+                crate::task_role::revoke(&self.st, scope, cluster, id).await?;
             }
             let Some(at) = report.value.stopped_at else {
                 continue;

@@ -1211,6 +1211,22 @@ pub async fn create_session(
     seconds: u32,
     terms: berth_iam::SessionTerms,
 ) -> Result<(berth_iam::Session, String, String)> {
+    let lease = ctl
+        .store
+        .lease_grant(std::time::Duration::from_secs(u64::from(seconds) + 60))
+        .await?;
+    create_session_under(ctl, owner, seconds, terms, lease.id).await
+}
+
+/// [`create_session`] under a lease the caller holds (and may revoke to
+/// end the session early); it must outlast the session.
+pub async fn create_session_under(
+    ctl: &Control,
+    owner: berth_iam::SessionOwner,
+    seconds: u32,
+    terms: berth_iam::SessionTerms,
+    lease: berth_store::LeaseId,
+) -> Result<(berth_iam::Session, String, String)> {
     let (id, secret, token) = {
         let mut rng = rand::rng();
         (
@@ -1230,10 +1246,6 @@ pub async fn create_session(
         tags: terms.tags,
         transitive_tag_keys: terms.transitive_tag_keys,
     };
-    let lease = ctl
-        .store
-        .lease_grant(std::time::Duration::from_secs(u64::from(seconds) + 60))
-        .await?;
     let key = iam::session(&ctl.config.account, &id);
     ctl.store
         .txn(Txn::when(
@@ -1241,7 +1253,7 @@ pub async fn create_session(
             vec![Op::Put {
                 key: key.clone(),
                 value: typed::encode(&record),
-                lease: Some(lease.id),
+                lease: Some(lease),
             }],
         ))
         .await?;

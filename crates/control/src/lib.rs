@@ -32,6 +32,7 @@ pub mod secrets;
 pub mod service_lb;
 pub mod services;
 pub mod ssm;
+pub mod task_role;
 pub mod task_secrets;
 pub mod taskdefs;
 pub mod tasks;

@@ -42,43 +42,9 @@ async fn execution_role(
     role_arn: &str,
     task_id: &str,
 ) -> Result<(Principal, Arc<Vec<Policy>>), String> {
-    let own = format!("arn:aws:iam::{}:role/", scope.account);
-    let name = role_arn
-        .strip_prefix(&own)
-        .map(|rest| rest.rsplit('/').next().unwrap_or(rest))
-        .ok_or_else(|| {
-            failure(format!(
-                "execution role {role_arn} is not a role of this account"
-            ))
-        })?;
-    let role = crate::iam::role(ctl, name)
+    let role = assumable(ctl, scope, role_arn, "execution role")
         .await
-        .map_err(|_| failure(format!("execution role {role_arn} does not exist")))?
-        .value;
-    if role.arn(&scope.account) != role_arn {
-        return Err(failure(format!("execution role {role_arn} does not exist")));
-    }
-    let trust = Policy::parse(&role.trust, PolicyKind::Trust).map_err(|e| {
-        failure(format!(
-            "execution role {role_arn} has a trust policy that cannot be read: {e}"
-        ))
-    })?;
-    let context = Context::default();
-    let trusted = evaluate(
-        &[&trust],
-        &[],
-        &Request {
-            action: "sts:AssumeRole",
-            resource: role_arn,
-            caller: Some(Caller::Service(ECS_TASKS)),
-            context: &context,
-        },
-    );
-    if trusted != Decision::Allow {
-        return Err(failure(format!(
-            "the trust policy of execution role {role_arn} does not let {ECS_TASKS} assume it"
-        )));
-    }
+        .map_err(failure)?;
     let principal = Principal::AssumedRole {
         account: scope.account.clone(),
         role: role.name.clone(),
@@ -91,6 +57,48 @@ async fn execution_role(
         .await
         .map_err(|e| failure(format!("cannot read the execution role's policies: {e}")))?;
     Ok((principal, policies))
+}
+
+/// The role `role_arn` names (`what`: "execution role", "task role"), if
+/// it is this account's and its trust policy lets ECS's tasks assume it;
+/// otherwise why not.
+pub(crate) async fn assumable(
+    ctl: &Control,
+    scope: &Scope,
+    role_arn: &str,
+    what: &str,
+) -> Result<berth_iam::records::Role, String> {
+    let own = format!("arn:aws:iam::{}:role/", scope.account);
+    let name = role_arn
+        .strip_prefix(&own)
+        .map(|rest| rest.rsplit('/').next().unwrap_or(rest))
+        .ok_or_else(|| format!("{what} {role_arn} is not a role of this account"))?;
+    let role = crate::iam::role(ctl, name)
+        .await
+        .map_err(|_| format!("{what} {role_arn} does not exist"))?
+        .value;
+    if role.arn(&scope.account) != role_arn {
+        return Err(format!("{what} {role_arn} does not exist"));
+    }
+    let trust = Policy::parse(&role.trust, PolicyKind::Trust)
+        .map_err(|e| format!("{what} {role_arn} has a trust policy that cannot be read: {e}"))?;
+    let context = Context::default();
+    let trusted = evaluate(
+        &[&trust],
+        &[],
+        &Request {
+            action: "sts:AssumeRole",
+            resource: role_arn,
+            caller: Some(Caller::Service(ECS_TASKS)),
+            context: &context,
+        },
+    );
+    if trusted != Decision::Allow {
+        return Err(format!(
+            "the trust policy of {what} {role_arn} does not let {ECS_TASKS} assume it"
+        ));
+    }
+    Ok(role)
 }
 
 /// Whether the role may take `action` on `resource`, or the denial in IAM's words.

@@ -758,6 +758,9 @@ fn requires_attributes(
     }
     if req.task_role_arn.is_some() {
         names.insert("com.amazonaws.ecs.capability.task-iam-role".into());
+        if mode == "host" {
+            names.insert("com.amazonaws.ecs.capability.task-iam-role-network-host".into());
+        }
     }
     if req.cpu.is_some() || req.memory.is_some() {
         names.insert("ecs.capability.task-cpu-mem-limit".into());

@@ -39,6 +39,12 @@ pub struct DockerRuntime {
     cgroups: Option<Layout>,
     /// The engine's logging drivers, as it listed them at start.
     log_drivers: Vec<String>,
+    /// The task endpoint's rules are read, then changed: one change at a
+    /// time in this process (iptables' own lock covers single commands).
+    /// Holds the bridges already let route to loopback, and whether the
+    /// chain, its jump and the guards were seen in place: set up once per
+    /// process, they cost each task no more iptables runs.
+    endpoint_lock: tokio::sync::Mutex<EndpointSetup>,
 }
 
 /// Where the kernel's cgroup hierarchies are mounted, for the engine and
@@ -102,6 +108,7 @@ impl DockerRuntime {
             pulled: Mutex::default(),
             cgroups,
             log_drivers,
+            endpoint_lock: tokio::sync::Mutex::default(),
         })
     }
 
@@ -490,7 +497,7 @@ impl ContainerRuntime for DockerRuntime {
             .networks
             .unwrap_or_default()
             .into_iter()
-            .filter(|(name, _)| !matches!(name.as_str(), "bridge" | "host" | "none"))
+            .filter(|(name, _)| !matches!(name.as_str(), "host" | "none"))
             .map(|(name, e)| crate::Attachment {
                 network: name,
                 ip: e.ip_address.unwrap_or_default(),
@@ -792,6 +799,98 @@ impl ContainerRuntime for DockerRuntime {
         Ok(())
     }
 
+    async fn route_endpoint(
+        &self,
+        network: &str,
+        source: std::net::Ipv4Addr,
+        port: u16,
+    ) -> Result<(), RuntimeError> {
+        use crate::endpoint;
+        let net = self
+            .docker
+            .inspect_network(network, None)
+            .await
+            .map_err(unavailable)?;
+        // The default bridge names its interface; others are br-<id>.
+        let bridge = net
+            .options
+            .as_ref()
+            .and_then(|o| o.get("com.docker.network.bridge.name").cloned())
+            .or_else(|| {
+                net.id
+                    .as_ref()
+                    .map(|id| format!("br-{}", &id[..id.len().min(12)]))
+            })
+            .ok_or_else(|| RuntimeError::Rejected(format!("network {network} has no bridge")))?;
+        let mut setup = self.endpoint_lock.lock().await;
+        if !setup.bridges.contains(&bridge) {
+            // DNAT to loopback is dropped as martian unless the interface
+            // the packet came in on may route there.
+            let sysctl = format!("/proc/sys/net/ipv4/conf/{bridge}/route_localnet");
+            if std::fs::read_to_string(&sysctl)
+                .map(|v| v.trim() != "1")
+                .unwrap_or(true)
+            {
+                std::fs::write(&sysctl, "1").map_err(|e| {
+                    RuntimeError::Unavailable(format!("cannot let {bridge} route to loopback: {e}"))
+                })?;
+            }
+            setup.bridges.insert(bridge);
+        }
+        if !setup.chain {
+            if !iptables(&["-t", "nat", "-S", endpoint::CHAIN]).await?.0 {
+                iptables_ok(&["-t", "nat", "-N", endpoint::CHAIN]).await?;
+            }
+            ensure_rule("nat", "PREROUTING", &endpoint::jump()).await?;
+            for (chain, rule) in endpoint::guards() {
+                ensure_rule("filter", chain, &rule).await?;
+            }
+            setup.chain = true;
+        }
+        let listing = iptables_ok(&["-t", "nat", "-S", endpoint::CHAIN]).await?;
+        let mut gone = vec![];
+        for (other, rules) in endpoint::by_port(&listing) {
+            let refused = other != port
+                && matches!(
+                    tokio::time::timeout(
+                        Duration::from_millis(200),
+                        tokio::net::TcpStream::connect((std::net::Ipv4Addr::LOCALHOST, other)),
+                    )
+                    .await,
+                    Ok(Err(_))
+                );
+            if refused {
+                gone.extend(rules);
+            }
+        }
+        for old in gone.iter().chain(&endpoint::stale(&listing, source, port)) {
+            let mut args = vec!["-t", "nat", "-D", endpoint::CHAIN];
+            args.extend(old.iter().map(String::as_str));
+            // Gone already (its own agent took it back) is as good.
+            let _ = iptables(&args).await?;
+        }
+        if !endpoint::present(&listing, source, port) {
+            let rule = endpoint::rule(source, port);
+            let mut args = vec!["-t", "nat", "-A", endpoint::CHAIN];
+            args.extend(rule.iter().map(String::as_str));
+            iptables_ok(&args).await?;
+        }
+        Ok(())
+    }
+
+    async fn unroute_endpoint(
+        &self,
+        source: std::net::Ipv4Addr,
+        port: u16,
+    ) -> Result<(), RuntimeError> {
+        let rule = crate::endpoint::rule(source, port);
+        let mut args = vec!["-t", "nat", "-D", crate::endpoint::CHAIN];
+        args.extend(rule.iter().map(String::as_str));
+        let _one_at_a_time = self.endpoint_lock.lock().await;
+        let _ = iptables(&args).await?;
+        Ok(())
+    }
+
     async fn ensure_pause_image(&self) -> Result<(), RuntimeError> {
         match self.docker.inspect_image(crate::pause::IMAGE).await {
             Ok(_) => return Ok(()),
@@ -907,4 +1006,52 @@ mod tests {
             Some("5353")
         );
     }
+}
+
+/// What of the task endpoint's host setup this process has done.
+#[derive(Default)]
+struct EndpointSetup {
+    bridges: HashSet<String>,
+    chain: bool,
+}
+
+/// Runs the host's iptables (waiting for its lock, which other agents and
+/// the engine take too): whether it succeeded, and its output.
+async fn iptables(args: &[&str]) -> Result<(bool, String), RuntimeError> {
+    let out = tokio::process::Command::new("iptables")
+        .arg("-w")
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .map_err(|e| RuntimeError::Unavailable(format!("cannot run iptables: {e}")))?;
+    let text = if out.status.success() {
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    } else {
+        String::from_utf8_lossy(&out.stderr).trim().to_string()
+    };
+    Ok((out.status.success(), text))
+}
+
+/// [`iptables`], where failing is an error.
+async fn iptables_ok(args: &[&str]) -> Result<String, RuntimeError> {
+    match iptables(args).await? {
+        (true, out) => Ok(out),
+        (false, err) => Err(RuntimeError::Rejected(format!(
+            "iptables {}: {err}",
+            args.join(" ")
+        ))),
+    }
+}
+
+/// Puts `rule` first in `chain` of `table` unless it is there.
+async fn ensure_rule(table: &str, chain: &str, rule: &[String]) -> Result<(), RuntimeError> {
+    let mut check = vec!["-t", table, "-C", chain];
+    check.extend(rule.iter().map(String::as_str));
+    if iptables(&check).await?.0 {
+        return Ok(());
+    }
+    let mut insert = vec!["-t", table, "-I", chain, "1"];
+    insert.extend(rule.iter().map(String::as_str));
+    iptables_ok(&insert).await.map(|_| ())
 }

@@ -30,6 +30,8 @@ pub enum Call {
     RemoveNetwork(String),
     EnsurePauseImage,
     ApplyIngress(String, Vec<crate::firewall::IngressRule>),
+    RouteEndpoint(String, std::net::Ipv4Addr, u16),
+    UnrouteEndpoint(std::net::Ipv4Addr, u16),
 }
 
 #[derive(Default)]
@@ -368,6 +370,27 @@ impl ContainerRuntime for FakeRuntime {
         self.state()
             .calls
             .push(Call::ApplyIngress(id.to_string(), rules.to_vec()));
+        Ok(())
+    }
+
+    async fn route_endpoint(
+        &self,
+        network: &str,
+        source: std::net::Ipv4Addr,
+        port: u16,
+    ) -> Result<(), RuntimeError> {
+        self.state()
+            .calls
+            .push(Call::RouteEndpoint(network.to_string(), source, port));
+        Ok(())
+    }
+
+    async fn unroute_endpoint(
+        &self,
+        source: std::net::Ipv4Addr,
+        port: u16,
+    ) -> Result<(), RuntimeError> {
+        self.state().calls.push(Call::UnrouteEndpoint(source, port));
         Ok(())
     }
 

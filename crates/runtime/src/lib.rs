@@ -11,6 +11,7 @@
 
 pub mod cgroup;
 pub mod docker;
+pub mod endpoint;
 pub mod fake;
 pub mod firewall;
 pub mod pause;
@@ -241,7 +242,7 @@ pub struct ContainerInfo {
     /// Why the runtime could not start it, if it could not.
     pub error: Option<String>,
     pub ports: Vec<Binding>,
-    /// Networks it is attached to by name (not bridge, host or none).
+    /// Networks it is attached to by name (not host or none).
     pub networks: Vec<Attachment>,
 }
 
@@ -408,5 +409,22 @@ pub trait ContainerRuntime: Send + Sync {
         &self,
         id: &str,
         rules: &[firewall::IngressRule],
+    ) -> Result<(), RuntimeError>;
+    /// Sends what `source`, a task's address on `network`, opens to the
+    /// task endpoint ([`endpoint::ADDRESS`]) to 127.0.0.1:`port`, where its
+    /// agent listens, in place of any earlier rule for that address.
+    async fn route_endpoint(
+        &self,
+        network: &str,
+        source: std::net::Ipv4Addr,
+        port: u16,
+    ) -> Result<(), RuntimeError>;
+    /// Takes back [`ContainerRuntime::route_endpoint`]'s rule for `source`
+    /// to `port`, if it is still there (another agent's rule for a new
+    /// task at the address stays).
+    async fn unroute_endpoint(
+        &self,
+        source: std::net::Ipv4Addr,
+        port: u16,
     ) -> Result<(), RuntimeError>;
 }

@@ -53,6 +53,7 @@ pub trait Keys {
     fn subnet_ips(&self) -> String;
     fn subnet_ips_of(&self, subnet: &str) -> String;
     fn subnet_ip(&self, subnet: &str, ip: &str) -> String;
+    fn task_credentials(&self, cluster: &str, id: &str) -> String;
 }
 
 impl Keys for Scope {
@@ -193,6 +194,12 @@ impl Keys for Scope {
     }
     fn subnet_ip(&self, subnet: &str, ip: &str) -> String {
         format!("{}{ip}", self.subnet_ips_of(subnet))
+    }
+    /// The lease a task's role sessions live under (the value is its id,
+    /// and the key is under it too): revoking it ends every session the
+    /// task was given at once.
+    fn task_credentials(&self, cluster: &str, id: &str) -> String {
+        format!("{}/task-credentials/{cluster}/{id}", self.base())
     }
     /// Prefix of the ACTIVE and DRAINING services of one cluster: the
     /// spec users gave and the deployments and events the service

@@ -191,6 +191,38 @@ pub enum AgentMessage {
         request: u64,
         task_arn: String,
     },
+    /// Temporary credentials of a task's role (`taskRoleArn`), for its
+    /// containers' credentials endpoint; asked for when the task starts and
+    /// again before they expire. Answered by `ServerMessage::Credentials`.
+    #[serde(rename_all = "camelCase")]
+    Credentials {
+        request: u64,
+        task_arn: String,
+    },
+}
+
+/// A task role's temporary credentials, as the credentials endpoint hands
+/// them to the task's containers.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RoleCredentials {
+    pub role_arn: String,
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    pub session_token: String,
+    /// Seconds since the epoch.
+    pub expiration: i64,
+}
+
+/// The secret and the token stay out of logs and debug output.
+impl std::fmt::Debug for RoleCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "RoleCredentials({}, {}, expires {})",
+            self.role_arn, self.access_key_id, self.expiration
+        )
+    }
 }
 
 /// One secret as a container gets it: the variable and its value.
@@ -282,6 +314,15 @@ pub enum ServerMessage {
         request: u64,
         #[serde(default)]
         values: Vec<SecretValue>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+    },
+    /// A task role's credentials, or why there are none.
+    #[serde(rename_all = "camelCase")]
+    Credentials {
+        request: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        credentials: Option<RoleCredentials>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         error: Option<String>,
     },
