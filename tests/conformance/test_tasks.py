@@ -722,6 +722,71 @@ def test_a_task_role_reaches_berth_from_inside_its_containers(cl, name):
     cl.ecs.stop_task(cluster=cl.name, task=b["taskArn"])
 
 
+def test_task_metadata_describes_the_task_to_its_own_containers_only(cl, name):
+    web = {"name": "web", "image": IMAGE, "memory": 16, "cpu": 64, "command": ["sleep", "600"], "stopTimeout": 1,
+           "portMappings": [{"containerPort": 8080}]}
+    side = {"name": "side", "image": IMAGE, "memory": 16, "command": ["sleep", "600"], "stopTimeout": 1,
+            "essential": False}
+    td = register(cl, name, [web, side])
+    register(cl, name + "-vpc", [web], networkMode="awsvpc", cpu="256", memory="128")
+    a = run(cl, name)[0]["taskArn"]
+    b = run(cl, name + "-vpc", networkConfiguration={"awsvpcConfiguration": {"subnets": ["subnet-local-1a"]}})
+    a, b = cl.wait_status(a, "RUNNING"), cl.wait_status(b[0]["taskArn"], "RUNNING")
+
+    def env(task, container="web"):
+        c = next(c for c in task["containers"] if c["name"] == container)
+        return dict(e.split("=", 1) for e in docker_inspect(c["runtimeId"])["Config"]["Env"])
+
+    def get(task, url, container="web"):
+        c = next(c for c in task["containers"] if c["name"] == container)
+        r = subprocess.run(["docker", "exec", c["runtimeId"], "wget", "-qO-", url],
+                           capture_output=True, text=True, timeout=30)
+        return r.returncode, (json.loads(r.stdout) if r.returncode == 0 else r.stderr)
+
+    for t in (a, b):
+        e = env(t)
+        assert e["AWS_EXECUTION_ENV"] == "AWS_ECS_EC2", e
+        code, doc = get(t, e["ECS_CONTAINER_METADATA_URI_V4"] + "/task")
+        assert code == 0, doc
+        assert (doc["TaskARN"], doc["Cluster"], doc["LaunchType"], doc["KnownStatus"]) == (
+            t["taskArn"], cl.name, "EC2", "RUNNING"), doc
+        assert (doc["Family"], doc["Revision"]) == (t["taskDefinitionArn"].split("/")[-1].split(":")[0],
+                                                    t["taskDefinitionArn"].rsplit(":", 1)[1])
+        assert doc["AvailabilityZone"] == t["availabilityZone"]
+        by_name = {c["Name"]: c for c in doc["Containers"]}
+        for c in t["containers"]:
+            m = by_name[c["name"]]
+            assert (m["DockerId"], m["ContainerARN"], m["KnownStatus"]) == (
+                c["runtimeId"], c["containerArn"], "RUNNING"), m
+        code, me = get(t, e["ECS_CONTAINER_METADATA_URI_V4"])
+        assert me["Name"] == "web" and me["Limits"]["CPU"] == 64 and me["Image"] == IMAGE, me
+        code, v3 = get(t, e["ECS_CONTAINER_METADATA_URI"] + "/task")
+        assert v3["TaskARN"] == t["taskArn"] and "LaunchType" not in v3, v3
+        code, stats = get(t, e["ECS_CONTAINER_METADATA_URI_V4"] + "/stats")
+        assert code == 0 and "memory_stats" in stats and "cpu_stats" in stats, stats
+    # The bridge task's containers each have their own address; the awsvpc
+    # task's is its interface's.
+    code, doc = get(a, env(a)["ECS_CONTAINER_METADATA_URI_V4"] + "/task")
+    for c in doc["Containers"]:
+        ip = docker_inspect(c["DockerId"])["NetworkSettings"]["IPAddress"]
+        assert c["Networks"] == [{"NetworkMode": "bridge", "IPv4Addresses": [ip]}], c
+    assert doc["Containers"][0]["Ports"][0]["ContainerPort"] == 8080
+    code, side = get(a, env(a, "side")["ECS_CONTAINER_METADATA_URI_V4"], "side")
+    assert side["Name"] == "side", side
+    code, doc = get(b, env(b)["ECS_CONTAINER_METADATA_URI_V4"] + "/task")
+    eni = b["attachments"][0]
+    ip = next(d["value"] for d in eni["details"] if d["name"] == "privateIPv4Address")
+    assert doc["Containers"][0]["Networks"][0]["IPv4Addresses"] == [ip], doc
+    assert doc["Limits"] == {"CPU": 0.25, "Memory": 128}, doc
+    code, stats = get(b, env(b)["ECS_CONTAINER_METADATA_URI_V4"] + "/task/stats")
+    assert list(stats) == [b["containers"][0]["runtimeId"]], stats
+    # Neither task reads the other's.
+    code, err = get(b, env(a)["ECS_CONTAINER_METADATA_URI_V4"] + "/task")
+    assert code != 0 and "404" in err, err
+    for t in (a, b):
+        cl.ecs.stop_task(cluster=cl.name, task=t["taskArn"])
+
+
 def test_a_private_registry_pulls_with_repository_credentials(cl, name, tmp_path):
     url, account = cl.server.url, "000000000000"
     registry = Registry(str(tmp_path / "registry"), user=("puller", "s3cret-pw")).start()

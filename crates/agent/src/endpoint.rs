@@ -7,6 +7,9 @@
 //!   ECS, where the id alone is the key, the answer goes only to the task
 //!   that owns the id, by the address the request came from: a task that
 //!   learns another's id gets nothing with it.
+//! - `/v4/<id>`, `/v4/<id>/task`, `/v4/<id>/stats`, `/v4/<id>/task/stats`
+//!   and the same under `/v3/`: task metadata (`metadata`), `<id>` being
+//!   a container's; again only to the task it describes.
 //! - `/` (any method): Berth's APIs, passed to the server as they came.
 //!   The task signs them with its role's credentials, so they carry exactly
 //!   its role's permissions; containers get `AWS_ENDPOINT_URL` pointing
@@ -16,6 +19,7 @@
 //! when a task starts and again halfway through their life, and forgets
 //! them when the task stops (the server ends the sessions then too).
 
+use crate::metadata::{self, Snapshot, Version};
 use crate::{EcsClient, ServerAsk};
 use berth_runtime::ContainerRuntime;
 use berth_wire::agent::RoleCredentials;
@@ -59,10 +63,14 @@ struct Table {
     tasks: HashMap<String, Entry>,
     /// Task address -> task ARN.
     sources: HashMap<Ipv4Addr, String>,
+    /// Container metadata id -> task ARN and container name.
+    metadata: HashMap<String, (String, String)>,
 }
 
 #[derive(Default)]
 struct Entry {
+    /// The driver's latest view of the task, for its metadata.
+    snapshot: Option<Arc<Snapshot>>,
     credentials: Option<RoleCredentials>,
     /// Addresses routed here for the task, with the network of each.
     sources: Vec<Ipv4Addr>,
@@ -160,9 +168,11 @@ impl Endpoint {
 
     /// The credentials id of `task_arn`'s containers, as a UUID.
     pub fn credentials_id(&self, task_arn: &str) -> String {
-        let h = berth_wire::sigv4::hex_sha256(
-            format!("{}\ncredentials\n{task_arn}", self.inner.key).as_bytes(),
-        );
+        self.derived_id(&format!("credentials\n{task_arn}"))
+    }
+
+    fn derived_id(&self, what: &str) -> String {
+        let h = berth_wire::sigv4::hex_sha256(format!("{}\n{what}", self.inner.key).as_bytes());
         format!(
             "{}-{}-{}-{}-{}",
             &h[0..8],
@@ -171,6 +181,30 @@ impl Endpoint {
             &h[16..20],
             &h[20..32]
         )
+    }
+
+    /// The metadata id of `container` of `task_arn`, as a UUID.
+    pub fn metadata_id(&self, task_arn: &str, container: &str) -> String {
+        self.derived_id(&format!("metadata\n{task_arn}\n{container}"))
+    }
+
+    /// Keeps `snapshot` as what the task's metadata says.
+    pub fn describe(&self, snapshot: Snapshot) {
+        let arn = snapshot.desired.task_arn.clone();
+        let ids: Vec<(String, String)> = snapshot
+            .desired
+            .definition
+            .container_definitions
+            .iter()
+            .flatten()
+            .filter_map(|c| c.name.clone())
+            .map(|name| (self.metadata_id(&arn, &name), name))
+            .collect();
+        let mut table = self.inner.table.lock();
+        for (id, name) in ids {
+            table.metadata.insert(id, (arn.clone(), name));
+        }
+        table.tasks.entry(arn).or_default().snapshot = Some(Arc::new(snapshot));
     }
 
     /// Fetches the task role's credentials for `task_arn` and keeps them
@@ -241,6 +275,7 @@ impl Endpoint {
                     table.sources.remove(s);
                 }
             }
+            table.metadata.retain(|_, (arn, _)| arn != task_arn);
             entry
         };
         for s in &entry.sources {
@@ -285,7 +320,102 @@ impl Endpoint {
                 "only GET is served here",
             );
         }
+        if let Some(rest) = path.strip_prefix("/v4/") {
+            return self.metadata(task.as_deref(), Version::V4, rest).await;
+        }
+        if let Some(rest) = path.strip_prefix("/v3/") {
+            return self.metadata(task.as_deref(), Version::V3, rest).await;
+        }
         self.answer(task.as_deref(), &path, &query)
+    }
+
+    /// The metadata routes, for a request from `from` (None: no task of
+    /// this host): `rest` is `<id>[/task][/stats]`.
+    async fn metadata(
+        &self,
+        from: Option<&str>,
+        version: Version,
+        rest: &str,
+    ) -> Response<Full<Bytes>> {
+        let (id, what) = rest.split_once('/').unwrap_or((rest, ""));
+        let found = {
+            let table = self.inner.table.lock();
+            table.metadata.get(id).and_then(|(arn, name)| {
+                let snapshot = table.tasks.get(arn)?.snapshot.clone()?;
+                Some((arn.clone(), name.clone(), snapshot))
+            })
+        };
+        let Some((arn, name, snapshot)) = found.filter(|(arn, _, _)| from == Some(arn.as_str()))
+        else {
+            tracing::warn!(from = ?from, "a metadata request for another task's id, or from no task, refused");
+            return error(
+                StatusCode::NOT_FOUND,
+                "NotFound",
+                "unable to get task arn from request: no task of this host has the endpoint id",
+            );
+        };
+        let rt = &self.inner.runtime;
+        let ids: Vec<(String, String)> = snapshot
+            .report
+            .containers
+            .iter()
+            .filter_map(|c| Some((c.name.clone(), c.runtime_id.clone()?)))
+            .collect();
+        let docker_id = |n: &str| ids.iter().find(|(c, _)| c == n).map(|(_, d)| d.clone());
+        match what {
+            "" => {
+                let info = match docker_id(&name) {
+                    Some(d) => rt.inspect(&d).await.ok().flatten(),
+                    None => None,
+                };
+                json(
+                    StatusCode::OK,
+                    metadata::container(&snapshot, &name, info.as_ref(), version).to_string(),
+                )
+            }
+            "task" => {
+                let looked =
+                    futures::future::join_all(ids.iter().map(|(n, d)| async move {
+                        (n.clone(), rt.inspect(d).await.ok().flatten())
+                    }))
+                    .await;
+                let infos = looked
+                    .into_iter()
+                    .filter_map(|(n, i)| Some((n, i?)))
+                    .collect();
+                json(
+                    StatusCode::OK,
+                    metadata::task(&snapshot, &infos, version).to_string(),
+                )
+            }
+            "stats" => match docker_id(&name) {
+                Some(d) => match rt.stats_document(&d).await {
+                    Ok(v) => json(StatusCode::OK, v.to_string()),
+                    Err(e) => error(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "InternalServerError",
+                        &e.to_string(),
+                    ),
+                },
+                None => json(StatusCode::OK, "{}".into()),
+            },
+            "task/stats" => {
+                let all = futures::future::join_all(
+                    ids.iter()
+                        .map(|(_, d)| async move { (d.clone(), rt.stats_document(d).await.ok()) }),
+                )
+                .await;
+                let map: serde_json::Map<String, serde_json::Value> = all
+                    .into_iter()
+                    .map(|(d, v)| (d, v.unwrap_or(serde_json::Value::Null)))
+                    .collect();
+                json(StatusCode::OK, serde_json::Value::Object(map).to_string())
+            }
+            _ => {
+                tracing::debug!(task = %arn, what, "no such metadata route");
+                error(StatusCode::NOT_FOUND, "NotFound", "no such route")
+            }
+        }
     }
 
     /// The credentials routes, for a request from `task` (None: from no
@@ -336,7 +466,7 @@ impl Endpoint {
             "AccessKeyId": c.access_key_id,
             "SecretAccessKey": c.secret_access_key,
             "Token": c.session_token,
-            "Expiration": rfc3339(c.expiration),
+            "Expiration": metadata::rfc3339_seconds(c.expiration),
         });
         json(StatusCode::OK, body.to_string())
     }
@@ -430,22 +560,6 @@ async fn refresh(inner: std::sync::Weak<Inner>, task_arn: String, mut expiration
             }
         }
     }
-}
-
-/// `2026-12-06T23:59:59Z`.
-fn rfc3339(epoch: i64) -> String {
-    let t = std::time::UNIX_EPOCH + Duration::from_secs(epoch.max(0) as u64);
-    let s = berth_wire::sigv4::format_amz_date(t);
-    // 20261206T235959Z
-    format!(
-        "{}-{}-{}T{}:{}:{}Z",
-        &s[0..4],
-        &s[4..6],
-        &s[6..8],
-        &s[9..11],
-        &s[11..13],
-        &s[13..15]
-    )
 }
 
 fn json(status: StatusCode, body: String) -> Response<Full<Bytes>> {

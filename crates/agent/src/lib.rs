@@ -15,6 +15,7 @@ mod ecs_client;
 pub mod endpoint;
 mod host;
 pub mod logs;
+pub mod metadata;
 mod report;
 mod runner;
 pub mod spec;

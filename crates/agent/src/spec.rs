@@ -27,6 +27,15 @@ pub fn task_id(task_arn: &str) -> &str {
     task_arn.rsplit('/').next().unwrap_or(task_arn)
 }
 
+/// The cluster of `arn:aws:ecs:REGION:ACCOUNT:task/CLUSTER/ID`.
+pub fn task_cluster(task_arn: &str) -> &str {
+    task_arn
+        .split(":task/")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .unwrap_or_default()
+}
+
 /// The engine's name for a container: `ecs-<family>-<revision>-<name>-<task id>`,
 /// as the ECS agent names them (unique per task).
 pub fn docker_name(task: &DesiredTask, container: &str) -> String {
@@ -606,6 +615,33 @@ pub fn add_task_role(spec: &mut ContainerSpec, credentials_id: &str, region: &st
     }
 }
 
+/// What every container of a task with an address of its own gets, as
+/// ECS's agent sets it: its task metadata endpoints (`metadata_id` is the
+/// container's) and the execution environment SDKs report.
+pub fn add_metadata(spec: &mut ContainerSpec, metadata_id: &str, launch_type: &str) {
+    let base = crate::endpoint::API_URL;
+    spec.env.retain(|(k, _)| {
+        !matches!(
+            k.as_str(),
+            "ECS_CONTAINER_METADATA_URI_V4" | "ECS_CONTAINER_METADATA_URI" | "AWS_EXECUTION_ENV"
+        )
+    });
+    spec.env.push((
+        "ECS_CONTAINER_METADATA_URI_V4".into(),
+        format!("{base}/v4/{metadata_id}"),
+    ));
+    spec.env.push((
+        "ECS_CONTAINER_METADATA_URI".into(),
+        format!("{base}/v3/{metadata_id}"),
+    ));
+    let env = if launch_type == "FARGATE" {
+        "AWS_ECS_FARGATE"
+    } else {
+        "AWS_ECS_EC2"
+    };
+    spec.env.push(("AWS_EXECUTION_ENV".into(), env.into()));
+}
+
 pub fn unsupported(task: &DesiredTask) -> Option<String> {
     let def = &task.definition;
     let refuse = |what: &str| {
@@ -812,6 +848,7 @@ pub(crate) mod tests {
             availability_zone: None,
             network: None,
             launch_type: "EC2".into(),
+            service_name: None,
         }
     }
 

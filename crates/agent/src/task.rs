@@ -196,6 +196,28 @@ impl Driver {
         self.report.containers = self.containers.iter().map(Container::report).collect();
         self.report.health_status = Some(self.task_health());
         self.ctx.reporter.publish(self.report.clone());
+        self.describe();
+    }
+
+    /// Gives the task endpoint the task as it is now, for its metadata.
+    fn describe(&self) {
+        if self.endpoint_reaches() && !self.stopped() {
+            self.ctx.endpoint.describe(crate::metadata::Snapshot {
+                desired: self.desired.clone(),
+                report: self.report.clone(),
+                cluster: spec::task_cluster(&self.desired.task_arn).to_string(),
+            });
+        }
+    }
+
+    /// Whether the task's containers have addresses of their own, which
+    /// the task endpoint (169.254.170.2) is routed for: bridge and awsvpc
+    /// tasks, not host or none.
+    fn endpoint_reaches(&self) -> bool {
+        !matches!(
+            self.desired.definition.network_mode.as_deref(),
+            Some("host" | "none")
+        )
     }
 
     fn set_status(&mut self, s: TaskStatus) {
@@ -448,6 +470,8 @@ impl Driver {
         if let Err(reason) = self.namespaces().await {
             return Err(self.failed_to_start(reason));
         }
+        // Its containers may ask for their metadata as soon as they run.
+        self.describe();
         let to_create = self.containers.iter().any(|c| c.id.is_none() && !c.started);
         let secrets = if to_create {
             self.secrets().await?
@@ -470,6 +494,13 @@ impl Driver {
             if self.has_role() {
                 let id = self.ctx.endpoint.credentials_id(&self.desired.task_arn);
                 spec::add_task_role(&mut s, &id, &self.ctx.region);
+            }
+            if self.endpoint_reaches() {
+                let id = self
+                    .ctx
+                    .endpoint
+                    .metadata_id(&self.desired.task_arn, &self.containers[i].name);
+                spec::add_metadata(&mut s, &id, &self.desired.launch_type);
             }
             let created = match self.ctx.runtime.create(&s).await {
                 Ok(id) => Ok(id),
@@ -519,11 +550,11 @@ impl Driver {
     }
 
     /// Routes the task endpoint for a bridge-mode container's address to
-    /// this agent, when the task has a role (awsvpc tasks are routed by
-    /// their namespace's address, host-mode ones have none of their own).
-    /// `info`: the container as just inspected, if it was.
+    /// this agent (awsvpc tasks are routed by their namespace's address,
+    /// host-mode ones have none of their own). `info`: the container as
+    /// just inspected, if it was.
     async fn route_container(&self, id: &str, info: Option<&berth_runtime::ContainerInfo>) {
-        if !self.has_role() || self.desired.network.is_some() {
+        if !self.endpoint_reaches() || self.desired.network.is_some() {
             return;
         }
         let looked;
@@ -659,7 +690,7 @@ impl Driver {
         }
         // Deny by default before any of the task's containers listens.
         self.filter().await.map_err(failed)?;
-        if self.has_role() {
+        {
             let ip = net
                 .ip
                 .parse::<std::net::Ipv4Addr>()
@@ -907,7 +938,7 @@ impl Driver {
                 .port_mappings
                 .as_ref()
                 .is_some_and(|m| !m.is_empty());
-        let routed = !host_mode && self.desired.network.is_none() && self.has_role();
+        let routed = self.endpoint_reaches() && self.desired.network.is_none();
         let info = if published || routed {
             self.ctx.runtime.inspect(id).await.ok().flatten()
         } else {

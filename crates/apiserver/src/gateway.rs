@@ -349,6 +349,7 @@ async fn desired_task(
         stopped_reason: t.stop.as_ref().map(|s| s.reason.clone()),
         availability_zone: t.availability_zone.clone(),
         launch_type: t.launch_type.clone(),
+        service_name: t.service.clone(),
         network,
         definition: t.definition,
     };

@@ -79,6 +79,25 @@ fn is_not_found(e: &DockerError) -> bool {
 }
 
 impl DockerRuntime {
+    /// One stats sample of container `id`; `one_shot` skips the engine's
+    /// second sample (and so `precpu_stats`).
+    async fn sample(
+        &self,
+        id: &str,
+        one_shot: bool,
+    ) -> Result<bollard::models::ContainerStatsResponse, RuntimeError> {
+        let options = StatsOptionsBuilder::new()
+            .stream(false)
+            .one_shot(one_shot)
+            .build();
+        self.docker
+            .stats(id, Some(options))
+            .next()
+            .await
+            .ok_or_else(|| RuntimeError::NotFound(id.to_string()))?
+            .map_err(refused)
+    }
+
     /// Connects to the engine at `socket` (default `/var/run/docker.sock`)
     /// and settles on an API version both sides speak.
     pub async fn connect(socket: Option<&str>) -> Result<DockerRuntime, RuntimeError> {
@@ -548,6 +567,8 @@ impl ContainerRuntime for DockerRuntime {
                 .as_ref()
                 .and_then(|k| k.image.clone())
                 .unwrap_or_default(),
+            image_id: c.image.unwrap_or_default(),
+            created_at: timestamp(c.created.as_deref()),
             labels: c
                 .config
                 .and_then(|k| k.labels)
@@ -917,17 +938,7 @@ impl ContainerRuntime for DockerRuntime {
     }
 
     async fn stats(&self, id: &str) -> Result<Stats, RuntimeError> {
-        let options = StatsOptionsBuilder::new()
-            .stream(false)
-            .one_shot(true)
-            .build();
-        let s = self
-            .docker
-            .stats(id, Some(options))
-            .next()
-            .await
-            .ok_or_else(|| RuntimeError::NotFound(id.to_string()))?
-            .map_err(refused)?;
+        let s = self.sample(id, true).await?;
         let memory = s.memory_stats.unwrap_or_default();
         Ok(Stats {
             cpu_total_ns: s
@@ -938,6 +949,13 @@ impl ContainerRuntime for DockerRuntime {
             memory_bytes: memory.usage.unwrap_or(0),
             memory_limit_bytes: memory.limit.unwrap_or(0),
         })
+    }
+
+    async fn stats_document(&self, id: &str) -> Result<serde_json::Value, RuntimeError> {
+        // Not one-shot: the engine samples twice, so `precpu_stats` is the
+        // earlier sample and CPU use can be computed from the two.
+        let s = self.sample(id, false).await?;
+        serde_json::to_value(s).map_err(|e| RuntimeError::Unavailable(e.to_string()))
     }
 }
 

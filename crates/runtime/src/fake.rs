@@ -230,8 +230,10 @@ impl ContainerRuntime for FakeRuntime {
                 id: id.clone(),
                 name: spec.name.clone(),
                 image: spec.image.clone(),
+                image_id: format!("sha256:{:064x}", spec.image.len()),
                 labels: spec.labels.clone(),
                 state: ContainerState::Created,
+                created_at: Some(now()),
                 started_at: None,
                 finished_at: None,
                 exit_code: None,
@@ -404,6 +406,19 @@ impl ContainerRuntime for FakeRuntime {
     async fn stats(&self, id: &str) -> Result<Stats, RuntimeError> {
         match self.state().containers.get(id) {
             Some(c) if c.state == ContainerState::Running => Ok(Stats::default()),
+            _ => Err(RuntimeError::NotFound(id.to_string())),
+        }
+    }
+
+    async fn stats_document(&self, id: &str) -> Result<serde_json::Value, RuntimeError> {
+        match self.state().containers.get(id) {
+            Some(c) if c.state == ContainerState::Running => Ok(serde_json::json!({
+                "id": id,
+                "name": format!("/{}", c.name),
+                "cpu_stats": {"cpu_usage": {"total_usage": 0}},
+                "precpu_stats": {"cpu_usage": {"total_usage": 0}},
+                "memory_stats": {"usage": 0},
+            })),
             _ => Err(RuntimeError::NotFound(id.to_string())),
         }
     }

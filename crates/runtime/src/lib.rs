@@ -230,8 +230,12 @@ pub struct ContainerInfo {
     pub id: String,
     pub name: String,
     pub image: String,
+    /// The image's id (`sha256:...`).
+    pub image_id: String,
     pub labels: BTreeMap<String, String>,
     pub state: ContainerState,
+    /// Seconds since the epoch.
+    pub created_at: Option<f64>,
     /// Seconds since the epoch; `None` before the container first started.
     pub started_at: Option<f64>,
     /// Seconds since the epoch; `None` while it has not exited.
@@ -383,6 +387,10 @@ pub trait ContainerRuntime: Send + Sync {
     /// A container's output so far, then (with `follow`) as it comes.
     fn logs(&self, id: &str, follow: bool) -> BoxStream<'static, Result<LogChunk, RuntimeError>>;
     async fn stats(&self, id: &str) -> Result<Stats, RuntimeError>;
+    /// A running container's usage as the engine's API documents it
+    /// (Docker's stats object, with the previous sample in `precpu_stats`),
+    /// for what expects exactly that (the task metadata endpoint).
+    async fn stats_document(&self, id: &str) -> Result<serde_json::Value, RuntimeError>;
     /// Creates (or updates) the cgroup a task's containers share, with the
     /// task's limits, and returns the cgroup parent to create them under;
     /// `Ok(None)` when this runtime cannot give tasks a cgroup, so each

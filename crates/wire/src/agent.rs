@@ -359,6 +359,9 @@ pub struct DesiredTask {
     /// `EC2`, `EXTERNAL` or `FARGATE`; a FARGATE task runs hardened.
     #[serde(default = "ec2")]
     pub launch_type: String,
+    /// The service that started it, for its task metadata.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_name: Option<String>,
 }
 
 fn ec2() -> String {
