@@ -21,6 +21,8 @@ command -v nsenter >/dev/null || need_apt+=(util-linux)
 command -v docker-registry >/dev/null || need_apt+=(docker-registry)
 # The etcd store's tests, and `berth lb` beside a server, run a real etcd.
 command -v etcd >/dev/null || need_apt+=(etcd-server)
+# The aws CLI v2 (Debian's), for `aws logs tail`, which v1 lacks.
+[ -x /usr/bin/aws ] || need_apt+=(awscli)
 # The AWS SDK for JavaScript v3 is one of the clients the tests sign with.
 command -v node >/dev/null || need_apt+=(nodejs)
 command -v npm >/dev/null || need_apt+=(npm)

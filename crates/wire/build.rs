@@ -7,14 +7,16 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
 use std::path::Path;
 
-// One entry per served model; Logs and App Auto Scaling join later. IAM's
-// SSM's and Secrets Manager's are trimmed to the operations Berth serves (scripts/vendor-model.py).
+// One entry per served model; App Auto Scaling joins later. IAM's, SSM's,
+// Secrets Manager's and Logs' are trimmed to the operations Berth serves
+// (scripts/vendor-model.py).
 const MODELS: &[(&str, &str)] = &[
     ("ecs-2014-11-13.json", "ecs"),
     ("elasticloadbalancingv2-2015-12-01.json", "elbv2"),
     ("iam-2010-05-08.json", "iam"),
     ("ssm-2014-11-06.json", "ssm"),
     ("secretsmanager-2017-10-17.json", "secretsmanager"),
+    ("logs-2014-03-28.json", "logs"),
 ];
 
 fn main() {

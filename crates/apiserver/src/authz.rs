@@ -405,6 +405,71 @@ pub(crate) fn ssm(
     }
 }
 
+/// The members of a Logs request that authorization reads.
+#[derive(Default, serde::Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+struct LogsFields {
+    log_group_name: Option<String>,
+    log_group_identifier: Option<String>,
+    log_stream_name: Option<String>,
+    resource_arn: Option<String>,
+    tags: std::collections::BTreeMap<String, String>,
+}
+
+/// A Logs request (JSON 1.1) as IAM sees it: the log group's ARN, or the
+/// log stream's for what reads or writes a stream's events, as the
+/// service authorization reference gives them.
+pub(crate) fn logs(
+    ctx: &RequestContext,
+    principal: &Principal,
+    now: f64,
+    op: &str,
+    body: &[u8],
+) -> Ask {
+    use berth_domain::logs as l;
+    let f: LogsFields = serde_json::from_slice(body).unwrap_or_default();
+    let scope = &ctx.scope;
+    let mut c = base_context(ctx, principal, now);
+    let group = f.log_group_name.clone().or_else(|| {
+        f.log_group_identifier
+            .as_deref()
+            .and_then(|id| l::group_of_identifier(id, &scope.region, &scope.account))
+            .map(String::from)
+    });
+    let tags: Vec<(Option<String>, Option<String>)> = f
+        .tags
+        .iter()
+        .map(|(k, v)| (Some(k.clone()), Some(v.clone())))
+        .collect();
+    request_tags(&mut c, tags.iter().map(|(k, v)| (k, v)));
+    let group_arn = |g: &str| {
+        l::group_arn(&scope.region, &scope.account, g)
+            .trim_end_matches(":*")
+            .to_string()
+    };
+    let resources = match (op, &group, &f.log_stream_name) {
+        ("DescribeLogGroups", ..) => vec![format!(
+            "arn:aws:logs:{}:{}:log-group:*",
+            scope.region, scope.account
+        )],
+        ("TagResource" | "UntagResource" | "ListTagsForResource", ..) => {
+            f.resource_arn.clone().into_iter().collect()
+        }
+        (
+            "CreateLogStream" | "DeleteLogStream" | "PutLogEvents" | "GetLogEvents",
+            Some(g),
+            Some(s),
+        ) => vec![l::stream_arn(&scope.region, &scope.account, g, s)],
+        (_, Some(g), _) => vec![group_arn(g)],
+        _ => vec![],
+    };
+    Ask {
+        action: ["logs:", op].concat(),
+        resources,
+        context: c,
+    }
+}
+
 /// The members of a Secrets Manager request that authorization reads.
 #[derive(Default, serde::Deserialize)]
 #[serde(rename_all = "PascalCase", default)]

@@ -20,6 +20,8 @@ pub enum ApiError {
     Ssm(#[from] berth_domain::ssm::SsmError),
     #[error(transparent)]
     Secrets(#[from] berth_domain::secrets::SecretsError),
+    #[error(transparent)]
+    Logs(#[from] berth_domain::logs::LogsError),
     /// The caller's policies do not allow the request.
     #[error(transparent)]
     Denied(#[from] crate::authz::Denied),
@@ -72,6 +74,15 @@ impl ApiError {
             ApiError::Elb(e) => (elb_status(e.code), e.code.as_str(), e.message.clone()),
             ApiError::Iam(e) => (iam_status(e.code()), e.code(), e.to_string()),
             ApiError::Ssm(e) => (400, e.code, e.message.clone()),
+            ApiError::Logs(e) => (
+                if e.code == "ServiceUnavailableException" {
+                    503
+                } else {
+                    400
+                },
+                e.code,
+                e.message.clone(),
+            ),
             ApiError::Secrets(e) => (
                 if e.code == "InternalServiceError" {
                     500

@@ -43,6 +43,7 @@ mod auth;
 mod authz;
 mod billing;
 mod context;
+mod cwlogs;
 pub(crate) mod ecs;
 mod elbv2;
 mod error;
@@ -65,6 +66,8 @@ use std::sync::Arc;
 
 pub use auth::AuthMode;
 pub use context::RequestContext;
+/// CloudWatch Logs operations Berth serves.
+pub use cwlogs::IMPLEMENTED as LOGS_IMPLEMENTED;
 /// ECS operations Berth serves (the rest of the model answers UnknownOperationException).
 pub use ecs::IMPLEMENTED as ECS_IMPLEMENTED;
 /// ELBv2 operations Berth serves.
@@ -149,6 +152,8 @@ pub struct AppState {
     hub: Arc<hub::Hub>,
     /// The agents connected to this server.
     links: Arc<gateway::Links>,
+    /// CloudWatch Logs' data, when this server keeps it.
+    logs: Option<Arc<berth_logstore::LogStore>>,
 }
 
 impl AppState {
@@ -175,7 +180,14 @@ impl AppState {
             described: Arc::new(ecs::DescribeCache::default()),
             hub: Arc::new(hub::Hub::default()),
             links: Arc::new(gateway::Links::default()),
+            logs: None,
         }
+    }
+
+    /// The same handlers keeping CloudWatch Logs' data in `logs`.
+    pub fn with_logs(mut self, logs: Arc<berth_logstore::LogStore>) -> Self {
+        self.logs = Some(logs);
+        self
     }
 }
 

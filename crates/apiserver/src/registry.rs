@@ -87,6 +87,15 @@ fn ssm_json<'a>(
     Box::pin(crate::ssm::dispatch(st, ctx, op, body))
 }
 
+fn logs_json<'a>(
+    st: &'a AppState,
+    ctx: &'a RequestContext,
+    op: &'a str,
+    body: &'a [u8],
+) -> Reply<'a> {
+    Box::pin(crate::cwlogs::dispatch(st, ctx, op, body))
+}
+
 fn secrets_json<'a>(
     st: &'a AppState,
     ctx: &'a RequestContext,
@@ -130,6 +139,17 @@ pub(crate) static SERVICES: &[AwsService] = &[
             ask: Asker::Stored(crate::authz::secrets),
         },
         knows: |op| berth_wire::secretsmanager::OPERATIONS.contains(&op),
+    },
+    AwsService {
+        label: "logs",
+        signing_name: "logs",
+        action_prefix: "logs",
+        wire: Wire::Json {
+            target_prefix: berth_wire::logs::TARGET_PREFIX,
+            dispatch: logs_json,
+            ask: Asker::Now(crate::authz::logs),
+        },
+        knows: |op| berth_wire::logs::OPERATIONS.contains(&op),
     },
     AwsService {
         label: "sts",

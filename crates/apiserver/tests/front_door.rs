@@ -322,7 +322,7 @@ fn api_coverage_doc_matches_the_code() {
         .iter()
         .map(|(op, _, _)| *op)
         .collect();
-    let services: [(&str, &[&str], &[&str]); 5] = [
+    let services: [(&str, &[&str], &[&str]); 6] = [
         (
             "ECS",
             berth_wire::ecs::OPERATIONS,
@@ -343,6 +343,11 @@ fn api_coverage_doc_matches_the_code() {
             "Secrets Manager",
             berth_wire::secretsmanager::OPERATIONS,
             berth_apiserver::SECRETS_MANAGER_IMPLEMENTED,
+        ),
+        (
+            "CloudWatch Logs",
+            berth_wire::logs::OPERATIONS,
+            berth_apiserver::LOGS_IMPLEMENTED,
         ),
     ];
     for (heading, operations, implemented) in services {

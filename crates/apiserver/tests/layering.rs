@@ -5,7 +5,15 @@
 use std::path::{Path, PathBuf};
 
 /// The adapter folders and files of the API crate, by module name.
-const ADAPTERS: &[&str] = &["ecs", "elbv2", "sts"];
+const ADAPTERS: &[&str] = &[
+    "ecs",
+    "elbv2",
+    "sts",
+    "iam",
+    "ssm",
+    "secretsmanager",
+    "cwlogs",
+];
 
 fn sources(dir: &Path) -> Vec<PathBuf> {
     let mut out = vec![];

@@ -885,7 +885,12 @@ async fn serve(args: ServerArgs, up: Option<(HostArgs, bool)>) -> anyhow::Result
                 .map_or_else(|| data_dir(&args).map(|d| d.join("secrets.key")), Ok)?,
         )?,
     };
-    let mut state = AppState::new(store.clone(), config);
+    let log_dir = data_dir(&args)?.join("cwlogs");
+    let logs = Arc::new(
+        berth_logstore::LogStore::open(&log_dir)
+            .with_context(|| format!("cannot open the log store in {}", log_dir.display()))?,
+    );
+    let mut state = AppState::new(store.clone(), config).with_logs(logs.clone());
     if args.auth == Auth::Off {
         tracing::warn!(
             "authentication is off (--auth off): anyone who can reach {} can run containers on this cluster's hosts",
@@ -903,6 +908,18 @@ async fn serve(args: ServerArgs, up: Option<(HostArgs, bool)>) -> anyhow::Result
 
     let shutdown = cancel_on_signal("shutting down");
     tokio::spawn(state.ctl.identity.clone().follow(shutdown.clone()));
+    // Log groups' retention, enforced once a minute.
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            tick.tick().await;
+            let logs = logs.clone();
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64);
+            let _ = tokio::task::spawn_blocking(move || logs.expire(now)).await;
+        }
+    });
     let mut local_agents = vec![];
     if let Some((host, fargate)) = up {
         // The local agents reach this server as clients do, trusting its

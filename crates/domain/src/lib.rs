@@ -14,6 +14,7 @@ pub mod deployment;
 pub mod elb;
 pub mod error;
 pub mod instance;
+pub mod logs;
 pub mod network;
 pub mod paging;
 pub mod secrets;

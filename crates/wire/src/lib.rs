@@ -34,6 +34,13 @@ pub mod secretsmanager {
     include!(concat!(env!("OUT_DIR"), "/secretsmanager.rs"));
 }
 
+/// Shapes of CloudWatch Logs (`logs/2014-03-28`, JSON 1.1), for the
+/// operations Berth serves.
+#[allow(clippy::all)]
+pub mod logs {
+    include!(concat!(env!("OUT_DIR"), "/logs.rs"));
+}
+
 /// Shapes of IAM (`iam/2010-05-08`, awsQuery), for the operations Berth
 /// serves; the model's other operations are listed without shapes.
 #[allow(clippy::all)]
