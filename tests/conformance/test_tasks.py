@@ -787,6 +787,64 @@ def test_task_metadata_describes_the_task_to_its_own_containers_only(cl, name):
         cl.ecs.stop_task(cluster=cl.name, task=t["taskArn"])
 
 
+def test_awslogs_ships_container_output_to_the_logs_api(cl, name):
+    url = cl.server.url
+    logs, iam = make_client(url, "logs"), make_client(url, "iam")
+    group = f"/ecs/{name}"
+    logs.create_log_group(logGroupName=group)
+
+    def started(family, options, command, **kw):
+        register(cl, family, [{"name": "app", "image": IMAGE, "memory": 16, "command": ["sh", "-c", command],
+                               "logConfiguration": {"logDriver": "awslogs", "options": options}}], **kw)
+        return cl.wait_status(run(cl, family)[0]["taskArn"], "STOPPED")
+
+    def messages(group, stream):
+        return [e["message"] for e in
+                logs.get_log_events(logGroupName=group, logStreamName=stream, startFromHead=True)["events"]]
+
+    # No execution role: the host ships with its own credentials, to the
+    # stream ECS names prefix/container/task-id.
+    opts = {"awslogs-group": group, "awslogs-region": "us-east-1", "awslogs-stream-prefix": "ecs"}
+    t = started(name, opts, "for i in 1 2 3; do echo line $i; done")
+    assert t["containers"][0].get("exitCode") == 0, (t.get("stoppedReason"), t["containers"][0].get("reason"))
+    stream = f"ecs/app/{t['taskArn'].rsplit('/', 1)[1]}"
+    assert messages(group, stream) == ["line 1", "line 2", "line 3"]
+    # The agent's own copy still serves berth logs.
+    out = subprocess.run([BERTH, "logs", t["taskArn"], "--cluster", cl.name, "--server", url],
+                         capture_output=True, text=True, timeout=30)
+    assert out.stdout.splitlines() == ["app | line 1", "app | line 2", "app | line 3"], out.stderr
+
+    # With an execution role that may make the group: its session ships,
+    # and a multi-line pattern joins a stack trace into one event.
+    trust = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
+                                                     "Principal": {"Service": "ecs-tasks.amazonaws.com"}}]}
+    role = iam.create_role(RoleName=f"{name}-exec", AssumeRolePolicyDocument=json.dumps(trust))["Role"]["Arn"]
+    iam.put_role_policy(RoleName=f"{name}-exec", PolicyName="logs", PolicyDocument=json.dumps({
+        "Version": "2012-10-17", "Statement": [{
+            "Effect": "Allow", "Action": ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"],
+            "Resource": f"arn:aws:logs:us-east-1:000000000000:log-group:/ecs/{name}-new:*"}]}))
+    opts = {"awslogs-group": f"/ecs/{name}-new", "awslogs-region": "us-east-1", "awslogs-stream-prefix": "web",
+            "awslogs-create-group": "true", "awslogs-multiline-pattern": "^[0-9]"}
+    t = started(name + "-exec", opts, "echo '1 boom'; echo '  at a'; echo '  at b'; echo '2 next'",
+                executionRoleArn=role)
+    assert t["containers"][0].get("exitCode") == 0, (t.get("stoppedReason"), t["containers"][0].get("reason"))
+    stream = f"web/app/{t['taskArn'].rsplit('/', 1)[1]}"
+    assert messages(f"/ecs/{name}-new", stream) == ["1 boom\n  at a\n  at b", "2 next"]
+
+    # A group that does not exist, without awslogs-create-group, and an
+    # option Docker does not know, each fail the container.
+    t = started(name + "-missing", {"awslogs-group": f"/ecs/{name}-none", "awslogs-stream-prefix": "x"}, "true")
+    assert t["stopCode"] == "TaskFailedToStart" and "The specified log group does not exist." in \
+        t["stoppedReason"], t.get("stoppedReason")
+    t = started(name + "-bad", {"awslogs-group": group, "awslogs-colour": "blue"}, "true")
+    assert "unknown log opt 'awslogs-colour'" in t["stoppedReason"], t.get("stoppedReason")
+    # Logs the role may not write are refused in IAM's words.
+    t = started(name + "-denied", {"awslogs-group": group, "awslogs-stream-prefix": "x"}, "true",
+                executionRoleArn=role)
+    assert "AccessDeniedException" in t["stoppedReason"] and "logs:CreateLogStream" in t["stoppedReason"], \
+        t.get("stoppedReason")
+
+
 def test_a_private_registry_pulls_with_repository_credentials(cl, name, tmp_path):
     url, account = cl.server.url, "000000000000"
     registry = Registry(str(tmp_path / "registry"), user=("puller", "s3cret-pw")).start()

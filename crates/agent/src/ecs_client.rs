@@ -34,6 +34,9 @@ pub struct EcsClient {
     credentials: Option<Credentials>,
     tls: Arc<berth_tls::ClientConfig>,
     http: HttpsClient,
+    /// The service signed for and its JSON 1.1 target prefix.
+    service: &'static str,
+    target: &'static str,
 }
 
 type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
@@ -70,7 +73,17 @@ impl EcsClient {
             credentials: None,
             http: http_client(&tls),
             tls,
+            service: "ecs",
+            target: "AmazonEC2ContainerServiceV20141113",
         }
+    }
+
+    /// The same client calling another JSON 1.1 service of the server
+    /// (`logs`, `Logs_20140328`).
+    pub fn for_service(mut self, service: &'static str, target: &'static str) -> Self {
+        self.service = service;
+        self.target = target;
+        self
     }
 
     /// The same client trusting what `tls` trusts (an agent's `--ca`).
@@ -113,8 +126,8 @@ impl EcsClient {
             return vec![(
                 "authorization",
                 format!(
-                    "AWS4-HMAC-SHA256 Credential=unsigned/20260101/{}/ecs/aws4_request, SignedHeaders=host, Signature=0",
-                    self.region
+                    "AWS4-HMAC-SHA256 Credential=unsigned/20260101/{}/{}/aws4_request, SignedHeaders=host, Signature=0",
+                    self.region, self.service
                 ),
             )];
         };
@@ -134,7 +147,7 @@ impl EcsClient {
             body,
             creds,
             &self.region,
-            "ecs",
+            self.service,
             std::time::SystemTime::now(),
         );
         out.push(("host", self.authority.clone()));
@@ -249,7 +262,7 @@ impl EcsClient {
         input: &I,
     ) -> Result<O, EcsError> {
         let body = serde_json::to_vec(input).map_err(|e| EcsError::Protocol(e.to_string()))?;
-        let target = format!("AmazonEC2ContainerServiceV20141113.{operation}");
+        let target = format!("{}.{operation}", self.target);
         let headers = [
             ("x-amz-target", target.as_str()),
             ("content-type", "application/x-amz-json-1.1"),

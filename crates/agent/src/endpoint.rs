@@ -518,6 +518,7 @@ impl Inner {
             let (reply, answer) = tokio::sync::oneshot::channel();
             let ask = ServerAsk::Credentials {
                 task_arn: task_arn.to_string(),
+                execution: false,
                 reply,
             };
             if self.asks.send(ask).is_err() {

@@ -11,6 +11,7 @@
 //! and only those labelled with this agent's instance id, so several
 //! agents can share one engine.
 
+pub mod awslogs;
 mod ecs_client;
 pub mod endpoint;
 mod host;
@@ -40,7 +41,7 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// Capabilities this agent's task runner implements (health checks,
 /// dependsOn and start/stop timeouts, task-level cpu and memory).
-pub const CAPABILITIES: [&str; 11] = [
+pub const CAPABILITIES: [&str; 13] = [
     "ecs.capability.container-health-check",
     "ecs.capability.container-ordering",
     "ecs.capability.task-cpu-mem-limit",
@@ -60,6 +61,10 @@ pub const CAPABILITIES: [&str; 11] = [
     // taskRoleArn: the role's credentials at 169.254.170.2, for bridge
     // and awsvpc tasks (not host-network ones: task-iam-role-network-host).
     "com.amazonaws.ecs.capability.task-iam-role",
+    // awslogs: each container's output shipped to the Logs API, signed
+    // with the execution role when the task has one.
+    "com.amazonaws.ecs.capability.logging-driver.awslogs",
+    "ecs.capability.execution-role-awslogs",
 ];
 
 /// A task runner's question for the server, carried on the gateway
@@ -70,9 +75,11 @@ pub enum ServerAsk {
         task_arn: String,
         reply: tokio::sync::oneshot::Sender<Result<Vec<berth_wire::agent::SecretValue>, String>>,
     },
-    /// New credentials of a task's role.
+    /// New credentials of a task's role (`execution`: its execution
+    /// role's).
     Credentials {
         task_arn: String,
+        execution: bool,
         reply: tokio::sync::oneshot::Sender<Result<berth_wire::agent::RoleCredentials, String>>,
     },
 }
@@ -84,9 +91,14 @@ impl ServerAsk {
                 request,
                 task_arn: task_arn.clone(),
             },
-            ServerAsk::Credentials { task_arn, .. } => AgentMessage::Credentials {
+            ServerAsk::Credentials {
+                task_arn,
+                execution,
+                ..
+            } => AgentMessage::Credentials {
                 request,
                 task_arn: task_arn.clone(),
+                execution: *execution,
             },
         }
     }
@@ -560,6 +572,11 @@ pub async fn run(
     )
     .await
     .map_err(|e| AgentError::Host(format!("task endpoint: {e}")))?;
+    let shipping = Arc::new(awslogs::Shipping {
+        servers: config.servers.iter().map(|s| client(&config, s)).collect(),
+        own: config.credentials.clone(),
+        asks: asks_tx.clone(),
+    });
     let ctx = task::Ctx {
         runtime,
         instance,
@@ -570,6 +587,7 @@ pub async fn run(
         logs: logs.clone(),
         asks: asks_tx,
         endpoint,
+        shipping,
     };
     let (desired_tx, desired_rx) = tokio::sync::mpsc::unbounded_channel();
     tokio::spawn(runner::run(ctx, desired_rx));

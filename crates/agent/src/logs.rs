@@ -80,6 +80,12 @@ impl Logs {
         }))
     }
 
+    /// The file a container's output is copied to.
+    pub fn file(&self, task_id: &str, container: &str) -> Option<PathBuf> {
+        (safe(task_id) && safe(container))
+            .then(|| self.task_dir(task_id).join(format!("{container}.log")))
+    }
+
     /// The containers with logs for a task, sorted by name.
     fn files(&self, task_id: &str) -> Vec<(String, PathBuf)> {
         let mut out: Vec<(String, PathBuf)> = std::fs::read_dir(self.task_dir(task_id))

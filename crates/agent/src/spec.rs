@@ -409,9 +409,12 @@ pub fn container_spec(
         network_disabled: c.disable_networking == Some(true),
         pid_mode: namespace(def.pid_mode.as_deref(), pause),
         ipc_mode: namespace(def.ipc_mode.as_deref(), pause),
+        // awslogs is the agent's to do (`awslogs`): the engine keeps the
+        // output locally, where the agent's copy reads it.
         log_driver: c
             .log_configuration
             .as_ref()
+            .filter(|l| l.log_driver.as_deref() != Some("awslogs"))
             .and_then(|l| Some((l.log_driver.clone()?, l.options.clone().unwrap_or_default()))),
     };
     if fargate {
@@ -687,7 +690,7 @@ pub fn unsupported(task: &DesiredTask) -> Option<String> {
             "credentialSpecs"
         } else if let Some(driver) = log
             .and_then(|l| l.log_driver.as_deref())
-            .filter(|d| matches!(*d, "awslogs" | "awsfirelens"))
+            .filter(|d| *d == "awsfirelens")
         {
             return refuse(&format!("the {driver} log driver (container {name})"));
         } else {
@@ -739,16 +742,16 @@ pub(crate) mod tests {
                 && reason.contains("environmentFiles (container app)"),
             "{reason}"
         );
-        let awslogs = w::ContainerDefinition {
+        let firelens = w::ContainerDefinition {
             log_configuration: Some(w::LogConfiguration {
-                log_driver: Some("awslogs".into()),
+                log_driver: Some("awsfirelens".into()),
                 ..Default::default()
             }),
             ..plain.clone()
         };
-        assert!(unsupported(&task(vec![awslogs]))
+        assert!(unsupported(&task(vec![firelens]))
             .expect("refused")
-            .contains("the awslogs log driver"));
+            .contains("the awsfirelens log driver"));
         let json_file = w::ContainerDefinition {
             log_configuration: Some(w::LogConfiguration {
                 log_driver: Some("json-file".into()),

@@ -52,6 +52,8 @@ pub struct Ctx {
     pub asks: tokio::sync::mpsc::UnboundedSender<crate::ServerAsk>,
     /// The task endpoint: role credentials and the API for containers.
     pub endpoint: crate::endpoint::Endpoint,
+    /// Where awslogs output goes.
+    pub shipping: Arc<crate::awslogs::Shipping>,
 }
 
 fn now() -> f64 {
@@ -83,6 +85,8 @@ struct Container {
     restarts: u32,
     /// Copies its output into the task's logs until its stream ends.
     follower: Option<tokio::task::JoinHandle<()>>,
+    /// awslogs: sends that copy to the Logs API, for the task's life.
+    shipper: Option<crate::awslogs::Shipper>,
 }
 
 impl Container {
@@ -167,6 +171,7 @@ impl Driver {
                     last_start: None,
                     restarts: 0,
                     follower: None,
+                    shipper: None,
                     name,
                 }
             })
@@ -491,6 +496,17 @@ impl Driver {
                 self.pause.as_deref(),
             );
             spec::add_secrets(&mut s, &self.containers[i].name, &secrets);
+            let task_id = spec::task_id(&self.desired.task_arn).to_string();
+            if let Err(reason) =
+                crate::awslogs::target(&self.containers[i].def, &task_id, &self.ctx.region)
+            {
+                self.containers[i].status = Status::Stopped;
+                self.containers[i].reason = Some(reason.clone());
+                return Err(Stop {
+                    code: StopCode::TaskFailedToStart,
+                    reason,
+                });
+            }
             if self.has_role() {
                 let id = self.ctx.endpoint.credentials_id(&self.desired.task_arn);
                 spec::add_task_role(&mut s, &id, &self.ctx.region);
@@ -520,29 +536,72 @@ impl Driver {
                 }
                 Err(e) => Err(e),
             };
-            match created {
-                Ok(id) => self.containers[i].id = Some(id),
-                Err(e) => {
-                    let reason = format!("CannotCreateContainerError: {e}");
-                    self.containers[i].status = Status::Stopped;
-                    self.containers[i].reason = Some(reason.clone());
-                    return Err(Stop {
-                        code: StopCode::TaskFailedToStart,
-                        reason,
-                    });
+            let failed = match created {
+                Ok(id) => {
+                    self.containers[i].id = Some(id.clone());
+                    // The group and stream exist before anything is written.
+                    match self.awslogs_job(i, &id) {
+                        Some(job) => self.ctx.shipping.prepare(&job).await.err(),
+                        None => None,
+                    }
                 }
+                Err(e) => Some(format!("CannotCreateContainerError: {e}")),
+            };
+            if let Some(reason) = failed {
+                self.containers[i].status = Status::Stopped;
+                self.containers[i].reason = Some(reason.clone());
+                return Err(Stop {
+                    code: StopCode::TaskFailedToStart,
+                    reason,
+                });
             }
         }
         // Containers left running by the agent before a restart: their
+        // output is copied (and shipped) again from where it was, and their
         // addresses are routed to this agent's (new) port.
         for i in 0..self.containers.len() {
-            if self.containers[i].status == Status::Running {
-                if let Some(id) = self.containers[i].id.clone() {
-                    self.route_container(&id, None).await;
-                }
+            let c = &self.containers[i];
+            if c.status != Status::Running {
+                continue;
             }
+            let Some(id) = c.id.clone() else { continue };
+            if c.follower.is_none() {
+                let task_id = spec::task_id(&self.desired.task_arn).to_string();
+                let f = self
+                    .ctx
+                    .logs
+                    .follow(&self.ctx.runtime, &task_id, &c.name, &id);
+                self.containers[i].follower = f;
+            }
+            self.ship(i, &id);
+            self.route_container(&id, None).await;
         }
         Ok(())
+    }
+
+    /// Container `i`'s awslogs shipping, if it logs with awslogs (`id`:
+    /// its container id, the stream's name when no prefix names one).
+    fn awslogs_job(&self, i: usize, id: &str) -> Option<crate::awslogs::Job> {
+        let c = &self.containers[i];
+        let task_id = spec::task_id(&self.desired.task_arn);
+        let target = crate::awslogs::target(&c.def, task_id, &self.ctx.region).ok()??;
+        Some(crate::awslogs::Job {
+            task_arn: self.desired.task_arn.clone(),
+            execution_role: self.desired.definition.execution_role_arn.is_some(),
+            stream: target.stream.clone().unwrap_or_else(|| id.to_string()),
+            target,
+            file: self.ctx.logs.file(task_id, &c.name)?,
+        })
+    }
+
+    /// Starts shipping container `i`'s output, unless it already is.
+    fn ship(&mut self, i: usize, id: &str) {
+        if self.containers[i].shipper.is_some() {
+            return;
+        }
+        if let Some(job) = self.awslogs_job(i, id) {
+            self.containers[i].shipper = Some(self.ctx.shipping.start(job));
+        }
     }
 
     fn has_role(&self) -> bool {
@@ -968,6 +1027,7 @@ impl Driver {
             .ctx
             .logs
             .follow(&self.ctx.runtime, &task_id, &c.name, id);
+        self.ship(i, id);
     }
 
     /// Watches the task until it stops.
@@ -1089,6 +1149,19 @@ impl Driver {
             .collect();
         let _ = tokio::time::timeout(Duration::from_secs(2), futures::future::join_all(followers))
             .await;
+        // awslogs: the last lines reach the Logs API before STOPPED when the
+        // server takes them promptly; the rest follow (remove waits).
+        for c in &self.containers {
+            if let Some(s) = &c.shipper {
+                let _ = s.done.send(true);
+            }
+        }
+        let shipping = self
+            .containers
+            .iter_mut()
+            .filter_map(|c| c.shipper.as_mut().map(|s| &mut s.handle));
+        let _ =
+            tokio::time::timeout(Duration::from_secs(5), futures::future::join_all(shipping)).await;
         // The interface goes before the task is STOPPED, as an ENI is
         // detached first: the server hands the address out again once it
         // hears STOPPED, and the next task's pause container must find it
@@ -1118,6 +1191,15 @@ impl Driver {
 
     /// The server has recorded the task STOPPED: its containers go.
     async fn remove(&mut self) {
+        // Nothing of a container's awslogs output is left behind.
+        for c in self.containers.iter_mut() {
+            if let Some(s) = c.shipper.take() {
+                let _ = s.done.send(true);
+                if !s.handle.is_finished() {
+                    let _ = s.handle.await;
+                }
+            }
+        }
         for c in &self.containers {
             if let Some(id) = &c.id {
                 if c.status == Status::Running {
@@ -1217,6 +1299,11 @@ mod tests {
             pull: PullBehavior::Always,
             reporter,
             logs: Logs::new(dir.join("logs")),
+            shipping: Arc::new(crate::awslogs::Shipping {
+                servers: vec![],
+                own: None,
+                asks: asks.clone(),
+            }),
             asks,
             endpoint,
         }

@@ -442,11 +442,10 @@ pub(crate) fn logs(
         .map(|(k, v)| (Some(k.clone()), Some(v.clone())))
         .collect();
     request_tags(&mut c, tags.iter().map(|(k, v)| (k, v)));
-    let group_arn = |g: &str| {
-        l::group_arn(&scope.region, &scope.account, g)
-            .trim_end_matches(":*")
-            .to_string()
-    };
+    // Logs asks about a group as `log-group:NAME:*`, the `arn` that
+    // DescribeLogGroups shows "for IAM", so `log-group:NAME:*` policies
+    // cover the group and its streams alike.
+    let group_arn = |g: &str| l::group_arn(&scope.region, &scope.account, g);
     let resources = match (op, &group, &f.log_stream_name) {
         ("DescribeLogGroups", ..) => vec![format!(
             "arn:aws:logs:{}:{}:log-group:*",

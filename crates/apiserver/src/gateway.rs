@@ -428,15 +428,44 @@ async fn task_credentials(
     cluster: &str,
     instance: &str,
     task_arn: &str,
+    execution: bool,
 ) -> Result<berth_wire::agent::RoleCredentials, String> {
     let placed = placed_task(st, scope, cluster, instance, task_arn).await?;
+    let issued = if execution {
+        let role = placed
+            .task
+            .definition
+            .execution_role_arn
+            .as_deref()
+            .ok_or_else(|| format!("task {task_arn} has no executionRoleArn"))?;
+        // An hour, renewed halfway: enough for the last lines of a task
+        // that stopped, no longer.
+        berth_control::task_role::issue_execution(&st.ctl, scope, &placed.id, role, 3600).await?
+    } else {
+        task_role_credentials(st, scope, &placed, task_arn).await?
+    };
+    Ok(berth_wire::agent::RoleCredentials {
+        role_arn: issued.role_arn,
+        access_key_id: issued.access_key_id,
+        secret_access_key: issued.secret_access_key,
+        session_token: issued.session_token,
+        expiration: issued.expires as i64,
+    })
+}
+
+async fn task_role_credentials(
+    st: &AppState,
+    scope: &Scope,
+    placed: &Placed,
+    task_arn: &str,
+) -> Result<berth_control::task_role::Issued, String> {
     let role = placed
         .task
         .definition
         .task_role_arn
         .as_deref()
         .ok_or_else(|| format!("task {task_arn} has no taskRoleArn"))?;
-    let issued = berth_control::task_role::issue(
+    berth_control::task_role::issue(
         &st.ctl,
         scope,
         &placed.cluster,
@@ -445,14 +474,7 @@ async fn task_credentials(
         u32::try_from(st.config.task_credentials_lifetime.as_secs()).unwrap_or(u32::MAX),
         (&placed.entry.0, placed.entry.1),
     )
-    .await?;
-    Ok(berth_wire::agent::RoleCredentials {
-        role_arn: issued.role_arn,
-        access_key_id: issued.access_key_id,
-        secret_access_key: issued.secret_access_key,
-        session_token: issued.session_token,
-        expiration: issued.expires as i64,
-    })
+    .await
 }
 
 /// The secrets of a task placed on this instance, fetched with its
@@ -832,8 +854,8 @@ async fn converse(
                         };
                         send(socket, &m).await?;
                     }
-                    Some(AgentMessage::Credentials { request, task_arn }) => {
-                        let m = match task_credentials(st, scope, cluster, id, &task_arn).await {
+                    Some(AgentMessage::Credentials { request, task_arn, execution }) => {
+                        let m = match task_credentials(st, scope, cluster, id, &task_arn, execution).await {
                             Ok(c) => ServerMessage::Credentials { request, credentials: Some(c), error: None },
                             Err(error) => ServerMessage::Credentials { request, credentials: None, error: Some(error) },
                         };

@@ -38,32 +38,70 @@ pub async fn issue(
     seconds: u32,
     placed: (&str, i64),
 ) -> Result<Issued, String> {
-    let role = assumable(ctl, scope, role_arn, "task role")
+    let (role, owner) = session_of(ctl, scope, role_arn, "task role", task_id).await?;
+    let lease = task_lease(ctl, scope, cluster, task_id, seconds, placed)
         .await
         .map_err(failure)?;
-    let lease = task_lease(ctl, scope, cluster, task_id, seconds, placed)
+    let made = crate::iam::create_session_under(ctl, owner, seconds, Default::default(), lease)
+        .await
+        .map_err(|e| match e {
+            crate::iam::IamFailure::Control(ControlError::Store(StoreError::LeaseNotFound(_))) => {
+                failure("the task has stopped")
+            }
+            other => failure(other),
+        })?;
+    Ok(issued(scope, &role, made))
+}
+
+/// The role, once ECS's tasks may assume it, and the session of it a
+/// task gets (named after the task, as ECS names them).
+async fn session_of(
+    ctl: &Control,
+    scope: &Scope,
+    role_arn: &str,
+    what: &str,
+    task_id: &str,
+) -> Result<(berth_iam::records::Role, SessionOwner), String> {
+    let role = assumable(ctl, scope, role_arn, what)
         .await
         .map_err(failure)?;
     let owner = SessionOwner::Role {
         role: role.name.clone(),
         session: task_id.to_string(),
     };
-    let (record, secret, token) =
-        crate::iam::create_session_under(ctl, owner, seconds, Default::default(), lease)
-            .await
-            .map_err(|e| match e {
-                crate::iam::IamFailure::Control(ControlError::Store(
-                    StoreError::LeaseNotFound(_),
-                )) => failure("the task has stopped"),
-                other => failure(other),
-            })?;
-    Ok(Issued {
+    Ok((role, owner))
+}
+
+fn issued(
+    scope: &Scope,
+    role: &berth_iam::records::Role,
+    (record, secret, token): (berth_iam::Session, String, String),
+) -> Issued {
+    Issued {
         role_arn: role.arn(&scope.account),
         access_key_id: record.access_key_id,
         secret_access_key: secret,
         session_token: token,
         expires: record.expires,
-    })
+    }
+}
+
+/// New credentials of the execution role `role_arn` for task `task_id`
+/// (its awslogs output is shipped with them), lasting `seconds`. They are
+/// not ended with the task, whose last lines may still be on their way:
+/// they run out by themselves.
+pub async fn issue_execution(
+    ctl: &Control,
+    scope: &Scope,
+    task_id: &str,
+    role_arn: &str,
+    seconds: u32,
+) -> Result<Issued, String> {
+    let (role, owner) = session_of(ctl, scope, role_arn, "execution role", task_id).await?;
+    let made = crate::iam::create_session(ctl, owner, seconds, Default::default())
+        .await
+        .map_err(failure)?;
+    Ok(issued(scope, &role, made))
 }
 
 /// The task's lease, kept alive for another `seconds` (and a minute), or

@@ -101,7 +101,8 @@ impl JoinToken {
 }
 
 /// What a container instance's agent may do, as a policy: register into
-/// its own cluster and hold its gateway connection, nothing else (fewer
+/// its own cluster, hold its gateway connection and ship the awslogs
+/// output of tasks without an execution role, nothing else (fewer
 /// rights than AWS's AmazonEC2ContainerServiceforEC2Role, which is not
 /// bound to one cluster). The gateway also binds each connection to the
 /// instance that holds the credentials.
@@ -123,6 +124,13 @@ pub fn instance_policy(account: &str, cluster: &str) -> String {
                     "ecs:SubmitContainerStateChange",
                     "ecs:SubmitTaskStateChange",
                 ],
+                "Resource": "*",
+            },
+            {
+                // awslogs output of tasks without an execution role, as
+                // AmazonEC2ContainerServiceforEC2Role allows.
+                "Effect": "Allow",
+                "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
                 "Resource": "*",
             },
         ],

@@ -198,6 +198,10 @@ pub enum AgentMessage {
     Credentials {
         request: u64,
         task_arn: String,
+        /// The execution role's instead (`executionRoleArn`), which the
+        /// agent ships the task's awslogs output with.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        execution: bool,
     },
 }
 
