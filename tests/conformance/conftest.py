@@ -394,3 +394,90 @@ def _answers(url):
         return True
     except OSError:
         return False
+
+
+def production_task(ecs, cluster, url, name, launch_type):
+    """A task definition as production accounts write them (awslogs,
+    secrets from both stores, task and execution roles, a health check,
+    dependsOn, a sidecar), registered and run with `launch_type` on
+    awsvpc; returns the RUNNING and HEALTHY task, and what it was given."""
+    account = "000000000000"
+    ssm, sm, iam, logs = (make_client(url, s) for s in ("ssm", "secretsmanager", "iam", "logs"))
+    param = ssm.put_parameter(Name=f"/{name}/db/password", Value="db-secret", Type="SecureString")
+    secret = sm.create_secret(Name=f"{name}/api", SecretString=json.dumps({"key": "api-secret"}))["ARN"]
+    group = f"/ecs/{name}"
+    logs.create_log_group(logGroupName=group)
+    trust = json.dumps({"Version": "2012-10-17", "Statement": [{
+        "Effect": "Allow", "Action": "sts:AssumeRole", "Principal": {"Service": "ecs-tasks.amazonaws.com"}}]})
+    execution = iam.create_role(RoleName=f"{name}-exec", AssumeRolePolicyDocument=trust)["Role"]["Arn"]
+    iam.put_role_policy(RoleName=f"{name}-exec", PolicyName="run", PolicyDocument=json.dumps({
+        "Version": "2012-10-17", "Statement": [
+            {"Effect": "Allow", "Action": "ssm:GetParameters",
+             "Resource": f"arn:aws:ssm:us-east-1:{account}:parameter/{name}/*"},
+            {"Effect": "Allow", "Action": "secretsmanager:GetSecretValue",
+             "Resource": f"arn:aws:secretsmanager:us-east-1:{account}:secret:{name}/*"},
+            {"Effect": "Allow", "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
+             "Resource": f"arn:aws:logs:us-east-1:{account}:log-group:{group}:*"}]}))
+    app = iam.create_role(RoleName=f"{name}-app", AssumeRolePolicyDocument=trust)["Role"]["Arn"]
+    iam.put_role_policy(RoleName=f"{name}-app", PolicyName="read", PolicyDocument=json.dumps({
+        "Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "ecs:ListClusters", "Resource": "*"}]}))
+    log = {"logDriver": "awslogs", "options": {"awslogs-group": group, "awslogs-region": "us-east-1",
+                                               "awslogs-stream-prefix": "ecs"}}
+    web = {
+        "name": "web", "image": IMAGE, "essential": True, "stopTimeout": 2,
+        "portMappings": [{"containerPort": 8080, "protocol": "tcp"}],
+        "command": ["sh", "-c", "mkdir -p /tmp/www && echo ok > /tmp/www/health && echo web up && "
+                    "exec httpd -f -p 8080 -h /tmp/www"],
+        "environment": [{"name": "STAGE", "value": "prod"}],
+        "secrets": [{"name": "DB_PASSWORD", "valueFrom": f"/{name}/db/password"},
+                    {"name": "API_KEY", "valueFrom": f"{secret}:key::"}],
+        "healthCheck": {"command": ["CMD-SHELL", "wget -qO- http://127.0.0.1:8080/health || exit 1"],
+                        "interval": 5, "timeout": 2, "retries": 3, "startPeriod": 1},
+        "dependsOn": [{"containerName": "sidecar", "condition": "START"}],
+        "logConfiguration": log,
+    }
+    sidecar = {"name": "sidecar", "image": IMAGE, "essential": False, "stopTimeout": 2,
+               "command": ["sh", "-c", "echo sidecar up; exec sleep 3600"], "logConfiguration": log}
+    ecs.register_task_definition(
+        family=name, taskRoleArn=app, executionRoleArn=execution, networkMode="awsvpc",
+        requiresCompatibilities=["EC2", "FARGATE"], cpu="256", memory="512", containerDefinitions=[web, sidecar])
+    r = ecs.run_task(cluster=cluster, taskDefinition=name, launchType=launch_type, networkConfiguration={
+        "awsvpcConfiguration": {"subnets": ["subnet-local-1a"], "securityGroups": ["sg-default"]}})
+    assert r["failures"] == [], r["failures"]
+    arn = r["tasks"][0]["taskArn"]
+
+    def healthy():
+        t = ecs.describe_tasks(cluster=cluster, tasks=[arn])["tasks"][0]
+        assert t["lastStatus"] != "STOPPED", (t.get("stoppedReason"), t["containers"])
+        return t if t["lastStatus"] == "RUNNING" and t.get("healthStatus") == "HEALTHY" else None
+
+    task = wait_for("the production task to run healthy", healthy, timeout=60)
+    return task, {"group": group, "app_role": app, "logs": logs}
+
+
+def check_production_task(ecs, cluster, task, given):
+    """What a production task's containers see and write."""
+    by_name = {c["name"]: c for c in task["containers"]}
+    web = docker_inspect(by_name["web"]["runtimeId"])
+    env = dict(e.split("=", 1) for e in web["Config"]["Env"])
+    assert (env["DB_PASSWORD"], env["API_KEY"], env["STAGE"]) == ("db-secret", "api-secret", "prod")
+    side = docker_inspect(by_name["sidecar"]["runtimeId"])
+    assert side["State"]["StartedAt"] <= web["State"]["StartedAt"], "dependsOn START: the sidecar first"
+    creds = json.loads(docker("exec", web["Id"], "wget", "-qO-",
+                              "http://169.254.170.2" + env["AWS_CONTAINER_CREDENTIALS_RELATIVE_URI"]))
+    assert creds["RoleArn"] == given["app_role"], creds
+    meta = json.loads(docker("exec", web["Id"], "wget", "-qO-", env["ECS_CONTAINER_METADATA_URI_V4"] + "/task"))
+    assert meta["TaskARN"] == task["taskArn"] and {c["Name"] for c in meta["Containers"]} == {"web", "sidecar"}
+    task_id = task["taskArn"].rsplit("/", 1)[1]
+    logs = given["logs"]
+
+    def shipped():
+        out = {}
+        for c in ("web", "sidecar"):
+            ev = logs.get_log_events(logGroupName=given["group"], logStreamName=f"ecs/{c}/{task_id}",
+                                     startFromHead=True)["events"]
+            out[c] = [e["message"] for e in ev]
+        return out if out == {"web": ["web up"], "sidecar": ["sidecar up"]} else None
+
+    wait_for("both containers' output in the Logs API", shipped, timeout=30)
+    ecs.stop_task(cluster=cluster, task=task["taskArn"])

@@ -14,7 +14,8 @@ import uuid
 import botocore.exceptions
 import pytest
 
-from conftest import IMAGE, Agent, Cluster, Registry, docker, docker_inspect, make_client, wait_for
+from conftest import (IMAGE, Agent, Cluster, Registry, check_production_task, docker, docker_inspect, make_client,
+                      production_task, wait_for)
 
 ZONES = ("local-1a", "local-1b")
 SUBNETS = {"subnet-local-1a": "10.128.0.0/20", "subnet-local-1b": "10.128.16.0/20"}
@@ -453,3 +454,9 @@ def test_a_fargate_task_gets_its_secrets_and_its_role(fg):
                             "http://169.254.170.2" + env["AWS_CONTAINER_CREDENTIALS_RELATIVE_URI"]))
     assert got["RoleArn"] == app and got["AccessKeyId"].startswith("ASIA"), got
     fg.ecs.stop_task(cluster=fg.name, task=t["taskArn"])
+
+
+def test_a_production_style_definition_runs_on_fargate(fg):
+    task, given = production_task(fg.ecs, fg.name, fg.server.url, "fg-prod", "FARGATE")
+    assert task["launchType"] == "FARGATE"
+    check_production_task(fg.ecs, fg.name, task, given)

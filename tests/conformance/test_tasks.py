@@ -15,7 +15,8 @@ import boto3
 import botocore.exceptions
 import pytest
 
-from conftest import BERTH, IMAGE, Cluster, Registry, aws_cli, docker, docker_inspect, make_client, wait_for
+from conftest import (BERTH, IMAGE, Cluster, Registry, aws_cli, check_production_task, docker, docker_inspect,
+                      make_client, production_task, wait_for)
 
 
 @pytest.fixture(scope="module")
@@ -843,6 +844,11 @@ def test_awslogs_ships_container_output_to_the_logs_api(cl, name):
                 executionRoleArn=role)
     assert "AccessDeniedException" in t["stoppedReason"] and "logs:CreateLogStream" in t["stoppedReason"], \
         t.get("stoppedReason")
+
+
+def test_a_production_style_definition_runs_on_ec2(cl, name):
+    task, given = production_task(cl.ecs, cl.name, cl.server.url, name, "EC2")
+    check_production_task(cl.ecs, cl.name, task, given)
 
 
 def test_a_private_registry_pulls_with_repository_credentials(cl, name, tmp_path):
