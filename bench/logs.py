@@ -111,7 +111,9 @@ def main():
         ecs = client(url, "ecs")
         wait("the server", lambda: _answers(ecs))
         ecs.create_cluster(clusterName="bench")
-        agent = subprocess.Popen([BERTH, "agent", "--server", url, "--cluster", "bench",
+        token = subprocess.run([BERTH, "token", "create", "--server", url, "--cluster", "bench"],
+                               capture_output=True, text=True, stdin=subprocess.DEVNULL, check=True).stdout.strip()
+        agent = subprocess.Popen([BERTH, "agent", "--server", url, "--cluster", "bench", "--token", token,
                                   "--data-dir", f"{tmp}/agent", "--log", "warn"],
                                  env=env, stdout=subprocess.DEVNULL, stderr=open(f"{tmp}/agent.log", "w"))
         wait("the agent", lambda: ecs.list_container_instances(cluster="bench")["containerInstanceArns"])
@@ -122,7 +124,14 @@ def main():
 
         def run(family, container, **kw):
             ecs.register_task_definition(family=family, containerDefinitions=[container], **kw)
-            arn = ecs.run_task(cluster="bench", taskDefinition=family)["tasks"][0]["taskArn"]
+            def placed():
+                r = ecs.run_task(cluster="bench", taskDefinition=family)
+                if r["failures"]:
+                    print("placement:", r["failures"], file=sys.stderr)
+                return r["tasks"] and r["tasks"][0]["taskArn"]
+
+            # The agent's connection may not be recorded yet.
+            arn = wait(f"{family} to be placed", placed, timeout=30, interval=0.5)
             return wait(f"{family} to run", lambda: _running(ecs, arn))
 
         # (1) credentials
@@ -172,9 +181,18 @@ def main():
             s = logs.describe_log_streams(logGroupName="/bench/ship")["logStreams"]
             return s and s[0].get("storedBytes", 0) >= want and time.time()
 
-        done = wait("every line in the Logs API", stored, timeout=600, interval=0.05)
         cid = t["containers"][0]["runtimeId"]
-        st = json.loads(subprocess.run(["docker", "inspect", cid], capture_output=True, text=True).stdout)[0]["State"]
+
+        def exited():
+            # Read before the agent removes the container (after STOPPED).
+            out = subprocess.run(["docker", "inspect", cid], capture_output=True, text=True).stdout
+            state = json.loads(out)[0]["State"] if out.strip() else None
+            if state is None:
+                raise RuntimeError("the container was removed before it was seen exited")
+            return state if state["Status"] == "exited" else None
+
+        st = wait("the writer to exit", exited, timeout=600, interval=0.02)
+        done = wait("every line in the Logs API", stored, timeout=600, interval=0.05)
         started = _epoch(st["StartedAt"])
         finished = _epoch(st["FinishedAt"])
         got = logs.get_log_events(logGroupName="/bench/ship", logStreamName=stream, limit=1)["events"]

@@ -192,9 +192,10 @@ pub struct Shipping {
     pub asks: mpsc::UnboundedSender<ServerAsk>,
 }
 
-/// A running shipper: tell it the container is done, then wait for it.
+/// A running shipper: tell it the container's output is all in its file
+/// (its copy has ended for good), then wait for it.
 pub struct Shipper {
-    pub done: watch::Sender<bool>,
+    pub done: Arc<watch::Sender<bool>>,
     pub handle: tokio::task::JoinHandle<()>,
 }
 
@@ -278,7 +279,10 @@ impl Shipping {
         let (done, rx) = watch::channel(false);
         let me = self.clone();
         let handle = tokio::spawn(async move { me.ship(job, rx).await });
-        Shipper { done, handle }
+        Shipper {
+            done: Arc::new(done),
+            handle,
+        }
     }
 
     async fn ship(&self, job: Job, mut done: watch::Receiver<bool>) {
@@ -435,8 +439,13 @@ fn events(bytes: &[u8], start: Option<&Regex>, flush: bool) -> (Vec<(String, usi
 /// they cover.
 fn batch(events: &[(String, usize)], now: i64) -> (Vec<serde_json::Value>, usize) {
     use berth_domain::logs::{EVENT_OVERHEAD, MAX_BATCH_BYTES, MAX_BATCH_EVENTS, MAX_EVENT_BYTES};
+    // The request as JSON stays under a server's smallest body limit too
+    // (escapes and each event's member names make it larger than what
+    // Logs counts).
+    const MAX_BODY: usize = 1_000_000;
     let mut out = vec![];
     let mut size = 0usize;
+    let mut body = 0usize;
     let mut consumed = 0usize;
     for (msg, end) in events {
         let mut msg = msg.as_str();
@@ -447,10 +456,15 @@ fn batch(events: &[(String, usize)], now: i64) -> (Vec<serde_json::Value>, usize
             }
             msg = &msg[..cut];
         }
-        if out.len() == MAX_BATCH_EVENTS || size + msg.len() + EVENT_OVERHEAD > MAX_BATCH_BYTES {
+        let encoded = serde_json::to_string(msg).map_or(msg.len() * 6, |e| e.len()) + 40;
+        if out.len() == MAX_BATCH_EVENTS
+            || size + msg.len() + EVENT_OVERHEAD > MAX_BATCH_BYTES
+            || (body + encoded > MAX_BODY && !out.is_empty())
+        {
             break;
         }
         size += msg.len() + EVENT_OVERHEAD;
+        body += encoded;
         out.push(serde_json::json!({"timestamp": now, "message": msg}));
         consumed = *end;
     }

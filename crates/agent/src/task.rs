@@ -1142,20 +1142,33 @@ impl Driver {
         // What the containers wrote is stored before the task is STOPPED,
         // so that reading its logs then finds all of it. A stream ends
         // with its container's exit; a stuck one does not hold the stop.
+        // A container's awslogs shipper ends once its copy has (whenever
+        // that is), and it has sent the whole file.
         let followers: Vec<_> = self
             .containers
             .iter_mut()
-            .filter_map(|c| c.follower.take())
+            .filter_map(|c| {
+                let done = c.shipper.as_ref().map(|s| s.done.clone());
+                match c.follower.take() {
+                    Some(f) => Some(tokio::spawn(async move {
+                        let _ = f.await;
+                        if let Some(d) = done {
+                            let _ = d.send(true);
+                        }
+                    })),
+                    None => {
+                        if let Some(d) = done {
+                            let _ = d.send(true);
+                        }
+                        None
+                    }
+                }
+            })
             .collect();
         let _ = tokio::time::timeout(Duration::from_secs(2), futures::future::join_all(followers))
             .await;
         // awslogs: the last lines reach the Logs API before STOPPED when the
         // server takes them promptly; the rest follow (remove waits).
-        for c in &self.containers {
-            if let Some(s) = &c.shipper {
-                let _ = s.done.send(true);
-            }
-        }
         let shipping = self
             .containers
             .iter_mut()
@@ -1193,11 +1206,18 @@ impl Driver {
     async fn remove(&mut self) {
         // Nothing of a container's awslogs output is left behind.
         for c in self.containers.iter_mut() {
-            if let Some(s) = c.shipper.take() {
+            let Some(s) = c.shipper.take() else { continue };
+            // Not stopped by this driver (the runner let go first): the
+            // copy ends now, if it has not.
+            if let Some(f) = c.follower.take() {
+                let _ = tokio::time::timeout(Duration::from_secs(5), f).await;
                 let _ = s.done.send(true);
-                if !s.handle.is_finished() {
-                    let _ = s.handle.await;
-                }
+            }
+            if tokio::time::timeout(Duration::from_secs(60), s.handle)
+                .await
+                .is_err()
+            {
+                tracing::warn!(task = %self.desired.task_arn, container = %c.name, "awslogs: output not all shipped; it stays in the agent's log file");
             }
         }
         for c in &self.containers {

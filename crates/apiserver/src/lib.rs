@@ -123,7 +123,7 @@ impl Default for ApiConfig {
         ApiConfig {
             account_id: "000000000000".into(),
             default_region: "us-east-1".into(),
-            body_limit: 1024 * 1024,
+            body_limit: 2 * 1024 * 1024,
             fargate_max_stop_timeout: berth_domain::taskdef::FARGATE_MAX_STOP_TIMEOUT,
             agent_timeout: std::time::Duration::from_secs(5),
             task_credentials_lifetime: std::time::Duration::from_secs(6 * 3600),

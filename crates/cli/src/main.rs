@@ -420,8 +420,9 @@ struct ServerArgs {
     /// Log filter (tracing EnvFilter syntax), e.g. info or berth_apiserver=debug.
     #[arg(long, env = "BERTH_LOG", default_value = "info")]
     log: String,
-    /// Largest accepted request body, in bytes.
-    #[arg(long, env = "BERTH_BODY_LIMIT", default_value_t = 1024 * 1024)]
+    /// Largest accepted request body, in bytes: a PutLogEvents batch at
+    /// Logs' own limit (1 MiB of events) is larger than 1 MiB as JSON.
+    #[arg(long, env = "BERTH_BODY_LIMIT", default_value_t = 2 * 1024 * 1024)]
     body_limit: usize,
     /// Ceiling for Fargate containers' stopTimeout, in seconds (AWS: 120).
     #[arg(long, env = "BERTH_FARGATE_MAX_STOP_TIMEOUT", default_value_t = 120)]
