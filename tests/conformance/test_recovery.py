@@ -96,3 +96,52 @@ def test_a_task_placed_while_its_agent_is_away_runs_when_it_returns(tmp_path):
         assert len(containers_of(arn)) == 1
     finally:
         cl.stop()
+
+
+def test_awslogs_output_survives_kill_9_of_agent_and_server(tmp_path):
+    """The agent's copy of a container's output is the buffer: lines
+    written while the agent or the server is down reach the Logs API once
+    they are back, and none is lost (a batch in flight at a kill may come
+    twice)."""
+    cl = Cluster(str(tmp_path), "logsrecover", [[]],
+                 extra_env={"BERTH_AGENT_TIMEOUT": "2", "BERTH_HOST_LOSS_GRACE": "60"}).start()
+    try:
+        from conftest import make_client
+        logs = make_client(cl.server.url, "logs")
+        logs.create_log_group(logGroupName="/ecs/recover")
+        n = 300
+        cl.ecs.register_task_definition(family="talker", containerDefinitions=[{
+            "name": "c", "image": IMAGE, "memory": 16, "stopTimeout": 1,
+            "command": ["sh", "-c", f"i=0; while [ $i -lt {n} ]; do echo line $i; i=$((i+1)); sleep 0.03; done;"
+                        " exec sleep 600"],
+            "logConfiguration": {"logDriver": "awslogs", "options": {
+                "awslogs-group": "/ecs/recover", "awslogs-stream-prefix": "r"}}}])
+        task = cl.ecs.run_task(cluster=cl.name, taskDefinition="talker")["tasks"][0]["taskArn"]
+        cl.wait_status(task, "RUNNING")
+        stream = f"r/c/{task.rsplit('/', 1)[1]}"
+        time.sleep(1)
+        cl.agents[0].kill9()
+        time.sleep(2)
+        cl.agents[0].start()
+        time.sleep(1)
+        cl.server.kill9()
+        time.sleep(2)
+        cl.server.start()
+        logs = make_client(cl.server.url, "logs")
+
+        def shipped():
+            got, token = [], None
+            while True:
+                kw = {"nextToken": token} if token else {"startFromHead": True}
+                r = logs.get_log_events(logGroupName="/ecs/recover", logStreamName=stream, **kw)
+                got += [e["message"] for e in r["events"]]
+                if r["nextForwardToken"] == token:
+                    break
+                token = r["nextForwardToken"]
+            return got if len(set(got)) == n else None
+
+        got = wait_for("every line in the Logs API", shipped, timeout=60)
+        first = list(dict.fromkeys(got))
+        assert first == [f"line {i}" for i in range(n)], first
+    finally:
+        cl.stop()

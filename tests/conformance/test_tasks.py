@@ -31,6 +31,15 @@ def register(cl, family, containers, **kw):
     return cl.ecs.register_task_definition(family=family, containerDefinitions=containers, **kw)["taskDefinition"]
 
 
+def python_from_the_host():
+    """Volumes (name -> host path) that give a busybox container this
+    host's Python and the tests' venv (boto3 with it), read-only at the
+    same paths: no registry here has an image with them."""
+    mounted = sorted({"/usr", "/lib", "/lib64", sys.prefix, sys.base_prefix})
+    return {f"host{i}": p for i, p in enumerate(mounted)
+            if os.path.exists(p) and not any(p.startswith(q + "/") for q in mounted)}
+
+
 def run(cl, family, **kw):
     r = cl.ecs.run_task(cluster=cl.name, taskDefinition=family, **kw)
     assert r["failures"] == [], r["failures"]
@@ -665,9 +674,7 @@ def test_a_task_role_reaches_berth_from_inside_its_containers(cl, name):
            "except x.ClientError as e:\n"
            "    print('delete', e.response['Error']['Code'])\n"
            "print('me', boto3.client('sts').get_caller_identity()['Arn'])\n")
-    mounted = sorted({"/usr", "/lib", "/lib64", sys.prefix, sys.base_prefix})
-    paths = {f"host{i}": p for i, p in enumerate(mounted)
-             if os.path.exists(p) and not any(p.startswith(q + "/") for q in mounted)}
+    paths = python_from_the_host()
     td = register(cl, name, [{"name": "app", "image": IMAGE, "memory": 256,
                               "mountPoints": [{"sourceVolume": k, "containerPath": p, "readOnly": True}
                                               for k, p in paths.items()],
@@ -849,6 +856,52 @@ def test_awslogs_ships_container_output_to_the_logs_api(cl, name):
 def test_a_production_style_definition_runs_on_ec2(cl, name):
     task, given = production_task(cl.ecs, cl.name, cl.server.url, name, "EC2")
     check_production_task(cl.ecs, cl.name, task, given)
+
+
+def test_firelens_routes_container_output_to_the_log_router(cl, name):
+    """The router here is a few lines of Python standing in for Fluent Bit
+    (no registry has its image): it prints the configuration the agent
+    mounted and what arrives on the socket the other container's engine
+    log driver writes to."""
+    router = ("import os, socket\n"
+              "print(open('/fluent-bit/etc/fluent-bit.conf').read(), flush=True)\n"
+              "p = '/var/run/fluent.sock'\n"
+              "os.path.exists(p) and os.unlink(p)\n"
+              "s = socket.socket(socket.AF_UNIX); s.bind(p); s.listen(8)\n"
+              "while True:\n"
+              "    c, _ = s.accept()\n"
+              "    while (d := c.recv(65536)):\n"
+              "        print('got', d, flush=True)\n")
+    paths = python_from_the_host()
+    td = register(cl, name, [
+        {"name": "app", "image": IMAGE, "memory": 16, "stopTimeout": 1,
+         "command": ["sh", "-c", "echo hello firelens; exec sleep 600"],
+         "logConfiguration": {"logDriver": "awsfirelens", "options": {
+             "Name": "cloudwatch", "region": "us-east-1", "log_group_name": f"/ecs/{name}"}}},
+        {"name": "log_router", "image": IMAGE, "memory": 128, "essential": True, "stopTimeout": 1,
+         "firelensConfiguration": {"type": "fluentbit"},
+         "mountPoints": [{"sourceVolume": k, "containerPath": p, "readOnly": True} for k, p in paths.items()],
+         "command": [os.path.join(sys.prefix, "bin", "python"), "-c", router]}],
+        volumes=[{"name": k, "host": {"sourcePath": p}} for k, p in paths.items()])
+    assert {"name": "ecs.capability.firelens.fluentbit"} in td["requiresAttributes"]
+    assert {"name": "com.amazonaws.ecs.capability.logging-driver.awsfirelens"} in td["requiresAttributes"]
+    t = cl.wait_status(run(cl, name)[0]["taskArn"], "RUNNING")
+    task_id = t["taskArn"].rsplit("/", 1)[1]
+
+    def routed():
+        out = subprocess.run([BERTH, "logs", t["taskArn"], "--cluster", cl.name, "--server", cl.server.url],
+                             capture_output=True, text=True, timeout=30).stdout
+        return out if "hello firelens" in out else None
+
+    out = wait_for("the app's line at the router", routed, timeout=30)
+    assert f"app-firelens-{task_id}" in out, out
+    assert "Match app-firelens*" in out and "log_group_name /ecs/" + name in out, out
+    assert f"Record ecs_task_arn {t['taskArn']}" in out, out
+    by_name = {c["name"]: c for c in t["containers"]}
+    app = docker_inspect(by_name["app"]["runtimeId"])
+    assert app["HostConfig"]["LogConfig"]["Type"] == "fluentd"
+    assert docker_inspect(by_name["log_router"]["runtimeId"])["State"]["StartedAt"] <= app["State"]["StartedAt"]
+    cl.ecs.stop_task(cluster=cl.name, task=t["taskArn"])
 
 
 def test_a_private_registry_pulls_with_repository_credentials(cl, name, tmp_path):

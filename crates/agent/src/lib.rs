@@ -14,6 +14,7 @@
 pub mod awslogs;
 mod ecs_client;
 pub mod endpoint;
+pub mod firelens;
 mod host;
 pub mod logs;
 pub mod metadata;
@@ -41,7 +42,7 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// Capabilities this agent's task runner implements (health checks,
 /// dependsOn and start/stop timeouts, task-level cpu and memory).
-pub const CAPABILITIES: [&str; 13] = [
+pub const CAPABILITIES: [&str; 17] = [
     "ecs.capability.container-health-check",
     "ecs.capability.container-ordering",
     "ecs.capability.task-cpu-mem-limit",
@@ -65,6 +66,13 @@ pub const CAPABILITIES: [&str; 13] = [
     // with the execution role when the task has one.
     "com.amazonaws.ecs.capability.logging-driver.awslogs",
     "ecs.capability.execution-role-awslogs",
+    // FireLens: the router's configuration written and mounted, the other
+    // containers' output sent to it (a file of the image may be included;
+    // S3 cannot be read).
+    "com.amazonaws.ecs.capability.logging-driver.awsfirelens",
+    "ecs.capability.firelens.fluentbit",
+    "ecs.capability.firelens.fluentd",
+    "ecs.capability.firelens.options.config.file",
 ];
 
 /// A task runner's question for the server, carried on the gateway
@@ -588,6 +596,7 @@ pub async fn run(
         asks: asks_tx,
         endpoint,
         shipping,
+        data_dir: config.data_dir.clone(),
     };
     let (desired_tx, desired_rx) = tokio::sync::mpsc::unbounded_channel();
     tokio::spawn(runner::run(ctx, desired_rx));

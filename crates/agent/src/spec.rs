@@ -675,11 +675,8 @@ pub fn unsupported(task: &DesiredTask) -> Option<String> {
     }
     for c in def.container_definitions.iter().flatten() {
         let name = c.name.as_deref().unwrap_or_default();
-        let log = c.log_configuration.as_ref();
         let what = if c.environment_files.as_ref().is_some_and(|f| !f.is_empty()) {
             "environmentFiles"
-        } else if c.firelens_configuration.is_some() {
-            "firelensConfiguration"
         } else if c
             .resource_requirements
             .as_ref()
@@ -688,17 +685,12 @@ pub fn unsupported(task: &DesiredTask) -> Option<String> {
             "resourceRequirements (GPUs, accelerators)"
         } else if c.credential_specs.as_ref().is_some_and(|s| !s.is_empty()) {
             "credentialSpecs"
-        } else if let Some(driver) = log
-            .and_then(|l| l.log_driver.as_deref())
-            .filter(|d| *d == "awsfirelens")
-        {
-            return refuse(&format!("the {driver} log driver (container {name})"));
         } else {
             continue;
         };
         return refuse(&format!("{what} (container {name})"));
     }
-    None
+    crate::firelens::unsupported(task)
 }
 
 #[cfg(test)]
@@ -749,9 +741,10 @@ pub(crate) mod tests {
             }),
             ..plain.clone()
         };
+        // awsfirelens without a router in the task.
         assert!(unsupported(&task(vec![firelens]))
             .expect("refused")
-            .contains("the awsfirelens log driver"));
+            .contains("firelensConfiguration"));
         let json_file = w::ContainerDefinition {
             log_configuration: Some(w::LogConfiguration {
                 log_driver: Some("json-file".into()),

@@ -54,6 +54,8 @@ pub struct Ctx {
     pub endpoint: crate::endpoint::Endpoint,
     /// Where awslogs output goes.
     pub shipping: Arc<crate::awslogs::Shipping>,
+    /// The agent's data directory (FireLens configurations live there).
+    pub data_dir: std::path::PathBuf,
 }
 
 fn now() -> f64 {
@@ -152,7 +154,28 @@ impl Driver {
         warm: Option<WarmPause>,
         rx: mpsc::UnboundedReceiver<Input>,
     ) -> Driver {
+        // Containers that log through a FireLens router start after it
+        // (and stop before it), as ECS orders them.
+        let router = crate::firelens::router(&desired).map(|(name, ..)| name);
         let containers = spec::containers(&desired)
+            .iter()
+            .map(|d| {
+                let mut d = d.clone();
+                if let Some(router) = router.as_ref().filter(|_| crate::firelens::routed(&d)) {
+                    let deps = d.depends_on.get_or_insert_with(Vec::new);
+                    if !deps
+                        .iter()
+                        .any(|x| x.container_name.as_ref() == Some(router))
+                    {
+                        deps.push(w::ContainerDependency {
+                            container_name: Some(router.clone()),
+                            condition: Some("START".into()),
+                        });
+                    }
+                }
+                d
+            })
+            .collect::<Vec<_>>()
             .iter()
             .map(|d| {
                 let name = d.name.clone().unwrap_or_default();
@@ -518,6 +541,14 @@ impl Driver {
                     .metadata_id(&self.desired.task_arn, &self.containers[i].name);
                 spec::add_metadata(&mut s, &id, &self.desired.launch_type);
             }
+            if let Err(reason) = self.firelens(i, &mut s) {
+                self.containers[i].status = Status::Stopped;
+                self.containers[i].reason = Some(reason.clone());
+                return Err(Stop {
+                    code: StopCode::TaskFailedToStart,
+                    reason,
+                });
+            }
             let created = match self.ctx.runtime.create(&s).await {
                 Ok(id) => Ok(id),
                 Err(berth_runtime::RuntimeError::NotFound(m))
@@ -602,6 +633,26 @@ impl Driver {
         if let Some(job) = self.awslogs_job(i, id) {
             self.containers[i].shipper = Some(self.ctx.shipping.start(job));
         }
+    }
+
+    /// FireLens: the router gets its configuration (written now) and the
+    /// socket's directory; a container logging through it, the engine's
+    /// fluentd driver pointed at that socket.
+    fn firelens(&self, i: usize, s: &mut berth_runtime::ContainerSpec) -> Result<(), String> {
+        let Some((router, kind, options)) = crate::firelens::router(&self.desired) else {
+            return Ok(());
+        };
+        let task_id = spec::task_id(&self.desired.task_arn);
+        let dir = crate::firelens::dir(&self.ctx.data_dir, task_id);
+        let c = &self.containers[i];
+        if c.name == router {
+            let mounts = crate::firelens::prepare(&dir, &self.desired, kind, &options)
+                .map_err(|e| format!("CannotCreateContainerError: FireLens configuration: {e}"))?;
+            s.mounts.extend(mounts);
+        } else if crate::firelens::routed(&c.def) {
+            s.log_driver = Some(crate::firelens::driver(&dir, &c.name, task_id));
+        }
+        Ok(())
     }
 
     fn has_role(&self) -> bool {
@@ -1326,6 +1377,7 @@ mod tests {
             }),
             asks,
             endpoint,
+            data_dir: dir.to_path_buf(),
         }
     }
 

@@ -262,7 +262,11 @@ mod tests {
             by_target(berth_wire::secretsmanager::TARGET_PREFIX).map(|(s, ..)| s.label),
             Some("secretsmanager")
         );
-        assert!(by_target("Logs_20140328").is_none());
+        assert_eq!(
+            by_target(berth_wire::logs::TARGET_PREFIX).map(|(s, ..)| s.label),
+            Some("logs")
+        );
+        assert!(by_target("AnyScaleFrontendService").is_none());
         assert_eq!(
             by_query(Some("sts"), "Anything").map(|(s, ..)| s.label),
             Some("sts")

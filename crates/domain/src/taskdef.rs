@@ -841,6 +841,14 @@ fn requires_attributes(
             .and_then(|f| f.r#type.as_deref())
         {
             names.insert(format!("ecs.capability.firelens.{kind}"));
+            let config = c
+                .firelens_configuration
+                .as_ref()
+                .and_then(|f| f.options.as_ref())
+                .and_then(|o| o.get("config-file-type"));
+            if let Some(t @ ("file" | "s3")) = config.map(String::as_str) {
+                names.insert(format!("ecs.capability.firelens.options.config.{t}"));
+            }
         }
         if c.image.as_deref().is_some_and(|i| i.contains(".dkr.ecr.")) {
             names.insert("com.amazonaws.ecs.capability.ecr-auth".into());
