@@ -3,6 +3,7 @@ with the right container settings, essential exits, failed pulls, StopTask's
 SIGTERM then SIGKILL, dependsOn, placement across two agents, logs, and bad
 input. Every test here runs real containers."""
 
+import glob
 import json
 import os
 import platform
@@ -38,6 +39,15 @@ def python_from_the_host():
     mounted = sorted({"/usr", "/lib", "/lib64", sys.prefix, sys.base_prefix})
     return {f"host{i}": p for i, p in enumerate(mounted)
             if os.path.exists(p) and not any(p.startswith(q + "/") for q in mounted)}
+
+
+def files_under(top):
+    """Every regular file under `top` (not the sockets tasks leave there)."""
+    for root, _, files in os.walk(top):
+        for f in files:
+            path = os.path.join(root, f)
+            if os.path.isfile(path):
+                yield path
 
 
 def run(cl, family, **kw):
@@ -627,12 +637,11 @@ def test_secrets_reach_containers_through_the_execution_role(cl, name):
     assert out.stdout.splitlines() == ["c | from-ssm plain-ssm from-asm"], (out.stdout, out.stderr)
     # Neither the agents' state nor the server's store or logs hold a value
     # in the clear; only the container's own output does.
-    for root, _, files in os.walk(cl.tmp):
-        if os.sep + "logs" in root:
+    for path in files_under(cl.tmp):
+        if os.sep + "logs" + os.sep in path:
             continue
-        for f in files:
-            with open(os.path.join(root, f), "rb") as fh:
-                assert b"from-asm" not in fh.read(), os.path.join(root, f)
+        with open(path, "rb") as fh:
+            assert b"from-asm" not in fh.read(), path
     # Secrets in the log configuration become the log driver's options.
     ssm.put_parameter(Name=f"/{name}/log/size", Value="7m", Type="String")
     register(cl, name + "-log", [{"name": "c", "image": IMAGE, "memory": 16, "command": ["sleep", "600"],
@@ -901,7 +910,11 @@ def test_firelens_routes_container_output_to_the_log_router(cl, name):
     app = docker_inspect(by_name["app"]["runtimeId"])
     assert app["HostConfig"]["LogConfig"]["Type"] == "fluentd"
     assert docker_inspect(by_name["log_router"]["runtimeId"])["State"]["StartedAt"] <= app["State"]["StartedAt"]
+    files = glob.glob(os.path.join(cl.tmp, "*", "firelens", task_id))
+    assert len(files) == 1, files
     cl.ecs.stop_task(cluster=cl.name, task=t["taskArn"])
+    cl.wait_status(t["taskArn"], "STOPPED")
+    wait_for("the router's configuration and socket to go", lambda: not os.path.exists(files[0]))
 
 
 def test_a_private_registry_pulls_with_repository_credentials(cl, name, tmp_path):
@@ -939,10 +952,9 @@ def test_a_private_registry_pulls_with_repository_credentials(cl, name, tmp_path
         assert t["containers"][0].get("exitCode") == 0, t
         assert registry.manifest_gets(f"private/{name}:1") >= 1
         # The password is in no agent's state or log, nor the server's.
-        for root, _, files in os.walk(cl.tmp):
-            for f in files:
-                with open(os.path.join(root, f), "rb") as fh:
-                    assert b"s3cret-pw" not in fh.read(), os.path.join(root, f)
+        for path in files_under(cl.tmp):
+            with open(path, "rb") as fh:
+                assert b"s3cret-pw" not in fh.read(), path
     finally:
         registry.stop()
         subprocess.run(["docker", "rmi", "-f", ref], capture_output=True)

@@ -1282,6 +1282,11 @@ impl Driver {
             }
         }
         self.release_network().await;
+        // The FireLens router's configuration and socket go with it.
+        if crate::firelens::router(&self.desired).is_some() {
+            let task_id = spec::task_id(&self.desired.task_arn);
+            let _ = std::fs::remove_dir_all(crate::firelens::dir(&self.ctx.data_dir, task_id));
+        }
         if self.task_limits().is_some() {
             let task_id = spec::task_id(&self.desired.task_arn);
             if let Err(e) = self.ctx.runtime.remove_task_cgroup(task_id).await {
