@@ -739,6 +739,47 @@ def test_a_task_role_reaches_berth_from_inside_its_containers(cl, name):
     cl.ecs.stop_task(cluster=cl.name, task=b["taskArn"])
 
 
+def test_host_network_tasks_get_their_own_role_credentials_by_process(cl, name):
+    """Host-network tasks share the host's addresses: the agent tells them
+    apart by the process behind each connection."""
+    iam = make_client(cl.server.url, "iam")
+    trust = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
+                                                     "Principal": {"Service": "ecs-tasks.amazonaws.com"}}]}
+    role = iam.create_role(RoleName=f"{name}-host", AssumeRolePolicyDocument=json.dumps(trust))["Role"]["Arn"]
+    td = register(cl, name, [{"name": "c", "image": IMAGE, "memory": 16, "command": ["sleep", "600"],
+                              "stopTimeout": 1}], taskRoleArn=role, networkMode="host")
+    assert {"name": "com.amazonaws.ecs.capability.task-iam-role-network-host"} in td["requiresAttributes"]
+    # On one host: the host's rule sends to one agent.
+    instance = cl.ecs.list_container_instances(cluster=cl.name)["containerInstanceArns"][0]
+    started = cl.ecs.start_task(cluster=cl.name, taskDefinition=name, containerInstances=[instance, instance])
+    a, b = (cl.wait_status(t["taskArn"], "RUNNING") for t in started["tasks"])
+    env = {t["taskArn"]: dict(e.split("=", 1) for e in docker_inspect(t["containers"][0]["runtimeId"])["Config"]["Env"])
+           for t in (a, b)}
+
+    def fetch(task, url):
+        return subprocess.run(["docker", "exec", task["containers"][0]["runtimeId"], "wget", "-qO-", url],
+                              capture_output=True, text=True, timeout=30)
+
+    uri = "http://169.254.170.2" + env[a["taskArn"]]["AWS_CONTAINER_CREDENTIALS_RELATIVE_URI"]
+    r = fetch(a, uri)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["RoleArn"] == role
+    r = fetch(b, uri)
+    assert r.returncode != 0 and "400" in r.stderr, (r.stdout, r.stderr)
+    # The host's own processes are no task either.
+    import urllib.error
+    import urllib.request
+    try:
+        urllib.request.urlopen(uri, timeout=10)
+        raise AssertionError("a host process read a task's credentials")
+    except urllib.error.HTTPError as e:
+        assert e.code == 400
+    r = fetch(a, env[a["taskArn"]]["ECS_CONTAINER_METADATA_URI_V4"] + "/task")
+    assert json.loads(r.stdout)["TaskARN"] == a["taskArn"], r.stderr
+    for t in (a, b):
+        cl.ecs.stop_task(cluster=cl.name, task=t["taskArn"])
+
+
 def test_task_metadata_describes_the_task_to_its_own_containers_only(cl, name):
     web = {"name": "web", "image": IMAGE, "memory": 16, "cpu": 64, "command": ["sleep", "600"], "stopTimeout": 1,
            "portMappings": [{"containerPort": 8080}]}

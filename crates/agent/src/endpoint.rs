@@ -65,6 +65,9 @@ struct Table {
     sources: HashMap<Ipv4Addr, String>,
     /// Container metadata id -> task ARN and container name.
     metadata: HashMap<String, (String, String)>,
+    /// Containers of host-network tasks (no address of their own): id ->
+    /// task ARN.
+    host: HashMap<String, String>,
 }
 
 #[derive(Default)]
@@ -263,6 +266,25 @@ impl Endpoint {
             .await
     }
 
+    /// Routes the endpoint for container `id` of host-network task
+    /// `task_arn` to this agent: the host's rule, and the container known
+    /// by the processes behind its connections.
+    pub async fn route_host(
+        &self,
+        task_arn: &str,
+        id: &str,
+    ) -> Result<(), berth_runtime::RuntimeError> {
+        self.inner
+            .table
+            .lock()
+            .host
+            .insert(id.to_string(), task_arn.to_string());
+        self.inner
+            .runtime
+            .route_host_endpoint(self.inner.port)
+            .await
+    }
+
     /// Drops the task's credentials and routes.
     pub async fn forget(&self, task_arn: &str) {
         let entry = {
@@ -276,6 +298,7 @@ impl Endpoint {
                 }
             }
             table.metadata.retain(|_, (arn, _)| arn != task_arn);
+            table.host.retain(|_, arn| arn != task_arn);
             entry
         };
         for s in &entry.sources {
@@ -303,6 +326,20 @@ impl Endpoint {
             IpAddr::V6(ip) => ip.to_ipv4_mapped(),
         };
         let task = source.and_then(|s| self.inner.table.lock().sources.get(&s).cloned());
+        // No task has the address: a host-network task's, if the process
+        // behind the connection is in one of their containers.
+        let host_tasks = !self.inner.table.lock().host.is_empty();
+        let task = match task {
+            Some(t) => Some(t),
+            None if host_tasks => {
+                let ids = tokio::task::spawn_blocking(move || containers_behind(peer))
+                    .await
+                    .unwrap_or_default();
+                let table = self.inner.table.lock();
+                ids.iter().find_map(|id| table.host.get(id).cloned())
+            }
+            None => None,
+        };
         if path == "/" {
             let Some(task) = task else {
                 return error(
@@ -533,6 +570,63 @@ impl Inner {
     }
 }
 
+/// The container ids in the cgroups of the process that holds the client
+/// end of a connection from `peer` (in this host's network namespace):
+/// its socket in `/proc/net/tcp`, the process with that socket open, and
+/// the ids (64 hex digits) in that process's `/proc/PID/cgroup`.
+fn containers_behind(peer: SocketAddr) -> Vec<String> {
+    let IpAddr::V4(ip) = peer.ip() else {
+        return vec![];
+    };
+    let local = format!(
+        "{:08X}:{:04X}",
+        u32::from_le_bytes(ip.octets()),
+        peer.port()
+    );
+    let Ok(table) = std::fs::read_to_string("/proc/net/tcp") else {
+        return vec![];
+    };
+    let Some(inode) = table.lines().skip(1).find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        (f.get(1) == Some(&local.as_str())).then(|| f.get(9).map(|s| s.to_string()))?
+    }) else {
+        return vec![];
+    };
+    let wanted = format!("socket:[{inode}]");
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return vec![];
+    };
+    for p in procs.flatten() {
+        let pid = p.file_name();
+        if !pid.to_string_lossy().bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let Ok(fds) = std::fs::read_dir(p.path().join("fd")) else {
+            continue;
+        };
+        let holds = fds.flatten().any(|fd| {
+            std::fs::read_link(fd.path()).is_ok_and(|l| l.as_os_str() == wanted.as_str())
+        });
+        if holds {
+            let cgroups = std::fs::read_to_string(p.path().join("cgroup")).unwrap_or_default();
+            return container_ids(&cgroups);
+        }
+    }
+    vec![]
+}
+
+/// The container ids in a `/proc/PID/cgroup`, whatever the cgroup driver
+/// (`/docker/ID`, `/system.slice/docker-ID.scope`, a task's parent).
+fn container_ids(cgroups: &str) -> Vec<String> {
+    let mut out: Vec<String> = cgroups
+        .split(|c: char| !c.is_ascii_hexdigit())
+        .filter(|t| t.len() == 64)
+        .map(String::from)
+        .collect();
+    out.dedup();
+    out
+}
+
 /// Asks for new credentials each time half of the current ones' life has
 /// passed; failing, tries again every half minute while the old ones last.
 async fn refresh(inner: std::sync::Weak<Inner>, task_arn: String, mut expiration: i64) {
@@ -673,6 +767,20 @@ mod tests {
         assert!(calls.contains(&Call::RouteEndpoint("bridge".into(), ip_a, port)));
         assert!(calls.contains(&Call::UnrouteEndpoint(ip_a, port)));
         assert!(!calls.contains(&Call::UnrouteEndpoint(ip_b, port)));
+    }
+
+    #[test]
+    fn container_ids_are_read_from_any_cgroup_layout() {
+        let id = "a".repeat(64);
+        assert_eq!(
+            container_ids(&format!("12:memory:/docker/{id}\n")),
+            vec![id.clone()]
+        );
+        assert_eq!(
+            container_ids(&format!("0::/system.slice/docker-{id}.scope\n")),
+            vec![id]
+        );
+        assert!(container_ids("0::/user.slice\n").is_empty());
     }
 
     #[tokio::test(start_paused = true)]

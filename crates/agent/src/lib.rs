@@ -42,7 +42,7 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// Capabilities this agent's task runner implements (health checks,
 /// dependsOn and start/stop timeouts, task-level cpu and memory).
-pub const CAPABILITIES: [&str; 17] = [
+pub const CAPABILITIES: [&str; 18] = [
     "ecs.capability.container-health-check",
     "ecs.capability.container-ordering",
     "ecs.capability.task-cpu-mem-limit",
@@ -60,8 +60,10 @@ pub const CAPABILITIES: [&str; 17] = [
     // pidMode and ipcMode: host, or shared by the task's containers.
     "ecs.capability.pid-ipc-namespace-sharing",
     // taskRoleArn: the role's credentials at 169.254.170.2, for bridge
-    // and awsvpc tasks (not host-network ones: task-iam-role-network-host).
+    // and awsvpc tasks by their addresses, and for host-network ones by
+    // the process behind each connection.
     "com.amazonaws.ecs.capability.task-iam-role",
+    "com.amazonaws.ecs.capability.task-iam-role-network-host",
     // awslogs: each container's output shipped to the Logs API, signed
     // with the execution role when the task has one.
     "com.amazonaws.ecs.capability.logging-driver.awslogs",

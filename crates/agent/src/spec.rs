@@ -652,9 +652,7 @@ pub fn unsupported(task: &DesiredTask) -> Option<String> {
             "ResourceInitializationError: this host cannot provide {what}, which the task definition asks for"
         ))
     };
-    if def.task_role_arn.is_some() && def.network_mode.as_deref() == Some("host") {
-        return refuse("a task role (taskRoleArn) to a task of the host's network");
-    }
+
     if def
         .volumes
         .iter()
@@ -756,9 +754,7 @@ pub(crate) mod tests {
         let mut role = task(vec![plain]);
         role.definition.task_role_arn = Some("arn:aws:iam::1:role/r".into());
         assert_eq!(unsupported(&role), None);
-        role.definition.network_mode = Some("host".into());
-        assert!(unsupported(&role).expect("refused").contains("taskRoleArn"));
-        role.definition.network_mode = None;
+
         role.definition.task_role_arn = None;
         role.definition.proxy_configuration = Some(w::ProxyConfiguration::default());
         assert!(unsupported(&role)

@@ -238,14 +238,15 @@ impl Driver {
         }
     }
 
-    /// Whether the task's containers have addresses of their own, which
-    /// the task endpoint (169.254.170.2) is routed for: bridge and awsvpc
-    /// tasks, not host or none.
+    /// Whether the task's containers reach the task endpoint
+    /// (169.254.170.2): bridge and awsvpc tasks by their addresses,
+    /// host-network ones by the host's rule; not `none`.
     fn endpoint_reaches(&self) -> bool {
-        !matches!(
-            self.desired.definition.network_mode.as_deref(),
-            Some("host" | "none")
-        )
+        self.desired.definition.network_mode.as_deref() != Some("none")
+    }
+
+    fn host_network(&self) -> bool {
+        self.desired.definition.network_mode.as_deref() == Some("host")
     }
 
     fn set_status(&mut self, s: TaskStatus) {
@@ -667,6 +668,17 @@ impl Driver {
         if !self.endpoint_reaches() || self.desired.network.is_some() {
             return;
         }
+        if self.host_network() {
+            if let Err(e) = self
+                .ctx
+                .endpoint
+                .route_host(&self.desired.task_arn, id)
+                .await
+            {
+                tracing::warn!(task = %self.desired.task_arn, error = %e, "task endpoint not routed");
+            }
+            return;
+        }
         let looked;
         let info = match info {
             Some(i) => i,
@@ -1048,7 +1060,7 @@ impl Driver {
                 .port_mappings
                 .as_ref()
                 .is_some_and(|m| !m.is_empty());
-        let routed = self.endpoint_reaches() && self.desired.network.is_none();
+        let routed = self.endpoint_reaches() && self.desired.network.is_none() && !host_mode;
         let info = if published || routed {
             self.ctx.runtime.inspect(id).await.ok().flatten()
         } else {
@@ -1058,6 +1070,8 @@ impl Driver {
             if let Some(info) = &info {
                 self.route_container(id, Some(info)).await;
             }
+        } else if host_mode {
+            self.route_container(id, None).await;
         }
         let task_id = spec::task_id(&self.desired.task_arn).to_string();
         let c = &mut self.containers[i];

@@ -899,6 +899,20 @@ impl ContainerRuntime for DockerRuntime {
         Ok(())
     }
 
+    async fn route_host_endpoint(&self, port: u16) -> Result<(), RuntimeError> {
+        use crate::endpoint;
+        // Another agent on the host may have taken the rule since: looked
+        // at every time.
+        let _one_at_a_time = self.endpoint_lock.lock().await;
+        let listing = iptables_ok(&["-t", "nat", "-S", "OUTPUT"]).await?;
+        for old in endpoint::other_host_rules(&listing, port) {
+            let mut args = vec!["-t", "nat", "-D", "OUTPUT"];
+            args.extend(old.iter().map(String::as_str));
+            let _ = iptables(&args).await?;
+        }
+        ensure_rule("nat", "OUTPUT", &endpoint::host_rule(port)).await
+    }
+
     async fn unroute_endpoint(
         &self,
         source: std::net::Ipv4Addr,

@@ -14,18 +14,23 @@ pub const PORT: u16 = 80;
 /// The nat chain holding one rule per task address.
 pub const CHAIN: &str = "BERTH-TASK-ENDPOINT";
 
-/// The jump into [`CHAIN`] from PREROUTING: traffic from containers.
-pub fn jump() -> Vec<String> {
-    args(&[
+/// Connections to the endpoint, then `then`.
+fn to_endpoint(then: &[&str]) -> Vec<String> {
+    let mut out = args(&[
         "-d",
         &format!("{ADDRESS}/32"),
         "-p",
         "tcp",
         "--dport",
         &PORT.to_string(),
-        "-j",
-        CHAIN,
-    ])
+    ]);
+    out.extend(args(then));
+    out
+}
+
+/// The jump into [`CHAIN`] from PREROUTING: traffic from containers.
+pub fn jump() -> Vec<String> {
+    to_endpoint(&["-j", CHAIN])
 }
 
 /// What sends `source`'s connections to the endpoint to 127.0.0.1:`port`.
@@ -40,6 +45,35 @@ pub fn rule(source: Ipv4Addr, port: u16) -> Vec<String> {
         "--to-destination",
         &format!("127.0.0.1:{port}"),
     ])
+}
+
+/// What sends the host's own connections to the endpoint (those of
+/// host-network tasks) to 127.0.0.1:`port`, in the nat OUTPUT chain: one
+/// rule for the host, since such tasks have no address of their own (the
+/// agent tells them apart by the process behind each connection).
+pub fn host_rule(port: u16) -> Vec<String> {
+    to_endpoint(&["-j", "REDIRECT", "--to-ports", &port.to_string()])
+}
+
+/// The host rules in `listing` (`iptables -t nat -S OUTPUT`) to ports
+/// other than `port`, as the arguments that delete them.
+pub fn other_host_rules(listing: &str, port: u16) -> Vec<Vec<String>> {
+    let wanted = host_rule(port);
+    let to = format!("{ADDRESS}/32");
+    listing
+        .lines()
+        .filter_map(|l| l.strip_prefix("-A OUTPUT "))
+        .map(|rest| {
+            rest.split_whitespace()
+                .map(String::from)
+                .collect::<Vec<_>>()
+        })
+        .filter(|r| {
+            r.windows(2).any(|w| w[0] == "-d" && w[1] == to)
+                && r.iter().any(|a| a == "REDIRECT")
+                && *r != wanted
+        })
+        .collect()
 }
 
 /// Guards that come with letting bridges route to loopback
@@ -157,6 +191,11 @@ mod tests {
         // 172.17.0.50 is another address, not a longer spelling of .5.
         assert!(stale(&listing, Ipv4Addr::new(172, 17, 0, 50), 1).is_empty());
         assert_eq!(stale(&listing, ip, 1).len(), 2);
+        let output = "-P OUTPUT ACCEPT\n-A OUTPUT -d 169.254.170.2/32 -p tcp -m tcp --dport 80 -j REDIRECT --to-ports 4000\n\
+             -A OUTPUT ! -d 127.0.0.0/8 -m addrtype --dst-type LOCAL -j DOCKER\n\
+             -A OUTPUT -d 169.254.170.2/32 -p tcp --dport 80 -j REDIRECT --to-ports 5000\n";
+        assert_eq!(other_host_rules(output, 5000).len(), 1);
+        assert_eq!(other_host_rules(output, 6000).len(), 2);
         let ports = by_port(&listing);
         assert_eq!(
             ports.keys().copied().collect::<Vec<_>>(),

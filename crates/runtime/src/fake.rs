@@ -31,6 +31,7 @@ pub enum Call {
     EnsurePauseImage,
     ApplyIngress(String, Vec<crate::firewall::IngressRule>),
     RouteEndpoint(String, std::net::Ipv4Addr, u16),
+    RouteHostEndpoint(u16),
     UnrouteEndpoint(std::net::Ipv4Addr, u16),
 }
 
@@ -384,6 +385,11 @@ impl ContainerRuntime for FakeRuntime {
         self.state()
             .calls
             .push(Call::RouteEndpoint(network.to_string(), source, port));
+        Ok(())
+    }
+
+    async fn route_host_endpoint(&self, port: u16) -> Result<(), RuntimeError> {
+        self.state().calls.push(Call::RouteHostEndpoint(port));
         Ok(())
     }
 

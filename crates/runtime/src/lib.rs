@@ -427,6 +427,10 @@ pub trait ContainerRuntime: Send + Sync {
         source: std::net::Ipv4Addr,
         port: u16,
     ) -> Result<(), RuntimeError>;
+    /// Sends the host's own connections to the task endpoint (those of
+    /// host-network tasks) to 127.0.0.1:`port`, in place of another
+    /// agent's rule.
+    async fn route_host_endpoint(&self, port: u16) -> Result<(), RuntimeError>;
     /// Takes back [`ContainerRuntime::route_endpoint`]'s rule for `source`
     /// to `port`, if it is still there (another agent's rule for a new
     /// task at the address stays).
