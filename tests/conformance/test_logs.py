@@ -22,6 +22,10 @@ def test_groups_streams_events_and_their_errors(server, name):
     g = f"/ecs/{name}"
     logs.create_log_group(logGroupName=g, tags={"team": "a"})
     assert error_of(logs.create_log_group, logGroupName=g)[:2] == (400, "ResourceAlreadyExistsException")
+    # What Berth does not do is refused, not ignored.
+    code = error_of(logs.create_log_group, logGroupName=g + "-p", deletionProtectionEnabled=True)
+    assert code[1] == "InvalidParameterException" and "deletionProtectionEnabled" in code[2], code
+    assert logs.describe_log_groups(logGroupNamePrefix=g, logGroupClass="INFREQUENT_ACCESS")["logGroups"] == []
     code = error_of(logs.create_log_group, logGroupName="bad name")
     assert code[1] == "InvalidParameterException" and "'logGroupName'" in code[2], code
     groups = logs.describe_log_groups(logGroupNamePrefix=g)["logGroups"]

@@ -894,6 +894,11 @@ def test_awslogs_ships_container_output_to_the_logs_api(cl, name):
     t = started(name + "-missing", {"awslogs-group": f"/ecs/{name}-none", "awslogs-stream-prefix": "x"}, "true")
     assert t["stopCode"] == "TaskFailedToStart" and "The specified log group does not exist." in \
         t["stoppedReason"], t.get("stoppedReason")
+    # awslogs-create-stream false: the stream is the user's to make.
+    logs.create_log_stream(logGroupName=group, logStreamName="mine")
+    t = started(name + "-own", {"awslogs-group": group, "awslogs-stream": "mine", "awslogs-create-stream": "false"},
+                "echo into my stream")
+    wait_for("the line in the stream made beforehand", lambda: messages(group, "mine") == ["into my stream"])
     t = started(name + "-bad", {"awslogs-group": group, "awslogs-colour": "blue"}, "true")
     assert "unknown log opt 'awslogs-colour'" in t["stoppedReason"], t.get("stoppedReason")
     # Logs the role may not write are refused in IAM's words.

@@ -48,6 +48,9 @@ pub struct Target {
     /// None: the container's id, known once it is created.
     pub stream: Option<String>,
     pub create_group: bool,
+    /// `awslogs-create-stream` (true unless false): without it the stream
+    /// must exist.
+    pub create_stream: bool,
     /// A line matching it starts an event; others join the one before.
     pub start: Option<Regex>,
 }
@@ -86,10 +89,34 @@ pub fn target(
             "awslogs-region {r}: this host's servers serve region {region}"
         )));
     }
-    if options.contains_key("awslogs-endpoint") {
-        return Err(bad(
-            "awslogs-endpoint is not supported: the output goes to this cluster's Logs API",
-        ));
+    // Options Docker knows that would change nothing here: refused, not
+    // dropped.
+    for (k, why) in [
+        (
+            "awslogs-endpoint",
+            "the output goes to this cluster's Logs API",
+        ),
+        (
+            "awslogs-credentials-endpoint",
+            "the output is signed with the task's execution role or the host's key",
+        ),
+        (
+            "awslogs-force-flush-interval-seconds",
+            "lines are sent as soon as they are read",
+        ),
+        (
+            "awslogs-max-buffered-events",
+            "lines wait on disk, unbounded, until they are sent",
+        ),
+        ("awslogs-format", "events are sent as plain text"),
+        (
+            "tag",
+            "the stream is named by awslogs-stream-prefix or awslogs-stream",
+        ),
+    ] {
+        if options.contains_key(k) {
+            return Err(bad(format!("{k} is not supported: {why}")));
+        }
     }
     let flag = |k: &str, default: bool| match options.get(k).map(String::as_str) {
         None => Ok(default),
@@ -98,7 +125,7 @@ pub fn target(
         Some(v) => Err(bad(format!("{k} must be true or false, not {v}"))),
     };
     let create_group = flag("awslogs-create-group", false)?;
-    flag("awslogs-create-stream", true)?;
+    let create_stream = flag("awslogs-create-stream", true)?;
     match options.get("mode").map(String::as_str) {
         None | Some("blocking" | "non-blocking") => {}
         Some(m) => return Err(bad(format!("mode {m}: must be blocking or non-blocking"))),
@@ -145,6 +172,7 @@ pub fn target(
         group,
         stream,
         create_group,
+        create_stream,
         start,
     }))
 }
@@ -227,6 +255,11 @@ impl Shipping {
                 Err(EcsError::Api { code, .. }) if code == "ResourceAlreadyExistsException" => {}
                 Err(e) => return Err(format!("CannotStartContainerError: {e}")),
             }
+        }
+        if !job.target.create_stream {
+            // The stream is the user's to make, as with Docker's driver:
+            // until it exists, the shipper retries and says why.
+            return Ok(());
         }
         let r: Result<serde_json::Value, _> = client
             .call(
@@ -532,6 +565,23 @@ mod tests {
             "r"
         )
         .is_err());
+        for k in [
+            "awslogs-credentials-endpoint",
+            "awslogs-format",
+            "tag",
+            "awslogs-max-buffered-events",
+        ] {
+            let e = target(&def(&[("awslogs-group", "g"), (k, "x")]), "a", "r").expect_err(k);
+            assert!(e.contains(&format!("{k} is not supported")), "{e}");
+        }
+        let t = target(
+            &def(&[("awslogs-group", "g"), ("awslogs-create-stream", "false")]),
+            "a",
+            "r",
+        )
+        .expect("ok")
+        .expect("awslogs");
+        assert!(!t.create_stream);
         assert!(target(&w::ContainerDefinition::default(), "a", "r")
             .expect("none")
             .is_none());

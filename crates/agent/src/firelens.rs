@@ -73,6 +73,17 @@ pub fn unsupported(task: &DesiredTask) -> Option<String> {
         );
     }
     if let Some((_, _, options)) = &r {
+        let known = [
+            "enable-ecs-log-metadata",
+            "config-file-type",
+            "config-file-value",
+        ];
+        if let Some(k) = options.keys().find(|k| !known.contains(&k.as_str())) {
+            return Some(format!(
+                "ResourceInitializationError: unknown firelensConfiguration option {k} (known: {})",
+                known.join(", ")
+            ));
+        }
         if options.get("config-file-type").map(String::as_str) == Some("s3") {
             return Some(
                 "ResourceInitializationError: this host cannot provide a FireLens configuration file from S3 (config-file-type s3), which the task definition asks for".into(),
@@ -319,5 +330,16 @@ mod tests {
             ),
         });
         assert!(unsupported(&t).expect("s3").contains("S3"));
+        let mut t = task();
+        let defs = t.definition.container_definitions.as_mut().expect("defs");
+        defs[0].firelens_configuration = Some(w::FirelensConfiguration {
+            r#type: Some("fluentbit".into()),
+            options: Some(
+                [("colour".to_string(), "x".to_string())]
+                    .into_iter()
+                    .collect(),
+            ),
+        });
+        assert!(unsupported(&t).expect("unknown").contains("option colour"));
     }
 }

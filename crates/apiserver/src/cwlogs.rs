@@ -155,6 +155,12 @@ async fn create_log_group(
         )
         .into());
     }
+    if i.deletion_protection_enabled == Some(true) {
+        return Err(LogsError::invalid(
+            "Berth does not protect log groups from deletion (deletionProtectionEnabled).",
+        )
+        .into());
+    }
     if let Some(class) = i.log_group_class.as_deref().filter(|c| *c != "STANDARD") {
         return Err(LogsError::invalid(format!(
             "Berth keeps log groups of the STANDARD class only, not {class}."
@@ -209,13 +215,29 @@ async fn describe_log_groups(
         )
         .into());
     }
+    // One account, and every group is of the STANDARD class.
+    if let Some(other) = i
+        .account_identifiers
+        .iter()
+        .flatten()
+        .find(|a| **a != ctx.scope.account)
+    {
+        return Err(LogsError::invalid(format!(
+            "Account {other} is not linked to this account (accountIdentifiers)."
+        ))
+        .into());
+    }
+    let other_class = i
+        .log_group_class
+        .as_deref()
+        .is_some_and(|c| c != "STANDARD");
     let prefix = i.log_group_name_prefix.clone().unwrap_or_default();
     let pattern = i.log_group_name_pattern.clone();
     let o = owner(ctx);
     let all = with_store(st, move |s| Ok(s.groups(&o, &prefix))).await?;
     let mut groups: Vec<_> = all
         .into_iter()
-        .filter(|g| pattern.as_deref().is_none_or(|p| g.name.contains(p)))
+        .filter(|g| pattern.as_deref().is_none_or(|p| g.name.contains(p)) && !other_class)
         .collect();
     if let Some(ids) = &i.log_group_identifiers {
         let wanted: Vec<&str> = ids
@@ -390,6 +412,12 @@ async fn put_log_events(
     rules::check_group_name(&group)?;
     let stream = required(&i.log_stream_name, "logStreamName")?.to_string();
     rules::check_stream_name(&stream)?;
+    if i.entity.is_some() {
+        return Err(LogsError::invalid(
+            "Berth does not associate log events with entities (entity).",
+        )
+        .into());
+    }
     let events = i
         .log_events
         .ok_or_else(|| LogsError::required("logEvents"))?;
