@@ -429,7 +429,14 @@ fn events(bytes: &[u8], start: Option<&Regex>, flush: bool) -> (Vec<(String, usi
     let mut out: Vec<(String, usize)> = vec![];
     let mut at = 0usize;
     let mut pending: Option<(String, usize)> = None;
+    // More than one PutLogEvents takes is read again next time: not made
+    // into events now.
+    let mut full = false;
     for line in bytes[..end].split_inclusive(|b| *b == b'\n') {
+        if out.len() >= berth_domain::logs::MAX_BATCH_EVENTS {
+            full = true;
+            break;
+        }
         at += line.len();
         let text = String::from_utf8_lossy(line);
         let text = text.trim_end_matches(['\n', '\r']);
@@ -456,7 +463,7 @@ fn events(bytes: &[u8], start: Option<&Regex>, flush: bool) -> (Vec<(String, usi
         }
     }
     if let Some(p) = pending.filter(|p| !p.0.is_empty()) {
-        if flush {
+        if flush && !full {
             out.push(p);
         }
     }

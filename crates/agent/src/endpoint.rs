@@ -194,6 +194,14 @@ impl Endpoint {
     /// Keeps `snapshot` as what the task's metadata says.
     pub fn describe(&self, snapshot: Snapshot) {
         let arn = snapshot.desired.task_arn.clone();
+        let mut table = self.inner.table.lock();
+        let entry = table.tasks.entry(arn.clone()).or_default();
+        // Its containers' ids were registered with its first view.
+        if entry.snapshot.is_some() {
+            entry.snapshot = Some(Arc::new(snapshot));
+            return;
+        }
+        drop(table);
         let ids: Vec<(String, String)> = snapshot
             .desired
             .definition
