@@ -9,6 +9,7 @@ import os
 import platform
 import subprocess
 import sys
+import threading
 import time
 
 import boto3
@@ -851,9 +852,11 @@ def test_awslogs_ships_container_output_to_the_logs_api(cl, name):
     group = f"/ecs/{name}"
     logs.create_log_group(logGroupName=group)
 
-    def started(family, options, command, **kw):
+    def started(family, options, command, sidecar=False, **kw):
+        side = [{"name": "side", "image": IMAGE, "memory": 16, "essential": False,
+                 "command": ["echo", "from the sidecar"]}] if sidecar else []
         register(cl, family, [{"name": "app", "image": IMAGE, "memory": 16, "command": ["sh", "-c", command],
-                               "logConfiguration": {"logDriver": "awslogs", "options": options}}], **kw)
+                               "logConfiguration": {"logDriver": "awslogs", "options": options}}] + side, **kw)
         return cl.wait_status(run(cl, family)[0]["taskArn"], "STOPPED")
 
     def messages(group, stream):
@@ -863,14 +866,27 @@ def test_awslogs_ships_container_output_to_the_logs_api(cl, name):
     # No execution role: the host ships with its own credentials, to the
     # stream ECS names prefix/container/task-id.
     opts = {"awslogs-group": group, "awslogs-region": "us-east-1", "awslogs-stream-prefix": "ecs"}
-    t = started(name, opts, "for i in 1 2 3; do echo line $i; done")
+    t = started(name, opts, "for i in 1 2 3; do echo line $i; done", sidecar=True)
     assert t["containers"][0].get("exitCode") == 0, (t.get("stoppedReason"), t["containers"][0].get("reason"))
     stream = f"ecs/app/{t['taskArn'].rsplit('/', 1)[1]}"
     assert messages(group, stream) == ["line 1", "line 2", "line 3"]
-    # The agent's own copy still serves berth logs.
+    # berth logs reads the awslogs container's output from the Logs API's
+    # store (an event put there through the API shows), and the sidecar's,
+    # which has no log configuration, from the agent.
+    logs.put_log_events(logGroupName=group, logStreamName=stream,
+                        logEvents=[{"timestamp": int(time.time() * 1000), "message": "put through the API"}])
     out = subprocess.run([BERTH, "logs", t["taskArn"], "--cluster", cl.name, "--server", url],
                          capture_output=True, text=True, timeout=30)
-    assert out.stdout.splitlines() == ["app | line 1", "app | line 2", "app | line 3"], out.stderr
+    assert out.stdout.splitlines() == ["app | line 1", "app | line 2", "app | line 3", "app | put through the API",
+                                       "side | from the sidecar"], (out.stdout, out.stderr)
+    follow = subprocess.Popen([BERTH, "logs", t["taskArn"], "--cluster", cl.name, "--server", url, "--follow"],
+                              stdout=subprocess.PIPE, text=True)
+    killer = threading.Timer(30, follow.kill)
+    killer.start()
+    seen = {follow.stdout.readline().strip() for _ in range(5)}
+    follow.kill()
+    killer.cancel()
+    assert "app | put through the API" in seen and "side | from the sidecar" in seen, seen
 
     # With an execution role that may make the group: its session ships,
     # and a multi-line pattern joins a stack trace into one event.

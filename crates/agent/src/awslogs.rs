@@ -154,17 +154,12 @@ pub fn target(
             ),
             (None, None) => None,
         };
-    let stream = match (
-        options.get("awslogs-stream"),
-        options.get("awslogs-stream-prefix"),
-    ) {
-        (Some(s), _) => Some(s.clone()),
-        (None, Some(p)) => Some(format!(
-            "{p}/{}/{task_id}",
-            def.name.as_deref().unwrap_or_default()
-        )),
-        (None, None) => None,
-    };
+    let stream = berth_domain::logs::awslogs_destination(
+        &options,
+        def.name.as_deref().unwrap_or_default(),
+        task_id,
+    )
+    .and_then(|(_, stream)| stream);
     if let Some(s) = &stream {
         berth_domain::logs::check_stream_name(s).map_err(|e| bad(e.message))?;
     }
@@ -625,5 +620,120 @@ mod tests {
         let (b, consumed) = batch(&ev, 7);
         assert_eq!((b.len(), consumed), (2, text.len()));
         assert_eq!(b[0]["timestamp"], 7);
+    }
+
+    /// A Logs API that keeps every PutLogEvents message it is sent, and
+    /// fails the first `fail` calls (as a server that is away).
+    async fn recording_logs_api(fail: usize) -> (String, Arc<parking_lot::Mutex<Vec<String>>>) {
+        let got: Arc<parking_lot::Mutex<Vec<String>>> = Arc::default();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let kept = got.clone();
+        let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let (kept, calls) = (kept.clone(), calls.clone());
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(
+                        move |req: hyper::Request<hyper::body::Incoming>| {
+                            let (kept, calls) = (kept.clone(), calls.clone());
+                            async move {
+                                use http_body_util::BodyExt;
+                                let body = req
+                                    .into_body()
+                                    .collect()
+                                    .await
+                                    .map(|b| b.to_bytes())
+                                    .unwrap_or_default();
+                                let n = calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                                let status = if n < fail { 503 } else { 200 };
+                                if status == 200 {
+                                    let v: serde_json::Value =
+                                        serde_json::from_slice(&body).unwrap_or_default();
+                                    for e in v["logEvents"].as_array().into_iter().flatten() {
+                                        kept.lock().push(
+                                            e["message"].as_str().unwrap_or_default().to_string(),
+                                        );
+                                    }
+                                }
+                                hyper::Response::builder()
+                                    .status(status)
+                                    .header("content-type", "application/x-amz-json-1.1")
+                                    .body(http_body_util::Full::new(bytes::Bytes::from_static(
+                                        b"{}",
+                                    )))
+                            }
+                        },
+                    );
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        (url, got)
+    }
+
+    /// The end of a container: whatever reached its file before the copy
+    /// ended is shipped (a last line without a newline, a multi-line event
+    /// still waiting for the next to start), even when the server was
+    /// away meanwhile, and the shipper ends then.
+    #[tokio::test]
+    async fn a_shipper_sends_everything_written_before_its_end_then_ends() {
+        let (url, got) = recording_logs_api(2).await;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("web.log");
+        std::fs::write(&file, "first\n").expect("write");
+        let (asks, _unused) = mpsc::unbounded_channel();
+        let shipping = Arc::new(Shipping {
+            servers: vec![EcsClient::new(&url, "us-east-1")],
+            own: None,
+            asks,
+        });
+        let target = target(
+            &def(&[
+                ("awslogs-group", "g"),
+                ("awslogs-multiline-pattern", "^[a-z]"),
+            ]),
+            "t",
+            "us-east-1",
+        )
+        .expect("ok")
+        .expect("awslogs");
+        let shipper = shipping.start(Job {
+            task_arn: "arn:aws:ecs:us-east-1:000000000000:task/c/t".into(),
+            execution_role: false,
+            target,
+            stream: "s".into(),
+            file: file.clone(),
+        });
+        {
+            use std::io::Write;
+            let mut f = std::fs::OpenOptions::new()
+                .append(true)
+                .open(&file)
+                .expect("open");
+            f.write_all(b"second\n  continued\nlast without newline")
+                .expect("append");
+        }
+        shipper.done.send_replace(true);
+        tokio::time::timeout(Duration::from_secs(30), shipper.handle)
+            .await
+            .expect("the shipper ends once its file is shipped")
+            .expect("no panic");
+        assert_eq!(
+            *got.lock(),
+            vec!["first", "second\n  continued", "last without newline"]
+        );
+        let saved = std::fs::read_to_string(file.with_extension("shipped")).expect("offset");
+        assert_eq!(
+            saved.trim(),
+            std::fs::metadata(&file).expect("meta").len().to_string()
+        );
     }
 }

@@ -137,6 +137,27 @@ pub fn group_of_identifier<'a>(id: &'a str, region: &str, account: &str) -> Opti
     Some(rest.strip_suffix(":*").unwrap_or(rest))
 }
 
+/// Where the awslogs driver sends a container's output, from its log
+/// options: the group and, when the options name it, the stream
+/// (`awslogs-stream`, else ECS's `prefix/container/task-id`). Without
+/// either the stream is the container's runtime id, known once it exists.
+pub fn awslogs_destination(
+    options: &std::collections::BTreeMap<String, String>,
+    container: &str,
+    task_id: &str,
+) -> Option<(String, Option<String>)> {
+    let group = options.get("awslogs-group")?.clone();
+    let stream = match (
+        options.get("awslogs-stream"),
+        options.get("awslogs-stream-prefix"),
+    ) {
+        (Some(s), _) => Some(s.clone()),
+        (None, Some(p)) => Some(format!("{p}/{container}/{task_id}")),
+        (None, None) => None,
+    };
+    Some((group, stream))
+}
+
 /// Which events of a PutLogEvents batch are kept: indexes `[from, to)`;
 /// the rest are reported as AWS reports them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -479,6 +500,43 @@ impl Comparison {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn awslogs_streams_are_named_as_ecs_names_them() {
+        let opts = |kv: &[(&str, &str)]| {
+            kv.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<std::collections::BTreeMap<_, _>>()
+        };
+        assert_eq!(
+            awslogs_destination(
+                &opts(&[("awslogs-group", "g"), ("awslogs-stream-prefix", "ecs")]),
+                "web",
+                "abc"
+            ),
+            Some(("g".into(), Some("ecs/web/abc".into())))
+        );
+        assert_eq!(
+            awslogs_destination(
+                &opts(&[
+                    ("awslogs-group", "g"),
+                    ("awslogs-stream-prefix", "ecs"),
+                    ("awslogs-stream", "own")
+                ]),
+                "web",
+                "abc"
+            ),
+            Some(("g".into(), Some("own".into())))
+        );
+        assert_eq!(
+            awslogs_destination(&opts(&[("awslogs-group", "g")]), "web", "abc"),
+            Some(("g".into(), None))
+        );
+        assert_eq!(
+            awslogs_destination(&opts(&[("awslogs-stream-prefix", "ecs")]), "web", "abc"),
+            None
+        );
+    }
 
     #[test]
     fn names_and_retention_are_checked_in_logs_words() {
