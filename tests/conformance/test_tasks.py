@@ -484,6 +484,14 @@ def test_a_task_no_host_can_take_names_the_attribute_it_lacks(cl, name):
     r = cl.ecs.run_task(cluster=cl.name, taskDefinition=name + "-win")
     assert r["tasks"] == [] and r["failures"]
     assert {f["detail"] for f in r["failures"]} == {"MISSING ATTRIBUTE: ecs.os-family=WINDOWS_SERVER_2019_CORE"}
+    # EFS needs a file system these hosts do not have: refused by name,
+    # never a local volume in its place.
+    td = register(cl, name + "-efs", [{"name": "c", "image": IMAGE, "memory": 16,
+                                      "mountPoints": [{"sourceVolume": "data", "containerPath": "/data"}]}],
+                  volumes=[{"name": "data", "efsVolumeConfiguration": {"fileSystemId": "fs-12345678"}}])
+    assert {"name": "ecs.capability.efs"} in td["requiresAttributes"]
+    r = cl.ecs.run_task(cluster=cl.name, taskDefinition=name + "-efs")
+    assert r["tasks"] == [] and {f["detail"] for f in r["failures"]} == {"MISSING ATTRIBUTE: ecs.capability.efs"}
     # A capability given to the hosts by hand places the task, and the host,
     # which cannot provide it, stops the task rather than leave it out.
     needs = "ecs.capability.env-files.s3"
