@@ -7,8 +7,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
 use std::path::Path;
 
-// One entry per served model; App Auto Scaling joins later. IAM's, SSM's,
-// Secrets Manager's and Logs' are trimmed to the operations Berth serves
+// One entry per served model. IAM's, SSM's, Secrets Manager's, Logs' and
+// CloudWatch's are trimmed to the operations Berth serves
 // (scripts/vendor-model.py).
 const MODELS: &[(&str, &str)] = &[
     ("ecs-2014-11-13.json", "ecs"),
@@ -17,6 +17,7 @@ const MODELS: &[(&str, &str)] = &[
     ("ssm-2014-11-06.json", "ssm"),
     ("secretsmanager-2017-10-17.json", "secretsmanager"),
     ("logs-2014-03-28.json", "logs"),
+    ("cloudwatch-2010-08-01.json", "cloudwatch"),
 ];
 
 fn main() {
@@ -132,6 +133,13 @@ impl Gen<'_> {
 fn generate(model: &Value) -> String {
     let shapes = model["shapes"].as_object().expect("model has shapes");
     let query = model["metadata"]["protocol"] == "query";
+    // Served over JSON and, for older clients, awsQuery (CloudWatch, SQS):
+    // JSON's types, and the query tables with timestamps converted.
+    let compatible = !query
+        && model["metadata"].get("awsQueryCompatible").is_some()
+        && model["metadata"]["protocols"]
+            .as_array()
+            .is_some_and(|p| p.iter().any(|v| v == "query"));
     let gen = Gen { shapes, query };
     let mut out = String::new();
     let mut enums: BTreeMap<String, Vec<String>> = BTreeMap::new();
@@ -219,9 +227,10 @@ fn generate(model: &Value) -> String {
         "/// Every modeled exception shape.\npub const EXCEPTIONS: &[&str] = &[{exc}];"
     )
     .ok();
-    if query {
+    if query || compatible {
         write_query_tables(&mut out, model, &gen);
-    } else {
+    }
+    if !query {
         let target = model["metadata"]["targetPrefix"]
             .as_str()
             .expect("json model has targetPrefix");
@@ -271,6 +280,7 @@ fn write_query_tables(out: &mut String, model: &Value, gen: &Gen) {
             "integer" | "long" => "Integer".into(),
             "double" | "float" => "Double".into(),
             "boolean" => "Boolean".into(),
+            "timestamp" if !gen.query => "Timestamp".into(),
             _ => "Text".into(),
         };
         writeln!(out, "    ({name:?}, crate::query::Shape::{kind}),").ok();

@@ -405,6 +405,72 @@ pub(crate) fn ssm(
     }
 }
 
+/// A CloudWatch request (JSON 1.0) as IAM sees it.
+pub(crate) fn cloudwatch(
+    ctx: &RequestContext,
+    principal: &Principal,
+    now: f64,
+    op: &str,
+    body: &[u8],
+) -> Ask {
+    let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    cloudwatch_ask(ctx, principal, now, op, &v)
+}
+
+/// A CloudWatch request, from either protocol's decoded input: metric
+/// operations on `*` (PutMetricData with `cloudwatch:namespace`), alarm
+/// operations on the alarms' ARNs, tag operations on the resource's.
+fn cloudwatch_ask(
+    ctx: &RequestContext,
+    principal: &Principal,
+    now: f64,
+    op: &str,
+    v: &Value,
+) -> Ask {
+    let mut c = base_context(ctx, principal, now);
+    if op == "PutMetricData" {
+        if let Some(ns) = v["Namespace"].as_str() {
+            c.set("cloudwatch:namespace", ns);
+        }
+    }
+    let tags: Vec<(Option<String>, Option<String>)> = v["Tags"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|t| {
+            (
+                t["Key"].as_str().map(String::from),
+                t["Value"].as_str().map(String::from),
+            )
+        })
+        .collect();
+    request_tags(&mut c, tags.iter().map(|(k, v)| (k, v)));
+    let scope = &ctx.scope;
+    let alarm = |n: &str| {
+        format!(
+            "arn:aws:cloudwatch:{}:{}:alarm:{n}",
+            scope.region, scope.account
+        )
+    };
+    let resources = if let Some(arn) = v["ResourceARN"].as_str() {
+        vec![arn.to_string()]
+    } else if let Some(name) = v["AlarmName"].as_str() {
+        vec![alarm(name)]
+    } else if let Some(names) = v["AlarmNames"]
+        .as_array()
+        .filter(|_| op != "DescribeAlarms")
+    {
+        names.iter().filter_map(Value::as_str).map(alarm).collect()
+    } else {
+        vec![]
+    };
+    Ask {
+        action: ["cloudwatch:", op].concat(),
+        resources,
+        context: c,
+    }
+}
+
 /// The members of a Logs request that authorization reads.
 #[derive(Default, serde::Deserialize)]
 #[serde(rename_all = "camelCase", default)]
@@ -548,6 +614,12 @@ pub(crate) fn query(
     action: &str,
     params: &QueryParams,
 ) -> Ask {
+    if prefix == "cloudwatch" {
+        let v: Value = berth_wire::cloudwatch::MODEL
+            .decode(action, params)
+            .unwrap_or(Value::Null);
+        return cloudwatch_ask(ctx, principal, now, action, &v);
+    }
     let mut c = base_context(ctx, principal, now);
     let get = |k: &str| params.get(k).map(str::to_string);
     let mut tag_keys = vec![];

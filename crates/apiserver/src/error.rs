@@ -22,6 +22,8 @@ pub enum ApiError {
     Secrets(#[from] berth_domain::secrets::SecretsError),
     #[error(transparent)]
     Logs(#[from] berth_domain::logs::LogsError),
+    #[error(transparent)]
+    CloudWatch(#[from] berth_domain::cloudwatch::CwError),
     /// The caller's policies do not allow the request.
     #[error(transparent)]
     Denied(#[from] crate::authz::Denied),
@@ -83,6 +85,7 @@ impl ApiError {
                 e.code,
                 e.message.clone(),
             ),
+            ApiError::CloudWatch(e) => (e.status, e.code, e.message.clone()),
             ApiError::Secrets(e) => (
                 if e.code == "InternalServiceError" {
                     500
@@ -145,6 +148,11 @@ impl ApiError {
             },
             ApiError::UnknownOperation(m) => (400, "InvalidAction", m.clone()),
             ApiError::Denied(d) => (403, "AccessDenied", d.0.clone()),
+            ApiError::CloudWatch(e) => (e.status, e.query_code, e.message.clone()),
+            ApiError::Serialization(m) => (400, "SerializationException", m.clone()),
+            ApiError::Store(_) | ApiError::Internal(_) => {
+                (500, "InternalFailure", "An internal error occurred.".into())
+            }
             _ => self.parts(),
         }
     }

@@ -60,9 +60,20 @@ async fn metrics(State(st): State<AppState>) -> impl IntoResponse {
 
 /// How a request's answer is encoded: the protocol it came in.
 enum Protocol {
-    Json,
-    Query { namespace: &'static str },
+    Json {
+        content_type: &'static str,
+        query_compatible: bool,
+    },
+    Query {
+        namespace: &'static str,
+    },
 }
+
+/// JSON 1.1, for requests refused before their service is known.
+const JSON: Protocol = Protocol::Json {
+    content_type: registry::JSON_1_1,
+    query_compatible: false,
+};
 
 /// What the front door made of a request: the service and operation (for
 /// spans and metrics), how to answer, and the answer.
@@ -131,7 +142,9 @@ async fn root(
         handled.result,
     );
     let response = match (&protocol, result) {
-        (Protocol::Json, Ok(bytes)) => json_response(StatusCode::OK, &ctx.request_id, None, bytes),
+        (Protocol::Json { content_type, .. }, Ok(bytes)) => {
+            json_response(StatusCode::OK, &ctx.request_id, content_type, None, bytes)
+        }
         (Protocol::Query { .. }, Ok(bytes)) => xml_response(StatusCode::OK, &ctx.request_id, bytes),
         (protocol, Err(e)) => {
             let (status, code, message) = e.parts();
@@ -142,12 +155,30 @@ async fn root(
             }
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             match protocol {
-                Protocol::Json => json_response(
-                    status,
-                    &ctx.request_id,
-                    Some(code),
-                    json::encode_error(code, &message),
-                ),
+                Protocol::Json {
+                    content_type,
+                    query_compatible,
+                } => {
+                    let mut resp = json_response(
+                        status,
+                        &ctx.request_id,
+                        content_type,
+                        Some(code),
+                        json::encode_error(code, &message),
+                    );
+                    if *query_compatible {
+                        let (_, query_code, _) = e.query_parts();
+                        let fault = if status.as_u16() < 500 {
+                            "Sender"
+                        } else {
+                            "Receiver"
+                        };
+                        if let Ok(v) = HeaderValue::from_str(&format!("{query_code};{fault}")) {
+                            resp.headers_mut().insert("x-amzn-query-error", v);
+                        }
+                    }
+                    resp
+                }
                 Protocol::Query { namespace } => {
                     let (status, code, message) = e.query_parts();
                     let status =
@@ -221,7 +252,7 @@ async fn handle(st: &AppState, ctx: &mut RequestContext, req: &Incoming<'_>) -> 
                 namespace: crate::sts::NAMESPACE,
             }
         } else {
-            Protocol::Json
+            JSON
         };
         let e = ApiError::Ecs(berth_domain::EcsError::invalid(format!(
             "Invalid region '{bad}' in the SigV4 credential scope."
@@ -231,38 +262,49 @@ async fn handle(st: &AppState, ctx: &mut RequestContext, req: &Incoming<'_>) -> 
     if let Some(t) = req.target {
         let found =
             json::split_target(t).and_then(|(prefix, op)| Some((registry::by_target(prefix)?, op)));
-        let Some(((service, dispatch, ask), op)) = found else {
+        let Some(((service, wire), op)) = found else {
             let e = ApiError::UnknownOperation(format!("Unknown operation {t}"));
-            return Handled::refused(Protocol::Json, unknown(), e);
+            return Handled::refused(JSON, unknown(), e);
+        };
+        let protocol = || Protocol::Json {
+            content_type: wire.content_type,
+            query_compatible: wire.query_compatible,
         };
         let Some(body) = req.body else {
             let e = ApiError::TooLarge(st.config.body_limit);
-            return Handled::refused(Protocol::Json, unknown(), e);
+            return Handled::refused(protocol(), unknown(), e);
         };
         if let Err(e) = authenticated(st, ctx, req, body, service.signing_name).await {
-            return Handled::refused(Protocol::Json, unknown(), e);
+            return Handled::refused(protocol(), unknown(), e);
         }
+        // The signature covers the body as sent; the service reads it
+        // inflated (botocore gzips large PutMetricData bodies).
+        let inflated = match inflate(req.headers, body, st.config.body_limit) {
+            Ok(b) => b,
+            Err(e) => return Handled::refused(protocol(), op.to_string(), e),
+        };
+        let body = inflated.as_deref().unwrap_or(body);
         if let Some(caller) = ctx.caller.as_ref().filter(|c| crate::authz::limited(c)) {
-            let ask = match ask {
+            let ask = match wire.ask {
                 registry::Asker::Now(ask) => ask(ctx, &caller.principal, st.now(), op, body),
                 registry::Asker::Stored(ask) => {
                     ask(st, ctx, &caller.principal, st.now(), op, body).await
                 }
             };
             if let Err(e) = crate::authz::check(st, ctx, ask).await {
-                return Handled::refused(Protocol::Json, op.to_string(), e);
+                return Handled::refused(protocol(), op.to_string(), e);
             }
             // Boxed: it reads task definitions, and its future would
             // otherwise be built for every request.
             if service.label == "ecs" && crate::authz::passes_roles(op) {
                 if let Err(e) = Box::pin(crate::authz::check_pass_role(st, ctx, op, body)).await {
-                    return Handled::refused(Protocol::Json, op.to_string(), e);
+                    return Handled::refused(protocol(), op.to_string(), e);
                 }
             }
         }
         let ctx = &*ctx;
         let span = tracing::info_span!("api", service = service.label, operation = op, request_id = %ctx.request_id);
-        let result = dispatch(st, ctx, op, body).instrument(span).await;
+        let result = (wire.dispatch)(st, ctx, op, body).instrument(span).await;
         // Only modeled names become metric labels.
         let (label, operation) = if (service.knows)(op) {
             (service.label, op.to_string())
@@ -272,18 +314,35 @@ async fn handle(st: &AppState, ctx: &mut RequestContext, req: &Incoming<'_>) -> 
         return Handled {
             service: label,
             operation,
-            protocol: Protocol::Json,
+            protocol: protocol(),
             result,
         };
     }
     if !req.form {
         let e = ApiError::UnknownOperation("Missing X-Amz-Target header".into());
-        return Handled::refused(Protocol::Json, unknown(), e);
+        return Handled::refused(JSON, unknown(), e);
     }
+    let inflated = match req
+        .body
+        .map(|b| inflate(req.headers, b, st.config.body_limit))
+    {
+        Some(Err(e)) => {
+            let protocol = Protocol::Query {
+                namespace: crate::sts::NAMESPACE,
+            };
+            return Handled::refused(protocol, unknown(), e);
+        }
+        Some(Ok(b)) => b,
+        None => None,
+    };
     let params = if *req.method == Method::GET {
         query::QueryParams::parse(req.uri.query().unwrap_or_default().as_bytes())
     } else {
-        req.body.map(query::QueryParams::parse).unwrap_or_default()
+        inflated
+            .as_deref()
+            .or(req.body)
+            .map(query::QueryParams::parse)
+            .unwrap_or_default()
     };
     let action = params.action().unwrap_or_default().to_string();
     let found = registry::by_query(ctx.service.as_deref(), &action);
@@ -344,15 +403,13 @@ async fn handle(st: &AppState, ctx: &mut RequestContext, req: &Incoming<'_>) -> 
 fn json_response(
     status: StatusCode,
     request_id: &str,
+    content_type: &'static str,
     error: Option<&str>,
     body: Vec<u8>,
 ) -> Response {
     let mut resp = (status, body).into_response();
     let h = resp.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static(json::CONTENT_TYPE),
-    );
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     if let Ok(v) = HeaderValue::from_str(request_id) {
         h.insert("x-amzn-requestid", v);
     }
@@ -360,6 +417,30 @@ fn json_response(
         h.insert("x-amzn-errortype", code);
     }
     resp
+}
+
+/// A gzip-encoded body, inflated (within the body limit); None when the
+/// body is not encoded.
+fn inflate(headers: &HeaderMap, body: &[u8], limit: usize) -> Result<Option<Vec<u8>>, ApiError> {
+    let gzip = headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|e| e.trim().eq_ignore_ascii_case("gzip")));
+    if !gzip {
+        return Ok(None);
+    }
+    use std::io::Read;
+    let mut out = vec![];
+    flate2::read::GzDecoder::new(body)
+        .take(limit as u64 + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| {
+            ApiError::Serialization(format!("The gzip-encoded body cannot be read: {e}"))
+        })?;
+    if out.len() > limit {
+        return Err(ApiError::TooLarge(limit));
+    }
+    Ok(Some(out))
 }
 
 fn xml_response(status: StatusCode, request_id: &str, body: Vec<u8>) -> Response {

@@ -42,6 +42,7 @@ macro_rules! json_operations {
 mod auth;
 mod authz;
 mod billing;
+mod cloudwatch;
 mod context;
 mod cwlogs;
 pub(crate) mod ecs;
@@ -65,8 +66,9 @@ use berth_store::Store;
 use std::sync::Arc;
 
 pub use auth::AuthMode;
-pub use context::RequestContext;
 /// CloudWatch Logs operations Berth serves.
+pub use cloudwatch::IMPLEMENTED as CLOUDWATCH_IMPLEMENTED;
+pub use context::RequestContext;
 pub use cwlogs::IMPLEMENTED as LOGS_IMPLEMENTED;
 /// ECS operations Berth serves (the rest of the model answers UnknownOperationException).
 pub use ecs::IMPLEMENTED as ECS_IMPLEMENTED;
@@ -154,6 +156,8 @@ pub struct AppState {
     links: Arc<gateway::Links>,
     /// CloudWatch Logs' data, when this server keeps it.
     logs: Option<Arc<berth_logstore::LogStore>>,
+    /// CloudWatch's metrics, when this server keeps them.
+    metric_store: Option<Arc<berth_metricstore::MetricStore>>,
 }
 
 impl AppState {
@@ -181,12 +185,19 @@ impl AppState {
             hub: Arc::new(hub::Hub::default()),
             links: Arc::new(gateway::Links::default()),
             logs: None,
+            metric_store: None,
         }
     }
 
     /// The same handlers keeping CloudWatch Logs' data in `logs`.
     pub fn with_logs(mut self, logs: Arc<berth_logstore::LogStore>) -> Self {
         self.logs = Some(logs);
+        self
+    }
+
+    /// The same handlers keeping CloudWatch's metrics in `metrics`.
+    pub fn with_metric_store(mut self, metrics: Arc<berth_metricstore::MetricStore>) -> Self {
+        self.metric_store = Some(metrics);
         self
     }
 }

@@ -10,22 +10,30 @@ use futures::future::BoxFuture;
 /// What an adapter's dispatch answers: the encoded response body.
 pub(crate) type Reply<'a> = BoxFuture<'a, Result<Vec<u8>, ApiError>>;
 
-/// How a service's requests travel.
-pub(crate) enum Wire {
-    /// AWS JSON 1.0 or 1.1: `X-Amz-Target: {prefix}.{Operation}` and a JSON
-    /// body.
-    Json {
-        target_prefix: &'static str,
-        dispatch: JsonDispatch,
-        /// What a request asks of IAM (action, resources, condition keys).
-        ask: Asker,
-    },
-    /// awsQuery: a form with `Action`, answered in XML in `namespace`.
-    Query {
-        namespace: &'static str,
-        dispatch: QueryDispatch,
-    },
+/// AWS JSON 1.0 or 1.1: `X-Amz-Target: {prefix}.{Operation}` and a JSON
+/// body.
+pub(crate) struct JsonWire {
+    pub target_prefix: &'static str,
+    pub dispatch: JsonDispatch,
+    /// What a request asks of IAM (action, resources, condition keys).
+    pub ask: Asker,
+    /// The content type answers carry: `application/x-amz-json-1.0` or
+    /// `-1.1`, as the service's model says.
+    pub content_type: &'static str,
+    /// A service that also speaks awsQuery (CloudWatch, SQS): JSON errors
+    /// carry the query code too, in `x-amzn-query-error`, which SDKs
+    /// report.
+    pub query_compatible: bool,
 }
+
+/// awsQuery: a form with `Action`, answered in XML in `namespace`.
+pub(crate) struct QueryWire {
+    pub namespace: &'static str,
+    pub dispatch: QueryDispatch,
+}
+
+pub(crate) const JSON_1_0: &str = "application/x-amz-json-1.0";
+pub(crate) const JSON_1_1: &str = berth_wire::json::CONTENT_TYPE;
 
 /// One AWS service of the front door.
 pub(crate) struct AwsService {
@@ -35,7 +43,8 @@ pub(crate) struct AwsService {
     pub signing_name: &'static str,
     /// The prefix of its IAM actions (`ecs:RunTask`).
     pub action_prefix: &'static str,
-    pub wire: Wire,
+    pub json: Option<JsonWire>,
+    pub query: Option<QueryWire>,
     /// Whether it knows an operation: known names become metric labels,
     /// and an unsigned awsQuery request goes to the service knowing its
     /// action.
@@ -105,70 +114,119 @@ fn secrets_json<'a>(
     Box::pin(crate::secretsmanager::dispatch(st, ctx, op, body))
 }
 
+fn cloudwatch_json<'a>(
+    st: &'a AppState,
+    ctx: &'a RequestContext,
+    op: &'a str,
+    body: &'a [u8],
+) -> Reply<'a> {
+    Box::pin(crate::cloudwatch::dispatch_json(st, ctx, op, body))
+}
+
+fn cloudwatch_query<'a>(
+    st: &'a AppState,
+    ctx: &'a RequestContext,
+    action: &'a str,
+    params: &'a QueryParams,
+) -> Reply<'a> {
+    Box::pin(crate::cloudwatch::dispatch_query(st, ctx, action, params))
+}
+
 /// Every service, in the order an unsigned awsQuery action is matched.
 pub(crate) static SERVICES: &[AwsService] = &[
     AwsService {
         label: "ecs",
         signing_name: "ecs",
         action_prefix: "ecs",
-        wire: Wire::Json {
+        json: Some(JsonWire {
             target_prefix: berth_wire::ecs::TARGET_PREFIX,
             dispatch: ecs_json,
             ask: Asker::Now(crate::authz::ecs),
-        },
+            content_type: JSON_1_1,
+            query_compatible: false,
+        }),
+        query: None,
         knows: |op| berth_wire::ecs::OPERATIONS.contains(&op),
     },
     AwsService {
         label: "ssm",
         signing_name: "ssm",
         action_prefix: "ssm",
-        wire: Wire::Json {
+        json: Some(JsonWire {
             target_prefix: berth_wire::ssm::TARGET_PREFIX,
             dispatch: ssm_json,
             ask: Asker::Now(crate::authz::ssm),
-        },
+            content_type: JSON_1_1,
+            query_compatible: false,
+        }),
+        query: None,
         knows: |op| berth_wire::ssm::OPERATIONS.contains(&op),
     },
     AwsService {
         label: "secretsmanager",
         signing_name: "secretsmanager",
         action_prefix: "secretsmanager",
-        wire: Wire::Json {
+        json: Some(JsonWire {
             target_prefix: berth_wire::secretsmanager::TARGET_PREFIX,
             dispatch: secrets_json,
             ask: Asker::Stored(crate::authz::secrets),
-        },
+            content_type: JSON_1_1,
+            query_compatible: false,
+        }),
+        query: None,
         knows: |op| berth_wire::secretsmanager::OPERATIONS.contains(&op),
     },
     AwsService {
         label: "logs",
         signing_name: "logs",
         action_prefix: "logs",
-        wire: Wire::Json {
+        json: Some(JsonWire {
             target_prefix: berth_wire::logs::TARGET_PREFIX,
             dispatch: logs_json,
             ask: Asker::Now(crate::authz::logs),
-        },
+            content_type: JSON_1_1,
+            query_compatible: false,
+        }),
+        query: None,
         knows: |op| berth_wire::logs::OPERATIONS.contains(&op),
+    },
+    AwsService {
+        label: "cloudwatch",
+        signing_name: "monitoring",
+        action_prefix: "cloudwatch",
+        json: Some(JsonWire {
+            target_prefix: berth_wire::cloudwatch::TARGET_PREFIX,
+            dispatch: cloudwatch_json,
+            ask: Asker::Now(crate::authz::cloudwatch),
+            content_type: JSON_1_0,
+            query_compatible: true,
+        }),
+        query: Some(QueryWire {
+            namespace: berth_wire::cloudwatch::XML_NAMESPACE,
+            dispatch: cloudwatch_query,
+        }),
+        knows: |op| berth_wire::cloudwatch::OPERATIONS.contains(&op),
     },
     AwsService {
         label: "sts",
         signing_name: "sts",
         action_prefix: "sts",
-        wire: Wire::Query {
+        json: None,
+        query: Some(QueryWire {
             namespace: crate::sts::NAMESPACE,
             dispatch: sts_query,
-        },
+        }),
         knows: |action| crate::sts::ACTIONS.contains(&action),
     },
     AwsService {
         label: "elbv2",
         signing_name: "elasticloadbalancing",
         action_prefix: "elasticloadbalancing",
-        wire: Wire::Query {
+        json: None,
+        query: Some(QueryWire {
             namespace: berth_wire::elbv2::XML_NAMESPACE,
             dispatch: elbv2_query,
-        },
+        }),
         knows: |action| {
             berth_wire::elbv2::OPERATION_SHAPES
                 .iter()
@@ -179,10 +237,11 @@ pub(crate) static SERVICES: &[AwsService] = &[
         label: "iam",
         signing_name: "iam",
         action_prefix: "iam",
-        wire: Wire::Query {
+        json: None,
+        query: Some(QueryWire {
             namespace: berth_wire::iam::XML_NAMESPACE,
             dispatch: iam_query,
-        },
+        }),
         knows: |action| berth_wire::iam::OPERATIONS.contains(&action),
     },
 ];
@@ -215,13 +274,9 @@ pub(crate) type QueryDispatch =
 
 /// The JSON service whose target prefix is `prefix`, its dispatch and
 /// its authorization question.
-pub(crate) fn by_target(prefix: &str) -> Option<(&'static AwsService, JsonDispatch, Asker)> {
-    SERVICES.iter().find_map(|s| match s.wire {
-        Wire::Json {
-            target_prefix,
-            dispatch,
-            ask,
-        } if target_prefix == prefix => Some((s, dispatch, ask)),
+pub(crate) fn by_target(prefix: &str) -> Option<(&'static AwsService, &'static JsonWire)> {
+    SERVICES.iter().find_map(|s| match &s.json {
+        Some(j) if j.target_prefix == prefix => Some((s, j)),
         _ => None,
     })
 }
@@ -233,12 +288,9 @@ pub(crate) fn by_query(
     signing_name: Option<&str>,
     action: &str,
 ) -> Option<(&'static AwsService, &'static str, QueryDispatch)> {
-    SERVICES.iter().find_map(|s| match s.wire {
-        Wire::Query {
-            namespace,
-            dispatch,
-        } if signing_name.map_or((s.knows)(action), |n| n == s.signing_name) => {
-            Some((s, namespace, dispatch))
+    SERVICES.iter().find_map(|s| match &s.query {
+        Some(q) if signing_name.map_or((s.knows)(action), |n| n == s.signing_name) => {
+            Some((s, q.namespace, q.dispatch))
         }
         _ => None,
     })
@@ -265,6 +317,14 @@ mod tests {
         assert_eq!(
             by_target(berth_wire::logs::TARGET_PREFIX).map(|(s, ..)| s.label),
             Some("logs")
+        );
+        assert_eq!(
+            by_target(berth_wire::cloudwatch::TARGET_PREFIX).map(|(s, ..)| s.label),
+            Some("cloudwatch")
+        );
+        assert_eq!(
+            by_query(Some("monitoring"), "PutMetricData").map(|(s, ..)| s.label),
+            Some("cloudwatch")
         );
         assert!(by_target("AnyScaleFrontendService").is_none());
         assert_eq!(

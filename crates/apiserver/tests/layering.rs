@@ -13,6 +13,7 @@ const ADAPTERS: &[&str] = &[
     "ssm",
     "secretsmanager",
     "cwlogs",
+    "cloudwatch",
 ];
 
 fn sources(dir: &Path) -> Vec<PathBuf> {

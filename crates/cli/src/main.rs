@@ -891,7 +891,15 @@ async fn serve(args: ServerArgs, up: Option<(HostArgs, bool)>) -> anyhow::Result
         berth_logstore::LogStore::open(&log_dir)
             .with_context(|| format!("cannot open the log store in {}", log_dir.display()))?,
     );
-    let mut state = AppState::new(store.clone(), config).with_logs(logs.clone());
+    let metrics_dir = data_dir(&args)?.join("metrics");
+    let metric_store = Arc::new(
+        berth_metricstore::MetricStore::open(&metrics_dir).with_context(|| {
+            format!("cannot open the metric store in {}", metrics_dir.display())
+        })?,
+    );
+    let mut state = AppState::new(store.clone(), config)
+        .with_logs(logs.clone())
+        .with_metric_store(metric_store.clone());
     if args.auth == Auth::Off {
         tracing::warn!(
             "authentication is off (--auth off): anyone who can reach {} can run containers on this cluster's hosts",
@@ -921,6 +929,25 @@ async fn serve(args: ServerArgs, up: Option<(HostArgs, bool)>) -> anyhow::Result
             let _ = tokio::task::spawn_blocking(move || logs.expire(now)).await;
         }
     });
+    // Metrics: memory sealed into blocks, retention and merging, once a
+    // minute (what memory holds is in the write-ahead log meanwhile).
+    {
+        let metric_store = metric_store.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                tick.tick().await;
+                let store = metric_store.clone();
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs() as i64);
+                let done = tokio::task::spawn_blocking(move || store.maintain(now, false)).await;
+                if let Ok(Err(e)) = done {
+                    tracing::warn!(error = %e, "metric store maintenance failed");
+                }
+            }
+        });
+    }
     let mut local_agents = vec![];
     if let Some((host, fargate)) = up {
         // The local agents reach this server as clients do, trusting its

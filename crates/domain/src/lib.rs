@@ -9,12 +9,14 @@
 pub mod arn;
 pub mod billing;
 pub mod capacity;
+pub mod cloudwatch;
 pub mod cluster;
 pub mod deployment;
 pub mod elb;
 pub mod error;
 pub mod instance;
 pub mod logs;
+pub mod metric_math;
 pub mod network;
 pub mod paging;
 pub mod secrets;

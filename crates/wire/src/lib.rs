@@ -41,6 +41,21 @@ pub mod logs {
     include!(concat!(env!("OUT_DIR"), "/logs.rs"));
 }
 
+/// Shapes of CloudWatch (`monitoring/2010-08-01`), for the operations
+/// Berth serves: JSON 1.0 types (epoch-second timestamps) that the awsQuery
+/// tables also decode into and encode from.
+#[allow(clippy::all)]
+pub mod cloudwatch {
+    include!(concat!(env!("OUT_DIR"), "/cloudwatch.rs"));
+
+    /// The model's tables, for [`crate::query::Model::decode`] and `encode`.
+    pub const MODEL: crate::query::Model = crate::query::Model {
+        shapes: SHAPES,
+        operations: OPERATION_SHAPES,
+        namespace: XML_NAMESPACE,
+    };
+}
+
 /// Shapes of IAM (`iam/2010-05-08`, awsQuery), for the operations Berth
 /// serves; the model's other operations are listed without shapes.
 #[allow(clippy::all)]

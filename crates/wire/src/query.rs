@@ -21,6 +21,9 @@ pub enum Shape {
     Integer,
     Double,
     Boolean,
+    /// A timestamp of a model whose types are JSON's: ISO 8601 text on
+    /// the form and in XML, epoch seconds in the types.
+    Timestamp,
 }
 
 /// A served awsQuery model: its shape tables, as the build script generated them.
@@ -159,6 +162,15 @@ impl Model {
                         .ok_or_else(|| bad("a number"))
                 })
                 .transpose(),
+            Shape::Timestamp => params
+                .get(path)
+                .map(|s| {
+                    parse_timestamp(s.trim())
+                        .and_then(Number::from_f64)
+                        .map(Value::Number)
+                        .ok_or_else(|| bad("an ISO 8601 timestamp"))
+                })
+                .transpose(),
             Shape::Boolean => params
                 .get(path)
                 .map(|s| match s.trim() {
@@ -219,11 +231,50 @@ impl Model {
                     out.push_str("</value></entry>");
                 }
             }
+            (Some(Shape::Timestamp), Value::Number(n)) => {
+                out.push_str(&format_timestamp(n.as_f64().unwrap_or_default()))
+            }
             (_, Value::String(s)) => out.push_str(&escape(s)),
             (_, Value::Number(n)) => out.push_str(&n.to_string()),
             (_, Value::Bool(b)) => out.push_str(if *b { "true" } else { "false" }),
             _ => {}
         }
+    }
+}
+
+/// Epoch seconds of an ISO 8601 timestamp (`2026-12-07T10:00:00Z`, with
+/// fractions or an offset) or of a number of seconds.
+pub fn parse_timestamp(text: &str) -> Option<f64> {
+    if let Ok(n) = text.parse::<f64>() {
+        return n.is_finite().then_some(n);
+    }
+    let t = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+        .or_else(|_| {
+            // Without an offset: UTC, as AWS reads it.
+            time::OffsetDateTime::parse(
+                &format!("{text}Z"),
+                &time::format_description::well_known::Rfc3339,
+            )
+        })
+        .ok()?;
+    Some(t.unix_timestamp_nanos() as f64 / 1e9)
+}
+
+/// ISO 8601 in UTC, with milliseconds when the time has them, as AWS's
+/// query services write timestamps.
+pub fn format_timestamp(epoch: f64) -> String {
+    // Whole milliseconds, rounded: nanoseconds of an f64 epoch are noise.
+    let millis = (epoch * 1000.0).round() as i64;
+    let Ok(t) = time::OffsetDateTime::from_unix_timestamp(millis.div_euclid(1000)) else {
+        return String::new();
+    };
+    let ms = millis.rem_euclid(1000);
+    let (y, mo, d) = (t.year(), u8::from(t.month()), t.day());
+    let (h, mi, s) = (t.hour(), t.minute(), t.second());
+    if ms == 0 {
+        format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z")
+    } else {
+        format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{ms:03}Z")
     }
 }
 
@@ -375,6 +426,39 @@ mod tests {
              <TargetHealth><Description>&lt;500&gt;</Description><State>unhealthy</State></TargetHealth>\
              </member></TargetHealthDescriptions>"
         );
+    }
+
+    #[test]
+    fn timestamps_of_json_typed_models_travel_as_iso_8601() {
+        use crate::cloudwatch as cw;
+        let p = QueryParams::parse(
+            b"Action=GetMetricStatistics&Namespace=N&MetricName=M&StartTime=2026-12-07T10%3A00%3A00Z\
+              &EndTime=2026-12-07T10%3A05%3A00.500%2B01%3A00&Period=60&Statistics.member.1=Average",
+        );
+        let input: cw::GetMetricStatisticsInput = cw::MODEL
+            .decode("GetMetricStatistics", &p)
+            .expect("decoded");
+        let start = input.start_time.expect("start");
+        assert_eq!(start, 1_796_637_600.0);
+        assert_eq!(input.end_time, Some(start + 300.5 - 3600.0));
+        let out = cw::GetMetricStatisticsOutput {
+            datapoints: Some(vec![cw::Datapoint {
+                timestamp: Some(start),
+                average: Some(1.5),
+                ..Default::default()
+            }]),
+            label: Some("M".into()),
+        };
+        assert_eq!(
+            cw::MODEL.encode("GetMetricStatistics", &out),
+            "<Datapoints><member><Average>1.5</Average><Timestamp>2026-12-07T10:00:00Z</Timestamp></member></Datapoints><Label>M</Label>"
+        );
+        assert_eq!(format_timestamp(start + 0.25), "2026-12-07T10:00:00.250Z");
+        let bad = QueryParams::parse(b"Action=GetMetricStatistics&StartTime=yesterday");
+        let err = cw::MODEL
+            .decode::<cw::GetMetricStatisticsInput>("GetMetricStatistics", &bad)
+            .expect_err("refused");
+        assert_eq!(err.field, "StartTime");
     }
 
     #[test]

@@ -1,0 +1,211 @@
+"""CloudWatch metrics with real clients: boto3 (JSON 1.0, gzip for large
+PutMetricData bodies), the pip aws CLI and Debian's aws CLI v2 (awsQuery);
+statistics, percentiles, metric math, listing, CloudWatch's errors in both
+protocols, IAM on namespaces, and data surviving a restart."""
+
+import datetime
+import json
+import os
+import subprocess
+import time
+
+from conftest import AWS_ENV, Server, aws_cli
+from test_iam import allow, client, error_of, user_with
+
+
+def minute(offset=0):
+    """The start of the current minute, moved by `offset` minutes (UTC)."""
+    now = int(time.time()) // 60 * 60
+    return datetime.datetime.fromtimestamp(now + offset * 60, tz=datetime.timezone.utc)
+
+
+def dims(**kw):
+    return [{"Name": k, "Value": v} for k, v in kw.items()]
+
+
+def test_statistics_percentiles_and_listing(server, name):
+    cw = client(server, "cloudwatch")
+    ns = f"App/{name}"
+    t0 = minute(-10)
+    # Ten minutes of one value a second per minute, 1..60, and a statistic
+    # set (whose values are unknown) in the last minute.
+    data = [{"MetricName": "Latency", "Dimensions": dims(Service="web"), "Timestamp": t0 + datetime.timedelta(minutes=m),
+             "Values": [float(v) for v in range(1, 61)], "Unit": "Milliseconds"} for m in range(9)]
+    data.append({"MetricName": "Latency", "Dimensions": dims(Service="web"),
+                 "Timestamp": t0 + datetime.timedelta(minutes=9), "Unit": "Milliseconds",
+                 "StatisticValues": {"SampleCount": 4, "Sum": 40, "Minimum": 5, "Maximum": 15}})
+    cw.put_metric_data(Namespace=ns, MetricData=data)
+    cw.put_metric_data(Namespace=ns, MetricData=[
+        {"MetricName": "Latency", "Dimensions": dims(Service="api"), "Timestamp": t0, "Value": 7.0}])
+    r = cw.get_metric_statistics(Namespace=ns, MetricName="Latency", Dimensions=dims(Service="web"),
+                                 StartTime=t0, EndTime=t0 + datetime.timedelta(minutes=10), Period=60,
+                                 Statistics=["Average", "SampleCount", "Maximum", "Minimum", "Sum"],
+                                 ExtendedStatistics=["p90"])
+    points = sorted(r["Datapoints"], key=lambda d: d["Timestamp"])
+    assert len(points) == 10 and r["Label"] == "Latency"
+    assert points[0]["Timestamp"] == t0
+    assert (points[0]["Average"], points[0]["SampleCount"], points[0]["Minimum"], points[0]["Maximum"],
+            points[0]["Sum"]) == (30.5, 60.0, 1.0, 60.0, 1830.0)
+    assert points[0]["Unit"] == "Milliseconds"
+    assert abs(points[0]["ExtendedStatistics"]["p90"] - 54) <= 1.0, points[0]
+    # A statistic set hides its values: no percentile for that minute.
+    assert "ExtendedStatistics" not in points[9] and points[9]["Average"] == 10.0
+    # Five-minute periods merge the minutes.
+    r = cw.get_metric_statistics(Namespace=ns, MetricName="Latency", Dimensions=dims(Service="web"),
+                                 StartTime=t0, EndTime=t0 + datetime.timedelta(minutes=10), Period=300,
+                                 Statistics=["SampleCount"])
+    assert sorted(p["SampleCount"] for p in r["Datapoints"]) == [244.0, 300.0]
+    # Dimensions must match exactly; a unit filter keeps only its data.
+    r = cw.get_metric_statistics(Namespace=ns, MetricName="Latency", StartTime=t0,
+                                 EndTime=t0 + datetime.timedelta(minutes=10), Period=60, Statistics=["Sum"])
+    assert r["Datapoints"] == []
+    r = cw.get_metric_statistics(Namespace=ns, MetricName="Latency", Dimensions=dims(Service="web"), StartTime=t0,
+                                 EndTime=t0 + datetime.timedelta(minutes=10), Period=60, Statistics=["Sum"],
+                                 Unit="Seconds")
+    assert r["Datapoints"] == []
+
+    listed = cw.list_metrics(Namespace=ns)["Metrics"]
+    assert sorted(m["Dimensions"][0]["Value"] for m in listed) == ["api", "web"]
+    assert cw.list_metrics(Namespace=ns, Dimensions=[{"Name": "Service", "Value": "api"}])["Metrics"] == [
+        {"Namespace": ns, "MetricName": "Latency", "Dimensions": dims(Service="api")}]
+    assert len(cw.list_metrics(Namespace=ns, Dimensions=[{"Name": "Service"}])["Metrics"]) == 2
+    assert len(cw.list_metrics(Namespace=ns, RecentlyActive="PT3H")["Metrics"]) == 2
+    pages = cw.get_paginator("list_metrics").paginate(Namespace=ns)
+    assert sum(len(p["Metrics"]) for p in pages) == 2
+
+
+def test_get_metric_data_with_metric_math(server, name):
+    cw = client(server, "cloudwatch")
+    ns = f"Queue/{name}"
+    t0 = minute(-5)
+    visible = [300.0, 200.0, 100.0, 50.0, 0.0]
+    tasks = [1.0, 2.0, 4.0, 5.0]
+    cw.put_metric_data(Namespace=ns, MetricData=[
+        {"MetricName": "Visible", "Timestamp": t0 + datetime.timedelta(minutes=i), "Value": v}
+        for i, v in enumerate(visible)] + [
+        {"MetricName": "Tasks", "Timestamp": t0 + datetime.timedelta(minutes=i), "Value": v}
+        for i, v in enumerate(tasks)])
+
+    def stat(metric):
+        return {"Metric": {"Namespace": ns, "MetricName": metric}, "Period": 60, "Stat": "Average"}
+
+    r = cw.get_metric_data(StartTime=t0, EndTime=t0 + datetime.timedelta(minutes=5), ScanBy="TimestampAscending",
+                           MetricDataQueries=[
+                               {"Id": "visible", "MetricStat": stat("Visible"), "ReturnData": False},
+                               {"Id": "tasks", "MetricStat": stat("Tasks"), "ReturnData": False},
+                               {"Id": "backlog", "Expression": "visible / FILL(tasks, REPEAT)",
+                                "Label": "Backlog per task"},
+                               {"Id": "total", "Expression": "SUM(METRICS())"}])
+    results = {x["Id"]: x for x in r["MetricDataResults"]}
+    assert set(results) == {"backlog", "total"}
+    assert results["backlog"]["Label"] == "Backlog per task"
+    assert results["backlog"]["Values"] == [300.0, 100.0, 25.0, 10.0, 0.0]
+    assert results["backlog"]["Timestamps"][0] == t0 and results["backlog"]["StatusCode"] == "Complete"
+    assert results["total"]["Values"] == [301.0, 202.0, 104.0, 55.0, 0.0]
+    # Newest first by default; MaxDatapoints pages with a token.
+    r = cw.get_metric_data(StartTime=t0, EndTime=t0 + datetime.timedelta(minutes=5), MaxDatapoints=3,
+                           MetricDataQueries=[{"Id": "v", "MetricStat": stat("Visible")}])
+    assert r["MetricDataResults"][0]["Values"] == [0.0, 50.0, 100.0] and r["NextToken"]
+    r = cw.get_metric_data(StartTime=t0, EndTime=t0 + datetime.timedelta(minutes=5), MaxDatapoints=3,
+                           NextToken=r["NextToken"], MetricDataQueries=[{"Id": "v", "MetricStat": stat("Visible")}])
+    assert r["MetricDataResults"][0]["Values"] == [200.0, 300.0] and "NextToken" not in r
+    # An expression that does not parse names its query.
+    code = error_of(cw.get_metric_data, StartTime=t0, EndTime=t0 + datetime.timedelta(minutes=5),
+                    MetricDataQueries=[{"Id": "v", "MetricStat": stat("Visible")}, {"Id": "e", "Expression": "v +"}])
+    assert code[1] == "ValidationError" and "MetricDataQueries.member.2.Expression" in code[2], code
+    code = error_of(cw.get_metric_data, StartTime=t0, EndTime=t0 + datetime.timedelta(minutes=5),
+                    MetricDataQueries=[{"Id": "Bad", "MetricStat": stat("Visible")}])
+    assert code[1] == "ValidationError" and "^[a-z][a-zA-Z0-9_]*$" in code[2], code
+
+
+def test_bad_input_gets_cloudwatchs_errors_and_stores_nothing(server, name):
+    cw = client(server, "cloudwatch")
+    ns = f"Bad/{name}"
+    old = datetime.datetime.now(tz=datetime.timezone.utc) - datetime.timedelta(days=15)
+    cases = [
+        (dict(Namespace=ns, MetricData=[{"MetricName": "m", "Value": 1.0},
+                                         {"MetricName": "m", "Value": 1.0, "Timestamp": old}]),
+         "InvalidParameterValue", "The parameter MetricData.member.2.Timestamp must specify a time within the past two weeks."),
+        (dict(Namespace="AWS/ECS", MetricData=[{"MetricName": "m", "Value": 1.0}]),
+         "InvalidParameterValue", "The value AWS/ECS for parameter Namespace is invalid."),
+        (dict(Namespace=ns, MetricData=[{"MetricName": "m"}]), "InvalidParameterCombination",
+         "MetricData.member.1.Value"),
+        (dict(Namespace=ns, MetricData=[{"MetricName": "m", "Value": 1.0, "StorageResolution": 5}]),
+         "InvalidParameterValue", "StorageResolution"),
+        (dict(Namespace=ns, MetricData=[{"MetricName": "m", "Values": [1.0, 2.0], "Counts": [1.0]}]),
+         "InvalidParameterCombination", "Counts"),
+    ]
+    for kw, code, words in cases:
+        status, got, message = error_of(cw.put_metric_data, **kw)
+        assert (status, got) == (400, code) and words in message, (kw, got, message)
+    assert cw.list_metrics(Namespace=ns)["Metrics"] == []
+    t0 = minute(-60)
+    status, code, message = error_of(cw.get_metric_statistics, Namespace=ns, MetricName="m", StartTime=t0,
+                                     EndTime=t0 + datetime.timedelta(days=2), Period=60, Statistics=["Average"])
+    assert (status, code) == (400, "InvalidParameterCombination") and "exceeds the limit of 1,440" in message
+    assert error_of(cw.get_metric_statistics, Namespace=ns, MetricName="m", StartTime=t0, EndTime=t0,
+                    Period=60, Statistics=["Average"])[2] == "The parameter StartTime must not equal parameter EndTime."
+    assert error_of(cw.get_metric_statistics, Namespace=ns, MetricName="m", StartTime=t0,
+                    EndTime=t0 + datetime.timedelta(hours=1), Period=45, Statistics=["Average"])[2] == \
+        "The value 45 for parameter Period is invalid."
+
+
+def test_the_aws_clis_and_gzip_bodies(server, name):
+    ns = f"Cli/{name}"
+    at = minute(-2).strftime("%Y-%m-%dT%H:%M:%SZ")
+    # The pip aws CLI (current botocore: JSON 1.0).
+    aws_cli(server, "cloudwatch", "put-metric-data", "--namespace", ns, "--metric-name", "Hits",
+            "--value", "5", "--unit", "Count", "--timestamp", at)
+    # Debian's aws CLI v2 speaks awsQuery to CloudWatch.
+    env = dict(os.environ, **AWS_ENV)
+    v2 = ["/usr/bin/aws", "--endpoint-url", server.url, "--output", "json", "cloudwatch"]
+    p = subprocess.run(v2 + ["put-metric-data", "--namespace", ns, "--metric-name", "Hits", "--value", "7",
+                             "--unit", "Count", "--timestamp", at], capture_output=True, text=True, env=env,
+                       stdin=subprocess.DEVNULL, timeout=60)
+    assert p.returncode == 0, p.stderr
+    p = subprocess.run(v2 + ["get-metric-statistics", "--namespace", ns, "--metric-name", "Hits",
+                             "--start-time", minute(-3).isoformat(), "--end-time", minute(1).isoformat(),
+                             "--period", "60", "--statistics", "Sum", "SampleCount"],
+                       capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL, timeout=60)
+    assert p.returncode == 0, p.stderr
+    points = json.loads(p.stdout)["Datapoints"]
+    assert [(d["Sum"], d["SampleCount"], d["Unit"]) for d in points] == [(12.0, 2.0, "Count")], points
+    # Errors over query carry CloudWatch's query codes.
+    p = subprocess.run(v2 + ["put-metric-data", "--namespace", "AWS/X", "--metric-name", "m", "--value", "1"],
+                       capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL, timeout=60)
+    assert p.returncode != 0 and "(InvalidParameterValue)" in p.stderr, p.stderr
+    listed = aws_cli(server, "cloudwatch", "list-metrics", "--namespace", ns)["Metrics"]
+    assert [m["MetricName"] for m in listed] == ["Hits"]
+    # boto3 gzips PutMetricData bodies of 10 KiB or more.
+    cw = client(server, "cloudwatch")
+    big = [{"MetricName": f"m{i}", "Dimensions": dims(Host=f"h{i}" * 20), "Value": float(i)} for i in range(300)]
+    cw.put_metric_data(Namespace=ns, MetricData=big)
+    assert len(cw.list_metrics(Namespace=ns)["Metrics"]) == 301
+
+
+def test_iam_decides_who_publishes_to_which_namespace(server, name):
+    iam = client(server, "iam")
+    key, secret = user_with(server, iam, name, inline=allow(
+        ["cloudwatch:PutMetricData"], condition={"StringEquals": {"cloudwatch:namespace": f"Mine/{name}"}}))
+    cw = client(server, "cloudwatch", key, secret)
+    cw.put_metric_data(Namespace=f"Mine/{name}", MetricData=[{"MetricName": "m", "Value": 1.0}])
+    status, code, _ = error_of(cw.put_metric_data, Namespace=f"Theirs/{name}",
+                               MetricData=[{"MetricName": "m", "Value": 1.0}])
+    assert (status, code) == (400, "AccessDenied") or code == "AccessDeniedException", (status, code)
+    assert error_of(cw.list_metrics)[1] in ("AccessDenied", "AccessDeniedException")
+
+
+def test_metrics_survive_kill_9(tmp_path, name):
+    server = Server(str(tmp_path)).start()
+    cw = client(server, "cloudwatch")
+    ns = f"Durable/{name}"
+    t0 = minute(-3)
+    cw.put_metric_data(Namespace=ns, MetricData=[{"MetricName": "m", "Timestamp": t0, "Value": 4.0}])
+    server.kill9()
+    server.start()
+    cw = client(server, "cloudwatch")
+    r = cw.get_metric_statistics(Namespace=ns, MetricName="m", StartTime=t0, EndTime=minute(1), Period=60,
+                                 Statistics=["Sum"])
+    assert [d["Sum"] for d in r["Datapoints"]] == [4.0]
+    assert os.path.isdir(os.path.join(server.data_dir, "metrics"))
+    server.stop()
