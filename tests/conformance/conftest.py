@@ -282,11 +282,12 @@ def remove_containers(cluster):
 class Cluster:
     """A cluster on its own server with agents on the local engine."""
 
-    def __init__(self, tmp, name, agents, extra_env=None):
+    def __init__(self, tmp, name, agents, extra_env=None, agent_extra=()):
         self.tmp, self.name = tmp, name
         self.server = Server(os.path.join(tmp, "server"), extra_env=extra_env)
         os.makedirs(self.server.data_dir, exist_ok=True)
         self.agent_specs = agents
+        self.agent_extra = list(agent_extra)
         self.agents = []
 
     def start(self):
@@ -296,7 +297,8 @@ class Cluster:
         for i, attrs in enumerate(self.agent_specs):
             iid = "i-" + uuid.uuid4().hex[:17]
             zone = f"local-1{'abc'[i % 3]}"
-            a = Agent(self.server, self.name, os.path.join(self.tmp, f"agent{i}"), iid, attrs, zone).start()
+            a = Agent(self.server, self.name, os.path.join(self.tmp, f"agent{i}"), iid, attrs, zone,
+                      extra=self.agent_extra).start()
             self.agents.append(a)
         wait_for("agents to connect", lambda: agents_connected(self.ecs, self.name, len(self.agents)))
         return self

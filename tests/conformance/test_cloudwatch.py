@@ -9,7 +9,7 @@ import os
 import subprocess
 import time
 
-from conftest import AWS_ENV, Server, aws_cli
+from conftest import AWS_ENV, IMAGE, Cluster, Server, aws_cli, wait_for
 from test_iam import allow, client, error_of, user_with
 
 
@@ -209,3 +209,41 @@ def test_metrics_survive_kill_9(tmp_path, name):
     assert [d["Sum"] for d in r["Datapoints"]] == [4.0]
     assert os.path.isdir(os.path.join(server.data_dir, "metrics"))
     server.stop()
+
+
+def test_services_publish_ecs_metrics_from_their_tasks_use(tmp_path, name):
+    """An agent sampling every second: a service whose task burns all the
+    CPU its 256 units allow (task-level cpu is a hard limit on EC2, as
+    ECS's is) shows near 100% in AWS/ECS CPUUtilization, Container
+    Insights counts its tasks, and counts go on while it has none."""
+    cl = Cluster(str(tmp_path), name, [[]], agent_extra=["--stats-interval", "1"]).start()
+    try:
+        cl.ecs.register_task_definition(family=name, cpu="256", memory="128", containerDefinitions=[
+            {"name": "burn", "image": IMAGE, "essential": True, "stopTimeout": 1,
+             "command": ["sh", "-c", "while :; do :; done"]}])
+        cl.ecs.create_service(cluster=name, serviceName="web", taskDefinition=name, desiredCount=1)
+        cw = client(cl.server, "cloudwatch")
+        service = dims(ClusterName=name, ServiceName="web")
+
+        def stats(ns, metric, stat, d=service):
+            r = cw.get_metric_statistics(Namespace=ns, MetricName=metric, Dimensions=d, Period=60,
+                                         StartTime=minute(-5), EndTime=minute(2), Statistics=[stat])
+            return [p[stat] for p in r["Datapoints"]]
+
+        peak = wait_for("CPUUtilization near the reservation",
+                        lambda: [v for v in stats("AWS/ECS", "CPUUtilization", "Maximum") if v > 50], timeout=60)
+        assert max(peak) < 150, peak
+        assert stats("AWS/ECS", "MemoryUtilization", "Average"), "memory too"
+        wait_for("a running task counted",
+                 lambda: 1.0 in stats("ECS/ContainerInsights", "RunningTaskCount", "Maximum"), timeout=30)
+        assert 1.0 in stats("ECS/ContainerInsights", "DesiredTaskCount", "Maximum")
+        task_id = cl.ecs.list_tasks(cluster=name, serviceName="web")["taskArns"][0].rsplit("/", 1)[1]
+        per_task = dims(ClusterName=name, TaskDefinitionFamily=name, TaskId=task_id)
+        assert [v for v in stats("ECS/ContainerInsights", "CpuUtilized", "Maximum", per_task) if v > 128]
+        assert cw.list_metrics(Namespace="AWS/ECS", Dimensions=[{"Name": "ClusterName", "Value": name}])["Metrics"]
+        # At zero tasks the counts go on, so scaling from zero can read them.
+        cl.ecs.update_service(cluster=name, service="web", desiredCount=0)
+        wait_for("no task counted", lambda: stats("ECS/ContainerInsights", "RunningTaskCount", "Minimum")
+                 and min(stats("ECS/ContainerInsights", "RunningTaskCount", "Minimum")) == 0.0, timeout=60)
+    finally:
+        cl.stop()

@@ -22,6 +22,7 @@ mod report;
 mod runner;
 pub mod spec;
 mod task;
+mod usage;
 
 pub use ecs_client::{EcsClient, EcsError};
 
@@ -151,6 +152,9 @@ pub struct AgentConfig {
     /// The port on 127.0.0.1 the task endpoint (169.254.170.2) is routed
     /// to; 0: any free one.
     pub endpoint_port: u16,
+    /// How often running tasks' CPU, memory and network use is sampled
+    /// and sent (CloudWatch's metrics are made of it).
+    pub stats_interval: Duration,
 }
 
 /// A client of `server` trusting what the agent is told to trust.
@@ -600,8 +604,36 @@ pub async fn run(
         shipping,
         data_dir: config.data_dir.clone(),
     };
+    let sampled_runtime = ctx.runtime.clone();
     let (desired_tx, desired_rx) = tokio::sync::mpsc::unbounded_channel();
     tokio::spawn(runner::run(ctx, desired_rx));
+    // Usage rounds wait for the connection in a short queue; while the
+    // server is away, rounds beyond it are dropped (metrics are of now).
+    let (usage_tx, mut usage_rx) = tokio::sync::mpsc::channel::<AgentMessage>(6);
+    {
+        let reporter = reporter.clone();
+        let interval = config.stats_interval.max(Duration::from_secs(1));
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let mut sampler = usage::Sampler::default();
+            let mut tick = tokio::time::interval(interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tick.tick() => {}
+                }
+                let tasks = sampler.round(&*sampled_runtime, &reporter.all()).await;
+                if tasks.is_empty() {
+                    continue;
+                }
+                let at = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0.0, |d| d.as_secs_f64());
+                let _ = usage_tx.try_send(AgentMessage::Usage { at, tasks });
+            }
+        });
+    }
     let mut failures = 0u32;
     loop {
         let server = &config.servers[at];
@@ -615,7 +647,7 @@ pub async fn run(
             reporter: &reporter,
         };
         match link
-            .connect_once(&mut changed, &mut asks_rx, &shutdown)
+            .connect_once(&mut changed, &mut asks_rx, &mut usage_rx, &shutdown)
             .await
         {
             Ok(_) if shutdown.is_cancelled() => return Ok(()),
@@ -732,6 +764,7 @@ impl Link<'_> {
         &self,
         changed: &mut tokio::sync::mpsc::UnboundedReceiver<String>,
         asks: &mut tokio::sync::mpsc::UnboundedReceiver<ServerAsk>,
+        usage: &mut tokio::sync::mpsc::Receiver<AgentMessage>,
         shutdown: &CancellationToken,
     ) -> Result<bool, String> {
         let mut request =
@@ -798,6 +831,9 @@ impl Link<'_> {
                 }
                 _ = beat.tick(), if welcomed => {
                     ws.send(encode(&AgentMessage::Heartbeat)).await.map_err(|e| e.to_string())?;
+                }
+                Some(m) = usage.recv(), if welcomed => {
+                    ws.send(encode(&m)).await.map_err(|e| e.to_string())?;
                 }
                 arn = changed.recv(), if welcomed => {
                     let Some(arn) = arn else { return Ok(welcomed) };
@@ -918,6 +954,7 @@ mod tests {
             join_token: None,
             tls: None,
             endpoint_port: 0,
+            stats_interval: Duration::from_secs(10),
         };
         assert_eq!(load_state(&config).expect("no file"), None);
         let s = State {

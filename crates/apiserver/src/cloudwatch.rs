@@ -7,7 +7,8 @@
 //! `berth_domain::metric_math`'s.
 
 use crate::{context::RequestContext, error::ApiError, AppState};
-use berth_domain::cloudwatch::{self as rules, CwError, Sample, Stat};
+use berth_control::cloudwatch::stored;
+use berth_domain::cloudwatch::{self as rules, CwError, Stat};
 use berth_domain::metric_math;
 use berth_metricstore::{Bucket, Datum, MetricId, MetricStore, Owner, Point, Window};
 use berth_wire::cloudwatch as w;
@@ -89,29 +90,7 @@ async fn with_store<T: Send + 'static>(
 }
 
 fn owner(ctx: &RequestContext) -> Owner {
-    Owner {
-        account: ctx.scope.account.clone(),
-        region: ctx.scope.region.clone(),
-    }
-}
-
-/// A checked datum as the store keeps it.
-pub(crate) fn stored(namespace: &str, d: rules::Datum) -> Datum {
-    Datum {
-        metric: MetricId::new(namespace, &d.name, d.dimensions),
-        unit: d.unit,
-        timestamp: d.timestamp,
-        high_resolution: d.high_resolution,
-        bucket: match d.sample {
-            Sample::Values(v) => Bucket::values(&v),
-            Sample::Set {
-                count,
-                sum,
-                min,
-                max,
-            } => Bucket::set(count, sum, min, max),
-        },
-    }
+    berth_control::cloudwatch::owner(&ctx.scope)
 }
 
 async fn put_metric_data(

@@ -421,6 +421,77 @@ async fn placed_task(
     })
 }
 
+/// What an agent sampled of its tasks' use, as CloudWatch metrics: only
+/// tasks placed on that instance count.
+async fn record_usage(
+    st: &AppState,
+    scope: &Scope,
+    cluster: &str,
+    instance: &str,
+    at: f64,
+    tasks: Vec<berth_wire::agent::TaskUsage>,
+) {
+    use berth_domain::usage_metrics as um;
+    let at = at.floor() as i64;
+    let mut data = vec![];
+    let mut host = um::HostUse {
+        cluster: cluster.to_string(),
+        registered_cpu: 0.0,
+        registered_memory: 0.0,
+        reserved_cpu: 0.0,
+        reserved_memory: 0.0,
+        used_cpu: 0.0,
+        used_memory: 0.0,
+    };
+    for u in tasks {
+        let Ok(placed) = placed_task(st, scope, cluster, instance, &u.task_arn).await else {
+            continue;
+        };
+        let t = &placed.task;
+        let facts = um::TaskFacts {
+            cluster: placed.cluster.clone(),
+            service: t.service.clone(),
+            family: t.family.clone(),
+            task_id: placed.id.clone(),
+            cpu: t.reservation.cpu as f64,
+            memory: t.reservation.memory as f64,
+        };
+        let used = um::Used {
+            cpu_units: u.cpu_units,
+            memory_mib: u.memory_mib,
+            network: u.network,
+            seconds: u.seconds,
+        };
+        host.reserved_cpu += facts.cpu;
+        host.reserved_memory += facts.memory;
+        host.used_cpu += u.cpu_units;
+        host.used_memory += u.memory_mib;
+        data.extend(
+            um::task_datapoints(&facts, &used, at)
+                .into_iter()
+                .map(|(ns, d)| berth_control::cloudwatch::stored(ns, d)),
+        );
+    }
+    // A cluster's own metrics count its EC2 hosts, not Fargate's pool.
+    if cluster != FARGATE_POOL && !data.is_empty() {
+        if let Ok(Some(ci)) = typed::get::<berth_domain::instance::ContainerInstance>(
+            &*st.store,
+            &scope.instance(cluster, instance),
+        )
+        .await
+        {
+            host.registered_cpu = f64::from(ci.value.cpu());
+            host.registered_memory = f64::from(ci.value.memory());
+            data.extend(
+                um::host_datapoints(&host, at)
+                    .into_iter()
+                    .map(|d| berth_control::cloudwatch::stored(um::ECS, d)),
+            );
+        }
+    }
+    berth_control::cloudwatch::publish(st, scope, data).await;
+}
+
 /// Credentials of the role of a task placed on this instance.
 async fn task_credentials(
     st: &AppState,
@@ -860,6 +931,12 @@ async fn converse(
                             Err(error) => ServerMessage::Credentials { request, credentials: None, error: Some(error) },
                         };
                         send(socket, &m).await?;
+                    }
+                    Some(AgentMessage::Usage { at, tasks }) => {
+                        // Stored apart: a slow disk must not hold up the
+                        // agent's reports.
+                        let (st, scope, cluster, id) = (st.clone(), scope.clone(), cluster.to_string(), id.to_string());
+                        tokio::spawn(async move { record_usage(&st, &scope, &cluster, &id, at, tasks).await });
                     }
                     Some(other) => return Err(format!("unexpected message {other:?}")),
                     None => return Ok(()),

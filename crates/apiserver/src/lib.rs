@@ -156,8 +156,6 @@ pub struct AppState {
     links: Arc<gateway::Links>,
     /// CloudWatch Logs' data, when this server keeps it.
     logs: Option<Arc<berth_logstore::LogStore>>,
-    /// CloudWatch's metrics, when this server keeps them.
-    metric_store: Option<Arc<berth_metricstore::MetricStore>>,
 }
 
 impl AppState {
@@ -185,19 +183,12 @@ impl AppState {
             hub: Arc::new(hub::Hub::default()),
             links: Arc::new(gateway::Links::default()),
             logs: None,
-            metric_store: None,
         }
     }
 
     /// The same handlers keeping CloudWatch Logs' data in `logs`.
     pub fn with_logs(mut self, logs: Arc<berth_logstore::LogStore>) -> Self {
         self.logs = Some(logs);
-        self
-    }
-
-    /// The same handlers keeping CloudWatch's metrics in `metrics`.
-    pub fn with_metric_store(mut self, metrics: Arc<berth_metricstore::MetricStore>) -> Self {
-        self.metric_store = Some(metrics);
         self
     }
 }

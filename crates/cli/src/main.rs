@@ -125,6 +125,12 @@ struct HostArgs {
     /// Berth's APIs) is routed to; 0: any free port, chosen at each start.
     #[arg(long, env = "BERTH_ENDPOINT_PORT", default_value_t = 0)]
     endpoint_port: u16,
+    /// Seconds between samples of the running tasks' CPU, memory and
+    /// network use, which CloudWatch's AWS/ECS and Container Insights
+    /// metrics are made of (1 to 60).
+    #[arg(long, env = "BERTH_STATS_INTERVAL", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..=60))]
+    stats_interval: u64,
 }
 
 #[derive(clap::Args, Clone)]
@@ -897,9 +903,8 @@ async fn serve(args: ServerArgs, up: Option<(HostArgs, bool)>) -> anyhow::Result
             format!("cannot open the metric store in {}", metrics_dir.display())
         })?,
     );
-    let mut state = AppState::new(store.clone(), config)
-        .with_logs(logs.clone())
-        .with_metric_store(metric_store.clone());
+    let mut state = AppState::new(store.clone(), config).with_logs(logs.clone());
+    state.ctl = state.ctl.clone().with_metric_store(metric_store.clone());
     if args.auth == Auth::Off {
         tracing::warn!(
             "authentication is off (--auth off): anyone who can reach {} can run containers on this cluster's hosts",
@@ -1171,6 +1176,7 @@ fn agent_config(
         data_dir,
         pull_behavior,
         endpoint_port: host.endpoint_port,
+        stats_interval: Duration::from_secs(host.stats_interval),
     })
 }
 

@@ -68,6 +68,9 @@ pub struct ControllerConfig {
     pub stopped_retention: Duration,
     /// Addresses kept warm per awsvpc-capable host and subnet of its zone.
     pub warm_addresses: usize,
+    /// How often each service's task counts go to CloudWatch (Container
+    /// Insights' RunningTaskCount, PendingTaskCount, DesiredTaskCount).
+    pub metrics_interval: Duration,
 }
 
 impl Default for ControllerConfig {
@@ -78,6 +81,7 @@ impl Default for ControllerConfig {
             resync: Duration::from_secs(10),
             stopped_retention: Duration::from_secs_f64(berth_domain::task::STOPPED_RETENTION_SECS),
             warm_addresses: 2,
+            metrics_interval: Duration::from_secs(10),
         }
     }
 }
@@ -148,6 +152,11 @@ pub async fn run(st: Control, config: ControllerConfig, shutdown: CancellationTo
             Arc::new(StoppedTasks(c.clone())),
             resync.max(c.config.stopped_retention),
         ),
+        // It schedules its own next round.
+        metrics: start(
+            Arc::new(ServiceMetrics(c.clone())),
+            resync.max(c.config.metrics_interval),
+        ),
     };
     watch(c, &queues, known, from, shutdown).await;
     for t in tasks {
@@ -195,6 +204,7 @@ struct Queues {
     host_loss: Queue<ClusterKey>,
     warm: Queue<ClusterKey>,
     cleanup: Queue<ClusterKey>,
+    metrics: Queue<ClusterKey>,
 }
 
 /// The revision after the store's current one; None on shutdown.
@@ -226,6 +236,10 @@ struct WarmAddresses(Arc<Controller>);
 
 /// Removes the records of tasks STOPPED longer than the retention.
 struct StoppedTasks(Arc<Controller>);
+
+/// Publishes each service's task counts to CloudWatch, whether or not
+/// tasks run (scaling out from zero reads them).
+struct ServiceMetrics(Arc<Controller>);
 
 fn action(recheck: Option<Duration>) -> Action {
     match recheck {
@@ -276,6 +290,57 @@ impl Reconciler for WarmAddresses {
                     .collect();
             self.0.warm(scope, cluster, &instances).await?;
             Ok(Action::AwaitChange)
+        })
+    }
+}
+
+impl Reconciler for ServiceMetrics {
+    type Key = ClusterKey;
+
+    fn name(&self) -> &'static str {
+        "service-metrics"
+    }
+
+    fn reconcile<'a>(&'a self, key: &'a ClusterKey) -> BoxFuture<'a, Result<Action, ControlError>> {
+        Box::pin(async move {
+            let (scope, cluster) = key;
+            let every = self.0.config.metrics_interval;
+            if self.0.st.metric_store.is_none() || cluster == FARGATE_POOL {
+                return Ok(Action::AwaitChange);
+            }
+            let st = &self.0.st;
+            let services = typed::list::<Service>(&*st.store, &scope.services_of(cluster)).await?;
+            if services.is_empty() {
+                return Ok(Action::RequeueAfter(every));
+            }
+            let tasks = ClusterTasks::load(st, scope, cluster).await?;
+            let at = st.clock.now() as i64;
+            let mut data = vec![];
+            for (_, svc) in &services {
+                let svc = &svc.value;
+                if svc.status != berth_domain::service::ServiceStatus::Active {
+                    continue;
+                }
+                let counts = crate::services::counts_of(&tasks, svc);
+                let (running, pending) = counts
+                    .by_deployment
+                    .values()
+                    .fold((0, 0), |(r, p), c| (r + c.running, p + c.pending));
+                data.extend(
+                    berth_domain::usage_metrics::service_counts(
+                        cluster,
+                        &svc.name,
+                        running,
+                        pending,
+                        i64::from(svc.desired_count),
+                        at,
+                    )
+                    .into_iter()
+                    .map(|d| crate::cloudwatch::stored(berth_domain::usage_metrics::INSIGHTS, d)),
+                );
+            }
+            crate::cloudwatch::publish(st, scope, data).await;
+            Ok(Action::RequeueAfter(every))
         })
     }
 }
@@ -447,6 +512,7 @@ async fn watch(
                             queues.warm.enqueue(k.clone(), Reason::Changed).await;
                         }
                         if new {
+                            queues.metrics.enqueue(k.clone(), Reason::Changed).await;
                             // The cleanup schedules its own next look from
                             // then on: waking it on every task written made
                             // it read the whole cluster as often.

@@ -15,6 +15,7 @@
 
 pub mod cas;
 pub mod clock;
+pub mod cloudwatch;
 pub mod clusters;
 pub mod controller;
 pub mod elb;
@@ -98,6 +99,9 @@ pub struct Control {
     /// The lease RunTask clientTokens are kept under now, and when it was
     /// granted ([`tasks::token_lease`]).
     token_lease: Arc<parking_lot::Mutex<Option<(berth_store::LeaseId, tokio::time::Instant)>>>,
+    /// CloudWatch's datapoints (what the agents sample, what users
+    /// publish), when this server keeps them.
+    pub metric_store: Option<Arc<berth_metricstore::MetricStore>>,
 }
 
 impl Control {
@@ -116,11 +120,18 @@ impl Control {
             metrics: ControlMetrics::default(),
             live: Arc::new(live::Live::default()),
             token_lease: Arc::default(),
+            metric_store: None,
         }
     }
 
     /// The same context with placement on a thread of its own
     /// ([`live::Live::on_own_thread`]), as a server runs it.
+    /// The same context keeping CloudWatch's datapoints in `metrics`.
+    pub fn with_metric_store(mut self, metrics: Arc<berth_metricstore::MetricStore>) -> Self {
+        self.metric_store = Some(metrics);
+        self
+    }
+
     pub fn with_placement_thread(mut self) -> std::io::Result<Self> {
         self.live = Arc::new(live::Live::on_own_thread()?);
         Ok(self)

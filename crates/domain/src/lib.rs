@@ -26,6 +26,7 @@ pub mod ssm;
 pub mod tags;
 pub mod task;
 pub mod taskdef;
+pub mod usage_metrics;
 
 pub use arn::{Arn, Scope};
 pub use error::EcsError;

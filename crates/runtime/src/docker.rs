@@ -954,14 +954,30 @@ impl ContainerRuntime for DockerRuntime {
     async fn stats(&self, id: &str) -> Result<Stats, RuntimeError> {
         let s = self.sample(id, true).await?;
         let memory = s.memory_stats.unwrap_or_default();
+        // cgroup v1 names it total_inactive_file, v2 inactive_file.
+        let inactive = memory
+            .stats
+            .as_ref()
+            .and_then(|m| {
+                m.get("total_inactive_file")
+                    .or_else(|| m.get("inactive_file"))
+            })
+            .copied()
+            .unwrap_or(0);
+        let network = s.networks.filter(|n| !n.is_empty()).map(|n| {
+            n.values().fold((0, 0), |(rx, tx), i| {
+                (rx + i.rx_bytes.unwrap_or(0), tx + i.tx_bytes.unwrap_or(0))
+            })
+        });
         Ok(Stats {
             cpu_total_ns: s
                 .cpu_stats
                 .and_then(|c| c.cpu_usage)
                 .and_then(|u| u.total_usage)
                 .unwrap_or(0),
-            memory_bytes: memory.usage.unwrap_or(0),
+            memory_bytes: memory.usage.unwrap_or(0).saturating_sub(inactive),
             memory_limit_bytes: memory.limit.unwrap_or(0),
+            network,
         })
     }
 

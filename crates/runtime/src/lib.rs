@@ -319,8 +319,13 @@ pub enum LogStream {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Stats {
     pub cpu_total_ns: u64,
+    /// In use, not counting the page cache the kernel can drop (as
+    /// `docker stats` and ECS count it).
     pub memory_bytes: u64,
     pub memory_limit_bytes: u64,
+    /// Bytes received and sent on the container's own interfaces; None
+    /// when it has none of its own (it shares another's namespace).
+    pub network: Option<(u64, u64)>,
 }
 
 /// Whether an image came from the registry or the local cache.

@@ -203,6 +203,32 @@ pub enum AgentMessage {
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         execution: bool,
     },
+    /// The running tasks' use of CPU, memory and network, sampled every
+    /// `--stats-interval`: what CloudWatch's AWS/ECS and Container Insights
+    /// metrics are made of.
+    #[serde(rename_all = "camelCase")]
+    Usage {
+        /// When the round was sampled, epoch seconds.
+        at: f64,
+        tasks: Vec<TaskUsage>,
+    },
+}
+
+/// One task's use since its previous sample.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskUsage {
+    pub task_arn: String,
+    /// CPU units (1,024 a core) used on average over the interval.
+    pub cpu_units: f64,
+    /// Memory in use now, MiB (without the page cache).
+    pub memory_mib: f64,
+    /// Bytes received and sent over the interval, when the task's
+    /// containers have interfaces of their own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<(u64, u64)>,
+    /// The interval, seconds.
+    pub seconds: f64,
 }
 
 /// A task role's temporary credentials, as the credentials endpoint hands
