@@ -7,10 +7,11 @@
 //! `berth_domain::metric_math`'s.
 
 use crate::{context::RequestContext, error::ApiError, AppState};
-use berth_control::cloudwatch::stored;
+use berth_control::alarms::{self, AlarmFailure};
+use berth_control::cloudwatch::{statistic, stored, Query};
+use berth_domain::alarms as alarm_rules;
 use berth_domain::cloudwatch::{self as rules, CwError, Stat};
-use berth_domain::metric_math;
-use berth_metricstore::{Bucket, Datum, MetricId, MetricStore, Owner, Point, Window};
+use berth_metricstore::{Datum, MetricId, MetricStore, Owner, Window};
 use berth_wire::cloudwatch as w;
 use berth_wire::query::QueryParams;
 use std::collections::BTreeMap;
@@ -53,6 +54,17 @@ operations! {
     "GetMetricStatistics" => get_metric_statistics,
     "GetMetricData" => get_metric_data,
     "ListMetrics" => list_metrics,
+    "PutMetricAlarm" => put_metric_alarm,
+    "DescribeAlarms" => describe_alarms,
+    "DescribeAlarmsForMetric" => describe_alarms_for_metric,
+    "DeleteAlarms" => delete_alarms,
+    "SetAlarmState" => set_alarm_state,
+    "DescribeAlarmHistory" => describe_alarm_history,
+    "EnableAlarmActions" => enable_alarm_actions,
+    "DisableAlarmActions" => disable_alarm_actions,
+    "TagResource" => tag_resource,
+    "UntagResource" => untag_resource,
+    "ListTagsForResource" => list_tags_for_resource,
 }
 
 fn unknown(op: &str) -> ApiError {
@@ -66,6 +78,15 @@ fn unknown(op: &str) -> ApiError {
 }
 
 type Out<T> = Result<T, ApiError>;
+
+impl From<AlarmFailure> for ApiError {
+    fn from(e: AlarmFailure) -> Self {
+        match e {
+            AlarmFailure::Cw(e) => ApiError::CloudWatch(e),
+            AlarmFailure::Control(e) => e.into(),
+        }
+    }
+}
 
 /// What operations without an output answer.
 #[derive(serde::Serialize)]
@@ -103,19 +124,6 @@ async fn put_metric_data(
     let owner = owner(ctx);
     with_store(st, move |s| s.put(&owner, &data)).await?;
     Ok(Empty {})
-}
-
-/// A statistic of a bucket; None when it cannot be told (a percentile of
-/// data published as statistic sets).
-fn statistic(b: &Bucket, stat: Stat) -> Option<f64> {
-    match stat {
-        Stat::SampleCount => Some(b.count),
-        Stat::Average => Some(b.average()),
-        Stat::Sum => Some(b.sum),
-        Stat::Minimum => Some(b.min),
-        Stat::Maximum => Some(b.max),
-        Stat::Percentile(q) => b.sketch.as_ref()?.quantile(q),
-    }
 }
 
 fn metric_id(namespace: &str, name: &str, dims: Vec<(String, String)>) -> MetricId {
@@ -178,15 +186,12 @@ async fn get_metric_statistics(
     })
 }
 
-/// One checked query of GetMetricData.
-enum Query {
-    Metric {
-        metric: MetricId,
-        stat: Stat,
-        unit: Option<String>,
-        period: i64,
-    },
-    Expression(String),
+/// The queries as the cluster manager runs them: (id, label, query).
+fn queries_for_run(queries: &[(String, String, bool, Query)]) -> Vec<(String, String, Query)> {
+    queries
+        .iter()
+        .map(|(id, label, _, q)| (id.clone(), label.clone(), q.clone()))
+        .collect()
 }
 
 /// GetMetricData's datapoints per request, by default and at most.
@@ -297,56 +302,25 @@ async fn get_metric_data(
         .min()
         .unwrap_or(60)
         .max(1);
-    let first = start.div_euclid(period) * period;
-    let grid: Vec<i64> = (0..)
-        .map(|i| first + i * period)
-        .take_while(|t| *t < end)
-        .collect();
-    let now = st.now() as i64;
     let owner = owner(ctx);
-    let mut metrics = vec![];
-    for (id, label, _, q) in &queries {
-        if let Query::Metric {
-            metric,
-            stat,
-            unit,
-            period,
-        } = q
-        {
-            let window = Window {
-                start,
-                end,
-                period: *period,
-                resolution: MetricStore::resolution_for(*period, start, now),
-            };
-            let (o, m, u) = (owner.clone(), metric.clone(), unit.clone());
-            let points: Vec<Point> =
-                with_store(st, move |s| s.points(&o, &m, u.as_deref(), window)).await?;
-            let stat = *stat;
-            let series: metric_math::Series = points
-                .iter()
-                .filter_map(|p| statistic(&p.bucket, stat).map(|v| (p.timestamp, v)))
-                .collect();
-            metrics.push((id.clone(), label.clone(), series));
-        }
-    }
-    let expressions: Vec<(String, String)> = queries
-        .iter()
-        .filter_map(|(id, _, _, q)| match q {
-            Query::Expression(e) => Some((id.clone(), e.clone())),
-            Query::Metric { .. } => None,
-        })
-        .collect();
-    let computed =
-        metric_math::evaluate_all(&metrics, &expressions, &grid).map_err(|(id, why)| {
+    let mut by_id = match berth_control::cloudwatch::run_queries(
+        st,
+        &owner,
+        &queries_for_run(&queries),
+        (start, end),
+        period,
+    )
+    .await?
+    {
+        Ok(found) => found,
+        Err((id, why)) => {
             let at = queries.iter().position(|(q, ..)| *q == id).unwrap_or(0) + 1;
-            CwError::validation(format!(
+            return Err(CwError::validation(format!(
                 "Error in expression {id} (MetricDataQueries.member.{at}.Expression): {why}"
             ))
-        })?;
-    let mut by_id: BTreeMap<String, metric_math::Series> =
-        metrics.into_iter().map(|(id, _, s)| (id, s)).collect();
-    by_id.extend(computed);
+            .into());
+        }
+    };
     // Pages: `NextToken` is how many datapoints earlier pages gave.
     let skip: i64 = match input.next_token.as_deref().filter(|t| !t.is_empty()) {
         None => 0,
@@ -457,5 +431,417 @@ async fn list_metrics(
         next_token: more
             .then(|| berth_domain::paging::token("ListMetrics", &(skip + LIST_PAGE).to_string())),
         owning_accounts: None,
+    })
+}
+
+/// Most alarms a region may have, as CloudWatch's default quota.
+const MAX_ALARMS: usize = 10_000;
+
+async fn put_metric_alarm(
+    st: &AppState,
+    ctx: &RequestContext,
+    input: w::PutMetricAlarmInput,
+) -> Out<Empty> {
+    let checked = alarm_rules::check_put(&input)?;
+    let name = checked.alarm_name.clone().unwrap_or_default();
+    if alarms::get(st, &ctx.scope, &name).await?.is_none() {
+        let count = berth_store::typed::count(
+            &*st.store,
+            &berth_store::keys::cloudwatch::alarms(&ctx.scope),
+        )
+        .await?;
+        if count >= MAX_ALARMS {
+            return Err(CwError::limit(format!(
+                "The maximum allowed number of alarms ({MAX_ALARMS}) has been reached."
+            ))
+            .into());
+        }
+    }
+    alarms::put(st, &ctx.scope, checked).await?;
+    Ok(Empty {})
+}
+
+fn page_size(max: Option<i32>, default: usize, field: &str) -> Result<usize, CwError> {
+    match max {
+        None => Ok(default),
+        Some(n) if (1..=100).contains(&n) => Ok(n as usize),
+        Some(n) => Err(CwError::value(field, n)),
+    }
+}
+
+/// A page of `items` from `NextToken` (how many earlier pages gave).
+fn paged<T: Clone>(
+    listing: &str,
+    items: &[T],
+    token: Option<&str>,
+    size: usize,
+) -> Result<(Vec<T>, Option<String>), CwError> {
+    let skip = match token.filter(|t| !t.is_empty()) {
+        None => 0,
+        Some(t) => berth_domain::paging::resume(listing, Some(t))
+            .ok()
+            .flatten()
+            .and_then(|k| k.parse::<usize>().ok())
+            .ok_or_else(CwError::next_token)?,
+    };
+    let page: Vec<T> = items.iter().skip(skip).take(size).cloned().collect();
+    let next = (skip + page.len() < items.len())
+        .then(|| berth_domain::paging::token(listing, &(skip + size).to_string()));
+    Ok((page, next))
+}
+
+async fn describe_alarms(
+    st: &AppState,
+    ctx: &RequestContext,
+    input: w::DescribeAlarmsInput,
+) -> Out<w::DescribeAlarmsOutput> {
+    let size = page_size(input.max_records, 50, "MaxRecords")?;
+    if input.alarm_names.is_some() && input.alarm_name_prefix.is_some() {
+        return Err(CwError::combination(
+            "The parameters AlarmNames and AlarmNamePrefix are mutually exclusive.",
+        )
+        .into());
+    }
+    if input.alarm_names.as_ref().is_some_and(|n| n.len() > 100) {
+        return Err(CwError::invalid(
+            "The collection AlarmNames must not have a size greater than 100.",
+        )
+        .into());
+    }
+    if let Some(v) = &input.state_value {
+        if !w::enums::STATE_VALUE.contains(&v.as_str()) {
+            return Err(CwError::value("StateValue", v).into());
+        }
+    }
+    for (i, t) in input.alarm_types.iter().flatten().enumerate() {
+        if !w::enums::ALARM_TYPE.contains(&t.as_str()) {
+            return Err(CwError::value(&format!("AlarmTypes.member.{}", i + 1), t).into());
+        }
+    }
+    if input.children_of_alarm_name.is_some() || input.parents_of_alarm_name.is_some() {
+        return Err(CwError::invalid(
+            "ChildrenOfAlarmName and ParentsOfAlarmName name composite alarms, which Berth's CloudWatch does not have.",
+        )
+        .into());
+    }
+    // Without AlarmTypes, only metric alarms are asked for.
+    let metric_alarms = input
+        .alarm_types
+        .as_ref()
+        .is_none_or(|t| t.iter().any(|x| x == "MetricAlarm"));
+    let all = alarms::list(st, &ctx.scope).await?;
+    let views: Vec<w::MetricAlarm> = all
+        .iter()
+        .filter(|_| metric_alarms)
+        .filter(|(r, _)| {
+            let name = r.input.alarm_name.as_deref().unwrap_or_default();
+            input
+                .alarm_names
+                .as_ref()
+                .is_none_or(|n| n.iter().any(|x| x == name))
+                && input
+                    .alarm_name_prefix
+                    .as_deref()
+                    .is_none_or(|p| name.starts_with(p))
+        })
+        .filter(|(_, s)| input.state_value.as_deref().is_none_or(|v| s.value == v))
+        .filter(|(r, _)| {
+            input.action_prefix.as_deref().is_none_or(|p| {
+                [
+                    &r.input.alarm_actions,
+                    &r.input.ok_actions,
+                    &r.input.insufficient_data_actions,
+                ]
+                .iter()
+                .any(|l| l.iter().flatten().any(|a| a.starts_with(p)))
+            })
+        })
+        .map(|(r, s)| alarm_rules::view(r, s))
+        .collect();
+    let (page, next) = paged("DescribeAlarms", &views, input.next_token.as_deref(), size)?;
+    Ok(w::DescribeAlarmsOutput {
+        metric_alarms: Some(page),
+        composite_alarms: Some(vec![]),
+        log_alarms: None,
+        next_token: next,
+    })
+}
+
+async fn describe_alarms_for_metric(
+    st: &AppState,
+    ctx: &RequestContext,
+    input: w::DescribeAlarmsForMetricInput,
+) -> Out<w::DescribeAlarmsForMetricOutput> {
+    let ns = input
+        .namespace
+        .clone()
+        .ok_or_else(|| CwError::missing("Namespace"))?;
+    let name = input
+        .metric_name
+        .clone()
+        .ok_or_else(|| CwError::missing("MetricName"))?;
+    let dims = input
+        .dimensions
+        .as_ref()
+        .map(|d| rules::check_dimensions(Some(d), "Dimensions"))
+        .transpose()?;
+    let all = alarms::list(st, &ctx.scope).await?;
+    let found = all
+        .iter()
+        .filter(|(r, _)| {
+            let a = &r.input;
+            let have: Vec<(String, String)> = a
+                .dimensions
+                .iter()
+                .flatten()
+                .map(|d| {
+                    (
+                        d.name.clone().unwrap_or_default(),
+                        d.value.clone().unwrap_or_default(),
+                    )
+                })
+                .collect();
+            a.namespace.as_deref() == Some(ns.as_str())
+                && a.metric_name.as_deref() == Some(name.as_str())
+                && dims.as_ref().is_none_or(|d| *d == have)
+                && input
+                    .statistic
+                    .as_ref()
+                    .is_none_or(|s| a.statistic.as_ref() == Some(s))
+                && input
+                    .extended_statistic
+                    .as_ref()
+                    .is_none_or(|s| a.extended_statistic.as_ref() == Some(s))
+                && input.period.is_none_or(|p| a.period == Some(p))
+                && input
+                    .unit
+                    .as_ref()
+                    .is_none_or(|u| a.unit.as_ref() == Some(u))
+        })
+        .map(|(r, s)| alarm_rules::view(r, s))
+        .collect();
+    Ok(w::DescribeAlarmsForMetricOutput {
+        metric_alarms: Some(found),
+    })
+}
+
+async fn delete_alarms(
+    st: &AppState,
+    ctx: &RequestContext,
+    input: w::DeleteAlarmsInput,
+) -> Out<Empty> {
+    let names = input.alarm_names.unwrap_or_default();
+    if names.len() > 100 {
+        return Err(CwError::invalid(
+            "The collection AlarmNames must not have a size greater than 100.",
+        )
+        .into());
+    }
+    alarms::delete(st, &ctx.scope, &names).await?;
+    Ok(Empty {})
+}
+
+async fn set_alarm_state(
+    st: &AppState,
+    ctx: &RequestContext,
+    input: w::SetAlarmStateInput,
+) -> Out<Empty> {
+    let (name, value, reason, data) = alarm_rules::check_set_state(&input)?;
+    alarms::set_state(st, &ctx.scope, &name, &value, &reason, data).await?;
+    Ok(Empty {})
+}
+
+async fn describe_alarm_history(
+    st: &AppState,
+    ctx: &RequestContext,
+    input: w::DescribeAlarmHistoryInput,
+) -> Out<w::DescribeAlarmHistoryOutput> {
+    let size = page_size(input.max_records, 100, "MaxRecords")?;
+    if let Some(t) = &input.history_item_type {
+        if !w::enums::HISTORY_ITEM_TYPE.contains(&t.as_str()) {
+            return Err(CwError::value("HistoryItemType", t).into());
+        }
+    }
+    let descending = match input.scan_by.as_deref() {
+        None | Some("TimestampDescending") => true,
+        Some("TimestampAscending") => false,
+        Some(o) => return Err(CwError::value("ScanBy", o).into()),
+    };
+    let mut items = alarms::history(st, &ctx.scope, input.alarm_name.as_deref()).await?;
+    items.retain(|i| {
+        input
+            .history_item_type
+            .as_ref()
+            .is_none_or(|t| &i.kind == t)
+            && input.start_date.is_none_or(|s| i.at >= s)
+            && input.end_date.is_none_or(|e| i.at <= e)
+    });
+    if descending {
+        items.reverse();
+    }
+    let views: Vec<w::AlarmHistoryItem> = items
+        .into_iter()
+        .map(|i| w::AlarmHistoryItem {
+            alarm_name: Some(i.alarm),
+            alarm_type: Some("MetricAlarm".into()),
+            timestamp: Some(i.at),
+            history_item_type: Some(i.kind),
+            history_summary: Some(i.summary),
+            history_data: Some(i.data),
+            ..Default::default()
+        })
+        .collect();
+    let (page, next) = paged(
+        "DescribeAlarmHistory",
+        &views,
+        input.next_token.as_deref(),
+        size,
+    )?;
+    Ok(w::DescribeAlarmHistoryOutput {
+        alarm_history_items: Some(page),
+        next_token: next,
+    })
+}
+
+async fn actions_enabled(
+    st: &AppState,
+    ctx: &RequestContext,
+    names: Vec<String>,
+    on: bool,
+) -> Out<Empty> {
+    if names.len() > 100 {
+        return Err(CwError::invalid(
+            "The collection AlarmNames must not have a size greater than 100.",
+        )
+        .into());
+    }
+    for name in names {
+        match alarms::change(st, &ctx.scope, &name, |r| {
+            r.input.actions_enabled = Some(on)
+        })
+        .await
+        {
+            // Names that are not alarms are passed over, as CloudWatch does.
+            Err(AlarmFailure::Cw(e)) if e.status == 404 => {}
+            other => {
+                other?;
+            }
+        }
+    }
+    Ok(Empty {})
+}
+
+async fn enable_alarm_actions(
+    st: &AppState,
+    ctx: &RequestContext,
+    input: w::EnableAlarmActionsInput,
+) -> Out<Empty> {
+    actions_enabled(st, ctx, input.alarm_names.unwrap_or_default(), true).await
+}
+
+async fn disable_alarm_actions(
+    st: &AppState,
+    ctx: &RequestContext,
+    input: w::DisableAlarmActionsInput,
+) -> Out<Empty> {
+    actions_enabled(st, ctx, input.alarm_names.unwrap_or_default(), false).await
+}
+
+/// The alarm a tagging request's ARN names, in this account and region.
+fn alarm_of_arn(ctx: &RequestContext, arn: Option<&str>) -> Result<String, CwError> {
+    let arn = arn.ok_or_else(|| CwError::missing("ResourceARN"))?;
+    let prefix = format!(
+        "arn:aws:cloudwatch:{}:{}:alarm:",
+        ctx.scope.region, ctx.scope.account
+    );
+    arn.strip_prefix(&prefix)
+        .filter(|n| !n.is_empty())
+        .map(String::from)
+        .ok_or_else(|| CwError::no_resource(format!("{arn} not found")))
+}
+
+async fn change_tags(
+    st: &AppState,
+    ctx: &RequestContext,
+    arn: Option<&str>,
+    f: impl Fn(&mut Vec<w::Tag>),
+) -> Out<Vec<w::Tag>> {
+    let name = alarm_of_arn(ctx, arn)?;
+    let r = alarms::change(st, &ctx.scope, &name, |r| {
+        let mut tags = r.input.tags.clone().unwrap_or_default();
+        f(&mut tags);
+        r.input.tags = Some(tags);
+    })
+    .await
+    .map_err(|e| match e {
+        AlarmFailure::Cw(e) if e.status == 404 => AlarmFailure::Cw(CwError::no_resource(format!(
+            "{} not found",
+            arn.unwrap_or_default()
+        ))),
+        other => other,
+    })?;
+    Ok(r.input.tags.unwrap_or_default())
+}
+
+async fn tag_resource(
+    st: &AppState,
+    ctx: &RequestContext,
+    input: w::TagResourceInput,
+) -> Out<w::TagResourceOutput> {
+    let given = input.tags.clone().ok_or_else(|| CwError::missing("Tags"))?;
+    rules::check_tags(&given)?;
+    // Checked against what the alarm has before anything is written.
+    let name = alarm_of_arn(ctx, input.resource_arn.as_deref())?;
+    if let Some(found) = alarms::get(st, &ctx.scope, &name).await? {
+        let mut merged = found.value.input.tags.clone().unwrap_or_default();
+        merge_tags(&mut merged, &given);
+        rules::check_tags(&merged)?;
+    }
+    change_tags(st, ctx, input.resource_arn.as_deref(), |tags| {
+        merge_tags(tags, &given)
+    })
+    .await?;
+    Ok(w::TagResourceOutput {})
+}
+
+fn merge_tags(tags: &mut Vec<w::Tag>, given: &[w::Tag]) {
+    for t in given {
+        match tags.iter_mut().find(|x| x.key == t.key) {
+            Some(x) => x.value = t.value.clone(),
+            None => tags.push(t.clone()),
+        }
+    }
+}
+
+async fn untag_resource(
+    st: &AppState,
+    ctx: &RequestContext,
+    input: w::UntagResourceInput,
+) -> Out<w::UntagResourceOutput> {
+    let keys = input
+        .tag_keys
+        .clone()
+        .ok_or_else(|| CwError::missing("TagKeys"))?;
+    change_tags(st, ctx, input.resource_arn.as_deref(), |tags| {
+        tags.retain(|t| !keys.iter().any(|k| Some(k) == t.key.as_ref()))
+    })
+    .await?;
+    Ok(w::UntagResourceOutput {})
+}
+
+async fn list_tags_for_resource(
+    st: &AppState,
+    ctx: &RequestContext,
+    input: w::ListTagsForResourceInput,
+) -> Out<w::ListTagsForResourceOutput> {
+    let name = alarm_of_arn(ctx, input.resource_arn.as_deref())?;
+    let found = alarms::get(st, &ctx.scope, &name).await?.ok_or_else(|| {
+        CwError::no_resource(format!(
+            "{} not found",
+            input.resource_arn.as_deref().unwrap_or_default()
+        ))
+    })?;
+    Ok(w::ListTagsForResourceOutput {
+        tags: Some(found.value.input.tags.unwrap_or_default()),
     })
 }

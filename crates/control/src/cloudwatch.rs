@@ -50,3 +50,116 @@ pub async fn publish(ctl: &Control, scope: &Scope, data: Vec<Datum>) {
         Err(e) => tracing::warn!(error = %e, "metrics: the store's thread failed"),
     }
 }
+
+/// One query of GetMetricData or of an alarm's metrics.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Query {
+    Metric {
+        metric: MetricId,
+        stat: berth_domain::cloudwatch::Stat,
+        unit: Option<String>,
+        period: i64,
+    },
+    Expression(String),
+}
+
+/// A statistic of a bucket; None when it cannot be told (a percentile of
+/// data published as statistic sets).
+pub fn statistic(b: &Bucket, stat: berth_domain::cloudwatch::Stat) -> Option<f64> {
+    use berth_domain::cloudwatch::Stat;
+    match stat {
+        Stat::SampleCount => Some(b.count),
+        Stat::Average => Some(b.average()),
+        Stat::Sum => Some(b.sum),
+        Stat::Minimum => Some(b.min),
+        Stat::Maximum => Some(b.max),
+        Stat::Percentile(q) => b.sketch.as_ref()?.quantile(q),
+    }
+}
+
+/// A metric's statistic per period over `[start, end)`.
+pub async fn series(
+    ctl: &Control,
+    owner: &Owner,
+    metric: &MetricId,
+    stat: berth_domain::cloudwatch::Stat,
+    unit: Option<&str>,
+    (start, end, period): (i64, i64, i64),
+) -> Result<berth_domain::metric_math::Series, crate::ControlError> {
+    let Some(store) = ctl.metric_store.clone() else {
+        return Ok(Default::default());
+    };
+    let now = ctl.clock.now() as i64;
+    let window = berth_metricstore::Window {
+        start,
+        end,
+        period,
+        resolution: berth_metricstore::MetricStore::resolution_for(period, start, now),
+    };
+    let (o, m, u) = (owner.clone(), metric.clone(), unit.map(String::from));
+    let points = tokio::task::spawn_blocking(move || store.points(&o, &m, u.as_deref(), window))
+        .await
+        .map_err(|e| crate::ControlError::Internal(e.to_string()))?
+        .map_err(|e| crate::ControlError::Internal(e.to_string()))?;
+    Ok(points
+        .iter()
+        .filter_map(|p| statistic(&p.bucket, stat).map(|v| (p.timestamp, v)))
+        .collect())
+}
+
+/// Runs queries (id, label, query) over `[start, end)`: the metrics'
+/// series, then the expressions on the grid of the finest period. The
+/// inner error names the expression that failed and why.
+pub async fn run_queries(
+    ctl: &Control,
+    owner: &Owner,
+    queries: &[(String, String, Query)],
+    (start, end): (i64, i64),
+    grid_period: i64,
+) -> Result<
+    Result<std::collections::HashMap<String, berth_domain::metric_math::Series>, (String, String)>,
+    crate::ControlError,
+> {
+    let mut metrics = vec![];
+    for (id, label, q) in queries {
+        if let Query::Metric {
+            metric,
+            stat,
+            unit,
+            period,
+        } = q
+        {
+            let s = series(
+                ctl,
+                owner,
+                metric,
+                *stat,
+                unit.as_deref(),
+                (start, end, *period),
+            )
+            .await?;
+            metrics.push((id.clone(), label.clone(), s));
+        }
+    }
+    let expressions: Vec<(String, String)> = queries
+        .iter()
+        .filter_map(|(id, _, q)| match q {
+            Query::Expression(e) => Some((id.clone(), e.clone())),
+            Query::Metric { .. } => None,
+        })
+        .collect();
+    let period = grid_period.max(1);
+    let first = start.div_euclid(period) * period;
+    let grid: Vec<i64> = (0..)
+        .map(|i| first + i * period)
+        .take_while(|t| *t < end)
+        .collect();
+    let computed = match berth_domain::metric_math::evaluate_all(&metrics, &expressions, &grid) {
+        Ok(c) => c,
+        Err(e) => return Ok(Err(e)),
+    };
+    let mut out: std::collections::HashMap<String, berth_domain::metric_math::Series> =
+        metrics.into_iter().map(|(id, _, s)| (id, s)).collect();
+    out.extend(computed);
+    Ok(Ok(out))
+}

@@ -136,6 +136,21 @@ pub async fn run(st: Control, config: ControllerConfig, shutdown: CancellationTo
         }
     };
     let initial: Vec<ClusterKey> = known.clusters.iter().cloned().collect();
+    let regions = match crate::alarms::regions(&c.st).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "the alarm evaluator could not list regions");
+            vec![]
+        }
+    };
+    let alarms = runtime::start(
+        Arc::new(Alarms(c.clone(), crate::alarms::Evaluated::default())),
+        regions,
+        resync,
+        Backoff::default(),
+        shutdown.clone(),
+        &c.st.metrics,
+    );
     let mut tasks = vec![];
     let mut start = |r: Arc<dyn ErasedStart>, resync: Duration| {
         let (queue, task) = r.start(initial.clone(), resync, &shutdown, &c.st.metrics);
@@ -143,6 +158,7 @@ pub async fn run(st: Control, config: ControllerConfig, shutdown: CancellationTo
         queue
     };
     let queues = Queues {
+        alarms: alarms.queue,
         services: start(Arc::new(Services(c.clone())), resync),
         host_loss: start(Arc::new(HostLoss(c.clone())), resync),
         warm: start(Arc::new(WarmAddresses(c.clone())), resync),
@@ -158,6 +174,7 @@ pub async fn run(st: Control, config: ControllerConfig, shutdown: CancellationTo
             resync.max(c.config.metrics_interval),
         ),
     };
+    tasks.push(alarms.task);
     watch(c, &queues, known, from, shutdown).await;
     for t in tasks {
         t.await.ok();
@@ -205,6 +222,7 @@ struct Queues {
     warm: Queue<ClusterKey>,
     cleanup: Queue<ClusterKey>,
     metrics: Queue<ClusterKey>,
+    alarms: Queue<Scope>,
 }
 
 /// The revision after the store's current one; None on shutdown.
@@ -240,6 +258,37 @@ struct StoppedTasks(Arc<Controller>);
 /// Publishes each service's task counts to CloudWatch, whether or not
 /// tasks run (scaling out from zero reads them).
 struct ServiceMetrics(Arc<Controller>);
+
+/// Judges a region's CloudWatch alarms as their periods end.
+struct Alarms(Arc<Controller>, crate::alarms::Evaluated);
+
+/// How often the alarm evaluator looks: the shortest alarm period.
+const ALARM_ROUND: Duration = Duration::from_secs(10);
+
+impl Reconciler for Alarms {
+    type Key = Scope;
+
+    fn name(&self) -> &'static str {
+        "alarms"
+    }
+
+    fn reconcile<'a>(&'a self, key: &'a Scope) -> BoxFuture<'a, Result<Action, ControlError>> {
+        Box::pin(async move {
+            match crate::alarms::evaluate_region(&self.0.st, key, &self.1, None).await {
+                Ok(_) => {}
+                Err(crate::alarms::AlarmFailure::Control(e)) => return Err(e),
+                Err(crate::alarms::AlarmFailure::Cw(e)) => {
+                    tracing::warn!(error = %e, "alarm evaluation failed");
+                }
+            }
+            // The next period end of the shortest period.
+            let now = self.0.st.clock.now();
+            let step = ALARM_ROUND.as_secs_f64();
+            let wait = step - now.rem_euclid(step) + 0.5;
+            Ok(Action::RequeueAfter(Duration::from_secs_f64(wait)))
+        })
+    }
+}
 
 fn action(recheck: Option<Duration>) -> Action {
     match recheck {
@@ -446,6 +495,20 @@ async fn clusters(st: &Control) -> Result<Known, ControlError> {
     }
 }
 
+/// The region whose alarms a key's change concerns: a region's first
+/// alarm, or an alarm written or changed (judged at once, not at the next
+/// period end).
+fn alarm_region(key: &str) -> Option<Scope> {
+    let rest = key.strip_prefix("/berth/v1/")?;
+    let (account, rest) = rest.split_once('/')?;
+    if let Some(region) = rest.strip_prefix("global/cloudwatch-regions/") {
+        return Some(Scope::new(account, region));
+    }
+    let (region, rest) = rest.split_once('/')?;
+    rest.starts_with("cloudwatch/alarms/")
+        .then(|| Scope::new(account, region))
+}
+
 /// The scope whose Fargate pool a key's change concerns, if it is one of
 /// the pool's hosts coming, going or losing its agent: any cluster may
 /// have tasks there.
@@ -488,6 +551,9 @@ async fn watch(
             };
             match ev {
                 Some(Ok(ev)) => {
+                    if let Some(scope) = alarm_region(&ev.kv.key) {
+                        queues.alarms.enqueue(scope, Reason::Changed).await;
+                    }
                     let kind = kind_and_id(&ev.kv.key).map(|(k, _)| k);
                     if let Some(scope) = pool_host_change(&ev.kv.key) {
                         // Any cluster may have tasks on the pool's hosts.

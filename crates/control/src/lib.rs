@@ -13,6 +13,7 @@
 //! [`Clock`] in the [`Control`] context so that component tests can run on
 //! paused time.
 
+pub mod alarms;
 pub mod cas;
 pub mod clock;
 pub mod cloudwatch;

@@ -76,8 +76,31 @@ impl CwError {
         Self::new("ResourceNotFound", "ResourceNotFound", 404, message.into())
     }
 
+    /// A tagged resource that is not there (TagResource and its kin).
+    pub fn no_resource(message: impl Into<String>) -> Self {
+        Self::new(
+            "ResourceNotFoundException",
+            "ResourceNotFoundException",
+            404,
+            message.into(),
+        )
+    }
+
     pub fn limit(message: impl Into<String>) -> Self {
         Self::new("LimitExceededFault", "LimitExceeded", 400, message.into())
+    }
+
+    pub fn new_invalid_format(message: impl Into<String>) -> Self {
+        Self::new("InvalidFormatFault", "InvalidFormat", 400, message.into())
+    }
+
+    pub fn new_concurrent(message: impl Into<String>) -> Self {
+        Self::new(
+            "ConcurrentModificationException",
+            "ConcurrentModificationException",
+            429,
+            message.into(),
+        )
     }
 
     pub fn next_token() -> Self {
@@ -533,6 +556,34 @@ pub fn check_dimension_filters(
         out.push((name, f.value.clone()));
     }
     Ok(out)
+}
+
+/// Tags of an alarm: at most 50, keys of 1 to 128 characters not starting
+/// with `aws:`, values of up to 256.
+pub fn check_tags(tags: &[w::Tag]) -> Result<(), CwError> {
+    if tags.len() > 50 {
+        return Err(CwError::validation(
+            "The collection Tags must not have a size greater than 50.",
+        ));
+    }
+    for (i, t) in tags.iter().enumerate() {
+        let at = format!("Tags.member.{}", i + 1);
+        let key = t
+            .key
+            .as_deref()
+            .ok_or_else(|| CwError::missing(&format!("{at}.Key")))?;
+        let value = t
+            .value
+            .as_deref()
+            .ok_or_else(|| CwError::missing(&format!("{at}.Value")))?;
+        if key.is_empty() || key.chars().count() > 128 || key.starts_with("aws:") {
+            return Err(CwError::value(&format!("{at}.Key"), key));
+        }
+        if value.chars().count() > 256 {
+            return Err(CwError::value(&format!("{at}.Value"), value));
+        }
+    }
+    Ok(())
 }
 
 /// A GetMetricData query's `Id`: a lowercase letter, then letters,

@@ -6,6 +6,7 @@
 //! `berth-wire`, whose shapes are used directly for user documents such as
 //! task definitions, which ECS returns as they were registered.
 
+pub mod alarms;
 pub mod arn;
 pub mod billing;
 pub mod capacity;

@@ -469,6 +469,51 @@ pub mod secrets {
     }
 }
 
+/// CloudWatch's alarms: regional. An alarm as users set it and its state
+/// as the evaluator finds it are two records with one writer each; each
+/// history item is a record of its own. Names may hold `/`, escaped to
+/// keep one segment. The regions that have alarms are listed under the
+/// account, so the evaluator finds them all.
+pub mod cloudwatch {
+    use berth_domain::Scope;
+
+    fn base(scope: &Scope) -> String {
+        format!("/berth/v1/{}/{}/cloudwatch", scope.account, scope.region)
+    }
+    fn segment(name: &str) -> String {
+        super::principal_segment(name)
+    }
+    pub fn alarms(scope: &Scope) -> String {
+        format!("{}/alarms/", base(scope))
+    }
+    pub fn alarm(scope: &Scope, name: &str) -> String {
+        format!("{}{}", alarms(scope), segment(name))
+    }
+    pub fn alarm_states(scope: &Scope) -> String {
+        format!("{}/alarm-states/", base(scope))
+    }
+    pub fn alarm_state(scope: &Scope, name: &str) -> String {
+        format!("{}{}", alarm_states(scope), segment(name))
+    }
+    pub fn history(scope: &Scope) -> String {
+        format!("{}/alarm-history/", base(scope))
+    }
+    /// One item: ordered by time within its alarm.
+    pub fn history_item(scope: &Scope, name: &str, at_ms: i64, unique: &str) -> String {
+        format!("{}{}/{at_ms:016}-{unique}", history(scope), segment(name))
+    }
+    pub fn regions(account: &str) -> String {
+        format!("/berth/v1/{account}/global/cloudwatch-regions/")
+    }
+    pub fn region(account: &str, region: &str) -> String {
+        format!("{}{region}", regions(account))
+    }
+    /// An alarm's name from the last segment of its keys.
+    pub fn name_of(segment: &str) -> String {
+        segment.replace("%2F", "/").replace("%25", "%")
+    }
+}
+
 /// IAM ARNs contain `/` and `:`; escape `/` so a principal is one segment.
 fn principal_segment(principal: &str) -> String {
     principal.replace('%', "%25").replace('/', "%2F")
