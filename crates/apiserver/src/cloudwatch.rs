@@ -590,17 +590,8 @@ async fn describe_alarms_for_metric(
         .iter()
         .filter(|(r, _)| {
             let a = &r.input;
-            let have: Vec<(String, String)> = a
-                .dimensions
-                .iter()
-                .flatten()
-                .map(|d| {
-                    (
-                        d.name.clone().unwrap_or_default(),
-                        d.value.clone().unwrap_or_default(),
-                    )
-                })
-                .collect();
+            let have: Vec<(String, String)> =
+                berth_domain::cloudwatch::pairs(a.dimensions.as_ref());
             a.namespace.as_deref() == Some(ns.as_str())
                 && a.metric_name.as_deref() == Some(name.as_str())
                 && dims.as_ref().is_none_or(|d| *d == have)

@@ -314,17 +314,7 @@ async fn datapoints(
                 .or_else(|| a.extended_statistic.clone())
                 .unwrap_or_default();
             let stat = Stat::parse(&stat_name).unwrap_or(Stat::Average);
-            let dims = a
-                .dimensions
-                .iter()
-                .flatten()
-                .map(|d| {
-                    (
-                        d.name.clone().unwrap_or_default(),
-                        d.value.clone().unwrap_or_default(),
-                    )
-                })
-                .collect();
+            let dims = berth_domain::cloudwatch::pairs(a.dimensions.as_ref());
             let q = Query::Metric {
                 metric: MetricId::new(
                     a.namespace.as_deref().unwrap_or_default(),
@@ -356,16 +346,7 @@ async fn datapoints(
                             metric: MetricId::new(
                                 m.namespace.as_deref().unwrap_or_default(),
                                 m.metric_name.as_deref().unwrap_or_default(),
-                                m.dimensions
-                                    .iter()
-                                    .flatten()
-                                    .map(|d| {
-                                        (
-                                            d.name.clone().unwrap_or_default(),
-                                            d.value.clone().unwrap_or_default(),
-                                        )
-                                    })
-                                    .collect(),
+                                berth_domain::cloudwatch::pairs(m.dimensions.as_ref()),
                             ),
                             stat: ms
                                 .stat

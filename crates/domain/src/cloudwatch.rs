@@ -183,6 +183,20 @@ pub fn check_dimensions(
     Ok(out)
 }
 
+/// Dimensions as (name, value) pairs, as a stored alarm or query holds them
+/// (already checked).
+pub fn pairs(dims: Option<&Vec<w::Dimension>>) -> Vec<(String, String)> {
+    dims.into_iter()
+        .flatten()
+        .map(|d| {
+            (
+                d.name.clone().unwrap_or_default(),
+                d.value.clone().unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
 fn check_unit(unit: Option<&str>, field: &str) -> Result<String, CwError> {
     match unit {
         None => Ok("None".into()),
