@@ -214,6 +214,19 @@ async fn get_metric_data(
         .into());
     }
     let (start, end) = rules::check_range(input.start_time, input.end_time)?;
+    if input.label_options.is_some() {
+        return Err(CwError::invalid(
+            "The parameter LabelOptions is not supported by Berth's CloudWatch (dynamic labels are not expanded).",
+        )
+        .into());
+    }
+    if let Some(i) = given.iter().position(|q| q.account_id.is_some()) {
+        return Err(CwError::invalid(format!(
+            "The parameter MetricDataQueries.member.{}.AccountId is not supported: Berth has no linked accounts.",
+            i + 1
+        ))
+        .into());
+    }
     let limit = match input.max_datapoints {
         None => MAX_DATAPOINTS,
         Some(n) if n > 0 => i64::from(n),

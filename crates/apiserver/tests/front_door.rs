@@ -322,7 +322,7 @@ fn api_coverage_doc_matches_the_code() {
         .iter()
         .map(|(op, _, _)| *op)
         .collect();
-    let services: [(&str, &[&str], &[&str]); 6] = [
+    let services: [(&str, &[&str], &[&str]); 7] = [
         (
             "ECS",
             berth_wire::ecs::OPERATIONS,
@@ -348,6 +348,11 @@ fn api_coverage_doc_matches_the_code() {
             "CloudWatch Logs",
             berth_wire::logs::OPERATIONS,
             berth_apiserver::LOGS_IMPLEMENTED,
+        ),
+        (
+            "CloudWatch (",
+            berth_wire::cloudwatch::OPERATIONS,
+            berth_apiserver::CLOUDWATCH_IMPLEMENTED,
         ),
     ];
     for (heading, operations, implemented) in services {
