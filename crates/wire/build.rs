@@ -18,6 +18,10 @@ const MODELS: &[(&str, &str)] = &[
     ("secretsmanager-2017-10-17.json", "secretsmanager"),
     ("logs-2014-03-28.json", "logs"),
     ("cloudwatch-2010-08-01.json", "cloudwatch"),
+    (
+        "application-autoscaling-2016-02-06.json",
+        "application_autoscaling",
+    ),
 ];
 
 fn main() {

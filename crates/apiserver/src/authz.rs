@@ -405,6 +405,42 @@ pub(crate) fn ssm(
     }
 }
 
+/// An Application Auto Scaling request (JSON 1.1) as IAM sees it: on the
+/// scalable target's ARN for its tags, else on `*`, with the namespace and
+/// dimension as condition keys.
+pub(crate) fn autoscaling(
+    ctx: &RequestContext,
+    principal: &Principal,
+    now: f64,
+    op: &str,
+    body: &[u8],
+) -> Ask {
+    let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let mut c = base_context(ctx, principal, now);
+    if let Some(ns) = v["ServiceNamespace"].as_str() {
+        c.set("application-autoscaling:service-namespace", ns);
+    }
+    if let Some(d) = v["ScalableDimension"].as_str() {
+        c.set("application-autoscaling:scalable-dimension", d);
+    }
+    let tags: Vec<(Option<String>, Option<String>)> = v["Tags"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| (Some(k.clone()), v.as_str().map(String::from)))
+        .collect();
+    request_tags(&mut c, tags.iter().map(|(k, v)| (k, v)));
+    let resources = v["ResourceARN"]
+        .as_str()
+        .map(|a| vec![a.to_string()])
+        .unwrap_or_default();
+    Ask {
+        action: ["application-autoscaling:", op].concat(),
+        resources,
+        context: c,
+    }
+}
+
 /// A CloudWatch request (JSON 1.0) as IAM sees it.
 pub(crate) fn cloudwatch(
     ctx: &RequestContext,

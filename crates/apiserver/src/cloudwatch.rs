@@ -412,37 +412,26 @@ async fn list_metrics(
         ))
     })
     .await?;
-    let skip = match input.next_token.as_deref().filter(|t| !t.is_empty()) {
-        None => 0,
-        Some(t) => berth_domain::paging::resume("ListMetrics", Some(t))
-            .ok()
-            .flatten()
-            .and_then(|k| k.parse::<usize>().ok())
-            .ok_or_else(CwError::next_token)?,
-    };
-    let page: Vec<w::Metric> = all
-        .iter()
-        .skip(skip)
-        .take(LIST_PAGE)
+    let (page, next) = paged("ListMetrics", &all, input.next_token.as_deref(), LIST_PAGE)?;
+    let page: Vec<w::Metric> = page
+        .into_iter()
         .map(|m| w::Metric {
-            namespace: Some(m.namespace.clone()),
-            metric_name: Some(m.name.clone()),
+            namespace: Some(m.namespace),
+            metric_name: Some(m.name),
             dimensions: Some(
                 m.dimensions
-                    .iter()
+                    .into_iter()
                     .map(|(k, v)| w::Dimension {
-                        name: Some(k.clone()),
-                        value: Some(v.clone()),
+                        name: Some(k),
+                        value: Some(v),
                     })
                     .collect(),
             ),
         })
         .collect();
-    let more = skip + page.len() < all.len();
     Ok(w::ListMetricsOutput {
         metrics: Some(page),
-        next_token: more
-            .then(|| berth_domain::paging::token("ListMetrics", &(skip + LIST_PAGE).to_string())),
+        next_token: next,
         owning_accounts: None,
     })
 }
@@ -489,18 +478,7 @@ fn paged<T: Clone>(
     token: Option<&str>,
     size: usize,
 ) -> Result<(Vec<T>, Option<String>), CwError> {
-    let skip = match token.filter(|t| !t.is_empty()) {
-        None => 0,
-        Some(t) => berth_domain::paging::resume(listing, Some(t))
-            .ok()
-            .flatten()
-            .and_then(|k| k.parse::<usize>().ok())
-            .ok_or_else(CwError::next_token)?,
-    };
-    let page: Vec<T> = items.iter().skip(skip).take(size).cloned().collect();
-    let next = (skip + page.len() < items.len())
-        .then(|| berth_domain::paging::token(listing, &(skip + size).to_string()));
-    Ok((page, next))
+    berth_domain::paging::by_offset(listing, items, token, size).ok_or_else(CwError::next_token)
 }
 
 async fn describe_alarms(

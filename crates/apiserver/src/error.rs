@@ -24,6 +24,8 @@ pub enum ApiError {
     Logs(#[from] berth_domain::logs::LogsError),
     #[error(transparent)]
     CloudWatch(#[from] berth_domain::cloudwatch::CwError),
+    #[error(transparent)]
+    Aas(#[from] berth_domain::scaling::AasError),
     /// The caller's policies do not allow the request.
     #[error(transparent)]
     Denied(#[from] crate::authz::Denied),
@@ -86,6 +88,15 @@ impl ApiError {
                 e.message.clone(),
             ),
             ApiError::CloudWatch(e) => (e.status, e.code, e.message.clone()),
+            ApiError::Aas(e) => (
+                if e.code == "InternalServiceException" {
+                    500
+                } else {
+                    400
+                },
+                e.code,
+                e.message.clone(),
+            ),
             ApiError::Secrets(e) => (
                 if e.code == "InternalServiceError" {
                     500

@@ -41,6 +41,7 @@ macro_rules! json_operations {
 
 mod auth;
 mod authz;
+mod autoscaling;
 mod billing;
 mod cloudwatch;
 mod context;
@@ -67,6 +68,7 @@ use std::sync::Arc;
 
 pub use auth::AuthMode;
 /// CloudWatch Logs operations Berth serves.
+pub use autoscaling::IMPLEMENTED as AUTOSCALING_IMPLEMENTED;
 pub use cloudwatch::IMPLEMENTED as CLOUDWATCH_IMPLEMENTED;
 pub use context::RequestContext;
 pub use cwlogs::IMPLEMENTED as LOGS_IMPLEMENTED;
@@ -100,6 +102,10 @@ pub struct ApiConfig {
     /// halfway through, so a task's containers always hold some that last
     /// more than SDKs' fifteen minutes of advance refresh.
     pub task_credentials_lifetime: std::time::Duration,
+    /// The period, in seconds, target tracking policies watch ECS's
+    /// predefined metrics at: 60 as AWS (20 for the high-resolution
+    /// types); Berth's default is 10, as its agents sample.
+    pub target_tracking_period: i32,
     /// The subnets and security groups awsvpc tasks may use.
     pub network: berth_domain::network::NetworkConfig,
     /// What metering charges (`berth billing`).
@@ -129,6 +135,7 @@ impl Default for ApiConfig {
             fargate_max_stop_timeout: berth_domain::taskdef::FARGATE_MAX_STOP_TIMEOUT,
             agent_timeout: std::time::Duration::from_secs(5),
             task_credentials_lifetime: std::time::Duration::from_secs(6 * 3600),
+            target_tracking_period: 10,
             network: berth_domain::network::NetworkConfig::local_default(),
             prices: berth_domain::billing::Prices::default(),
             lb_hostname: "localhost".into(),

@@ -114,6 +114,15 @@ fn secrets_json<'a>(
     Box::pin(crate::secretsmanager::dispatch(st, ctx, op, body))
 }
 
+fn autoscaling_json<'a>(
+    st: &'a AppState,
+    ctx: &'a RequestContext,
+    op: &'a str,
+    body: &'a [u8],
+) -> Reply<'a> {
+    Box::pin(crate::autoscaling::dispatch(st, ctx, op, body))
+}
+
 fn cloudwatch_json<'a>(
     st: &'a AppState,
     ctx: &'a RequestContext,
@@ -189,6 +198,20 @@ pub(crate) static SERVICES: &[AwsService] = &[
         }),
         query: None,
         knows: |op| berth_wire::logs::OPERATIONS.contains(&op),
+    },
+    AwsService {
+        label: "application-autoscaling",
+        signing_name: "application-autoscaling",
+        action_prefix: "application-autoscaling",
+        json: Some(JsonWire {
+            target_prefix: berth_wire::application_autoscaling::TARGET_PREFIX,
+            dispatch: autoscaling_json,
+            ask: Asker::Now(crate::authz::autoscaling),
+            content_type: JSON_1_1,
+            query_compatible: false,
+        }),
+        query: None,
+        knows: |op| berth_wire::application_autoscaling::OPERATIONS.contains(&op),
     },
     AwsService {
         label: "cloudwatch",
@@ -326,7 +349,10 @@ mod tests {
             by_query(Some("monitoring"), "PutMetricData").map(|(s, ..)| s.label),
             Some("cloudwatch")
         );
-        assert!(by_target("AnyScaleFrontendService").is_none());
+        assert_eq!(
+            by_target("AnyScaleFrontendService").map(|(s, ..)| s.label),
+            Some("application-autoscaling")
+        );
         assert_eq!(
             by_query(Some("sts"), "Anything").map(|(s, ..)| s.label),
             Some("sts")

@@ -322,7 +322,7 @@ fn api_coverage_doc_matches_the_code() {
         .iter()
         .map(|(op, _, _)| *op)
         .collect();
-    let services: [(&str, &[&str], &[&str]); 7] = [
+    let services: [(&str, &[&str], &[&str]); 8] = [
         (
             "ECS",
             berth_wire::ecs::OPERATIONS,
@@ -353,6 +353,11 @@ fn api_coverage_doc_matches_the_code() {
             "CloudWatch (",
             berth_wire::cloudwatch::OPERATIONS,
             berth_apiserver::CLOUDWATCH_IMPLEMENTED,
+        ),
+        (
+            "Application Auto Scaling",
+            berth_wire::application_autoscaling::OPERATIONS,
+            berth_apiserver::AUTOSCALING_IMPLEMENTED,
         ),
     ];
     for (heading, operations, implemented) in services {

@@ -14,6 +14,7 @@ const ADAPTERS: &[&str] = &[
     "secretsmanager",
     "cwlogs",
     "cloudwatch",
+    "autoscaling",
 ];
 
 fn sources(dir: &Path) -> Vec<PathBuf> {

@@ -444,6 +444,12 @@ struct ServerArgs {
     /// 43200); agents fetch new ones halfway through.
     #[arg(long, env = "BERTH_TASK_CREDENTIALS_LIFETIME", default_value_t = 21600, value_parser = clap::value_parser!(u32).range(900..=43200))]
     task_credentials_lifetime: u32,
+    /// Seconds per period at which target tracking policies watch ECS's
+    /// predefined metrics (their alarms: 3 periods above the target to
+    /// scale out, 15 below 90% of it to scale in). 60 is AWS's timing;
+    /// 10 matches the agents' default sampling.
+    #[arg(long, env = "BERTH_TARGET_TRACKING_PERIOD", default_value_t = 10, value_parser = parse_tracking_period)]
+    target_tracking_period: i32,
     /// Seconds a service task without container health checks must run
     /// before it counts as healthy in a deployment (ECS uses about 40).
     #[arg(long, env = "BERTH_SERVICE_SETTLE", default_value_t = 5.0, value_parser = parse_timeout)]
@@ -874,6 +880,7 @@ async fn serve(args: ServerArgs, up: Option<(HostArgs, bool)>) -> anyhow::Result
         fargate_max_stop_timeout: args.fargate_max_stop_timeout,
         agent_timeout: Duration::from_secs_f64(args.agent_timeout),
         task_credentials_lifetime: Duration::from_secs(u64::from(args.task_credentials_lifetime)),
+        target_tracking_period: args.target_tracking_period,
         prices: berth_domain::billing::Prices {
             fargate_vcpu_hour: args.price_fargate_vcpu_hour,
             fargate_gb_hour: args.price_fargate_gb_hour,
@@ -1135,6 +1142,14 @@ async fn serve(args: ServerArgs, up: Option<(HostArgs, bool)>) -> anyhow::Result
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// A target tracking period: one CloudWatch alarms take.
+fn parse_tracking_period(s: &str) -> Result<i32, String> {
+    match s.parse::<i32>() {
+        Ok(p @ (10 | 20 | 30 | 60)) => Ok(p),
+        _ => Err(format!("{s}: one of 10, 20, 30 or 60 seconds")),
+    }
 }
 
 fn agent_config(

@@ -281,12 +281,20 @@ pub type ActionRunner = std::sync::Arc<
     dyn Fn(
             Control,
             Scope,
-            String,
-            String,
+            ActionCall,
         ) -> futures::future::BoxFuture<'static, std::result::Result<String, String>>
         + Send
         + Sync,
 >;
+
+/// One action to run: its ARN, and the alarm whose state calls it.
+#[derive(Debug, Clone)]
+pub struct ActionCall {
+    pub arn: String,
+    pub alarm: String,
+    pub state: String,
+    pub reason_data: Option<String>,
+}
 
 /// Auto Scaling's actions run again every minute while the state holds.
 fn repeats(arn: &str) -> bool {
@@ -494,8 +502,14 @@ pub async fn evaluate_region(
                 list.into_iter().filter(|a| repeats(a)).collect()
             };
             for arn in list {
+                let call = ActionCall {
+                    arn: arn.clone(),
+                    alarm: name.clone(),
+                    state: state.value.clone(),
+                    reason_data: state.reason_data.clone(),
+                };
                 let result = match actions {
-                    Some(run) => run(ctl.clone(), scope.clone(), arn.clone(), name.clone()).await,
+                    Some(run) => run(ctl.clone(), scope.clone(), call).await,
                     None => Err("no service runs this action here".to_string()),
                 };
                 let summary = match &result {

@@ -274,7 +274,10 @@ impl Reconciler for Alarms {
 
     fn reconcile<'a>(&'a self, key: &'a Scope) -> BoxFuture<'a, Result<Action, ControlError>> {
         Box::pin(async move {
-            match crate::alarms::evaluate_region(&self.0.st, key, &self.1, None).await {
+            let runner: crate::alarms::ActionRunner = std::sync::Arc::new(|ctl, scope, call| {
+                Box::pin(crate::scaling::run_action(ctl, scope, call))
+            });
+            match crate::alarms::evaluate_region(&self.0.st, key, &self.1, Some(&runner)).await {
                 Ok(_) => {}
                 Err(crate::alarms::AlarmFailure::Control(e)) => return Err(e),
                 Err(crate::alarms::AlarmFailure::Cw(e)) => {

@@ -30,6 +30,7 @@ pub mod live;
 pub mod metrics;
 pub mod placement;
 pub mod runtime;
+pub mod scaling;
 pub mod secrets;
 pub mod service_lb;
 pub mod services;

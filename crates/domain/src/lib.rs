@@ -20,6 +20,7 @@ pub mod logs;
 pub mod metric_math;
 pub mod network;
 pub mod paging;
+pub mod scaling;
 pub mod secrets;
 pub mod service;
 pub mod settings;

@@ -29,6 +29,28 @@ pub fn resume(listing: &str, token: Option<&str>) -> Result<Option<String>, EcsE
     v["k"].as_str().map(|k| Some(k.to_string())).ok_or_else(bad)
 }
 
+/// A page of `items` (at most `size`) after what earlier pages gave,
+/// counted in a token of `listing`; and the next page's token. None when
+/// the token was not made by this listing.
+pub fn by_offset<T: Clone>(
+    listing: &str,
+    items: &[T],
+    token: Option<&str>,
+    size: usize,
+) -> Option<(Vec<T>, Option<String>)> {
+    let skip = match token.filter(|t| !t.is_empty()) {
+        None => 0,
+        Some(t) => resume(listing, Some(t))
+            .ok()
+            .flatten()
+            .and_then(|k| k.parse::<usize>().ok())?,
+    };
+    let page: Vec<T> = items.iter().skip(skip).take(size).cloned().collect();
+    let next =
+        (skip + page.len() < items.len()).then(|| self::token(listing, &(skip + size).to_string()));
+    Some((page, next))
+}
+
 /// Checks `maxResults` against the operation's range; None gives `max`.
 pub fn max_results(value: Option<i32>, max: i32) -> Result<usize, EcsError> {
     match value {

@@ -514,6 +514,50 @@ pub mod cloudwatch {
     }
 }
 
+/// Application Auto Scaling's records: regional, by the target's resource
+/// id (escaped to one segment). Targets and policies are the API's; the
+/// cooldowns and activities are the scaler's.
+pub mod scaling {
+    use berth_domain::Scope;
+
+    fn base(scope: &Scope) -> String {
+        format!(
+            "/berth/v1/{}/{}/application-autoscaling",
+            scope.account, scope.region
+        )
+    }
+    fn segment(resource: &str) -> String {
+        super::principal_segment(resource)
+    }
+    pub fn targets(scope: &Scope) -> String {
+        format!("{}/targets/", base(scope))
+    }
+    pub fn target(scope: &Scope, resource: &str) -> String {
+        format!("{}{}", targets(scope), segment(resource))
+    }
+    pub fn policies(scope: &Scope) -> String {
+        format!("{}/policies/", base(scope))
+    }
+    pub fn policies_of(scope: &Scope, resource: &str) -> String {
+        format!("{}{}/", policies(scope), segment(resource))
+    }
+    pub fn policy(scope: &Scope, resource: &str, name: &str) -> String {
+        format!("{}{}", policies_of(scope, resource), segment(name))
+    }
+    pub fn cooldowns(scope: &Scope, resource: &str) -> String {
+        format!("{}/cooldowns/{}", base(scope), segment(resource))
+    }
+    pub fn activities(scope: &Scope) -> String {
+        format!("{}/activities/", base(scope))
+    }
+    pub fn activities_of(scope: &Scope, resource: &str) -> String {
+        format!("{}{}/", activities(scope), segment(resource))
+    }
+    pub fn activity(scope: &Scope, resource: &str, at_ms: i64, id: &str) -> String {
+        format!("{}{at_ms:016}-{id}", activities_of(scope, resource))
+    }
+}
+
 /// IAM ARNs contain `/` and `:`; escape `/` so a principal is one segment.
 fn principal_segment(principal: &str) -> String {
     principal.replace('%', "%25").replace('/', "%2F")

@@ -41,6 +41,13 @@ pub mod logs {
     include!(concat!(env!("OUT_DIR"), "/logs.rs"));
 }
 
+/// Shapes of Application Auto Scaling (`application-autoscaling/2016-02-06`,
+/// JSON 1.1), for the operations Berth serves.
+#[allow(clippy::all)]
+pub mod application_autoscaling {
+    include!(concat!(env!("OUT_DIR"), "/application_autoscaling.rs"));
+}
+
 /// Shapes of CloudWatch (`monitoring/2010-08-01`), for the operations
 /// Berth serves: JSON 1.0 types (epoch-second timestamps) that the awsQuery
 /// tables also decode into and encode from.

@@ -1,0 +1,725 @@
+//! Application Auto Scaling against the store: scalable targets and
+//! policies the API writes (target tracking policies own their two
+//! CloudWatch alarms), and the scaler the alarm evaluator calls when an
+//! alarm's action names a policy: it decides with the domain's rules and
+//! sets the service's desired count by compare-and-swap, recording a
+//! scaling activity and a service event.
+
+use crate::alarms::{self, AlarmFailure};
+use crate::{Control, ControlError};
+use berth_domain::alarms::AlarmRecord;
+use berth_domain::scaling::{
+    self as rules, AasError, Activity, Cooldowns, Decision, PolicyRecord, TargetRecord, Watched,
+    DEFAULT_COOLDOWN,
+};
+use berth_domain::service::{RolloutState, Service, ServiceStatus};
+use berth_domain::Scope;
+use berth_store::keys::scaling as keys;
+use berth_store::keys::Keys;
+use berth_store::typed;
+use berth_store::{Op, Txn};
+use berth_wire::application_autoscaling as w;
+use berth_wire::cloudwatch as cw;
+
+/// An Application Auto Scaling failure or the store's.
+#[derive(Debug, thiserror::Error)]
+pub enum ScalingFailure {
+    #[error(transparent)]
+    Aas(#[from] AasError),
+    #[error(transparent)]
+    Control(#[from] ControlError),
+}
+
+impl From<berth_store::StoreError> for ScalingFailure {
+    fn from(e: berth_store::StoreError) -> Self {
+        ScalingFailure::Control(e.into())
+    }
+}
+
+impl From<AlarmFailure> for ScalingFailure {
+    fn from(e: AlarmFailure) -> Self {
+        match e {
+            AlarmFailure::Cw(e) => ScalingFailure::Aas(AasError::validation(e.message)),
+            AlarmFailure::Control(e) => ScalingFailure::Control(e),
+        }
+    }
+}
+
+type Result<T> = std::result::Result<T, ScalingFailure>;
+
+async fn swap<T, Fut>(ctl: &Control, attempt: impl FnMut() -> Fut) -> Result<T>
+where
+    Fut: std::future::Future<Output = Result<crate::cas::Attempt<T>>>,
+{
+    crate::cas::retry_swap(ctl, attempt).await?.ok_or_else(|| {
+        AasError::new(
+            "ConcurrentUpdateException",
+            "You already have a pending update to an Application Auto Scaling resource.",
+        )
+        .into()
+    })
+}
+
+use crate::cas::Attempt;
+
+/// The ECS service a target scales: its record, if it is ACTIVE.
+async fn service(
+    ctl: &Control,
+    scope: &Scope,
+    resource: &str,
+) -> Result<Option<typed::Versioned<Service>>> {
+    let Some((cluster, name)) = rules::service_of(resource) else {
+        return Ok(None);
+    };
+    Ok(
+        typed::get::<Service>(&*ctl.store, &scope.service(cluster, name))
+            .await?
+            .filter(|s| s.value.status == ServiceStatus::Active),
+    )
+}
+
+/// RegisterScalableTarget: registers or updates, then moves the service's
+/// desired count into [min, max] at once.
+pub async fn register(
+    ctl: &Control,
+    scope: &Scope,
+    input: &w::RegisterScalableTargetRequest,
+) -> Result<TargetRecord> {
+    let (resource, _) = rules::check_key(
+        input.service_namespace.as_deref(),
+        input.resource_id.as_deref(),
+        input.scalable_dimension.as_deref(),
+    )?;
+    if service(ctl, scope, &resource).await?.is_none() {
+        return Err(AasError::validation(format!("ECS service doesn't exist: {resource}")).into());
+    }
+    let key = keys::target(scope, &resource);
+    let now = ctl.clock.now();
+    let target = swap(ctl, || async {
+        let existing = typed::get::<TargetRecord>(&*ctl.store, &key).await?;
+        let next = rules::register(
+            existing.as_ref().map(|e| &e.value),
+            input,
+            &resource,
+            &scope.account,
+            &scope.region,
+            now,
+        )?;
+        if existing.as_ref().is_some_and(|e| e.value == next) {
+            return Ok(Attempt::Done(next));
+        }
+        let revision = existing.map_or(0, |e| e.mod_revision);
+        Ok(Attempt::Write(
+            Txn::when(
+                vec![typed::unchanged(&key, revision)],
+                vec![typed::put(&key, &next)],
+            ),
+            next,
+        ))
+    })
+    .await?;
+    if let Some(svc) = service(ctl, scope, &resource).await? {
+        let current = svc.value.desired_count as i32;
+        let clamped = current.clamp(target.min, target.max);
+        if clamped != current {
+            let cause = format!(
+                "scalable target registered with minimum capacity {} and maximum capacity {}",
+                target.min, target.max
+            );
+            apply(ctl, scope, &target, clamped, &cause).await?;
+        }
+    }
+    Ok(target)
+}
+
+pub async fn target(ctl: &Control, scope: &Scope, resource: &str) -> Result<Option<TargetRecord>> {
+    Ok(
+        typed::get::<TargetRecord>(&*ctl.store, &keys::target(scope, resource))
+            .await?
+            .map(|v| v.value),
+    )
+}
+
+pub async fn targets(ctl: &Control, scope: &Scope) -> Result<Vec<TargetRecord>> {
+    Ok(
+        typed::list::<TargetRecord>(&*ctl.store, &keys::targets(scope))
+            .await?
+            .into_iter()
+            .map(|(_, v)| v.value)
+            .collect(),
+    )
+}
+
+pub async fn policies(ctl: &Control, scope: &Scope) -> Result<Vec<PolicyRecord>> {
+    Ok(
+        typed::list::<PolicyRecord>(&*ctl.store, &keys::policies(scope))
+            .await?
+            .into_iter()
+            .map(|(_, v)| v.value)
+            .collect(),
+    )
+}
+
+/// DeregisterScalableTarget: the target, its policies and their alarms.
+pub async fn deregister(ctl: &Control, scope: &Scope, resource: &str) -> Result<()> {
+    let key = keys::target(scope, resource);
+    let Some(found) = typed::get::<TargetRecord>(&*ctl.store, &key).await? else {
+        return Err(AasError::no_target(resource).into());
+    };
+    let owned =
+        typed::list::<PolicyRecord>(&*ctl.store, &keys::policies_of(scope, resource)).await?;
+    let alarms: Vec<String> = owned
+        .iter()
+        .flat_map(|(_, p)| p.value.alarms.iter().map(|(n, _)| n.clone()))
+        .collect();
+    remove_alarms(ctl, scope, &alarms).await?;
+    let mut ops = vec![
+        Op::delete(key.clone()),
+        Op::delete(keys::cooldowns(scope, resource)),
+    ];
+    ops.extend(owned.into_iter().map(|(k, _)| Op::delete(k)));
+    let txn = Txn::when(vec![typed::unchanged(&key, found.mod_revision)], ops);
+    if !ctl.store.txn(txn).await?.succeeded {
+        return Err(AasError::new(
+            "ConcurrentUpdateException",
+            "You already have a pending update to an Application Auto Scaling resource.",
+        )
+        .into());
+    }
+    Ok(())
+}
+
+/// Deletes the alarms that exist of `names`.
+async fn remove_alarms(ctl: &Control, scope: &Scope, names: &[String]) -> Result<()> {
+    let mut present = vec![];
+    for n in names {
+        if alarms::get(ctl, scope, n).await?.is_some() {
+            present.push(n.clone());
+        }
+    }
+    if !present.is_empty() {
+        alarms::delete(ctl, scope, &present).await?;
+    }
+    Ok(())
+}
+
+/// The alarm a target tracking policy owns, as AWS makes it.
+fn tracking_alarm(
+    policy: &PolicyRecord,
+    watched: &Watched,
+    high: bool,
+    name: &str,
+    target: f64,
+) -> cw::PutMetricAlarmInput {
+    let (n, threshold, op) = if high {
+        (3, target, "GreaterThanThreshold")
+    } else {
+        (15, target * 0.9, "LessThanThreshold")
+    };
+    let mut a = cw::PutMetricAlarmInput {
+        alarm_name: Some(name.to_string()),
+        alarm_description: Some(format!(
+            "DO NOT EDIT OR DELETE. For TargetTrackingScaling policy {}.",
+            policy.arn
+        )),
+        actions_enabled: Some(true),
+        alarm_actions: Some(vec![policy.alarm_action()]),
+        evaluation_periods: Some(n),
+        datapoints_to_alarm: Some(n),
+        threshold: Some(threshold),
+        comparison_operator: Some(op.into()),
+        treat_missing_data: Some("missing".into()),
+        ..Default::default()
+    };
+    match watched {
+        Watched::Metric {
+            namespace,
+            name,
+            dimensions,
+            statistic,
+            unit,
+            period,
+        } => {
+            a.namespace = Some(namespace.clone());
+            a.metric_name = Some(name.clone());
+            a.dimensions = Some(
+                dimensions
+                    .iter()
+                    .map(|(k, v)| cw::Dimension {
+                        name: Some(k.clone()),
+                        value: Some(v.clone()),
+                    })
+                    .collect(),
+            );
+            a.statistic = Some(statistic.clone());
+            a.unit = unit.clone();
+            a.period = Some(*period);
+        }
+        Watched::Math(queries) => {
+            a.metrics = Some(
+                queries
+                    .iter()
+                    .map(|q| cw::MetricDataQuery {
+                        id: q.id.clone(),
+                        expression: q.expression.clone(),
+                        label: q.label.clone(),
+                        return_data: q.return_data,
+                        metric_stat: q.metric_stat.as_ref().map(|ms| cw::MetricStat {
+                            metric: ms.metric.as_ref().map(|m| cw::Metric {
+                                namespace: m.namespace.clone(),
+                                metric_name: m.metric_name.clone(),
+                                dimensions: m.dimensions.as_ref().map(|d| {
+                                    d.iter()
+                                        .map(|x| cw::Dimension {
+                                            name: x.name.clone(),
+                                            value: x.value.clone(),
+                                        })
+                                        .collect()
+                                }),
+                            }),
+                            period: Some(60),
+                            stat: ms.stat.clone(),
+                            unit: ms.unit.clone(),
+                        }),
+                        period: q.expression.as_ref().map(|_| 60),
+                        ..Default::default()
+                    })
+                    .collect(),
+            );
+        }
+    }
+    a
+}
+
+/// PutScalingPolicy: creates or replaces a policy; a target tracking one
+/// gets (or keeps) its AlarmHigh and, unless scale-in is disabled, its
+/// AlarmLow. `tracking_period` is the period the predefined ECS metrics
+/// are watched at (60 as AWS; Berth defaults to 10).
+pub async fn put_policy(
+    ctl: &Control,
+    scope: &Scope,
+    input: &w::PutScalingPolicyRequest,
+    tracking_period: i32,
+) -> Result<PolicyRecord> {
+    let (resource, _) = rules::check_key(
+        input.service_namespace.as_deref(),
+        input.resource_id.as_deref(),
+        input.scalable_dimension.as_deref(),
+    )?;
+    if target(ctl, scope, &resource).await?.is_none() {
+        return Err(AasError::no_target(&resource).into());
+    }
+    let (kind, watched) = rules::check_policy(input)?;
+    let name = input.policy_name.clone().unwrap_or_default();
+    let key = keys::policy(scope, &resource, &name);
+    let existing = typed::get::<PolicyRecord>(&*ctl.store, &key).await?;
+    let id = existing
+        .as_ref()
+        .and_then(|e| rules::parse_policy_arn(&e.value.arn).map(|(id, ..)| id))
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let mut record = PolicyRecord {
+        name: name.clone(),
+        resource_id: resource.clone(),
+        arn: rules::policy_arn(&scope.region, &scope.account, &id, &resource, &name),
+        kind: kind.clone(),
+        target_tracking: input.target_tracking_scaling_policy_configuration.clone(),
+        step: input.step_scaling_policy_configuration.clone(),
+        alarms: vec![],
+        created: existing
+            .as_ref()
+            .map_or(ctl.clock.now(), |e| e.value.created),
+    };
+    let old_alarms: Vec<String> = existing
+        .as_ref()
+        .map(|e| e.value.alarms.iter().map(|(n, _)| n.clone()).collect())
+        .unwrap_or_default();
+    if let (Some(mut watched), Some(tt)) = (watched, &record.target_tracking) {
+        if let Watched::Metric {
+            period, namespace, ..
+        } = &mut watched
+        {
+            if namespace == "AWS/ECS" {
+                *period = if *period < 60 {
+                    (*period).min(tracking_period)
+                } else {
+                    tracking_period
+                };
+            }
+        }
+        let target = tt.target_value.unwrap_or_default();
+        let suffix = uuid::Uuid::new_v4().to_string();
+        let named = |which: &str| {
+            old_alarms
+                .iter()
+                .find(|n| n.contains(&format!("-{which}-")))
+                .cloned()
+                .unwrap_or_else(|| format!("TargetTracking-{resource}-{which}-{suffix}"))
+        };
+        let mut wanted = vec![(named("AlarmHigh"), true)];
+        if !tt.disable_scale_in.unwrap_or(false) {
+            wanted.push((named("AlarmLow"), false));
+        }
+        for (alarm, high) in &wanted {
+            let a = tracking_alarm(&record, &watched, *high, alarm, target);
+            let a =
+                berth_domain::alarms::check_put(&a).map_err(|e| AasError::validation(e.message))?;
+            alarms::put(ctl, scope, a).await?;
+            record.alarms.push((
+                alarm.clone(),
+                berth_domain::alarms::arn(&scope.region, &scope.account, alarm),
+            ));
+        }
+        let gone: Vec<String> = old_alarms
+            .iter()
+            .filter(|n| !wanted.iter().any(|(w, _)| w == *n))
+            .cloned()
+            .collect();
+        remove_alarms(ctl, scope, &gone).await?;
+    } else {
+        remove_alarms(ctl, scope, &old_alarms).await?;
+    }
+    ctl.store
+        .txn(Txn::when(vec![], vec![typed::put(&key, &record)]))
+        .await?;
+    Ok(record)
+}
+
+/// DeleteScalingPolicy: the policy and the alarms it owns.
+pub async fn delete_policy(ctl: &Control, scope: &Scope, resource: &str, name: &str) -> Result<()> {
+    let key = keys::policy(scope, resource, name);
+    let Some(found) = typed::get::<PolicyRecord>(&*ctl.store, &key).await? else {
+        return Err(AasError::not_found(format!(
+            "No scaling policy found for service namespace: ecs, resource ID: {resource}, scalable dimension: {}, policy name: {name}",
+            rules::DIMENSION
+        ))
+        .into());
+    };
+    let owned: Vec<String> = found.value.alarms.iter().map(|(n, _)| n.clone()).collect();
+    remove_alarms(ctl, scope, &owned).await?;
+    ctl.store
+        .txn(Txn::when(
+            vec![typed::unchanged(&key, found.mod_revision)],
+            vec![Op::delete(key.clone())],
+        ))
+        .await?;
+    Ok(())
+}
+
+/// A target's activities, newest first.
+pub async fn activities(
+    ctl: &Control,
+    scope: &Scope,
+    resource: Option<&str>,
+) -> Result<Vec<Activity>> {
+    let prefix = match resource {
+        Some(r) => keys::activities_of(scope, r),
+        None => keys::activities(scope),
+    };
+    let mut out: Vec<Activity> = typed::list::<Activity>(&*ctl.store, &prefix)
+        .await?
+        .into_iter()
+        .map(|(_, v)| v.value)
+        .collect();
+    out.sort_by(|a, b| b.start.total_cmp(&a.start));
+    Ok(out)
+}
+
+/// Activities kept per target.
+const MAX_ACTIVITIES: usize = 200;
+
+async fn record_activity(ctl: &Control, scope: &Scope, a: &Activity) -> Result<()> {
+    let key = keys::activity(scope, &a.resource_id, (a.start * 1000.0) as i64, &a.id[..8]);
+    let mut ops = vec![typed::put(&key, a)];
+    let names = typed::names(&*ctl.store, &keys::activities_of(scope, &a.resource_id)).await?;
+    if names.len() >= MAX_ACTIVITIES {
+        let excess = names.len() + 1 - MAX_ACTIVITIES;
+        ops.extend(
+            names
+                .iter()
+                .take(excess)
+                .map(|n| Op::delete(format!("{}{n}", keys::activities_of(scope, &a.resource_id)))),
+        );
+    }
+    ctl.store.txn(Txn::when(vec![], ops)).await?;
+    Ok(())
+}
+
+/// Sets the service's desired count (an UpdateService by Application Auto
+/// Scaling) with a service event, and records the activity.
+async fn apply(
+    ctl: &Control,
+    scope: &Scope,
+    t: &TargetRecord,
+    count: i32,
+    cause: &str,
+) -> Result<()> {
+    let start = ctl.clock.now();
+    let Some((cluster, name)) = rules::service_of(&t.resource_id) else {
+        return Ok(());
+    };
+    let key = scope.service(cluster, name);
+    let set = swap(ctl, || async {
+        let Some(found) = typed::get::<Service>(&*ctl.store, &key).await? else {
+            return Ok(Attempt::Done(false));
+        };
+        let mut svc = found.value.clone();
+        if svc.status != ServiceStatus::Active {
+            return Ok(Attempt::Done(false));
+        }
+        if svc.desired_count == count as u32 {
+            return Ok(Attempt::Done(true));
+        }
+        svc.desired_count = count as u32;
+        svc.steady = false;
+        svc.version += 1;
+        svc.say(
+            start,
+            uuid::Uuid::new_v4().to_string(),
+            &format!("desired count set to {count} by Application Auto Scaling: {cause}."),
+        );
+        let txn = Txn::when(
+            vec![typed::unchanged(&key, found.mod_revision)],
+            vec![
+                typed::put(&key, &svc),
+                Op::put(scope.placement(cluster), vec![]),
+            ],
+        );
+        Ok(Attempt::Write(txn, true))
+    })
+    .await?;
+    let end = ctl.clock.now();
+    let activity = Activity {
+        id: uuid::Uuid::new_v4().to_string(),
+        resource_id: t.resource_id.clone(),
+        description: format!("Setting desired count to {count}."),
+        cause: cause.to_string(),
+        start,
+        end,
+        status: if set { "Successful" } else { "Failed" }.into(),
+        message: if set {
+            format!(
+                "Successfully set desired count to {count}. Change successfully fulfilled by ecs."
+            )
+        } else {
+            format!("Failed to set desired count to {count}: the service is not ACTIVE.")
+        },
+        not_scaled: None,
+    };
+    record_activity(ctl, scope, &activity).await
+}
+
+/// Values of an alarm state's reason data: the newest datapoint, and the
+/// evaluated datapoints.
+fn datapoints(reason_data: Option<&str>) -> (Option<f64>, Vec<f64>) {
+    let v: serde_json::Value = reason_data
+        .and_then(|d| serde_json::from_str(d).ok())
+        .unwrap_or_default();
+    let newest = v["recentDatapoints"]
+        .as_array()
+        .and_then(|a| a.first())
+        .and_then(serde_json::Value::as_f64);
+    let evaluated = v["evaluatedDatapoints"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|d| d["value"].as_f64())
+        .collect();
+    (newest, evaluated)
+}
+
+/// What the alarm evaluator runs for an action naming a policy: decides
+/// and scales. Ok with what happened; Err when the action cannot run.
+pub async fn run_action(
+    ctl: Control,
+    scope: Scope,
+    call: alarms::ActionCall,
+) -> std::result::Result<String, String> {
+    if !call.arn.contains(":scalingPolicy:") || !call.arn.contains(":resource/ecs/") {
+        return Err("Berth runs Application Auto Scaling policy actions only".into());
+    }
+    run(
+        &ctl,
+        &scope,
+        &call.arn,
+        &call.alarm,
+        &call.state,
+        call.reason_data.as_deref(),
+    )
+    .await
+    .map_err(|e| match e {
+        ScalingFailure::Aas(e) => e.message,
+        ScalingFailure::Control(e) => e.to_string(),
+    })
+}
+
+async fn run(
+    ctl: &Control,
+    scope: &Scope,
+    arn: &str,
+    alarm: &str,
+    state: &str,
+    reason_data: Option<&str>,
+) -> Result<String> {
+    let (id, resource, name) = rules::parse_policy_arn(arn)
+        .ok_or_else(|| AasError::validation(format!("{arn} is not a scaling policy ARN")))?;
+    let policy = typed::get::<PolicyRecord>(&*ctl.store, &keys::policy(scope, &resource, &name))
+        .await?
+        .map(|v| v.value)
+        .filter(|p| rules::parse_policy_arn(&p.arn).is_some_and(|(i, ..)| i == id))
+        .ok_or_else(|| {
+            AasError::not_found(format!(
+                "No scaling policy found for the action's ARN {arn}"
+            ))
+        })?;
+    let t = target(ctl, scope, &resource)
+        .await?
+        .ok_or_else(|| AasError::no_target(&resource))?;
+    let Some(svc) = service(ctl, scope, &resource).await? else {
+        return Err(AasError::validation(format!("ECS service doesn't exist: {resource}")).into());
+    };
+    let current = svc.value.desired_count as i32;
+    let deploying = svc.value.primary().rollout_state == RolloutState::InProgress
+        && svc.value.deployments.len() > 1;
+    let cooldown_key = keys::cooldowns(scope, &resource);
+    let last = typed::get::<Cooldowns>(&*ctl.store, &cooldown_key)
+        .await?
+        .map(|v| v.value)
+        .unwrap_or_default();
+    let now = ctl.clock.now();
+    let (newest, evaluated) = datapoints(reason_data);
+    let (wanted, out_cd, in_cd) =
+        match (policy.kind.as_str(), &policy.target_tracking, &policy.step) {
+            ("TargetTrackingScaling", Some(tt), _) => {
+                let Some(metric) = newest else {
+                    return Ok("no datapoint to scale on".into());
+                };
+                let target_value = tt.target_value.unwrap_or(1.0);
+                let high = alarm.contains("-AlarmHigh-");
+                let wanted = rules::tracking_capacity(current, metric, target_value);
+                if !high {
+                    if tt.disable_scale_in.unwrap_or(false) || wanted >= current {
+                        return Ok("nothing to remove".into());
+                    }
+                    // Scale in only when every policy that may scale in agrees.
+                    let all = policies(ctl, scope).await?;
+                    let states = alarms::list(ctl, scope).await?;
+                    let others_agree = all
+                        .iter()
+                        .filter(|p| p.resource_id == resource && p.name != policy.name)
+                        .filter(|p| {
+                            p.target_tracking
+                                .as_ref()
+                                .is_some_and(|c| !c.disable_scale_in.unwrap_or(false))
+                        })
+                        .all(|p| {
+                            p.alarms
+                                .iter()
+                                .filter(|(n, _)| n.contains("-AlarmLow-"))
+                                .all(|(n, _)| {
+                                    states.iter().any(|(r, s)| {
+                                        r.input.alarm_name.as_deref() == Some(n.as_str())
+                                            && s.value == berth_domain::alarms::ALARM
+                                    })
+                                })
+                        });
+                    if !others_agree {
+                        return Ok("another policy does not agree to scale in".into());
+                    }
+                } else if wanted <= current && current < t.max {
+                    return Ok("the metric asks for no more capacity".into());
+                }
+                (
+                    wanted,
+                    f64::from(tt.scale_out_cooldown.unwrap_or(DEFAULT_COOLDOWN)),
+                    f64::from(tt.scale_in_cooldown.unwrap_or(DEFAULT_COOLDOWN)),
+                )
+            }
+            ("StepScaling", _, Some(step)) => {
+                let alarm_record: Option<AlarmRecord> =
+                    alarms::get(ctl, scope, alarm).await?.map(|v| v.value);
+                let threshold = alarm_record.and_then(|r| r.input.threshold).unwrap_or(0.0);
+                if evaluated.is_empty() {
+                    return Ok("the alarm's state has no datapoints to scale on".into());
+                }
+                let value = match step.metric_aggregation_type.as_deref() {
+                    Some("Minimum") => evaluated.iter().copied().fold(f64::INFINITY, f64::min),
+                    Some("Maximum") => evaluated.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+                    _ => evaluated.iter().sum::<f64>() / evaluated.len() as f64,
+                };
+                let Some(wanted) = rules::step_capacity(step, value, threshold, current) else {
+                    return Ok(format!("no step adjustment covers {value}"));
+                };
+                let cd = f64::from(step.cooldown.unwrap_or(DEFAULT_COOLDOWN));
+                (wanted, cd, cd)
+            }
+            _ => return Ok("the policy cannot scale".into()),
+        };
+    let cause = format!(
+        "monitor alarm {alarm} in state {state} triggered policy {}",
+        policy.name
+    );
+    match rules::decide(&t, current, wanted, out_cd, in_cd, &last, deploying, now) {
+        Decision::Set(n) => {
+            apply(ctl, scope, &t, n, &cause).await?;
+            let mut next = last.clone();
+            if n > current {
+                next.out = Some((now, n));
+                next.scale_in = None;
+            } else {
+                next.scale_in = Some(now);
+            }
+            ctl.store
+                .txn(Txn::when(vec![], vec![typed::put(&cooldown_key, &next)]))
+                .await?;
+            Ok(format!("desired count set from {current} to {n}"))
+        }
+        Decision::Not(reason) => {
+            let activity = Activity {
+                id: uuid::Uuid::new_v4().to_string(),
+                resource_id: resource.clone(),
+                description: format!("Setting desired count to {}.", wanted.clamp(t.min, t.max)),
+                cause,
+                start: now,
+                end: now,
+                status: "Failed".into(),
+                message: format!(
+                    "Failed to set desired count to {}",
+                    wanted.clamp(t.min, t.max)
+                ),
+                not_scaled: Some(reason.clone()),
+            };
+            record_activity(ctl, scope, &activity).await?;
+            Ok(format!("not scaled: {}", reason.code))
+        }
+        Decision::Held(why) => Ok(format!("not scaled: {why}")),
+    }
+}
+
+/// Changes a target's tags with `f`, checked before anything is written.
+pub async fn change_tags(
+    ctl: &Control,
+    scope: &Scope,
+    resource: &str,
+    f: impl Fn(&mut std::collections::BTreeMap<String, String>),
+) -> Result<()> {
+    let key = keys::target(scope, resource);
+    swap(ctl, || async {
+        let Some(found) = typed::get::<TargetRecord>(&*ctl.store, &key).await? else {
+            return Err(AasError::no_target(resource).into());
+        };
+        let mut t = found.value.clone();
+        f(&mut t.tags);
+        rules::check_tags(&t.tags)?;
+        if t == found.value {
+            return Ok(Attempt::Done(()));
+        }
+        Ok(Attempt::Write(
+            Txn::when(
+                vec![typed::unchanged(&key, found.mod_revision)],
+                vec![typed::put(&key, &t)],
+            ),
+            (),
+        ))
+    })
+    .await
+}

@@ -1,0 +1,188 @@
+"""Application Auto Scaling moving real services: boto3 and the aws CLI
+against a server whose agent samples real containers. Target tracking on
+CPU scales a service out while its tasks burn CPU and back in once they
+stop; step scaling follows an alarm on a custom metric; targets,
+policies, activities and their errors."""
+
+import datetime
+import json
+import time
+
+import pytest
+
+from conftest import IMAGE, Cluster, aws_cli, wait_for
+from test_iam import client, error_of
+
+SERVICE_NS = "ecs"
+DIM = "ecs:service:DesiredCount"
+
+
+@pytest.fixture(scope="module")
+def scl(tmp_path_factory):
+    c = Cluster(str(tmp_path_factory.mktemp("scaling")), "scaling", [[]],
+                agent_extra=["--stats-interval", "2"]).start()
+    yield c
+    c.stop()
+
+
+def service(cl, name, command, desired=1):
+    cl.ecs.register_task_definition(family=name, cpu="256", memory="64", containerDefinitions=[
+        {"name": "app", "image": IMAGE, "essential": True, "stopTimeout": 1, "command": ["sh", "-c", command]}])
+    cl.ecs.create_service(cluster=cl.name, serviceName=name, taskDefinition=name, desiredCount=desired)
+    return f"service/{cl.name}/{name}"
+
+
+def desired(cl, name):
+    return cl.ecs.describe_services(cluster=cl.name, services=[name])["services"][0]["desiredCount"]
+
+
+def test_target_tracking_on_cpu_scales_out_under_load_and_back_in(scl, name):
+    """Tasks burn all their 256 CPU units until 45 s from now (the ones
+    scaling adds too), then idle. With a 50% target, three 10-second
+    periods above it add tasks; fifteen below 45% (150 s) take them away
+    again."""
+    aas = client(scl.server, "application-autoscaling")
+    until = int(time.time()) + 45
+    burn = f"while [ $(date +%s) -lt {until} ]; do :; done; exec sleep 3600"
+    resource = service(scl, name, burn)
+    aas.register_scalable_target(ServiceNamespace=SERVICE_NS, ResourceId=resource, ScalableDimension=DIM,
+                                 MinCapacity=1, MaxCapacity=3)
+    r = aas.put_scaling_policy(
+        PolicyName="cpu50", ServiceNamespace=SERVICE_NS, ResourceId=resource, ScalableDimension=DIM,
+        PolicyType="TargetTrackingScaling",
+        TargetTrackingScalingPolicyConfiguration={
+            "TargetValue": 50.0, "ScaleOutCooldown": 0, "ScaleInCooldown": 0,
+            "PredefinedMetricSpecification": {"PredefinedMetricType": "ECSServiceAverageCPUUtilization"}})
+    assert r["PolicyARN"].startswith("arn:aws:autoscaling:us-east-1:000000000000:scalingPolicy:")
+    assert r["PolicyARN"].endswith(f":resource/ecs/{resource}:policyName/cpu50")
+    names = sorted(a["AlarmName"] for a in r["Alarms"])
+    assert names[0].startswith(f"TargetTracking-{resource}-AlarmHigh-") and "-AlarmLow-" in names[1], names
+    cw = client(scl.server, "cloudwatch")
+    high, low = cw.describe_alarms(AlarmNames=names)["MetricAlarms"]
+    assert (high["Threshold"], high["EvaluationPeriods"], high["ComparisonOperator"]) == \
+        (50.0, 3, "GreaterThanThreshold")
+    assert (low["Threshold"], low["EvaluationPeriods"], low["ComparisonOperator"]) == (45.0, 15, "LessThanThreshold")
+    assert high["AlarmDescription"] == f"DO NOT EDIT OR DELETE. For TargetTrackingScaling policy {r['PolicyARN']}."
+    assert high["AlarmActions"][0].startswith(r["PolicyARN"] + ":createdBy/")
+
+    wait_for("a scale-out", lambda: desired(scl, name) >= 2, timeout=120)
+    acts = aas.describe_scaling_activities(ServiceNamespace=SERVICE_NS, ResourceId=resource)["ScalingActivities"]
+    out = acts[-1]
+    assert out["StatusCode"] == "Successful" and out["Description"].startswith("Setting desired count to ")
+    assert "-AlarmHigh-" in out["Cause"] and out["Cause"].endswith("in state ALARM triggered policy cpu50"), out
+    assert out["StatusMessage"].endswith("Change successfully fulfilled by ecs.")
+    events = scl.ecs.describe_services(cluster=scl.name, services=[name])["services"][0]["events"]
+    assert any("by Application Auto Scaling" in e["message"] for e in events), events[:3]
+    wait_for("the new tasks running", lambda: len(scl.ecs.list_tasks(
+        cluster=scl.name, serviceName=name, desiredStatus="RUNNING")["taskArns"]) >= 2, timeout=60)
+    # The burn ends; fifteen quiet periods later the service shrinks.
+    wait_for("a scale-in", lambda: desired(scl, name) == 1, timeout=300)
+    acts = aas.describe_scaling_activities(ServiceNamespace=SERVICE_NS, ResourceId=resource)["ScalingActivities"]
+    assert "-AlarmLow-" in acts[0]["Cause"] and acts[0]["Description"] == "Setting desired count to 1.", acts[0]
+    scl.ecs.update_service(cluster=scl.name, service=name, desiredCount=0)
+    aas.deregister_scalable_target(ServiceNamespace=SERVICE_NS, ResourceId=resource, ScalableDimension=DIM)
+    # Its policy and the policy's alarms went with it.
+    assert cw.describe_alarms(AlarmNames=names)["MetricAlarms"] == []
+    assert aas.describe_scaling_policies(ServiceNamespace=SERVICE_NS, ResourceId=resource)["ScalingPolicies"] == []
+
+
+def test_step_scaling_follows_an_alarm_on_a_custom_metric(scl, name):
+    """A queue-depth style alarm the user makes (2 of 2 ten-second periods
+    of a custom metric above 100) runs a step policy: +1 task between 100
+    and 200 over the threshold... here the depth is 350, so +3, capped at
+    the maximum; at the maximum, activities say why nothing changed."""
+    aas = client(scl.server, "application-autoscaling")
+    cw = client(scl.server, "cloudwatch")
+    resource = service(scl, name, "exec sleep 3600")
+    aas.register_scalable_target(ServiceNamespace=SERVICE_NS, ResourceId=resource, ScalableDimension=DIM,
+                                 MinCapacity=1, MaxCapacity=3)
+    policy = aas.put_scaling_policy(
+        PolicyName="depth", ServiceNamespace=SERVICE_NS, ResourceId=resource, ScalableDimension=DIM,
+        PolicyType="StepScaling", StepScalingPolicyConfiguration={
+            "AdjustmentType": "ChangeInCapacity", "Cooldown": 0, "MetricAggregationType": "Maximum",
+            "StepAdjustments": [
+                {"MetricIntervalLowerBound": 0, "MetricIntervalUpperBound": 100, "ScalingAdjustment": 1},
+                {"MetricIntervalLowerBound": 100, "ScalingAdjustment": 3}]})["PolicyARN"]
+    assert aas.describe_scaling_policies(ServiceNamespace=SERVICE_NS, PolicyNames=["depth"],
+                                         ResourceId=resource)["ScalingPolicies"][0]["Alarms"] == []
+    ns = f"Queue/{name}"
+    cw.put_metric_alarm(AlarmName=f"{name}-depth", Namespace=ns, MetricName="Depth", Statistic="Maximum",
+                        Period=10, EvaluationPeriods=2, Threshold=100.0,
+                        ComparisonOperator="GreaterThanThreshold", AlarmActions=[policy])
+    now = int(time.time())
+    cw.put_metric_data(Namespace=ns, MetricData=[
+        {"MetricName": "Depth", "Value": 350.0, "StorageResolution": 1,
+         "Timestamp": datetime.datetime.fromtimestamp(t, tz=datetime.timezone.utc)}
+        for t in range(now - 30, now + 120)])
+    wait_for("the step's capacity", lambda: desired(scl, name) == 3, timeout=60)
+    # The alarm stays in ALARM and runs the policy again each minute: at the
+    # maximum, that is a not-scaled activity.
+    wait_for("a not-scaled activity", lambda: [
+        a for a in aas.describe_scaling_activities(ServiceNamespace=SERVICE_NS, ResourceId=resource,
+                                                   IncludeNotScaledActivities=True)["ScalingActivities"]
+        if a.get("NotScaledReasons", [{}])[0].get("Code") == "AlreadyAtMaxCapacity"], timeout=90)
+    plain = aas.describe_scaling_activities(ServiceNamespace=SERVICE_NS, ResourceId=resource)["ScalingActivities"]
+    assert all("NotScaledReasons" not in a for a in plain)
+    scl.ecs.update_service(cluster=scl.name, service=name, desiredCount=0)
+    aas.deregister_scalable_target(ServiceNamespace=SERVICE_NS, ResourceId=resource, ScalableDimension=DIM)
+
+
+def test_targets_policies_and_their_errors(scl, name):
+    aas = client(scl.server, "application-autoscaling")
+    resource = service(scl, name, "exec sleep 3600", desired=5)
+    key = dict(ServiceNamespace=SERVICE_NS, ResourceId=resource, ScalableDimension=DIM)
+    # Registering clamps the desired count into [min, max] at once.
+    arn = aas.register_scalable_target(**key, MinCapacity=0, MaxCapacity=2,
+                                       Tags={"team": "a"})["ScalableTargetARN"]
+    assert arn.startswith("arn:aws:application-autoscaling:us-east-1:000000000000:scalable-target/")
+    assert desired(scl, name) == 2
+    t = aas.describe_scalable_targets(ServiceNamespace=SERVICE_NS, ResourceIds=[resource])["ScalableTargets"][0]
+    assert (t["MinCapacity"], t["MaxCapacity"]) == (0, 2)
+    assert t["RoleARN"].endswith("/AWSServiceRoleForApplicationAutoScaling_ECSService")
+    # An update changes only what it names.
+    aas.register_scalable_target(**key, MaxCapacity=4, SuspendedState={"DynamicScalingInSuspended": True})
+    t = aas.describe_scalable_targets(ServiceNamespace=SERVICE_NS, ResourceIds=[resource])["ScalableTargets"][0]
+    assert (t["MinCapacity"], t["MaxCapacity"], t["SuspendedState"]["DynamicScalingInSuspended"]) == (0, 4, True)
+    assert aas.list_tags_for_resource(ResourceARN=arn)["Tags"] == {"team": "a"}
+    aas.tag_resource(ResourceARN=arn, Tags={"env": "prod"})
+    aas.untag_resource(ResourceARN=arn, TagKeys=["team"])
+    assert aas.list_tags_for_resource(ResourceARN=arn)["Tags"] == {"env": "prod"}
+
+    cases = [
+        (aas.register_scalable_target, dict(ServiceNamespace=SERVICE_NS, ResourceId=f"service/{scl.name}/nope",
+                                            ScalableDimension=DIM, MinCapacity=1, MaxCapacity=2),
+         "ValidationException", f"ECS service doesn't exist: service/{scl.name}/nope"),
+        (aas.register_scalable_target, dict(**key, MinCapacity=3, MaxCapacity=1), "ValidationException",
+         "Minimum capacity cannot be greater than maximum capacity"),
+        (aas.register_scalable_target, dict(ServiceNamespace="dynamodb", ResourceId="table/t",
+                                            ScalableDimension="dynamodb:table:ReadCapacityUnits",
+                                            MinCapacity=1, MaxCapacity=2), "ValidationException", "ECS services only"),
+        (aas.put_scaling_policy, dict(**key, PolicyName="p", PolicyType="Bogus"), "ValidationException",
+         "Member must satisfy enum value set: [PredictiveScaling, StepScaling, TargetTrackingScaling]"),
+        (aas.put_scaling_policy, dict(**key, PolicyName="p", PolicyType="StepScaling",
+                                      StepScalingPolicyConfiguration={
+                                          "AdjustmentType": "ChangeInCapacity", "StepAdjustments": [
+                                              {"MetricIntervalLowerBound": 0, "MetricIntervalUpperBound": 10,
+                                               "ScalingAdjustment": 1},
+                                              {"MetricIntervalLowerBound": 20, "ScalingAdjustment": 2}]}),
+         "ValidationException", "gaps"),
+        (aas.put_scaling_policy, dict(ServiceNamespace=SERVICE_NS, ResourceId=f"service/{scl.name}/other",
+                                      ScalableDimension=DIM, PolicyName="p", PolicyType="TargetTrackingScaling",
+                                      TargetTrackingScalingPolicyConfiguration={
+                                          "TargetValue": 50.0, "PredefinedMetricSpecification": {
+                                              "PredefinedMetricType": "ECSServiceAverageCPUUtilization"}}),
+         "ObjectNotFoundException", "No scalable target registered"),
+        (aas.delete_scaling_policy, dict(**key, PolicyName="none"), "ObjectNotFoundException",
+         "No scaling policy found"),
+    ]
+    for call, kw, code, words in cases:
+        got = error_of(call, **kw)
+        assert got[1] == code and words in got[2], (kw, got)
+    assert aas.describe_scaling_policies(ServiceNamespace=SERVICE_NS, ResourceId=resource)["ScalingPolicies"] == []
+    # The aws CLI reads the same.
+    out = aws_cli(scl.server, "application-autoscaling", "describe-scalable-targets",
+                  "--service-namespace", "ecs", "--resource-ids", resource)
+    assert out["ScalableTargets"][0]["MaxCapacity"] == 4
+    aas.deregister_scalable_target(**key)
+    assert error_of(aas.deregister_scalable_target, **key)[1] == "ObjectNotFoundException"
+    scl.ecs.update_service(cluster=scl.name, service=name, desiredCount=0)
