@@ -6,11 +6,12 @@ policies, activities and their errors."""
 
 import datetime
 import json
+import subprocess
 import time
 
 import pytest
 
-from conftest import IMAGE, Cluster, aws_cli, wait_for
+from conftest import BERTH, IMAGE, Cluster, aws_cli, wait_for
 from test_iam import client, error_of
 
 SERVICE_NS = "ecs"
@@ -185,4 +186,60 @@ def test_targets_policies_and_their_errors(scl, name):
     assert out["ScalableTargets"][0]["MaxCapacity"] == 4
     aas.deregister_scalable_target(**key)
     assert error_of(aas.deregister_scalable_target, **key)[1] == "ObjectNotFoundException"
+    scl.ecs.update_service(cluster=scl.name, service=name, desiredCount=0)
+
+
+def test_protected_tasks_survive_scale_in(scl, name):
+    """Each task protects itself from inside, through $ECS_AGENT_URI with
+    its role; scaling the service in then stops nothing until a task's
+    protection is lifted, and that task is the one that goes."""
+    iam = client(scl.server, "iam")
+    trust = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
+                                                     "Principal": {"Service": "ecs-tasks.amazonaws.com"}}]}
+    role = iam.create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps(trust))["Role"]["Arn"]
+    iam.put_role_policy(RoleName=name, PolicyName="protect", PolicyDocument=json.dumps({
+        "Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Resource": "*",
+                                                "Action": ["ecs:UpdateTaskProtection", "ecs:GetTaskProtection"]}]}))
+    # busybox's nc: stdin stays open a moment so the answer is read.
+    protect = ('sleep 1; body=\'{"ProtectionEnabled":true,"ExpiresInMinutes":60}\'; '
+               'p=${ECS_AGENT_URI#http://169.254.170.2}; '
+               '{ printf "PUT $p/task-protection/v1/state HTTP/1.0\\r\\nHost: 169.254.170.2\\r\\n'
+               'Content-Length: ${#body}\\r\\n\\r\\n$body"; sleep 2; } | nc 169.254.170.2 80; echo; '
+               'exec sleep 3600')
+    scl.ecs.register_task_definition(family=name, taskRoleArn=role, containerDefinitions=[
+        {"name": "worker", "image": IMAGE, "memory": 32, "stopTimeout": 1, "command": ["sh", "-c", protect]}])
+    scl.ecs.create_service(cluster=scl.name, serviceName=name, taskDefinition=name, desiredCount=2)
+
+    def tasks():
+        return scl.ecs.list_tasks(cluster=scl.name, serviceName=name, desiredStatus="RUNNING")["taskArns"]
+
+    arns = wait_for("two tasks", lambda: len(tasks()) == 2 and tasks(), timeout=60)
+
+    def protected():
+        r = scl.ecs.get_task_protection(cluster=scl.name, tasks=arns)["protectedTasks"]
+        return [t for t in r if t["protectionEnabled"]]
+
+    got = wait_for("both tasks protected from inside", lambda: len(protected()) == 2 and protected(), timeout=30)
+    assert all(t["expirationDate"] > datetime.datetime.now(tz=datetime.timezone.utc) for t in got)
+
+    def answer():
+        out = subprocess.run([BERTH, "logs", arns[0], "--cluster", scl.name, "--server", scl.server.url],
+                             capture_output=True, text=True, timeout=30).stdout
+        return '"ProtectionEnabled":true' in out and out
+
+    assert '"TaskArn":"' + arns[0] in wait_for("the endpoint's answer in the task's output", answer, timeout=20)
+    scl.ecs.update_service(cluster=scl.name, service=name, desiredCount=1)
+    time.sleep(3)
+    assert len(tasks()) == 2, "protected tasks are not stopped by scale-in"
+    events = scl.ecs.describe_services(cluster=scl.name, services=[name])["services"][0]
+    assert events["desiredCount"] == 1 and events["runningCount"] == 2
+    r = scl.ecs.update_task_protection(cluster=scl.name, tasks=[arns[1]], protectionEnabled=False)
+    assert r["protectedTasks"][0]["protectionEnabled"] is False and "expirationDate" not in r["protectedTasks"][0]
+    wait_for("the unprotected task stopped", lambda: tasks() == [arns[0]], timeout=30)
+    # Standalone tasks cannot be protected; unknown ones are missing.
+    r = scl.ecs.update_task_protection(cluster=scl.name, tasks=["0" * 32], protectionEnabled=True)
+    assert r["failures"][0]["reason"] == "MISSING"
+    assert error_of(scl.ecs.update_task_protection, cluster=scl.name, tasks=arns,
+                    protectionEnabled=True, expiresInMinutes=3000)[1] == "InvalidParameterException"
+    scl.ecs.update_task_protection(cluster=scl.name, tasks=[arns[0]], protectionEnabled=False)
     scl.ecs.update_service(cluster=scl.name, service=name, desiredCount=0)

@@ -358,6 +358,9 @@ impl Endpoint {
             };
             return self.pass(&task, req).await;
         }
+        if let Some(rest) = path.strip_prefix("/api/") {
+            return self.agent_api(task.as_deref(), rest, req).await;
+        }
         if req.method() != Method::GET {
             return error(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -517,6 +520,154 @@ impl Endpoint {
     }
 
     /// Passes an API request of `task`'s to a server.
+    /// `$ECS_AGENT_URI/task-protection/v1/state`: GET or PUT the task's
+    /// scale-in protection, asked of the server's ECS API with the task's
+    /// role, answered in the shapes ECS's agent answers.
+    async fn agent_api(
+        &self,
+        from: Option<&str>,
+        rest: &str,
+        req: Request<hyper::body::Incoming>,
+    ) -> Response<Full<Bytes>> {
+        let (id, what) = rest.split_once('/').unwrap_or((rest, ""));
+        let found = {
+            let table = self.inner.table.lock();
+            table.metadata.get(id).map(|(arn, _)| {
+                let creds = table.tasks.get(arn).and_then(|t| t.credentials.clone());
+                (arn.clone(), creds)
+            })
+        };
+        let Some((arn, creds)) = found.filter(|(arn, _)| from == Some(arn.as_str())) else {
+            return error(
+                StatusCode::NOT_FOUND,
+                "NotFound",
+                "unable to get task arn from request: no task of this host has the endpoint id",
+            );
+        };
+        if what != "task-protection/v1/state" {
+            return error(StatusCode::NOT_FOUND, "NotFound", "no such agent API path");
+        }
+        let failed = |status: StatusCode, code: &str, message: &str| {
+            json(
+                status,
+                serde_json::json!({"error": {"Arn": arn, "Code": code, "Message": message}})
+                    .to_string(),
+            )
+        };
+        let Some(creds) = creds else {
+            return failed(
+                StatusCode::FORBIDDEN,
+                "AccessDeniedException",
+                "the task has no task role (taskRoleArn) to call ECS with",
+            );
+        };
+        let cluster = arn
+            .split(":task/")
+            .nth(1)
+            .and_then(|r| r.split_once('/'))
+            .map(|(c, _)| c.to_string())
+            .unwrap_or_default();
+        let (op, input) = match *req.method() {
+            Method::GET => (
+                "GetTaskProtection",
+                serde_json::json!({"cluster": cluster, "tasks": [arn]}),
+            ),
+            Method::PUT => {
+                let body = match Limited::new(req.into_body(), BODY_LIMIT).collect().await {
+                    Ok(b) => b.to_bytes(),
+                    Err(_) => {
+                        return failed(
+                            StatusCode::BAD_REQUEST,
+                            "InvalidRequest",
+                            "the body cannot be read",
+                        )
+                    }
+                };
+                let v: serde_json::Value = match serde_json::from_slice(&body) {
+                    Ok(v) => v,
+                    Err(e) => {
+                        return failed(
+                            StatusCode::BAD_REQUEST,
+                            "InvalidRequest",
+                            &format!("the body is not JSON: {e}"),
+                        )
+                    }
+                };
+                let Some(enabled) = v["ProtectionEnabled"].as_bool() else {
+                    return failed(
+                        StatusCode::BAD_REQUEST,
+                        "InvalidRequest",
+                        "ProtectionEnabled (true or false) is required",
+                    );
+                };
+                let mut input = serde_json::json!({"cluster": cluster, "tasks": [arn], "protectionEnabled": enabled});
+                if let Some(m) = v["ExpiresInMinutes"].as_i64() {
+                    input["expiresInMinutes"] = m.into();
+                }
+                ("UpdateTaskProtection", input)
+            }
+            _ => {
+                return error(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "MethodNotAllowed",
+                    "GET or PUT",
+                )
+            }
+        };
+        let signing = Some(berth_wire::sigv4::Credentials {
+            access_key_id: creds.access_key_id.clone(),
+            secret_access_key: creds.secret_access_key.clone(),
+            session_token: Some(creds.session_token.clone()),
+        });
+        let n = self.inner.servers.len();
+        let first = self.inner.current.load(Ordering::Relaxed);
+        let mut last = String::new();
+        for k in 0..n {
+            let i = (first + k) % n;
+            let client = self.inner.servers[i]
+                .clone()
+                .with_credentials(signing.clone());
+            match client.call::<_, serde_json::Value>(op, &input).await {
+                Ok(out) => {
+                    self.inner.current.store(i, Ordering::Relaxed);
+                    if let Some(p) = out["protectedTasks"].as_array().and_then(|a| a.first()) {
+                        let expires = p["expirationDate"]
+                            .as_f64()
+                            .map(|e| crate::metadata::rfc3339_seconds(e as i64));
+                        return json(
+                            StatusCode::OK,
+                            serde_json::json!({"protection": {
+                                "ExpirationDate": expires,
+                                "ProtectionEnabled": p["protectionEnabled"].as_bool().unwrap_or(false),
+                                "TaskArn": p["taskArn"],
+                            }})
+                            .to_string(),
+                        );
+                    }
+                    let f = out["failures"]
+                        .as_array()
+                        .and_then(|a| a.first())
+                        .cloned()
+                        .unwrap_or_default();
+                    return json(
+                        StatusCode::OK,
+                        serde_json::json!({"failure": {"Arn": f["arn"], "Detail": f["detail"], "Reason": f["reason"]}})
+                            .to_string(),
+                    );
+                }
+                Err(crate::EcsError::Api { code, message }) => {
+                    return failed(StatusCode::BAD_REQUEST, &code, &message);
+                }
+                Err(e) => last = e.to_string(),
+            }
+        }
+        failed(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "RequestCanceled",
+            &format!("Timed out calling Amazon ECS Task Protection API: {last}"),
+        )
+    }
+
     async fn pass(&self, task: &str, req: Request<hyper::body::Incoming>) -> Response<Full<Bytes>> {
         let (parts, body) = req.into_parts();
         let body = match Limited::new(body, BODY_LIMIT).collect().await {

@@ -626,7 +626,10 @@ pub fn add_metadata(spec: &mut ContainerSpec, metadata_id: &str, launch_type: &s
     spec.env.retain(|(k, _)| {
         !matches!(
             k.as_str(),
-            "ECS_CONTAINER_METADATA_URI_V4" | "ECS_CONTAINER_METADATA_URI" | "AWS_EXECUTION_ENV"
+            "ECS_CONTAINER_METADATA_URI_V4"
+                | "ECS_CONTAINER_METADATA_URI"
+                | "ECS_AGENT_URI"
+                | "AWS_EXECUTION_ENV"
         )
     });
     spec.env.push((
@@ -637,6 +640,9 @@ pub fn add_metadata(spec: &mut ContainerSpec, metadata_id: &str, launch_type: &s
         "ECS_CONTAINER_METADATA_URI".into(),
         format!("{base}/v3/{metadata_id}"),
     ));
+    // Where the task asks the agent for ECS (task scale-in protection).
+    spec.env
+        .push(("ECS_AGENT_URI".into(), format!("{base}/api/{metadata_id}")));
     let env = if launch_type == "FARGATE" {
         "AWS_ECS_FARGATE"
     } else {

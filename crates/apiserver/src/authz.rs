@@ -216,6 +216,8 @@ pub(crate) fn ecs(
                 | "DeleteService"
                 | "DescribeServices"
                 | "DescribeTasks"
+                | "UpdateTaskProtection"
+                | "GetTaskProtection"
                 | "ListContainerInstances"
                 | "DescribeContainerInstances"
                 | "RegisterContainerInstance"
@@ -277,7 +279,7 @@ pub(crate) fn ecs(
             &cluster,
             f.task.as_deref().unwrap_or_default(),
         )),
-        "DescribeTasks" => f
+        "DescribeTasks" | "UpdateTaskProtection" | "GetTaskProtection" => f
             .tasks
             .iter()
             .map(|t| in_cluster_arn(scope, "task", &cluster, t))

@@ -309,6 +309,7 @@ impl Launch {
             stop: None,
             reservation: task::reservation(&self.def),
             enable_execute_command: self.enable_execute_command,
+            protected_until: None,
             network,
             deactivation: None,
             version: 1,

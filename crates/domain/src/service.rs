@@ -767,9 +767,9 @@ pub struct Plan {
 /// Decides one reconcile of a REPLICA service from its tasks (`members`,
 /// stopped ones included). `new_ids` gives the ids of events and
 /// deployments it adds.
-pub fn plan(
+pub fn plan<'a>(
     svc: &Service,
-    members: &[Member],
+    members: &[Member<'a>],
     tuning: Tuning,
     now: Timestamp,
     mut new_ids: impl FnMut() -> (String, u64),
@@ -835,6 +835,31 @@ pub fn plan(
     let step = deployment::step(desired, svc.rolling.bounds(desired), observed);
     let scaling_reason = "Task stopped by the service scheduler (service scale-in or deployment)";
     let mut victims = Victims::new(members, &svc.placement_strategy);
+    // Protected tasks are passed over (not on a DRAINING instance, which
+    // is being emptied); the service looks again when protection ends.
+    let mut protection_ends: Option<f64> = None;
+    let mut unprotected = |list: &[Member<'a>]| -> Vec<Member<'a>> {
+        list.iter()
+            .filter(|m| {
+                let held = m.task.protected(now) && !m.on_draining;
+                if held {
+                    let until = m.task.protected_until.unwrap_or(now);
+                    protection_ends = Some(protection_ends.map_or(until, |e: f64| e.min(until)));
+                }
+                !held
+            })
+            .cloned()
+            .collect()
+    };
+    let (old_other, old_healthy, new_other, new_healthy) = (
+        unprotected(&old_other),
+        unprotected(&old_healthy),
+        unprotected(&new_other),
+        unprotected(&new_healthy),
+    );
+    if let Some(until) = protection_ends {
+        recheck(until - now, &mut out);
+    }
     for m in victims.pick(&old_other, step.stop_old_unhealthy as usize) {
         out.stop.push(Stop {
             task: m.task.id.clone(),

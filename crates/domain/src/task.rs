@@ -199,6 +199,10 @@ pub struct Task {
     pub reservation: Reservation,
     #[serde(default)]
     pub enable_execute_command: bool,
+    /// Scale-in protection (UpdateTaskProtection): until when, epoch
+    /// seconds. Neither service scale-in nor a deployment stops it before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protected_until: Option<Timestamp>,
     /// awsvpc tasks: their interface.
     #[serde(default)]
     pub network: Option<TaskNetwork>,
@@ -289,6 +293,11 @@ impl Task {
         } else {
             self.desired_status
         }
+    }
+
+    /// Whether scale-in protection holds at `now`.
+    pub fn protected(&self, now: Timestamp) -> bool {
+        self.protected_until.is_some_and(|t| t > now)
     }
 
     /// On its way out: to be stopped, or draining from its load balancers first.

@@ -48,6 +48,8 @@ json_operations! { "ECS", berth_wire::ecs::OPERATIONS;
     "StopTask" => tasks::stop_task,
     "DescribeTasks" => tasks::describe_tasks,
     "ListTasks" => tasks::list_tasks,
+    "UpdateTaskProtection" => tasks::update_task_protection,
+    "GetTaskProtection" => tasks::get_task_protection,
     "CreateService" => services::create_service,
     "UpdateService" => services::update_service,
     "DeleteService" => services::delete_service,

@@ -4,6 +4,7 @@
 
 use super::instances::references;
 use crate::{context::RequestContext, error::ApiError, AppState};
+use berth_control::cas::Attempt;
 use berth_control::clusters::active_cluster;
 use berth_control::launch::{launch_type, prepare, LaunchInput};
 use berth_control::placement::{failure, ClusterTasks};
@@ -282,5 +283,150 @@ pub async fn list_tasks(
     Ok(w::ListTasksResponse {
         task_arns: Some(arns),
         next_token,
+    })
+}
+
+/// Scale-in protection lasts this long unless told otherwise (minutes).
+const PROTECTION_DEFAULT_MINUTES: i32 = 120;
+const PROTECTION_MAX_MINUTES: i32 = 2880;
+
+/// The tasks a protection request names (1 to 10), as (ARN, id).
+fn protection_tasks(
+    scope: &Scope,
+    cluster: &str,
+    given: Option<&Vec<String>>,
+) -> Result<Vec<(String, Option<String>)>, ApiError> {
+    let given = given.cloned().unwrap_or_default();
+    if given.is_empty() {
+        return Err(EcsError::invalid("Tasks cannot be empty.").into());
+    }
+    if given.len() > 10 {
+        return Err(EcsError::invalid("tasks: at most 10 tasks per request.").into());
+    }
+    Ok(given
+        .iter()
+        .map(|g| {
+            let id = arn::task_id(scope, cluster, g);
+            let arn = id
+                .as_ref()
+                .map_or_else(|| g.clone(), |id| scope.task_arn(cluster, id));
+            (arn, id)
+        })
+        .collect())
+}
+
+fn protected_view(scope: &Scope, t: &Task, now: f64) -> w::ProtectedTask {
+    let on = t.protected(now);
+    w::ProtectedTask {
+        task_arn: Some(scope.task_arn(&t.cluster, &t.id)),
+        protection_enabled: Some(on),
+        expiration_date: t.protected_until.filter(|_| on),
+    }
+}
+
+fn protection_failure(arn: String, reason: &str, detail: Option<&str>) -> w::Failure {
+    w::Failure {
+        arn: Some(arn),
+        reason: Some(reason.into()),
+        detail: detail.map(String::from),
+    }
+}
+
+pub async fn update_task_protection(
+    st: &AppState,
+    ctx: &RequestContext,
+    req: w::UpdateTaskProtectionRequest,
+) -> Result<w::UpdateTaskProtectionResponse, ApiError> {
+    let scope = &ctx.scope;
+    let (cluster, _) = active_cluster(st, scope, req.cluster.as_deref()).await?;
+    let enabled = req
+        .protection_enabled
+        .ok_or_else(|| EcsError::invalid("protectionEnabled is required."))?;
+    let minutes = req.expires_in_minutes.unwrap_or(PROTECTION_DEFAULT_MINUTES);
+    if !(1..=PROTECTION_MAX_MINUTES).contains(&minutes) {
+        return Err(EcsError::invalid(format!(
+            "expiresInMinutes must be between 1 and {PROTECTION_MAX_MINUTES}."
+        ))
+        .into());
+    }
+    let named = protection_tasks(scope, &cluster, req.tasks.as_ref())?;
+    let (mut protected, mut failures) = (vec![], vec![]);
+    for (task_arn, id) in named {
+        let Some(id) = id else {
+            failures.push(protection_failure(task_arn, "MISSING", None));
+            continue;
+        };
+        let key = scope.task(&cluster, &id);
+        let (key, cluster) = (&key, &cluster);
+        let outcome = super::compare_and_swap(
+            st,
+            || "The task is being changed by another request; try again.".into(),
+            move || async move {
+                let Some(found) = typed::get::<Task>(&*st.store, key).await? else {
+                    return Ok(Attempt::Done(Err("MISSING")));
+                };
+                let mut t = found.value.clone();
+                if t.service.is_none() || t.desired_status == DesiredStatus::Stopped {
+                    return Ok(Attempt::Done(Err("TASK_NOT_VALID")));
+                }
+                let now = st.now();
+                t.protected_until = enabled.then(|| now + f64::from(minutes) * 60.0);
+                t.version += 1;
+                let txn = berth_store::Txn::when(
+                    vec![typed::unchanged(key, found.mod_revision)],
+                    vec![
+                        typed::put(key, &t),
+                        // The service looks again at what it may stop.
+                        berth_store::Op::put(scope.placement(cluster), vec![]),
+                    ],
+                );
+                Ok(Attempt::Write(txn, Ok(t)))
+            },
+        )
+        .await?;
+        match outcome {
+            Ok(t) => protected.push(protected_view(scope, &t, st.now())),
+            Err(reason) => failures.push(protection_failure(
+                task_arn,
+                reason,
+                (reason == "TASK_NOT_VALID")
+                    .then_some("Task protection is only supported for running tasks of a service."),
+            )),
+        }
+    }
+    Ok(w::UpdateTaskProtectionResponse {
+        protected_tasks: Some(protected),
+        failures: Some(failures),
+    })
+}
+
+pub async fn get_task_protection(
+    st: &AppState,
+    ctx: &RequestContext,
+    req: w::GetTaskProtectionRequest,
+) -> Result<w::GetTaskProtectionResponse, ApiError> {
+    let scope = &ctx.scope;
+    let (cluster, _) = active_cluster(st, scope, req.cluster.as_deref()).await?;
+    let named = protection_tasks(scope, &cluster, req.tasks.as_ref())?;
+    let now = st.now();
+    let (mut protected, mut failures) = (vec![], vec![]);
+    for (task_arn, id) in named {
+        let found = match &id {
+            Some(id) => typed::get::<Task>(&*st.store, &scope.task(&cluster, id)).await?,
+            None => None,
+        };
+        match found {
+            None => failures.push(protection_failure(task_arn, "MISSING", None)),
+            Some(t) if t.value.service.is_none() => failures.push(protection_failure(
+                task_arn,
+                "TASK_NOT_VALID",
+                Some("Task protection is only supported for running tasks of a service."),
+            )),
+            Some(t) => protected.push(protected_view(scope, &t.value, now)),
+        }
+    }
+    Ok(w::GetTaskProtectionResponse {
+        protected_tasks: Some(protected),
+        failures: Some(failures),
     })
 }

@@ -60,6 +60,7 @@ fn task(id: &str, deployment: &str, instance: &str) -> Task {
         stop: None,
         reservation: Reservation::default(),
         enable_execute_command: false,
+        protected_until: None,
         network: None,
         deactivation: None,
         version: 1,
@@ -259,6 +260,47 @@ fn scale_in_stops_where_the_service_is_densest() {
         stopped,
         vec!["e", "a"],
         "pending first, then the crowded zone"
+    );
+}
+
+#[test]
+fn scale_in_passes_over_protected_tasks_until_their_protection_ends() {
+    let s = service(1);
+    let d = s.primary().id.clone();
+    let mut a = task("a", &d, "i1");
+    a.protected_until = Some(500.0);
+    let mut b = task("b", &d, "i2");
+    b.protected_until = Some(300.0);
+    let c = task("c", &d, "i2");
+    let items = vec![
+        (a.clone(), Some(report("RUNNING", 0.0))),
+        (b.clone(), Some(report("RUNNING", 0.0))),
+        (c, Some(report("RUNNING", 0.0))),
+    ];
+    let p = plan(&s, &members(&items), TUNING, 100.0, ids());
+    let stopped: Vec<&str> = p.stop.iter().map(|s| s.task.as_str()).collect();
+    assert_eq!(stopped, vec!["c"], "only the unprotected task goes");
+    assert_eq!(
+        p.recheck_after,
+        Some(200.0),
+        "looked at again when b's ends"
+    );
+    // All protected: nothing stops yet; once b's protection ends, b goes.
+    let items = vec![
+        (a, Some(report("RUNNING", 0.0))),
+        (b, Some(report("RUNNING", 0.0))),
+    ];
+    assert!(plan(&s, &members(&items), TUNING, 100.0, ids())
+        .stop
+        .is_empty());
+    let later = plan(&s, &members(&items), TUNING, 301.0, ids());
+    assert_eq!(
+        later
+            .stop
+            .iter()
+            .map(|s| s.task.as_str())
+            .collect::<Vec<_>>(),
+        vec!["b"]
     );
 }
 
