@@ -10,6 +10,7 @@ use berth_wire::sigv4::{self, Credentials};
 pub struct Signer {
     credentials: Option<Credentials>,
     region: String,
+    service: &'static str,
 }
 
 impl Signer {
@@ -28,6 +29,7 @@ impl Signer {
         Signer {
             credentials,
             region: "us-east-1".into(),
+            service: "ecs",
         }
     }
 
@@ -36,7 +38,15 @@ impl Signer {
         Signer {
             credentials: Some(credentials),
             region: "us-east-1".into(),
+            service: "ecs",
         }
+    }
+
+    /// The same signer for another service's credential scope
+    /// (`monitoring` for CloudWatch).
+    pub fn for_service(mut self, service: &'static str) -> Signer {
+        self.service = service;
+        self
     }
 
     /// The headers that authenticate a request to `url` (`http://host:port/path`)
@@ -59,8 +69,8 @@ impl Signer {
                 (
                     "authorization",
                     format!(
-                        "AWS4-HMAC-SHA256 Credential=AKIDBENCH/20260101/{}/ecs/aws4_request, SignedHeaders=host, Signature=0",
-                        self.region
+                        "AWS4-HMAC-SHA256 Credential=AKIDBENCH/20260101/{}/{}/aws4_request, SignedHeaders=host, Signature=0",
+                        self.region, self.service
                     ),
                 ),
             ];
@@ -79,7 +89,7 @@ impl Signer {
             body,
             creds,
             &self.region,
-            "ecs",
+            self.service,
             std::time::SystemTime::now(),
         );
         out.push(("host", authority.to_string()));
