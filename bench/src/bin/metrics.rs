@@ -47,7 +47,13 @@ const TARGET_PREFIX: &str = "GraniteServiceVersion20100801";
 
 type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
 
-async fn send(client: &HttpClient, signer: &Signer, target: &str, op: &str, body: Vec<u8>) -> anyhow::Result<Bytes> {
+async fn send(
+    client: &HttpClient,
+    signer: &Signer,
+    target: &str,
+    op: &str,
+    body: Vec<u8>,
+) -> anyhow::Result<Bytes> {
     let url = format!("{target}/");
     let amz_target = format!("{TARGET_PREFIX}.{op}");
     let headers = [
@@ -62,7 +68,9 @@ async fn send(client: &HttpClient, signer: &Signer, target: &str, op: &str, body
     for (k, v) in signer.headers("POST", &url, &headers, &body) {
         req = req.header(k, v);
     }
-    let resp = client.request(req.body(Full::new(Bytes::from(body)))?).await?;
+    let resp = client
+        .request(req.body(Full::new(Bytes::from(body)))?)
+        .await?;
     let status = resp.status();
     let bytes = resp.into_body().collect().await?.to_bytes();
     if !status.is_success() {
@@ -111,15 +119,26 @@ async fn main() -> anyhow::Result<()> {
     match args.op.as_str() {
         "put" => {
             // A warm-up request makes the namespace's series.
-            send(&client, &signer, &args.target, "PutMetricData", put_body(&ns, args.metrics, args.batch, now(), 1.0, 0))
-                .await
-                .context("warm-up")?;
+            send(
+                &client,
+                &signer,
+                &args.target,
+                "PutMetricData",
+                put_body(&ns, args.metrics, args.batch, now(), 1.0, 0),
+            )
+            .await
+            .context("warm-up")?;
             let deadline = Instant::now() + Duration::from_secs_f64(args.seconds);
             let started = Instant::now();
             let mut workers = vec![];
             for c in 0..args.clients {
-                let (client, signer, target, ns, a) =
-                    (client.clone(), signer.clone(), args.target.clone(), ns.clone(), args.clone());
+                let (client, signer, target, ns, a) = (
+                    client.clone(),
+                    signer.clone(),
+                    args.target.clone(),
+                    ns.clone(),
+                    args.clone(),
+                );
                 workers.push(tokio::spawn(async move {
                     let (mut sent, mut errors, mut seed) = (0usize, 0usize, c * 1_000_003);
                     while Instant::now() < deadline {
@@ -167,7 +186,9 @@ async fn main() -> anyhow::Result<()> {
                     })
                     .collect();
                 let body = serde_json::to_vec(&json!({"Namespace": ns, "MetricData": data}))?;
-                send(&client, &signer, &args.target, "PutMetricData", body).await.context("loading a day")?;
+                send(&client, &signer, &args.target, "PutMetricData", body)
+                    .await
+                    .context("loading a day")?;
                 i += n;
             }
             let load_secs = load.elapsed().as_secs_f64();
@@ -177,14 +198,30 @@ async fn main() -> anyhow::Result<()> {
                     "Metric": {"Namespace": ns, "MetricName": "Day0"}, "Period": 60, "Stat": "Average"}}]
             });
             let body = serde_json::to_vec(&query)?;
-            let first = send(&client, &signer, &args.target, "GetMetricData", body.clone()).await?;
+            let first = send(
+                &client,
+                &signer,
+                &args.target,
+                "GetMetricData",
+                body.clone(),
+            )
+            .await?;
             let v: Value = serde_json::from_slice(&first)?;
-            let points = v["MetricDataResults"][0]["Values"].as_array().map_or(0, Vec::len);
+            let points = v["MetricDataResults"][0]["Values"]
+                .as_array()
+                .map_or(0, Vec::len);
             let deadline = Instant::now() + Duration::from_secs_f64(args.seconds);
             let mut lat = vec![];
             while Instant::now() < deadline {
                 let t = Instant::now();
-                send(&client, &signer, &args.target, "GetMetricData", body.clone()).await?;
+                send(
+                    &client,
+                    &signer,
+                    &args.target,
+                    "GetMetricData",
+                    body.clone(),
+                )
+                .await?;
                 lat.push(t.elapsed().as_secs_f64() * 1000.0);
             }
             lat.sort_by(f64::total_cmp);
