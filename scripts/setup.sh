@@ -23,6 +23,8 @@ command -v docker-registry >/dev/null || need_apt+=(docker-registry)
 command -v etcd >/dev/null || need_apt+=(etcd-server)
 # The aws CLI v2 (Debian's), for `aws logs tail`, which v1 lacks.
 [ -x /usr/bin/aws ] || need_apt+=(awscli)
+# Scheduled scaling reads time zones from the system's database.
+[ -d /usr/share/zoneinfo/America ] || need_apt+=(tzdata)
 # The AWS SDK for JavaScript v3 is one of the clients the tests sign with.
 command -v node >/dev/null || need_apt+=(nodejs)
 command -v npm >/dev/null || need_apt+=(npm)

@@ -243,3 +243,41 @@ def test_protected_tasks_survive_scale_in(scl, name):
                     protectionEnabled=True, expiresInMinutes=3000)[1] == "InvalidParameterException"
     scl.ecs.update_task_protection(cluster=scl.name, tasks=[arns[0]], protectionEnabled=False)
     scl.ecs.update_service(cluster=scl.name, service=name, desiredCount=0)
+
+
+def test_scheduled_actions_change_the_bounds_in_their_time_zone(scl, name):
+    """A scheduled action at a New York wall-clock time a few seconds away
+    raises the target's minimum, and the service's desired count follows;
+    schedules and zones that do not parse are refused."""
+    from zoneinfo import ZoneInfo
+    aas = client(scl.server, "application-autoscaling")
+    resource = service(scl, name, "exec sleep 3600")
+    key = dict(ServiceNamespace=SERVICE_NS, ResourceId=resource, ScalableDimension=DIM)
+    aas.register_scalable_target(**key, MinCapacity=1, MaxCapacity=4)
+    when = datetime.datetime.now(tz=ZoneInfo("America/New_York")) + datetime.timedelta(seconds=6)
+    at = f"at({when.strftime('%Y-%m-%dT%H:%M:%S')})"
+    aas.put_scheduled_action(**key, ScheduledActionName="morning", Schedule=at, Timezone="America/New_York",
+                             ScalableTargetAction={"MinCapacity": 2, "MaxCapacity": 3})
+    got = aas.describe_scheduled_actions(ServiceNamespace=SERVICE_NS, ResourceId=resource)["ScheduledActions"][0]
+    assert (got["Schedule"], got["Timezone"], got["ScalableTargetAction"]) == \
+        (at, "America/New_York", {"MinCapacity": 2, "MaxCapacity": 3})
+    assert got["ScheduledActionARN"].endswith(f":resource/ecs/{resource}:scheduledActionName/morning")
+    wait_for("the scheduled minimum", lambda: desired(scl, name) == 2, timeout=40)
+    t = aas.describe_scalable_targets(ServiceNamespace=SERVICE_NS, ResourceIds=[resource])["ScalableTargets"][0]
+    assert (t["MinCapacity"], t["MaxCapacity"]) == (2, 3)
+    causes = [a["Cause"] for a in aas.describe_scaling_activities(
+        ServiceNamespace=SERVICE_NS, ResourceId=resource)["ScalingActivities"]]
+    assert "scheduled action name morning was triggered" in causes, causes
+    for schedule, zone, words in [("cron(0 9 * * * *)", None, "?"), ("every morning", None, "schedule"),
+                                  ("rate(5 minutes)", "Mars/Olympus_Mons", "Timezone"),
+                                  ("cron(0 9 L * ? *)", None, "not supported")]:
+        kw = dict(Timezone=zone) if zone else {}
+        got = error_of(aas.put_scheduled_action, **key, ScheduledActionName="bad", Schedule=schedule,
+                       ScalableTargetAction={"MinCapacity": 1}, **kw)
+        assert got[1] == "ValidationException" and words in got[2], (schedule, got)
+    assert [a["ScheduledActionName"] for a in aas.describe_scheduled_actions(
+        ServiceNamespace=SERVICE_NS, ResourceId=resource)["ScheduledActions"]] == ["morning"]
+    aas.delete_scheduled_action(**key, ScheduledActionName="morning")
+    assert error_of(aas.delete_scheduled_action, **key, ScheduledActionName="morning")[1] == "ObjectNotFoundException"
+    aas.deregister_scalable_target(**key)
+    scl.ecs.update_service(cluster=scl.name, service=name, desiredCount=0)

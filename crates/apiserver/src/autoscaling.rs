@@ -16,6 +16,9 @@ json_operations! { "Application Auto Scaling", w::OPERATIONS;
     "DescribeScalingPolicies" => describe_scaling_policies,
     "DeleteScalingPolicy" => delete_scaling_policy,
     "DescribeScalingActivities" => describe_scaling_activities,
+    "PutScheduledAction" => put_scheduled_action,
+    "DescribeScheduledActions" => describe_scheduled_actions,
+    "DeleteScheduledAction" => delete_scheduled_action,
     "TagResource" => tag_resource,
     "UntagResource" => untag_resource,
     "ListTagsForResource" => list_tags_for_resource,
@@ -281,4 +284,69 @@ async fn list_tags_for_resource(
 ) -> Out<w::ListTagsForResourceResponse> {
     let t = target_of_arn(st, ctx, input.resource_arn.as_deref()).await?;
     Ok(w::ListTagsForResourceResponse { tags: Some(t.tags) })
+}
+
+async fn put_scheduled_action(
+    st: &AppState,
+    ctx: &RequestContext,
+    input: w::PutScheduledActionRequest,
+) -> Out<w::PutScheduledActionResponse> {
+    scaling::put_scheduled(st, &ctx.scope, &input).await?;
+    Ok(w::PutScheduledActionResponse {})
+}
+
+async fn describe_scheduled_actions(
+    st: &AppState,
+    ctx: &RequestContext,
+    input: w::DescribeScheduledActionsRequest,
+) -> Out<w::DescribeScheduledActionsResponse> {
+    namespace_only(input.service_namespace.as_deref())?;
+    let mine = input.service_namespace.as_deref() == Some(rules::NAMESPACE);
+    let all: Vec<w::ScheduledAction> = scaling::scheduled(st, &ctx.scope)
+        .await?
+        .into_iter()
+        .filter(|_| mine)
+        .filter(|a| {
+            input
+                .scheduled_action_names
+                .as_ref()
+                .is_none_or(|n| n.contains(&a.name))
+                && input
+                    .resource_id
+                    .as_ref()
+                    .is_none_or(|r| *r == a.resource_id)
+                && input
+                    .scalable_dimension
+                    .as_deref()
+                    .is_none_or(|d| d == rules::DIMENSION)
+        })
+        .map(|a| a.view())
+        .collect();
+    let (page, next) = paged(
+        "DescribeScheduledActions",
+        &all,
+        input.next_token.as_deref(),
+        input.max_results,
+    )?;
+    Ok(w::DescribeScheduledActionsResponse {
+        scheduled_actions: Some(page),
+        next_token: next,
+    })
+}
+
+async fn delete_scheduled_action(
+    st: &AppState,
+    ctx: &RequestContext,
+    input: w::DeleteScheduledActionRequest,
+) -> Out<w::DeleteScheduledActionResponse> {
+    let (resource, _) = rules::check_key(
+        input.service_namespace.as_deref(),
+        input.resource_id.as_deref(),
+        input.scalable_dimension.as_deref(),
+    )?;
+    let name = input
+        .scheduled_action_name
+        .ok_or_else(|| AasError::validation("ScheduledActionName is required"))?;
+    scaling::delete_scheduled(st, &ctx.scope, &resource, &name).await?;
+    Ok(w::DeleteScheduledActionResponse {})
 }

@@ -277,6 +277,15 @@ impl Reconciler for Alarms {
             let runner: crate::alarms::ActionRunner = std::sync::Arc::new(|ctl, scope, call| {
                 Box::pin(crate::scaling::run_action(ctl, scope, call))
             });
+            // Scheduled scaling goes first: an alarm's action then sees
+            // the bounds in force.
+            match crate::scaling::run_scheduled(&self.0.st, key).await {
+                Ok(_) => {}
+                Err(crate::scaling::ScalingFailure::Control(e)) => return Err(e),
+                Err(crate::scaling::ScalingFailure::Aas(e)) => {
+                    tracing::warn!(error = %e, "scheduled scaling failed");
+                }
+            }
             match crate::alarms::evaluate_region(&self.0.st, key, &self.1, Some(&runner)).await {
                 Ok(_) => {}
                 Err(crate::alarms::AlarmFailure::Control(e)) => return Err(e),

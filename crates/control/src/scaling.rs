@@ -9,8 +9,8 @@ use crate::alarms::{self, AlarmFailure};
 use crate::{Control, ControlError};
 use berth_domain::alarms::AlarmRecord;
 use berth_domain::scaling::{
-    self as rules, AasError, Activity, Cooldowns, Decision, PolicyRecord, TargetRecord, Watched,
-    DEFAULT_COOLDOWN,
+    self as rules, AasError, Activity, Cooldowns, Decision, PolicyRecord, ScheduledRecord,
+    ScheduledState, TargetRecord, Watched, DEFAULT_COOLDOWN,
 };
 use berth_domain::service::{RolloutState, Service, ServiceStatus};
 use berth_domain::Scope;
@@ -722,4 +722,230 @@ pub async fn change_tags(
         ))
     })
     .await
+}
+
+/// A time zone of the system's database, as a schedule reads it.
+struct TzZone(jiff::tz::TimeZone);
+
+impl berth_domain::schedule::Zone for TzZone {
+    fn civil(&self, epoch: i64) -> berth_domain::schedule::Civil {
+        let dt = jiff::Timestamp::from_second(epoch)
+            .unwrap_or(jiff::Timestamp::UNIX_EPOCH)
+            .to_zoned(self.0.clone())
+            .datetime();
+        berth_domain::schedule::Civil {
+            year: i32::from(dt.year()),
+            month: dt.month() as u8,
+            day: dt.day() as u8,
+            hour: dt.hour() as u8,
+            minute: dt.minute() as u8,
+            second: dt.second() as u8,
+        }
+    }
+
+    fn epoch(&self, c: berth_domain::schedule::Civil) -> i64 {
+        jiff::civil::DateTime::new(
+            c.year as i16,
+            c.month as i8,
+            c.day as i8,
+            c.hour as i8,
+            c.minute as i8,
+            c.second as i8,
+            0,
+        )
+        .and_then(|dt| dt.to_zoned(self.0.clone()))
+        .map_or(0, |z| z.timestamp().as_second())
+    }
+}
+
+/// The zone a scheduled action names (UTC when none), from the system's
+/// time zone database.
+fn zone(name: Option<&str>) -> std::result::Result<TzZone, AasError> {
+    match name {
+        None | Some("UTC") | Some("Etc/UTC") => Ok(TzZone(jiff::tz::TimeZone::UTC)),
+        Some(n) => jiff::tz::TimeZone::get(n).map(TzZone).map_err(|_| {
+            AasError::validation(format!(
+                "Invalid Timezone: {n} is not an IANA time zone name"
+            ))
+        }),
+    }
+}
+
+/// PutScheduledAction: creates or replaces a scheduled action.
+pub async fn put_scheduled(
+    ctl: &Control,
+    scope: &Scope,
+    input: &w::PutScheduledActionRequest,
+) -> Result<ScheduledRecord> {
+    let (resource, _) = rules::check_key(
+        input.service_namespace.as_deref(),
+        input.resource_id.as_deref(),
+        input.scalable_dimension.as_deref(),
+    )?;
+    if target(ctl, scope, &resource).await?.is_none() {
+        return Err(AasError::no_target(&resource).into());
+    }
+    zone(input.timezone.as_deref())?;
+    let name = input.scheduled_action_name.clone().unwrap_or_default();
+    let key = keys::scheduled_action(scope, &resource, &name);
+    let existing = typed::get::<ScheduledRecord>(&*ctl.store, &key).await?;
+    let arn = existing.as_ref().map_or_else(
+        || {
+            rules::scheduled_arn(
+                &scope.region,
+                &scope.account,
+                &uuid::Uuid::new_v4().to_string(),
+                &resource,
+                &name,
+            )
+        },
+        |e| e.value.arn.clone(),
+    );
+    let now = ctl.clock.now();
+    let (mut record, _) = rules::check_scheduled(input, &resource, arn, now)?;
+    if let Some(e) = &existing {
+        record.created = e.value.created;
+    }
+    // A replaced action starts its schedule again. The region is listed
+    // for the evaluator, which fires schedules as it judges alarms.
+    ctl.store
+        .txn(Txn::when(
+            vec![],
+            vec![
+                typed::put(&key, &record),
+                Op::delete(keys::scheduled_state(scope, &resource, &name)),
+                Op::put(
+                    berth_store::keys::cloudwatch::region(&scope.account, &scope.region),
+                    vec![],
+                ),
+            ],
+        ))
+        .await?;
+    Ok(record)
+}
+
+pub async fn scheduled(ctl: &Control, scope: &Scope) -> Result<Vec<ScheduledRecord>> {
+    Ok(
+        typed::list::<ScheduledRecord>(&*ctl.store, &keys::scheduled(scope))
+            .await?
+            .into_iter()
+            .map(|(_, v)| v.value)
+            .collect(),
+    )
+}
+
+pub async fn delete_scheduled(
+    ctl: &Control,
+    scope: &Scope,
+    resource: &str,
+    name: &str,
+) -> Result<()> {
+    let key = keys::scheduled_action(scope, resource, name);
+    if typed::get::<ScheduledRecord>(&*ctl.store, &key)
+        .await?
+        .is_none()
+    {
+        return Err(AasError::not_found(format!(
+            "No scheduled action found for service namespace: ecs, resource ID: {resource}, scalable dimension: {}, scheduled action name: {name}",
+            rules::DIMENSION
+        ))
+        .into());
+    }
+    ctl.store
+        .txn(Txn::when(
+            vec![],
+            vec![
+                Op::delete(key),
+                Op::delete(keys::scheduled_state(scope, resource, name)),
+            ],
+        ))
+        .await?;
+    Ok(())
+}
+
+/// Fires the scheduled actions of `scope` that are due: each sets its
+/// target's minimum and maximum, and the service's desired count moves
+/// into the new range. A schedule that was due several times while no
+/// server ran fires once.
+pub async fn run_scheduled(ctl: &Control, scope: &Scope) -> Result<usize> {
+    let now = ctl.clock.now();
+    let mut fired = 0;
+    for a in scheduled(ctl, scope).await? {
+        let Ok(schedule) = berth_domain::schedule::Schedule::parse(&a.schedule) else {
+            continue;
+        };
+        let Ok(z) = zone(a.timezone.as_deref()) else {
+            continue;
+        };
+        let state_key = keys::scheduled_state(scope, &a.resource_id, &a.name);
+        let state = typed::get::<ScheduledState>(&*ctl.store, &state_key)
+            .await?
+            .map(|v| v.value)
+            .unwrap_or_default();
+        let start = a.start.unwrap_or(a.created) as i64;
+        let after = state.fired.map_or(a.created as i64 - 1, |f| f as i64);
+        let Some(due) = schedule.next(&z, start, after) else {
+            continue;
+        };
+        if (due as f64) > now || a.end.is_some_and(|e| (due as f64) > e) {
+            continue;
+        }
+        let Some(t) = target(ctl, scope, &a.resource_id).await? else {
+            continue;
+        };
+        let next_state = ScheduledState { fired: Some(now) };
+        ctl.store
+            .txn(Txn::when(vec![], vec![typed::put(&state_key, &next_state)]))
+            .await?;
+        fired += 1;
+        if t.suspended.scheduled {
+            continue;
+        }
+        let key = keys::target(scope, &a.resource_id);
+        let (min, max) = (a.min, a.max);
+        let updated = swap(ctl, || async {
+            let Some(found) = typed::get::<TargetRecord>(&*ctl.store, &key).await? else {
+                return Ok(Attempt::Done(None));
+            };
+            let mut t = found.value.clone();
+            t.min = min.unwrap_or(t.min);
+            t.max = max.unwrap_or(t.max).max(t.min);
+            Ok(Attempt::Write(
+                Txn::when(
+                    vec![typed::unchanged(&key, found.mod_revision)],
+                    vec![typed::put(&key, &t)],
+                ),
+                Some(t),
+            ))
+        })
+        .await?;
+        let Some(t) = updated else { continue };
+        let cause = format!("scheduled action name {} was triggered", a.name);
+        let activity = Activity {
+            id: uuid::Uuid::new_v4().to_string(),
+            resource_id: t.resource_id.clone(),
+            description: format!(
+                "Setting min capacity to {} and max capacity to {}",
+                t.min, t.max
+            ),
+            cause: cause.clone(),
+            start: now,
+            end: ctl.clock.now(),
+            status: "Successful".into(),
+            message: format!(
+                "Successfully set min capacity to {} and max capacity to {}",
+                t.min, t.max
+            ),
+            not_scaled: None,
+        };
+        record_activity(ctl, scope, &activity).await?;
+        if let Some(svc) = service(ctl, scope, &t.resource_id).await? {
+            let current = svc.value.desired_count as i32;
+            let clamped = current.clamp(t.min, t.max);
+            if clamped != current {
+                apply(ctl, scope, &t, clamped, &cause).await?;
+            }
+        }
+    }
+    Ok(fired)
 }

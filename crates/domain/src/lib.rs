@@ -21,6 +21,7 @@ pub mod metric_math;
 pub mod network;
 pub mod paging;
 pub mod scaling;
+pub mod schedule;
 pub mod secrets;
 pub mod service;
 pub mod settings;

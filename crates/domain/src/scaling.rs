@@ -698,6 +698,121 @@ pub fn tracking_capacity(current: i32, metric: f64, target: f64) -> i32 {
     (f64::from(current) * metric / target).ceil().max(0.0) as i32
 }
 
+/// A scheduled action (written by the API).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScheduledRecord {
+    pub name: String,
+    pub resource_id: String,
+    pub arn: String,
+    pub schedule: String,
+    pub timezone: Option<String>,
+    pub start: Option<f64>,
+    pub end: Option<f64>,
+    pub min: Option<i32>,
+    pub max: Option<i32>,
+    pub created: f64,
+}
+
+impl ScheduledRecord {
+    pub fn view(&self) -> w::ScheduledAction {
+        w::ScheduledAction {
+            scheduled_action_name: Some(self.name.clone()),
+            scheduled_action_arn: Some(self.arn.clone()),
+            service_namespace: Some(NAMESPACE.into()),
+            schedule: Some(self.schedule.clone()),
+            timezone: self.timezone.clone(),
+            resource_id: Some(self.resource_id.clone()),
+            scalable_dimension: Some(DIMENSION.into()),
+            start_time: self.start,
+            end_time: self.end,
+            scalable_target_action: Some(w::ScalableTargetAction {
+                min_capacity: self.min,
+                max_capacity: self.max,
+            }),
+            creation_time: Some(self.created),
+        }
+    }
+}
+
+/// When a scheduled action last fired (written by the scheduler).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ScheduledState {
+    pub fired: Option<f64>,
+}
+
+/// PutScheduledAction's input checked (the time zone is the caller's to
+/// look up): the record to keep.
+pub fn check_scheduled(
+    input: &w::PutScheduledActionRequest,
+    resource: &str,
+    arn: String,
+    now: f64,
+) -> Result<(ScheduledRecord, crate::schedule::Schedule), AasError> {
+    let name = input
+        .scheduled_action_name
+        .clone()
+        .ok_or_else(|| AasError::validation("ScheduledActionName is required"))?;
+    if name.is_empty() || name.chars().count() > 256 || name.contains(':') || name.contains('/') {
+        return Err(AasError::validation(format!(
+            "1 validation error detected: Value '{name}' at 'scheduledActionName' failed to satisfy constraint: Member must satisfy regular expression pattern: (?!((^[ ]+.*)|(.*([\\u0000-\\u001f]|[\\u007f-\\u009f]|[:/|])+.*)|(.*[ ]+$))).+"
+        )));
+    }
+    let text = input
+        .schedule
+        .clone()
+        .ok_or_else(|| AasError::validation("Schedule is required"))?;
+    let schedule = crate::schedule::Schedule::parse(&text)
+        .map_err(|why| AasError::validation(format!("Invalid schedule: {why}")))?;
+    let action = input.scalable_target_action.clone().unwrap_or_default();
+    if action.min_capacity.is_none() && action.max_capacity.is_none() {
+        return Err(AasError::validation(
+            "ScalableTargetAction must specify MinCapacity, MaxCapacity or both",
+        ));
+    }
+    for (v, f) in [
+        (action.min_capacity, "MinCapacity"),
+        (action.max_capacity, "MaxCapacity"),
+    ] {
+        if v.is_some_and(|v| v < 0) {
+            return Err(AasError::validation(format!(
+                "{f} must be greater than or equal to 0"
+            )));
+        }
+    }
+    if let (Some(min), Some(max)) = (action.min_capacity, action.max_capacity) {
+        if min > max {
+            return Err(AasError::validation(format!(
+                "Minimum capacity cannot be greater than maximum capacity ({min} > {max})"
+            )));
+        }
+    }
+    if let (Some(a), Some(b)) = (input.start_time, input.end_time) {
+        if a >= b {
+            return Err(AasError::validation("StartTime must be before EndTime"));
+        }
+    }
+    Ok((
+        ScheduledRecord {
+            name,
+            resource_id: resource.to_string(),
+            arn,
+            schedule: text,
+            timezone: input.timezone.clone(),
+            start: input.start_time,
+            end: input.end_time,
+            min: action.min_capacity,
+            max: action.max_capacity,
+            created: now,
+        },
+        schedule,
+    ))
+}
+
+/// A scheduled action's ARN.
+pub fn scheduled_arn(region: &str, account: &str, id: &str, resource: &str, name: &str) -> String {
+    format!("arn:aws:autoscaling:{region}:{account}:scheduledAction:{id}:resource/ecs/{resource}:scheduledActionName/{name}")
+}
+
 /// Why a policy did not scale (Application Auto Scaling's codes).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NotScaled {

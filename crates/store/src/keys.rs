@@ -544,6 +544,23 @@ pub mod scaling {
     pub fn policy(scope: &Scope, resource: &str, name: &str) -> String {
         format!("{}{}", policies_of(scope, resource), segment(name))
     }
+    pub fn scheduled(scope: &Scope) -> String {
+        format!("{}/scheduled/", base(scope))
+    }
+    pub fn scheduled_of(scope: &Scope, resource: &str) -> String {
+        format!("{}{}/", scheduled(scope), segment(resource))
+    }
+    pub fn scheduled_action(scope: &Scope, resource: &str, name: &str) -> String {
+        format!("{}{}", scheduled_of(scope, resource), segment(name))
+    }
+    pub fn scheduled_state(scope: &Scope, resource: &str, name: &str) -> String {
+        format!(
+            "{}/scheduled-states/{}/{}",
+            base(scope),
+            segment(resource),
+            segment(name)
+        )
+    }
     pub fn cooldowns(scope: &Scope, resource: &str) -> String {
         format!("{}/cooldowns/{}", base(scope), segment(resource))
     }
