@@ -210,6 +210,12 @@ async fn describe_scaling_activities(
             .await?
             .into_iter()
             .filter(|_| mine)
+            .filter(|_| {
+                input
+                    .scalable_dimension
+                    .as_deref()
+                    .is_none_or(|d| d == rules::DIMENSION)
+            })
             .filter(|a| include_not_scaled || a.not_scaled.is_none())
             .map(|a| a.view())
             .collect();

@@ -400,6 +400,18 @@ async fn list_metrics(
     };
     // Metrics with no datapoint in two weeks drop out, as CloudWatch's do.
     let since = active_since.unwrap_or(st.now() as i64 - rules::PAST);
+    // There are no linked accounts: another account's metrics are none.
+    if input
+        .owning_account
+        .as_ref()
+        .is_some_and(|a| *a != ctx.scope.account)
+    {
+        return Ok(w::ListMetricsOutput {
+            metrics: Some(vec![]),
+            next_token: None,
+            owning_accounts: None,
+        });
+    }
     let owner = owner(ctx);
     let (ns, name) = (input.namespace.clone(), input.metric_name.clone());
     let all = with_store(st, move |s| {
@@ -649,7 +661,21 @@ async fn describe_alarm_history(
         Some("TimestampAscending") => false,
         Some(o) => return Err(CwError::value("ScanBy", o).into()),
     };
-    let mut items = alarms::history(st, &ctx.scope, input.alarm_name.as_deref()).await?;
+    for (i, t) in input.alarm_types.iter().flatten().enumerate() {
+        if !w::enums::ALARM_TYPE.contains(&t.as_str()) {
+            return Err(CwError::value(&format!("AlarmTypes.member.{}", i + 1), t).into());
+        }
+    }
+    // Only metric alarms exist here, and they have no contributors.
+    let metric_alarms = input
+        .alarm_types
+        .as_ref()
+        .is_none_or(|t| t.iter().any(|x| x == "MetricAlarm"));
+    let mut items = if metric_alarms && input.alarm_contributor_id.is_none() {
+        alarms::history(st, &ctx.scope, input.alarm_name.as_deref()).await?
+    } else {
+        vec![]
+    };
     items.retain(|i| {
         input
             .history_item_type

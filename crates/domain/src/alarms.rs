@@ -225,7 +225,12 @@ pub fn check_put(input: &w::PutMetricAlarmInput) -> Result<w::PutMetricAlarmInpu
         Some(t) => return Err(CwError::value("TreatMissingData", t)),
     }
     match a.evaluate_low_sample_count_percentile.as_deref() {
-        None | Some("evaluate" | "ignore") => {}
+        None | Some("evaluate") => {}
+        Some("ignore") => {
+            return Err(CwError::invalid(
+                "EvaluateLowSampleCountPercentile ignore is not supported by Berth's CloudWatch: percentile alarms are evaluated whatever their sample count.",
+            ))
+        }
         Some(v) => return Err(CwError::value("EvaluateLowSampleCountPercentile", v)),
     }
     if let Some(u) = &a.unit {
@@ -297,6 +302,11 @@ pub fn check_put(input: &w::PutMetricAlarmInput) -> Result<w::PutMetricAlarmInpu
             for (i, q) in metrics.iter().enumerate() {
                 let at = format!("Metrics.member.{}", i + 1);
                 let id = q.id.clone().ok_or_else(|| CwError::missing(&format!("{at}.Id")))?;
+                if q.account_id.is_some() {
+                    return Err(CwError::invalid(format!(
+                        "The parameter {at}.AccountId is not supported: Berth has no linked accounts."
+                    )));
+                }
                 cw::check_query_id(&id, &format!("{at}.Id"))?;
                 match (&q.metric_stat, &q.expression) {
                     (Some(ms), None) => {
