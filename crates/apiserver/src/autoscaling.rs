@@ -46,6 +46,20 @@ fn namespace_only(ns: Option<&str>) -> Result<(), AasError> {
     }
 }
 
+/// Whether a describe request's filters (names, resource id, dimension)
+/// keep an item named `name` of `resource`.
+fn kept(
+    names: Option<&Vec<String>>,
+    name: &str,
+    resource_filter: Option<&String>,
+    resource: &str,
+    dimension: Option<&str>,
+) -> bool {
+    names.is_none_or(|n| n.iter().any(|x| x == name))
+        && resource_filter.is_none_or(|r| r == resource)
+        && dimension.is_none_or(|d| d == rules::DIMENSION)
+}
+
 /// A page of `items` from NextToken (how many earlier pages gave).
 fn paged<T: Clone>(
     listing: &str,
@@ -119,7 +133,7 @@ async fn deregister_scalable_target(
     ctx: &RequestContext,
     input: w::DeregisterScalableTargetRequest,
 ) -> Out<w::DeregisterScalableTargetResponse> {
-    let (resource, _) = rules::check_key(
+    let resource = rules::check_key(
         input.service_namespace.as_deref(),
         input.resource_id.as_deref(),
         input.scalable_dimension.as_deref(),
@@ -153,18 +167,13 @@ async fn describe_scaling_policies(
         .into_iter()
         .filter(|_| mine)
         .filter(|p| {
-            input
-                .policy_names
-                .as_ref()
-                .is_none_or(|n| n.contains(&p.name))
-                && input
-                    .resource_id
-                    .as_ref()
-                    .is_none_or(|r| *r == p.resource_id)
-                && input
-                    .scalable_dimension
-                    .as_deref()
-                    .is_none_or(|d| d == rules::DIMENSION)
+            kept(
+                input.policy_names.as_ref(),
+                &p.name,
+                input.resource_id.as_ref(),
+                &p.resource_id,
+                input.scalable_dimension.as_deref(),
+            )
         })
         .map(|p| p.view())
         .collect();
@@ -185,7 +194,7 @@ async fn delete_scaling_policy(
     ctx: &RequestContext,
     input: w::DeleteScalingPolicyRequest,
 ) -> Out<w::DeleteScalingPolicyResponse> {
-    let (resource, _) = rules::check_key(
+    let resource = rules::check_key(
         input.service_namespace.as_deref(),
         input.resource_id.as_deref(),
         input.scalable_dimension.as_deref(),
@@ -313,18 +322,13 @@ async fn describe_scheduled_actions(
         .into_iter()
         .filter(|_| mine)
         .filter(|a| {
-            input
-                .scheduled_action_names
-                .as_ref()
-                .is_none_or(|n| n.contains(&a.name))
-                && input
-                    .resource_id
-                    .as_ref()
-                    .is_none_or(|r| *r == a.resource_id)
-                && input
-                    .scalable_dimension
-                    .as_deref()
-                    .is_none_or(|d| d == rules::DIMENSION)
+            kept(
+                input.scheduled_action_names.as_ref(),
+                &a.name,
+                input.resource_id.as_ref(),
+                &a.resource_id,
+                input.scalable_dimension.as_deref(),
+            )
         })
         .map(|a| a.view())
         .collect();
@@ -345,7 +349,7 @@ async fn delete_scheduled_action(
     ctx: &RequestContext,
     input: w::DeleteScheduledActionRequest,
 ) -> Out<w::DeleteScheduledActionResponse> {
-    let (resource, _) = rules::check_key(
+    let resource = rules::check_key(
         input.service_namespace.as_deref(),
         input.resource_id.as_deref(),
         input.scalable_dimension.as_deref(),

@@ -255,11 +255,7 @@ pub async fn history(
     alarm: Option<&str>,
 ) -> Result<Vec<HistoryItem>> {
     let prefix = match alarm {
-        Some(a) => format!(
-            "{}{}/",
-            keys::history(scope),
-            a.replace('%', "%25").replace('/', "%2F")
-        ),
+        Some(a) => keys::history_of(scope, a),
         None => keys::history(scope),
     };
     let mut items: Vec<HistoryItem> = typed::list::<HistoryItem>(&*ctl.store, &prefix)

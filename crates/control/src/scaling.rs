@@ -6,6 +6,7 @@
 //! scaling activity and a service event.
 
 use crate::alarms::{self, AlarmFailure};
+use crate::cas::Attempt;
 use crate::{Control, ControlError};
 use berth_domain::alarms::AlarmRecord;
 use berth_domain::scaling::{
@@ -60,8 +61,6 @@ where
     })
 }
 
-use crate::cas::Attempt;
-
 /// The ECS service a target scales: its record, if it is ACTIVE.
 async fn service(
     ctl: &Control,
@@ -85,7 +84,7 @@ pub async fn register(
     scope: &Scope,
     input: &w::RegisterScalableTargetRequest,
 ) -> Result<TargetRecord> {
-    let (resource, _) = rules::check_key(
+    let resource = rules::check_key(
         input.service_namespace.as_deref(),
         input.resource_id.as_deref(),
         input.scalable_dimension.as_deref(),
@@ -130,6 +129,13 @@ pub async fn register(
         }
     }
     Ok(target)
+}
+
+/// The registered target of `resource`; ObjectNotFound when there is none.
+async fn registered(ctl: &Control, scope: &Scope, resource: &str) -> Result<TargetRecord> {
+    target(ctl, scope, resource)
+        .await?
+        .ok_or_else(|| AasError::no_target(resource).into())
 }
 
 pub async fn target(ctl: &Control, scope: &Scope, resource: &str) -> Result<Option<TargetRecord>> {
@@ -301,14 +307,12 @@ pub async fn put_policy(
     input: &w::PutScalingPolicyRequest,
     tracking_period: i32,
 ) -> Result<PolicyRecord> {
-    let (resource, _) = rules::check_key(
+    let resource = rules::check_key(
         input.service_namespace.as_deref(),
         input.resource_id.as_deref(),
         input.scalable_dimension.as_deref(),
     )?;
-    if target(ctl, scope, &resource).await?.is_none() {
-        return Err(AasError::no_target(&resource).into());
-    }
+    registered(ctl, scope, &resource).await?;
     let (kind, watched) = rules::check_policy(input)?;
     let name = input.policy_name.clone().unwrap_or_default();
     let key = keys::policy(scope, &resource, &name);
@@ -571,9 +575,7 @@ async fn run(
                 "No scaling policy found for the action's ARN {arn}"
             ))
         })?;
-    let t = target(ctl, scope, &resource)
-        .await?
-        .ok_or_else(|| AasError::no_target(&resource))?;
+    let t = registered(ctl, scope, &resource).await?;
     let Some(svc) = service(ctl, scope, &resource).await? else {
         return Err(AasError::validation(format!("ECS service doesn't exist: {resource}")).into());
     };
@@ -777,14 +779,12 @@ pub async fn put_scheduled(
     scope: &Scope,
     input: &w::PutScheduledActionRequest,
 ) -> Result<ScheduledRecord> {
-    let (resource, _) = rules::check_key(
+    let resource = rules::check_key(
         input.service_namespace.as_deref(),
         input.resource_id.as_deref(),
         input.scalable_dimension.as_deref(),
     )?;
-    if target(ctl, scope, &resource).await?.is_none() {
-        return Err(AasError::no_target(&resource).into());
-    }
+    registered(ctl, scope, &resource).await?;
     zone(input.timezone.as_deref())?;
     let name = input.scheduled_action_name.clone().unwrap_or_default();
     let key = keys::scheduled_action(scope, &resource, &name);

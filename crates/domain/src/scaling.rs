@@ -59,12 +59,13 @@ pub fn service_of(resource_id: &str) -> Option<(&str, &str)> {
 }
 
 /// The (namespace, resource id, dimension) every request names, checked:
-/// only ECS services' desired count scale here.
+/// only ECS services' desired count scale here, so the resource id is what
+/// tells targets apart.
 pub fn check_key(
     namespace: Option<&str>,
     resource_id: Option<&str>,
     dimension: Option<&str>,
-) -> Result<(String, String), AasError> {
+) -> Result<String, AasError> {
     let ns = namespace.ok_or_else(|| AasError::validation("ServiceNamespace is required"))?;
     if !w::enums::SERVICE_NAMESPACE.contains(&ns) {
         return Err(AasError::enum_value(
@@ -93,7 +94,7 @@ pub fn check_key(
         }
         return Err(AasError::enum_value("scalableDimension", dim, &[DIMENSION]));
     }
-    Ok((resource.to_string(), dim.to_string()))
+    Ok(resource.to_string())
 }
 
 /// A registered scalable target (written by the API).

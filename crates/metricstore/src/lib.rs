@@ -254,6 +254,8 @@ struct Block {
 struct Inner {
     series: Vec<Series>,
     by_key: HashMap<SeriesKey, u32>,
+    /// A metric's series (one per unit), so reads find them without a scan.
+    by_metric: HashMap<(Owner, MetricId), Vec<u32>>,
     catalog: File,
     head: HashMap<u32, Buckets>,
     head_buckets: usize,
@@ -530,6 +532,7 @@ impl MetricStore {
         let catalog_path = root.join("catalog");
         let mut series = vec![];
         let mut by_key = HashMap::new();
+        let mut by_metric: HashMap<(Owner, MetricId), Vec<u32>> = HashMap::new();
         for rec in read_records(&catalog_path)? {
             let r: CatalogRecord = serde_json::from_slice(&rec)
                 .map_err(|e| Error::Io(format!("catalog record: {e}")))?;
@@ -540,6 +543,10 @@ impl MetricStore {
                 )));
             }
             by_key.insert(r.key.clone(), r.id);
+            by_metric
+                .entry((r.key.owner.clone(), r.key.metric.clone()))
+                .or_default()
+                .push(r.id);
             series.push(Series {
                 key: r.key,
                 last: i64::MIN,
@@ -629,6 +636,7 @@ impl MetricStore {
             inner: RwLock::new(Inner {
                 series,
                 by_key,
+                by_metric,
                 catalog,
                 head,
                 head_buckets,
@@ -668,6 +676,11 @@ impl MetricStore {
                     append_record(&mut inner.catalog, &rec)?;
                     new_series = true;
                     inner.by_key.insert(key.clone(), id);
+                    inner
+                        .by_metric
+                        .entry((key.owner.clone(), key.metric.clone()))
+                        .or_default()
+                        .push(id);
                     inner.series.push(Series {
                         key,
                         last: i64::MIN,
@@ -768,15 +781,12 @@ impl MetricStore {
         } = window;
         let inner = self.inner.read();
         let ids: Vec<u32> = inner
-            .series
-            .iter()
-            .enumerate()
-            .filter(|(_, s)| {
-                s.key.owner == *owner
-                    && s.key.metric == *metric
-                    && unit.is_none_or(|u| s.key.unit == u)
-            })
-            .map(|(i, _)| i as u32)
+            .by_metric
+            .get(&(owner.clone(), metric.clone()))
+            .into_iter()
+            .flatten()
+            .copied()
+            .filter(|id| unit.is_none_or(|u| inner.series[*id as usize].key.unit == u))
             .collect();
         let ri = res_index(resolution);
         let period = period.max(resolution);

@@ -498,9 +498,12 @@ pub mod cloudwatch {
     pub fn history(scope: &Scope) -> String {
         format!("{}/alarm-history/", base(scope))
     }
+    pub fn history_of(scope: &Scope, name: &str) -> String {
+        format!("{}{}/", history(scope), segment(name))
+    }
     /// One item: ordered by time within its alarm.
     pub fn history_item(scope: &Scope, name: &str, at_ms: i64, unique: &str) -> String {
-        format!("{}{}/{at_ms:016}-{unique}", history(scope), segment(name))
+        format!("{}{at_ms:016}-{unique}", history_of(scope, name))
     }
     pub fn regions(account: &str) -> String {
         format!("/berth/v1/{account}/global/cloudwatch-regions/")
