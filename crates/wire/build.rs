@@ -18,6 +18,7 @@ const MODELS: &[(&str, &str)] = &[
     ("secretsmanager-2017-10-17.json", "secretsmanager"),
     ("logs-2014-03-28.json", "logs"),
     ("cloudwatch-2010-08-01.json", "cloudwatch"),
+    ("sqs-2012-11-05.json", "sqs"),
     (
         "application-autoscaling-2016-02-06.json",
         "application_autoscaling",
@@ -243,6 +244,23 @@ fn generate(model: &Value) -> String {
     out
 }
 
+fn flattened(shape: &Value) -> bool {
+    shape["flattened"].as_bool().unwrap_or(false)
+}
+
+/// A structure member's name on the awsQuery wire, as botocore lays it
+/// out: a flattened list's items carry their own name, else the member's
+/// `locationName`, else the member's name.
+fn wire_name(gen: &Gen, member: &str, spec: &Value) -> String {
+    let target = &gen.shapes[spec["shape"].as_str().expect("shape ref")];
+    if flattened(target) {
+        if let Some(n) = target["member"]["locationName"].as_str() {
+            return n.to_string();
+        }
+    }
+    spec["locationName"].as_str().unwrap_or(member).to_string()
+}
+
 /// What the awsQuery codec needs at run time: every shape's structure (the
 /// XML and form layouts follow it), each operation's input and output, and
 /// each error's code and status.
@@ -268,18 +286,28 @@ fn write_query_tables(out: &mut String, model: &Value, gen: &Gen) {
                     .as_object()
                     .map(|m| {
                         m.iter()
-                            .map(|(k, v)| format!("({k:?}, {})", target(v)))
+                            .map(|(k, v)| {
+                                format!("({k:?}, {}, {:?})", target(v), wire_name(gen, k, v))
+                            })
                             .collect::<Vec<_>>()
                             .join(", ")
                     })
                     .unwrap_or_default();
                 format!("Structure(&[{members}])")
             }
-            "list" => format!("List({})", target(&shape["member"])),
+            "list" => format!(
+                "List({}, {:?}, {})",
+                target(&shape["member"]),
+                shape["member"]["locationName"].as_str().unwrap_or("member"),
+                flattened(shape)
+            ),
             "map" => format!(
-                "Map({}, {})",
+                "Map({}, {}, {:?}, {:?}, {})",
                 target(&shape["key"]),
-                target(&shape["value"])
+                target(&shape["value"]),
+                shape["key"]["locationName"].as_str().unwrap_or("key"),
+                shape["value"]["locationName"].as_str().unwrap_or("value"),
+                flattened(shape)
             ),
             "integer" | "long" => "Integer".into(),
             "double" | "float" => "Double".into(),

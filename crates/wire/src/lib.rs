@@ -63,6 +63,21 @@ pub mod cloudwatch {
     };
 }
 
+/// Shapes of SQS (`sqs/2012-11-05`): AWS JSON 1.0 as current SDKs send it
+/// and awsQuery (with the older model's flattened wire names) as Debian's
+/// AWS CLI v2 does.
+#[allow(clippy::all)]
+pub mod sqs {
+    include!(concat!(env!("OUT_DIR"), "/sqs.rs"));
+
+    /// The model's tables, for [`crate::query::Model::decode`] and `encode`.
+    pub const MODEL: crate::query::Model = crate::query::Model {
+        shapes: SHAPES,
+        operations: OPERATION_SHAPES,
+        namespace: XML_NAMESPACE,
+    };
+}
+
 /// Shapes of IAM (`iam/2010-05-08`, awsQuery), for the operations Berth
 /// serves; the model's other operations are listed without shapes.
 #[allow(clippy::all)]

@@ -13,10 +13,15 @@ use std::collections::BTreeMap;
 /// The layout of one model shape.
 #[derive(Debug, Clone, Copy)]
 pub enum Shape {
-    /// Members and the shape of each.
-    Structure(&'static [(&'static str, &'static str)]),
-    List(&'static str),
-    Map(&'static str, &'static str),
+    /// Members: (name in the types, shape, name on the wire).
+    Structure(&'static [(&'static str, &'static str, &'static str)]),
+    /// (member shape, item name, flattened): a flattened list's items
+    /// stand directly in the parent under the member's wire name
+    /// (`AttributeName.1`, `<Message>..</Message><Message>..`), others are
+    /// wrapped (`Names.member.1`, `<Names><member>..`).
+    List(&'static str, &'static str, bool),
+    /// (key shape, value shape, key name, value name, flattened).
+    Map(&'static str, &'static str, &'static str, &'static str, bool),
     Text,
     Integer,
     Double,
@@ -107,36 +112,43 @@ impl Model {
                     return Ok(None);
                 }
                 let mut obj = Map::new();
-                for (member, target) in members {
-                    if let Some(v) = self.value(target, &join(member), params)? {
+                for (member, target, wire) in members {
+                    if let Some(v) = self.value(target, &join(wire), params)? {
                         obj.insert((*member).to_string(), v);
                     }
                 }
                 Ok(Some(Value::Object(obj)))
             }
-            Shape::List(member) => {
+            Shape::List(member, item, flattened) => {
                 let mut items = vec![];
-                while let Some(v) = self.value(
-                    member,
-                    &format!("{path}.member.{}", items.len() + 1),
-                    params,
-                )? {
+                let at = |i: usize| {
+                    if flattened {
+                        format!("{path}.{i}")
+                    } else {
+                        format!("{path}.{item}.{i}")
+                    }
+                };
+                while let Some(v) = self.value(member, &at(items.len() + 1), params)? {
                     items.push(v);
                 }
                 // botocore sends an empty list as the bare name with no value.
                 let given = !items.is_empty() || params.get(path).is_some();
                 Ok(given.then_some(Value::Array(items)))
             }
-            Shape::Map(key, value) => {
+            Shape::Map(key, value, key_name, value_name, flattened) => {
                 let mut obj = Map::new();
                 for i in 1.. {
-                    let entry = format!("{path}.entry.{i}");
+                    let entry = if flattened {
+                        format!("{path}.{i}")
+                    } else {
+                        format!("{path}.entry.{i}")
+                    };
                     let Some(Value::String(k)) =
-                        self.value(key, &format!("{entry}.key"), params)?
+                        self.value(key, &format!("{entry}.{key_name}"), params)?
                     else {
                         break;
                     };
-                    let v = self.value(value, &format!("{entry}.value"), params)?;
+                    let v = self.value(value, &format!("{entry}.{value_name}"), params)?;
                     obj.insert(k, v.unwrap_or(Value::Null));
                 }
                 Ok((!obj.is_empty()).then_some(Value::Object(obj)))
@@ -204,12 +216,31 @@ impl Model {
         )
     }
 
-    fn members(&self, members: &[(&str, &str)], value: &Value, out: &mut String) {
-        for (member, target) in members {
-            if let Some(v) = value.get(*member).filter(|v| !v.is_null()) {
-                out.push_str(&format!("<{member}>"));
-                self.xml(target, v, out);
-                out.push_str(&format!("</{member}>"));
+    fn members(&self, members: &[(&str, &str, &str)], value: &Value, out: &mut String) {
+        for (member, target, wire) in members {
+            let Some(v) = value.get(*member).filter(|v| !v.is_null()) else {
+                continue;
+            };
+            match (self.shape(target), v) {
+                (Some(Shape::List(item_shape, _, true)), Value::Array(items)) => {
+                    for item in items {
+                        out.push_str(&format!("<{wire}>"));
+                        self.xml(item_shape, item, out);
+                        out.push_str(&format!("</{wire}>"));
+                    }
+                }
+                (Some(Shape::Map(_, v_shape, k, v_name, true)), Value::Object(entries)) => {
+                    for (key, item) in entries {
+                        out.push_str(&format!("<{wire}><{k}>{}</{k}><{v_name}>", escape(key)));
+                        self.xml(v_shape, item, out);
+                        out.push_str(&format!("</{v_name}></{wire}>"));
+                    }
+                }
+                _ => {
+                    out.push_str(&format!("<{wire}>"));
+                    self.xml(target, v, out);
+                    out.push_str(&format!("</{wire}>"));
+                }
             }
         }
     }
@@ -217,18 +248,21 @@ impl Model {
     fn xml(&self, shape: &str, value: &Value, out: &mut String) {
         match (self.shape(shape), value) {
             (Some(Shape::Structure(members)), _) => self.members(members, value, out),
-            (Some(Shape::List(member)), Value::Array(items)) => {
+            (Some(Shape::List(member, name, _)), Value::Array(items)) => {
                 for item in items {
-                    out.push_str("<member>");
+                    out.push_str(&format!("<{name}>"));
                     self.xml(member, item, out);
-                    out.push_str("</member>");
+                    out.push_str(&format!("</{name}>"));
                 }
             }
-            (Some(Shape::Map(_, v)), Value::Object(entries)) => {
+            (Some(Shape::Map(_, v, k_name, v_name, _)), Value::Object(entries)) => {
                 for (k, item) in entries {
-                    out.push_str(&format!("<entry><key>{}</key><value>", escape(k)));
+                    out.push_str(&format!(
+                        "<entry><{k_name}>{}</{k_name}><{v_name}>",
+                        escape(k)
+                    ));
                     self.xml(v, item, out);
-                    out.push_str("</value></entry>");
+                    out.push_str(&format!("</{v_name}></entry>"));
                 }
             }
             (Some(Shape::Timestamp), Value::Number(n)) => {
@@ -459,6 +493,47 @@ mod tests {
             .decode::<cw::GetMetricStatisticsInput>("GetMetricStatistics", &bad)
             .expect_err("refused");
         assert_eq!(err.field, "StartTime");
+    }
+
+    #[test]
+    fn flattened_members_use_their_wire_names() {
+        use crate::sqs as q;
+        let p = QueryParams::parse(
+            b"Action=CreateQueue&QueueName=jobs&Attribute.1.Name=VisibilityTimeout\
+              &Attribute.1.Value=40&Tag.1.Key=team&Tag.1.Value=a",
+        );
+        let input: q::CreateQueueRequest = q::MODEL.decode("CreateQueue", &p).expect("decoded");
+        assert_eq!(
+            input.attributes.expect("attributes")["VisibilityTimeout"],
+            "40"
+        );
+        assert_eq!(input.tags.expect("tags")["team"], "a");
+        let p = QueryParams::parse(
+            b"Action=ReceiveMessage&QueueUrl=u&AttributeName.1=All&MessageAttributeName.1=k",
+        );
+        let input: q::ReceiveMessageRequest =
+            q::MODEL.decode("ReceiveMessage", &p).expect("decoded");
+        assert_eq!(input.attribute_names, Some(vec!["All".to_string()]));
+        assert_eq!(input.message_attribute_names, Some(vec!["k".to_string()]));
+        let out = q::ReceiveMessageResult {
+            messages: Some(vec![q::Message {
+                body: Some("b".into()),
+                attributes: Some([("SenderId".to_string(), "x".to_string())].into()),
+                ..Default::default()
+            }]),
+        };
+        assert_eq!(
+            q::MODEL.encode("ReceiveMessage", &out),
+            "<Message><Attribute><Name>SenderId</Name><Value>x</Value></Attribute><Body>b</Body></Message>"
+        );
+        let out = q::ListQueuesResult {
+            queue_urls: Some(vec!["a".into(), "b".into()]),
+            next_token: None,
+        };
+        assert_eq!(
+            q::MODEL.encode("ListQueues", &out),
+            "<QueueUrl>a</QueueUrl><QueueUrl>b</QueueUrl>"
+        );
     }
 
     #[test]
