@@ -643,6 +643,49 @@ pub(crate) fn secrets<'a>(
     })
 }
 
+/// An SQS request (JSON 1.0) as IAM sees it.
+pub(crate) fn sqs(
+    ctx: &RequestContext,
+    principal: &Principal,
+    now: f64,
+    op: &str,
+    body: &[u8],
+) -> Ask {
+    let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    sqs_ask(ctx, principal, now, op, &v)
+}
+
+/// An SQS request from either protocol's decoded input: on the queue the
+/// URL (or, to create or find one, the name) names; ListQueues on every
+/// queue of the region.
+fn sqs_ask(ctx: &RequestContext, principal: &Principal, now: f64, op: &str, v: &Value) -> Ask {
+    let mut c = base_context(ctx, principal, now);
+    let tags: Vec<(Option<String>, Option<String>)> = v["tags"]
+        .as_object()
+        .or_else(|| v["Tags"].as_object())
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| (Some(k.clone()), v.as_str().map(String::from)))
+        .collect();
+    request_tags(&mut c, tags.iter().map(|(k, v)| (k, v)));
+    let scope = &ctx.scope;
+    let arn = |name: &str| berth_domain::sqs::queue_arn(&scope.region, &scope.account, name);
+    let name = v["QueueUrl"]
+        .as_str()
+        .and_then(berth_domain::sqs::parse_queue_url)
+        .map(|(_, n)| n.to_string())
+        .or_else(|| v["QueueName"].as_str().map(String::from));
+    let resources = match (op, name) {
+        ("ListQueues", _) | (_, None) => vec![arn("*")],
+        (_, Some(n)) => vec![arn(&n)],
+    };
+    Ask {
+        action: ["sqs:", op].concat(),
+        resources,
+        context: c,
+    }
+}
+
 /// An awsQuery request (ELBv2, IAM, STS) as IAM sees it.
 pub(crate) fn query(
     ctx: &RequestContext,
@@ -657,6 +700,12 @@ pub(crate) fn query(
             .decode(action, params)
             .unwrap_or(Value::Null);
         return cloudwatch_ask(ctx, principal, now, action, &v);
+    }
+    if prefix == "sqs" {
+        let v: Value = berth_wire::sqs::MODEL
+            .decode(action, params)
+            .unwrap_or(Value::Null);
+        return sqs_ask(ctx, principal, now, action, &v);
     }
     let mut c = base_context(ctx, principal, now);
     let get = |k: &str| params.get(k).map(str::to_string);

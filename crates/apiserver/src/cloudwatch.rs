@@ -13,43 +13,10 @@ use berth_domain::alarms as alarm_rules;
 use berth_domain::cloudwatch::{self as rules, CwError, Stat};
 use berth_metricstore::{Datum, MetricId, MetricStore, Owner, Window};
 use berth_wire::cloudwatch as w;
-use berth_wire::query::QueryParams;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-macro_rules! operations {
-    ($($name:literal => $handler:path),* $(,)?) => {
-        /// The operations Berth serves.
-        pub const IMPLEMENTED: &[&str] = &[$($name),*];
-
-        /// A JSON 1.0 request: decoded, handled, answered in JSON.
-        pub(crate) async fn dispatch_json(st: &AppState, ctx: &RequestContext, op: &str, body: &[u8]) -> Result<Vec<u8>, ApiError> {
-            match op {
-                $($name => {
-                    let input = berth_wire::json::decode(body)?;
-                    let output = $handler(st, ctx, input).await?;
-                    Ok(berth_wire::json::encode(&output))
-                })*
-                other => Err(unknown(other)),
-            }
-        }
-
-        /// An awsQuery request: the form decoded into the same types,
-        /// answered in XML.
-        pub(crate) async fn dispatch_query(st: &AppState, ctx: &RequestContext, action: &str, params: &QueryParams) -> Result<Vec<u8>, ApiError> {
-            match action {
-                $($name => {
-                    let input = w::MODEL.decode(action, params).map_err(|e| CwError::invalid(e.to_string()))?;
-                    let output = $handler(st, ctx, input).await?;
-                    Ok(w::MODEL.respond(action, &output, &ctx.request_id).into_bytes())
-                })*
-                other => Err(unknown(other)),
-            }
-        }
-    };
-}
-
-operations! {
+dual_operations! { "CloudWatch", w::MODEL, CwError::invalid;
     "PutMetricData" => put_metric_data,
     "GetMetricStatistics" => get_metric_statistics,
     "GetMetricData" => get_metric_data,
@@ -65,16 +32,6 @@ operations! {
     "TagResource" => tag_resource,
     "UntagResource" => untag_resource,
     "ListTagsForResource" => list_tags_for_resource,
-}
-
-fn unknown(op: &str) -> ApiError {
-    if w::OPERATIONS.contains(&op) {
-        ApiError::UnknownOperation(format!(
-            "Berth does not implement the CloudWatch operation {op} yet; see docs/api-coverage.md."
-        ))
-    } else {
-        ApiError::UnknownOperation(format!("Unknown operation {op}"))
-    }
 }
 
 type Out<T> = Result<T, ApiError>;

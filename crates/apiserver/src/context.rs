@@ -21,6 +21,9 @@ pub struct RequestContext {
     pub source_ip: Option<std::net::IpAddr>,
     /// Whether it came over TLS.
     pub secure: bool,
+    /// The Host header: where the caller reached this server, which is
+    /// where the URLs it is given (SQS queue URLs) must point.
+    pub host: Option<String>,
     /// A region in the credential scope that cannot be a region name; such
     /// a request is rejected rather than stored under a strange key.
     pub bad_region: Option<String>,
@@ -100,6 +103,10 @@ impl RequestContext {
             caller: None,
             source_ip: None,
             secure: false,
+            host: headers
+                .get("host")
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_string),
             scope,
             service: scope_info.map(|(_, service)| service.to_string()),
             bad_region,

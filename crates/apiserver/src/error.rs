@@ -26,6 +26,8 @@ pub enum ApiError {
     CloudWatch(#[from] berth_domain::cloudwatch::CwError),
     #[error(transparent)]
     Aas(#[from] berth_domain::scaling::AasError),
+    #[error(transparent)]
+    Sqs(#[from] berth_domain::sqs::SqsError),
     /// The caller's policies do not allow the request.
     #[error(transparent)]
     Denied(#[from] crate::authz::Denied),
@@ -88,6 +90,7 @@ impl ApiError {
                 e.message.clone(),
             ),
             ApiError::CloudWatch(e) => (e.status, e.code, e.message.clone()),
+            ApiError::Sqs(e) => (e.status, e.code, e.message.clone()),
             ApiError::Aas(e) => (
                 if e.code == "InternalServiceException" {
                     500
@@ -160,6 +163,7 @@ impl ApiError {
             ApiError::UnknownOperation(m) => (400, "InvalidAction", m.clone()),
             ApiError::Denied(d) => (403, "AccessDenied", d.0.clone()),
             ApiError::CloudWatch(e) => (e.status, e.query_code, e.message.clone()),
+            ApiError::Sqs(e) => (e.status, e.query_code, e.message.clone()),
             ApiError::Serialization(m) => (400, "SerializationException", m.clone()),
             ApiError::Store(_) | ApiError::Internal(_) => {
                 (500, "InternalFailure", "An internal error occurred.".into())

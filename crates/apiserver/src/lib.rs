@@ -39,6 +39,52 @@ macro_rules! json_operations {
     };
 }
 
+/// The same for a service served over JSON 1.0 and awsQuery alike
+/// (CloudWatch, SQS): both decode into the model's JSON types, run the
+/// same handler and answer in the protocol they came in. `$bad` turns a
+/// form that does not fit the model into the service's own error.
+macro_rules! dual_operations {
+    ($service:literal, $model:path, $bad:expr; $($name:literal => $handler:path),* $(,)?) => {
+        /// The operations Berth serves.
+        pub const IMPLEMENTED: &[&str] = &[$($name),*];
+
+        fn unknown(op: &str) -> ApiError {
+            if $model.operations.iter().any(|(n, _, _)| *n == op) {
+                ApiError::UnknownOperation(format!(
+                    concat!("Berth does not implement the ", $service, " operation {} yet; see docs/api-coverage.md."), op
+                ))
+            } else {
+                ApiError::UnknownOperation(format!("Unknown operation {op}"))
+            }
+        }
+
+        /// A JSON 1.0 request: decoded, handled, answered in JSON.
+        pub(crate) async fn dispatch_json(st: &AppState, ctx: &RequestContext, op: &str, body: &[u8]) -> Result<Vec<u8>, ApiError> {
+            match op {
+                $($name => {
+                    let input = berth_wire::json::decode(body)?;
+                    let output = $handler(st, ctx, input).await?;
+                    Ok(berth_wire::json::encode(&output))
+                })*
+                other => Err(unknown(other)),
+            }
+        }
+
+        /// An awsQuery request: the form decoded into the same types,
+        /// answered in XML.
+        pub(crate) async fn dispatch_query(st: &AppState, ctx: &RequestContext, action: &str, params: &berth_wire::query::QueryParams) -> Result<Vec<u8>, ApiError> {
+            match action {
+                $($name => {
+                    let input = $model.decode(action, params).map_err(|e| ApiError::from($bad(e.to_string())))?;
+                    let output = $handler(st, ctx, input).await?;
+                    Ok($model.respond(action, &output, &ctx.request_id).into_bytes())
+                })*
+                other => Err(unknown(other)),
+            }
+        }
+    };
+}
+
 mod auth;
 mod authz;
 mod autoscaling;
@@ -59,6 +105,7 @@ mod metrics;
 mod registry;
 mod secretsmanager;
 mod serve;
+mod sqs;
 mod ssm;
 mod sts;
 
@@ -82,6 +129,8 @@ pub use iam::IMPLEMENTED as IAM_IMPLEMENTED;
 /// Secrets Manager operations Berth serves.
 pub use secretsmanager::IMPLEMENTED as SECRETS_MANAGER_IMPLEMENTED;
 pub use serve::{serve, serve_tls};
+/// SQS operations Berth serves.
+pub use sqs::IMPLEMENTED as SQS_IMPLEMENTED;
 /// SSM (Parameter Store) operations Berth serves.
 pub use ssm::IMPLEMENTED as SSM_IMPLEMENTED;
 

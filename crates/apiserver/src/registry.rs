@@ -141,6 +141,24 @@ fn cloudwatch_query<'a>(
     Box::pin(crate::cloudwatch::dispatch_query(st, ctx, action, params))
 }
 
+fn sqs_json<'a>(
+    st: &'a AppState,
+    ctx: &'a RequestContext,
+    op: &'a str,
+    body: &'a [u8],
+) -> Reply<'a> {
+    Box::pin(crate::sqs::dispatch_json(st, ctx, op, body))
+}
+
+fn sqs_query<'a>(
+    st: &'a AppState,
+    ctx: &'a RequestContext,
+    action: &'a str,
+    params: &'a QueryParams,
+) -> Reply<'a> {
+    Box::pin(crate::sqs::dispatch_query(st, ctx, action, params))
+}
+
 /// Every service, in the order an unsigned awsQuery action is matched.
 pub(crate) static SERVICES: &[AwsService] = &[
     AwsService {
@@ -229,6 +247,23 @@ pub(crate) static SERVICES: &[AwsService] = &[
             dispatch: cloudwatch_query,
         }),
         knows: |op| berth_wire::cloudwatch::OPERATIONS.contains(&op),
+    },
+    AwsService {
+        label: "sqs",
+        signing_name: "sqs",
+        action_prefix: "sqs",
+        json: Some(JsonWire {
+            target_prefix: berth_wire::sqs::TARGET_PREFIX,
+            dispatch: sqs_json,
+            ask: Asker::Now(crate::authz::sqs),
+            content_type: JSON_1_0,
+            query_compatible: true,
+        }),
+        query: Some(QueryWire {
+            namespace: berth_wire::sqs::XML_NAMESPACE,
+            dispatch: sqs_query,
+        }),
+        knows: |op| berth_wire::sqs::OPERATIONS.contains(&op),
     },
     AwsService {
         label: "sts",

@@ -322,7 +322,7 @@ fn api_coverage_doc_matches_the_code() {
         .iter()
         .map(|(op, _, _)| *op)
         .collect();
-    let services: [(&str, &[&str], &[&str]); 8] = [
+    let services: [(&str, &[&str], &[&str]); 9] = [
         (
             "ECS",
             berth_wire::ecs::OPERATIONS,
@@ -358,6 +358,11 @@ fn api_coverage_doc_matches_the_code() {
             "Application Auto Scaling",
             berth_wire::application_autoscaling::OPERATIONS,
             berth_apiserver::AUTOSCALING_IMPLEMENTED,
+        ),
+        (
+            "SQS",
+            berth_wire::sqs::OPERATIONS,
+            berth_apiserver::SQS_IMPLEMENTED,
         ),
     ];
     for (heading, operations, implemented) in services {

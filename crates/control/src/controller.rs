@@ -259,7 +259,8 @@ struct StoppedTasks(Arc<Controller>);
 /// tasks run (scaling out from zero reads them).
 struct ServiceMetrics(Arc<Controller>);
 
-/// Judges a region's CloudWatch alarms as their periods end.
+/// Judges a region's CloudWatch alarms as their periods end, after
+/// publishing its queues' depths and running its scheduled scaling.
 struct Alarms(Arc<Controller>, crate::alarms::Evaluated);
 
 /// How often the alarm evaluator looks: the shortest alarm period.
@@ -284,6 +285,14 @@ impl Reconciler for Alarms {
                 Err(crate::scaling::ScalingFailure::Control(e)) => return Err(e),
                 Err(crate::scaling::ScalingFailure::Aas(e)) => {
                     tracing::warn!(error = %e, "scheduled scaling failed");
+                }
+            }
+            // Queue depths next, so that alarms on them judge this look.
+            match crate::sqs::publish_metrics(&self.0.st, key).await {
+                Ok(()) => {}
+                Err(crate::sqs::SqsFailure::Control(e)) => return Err(e),
+                Err(crate::sqs::SqsFailure::Sqs(e)) => {
+                    tracing::warn!(error = %e, "queue metrics failed");
                 }
             }
             match crate::alarms::evaluate_region(&self.0.st, key, &self.1, Some(&runner)).await {

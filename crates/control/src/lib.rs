@@ -34,6 +34,7 @@ pub mod scaling;
 pub mod secrets;
 pub mod service_lb;
 pub mod services;
+pub mod sqs;
 pub mod ssm;
 pub mod task_role;
 pub mod task_secrets;

@@ -25,6 +25,7 @@ pub mod schedule;
 pub mod secrets;
 pub mod service;
 pub mod settings;
+pub mod sqs;
 pub mod ssm;
 pub mod tags;
 pub mod task;

@@ -24,6 +24,7 @@ use crate::cloudwatch::{Datum, Sample};
 
 pub const ECS: &str = "AWS/ECS";
 pub const INSIGHTS: &str = "ECS/ContainerInsights";
+pub const SQS: &str = "AWS/SQS";
 
 /// What a task is, for its metrics.
 #[derive(Debug, Clone, PartialEq)]
@@ -223,6 +224,67 @@ pub fn service_counts(
         datum("PendingTaskCount", &dims, "Count", at, f64::from(pending)),
         datum("DesiredTaskCount", &dims, "Count", at, desired as f64),
     ]
+}
+
+/// A queue's gauges at `at`: what it holds, and the age in seconds of its
+/// oldest message. Unlike AWS's (minutes late, "approximate"), exact and
+/// as fresh as the last look.
+pub fn queue_gauges(
+    queue: &str,
+    visible: f64,
+    in_flight: f64,
+    delayed: f64,
+    oldest_age: f64,
+    at: i64,
+) -> Vec<Datum> {
+    let dims = [("QueueName", queue)];
+    vec![
+        datum(
+            "ApproximateNumberOfMessagesVisible",
+            &dims,
+            "Count",
+            at,
+            visible,
+        ),
+        datum(
+            "ApproximateNumberOfMessagesNotVisible",
+            &dims,
+            "Count",
+            at,
+            in_flight,
+        ),
+        datum(
+            "ApproximateNumberOfMessagesDelayed",
+            &dims,
+            "Count",
+            at,
+            delayed,
+        ),
+        datum(
+            "ApproximateAgeOfOldestMessage",
+            &dims,
+            "Seconds",
+            at,
+            oldest_age,
+        ),
+    ]
+}
+
+/// What requests did to a queue at `at`: (metric, value) pairs such as
+/// NumberOfMessagesSent, summed by CloudWatch per period.
+pub fn queue_counters(queue: &str, counters: &[(&str, f64)], at: i64) -> Vec<Datum> {
+    let dims = [("QueueName", queue)];
+    counters
+        .iter()
+        .map(|(name, v)| {
+            let unit = if *name == "SentMessageSize" {
+                "Bytes"
+            } else {
+                "Count"
+            };
+            datum(name, &dims, unit, at, *v)
+        })
+        .collect()
 }
 
 #[cfg(test)]

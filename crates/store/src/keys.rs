@@ -624,3 +624,37 @@ mod tests {
         assert!(k.ends_with("/arn:aws:iam::1:role%2Fa%2Fb/containerInsights"));
     }
 }
+
+/// SQS: regional. A queue's record is the API's; its messages are records
+/// of their own under the queue, keyed by sequence number (so a range
+/// reads them oldest first), each written by its send and then by every
+/// receive. FIFO deduplication ids are remembered for five minutes; a
+/// deleted queue's name is held for a minute.
+pub mod sqs {
+    use berth_domain::Scope;
+
+    fn base(scope: &Scope) -> String {
+        format!("/berth/v1/{}/{}/sqs", scope.account, scope.region)
+    }
+    pub fn queues(scope: &Scope) -> String {
+        format!("{}/queues/", base(scope))
+    }
+    pub fn queue(scope: &Scope, name: &str) -> String {
+        format!("{}{name}", queues(scope))
+    }
+    pub fn messages_of(scope: &Scope, queue: &str) -> String {
+        format!("{}/messages/{queue}/", base(scope))
+    }
+    pub fn message(scope: &Scope, queue: &str, sequence: &str) -> String {
+        format!("{}{sequence}", messages_of(scope, queue))
+    }
+    pub fn dedup_of(scope: &Scope, queue: &str) -> String {
+        format!("{}/dedup/{queue}/", base(scope))
+    }
+    pub fn dedup(scope: &Scope, queue: &str, id: &str) -> String {
+        format!("{}{}", dedup_of(scope, queue), super::principal_segment(id))
+    }
+    pub fn deleted(scope: &Scope, queue: &str) -> String {
+        format!("{}/deleted/{queue}", base(scope))
+    }
+}
