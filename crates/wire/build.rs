@@ -232,6 +232,16 @@ fn generate(model: &Value) -> String {
         "/// Every modeled exception shape.\npub const EXCEPTIONS: &[&str] = &[{exc}];"
     )
     .ok();
+    let meta = &model["metadata"];
+    let signing = meta["signingName"]
+        .as_str()
+        .or(meta["endpointPrefix"].as_str())
+        .expect("model names its endpoint");
+    writeln!(
+        out,
+        "/// The service of this model's SigV4 credential scope.\npub const SIGNING_NAME: &str = {signing:?};"
+    )
+    .ok();
     if query || compatible {
         write_query_tables(&mut out, model, &gen);
     }

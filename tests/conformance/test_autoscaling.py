@@ -281,3 +281,122 @@ def test_scheduled_actions_change_the_bounds_in_their_time_zone(scl, name):
     assert error_of(aas.delete_scheduled_action, **key, ScheduledActionName="morning")[1] == "ObjectNotFoundException"
     aas.deregister_scalable_target(**key)
     scl.ecs.update_service(cluster=scl.name, service=name, desiredCount=0)
+
+
+# A queue worker in busybox sh: it talks to SQS through the task endpoint,
+# which signs its unsigned requests with the task's role, and protects
+# itself through $ECS_AGENT_URI while it works on a message. A message
+# `holdN` takes N seconds, the others two.
+WORKER = r'''
+call() { wget -q -O- --header "Content-Type: application/x-amz-json-1.0" --header "X-Amz-Target: AmazonSQS.$1" --post-data "$2" http://169.254.170.2/; }
+protect() {
+  body="{\"ProtectionEnabled\":$1,\"ExpiresInMinutes\":10}"; p=${ECS_AGENT_URI#http://169.254.170.2}
+  { printf "PUT $p/task-protection/v1/state HTTP/1.0\r\nHost: 169.254.170.2\r\nContent-Length: ${#body}\r\n\r\n$body"; sleep 1; } | nc 169.254.170.2 80 >/dev/null
+}
+while true; do
+  r=$(call ReceiveMessage "{\"QueueUrl\":\"$QUEUE_URL\",\"WaitTimeSeconds\":2,\"VisibilityTimeout\":120}") || { sleep 1; continue; }
+  h=$(echo "$r" | sed -n 's/.*"ReceiptHandle":"\([^"]*\)".*/\1/p')
+  [ -z "$h" ] && continue
+  b=$(echo "$r" | sed -n 's/.*"Body":"\([^"]*\)".*/\1/p')
+  protect true
+  echo "working on $b"
+  case "$b" in hold*) sleep ${b#hold};; *) sleep 2;; esac
+  call DeleteMessage "{\"QueueUrl\":\"$QUEUE_URL\",\"ReceiptHandle\":\"$h\"}" >/dev/null && echo "done $b"
+  protect false
+done
+'''
+
+
+def test_queue_workers_scale_from_zero_drain_and_scale_in_around_a_protected_task(scl, name):
+    """The seeds' queue scenario on real containers: a worker service at
+    zero tasks; a step policy on ApproximateNumberOfMessagesVisible starts
+    one worker, target tracking on the backlog per task (metric math over
+    the queue's depth and the running task count) adds more, the workers
+    drain the queue, and a scale-in to zero stops the idle workers while
+    the one working on a long message, protected, finishes it first."""
+    iam, sqs = client(scl.server, "iam"), client(scl.server, "sqs")
+    aas, cw = client(scl.server, "application-autoscaling"), client(scl.server, "cloudwatch")
+    queue = sqs.create_queue(QueueName=name)["QueueUrl"]
+    trust = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
+                                                     "Principal": {"Service": "ecs-tasks.amazonaws.com"}}]}
+    role = iam.create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps(trust))["Role"]["Arn"]
+    iam.put_role_policy(RoleName=name, PolicyName="work", PolicyDocument=json.dumps({
+        "Version": "2012-10-17", "Statement": [
+            {"Effect": "Allow", "Action": ["sqs:ReceiveMessage", "sqs:DeleteMessage"],
+             "Resource": f"arn:aws:sqs:us-east-1:000000000000:{name}"},
+            {"Effect": "Allow", "Action": "ecs:UpdateTaskProtection", "Resource": "*"}]}))
+    scl.ecs.register_task_definition(family=name, taskRoleArn=role, cpu="128", memory="32", containerDefinitions=[
+        {"name": "worker", "image": IMAGE, "stopTimeout": 1, "command": ["sh", "-c", WORKER],
+         "environment": [{"name": "QUEUE_URL", "value": queue}]}])
+    scl.ecs.create_service(cluster=scl.name, serviceName=name, taskDefinition=name, desiredCount=0)
+    resource = f"service/{scl.name}/{name}"
+    key = dict(ServiceNamespace=SERVICE_NS, ResourceId=resource, ScalableDimension=DIM)
+    aas.register_scalable_target(**key, MinCapacity=0, MaxCapacity=3)
+
+    def step(policy, capacity):
+        return aas.put_scaling_policy(**key, PolicyName=policy, PolicyType="StepScaling",
+                                      StepScalingPolicyConfiguration={
+                                          "AdjustmentType": "ExactCapacity", "Cooldown": 0,
+                                          "StepAdjustments": [{"MetricIntervalLowerBound": 0,
+                                                               "ScalingAdjustment": capacity}]})["PolicyARN"]
+
+    depth = dict(Namespace="AWS/SQS", MetricName="ApproximateNumberOfMessagesVisible",
+                 Dimensions=[{"Name": "QueueName", "Value": name}], Statistic="Maximum", Period=10)
+    cw.put_metric_alarm(AlarmName=f"{name}-out", **depth, EvaluationPeriods=1, Threshold=0.0,
+                        ComparisonOperator="GreaterThanThreshold", AlarmActions=[step("from-zero", 1)])
+    aas.put_scaling_policy(**key, PolicyName="backlog", PolicyType="TargetTrackingScaling",
+                           TargetTrackingScalingPolicyConfiguration={
+                               "TargetValue": 3.0, "ScaleOutCooldown": 0, "DisableScaleIn": True,
+                               "CustomizedMetricSpecification": {"Metrics": [
+                                   {"Id": "visible", "ReturnData": False, "MetricStat": {"Stat": "Maximum", "Metric": {
+                                       "Namespace": "AWS/SQS", "MetricName": "ApproximateNumberOfMessagesVisible",
+                                       "Dimensions": [{"Name": "QueueName", "Value": name}]}}},
+                                   {"Id": "tasks", "ReturnData": False, "MetricStat": {"Stat": "Average", "Metric": {
+                                       "Namespace": "ECS/ContainerInsights", "MetricName": "RunningTaskCount",
+                                       "Dimensions": [{"Name": "ClusterName", "Value": scl.name},
+                                                      {"Name": "ServiceName", "Value": name}]}}},
+                                   {"Id": "backlog", "Expression": "visible / tasks", "ReturnData": True,
+                                    "Label": "Backlog per task"}]}})
+    sqs.send_message_batch(QueueUrl=queue, Entries=[{"Id": f"m{i}", "MessageBody": f"m{i}"} for i in range(10)])
+    sqs.send_message_batch(QueueUrl=queue, Entries=[{"Id": f"n{i}", "MessageBody": f"n{i}"} for i in range(10)])
+    sqs.send_message(QueueUrl=queue, MessageBody="hold40")
+
+    wait_for("one worker from zero", lambda: desired(scl, name) >= 1, timeout=60)
+    wait_for("more workers for the backlog", lambda: desired(scl, name) == 3, timeout=90)
+    causes = [a["Cause"] for a in aas.describe_scaling_activities(**{
+        k: key[k] for k in ("ServiceNamespace", "ResourceId")})["ScalingActivities"]]
+    assert any("triggered policy from-zero" in c for c in causes) and any("triggered policy backlog" in c
+                                                                          for c in causes), causes
+
+    def held():
+        tasks = scl.ecs.list_tasks(cluster=scl.name, serviceName=name, desiredStatus="RUNNING")["taskArns"]
+        prot = scl.ecs.get_task_protection(cluster=scl.name, tasks=tasks)["protectedTasks"] if tasks else []
+        return [t["taskArn"] for t in prot if t["protectionEnabled"]]
+
+    def depth_now():
+        a = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["All"])["Attributes"]
+        return int(a["ApproximateNumberOfMessages"]), int(a["ApproximateNumberOfMessagesNotVisible"])
+
+    # Drained but for the long message, which one protected worker holds.
+    wait_for("the queue drained", lambda: depth_now() == (0, 1), timeout=120)
+    holder = wait_for("the worker on the long message protected", lambda: len(held()) == 1 and held()[0], timeout=30)
+    cw.put_metric_alarm(AlarmName=f"{name}-in", **depth, EvaluationPeriods=2, Threshold=0.0,
+                        ComparisonOperator="LessThanOrEqualToThreshold", AlarmActions=[step("to-zero", 0)])
+    wait_for("scale-in to zero", lambda: desired(scl, name) == 0, timeout=60)
+
+    def running():
+        return scl.ecs.list_tasks(cluster=scl.name, serviceName=name, desiredStatus="RUNNING")["taskArns"]
+
+    wait_for("the idle workers stopped", lambda: running() == [holder], timeout=60)
+    assert depth_now() == (0, 1), "the long message is still being worked on"
+    # It finishes, deletes its message, drops its protection, and goes.
+    wait_for("the protected worker done and stopped", lambda: running() == [], timeout=90)
+    assert depth_now() == (0, 0)
+    deleted = cw.get_metric_statistics(Namespace="AWS/SQS", MetricName="NumberOfMessagesDeleted",
+                                    Dimensions=[{"Name": "QueueName", "Value": name}],
+                                    StartTime=datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(hours=1),
+                                    EndTime=datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(minutes=5),
+                                    Period=7200, Statistics=["Sum"])["Datapoints"]
+    # (Periods align on the epoch: the test may span two.)
+    assert sum(d["Sum"] for d in deleted) == 21.0
+    aas.deregister_scalable_target(**key)

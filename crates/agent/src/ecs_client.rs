@@ -173,18 +173,50 @@ impl EcsClient {
         Ok((status, bytes))
     }
 
-    /// Passes a request a task made, signed by the task itself, to the
-    /// server's API as it came (the Host header it was signed with
-    /// included), and returns the answer as it came.
+    /// Passes a request a task made to the server's API as it came (the
+    /// Host header it was signed with included), and returns the answer as
+    /// it came. A request the task signed itself goes as it is; `sign`
+    /// signs one that came unsigned, for the given service, over its
+    /// Host, content type and target.
     pub async fn forward(
         &self,
         method: hyper::Method,
         path_and_query: &str,
         headers: &hyper::HeaderMap,
         body: Bytes,
+        sign: Option<(&Credentials, &str)>,
     ) -> Result<hyper::Response<Bytes>, EcsError> {
         let url = format!("{}{}", self.url.trim_end_matches('/'), path_and_query);
-        let mut req = hyper::Request::builder().method(method).uri(&url);
+        let mut req = hyper::Request::builder().method(method.clone()).uri(&url);
+        if let Some((creds, service)) = sign {
+            let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+            let host = text("host").unwrap_or(&self.authority).to_string();
+            let mut signed: Vec<(&str, &str)> = vec![("host", &host)];
+            for name in ["content-type", "x-amz-target"] {
+                if let Some(v) = text(name) {
+                    signed.push((name, v));
+                }
+            }
+            let (path, query) = path_and_query
+                .split_once('?')
+                .unwrap_or((path_and_query, ""));
+            let r = sigv4::Request {
+                method: method.as_str(),
+                path,
+                query,
+                headers: &signed,
+            };
+            for (k, v) in sigv4::sign(
+                &r,
+                &body,
+                creds,
+                &self.region,
+                service,
+                std::time::SystemTime::now(),
+            ) {
+                req = req.header(k, v);
+            }
+        }
         for (k, v) in headers {
             // Hop-by-hop headers belong to the task's connection.
             if !matches!(

@@ -685,13 +685,45 @@ impl Endpoint {
             .path_and_query()
             .map_or("/", |p| p.as_str())
             .to_string();
+        // An unsigned request is signed with the task's role, so that a
+        // task without an SDK (a shell script with wget) can call the APIs
+        // too; it could sign with the credentials it can fetch itself, so
+        // this gives it nothing more.
+        let unsigned =
+            !parts.headers.contains_key("authorization") && !path.contains("X-Amz-Signature=");
+        let creds = unsigned
+            .then(|| {
+                let table = self.inner.table.lock();
+                table.tasks.get(task).and_then(|t| t.credentials.clone())
+            })
+            .flatten()
+            .map(|c| berth_wire::sigv4::Credentials {
+                access_key_id: c.access_key_id,
+                secret_access_key: c.secret_access_key,
+                session_token: Some(c.session_token),
+            });
+        let service = creds.as_ref().and_then(|_| {
+            let target = parts
+                .headers
+                .get("x-amz-target")
+                .and_then(|v| v.to_str().ok());
+            let version = form_version(&parts.headers, &body);
+            berth_wire::signing_name(target, version.as_deref())
+        });
+        let sign = creds.as_ref().zip(service);
         let n = self.inner.servers.len();
         let first = self.inner.current.load(Ordering::Relaxed);
         let mut last = String::new();
         for k in 0..n {
             let i = (first + k) % n;
             match self.inner.servers[i]
-                .forward(parts.method.clone(), &path, &parts.headers, body.clone())
+                .forward(
+                    parts.method.clone(),
+                    &path,
+                    &parts.headers,
+                    body.clone(),
+                    sign,
+                )
                 .await
             {
                 Ok(resp) => {
@@ -705,6 +737,20 @@ impl Endpoint {
         tracing::warn!(task, error = %last, "no server took a task's API request");
         error(StatusCode::BAD_GATEWAY, "ServiceUnavailable", &last)
     }
+}
+
+/// The `Version` of an awsQuery form body.
+fn form_version(headers: &hyper::HeaderMap, body: &[u8]) -> Option<String> {
+    let form = headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.starts_with("application/x-www-form-urlencoded"));
+    if !form {
+        return None;
+    }
+    form_urlencoded::parse(body)
+        .find(|(k, _)| k == "Version")
+        .map(|(_, v)| v.into_owned())
 }
 
 impl Inner {

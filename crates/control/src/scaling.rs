@@ -216,6 +216,7 @@ fn tracking_alarm(
     high: bool,
     name: &str,
     target: f64,
+    math_period: i32,
 ) -> cw::PutMetricAlarmInput {
     let (n, threshold, op) = if high {
         (3, target, "GreaterThanThreshold")
@@ -283,11 +284,11 @@ fn tracking_alarm(
                                         .collect()
                                 }),
                             }),
-                            period: Some(60),
+                            period: Some(math_period),
                             stat: ms.stat.clone(),
                             unit: ms.unit.clone(),
                         }),
-                        period: q.expression.as_ref().map(|_| 60),
+                        period: q.expression.as_ref().map(|_| math_period),
                         ..Default::default()
                     })
                     .collect(),
@@ -299,8 +300,8 @@ fn tracking_alarm(
 
 /// PutScalingPolicy: creates or replaces a policy; a target tracking one
 /// gets (or keeps) its AlarmHigh and, unless scale-in is disabled, its
-/// AlarmLow. `tracking_period` is the period the predefined ECS metrics
-/// are watched at (60 as AWS; Berth defaults to 10).
+/// AlarmLow. `tracking_period` is the period the metrics Berth publishes
+/// itself are watched at (60 as AWS; Berth defaults to 10).
 pub async fn put_policy(
     ctl: &Control,
     scope: &Scope,
@@ -338,18 +339,36 @@ pub async fn put_policy(
         .map(|e| e.value.alarms.iter().map(|(n, _)| n.clone()).collect())
         .unwrap_or_default();
     if let (Some(mut watched), Some(tt)) = (watched, &record.target_tracking) {
-        if let Watched::Metric {
-            period, namespace, ..
-        } = &mut watched
-        {
-            if namespace == "AWS/ECS" {
-                *period = if *period < 60 {
-                    (*period).min(tracking_period)
-                } else {
-                    tracking_period
-                };
+        // Berth publishes its own metrics every ten seconds: policies on
+        // them watch at the tracking period; others at AWS's minute.
+        let frequent = |ns: &str| berth_domain::usage_metrics::FREQUENT.contains(&ns);
+        let math_period = match &mut watched {
+            Watched::Metric {
+                period, namespace, ..
+            } => {
+                if frequent(namespace) {
+                    *period = if *period < 60 {
+                        (*period).min(tracking_period)
+                    } else {
+                        tracking_period
+                    };
+                }
+                60
             }
-        }
+            Watched::Math(queries) => {
+                let all_frequent = queries.iter().all(|q| {
+                    q.metric_stat
+                        .as_ref()
+                        .and_then(|m| m.metric.as_ref())
+                        .is_none_or(|m| frequent(m.namespace.as_deref().unwrap_or_default()))
+                });
+                if all_frequent {
+                    tracking_period
+                } else {
+                    60
+                }
+            }
+        };
         let target = tt.target_value.unwrap_or_default();
         let suffix = uuid::Uuid::new_v4().to_string();
         let named = |which: &str| {
@@ -364,7 +383,7 @@ pub async fn put_policy(
             wanted.push((named("AlarmLow"), false));
         }
         for (alarm, high) in &wanted {
-            let a = tracking_alarm(&record, &watched, *high, alarm, target);
+            let a = tracking_alarm(&record, &watched, *high, alarm, target, math_period);
             let a =
                 berth_domain::alarms::check_put(&a).map_err(|e| AasError::validation(e.message))?;
             alarms::put(ctl, scope, a).await?;

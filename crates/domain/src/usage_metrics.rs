@@ -25,6 +25,9 @@ use crate::cloudwatch::{Datum, Sample};
 pub const ECS: &str = "AWS/ECS";
 pub const INSIGHTS: &str = "ECS/ContainerInsights";
 pub const SQS: &str = "AWS/SQS";
+/// The namespaces Berth publishes every ten seconds (high resolution), so
+/// target tracking can watch them at periods shorter than a minute.
+pub const FREQUENT: &[&str] = &[ECS, INSIGHTS, SQS];
 
 /// What a task is, for its metrics.
 #[derive(Debug, Clone, PartialEq)]

@@ -10,6 +10,37 @@
 //! depend on any other Berth crate.
 
 pub mod agent;
+
+/// The SigV4 service a request is signed for, from what it carries: the
+/// `X-Amz-Target` prefix of a JSON request, else the `Version` of an
+/// awsQuery form. None for a service Berth does not serve.
+pub fn signing_name(target: Option<&str>, version: Option<&str>) -> Option<&'static str> {
+    const JSON: &[(&str, &str)] = &[
+        (ecs::TARGET_PREFIX, ecs::SIGNING_NAME),
+        (ssm::TARGET_PREFIX, ssm::SIGNING_NAME),
+        (secretsmanager::TARGET_PREFIX, secretsmanager::SIGNING_NAME),
+        (logs::TARGET_PREFIX, logs::SIGNING_NAME),
+        (
+            application_autoscaling::TARGET_PREFIX,
+            application_autoscaling::SIGNING_NAME,
+        ),
+        (cloudwatch::TARGET_PREFIX, cloudwatch::SIGNING_NAME),
+        (sqs::TARGET_PREFIX, sqs::SIGNING_NAME),
+    ];
+    const QUERY: &[(&str, &str)] = &[
+        (cloudwatch::API_VERSION, cloudwatch::SIGNING_NAME),
+        (sqs::API_VERSION, sqs::SIGNING_NAME),
+        (iam::API_VERSION, iam::SIGNING_NAME),
+        (elbv2::API_VERSION, elbv2::SIGNING_NAME),
+        ("2011-06-15", "sts"),
+    ];
+    if let Some(t) = target {
+        let prefix = t.split_once('.').map_or(t, |(p, _)| p);
+        return JSON.iter().find(|(p, _)| *p == prefix).map(|(_, s)| *s);
+    }
+    let v = version?;
+    QUERY.iter().find(|(q, _)| *q == v).map(|(_, s)| *s)
+}
 pub mod json;
 pub mod query;
 pub mod sigv4;
@@ -103,4 +134,28 @@ pub mod elbv2 {
         operations: OPERATION_SHAPES,
         namespace: XML_NAMESPACE,
     };
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn requests_name_the_service_they_are_signed_for() {
+        use super::signing_name;
+        assert_eq!(
+            signing_name(Some("AmazonSQS.SendMessage"), None),
+            Some("sqs")
+        );
+        assert_eq!(
+            signing_name(Some("GraniteServiceVersion20100801.PutMetricData"), None),
+            Some("monitoring")
+        );
+        assert_eq!(
+            signing_name(Some("AnyScaleFrontendService.PutScalingPolicy"), None),
+            Some("application-autoscaling")
+        );
+        assert_eq!(signing_name(None, Some("2012-11-05")), Some("sqs"));
+        assert_eq!(signing_name(None, Some("2011-06-15")), Some("sts"));
+        assert_eq!(signing_name(Some("Unknown.Op"), None), None);
+        assert_eq!(signing_name(None, None), None);
+    }
 }
