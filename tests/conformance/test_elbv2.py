@@ -300,6 +300,7 @@ def test_rules_route_requests_and_traffic_spreads_over_healthy_targets(cl, name)
         h = health(cl, web["TargetGroupArn"])[("127.0.0.1", b.port)]
         assert h["Reason"] == "Target.ResponseCodeMismatch" and "[500]" in h["Description"]
         assert {json.loads(get(url + "/x")[1])["backend"] for _ in range(10)} == {"a"}
+        alb_metrics(cl, lb, web)
         b.health_status = 200
         wait_for("b to recover", lambda: states(cl, web["TargetGroupArn"])[("127.0.0.1", b.port)] == "healthy", timeout=20)
 
@@ -337,6 +338,40 @@ def test_rules_route_requests_and_traffic_spreads_over_healthy_targets(cl, name)
                 x.stop()
             except Exception:
                 pass
+
+
+def alb_metrics(cl, lb, tg):
+    """AWS/ApplicationELB for the web group: its 30 requests (all 200) with
+    their response times, per group and per load balancer, and one healthy
+    and one unhealthy target now."""
+    import datetime
+    cw = make_client(cl.server.url, "cloudwatch")
+    lb_dim = {"Name": "LoadBalancer", "Value": lb["LoadBalancerArn"].split(":loadbalancer/")[1]}
+    tg_dim = {"Name": "TargetGroup", "Value": "targetgroup/" + tg["TargetGroupArn"].split(":targetgroup/")[1]}
+
+    def stat(metric, dims, statistic="Sum", period=600, back=600):
+        now = datetime.datetime.now(datetime.timezone.utc)
+        points = cw.get_metric_statistics(
+            Namespace="AWS/ApplicationELB", MetricName=metric, Dimensions=dims, Period=period,
+            StartTime=now - datetime.timedelta(seconds=back), EndTime=now + datetime.timedelta(seconds=60),
+            Statistics=[statistic])["Datapoints"]
+        return sorted(points, key=lambda d: d["Timestamp"])
+
+    def total(metric, dims, statistic="Sum"):
+        return sum(d[statistic] for d in stat(metric, dims, statistic))
+
+    wait_for("the group's 30 requests", lambda: total("RequestCount", [tg_dim]) == 30, timeout=40)
+    assert total("HTTPCode_Target_2XX_Count", [lb_dim, tg_dim]) == 30
+    assert total("TargetResponseTime", [tg_dim], "SampleCount") == 30
+    assert total("RequestCount", [lb_dim]) >= 30 and total("RequestCountPerTarget", [tg_dim]) > 0
+    assert not stat("HTTPCode_Target_5XX_Count", [tg_dim])
+
+    def latest(metric):
+        points = stat(metric, [lb_dim, tg_dim], "Maximum", period=10, back=30)
+        return points[-1]["Maximum"] if points else None
+
+    wait_for("one healthy and one unhealthy target",
+             lambda: (latest("HealthyHostCount"), latest("UnHealthyHostCount")) == (1.0, 1.0), timeout=30)
 
 
 def _refused(port):

@@ -122,7 +122,7 @@ pub async fn put(ctl: &Control, scope: &Scope, input: w::PutMetricAlarmInput) ->
             vec![
                 typed::put(&key, &record),
                 history_op(scope, &item),
-                Op::put(keys::region(&scope.account, &scope.region), vec![]),
+                watched_region(scope),
             ],
         );
         Ok(Attempt::Write(txn, ()))
@@ -560,7 +560,14 @@ pub async fn evaluate_region(
     Ok(changed)
 }
 
-/// The regions that have (or had) alarms.
+/// Marks the scope's region as one the alarm controller visits (its
+/// alarms, scheduled actions, queue depths and load balancer traffic):
+/// an op for the transaction that creates the first such thing.
+pub fn watched_region(scope: &Scope) -> Op {
+    Op::put(keys::region(&scope.account, &scope.region), vec![])
+}
+
+/// The regions the alarm controller visits.
 pub async fn regions(ctl: &Control) -> Result<Vec<Scope>> {
     let account = &ctl.config.account;
     Ok(typed::names(&*ctl.store, &keys::regions(account))

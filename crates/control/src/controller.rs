@@ -144,7 +144,11 @@ pub async fn run(st: Control, config: ControllerConfig, shutdown: CancellationTo
         }
     };
     let alarms = runtime::start(
-        Arc::new(Alarms(c.clone(), crate::alarms::Evaluated::default())),
+        Arc::new(Alarms(
+            c.clone(),
+            crate::alarms::Evaluated::default(),
+            crate::elb::Traffic::default(),
+        )),
         regions,
         resync,
         Backoff::default(),
@@ -261,7 +265,11 @@ struct ServiceMetrics(Arc<Controller>);
 
 /// Judges a region's CloudWatch alarms as their periods end, after
 /// publishing its queues' depths and running its scheduled scaling.
-struct Alarms(Arc<Controller>, crate::alarms::Evaluated);
+struct Alarms(
+    Arc<Controller>,
+    crate::alarms::Evaluated,
+    crate::elb::Traffic,
+);
 
 /// How often the alarm evaluator looks: the shortest alarm period.
 const ALARM_ROUND: Duration = Duration::from_secs(10);
@@ -287,7 +295,9 @@ impl Reconciler for Alarms {
                     tracing::warn!(error = %e, "scheduled scaling failed");
                 }
             }
-            // Queue depths next, so that alarms on them judge this look.
+            // Load balancer traffic and queue depths next, so that alarms
+            // on them judge this look.
+            crate::elb::publish_metrics(&self.0.st, key, &self.2).await?;
             match crate::sqs::publish_metrics(&self.0.st, key).await {
                 Ok(()) => {}
                 Err(crate::sqs::SqsFailure::Control(e)) => return Err(e),

@@ -275,3 +275,125 @@ pub async fn drain(
     })
     .await
 }
+
+/// What the leader last read of each target's traffic record, per scope,
+/// to publish the differences. A scope seen for the first time (a new
+/// leader) only sets its baseline.
+#[derive(Default)]
+pub struct Traffic(parking_lot::Mutex<std::collections::HashMap<Scope, TrafficSeen>>);
+
+#[derive(Default)]
+struct TrafficSeen {
+    by_key: std::collections::HashMap<String, berth_domain::elb::RequestCount>,
+}
+
+/// Publishes the scope's AWS/ApplicationELB metrics: each target group's
+/// traffic since the last look (from the records the data paths add to),
+/// per target, per target group and per load balancer, and its healthy
+/// and unhealthy targets now.
+pub async fn publish_metrics(
+    ctl: &Control,
+    scope: &Scope,
+    seen: &Traffic,
+) -> Result<(), ControlError> {
+    use berth_domain::elb::{HealthRecord, RequestCount};
+    use berth_domain::usage_metrics::{self as um, GroupTraffic};
+    let groups = typed::list::<TargetGroup>(&*ctl.store, &scope.target_groups()).await?;
+    if groups.is_empty() {
+        return Ok(());
+    }
+    let (_, listeners) = all_listeners(ctl, scope).await?;
+    let users = group_users(scope, &listeners);
+    let lbs: std::collections::HashMap<String, String> =
+        typed::list::<LoadBalancer>(&*ctl.store, &scope.load_balancers())
+            .await?
+            .into_iter()
+            .map(|(_, lb)| (lb.value.arn(scope), lb.value.dimension()))
+            .collect();
+    let at = ctl.clock.now() as i64;
+    let mut current: Vec<(String, RequestCount)> = vec![];
+    let mut out = vec![];
+    let mut per_lb: std::collections::BTreeMap<String, RequestCount> = Default::default();
+    let mut first_look = false;
+    let mut staged = vec![];
+    for (_, tg) in &groups {
+        let tg = &tg.value;
+        let regs = typed::list::<Registration>(&*ctl.store, &scope.targets_of(&tg.id)).await?;
+        if regs.is_empty() {
+            continue;
+        }
+        let health: std::collections::HashMap<String, String> =
+            typed::list::<HealthRecord>(&*ctl.store, &scope.target_healths_of(&tg.id))
+                .await?
+                .into_iter()
+                .map(|(k, h)| {
+                    (
+                        k.rsplit('/').next().unwrap_or_default().to_string(),
+                        h.value.state,
+                    )
+                })
+                .collect();
+        let (mut healthy, mut unhealthy) = (0, 0);
+        for (_, r) in regs.iter().filter(|(_, r)| !r.value.draining()) {
+            match health
+                .get(&Registration::key(&r.value.id, r.value.port))
+                .map(String::as_str)
+            {
+                Some("healthy") => healthy += 1,
+                Some("unhealthy") => unhealthy += 1,
+                _ => {}
+            }
+        }
+        let counts =
+            typed::list::<RequestCount>(&*ctl.store, &scope.target_requests_of(&tg.id)).await?;
+        staged.push((tg.clone(), healthy, unhealthy, counts));
+    }
+    {
+        let mut all = seen.0.lock();
+        let entry = all.entry(scope.clone()).or_insert_with(|| {
+            first_look = true;
+            TrafficSeen::default()
+        });
+        for (tg, healthy, unhealthy, counts) in staged {
+            let mut sum = RequestCount::default();
+            for (key, c) in counts {
+                let delta = match entry.by_key.get(&key) {
+                    Some(prev) => c.value.since(prev),
+                    None if first_look => RequestCount::default(),
+                    None => c.value.clone(),
+                };
+                sum = sum.add(&delta);
+                current.push((key, c.value));
+            }
+            let lb = users
+                .get(&tg.arn(scope))
+                .and_then(|u| u.first())
+                .and_then(|arn| lbs.get(arn))
+                .cloned();
+            if let Some(lb) = &lb {
+                let e = per_lb.entry(lb.clone()).or_default();
+                *e = e.add(&sum);
+            }
+            out.extend(um::target_group_datapoints(
+                &GroupTraffic {
+                    target_group: tg.dimension(),
+                    load_balancer: lb,
+                    traffic: sum,
+                    healthy,
+                    unhealthy,
+                },
+                at,
+            ));
+        }
+        entry.by_key = current.into_iter().collect();
+    }
+    for (lb, t) in &per_lb {
+        out.extend(um::load_balancer_datapoints(lb, t, at));
+    }
+    let data = out
+        .into_iter()
+        .map(|d| crate::cloudwatch::stored(um::ALB, d))
+        .collect();
+    crate::cloudwatch::publish(ctl, scope, data).await;
+    Ok(())
+}

@@ -340,13 +340,21 @@ pub async fn put_policy(
         .unwrap_or_default();
     if let (Some(mut watched), Some(tt)) = (watched, &record.target_tracking) {
         // Berth publishes its own metrics every ten seconds: policies on
-        // them watch at the tracking period; others at AWS's minute.
-        let frequent = |ns: &str| berth_domain::usage_metrics::FREQUENT.contains(&ns);
+        // them watch at the tracking period; others at AWS's minute. Not
+        // sums, though: a target such as ALBRequestCountPerTarget's is
+        // per minute, and a shorter period would change its meaning.
+        let frequent = |ns: &str, stat: &str| {
+            berth_domain::usage_metrics::FREQUENT.contains(&ns)
+                && !matches!(stat, "Sum" | "SampleCount")
+        };
         let math_period = match &mut watched {
             Watched::Metric {
-                period, namespace, ..
+                period,
+                namespace,
+                statistic,
+                ..
             } => {
-                if frequent(namespace) {
+                if frequent(namespace, statistic) {
                     *period = if *period < 60 {
                         (*period).min(tracking_period)
                     } else {
@@ -357,10 +365,15 @@ pub async fn put_policy(
             }
             Watched::Math(queries) => {
                 let all_frequent = queries.iter().all(|q| {
-                    q.metric_stat
-                        .as_ref()
-                        .and_then(|m| m.metric.as_ref())
-                        .is_none_or(|m| frequent(m.namespace.as_deref().unwrap_or_default()))
+                    q.metric_stat.as_ref().is_none_or(|ms| {
+                        frequent(
+                            ms.metric
+                                .as_ref()
+                                .and_then(|m| m.namespace.as_deref())
+                                .unwrap_or_default(),
+                            ms.stat.as_deref().unwrap_or_default(),
+                        )
+                    })
                 });
                 if all_frequent {
                     tracking_period
@@ -833,10 +846,7 @@ pub async fn put_scheduled(
             vec![
                 typed::put(&key, &record),
                 Op::delete(keys::scheduled_state(scope, &resource, &name)),
-                Op::put(
-                    berth_store::keys::cloudwatch::region(&scope.account, &scope.region),
-                    vec![],
-                ),
+                crate::alarms::watched_region(scope),
             ],
         ))
         .await?;

@@ -128,10 +128,7 @@ pub async fn create_queue(
                 typed::put(&key, &record),
                 Op::delete(deleted),
                 // Its region's metrics are published with its alarms.
-                Op::put(
-                    berth_store::keys::cloudwatch::region(&scope.account, &scope.region),
-                    b"{}".to_vec(),
-                ),
+                crate::alarms::watched_region(scope),
             ],
         );
         if ctl.store.txn(txn).await?.succeeded {

@@ -25,9 +25,10 @@ use crate::cloudwatch::{Datum, Sample};
 pub const ECS: &str = "AWS/ECS";
 pub const INSIGHTS: &str = "ECS/ContainerInsights";
 pub const SQS: &str = "AWS/SQS";
+pub const ALB: &str = "AWS/ApplicationELB";
 /// The namespaces Berth publishes every ten seconds (high resolution), so
 /// target tracking can watch them at periods shorter than a minute.
-pub const FREQUENT: &[&str] = &[ECS, INSIGHTS, SQS];
+pub const FREQUENT: &[&str] = &[ECS, INSIGHTS, SQS, ALB];
 
 /// What a task is, for its metrics.
 #[derive(Debug, Clone, PartialEq)]
@@ -229,6 +230,106 @@ pub fn service_counts(
     ]
 }
 
+/// What a target group's targets got since the last look, and how many of
+/// them are healthy now.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct GroupTraffic {
+    /// `targetgroup/NAME/ID`.
+    pub target_group: String,
+    /// `app/NAME/ID` of the load balancer that forwards to it, if any.
+    pub load_balancer: Option<String>,
+    pub traffic: crate::elb::RequestCount,
+    pub healthy: usize,
+    pub unhealthy: usize,
+}
+
+const CLASSES: [&str; 4] = [
+    "HTTPCode_Target_2XX_Count",
+    "HTTPCode_Target_3XX_Count",
+    "HTTPCode_Target_4XX_Count",
+    "HTTPCode_Target_5XX_Count",
+];
+
+/// Traffic metrics under `dims`: RequestCount, the target response codes
+/// that occurred, TargetResponseTime (a statistic set: its minimum and
+/// maximum are the period's average, as only sums are counted).
+fn traffic(dims: &[(&str, &str)], t: &crate::elb::RequestCount, at: i64) -> Vec<Datum> {
+    let mut out = vec![datum("RequestCount", dims, "Count", at, t.requests as f64)];
+    for (name, n) in CLASSES.iter().zip(t.classes) {
+        if n > 0 {
+            out.push(datum(name, dims, "Count", at, n as f64));
+        }
+    }
+    if t.answered > 0 {
+        let sum = t.response_micros as f64 / 1e6;
+        let avg = sum / t.answered as f64;
+        let mut d = datum("TargetResponseTime", dims, "Seconds", at, avg);
+        d.sample = Sample::Set {
+            count: t.answered as f64,
+            sum,
+            min: avg,
+            max: avg,
+        };
+        out.push(d);
+    }
+    out
+}
+
+/// AWS/ApplicationELB per target group (alone and with its load balancer)
+/// at `at`: traffic, RequestCountPerTarget (requests over the healthy
+/// targets, or over all when none is healthy), and HealthyHostCount /
+/// UnHealthyHostCount (with both dimensions, as ELB has them). Unlike
+/// ELB, which is silent without requests, RequestCount is published at
+/// zero too, so that scale-in on ALBRequestCountPerTarget happens.
+pub fn target_group_datapoints(g: &GroupTraffic, at: i64) -> Vec<Datum> {
+    let tg = g.target_group.as_str();
+    let mut sets: Vec<Vec<(&str, &str)>> = vec![vec![("TargetGroup", tg)]];
+    if let Some(lb) = &g.load_balancer {
+        sets.push(vec![("LoadBalancer", lb), ("TargetGroup", tg)]);
+    }
+    let targets = if g.healthy > 0 {
+        g.healthy
+    } else {
+        g.healthy + g.unhealthy
+    };
+    let mut out = vec![];
+    for dims in &sets {
+        out.extend(traffic(dims, &g.traffic, at));
+        if targets > 0 {
+            out.push(datum(
+                "RequestCountPerTarget",
+                dims,
+                "Count",
+                at,
+                g.traffic.requests as f64 / targets as f64,
+            ));
+        }
+    }
+    if let Some(dims) = sets.get(1) {
+        out.push(datum(
+            "HealthyHostCount",
+            dims,
+            "Count",
+            at,
+            g.healthy as f64,
+        ));
+        out.push(datum(
+            "UnHealthyHostCount",
+            dims,
+            "Count",
+            at,
+            g.unhealthy as f64,
+        ));
+    }
+    out
+}
+
+/// AWS/ApplicationELB per load balancer: the traffic of all the target
+/// groups it forwards to.
+pub fn load_balancer_datapoints(lb: &str, t: &crate::elb::RequestCount, at: i64) -> Vec<Datum> {
+    traffic(&[("LoadBalancer", lb)], t, at)
+}
+
 /// A queue's gauges at `at`: what it holds, and the age in seconds of its
 /// oldest message. Unlike AWS's (minutes late, "approximate"), exact and
 /// as fresh as the last look.
@@ -299,6 +400,55 @@ mod tests {
             Sample::Values(v) => v[0].0,
             Sample::Set { .. } => f64::NAN,
         }
+    }
+
+    #[test]
+    fn target_groups_count_per_healthy_target_and_by_class() {
+        let g = GroupTraffic {
+            target_group: "targetgroup/web/1".into(),
+            load_balancer: Some("app/lb/2".into()),
+            traffic: crate::elb::RequestCount {
+                requests: 30,
+                classes: [20, 0, 6, 4],
+                answered: 30,
+                response_micros: 1_500_000,
+                at: 0.0,
+            },
+            healthy: 3,
+            unhealthy: 1,
+        };
+        let d = target_group_datapoints(&g, 100);
+        let find = |name: &str, n: usize| {
+            d.iter()
+                .find(|x| x.name == name && x.dimensions.len() == n)
+                .map(value)
+        };
+        assert_eq!(find("RequestCountPerTarget", 1), Some(10.0));
+        assert_eq!(find("RequestCount", 2), Some(30.0));
+        assert_eq!(find("HTTPCode_Target_5XX_Count", 1), Some(4.0));
+        assert_eq!(find("HTTPCode_Target_3XX_Count", 1), None);
+        assert_eq!(find("HealthyHostCount", 2), Some(3.0));
+        assert_eq!(find("HealthyHostCount", 1), None);
+        let rt = d
+            .iter()
+            .find(|x| x.name == "TargetResponseTime")
+            .map(|x| &x.sample);
+        assert!(
+            matches!(rt, Some(Sample::Set { count, sum, .. }) if *count == 30.0 && (*sum - 1.5).abs() < 1e-9)
+        );
+        // Nothing healthy: requests over every target.
+        let none = GroupTraffic {
+            healthy: 0,
+            unhealthy: 2,
+            ..g
+        };
+        let d = target_group_datapoints(&none, 100);
+        assert_eq!(
+            d.iter()
+                .find(|x| x.name == "RequestCountPerTarget")
+                .map(value),
+            Some(15.0)
+        );
     }
 
     #[test]

@@ -415,7 +415,7 @@ struct Failed(StatusCode);
 impl Exchange<'_> {
     /// Whether the client connection stays open.
     async fn run(self, target: Arc<Target>, body: &mut Framing, close: bool, head: bool) -> bool {
-        let _flight = InFlight::start(target.clone());
+        let flight = InFlight::start(target.clone());
         // The body joins the head when it has all arrived, so the request
         // can be sent again if a kept-alive connection turns out closed.
         let whole = match body.take(self.buf) {
@@ -457,6 +457,7 @@ impl Exchange<'_> {
                     reusable,
                     close,
                 } => {
+                    flight.answered(status_of(&scratch.reply));
                     scratch.reply.advance(len);
                     break (body, reusable, close);
                 }
@@ -503,6 +504,14 @@ impl Exchange<'_> {
         scratch.reply.clear();
         !close
     }
+}
+
+/// The status code of a response head (`HTTP/1.1 200 OK`), 0 if unreadable.
+fn status_of(head: &[u8]) -> u16 {
+    head.get(9..12)
+        .and_then(|d| std::str::from_utf8(d).ok())
+        .and_then(|d| d.parse().ok())
+        .unwrap_or(0)
 }
 
 /// Answers with ALB's error page; whether the client connection stays open.

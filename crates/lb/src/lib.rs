@@ -287,30 +287,50 @@ impl DataPath {
     }
 
     /// Writes the request counts that changed since they were last written.
+    /// Adds what each target got since the last write to its record, by
+    /// compare-and-swap (other data paths add theirs to the same record),
+    /// only while the registration exists.
     async fn record_counts(&self) {
         let at = now();
         for t in self.targets.all() {
-            let n = t.requests.load(Ordering::Relaxed);
-            if n == t.recorded.load(Ordering::Relaxed) {
+            let counted = t.counted(at);
+            let pending = counted.since(&t.recorded.lock());
+            if pending.requests == 0 && pending.answered == 0 {
                 continue;
             }
-            // Only while the registration exists, as for health records.
-            let txn = Txn {
-                compares: vec![Compare::ModRevision {
-                    key: t.scope.target(&t.tg_id, &t.key),
-                    revision: 0,
-                }],
-                success: vec![],
-                failure: vec![typed::put(
-                    &t.scope.target_requests(&t.tg_id, &t.key),
-                    &RequestCount { requests: n, at },
-                )],
-            };
-            match self.store.txn(txn).await {
-                Ok(_) => t.recorded.store(n, Ordering::Relaxed),
+            match self.add_counts(&t, &pending).await {
+                Ok(true) => *t.recorded.lock() = counted,
+                Ok(false) => {}
                 Err(e) => tracing::warn!(error = %e, "cannot record request counts"),
             }
         }
+    }
+
+    /// Whether `pending` was added (false: the registration is gone, or
+    /// another writer won; the counts wait for the next round).
+    async fn add_counts(
+        &self,
+        t: &table::Target,
+        pending: &RequestCount,
+    ) -> Result<bool, berth_store::StoreError> {
+        let reg_key = t.scope.target(&t.tg_id, &t.key);
+        let Some(reg) = self.store.get(&reg_key).await? else {
+            return Ok(false);
+        };
+        let key = t.scope.target_requests(&t.tg_id, &t.key);
+        let current = typed::get::<RequestCount>(&*self.store, &key).await?;
+        let (sum, revision) = match current {
+            Some(c) => (c.value.add(pending), c.mod_revision),
+            None => (RequestCount::default().add(pending), 0),
+        };
+        let txn = Txn::when(
+            vec![
+                typed::unchanged(&reg_key, reg.mod_revision),
+                typed::unchanged(&key, revision),
+            ],
+            vec![typed::put(&key, &sum)],
+        );
+        Ok(self.store.txn(txn).await?.succeeded)
     }
 
     fn stop(&mut self) {

@@ -131,14 +131,30 @@ pub fn error_page(status: StatusCode) -> Answer {
     Answer::new(status, Some("text/html"), text)
 }
 
-/// Keeps a target's in-flight count while a request is on it.
-pub struct InFlight(Arc<Target>);
+/// Keeps a target's in-flight count while a request is on it, and counts
+/// its answer.
+pub struct InFlight(Arc<Target>, std::time::Instant);
 
 impl InFlight {
     pub fn start(target: Arc<Target>) -> Self {
         target.requests.fetch_add(1, Ordering::Relaxed);
         target.inflight.fetch_add(1, Ordering::Relaxed);
-        InFlight(target)
+        InFlight(target, std::time::Instant::now())
+    }
+
+    /// The target's response head came with `status`: counted by class,
+    /// with the time since the request went.
+    pub fn answered(&self, status: u16) {
+        let t = &self.0;
+        if let Some(c) = (status / 100)
+            .checked_sub(2)
+            .and_then(|i| t.classes.get(usize::from(i)))
+        {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+        t.answered.fetch_add(1, Ordering::Relaxed);
+        let micros = u64::try_from(self.1.elapsed().as_micros()).unwrap_or(u64::MAX);
+        t.response_micros.fetch_add(micros, Ordering::Relaxed);
     }
 }
 
@@ -276,6 +292,7 @@ pub async fn handle(
     prepare(&mut req, &port, client, &target);
     match tokio::time::timeout(port.idle_timeout, upstream.request(req)).await {
         Ok(Ok(resp)) => {
+            flight.answered(resp.status().as_u16());
             let (mut parts, body) = resp.into_parts();
             strip_hop_by_hop(&mut parts.headers);
             Response::from_parts(

@@ -33,11 +33,30 @@ pub struct Target {
     pub serving: AtomicBool,
     pub inflight: AtomicUsize,
     pub requests: AtomicU64,
-    /// The count last written to the store.
-    pub recorded: AtomicU64,
+    /// Responses by status class (2xx to 5xx).
+    pub classes: [AtomicU64; 4],
+    /// Responses whose head came back, and the microseconds it took.
+    pub answered: AtomicU64,
+    pub response_micros: AtomicU64,
+    /// What of the counts above has been added to the store.
+    pub recorded: Mutex<berth_domain::elb::RequestCount>,
     /// Where the health checks stand; kept here so that a check restarted
     /// with new settings goes on from it.
     pub tracker: Mutex<Tracker>,
+}
+
+impl Target {
+    /// Everything counted so far, at `at`.
+    pub fn counted(&self, at: f64) -> berth_domain::elb::RequestCount {
+        use std::sync::atomic::Ordering::Relaxed;
+        berth_domain::elb::RequestCount {
+            requests: self.requests.load(Relaxed),
+            classes: std::array::from_fn(|i| self.classes[i].load(Relaxed)),
+            answered: self.answered.load(Relaxed),
+            response_micros: self.response_micros.load(Relaxed),
+            at,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -156,7 +175,10 @@ impl Targets {
                     serving: AtomicBool::new(false),
                     inflight: AtomicUsize::new(0),
                     requests: AtomicU64::new(0),
-                    recorded: AtomicU64::new(0),
+                    classes: Default::default(),
+                    answered: AtomicU64::new(0),
+                    response_micros: AtomicU64::new(0),
+                    recorded: Mutex::new(Default::default()),
                     tracker: Mutex::new(Tracker::default()),
                 })
             })

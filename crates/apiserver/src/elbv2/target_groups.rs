@@ -152,7 +152,14 @@ pub async fn create_target_group(
             tags: tags.clone(),
             attributes: attributes::target_group_defaults(),
         };
-        let txn = Txn::when(vec![typed::unchanged(key, 0)], vec![typed::put(key, &tg)]);
+        // Its region's AWS/ApplicationELB metrics are published with its alarms.
+        let txn = Txn::when(
+            vec![typed::unchanged(key, 0)],
+            vec![
+                typed::put(key, &tg),
+                berth_control::alarms::watched_region(scope),
+            ],
+        );
         Ok(Attempt::Write(txn, tg))
     })
     .await?;

@@ -245,6 +245,11 @@ pub struct LoadBalancer {
 }
 
 impl LoadBalancer {
+    /// Its `LoadBalancer` dimension in AWS/ApplicationELB: `app/NAME/ID`.
+    pub fn dimension(&self) -> String {
+        format!("app/{}/{}", self.name, self.id)
+    }
+
     pub fn arn(&self, scope: &Scope) -> String {
         ElbArn::LoadBalancer {
             name: self.name.clone(),
@@ -334,6 +339,12 @@ pub struct TargetGroup {
 }
 
 impl TargetGroup {
+    /// Its `TargetGroup` dimension in AWS/ApplicationELB:
+    /// `targetgroup/NAME/ID`.
+    pub fn dimension(&self) -> String {
+        format!("targetgroup/{}/{}", self.name, self.id)
+    }
+
     pub fn arn(&self, scope: &Scope) -> String {
         ElbArn::TargetGroup {
             name: self.name.clone(),
@@ -540,14 +551,61 @@ pub struct HealthRecord {
     pub description: Option<String>,
 }
 
-/// How many requests the load balancer has sent a target (observed:
-/// written by the data path now and then), for scaling on
-/// ALBRequestCountPerTarget.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// What the load balancer has sent a target and what came back, counted
+/// since the registration began (observed: each data path adds what it
+/// counted since its last write, by compare-and-swap, so several `berth
+/// lb` processes add up). The leader turns the differences into the
+/// AWS/ApplicationELB metrics.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct RequestCount {
     pub requests: u64,
-    /// When the count was taken.
+    /// Responses from the target by status class: 2xx, 3xx, 4xx, 5xx.
+    #[serde(default)]
+    pub classes: [u64; 4],
+    /// Responses whose head came back, and the microseconds from sending
+    /// the request to the head, summed (TargetResponseTime).
+    #[serde(default)]
+    pub answered: u64,
+    #[serde(default)]
+    pub response_micros: u64,
+    /// When the count was last added to.
     pub at: Timestamp,
+}
+
+impl RequestCount {
+    /// This count plus `other`'s (a data path's counts since its last write).
+    pub fn add(&self, other: &RequestCount) -> RequestCount {
+        let mut classes = self.classes;
+        for (c, o) in classes.iter_mut().zip(other.classes) {
+            *c += o;
+        }
+        RequestCount {
+            requests: self.requests + other.requests,
+            classes,
+            answered: self.answered + other.answered,
+            response_micros: self.response_micros + other.response_micros,
+            at: other.at,
+        }
+    }
+
+    /// What was counted between `earlier` and this count (zero if the
+    /// registration began again in between).
+    pub fn since(&self, earlier: &RequestCount) -> RequestCount {
+        if self.requests < earlier.requests {
+            return self.clone();
+        }
+        let mut classes = self.classes;
+        for (c, e) in classes.iter_mut().zip(earlier.classes) {
+            *c = c.saturating_sub(e);
+        }
+        RequestCount {
+            requests: self.requests - earlier.requests,
+            classes,
+            answered: self.answered.saturating_sub(earlier.answered),
+            response_micros: self.response_micros.saturating_sub(earlier.response_micros),
+            at: self.at,
+        }
+    }
 }
 
 /// A target's health as DescribeTargetHealth reports it.
