@@ -19,6 +19,8 @@ const MODELS: &[(&str, &str)] = &[
     ("logs-2014-03-28.json", "logs"),
     ("cloudwatch-2010-08-01.json", "cloudwatch"),
     ("sqs-2012-11-05.json", "sqs"),
+    ("ec2-2016-11-15.json", "ec2"),
+    ("autoscaling-2011-01-01.json", "autoscaling"),
     (
         "application-autoscaling-2016-02-06.json",
         "application_autoscaling",
@@ -137,7 +139,8 @@ impl Gen<'_> {
 
 fn generate(model: &Value) -> String {
     let shapes = model["shapes"].as_object().expect("model has shapes");
-    let query = model["metadata"]["protocol"] == "query";
+    let ec2 = model["metadata"]["protocol"] == "ec2";
+    let query = model["metadata"]["protocol"] == "query" || ec2;
     // Served over JSON and, for older clients, awsQuery (CloudWatch, SQS):
     // JSON's types, and the query tables with timestamps converted.
     let compatible = !query
@@ -258,6 +261,24 @@ fn flattened(shape: &Value) -> bool {
     shape["flattened"].as_bool().unwrap_or(false)
 }
 
+/// A structure member's name in an EC2 request form: its `queryName`,
+/// else its `locationName` capitalized, else its name (botocore's
+/// EC2Serializer).
+fn ec2_input_name(member: &str, spec: &Value) -> String {
+    if let Some(q) = spec["queryName"].as_str() {
+        return q.to_string();
+    }
+    match spec["locationName"].as_str() {
+        Some(l) => {
+            let mut c = l.chars();
+            c.next()
+                .map(|f| f.to_ascii_uppercase().to_string() + c.as_str())
+                .unwrap_or_default()
+        }
+        None => member.to_string(),
+    }
+}
+
 /// A structure member's name on the awsQuery wire, as botocore lays it
 /// out: a flattened list's items carry their own name, else the member's
 /// `locationName`, else the member's name.
@@ -276,12 +297,18 @@ fn wire_name(gen: &Gen, member: &str, spec: &Value) -> String {
 /// each error's code and status.
 fn write_query_tables(out: &mut String, model: &Value, gen: &Gen) {
     let meta = &model["metadata"];
+    let ec2 = meta["protocol"] == "ec2";
     let s = |v: &Value| v.as_str().expect("metadata is text").to_string();
     writeln!(
         out,
         "/// The XML namespace of responses.\npub const XML_NAMESPACE: &str = {:?};\n/// The `Version` requests carry.\npub const API_VERSION: &str = {:?};",
         s(&meta["xmlNamespace"]),
         s(&meta["apiVersion"])
+    )
+    .ok();
+    writeln!(
+        out,
+        "/// Whether this is EC2's dialect of the query protocol.\npub const EC2_PROTOCOL: bool = {ec2};"
     )
     .ok();
     writeln!(out, "/// Every shape of the model, by name (sorted).\npub static SHAPES: &[(&str, crate::query::Shape)] = &[").ok();
@@ -297,7 +324,13 @@ fn write_query_tables(out: &mut String, model: &Value, gen: &Gen) {
                     .map(|m| {
                         m.iter()
                             .map(|(k, v)| {
-                                format!("({k:?}, {}, {:?})", target(v), wire_name(gen, k, v))
+                                let out = wire_name(gen, k, v);
+                                let input = if ec2 {
+                                    ec2_input_name(k, v)
+                                } else {
+                                    out.clone()
+                                };
+                                format!("({k:?}, {}, {out:?}, {input:?})", target(v))
                             })
                             .collect::<Vec<_>>()
                             .join(", ")

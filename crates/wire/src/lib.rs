@@ -31,6 +31,8 @@ pub fn signing_name(target: Option<&str>, version: Option<&str>) -> Option<&'sta
         (cloudwatch::API_VERSION, cloudwatch::SIGNING_NAME),
         (sqs::API_VERSION, sqs::SIGNING_NAME),
         (iam::API_VERSION, iam::SIGNING_NAME),
+        (autoscaling::API_VERSION, autoscaling::SIGNING_NAME),
+        (ec2::API_VERSION, ec2::SIGNING_NAME),
         (elbv2::API_VERSION, elbv2::SIGNING_NAME),
         ("2011-06-15", "sts"),
     ];
@@ -91,6 +93,7 @@ pub mod cloudwatch {
         shapes: SHAPES,
         operations: OPERATION_SHAPES,
         namespace: XML_NAMESPACE,
+        ec2: EC2_PROTOCOL,
     };
 }
 
@@ -106,6 +109,36 @@ pub mod sqs {
         shapes: SHAPES,
         operations: OPERATION_SHAPES,
         namespace: XML_NAMESPACE,
+        ec2: EC2_PROTOCOL,
+    };
+}
+
+/// Shapes of the EC2 API (`ec2/2016-11-15`, EC2's query dialect): launch
+/// templates, for Auto Scaling groups.
+#[allow(clippy::all)]
+pub mod ec2 {
+    include!(concat!(env!("OUT_DIR"), "/ec2.rs"));
+
+    /// The model's tables, for [`crate::query::Model::decode`] and `encode`.
+    pub const MODEL: crate::query::Model = crate::query::Model {
+        shapes: SHAPES,
+        operations: OPERATION_SHAPES,
+        namespace: XML_NAMESPACE,
+        ec2: EC2_PROTOCOL,
+    };
+}
+
+/// Shapes of Auto Scaling (`autoscaling/2011-01-01`, awsQuery).
+#[allow(clippy::all)]
+pub mod autoscaling {
+    include!(concat!(env!("OUT_DIR"), "/autoscaling.rs"));
+
+    /// The model's tables, for [`crate::query::Model::decode`] and `encode`.
+    pub const MODEL: crate::query::Model = crate::query::Model {
+        shapes: SHAPES,
+        operations: OPERATION_SHAPES,
+        namespace: XML_NAMESPACE,
+        ec2: EC2_PROTOCOL,
     };
 }
 
@@ -120,6 +153,7 @@ pub mod iam {
         shapes: SHAPES,
         operations: OPERATION_SHAPES,
         namespace: XML_NAMESPACE,
+        ec2: EC2_PROTOCOL,
     };
 }
 
@@ -133,6 +167,7 @@ pub mod elbv2 {
         shapes: SHAPES,
         operations: OPERATION_SHAPES,
         namespace: XML_NAMESPACE,
+        ec2: EC2_PROTOCOL,
     };
 }
 

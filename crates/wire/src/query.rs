@@ -13,8 +13,8 @@ use std::collections::BTreeMap;
 /// The layout of one model shape.
 #[derive(Debug, Clone, Copy)]
 pub enum Shape {
-    /// Members: (name in the types, shape, name on the wire).
-    Structure(&'static [(&'static str, &'static str, &'static str)]),
+    /// Members: (name in the types, shape, name in XML, name in forms).
+    Structure(&'static [(&'static str, &'static str, &'static str, &'static str)]),
     /// (member shape, item name, flattened): a flattened list's items
     /// stand directly in the parent under the member's wire name
     /// (`AttributeName.1`, `<Message>..</Message><Message>..`), others are
@@ -38,6 +38,9 @@ pub struct Model {
     /// (operation, input shape, output shape)
     pub operations: &'static [(&'static str, &'static str, &'static str)],
     pub namespace: &'static str,
+    /// EC2's dialect: every list in a form is `Name.N`, and responses have
+    /// no result wrapper.
+    pub ec2: bool,
 }
 
 /// A form parameter that does not fit its member's type.
@@ -112,7 +115,7 @@ impl Model {
                     return Ok(None);
                 }
                 let mut obj = Map::new();
-                for (member, target, wire) in members {
+                for (member, target, _, wire) in members {
                     if let Some(v) = self.value(target, &join(wire), params)? {
                         obj.insert((*member).to_string(), v);
                     }
@@ -122,7 +125,7 @@ impl Model {
             Shape::List(member, item, flattened) => {
                 let mut items = vec![];
                 let at = |i: usize| {
-                    if flattened {
+                    if flattened || self.ec2 {
                         format!("{path}.{i}")
                     } else {
                         format!("{path}.{item}.{i}")
@@ -208,6 +211,14 @@ impl Model {
 
     /// A whole successful response.
     pub fn respond<T: Serialize>(&self, operation: &str, output: &T, request_id: &str) -> String {
+        if self.ec2 {
+            return format!(
+                "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<{operation}Response xmlns=\"{}\"><requestId>{}</requestId>{}</{operation}Response>",
+                self.namespace,
+                escape(request_id),
+                self.encode(operation, output)
+            );
+        }
         success(
             operation,
             self.namespace,
@@ -216,8 +227,8 @@ impl Model {
         )
     }
 
-    fn members(&self, members: &[(&str, &str, &str)], value: &Value, out: &mut String) {
-        for (member, target, wire) in members {
+    fn members(&self, members: &[(&str, &str, &str, &str)], value: &Value, out: &mut String) {
+        for (member, target, wire, _) in members {
             let Some(v) = value.get(*member).filter(|v| !v.is_null()) else {
                 continue;
             };
@@ -379,6 +390,16 @@ pub fn error(namespace: &str, code: &str, message: &str, sender: bool, request_i
     )
 }
 
+/// An EC2 error response.
+pub fn ec2_error(code: &str, message: &str, request_id: &str) -> String {
+    format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response><Errors><Error><Code>{}</Code><Message>{}</Message></Error></Errors><RequestID>{}</RequestID></Response>",
+        escape(code),
+        escape(message),
+        escape(request_id)
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -534,6 +555,40 @@ mod tests {
             q::MODEL.encode("ListQueues", &out),
             "<QueueUrl>a</QueueUrl><QueueUrl>b</QueueUrl>"
         );
+    }
+
+    #[test]
+    fn ec2_forms_and_responses_follow_its_dialect() {
+        use crate::ec2 as e;
+        let p = QueryParams::parse(
+            b"Action=CreateLaunchTemplate&LaunchTemplateName=web&LaunchTemplateData.InstanceType=t3.micro\
+              &TagSpecification.1.ResourceType=launch-template&TagSpecification.1.Tag.1.Key=k\
+              &TagSpecification.1.Tag.1.Value=v&LaunchTemplateData.SecurityGroupId.1=sg-1",
+        );
+        let input: e::CreateLaunchTemplateRequest = e::MODEL
+            .decode("CreateLaunchTemplate", &p)
+            .expect("decoded");
+        let data = input.launch_template_data.expect("data");
+        assert_eq!(data.instance_type.as_deref(), Some("t3.micro"));
+        assert_eq!(data.security_group_ids, Some(vec!["sg-1".to_string()]));
+        let spec = &input.tag_specifications.expect("tags")[0];
+        assert_eq!(
+            spec.tags.as_ref().expect("tags")[0].value.as_deref(),
+            Some("v")
+        );
+        let out = e::CreateLaunchTemplateResult {
+            launch_template: Some(e::LaunchTemplate {
+                launch_template_id: Some("lt-1".into()),
+                tags: Some(vec![e::Tag {
+                    key: Some("k".into()),
+                    value: Some("v".into()),
+                }]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let xml = e::MODEL.respond("CreateLaunchTemplate", &out, "r1");
+        assert!(xml.contains("<CreateLaunchTemplateResponse xmlns=\"http://ec2.amazonaws.com/doc/2016-11-15\"><requestId>r1</requestId><launchTemplate><launchTemplateId>lt-1</launchTemplateId><tagSet><item><key>k</key><value>v</value></item></tagSet></launchTemplate></CreateLaunchTemplateResponse>"), "{xml}");
     }
 
     #[test]
