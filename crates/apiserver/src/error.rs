@@ -28,6 +28,10 @@ pub enum ApiError {
     Aas(#[from] berth_domain::scaling::AasError),
     #[error(transparent)]
     Sqs(#[from] berth_domain::sqs::SqsError),
+    #[error(transparent)]
+    Asg(#[from] berth_domain::asg::AsgError),
+    #[error(transparent)]
+    Ec2(#[from] berth_domain::asg::Ec2Error),
     /// The caller's policies do not allow the request.
     #[error(transparent)]
     Denied(#[from] crate::authz::Denied),
@@ -91,6 +95,8 @@ impl ApiError {
             ),
             ApiError::CloudWatch(e) => (e.status, e.code, e.message.clone()),
             ApiError::Sqs(e) => (e.status, e.code, e.message.clone()),
+            ApiError::Asg(e) => (e.status, e.code, e.message.clone()),
+            ApiError::Ec2(e) => (400, e.code, e.message.clone()),
             ApiError::Aas(e) => (
                 if e.code == "InternalServiceException" {
                     500

@@ -183,13 +183,17 @@ async fn root(
                     let (status, code, message) = e.query_parts();
                     let status =
                         StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-                    let xml = query::error(
-                        namespace,
-                        code,
-                        &message,
-                        status.as_u16() < 500,
-                        &ctx.request_id,
-                    );
+                    let xml = if *namespace == berth_wire::ec2::XML_NAMESPACE {
+                        query::ec2_error(code, &message, &ctx.request_id)
+                    } else {
+                        query::error(
+                            namespace,
+                            code,
+                            &message,
+                            status.as_u16() < 500,
+                            &ctx.request_id,
+                        )
+                    };
                     xml_response(status, &ctx.request_id, xml.into_bytes())
                 }
             }

@@ -85,6 +85,30 @@ macro_rules! dual_operations {
     };
 }
 
+/// The same for a service served over awsQuery only (Auto Scaling, EC2):
+/// the form decoded into the model's types, answered in XML.
+macro_rules! query_operations {
+    ($service:literal, $model:path, $bad:expr; $($name:literal => $handler:path),* $(,)?) => {
+        /// The operations Berth serves.
+        pub const IMPLEMENTED: &[&str] = &[$($name),*];
+
+        pub(crate) async fn dispatch(st: &AppState, ctx: &RequestContext, action: &str, params: &berth_wire::query::QueryParams) -> Result<Vec<u8>, ApiError> {
+            match action {
+                $($name => {
+                    let input = $model.decode(action, params).map_err(|e| ApiError::from($bad(e.to_string())))?;
+                    let output = $handler(st, ctx, input).await?;
+                    Ok($model.respond(action, &output, &ctx.request_id).into_bytes())
+                })*
+                other if $model.operations.iter().any(|(n, _, _)| *n == other) => Err(ApiError::UnknownOperation(format!(
+                    concat!("Berth does not implement the ", $service, " operation {} yet; see docs/api-coverage.md."), other
+                ))),
+                other => Err(ApiError::UnknownOperation(format!("The action {other} is not valid for this web service."))),
+            }
+        }
+    };
+}
+
+mod asg;
 mod auth;
 mod authz;
 mod autoscaling;
@@ -92,6 +116,7 @@ mod billing;
 mod cloudwatch;
 mod context;
 mod cwlogs;
+mod ec2;
 pub(crate) mod ecs;
 mod elbv2;
 mod error;
@@ -113,12 +138,16 @@ use berth_control::{Control, ControlConfig};
 use berth_store::Store;
 use std::sync::Arc;
 
+/// Auto Scaling operations Berth serves.
+pub use asg::IMPLEMENTED as ASG_IMPLEMENTED;
 pub use auth::AuthMode;
 /// CloudWatch Logs operations Berth serves.
 pub use autoscaling::IMPLEMENTED as AUTOSCALING_IMPLEMENTED;
 pub use cloudwatch::IMPLEMENTED as CLOUDWATCH_IMPLEMENTED;
 pub use context::RequestContext;
 pub use cwlogs::IMPLEMENTED as LOGS_IMPLEMENTED;
+/// EC2 operations Berth serves.
+pub use ec2::IMPLEMENTED as EC2_IMPLEMENTED;
 /// ECS operations Berth serves (the rest of the model answers UnknownOperationException).
 pub use ecs::IMPLEMENTED as ECS_IMPLEMENTED;
 /// ELBv2 operations Berth serves.

@@ -159,6 +159,24 @@ fn sqs_query<'a>(
     Box::pin(crate::sqs::dispatch_query(st, ctx, action, params))
 }
 
+fn asg_query<'a>(
+    st: &'a AppState,
+    ctx: &'a RequestContext,
+    action: &'a str,
+    params: &'a QueryParams,
+) -> Reply<'a> {
+    Box::pin(crate::asg::dispatch(st, ctx, action, params))
+}
+
+fn ec2_query<'a>(
+    st: &'a AppState,
+    ctx: &'a RequestContext,
+    action: &'a str,
+    params: &'a QueryParams,
+) -> Reply<'a> {
+    Box::pin(crate::ec2::dispatch(st, ctx, action, params))
+}
+
 /// Every service, in the order an unsigned awsQuery action is matched.
 pub(crate) static SERVICES: &[AwsService] = &[
     AwsService {
@@ -264,6 +282,28 @@ pub(crate) static SERVICES: &[AwsService] = &[
             dispatch: sqs_query,
         }),
         knows: |op| berth_wire::sqs::OPERATIONS.contains(&op),
+    },
+    AwsService {
+        label: "autoscaling",
+        signing_name: "autoscaling",
+        action_prefix: "autoscaling",
+        json: None,
+        query: Some(QueryWire {
+            namespace: berth_wire::autoscaling::XML_NAMESPACE,
+            dispatch: asg_query,
+        }),
+        knows: |action| berth_wire::autoscaling::OPERATIONS.contains(&action),
+    },
+    AwsService {
+        label: "ec2",
+        signing_name: "ec2",
+        action_prefix: "ec2",
+        json: None,
+        query: Some(QueryWire {
+            namespace: berth_wire::ec2::XML_NAMESPACE,
+            dispatch: ec2_query,
+        }),
+        knows: |action| berth_wire::ec2::OPERATIONS.contains(&action),
     },
     AwsService {
         label: "sts",
@@ -405,7 +445,11 @@ mod tests {
             by_query(None, "CreateLoadBalancer").map(|(s, ..)| s.label),
             Some("elbv2")
         );
-        assert!(by_query(None, "RunInstances").is_none());
+        assert_eq!(
+            by_query(None, "RunInstances").map(|(s, ..)| s.label),
+            Some("ec2")
+        );
+        assert!(by_query(None, "NoSuchAction").is_none());
     }
 
     #[test]

@@ -322,7 +322,7 @@ fn api_coverage_doc_matches_the_code() {
         .iter()
         .map(|(op, _, _)| *op)
         .collect();
-    let services: [(&str, &[&str], &[&str]); 9] = [
+    let services: [(&str, &[&str], &[&str]); 11] = [
         (
             "ECS",
             berth_wire::ecs::OPERATIONS,
@@ -363,6 +363,16 @@ fn api_coverage_doc_matches_the_code() {
             "SQS",
             berth_wire::sqs::OPERATIONS,
             berth_apiserver::SQS_IMPLEMENTED,
+        ),
+        (
+            "Auto Scaling (",
+            berth_wire::autoscaling::OPERATIONS,
+            berth_apiserver::ASG_IMPLEMENTED,
+        ),
+        (
+            "EC2 (",
+            berth_wire::ec2::OPERATIONS,
+            berth_apiserver::EC2_IMPLEMENTED,
         ),
     ];
     for (heading, operations, implemented) in services {

@@ -450,6 +450,22 @@ struct ServerArgs {
     /// 10 matches the agents' default sampling.
     #[arg(long, env = "BERTH_TARGET_TRACKING_PERIOD", default_value_t = 10, value_parser = parse_tracking_period)]
     target_tracking_period: i32,
+    /// How Auto Scaling groups get machines: `none` (launches fail and say
+    /// so), `netns` (a `berth agent` in a new network namespace of this
+    /// machine, reaching this server through a veth pair; needs root), or
+    /// `exec:PATH` (PATH is run as `PATH launch` / `PATH terminate` with the
+    /// details in BERTH_* variables; see docs/autoscaling.md).
+    #[arg(long, env = "BERTH_LAUNCHER", default_value = "none", value_parser = parse_launcher)]
+    launcher: String,
+    /// Seconds a launched instance has to register its agent before the
+    /// launch fails and the instance is terminated (also how long an exec
+    /// launcher's script may run).
+    #[arg(long, env = "BERTH_LAUNCH_TIMEOUT", default_value_t = 600, value_parser = clap::value_parser!(u32).range(5..=7200))]
+    launch_timeout: u32,
+    /// Arguments added to the command line of every agent the netns
+    /// launcher starts (for example `--stats-interval 2`).
+    #[arg(long, env = "BERTH_LAUNCHED_AGENT_ARGS", default_value = "")]
+    launched_agent_args: String,
     /// Seconds a service task without container health checks must run
     /// before it counts as healthy in a deployment (ECS uses about 40).
     #[arg(long, env = "BERTH_SERVICE_SETTLE", default_value_t = 5.0, value_parser = parse_timeout)]
@@ -553,6 +569,14 @@ fn parse_retention(s: &str) -> Result<f64, String> {
         _ => Err(format!(
             "{s} is not a number of seconds between 1 and 2592000"
         )),
+    }
+}
+
+fn parse_launcher(s: &str) -> Result<String, String> {
+    match s {
+        "none" | "netns" => Ok(s.to_string()),
+        _ if s.strip_prefix("exec:").is_some_and(|p| !p.is_empty()) => Ok(s.to_string()),
+        _ => Err(format!("{s}: expected none, netns or exec:PATH")),
     }
 }
 
@@ -871,7 +895,7 @@ async fn serve(args: ServerArgs, up: Option<(HostArgs, bool)>) -> anyhow::Result
         None => None,
     };
     let config = ApiConfig {
-        advertise_url: Some(advertise_url),
+        advertise_url: Some(advertise_url.clone()),
         peer_tls,
         network,
         account_id: args.account_id.clone(),
@@ -1086,7 +1110,40 @@ async fn serve(args: ServerArgs, up: Option<(HostArgs, bool)>) -> anyhow::Result
     // The controllers and history compaction run on one server at a time:
     // the leader, elected through the store when it is shared (etcd), or
     // this one when the store is its own.
+    let launch_timeout = Duration::from_secs(u64::from(args.launch_timeout));
+    let launcher: Option<Arc<dyn berth_control::launcher::Launcher>> = match args.launcher.as_str()
+    {
+        "netns" => {
+            let runtime: Arc<dyn berth_runtime::ContainerRuntime> = Arc::new(
+                berth_runtime::docker::DockerRuntime::connect(None)
+                    .await
+                    .context("the netns launcher needs the Docker Engine its agents use")?,
+            );
+            Some(Arc::new(berth_launch::NetnsLauncher::new(
+                std::env::current_exe().context("cannot find the berth binary")?,
+                (addr.ip(), addr.port()),
+                tls.is_some(),
+                data_dir(&args)?.join("launched"),
+                runtime,
+                args.launched_agent_args
+                    .split_whitespace()
+                    .map(str::to_string)
+                    .collect(),
+            )))
+        }
+        other => other.strip_prefix("exec:").map(|path| {
+            Arc::new(berth_launch::ExecLauncher::new(
+                PathBuf::from(path),
+                advertise_url.clone(),
+                launch_timeout,
+            )) as Arc<dyn berth_control::launcher::Launcher>
+        }),
+    };
     let controllers = berth_control::controller::ControllerConfig {
+        groups: Arc::new(berth_control::groups::GroupRuntime::new(
+            launcher,
+            launch_timeout,
+        )),
         settle: Duration::from_secs_f64(args.service_settle),
         host_loss_grace: Duration::from_secs_f64(args.host_loss_grace),
         stopped_retention: Duration::from_secs_f64(args.stopped_task_retention),

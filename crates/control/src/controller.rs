@@ -71,6 +71,9 @@ pub struct ControllerConfig {
     /// How often each service's task counts go to CloudWatch (Container
     /// Insights' RunningTaskCount, PendingTaskCount, DesiredTaskCount).
     pub metrics_interval: Duration,
+    /// How Auto Scaling groups get machines, and what their controller
+    /// keeps between rounds.
+    pub groups: Arc<crate::groups::GroupRuntime>,
 }
 
 impl Default for ControllerConfig {
@@ -82,6 +85,10 @@ impl Default for ControllerConfig {
             stopped_retention: Duration::from_secs_f64(berth_domain::task::STOPPED_RETENTION_SECS),
             warm_addresses: 2,
             metrics_interval: Duration::from_secs(10),
+            groups: Arc::new(crate::groups::GroupRuntime::new(
+                None,
+                Duration::from_secs(600),
+            )),
         }
     }
 }
@@ -155,6 +162,21 @@ pub async fn run(st: Control, config: ControllerConfig, shutdown: CancellationTo
         shutdown.clone(),
         &c.st.metrics,
     );
+    let all_groups = match crate::groups::all_groups(&c.st).await {
+        Ok(g) => g,
+        Err(e) => {
+            tracing::error!(error = %e, "the group controller could not list groups");
+            vec![]
+        }
+    };
+    let groups = runtime::start(
+        Arc::new(Groups(c.clone())),
+        all_groups,
+        resync,
+        Backoff::default(),
+        shutdown.clone(),
+        &c.st.metrics,
+    );
     let mut tasks = vec![];
     let mut start = |r: Arc<dyn ErasedStart>, resync: Duration| {
         let (queue, task) = r.start(initial.clone(), resync, &shutdown, &c.st.metrics);
@@ -163,6 +185,7 @@ pub async fn run(st: Control, config: ControllerConfig, shutdown: CancellationTo
     };
     let queues = Queues {
         alarms: alarms.queue,
+        groups: groups.queue,
         services: start(Arc::new(Services(c.clone())), resync),
         host_loss: start(Arc::new(HostLoss(c.clone())), resync),
         warm: start(Arc::new(WarmAddresses(c.clone())), resync),
@@ -179,6 +202,7 @@ pub async fn run(st: Control, config: ControllerConfig, shutdown: CancellationTo
         ),
     };
     tasks.push(alarms.task);
+    tasks.push(groups.task);
     watch(c, &queues, known, from, shutdown).await;
     for t in tasks {
         t.await.ok();
@@ -227,6 +251,7 @@ struct Queues {
     cleanup: Queue<ClusterKey>,
     metrics: Queue<ClusterKey>,
     alarms: Queue<Scope>,
+    groups: Queue<(Scope, String)>,
 }
 
 /// The revision after the store's current one; None on shutdown.
@@ -270,6 +295,34 @@ struct Alarms(
     crate::alarms::Evaluated,
     crate::elb::Traffic,
 );
+
+/// Makes each Auto Scaling group's instances follow its desired capacity.
+struct Groups(Arc<Controller>);
+
+impl Reconciler for Groups {
+    type Key = (Scope, String);
+
+    fn name(&self) -> &'static str {
+        "autoscaling-groups"
+    }
+
+    fn reconcile<'a>(
+        &'a self,
+        key: &'a (Scope, String),
+    ) -> BoxFuture<'a, Result<Action, ControlError>> {
+        Box::pin(async move {
+            let rt = &self.0.config.groups;
+            match crate::groups::reconcile(&self.0.st, rt, &key.0, &key.1).await {
+                Ok(next) => Ok(action(next)),
+                Err(crate::groups::GroupFailure::Control(e)) => Err(e),
+                Err(e) => {
+                    tracing::warn!(group = %key.1, error = %e, "group reconcile failed");
+                    Ok(Action::RequeueAfter(Duration::from_secs(5)))
+                }
+            }
+        })
+    }
+}
 
 /// How often the alarm evaluator looks: the shortest alarm period.
 const ALARM_ROUND: Duration = Duration::from_secs(10);
@@ -585,6 +638,9 @@ async fn watch(
                     if let Some(scope) = alarm_region(&ev.kv.key) {
                         queues.alarms.enqueue(scope, Reason::Changed).await;
                     }
+                    if let Some(key) = crate::groups::group_of_key(&ev.kv.key) {
+                        queues.groups.enqueue(key, Reason::Changed).await;
+                    }
                     let kind = kind_and_id(&ev.kv.key).map(|(k, _)| k);
                     if let Some(scope) = pool_host_change(&ev.kv.key) {
                         // Any cluster may have tasks on the pool's hosts.
@@ -604,6 +660,18 @@ async fn watch(
                         }
                         if matches!(kind, Some("agent-connections" | "container-instances")) {
                             queues.host_loss.enqueue(k.clone(), Reason::Changed).await;
+                        }
+                        if matches!(kind, Some("container-instances")) {
+                            // A launched instance's agent registering makes
+                            // it InService in its group.
+                            if let Ok(names) = crate::groups::group_names(&c.st, &k.0).await {
+                                for g in names {
+                                    queues
+                                        .groups
+                                        .enqueue((k.0.clone(), g), Reason::Changed)
+                                        .await;
+                                }
+                            }
                         }
                         if matches!(kind, Some("warm-ips" | "container-instances")) {
                             queues.warm.enqueue(k.clone(), Reason::Changed).await;

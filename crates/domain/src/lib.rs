@@ -8,6 +8,7 @@
 
 pub mod alarms;
 pub mod arn;
+pub mod asg;
 pub mod billing;
 pub mod capacity;
 pub mod cloudwatch;

@@ -658,3 +658,111 @@ pub mod sqs {
         format!("{}/deleted/{queue}", base(scope))
     }
 }
+
+/// Auto Scaling groups: regional, by group name (escaped to one segment).
+/// A group's record, its lifecycle hooks, its instances' protection, and
+/// the terminations and lifecycle actions asked for are the API's; its
+/// instances and activities are the group controller's.
+pub mod autoscaling {
+    use berth_domain::Scope;
+
+    fn base(scope: &Scope) -> String {
+        format!("/berth/v1/{}/{}/autoscaling", scope.account, scope.region)
+    }
+    fn segment(name: &str) -> String {
+        super::principal_segment(name)
+    }
+    /// A group's name from the last segment of its keys.
+    pub fn name_of(segment: &str) -> String {
+        segment.replace("%2F", "/").replace("%25", "%")
+    }
+    pub fn groups(scope: &Scope) -> String {
+        format!("{}/groups/", base(scope))
+    }
+    pub fn group(scope: &Scope, name: &str) -> String {
+        format!("{}{}", groups(scope), segment(name))
+    }
+    fn under(scope: &Scope, kind: &str, group: &str) -> String {
+        format!("{}/{kind}/{}/", base(scope), segment(group))
+    }
+    pub fn instances_of(scope: &Scope, group: &str) -> String {
+        under(scope, "instances", group)
+    }
+    pub fn instance(scope: &Scope, group: &str, id: &str) -> String {
+        format!("{}{id}", instances_of(scope, group))
+    }
+    pub fn protections_of(scope: &Scope, group: &str) -> String {
+        under(scope, "protection", group)
+    }
+    pub fn protection(scope: &Scope, group: &str, id: &str) -> String {
+        format!("{}{id}", protections_of(scope, group))
+    }
+    pub fn terminations_of(scope: &Scope, group: &str) -> String {
+        under(scope, "terminations", group)
+    }
+    pub fn termination(scope: &Scope, group: &str, id: &str) -> String {
+        format!("{}{id}", terminations_of(scope, group))
+    }
+    pub fn actions_of(scope: &Scope, group: &str) -> String {
+        under(scope, "lifecycle-actions", group)
+    }
+    pub fn action(scope: &Scope, group: &str, id: &str) -> String {
+        format!("{}{id}", actions_of(scope, group))
+    }
+    pub fn hooks_of(scope: &Scope, group: &str) -> String {
+        under(scope, "hooks", group)
+    }
+    pub fn hook(scope: &Scope, group: &str, name: &str) -> String {
+        format!("{}{}", hooks_of(scope, group), segment(name))
+    }
+    pub fn activities_of(scope: &Scope, group: &str) -> String {
+        under(scope, "activities", group)
+    }
+    /// Ordered by start within the group.
+    pub fn activity(scope: &Scope, group: &str, start_ms: i64, id: &str) -> String {
+        format!("{}{start_ms:016}-{id}", activities_of(scope, group))
+    }
+    /// Every record of a group, for deleting it.
+    pub fn all_of(scope: &Scope, group: &str) -> Vec<String> {
+        [
+            "instances",
+            "protection",
+            "terminations",
+            "lifecycle-actions",
+            "hooks",
+            "activities",
+        ]
+        .iter()
+        .map(|k| under(scope, k, group))
+        .collect()
+    }
+}
+
+/// EC2's launch templates: regional, by id, with a name index; each
+/// version a record of its own.
+pub mod ec2 {
+    use berth_domain::Scope;
+
+    fn base(scope: &Scope) -> String {
+        format!("/berth/v1/{}/{}/ec2", scope.account, scope.region)
+    }
+    pub fn templates(scope: &Scope) -> String {
+        format!("{}/launch-templates/", base(scope))
+    }
+    pub fn template(scope: &Scope, id: &str) -> String {
+        format!("{}{id}", templates(scope))
+    }
+    pub fn template_name(scope: &Scope, name: &str) -> String {
+        format!(
+            "{}/launch-template-names/{}",
+            base(scope),
+            super::principal_segment(name)
+        )
+    }
+    pub fn versions_of(scope: &Scope, id: &str) -> String {
+        format!("{}/launch-template-versions/{id}/", base(scope))
+    }
+    pub fn version(scope: &Scope, id: &str, number: i64) -> String {
+        format!("{}{number:010}", versions_of(scope, id))
+    }
+}

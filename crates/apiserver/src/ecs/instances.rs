@@ -3,20 +3,14 @@
 use super::{compare_and_swap, Attempt};
 use crate::{context::RequestContext, error::ApiError, AppState};
 use berth_control::clusters::{active_cluster, still_active};
-use berth_control::placement::{ClusterTasks, Occupancy};
-use berth_control::tasks::request_stop;
+use berth_control::placement::Occupancy;
 use berth_domain::arn::container_instance_id as instance_id;
 use berth_domain::instance::{self, ContainerInstance, InstanceStatus};
-use berth_domain::task::{DesiredStatus, StopCode, Task, TaskStatus};
 use berth_domain::{paging, tags, EcsError, Scope};
 use berth_scheduler::Query;
 use berth_store::keys::Keys;
 use berth_store::{typed, Op, Txn};
 use berth_wire::ecs as w;
-use std::time::Duration;
-
-/// How long a deregistered instance stays describable.
-const INACTIVE_RETENTION: Duration = Duration::from_secs(3600);
 
 /// The only attribute target ECS has.
 const TARGET_TYPE: &str = "container-instance";
@@ -219,74 +213,16 @@ pub async fn deregister_container_instance(
     {
         return Err(not_found().into());
     }
-    let on_it: Vec<Task> = {
-        let all = ClusterTasks::load(st, &ctx.scope, &cluster).await?;
-        all.tasks
-            .iter()
-            .map(|t| &t.value)
-            .filter(|t| t.container_instance == id)
-            .filter(|t| Task::last_status(all.report(&t.id)) != TaskStatus::Stopped)
-            .cloned()
-            .collect()
-    };
-    let running = on_it
-        .iter()
-        .any(|t| t.desired_status == DesiredStatus::Running);
-    if running && !req.force.unwrap_or(false) {
-        return Err(EcsError::invalid("Found running tasks on the instance.").into());
-    }
-    for t in on_it {
-        request_stop(
-            st,
-            &ctx.scope,
-            &cluster,
-            &t.id,
-            StopCode::UserInitiated,
-            "Container instance deregistration forced by user",
-            false,
-        )
-        .await?;
-    }
-    let key = ctx.scope.instance(&cluster, &id);
-    let gone = ctx.scope.inactive_instance(&cluster, &id);
-    let metered = ctx.scope.instance_usage(&cluster, &id);
-    let lease = st.store.lease_grant(INACTIVE_RETENTION).await?;
-    let (key, gone, not_found, metered) = (&key, &gone, &not_found, &metered);
-    let record = compare_and_swap(
+    let record = berth_control::clusters::deregister_instance(
         st,
-        || "The container instance is being changed by another request; try again.".into(),
-        move || async move {
-            let current = typed::get::<ContainerInstance>(&*st.store, key)
-                .await?
-                .ok_or_else(not_found)?;
-            let mut record = current.value;
-            record.status = InstanceStatus::Inactive;
-            record.version += 1;
-            // The hours it was registered stay billed after it goes.
-            let usage = berth_domain::billing::InstanceUsage {
-                id: record.id.clone(),
-                cluster: record.cluster.clone(),
-                ec2_instance_id: record.ec2_instance_id.clone(),
-                registered_at: record.registered_at,
-                deregistered_at: Some(st.now()),
-            };
-            let txn = Txn::when(
-                vec![typed::unchanged(key, current.mod_revision)],
-                vec![
-                    Op::delete(key.as_str()),
-                    Op::Put {
-                        key: gone.clone(),
-                        value: typed::encode(&record),
-                        lease: Some(lease.id),
-                    },
-                    typed::put(metered, &usage),
-                ],
-            );
-            Ok(Attempt::Write(txn, record))
-        },
+        &ctx.scope,
+        &cluster,
+        &id,
+        req.force.unwrap_or(false),
+        "Container instance deregistration forced by user",
     )
-    .await?;
-    tracing::info!(cluster = %cluster, instance = %id, "container instance deregistered");
+    .await?
+    .ok_or_else(not_found)?;
     let observed = Occupancy::load(st, &ctx.scope, &cluster).await?;
     Ok(w::DeregisterContainerInstanceResponse {
         container_instance: Some(view(&ctx.scope, &record, &observed, true)),
