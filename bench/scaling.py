@@ -89,7 +89,7 @@ class Side:
         for p in (self.agent, self.server):
             p.terminate()
             p.wait(timeout=20)
-        subprocess.run(f"docker ps -aq --filter label=berth.cluster={self.cluster} | xargs -r docker rm -f",
+        subprocess.run(f"docker ps -aq --filter label=com.amazonaws.ecs.cluster={self.cluster} | xargs -r docker rm -f",
                        shell=True, capture_output=True)
 
 

@@ -182,6 +182,8 @@ launch)
 terminate)
   p="$LAUNCH_STATE/$BERTH_INSTANCE_ID.pid"
   [ -f "$p" ] && kill "$(cat "$p")" 2>/dev/null
+  # The machine's containers go with it.
+  [ -n "$BERTH_CONTAINER_INSTANCE" ] && docker ps -aq --filter "label=berth.instance=$BERTH_CONTAINER_INSTANCE" | xargs -r docker rm -f >/dev/null
   echo "$BERTH_INSTANCE_ID $BERTH_CONTAINER_INSTANCE" >> "$LAUNCH_STATE/terminated" ;;
 esac
 '''
@@ -236,3 +238,42 @@ def test_an_exec_launcher_script_starts_and_stops_machines_and_its_failures_are_
         s.stop()
         for pid in state.glob("*.pid"):
             subprocess.run(["kill", "-9", pid.read_text().strip()], capture_output=True)
+
+
+def test_capacity_providers_over_groups_are_checked_recorded_and_guarded(netns_server, name):
+    s = netns_server
+    ec2, asg, ecs = client(s, "ec2"), client(s, "autoscaling"), client(s, "ecs")
+    ec2.create_launch_template(LaunchTemplateName=name, LaunchTemplateData={"InstanceType": "t3.micro"})
+    for g, protect in ((name, True), (name + "-open", False)):
+        asg.create_auto_scaling_group(AutoScalingGroupName=g, MinSize=0, MaxSize=3, LaunchTemplate={
+            "LaunchTemplateName": name}, AvailabilityZones=["local-1a"], NewInstancesProtectedFromScaleIn=protect)
+    arn = group_of(asg, name)["AutoScalingGroupARN"]
+    open_arn = group_of(asg, name + "-open")["AutoScalingGroupARN"]
+    assert error_of(ecs.create_capacity_provider, name="ecs-" + name,
+                    autoScalingGroupProvider={"autoScalingGroupArn": arn})[1] == "InvalidParameterException"
+    assert "instance protection from scale in" in error_of(
+        ecs.create_capacity_provider, name=name, autoScalingGroupProvider={
+            "autoScalingGroupArn": open_arn, "managedTerminationProtection": "ENABLED"})[2]
+    assert "does not exist" in error_of(ecs.create_capacity_provider, name=name, autoScalingGroupProvider={
+        "autoScalingGroupArn": arn.replace(name, name + "-nope")})[2]
+    p = ecs.create_capacity_provider(name=name, autoScalingGroupProvider={
+        "autoScalingGroupArn": arn, "managedTerminationProtection": "ENABLED",
+        "managedScaling": {"targetCapacity": 90}}, tags=[{"key": "team", "value": "a"}])["capacityProvider"]
+    assert (p["type"], p["status"]) == ("EC2_AUTOSCALING", "ACTIVE")
+    m = p["autoScalingGroupProvider"]["managedScaling"]
+    assert (m["status"], m["targetCapacity"], m["instanceWarmupPeriod"]) == ("ENABLED", 90, 300)
+    assert p["autoScalingGroupProvider"]["managedDraining"] == "ENABLED"
+    assert "already associated" in error_of(ecs.create_capacity_provider, name=name + "-2", autoScalingGroupProvider={
+        "autoScalingGroupArn": arn})[2]
+    ecs.update_capacity_provider(name=name, autoScalingGroupProvider={"managedScaling": {"targetCapacity": 100}})
+    got = ecs.describe_capacity_providers(capacityProviders=[name, "FARGATE"])["capacityProviders"]
+    assert [x["name"] for x in got] == ["FARGATE", name] or [x["name"] for x in got] == [name, "FARGATE"]
+    assert [x for x in got if x["name"] == name][0]["autoScalingGroupProvider"]["managedScaling"]["targetCapacity"] == 100
+    ecs.create_cluster(clusterName=name, capacityProviders=[name])
+    assert "in use" in error_of(ecs.delete_capacity_provider, capacityProvider=name)[2]
+    ecs.put_cluster_capacity_providers(cluster=name, capacityProviders=[], defaultCapacityProviderStrategy=[])
+    gone = ecs.delete_capacity_provider(capacityProvider=name)["capacityProvider"]
+    assert gone["status"] == "INACTIVE"
+    assert ecs.describe_capacity_providers(capacityProviders=[name])["failures"][0]["reason"] == "MISSING"
+    for g in (name, name + "-open"):
+        asg.delete_auto_scaling_group(AutoScalingGroupName=g)

@@ -327,9 +327,10 @@ pub struct LaunchCapacity {
 }
 
 /// The capacity a RunTask or CreateService asks for: `launchType`, a
-/// `capacityProviderStrategy`, the cluster's default strategy, or EC2.
-/// Every provider there is is a Fargate one (FARGATE, FARGATE_SPOT), so a
-/// strategy means the FARGATE launch type.
+/// `capacityProviderStrategy`, the cluster's default strategy, or EC2. A
+/// strategy of the Fargate providers (FARGATE, FARGATE_SPOT) means the
+/// FARGATE launch type; one naming an Auto Scaling group provider is
+/// refused until such providers place tasks.
 pub fn launch_type(
     given: Option<&str>,
     strategy: Option<&[w::CapacityProviderStrategyItem]>,
@@ -342,8 +343,19 @@ pub fn launch_type(
             "Specifying both a launch type and capacity provider strategy is not supported. Remove one and try again.",
         ));
     }
+    let strategy = strategy
+        .or_else(|| (!cluster_default.is_empty() && given.is_none()).then_some(cluster_default));
     if let Some(s) = strategy {
         capacity::validate_strategy(s, "capacityProviderStrategy")?;
+        // Auto Scaling group providers place on their groups' instances,
+        // and tasks wait in PROVISIONING for capacity: not built yet.
+        if s.iter().any(|i| {
+            !capacity::BUILT_IN.contains(&i.capacity_provider.as_deref().unwrap_or_default())
+        }) {
+            return Err(EcsError::UnsupportedFeature(
+                "Capacity provider strategies with Auto Scaling group capacity providers are not supported by Berth yet; use launchType EC2, or the FARGATE and FARGATE_SPOT providers.".into(),
+            ));
+        }
         for item in s {
             let name = item.capacity_provider.as_deref().unwrap_or_default();
             if !providers.iter().any(|p| p == name) {
@@ -380,10 +392,6 @@ pub fn launch_type(
                 strategy: vec![],
             })
         }
-        None if !cluster_default.is_empty() => Ok(LaunchCapacity {
-            launch_type: "FARGATE".into(),
-            strategy: cluster_default.to_vec(),
-        }),
         None => Ok(LaunchCapacity {
             launch_type: "EC2".into(),
             strategy: vec![],

@@ -14,6 +14,7 @@
 //! paused time.
 
 pub mod alarms;
+pub mod capacity_providers;
 pub mod cas;
 pub mod clock;
 pub mod cloudwatch;

@@ -1,4 +1,5 @@
-//! Capacity providers: the built-in Fargate ones and strategy rules.
+//! Capacity providers: the built-in Fargate ones, custom ones over Auto
+//! Scaling groups, and strategy rules.
 
 use crate::{EcsError, Scope};
 use berth_wire::ecs as w;
@@ -14,6 +15,171 @@ pub fn built_in(scope: &Scope, name: &str) -> Option<w::CapacityProvider> {
         r#type: Some(name.into()),
         tags: Some(vec![]),
         ..Default::default()
+    })
+}
+
+/// A custom capacity provider over an Auto Scaling group (ECS's
+/// CreateCapacityProvider writes it).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ProviderRecord {
+    pub name: String,
+    /// The Auto Scaling group's name (its ARN is in `provider`).
+    pub group: String,
+    /// As ECS shows it: every default spelt out.
+    pub provider: w::AutoScalingGroupProvider,
+    #[serde(default)]
+    pub tags: Vec<w::Tag>,
+    #[serde(default)]
+    pub update_status: Option<String>,
+    pub created: f64,
+}
+
+impl ProviderRecord {
+    pub fn view(&self, scope: &Scope, include_tags: bool) -> w::CapacityProvider {
+        w::CapacityProvider {
+            capacity_provider_arn: Some(scope.capacity_provider_arn(&self.name)),
+            name: Some(self.name.clone()),
+            status: Some("ACTIVE".into()),
+            r#type: Some("EC2_AUTOSCALING".into()),
+            auto_scaling_group_provider: Some(self.provider.clone()),
+            update_status: self.update_status.clone(),
+            tags: include_tags.then(|| self.tags.clone()),
+            ..Default::default()
+        }
+    }
+
+    pub fn managed_scaling(&self) -> bool {
+        self.provider
+            .managed_scaling
+            .as_ref()
+            .is_some_and(|m| m.status.as_deref() == Some("ENABLED"))
+    }
+
+    pub fn managed_termination_protection(&self) -> bool {
+        self.provider.managed_termination_protection.as_deref() == Some("ENABLED")
+    }
+
+    pub fn managed_draining(&self) -> bool {
+        self.provider.managed_draining.as_deref() != Some("DISABLED")
+    }
+}
+
+/// A custom provider's name: 1 to 255 letters, digits, hyphens and
+/// underscores, not beginning with `aws`, `ecs` or `fargate`.
+pub fn check_provider_name(name: Option<&str>) -> Result<&str, EcsError> {
+    let name = name
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| EcsError::invalid("name is required."))?;
+    if name.len() > 255
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        return Err(EcsError::invalid(
+            "The capacity provider name is invalid. Up to 255 letters (uppercase and lowercase), numbers, underscores, and hyphens are allowed.",
+        ));
+    }
+    let lower = name.to_ascii_lowercase();
+    if ["aws", "ecs", "fargate"]
+        .iter()
+        .any(|p| lower.starts_with(p))
+    {
+        return Err(EcsError::invalid(
+            "The capacity provider name cannot start with 'aws', 'ecs', or 'fargate'. Specify a different name and try again.",
+        ));
+    }
+    Ok(name)
+}
+
+/// An autoScalingGroupProvider (or its update over `current`) with ECS's
+/// defaults filled in and its ranges checked. `protected_group` says
+/// whether the group protects new instances from scale-in, which managed
+/// termination protection requires.
+pub fn normalize_asg_provider(
+    given_scaling: Option<&w::ManagedScaling>,
+    given_protection: Option<&str>,
+    given_draining: Option<&str>,
+    current: Option<&w::AutoScalingGroupProvider>,
+    protected_group: bool,
+) -> Result<w::AutoScalingGroupProvider, EcsError> {
+    let base = current
+        .and_then(|c| c.managed_scaling.clone())
+        .unwrap_or(w::ManagedScaling {
+            status: Some("ENABLED".into()),
+            target_capacity: Some(100),
+            minimum_scaling_step_size: Some(1),
+            maximum_scaling_step_size: Some(10_000),
+            instance_warmup_period: Some(300),
+        });
+    let mut m = base;
+    if let Some(g) = given_scaling {
+        if let Some(s) = &g.status {
+            crate::one_of(s, &["ENABLED", "DISABLED"], "managedScaling.status")?;
+            m.status = Some(s.clone());
+        }
+        m.target_capacity = g.target_capacity.or(m.target_capacity);
+        m.minimum_scaling_step_size = g.minimum_scaling_step_size.or(m.minimum_scaling_step_size);
+        m.maximum_scaling_step_size = g.maximum_scaling_step_size.or(m.maximum_scaling_step_size);
+        m.instance_warmup_period = g.instance_warmup_period.or(m.instance_warmup_period);
+    }
+    let range = |v: Option<i32>, lo: i32, hi: i32, field: &str| -> Result<(), EcsError> {
+        match v {
+            Some(v) if v < lo || v > hi => Err(EcsError::invalid(format!(
+                "managedScaling.{field} must be between {lo} and {hi}."
+            ))),
+            _ => Ok(()),
+        }
+    };
+    range(m.target_capacity, 1, 100, "targetCapacity")?;
+    range(
+        m.minimum_scaling_step_size,
+        1,
+        10_000,
+        "minimumScalingStepSize",
+    )?;
+    range(
+        m.maximum_scaling_step_size,
+        1,
+        10_000,
+        "maximumScalingStepSize",
+    )?;
+    range(m.instance_warmup_period, 0, 10_000, "instanceWarmupPeriod")?;
+    if m.minimum_scaling_step_size > m.maximum_scaling_step_size {
+        return Err(EcsError::invalid(
+            "managedScaling.minimumScalingStepSize cannot be greater than managedScaling.maximumScalingStepSize.",
+        ));
+    }
+    let protection = given_protection
+        .map(str::to_string)
+        .or_else(|| current.and_then(|c| c.managed_termination_protection.clone()))
+        .unwrap_or_else(|| "DISABLED".into());
+    crate::one_of(
+        &protection,
+        &["ENABLED", "DISABLED"],
+        "managedTerminationProtection",
+    )?;
+    let draining = given_draining
+        .map(str::to_string)
+        .or_else(|| current.and_then(|c| c.managed_draining.clone()))
+        .unwrap_or_else(|| "ENABLED".into());
+    crate::one_of(&draining, &["ENABLED", "DISABLED"], "managedDraining")?;
+    if protection == "ENABLED" {
+        if m.status.as_deref() != Some("ENABLED") {
+            return Err(EcsError::invalid(
+                "The managed termination protection setting for the capacity provider is invalid. To enable managed termination protection for a capacity provider, the capacity provider must have managed scaling enabled.",
+            ));
+        }
+        if !protected_group {
+            return Err(EcsError::invalid(
+                "The managed termination protection setting for the capacity provider is invalid. To enable managed termination protection for a capacity provider, the Auto Scaling group must have instance protection from scale in enabled.",
+            ));
+        }
+    }
+    Ok(w::AutoScalingGroupProvider {
+        auto_scaling_group_arn: current.and_then(|c| c.auto_scaling_group_arn.clone()),
+        managed_scaling: Some(m),
+        managed_termination_protection: Some(protection),
+        managed_draining: Some(draining),
     })
 }
 
@@ -163,6 +329,37 @@ pub fn assign(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn custom_provider_names_and_settings_follow_ecs() {
+        assert!(check_provider_name(Some("hosts_1")).is_ok());
+        for bad in ["ecs-hosts", "AWSx", "Fargate2", "a b"] {
+            assert!(check_provider_name(Some(bad)).is_err(), "{bad}");
+        }
+        let p = normalize_asg_provider(None, None, None, None, false).expect("defaults");
+        let m = p.managed_scaling.expect("scaling");
+        assert_eq!(
+            (
+                m.status.as_deref(),
+                m.target_capacity,
+                m.instance_warmup_period
+            ),
+            (Some("ENABLED"), Some(100), Some(300))
+        );
+        assert_eq!(p.managed_draining.as_deref(), Some("ENABLED"));
+        let off = w::ManagedScaling {
+            status: Some("DISABLED".into()),
+            ..Default::default()
+        };
+        assert!(normalize_asg_provider(Some(&off), Some("ENABLED"), None, None, true).is_err());
+        assert!(normalize_asg_provider(None, Some("ENABLED"), None, None, false).is_err());
+        assert!(normalize_asg_provider(None, Some("ENABLED"), None, None, true).is_ok());
+        let big = w::ManagedScaling {
+            target_capacity: Some(101),
+            ..Default::default()
+        };
+        assert!(normalize_asg_provider(Some(&big), None, None, None, false).is_err());
+    }
 
     fn split(
         strategy: &[w::CapacityProviderStrategyItem],

@@ -766,3 +766,19 @@ pub mod ec2 {
         format!("{}{number:010}", versions_of(scope, id))
     }
 }
+
+/// ECS's custom capacity providers (over Auto Scaling groups): regional,
+/// by name; written by the ECS API.
+pub mod capacity {
+    use berth_domain::Scope;
+
+    pub fn providers(scope: &Scope) -> String {
+        format!(
+            "/berth/v1/{}/{}/ecs/capacity-providers/",
+            scope.account, scope.region
+        )
+    }
+    pub fn provider(scope: &Scope, name: &str) -> String {
+        format!("{}{name}", providers(scope))
+    }
+}

@@ -59,8 +59,17 @@ fn connect_defaults(
     }
 }
 
-fn provider_exists(name: &str) -> bool {
-    capacity::BUILT_IN.contains(&name)
+/// The names of every capacity provider of the account's region: the
+/// built-in ones and those made with CreateCapacityProvider.
+async fn provider_names(st: &AppState, scope: &Scope) -> Result<Vec<String>, ApiError> {
+    let mut names: Vec<String> = capacity::BUILT_IN.iter().map(|n| n.to_string()).collect();
+    names.extend(
+        berth_control::capacity_providers::list(st, scope)
+            .await?
+            .into_iter()
+            .map(|p| p.name),
+    );
+    Ok(names)
 }
 
 async fn account_setting(
@@ -95,7 +104,8 @@ pub async fn create_cluster(
         .default_capacity_provider_strategy
         .clone()
         .unwrap_or_default();
-    capacity::validate_cluster_providers(&providers, &strategy, provider_exists)?;
+    let known = provider_names(st, &ctx.scope).await?;
+    capacity::validate_cluster_providers(&providers, &strategy, |p| known.iter().any(|k| k == p))?;
 
     let key = ctx.scope.cluster(&name);
     let (name, key, req) = (&name, &key, &req);
@@ -335,7 +345,8 @@ pub async fn put_cluster_capacity_providers(
     let Some(strategy) = req.default_capacity_provider_strategy.clone() else {
         return Err(EcsError::invalid("defaultCapacityProviderStrategy is required.").into());
     };
-    capacity::validate_cluster_providers(&providers, &strategy, provider_exists)?;
+    let known = provider_names(st, &ctx.scope).await?;
+    capacity::validate_cluster_providers(&providers, &strategy, |p| known.iter().any(|k| k == p))?;
     let c = modify_cluster(st, ctx, req.cluster.as_deref(), |c| {
         c.capacity_providers = providers.clone();
         c.default_strategy = strategy.clone();
@@ -348,7 +359,7 @@ pub async fn put_cluster_capacity_providers(
 }
 
 pub async fn describe_capacity_providers(
-    _st: &AppState,
+    st: &AppState,
     ctx: &RequestContext,
     req: w::DescribeCapacityProvidersRequest,
 ) -> Result<w::DescribeCapacityProvidersResponse, ApiError> {
@@ -360,6 +371,15 @@ pub async fn describe_capacity_providers(
         .is_some_and(|i| i.iter().any(|x| x == "TAGS"));
     let mut failures = vec![];
     let mut found = vec![];
+    let custom = berth_control::capacity_providers::list(st, &ctx.scope).await?;
+    let lookup = |n: &str| {
+        capacity::built_in(&ctx.scope, n).or_else(|| {
+            custom
+                .iter()
+                .find(|p| p.name == n)
+                .map(|p| p.view(&ctx.scope, true))
+        })
+    };
     match &req.capacity_providers {
         Some(names) => {
             for n in names {
@@ -371,7 +391,7 @@ pub async fn describe_capacity_providers(
                     None if !n.starts_with("arn:") => Some(n.clone()),
                     None => None,
                 };
-                match name.and_then(|n| capacity::built_in(&ctx.scope, &n)) {
+                match name.and_then(|n| lookup(&n)) {
                     Some(p) => found.push(p),
                     None => failures.push(w::Failure {
                         arn: Some(if n.starts_with("arn:") {
@@ -385,11 +405,14 @@ pub async fn describe_capacity_providers(
                 }
             }
         }
-        None => found.extend(
-            capacity::BUILT_IN
-                .iter()
-                .filter_map(|n| capacity::built_in(&ctx.scope, n)),
-        ),
+        None => {
+            found.extend(
+                capacity::BUILT_IN
+                    .iter()
+                    .filter_map(|n| capacity::built_in(&ctx.scope, n)),
+            );
+            found.extend(custom.iter().map(|p| p.view(&ctx.scope, true)));
+        }
     }
     let keyed = found
         .into_iter()
@@ -406,5 +429,68 @@ pub async fn describe_capacity_providers(
         capacity_providers: Some(providers),
         failures: Some(failures),
         next_token: next,
+    })
+}
+
+/// A custom provider's name from a name or an ARN of this scope.
+fn provider_name(scope: &Scope, given: Option<&str>) -> Result<String, EcsError> {
+    let given = given
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| EcsError::invalid("capacityProvider is required."))?;
+    Ok(match arn::Arn::parse(given) {
+        Some(arn::Arn::CapacityProvider { scope: s, name }) if &s == scope => name,
+        _ => given.to_string(),
+    })
+}
+
+pub async fn create_capacity_provider(
+    st: &AppState,
+    ctx: &RequestContext,
+    req: w::CreateCapacityProviderRequest,
+) -> Result<w::CreateCapacityProviderResponse, ApiError> {
+    if req
+        .name
+        .as_deref()
+        .is_some_and(|n| capacity::BUILT_IN.contains(&n))
+    {
+        return Err(EcsError::invalid(
+            "The capacity provider name cannot start with 'aws', 'ecs', or 'fargate'. Specify a different name and try again.",
+        )
+        .into());
+    }
+    let p = berth_control::capacity_providers::create(st, &ctx.scope, &req).await?;
+    Ok(w::CreateCapacityProviderResponse {
+        capacity_provider: Some(p.view(&ctx.scope, true)),
+    })
+}
+
+pub async fn update_capacity_provider(
+    st: &AppState,
+    ctx: &RequestContext,
+    req: w::UpdateCapacityProviderRequest,
+) -> Result<w::UpdateCapacityProviderResponse, ApiError> {
+    let name = provider_name(&ctx.scope, req.name.as_deref())?;
+    let given = req
+        .auto_scaling_group_provider
+        .clone()
+        .ok_or_else(|| EcsError::invalid("autoScalingGroupProvider is required."))?;
+    let p = berth_control::capacity_providers::update(st, &ctx.scope, &name, &given).await?;
+    Ok(w::UpdateCapacityProviderResponse {
+        capacity_provider: Some(p.view(&ctx.scope, true)),
+    })
+}
+
+pub async fn delete_capacity_provider(
+    st: &AppState,
+    ctx: &RequestContext,
+    req: w::DeleteCapacityProviderRequest,
+) -> Result<w::DeleteCapacityProviderResponse, ApiError> {
+    let name = provider_name(&ctx.scope, req.capacity_provider.as_deref())?;
+    let p = berth_control::capacity_providers::delete(st, &ctx.scope, &name).await?;
+    let mut view = p.view(&ctx.scope, true);
+    view.status = Some("INACTIVE".into());
+    view.update_status = Some("DELETE_COMPLETE".into());
+    Ok(w::DeleteCapacityProviderResponse {
+        capacity_provider: Some(view),
     })
 }
