@@ -457,11 +457,9 @@ pub async fn send(
         }
         let sequence = next_sequence(now);
         let id = uuid::Uuid::new_v4().to_string();
-        let delay = if fifo {
-            0
-        } else {
-            msg.delay.unwrap_or_else(|| q.value.delay_seconds())
-        };
+        // FIFO queues take no per-message delay (refused earlier), but
+        // their own DelaySeconds applies.
+        let delay = msg.delay.unwrap_or_else(|| q.value.delay_seconds());
         let record = MessageRecord {
             id: id.clone(),
             body: msg.body.clone(),
