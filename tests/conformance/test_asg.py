@@ -42,7 +42,7 @@ def remove_launched(data_dir):
 @pytest.fixture(scope="module")
 def netns_server(tmp_path_factory):
     s = Server(str(tmp_path_factory.mktemp("asg")), extra_env={
-        "BERTH_LAUNCHER": "netns", "BERTH_LAUNCH_TIMEOUT": "15"}).start()
+        "BERTH_LAUNCHER": "netns", "BERTH_LAUNCH_TIMEOUT": "15", "BERTH_MANAGED_SCALE_IN_AFTER": "3"}).start()
     yield s
     s.stop()
     remove_launched(s.data_dir)
@@ -277,3 +277,61 @@ def test_capacity_providers_over_groups_are_checked_recorded_and_guarded(netns_s
     assert ecs.describe_capacity_providers(capacityProviders=[name])["failures"][0]["reason"] == "MISSING"
     for g in (name, name + "-open"):
         asg.delete_auto_scaling_group(AutoScalingGroupName=g)
+
+
+def test_a_capacity_provider_launches_hosts_for_provisioning_tasks_and_retires_empty_ones(netns_server, name):
+    s = netns_server
+    ec2, asg, ecs, cw = client(s, "ec2"), client(s, "autoscaling"), client(s, "ecs"), client(s, "cloudwatch")
+    ec2.create_launch_template(LaunchTemplateName=name, LaunchTemplateData={
+        "InstanceType": "t3.small", "UserData": user_data(name)})
+    asg.create_auto_scaling_group(AutoScalingGroupName=name, MinSize=0, MaxSize=2, DesiredCapacity=0,
+                                  LaunchTemplate={"LaunchTemplateName": name}, AvailabilityZones=["local-1a"],
+                                  NewInstancesProtectedFromScaleIn=True)
+    arn = group_of(asg, name)["AutoScalingGroupARN"]
+    ecs.create_capacity_provider(name=name, autoScalingGroupProvider={
+        "autoScalingGroupArn": arn, "managedTerminationProtection": "ENABLED",
+        "managedScaling": {"status": "ENABLED", "targetCapacity": 100, "instanceWarmupPeriod": 0}})
+    ecs.create_cluster(clusterName=name, capacityProviders=[name, "FARGATE"],
+                       defaultCapacityProviderStrategy=[{"capacityProvider": name, "weight": 1}])
+    ecs.register_task_definition(family=name, containerDefinitions=[
+        {"name": "c", "image": IMAGE, "memory": 16, "command": ["sleep", "600"]}])
+    _, code, msg = error_of(ecs.run_task, cluster=name, taskDefinition=name, capacityProviderStrategy=[
+        {"capacityProvider": name, "weight": 1}, {"capacityProvider": "FARGATE", "weight": 1}])
+    assert code == "InvalidParameterException" and "mix" in msg
+    # No host yet: the tasks wait in PROVISIONING, placed nowhere.
+    ran = ecs.run_task(cluster=name, taskDefinition=name)
+    assert ran["failures"] == []
+    task = ran["tasks"][0]
+    assert (task["lastStatus"], task["capacityProviderName"], task["launchType"]) == ("PROVISIONING", name, "EC2")
+    assert "containerInstanceArn" not in task
+    # One stopped while it waits stops at once: no host ever had it.
+    gone = ecs.run_task(cluster=name, taskDefinition=name)["tasks"][0]["taskArn"]
+    ecs.stop_task(cluster=name, task=gone, reason="changed my mind")
+    t = ecs.describe_tasks(cluster=name, tasks=[gone])["tasks"][0]
+    assert (t["lastStatus"], t["stoppedReason"]) == ("STOPPED", "changed my mind")
+    # Managed scaling grows the group, the host joins, the task runs there.
+    t = wait_for("the task running on a launched host", lambda: (lambda t: t if t["lastStatus"] == "RUNNING" else None)(
+        ecs.describe_tasks(cluster=name, tasks=[task["taskArn"]])["tasks"][0]), timeout=90)
+    inst = [i for i in group_of(asg, name)["Instances"] if i["LifecycleState"] == "InService"]
+    assert len(inst) == 1 and group_of(asg, name)["DesiredCapacity"] == 1
+    ci = ecs.describe_container_instances(cluster=name, containerInstances=[t["containerInstanceArn"]])[
+        "containerInstances"][0]
+    assert ci["ec2InstanceId"] == inst[0]["InstanceId"]
+    cause = asg.describe_scaling_activities(AutoScalingGroupName=name)["Activities"][0]["Cause"]
+    assert "managed scaling" in cause and "from 0 to 1" in cause, cause
+    # Managed termination protection: the busy instance is protected.
+    wait_for("the busy instance protected",
+             lambda: group_of(asg, name)["Instances"][0]["ProtectedFromScaleIn"], timeout=20)
+    dims = [{"Name": "CapacityProviderName", "Value": name}, {"Name": "ClusterName", "Value": name}]
+    wait_for("CapacityProviderReservation published", lambda: cw.list_metrics(
+        Namespace="AWS/ECS/ManagedScaling", MetricName="CapacityProviderReservation", Dimensions=dims)["Metrics"],
+        timeout=30)
+    # The task stops: the empty host is unprotected and retired.
+    ecs.stop_task(cluster=name, task=task["taskArn"])
+    wait_for("the empty instance terminated", lambda: group_of(asg, name)["DesiredCapacity"] == 0 and all(
+        i["LifecycleState"] == "Terminated" for i in group_of(asg, name)["Instances"]), timeout=60)
+    wait_for("its container instance gone",
+             lambda: ecs.list_container_instances(cluster=name)["containerInstanceArns"] == [], timeout=30)
+    ecs.put_cluster_capacity_providers(cluster=name, capacityProviders=[], defaultCapacityProviderStrategy=[])
+    ecs.delete_capacity_provider(capacityProvider=name)
+    asg.delete_auto_scaling_group(AutoScalingGroupName=name, ForceDelete=True)

@@ -391,14 +391,21 @@ def test_a_lost_host_is_replaced_and_leaves_no_duplicates_when_it_returns(own):
     for arn in lost_tasks:
         t = own.task(arn)
         assert t["lastStatus"] == "STOPPED" and t["stoppedReason"].startswith("Host lost"), t["stoppedReason"]
-    running = docker("ps", "-q", "--filter", f"label=com.amazonaws.ecs.cluster={own.name}").split()
-    assert len(running) == 2 + len(lost_tasks), "the lost host's containers still run while it is away"
+    # Only task containers count: the hosts' warm-address pause containers
+    # carry the cluster label too.
+    def task_containers(*status):
+        return docker("ps", "-q", *status, "--filter", f"label=com.amazonaws.ecs.cluster={own.name}",
+                      "--filter", "label=com.amazonaws.ecs.task-arn").split()
+    for arn in lost_tasks:
+        alive = docker("ps", "-q", "--filter", f"label=com.amazonaws.ecs.task-arn={arn}").split()
+        assert alive, ("the lost host's containers still run while it is away",
+                       docker("ps", "-a", "--format", "{{.Names}} {{.Status}}"))
+    assert len(task_containers()) == 2 + len(lost_tasks), (docker("ps", "-a", "--format", "{{.ID}} {{.Names}} {{.Status}} {{.Label \"berth.instance\"}}"), [(t["taskArn"], t["containerInstanceArn"], t["lastStatus"], [c.get("runtimeId") for c in t["containers"]]) for t in live_tasks(own, "l")], victim_arn)
     # The host comes back: its stale containers are stopped, and the
     # service still runs exactly its desired count.
     agent.start()
     wait_for("agent back", lambda: agents_connected(own.ecs, own.name, 2))
-    wait_for("stale containers gone", lambda: len(docker(
-        "ps", "-q", "--filter", f"label=com.amazonaws.ecs.cluster={own.name}").split()) == 2)
+    wait_for("stale containers gone", lambda: len(task_containers()) == 2)
     assert stable(own, "l", 2)
     assert s
 

@@ -450,6 +450,12 @@ struct ServerArgs {
     /// 10 matches the agents' default sampling.
     #[arg(long, env = "BERTH_TARGET_TRACKING_PERIOD", default_value_t = 10, value_parser = parse_tracking_period)]
     target_tracking_period: i32,
+    /// Seconds a capacity provider's CapacityProviderReservation stays
+    /// under its target capacity before managed scaling lowers its Auto
+    /// Scaling group's desired capacity (ECS: 15 one-minute datapoints;
+    /// Berth: 15 target-tracking periods).
+    #[arg(long, env = "BERTH_MANAGED_SCALE_IN_AFTER", value_parser = clap::value_parser!(u16).range(1..=3600))]
+    managed_scale_in_after: Option<u16>,
     /// How Auto Scaling groups get machines: `none` (launches fail and say
     /// so), `netns` (a `berth agent` in a new network namespace of this
     /// machine, reaching this server through a veth pair; needs root), or
@@ -1148,6 +1154,10 @@ async fn serve(args: ServerArgs, up: Option<(HostArgs, bool)>) -> anyhow::Result
         host_loss_grace: Duration::from_secs_f64(args.host_loss_grace),
         stopped_retention: Duration::from_secs_f64(args.stopped_task_retention),
         warm_addresses: usize::from(args.warm_addresses),
+        managed_scale_in_after: Duration::from_secs(
+            args.managed_scale_in_after
+                .map_or(15 * args.target_tracking_period as u64, u64::from),
+        ),
         ..Default::default()
     };
     let (ctl, keep) = (state.ctl.clone(), args.history_revisions);

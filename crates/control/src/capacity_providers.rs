@@ -24,6 +24,32 @@ pub async fn get(ctl: &Control, scope: &Scope, name: &str) -> Result<Option<Prov
     )
 }
 
+/// Where a provider's tasks may go: the EC2 instance ids of its group's
+/// instances in service, and whether tasks wait for capacity (managed
+/// scaling) rather than fail.
+#[derive(Debug, Clone, Default)]
+pub struct Hosts {
+    pub ec2: std::collections::HashSet<String>,
+    pub managed: bool,
+}
+
+pub async fn hosts(ctl: &Control, scope: &Scope, name: &str) -> Result<Hosts> {
+    let Some(p) = get(ctl, scope, name).await? else {
+        return Ok(Hosts::default());
+    };
+    let ec2 = crate::groups::instances(ctl, scope, &p.group)
+        .await
+        .map_err(crate::groups::GroupFailure::into_control)?
+        .into_iter()
+        .filter(|(i, _)| i.value.counted())
+        .map(|(i, _)| i.value.id)
+        .collect();
+    Ok(Hosts {
+        ec2,
+        managed: p.managed_scaling(),
+    })
+}
+
 pub async fn list(ctl: &Control, scope: &Scope) -> Result<Vec<ProviderRecord>> {
     Ok(
         typed::list::<ProviderRecord>(&*ctl.store, &keys::providers(scope))

@@ -51,6 +51,8 @@ const WATCHED: &[&str] = &[
     "agent-connections",
     // A placement took a warm address: the host's pool needs topping up.
     "warm-ips",
+    // Tasks waiting in PROVISIONING for a capacity provider's hosts.
+    "waiting-tasks",
 ];
 
 #[derive(Debug, Clone)]
@@ -68,6 +70,9 @@ pub struct ControllerConfig {
     pub stopped_retention: Duration,
     /// Addresses kept warm per awsvpc-capable host and subnet of its zone.
     pub warm_addresses: usize,
+    /// How long a capacity provider's reservation stays under its target
+    /// before managed scaling removes spare instances.
+    pub managed_scale_in_after: Duration,
     /// How often each service's task counts go to CloudWatch (Container
     /// Insights' RunningTaskCount, PendingTaskCount, DesiredTaskCount).
     pub metrics_interval: Duration,
@@ -84,6 +89,7 @@ impl Default for ControllerConfig {
             resync: Duration::from_secs(10),
             stopped_retention: Duration::from_secs_f64(berth_domain::task::STOPPED_RETENTION_SECS),
             warm_addresses: 2,
+            managed_scale_in_after: Duration::from_secs(150),
             metrics_interval: Duration::from_secs(10),
             groups: Arc::new(crate::groups::GroupRuntime::new(
                 None,
@@ -189,6 +195,10 @@ pub async fn run(st: Control, config: ControllerConfig, shutdown: CancellationTo
         services: start(Arc::new(Services(c.clone())), resync),
         host_loss: start(Arc::new(HostLoss(c.clone())), resync),
         warm: start(Arc::new(WarmAddresses(c.clone())), resync),
+        capacity: start(
+            Arc::new(ManagedScaling(c.clone(), Default::default())),
+            resync,
+        ),
         // It schedules its own next look; its resync is only a backstop,
         // and each one reads every report of the cluster.
         cleanup: start(
@@ -246,6 +256,7 @@ impl<R: Reconciler<Key = ClusterKey>> ErasedStart for R {
 /// Where the watch sends each cluster whose records change.
 struct Queues {
     services: Queue<ClusterKey>,
+    capacity: Queue<ClusterKey>,
     host_loss: Queue<ClusterKey>,
     warm: Queue<ClusterKey>,
     cleanup: Queue<ClusterKey>,
@@ -283,6 +294,35 @@ struct WarmAddresses(Arc<Controller>);
 
 /// Removes the records of tasks STOPPED longer than the retention.
 struct StoppedTasks(Arc<Controller>);
+
+/// Places tasks waiting for Auto Scaling group capacity providers' hosts
+/// and scales those providers' groups (ECS managed scaling).
+struct ManagedScaling(Arc<Controller>, crate::managed_scaling::Spare);
+
+impl Reconciler for ManagedScaling {
+    type Key = ClusterKey;
+
+    fn name(&self) -> &'static str {
+        "managed-scaling"
+    }
+
+    fn reconcile<'a>(&'a self, key: &'a ClusterKey) -> BoxFuture<'a, Result<Action, ControlError>> {
+        Box::pin(async move {
+            let (scope, cluster) = key;
+            if cluster == FARGATE_POOL {
+                return Ok(Action::AwaitChange);
+            }
+            let timing = crate::managed_scaling::Timing {
+                every: self.0.config.metrics_interval,
+                scale_in_after: self.0.config.managed_scale_in_after,
+            };
+            let next =
+                crate::managed_scaling::reconcile(&self.0.st, scope, cluster, &self.1, timing)
+                    .await?;
+            Ok(action(next))
+        })
+    }
+}
 
 /// Publishes each service's task counts to CloudWatch, whether or not
 /// tasks run (scaling out from zero reads them).
@@ -672,6 +712,12 @@ async fn watch(
                                         .await;
                                 }
                             }
+                        }
+                        if matches!(
+                            kind,
+                            Some("waiting-tasks" | "container-instances" | "agent-connections")
+                        ) {
+                            queues.capacity.enqueue(k.clone(), Reason::Changed).await;
                         }
                         if matches!(kind, Some("warm-ips" | "container-instances")) {
                             queues.warm.enqueue(k.clone(), Reason::Changed).await;

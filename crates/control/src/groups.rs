@@ -43,6 +43,17 @@ impl From<berth_store::StoreError> for GroupFailure {
     }
 }
 
+impl GroupFailure {
+    /// For callers outside the Auto Scaling API, where only the store's
+    /// failures can arise.
+    pub fn into_control(self) -> ControlError {
+        match self {
+            GroupFailure::Control(e) => e,
+            e => ControlError::Internal(e.to_string()),
+        }
+    }
+}
+
 type Result<T> = std::result::Result<T, GroupFailure>;
 
 const RETRIES: usize = 16;

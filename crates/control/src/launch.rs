@@ -15,6 +15,9 @@ use std::collections::HashMap;
 const MAX_CONSTRAINTS: usize = 10;
 const MAX_STRATEGIES: usize = 5;
 
+/// A placement constraint's (type, expression) or a strategy's (type, field).
+type Asked = (String, Option<String>);
+
 /// A validated task definition, ready to become tasks.
 pub struct Launch {
     pub(crate) def: w::TaskDefinition,
@@ -34,6 +37,9 @@ pub struct Launch {
     pub(crate) enable_execute_command: bool,
     /// awsvpc: the subnets and security groups its interface may use.
     pub(crate) awsvpc: Option<berth_domain::network::AwsVpc>,
+    /// The constraints and strategies as given, for tasks that wait for
+    /// capacity and are placed later.
+    pub(crate) asked: (Vec<Asked>, Vec<Asked>),
     pub request: sched::Request,
 }
 
@@ -110,6 +116,7 @@ pub async fn prepare(
     tags::validate(&tag_list)?;
 
     let mut constraints = vec![];
+    let mut asked_constraints = vec![];
     let from_def = def.placement_constraints.as_deref().unwrap_or_default();
     let given = i.constraints.unwrap_or_default();
     if from_def.len() + given.len() > MAX_CONSTRAINTS {
@@ -131,6 +138,7 @@ pub async fn prepare(
             sched::Constraint::parse(c.0.unwrap_or_default(), c.1)
                 .map_err(|e| EcsError::invalid(format!("placementConstraints: {e}")))?,
         );
+        asked_constraints.push((c.0.unwrap_or_default().to_string(), c.1.map(String::from)));
     }
     let strategies_given = i.strategies.unwrap_or_default();
     if strategies_given.len() > MAX_STRATEGIES {
@@ -139,6 +147,10 @@ pub async fn prepare(
         ))
         .into());
     }
+    let asked_strategies = strategies_given
+        .iter()
+        .map(|s| (s.r#type.clone().unwrap_or_default(), s.field.clone()))
+        .collect();
     let mut strategies = strategies_given
         .iter()
         .map(|s| {
@@ -167,39 +179,18 @@ pub async fn prepare(
             .filter_map(|id| st.config.network.subnet(id))
             .map(|s| s.availability_zone.clone())
             .collect();
+        let zone_rule = format!("attribute:ecs.availability-zone in [{}]", zones.join(", "));
         constraints.push(
-            sched::Constraint::parse(
-                "memberOf",
-                Some(&format!(
-                    "attribute:ecs.availability-zone in [{}]",
-                    zones.join(", ")
-                )),
-            )
-            .map_err(|e| EcsError::invalid(format!("networkConfiguration: {e}")))?,
+            sched::Constraint::parse("memberOf", Some(&zone_rule))
+                .map_err(|e| EcsError::invalid(format!("networkConfiguration: {e}")))?,
         );
+        asked_constraints.push(("memberOf".into(), Some(zone_rule)));
     }
-    let reservation = task::reservation(&def);
     let group = i
         .group
         .map(String::from)
         .unwrap_or_else(|| format!("family:{family}"));
-    let request = sched::Request {
-        group: group.clone(),
-        count: i.count,
-        cpu: reservation.cpu,
-        memory: reservation.memory,
-        tcp_ports: reservation.tcp_ports.clone(),
-        udp_ports: reservation.udp_ports.clone(),
-        dynamic_ports: reservation.dynamic_ports,
-        requires_attributes: def
-            .requires_attributes
-            .iter()
-            .flatten()
-            .filter_map(|a| Some((a.name.clone()?, a.value.clone())))
-            .collect(),
-        constraints,
-        strategies,
-    };
+    let request = request_of(&def, group.clone(), i.count, constraints, strategies);
     Ok(Launch {
         arn: def.task_definition_arn.clone().unwrap_or_default(),
         def,
@@ -214,8 +205,60 @@ pub async fn prepare(
         held: HashMap::new(),
         enable_execute_command: i.enable_execute_command,
         awsvpc,
+        asked: (asked_constraints, asked_strategies),
         request,
     })
+}
+
+/// The scheduler's request for `count` tasks of `def` in `group`.
+fn request_of(
+    def: &w::TaskDefinition,
+    group: String,
+    count: usize,
+    constraints: Vec<sched::Constraint>,
+    strategies: Vec<sched::Strategy>,
+) -> sched::Request {
+    let reservation = task::reservation(def);
+    sched::Request {
+        group,
+        count,
+        cpu: reservation.cpu,
+        memory: reservation.memory,
+        tcp_ports: reservation.tcp_ports.clone(),
+        udp_ports: reservation.udp_ports.clone(),
+        dynamic_ports: reservation.dynamic_ports,
+        requires_attributes: def
+            .requires_attributes
+            .iter()
+            .flatten()
+            .filter_map(|a| Some((a.name.clone()?, a.value.clone())))
+            .collect(),
+        constraints,
+        strategies,
+    }
+}
+
+/// The request that places a task waiting for capacity, as it was asked
+/// for; None if what it asked no longer parses (it never should: it was
+/// checked when asked).
+pub(crate) fn waiting_request(t: &Task, w: &capacity::Waiting) -> Option<sched::Request> {
+    let constraints = w
+        .constraints
+        .iter()
+        .map(|(kind, expr)| sched::Constraint::parse(kind, expr.as_deref()).ok())
+        .collect::<Option<Vec<_>>>()?;
+    let strategies = w
+        .strategies
+        .iter()
+        .map(|(kind, field)| sched::Strategy::parse(kind, field.as_deref()).ok())
+        .collect::<Option<Vec<_>>>()?;
+    Some(request_of(
+        &t.definition,
+        t.group.clone(),
+        1,
+        constraints,
+        strategies,
+    ))
 }
 
 /// What a FARGATE launch may not ask for: placement (Fargate places tasks
@@ -265,12 +308,35 @@ impl Launch {
         &self.def
     }
 
-    /// A new task of this launch on `ci`, with its interface when awsvpc.
+    /// What a task of this launch waiting for `provider`'s capacity needs
+    /// to be placed later.
+    pub(crate) fn waiting(&self, provider: &str, now: f64) -> capacity::Waiting {
+        capacity::Waiting {
+            provider: provider.to_string(),
+            constraints: self.asked.0.clone(),
+            strategies: self.asked.1.clone(),
+            subnets: self
+                .awsvpc
+                .as_ref()
+                .map(|a| a.subnets.clone())
+                .unwrap_or_default(),
+            security_groups: self
+                .awsvpc
+                .as_ref()
+                .map(|a| a.security_groups.clone())
+                .unwrap_or_default(),
+            awsvpc: self.awsvpc.is_some(),
+            since: now,
+        }
+    }
+
+    /// A new task of this launch on `ci` (None: waiting for capacity),
+    /// with its interface when awsvpc.
     pub(crate) fn task(
         &self,
         now: f64,
         cluster: &str,
-        ci: &ContainerInstance,
+        ci: Option<&ContainerInstance>,
         network: Option<TaskNetwork>,
         capacity_provider: Option<String>,
     ) -> Task {
@@ -294,10 +360,10 @@ impl Launch {
             definition: self.def.clone(),
             containers,
             overrides: self.overrides.clone(),
-            container_instance: ci.id.clone(),
+            container_instance: ci.map(|c| c.id.clone()).unwrap_or_default(),
             capacity_provider,
             availability_zone: ci
-                .attribute("ecs.availability-zone")
+                .and_then(|c| c.attribute("ecs.availability-zone"))
                 .and_then(|a| a.value.clone()),
             launch_type: self.launch_type.clone(),
             group: self.group.clone(),
@@ -329,8 +395,8 @@ pub struct LaunchCapacity {
 /// The capacity a RunTask or CreateService asks for: `launchType`, a
 /// `capacityProviderStrategy`, the cluster's default strategy, or EC2. A
 /// strategy of the Fargate providers (FARGATE, FARGATE_SPOT) means the
-/// FARGATE launch type; one naming an Auto Scaling group provider is
-/// refused until such providers place tasks.
+/// FARGATE launch type; one of Auto Scaling group providers the EC2 one,
+/// placing on those groups' instances.
 pub fn launch_type(
     given: Option<&str>,
     strategy: Option<&[w::CapacityProviderStrategyItem]>,
@@ -347,13 +413,17 @@ pub fn launch_type(
         .or_else(|| (!cluster_default.is_empty() && given.is_none()).then_some(cluster_default));
     if let Some(s) = strategy {
         capacity::validate_strategy(s, "capacityProviderStrategy")?;
-        // Auto Scaling group providers place on their groups' instances,
-        // and tasks wait in PROVISIONING for capacity: not built yet.
-        if s.iter().any(|i| {
-            !capacity::BUILT_IN.contains(&i.capacity_provider.as_deref().unwrap_or_default())
-        }) {
-            return Err(EcsError::UnsupportedFeature(
-                "Capacity provider strategies with Auto Scaling group capacity providers are not supported by Berth yet; use launchType EC2, or the FARGATE and FARGATE_SPOT providers.".into(),
+        // Auto Scaling group providers place on their groups' instances
+        // (the EC2 launch type); the Fargate ones on Fargate.
+        let custom = s
+            .iter()
+            .filter(|i| {
+                !capacity::BUILT_IN.contains(&i.capacity_provider.as_deref().unwrap_or_default())
+            })
+            .count();
+        if custom > 0 && custom < s.len() {
+            return Err(EcsError::invalid(
+                "The capacity provider strategy cannot contain a mix of capacity providers using Auto Scaling groups and Fargate providers. Specify one or the other and try again.",
             ));
         }
         for item in s {
@@ -376,7 +446,7 @@ pub fn launch_type(
             })
             .collect();
         return Ok(LaunchCapacity {
-            launch_type: "FARGATE".into(),
+            launch_type: if custom > 0 { "EC2" } else { "FARGATE" }.into(),
             strategy,
         });
     }

@@ -30,6 +30,7 @@ pub mod launch;
 pub mod launcher;
 pub mod leader;
 pub mod live;
+pub mod managed_scaling;
 pub mod metrics;
 pub mod placement;
 pub mod runtime;

@@ -166,7 +166,7 @@ impl ClusterLive {
     pub(crate) fn plan_many(
         &self,
         scope: &Scope,
-        asks: &[(Option<&str>, &sched::Request, u64)],
+        asks: &[(Only<'_>, &sched::Request, u64)],
     ) -> (bool, Vec<PlanOn>) {
         let mut s = self.state.lock();
         s.refresh(scope);
@@ -174,8 +174,8 @@ impl ClusterLive {
         let mut touched = HashSet::new();
         for (i, &(only, req, seed)) in asks.iter().enumerate() {
             let plan = match only {
-                None => s.snapshot.place(req, seed),
-                Some(id) => {
+                Only::Any => s.snapshot.place(req, seed),
+                Only::Instance(id) => {
                     let one = s
                         .arns
                         .get(id)
@@ -184,6 +184,17 @@ impl ClusterLive {
                         .into_iter()
                         .collect();
                     sched::Snapshot::new(one).place(req, seed)
+                }
+                Only::Ec2(ids) => {
+                    let some = s
+                        .instances
+                        .values()
+                        .filter(|ci| ids.contains(&ci.ec2_instance_id))
+                        .filter_map(|ci| s.arns.get(&ci.id))
+                        .filter_map(|arn| s.snapshot.get(arn))
+                        .cloned()
+                        .collect();
+                    sched::Snapshot::new(some).place(req, seed)
                 }
             };
             let on: HashMap<Arc<str>, ContainerInstance> = plan
@@ -206,6 +217,17 @@ impl ClusterLive {
         s.dirty.extend(touched);
         (s.instances.is_empty(), plans)
     }
+}
+
+/// Which of a cluster's instances a request may use.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Only<'a> {
+    Any,
+    /// A DAEMON service's task: its instance.
+    Instance(&'a str),
+    /// An Auto Scaling group capacity provider's task: its group's
+    /// instances, by EC2 instance id.
+    Ec2(&'a HashSet<String>),
 }
 
 /// A task that is not STOPPED: what it claims, what its agent reported,

@@ -4,6 +4,7 @@
 //! every concurrent placement compares).
 
 use crate::launch::Launch;
+use crate::live::Only;
 use crate::{Control, ControlError};
 use berth_domain::instance::{ContainerInstance, InstanceStatus, FARGATE_POOL};
 use berth_domain::task::ObservedTask;
@@ -212,15 +213,17 @@ pub async fn turn(
     Ok(Some(live.turn.clone().lock_owned().await))
 }
 
-/// The ops that store a task: its record and its place in the instance's index.
-pub fn write_task(scope: &Scope, t: &Task) -> [Op; 2] {
-    [
-        typed::put(&scope.task(&t.cluster, &t.id), t),
-        Op::put(
+/// The ops that store a task: its record and its place in the instance's
+/// index (a task waiting for capacity has none yet).
+pub fn write_task(scope: &Scope, t: &Task) -> Vec<Op> {
+    let mut ops = vec![typed::put(&scope.task(&t.cluster, &t.id), t)];
+    if t.placed() {
+        ops.push(Op::put(
             index_key(scope, t),
             t.desired_status.as_str().as_bytes().to_vec(),
-        ),
-    ]
+        ));
+    }
+    ops
 }
 
 /// Where a task sits in its host's task index, which its agent watches.
@@ -379,36 +382,104 @@ pub async fn place_many(
     let live = st.live.cluster(st, scope, cluster).await?;
     let now = st.store.current_revision().await?;
     live.caught_up(placing.lock_revision.max(now)).await?;
-    let asks: Vec<_> = wants
+    // Each want is one ask, or one per Auto Scaling group provider of its
+    // strategy: (want, provider, tasks, the provider's hosts).
+    let mut split: Vec<(usize, Option<String>, usize)> = vec![];
+    let mut hosts: HashMap<String, crate::capacity_providers::Hosts> = HashMap::new();
+    for (i, want) in wants.iter().enumerate() {
+        let launch = want.launch;
+        if !on_groups(launch) {
+            split.push((i, None, launch.request.count));
+            continue;
+        }
+        let mut per: Vec<(String, usize)> = vec![];
+        for p in capacity::assign(&launch.strategy, &launch.held, launch.request.count) {
+            match per.iter_mut().find(|(n, _)| *n == p) {
+                Some((_, k)) => *k += 1,
+                None => per.push((p, 1)),
+            }
+        }
+        for (p, k) in per {
+            if !hosts.contains_key(&p) {
+                let h = crate::capacity_providers::hosts(st, scope, &p).await?;
+                hosts.insert(p.clone(), h);
+            }
+            split.push((i, Some(p), k));
+        }
+    }
+    let requests: Vec<sched::Request> = split
         .iter()
-        .map(|w| (w.only, &w.launch.request, rand::random()))
+        .map(|(i, _, k)| sched::Request {
+            count: *k,
+            ..wants[*i].launch.request.clone()
+        })
+        .collect();
+    let asks: Vec<_> = split
+        .iter()
+        .zip(&requests)
+        .map(|((i, p, _), r)| {
+            let only = match (p, wants[*i].only) {
+                (Some(p), _) => Only::Ec2(&hosts[p].ec2),
+                (None, Some(id)) => Only::Instance(id),
+                (None, None) => Only::Any,
+            };
+            (only, r, rand::random())
+        })
         .collect();
     let (no_instances, plans) = live.plan_many(scope, &asks);
-    let mut outcomes = Vec::with_capacity(wants.len());
-    for (want, (plan, by_arn)) in wants.iter().zip(plans) {
-        let launch = want.launch;
-        let mut providers = capacity::assign(&launch.strategy, &launch.held, plan.placements.len())
+    let mut outcomes: Vec<Outcome> = wants
+        .iter()
+        .map(|_| Outcome {
+            tasks: vec![],
+            failures: vec![],
+            no_instances,
+        })
+        .collect();
+    for ((i, group_provider, asked), (plan, by_arn)) in split.iter().zip(plans) {
+        let launch = wants[*i].launch;
+        let out = &mut outcomes[*i];
+        let assigned: Vec<String> = match group_provider {
+            Some(p) => vec![p.clone(); plan.placements.len()],
+            None => capacity::assign(&launch.strategy, &launch.held, plan.placements.len()),
+        };
+        let mut providers = assigned
             .into_iter()
             .map(Some)
             .chain(std::iter::repeat(None));
-        let mut tasks = vec![];
+        let mut placed = 0;
         for p in &plan.placements {
             let Some(ci) = by_arn.get(&p.instance) else {
                 continue;
             };
             let provider = providers.next().flatten();
-            tasks.extend(placing.add(launch, ci, provider, &p.instance).await?);
+            if let Some(t) = placing.add(launch, ci, provider, &p.instance).await? {
+                out.tasks.push(t);
+                placed += 1;
+            }
         }
-        let mut failures = placing.take_failures();
-        failures.extend(plan.failures.iter().map(placement_failure));
-        outcomes.push(Outcome {
-            tasks,
-            failures,
-            no_instances,
-        });
+        out.failures.extend(placing.take_failures());
+        match group_provider {
+            // The provider's group grows for them: they wait in
+            // PROVISIONING, and the cluster has capacity coming.
+            Some(p) if hosts[p].managed => {
+                for _ in placed..*asked {
+                    out.tasks.push(placing.wait(launch, p));
+                }
+                out.no_instances = false;
+                out.failures.clear();
+            }
+            _ => out
+                .failures
+                .extend(plan.failures.iter().map(placement_failure)),
+        }
     }
     let (compares, ops, _) = placing.finish();
     Ok((compares, ops, outcomes))
+}
+
+/// Whether a launch's tasks go to Auto Scaling group capacity providers.
+fn on_groups(launch: &Launch) -> bool {
+    launch.launch_type == "EC2" && !launch.strategy.is_empty()
 }
 
 /// How a failure's `detail` names the attribute a task requires and a
@@ -500,7 +571,7 @@ impl<'a> Placing<'a> {
             },
             None => (None, None),
         };
-        let t = launch.task(st.now(), self.cluster, ci, network, provider);
+        let t = launch.task(st.now(), self.cluster, Some(ci), network, provider);
         if let Some(n) = &t.network {
             let key = scope.subnet_ip(&n.subnet_id, &n.ip);
             match warm {
@@ -517,6 +588,71 @@ impl<'a> Placing<'a> {
         }
         self.ops.extend(write_task(scope, &t));
         Ok(Some(t))
+    }
+
+    /// Adds a new task of `launch` that waits in PROVISIONING for
+    /// `provider`'s capacity: its record, and what placing it later needs.
+    pub(crate) fn wait(&mut self, launch: &Launch, provider: &str) -> Task {
+        let now = self.st.now();
+        let t = launch.task(now, self.cluster, None, None, Some(provider.to_string()));
+        self.ops.extend(write_task(self.scope, &t));
+        self.ops.push(typed::put(
+            &self.scope.waiting_task(self.cluster, &t.id),
+            &launch.waiting(provider, now),
+        ));
+        t
+    }
+
+    /// Places task `t`, which waited for capacity as `w` says, on `ci`:
+    /// its record with its host (and interface), its place in the
+    /// host's index, its waiting entry gone. False when its subnets in
+    /// the instance's zone are full.
+    pub(crate) async fn settle(
+        &mut self,
+        t: &typed::Versioned<Task>,
+        w: &capacity::Waiting,
+        ci: &ContainerInstance,
+        arn: &str,
+    ) -> Result<bool, ControlError> {
+        let (st, scope) = (self.st, self.scope);
+        let mut task = t.value.clone();
+        if w.awsvpc {
+            let asked = berth_domain::network::AwsVpc {
+                subnets: w.subnets.clone(),
+                security_groups: w.security_groups.clone(),
+                assign_public_ip: false,
+            };
+            let Some((network, warm)) = self.addresses.take(st, scope, &asked, ci).await? else {
+                self.fail(arn, "RESOURCE:ENI");
+                return Ok(false);
+            };
+            let key = scope.subnet_ip(&network.subnet_id, &network.ip);
+            match warm {
+                Some((warm_key, rev)) => {
+                    self.compares.push(typed::unchanged(&warm_key, rev));
+                    self.ops.push(Op::delete(warm_key));
+                }
+                None => self.compares.push(typed::unchanged(&key, 0)),
+            }
+            self.ops.push(Op::put(
+                key,
+                scope.task(self.cluster, &task.id).into_bytes(),
+            ));
+            task.network = Some(network);
+        }
+        task.container_instance = ci.id.clone();
+        task.availability_zone = ci
+            .attribute("ecs.availability-zone")
+            .and_then(|a| a.value.clone());
+        task.version += 1;
+        self.compares.push(typed::unchanged(
+            &scope.task(self.cluster, &task.id),
+            t.mod_revision,
+        ));
+        self.ops.extend(write_task(scope, &task));
+        self.ops
+            .push(Op::delete(scope.waiting_task(self.cluster, &task.id)));
+        Ok(true)
     }
 
     /// Records why an instance was passed over.
@@ -628,4 +764,107 @@ pub fn failure(arn: impl Into<String>, reason: impl Into<String>) -> w::Failure 
         reason: Some(reason.into()),
         detail: None,
     }
+}
+
+/// Places the cluster's tasks waiting in PROVISIONING on their capacity
+/// providers' instances as those join, and records the ones asked to stop
+/// meanwhile as STOPPED. The tasks still waiting afterwards, with what
+/// each reserves and its provider, for managed scaling to count.
+pub async fn place_waiting(
+    st: &Control,
+    scope: &Scope,
+    cluster: &str,
+) -> Result<Vec<(Task, String)>, ControlError> {
+    use berth_domain::capacity::Waiting;
+    use berth_domain::task::DesiredStatus;
+    let listed = typed::list::<Waiting>(&*st.store, &scope.waiting_tasks_of(cluster)).await?;
+    if listed.is_empty() {
+        return Ok(vec![]);
+    }
+    let mut waiting = vec![];
+    for (key, w) in listed {
+        let id = key.rsplit('/').next().unwrap_or_default();
+        let t = typed::get::<Task>(&*st.store, &scope.task(cluster, id)).await?;
+        match t {
+            Some(t) if !t.value.placed() && t.value.desired_status == DesiredStatus::Running => {
+                waiting.push((t, w.value));
+            }
+            Some(t) if !t.value.placed() => {
+                let ops = crate::tasks::stop_waiting(scope, &t.value, st.now());
+                let txn = berth_store::Txn::when(
+                    vec![typed::unchanged(&scope.task(cluster, id), t.mod_revision)],
+                    ops,
+                );
+                st.store.txn(txn).await?;
+            }
+            // Placed already, or gone: the entry is stale.
+            _ => {
+                let txn = berth_store::Txn::when(
+                    vec![typed::unchanged(&key, w.mod_revision)],
+                    vec![Op::delete(key.clone())],
+                );
+                st.store.txn(txn).await?;
+            }
+        }
+    }
+    if waiting.is_empty() {
+        return Ok(vec![]);
+    }
+    waiting.sort_by(|a, b| a.1.since.total_cmp(&b.1.since));
+    let mut hosts: HashMap<String, crate::capacity_providers::Hosts> = HashMap::new();
+    for (_, w) in &waiting {
+        if !hosts.contains_key(&w.provider) {
+            let h = crate::capacity_providers::hosts(st, scope, &w.provider).await?;
+            hosts.insert(w.provider.clone(), h);
+        }
+    }
+    let requests: Vec<Option<sched::Request>> = waiting
+        .iter()
+        .map(|(t, w)| crate::launch::waiting_request(&t.value, w))
+        .collect();
+    let mut placing = Placing::begin(st, scope, cluster, cluster).await?;
+    let live = st.live.cluster(st, scope, cluster).await?;
+    let now = st.store.current_revision().await?;
+    live.caught_up(placing.lock_revision.max(now)).await?;
+    let asks: Vec<_> = waiting
+        .iter()
+        .zip(&requests)
+        .filter_map(|((_, w), r)| Some((Only::Ec2(&hosts[&w.provider].ec2), r.as_ref()?, 0)))
+        .collect();
+    let (_, plans) = live.plan_many(scope, &asks);
+    let mut plans = plans.into_iter();
+    let mut still = vec![];
+    let mut placed_any = false;
+    for ((t, w), r) in waiting.iter().zip(&requests) {
+        let plan = if r.is_some() { plans.next() } else { None };
+        let target = plan.as_ref().and_then(|(plan, by_arn)| {
+            let p = plan.placements.first()?;
+            Some((by_arn.get(&p.instance)?, p.instance.clone()))
+        });
+        let Some((ci, arn)) = target else {
+            still.push((t.value.clone(), w.provider.clone()));
+            continue;
+        };
+        if placing.settle(t, w, ci, &arn).await? {
+            placed_any = true;
+        } else {
+            still.push((t.value.clone(), w.provider.clone()));
+        }
+    }
+    if placed_any {
+        let (compares, ops, _) = placing.finish();
+        if !st
+            .store
+            .txn(berth_store::Txn::when(compares, ops))
+            .await?
+            .succeeded
+        {
+            // Another placement went first: all of them wait for the next round.
+            return Ok(waiting
+                .into_iter()
+                .map(|(t, w)| (t.value, w.provider))
+                .collect());
+        }
+    }
+    Ok(still)
 }

@@ -468,11 +468,31 @@ pub async fn request_stop(
                 typed::unchanged(key, current.mod_revision),
                 typed::unchanged(&state_key, state.as_ref().map_or(0, |r| r.mod_revision)),
             ];
-            Ok(Attempt::Write(
-                Txn::when(compares, write_task(scope, &t).to_vec()),
-                Some(t),
-            ))
+            // No agent holds a task still waiting for capacity: it stops now.
+            let ops = if t.placed() {
+                write_task(scope, &t)
+            } else {
+                stop_waiting(scope, &t, st.now())
+            };
+            Ok(Attempt::Write(Txn::when(compares, ops), Some(t)))
         },
     )
     .await
+}
+
+/// The ops that record a task that waited for capacity and never ran as
+/// STOPPED (its desired record already says why): no agent will report it.
+pub(crate) fn stop_waiting(scope: &Scope, t: &Task, at: f64) -> Vec<Op> {
+    let report = ObservedTask {
+        task_arn: t.arn(scope),
+        last_status: TaskStatus::Stopped,
+        stopping_at: Some(at),
+        execution_stopped_at: Some(at),
+        stopped_at: Some(at),
+        ..Default::default()
+    };
+    let mut ops = write_task(scope, t);
+    ops.push(typed::put(&scope.task_state(&t.cluster, &t.id), &report));
+    ops.push(Op::delete(scope.waiting_task(&t.cluster, &t.id)));
+    ops
 }

@@ -64,6 +64,64 @@ impl ProviderRecord {
     }
 }
 
+/// What a task waiting in PROVISIONING for its capacity provider's
+/// capacity needs to be placed later: the placement it was asked with
+/// (constraints and strategies as given, parsed again when it is placed)
+/// and its awsvpc interface's subnets and security groups.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Waiting {
+    pub provider: String,
+    /// (type, expression) pairs, the task definition's included.
+    #[serde(default)]
+    pub constraints: Vec<(String, Option<String>)>,
+    /// (type, field) pairs.
+    #[serde(default)]
+    pub strategies: Vec<(String, Option<String>)>,
+    #[serde(default)]
+    pub subnets: Vec<String>,
+    #[serde(default)]
+    pub security_groups: Vec<String>,
+    #[serde(default)]
+    pub awsvpc: bool,
+    pub since: f64,
+}
+
+/// CapacityProviderReservation as ECS defines it: M needed instances over
+/// N running ones, as a percentage; 200 when scaling out from none, 100
+/// when there is nothing at all.
+pub fn reservation(needed: usize, running: usize) -> f64 {
+    match (needed, running) {
+        (0, 0) => 100.0,
+        (_, 0) => 200.0,
+        (m, n) => m as f64 * 100.0 / n as f64,
+    }
+}
+
+/// The group's desired capacity that managed scaling asks for: enough
+/// instances for `needed` at `target`% utilisation, a scale-out clamped to
+/// the provider's step sizes, within the group's bounds. Scale-in goes
+/// straight to the target (ECS lets the group's policy remove spare
+/// instances one alarm at a time; the caller decides when).
+pub fn managed_desired(
+    needed: usize,
+    running: usize,
+    target: i32,
+    min_step: i32,
+    max_step: i32,
+    group_min: i32,
+    group_max: i32,
+) -> i32 {
+    let target = i64::from(target.clamp(1, 100));
+    let want = (needed as u64 * 100).div_ceil(target as u64) as i64;
+    let running = running as i64;
+    let desired = if want > running {
+        running + (want - running).clamp(i64::from(min_step.max(1)), i64::from(max_step.max(1)))
+    } else {
+        want
+    };
+    desired.clamp(i64::from(group_min), i64::from(group_max.max(group_min))) as i32
+}
+
 /// A custom provider's name: 1 to 255 letters, digits, hyphens and
 /// underscores, not beginning with `aws`, `ecs` or `fargate`.
 pub fn check_provider_name(name: Option<&str>) -> Result<&str, EcsError> {
@@ -434,5 +492,24 @@ mod tests {
             validate_cluster_providers(&providers, &[item("FARGATE_SPOT", 1, 0)], known).is_err()
         );
         assert!(validate_cluster_providers(&["nope".into()], &[], known).is_err());
+    }
+
+    #[test]
+    fn reservation_and_managed_desired_follow_ecs() {
+        assert_eq!(reservation(0, 0), 100.0);
+        assert_eq!(reservation(3, 0), 200.0);
+        assert_eq!(reservation(1, 2), 50.0);
+        assert_eq!(reservation(4, 2), 200.0);
+        // From zero: at least the minimum step, at most the maximum.
+        assert_eq!(managed_desired(1, 0, 100, 1, 10000, 0, 5), 1);
+        assert_eq!(managed_desired(1, 0, 100, 2, 10000, 0, 5), 2);
+        assert_eq!(managed_desired(9, 1, 100, 1, 3, 0, 10), 4);
+        // Target 50%: twice the instances needed; the group's max holds.
+        assert_eq!(managed_desired(2, 2, 50, 1, 10000, 0, 10), 4);
+        assert_eq!(managed_desired(4, 0, 50, 1, 10000, 0, 5), 5);
+        // Spare instances: down to what is needed, not below the group's min.
+        assert_eq!(managed_desired(1, 3, 100, 1, 10000, 0, 5), 1);
+        assert_eq!(managed_desired(0, 3, 100, 1, 10000, 1, 5), 1);
+        assert_eq!(managed_desired(0, 0, 100, 1, 10000, 0, 5), 0);
     }
 }

@@ -249,6 +249,12 @@ impl Task {
         }
     }
 
+    /// Whether it has a host: a task of an Auto Scaling group capacity
+    /// provider waits in PROVISIONING without one until capacity joins.
+    pub fn placed(&self) -> bool {
+        !self.container_instance.is_empty()
+    }
+
     /// Whether it runs on Fargate capacity, hidden from the user.
     pub fn fargate(&self) -> bool {
         self.launch_type == "FARGATE"
@@ -394,7 +400,7 @@ impl Task {
             cluster_arn: Some(scope.cluster_arn(&self.cluster)),
             task_definition_arn: Some(self.task_definition_arn.clone()),
             // Fargate users never see the host a task runs on.
-            container_instance_arn: (!self.fargate())
+            container_instance_arn: (!self.fargate() && self.placed())
                 .then(|| scope.container_instance_arn(&self.cluster, &self.container_instance)),
             capacity_provider_name: self.capacity_provider.clone(),
             platform_version: self.fargate().then(|| FARGATE_PLATFORM_VERSION.into()),

@@ -24,6 +24,8 @@ use crate::cloudwatch::{Datum, Sample};
 
 pub const ECS: &str = "AWS/ECS";
 pub const INSIGHTS: &str = "ECS/ContainerInsights";
+/// Where ECS publishes CapacityProviderReservation.
+pub const MANAGED_SCALING: &str = "AWS/ECS/ManagedScaling";
 pub const SQS: &str = "AWS/SQS";
 pub const ALB: &str = "AWS/ApplicationELB";
 /// The namespaces Berth publishes every ten seconds (high resolution), so
@@ -214,6 +216,17 @@ pub fn host_datapoints(h: &HostUse, at: i64) -> Vec<Datum> {
 
 /// A service's task counts (Container Insights), published whether or not
 /// tasks run: scaling out from zero reads them.
+/// An Auto Scaling group capacity provider's CapacityProviderReservation.
+pub fn provider_reservation(cluster: &str, provider: &str, value: f64, at: i64) -> Datum {
+    datum(
+        "CapacityProviderReservation",
+        &[("CapacityProviderName", provider), ("ClusterName", cluster)],
+        "Percent",
+        at,
+        value,
+    )
+}
+
 pub fn service_counts(
     cluster: &str,
     service: &str,

@@ -38,6 +38,8 @@ pub trait Keys {
     fn task(&self, cluster: &str, id: &str) -> String;
     fn task_states_of(&self, cluster: &str) -> String;
     fn task_state(&self, cluster: &str, id: &str) -> String;
+    fn waiting_tasks_of(&self, cluster: &str) -> String;
+    fn waiting_task(&self, cluster: &str, id: &str) -> String;
     fn instance_tasks_all(&self, cluster: &str) -> String;
     fn instance_tasks_of(&self, cluster: &str, instance: &str) -> String;
     fn instance_task(&self, cluster: &str, instance: &str, id: &str) -> String;
@@ -130,6 +132,14 @@ impl Keys for Scope {
     }
     fn task_state(&self, cluster: &str, id: &str) -> String {
         format!("{}{id}", self.task_states_of(cluster))
+    }
+    /// Tasks waiting in PROVISIONING for an Auto Scaling group capacity
+    /// provider's capacity, with what placing them later needs.
+    fn waiting_tasks_of(&self, cluster: &str) -> String {
+        format!("{}/waiting-tasks/{cluster}/", self.base())
+    }
+    fn waiting_task(&self, cluster: &str, id: &str) -> String {
+        format!("{}{id}", self.waiting_tasks_of(cluster))
     }
     /// The tasks placed on one instance and not yet reported STOPPED,
     /// written with each task's desired record (the value is its desired

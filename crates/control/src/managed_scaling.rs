@@ -1,0 +1,298 @@
+//! ECS managed scaling of Auto Scaling group capacity providers: per
+//! cluster, tasks waiting in PROVISIONING are placed as their providers'
+//! instances join; each provider's CapacityProviderReservation (M needed
+//! instances over N running, as ECS defines it) is published and drives
+//! its group's desired capacity; and with managed termination protection
+//! only instances without non-daemon tasks may be scaled in.
+//!
+//! ECS does this through a target-tracking policy on the group and two
+//! alarms; Berth computes the same target directly (the metric is still
+//! published, so it can be graphed and alarmed on).
+
+use crate::{Control, ControlError};
+use berth_domain::asg::{state, GroupRecord};
+use berth_domain::capacity::{self, ProviderRecord};
+use berth_domain::cluster::Cluster;
+use berth_domain::deployment::Scheduling;
+use berth_domain::instance::ContainerInstance;
+use berth_domain::service::Service;
+use berth_domain::task::{Task, TaskStatus};
+use berth_domain::Scope;
+use berth_store::keys::autoscaling as akeys;
+use berth_store::keys::Keys;
+use berth_store::{typed, Txn};
+use parking_lot::Mutex;
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+/// What managed scaling remembers between rounds: since when each
+/// provider has had spare instances (scale-in waits for it to last).
+#[derive(Default)]
+pub struct Spare(Mutex<HashMap<(Scope, String), f64>>);
+
+/// How managed scaling is timed.
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    /// How often each provider's reservation is computed and published.
+    pub every: Duration,
+    /// How long it stays under the target before spare instances go
+    /// (ECS: its low alarm's 15 one-minute datapoints).
+    pub scale_in_after: Duration,
+}
+
+/// One cluster's round. When to look again (None: nothing is managed).
+pub async fn reconcile(
+    st: &Control,
+    scope: &Scope,
+    cluster: &str,
+    spare: &Spare,
+    timing: Timing,
+) -> Result<Option<Duration>, ControlError> {
+    let every = timing.every;
+    let waiting = crate::placement::place_waiting(st, scope, cluster).await?;
+    let Some(record) = typed::get::<Cluster>(&*st.store, &scope.cluster(cluster)).await? else {
+        return Ok(None);
+    };
+    let mut managed = vec![];
+    for name in &record.value.capacity_providers {
+        if capacity::BUILT_IN.contains(&name.as_str()) {
+            continue;
+        }
+        if let Some(p) = crate::capacity_providers::get(st, scope, name).await? {
+            if p.managed_scaling() {
+                managed.push(p);
+            }
+        }
+    }
+    if managed.is_empty() {
+        return Ok((!waiting.is_empty()).then_some(every));
+    }
+    let busy = busy_instances(st, scope, cluster).await?;
+    let registered: HashMap<String, ContainerInstance> =
+        typed::list::<ContainerInstance>(&*st.store, &scope.instances_of(cluster))
+            .await?
+            .into_iter()
+            .map(|(_, v)| (v.value.ec2_instance_id.clone(), v.value))
+            .collect();
+    let now = st.now();
+    let mut data = vec![];
+    let mut next = every;
+    for p in &managed {
+        let of_provider: Vec<&Task> = waiting
+            .iter()
+            .filter(|(_, name)| *name == p.name)
+            .map(|(t, _)| t)
+            .collect();
+        let value = provider_round(
+            st,
+            scope,
+            cluster,
+            p,
+            &of_provider,
+            &busy,
+            &registered,
+            spare,
+            timing.scale_in_after,
+        )
+        .await?;
+        if let Some((v, due)) = value {
+            if let Some(d) = due {
+                next = next.min(d);
+            }
+            data.push(crate::cloudwatch::stored(
+                berth_domain::usage_metrics::MANAGED_SCALING,
+                berth_domain::usage_metrics::provider_reservation(cluster, &p.name, v, now as i64),
+            ));
+        }
+    }
+    crate::cloudwatch::publish(st, scope, data).await;
+    Ok(Some(next.max(Duration::from_millis(200))))
+}
+
+/// The cluster's instances running tasks other than daemon services'
+/// (the ones scale-in must spare), by container instance id.
+async fn busy_instances(
+    st: &Control,
+    scope: &Scope,
+    cluster: &str,
+) -> Result<HashSet<String>, ControlError> {
+    let daemons: HashSet<String> = typed::list::<Service>(&*st.store, &scope.services_of(cluster))
+        .await?
+        .into_iter()
+        .filter(|(_, s)| s.value.scheduling == Scheduling::Daemon)
+        .map(|(_, s)| s.value.name)
+        .collect();
+    let tasks = crate::placement::ClusterTasks::load(st, scope, cluster).await?;
+    Ok(tasks
+        .tasks
+        .iter()
+        .filter(|t| t.value.placed())
+        .filter(|t| Task::last_status(tasks.report(&t.value.id)) != TaskStatus::Stopped)
+        .filter(|t| {
+            t.value
+                .service
+                .as_ref()
+                .is_none_or(|s| !daemons.contains(s))
+        })
+        .map(|t| t.value.container_instance.clone())
+        .collect())
+}
+
+/// One provider: its reservation metric, its group's new desired
+/// capacity, and its instances' protection. The metric's value and when
+/// a pending scale-in is due, or None when its group is gone.
+#[allow(clippy::too_many_arguments)]
+async fn provider_round(
+    st: &Control,
+    scope: &Scope,
+    cluster: &str,
+    p: &ProviderRecord,
+    waiting: &[&Task],
+    busy: &HashSet<String>,
+    registered: &HashMap<String, ContainerInstance>,
+    spare: &Spare,
+    scale_in_after: Duration,
+) -> Result<Option<(f64, Option<Duration>)>, ControlError> {
+    let Some(group) = typed::get::<GroupRecord>(&*st.store, &akeys::group(scope, &p.group)).await?
+    else {
+        return Ok(None);
+    };
+    let g = group.value;
+    let list = crate::groups::instances(st, scope, &p.group)
+        .await
+        .map_err(crate::groups::GroupFailure::into_control)?;
+    let counted: Vec<_> = list.iter().filter(|(i, _)| i.value.counted()).collect();
+    let scaling = p.provider.managed_scaling.clone().unwrap_or_default();
+    let warmup = f64::from(scaling.instance_warmup_period.unwrap_or(300));
+    let now = st.now();
+    // Instances still booting or warming up are not counted (ECS), and
+    // while any is, the group is not grown again: they will take what
+    // waits.
+    let warming = counted.iter().any(|(i, _)| {
+        i.value.lifecycle == state::PENDING
+            || i.value.in_service_at.is_some_and(|at| now - at < warmup)
+    });
+    let running = counted
+        .iter()
+        .filter(|(i, _)| i.value.lifecycle == state::IN_SERVICE)
+        .count();
+    let in_use: Vec<&ContainerInstance> = counted
+        .iter()
+        .filter_map(|(i, _)| registered.get(&i.value.id))
+        .filter(|ci| busy.contains(&ci.id))
+        .collect();
+    // ECS's lower bound of instances to add for what waits: the waiting
+    // tasks packed onto instances like the group's largest (one each
+    // while none has registered to show its size).
+    let largest = counted
+        .iter()
+        .filter_map(|(i, _)| registered.get(&i.value.id))
+        .map(|ci| (i64::from(ci.cpu()), i64::from(ci.memory())))
+        .max();
+    let asks: Vec<(i64, i64)> = waiting
+        .iter()
+        .map(|t| (t.reservation.cpu, t.reservation.memory))
+        .collect();
+    let needed = in_use.len() + packed(asks, largest);
+    let value = capacity::reservation(needed, running);
+    let target = scaling.target_capacity.unwrap_or(100);
+    let desired = capacity::managed_desired(
+        needed,
+        counted.len(),
+        target,
+        scaling.minimum_scaling_step_size.unwrap_or(1),
+        scaling.maximum_scaling_step_size.unwrap_or(10000),
+        g.min,
+        g.max,
+    );
+    let key = (scope.clone(), format!("{cluster}/{}", p.name));
+    let mut change = None;
+    let mut due = None;
+    if desired > g.desired && !warming {
+        spare.0.lock().remove(&key);
+        change = Some(desired);
+    } else if desired < g.desired {
+        // Spare instances go once the reservation has stayed under the
+        // target long enough.
+        let since = *spare.0.lock().entry(key.clone()).or_insert(now);
+        let left = scale_in_after.as_secs_f64() - (now - since);
+        if left <= 0.0 {
+            spare.0.lock().remove(&key);
+            change = Some(desired);
+        } else {
+            due = Some(Duration::from_secs_f64(left));
+        }
+    } else {
+        spare.0.lock().remove(&key);
+    }
+    if let Some(d) = change {
+        let why = format!(
+            "the capacity provider {} of cluster {cluster} (managed scaling) found a CapacityProviderReservation of {value:.0} against its target of {target} and changed the desired capacity from {} to {d}",
+            p.name, g.desired
+        );
+        crate::groups::update_group(st, scope, &p.group, |g| {
+            crate::groups::set_desired(g, d, why.clone());
+            Ok(())
+        })
+        .await
+        .map_err(crate::groups::GroupFailure::into_control)?;
+    }
+    if p.managed_termination_protection() {
+        // ECS protects the instances running tasks and unprotects the
+        // empty ones, so that scale-in takes only empty ones.
+        let mut ops = vec![];
+        for (i, protected) in &counted {
+            if i.value.lifecycle != state::IN_SERVICE {
+                continue;
+            }
+            let want = registered
+                .get(&i.value.id)
+                .is_some_and(|ci| busy.contains(&ci.id));
+            if want != *protected {
+                ops.push(typed::put(
+                    &akeys::protection(scope, &p.group, &i.value.id),
+                    &want,
+                ));
+            }
+        }
+        if !ops.is_empty() {
+            st.store.txn(Txn::when(vec![], ops)).await?;
+        }
+    }
+    Ok(Some((value, due)))
+}
+
+/// How many instances of `size` (cpu, memory) the waiting tasks' asks
+/// fill, first fit by decreasing size; one when no size is known yet.
+fn packed(mut asks: Vec<(i64, i64)>, size: Option<(i64, i64)>) -> usize {
+    let Some((cpu, memory)) = size else {
+        return asks.len().min(1);
+    };
+    asks.sort_by(|a, b| b.cmp(a));
+    let mut bins: Vec<(i64, i64)> = vec![];
+    for (c, m) in asks {
+        match bins.iter_mut().find(|(bc, bm)| *bc >= c && *bm >= m) {
+            Some(b) => {
+                b.0 -= c;
+                b.1 -= m;
+            }
+            None => bins.push((cpu - c, memory - m)),
+        }
+    }
+    bins.len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn waiting_tasks_pack_onto_instances_of_the_largest_size() {
+        let asks = vec![(512, 256), (512, 256), (1024, 256), (256, 900)];
+        assert_eq!(packed(asks.clone(), Some((1024, 1024))), 3);
+        assert_eq!(packed(asks.clone(), Some((4096, 4096))), 1);
+        // Nothing has registered yet: one instance, then its size is known.
+        assert_eq!(packed(asks, None), 1);
+        assert_eq!(packed(vec![], None), 0);
+    }
+}
