@@ -304,6 +304,9 @@ def test_a_capacity_provider_launches_hosts_for_provisioning_tasks_and_retires_e
     task = ran["tasks"][0]
     assert (task["lastStatus"], task["capacityProviderName"], task["launchType"]) == ("PROVISIONING", name, "EC2")
     assert "containerInstanceArn" not in task
+    # A service on the cluster's default strategy waits the same way.
+    svc = ecs.create_service(cluster=name, serviceName="s", taskDefinition=name, desiredCount=1)["service"]
+    assert svc["capacityProviderStrategy"] == [{"capacityProvider": name, "weight": 1, "base": 0}]
     # One stopped while it waits stops at once: no host ever had it.
     gone = ecs.run_task(cluster=name, taskDefinition=name)["tasks"][0]["taskArn"]
     ecs.stop_task(cluster=name, task=gone, reason="changed my mind")
@@ -312,6 +315,8 @@ def test_a_capacity_provider_launches_hosts_for_provisioning_tasks_and_retires_e
     # Managed scaling grows the group, the host joins, the task runs there.
     t = wait_for("the task running on a launched host", lambda: (lambda t: t if t["lastStatus"] == "RUNNING" else None)(
         ecs.describe_tasks(cluster=name, tasks=[task["taskArn"]])["tasks"][0]), timeout=90)
+    wait_for("the service's task running", lambda: ecs.describe_services(cluster=name, services=["s"])[
+        "services"][0]["runningCount"] == 1, timeout=30)
     inst = [i for i in group_of(asg, name)["Instances"] if i["LifecycleState"] == "InService"]
     assert len(inst) == 1 and group_of(asg, name)["DesiredCapacity"] == 1
     ci = ecs.describe_container_instances(cluster=name, containerInstances=[t["containerInstanceArn"]])[
@@ -326,8 +331,9 @@ def test_a_capacity_provider_launches_hosts_for_provisioning_tasks_and_retires_e
     wait_for("CapacityProviderReservation published", lambda: cw.list_metrics(
         Namespace="AWS/ECS/ManagedScaling", MetricName="CapacityProviderReservation", Dimensions=dims)["Metrics"],
         timeout=30)
-    # The task stops: the empty host is unprotected and retired.
+    # The tasks stop: the empty host is unprotected and retired.
     ecs.stop_task(cluster=name, task=task["taskArn"])
+    ecs.delete_service(cluster=name, service="s", force=True)
     wait_for("the empty instance terminated", lambda: group_of(asg, name)["DesiredCapacity"] == 0 and all(
         i["LifecycleState"] == "Terminated" for i in group_of(asg, name)["Instances"]), timeout=60)
     wait_for("its container instance gone",
