@@ -291,10 +291,14 @@ def test_a_capacity_provider_launches_hosts_for_provisioning_tasks_and_retires_e
     ecs.create_capacity_provider(name=name, autoScalingGroupProvider={
         "autoScalingGroupArn": arn, "managedTerminationProtection": "ENABLED",
         "managedScaling": {"status": "ENABLED", "targetCapacity": 100, "instanceWarmupPeriod": 0}})
+    # Managed draining (on by default) holds terminating instances with ECS's hook.
+    hooks = asg.describe_lifecycle_hooks(AutoScalingGroupName=name)["LifecycleHooks"]
+    assert [(h["LifecycleHookName"], h["LifecycleTransition"]) for h in hooks] == [
+        ("ecs-managed-draining-termination-hook", "autoscaling:EC2_INSTANCE_TERMINATING")]
     ecs.create_cluster(clusterName=name, capacityProviders=[name, "FARGATE"],
                        defaultCapacityProviderStrategy=[{"capacityProvider": name, "weight": 1}])
     ecs.register_task_definition(family=name, containerDefinitions=[
-        {"name": "c", "image": IMAGE, "memory": 16, "command": ["sleep", "600"]}])
+        {"name": "c", "image": IMAGE, "memory": 16, "command": ["sleep", "600"], "stopTimeout": 1}])
     _, code, msg = error_of(ecs.run_task, cluster=name, taskDefinition=name, capacityProviderStrategy=[
         {"capacityProvider": name, "weight": 1}, {"capacityProvider": "FARGATE", "weight": 1}])
     assert code == "InvalidParameterException" and "mix" in msg
@@ -331,8 +335,23 @@ def test_a_capacity_provider_launches_hosts_for_provisioning_tasks_and_retires_e
     wait_for("CapacityProviderReservation published", lambda: cw.list_metrics(
         Namespace="AWS/ECS/ManagedScaling", MetricName="CapacityProviderReservation", Dimensions=dims)["Metrics"],
         timeout=30)
-    # The tasks stop: the empty host is unprotected and retired.
+    # Managed draining: the busy host, terminated, waits DRAINING while its
+    # service's task moves to a replacement host, then goes.
     ecs.stop_task(cluster=name, task=task["taskArn"])
+    first = inst[0]["InstanceId"]
+    asg.terminate_instance_in_auto_scaling_group(InstanceId=first, ShouldDecrementDesiredCapacity=False)
+    wait_for("the host draining", lambda: ecs.describe_container_instances(
+        cluster=name, containerInstances=[t["containerInstanceArn"]])["containerInstances"][0]["status"] == "DRAINING",
+        timeout=30)
+
+    def moved():
+        live = [x for x in ecs.describe_tasks(cluster=name, tasks=ecs.list_tasks(
+            cluster=name, serviceName="s")["taskArns"] or ["none"])["tasks"] if x["lastStatus"] == "RUNNING"]
+        return live and live[0]["containerInstanceArn"] != t["containerInstanceArn"]
+    wait_for("the service's task on the replacement host", moved, timeout=90)
+    wait_for("the drained host terminated", lambda: [i["LifecycleState"] for i in group_of(asg, name)[
+        "Instances"] if i["InstanceId"] == first] in ([], ["Terminated"]), timeout=40)
+    # The service goes: the empty host is unprotected and retired.
     ecs.delete_service(cluster=name, service="s", force=True)
     wait_for("the empty instance terminated", lambda: group_of(asg, name)["DesiredCapacity"] == 0 and all(
         i["LifecycleState"] == "Terminated" for i in group_of(asg, name)["Instances"]), timeout=60)

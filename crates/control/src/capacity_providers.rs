@@ -138,7 +138,7 @@ pub async fn create(
     let key = keys::provider(scope, &name);
     let txn = Txn::when(
         vec![typed::unchanged(&key, 0)],
-        vec![typed::put(&key, &record)],
+        vec![typed::put(&key, &record), draining_hook(scope, &record)],
     );
     if !ctl.store.txn(txn).await?.succeeded {
         return Err(EcsError::invalid(format!(
@@ -181,7 +181,7 @@ pub async fn update(
         next.update_status = Some("UPDATE_COMPLETE".into());
         let txn = Txn::when(
             vec![typed::unchanged(&key, read.mod_revision)],
-            vec![typed::put(&key, &next)],
+            vec![typed::put(&key, &next), draining_hook(scope, &next)],
         );
         if ctl.store.txn(txn).await?.succeeded {
             return Ok(next);
@@ -229,10 +229,42 @@ pub async fn delete(ctl: &Control, scope: &Scope, name: &str) -> Result<Provider
     }
     let txn = Txn::when(
         vec![typed::unchanged(&key, read.mod_revision)],
-        vec![Op::delete(key.clone())],
+        vec![
+            Op::delete(key.clone()),
+            Op::delete(berth_store::keys::autoscaling::hook(
+                scope,
+                &read.value.group,
+                MANAGED_DRAINING_HOOK,
+            )),
+        ],
     );
     if !ctl.store.txn(txn).await?.succeeded {
         return Err(in_use());
     }
     Ok(read.value)
+}
+
+/// The termination lifecycle hook ECS puts on a provider's group for
+/// managed draining: a terminating instance waits in Terminating:Wait
+/// while its tasks drain, and the managed-scaling controller completes it.
+pub const MANAGED_DRAINING_HOOK: &str = "ecs-managed-draining-termination-hook";
+
+/// The op that puts the group's managed draining hook, or removes it when
+/// the provider has managed draining off.
+fn draining_hook(scope: &Scope, p: &ProviderRecord) -> Op {
+    let key = berth_store::keys::autoscaling::hook(scope, &p.group, MANAGED_DRAINING_HOOK);
+    if !p.managed_draining() {
+        return Op::delete(key);
+    }
+    typed::put(
+        &key,
+        &crate::groups::Hook {
+            name: MANAGED_DRAINING_HOOK.into(),
+            group: p.group.clone(),
+            transition: "autoscaling:EC2_INSTANCE_TERMINATING".into(),
+            heartbeat_timeout: 3600,
+            default_result: "CONTINUE".into(),
+            metadata: None,
+        },
+    )
 }

@@ -680,6 +680,9 @@ async fn watch(
                     }
                     if let Some(key) = crate::groups::group_of_key(&ev.kv.key) {
                         queues.groups.enqueue(key, Reason::Changed).await;
+                        if let Some(k) = crate::groups::cluster_of_instance_event(&ev) {
+                            queues.capacity.enqueue(k, Reason::Changed).await;
+                        }
                     }
                     let kind = kind_and_id(&ev.kv.key).map(|(k, _)| k);
                     if let Some(scope) = pool_host_change(&ev.kv.key) {

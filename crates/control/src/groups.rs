@@ -1448,6 +1448,21 @@ pub fn group_of_key(key: &str) -> Option<(Scope, String)> {
     Some((Scope::new(account, region), keys::name_of(group)))
 }
 
+/// The cluster whose agent a group's instance record (an event's key and
+/// value) runs, for waking that cluster's managed scaling when the
+/// instance moves (a termination hook holding it, for managed draining).
+pub fn cluster_of_instance_event(ev: &berth_store::Event) -> Option<(Scope, String)> {
+    let rest = ev.kv.key.strip_prefix("/berth/v1/")?;
+    let mut parts = rest.split('/');
+    let (account, region, service, kind) =
+        (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    if service != "autoscaling" || kind != "instances" || ev.kind != berth_store::EventKind::Put {
+        return None;
+    }
+    let i = typed::decode::<InstanceRecord>(&ev.kv).ok()?;
+    Some((Scope::new(account, region), i.value.cluster))
+}
+
 /// The groups of a scope, for waking them when container instances
 /// change.
 pub async fn group_names(ctl: &Control, scope: &Scope) -> Result<Vec<String>> {

@@ -59,7 +59,7 @@ pub async fn reconcile(
             continue;
         }
         if let Some(p) = crate::capacity_providers::get(st, scope, name).await? {
-            if p.managed_scaling() {
+            if p.managed_scaling() || p.managed_draining() {
                 managed.push(p);
             }
         }
@@ -161,6 +161,12 @@ async fn provider_round(
     let list = crate::groups::instances(st, scope, &p.group)
         .await
         .map_err(crate::groups::GroupFailure::into_control)?;
+    if p.managed_draining() {
+        drain(st, scope, cluster, p, &list, busy, registered).await?;
+    }
+    if !p.managed_scaling() {
+        return Ok(None);
+    }
     let counted: Vec<_> = list.iter().filter(|(i, _)| i.value.counted()).collect();
     let scaling = p.provider.managed_scaling.clone().unwrap_or_default();
     let warmup = f64::from(scaling.instance_warmup_period.unwrap_or(300));
@@ -260,6 +266,61 @@ async fn provider_round(
         }
     }
     Ok(Some((value, due)))
+}
+
+/// Managed draining: a provider's instance held by its termination hook
+/// is set DRAINING (its services move their tasks elsewhere), and let go
+/// once it runs nothing but daemon tasks.
+async fn drain(
+    st: &Control,
+    scope: &Scope,
+    cluster: &str,
+    p: &ProviderRecord,
+    list: &[(typed::Versioned<berth_domain::asg::InstanceRecord>, bool)],
+    busy: &HashSet<String>,
+    registered: &HashMap<String, ContainerInstance>,
+) -> Result<(), ControlError> {
+    use berth_domain::instance::InstanceStatus;
+    for (i, _) in list {
+        if i.value.lifecycle != state::TERMINATING_WAIT {
+            continue;
+        }
+        let Some(ci) = registered.get(&i.value.id) else {
+            continue;
+        };
+        if busy.contains(&ci.id) {
+            if ci.status == InstanceStatus::Active {
+                let key = scope.instance(cluster, &ci.id);
+                if let Some(read) = typed::get::<ContainerInstance>(&*st.store, &key).await? {
+                    let mut next = read.value.clone();
+                    next.status = InstanceStatus::Draining;
+                    next.version += 1;
+                    st.store
+                        .txn(Txn::when(
+                            vec![typed::unchanged(&key, read.mod_revision)],
+                            vec![typed::put(&key, &next)],
+                        ))
+                        .await?;
+                }
+            }
+            continue;
+        }
+        crate::groups::lifecycle_action(
+            st,
+            scope,
+            &p.group,
+            crate::capacity_providers::MANAGED_DRAINING_HOOK,
+            &i.value.id,
+            Some("CONTINUE".into()),
+        )
+        .await
+        .or_else(|e| match e {
+            // The user removed the hook meanwhile: the instance is not held.
+            crate::groups::GroupFailure::Control(c) => Err(c),
+            _ => Ok(()),
+        })?;
+    }
+    Ok(())
 }
 
 /// How many instances of `size` (cpu, memory) the waiting tasks' asks
