@@ -14,11 +14,18 @@ documented timing side by side in the same run.
     the first message is deleted by a worker. Berth: a 10-second alarm
     period; AWS's timing: 60 s (SQS's metrics are per minute).
 
+(c) hosts following tasks: ten tasks of a capacity provider with managed
+    scaling at zero hosts (netns launcher); at t0 RunTask; measured until
+    all ten are RUNNING on the launched host. The peer is the same work
+    by hand on the same server: SetDesiredCapacity 1, wait for the
+    instance InService, then RunTask, until all ten are RUNNING.
+
 Each side is its own `berth server` and `berth agent` on this machine's
 engine, started fresh. Prints markdown tables with ratios; raw numbers go
 to bench/results/scaling-*.jsonl.
 """
 
+import base64
 import json
 import os
 import socket
@@ -66,6 +73,7 @@ class Side:
         cfg = botocore.config.Config(retries={"max_attempts": 3})
         mk = lambda svc: boto3.client(svc, endpoint_url=self.url, region_name="us-east-1",
                                       aws_access_key_id=KEY, aws_secret_access_key=SECRET, config=cfg)
+        self.client = mk
         self.ecs, self.aas, self.cw, self.sqs, self.iam = (mk(s) for s in (
             "ecs", "application-autoscaling", "cloudwatch", "sqs", "iam"))
         self.cluster = "bench"
@@ -195,8 +203,55 @@ def queue_from_zero(side, period):
     return took, sent
 
 
+def hosts_from_zero(side, manual):
+    """Seconds from t0 to ten tasks RUNNING on a host launched for them."""
+    name = "hosts-" + uuid.uuid4().hex[:6]
+    ec2, asg = side.client("ec2"), side.client("autoscaling")
+    cluster = side.cluster
+    data = f"#!/bin/bash\necho ECS_CLUSTER={cluster} >> /etc/ecs/ecs.config\n"
+    ec2.create_launch_template(LaunchTemplateName=name, LaunchTemplateData={
+        "InstanceType": "t3.small", "UserData": base64.b64encode(data.encode()).decode()})
+    asg.create_auto_scaling_group(AutoScalingGroupName=name, MinSize=0, MaxSize=1, DesiredCapacity=0,
+                                  LaunchTemplate={"LaunchTemplateName": name}, AvailabilityZones=["local-1a"],
+                                  NewInstancesProtectedFromScaleIn=True)
+    arn = asg.describe_auto_scaling_groups(AutoScalingGroupNames=[name])["AutoScalingGroups"][0][
+        "AutoScalingGroupARN"]
+    side.ecs.register_task_definition(family=name, containerDefinitions=[
+        {"name": "c", "image": IMAGE, "memory": 16, "command": ["sleep", "600"], "stopTimeout": 1}])
+    if not manual:
+        side.ecs.create_capacity_provider(name=name, autoScalingGroupProvider={
+            "autoScalingGroupArn": arn, "managedTerminationProtection": "ENABLED",
+            "managedScaling": {"status": "ENABLED", "targetCapacity": 100, "instanceWarmupPeriod": 0}})
+        side.ecs.put_cluster_capacity_providers(cluster=cluster, capacityProviders=[name],
+                                                defaultCapacityProviderStrategy=[])
+    t0 = time.time()
+    if manual:
+        asg.set_desired_capacity(AutoScalingGroupName=name, DesiredCapacity=1)
+        wait(lambda: any(i["LifecycleState"] == "InService" for i in asg.describe_auto_scaling_groups(
+            AutoScalingGroupNames=[name])["AutoScalingGroups"][0]["Instances"]), 120, 0.02)
+        iid = asg.describe_auto_scaling_groups(AutoScalingGroupNames=[name])["AutoScalingGroups"][0][
+            "Instances"][0]["InstanceId"]
+        cis = side.ecs.describe_container_instances(cluster=cluster, containerInstances=side.ecs.list_container_instances(
+            cluster=cluster)["containerInstanceArns"])["containerInstances"]
+        target = [c["containerInstanceArn"] for c in cis if c["ec2InstanceId"] == iid]
+        arns = [t["taskArn"] for t in side.ecs.start_task(cluster=cluster, taskDefinition=name,
+                                                          containerInstances=target * 10)["tasks"]]
+    else:
+        arns = [t["taskArn"] for t in side.ecs.run_task(cluster=cluster, taskDefinition=name, count=10,
+                capacityProviderStrategy=[{"capacityProvider": name, "weight": 1}])["tasks"]]
+    assert len(arns) == 10, arns
+    wait(lambda: all(t["lastStatus"] == "RUNNING" for t in side.ecs.describe_tasks(
+        cluster=cluster, tasks=arns)["tasks"]), 180, 0.05)
+    took = time.time() - t0
+    for a in arns:
+        side.ecs.stop_task(cluster=cluster, task=a)
+    asg.delete_auto_scaling_group(AutoScalingGroupName=name, ForceDelete=True)
+    wait(lambda: not asg.describe_auto_scaling_groups(AutoScalingGroupNames=[name])["AutoScalingGroups"], 120)
+    return took
+
+
 def main():
-    which = sys.argv[1:] or ["a", "b"]
+    which = sys.argv[1:] or ["a", "b", "c"]
     os.makedirs("bench/results", exist_ok=True)
     out = f"bench/results/scaling-{time.strftime('%Y%m%d-%H%M%S')}.jsonl"
     rows = []
@@ -218,6 +273,16 @@ def main():
                     rows.append(r)
             finally:
                 side.stop()
+        if "c" in which:
+            side = Side("hosts", ["--launcher", "netns"])
+            try:
+                for label, manual in (("capacity-provider", False), ("by-hand", True)):
+                    r = {"bench": "hosts-from-zero", "side": label, "run": run,
+                         "seconds": hosts_from_zero(side, manual)}
+                    print(json.dumps(r), flush=True)
+                    rows.append(r)
+            finally:
+                side.stop()
     with open(out, "w") as f:
         for r in rows:
             f.write(json.dumps(r) + "\n")
@@ -231,6 +296,13 @@ def main():
         print(f"\n| {title} | Berth defaults s | AWS timing s | AWS / Berth | runs |")
         print("|---|---|---|---|---|")
         print(f"| median | {b:.1f} | {a:.1f} | {a / b:.1f}x | {len(got['berth-defaults'])} |")
+    cp = sorted(r["seconds"] for r in rows if r["bench"] == "hosts-from-zero" and r["side"] == "capacity-provider")
+    hand = sorted(r["seconds"] for r in rows if r["bench"] == "hosts-from-zero" and r["side"] == "by-hand")
+    if cp and hand:
+        c, h = cp[len(cp) // 2], hand[len(hand) // 2]
+        print("\n| 10 PROVISIONING tasks at zero hosts to RUNNING | capacity provider s | by hand s | by hand / provider | runs |")
+        print("|---|---|---|---|---|")
+        print(f"| median | {c:.2f} | {h:.2f} | {h / c:.2f}x | {len(cp)} |")
     print(f"\nraw: {out}")
 
 

@@ -955,7 +955,8 @@ pub async fn reconcile(
                     })
                     .unwrap_or(i.hook_deadline.unwrap_or(now));
                 let deadline = deadline.max(i.hook_deadline.unwrap_or(0.0));
-                if asked.and_then(|a| a.result.as_ref()).is_some() || now >= deadline {
+                let released = asked.and_then(|a| a.result.as_ref()).is_some() || g.deleting;
+                if released || now >= deadline {
                     next.lifecycle = state::TERMINATING_PROCEED.into();
                     move_instance(ctl, scope, read, &next, vec![]).await?;
                     soon(Duration::from_millis(100));
@@ -1108,6 +1109,8 @@ async fn begin_termination(
     what: &str,
 ) -> Result<()> {
     let now = ctl.now();
+    // ForceDelete abandons lifecycle actions: nothing is held.
+    let hook = hook.filter(|_| !g.deleting);
     let mut next = read.value.clone();
     let a = ActivityRecord {
         id: activity.clone(),
