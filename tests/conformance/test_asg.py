@@ -34,15 +34,29 @@ def remove_launched(data_dir):
         except OSError:
             continue
         subprocess.run(["kill", "-KILL", "--", f"-{rec['pid']}"], capture_output=True)
-        subprocess.run(["iptables", "-t", "nat", "-D", *rec["forward"]], capture_output=True)
-        subprocess.run(["ip", "link", "del", rec["outside"]], capture_output=True)
-        subprocess.run(["ip", "netns", "del", rec["ns"]], capture_output=True)
+        # Its containers (tasks' and warm addresses' pause containers),
+        # which would hold their subnet addresses for the next server.
+        try:
+            state = json.load(open(os.path.join(launched, iid, "agent", "agent-state.json")))
+            ci = (state.get("container_instance_arn") or "").rsplit("/", 1)[-1]
+        except (OSError, ValueError):
+            ci = ""
+        if ci:
+            ids = subprocess.run(["docker", "ps", "-aq", "--filter", f"label=berth.instance={ci}"],
+                                 capture_output=True, text=True).stdout.split()
+            if ids:
+                subprocess.run(["docker", "rm", "-f", *ids], capture_output=True)
+        if "ns" in rec:
+            subprocess.run(["iptables", "-t", "nat", "-D", *rec["forward"]], capture_output=True)
+            subprocess.run(["ip", "link", "del", rec["outside"]], capture_output=True)
+            subprocess.run(["ip", "netns", "del", rec["ns"]], capture_output=True)
 
 
 @pytest.fixture(scope="module")
 def netns_server(tmp_path_factory):
     s = Server(str(tmp_path_factory.mktemp("asg")), extra_env={
-        "BERTH_LAUNCHER": "netns", "BERTH_LAUNCH_TIMEOUT": "15", "BERTH_MANAGED_SCALE_IN_AFTER": "3"}).start()
+        "BERTH_LAUNCHER": "netns", "BERTH_LAUNCH_TIMEOUT": "15", "BERTH_MANAGED_SCALE_IN_AFTER": "3",
+        "BERTH_FARGATE_POOL_MAX": "2", "BERTH_FARGATE_POOL_IDLE": "2"}).start()
     yield s
     s.stop()
     remove_launched(s.data_dir)
@@ -360,3 +374,45 @@ def test_a_capacity_provider_launches_hosts_for_provisioning_tasks_and_retires_e
     ecs.put_cluster_capacity_providers(cluster=name, capacityProviders=[], defaultCapacityProviderStrategy=[])
     ecs.delete_capacity_provider(capacityProvider=name)
     asg.delete_auto_scaling_group(AutoScalingGroupName=name, ForceDelete=True)
+
+
+def test_the_fargate_pool_grows_through_the_launcher_for_waiting_tasks_and_shrinks_when_idle(netns_server, name):
+    s = netns_server
+    asg, ecs = client(s, "autoscaling"), client(s, "ecs")
+    ecs.create_cluster(clusterName=name)
+    ecs.register_task_definition(
+        family=name, networkMode="awsvpc", requiresCompatibilities=["FARGATE"], cpu="256", memory="512",
+        containerDefinitions=[{"name": "c", "image": IMAGE, "command": ["sleep", "600"], "stopTimeout": 1}])
+
+    def pool_hosts():
+        """Launched Fargate hosts: agents on this machine, outside any namespace."""
+        launched = os.path.join(s.data_dir, "launched")
+        out = []
+        for iid in os.listdir(launched) if os.path.isdir(launched) else []:
+            try:
+                rec = json.load(open(os.path.join(launched, iid, "launch.json")))
+            except OSError:
+                continue
+            if "ns" not in rec:
+                out.append(iid)
+        return out
+    before = len(pool_hosts())
+    # No Fargate host at all: the task waits for the pool to grow.
+    task = ecs.run_task(cluster=name, taskDefinition=name, launchType="FARGATE", networkConfiguration={
+        "awsvpcConfiguration": {"subnets": ["subnet-local-1b"], "securityGroups": ["sg-default"]}})
+    assert task["failures"] == [] and task["tasks"][0]["lastStatus"] == "PROVISIONING"
+    arn = task["tasks"][0]["taskArn"]
+    t = wait_for("the task running on a launched pool host", lambda: (lambda t: t if t["lastStatus"] == "RUNNING"
+                 else None)(ecs.describe_tasks(cluster=name, tasks=[arn])["tasks"][0]), timeout=90)
+    assert t["availabilityZone"] == "local-1b" and "containerInstanceArn" not in t
+    assert len(pool_hosts()) == before + 1
+    # Users see no group and no host of the pool.
+    assert all(g["AutoScalingGroupName"] != "berth:fargate-pool"
+               for g in asg.describe_auto_scaling_groups()["AutoScalingGroups"])
+    assert ecs.list_container_instances(cluster=name)["containerInstanceArns"] == []
+    _, code, _ = error_of(asg.create_auto_scaling_group, AutoScalingGroupName="berth:fargate-pool", MinSize=0,
+                          MaxSize=1, LaunchTemplate={"LaunchTemplateName": name})
+    assert code == "ValidationError"
+    # Idle, the launched host is retired.
+    ecs.stop_task(cluster=name, task=arn)
+    wait_for("the idle pool host retired", lambda: len(pool_hosts()) == before, timeout=60)

@@ -202,6 +202,8 @@ pub struct ApiConfig {
     /// What other servers' certificates are checked against when this one
     /// passes them a request (their advertise URL is https).
     pub peer_tls: Option<Arc<berth_tls::ClientConfig>>,
+    /// How the hidden Fargate pool grows through the launcher.
+    pub fargate_pool: berth_control::PoolScaling,
 }
 
 impl Default for ApiConfig {
@@ -221,6 +223,7 @@ impl Default for ApiConfig {
             secrets_key: berth_control::SecretsKey::random(),
             advertise_url: None,
             peer_tls: None,
+            fargate_pool: Default::default(),
         }
     }
 }
@@ -251,6 +254,7 @@ impl AppState {
                 network: config.network.clone(),
                 account: config.account_id.clone(),
                 secrets_key: config.secrets_key.clone(),
+                fargate_pool: config.fargate_pool,
             },
         );
         Self::with_control(ctl, config)

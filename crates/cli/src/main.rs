@@ -456,6 +456,16 @@ struct ServerArgs {
     /// Berth: 15 target-tracking periods).
     #[arg(long, env = "BERTH_MANAGED_SCALE_IN_AFTER", value_parser = clap::value_parser!(u16).range(1..=3600))]
     managed_scale_in_after: Option<u16>,
+    /// Grow the hidden Fargate pool through --launcher, up to this many
+    /// launched hosts, when FARGATE tasks cannot be placed (they wait in
+    /// PROVISIONING meanwhile). 0 (the default): the pool is the hosts
+    /// that join it, and a shortfall fails RunTask as on AWS.
+    #[arg(long, env = "BERTH_FARGATE_POOL_MAX", default_value_t = 0, value_parser = clap::value_parser!(u16).range(0..=1000))]
+    fargate_pool_max: u16,
+    /// Seconds a launched Fargate pool host stays without tasks before it
+    /// is retired.
+    #[arg(long, env = "BERTH_FARGATE_POOL_IDLE", default_value_t = 300, value_parser = clap::value_parser!(u32).range(1..=86400))]
+    fargate_pool_idle: u32,
     /// How Auto Scaling groups get machines: `none` (launches fail and say
     /// so), `netns` (a `berth agent` in a new network namespace of this
     /// machine, reaching this server through a veth pair; needs root), or
@@ -900,7 +910,14 @@ async fn serve(args: ServerArgs, up: Option<(HostArgs, bool)>) -> anyhow::Result
         Some(cert) => Some(berth_tls::client_config(Some(cert))?),
         None => None,
     };
+    if args.fargate_pool_max > 0 && args.launcher == "none" {
+        anyhow::bail!("--fargate-pool-max needs a --launcher to start the pool's hosts with");
+    }
     let config = ApiConfig {
+        fargate_pool: berth_control::PoolScaling {
+            max: usize::from(args.fargate_pool_max),
+            idle: Duration::from_secs(u64::from(args.fargate_pool_idle)),
+        },
         advertise_url: Some(advertise_url.clone()),
         peer_tls,
         network,

@@ -310,7 +310,9 @@ impl Reconciler for ManagedScaling {
         Box::pin(async move {
             let (scope, cluster) = key;
             if cluster == FARGATE_POOL {
-                return Ok(Action::AwaitChange);
+                let every = self.0.config.metrics_interval;
+                let next = crate::managed_scaling::pool(&self.0.st, scope, &self.1, every).await?;
+                return Ok(action(next));
             }
             let timing = crate::managed_scaling::Timing {
                 every: self.0.config.metrics_interval,

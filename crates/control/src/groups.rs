@@ -304,10 +304,15 @@ pub async fn delete_template(
 
 // ---- groups ----
 
+/// The hidden group whose instances are the Fargate pool's launched
+/// hosts: the group controller launches and retires them like any
+/// group's, but no API shows it or lets it be named.
+pub const POOL_GROUP: &str = "berth:fargate-pool";
+
 pub async fn group(ctl: &Control, scope: &Scope, name: &str) -> Result<Versioned<GroupRecord>> {
     typed::get::<GroupRecord>(&*ctl.store, &keys::group(scope, name))
         .await?
-        .filter(|g| !g.value.deleting)
+        .filter(|g| !g.value.deleting && name != POOL_GROUP)
         .ok_or_else(|| AsgError::no_group(name).into())
 }
 
@@ -317,6 +322,7 @@ pub async fn groups(ctl: &Control, scope: &Scope) -> Result<Vec<GroupRecord>> {
             .await?
             .into_iter()
             .map(|(_, v)| v.value)
+            .filter(|g| g.name != POOL_GROUP)
             .collect(),
     )
 }
@@ -397,6 +403,12 @@ pub fn zones_of(
 
 /// CreateAutoScalingGroup: the record, checked (its instances follow).
 pub async fn create_group(ctl: &Control, scope: &Scope, g: GroupRecord) -> Result<()> {
+    if g.name == POOL_GROUP {
+        return Err(AsgError::validation(format!(
+            "The Auto Scaling group name {POOL_GROUP} is reserved by Berth for its Fargate pool."
+        ))
+        .into());
+    }
     let key = keys::group(scope, &g.name);
     if let Some(existing) = typed::get::<GroupRecord>(&*ctl.store, &key).await? {
         if existing.value.deleting {
@@ -1152,9 +1164,20 @@ async fn launch_one(
     from: usize,
 ) -> Result<InstanceRecord> {
     let now = ctl.now();
-    let t = template(ctl, scope, Some(&g.template.id), None).await;
+    let pool = g.name == POOL_GROUP;
+    // The Fargate pool's hosts have no launch template: they join the
+    // pool, with the launcher's own settings.
+    let t = if pool {
+        Ok(Versioned {
+            value: LaunchTemplate::default(),
+            mod_revision: 0,
+        })
+    } else {
+        template(ctl, scope, Some(&g.template.id), None).await
+    };
     let id = format!("i-{}", short_hex(17));
     let (version, fields) = match &t {
+        Ok(_) if pool => (0, Default::default()),
         Ok(t) => {
             let n = rules::resolve_version(&t.value, Some(&g.template.version))
                 .unwrap_or(t.value.default_version);
@@ -1169,7 +1192,11 @@ async fn launch_one(
         }
         Err(_) => (0, Default::default()),
     };
-    let cluster = rules::cluster_of_user_data(fields.user_data.as_deref());
+    let cluster = if pool {
+        berth_domain::instance::FARGATE_POOL.to_string()
+    } else {
+        rules::cluster_of_user_data(fields.user_data.as_deref())
+    };
     let activity = ActivityRecord {
         id: uuid::Uuid::new_v4().to_string(),
         group: g.name.clone(),
@@ -1235,6 +1262,7 @@ async fn launch_one(
         group: g.name.clone(),
         instance_id: id.clone(),
         cluster,
+        fargate: pool,
         zone,
         region: scope.region.clone(),
         join_token: match &token {

@@ -159,11 +159,7 @@ pub async fn prepare(
         })
         .collect::<Result<Vec<_>, _>>()?;
     if fargate {
-        // Fargate spreads a launch's tasks across zones, then hosts.
-        strategies = ["attribute:ecs.availability-zone", "instanceId"]
-            .iter()
-            .filter_map(|f| sched::Strategy::parse("spread", Some(f)).ok())
-            .collect();
+        strategies = fargate_strategies();
     }
     let awsvpc = st.config.network.awsvpc(
         def.network_mode.as_deref() == Some("awsvpc"),
@@ -208,6 +204,14 @@ pub async fn prepare(
         asked: (asked_constraints, asked_strategies),
         request,
     })
+}
+
+/// Fargate spreads a launch's tasks across zones, then hosts.
+pub(crate) fn fargate_strategies() -> Vec<sched::Strategy> {
+    ["attribute:ecs.availability-zone", "instanceId"]
+        .iter()
+        .filter_map(|f| sched::Strategy::parse("spread", Some(f)).ok())
+        .collect()
 }
 
 /// The scheduler's request for `count` tasks of `def` in `group`.

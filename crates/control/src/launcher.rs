@@ -14,6 +14,9 @@ pub struct LaunchRequest {
     pub instance_id: String,
     /// The ECS cluster its agent joins.
     pub cluster: String,
+    /// The host joins the hidden Fargate pool (`berth agent --capacity
+    /// fargate`) rather than `cluster`.
+    pub fargate: bool,
     pub zone: String,
     pub region: String,
     /// A join token for the cluster, good for the launch timeout.

@@ -62,6 +62,8 @@ pub struct ControlConfig {
     pub account: String,
     /// The key secrets are sealed with at rest.
     pub secrets_key: SecretsKey,
+    /// How the hidden Fargate pool grows through the launcher.
+    pub fargate_pool: PoolScaling,
 }
 
 impl Default for ControlConfig {
@@ -70,7 +72,25 @@ impl Default for ControlConfig {
             network: NetworkConfig::local_default(),
             account: "000000000000".into(),
             secrets_key: SecretsKey::random(),
+            fargate_pool: PoolScaling::default(),
         }
+    }
+}
+
+/// The Fargate pool's own scaling: hosts launched through the server's
+/// launcher when FARGATE tasks cannot be placed (they wait in
+/// PROVISIONING meanwhile), retired when idle. Off while `max` is 0.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct PoolScaling {
+    /// At most this many launched hosts.
+    pub max: usize,
+    /// An empty launched host goes after this long.
+    pub idle: std::time::Duration,
+}
+
+impl PoolScaling {
+    pub fn on(&self) -> bool {
+        self.max > 0
     }
 }
 

@@ -268,6 +268,214 @@ async fn provider_round(
     Ok(Some((value, due)))
 }
 
+/// The Fargate pool's own scaling, keyed like a cluster: FARGATE tasks
+/// that waited for the pool placed as hosts join; more hosts launched
+/// through the server's launcher (its hidden group) while tasks still
+/// wait; busy launched hosts protected, and idle ones retired after the
+/// configured idle time. When to look again (None: nothing to watch).
+pub async fn pool(
+    st: &Control,
+    scope: &Scope,
+    spare: &Spare,
+    every: Duration,
+) -> Result<Option<Duration>, ControlError> {
+    use crate::groups::POOL_GROUP;
+    use berth_domain::instance::FARGATE_POOL;
+    let cfg = st.config.fargate_pool;
+    if !cfg.on() {
+        return Ok(None);
+    }
+    let still = crate::placement::place_waiting_in_pool(st, scope).await?;
+    let gkey = akeys::group(scope, POOL_GROUP);
+    let g = match typed::get::<GroupRecord>(&*st.store, &gkey).await? {
+        Some(g) => g.value,
+        None if still.is_empty() => return Ok(None),
+        None => {
+            let g = pool_group(st, scope);
+            let made = st
+                .store
+                .txn(Txn::when(
+                    vec![typed::unchanged(&gkey, 0)],
+                    vec![typed::put(&gkey, &g)],
+                ))
+                .await?;
+            if !made.succeeded {
+                return Ok(Some(Duration::from_millis(200)));
+            }
+            g
+        }
+    };
+    let list = crate::groups::instances(st, scope, POOL_GROUP)
+        .await
+        .map_err(crate::groups::GroupFailure::into_control)?;
+    let counted: Vec<_> = list.iter().filter(|(i, _)| i.value.counted()).collect();
+    let hosts: HashMap<String, ContainerInstance> =
+        typed::list::<ContainerInstance>(&*st.store, &scope.instances_of(FARGATE_POOL))
+            .await?
+            .into_iter()
+            .map(|(_, v)| (v.value.ec2_instance_id.clone(), v.value))
+            .collect();
+    let occupancy = crate::placement::Occupancy::load_pool(st, scope).await?;
+    let busy = |ec2: &str| {
+        hosts
+            .get(ec2)
+            .and_then(|ci| occupancy.usage(&ci.id))
+            .is_some_and(|u| u.running + u.pending > 0)
+    };
+    let busy_launched = counted.iter().filter(|(i, _)| busy(&i.value.id)).count();
+    let warming = counted
+        .iter()
+        .any(|(i, _)| i.value.lifecycle == state::PENDING);
+    let largest = hosts
+        .values()
+        .map(|ci| (i64::from(ci.cpu()), i64::from(ci.memory())))
+        .max();
+    let asks: Vec<(i64, i64)> = still
+        .iter()
+        .map(|(t, _)| (t.reservation.cpu, t.reservation.memory))
+        .collect();
+    let bins = packed(asks, largest);
+    // New hosts go where the waiting tasks' subnets are.
+    let mut zones: Vec<String> = still
+        .iter()
+        .flat_map(|(_, w)| w.subnets.iter())
+        .filter_map(|id| st.config.network.subnet(id))
+        .map(|s| s.availability_zone.clone())
+        .collect();
+    zones.sort();
+    zones.dedup();
+    if !zones.is_empty() && zones != g.zones {
+        let read = typed::get::<GroupRecord>(&*st.store, &gkey).await?;
+        if let Some(read) = read {
+            let mut next = read.value.clone();
+            next.zones = zones;
+            st.store
+                .txn(Txn::when(
+                    vec![typed::unchanged(&gkey, read.mod_revision)],
+                    vec![typed::put(&gkey, &next)],
+                ))
+                .await?;
+        }
+        return Ok(Some(Duration::from_millis(100)));
+    }
+    // Launched hosts with nothing on them in those zones take what waits
+    // as soon as their agents connect: only the rest needs new hosts.
+    let idle_there = counted
+        .iter()
+        .filter(|(i, _)| !busy(&i.value.id) && g.zones.contains(&i.value.zone))
+        .count();
+    let extra = bins.saturating_sub(idle_there);
+    let now = st.now();
+    let key = (scope.clone(), format!("{FARGATE_POOL}/pool"));
+    let mut change = None;
+    let mut next = every;
+    if bins > 0 {
+        spare.0.lock().remove(&key);
+        let want = (counted.len() + extra).min(cfg.max) as i32;
+        if extra > 0 && want > g.desired && !warming {
+            change = Some((
+                want,
+                format!("{} FARGATE tasks waited for capacity", still.len()),
+            ));
+        }
+        next = next.min(Duration::from_secs(1));
+    } else if (busy_launched as i32) < g.desired {
+        let since = *spare.0.lock().entry(key.clone()).or_insert(now);
+        let left = cfg.idle.as_secs_f64() - (now - since);
+        if left <= 0.0 {
+            spare.0.lock().remove(&key);
+            change = Some((busy_launched as i32, "launched hosts were idle".to_string()));
+        } else {
+            next = next.min(Duration::from_secs_f64(left));
+        }
+    } else {
+        spare.0.lock().remove(&key);
+    }
+    if let Some((d, why)) = change {
+        let gkey = &gkey;
+        for _ in 0..8 {
+            let Some(read) = typed::get::<GroupRecord>(&*st.store, gkey).await? else {
+                break;
+            };
+            let mut g = read.value.clone();
+            crate::groups::set_desired(
+                &mut g,
+                d,
+                format!("the Fargate pool grew or shrank: {why}"),
+            );
+            let txn = Txn::when(
+                vec![typed::unchanged(gkey, read.mod_revision)],
+                vec![typed::put(gkey, &g)],
+            );
+            if st.store.txn(txn).await?.succeeded {
+                break;
+            }
+        }
+    }
+    // Busy launched hosts are protected, so that a shrink takes idle ones.
+    let mut ops = vec![];
+    for (i, protected) in &counted {
+        if i.value.lifecycle != state::IN_SERVICE {
+            continue;
+        }
+        let want = busy(&i.value.id);
+        if want != *protected {
+            ops.push(typed::put(
+                &akeys::protection(scope, POOL_GROUP, &i.value.id),
+                &want,
+            ));
+        }
+    }
+    if !ops.is_empty() {
+        st.store.txn(Txn::when(vec![], ops)).await?;
+    }
+    Ok(Some(next.max(Duration::from_millis(200))))
+}
+
+/// The pool's hidden group: as many hosts as the operator allows, over
+/// the zones of the configured subnets, new ones protected until they
+/// have run a task and gone idle.
+fn pool_group(st: &Control, scope: &Scope) -> GroupRecord {
+    let mut zones: Vec<String> = st
+        .config
+        .network
+        .subnets
+        .iter()
+        .map(|s| s.availability_zone.clone())
+        .collect();
+    zones.sort();
+    zones.dedup();
+    GroupRecord {
+        name: crate::groups::POOL_GROUP.into(),
+        arn: berth_domain::asg::group_arn(
+            &scope.region,
+            &scope.account,
+            &uuid::Uuid::new_v4().to_string(),
+            crate::groups::POOL_GROUP,
+        ),
+        min: 0,
+        max: st.config.fargate_pool.max as i32,
+        desired: 0,
+        desired_cause: String::new(),
+        template: Default::default(),
+        zones,
+        vpc_zone_identifier: None,
+        protect_new: true,
+        tags: vec![],
+        default_cooldown: 0,
+        health_check_type: "EC2".into(),
+        health_check_grace: 0,
+        termination_policies: vec!["Default".into()],
+        default_instance_warmup: None,
+        suspended: vec![],
+        created: st.now(),
+        deleting: false,
+        service_linked_role_arn: None,
+        max_instance_lifetime: None,
+        capacity_rebalance: false,
+    }
+}
+
 /// Managed draining: a provider's instance held by its termination hook
 /// is set DRAINING (its services move their tasks elsewhere), and let go
 /// once it runs nothing but daemon tasks.

@@ -226,6 +226,13 @@ pub fn write_task(scope: &Scope, t: &Task) -> Vec<Op> {
     ops
 }
 
+/// Where a task waiting for capacity is listed: under its cluster, or a
+/// FARGATE task under the Fargate pool (as `cluster/id`), whose scaler
+/// places every cluster's.
+pub fn waiting_key(scope: &Scope, t: &Task) -> String {
+    scope.waiting_task(t.host_cluster(), &t.index_entry())
+}
+
 /// Where a task sits in its host's task index, which its agent watches.
 pub fn index_key(scope: &Scope, t: &Task) -> String {
     scope.instance_task(t.host_cluster(), &t.container_instance, &t.index_entry())
@@ -302,6 +309,7 @@ pub async fn place(
             .map(|(_, ci)| ci.value)
             .filter(|ci| only.is_none_or(|id| ci.id == id))
             .collect();
+    let instances_empty = instances.is_empty();
     let occupancy = Occupancy::load_pool(st, scope).await?;
     let views = instances
         .iter()
@@ -312,7 +320,7 @@ pub async fn place(
         .into_iter()
         .map(|ci| (Arc::from(ci.arn(scope)), ci))
         .collect();
-    let mut providers = capacity::assign(&launch.strategy, &launch.held, plan.placements.len())
+    let mut providers = capacity::assign(&launch.strategy, &launch.held, launch.request.count)
         .into_iter()
         .map(Some)
         .chain(std::iter::repeat(None));
@@ -323,6 +331,16 @@ pub async fn place(
         };
         let provider = providers.next().flatten();
         tasks.extend(placing.add(launch, ci, provider, &p.instance).await?);
+    }
+    let lacks_attribute = !plan.failures.is_empty()
+        && plan.failures.iter().all(|f| f.missing.is_some())
+        && !instances_empty;
+    if st.config.fargate_pool.on() && !lacks_attribute {
+        // The pool grows for them: they wait in PROVISIONING.
+        while tasks.len() < launch.request.count {
+            let provider = providers.next().flatten();
+            tasks.push(placing.wait(launch, provider));
+        }
     }
     let (compares, ops, _) = placing.finish();
     // Fargate's hosts stay hidden: a shortfall is capacity, as on AWS,
@@ -463,7 +481,7 @@ pub async fn place_many(
             // PROVISIONING, and the cluster has capacity coming.
             Some(p) if hosts[p].managed => {
                 for _ in placed..*asked {
-                    out.tasks.push(placing.wait(launch, p));
+                    out.tasks.push(placing.wait(launch, Some(p.clone())));
                 }
                 out.no_instances = false;
                 out.failures.clear();
@@ -592,13 +610,14 @@ impl<'a> Placing<'a> {
 
     /// Adds a new task of `launch` that waits in PROVISIONING for
     /// `provider`'s capacity: its record, and what placing it later needs.
-    pub(crate) fn wait(&mut self, launch: &Launch, provider: &str) -> Task {
+    pub(crate) fn wait(&mut self, launch: &Launch, provider: Option<String>) -> Task {
         let now = self.st.now();
-        let t = launch.task(now, self.cluster, None, None, Some(provider.to_string()));
+        let waits_for = provider.clone().unwrap_or_else(|| "FARGATE".into());
+        let t = launch.task(now, self.cluster, None, None, provider);
         self.ops.extend(write_task(self.scope, &t));
         self.ops.push(typed::put(
-            &self.scope.waiting_task(self.cluster, &t.id),
-            &launch.waiting(provider, now),
+            &waiting_key(self.scope, &t),
+            &launch.waiting(&waits_for, now),
         ));
         t
     }
@@ -650,8 +669,7 @@ impl<'a> Placing<'a> {
             t.mod_revision,
         ));
         self.ops.extend(write_task(scope, &task));
-        self.ops
-            .push(Op::delete(scope.waiting_task(self.cluster, &task.id)));
+        self.ops.push(Op::delete(waiting_key(scope, &task)));
         Ok(true)
     }
 
@@ -867,4 +885,91 @@ pub async fn place_waiting(
         }
     }
     Ok(still)
+}
+
+/// Places the FARGATE tasks of every cluster waiting in PROVISIONING for
+/// the pool to grow, each on its own (a placement per task, ordered on
+/// the pool's placement key), and records those asked to stop meanwhile
+/// as STOPPED. The tasks still waiting afterwards, with what they wait as.
+pub async fn place_waiting_in_pool(
+    st: &Control,
+    scope: &Scope,
+) -> Result<Vec<(Task, capacity::Waiting)>, ControlError> {
+    use berth_domain::capacity::Waiting;
+    use berth_domain::task::DesiredStatus;
+    let prefix = scope.waiting_tasks_of(FARGATE_POOL);
+    let listed = typed::list::<Waiting>(&*st.store, &prefix).await?;
+    let mut still = vec![];
+    for (key, w) in listed {
+        let Some((cluster, id)) = key.strip_prefix(&prefix).and_then(|r| r.split_once('/')) else {
+            continue;
+        };
+        let t = typed::get::<Task>(&*st.store, &scope.task(cluster, id)).await?;
+        match t {
+            Some(t) if !t.value.placed() && t.value.desired_status == DesiredStatus::Running => {
+                if !place_in_pool(st, scope, cluster, &t, &w.value).await? {
+                    still.push((t.value, w.value));
+                }
+            }
+            Some(t) if !t.value.placed() => {
+                let ops = crate::tasks::stop_waiting(scope, &t.value, st.now());
+                let txn = berth_store::Txn::when(
+                    vec![typed::unchanged(&scope.task(cluster, id), t.mod_revision)],
+                    ops,
+                );
+                st.store.txn(txn).await?;
+            }
+            _ => {
+                let txn = berth_store::Txn::when(
+                    vec![typed::unchanged(&key, w.mod_revision)],
+                    vec![Op::delete(key.clone())],
+                );
+                st.store.txn(txn).await?;
+            }
+        }
+    }
+    Ok(still)
+}
+
+/// One waiting FARGATE task placed on the pool's hosts as they are now;
+/// whether it was.
+async fn place_in_pool(
+    st: &Control,
+    scope: &Scope,
+    cluster: &str,
+    t: &typed::Versioned<Task>,
+    w: &capacity::Waiting,
+) -> Result<bool, ControlError> {
+    let Some(mut request) = crate::launch::waiting_request(&t.value, w) else {
+        return Ok(false);
+    };
+    request.strategies = crate::launch::fargate_strategies();
+    let mut placing = Placing::begin(st, scope, cluster, FARGATE_POOL).await?;
+    let instances: Vec<ContainerInstance> =
+        typed::list::<ContainerInstance>(&*st.store, &scope.instances_of(FARGATE_POOL))
+            .await?
+            .into_iter()
+            .map(|(_, ci)| ci.value)
+            .collect();
+    let occupancy = Occupancy::load_pool(st, scope).await?;
+    let views = instances
+        .iter()
+        .map(|ci| occupancy.placeable(scope, ci))
+        .collect();
+    let plan = sched::Snapshot::new(views).place(&request, rand::random());
+    let Some(p) = plan.placements.first() else {
+        return Ok(false);
+    };
+    let Some(ci) = instances.iter().find(|ci| *ci.arn(scope) == *p.instance) else {
+        return Ok(false);
+    };
+    if !placing.settle(t, w, ci, &p.instance).await? {
+        return Ok(false);
+    }
+    let (compares, ops, _) = placing.finish();
+    Ok(st
+        .store
+        .txn(berth_store::Txn::when(compares, ops))
+        .await?
+        .succeeded)
 }

@@ -493,6 +493,6 @@ pub(crate) fn stop_waiting(scope: &Scope, t: &Task, at: f64) -> Vec<Op> {
     };
     let mut ops = write_task(scope, t);
     ops.push(typed::put(&scope.task_state(&t.cluster, &t.id), &report));
-    ops.push(Op::delete(scope.waiting_task(&t.cluster, &t.id)));
+    ops.push(Op::delete(crate::placement::waiting_key(scope, t)));
     ops
 }

@@ -109,7 +109,7 @@ impl Ec2Error {
 }
 
 /// A launch template (EC2's record; its versions are records of their own).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct LaunchTemplate {
     pub id: String,
     pub name: String,
@@ -223,7 +223,7 @@ pub struct GroupTag {
 }
 
 /// Which template (and which version selector) a group launches from.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TemplateRef {
     pub id: String,
     pub name: String,

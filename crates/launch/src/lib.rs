@@ -39,6 +39,15 @@ async fn run(program: &str, args: &[&str]) -> Result<(), String> {
     }
 }
 
+/// An EC2 host's network namespace, its link and the forwarding rule.
+struct Link {
+    ns: String,
+    outside: String,
+    forward: Vec<String>,
+    host: Ipv4Addr,
+    addr: Ipv4Addr,
+}
+
 /// Starts agents in network namespaces of this machine.
 pub struct NetnsLauncher {
     berth: PathBuf,
@@ -110,45 +119,11 @@ impl NetnsLauncher {
         Err("no free address for the instance's link".into())
     }
 
-    fn state_dir(&self, instance_id: &str) -> PathBuf {
-        self.dir.join(instance_id)
-    }
-
-    async fn undo_network(ns: &str, outside: &str, forward: Option<&[String]>) {
-        if let Some(rule) = forward {
-            let mut args: Vec<&str> = vec!["-t", "nat", "-D"];
-            args.extend(rule.iter().map(String::as_str));
-            let _ = run("iptables", &args).await;
-        }
-        let _ = run("ip", &["link", "del", outside]).await;
-        let _ = run("ip", &["netns", "del", ns]).await;
-    }
-}
-
-fn rand_u16() -> u16 {
-    // Seeded from the clock and the process: addresses only need to differ.
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    (t ^ (t >> 16) ^ std::process::id()) as u16
-}
-
-#[async_trait::async_trait]
-impl Launcher for NetnsLauncher {
-    fn name(&self) -> &'static str {
-        "netns"
-    }
-
-    async fn launch(&self, req: &LaunchRequest) -> Result<(), String> {
-        let (ns, outside, inside) = Self::names(&req.instance_id);
+    /// The namespace and link of an EC2 host: the agent inside reaches
+    /// the server at the host end, forwarded to `to`:`port`.
+    async fn link(&self, instance_id: &str, to: &str, port: &str) -> Result<Link, String> {
+        let (ns, outside, inside) = Self::names(instance_id);
         let (host, addr) = Self::free_link().await?;
-        let dir = self.state_dir(&req.instance_id);
-        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        let port = self.server.1.to_string();
-        let to = match self.server.0 {
-            ip if ip.is_loopback() || ip.is_unspecified() => Ipv4Addr::LOCALHOST.to_string(),
-            ip => ip.to_string(),
-        };
         let forward: Vec<String> = [
             "PREROUTING",
             "-i",
@@ -158,7 +133,7 @@ impl Launcher for NetnsLauncher {
             "-d",
             &host.to_string(),
             "--dport",
-            &port,
+            port,
             "-j",
             "DNAT",
             "--to-destination",
@@ -213,15 +188,81 @@ impl Launcher for NetnsLauncher {
             Self::undo_network(&ns, &outside, Some(&forward)).await;
             return Err(e);
         }
+        Ok(Link {
+            ns,
+            outside,
+            forward,
+            host,
+            addr,
+        })
+    }
+
+    fn state_dir(&self, instance_id: &str) -> PathBuf {
+        self.dir.join(instance_id)
+    }
+
+    async fn undo_network(ns: &str, outside: &str, forward: Option<&[String]>) {
+        if let Some(rule) = forward {
+            let mut args: Vec<&str> = vec!["-t", "nat", "-D"];
+            args.extend(rule.iter().map(String::as_str));
+            let _ = run("iptables", &args).await;
+        }
+        let _ = run("ip", &["link", "del", outside]).await;
+        let _ = run("ip", &["netns", "del", ns]).await;
+    }
+}
+
+fn rand_u16() -> u16 {
+    // Seeded from the clock and the process: addresses only need to differ.
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    (t ^ (t >> 16) ^ std::process::id()) as u16
+}
+
+#[async_trait::async_trait]
+impl Launcher for NetnsLauncher {
+    fn name(&self) -> &'static str {
+        "netns"
+    }
+
+    async fn launch(&self, req: &LaunchRequest) -> Result<(), String> {
+        let dir = self.state_dir(&req.instance_id);
+        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let port = self.server.1.to_string();
+        let to = match self.server.0 {
+            ip if ip.is_loopback() || ip.is_unspecified() => Ipv4Addr::LOCALHOST.to_string(),
+            ip => ip.to_string(),
+        };
         let scheme = if self.https { "https" } else { "http" };
-        let server = format!("{scheme}://{host}:{port}");
+        // A Fargate pool host runs in this machine's own namespace: its
+        // tasks' awsvpc plumbing (bridges, their sysctls, iptables) must
+        // see what the engine sees, which an agent in a namespace of its
+        // own does not. It is a host of its own in every other way.
+        let (net, server) = if req.fargate {
+            (None, format!("{scheme}://{to}:{port}"))
+        } else {
+            let net = self.link(&req.instance_id, &to, &port).await?;
+            let server = format!("{scheme}://{}:{port}", net.host);
+            (Some(net), server)
+        };
         let log =
             std::fs::File::create(dir.join("agent.log")).map_err(|e| format!("agent.log: {e}"))?;
         let err = log.try_clone().map_err(|e| e.to_string())?;
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &ns])
-            .arg(&self.berth)
-            .args(["agent", "--server", &server, "--cluster", &req.cluster])
+        let mut cmd = match &net {
+            Some(n) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", &n.ns]).arg(&self.berth);
+                c
+            }
+            None => Command::new(&self.berth),
+        };
+        cmd.args(["agent", "--server", &server])
+            .args(if req.fargate {
+                ["--capacity", "fargate"]
+            } else {
+                ["--cluster", req.cluster.as_str()]
+            })
             .arg("--data-dir")
             .arg(dir.join("agent"))
             .args(["--instance-id", &req.instance_id])
@@ -241,16 +282,21 @@ impl Launcher for NetnsLauncher {
         let child = match cmd.spawn() {
             Ok(c) => c,
             Err(e) => {
-                Self::undo_network(&ns, &outside, Some(&forward)).await;
+                if let Some(n) = &net {
+                    Self::undo_network(&n.ns, &n.outside, Some(&n.forward)).await;
+                }
                 return Err(format!("cannot start the agent: {e}"));
             }
         };
         // What was set up, kept with it so that terminate (from this server
         // or the next leader) can undo it.
-        let record = serde_json::json!({
-            "ns": ns, "outside": outside, "forward": forward,
-            "pid": child.id(), "host": host.to_string(), "address": addr.to_string(),
-        });
+        let record = match &net {
+            Some(n) => serde_json::json!({
+                "ns": n.ns, "outside": n.outside, "forward": n.forward,
+                "pid": child.id(), "host": n.host.to_string(), "address": n.addr.to_string(),
+            }),
+            None => serde_json::json!({ "pid": child.id() }),
+        };
         std::fs::write(dir.join("launch.json"), record.to_string())
             .map_err(|e| format!("launch.json: {e}"))?;
         // Reap it when it exits, so it does not linger as a zombie.
@@ -258,7 +304,14 @@ impl Launcher for NetnsLauncher {
             let mut child = child;
             let _ = child.wait().await;
         });
-        tracing::info!(instance = %req.instance_id, %ns, %addr, "launched a host in a network namespace");
+        match &net {
+            Some(n) => {
+                tracing::info!(instance = %req.instance_id, ns = %n.ns, addr = %n.addr, "launched a host in a network namespace")
+            }
+            None => {
+                tracing::info!(instance = %req.instance_id, "launched a Fargate pool host on this machine")
+            }
+        }
         Ok(())
     }
 
@@ -297,12 +350,14 @@ impl Launcher for NetnsLauncher {
                 .filter_map(|v| v.as_str().map(str::to_string))
                 .collect()
         });
-        Self::undo_network(
-            rec["ns"].as_str().unwrap_or_default(),
-            rec["outside"].as_str().unwrap_or_default(),
-            forward.as_deref(),
-        )
-        .await;
+        if let Some(ns) = rec["ns"].as_str() {
+            Self::undo_network(
+                ns,
+                rec["outside"].as_str().unwrap_or_default(),
+                forward.as_deref(),
+            )
+            .await;
+        }
         let _ = std::fs::remove_dir_all(&dir);
         tracing::info!(instance = %instance_id, "terminated a host in a network namespace");
         Ok(())
@@ -389,6 +444,10 @@ impl Launcher for ExecLauncher {
                 ("BERTH_GROUP", req.group.clone()),
                 ("BERTH_INSTANCE_ID", req.instance_id.clone()),
                 ("BERTH_CLUSTER", req.cluster.clone()),
+                (
+                    "BERTH_CAPACITY",
+                    if req.fargate { "fargate" } else { "ec2" }.to_string(),
+                ),
                 ("BERTH_REGION", req.region.clone()),
                 ("BERTH_AVAILABILITY_ZONE", req.zone.clone()),
                 ("BERTH_JOIN_TOKEN", req.join_token.clone()),
@@ -441,6 +500,7 @@ mod tests {
             group: "g".into(),
             instance_id: "i-0123456789abcdef0".into(),
             cluster: "c".into(),
+            fargate: false,
             zone: "local-1a".into(),
             region: "us-east-1".into(),
             join_token: "tok".into(),
