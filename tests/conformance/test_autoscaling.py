@@ -20,8 +20,11 @@ DIM = "ecs:service:DesiredCount"
 
 @pytest.fixture(scope="module")
 def scl(tmp_path_factory):
+    # No warm awsvpc addresses: this module runs beside the others in CI
+    # (scripts/test.sh), and two servers would claim the same subnet
+    # addresses on this machine's one engine.
     c = Cluster(str(tmp_path_factory.mktemp("scaling")), "scaling", [[]],
-                agent_extra=["--stats-interval", "2"]).start()
+                agent_extra=["--stats-interval", "2"], extra_env={"BERTH_WARM_ADDRESSES": "0"}).start()
     yield c
     c.stop()
 
