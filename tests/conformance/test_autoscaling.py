@@ -179,10 +179,30 @@ def test_targets_policies_and_their_errors(scl, name):
         (aas.delete_scaling_policy, dict(**key, PolicyName="none"), "ObjectNotFoundException",
          "No scaling policy found"),
     ]
+    high = dict(**key, PolicyName="hi", PolicyType="TargetTrackingScaling",
+                TargetTrackingScalingPolicyConfiguration={"TargetValue": 50.0, "PredefinedMetricSpecification": {
+                    "PredefinedMetricType": "ECSServiceAverageCPUUtilizationHighResolution"}})
+    cases.append((aas.put_scaling_policy, high, "ValidationException", "20-second resolution"))
     for call, kw, code, words in cases:
         got = error_of(call, **kw)
         assert got[1] == code and words in got[2], (kw, got)
     assert aas.describe_scaling_policies(ServiceNamespace=SERVICE_NS, ResourceId=resource)["ScalingPolicies"] == []
+    # The service's monitoring configuration: checked, then the
+    # high-resolution metric can be tracked.
+    for bad, words in (([{"metricNames": ["DiskUtilization"], "resolutionSeconds": 20}], "DiskUtilization"),
+                       ([{"metricNames": ["CPUUtilization"], "resolutionSeconds": 30}], "20 or 60"),
+                       ([{"metricNames": ["CPUUtilization"], "resolutionSeconds": 20},
+                         {"metricNames": ["CPUUtilization"], "resolutionSeconds": 60}], "more than once")):
+        got = error_of(scl.ecs.update_service, cluster=scl.name, service=name,
+                       monitoring={"metricConfigurations": bad})
+        assert got[1] == "InvalidParameterException" and words in got[2], got
+    monitoring = {"metricConfigurations": [{"metricNames": ["CPUUtilization"], "resolutionSeconds": 20}]}
+    scl.ecs.update_service(cluster=scl.name, service=name, monitoring=monitoring)
+    aas.put_scaling_policy(**high)
+    listed = scl.ecs.list_service_deployments(cluster=scl.name, service=name)["serviceDeployments"]
+    rev = scl.ecs.describe_service_revisions(serviceRevisionArns=[listed[0]["targetServiceRevisionArn"]])
+    assert rev["serviceRevisions"][0]["monitoring"] == monitoring
+    aas.delete_scaling_policy(**key, PolicyName="hi")
     # The aws CLI reads the same.
     out = aws_cli(scl.server, "application-autoscaling", "describe-scalable-targets",
                   "--service-namespace", "ecs", "--resource-ids", resource)

@@ -302,6 +302,45 @@ fn tracking_alarm(
 /// gets (or keeps) its AlarmHigh and, unless scale-in is disabled, its
 /// AlarmLow. `tracking_period` is the period the metrics Berth publishes
 /// itself are watched at (60 as AWS; Berth defaults to 10).
+/// A high-resolution predefined metric is there only when the service's
+/// `monitoring` collects it at 20 seconds, as ECS requires.
+async fn high_resolution_collected(
+    ctl: &Control,
+    scope: &Scope,
+    resource: &str,
+    input: &w::PutScalingPolicyRequest,
+) -> Result<()> {
+    let Some(t) = input
+        .target_tracking_scaling_policy_configuration
+        .as_ref()
+        .and_then(|c| c.predefined_metric_specification.as_ref())
+        .and_then(|p| p.predefined_metric_type.as_deref())
+    else {
+        return Ok(());
+    };
+    let metric = match t {
+        "ECSServiceAverageCPUUtilizationHighResolution" => "CPUUtilization",
+        "ECSServiceAverageMemoryUtilizationHighResolution" => "MemoryUtilization",
+        _ => return Ok(()),
+    };
+    let Some(("service", rest)) = resource.split_once('/') else {
+        return Ok(());
+    };
+    let Some((cluster, service)) = rest.split_once('/') else {
+        return Ok(());
+    };
+    let svc =
+        typed::get::<berth_domain::service::Service>(&*ctl.store, &scope.service(cluster, service))
+            .await?;
+    if svc.is_some_and(|s| s.value.resolution(metric) == 20) {
+        return Ok(());
+    }
+    Err(AasError::validation(format!(
+        "The predefined metric type {t} needs {metric} collected at 20-second resolution: set the service's monitoring configuration (metricConfigurations with metricNames [{metric}] and resolutionSeconds 20) with UpdateService first."
+    ))
+    .into())
+}
+
 pub async fn put_policy(
     ctl: &Control,
     scope: &Scope,
@@ -315,6 +354,7 @@ pub async fn put_policy(
     )?;
     registered(ctl, scope, &resource).await?;
     let (kind, watched) = rules::check_policy(input)?;
+    high_resolution_collected(ctl, scope, &resource, input).await?;
     let name = input.policy_name.clone().unwrap_or_default();
     let key = keys::policy(scope, &resource, &name);
     let existing = typed::get::<PolicyRecord>(&*ctl.store, &key).await?;

@@ -152,6 +152,10 @@ pub struct Service {
     pub task_definition_arn: String,
     pub rolling: Rolling,
     pub circuit_breaker: Option<CircuitBreaker>,
+    /// The resolution of its CPUUtilization and MemoryUtilization metrics
+    /// (`monitoring`), as given.
+    #[serde(default)]
+    pub monitoring: Option<w::MonitoringConfiguration>,
     #[serde(default)]
     pub placement_constraints: Vec<w::PlacementConstraint>,
     #[serde(default)]
@@ -209,7 +213,61 @@ pub struct CircuitBreaker {
     pub rollback: bool,
 }
 
+/// A service's `monitoring`: at most five metric configurations, each of
+/// CPUUtilization and/or MemoryUtilization at 20 or 60 seconds, no metric
+/// named twice.
+pub fn check_monitoring(m: &w::MonitoringConfiguration) -> Result<(), EcsError> {
+    let configs = m.metric_configurations.as_deref().unwrap_or_default();
+    if configs.len() > 5 {
+        return Err(EcsError::invalid(
+            "monitoring.metricConfigurations: at most 5 metric configurations.",
+        ));
+    }
+    let mut seen = std::collections::HashSet::new();
+    for c in configs {
+        let names = c.metric_names.as_deref().unwrap_or_default();
+        if names.is_empty() {
+            return Err(EcsError::invalid(
+                "monitoring.metricConfigurations.metricNames must name at least one metric.",
+            ));
+        }
+        for n in names {
+            if !matches!(n.as_str(), "CPUUtilization" | "MemoryUtilization") {
+                return Err(EcsError::invalid(format!(
+                    "monitoring.metricConfigurations.metricNames: {n} is not supported; use CPUUtilization or MemoryUtilization."
+                )));
+            }
+            if !seen.insert(n.clone()) {
+                return Err(EcsError::invalid(format!(
+                    "monitoring.metricConfigurations: {n} is configured more than once."
+                )));
+            }
+        }
+        match c.resolution_seconds {
+            Some(20 | 60) => {}
+            other => {
+                return Err(EcsError::invalid(format!(
+                    "monitoring.metricConfigurations.resolutionSeconds must be 20 or 60; got {}.",
+                    other.map_or("none".into(), |r| r.to_string())
+                )))
+            }
+        }
+    }
+    Ok(())
+}
+
 impl Service {
+    /// The resolution, in seconds, its `monitoring` asks for `metric`
+    /// (ECS's default: 60).
+    pub fn resolution(&self, metric: &str) -> i32 {
+        self.monitoring
+            .iter()
+            .flat_map(|m| m.metric_configurations.iter().flatten())
+            .find(|c| c.metric_names.iter().flatten().any(|n| n == metric))
+            .and_then(|c| c.resolution_seconds)
+            .unwrap_or(60)
+    }
+
     /// ECS shows either the launch type or the strategy a service was given.
     fn shown_launch_type(&self) -> Option<String> {
         self.capacity_provider_strategy
@@ -431,6 +489,7 @@ impl Service {
                 deployment_circuit_breaker: Some(w::DeploymentCircuitBreaker {
                     enable: Some(self.circuit_breaker.is_some()),
                     rollback: Some(self.circuit_breaker.is_some_and(|c| c.rollback)),
+                    ..Default::default()
                 }),
                 strategy: Some("ROLLING".into()),
                 ..Default::default()

@@ -268,6 +268,10 @@ pub async fn create_service(
         !req.load_balancers.as_deref().unwrap_or_default().is_empty(),
     )
     .await?;
+    if let Some(m) = &req.monitoring {
+        service::check_monitoring(m)?;
+    }
+    let monitoring = req.monitoring.clone();
     let at = st.now();
     let svc = Service {
         name: name.clone(),
@@ -280,6 +284,7 @@ pub async fn create_service(
         task_definition_arn: td.clone(),
         rolling,
         circuit_breaker: breaker,
+        monitoring,
         placement_constraints: constraints,
         placement_strategy: strategy,
         health_check_grace_period_seconds: grace,
@@ -374,6 +379,10 @@ pub async fn update_service(
                 .ok_or(EcsError::ServiceNotFound)?;
             let mut svc = found.active()?;
             let before = svc.clone();
+            if let Some(m) = &req.monitoring {
+                service::check_monitoring(m)?;
+                svc.monitoring = Some(m.clone());
+            }
             if let Some(n) = req.desired_count {
                 if svc.scheduling == Scheduling::Daemon {
                     daemon_rules(Some(n), None)?;
@@ -791,6 +800,7 @@ pub async fn describe_service_revisions(
                 // CreateService refuses serviceRegistries (no Cloud Map),
                 // so no revision has any.
                 service_registries: Some(vec![]),
+                monitoring: s.monitoring.clone(),
                 ..Default::default()
             })
         })

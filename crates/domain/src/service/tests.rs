@@ -15,6 +15,7 @@ fn service(desired: u32) -> Service {
         task_definition_arn: "td:1".into(),
         rolling: Rolling::with_defaults(Scheduling::Replica, None, None).expect("defaults"),
         circuit_breaker: None,
+        monitoring: None,
         placement_constraints: vec![],
         placement_strategy: vec![],
         health_check_grace_period_seconds: 0,
@@ -383,6 +384,7 @@ fn deployment_configuration_keeps_what_an_update_leaves_out() {
             deployment_circuit_breaker: Some(w::DeploymentCircuitBreaker {
                 enable: Some(true),
                 rollback: Some(true),
+                ..Default::default()
             }),
             ..Default::default()
         }),
@@ -607,4 +609,42 @@ fn each_deployment_keeps_the_load_balancers_it_began_with() {
     s.deploy("arn:td:3", 20.0, 3);
     assert_eq!(s.deployments[1].load_balancers, vec![lb]);
     assert!(s.deployments[0].load_balancers.is_empty());
+}
+
+#[test]
+fn monitoring_configurations_are_checked_as_ecs_checks_them() {
+    let m = |configs: Vec<(Vec<&str>, Option<i32>)>| w::MonitoringConfiguration {
+        metric_configurations: Some(
+            configs
+                .into_iter()
+                .map(|(names, r)| w::MetricConfiguration {
+                    metric_names: Some(names.into_iter().map(String::from).collect()),
+                    resolution_seconds: r,
+                })
+                .collect(),
+        ),
+    };
+    assert!(check_monitoring(&m(vec![(
+        vec!["CPUUtilization", "MemoryUtilization"],
+        Some(20)
+    )]))
+    .is_ok());
+    assert!(check_monitoring(&m(vec![(vec!["CPUUtilization"], Some(30))])).is_err());
+    assert!(check_monitoring(&m(vec![(vec![], Some(20))])).is_err());
+    assert!(check_monitoring(&m(vec![(vec!["GPUUtilization"], Some(20))])).is_err());
+    assert!(check_monitoring(&m(vec![
+        (vec!["CPUUtilization"], Some(20)),
+        (vec!["CPUUtilization"], Some(60))
+    ]))
+    .is_err());
+    let mut s = service(1);
+    assert_eq!(s.resolution("CPUUtilization"), 60);
+    s.monitoring = Some(m(vec![(vec!["CPUUtilization"], Some(20))]));
+    assert_eq!(
+        (
+            s.resolution("CPUUtilization"),
+            s.resolution("MemoryUtilization")
+        ),
+        (20, 60)
+    );
 }
