@@ -268,6 +268,8 @@ def test_capacity_providers_over_groups_are_checked_recorded_and_guarded(netns_s
     assert "instance protection from scale in" in error_of(
         ecs.create_capacity_provider, name=name, autoScalingGroupProvider={
             "autoScalingGroupArn": open_arn, "managedTerminationProtection": "ENABLED"})[2]
+    assert "only for capacity providers of ECS Managed Instances" in error_of(
+        ecs.create_capacity_provider, name=name, cluster="x", autoScalingGroupProvider={"autoScalingGroupArn": arn})[2]
     assert "does not exist" in error_of(ecs.create_capacity_provider, name=name, autoScalingGroupProvider={
         "autoScalingGroupArn": arn.replace(name, name + "-nope")})[2]
     p = ecs.create_capacity_provider(name=name, autoScalingGroupProvider={

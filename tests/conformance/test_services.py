@@ -85,6 +85,20 @@ def test_bad_input_gets_ecs_errors_and_changes_nothing(cl):
     code, msg = error_of(ecs.create_service, cluster=cl.name, serviceName="a", taskDefinition=td, desiredCount=1,
                          deploymentConfiguration={"maximumPercent": 90, "minimumHealthyPercent": 100})
     assert code == "InvalidParameterException" and "maximumPercent" in msg
+    # What Berth does not have is refused, never accepted and ignored.
+    for extra, code, words in (
+            ({"platformVersion": "1.4.0"}, "InvalidParameterException", "platform version must be null"),
+            ({"availabilityZoneRebalancing": "ENABLED"}, "UnsupportedFeatureException", "availabilityZoneRebalancing"),
+            ({"volumeConfigurations": [{"name": "v", "managedEBSVolume": {"roleArn": "arn:aws:iam::000000000000:role/r"}}]},
+             "UnsupportedFeatureException", "volumeConfigurations"),
+            ({"deploymentConfiguration": {"deploymentCircuitBreaker": {
+                "enable": True, "rollback": True, "resetOnHealthyTask": True}}},
+             "UnsupportedFeatureException", "resetOnHealthyTask")):
+        got = error_of(ecs.create_service, cluster=cl.name, serviceName="a", taskDefinition=td, desiredCount=1, **extra)
+        assert got[0] == code and words in got[1], (extra, got)
+    got = error_of(ecs.run_task, cluster=cl.name, taskDefinition=td, platformVersion="LATEST")
+    assert got[0] == "InvalidParameterException" and "platform version must be null" in got[1]
+    assert "a" not in [x.rsplit("/", 1)[1] for x in ecs.list_services(cluster=cl.name)["serviceArns"]]
     # A name in use.
     ecs.create_service(cluster=cl.name, serviceName="dup", taskDefinition=td, desiredCount=0)
     code, msg = error_of(ecs.create_service, cluster=cl.name, serviceName="dup", taskDefinition=td, desiredCount=0)

@@ -91,6 +91,12 @@ pub async fn create(
         )
         .into());
     }
+    if req.cluster.is_some() {
+        return Err(EcsError::invalid(
+            "cluster is only for capacity providers of ECS Managed Instances; an Auto Scaling group provider is associated with clusters by PutClusterCapacityProviders.",
+        )
+        .into());
+    }
     let given = req
         .auto_scaling_group_provider
         .as_ref()

@@ -1273,6 +1273,18 @@ pub fn deployment_configuration(
                 )));
             }
         }
+        if g.early_success_criteria.is_some() {
+            return Err(EcsError::UnsupportedFeature(
+                "deploymentConfiguration.earlySuccessCriteria: Berth's rolling deployments complete when every task is healthy.".into(),
+            ));
+        }
+        if g.deployment_circuit_breaker.as_ref().is_some_and(|cb| {
+            cb.threshold_configuration.is_some() || cb.reset_on_healthy_task.is_some()
+        }) {
+            return Err(EcsError::UnsupportedFeature(
+                "deploymentConfiguration.deploymentCircuitBreaker: Berth's circuit breaker uses ECS's default threshold (half the desired count, between 3 and 200 failed tasks); thresholdConfiguration and resetOnHealthyTask are not supported.".into(),
+            ));
+        }
         if g.alarms.as_ref().is_some_and(|a| a.enable == Some(true)) {
             return Err(EcsError::UnsupportedFeature(
                 "deploymentConfiguration.alarms: Berth has no CloudWatch alarms to watch.".into(),

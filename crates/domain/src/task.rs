@@ -224,6 +224,25 @@ pub struct Deactivation {
 
 /// What DescribeTasks says a Fargate task runs on (LATEST on Linux).
 pub const FARGATE_PLATFORM_VERSION: &str = "1.4.0";
+
+/// A `platformVersion` as RunTask, CreateService and UpdateService take
+/// it: only for FARGATE, and only Berth's one version (or LATEST).
+pub fn check_platform_version(given: Option<&str>, launch_type: &str) -> Result<(), EcsError> {
+    let Some(v) = given else {
+        return Ok(());
+    };
+    if launch_type != "FARGATE" {
+        return Err(EcsError::invalid(format!(
+            "The platform version must be null when specifying an {launch_type} launch type."
+        )));
+    }
+    if v != "LATEST" && v != FARGATE_PLATFORM_VERSION {
+        return Err(EcsError::invalid(format!(
+            "platformVersion {v}: Berth's Fargate runs platform version {FARGATE_PLATFORM_VERSION} (LATEST) only."
+        )));
+    }
+    Ok(())
+}
 /// GiB of ephemeral storage a Fargate task has unless it asks for more.
 pub const FARGATE_DEFAULT_EPHEMERAL_GIB: i32 = 20;
 

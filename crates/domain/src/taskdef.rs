@@ -128,6 +128,12 @@ pub fn prepare(
             "Invalid family '{family}'. Up to 255 letters (uppercase and lowercase), numbers, hyphens, and underscores are allowed."
         )));
     }
+    if req.trusted_execution_configuration.is_some() {
+        return Err(EcsError::UnsupportedFeature(
+            "trustedExecutionConfiguration: Berth's hosts offer no trusted execution environments."
+                .into(),
+        ));
+    }
     let containers = req.container_definitions.clone().unwrap_or_default();
     if containers.is_empty() {
         return Err(client("Container list cannot be empty."));
@@ -922,6 +928,15 @@ mod tests {
         prepare(&req(v), FARGATE_MAX_STOP_TIMEOUT)
             .expect_err("must be rejected")
             .to_string()
+    }
+
+    #[test]
+    fn trusted_execution_is_refused_not_ignored() {
+        let e = err(
+            json!({"family":"f","containerDefinitions":[{"name":"a","image":"i","memory":64}],
+            "trustedExecutionConfiguration":{}}),
+        );
+        assert!(e.contains("trustedExecutionConfiguration"), "{e}");
     }
 
     #[test]

@@ -470,6 +470,18 @@ pub async fn update_capacity_provider(
     req: w::UpdateCapacityProviderRequest,
 ) -> Result<w::UpdateCapacityProviderResponse, ApiError> {
     let name = provider_name(&ctx.scope, req.name.as_deref())?;
+    if req.managed_instances_provider.is_some() {
+        return Err(EcsError::UnsupportedFeature(
+            "managedInstancesProvider: Berth has no ECS Managed Instances; use autoScalingGroupProvider.".into(),
+        )
+        .into());
+    }
+    if req.cluster.is_some() {
+        return Err(EcsError::invalid(
+            "cluster is only for capacity providers of ECS Managed Instances; an Auto Scaling group provider is associated with clusters by PutClusterCapacityProviders.",
+        )
+        .into());
+    }
     let given = req
         .auto_scaling_group_provider
         .clone()

@@ -92,22 +92,30 @@ fn scheduling(given: Option<&str>) -> Result<Scheduling, EcsError> {
 
 /// What Berth cannot do for a service yet, refused by name rather than
 /// accepted and ignored.
-fn unsupported_parts(
-    registries: Option<&[w::ServiceRegistry]>,
-    connect: Option<&w::ServiceConnectConfiguration>,
-    controller: Option<&w::DeploymentController>,
-) -> Result<(), EcsError> {
-    if registries.is_some_and(|r| !r.is_empty()) {
+/// What CreateService and UpdateService may ask for that Berth does not
+/// have: refused, never stored and ignored.
+struct Asked<'a> {
+    registries: Option<&'a [w::ServiceRegistry]>,
+    connect: Option<&'a w::ServiceConnectConfiguration>,
+    controller: Option<&'a w::DeploymentController>,
+    gateways: bool,
+    lattice: bool,
+    volumes: bool,
+    rebalancing: Option<&'a str>,
+}
+
+fn unsupported_parts(a: Asked<'_>) -> Result<(), EcsError> {
+    if a.registries.is_some_and(|r| !r.is_empty()) {
         return Err(EcsError::UnsupportedFeature(
             "serviceRegistries: Berth has no Cloud Map service discovery.".into(),
         ));
     }
-    if connect.is_some_and(|c| c.enabled == Some(true)) {
+    if a.connect.is_some_and(|c| c.enabled == Some(true)) {
         return Err(EcsError::UnsupportedFeature(
             "serviceConnectConfiguration: Berth has no Service Connect.".into(),
         ));
     }
-    if let Some(t) = controller.and_then(|c| c.r#type.as_deref()) {
+    if let Some(t) = a.controller.and_then(|c| c.r#type.as_deref()) {
         berth_domain::one_of(
             t,
             &["ECS", "CODE_DEPLOY", "EXTERNAL"],
@@ -117,6 +125,29 @@ fn unsupported_parts(
             return Err(EcsError::UnsupportedFeature(format!(
                 "deploymentController.type {t}: Berth runs the ECS deployment controller only."
             )));
+        }
+    }
+    for (asked, what) in [
+        (a.gateways, "gatewayConnectors: Berth has no ECS gateways."),
+        (
+            a.lattice,
+            "vpcLatticeConfigurations: Berth has no VPC Lattice.",
+        ),
+        (
+            a.volumes,
+            "volumeConfigurations: Berth has no Amazon EBS volumes to attach to tasks.",
+        ),
+    ] {
+        if asked {
+            return Err(EcsError::UnsupportedFeature(what.into()));
+        }
+    }
+    if let Some(r) = a.rebalancing {
+        berth_domain::one_of(r, &["ENABLED", "DISABLED"], "availabilityZoneRebalancing")?;
+        if r == "ENABLED" {
+            return Err(EcsError::UnsupportedFeature(
+                "availabilityZoneRebalancing ENABLED: Berth spreads a service's tasks over zones when it places them but does not move running tasks to rebalance; use DISABLED.".into(),
+            ));
         }
     }
     Ok(())
@@ -192,11 +223,24 @@ pub async fn create_service(
     let (cluster, record) = active_cluster(st, scope, req.cluster.as_deref()).await?;
     let name = service::validate_name(req.service_name.as_deref())?.to_string();
     let sched = scheduling(req.scheduling_strategy.as_deref())?;
-    unsupported_parts(
-        req.service_registries.as_deref(),
-        req.service_connect_configuration.as_ref(),
-        req.deployment_controller.as_ref(),
-    )?;
+    unsupported_parts(Asked {
+        registries: req.service_registries.as_deref(),
+        connect: req.service_connect_configuration.as_ref(),
+        controller: req.deployment_controller.as_ref(),
+        gateways: req
+            .gateway_connectors
+            .as_ref()
+            .is_some_and(|g| !g.is_empty()),
+        lattice: req
+            .vpc_lattice_configurations
+            .as_ref()
+            .is_some_and(|l| !l.is_empty()),
+        volumes: req
+            .volume_configurations
+            .as_ref()
+            .is_some_and(|v| !v.is_empty()),
+        rebalancing: req.availability_zone_rebalancing.as_deref(),
+    })?;
     let desired = match sched {
         Scheduling::Daemon => {
             daemon_rules(req.desired_count, req.placement_strategy.as_deref())?;
@@ -236,6 +280,10 @@ pub async fn create_service(
         req.capacity_provider_strategy.as_deref(),
         &record.value.capacity_providers,
         &default_strategy,
+    )?;
+    berth_domain::task::check_platform_version(
+        req.platform_version.as_deref(),
+        &capacity.launch_type,
     )?;
     let grace = service::validate_grace_period(req.health_check_grace_period_seconds.unwrap_or(0))?;
     let (rolling, breaker) =
@@ -354,11 +402,24 @@ pub async fn update_service(
 ) -> Result<w::UpdateServiceResponse, ApiError> {
     let scope = &ctx.scope;
     let (cluster, record) = active_cluster(st, scope, req.cluster.as_deref()).await?;
-    unsupported_parts(
-        req.service_registries.as_deref(),
-        req.service_connect_configuration.as_ref(),
-        req.deployment_controller.as_ref(),
-    )?;
+    unsupported_parts(Asked {
+        registries: req.service_registries.as_deref(),
+        connect: req.service_connect_configuration.as_ref(),
+        controller: req.deployment_controller.as_ref(),
+        gateways: req
+            .gateway_connectors
+            .as_ref()
+            .is_some_and(|g| !g.is_empty()),
+        lattice: req
+            .vpc_lattice_configurations
+            .as_ref()
+            .is_some_and(|l| !l.is_empty()),
+        volumes: req
+            .volume_configurations
+            .as_ref()
+            .is_some_and(|v| !v.is_empty()),
+        rebalancing: req.availability_zone_rebalancing.as_deref(),
+    })?;
     // A new strategy moves the service onto those providers (FARGATE).
     let new_capacity = match req.capacity_provider_strategy.as_deref() {
         Some(s) if !s.is_empty() => Some(launch_type(
@@ -446,6 +507,10 @@ pub async fn update_service(
                 svc.launch_type = c.launch_type.clone();
                 svc.capacity_provider_strategy = c.strategy.clone();
             }
+            berth_domain::task::check_platform_version(
+                req.platform_version.as_deref(),
+                &svc.launch_type,
+            )?;
             let td = match req.task_definition.as_deref() {
                 Some(given) => Some(given),
                 None if req.placement_constraints.is_some()

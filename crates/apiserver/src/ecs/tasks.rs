@@ -55,6 +55,10 @@ pub async fn run_task(
         &record.value.capacity_providers,
         &record.value.default_strategy,
     )?;
+    berth_domain::task::check_platform_version(
+        req.platform_version.as_deref(),
+        &capacity.launch_type,
+    )?;
     if let Some(t) = &req.client_token {
         if t.is_empty() || t.len() > 64 {
             return Err(EcsError::invalid("clientToken must be 1 to 64 characters.").into());
