@@ -443,11 +443,26 @@ pub async fn update_group(
     ctl: &Control,
     scope: &Scope,
     name: &str,
+    change: impl FnMut(&mut GroupRecord) -> Result<()>,
+) -> Result<GroupRecord> {
+    group(ctl, scope, name).await?;
+    change_group(ctl, scope, name, change).await
+}
+
+/// Changes any group record, the Fargate pool's hidden one included, by
+/// compare-and-swap with `change`.
+pub(crate) async fn change_group(
+    ctl: &Control,
+    scope: &Scope,
+    name: &str,
     mut change: impl FnMut(&mut GroupRecord) -> Result<()>,
 ) -> Result<GroupRecord> {
     let key = keys::group(scope, name);
     for _ in 0..RETRIES {
-        let g = group(ctl, scope, name).await?;
+        let g = typed::get::<GroupRecord>(&*ctl.store, &key)
+            .await?
+            .filter(|g| !g.value.deleting)
+            .ok_or_else(|| AsgError::no_group(name))?;
         let mut next = g.value.clone();
         change(&mut next)?;
         if next == g.value {

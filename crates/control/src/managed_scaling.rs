@@ -68,12 +68,7 @@ pub async fn reconcile(
         return Ok((!waiting.is_empty()).then_some(every));
     }
     let busy = busy_instances(st, scope, cluster).await?;
-    let registered: HashMap<String, ContainerInstance> =
-        typed::list::<ContainerInstance>(&*st.store, &scope.instances_of(cluster))
-            .await?
-            .into_iter()
-            .map(|(_, v)| (v.value.ec2_instance_id.clone(), v.value))
-            .collect();
+    let registered = by_ec2(st, scope, cluster).await?;
     let now = st.now();
     let mut data = vec![];
     let mut next = every;
@@ -236,34 +231,15 @@ async fn provider_round(
             "the capacity provider {} of cluster {cluster} (managed scaling) found a CapacityProviderReservation of {value:.0} against its target of {target} and changed the desired capacity from {} to {d}",
             p.name, g.desired
         );
-        crate::groups::update_group(st, scope, &p.group, |g| {
-            crate::groups::set_desired(g, d, why.clone());
-            Ok(())
-        })
-        .await
-        .map_err(crate::groups::GroupFailure::into_control)?;
+        set_group_desired(st, scope, &p.group, d, why).await?;
     }
     if p.managed_termination_protection() {
         // ECS protects the instances running tasks and unprotects the
         // empty ones, so that scale-in takes only empty ones.
-        let mut ops = vec![];
-        for (i, protected) in &counted {
-            if i.value.lifecycle != state::IN_SERVICE {
-                continue;
-            }
-            let want = registered
-                .get(&i.value.id)
-                .is_some_and(|ci| busy.contains(&ci.id));
-            if want != *protected {
-                ops.push(typed::put(
-                    &akeys::protection(scope, &p.group, &i.value.id),
-                    &want,
-                ));
-            }
-        }
-        if !ops.is_empty() {
-            st.store.txn(Txn::when(vec![], ops)).await?;
-        }
+        protect_busy(st, scope, &p.group, &counted, |ec2| {
+            registered.get(ec2).is_some_and(|ci| busy.contains(&ci.id))
+        })
+        .await?;
     }
     Ok(Some((value, due)))
 }
@@ -309,12 +285,7 @@ pub async fn pool(
         .await
         .map_err(crate::groups::GroupFailure::into_control)?;
     let counted: Vec<_> = list.iter().filter(|(i, _)| i.value.counted()).collect();
-    let hosts: HashMap<String, ContainerInstance> =
-        typed::list::<ContainerInstance>(&*st.store, &scope.instances_of(FARGATE_POOL))
-            .await?
-            .into_iter()
-            .map(|(_, v)| (v.value.ec2_instance_id.clone(), v.value))
-            .collect();
+    let hosts = by_ec2(st, scope, FARGATE_POOL).await?;
     let occupancy = crate::placement::Occupancy::load_pool(st, scope).await?;
     let busy = |ec2: &str| {
         hosts
@@ -345,17 +316,12 @@ pub async fn pool(
     zones.sort();
     zones.dedup();
     if !zones.is_empty() && zones != g.zones {
-        let read = typed::get::<GroupRecord>(&*st.store, &gkey).await?;
-        if let Some(read) = read {
-            let mut next = read.value.clone();
-            next.zones = zones;
-            st.store
-                .txn(Txn::when(
-                    vec![typed::unchanged(&gkey, read.mod_revision)],
-                    vec![typed::put(&gkey, &next)],
-                ))
-                .await?;
-        }
+        crate::groups::change_group(st, scope, POOL_GROUP, |g| {
+            g.zones = zones.clone();
+            Ok(())
+        })
+        .await
+        .map_err(crate::groups::GroupFailure::into_control)?;
         return Ok(Some(Duration::from_millis(100)));
     }
     // Launched hosts with nothing on them in those zones take what waits
@@ -392,44 +358,69 @@ pub async fn pool(
         spare.0.lock().remove(&key);
     }
     if let Some((d, why)) = change {
-        let gkey = &gkey;
-        for _ in 0..8 {
-            let Some(read) = typed::get::<GroupRecord>(&*st.store, gkey).await? else {
-                break;
-            };
-            let mut g = read.value.clone();
-            crate::groups::set_desired(
-                &mut g,
-                d,
-                format!("the Fargate pool grew or shrank: {why}"),
-            );
-            let txn = Txn::when(
-                vec![typed::unchanged(gkey, read.mod_revision)],
-                vec![typed::put(gkey, &g)],
-            );
-            if st.store.txn(txn).await?.succeeded {
-                break;
-            }
-        }
+        let why = format!("the Fargate pool grew or shrank: {why}");
+        set_group_desired(st, scope, POOL_GROUP, d, why).await?;
     }
     // Busy launched hosts are protected, so that a shrink takes idle ones.
-    let mut ops = vec![];
-    for (i, protected) in &counted {
-        if i.value.lifecycle != state::IN_SERVICE {
-            continue;
-        }
-        let want = busy(&i.value.id);
-        if want != *protected {
-            ops.push(typed::put(
-                &akeys::protection(scope, POOL_GROUP, &i.value.id),
-                &want,
-            ));
-        }
-    }
+    protect_busy(st, scope, POOL_GROUP, &counted, busy).await?;
+    Ok(Some(next.max(Duration::from_millis(200))))
+}
+
+/// A cluster's (or the pool's) container instances by EC2 instance id.
+async fn by_ec2(
+    st: &Control,
+    scope: &Scope,
+    cluster: &str,
+) -> Result<HashMap<String, ContainerInstance>, ControlError> {
+    Ok(
+        typed::list::<ContainerInstance>(&*st.store, &scope.instances_of(cluster))
+            .await?
+            .into_iter()
+            .map(|(_, v)| (v.value.ec2_instance_id.clone(), v.value))
+            .collect(),
+    )
+}
+
+/// Sets a group's desired capacity, saying why in its next activity.
+async fn set_group_desired(
+    st: &Control,
+    scope: &Scope,
+    group: &str,
+    desired: i32,
+    why: String,
+) -> Result<(), ControlError> {
+    crate::groups::change_group(st, scope, group, |g| {
+        crate::groups::set_desired(g, desired, why.clone());
+        Ok(())
+    })
+    .await
+    .map_err(crate::groups::GroupFailure::into_control)?;
+    Ok(())
+}
+
+/// Protects a group's in-service instances that are busy (by EC2
+/// instance id) from scale-in and unprotects the others, writing only
+/// what changes.
+async fn protect_busy(
+    st: &Control,
+    scope: &Scope,
+    group: &str,
+    counted: &[&(typed::Versioned<berth_domain::asg::InstanceRecord>, bool)],
+    busy: impl Fn(&str) -> bool,
+) -> Result<(), ControlError> {
+    let ops: Vec<_> = counted
+        .iter()
+        .filter(|(i, protected)| {
+            i.value.lifecycle == state::IN_SERVICE && busy(&i.value.id) != *protected
+        })
+        .map(|(i, protected)| {
+            typed::put(&akeys::protection(scope, group, &i.value.id), &!protected)
+        })
+        .collect();
     if !ops.is_empty() {
         st.store.txn(Txn::when(vec![], ops)).await?;
     }
-    Ok(Some(next.max(Duration::from_millis(200))))
+    Ok(())
 }
 
 /// The pool's hidden group: as many hosts as the operator allows, over

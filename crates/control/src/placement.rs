@@ -591,21 +591,26 @@ impl<'a> Placing<'a> {
         };
         let t = launch.task(st.now(), self.cluster, Some(ci), network, provider);
         if let Some(n) = &t.network {
-            let key = scope.subnet_ip(&n.subnet_id, &n.ip);
-            match warm {
-                // The host's warm address: it is the task's now, and the
-                // host's namespace at it becomes the task's.
-                Some((warm_key, rev)) => {
-                    self.compares.push(typed::unchanged(&warm_key, rev));
-                    self.ops.push(Op::delete(warm_key));
-                }
-                None => self.compares.push(typed::unchanged(&key, 0)),
-            }
-            self.ops
-                .push(Op::put(key, scope.task(self.cluster, &t.id).into_bytes()));
+            self.claim(n, warm, &t.id);
         }
         self.ops.extend(write_task(scope, &t));
         Ok(Some(t))
+    }
+
+    /// Claims interface `n`'s address for task `id`: a host's warm address
+    /// (its key and revision) becomes the task's, with the host's
+    /// namespace at it; any other must still be free.
+    fn claim(&mut self, n: &TaskNetwork, warm: Option<(String, i64)>, id: &str) {
+        let key = self.scope.subnet_ip(&n.subnet_id, &n.ip);
+        match warm {
+            Some((warm_key, rev)) => {
+                self.compares.push(typed::unchanged(&warm_key, rev));
+                self.ops.push(Op::delete(warm_key));
+            }
+            None => self.compares.push(typed::unchanged(&key, 0)),
+        }
+        self.ops
+            .push(Op::put(key, self.scope.task(self.cluster, id).into_bytes()));
     }
 
     /// Adds a new task of `launch` that waits in PROVISIONING for
@@ -645,18 +650,7 @@ impl<'a> Placing<'a> {
                 self.fail(arn, "RESOURCE:ENI");
                 return Ok(false);
             };
-            let key = scope.subnet_ip(&network.subnet_id, &network.ip);
-            match warm {
-                Some((warm_key, rev)) => {
-                    self.compares.push(typed::unchanged(&warm_key, rev));
-                    self.ops.push(Op::delete(warm_key));
-                }
-                None => self.compares.push(typed::unchanged(&key, 0)),
-            }
-            self.ops.push(Op::put(
-                key,
-                scope.task(self.cluster, &task.id).into_bytes(),
-            ));
+            self.claim(&network, warm, &task.id);
             task.network = Some(network);
         }
         task.container_instance = ci.id.clone();
@@ -784,38 +778,39 @@ pub fn failure(arn: impl Into<String>, reason: impl Into<String>) -> w::Failure 
     }
 }
 
-/// Places the cluster's tasks waiting in PROVISIONING on their capacity
-/// providers' instances as those join, and records the ones asked to stop
-/// meanwhile as STOPPED. The tasks still waiting afterwards, with what
-/// each reserves and its provider, for managed scaling to count.
-pub async fn place_waiting(
+/// The tasks listed under `prefix` as waiting for capacity and still
+/// wanted, each with its cluster and what it waits as. On the way, a task
+/// asked to stop meanwhile is recorded STOPPED (no agent ever had it), and
+/// an entry whose task is gone or placed is dropped. Entries are `id`
+/// under a cluster, `cluster/id` under the Fargate pool.
+async fn waiting_entries(
     st: &Control,
     scope: &Scope,
-    cluster: &str,
-) -> Result<Vec<(Task, String)>, ControlError> {
-    use berth_domain::capacity::Waiting;
+    prefix: &str,
+    cluster: Option<&str>,
+) -> Result<Vec<(String, typed::Versioned<Task>, capacity::Waiting)>, ControlError> {
     use berth_domain::task::DesiredStatus;
-    let listed = typed::list::<Waiting>(&*st.store, &scope.waiting_tasks_of(cluster)).await?;
-    if listed.is_empty() {
-        return Ok(vec![]);
-    }
-    let mut waiting = vec![];
-    for (key, w) in listed {
-        let id = key.rsplit('/').next().unwrap_or_default();
-        let t = typed::get::<Task>(&*st.store, &scope.task(cluster, id)).await?;
-        match t {
+    let mut out = vec![];
+    for (key, w) in typed::list::<capacity::Waiting>(&*st.store, prefix).await? {
+        let rest = key.strip_prefix(prefix).unwrap_or_default();
+        let (cluster, id) = match cluster {
+            Some(c) => (c, rest),
+            None => match rest.split_once('/') {
+                Some(pair) => pair,
+                None => continue,
+            },
+        };
+        let task_key = scope.task(cluster, id);
+        match typed::get::<Task>(&*st.store, &task_key).await? {
             Some(t) if !t.value.placed() && t.value.desired_status == DesiredStatus::Running => {
-                waiting.push((t, w.value));
+                out.push((cluster.to_string(), t, w.value));
             }
             Some(t) if !t.value.placed() => {
                 let ops = crate::tasks::stop_waiting(scope, &t.value, st.now());
-                let txn = berth_store::Txn::when(
-                    vec![typed::unchanged(&scope.task(cluster, id), t.mod_revision)],
-                    ops,
-                );
+                let txn =
+                    berth_store::Txn::when(vec![typed::unchanged(&task_key, t.mod_revision)], ops);
                 st.store.txn(txn).await?;
             }
-            // Placed already, or gone: the entry is stale.
             _ => {
                 let txn = berth_store::Txn::when(
                     vec![typed::unchanged(&key, w.mod_revision)],
@@ -825,6 +820,24 @@ pub async fn place_waiting(
             }
         }
     }
+    Ok(out)
+}
+
+/// Places the cluster's tasks waiting in PROVISIONING on their capacity
+/// providers' instances as those join, and records the ones asked to stop
+/// meanwhile as STOPPED. The tasks still waiting afterwards, with what
+/// each reserves and its provider, for managed scaling to count.
+pub async fn place_waiting(
+    st: &Control,
+    scope: &Scope,
+    cluster: &str,
+) -> Result<Vec<(Task, String)>, ControlError> {
+    let mut waiting: Vec<(typed::Versioned<Task>, capacity::Waiting)> =
+        waiting_entries(st, scope, &scope.waiting_tasks_of(cluster), Some(cluster))
+            .await?
+            .into_iter()
+            .map(|(_, t, w)| (t, w))
+            .collect();
     if waiting.is_empty() {
         return Ok(vec![]);
     }
@@ -895,37 +908,11 @@ pub async fn place_waiting_in_pool(
     st: &Control,
     scope: &Scope,
 ) -> Result<Vec<(Task, capacity::Waiting)>, ControlError> {
-    use berth_domain::capacity::Waiting;
-    use berth_domain::task::DesiredStatus;
     let prefix = scope.waiting_tasks_of(FARGATE_POOL);
-    let listed = typed::list::<Waiting>(&*st.store, &prefix).await?;
     let mut still = vec![];
-    for (key, w) in listed {
-        let Some((cluster, id)) = key.strip_prefix(&prefix).and_then(|r| r.split_once('/')) else {
-            continue;
-        };
-        let t = typed::get::<Task>(&*st.store, &scope.task(cluster, id)).await?;
-        match t {
-            Some(t) if !t.value.placed() && t.value.desired_status == DesiredStatus::Running => {
-                if !place_in_pool(st, scope, cluster, &t, &w.value).await? {
-                    still.push((t.value, w.value));
-                }
-            }
-            Some(t) if !t.value.placed() => {
-                let ops = crate::tasks::stop_waiting(scope, &t.value, st.now());
-                let txn = berth_store::Txn::when(
-                    vec![typed::unchanged(&scope.task(cluster, id), t.mod_revision)],
-                    ops,
-                );
-                st.store.txn(txn).await?;
-            }
-            _ => {
-                let txn = berth_store::Txn::when(
-                    vec![typed::unchanged(&key, w.mod_revision)],
-                    vec![Op::delete(key.clone())],
-                );
-                st.store.txn(txn).await?;
-            }
+    for (cluster, t, w) in waiting_entries(st, scope, &prefix, None).await? {
+        if !place_in_pool(st, scope, &cluster, &t, &w).await? {
+            still.push((t.value, w));
         }
     }
     Ok(still)
