@@ -95,7 +95,7 @@ async fn get_metric_statistics(
     let r = rules::check_statistics(&input)?;
     let now = st.now() as i64;
     let window = Window {
-        start: r.start,
+        start: berth_domain::cloudwatch::round_start(r.start, r.period, now),
         end: r.end,
         period: r.period,
         resolution: MetricStore::resolution_for(r.period, r.start, now),

@@ -91,7 +91,7 @@ pub async fn series(
     };
     let now = ctl.clock.now() as i64;
     let window = berth_metricstore::Window {
-        start,
+        start: berth_domain::cloudwatch::round_start(start, period, now),
         end,
         period,
         resolution: berth_metricstore::MetricStore::resolution_for(period, start, now),
@@ -149,7 +149,7 @@ pub async fn run_queries(
         })
         .collect();
     let period = grid_period.max(1);
-    let first = start.div_euclid(period) * period;
+    let first = berth_domain::cloudwatch::round_start(start, period, ctl.clock.now() as i64);
     let grid: Vec<i64> = (0..)
         .map(|i| first + i * period)
         .take_while(|t| *t < end)

@@ -455,6 +455,24 @@ pub fn check_range(start: Option<f64>, end: Option<f64>) -> Result<(i64, i64), C
     Ok((start.floor() as i64, end.ceil() as i64))
 }
 
+/// Where a read's first period begins, as CloudWatch rounds StartTime:
+/// periods under a minute at an even division of the minute; otherwise
+/// the whole minute for data under 15 days old, five minutes up to 63
+/// days, the hour beyond. Periods are counted from there, not from the
+/// epoch.
+pub fn round_start(start: i64, period: i64, now: i64) -> i64 {
+    let step = if period < 60 {
+        period.max(1)
+    } else if now - start < 15 * 86_400 {
+        60
+    } else if now - start < 63 * 86_400 {
+        300
+    } else {
+        3600
+    };
+    start.div_euclid(step) * step
+}
+
 /// GetMetricStatistics' input, checked.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StatisticsRequest {
@@ -768,5 +786,25 @@ mod tests {
         assert!(e
             .message
             .ends_with("is not matching the expected pattern ^[a-z][a-zA-Z0-9_]*$."));
+    }
+}
+
+#[cfg(test)]
+mod round_start_tests {
+    use super::round_start;
+
+    #[test]
+    fn start_times_round_as_cloudwatch_rounds_them() {
+        let now = 1_800_000_000;
+        // 12:32:34 -> 12:32:00 for recent data, whatever the period.
+        assert_eq!(round_start(now - 86 + 34, 600, now) % 60, 0);
+        assert_eq!(round_start(1_799_999_554, 600, now), 1_799_999_520);
+        // Sub-minute periods: an even division of the minute.
+        assert_eq!(round_start(1_799_999_557, 10, now), 1_799_999_550);
+        // Older data: five minutes, then the hour.
+        let old = now - 20 * 86_400;
+        assert_eq!(round_start(old + 123, 60, now) % 300, 0);
+        let older = now - 70 * 86_400;
+        assert_eq!(round_start(older + 1234, 60, now) % 3600, 0);
     }
 }

@@ -274,8 +274,8 @@ pub struct MetricStore {
 }
 
 /// What a read covers: `[start, end)` in epoch seconds, merged into
-/// periods of `period` seconds aligned on the epoch, read from data kept
-/// at `resolution`.
+/// periods of `period` seconds counted from `start` (which callers round
+/// as CloudWatch does), read from data kept at `resolution`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Window {
     pub start: i64,
@@ -795,7 +795,7 @@ impl MetricStore {
             if ts < start || ts >= end {
                 return;
             }
-            let at = ts.div_euclid(period) * period;
+            let at = start + (ts - start).div_euclid(period) * period;
             match merged.get_mut(&at) {
                 Some((have, u)) => {
                     have.merge(b);
