@@ -216,8 +216,11 @@ def test_query_clients_and_metrics(server, name):
     p = cli2("create-queue", "--queue-name", name + "-x", "--attributes", "DelaySeconds=901", check=False)
     assert p.returncode != 0 and "Invalid value for the parameter DelaySeconds." in p.stderr
 
-    # The pip aws CLI (JSON) reads what query wrote.
-    out = aws_cli(server, "sqs", "receive-message", "--queue-url", url, "--max-number-of-messages", "10")
+    # The pip aws CLI (JSON) reads what query wrote. The messages stay in
+    # flight longer than the queue's 5 s so that the next depth published
+    # (every 10 s) still counts them.
+    out = aws_cli(server, "sqs", "receive-message", "--queue-url", url, "--max-number-of-messages", "10",
+                  "--visibility-timeout", "60")
     assert sorted(x["Body"] for x in out["Messages"]) == ["x", "y"]
 
     # AWS/SQS metrics: the depth is published with the region's alarms,
