@@ -19,6 +19,8 @@ command -v ip >/dev/null || need_apt+=(iproute2)
 command -v iptables-restore >/dev/null || need_apt+=(iptables)
 command -v nsenter >/dev/null || need_apt+=(util-linux)
 command -v docker-registry >/dev/null || need_apt+=(docker-registry)
+# Fargate hosts run each task on a gVisor kernel of its own.
+command -v runsc >/dev/null || need_apt+=(runsc)
 # The etcd store's tests, and `berth lb` beside a server, run a real etcd.
 command -v etcd >/dev/null || need_apt+=(etcd-server)
 # The aws CLI v2 (Debian's), for `aws logs tail`, which v1 lacks.

@@ -263,6 +263,42 @@ def docker_inspect(container_id):
     return json.loads(docker("inspect", container_id))[0]
 
 
+def cgroup_limit(pid, resource, enclosing):
+    """The `memory` or `cpu` limit that process `pid` is under, read from
+    the nearest cgroup named `enclosing` among its cgroup's ancestors (or
+    the cgroup itself), in whichever hierarchy the host has: cgroup v2's
+    memory.max and cpu.max, or v1's memory.limit_in_bytes and
+    cpu.cfs_quota_us. Returns the file's text."""
+    v1_controller = {"memory": "memory", "cpu": "cpu"}[resource]
+    mounts = {}
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            left, right = line.split(" - ", 1)
+            fstype, _, options = right.split()[:3]
+            point = left.split()[4]
+            if fstype == "cgroup2":
+                mounts.setdefault("", point)
+            elif fstype == "cgroup" and v1_controller in options.split(","):
+                mounts[v1_controller] = point
+    with open(f"/proc/{pid}/cgroup") as f:
+        lines = [line.rstrip("\n").split(":", 2) for line in f]
+    for _, controllers, path in lines:
+        v1 = v1_controller in controllers.split(",") and v1_controller in mounts
+        if not (v1 or (controllers == "" and "" in mounts and v1_controller not in mounts)):
+            continue
+        root = mounts[v1_controller] if v1 else mounts[""]
+        name = {("memory", True): "memory.limit_in_bytes", ("cpu", True): "cpu.cfs_quota_us",
+                ("memory", False): "memory.max", ("cpu", False): "cpu.max"}[(resource, v1)]
+        parts = path.strip("/").split("/")
+        while parts and parts[-1] != enclosing:
+            parts.pop()
+        if not parts:
+            raise AssertionError(f"process {pid} is not under a cgroup named {enclosing}: {path}")
+        with open(os.path.join(root, *parts, name)) as f:
+            return f.read().strip()
+    raise AssertionError(f"no {resource} cgroup for process {pid}: {lines}")
+
+
 def agents_connected(ecs, cluster, n):
     arns = ecs.list_container_instances(cluster=cluster)["containerInstanceArns"]
     if len(arns) < n:

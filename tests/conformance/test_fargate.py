@@ -1,11 +1,14 @@
 """The FARGATE launch type: tasks and services run on capacity Berth
-manages (agents in Fargate capacity mode, here two hosts in two zones),
-in a cluster with no container instance at all, each task in its own
-network namespace at its own address, hardened, and split between the
-FARGATE and FARGATE_SPOT capacity providers as strategies say."""
+manages (agents in Fargate capacity mode, here two hosts in two zones
+that give each task a gVisor kernel of its own, and a third that runs
+them as hardened containers on the host's kernel), in a cluster with no
+container instance at all, each task in its own network namespace at its
+own address, and split between the FARGATE and FARGATE_SPOT capacity
+providers as strategies say."""
 
 import collections
 import ipaddress
+import json
 import os
 import platform
 import subprocess
@@ -14,11 +17,13 @@ import uuid
 import botocore.exceptions
 import pytest
 
-from conftest import (IMAGE, Agent, Cluster, Registry, check_production_task, docker, docker_inspect, make_client,
-                      production_task, wait_for)
+from conftest import (IMAGE, Agent, Cluster, Registry, cgroup_limit, check_production_task, docker, docker_inspect,
+                      make_client, production_task, wait_for)
 
 ZONES = ("local-1a", "local-1b")
 SUBNETS = {"subnet-local-1a": "10.128.0.0/20", "subnet-local-1b": "10.128.16.0/20"}
+# The zone of the host with container isolation.
+CONTAINER_SUBNET = ("subnet-local-1b", SUBNETS["subnet-local-1b"])
 
 
 class Fargate(Cluster):
@@ -32,9 +37,10 @@ class Fargate(Cluster):
         self.server.start()
         self.ecs = make_client(self.server.url)
         self.ecs.create_cluster(clusterName=self.name, capacityProviders=["FARGATE", "FARGATE_SPOT"])
-        # The host in local-1b prefers what its engine has cached.
+        # The host in local-1b prefers what its engine has cached, and its
+        # operator chose hardened containers over gVisor.
         for i, zone in enumerate(ZONES):
-            pull = ["--image-pull-behavior", "prefer-cached"] if zone == "local-1b" else []
+            pull = ["--image-pull-behavior", "prefer-cached", "--isolation", "container"] if zone == "local-1b" else []
             self.agents.append(Agent(self.server, "ignored", os.path.join(self.tmp, f"host{i}"),
                                      "i-" + uuid.uuid4().hex[:17], zone=zone,
                                      extra=["--capacity", "fargate", *pull]).start())
@@ -116,25 +122,108 @@ def test_a_fargate_task_runs_with_no_container_instance_on_its_own_address(fg):
     fg.wait_status(t["taskArn"], "STOPPED")
 
 
-def test_fargate_containers_are_hardened_and_cannot_see_each_other(fg):
+def isolation_of(task):
+    return {a["name"]: a.get("value") for a in task.get("attributes", [])}.get("berth.isolation")
+
+
+def pause_of(task):
+    """The runtime id of a task's pause container: what holds its namespace (and boots its sandbox)."""
+    out = docker("ps", "-q", "--no-trunc", "--filter", f"label=com.amazonaws.ecs.task-arn={task['taskArn']}",
+                 "--filter", "label=com.amazonaws.ecs.container-name=~internal~ecs~pause")
+    return out.split()[0]
+
+
+def test_fargate_tasks_run_on_kernels_of_their_own(fg):
+    """Each task is a gVisor sandbox: its containers share its kernel,
+    localhost and volumes, and see neither the host's kernel nor another
+    task's; the task's limits bound the whole sandbox."""
+    web = {"name": "web", "image": IMAGE, "essential": True, "stopTimeout": 1,
+           "command": ["sh", "-c", "mkdir -p /shared/www; echo hi > /shared/www/index.html; "
+                       "exec httpd -f -p 8080 -h /shared/www"],
+           "mountPoints": [{"sourceVolume": "shared", "containerPath": "/shared"}]}
+    probe = {"name": "probe", "image": IMAGE, "essential": True, "stopTimeout": 1,
+             "command": ["sleep", "4242"], "mountPoints": [{"sourceVolume": "shared", "containerPath": "/shared"}]}
+    td = fg.ecs.register_task_definition(
+        family="fg-kernel", networkMode="awsvpc", requiresCompatibilities=["FARGATE"], cpu="256", memory="512",
+        volumes=[{"name": "shared"}], containerDefinitions=[web, probe])["taskDefinition"]["taskDefinitionArn"]
+    other = register(fg, "fg-kernel-other", command=("sleep", "4343"))
+
+    def run(td, subnet):
+        t = fg.ecs.run_task(cluster=fg.name, taskDefinition=td, launchType="FARGATE",
+                            networkConfiguration=net(subnet))["tasks"][0]
+        return fg.wait_status(t["taskArn"], "RUNNING")
+    a = run(td, "subnet-local-1a")
+    b = run(other, "subnet-local-1a")
+    assert isolation_of(a) == isolation_of(b) == "gvisor"
+    ids = {c["name"]: c["runtimeId"] for c in a["containers"]}
+    cb = b["containers"][0]["runtimeId"]
+    for cid in (*ids.values(), cb):
+        host = docker_inspect(cid)["HostConfig"]
+        assert host["Runtime"] == "berth-runsc"
+        assert "NET_RAW" in (host["CapDrop"] or []) and not host["Privileged"], "hardened as well"
+        assert "BERTH_SANDBOX" not in docker("exec", cid, "env"), "the sandbox mark stays out of the task"
+
+    def sh(cid, script):
+        return docker("exec", cid, "sh", "-c", script).strip()
+    # Not the host's kernel, and not the other task's: each sandbox booted
+    # when its task started, long after the host.
+    host_version = open("/proc/version").read().strip()
+    assert sh(ids["probe"], "cat /proc/version") != host_version
+    assert sh(ids["probe"], "uname -r") != platform.release()
+    with open("/proc/uptime") as f:
+        host_up = float(f.read().split()[0])
+    up_web, up_probe, up_b = (float(sh(c, "cat /proc/uptime").split()[0]) for c in (ids["web"], ids["probe"], cb))
+    assert max(up_web, up_probe, up_b) < host_up
+    assert abs(up_web - up_probe) < abs(up_web - up_b), "one task's containers share one kernel"
+    assert up_web > up_b, "the other task's kernel booted later"
+    # One sandbox: localhost and the volume are shared within the task...
+    assert sh(ids["probe"], "cat /shared/www/index.html") == "hi"
+    assert sh(ids["probe"], "wget -qO- http://127.0.0.1:8080/") == "hi"
+    # ...and nothing of the host or the other task is visible.
+    seen = sh(cb, "ps -o pid,args")
+    assert "sleep 4343" in seen and "httpd" not in seen and "dockerd" not in seen and "berth" not in seen
+    assert subprocess.run(["docker", "exec", cb, "cat", "/shared/www/index.html"], capture_output=True).returncode != 0
+    # The sandbox lives in the task's cgroup, under the task's memory.
+    sandbox_pid = docker_inspect(pause_of(a))["State"]["Pid"]
+    assert int(cgroup_limit(sandbox_pid, "memory", a["taskArn"].rsplit("/", 1)[1])) == 512 * 1024 * 1024
+    # The task metadata endpoint says so too.
+    meta = json.loads(sh(ids["probe"], "wget -qO- $ECS_CONTAINER_METADATA_URI_V4/task"))
+    assert meta["Isolation"] == "gvisor"
+    for t in (a, b):
+        fg.ecs.stop_task(cluster=fg.name, task=t["taskArn"])
+    stopped = fg.wait_status(a["taskArn"], "STOPPED")
+    assert {c["name"]: c.get("exitCode") for c in stopped["containers"]} == {"web": 143, "probe": 143}
+
+
+def test_a_fargate_host_without_gvisor_refuses_to_join_unless_told_to_use_containers(fg, tmp_path):
+    agent = Agent(fg.server, "ignored", str(tmp_path / "no-gvisor"), "i-" + uuid.uuid4().hex[:17], zone="local-1c",
+                  extra=["--capacity", "fargate", "--runsc", str(tmp_path / "no-such-runsc")]).start()
+    assert agent.proc.wait(timeout=30) != 0
+    log = open(agent.log).read()
+    assert "cannot give tasks a kernel of their own" in log and "--isolation container" in log, log
+
+
+def test_container_isolation_runs_fargate_tasks_hardened_on_the_host_kernel(fg):
     td = register(fg, "fg-iso", linuxParameters={"capabilities": {"add": ["SYS_PTRACE"]}})
 
     def one(seconds):
         o = {"containerOverrides": [{"name": "app", "command": ["sleep", str(seconds)]}]}
         t = fg.ecs.run_task(cluster=fg.name, taskDefinition=td, launchType="FARGATE", overrides=o,
-                            networkConfiguration=net())["tasks"][0]
+                            networkConfiguration=net(CONTAINER_SUBNET[0]))["tasks"][0]
         return fg.wait_status(t["taskArn"], "RUNNING")
     a, b = one(4242), one(4343)
+    assert isolation_of(a) == isolation_of(b) == "container"
     ca, cb = a["containers"][0]["runtimeId"], b["containers"][0]["runtimeId"]
     for cid, task in ((ca, a), (cb, b)):
         host = docker_inspect(cid)["HostConfig"]
+        assert host["Runtime"] == "runc"
         assert "NET_RAW" in (host["CapDrop"] or []) and host["CapAdd"] == ["SYS_PTRACE"]
         assert "no-new-privileges" in host["SecurityOpt"] and not host["Privileged"]
         assert host["Binds"] in (None, []) and not any(m["Type"] == "bind" for m in docker_inspect(cid)["Mounts"])
         task_id = task["taskArn"].rsplit("/", 1)[1]
         assert host["CgroupParent"] == f"/berth/{task_id}", "the task's own cgroup"
-        with open(f"/sys/fs/cgroup/memory/berth/{task_id}/memory.limit_in_bytes") as f:
-            assert int(f.read()) == 512 * 1024 * 1024
+        pid = docker_inspect(cid)["State"]["Pid"]
+        assert int(cgroup_limit(pid, "memory", task_id)) == 512 * 1024 * 1024
         # What the kernel enforces, as the container's process sees it:
         # no raw sockets (CAP_NET_RAW is bit 13), no privilege gain, the
         # default seccomp filter.
@@ -374,12 +463,12 @@ def test_a_task_takes_a_namespace_its_host_made_ahead_and_the_host_makes_another
     def warm_pauses():
         out = docker("ps", "--filter", "label=berth.warm-address", "--format", '{{.ID}} {{.Label "berth.warm-address"}}')
         return dict(reversed(line.split()) for line in out.splitlines())
-    zone = ipaddress.ip_network(SUBNETS["subnet-local-1a"])
-    before = wait_for("two warm namespaces in local-1a", lambda: (lambda w: w if len(
+    zone = ipaddress.ip_network(CONTAINER_SUBNET[1])
+    before = wait_for("two warm namespaces in local-1b", lambda: (lambda w: w if len(
         [ip for ip in w if ipaddress.ip_address(ip) in zone]) >= 2 else None)(warm_pauses()))
     td = register(fg, "fg-warm")
     t = fg.ecs.run_task(cluster=fg.name, taskDefinition=td, launchType="FARGATE",
-                        networkConfiguration=net("subnet-local-1a"))["tasks"][0]
+                        networkConfiguration=net(CONTAINER_SUBNET[0]))["tasks"][0]
     t = fg.wait_status(t["taskArn"], "RUNNING")
     ip = address(t)["privateIPv4Address"]
     assert ip in before, "the task took one of its host's warm addresses"

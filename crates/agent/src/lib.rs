@@ -155,6 +155,30 @@ pub struct AgentConfig {
     /// How often running tasks' CPU, memory and network use is sampled
     /// and sent (CloudWatch's metrics are made of it).
     pub stats_interval: Duration,
+    /// What keeps Fargate tasks apart on this host (Fargate hosts only).
+    pub isolation: Isolation,
+}
+
+/// How a Fargate host keeps its tasks apart (docs/adr/0004).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Isolation {
+    /// Hardened containers on the host's kernel.
+    Container,
+    /// Each task on a gVisor kernel of its own, run by this `runsc`.
+    Gvisor { runsc: PathBuf },
+}
+
+impl Isolation {
+    pub const GVISOR: &'static str = "gvisor";
+    pub const CONTAINER: &'static str = "container";
+
+    /// What tasks report (the `berth.isolation` task attribute).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Isolation::Container => Self::CONTAINER,
+            Isolation::Gvisor { .. } => Self::GVISOR,
+        }
+    }
 }
 
 /// A client of `server` trusting what the agent is told to trust.
@@ -563,6 +587,24 @@ pub async fn run(
     runtime: Arc<dyn ContainerRuntime>,
     shutdown: CancellationToken,
 ) -> Result<(), AgentError> {
+    // A Fargate host promises tasks a kernel of their own unless its
+    // operator said otherwise: one that cannot keep the promise does not
+    // join the pool.
+    if config.cluster == berth_domain::instance::FARGATE_POOL {
+        if let Isolation::Gvisor { runsc } = &config.isolation {
+            let shim = std::env::current_exe()
+                .map_err(|e| AgentError::Host(format!("this program's path: {e}")))?;
+            runtime.ensure_sandboxes(runsc, &shim).await.map_err(|e| {
+                AgentError::Host(format!(
+                    "this Fargate host cannot give tasks a kernel of their own: {e}. \
+                     Install gVisor (Debian's runsc package; scripts/setup.sh does), \
+                     or pass --isolation container to run Fargate tasks as hardened \
+                     containers on the host's kernel"
+                ))
+            })?;
+            tracing::info!(runsc = %runsc.display(), "Fargate tasks run on kernels of their own (gVisor)");
+        }
+    }
     let Some((mut at, arn, creds)) = register_anywhere(&config, &*runtime, &shutdown).await? else {
         return Ok(());
     };
@@ -603,6 +645,7 @@ pub async fn run(
         endpoint,
         shipping,
         data_dir: config.data_dir.clone(),
+        isolation: config.isolation.clone(),
     };
     let sampled_runtime = ctx.runtime.clone();
     let (desired_tx, desired_rx) = tokio::sync::mpsc::unbounded_channel();
@@ -955,6 +998,7 @@ mod tests {
             tls: None,
             endpoint_port: 0,
             stats_interval: Duration::from_secs(10),
+            isolation: Isolation::Container,
         };
         assert_eq!(load_state(&config).expect("no file"), None);
         let s = State {

@@ -102,6 +102,13 @@ pub fn task(s: &Snapshot, infos: &HashMap<String, ContainerInfo>, version: Versi
     );
     if version == Version::V4 {
         m.insert("LaunchType".into(), json!(d.launch_type));
+        // Berth's own: what keeps the task apart from others on its host,
+        // as the task's berth.isolation attribute says.
+        put(
+            &mut m,
+            "Isolation",
+            s.report.isolation.clone().map(Value::from),
+        );
         put(
             &mut m,
             "ServiceName",

@@ -177,7 +177,11 @@ impl Runner {
                 });
             }
         }
-        for net in warm {
+        // A warm namespace runs on the host's kernel, which tasks on a
+        // kernel of their own cannot use.
+        let sandboxed = matches!(self.ctx.isolation, crate::Isolation::Gvisor { .. })
+            && self.ctx.cluster == berth_domain::instance::FARGATE_POOL;
+        for net in warm.into_iter().filter(|_| !sandboxed) {
             if !self.warm.contains_key(&net.ip) {
                 let ip = net.ip.clone();
                 let made = make_warm(self.ctx.clone(), net).boxed().shared();

@@ -149,6 +149,16 @@ fn task_pause(task: &DesiredTask, instance: &str, network_mode: NetworkMode) -> 
     }
 }
 
+/// Makes a task's pause container the one that boots its sandbox (a
+/// kernel of its own). The sandbox's processes live in the pause
+/// container's cgroup, so that cgroup goes under the task's, with no
+/// weight of its own to hold the task back.
+pub fn sandbox_root(pause: &mut ContainerSpec, task_cgroup: Option<&str>) {
+    pause.sandbox = Some(berth_runtime::Sandbox::Root);
+    pause.cgroup_parent = task_cgroup.map(String::from);
+    pause.cpu_shares = None;
+}
+
 /// Whether the task's containers share a process or IPC namespace
 /// (`pidMode` or `ipcMode` `task`): its pause container holds them.
 pub fn shares_namespaces(task: &DesiredTask) -> bool {
@@ -407,6 +417,7 @@ pub fn container_spec(
         open_stdin: c.interactive == Some(true),
         tty: c.pseudo_terminal == Some(true),
         network_disabled: c.disable_networking == Some(true),
+        sandbox: None,
         pid_mode: namespace(def.pid_mode.as_deref(), pause),
         ipc_mode: namespace(def.ipc_mode.as_deref(), pause),
         // awslogs is the agent's to do (`awslogs`): the engine keeps the

@@ -56,6 +56,8 @@ pub struct Ctx {
     pub shipping: Arc<crate::awslogs::Shipping>,
     /// The agent's data directory (FireLens configurations live there).
     pub data_dir: std::path::PathBuf,
+    /// What keeps this host's Fargate tasks apart.
+    pub isolation: crate::Isolation,
 }
 
 fn now() -> f64 {
@@ -200,9 +202,15 @@ impl Driver {
             })
             .collect();
         let adopted = saved.is_some() || !existing.is_empty();
+        let isolation = if desired.launch_type == "FARGATE" {
+            ctx.isolation.name()
+        } else {
+            crate::Isolation::Container.name()
+        };
         let report = saved.unwrap_or_else(|| TaskReport {
             task_arn: desired.task_arn.clone(),
             last_status: TaskStatus::Pending,
+            isolation: Some(isolation.to_string()),
             ..Default::default()
         });
         Driver {
@@ -243,6 +251,13 @@ impl Driver {
     /// host-network ones by the host's rule; not `none`.
     fn endpoint_reaches(&self) -> bool {
         self.desired.definition.network_mode.as_deref() != Some("none")
+    }
+
+    /// Whether the task runs on a kernel of its own: a Fargate task on a
+    /// host that gives them one. A task taken over after a restart keeps
+    /// what it started with.
+    fn sandboxed(&self) -> bool {
+        self.report.isolation.as_deref() == Some(crate::Isolation::GVISOR)
     }
 
     fn host_network(&self) -> bool {
@@ -493,7 +508,7 @@ impl Driver {
                 tracing::warn!(task = %self.desired.task_arn, %reason, "no task role credentials for a task the agent took over");
             }
         }
-        if let Err(reason) = self.network().await {
+        if let Err(reason) = self.network(cgroup.as_deref()).await {
             return Err(self.failed_to_start(reason));
         }
         if let Err(reason) = self.namespaces().await {
@@ -519,6 +534,9 @@ impl Driver {
                 cgroup.as_deref(),
                 self.pause.as_deref(),
             );
+            if self.sandboxed() {
+                s.sandbox = self.pause.clone().map(berth_runtime::Sandbox::Join);
+            }
             spec::add_secrets(&mut s, &self.containers[i].name, &secrets);
             let task_id = spec::task_id(&self.desired.task_arn).to_string();
             if let Err(reason) =
@@ -787,7 +805,7 @@ impl Driver {
     /// awsvpc: makes the task's network namespace, a pause container at
     /// the task's address on its subnet's network, before any of its
     /// containers; records the interface's MAC address.
-    async fn network(&mut self) -> Result<(), String> {
+    async fn network(&mut self, cgroup: Option<&str>) -> Result<(), String> {
         let Some(net) = self.desired.network.clone() else {
             return Ok(());
         };
@@ -796,10 +814,22 @@ impl Driver {
         };
         if self.pause.is_none() {
             if let Some(w) = self.warm.take() {
-                self.pause = w.await;
+                let warm = w.await;
+                match warm {
+                    // A warm namespace runs on the host's kernel: the
+                    // task's sandbox takes its address instead.
+                    Some(id) if self.sandboxed() => {
+                        let _ = self.ctx.runtime.stop(&id, Duration::ZERO).await;
+                        self.ctx.runtime.remove(&id).await.map_err(failed)?;
+                    }
+                    warm => self.pause = warm,
+                }
             }
         }
-        let s = spec::pause_spec(&self.desired, &net, &self.ctx.instance);
+        let mut s = spec::pause_spec(&self.desired, &net, &self.ctx.instance);
+        if self.sandboxed() {
+            spec::sandbox_root(&mut s, cgroup);
+        }
         let id = self.running_pause(&s, Some(&net)).await.map_err(failed)?;
         let rt = &self.ctx.runtime;
         if let Some(info) = rt.inspect(&id).await.map_err(failed)? {
@@ -1396,6 +1426,7 @@ mod tests {
             }),
             asks,
             endpoint,
+            isolation: crate::Isolation::Container,
             data_dir: dir.to_path_buf(),
         }
     }

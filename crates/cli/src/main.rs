@@ -60,6 +60,24 @@ enum Command {
     Cert(CertArgs),
     /// Print the version.
     Version,
+    /// What the container engine runs in place of runc for tasks on their
+    /// own kernel (registered by the agent; not for people).
+    #[command(hide = true, name = "oci-runsc")]
+    OciRunsc(OciRunscArgs),
+}
+
+#[derive(clap::Args, Clone)]
+struct OciRunscArgs {
+    /// gVisor's runsc.
+    #[arg(long)]
+    runsc: PathBuf,
+    /// Be the waiter of the container joining a sandbox (the last
+    /// argument), with runsc's global flags before it.
+    #[arg(long)]
+    wait: bool,
+    /// runc's command line as the engine gives it.
+    #[arg(last = true, allow_hyphen_values = true)]
+    args: Vec<String>,
 }
 
 #[derive(clap::Args, Clone)]
@@ -131,6 +149,46 @@ struct HostArgs {
     #[arg(long, env = "BERTH_STATS_INTERVAL", default_value_t = 10,
           value_parser = clap::value_parser!(u64).range(1..=60))]
     stats_interval: u64,
+    /// What keeps Fargate tasks apart on a Fargate host: gvisor, a kernel
+    /// of its own per task (gVisor's runsc), or container, hardened
+    /// containers on the host's kernel. A Fargate host that cannot run
+    /// gVisor refuses to start unless this says container.
+    #[arg(long, env = "BERTH_ISOLATION", value_enum, default_value = "gvisor")]
+    isolation: IsolationArg,
+    /// gVisor's runsc (a path, or a name looked up on PATH).
+    #[arg(long, env = "BERTH_RUNSC", default_value = "runsc")]
+    runsc: PathBuf,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum IsolationArg {
+    Gvisor,
+    Container,
+}
+
+impl HostArgs {
+    fn isolation(&self) -> berth_agent::Isolation {
+        match self.isolation {
+            IsolationArg::Container => berth_agent::Isolation::Container,
+            IsolationArg::Gvisor => berth_agent::Isolation::Gvisor {
+                runsc: on_path(&self.runsc),
+            },
+        }
+    }
+}
+
+/// `program` as an absolute path when it is a name found on PATH: the
+/// container engine runs it with an environment of its own.
+fn on_path(program: &std::path::Path) -> PathBuf {
+    if program.components().count() > 1 {
+        return program.to_path_buf();
+    }
+    std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .map(|dir| dir.join(program))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| program.to_path_buf())
 }
 
 #[derive(clap::Args, Clone)]
@@ -608,6 +666,18 @@ fn parse_timeout(s: &str) -> Result<f64, String> {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
+        Command::OciRunsc(a) => {
+            let code = if a.wait {
+                let (id, global) = a
+                    .args
+                    .split_last()
+                    .context("the waiter needs a container id")?;
+                berth_runtime::gvisor::waiter(&a.runsc, global, id)
+            } else {
+                berth_runtime::gvisor::shim_main(&a.runsc, &a.args)
+            };
+            std::process::exit(code)
+        }
         Command::Version => {
             println!("berth {}", env!("CARGO_PKG_VERSION"));
             Ok(())
@@ -1276,6 +1346,7 @@ fn agent_config(
         pull_behavior,
         endpoint_port: host.endpoint_port,
         stats_interval: Duration::from_secs(host.stats_interval),
+        isolation: host.isolation(),
     })
 }
 

@@ -56,7 +56,12 @@ pub struct ObservedTask {
     pub stopped_reason: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mac_address: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub isolation: Option<String>,
 }
+
+/// The task attribute that says what isolates a task on its host.
+pub const ISOLATION_ATTRIBUTE: &str = "berth.isolation";
 
 /// One container's observed state, as the server keeps it.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -104,6 +109,7 @@ impl From<TaskReport> for ObservedTask {
             stop_code: r.stop_code,
             stopped_reason: r.stopped_reason,
             mac_address: r.mac_address,
+            isolation: r.isolation,
         }
     }
 }
@@ -473,7 +479,20 @@ impl Task {
                     .map(|n| self.eni(scope, n, last, report))
                     .collect(),
             ),
-            attributes: Some(vec![]),
+            // Which isolation the task got, once its host said: ECS has no
+            // field for it, and task attributes are where ECS puts what
+            // the host decided about a task.
+            attributes: Some(
+                report
+                    .and_then(|r| r.isolation.clone())
+                    .map(|i| w::Attribute {
+                        name: Some(ISOLATION_ATTRIBUTE.into()),
+                        value: Some(i),
+                        ..Default::default()
+                    })
+                    .into_iter()
+                    .collect(),
+            ),
             // Every reported status change counts once, in lifecycle order.
             version: Some(self.version + last as i64),
             tags: include_tags.then(|| self.tags.clone()),

@@ -328,13 +328,27 @@ fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
         volumes_from: non_empty(spec.volumes_from.clone()),
         security_opt: non_empty(spec.security_opts.clone()),
         cgroup_parent: spec.cgroup_parent.clone(),
+        runtime: spec
+            .sandbox
+            .as_ref()
+            .map(|_| crate::gvisor::RUNTIME.to_string()),
         ..Default::default()
     };
+    let mut env: Vec<String> = spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    match &spec.sandbox {
+        Some(crate::Sandbox::Root) => env.push(format!(
+            "{}={}",
+            crate::gvisor::MARK_ENV,
+            crate::gvisor::ROOT
+        )),
+        Some(crate::Sandbox::Join(id)) => env.push(format!("{}={id}", crate::gvisor::MARK_ENV)),
+        None => {}
+    }
     ContainerCreateBody {
         image: Some(spec.image.clone()),
         cmd: spec.command.clone(),
         entrypoint: spec.entry_point.clone(),
-        env: non_empty(spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+        env: non_empty(env),
         working_dir: spec.working_dir.clone(),
         user: spec.user.clone(),
         hostname: spec.hostname.clone(),
@@ -376,6 +390,150 @@ fn label_filter(label: &str, value: &str) -> HashMap<String, Vec<String>> {
     HashMap::from([("label".to_string(), vec![format!("{label}={value}")])])
 }
 
+/// The address of a container that boots a task's sandbox, which holds
+/// the task's network stack: its filter is the host's to keep.
+fn sandbox_address(c: &bollard::models::ContainerInspectResponse) -> Option<std::net::Ipv4Addr> {
+    let host = c.host_config.as_ref()?;
+    if host.runtime.as_deref() != Some(crate::gvisor::RUNTIME) {
+        return None;
+    }
+    c.network_settings
+        .as_ref()?
+        .networks
+        .as_ref()?
+        .values()
+        .filter_map(|n| n.ip_address.as_deref()?.parse().ok())
+        .next()
+}
+
+/// The rules of `hook` that jump to `chain`, as `iptables -S` prints them.
+async fn jumps_to(hook: &str, chain: &str) -> Result<Vec<String>, RuntimeError> {
+    Ok(iptables_ok(&["-S", hook])
+        .await?
+        .lines()
+        .filter(|l| l.ends_with(&format!("-j {chain}")))
+        .map(String::from)
+        .collect())
+}
+
+/// Deletes a rule `iptables -S` printed.
+async fn delete_rule(rule: &str) -> Result<(), RuntimeError> {
+    let Some(rest) = rule.strip_prefix("-A ") else {
+        return Ok(());
+    };
+    let mut args = vec!["-D"];
+    args.extend(rest.split_whitespace());
+    iptables_ok(&args).await.map(|_| ())
+}
+
+/// Sets the host-side filter of sandbox `id` at `ip` to `rules`, its
+/// chain's jumps marked with the sandbox, so that a later task at the
+/// address takes them over and the removal of this one leaves them be.
+async fn host_filter(
+    id: &str,
+    ip: std::net::Ipv4Addr,
+    rules: &[crate::firewall::IngressRule],
+) -> Result<(), RuntimeError> {
+    // Bridged packets reach the host's filter only through br_netfilter.
+    for f in ["/proc/sys/net/bridge/bridge-nf-call-iptables"] {
+        if !std::path::Path::new(f).exists() {
+            let _ = tokio::process::Command::new("modprobe")
+                .arg("br_netfilter")
+                .status()
+                .await;
+        }
+        std::fs::write(f, "1").map_err(|e| {
+            RuntimeError::Unavailable(format!("{f}: {e}: bridged traffic would pass unfiltered"))
+        })?;
+    }
+    let chain = crate::firewall::host_chain(ip);
+    let mut child = tokio::process::Command::new("iptables-restore")
+        .args(["-w", "--noflush"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| RuntimeError::Unavailable(format!("cannot run iptables-restore: {e}")))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        use tokio::io::AsyncWriteExt;
+        stdin
+            .write_all(crate::firewall::host_table(&chain, rules).as_bytes())
+            .await
+            .map_err(|e| RuntimeError::Unavailable(format!("iptables-restore: {e}")))?;
+    }
+    let out = child
+        .wait_with_output()
+        .await
+        .map_err(|e| RuntimeError::Unavailable(format!("iptables-restore: {e}")))?;
+    if !out.status.success() {
+        return Err(RuntimeError::Rejected(format!(
+            "iptables-restore of {chain}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    let mark = format!("berth-sandbox-{}", &id[..id.len().min(12)]);
+    let dest = format!("{ip}/32");
+    for hook in crate::firewall::HOST_HOOKS {
+        let have = jumps_to(hook, &chain).await?;
+        if have.len() == 1 && have[0].contains(&mark) {
+            continue;
+        }
+        for rule in &have {
+            delete_rule(rule).await?;
+        }
+        iptables_ok(&[
+            "-I",
+            hook,
+            "1",
+            "-d",
+            &dest,
+            "-m",
+            "comment",
+            "--comment",
+            &mark,
+            "-j",
+            &chain,
+        ])
+        .await?;
+    }
+    Ok(())
+}
+
+/// Takes sandbox `id`'s host-side filter away, unless a later sandbox at
+/// its address holds it now.
+async fn drop_host_filter(id: &str, ip: std::net::Ipv4Addr) -> Result<(), RuntimeError> {
+    let chain = crate::firewall::host_chain(ip);
+    let mark = format!("berth-sandbox-{}", &id[..id.len().min(12)]);
+    let mut others = false;
+    for hook in crate::firewall::HOST_HOOKS {
+        for rule in jumps_to(hook, &chain).await? {
+            if rule.contains(&mark) {
+                delete_rule(&rule).await?;
+            } else {
+                others = true;
+            }
+        }
+    }
+    if !others {
+        let _ = iptables(&["-F", &chain]).await?;
+        let _ = iptables(&["-X", &chain]).await?;
+    }
+    Ok(())
+}
+
+impl DockerRuntime {
+    /// Whether the engine runs containers with [`crate::gvisor::RUNTIME`]
+    /// through Berth's script.
+    async fn has_runtime(&self) -> Result<bool, RuntimeError> {
+        let info = self.docker.info().await.map_err(unavailable)?;
+        Ok(info
+            .runtimes
+            .and_then(|r| r.get(crate::gvisor::RUNTIME).cloned())
+            .and_then(|r| r.path)
+            .is_some_and(|p| p == crate::gvisor::SCRIPT))
+    }
+}
+
 #[async_trait]
 impl ContainerRuntime for DockerRuntime {
     async fn version(&self) -> Result<crate::Version, RuntimeError> {
@@ -385,6 +543,37 @@ impl ContainerRuntime for DockerRuntime {
             api: self.docker.client_version().to_string(),
             log_drivers: self.log_drivers.clone(),
         })
+    }
+
+    async fn ensure_sandboxes(
+        &self,
+        runsc: &std::path::Path,
+        shim: &std::path::Path,
+    ) -> Result<(), RuntimeError> {
+        let (runsc, shim) = (runsc.to_path_buf(), shim.to_path_buf());
+        tokio::task::spawn_blocking(move || crate::gvisor::install_script(&runsc, &shim))
+            .await
+            .map_err(|e| RuntimeError::Unavailable(e.to_string()))?
+            .map_err(RuntimeError::Rejected)?;
+        if self.has_runtime().await? {
+            return Ok(());
+        }
+        tokio::task::spawn_blocking(crate::gvisor::register_with_engine)
+            .await
+            .map_err(|e| RuntimeError::Unavailable(e.to_string()))?
+            .map_err(RuntimeError::Rejected)?;
+        // The engine reloads its runtimes on SIGHUP, in the background.
+        for _ in 0..100 {
+            if self.has_runtime().await? {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Err(RuntimeError::Rejected(format!(
+            "the engine did not take the {} runtime from {}; restart it to load its configuration",
+            crate::gvisor::RUNTIME,
+            crate::gvisor::DAEMON_JSON
+        )))
     }
 
     async fn pull_with(
@@ -484,6 +673,12 @@ impl ContainerRuntime for DockerRuntime {
     }
 
     async fn remove(&self, id: &str) -> Result<(), RuntimeError> {
+        // A sandbox's filter lives on the host: it goes with the sandbox.
+        if let Ok(c) = self.docker.inspect_container(id, None).await {
+            if let Some(ip) = sandbox_address(&c) {
+                drop_host_filter(id, ip).await?;
+            }
+        }
         let options = RemoveContainerOptionsBuilder::new()
             .force(true)
             .v(true)
@@ -771,11 +966,15 @@ impl ContainerRuntime for DockerRuntime {
         id: &str,
         rules: &[crate::firewall::IngressRule],
     ) -> Result<(), RuntimeError> {
-        let pid = self
+        let c = self
             .docker
             .inspect_container(id, None)
             .await
-            .map_err(unavailable)?
+            .map_err(unavailable)?;
+        if let Some(ip) = sandbox_address(&c) {
+            return host_filter(id, ip, rules).await;
+        }
+        let pid = c
             .state
             .and_then(|s| s.pid)
             .filter(|p| *p > 0)

@@ -44,6 +44,44 @@ pub fn filter_table(rules: &[IngressRule]) -> String {
     out
 }
 
+/// The host's chain that holds a sandboxed task's ingress rules, by its
+/// address (the chain name must stay under iptables' 28 characters).
+pub fn host_chain(ip: std::net::Ipv4Addr) -> String {
+    format!("BERTH-SG-{:08X}", u32::from(ip))
+}
+
+/// The host's filter table hooks that see traffic to a task's address:
+/// bridged and routed packets (bridged ones through br_netfilter), and the
+/// host's own.
+pub const HOST_HOOKS: [&str; 2] = ["FORWARD", "OUTPUT"];
+
+/// `iptables-restore --noflush` input that fills a sandboxed task's chain
+/// on the host (its network stack lives in its sandbox, which takes
+/// packets off its interface before its namespace's filter sees them):
+/// replies to the task's own connections pass, then what a rule allows,
+/// and nothing else.
+pub fn host_table(chain: &str, rules: &[IngressRule]) -> String {
+    let mut out = format!(
+        "*filter\n:{chain} - [0:0]\n\
+         -A {chain} -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT\n"
+    );
+    for r in rules {
+        let source = &r.source;
+        match r.protocol.as_str() {
+            "tcp" | "udp" => out.push_str(&format!(
+                "-A {chain} -s {source} -p {p} -m {p} --dport {}:{} -j ACCEPT\n",
+                r.from_port,
+                r.to_port,
+                p = r.protocol
+            )),
+            "-1" => out.push_str(&format!("-A {chain} -s {source} -j ACCEPT\n")),
+            _ => {}
+        }
+    }
+    out.push_str(&format!("-A {chain} -j DROP\nCOMMIT\n"));
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -76,5 +114,25 @@ mod tests {
         assert!(!t.contains("icmp"));
         assert!(t.ends_with("COMMIT\n"));
         assert_eq!(filter_table(&[]).matches("-A INPUT").count(), 2);
+    }
+
+    #[test]
+    fn a_sandboxed_task_gets_a_host_chain_that_denies_the_rest() {
+        let chain = host_chain("10.128.0.7".parse().expect("ip"));
+        assert_eq!(chain, "BERTH-SG-0A800007");
+        let t = host_table(
+            &chain,
+            &[IngressRule {
+                protocol: "udp".into(),
+                from_port: 53,
+                to_port: 53,
+                source: "10.0.0.0/8".into(),
+            }],
+        );
+        assert!(t.starts_with("*filter\n:BERTH-SG-0A800007 - [0:0]\n"));
+        assert!(t.contains(
+            "-A BERTH-SG-0A800007 -s 10.0.0.0/8 -p udp -m udp --dport 53:53 -j ACCEPT\n"
+        ));
+        assert!(t.ends_with("-A BERTH-SG-0A800007 -j DROP\nCOMMIT\n"));
     }
 }

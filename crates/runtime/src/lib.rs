@@ -14,6 +14,7 @@ pub mod docker;
 pub mod endpoint;
 pub mod fake;
 pub mod firewall;
+pub mod gvisor;
 pub mod pause;
 mod pull;
 
@@ -106,6 +107,18 @@ pub struct ContainerSpec {
     pub tty: bool,
     /// No network at all, not even loopback's outside reach.
     pub network_disabled: bool,
+    /// Runs the container on a kernel of its task's own rather than the
+    /// host's ([`gvisor`]).
+    pub sandbox: Option<Sandbox>,
+}
+
+/// Where a container runs when its task has a kernel of its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Sandbox {
+    /// Boots the task's sandbox: its pause container.
+    Root,
+    /// Joins the sandbox that this container (the task's pause) booted.
+    Join(String),
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -415,6 +428,20 @@ pub trait ContainerRuntime: Send + Sync {
     /// Makes the pause image ([`pause::IMAGE`]) available, without a
     /// registry.
     async fn ensure_pause_image(&self) -> Result<(), RuntimeError>;
+    /// Makes containers with a [`Sandbox`] runnable: registers the
+    /// own-kernel runtime (gVisor's `runsc` at `runsc`, run through
+    /// `shim`, this program) with the engine unless it has it. An error
+    /// says why this host cannot give tasks their own kernel.
+    async fn ensure_sandboxes(
+        &self,
+        runsc: &std::path::Path,
+        shim: &std::path::Path,
+    ) -> Result<(), RuntimeError> {
+        let _ = (runsc, shim);
+        Err(RuntimeError::Rejected(
+            "this container runtime cannot give tasks a kernel of their own".into(),
+        ))
+    }
     /// Lets into the network namespace of running container `id` what
     /// `rules` allow and nothing else (replies to its own connections and
     /// loopback aside); applying it again replaces the last set.

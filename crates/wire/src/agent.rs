@@ -457,6 +457,10 @@ pub struct TaskReport {
     /// awsvpc: the MAC address the task's interface got.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mac_address: Option<String>,
+    /// What keeps the task apart from others on its host: `gvisor` (a
+    /// kernel of its own) or `container` (the host's kernel).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub isolation: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
