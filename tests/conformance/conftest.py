@@ -263,13 +263,12 @@ def docker_inspect(container_id):
     return json.loads(docker("inspect", container_id))[0]
 
 
-def cgroup_limit(pid, resource, enclosing):
-    """The `memory` or `cpu` limit that process `pid` is under, read from
-    the nearest cgroup named `enclosing` among its cgroup's ancestors (or
-    the cgroup itself), in whichever hierarchy the host has: cgroup v2's
-    memory.max and cpu.max, or v1's memory.limit_in_bytes and
-    cpu.cfs_quota_us. Returns the file's text."""
-    v1_controller = {"memory": "memory", "cpu": "cpu"}[resource]
+def cgroup_dir(pid, resource, enclosing):
+    """The directory of the nearest cgroup named `enclosing` (or, with
+    systemd, the slice `berth-<enclosing>.slice`) among the ancestors of
+    process `pid`'s cgroup (or that cgroup itself) that holds its `memory`
+    or `cpu` limit, in whichever hierarchy the host has; and whether that
+    is cgroup v1."""
     mounts = {}
     with open("/proc/self/mountinfo") as f:
         for line in f:
@@ -278,25 +277,34 @@ def cgroup_limit(pid, resource, enclosing):
             point = left.split()[4]
             if fstype == "cgroup2":
                 mounts.setdefault("", point)
-            elif fstype == "cgroup" and v1_controller in options.split(","):
-                mounts[v1_controller] = point
+            elif fstype == "cgroup" and resource in options.split(","):
+                mounts[resource] = point
     with open(f"/proc/{pid}/cgroup") as f:
         lines = [line.rstrip("\n").split(":", 2) for line in f]
+    names = (enclosing, f"berth-{enclosing.replace('-', '_')}.slice")
     for _, controllers, path in lines:
-        v1 = v1_controller in controllers.split(",") and v1_controller in mounts
-        if not (v1 or (controllers == "" and "" in mounts and v1_controller not in mounts)):
+        v1 = resource in controllers.split(",") and resource in mounts
+        if not (v1 or (controllers == "" and "" in mounts and resource not in mounts)):
             continue
-        root = mounts[v1_controller] if v1 else mounts[""]
-        name = {("memory", True): "memory.limit_in_bytes", ("cpu", True): "cpu.cfs_quota_us",
-                ("memory", False): "memory.max", ("cpu", False): "cpu.max"}[(resource, v1)]
         parts = path.strip("/").split("/")
-        while parts and parts[-1] != enclosing:
+        while parts and parts[-1] not in names:
             parts.pop()
         if not parts:
             raise AssertionError(f"process {pid} is not under a cgroup named {enclosing}: {path}")
-        with open(os.path.join(root, *parts, name)) as f:
-            return f.read().strip()
+        return os.path.join(mounts[resource] if v1 else mounts[""], *parts), v1
     raise AssertionError(f"no {resource} cgroup for process {pid}: {lines}")
+
+
+def cgroup_limit(pid, resource, enclosing):
+    """The `memory` limit in bytes, or the `cpu` quota in microseconds per
+    100 ms period, that process `pid` is under from its cgroup named
+    `enclosing` (cgroup_dir): v2's memory.max and cpu.max, or v1's
+    memory.limit_in_bytes and cpu.cfs_quota_us."""
+    group, v1 = cgroup_dir(pid, resource, enclosing)
+    name = {("memory", True): "memory.limit_in_bytes", ("cpu", True): "cpu.cfs_quota_us",
+            ("memory", False): "memory.max", ("cpu", False): "cpu.max"}[(resource, v1)]
+    with open(os.path.join(group, name)) as f:
+        return int(f.read().split()[0])
 
 
 def agents_connected(ecs, cluster, n):

@@ -127,10 +127,10 @@ def isolation_of(task):
 
 
 def pause_of(task):
-    """The runtime id of a task's pause container: what holds its namespace (and boots its sandbox)."""
-    out = docker("ps", "-q", "--no-trunc", "--filter", f"label=com.amazonaws.ecs.task-arn={task['taskArn']}",
-                 "--filter", "label=com.amazonaws.ecs.container-name=~internal~ecs~pause")
-    return out.split()[0]
+    """A task's pause container (what holds its namespace and boots its sandbox), as `docker inspect` shows it."""
+    mode = docker_inspect(task["containers"][0]["runtimeId"])["HostConfig"]["NetworkMode"]
+    assert mode.startswith("container:"), mode
+    return docker_inspect(mode.split(":", 1)[1])
 
 
 def test_fargate_tasks_run_on_kernels_of_their_own(fg):
@@ -152,6 +152,11 @@ def test_fargate_tasks_run_on_kernels_of_their_own(fg):
         t = fg.ecs.run_task(cluster=fg.name, taskDefinition=td, launchType="FARGATE",
                             networkConfiguration=net(subnet))["tasks"][0]
         return fg.wait_status(t["taskArn"], "RUNNING")
+    zone = ipaddress.ip_network(SUBNETS["subnet-local-1a"])
+    wait_for("the gVisor host's two warm sandboxes", lambda: len([
+        ip for ip in docker("ps", "--filter", "label=berth.warm-cgroup", "--format",
+                            '{{.Label "berth.warm-address"}}').split()
+        if ipaddress.ip_address(ip) in zone]) >= 2)
     a = run(td, "subnet-local-1a")
     b = run(other, "subnet-local-1a")
     assert isolation_of(a) == isolation_of(b) == "gvisor"
@@ -165,17 +170,23 @@ def test_fargate_tasks_run_on_kernels_of_their_own(fg):
 
     def sh(cid, script):
         return docker("exec", cid, "sh", "-c", script).strip()
-    # Not the host's kernel, and not the other task's: each sandbox booted
-    # when its task started, long after the host.
+    # Not the host's kernel: gVisor's, booted long after the host.
     host_version = open("/proc/version").read().strip()
     assert sh(ids["probe"], "cat /proc/version") != host_version
     assert sh(ids["probe"], "uname -r") != platform.release()
+    assert "gVisor" in sh(ids["probe"], "dmesg | head -1")
     with open("/proc/uptime") as f:
         host_up = float(f.read().split()[0])
-    up_web, up_probe, up_b = (float(sh(c, "cat /proc/uptime").split()[0]) for c in (ids["web"], ids["probe"], cb))
-    assert max(up_web, up_probe, up_b) < host_up
-    assert abs(up_web - up_probe) < abs(up_web - up_b), "one task's containers share one kernel"
-    assert up_web > up_b, "the other task's kernel booted later"
+    assert max(float(sh(c, "cat /proc/uptime").split()[0]) for c in (*ids.values(), cb)) < host_up
+    # And not the other task's: each task's containers join its own
+    # sandbox, a kernel (gVisor's Sentry) in a process of its own.
+    pa, pb = pause_of(a), pause_of(b)
+    assert pa["Id"] != pb["Id"]
+    for cid in ids.values():
+        assert docker_inspect(cid)["HostConfig"]["NetworkMode"] == f"container:{pa['Id']}"
+    for p in (pa, pb):
+        with open(f"/proc/{p['State']['Pid']}/cmdline", "rb") as f:
+            assert f.read().startswith(b"runsc-sandbox"), "a sandbox's kernel process"
     # One sandbox: localhost and the volume are shared within the task...
     assert sh(ids["probe"], "cat /shared/www/index.html") == "hi"
     assert sh(ids["probe"], "wget -qO- http://127.0.0.1:8080/") == "hi"
@@ -183,9 +194,13 @@ def test_fargate_tasks_run_on_kernels_of_their_own(fg):
     seen = sh(cb, "ps -o pid,args")
     assert "sleep 4343" in seen and "httpd" not in seen and "dockerd" not in seen and "berth" not in seen
     assert subprocess.run(["docker", "exec", cb, "cat", "/shared/www/index.html"], capture_output=True).returncode != 0
-    # The sandbox lives in the task's cgroup, under the task's memory.
-    sandbox_pid = docker_inspect(pause_of(a))["State"]["Pid"]
-    assert int(cgroup_limit(sandbox_pid, "memory", a["taskArn"].rsplit("/", 1)[1])) == 512 * 1024 * 1024
+    # Its host booted the sandbox ahead, at a warm address, in a cgroup of
+    # its own that got the task's memory when the task took it.
+    pause = pa
+    labels = pause["Config"]["Labels"]
+    assert pause["HostConfig"]["Runtime"] == "berth-runsc"
+    assert labels.get("berth.warm-address") == address(a)["privateIPv4Address"]
+    assert cgroup_limit(pause["State"]["Pid"], "memory", labels["berth.warm-cgroup"]) == 512 * 1024 * 1024
     # The task metadata endpoint says so too.
     meta = json.loads(sh(ids["probe"], "wget -qO- $ECS_CONTAINER_METADATA_URI_V4/task"))
     assert meta["Isolation"] == "gvisor"
@@ -221,9 +236,9 @@ def test_container_isolation_runs_fargate_tasks_hardened_on_the_host_kernel(fg):
         assert "no-new-privileges" in host["SecurityOpt"] and not host["Privileged"]
         assert host["Binds"] in (None, []) and not any(m["Type"] == "bind" for m in docker_inspect(cid)["Mounts"])
         task_id = task["taskArn"].rsplit("/", 1)[1]
-        assert host["CgroupParent"] == f"/berth/{task_id}", "the task's own cgroup"
+        assert task_id in host["CgroupParent"], "the task's own cgroup"
         pid = docker_inspect(cid)["State"]["Pid"]
-        assert int(cgroup_limit(pid, "memory", task_id)) == 512 * 1024 * 1024
+        assert cgroup_limit(pid, "memory", task_id) == 512 * 1024 * 1024
         # What the kernel enforces, as the container's process sees it:
         # no raw sockets (CAP_NET_RAW is bit 13), no privilege gain, the
         # default seccomp filter.

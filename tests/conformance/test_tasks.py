@@ -17,8 +17,8 @@ import boto3
 import botocore.exceptions
 import pytest
 
-from conftest import (BERTH, IMAGE, Cluster, Registry, aws_cli, check_production_task, docker, docker_inspect,
-                      make_client, production_task, wait_for)
+from conftest import (BERTH, IMAGE, Cluster, Registry, aws_cli, cgroup_dir, cgroup_limit, check_production_task, docker,
+                      docker_inspect, make_client, production_task, wait_for)
 
 
 @pytest.fixture(scope="module")
@@ -586,17 +586,16 @@ def test_task_level_limits_are_one_cgroup_the_containers_share(cl, name):
     t = run(cl, name)[0]
     t = cl.wait_status(t["taskArn"], "RUNNING")
     task_id = t["taskArn"].rsplit("/", 1)[1]
-    group = f"/sys/fs/cgroup/memory/berth/{task_id}"
     for c in t["containers"]:
         host = docker_inspect(c["runtimeId"])["HostConfig"]
-        assert host["CgroupParent"] == f"/berth/{task_id}"
+        assert task_id in host["CgroupParent"], "each container's cgroup sits under the task's"
         assert host["Memory"] == 0 and host["NanoCpus"] == 0, "the task's cgroup holds the limits"
-        full_id = docker_inspect(c["runtimeId"])["Id"]
-        assert os.path.isdir(f"{group}/{full_id}"), "each container's cgroup sits under the task's"
-    with open(f"{group}/memory.limit_in_bytes") as f:
-        assert int(f.read()) == 64 * 1024 * 1024
-    with open(f"/sys/fs/cgroup/cpu/berth/{task_id}/cpu.cfs_quota_us") as f:
-        assert int(f.read()) == 25000, "256 units are a quarter of a CPU"
+        pid = docker_inspect(c["runtimeId"])["State"]["Pid"]
+        if pid:
+            assert cgroup_limit(pid, "memory", task_id) == 64 * 1024 * 1024
+            assert cgroup_limit(pid, "cpu", task_id) == 25000, "256 units are a quarter of a CPU"
+    main = [c for c in t["containers"] if c["name"] == "main"][0]
+    group, _ = cgroup_dir(docker_inspect(main["runtimeId"])["State"]["Pid"], "memory", task_id)
 
     # 100 MiB in a 64 MiB task: the kernel kills it.
     def hog():

@@ -58,10 +58,48 @@ async fn existing(
     (out, warm)
 }
 
+/// Whether this host's warm namespaces are sandboxes: a Fargate host
+/// that gives tasks a kernel of their own.
+fn sandboxed(ctx: &Ctx) -> bool {
+    matches!(ctx.isolation, crate::Isolation::Gvisor { .. })
+        && ctx.cluster == berth_domain::instance::FARGATE_POOL
+}
+
+/// Removes a warm pause container, and the cgroup a warm sandbox was
+/// booted in.
+pub(crate) async fn remove_warm(rt: &dyn berth_runtime::ContainerRuntime, id: &str) {
+    let cgroup = match rt.inspect(id).await {
+        Ok(Some(info)) => info.labels.get(crate::spec::WARM_CGROUP_LABEL).cloned(),
+        _ => None,
+    };
+    let _ = rt.stop(id, Duration::ZERO).await;
+    let _ = rt.remove(id).await;
+    if let Some(name) = cgroup {
+        let _ = rt.remove_task_cgroup(&name).await;
+    }
+}
+
 /// Makes a warm pause container at `net`'s address, filter shut; its id.
+/// On a sandboxed host it boots the sandbox the next task there joins, in
+/// a cgroup of its own that gets that task's limits.
 async fn make_warm(ctx: Ctx, net: DesiredNetwork) -> Option<String> {
     let rt = &ctx.runtime;
-    let s = crate::spec::warm_pause_spec(&net, &ctx.instance, &ctx.cluster);
+    let s = if sandboxed(&ctx) {
+        let name = format!("warm-{:016x}", rand::random::<u64>());
+        let parent = rt
+            .task_cgroup(&name, berth_runtime::TaskLimits::default())
+            .await
+            .ok()
+            .flatten();
+        crate::spec::warm_sandbox_spec(
+            &net,
+            &ctx.instance,
+            &ctx.cluster,
+            parent.as_deref().map(|p| (p, name.as_str())),
+        )
+    } else {
+        crate::spec::warm_pause_spec(&net, &ctx.instance, &ctx.cluster)
+    };
     let id = match crate::task::create_pause(&**rt, Some(&net), &s).await {
         Ok(id) => id,
         Err(e) => {
@@ -79,8 +117,7 @@ async fn make_warm(ctx: Ctx, net: DesiredNetwork) -> Option<String> {
             // A started container holds the address: a task there makes
             // its own namespace, which needs the address free.
             tracing::warn!(address = %net.ip, error = %e, "warm namespace not made; tasks there make their own");
-            let _ = rt.stop(&id, Duration::ZERO).await;
-            let _ = rt.remove(&id).await;
+            remove_warm(&**rt, &id).await;
             None
         }
     }
@@ -171,17 +208,12 @@ impl Runner {
                 let rt = self.ctx.runtime.clone();
                 tokio::spawn(async move {
                     if let Some(id) = w.await {
-                        let _ = rt.stop(&id, Duration::ZERO).await;
-                        let _ = rt.remove(&id).await;
+                        remove_warm(&*rt, &id).await;
                     }
                 });
             }
         }
-        // A warm namespace runs on the host's kernel, which tasks on a
-        // kernel of their own cannot use.
-        let sandboxed = matches!(self.ctx.isolation, crate::Isolation::Gvisor { .. })
-            && self.ctx.cluster == berth_domain::instance::FARGATE_POOL;
-        for net in warm.into_iter().filter(|_| !sandboxed) {
+        for net in warm {
             if !self.warm.contains_key(&net.ip) {
                 let ip = net.ip.clone();
                 let made = make_warm(self.ctx.clone(), net).boxed().shared();

@@ -197,6 +197,28 @@ pub fn warm_pause_spec(net: &DesiredNetwork, instance: &str, cluster: &str) -> C
     }
 }
 
+/// On a warm sandbox: the name of the cgroup it was booted in, which the
+/// task that takes it gets its limits written on.
+pub const WARM_CGROUP_LABEL: &str = "berth.warm-cgroup";
+
+/// A warm pause container that boots a sandbox ahead of its task (hosts
+/// that give tasks a kernel of their own), in cgroup `cgroup` (its parent
+/// and the name of it) when the runtime gives tasks cgroups.
+pub fn warm_sandbox_spec(
+    net: &DesiredNetwork,
+    instance: &str,
+    cluster: &str,
+    cgroup: Option<(&str, &str)>,
+) -> ContainerSpec {
+    let mut s = warm_pause_spec(net, instance, cluster);
+    sandbox_root(&mut s, cgroup.map(|(parent, _)| parent));
+    if let Some((_, name)) = cgroup {
+        s.labels
+            .insert(WARM_CGROUP_LABEL.to_string(), name.to_string());
+    }
+    s
+}
+
 /// The bridge network of an awsvpc task's subnet on this host.
 pub fn network_spec(net: &DesiredNetwork) -> berth_runtime::NetworkSpec {
     berth_runtime::NetworkSpec {

@@ -130,6 +130,9 @@ pub struct Driver {
     filtered: Option<Vec<berth_wire::agent::AllowedIngress>>,
     /// awsvpc: a warm namespace still being made at the task's address.
     warm: Option<WarmPause>,
+    /// The cgroup the task's limits go on, when not one named after the
+    /// task: the one its warm sandbox was booted in.
+    cgroup_name: Option<String>,
     rx: mpsc::UnboundedReceiver<Input>,
     forget: bool,
     /// The task's secrets once fetched; in memory only.
@@ -218,6 +221,7 @@ impl Driver {
             pause: existing.get(spec::PAUSE_NAME).cloned(),
             filtered: None,
             warm,
+            cgroup_name: None,
             desired,
             report,
             containers,
@@ -431,13 +435,46 @@ impl Driver {
     /// can give it one; without, its containers carry the limits.
     async fn task_cgroup(&self) -> Option<String> {
         let limits = self.task_limits()?;
-        let task_id = spec::task_id(&self.desired.task_arn);
-        match self.ctx.runtime.task_cgroup(task_id, limits).await {
+        let name = self.cgroup_name();
+        match self.ctx.runtime.task_cgroup(name, limits).await {
             Ok(parent) => parent,
             Err(e) => {
                 tracing::warn!(task = %self.desired.task_arn, error = %e, "no task cgroup: each container carries the task's limits");
                 None
             }
+        }
+    }
+
+    fn cgroup_name(&self) -> &str {
+        self.cgroup_name
+            .as_deref()
+            .unwrap_or_else(|| spec::task_id(&self.desired.task_arn))
+    }
+
+    /// A sandboxed task takes the sandbox booted ahead at its address, and
+    /// with it the cgroup it was booted in, which gets the task's limits
+    /// (found again from the sandbox's label after an agent restart). A
+    /// warm namespace that is no sandbox is no use to it and goes.
+    async fn take_warm_sandbox(&mut self) {
+        if self.pause.is_none() {
+            if let Some(w) = self.warm.take() {
+                self.pause = w.await;
+            }
+        }
+        if self.cgroup_name.is_some() {
+            return;
+        }
+        let Some(id) = self.pause.clone() else { return };
+        let rt = &self.ctx.runtime;
+        let labels = match rt.inspect(&id).await {
+            Ok(Some(info)) => info.labels,
+            _ => return,
+        };
+        if let Some(name) = labels.get(spec::WARM_CGROUP_LABEL) {
+            self.cgroup_name = Some(name.clone());
+        } else if labels.contains_key(spec::WARM_LABEL) {
+            crate::runner::remove_warm(&**rt, &id).await;
+            self.pause = None;
         }
     }
 
@@ -495,6 +532,9 @@ impl Driver {
         }
         let defs: Vec<w::ContainerDefinition> =
             self.containers.iter().map(|c| c.def.clone()).collect();
+        if self.sandboxed() {
+            self.take_warm_sandbox().await;
+        }
         let cgroup = if self.containers.iter().any(|c| c.id.is_none()) {
             self.task_cgroup().await
         } else {
@@ -814,16 +854,7 @@ impl Driver {
         };
         if self.pause.is_none() {
             if let Some(w) = self.warm.take() {
-                let warm = w.await;
-                match warm {
-                    // A warm namespace runs on the host's kernel: the
-                    // task's sandbox takes its address instead.
-                    Some(id) if self.sandboxed() => {
-                        let _ = self.ctx.runtime.stop(&id, Duration::ZERO).await;
-                        self.ctx.runtime.remove(&id).await.map_err(failed)?;
-                    }
-                    warm => self.pause = warm,
-                }
+                self.pause = w.await;
             }
         }
         let mut s = spec::pause_spec(&self.desired, &net, &self.ctx.instance);
@@ -831,6 +862,9 @@ impl Driver {
             spec::sandbox_root(&mut s, cgroup);
         }
         let id = self.running_pause(&s, Some(&net)).await.map_err(failed)?;
+        if self.sandboxed() {
+            self.report.sandbox = Some(id.clone());
+        }
         let rt = &self.ctx.runtime;
         if let Some(info) = rt.inspect(&id).await.map_err(failed)? {
             self.report.mac_address = info
@@ -1286,7 +1320,7 @@ impl Driver {
     async fn release_network(&mut self) {
         if let Some(w) = self.warm.take() {
             if let Some(id) = w.await {
-                self.pause.get_or_insert(id);
+                crate::runner::remove_warm(&*self.ctx.runtime, &id).await;
             }
         }
         if let Some(id) = self.pause.take() {
@@ -1331,9 +1365,13 @@ impl Driver {
             let task_id = spec::task_id(&self.desired.task_arn);
             let _ = std::fs::remove_dir_all(crate::firelens::dir(&self.ctx.data_dir, task_id));
         }
-        if self.task_limits().is_some() {
-            let task_id = spec::task_id(&self.desired.task_arn);
-            if let Err(e) = self.ctx.runtime.remove_task_cgroup(task_id).await {
+        if self.task_limits().is_some() || self.cgroup_name.is_some() {
+            if let Err(e) = self
+                .ctx
+                .runtime
+                .remove_task_cgroup(self.cgroup_name())
+                .await
+            {
                 tracing::warn!(error = %e, task = %self.desired.task_arn, "task cgroup left behind");
             }
         }

@@ -3,7 +3,8 @@
 //! runtime (one-shot, from its cgroup), and each task's use since its
 //! previous sample goes to the server, which makes CloudWatch's metrics of
 //! it. A task is reported once all its running containers have a previous
-//! sample (a container that just started has no interval yet).
+//! sample (a container that just started has no interval yet). A task on
+//! a kernel of its own is read as a whole, from its sandbox.
 
 use berth_runtime::{ContainerRuntime, Stats};
 use berth_wire::agent::{ContainerStatus, TaskReport, TaskStatus, TaskUsage};
@@ -74,12 +75,16 @@ impl Sampler {
                 seconds: 0.0,
             };
             let mut complete = true;
-            for c in r
-                .containers
-                .iter()
-                .filter(|c| c.last_status == ContainerStatus::Running)
-            {
-                let Some(id) = &c.runtime_id else { continue };
+            let ids: Vec<&String> = match &r.sandbox {
+                Some(sandbox) => vec![sandbox],
+                None => r
+                    .containers
+                    .iter()
+                    .filter(|c| c.last_status == ContainerStatus::Running)
+                    .filter_map(|c| c.runtime_id.as_ref())
+                    .collect(),
+            };
+            for id in ids {
                 let Ok(Stats {
                     cpu_total_ns,
                     memory_bytes,
@@ -155,5 +160,54 @@ mod tests {
             }
         )
         .is_none());
+    }
+
+    #[tokio::test]
+    async fn a_task_on_a_kernel_of_its_own_is_read_from_its_sandbox() {
+        use berth_runtime::fake::FakeRuntime;
+        use berth_wire::agent::ContainerReport;
+        let rt = FakeRuntime::new();
+        rt.cache("img");
+        let spec = berth_runtime::ContainerSpec {
+            name: "sandbox".into(),
+            image: "img".into(),
+            ..Default::default()
+        };
+        let sandbox = rt.create(&spec).await.expect("created");
+        rt.start(&sandbox).await.expect("started");
+        // Its container's own id is not one the runtime can read: only
+        // the sandbox is.
+        let report = TaskReport {
+            task_arn: "t".into(),
+            last_status: TaskStatus::Running,
+            containers: vec![ContainerReport {
+                name: "app".into(),
+                runtime_id: Some("joined".into()),
+                last_status: ContainerStatus::Running,
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let mut sampler = Sampler::default();
+        assert!(sampler
+            .round(&rt, std::slice::from_ref(&report))
+            .await
+            .is_empty());
+        assert!(sampler
+            .round(&rt, std::slice::from_ref(&report))
+            .await
+            .is_empty());
+        let sandboxed = TaskReport {
+            sandbox: Some(sandbox),
+            ..report
+        };
+        assert!(sampler
+            .round(&rt, std::slice::from_ref(&sandboxed))
+            .await
+            .is_empty());
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let out = sampler.round(&rt, &[sandboxed]).await;
+        assert_eq!(out.len(), 1, "a complete reading from the sandbox");
+        assert_eq!(out[0].task_arn, "t");
     }
 }

@@ -2,10 +2,12 @@
 //! task-level limits; the ECS agent's `/ecs/<task>` cgroup). Each container
 //! is created under its task's cgroup (the engine's cgroup parent), so the
 //! kernel bounds the sum, not each container alone. This module makes the
-//! parent and writes its limits, for an engine on the cgroupfs driver with
-//! cgroup v1 or v2. Under the systemd driver, parents are slices that
-//! systemd owns; Berth does not drive those, and containers carry the limits
-//! themselves instead.
+//! parent and writes its limits: for an engine on the cgroupfs driver, a
+//! directory under `berth` in each hierarchy (cgroup v1) or in the unified
+//! one (v2); for an engine on the systemd driver (a stock Debian 12 or
+//! Ubuntu host: cgroup v2, systemd), a transient slice `berth-<task>.slice`
+//! that systemd makes with the limits as its properties, since systemd
+//! owns that tree and resets what others write in it.
 
 use std::io::{self, ErrorKind};
 use std::path::{Path, PathBuf};
@@ -30,6 +32,83 @@ pub enum Layout {
     V1(PathBuf),
     /// The unified hierarchy at `<root>`.
     V2(PathBuf),
+    /// Slices systemd makes, on cgroup v2 (`unified`) or v1.
+    Systemd { unified: bool },
+}
+
+/// The systemd properties that give a slice a task's limits. CPUWeight
+/// and CPUQuota apply on both cgroup versions; memory is MemoryMax on v2
+/// and MemoryLimit on v1.
+pub fn systemd_properties(limits: TaskLimits, unified: bool) -> Vec<(&'static str, u64)> {
+    let mut out = vec![];
+    if let Some(mib) = limits.memory_mib {
+        let key = if unified { "MemoryMax" } else { "MemoryLimit" };
+        out.push((key, (mib.max(0) as u64) * 1024 * 1024));
+    }
+    if let Some(units) = limits.cpu_units {
+        out.push(("CPUWeight", weight(units) as u64));
+        // CPU time per second of wall time, in microseconds.
+        out.push(("CPUQuotaPerSecUSec", (quota_us(units) as u64) * 10));
+    }
+    out
+}
+
+/// The slice of task `task` (systemd reads dashes as nesting, so it sits
+/// in `berth.slice`).
+pub fn slice_name(task: &str) -> String {
+    format!("berth-{}.slice", task.replace('-', "_"))
+}
+
+/// `busctl` arguments that start `slice` as a transient unit with
+/// `properties`.
+pub fn start_slice_args(slice: &str, properties: &[(&str, u64)]) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "call",
+        "org.freedesktop.systemd1",
+        "/org/freedesktop/systemd1",
+        "org.freedesktop.systemd1.Manager",
+        "StartTransientUnit",
+        "ssa(sv)a(sa(sv))",
+        slice,
+        "fail",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.push(properties.len().to_string());
+    for (k, v) in properties {
+        args.extend([k.to_string(), "t".into(), v.to_string()]);
+    }
+    args.push("0".into());
+    args
+}
+
+/// `systemctl` arguments that change a running slice's limits.
+pub fn set_slice_args(slice: &str, properties: &[(&str, u64)]) -> Vec<String> {
+    let mut args = vec!["set-property".to_string(), "--runtime".into(), slice.into()];
+    for (k, v) in properties {
+        // systemctl spells the quota as a percentage of one CPU.
+        match *k {
+            "CPUQuotaPerSecUSec" => args.push(format!("CPUQuota={}%", v.div_ceil(10_000))),
+            _ => args.push(format!("{k}={v}")),
+        }
+    }
+    args
+}
+
+fn run(program: &str, args: &[String]) -> io::Result<()> {
+    let out = std::process::Command::new(program)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()?;
+    if out.status.success() {
+        return Ok(());
+    }
+    Err(io::Error::other(format!(
+        "{program} {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr).trim()
+    )))
 }
 
 /// `what` in `path`, or an error naming the file (sysfs errors say little).
@@ -62,6 +141,14 @@ impl Layout {
     /// that reports `driver` and `version` (`docker info`); `None` when
     /// Berth cannot drive it.
     pub fn detect(root: &Path, driver: &str, version: &str) -> Option<Layout> {
+        if driver == "systemd" {
+            return match version {
+                "1" | "2" => Some(Layout::Systemd {
+                    unified: version == "2",
+                }),
+                _ => None,
+            };
+        }
         if driver != "cgroupfs" {
             return None;
         }
@@ -79,10 +166,29 @@ impl Layout {
         format!("/{PARENT}/{task}")
     }
 
+    /// The cgroup parent for task `task` in this layout.
+    pub fn parent_of(&self, task: &str) -> String {
+        match self {
+            Layout::Systemd { .. } => slice_name(task),
+            _ => Layout::parent(task),
+        }
+    }
+
     /// Creates the task's cgroup (again, if it exists) with `limits` and
     /// returns the cgroup parent for its containers.
     pub fn create(&self, task: &str, limits: TaskLimits) -> io::Result<String> {
         match self {
+            Layout::Systemd { unified } => {
+                let slice = slice_name(task);
+                let properties = systemd_properties(limits, *unified);
+                // Started again (a task's cgroup is made once per start
+                // attempt, a warm sandbox's before its task): the running
+                // slice takes the limits instead.
+                if run("busctl", &start_slice_args(&slice, &properties)).is_err() {
+                    run("systemctl", &set_slice_args(&slice, &properties))?;
+                }
+                return Ok(slice);
+            }
             Layout::V1(root) => {
                 let memory = root.join("memory").join(PARENT).join(task);
                 std::fs::create_dir_all(&memory)?;
@@ -131,6 +237,12 @@ impl Layout {
     /// made the task's directory in every v1 hierarchy; each goes.
     pub fn remove(&self, task: &str) -> io::Result<()> {
         match self {
+            Layout::Systemd { .. } => {
+                let slice = slice_name(task);
+                // A slice that is gone already is no error.
+                let _ = run("systemctl", &["stop".to_string(), slice]);
+                Ok(())
+            }
             Layout::V1(root) => {
                 for entry in std::fs::read_dir(root)? {
                     let hierarchy = entry?.path();
@@ -230,12 +342,58 @@ mod tests {
     }
 
     #[test]
-    fn only_the_cgroupfs_driver_is_driven() {
+    fn the_layout_follows_the_engines_driver_and_version() {
         let root = tempfile::tempdir().expect("tmp");
         std::fs::create_dir(root.path().join("memory")).expect("hierarchy");
-        assert!(Layout::detect(root.path(), "systemd", "1").is_none());
+        assert_eq!(
+            Layout::detect(root.path(), "systemd", "2"),
+            Some(Layout::Systemd { unified: true })
+        );
+        assert_eq!(
+            Layout::detect(root.path(), "systemd", "1"),
+            Some(Layout::Systemd { unified: false })
+        );
         assert!(Layout::detect(root.path(), "cgroupfs", "2").is_none());
         assert!(Layout::detect(root.path(), "cgroupfs", "1").is_some());
+        assert!(Layout::detect(root.path(), "other", "2").is_none());
+    }
+
+    #[test]
+    fn systemd_slices_carry_the_limits_as_properties() {
+        let limits = TaskLimits {
+            cpu_units: Some(512),
+            memory_mib: Some(1024),
+        };
+        let props = systemd_properties(limits, true);
+        assert_eq!(
+            props,
+            vec![
+                ("MemoryMax", 1024 * 1024 * 1024),
+                ("CPUWeight", 20),
+                ("CPUQuotaPerSecUSec", 500_000)
+            ]
+        );
+        assert_eq!(systemd_properties(limits, false)[0].0, "MemoryLimit");
+        let slice = slice_name("warm-1f");
+        assert_eq!(slice, "berth-warm_1f.slice");
+        assert_eq!(
+            Layout::Systemd { unified: true }.parent_of("abc"),
+            "berth-abc.slice"
+        );
+        assert_eq!(
+            Layout::V2(PathBuf::from("/x")).parent_of("abc"),
+            "/berth/abc"
+        );
+        let start = start_slice_args(&slice, &props);
+        assert_eq!(
+            start[4..].join(" "),
+            "StartTransientUnit ssa(sv)a(sa(sv)) berth-warm_1f.slice fail 3 \
+             MemoryMax t 1073741824 CPUWeight t 20 CPUQuotaPerSecUSec t 500000 0"
+        );
+        assert_eq!(
+            set_slice_args(&slice, &props).join(" "),
+            "set-property --runtime berth-warm_1f.slice MemoryMax=1073741824 CPUWeight=20 CPUQuota=50%"
+        );
     }
 
     #[test]

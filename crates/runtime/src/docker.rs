@@ -119,7 +119,9 @@ impl DockerRuntime {
             .unwrap_or_default();
         let cgroups = Layout::detect(std::path::Path::new(CGROUP_ROOT), &driver, &version);
         if cgroups.is_none() {
-            tracing::warn!(driver = %driver, version = %version, "no task cgroups on this engine: each container carries its task's limits");
+            tracing::warn!(driver = %driver, version = %version, "task-level limits need an engine on the cgroupfs or systemd cgroup driver with cgroup v1 or v2; on this one each container carries its task's limits on its own");
+        } else {
+            tracing::info!(driver = %driver, version = %version, "task cgroups on this engine");
         }
         let log_drivers = info.plugins.and_then(|p| p.log).unwrap_or_default();
         Ok(DockerRuntime {

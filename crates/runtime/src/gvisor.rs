@@ -383,6 +383,12 @@ fn start_joining(sock: &Path) -> i32 {
 /// global flags): starts it when asked, then waits for it and exits with
 /// its status. Returns the exit code.
 pub fn waiter(runsc_path: &Path, global: &[String], id: &str) -> i32 {
+    // The engine reads and changes a container's resources through the
+    // cgroup of the pid it was given: this process's, which must then be
+    // the container's own rather than the engine's.
+    if let Some(path) = cgroup_path(runsc_path, global, id) {
+        join_cgroup(&path);
+    }
     let sock = socket_path(id);
     let listener = match UnixListener::bind(&sock) {
         Ok(l) => l,
@@ -448,6 +454,46 @@ pub fn waiter(runsc_path: &Path, global: &[String], id: &str) -> i32 {
             .and_then(|v| v.get("exitStatus").and_then(|s| s.as_i64()))
             .map_or(255, |s| (s & 0xff) as i32),
         Err(_) => 255,
+    }
+}
+
+/// The cgroup path a container's spec asks for (cgroupfs style only).
+fn cgroup_path(runsc_path: &Path, global: &[String], id: &str) -> Option<String> {
+    let state = runsc(runsc_path, global)
+        .arg("state")
+        .arg(id)
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    let state: serde_json::Value = serde_json::from_slice(&state.stdout).ok()?;
+    let bundle = PathBuf::from(state.get("bundle")?.as_str()?);
+    let spec: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(bundle.join("config.json")).ok()?).ok()?;
+    let path = spec.pointer("/linux/cgroupsPath")?.as_str()?;
+    path.starts_with('/').then(|| path.to_string())
+}
+
+/// Moves this process into cgroup `path` of every hierarchy that has it.
+fn join_cgroup(path: &str) {
+    let Ok(mounts) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return;
+    };
+    let me = std::process::id().to_string();
+    for line in mounts.lines() {
+        let Some((left, right)) = line.split_once(" - ") else {
+            continue;
+        };
+        if !matches!(right.split_whitespace().next(), Some("cgroup" | "cgroup2")) {
+            continue;
+        }
+        let Some(point) = left.split_whitespace().nth(4) else {
+            continue;
+        };
+        let dir = Path::new(point).join(path.trim_start_matches('/'));
+        if dir.is_dir() {
+            let _ = std::fs::write(dir.join("cgroup.procs"), &me);
+        }
     }
 }
 

@@ -461,6 +461,12 @@ pub struct TaskReport {
     /// kernel of its own) or `container` (the host's kernel).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub isolation: Option<String>,
+    /// The runtime id of the container whose cgroup holds everything the
+    /// task runs (its sandbox, on a kernel of its own): what its usage is
+    /// read from, since its containers' own cgroups do not hold their
+    /// processes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sandbox: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
