@@ -45,6 +45,10 @@ pub struct DockerRuntime {
     /// chain, its jump and the guards were seen in place: set up once per
     /// process, they cost each task no more iptables runs.
     endpoint_lock: tokio::sync::Mutex<EndpointSetup>,
+    /// Sandboxes' host chains whose jumps this process put in place, with
+    /// the sandbox they are marked with: a task taking a warm sandbox then
+    /// costs one `iptables-restore`, not a look at the hooks too.
+    host_jumps: Mutex<HashMap<String, String>>,
 }
 
 /// Where the kernel's cgroup hierarchies are mounted, for the engine and
@@ -130,6 +134,7 @@ impl DockerRuntime {
             cgroups,
             log_drivers,
             endpoint_lock: tokio::sync::Mutex::default(),
+            host_jumps: Mutex::default(),
         })
     }
 
@@ -435,6 +440,7 @@ async fn host_filter(
     id: &str,
     ip: std::net::Ipv4Addr,
     rules: &[crate::firewall::IngressRule],
+    known: &Mutex<HashMap<String, String>>,
 ) -> Result<(), RuntimeError> {
     // Bridged packets reach the host's filter only through br_netfilter.
     for f in ["/proc/sys/net/bridge/bridge-nf-call-iptables"] {
@@ -474,6 +480,14 @@ async fn host_filter(
         )));
     }
     let mark = format!("berth-sandbox-{}", &id[..id.len().min(12)]);
+    let placed = known
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .get(&chain)
+        .cloned();
+    if placed.as_ref() == Some(&mark) {
+        return Ok(());
+    }
     let dest = format!("{ip}/32");
     for hook in crate::firewall::HOST_HOOKS {
         let have = jumps_to(hook, &chain).await?;
@@ -498,14 +512,30 @@ async fn host_filter(
         ])
         .await?;
     }
+    known
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .insert(chain, mark);
     Ok(())
 }
 
 /// Takes sandbox `id`'s host-side filter away, unless a later sandbox at
 /// its address holds it now.
-async fn drop_host_filter(id: &str, ip: std::net::Ipv4Addr) -> Result<(), RuntimeError> {
+async fn drop_host_filter(
+    id: &str,
+    ip: std::net::Ipv4Addr,
+    known: &Mutex<HashMap<String, String>>,
+) -> Result<(), RuntimeError> {
     let chain = crate::firewall::host_chain(ip);
     let mark = format!("berth-sandbox-{}", &id[..id.len().min(12)]);
+    {
+        let mut k = known
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if k.get(&chain) == Some(&mark) {
+            k.remove(&chain);
+        }
+    }
     let mut others = false;
     for hook in crate::firewall::HOST_HOOKS {
         for rule in jumps_to(hook, &chain).await? {
@@ -678,7 +708,7 @@ impl ContainerRuntime for DockerRuntime {
         // A sandbox's filter lives on the host: it goes with the sandbox.
         if let Ok(c) = self.docker.inspect_container(id, None).await {
             if let Some(ip) = sandbox_address(&c) {
-                drop_host_filter(id, ip).await?;
+                drop_host_filter(id, ip, &self.host_jumps).await?;
             }
         }
         let options = RemoveContainerOptionsBuilder::new()
@@ -974,7 +1004,7 @@ impl ContainerRuntime for DockerRuntime {
             .await
             .map_err(unavailable)?;
         if let Some(ip) = sandbox_address(&c) {
-            return host_filter(id, ip, rules).await;
+            return host_filter(id, ip, rules, &self.host_jumps).await;
         }
         let pid = c
             .state

@@ -51,6 +51,9 @@ pub const ROOT: &str = "root";
 /// Where the registered script lives: it names the berth binary, which
 /// may move between starts, while the engine's configuration stays put.
 pub const SCRIPT: &str = "/var/lib/berth/runtimes/berth-runsc";
+/// Tells a waiter the cgroup of the container it stands in for
+/// (cgroupfs style paths only).
+const CGROUP_ENV: &str = "BERTH_RUNSC_CGROUP";
 /// Waiters' sockets, one per container that joins a sandbox.
 const SOCKETS: &str = "/run/berth-runsc";
 
@@ -255,12 +258,20 @@ pub fn shim_main(runsc_path: &Path, argv: &[String]) -> i32 {
             let bundle = inv
                 .option(&["--bundle", "-b"])
                 .map_or_else(|| PathBuf::from("."), |(_, b)| PathBuf::from(b));
-            let placement = match edit_json(&bundle.join("config.json"), rewrite_spec) {
+            let mut cgroup = None;
+            let placement = match edit_json(&bundle.join("config.json"), |spec| {
+                cgroup = spec
+                    .pointer("/linux/cgroupsPath")
+                    .and_then(|p| p.as_str())
+                    .filter(|p| p.starts_with('/'))
+                    .map(String::from);
+                rewrite_spec(spec)
+            }) {
                 Ok(p) => p,
                 Err(e) => return fail(format!("reading the bundle: {e}")),
             };
             if let Placement::Join(_) = placement {
-                return create_joining(runsc_path, inv);
+                return create_joining(runsc_path, inv, cgroup.as_deref());
             }
             use std::os::unix::process::CommandExt;
             let e = runsc_hidden_net(runsc_path, &inv.to_argv()).exec();
@@ -306,7 +317,7 @@ pub fn shim_main(runsc_path: &Path, argv: &[String]) -> i32 {
 
 /// `create` of a container that joins a sandbox: runsc creates it, and a
 /// waiter that holds its streams stands in for its process.
-fn create_joining(runsc_path: &Path, mut inv: Invocation) -> i32 {
+fn create_joining(runsc_path: &Path, mut inv: Invocation, cgroup: Option<&str>) -> i32 {
     let Some(id) = inv.id().map(String::from) else {
         return fail("create without a container id");
     };
@@ -314,7 +325,8 @@ fn create_joining(runsc_path: &Path, mut inv: Invocation) -> i32 {
         return fail("create without --pid-file");
     };
     inv.set_option(at, &["--pid-file"], &format!("{pid_file}.runsc"));
-    match runsc_hidden_net(runsc_path, &inv.to_argv()).status() {
+    // A joining container sets up no network: runsc as it is.
+    match runsc(runsc_path, &[]).args(inv.to_argv()).status() {
         Ok(s) if s.success() => {}
         Ok(s) => return exit_code(s),
         Err(e) => return fail(e),
@@ -332,7 +344,11 @@ fn create_joining(runsc_path: &Path, mut inv: Invocation) -> i32 {
     // The waiter keeps this process's streams, which are the container's;
     // its own group, so the engine's signals to the shim's children do not
     // reach it before the container ends.
-    let waiter = Command::new(me)
+    let mut waiter = Command::new(me);
+    if let Some(path) = cgroup {
+        waiter.env(CGROUP_ENV, path);
+    }
+    let waiter = waiter
         .arg("oci-runsc")
         .arg("--runsc")
         .arg(runsc_path)
@@ -386,8 +402,8 @@ pub fn waiter(runsc_path: &Path, global: &[String], id: &str) -> i32 {
     // The engine reads and changes a container's resources through the
     // cgroup of the pid it was given: this process's, which must then be
     // the container's own rather than the engine's.
-    if let Some(path) = cgroup_path(runsc_path, global, id) {
-        join_cgroup(&path);
+    if let Some(path) = std::env::var_os(CGROUP_ENV) {
+        join_cgroup(&path.to_string_lossy());
     }
     let sock = socket_path(id);
     let listener = match UnixListener::bind(&sock) {
@@ -455,23 +471,6 @@ pub fn waiter(runsc_path: &Path, global: &[String], id: &str) -> i32 {
             .map_or(255, |s| (s & 0xff) as i32),
         Err(_) => 255,
     }
-}
-
-/// The cgroup path a container's spec asks for (cgroupfs style only).
-fn cgroup_path(runsc_path: &Path, global: &[String], id: &str) -> Option<String> {
-    let state = runsc(runsc_path, global)
-        .arg("state")
-        .arg(id)
-        .stdin(Stdio::null())
-        .stderr(Stdio::null())
-        .output()
-        .ok()?;
-    let state: serde_json::Value = serde_json::from_slice(&state.stdout).ok()?;
-    let bundle = PathBuf::from(state.get("bundle")?.as_str()?);
-    let spec: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(bundle.join("config.json")).ok()?).ok()?;
-    let path = spec.pointer("/linux/cgroupsPath")?.as_str()?;
-    path.starts_with('/').then(|| path.to_string())
 }
 
 /// Moves this process into cgroup `path` of every hierarchy that has it.
