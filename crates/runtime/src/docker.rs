@@ -49,6 +49,8 @@ pub struct DockerRuntime {
     /// the sandbox they are marked with: a task taking a warm sandbox then
     /// costs one `iptables-restore`, not a look at the hooks too.
     host_jumps: Mutex<HashMap<String, String>>,
+    /// Containers whose addresses were cleared of any sandbox's host chain.
+    cleared: Mutex<HashSet<String>>,
 }
 
 /// Where the kernel's cgroup hierarchies are mounted, for the engine and
@@ -135,6 +137,7 @@ impl DockerRuntime {
             log_drivers,
             endpoint_lock: tokio::sync::Mutex::default(),
             host_jumps: Mutex::default(),
+            cleared: Mutex::default(),
         })
     }
 
@@ -395,6 +398,19 @@ fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
 
 fn label_filter(label: &str, value: &str) -> HashMap<String, Vec<String>> {
     HashMap::from([("label".to_string(), vec![format!("{label}={value}")])])
+}
+
+/// A container's addresses on the networks it is attached to.
+fn addresses(c: &bollard::models::ContainerInspectResponse) -> Vec<std::net::Ipv4Addr> {
+    c.network_settings
+        .as_ref()
+        .and_then(|n| n.networks.as_ref())
+        .map(|n| {
+            n.values()
+                .filter_map(|e| e.ip_address.as_deref()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// The address of a container that boots a task's sandbox, which holds
@@ -1006,6 +1022,19 @@ impl ContainerRuntime for DockerRuntime {
         if let Some(ip) = sandbox_address(&c) {
             return host_filter(id, ip, rules, &self.host_jumps).await;
         }
+        // The address is this namespace's now: a sandbox's host chain left
+        // at it (a sandbox removed behind the agent's back) must not filter
+        // it. Looked at once per container.
+        let first = self
+            .cleared
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(id.to_string());
+        if first {
+            for ip in addresses(&c) {
+                clear_host_chain(ip).await?;
+            }
+        }
         let pid = c
             .state
             .and_then(|s| s.pid)
@@ -1313,6 +1342,22 @@ async fn iptables(args: &[&str]) -> Result<(bool, String), RuntimeError> {
 }
 
 /// [`iptables`], where failing is an error.
+/// Takes away whatever host chain a sandbox left at `ip`, if any.
+async fn clear_host_chain(ip: std::net::Ipv4Addr) -> Result<(), RuntimeError> {
+    let chain = crate::firewall::host_chain(ip);
+    if !iptables(&["-S", &chain]).await?.0 {
+        return Ok(());
+    }
+    for hook in crate::firewall::HOST_HOOKS {
+        for rule in jumps_to(hook, &chain).await? {
+            delete_rule(&rule).await?;
+        }
+    }
+    let _ = iptables(&["-F", &chain]).await?;
+    let _ = iptables(&["-X", &chain]).await?;
+    Ok(())
+}
+
 async fn iptables_ok(args: &[&str]) -> Result<String, RuntimeError> {
     match iptables(args).await? {
         (true, out) => Ok(out),
