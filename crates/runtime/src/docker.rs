@@ -471,30 +471,12 @@ async fn host_filter(
         })?;
     }
     let chain = crate::firewall::host_chain(ip);
-    let mut child = tokio::process::Command::new("iptables-restore")
-        .args(["-w", "--noflush"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .map_err(|e| RuntimeError::Unavailable(format!("cannot run iptables-restore: {e}")))?;
-    if let Some(mut stdin) = child.stdin.take() {
-        use tokio::io::AsyncWriteExt;
-        stdin
-            .write_all(crate::firewall::host_table(&chain, rules).as_bytes())
-            .await
-            .map_err(|e| RuntimeError::Unavailable(format!("iptables-restore: {e}")))?;
-    }
-    let out = child
-        .wait_with_output()
-        .await
-        .map_err(|e| RuntimeError::Unavailable(format!("iptables-restore: {e}")))?;
-    if !out.status.success() {
-        return Err(RuntimeError::Rejected(format!(
-            "iptables-restore of {chain}: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
-    }
+    restore(
+        tokio::process::Command::new("iptables-restore").args(["-w", "--noflush"]),
+        &crate::firewall::host_table(&chain, rules),
+        &format!("of {chain}"),
+    )
+    .await?;
     let mark = format!("berth-sandbox-{}", &id[..id.len().min(12)]);
     let placed = known
         .lock()
@@ -1045,39 +1027,18 @@ impl ContainerRuntime for DockerRuntime {
         // The engine has no API for a container's packet filter; the
         // host's iptables, run inside the namespace, is what Docker itself
         // uses for its own rules.
-        let mut child = tokio::process::Command::new("nsenter")
-            .args([
+        restore(
+            tokio::process::Command::new("nsenter").args([
                 "--target",
                 &pid.to_string(),
                 "--net",
                 "--",
                 "iptables-restore",
-            ])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .map_err(|e| {
-                RuntimeError::Unavailable(format!("cannot run nsenter iptables-restore: {e}"))
-            })?;
-        if let Some(mut stdin) = child.stdin.take() {
-            use tokio::io::AsyncWriteExt;
-            stdin
-                .write_all(crate::firewall::filter_table(rules).as_bytes())
-                .await
-                .map_err(|e| RuntimeError::Unavailable(format!("iptables-restore: {e}")))?;
-        }
-        let out = child
-            .wait_with_output()
-            .await
-            .map_err(|e| RuntimeError::Unavailable(format!("iptables-restore: {e}")))?;
-        if !out.status.success() {
-            return Err(RuntimeError::Rejected(format!(
-                "iptables-restore in the namespace of {id}: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            )));
-        }
-        Ok(())
+            ]),
+            &crate::firewall::filter_table(rules),
+            &format!("in the namespace of {id}"),
+        )
+        .await
     }
 
     async fn route_endpoint(
@@ -1342,6 +1303,39 @@ async fn iptables(args: &[&str]) -> Result<(bool, String), RuntimeError> {
 }
 
 /// [`iptables`], where failing is an error.
+/// Feeds `table` to `command` (an `iptables-restore`); `what` says where,
+/// for its error.
+async fn restore(
+    command: &mut tokio::process::Command,
+    table: &str,
+    what: &str,
+) -> Result<(), RuntimeError> {
+    let mut child = command
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| RuntimeError::Unavailable(format!("cannot run iptables-restore: {e}")))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        use tokio::io::AsyncWriteExt;
+        stdin
+            .write_all(table.as_bytes())
+            .await
+            .map_err(|e| RuntimeError::Unavailable(format!("iptables-restore: {e}")))?;
+    }
+    let out = child
+        .wait_with_output()
+        .await
+        .map_err(|e| RuntimeError::Unavailable(format!("iptables-restore: {e}")))?;
+    if !out.status.success() {
+        return Err(RuntimeError::Rejected(format!(
+            "iptables-restore {what}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(())
+}
+
 /// Takes away whatever host chain a sandbox left at `ip`, if any.
 async fn clear_host_chain(ip: std::net::Ipv4Addr) -> Result<(), RuntimeError> {
     let chain = crate::firewall::host_chain(ip);

@@ -16,6 +16,27 @@ pub struct IngressRule {
     pub source: String,
 }
 
+/// The lines of `chain` that accept what `rules` allow.
+fn accepts(chain: &str, rules: &[IngressRule]) -> String {
+    let mut out = String::new();
+    for r in rules {
+        let source = &r.source;
+        match r.protocol.as_str() {
+            "tcp" | "udp" => out.push_str(&format!(
+                "-A {chain} -s {source} -p {p} -m {p} --dport {}:{} -j ACCEPT\n",
+                r.from_port,
+                r.to_port,
+                p = r.protocol
+            )),
+            "-1" => out.push_str(&format!("-A {chain} -s {source} -j ACCEPT\n")),
+            // The server only sends the protocols above; anything else
+            // allows nothing rather than everything.
+            _ => {}
+        }
+    }
+    out
+}
+
 /// The filter table of a task's namespace, for `iptables-restore` (which
 /// replaces the table in one step): loopback and replies to the task's own
 /// connections always pass, then what a rule allows, and nothing else.
@@ -25,21 +46,7 @@ pub fn filter_table(rules: &[IngressRule]) -> String {
          -A INPUT -i lo -j ACCEPT\n\
          -A INPUT -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT\n",
     );
-    for r in rules {
-        let source = &r.source;
-        match r.protocol.as_str() {
-            "tcp" | "udp" => out.push_str(&format!(
-                "-A INPUT -s {source} -p {p} -m {p} --dport {}:{} -j ACCEPT\n",
-                r.from_port,
-                r.to_port,
-                p = r.protocol
-            )),
-            "-1" => out.push_str(&format!("-A INPUT -s {source} -j ACCEPT\n")),
-            // The server only sends the protocols above; anything else
-            // allows nothing rather than everything.
-            _ => {}
-        }
-    }
+    out.push_str(&accepts("INPUT", rules));
     out.push_str("COMMIT\n");
     out
 }
@@ -65,19 +72,7 @@ pub fn host_table(chain: &str, rules: &[IngressRule]) -> String {
         "*filter\n:{chain} - [0:0]\n\
          -A {chain} -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT\n"
     );
-    for r in rules {
-        let source = &r.source;
-        match r.protocol.as_str() {
-            "tcp" | "udp" => out.push_str(&format!(
-                "-A {chain} -s {source} -p {p} -m {p} --dport {}:{} -j ACCEPT\n",
-                r.from_port,
-                r.to_port,
-                p = r.protocol
-            )),
-            "-1" => out.push_str(&format!("-A {chain} -s {source} -j ACCEPT\n")),
-            _ => {}
-        }
-    }
+    out.push_str(&accepts(chain, rules));
     out.push_str(&format!("-A {chain} -j DROP\nCOMMIT\n"));
     out
 }
