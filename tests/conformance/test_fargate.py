@@ -216,6 +216,13 @@ def test_a_fargate_host_without_gvisor_refuses_to_join_unless_told_to_use_contai
     assert agent.proc.wait(timeout=30) != 0
     log = open(agent.log).read()
     assert "cannot give tasks a kernel of their own" in log and "--isolation container" in log, log
+    # Where the isolation flags would change nothing, they are refused.
+    from conftest import BERTH
+    for extra in (["--isolation", "container"], ["--capacity", "fargate", "--isolation", "container",
+                                                  "--runsc", "/usr/bin/runsc"]):
+        p = subprocess.run([BERTH, "agent", "--server", fg.server.url, *extra], capture_output=True, text=True,
+                           stdin=subprocess.DEVNULL, timeout=30)
+        assert p.returncode != 0 and "applies to Fargate capacity" in p.stderr, p.stderr
 
 
 def test_container_isolation_runs_fargate_tasks_hardened_on_the_host_kernel(fg):

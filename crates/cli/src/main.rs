@@ -153,11 +153,11 @@ struct HostArgs {
     /// of its own per task (gVisor's runsc), or container, hardened
     /// containers on the host's kernel. A Fargate host that cannot run
     /// gVisor refuses to start unless this says container.
-    #[arg(long, env = "BERTH_ISOLATION", value_enum, default_value = "gvisor")]
-    isolation: IsolationArg,
-    /// gVisor's runsc (a path, or a name looked up on PATH).
-    #[arg(long, env = "BERTH_RUNSC", default_value = "runsc")]
-    runsc: PathBuf,
+    #[arg(long, env = "BERTH_ISOLATION", value_enum)]
+    isolation: Option<IsolationArg>,
+    /// gVisor's runsc (a path, or a name looked up on PATH; default runsc).
+    #[arg(long, env = "BERTH_RUNSC")]
+    runsc: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -168,12 +168,28 @@ enum IsolationArg {
 
 impl HostArgs {
     fn isolation(&self) -> berth_agent::Isolation {
-        match self.isolation {
+        match self.isolation.unwrap_or(IsolationArg::Gvisor) {
             IsolationArg::Container => berth_agent::Isolation::Container,
             IsolationArg::Gvisor => berth_agent::Isolation::Gvisor {
-                runsc: on_path(&self.runsc),
+                runsc: on_path(
+                    self.runsc
+                        .as_deref()
+                        .unwrap_or(std::path::Path::new("runsc")),
+                ),
             },
         }
+    }
+
+    /// Refuses the isolation flags where they would change nothing: on a
+    /// host that is no Fargate capacity, and --runsc without gVisor.
+    fn check_isolation(&self, fargate: bool) -> anyhow::Result<()> {
+        if !fargate && self.isolation.is_some() {
+            bail!("--isolation applies to Fargate capacity only (--capacity fargate, or berth up with --fargate true): EC2 tasks always run as containers");
+        }
+        if self.runsc.is_some() && (!fargate || self.isolation == Some(IsolationArg::Container)) {
+            bail!("--runsc applies to Fargate capacity with --isolation gvisor only");
+        }
+        Ok(())
     }
 }
 
@@ -689,6 +705,7 @@ fn main() -> anyhow::Result<()> {
                 host,
                 fargate,
             } = *args;
+            host.check_isolation(fargate)?;
             run(server, Some((host, fargate)))
         }
         Command::Agent(args) => {
@@ -1361,6 +1378,8 @@ fn agent(args: AgentArgs) -> anyhow::Result<()> {
         Capacity::Ec2 => args.cluster.as_str(),
         Capacity::Fargate => berth_domain::instance::FARGATE_POOL,
     };
+    args.host
+        .check_isolation(args.capacity == Capacity::Fargate)?;
     let mut config = agent_config(&args.servers, cluster, &args.region, data, &args.host)?;
     config.join_token = args.token.clone();
     if let Some(ca) = &args.ca {

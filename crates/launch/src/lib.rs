@@ -269,6 +269,11 @@ impl Launcher for NetnsLauncher {
             .args(["--availability-zone", &req.zone])
             .args(["--region", &req.region])
             .args(["--token", &req.join_token]);
+        if !req.fargate {
+            // The server's own isolation settings are for the Fargate
+            // pool's hosts; an EC2 host would refuse them.
+            cmd.env_remove("BERTH_ISOLATION").env_remove("BERTH_RUNSC");
+        }
         if let Some(t) = &req.fields.instance_type {
             cmd.args(["--attribute", &format!("ecs.instance-type={t}")]);
         }
