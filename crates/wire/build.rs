@@ -58,8 +58,8 @@ fn rust_field_name(member: &str) -> String {
         }
     }
     match out.as_str() {
-        "type" | "override" | "match" | "ref" | "mod" | "move" | "loop" | "in" | "use" | "self"
-        | "enum" | "struct" => {
+        "type" | "return" | "override" | "match" | "ref" | "mod" | "move" | "loop" | "in"
+        | "use" | "self" | "enum" | "struct" => {
             format!("r#{out}")
         }
         _ => out,

@@ -351,6 +351,7 @@ mod tests {
             gateway: "10.0.0.1".into(),
             ip: "10.0.0.9".into(),
             ingress: vec![],
+            egress: None,
         });
         s.report.mac_address = Some("02:42:0a:00:00:09".into());
         let v4 = task(&s, &HashMap::new(), Version::V4);

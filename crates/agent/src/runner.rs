@@ -109,7 +109,12 @@ async fn make_warm(ctx: Ctx, net: DesiredNetwork) -> Option<String> {
     };
     let ready = async {
         rt.start(&id).await?;
-        rt.apply_ingress(&id, &[]).await
+        // Nothing in or out until a task takes it.
+        let closed = berth_runtime::firewall::Filter {
+            ingress: vec![],
+            egress: Some(vec![]),
+        };
+        rt.apply_filter(&id, &closed).await
     };
     match ready.await {
         Ok(()) => Some(id),

@@ -127,7 +127,10 @@ pub struct Driver {
     /// awsvpc: the container holding the task's network namespace.
     pause: Option<String>,
     /// awsvpc: the ingress its namespace's filter lets in now, once set.
-    filtered: Option<Vec<berth_wire::agent::AllowedIngress>>,
+    filtered: Option<(
+        Vec<berth_wire::agent::AllowedIngress>,
+        Option<Vec<berth_wire::agent::AllowedIngress>>,
+    )>,
     /// awsvpc: a warm namespace still being made at the task's address.
     warm: Option<WarmPause>,
     /// The cgroup the task's limits go on, when not one named after the
@@ -938,22 +941,27 @@ impl Driver {
         let (Some(net), Some(pause)) = (&self.desired.network, &self.pause) else {
             return Ok(());
         };
-        if self.filtered.as_ref() == Some(&net.ingress) {
+        let wanted = (net.ingress.clone(), net.egress.clone());
+        if self.filtered.as_ref() == Some(&wanted) {
             return Ok(());
         }
-        let rules: Vec<berth_runtime::firewall::IngressRule> = net
-            .ingress
-            .iter()
-            .map(|a| berth_runtime::firewall::IngressRule {
-                protocol: a.protocol.clone(),
-                from_port: a.from_port,
-                to_port: a.to_port,
-                source: a.source.clone(),
-            })
-            .collect();
-        self.ctx.runtime.apply_ingress(pause, &rules).await?;
-        tracing::debug!(task = %self.desired.task_arn, rules = rules.len(), "ingress filter set");
-        self.filtered = Some(net.ingress.clone());
+        let rules = |list: &[berth_wire::agent::AllowedIngress]| {
+            list.iter()
+                .map(|a| berth_runtime::firewall::Rule {
+                    protocol: a.protocol.clone(),
+                    from_port: a.from_port,
+                    to_port: a.to_port,
+                    peer: a.source.clone(),
+                })
+                .collect::<Vec<_>>()
+        };
+        let filter = berth_runtime::firewall::Filter {
+            ingress: rules(&net.ingress),
+            egress: net.egress.as_deref().map(rules),
+        };
+        self.ctx.runtime.apply_filter(pause, &filter).await?;
+        tracing::debug!(task = %self.desired.task_arn, ingress = filter.ingress.len(), egress = ?filter.egress.as_ref().map(Vec::len), "security group filter set");
+        self.filtered = Some(wanted);
         Ok(())
     }
 
@@ -1483,6 +1491,7 @@ mod tests {
             gateway: "10.0.0.1".into(),
             ip: "10.0.0.9".into(),
             ingress: vec![],
+            egress: None,
         };
         rt.ensure_pause_image().await.expect("pause image");
         let warm_id = rt

@@ -1,5 +1,6 @@
-//! The EC2 API (`ec2`, 2016-11-15, EC2's query dialect), as far as Auto
-//! Scaling groups need it: launch templates and their versions. Decode,
+//! The EC2 API (`ec2`, 2016-11-15, EC2's query dialect): launch templates
+//! and their versions, as Auto Scaling groups need them, and the
+//! networking operations (`ec2_vpc.rs`). Decode,
 //! call `berth_control::groups`, encode; EC2's own error XML.
 
 use crate::{context::RequestContext, error::ApiError, AppState};
@@ -14,6 +15,26 @@ query_operations! { "EC2", w::MODEL, Ec2Error::invalid;
     "DescribeLaunchTemplateVersions" => describe_launch_template_versions,
     "ModifyLaunchTemplate" => modify_launch_template,
     "DeleteLaunchTemplate" => delete_launch_template,
+    "CreateVpc" => crate::ec2_vpc::create_vpc,
+    "DescribeVpcs" => crate::ec2_vpc::describe_vpcs,
+    "DeleteVpc" => crate::ec2_vpc::delete_vpc,
+    "CreateSubnet" => crate::ec2_vpc::create_subnet,
+    "DescribeSubnets" => crate::ec2_vpc::describe_subnets,
+    "DeleteSubnet" => crate::ec2_vpc::delete_subnet,
+    "DescribeAvailabilityZones" => crate::ec2_vpc::describe_availability_zones,
+    "CreateSecurityGroup" => crate::ec2_vpc::create_security_group,
+    "DescribeSecurityGroups" => crate::ec2_vpc::describe_security_groups,
+    "DeleteSecurityGroup" => crate::ec2_vpc::delete_security_group,
+    "AuthorizeSecurityGroupIngress" => crate::ec2_vpc::authorize_security_group_ingress,
+    "AuthorizeSecurityGroupEgress" => crate::ec2_vpc::authorize_security_group_egress,
+    "RevokeSecurityGroupIngress" => crate::ec2_vpc::revoke_security_group_ingress,
+    "RevokeSecurityGroupEgress" => crate::ec2_vpc::revoke_security_group_egress,
+    "DescribeSecurityGroupRules" => crate::ec2_vpc::describe_security_group_rules,
+    "DescribeNetworkInterfaces" => crate::ec2_vpc::describe_network_interfaces,
+    "CreateTags" => crate::ec2_vpc::create_tags,
+    "DeleteTags" => crate::ec2_vpc::delete_tags,
+    "DescribeTags" => crate::ec2_vpc::describe_tags,
+    "DescribeAccountAttributes" => crate::ec2_vpc::describe_account_attributes,
 }
 
 type Out<T> = Result<T, ApiError>;

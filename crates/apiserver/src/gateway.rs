@@ -11,7 +11,7 @@ use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use berth_domain::instance::{ContainerInstance, FARGATE_POOL};
-use berth_domain::network::{WarmAddress, WARM_HOLDER};
+use berth_domain::network::WarmAddress;
 use berth_domain::task::{ObservedTask, Task, TaskStatus};
 use berth_domain::taskdef::{parse_cpu, parse_memory};
 use berth_domain::{arn, Scope};
@@ -235,19 +235,21 @@ async fn warm_addresses(
     cluster: &str,
     instance: &str,
 ) -> Result<Vec<DesiredNetwork>, String> {
+    let network = st.ctl.networks.current();
     Ok(
         typed::list::<WarmAddress>(&*st.store, &scope.warm_ips_of(cluster, instance))
             .await
             .map_err(|e| e.to_string())?
             .into_iter()
             .filter_map(|(_, w)| {
-                // Only while its subnet is still configured.
-                let subnet = st.config.network.subnet(&w.value.subnet_id)?;
+                // Only while its subnet is still there.
+                let subnet = network.subnet(&w.value.subnet_id)?;
                 Some(desired_network(
                     &subnet.id,
                     &subnet.cidr,
                     &w.value.ip,
                     vec![],
+                    Some(vec![]),
                 ))
             })
             .collect(),
@@ -328,11 +330,18 @@ async fn desired_task(
             if members.is_none() {
                 *members = Some(group_members(st, scope).await?);
             }
-            let ingress = members
-                .as_ref()
-                .map(|m| st.config.network.ingress_of(&n.security_groups, m))
-                .unwrap_or_default();
-            Some(desired_network(&n.subnet_id, &n.cidr, &n.ip, ingress))
+            let network = st.ctl.networks.current();
+            let empty = HashMap::new();
+            let m = members.as_ref().unwrap_or(&empty);
+            let ingress = network.ingress_of(&n.security_groups, m);
+            let egress = network.egress_of(&n.security_groups, m);
+            Some(desired_network(
+                &n.subnet_id,
+                &n.cidr,
+                &n.ip,
+                ingress,
+                Some(egress),
+            ))
         }
         None => None,
     };
@@ -623,6 +632,7 @@ fn desired_network(
     cidr: &str,
     ip: &str,
     ingress: Vec<berth_wire::agent::AllowedIngress>,
+    egress: Option<Vec<berth_wire::agent::AllowedIngress>>,
 ) -> DesiredNetwork {
     DesiredNetwork {
         name: format!("berth-{subnet}"),
@@ -633,42 +643,17 @@ fn desired_network(
             .unwrap_or_default(),
         ip: ip.to_string(),
         ingress,
+        egress,
     }
 }
 
-/// The addresses of each security group's members: every awsvpc task that
-/// holds an address (the `subnet-ips/` keys name them), in any cluster.
 async fn group_members(
     st: &AppState,
     scope: &Scope,
 ) -> Result<HashMap<String, Vec<std::net::Ipv4Addr>>, String> {
-    let held = st
-        .store
-        .range(RangeRequest::prefix(scope.subnet_ips().as_str()))
+    berth_control::network::members(&st.ctl, scope)
         .await
-        .map_err(|e| e.to_string())?;
-    let mut out: HashMap<String, Vec<std::net::Ipv4Addr>> = HashMap::new();
-    for kv in held.kvs {
-        // Warm addresses are held for no task yet.
-        let Ok(task_key) = String::from_utf8(kv.value) else {
-            continue;
-        };
-        if task_key.starts_with(WARM_HOLDER) {
-            continue;
-        }
-        let Some(t) = typed::get::<Task>(&*st.store, &task_key)
-            .await
-            .map_err(|e| e.to_string())?
-        else {
-            continue;
-        };
-        let Some(n) = t.value.network else { continue };
-        let Ok(ip) = n.ip.parse() else { continue };
-        for g in n.security_groups {
-            out.entry(g).or_default().push(ip);
-        }
-    }
-    Ok(out)
+        .map_err(|e| e.to_string())
 }
 
 /// Records what the agent observed of one of its tasks. Reports for tasks
@@ -837,7 +822,8 @@ async fn converse(
     )
     .await?;
     // The desired set changes with the instance's index, and its tasks'
-    // security groups with the addresses other tasks take and free.
+    // security groups with the addresses other tasks take and free and
+    // with the network's rules.
     let mut changes = st
         .hub
         .subscribe(
@@ -846,6 +832,10 @@ async fn converse(
                 (scope.instance_tasks_of(cluster, id), Route::Entries),
                 (scope.subnet_ips(), Route::Any),
                 (scope.warm_ips_of(cluster, id), Route::Any),
+                (
+                    berth_store::keys::ec2::network(&st.config.account_id),
+                    Route::Any,
+                ),
             ],
         )
         .await;

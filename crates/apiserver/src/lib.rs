@@ -117,6 +117,7 @@ mod cloudwatch;
 mod context;
 mod cwlogs;
 mod ec2;
+mod ec2_vpc;
 pub(crate) mod ecs;
 mod elbv2;
 mod error;

@@ -573,9 +573,10 @@ struct ServerArgs {
     /// removed (ECS: at least an hour).
     #[arg(long, env = "BERTH_STOPPED_TASK_RETENTION", default_value_t = 3600.0, value_parser = parse_retention)]
     stopped_task_retention: f64,
-    /// A JSON file with the subnets and security groups awsvpc tasks may
-    /// use (docs/networking.md); default: one /20 subnet per local zone
-    /// (subnet-local-1a, -1b, -1c) and sg-default.
+    /// A JSON file with the VPCs, subnets and security groups a new store
+    /// starts with (docs/networking.md); later, the EC2 API changes them.
+    /// Default: the VPC vpc-local with one /20 subnet per local zone
+    /// (subnet-local-1a, -1b, -1c), sg-default and sg-allow-all.
     #[arg(long, env = "BERTH_NETWORK_CONFIG")]
     network_config: Option<PathBuf>,
     /// Threads serving HTTP connections (default: one per CPU).
@@ -1053,6 +1054,19 @@ async fn serve(args: ServerArgs, up: Option<(HostArgs, bool)>) -> anyhow::Result
         );
     }
     let root = root_credentials(&args, &state).await?;
+    // The first start of a store puts its network there; later ones use
+    // what the EC2 API made of it.
+    let wrote = state
+        .ctl
+        .networks
+        .bootstrap()
+        .await
+        .context("cannot put the network in the store")?;
+    if !wrote && args.network_config.is_some() {
+        tracing::warn!(
+            "--network-config is only read by a store's first start; this store's VPCs, subnets and security groups are changed with the EC2 API"
+        );
+    }
     state.ctl = state
         .ctl
         .clone()
@@ -1063,6 +1077,7 @@ async fn serve(args: ServerArgs, up: Option<(HostArgs, bool)>) -> anyhow::Result
 
     let shutdown = cancel_on_signal("shutting down");
     tokio::spawn(state.ctl.identity.clone().follow(shutdown.clone()));
+    tokio::spawn(state.ctl.networks.clone().follow(shutdown.clone()));
     // Log groups' retention, enforced once a minute.
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(60));

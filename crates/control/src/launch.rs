@@ -161,7 +161,8 @@ pub async fn prepare(
     if fargate {
         strategies = fargate_strategies();
     }
-    let awsvpc = st.config.network.awsvpc(
+    let network = st.networks.current();
+    let awsvpc = network.awsvpc(
         def.network_mode.as_deref() == Some("awsvpc"),
         i.network_configuration,
         i.launch_type,
@@ -172,7 +173,7 @@ pub async fn prepare(
         let zones: Vec<String> = a
             .subnets
             .iter()
-            .filter_map(|id| st.config.network.subnet(id))
+            .filter_map(|id| network.subnet(id))
             .map(|s| s.availability_zone.clone())
             .collect();
         let zone_rule = format!("attribute:ecs.availability-zone in [{}]", zones.join(", "));

@@ -32,6 +32,7 @@ pub mod leader;
 pub mod live;
 pub mod managed_scaling;
 pub mod metrics;
+pub mod network;
 pub mod placement;
 pub mod runtime;
 pub mod scaling;
@@ -56,7 +57,7 @@ pub use metrics::ControlMetrics;
 /// What the cluster manager needs to know of its deployment.
 #[derive(Debug, Clone)]
 pub struct ControlConfig {
-    /// The subnets and security groups awsvpc tasks may use.
+    /// The network a new store starts with (the EC2 API changes it).
     pub network: NetworkConfig,
     /// The account every resource belongs to.
     pub account: String,
@@ -123,6 +124,8 @@ pub struct Control {
     pub live: Arc<live::Live>,
     /// The account's access keys, as requests are checked against them.
     pub identity: Arc<identity::Identity>,
+    /// The account's VPCs, subnets and security groups, kept from the store.
+    pub networks: Arc<network::Networks>,
     /// The lease RunTask clientTokens are kept under now, and when it was
     /// granted ([`tasks::token_lease`]).
     token_lease: Arc<parking_lot::Mutex<Option<(berth_store::LeaseId, tokio::time::Instant)>>>,
@@ -140,6 +143,11 @@ impl Control {
                 store.clone(),
                 &config.account,
                 sealer,
+            )),
+            networks: Arc::new(network::Networks::new(
+                store.clone(),
+                &config.account,
+                config.network.clone(),
             )),
             store,
             config: Arc::new(config),

@@ -307,10 +307,11 @@ pub async fn pool(
         .collect();
     let bins = packed(asks, largest);
     // New hosts go where the waiting tasks' subnets are.
+    let network = st.networks.current();
     let mut zones: Vec<String> = still
         .iter()
         .flat_map(|(_, w)| w.subnets.iter())
-        .filter_map(|id| st.config.network.subnet(id))
+        .filter_map(|id| network.subnet(id))
         .map(|s| s.availability_zone.clone())
         .collect();
     zones.sort();

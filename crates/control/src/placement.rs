@@ -719,8 +719,9 @@ impl Addresses {
             .attribute("ecs.availability-zone")
             .and_then(|a| a.value.clone())
             .unwrap_or_default();
+        let network = st.networks.current();
         for id in &awsvpc.subnets {
-            let Some(subnet) = st.config.network.subnet(id) else {
+            let Some(subnet) = network.subnet(id) else {
                 continue;
             };
             let Some(cidr) = Cidr::parse(&subnet.cidr) else {

@@ -32,6 +32,7 @@ pub mod tags;
 pub mod task;
 pub mod taskdef;
 pub mod usage_metrics;
+pub mod vpc;
 
 pub use arn::{Arn, Scope};
 pub use error::EcsError;

@@ -6,7 +6,7 @@
 use crate::EcsError;
 use berth_wire::ecs as w;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
 /// Subnets and security groups per awsvpcConfiguration, as ECS allows.
@@ -66,6 +66,21 @@ impl std::fmt::Display for Cidr {
     }
 }
 
+/// Tags of an EC2 resource, by key.
+pub type Tags = BTreeMap<String, String>;
+
+/// A VPC: the block its subnets are cut from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VpcConfig {
+    pub id: String,
+    pub cidr: String,
+    #[serde(default)]
+    pub is_default: bool,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tags: Tags,
+}
+
 /// One subnet of the configuration.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -73,32 +88,142 @@ pub struct SubnetConfig {
     pub id: String,
     pub cidr: String,
     pub availability_zone: String,
+    /// Empty only in a bootstrap file, which puts it in the default VPC.
+    #[serde(default)]
+    pub vpc_id: String,
+    #[serde(default)]
+    pub default_for_az: bool,
+    #[serde(default)]
+    pub map_public_ip_on_launch: bool,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tags: Tags,
 }
 
-/// An ingress rule of a security group: traffic allowed in.
+/// A rule of a security group: traffic allowed in (ingress) or out
+/// (egress), from or to a peer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct IngressRule {
-    /// `tcp`, `udp` or `-1` (all).
+pub struct Rule {
+    /// `sgr-...`; given when the rule is stored.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub id: String,
+    /// `tcp`, `udp`, `icmp`, `-1` (all), or another protocol's number.
     pub protocol: String,
+    /// Ports for tcp and udp; the ICMP type and code for icmp (-1: any).
     #[serde(default)]
-    pub from_port: u16,
+    pub from_port: i32,
     #[serde(default)]
-    pub to_port: u16,
-    /// Where from: a CIDR block...
+    pub to_port: i32,
+    /// The peer: a CIDR block...
     #[serde(default)]
     pub cidr: Option<String>,
+    /// ... an IPv6 block (kept; tasks have no IPv6 addresses to match) ...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cidr_ipv6: Option<String>,
     /// ... or the tasks of a security group.
     #[serde(default)]
     pub source_group: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+}
+
+impl Rule {
+    /// Whether two rules allow the same thing (EC2's duplicate test:
+    /// protocol, ports and peer).
+    pub fn same_as(&self, other: &Rule) -> bool {
+        self.protocol == other.protocol
+            && self.ports() == other.ports()
+            && self.cidr == other.cidr
+            && self.cidr_ipv6 == other.cidr_ipv6
+            && self.source_group == other.source_group
+    }
+
+    /// The port (or ICMP type and code) range that matters for the
+    /// protocol: none for all protocols or a bare protocol number.
+    pub fn ports(&self) -> Option<(i32, i32)> {
+        matches!(self.protocol.as_str(), "tcp" | "udp" | "icmp")
+            .then_some((self.from_port, self.to_port))
+    }
+}
+
+fn allow_all_egress() -> Vec<Rule> {
+    vec![Rule {
+        id: String::new(),
+        protocol: "-1".into(),
+        from_port: 0,
+        to_port: 0,
+        cidr: Some("0.0.0.0/0".into()),
+        cidr_ipv6: None,
+        source_group: None,
+        description: None,
+    }]
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SecurityGroupConfig {
     pub id: String,
+    /// Unique within its VPC; `default` is each VPC's own group.
     #[serde(default)]
-    pub ingress: Vec<IngressRule>,
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub vpc_id: String,
+    #[serde(default)]
+    pub ingress: Vec<Rule>,
+    /// Everything out, as EC2 gives a new group, unless said otherwise.
+    #[serde(default = "allow_all_egress")]
+    pub egress: Vec<Rule>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tags: Tags,
+}
+
+/// The default VPC of [`NetworkConfig::local_default`].
+pub const DEFAULT_VPC: &str = "vpc-local";
+
+/// A VPC's or subnet's block: a network address with a /16 to /28 prefix.
+fn block(cidr: &str) -> Result<Cidr, String> {
+    let c = Cidr::parse(cidr).ok_or_else(|| format!("{cidr:?} is not a network address/prefix"))?;
+    if !(16..=28).contains(&c.prefix) {
+        return Err(format!(
+            "{cidr}: the prefix must be /16 to /28, as in a VPC"
+        ));
+    }
+    Ok(c)
+}
+
+/// A rule's protocol and ports as EC2 allows them (the protocol already
+/// in its stored spelling: `tcp`, `udp`, `icmp`, `-1` or a number).
+pub fn check_rule(r: &Rule) -> Result<(), String> {
+    match r.protocol.as_str() {
+        "tcp" | "udp" => {
+            if !(0..=65535).contains(&r.from_port) || !(0..=65535).contains(&r.to_port) {
+                return Err(format!(
+                    "ports {}-{} are not between 0 and 65535",
+                    r.from_port, r.to_port
+                ));
+            }
+            if r.from_port > r.to_port {
+                return Err(format!(
+                    "fromPort {} is above toPort {}",
+                    r.from_port, r.to_port
+                ));
+            }
+        }
+        "icmp" => {
+            if !(-1..=255).contains(&r.from_port) || !(-1..=255).contains(&r.to_port) {
+                return Err(format!(
+                    "ICMP type {} and code {} must be -1 or between 0 and 255",
+                    r.from_port, r.to_port
+                ));
+            }
+        }
+        "-1" => {}
+        n if n.parse::<u8>().is_ok() => {}
+        other => return Err(format!("unknown protocol {other:?}")),
+    }
+    Ok(())
 }
 
 /// How a `subnet-ips/` value names a warm address's holder (a host), not a
@@ -120,6 +245,8 @@ pub struct WarmAddress {
 #[serde(rename_all = "camelCase")]
 pub struct NetworkConfig {
     #[serde(default)]
+    pub vpcs: Vec<VpcConfig>,
+    #[serde(default)]
     pub subnets: Vec<SubnetConfig>,
     #[serde(default)]
     pub security_groups: Vec<SecurityGroupConfig>,
@@ -133,29 +260,74 @@ fn id_ok(id: &str, prefix: &str) -> bool {
     })
 }
 
+/// A rule's ports as the agent takes them: tcp and udp port ranges; for
+/// icmp the type and the code, where 65535 stands for any; all ports for
+/// everything else. None for a rule no agent could apply.
+fn wire_ports(r: &Rule) -> Option<(u16, u16)> {
+    let any = |v: i32| {
+        if v < 0 {
+            Some(u16::MAX)
+        } else {
+            u16::try_from(v).ok()
+        }
+    };
+    match r.protocol.as_str() {
+        "tcp" | "udp" => Some((
+            u16::try_from(r.from_port).ok()?,
+            u16::try_from(r.to_port).ok()?,
+        )),
+        "icmp" if r.from_port < 0 => Some((u16::MAX, u16::MAX)),
+        "icmp" => Some((any(r.from_port)?, any(r.to_port)?)),
+        _ => Some((0, 65535)),
+    }
+}
+
 impl NetworkConfig {
-    /// What a task in `groups` lets in: every rule of every group, a
-    /// source group standing for the address of each of its members
-    /// (`members`: group id to the addresses of the tasks in it), sorted
-    /// and without repeats. Groups the configuration does not define add
-    /// nothing, so an unknown one denies rather than allows.
+    /// What a task in `groups` lets in: every ingress rule of every
+    /// group, a source group standing for the address of each of its
+    /// members (`members`: group id to the addresses of the tasks in it),
+    /// sorted and without repeats. Groups the configuration does not
+    /// define add nothing, so an unknown one denies rather than allows.
     pub fn ingress_of(
         &self,
         groups: &[String],
         members: &std::collections::HashMap<String, Vec<Ipv4Addr>>,
+    ) -> Vec<berth_wire::agent::AllowedIngress> {
+        self.allowed(groups, members, false)
+    }
+
+    /// What a task in `groups` may send: its groups' egress rules, as
+    /// [`NetworkConfig::ingress_of`] reads ingress ones (the peer is the
+    /// destination).
+    pub fn egress_of(
+        &self,
+        groups: &[String],
+        members: &std::collections::HashMap<String, Vec<Ipv4Addr>>,
+    ) -> Vec<berth_wire::agent::AllowedIngress> {
+        self.allowed(groups, members, true)
+    }
+
+    fn allowed(
+        &self,
+        groups: &[String],
+        members: &std::collections::HashMap<String, Vec<Ipv4Addr>>,
+        egress: bool,
     ) -> Vec<berth_wire::agent::AllowedIngress> {
         let mut out = BTreeSet::new();
         for g in groups {
             let Some(group) = self.security_groups.iter().find(|s| &s.id == g) else {
                 continue;
             };
-            for r in &group.ingress {
-                let (from_port, to_port) = if r.protocol == "-1" {
-                    (0, 65535)
-                } else {
-                    (r.from_port, r.to_port)
+            let rules = if egress {
+                &group.egress
+            } else {
+                &group.ingress
+            };
+            for r in rules {
+                let Some((from_port, to_port)) = wire_ports(r) else {
+                    continue;
                 };
-                let sources: Vec<String> = match (&r.cidr, &r.source_group) {
+                let peers: Vec<String> = match (&r.cidr, &r.source_group) {
                     (Some(c), _) => vec![c.clone()],
                     (None, Some(sg)) => members
                         .get(sg)
@@ -165,7 +337,7 @@ impl NetworkConfig {
                         .collect(),
                     (None, None) => vec![],
                 };
-                for source in sources {
+                for source in peers {
                     out.insert(berth_wire::agent::AllowedIngress {
                         protocol: r.protocol.clone(),
                         from_port,
@@ -178,13 +350,39 @@ impl NetworkConfig {
         out.into_iter().collect()
     }
 
-    /// What Berth offers when no configuration is given: one /20 subnet
-    /// per local zone (`subnet-local-1a` 10.128.0.0/20 in local-1a, and
-    /// so on for local-1b and local-1c), `sg-default`, which lets in
-    /// traffic from its own members only, as a VPC's default group does,
-    /// and `sg-allow-all`, which lets in everything from anywhere.
+    /// What Berth offers when no configuration is given: the default VPC
+    /// `vpc-local` (10.128.0.0/16) with one /20 subnet per local zone
+    /// (`subnet-local-1a` 10.128.0.0/20 in local-1a, and so on for
+    /// local-1b and local-1c), its default group `sg-default`, which lets
+    /// in traffic from its own members only, as a VPC's default group
+    /// does, and `sg-allow-all`, which lets in everything from anywhere.
     pub fn local_default() -> NetworkConfig {
+        let group = |id: &str, name: &str, description: &str, peer: Rule| SecurityGroupConfig {
+            id: id.into(),
+            name: name.into(),
+            description: description.into(),
+            vpc_id: DEFAULT_VPC.into(),
+            ingress: vec![peer],
+            egress: allow_all_egress(),
+            tags: Tags::new(),
+        };
+        let all_from = |cidr: Option<&str>, group: Option<&str>| Rule {
+            id: String::new(),
+            protocol: "-1".into(),
+            from_port: 0,
+            to_port: 0,
+            cidr: cidr.map(String::from),
+            cidr_ipv6: None,
+            source_group: group.map(String::from),
+            description: None,
+        };
         NetworkConfig {
+            vpcs: vec![VpcConfig {
+                id: DEFAULT_VPC.into(),
+                cidr: "10.128.0.0/16".into(),
+                is_default: true,
+                tags: Tags::new(),
+            }],
             subnets: ["a", "b", "c"]
                 .iter()
                 .enumerate()
@@ -192,37 +390,54 @@ impl NetworkConfig {
                     id: format!("subnet-local-1{z}"),
                     cidr: format!("10.128.{}.0/20", i * 16),
                     availability_zone: format!("local-1{z}"),
+                    vpc_id: DEFAULT_VPC.into(),
+                    default_for_az: true,
+                    map_public_ip_on_launch: false,
+                    tags: Tags::new(),
                 })
                 .collect(),
             security_groups: vec![
-                SecurityGroupConfig {
-                    id: "sg-default".into(),
-                    ingress: vec![IngressRule {
-                        protocol: "-1".into(),
-                        from_port: 0,
-                        to_port: 65535,
-                        cidr: None,
-                        source_group: Some("sg-default".into()),
-                    }],
-                },
-                SecurityGroupConfig {
-                    id: "sg-allow-all".into(),
-                    ingress: vec![IngressRule {
-                        protocol: "-1".into(),
-                        from_port: 0,
-                        to_port: 65535,
-                        cidr: Some("0.0.0.0/0".into()),
-                        source_group: None,
-                    }],
-                },
+                group(
+                    "sg-default",
+                    "default",
+                    "default VPC security group",
+                    all_from(None, Some("sg-default")),
+                ),
+                group(
+                    "sg-allow-all",
+                    "allow-all",
+                    "everything from anywhere",
+                    all_from(Some("0.0.0.0/0"), None),
+                ),
             ],
         }
     }
 
-    /// Checks a configuration: ids shaped like EC2's (`subnet-...`,
-    /// `sg-...`) and unique, CIDRs valid, at least a /28 as in a VPC, and
-    /// not overlapping; rules naming known groups.
+    /// Checks a configuration: ids shaped like EC2's (`vpc-...`,
+    /// `subnet-...`, `sg-...`) and unique; CIDRs valid, /16 to /28 as in
+    /// a VPC, and not overlapping (VPCs share one routing domain, so
+    /// theirs must not overlap either); subnets inside their VPC; group
+    /// names unique per VPC; rules naming known groups.
     pub fn validate(&self) -> Result<(), String> {
+        let mut vpcs: Vec<(String, Cidr)> = vec![];
+        for v in &self.vpcs {
+            if !id_ok(&v.id, "vpc-") {
+                return Err(format!(
+                    "vpc id {:?} must look like vpc-<letters and digits>",
+                    v.id
+                ));
+            }
+            let c = block(&v.cidr).map_err(|e| format!("vpc {}: {e}", v.id))?;
+            for (other, oc) in &vpcs {
+                if other == &v.id {
+                    return Err(format!("vpc {} is defined twice", v.id));
+                }
+                if oc.overlaps(&c) {
+                    return Err(format!("vpcs {other} and {} overlap", v.id));
+                }
+            }
+            vpcs.push((v.id.clone(), c));
+        }
         let mut seen: Vec<(String, Cidr)> = vec![];
         for s in &self.subnets {
             if !id_ok(&s.id, "subnet-") {
@@ -231,20 +446,18 @@ impl NetworkConfig {
                     s.id
                 ));
             }
-            let c = Cidr::parse(&s.cidr).ok_or_else(|| {
-                format!(
-                    "subnet {}: {:?} is not a network address/prefix",
-                    s.id, s.cidr
-                )
-            })?;
-            if !(16..=28).contains(&c.prefix) {
-                return Err(format!(
-                    "subnet {}: the prefix must be /16 to /28, as in a VPC",
-                    s.id
-                ));
-            }
+            let c = block(&s.cidr).map_err(|e| format!("subnet {}: {e}", s.id))?;
             if s.availability_zone.is_empty() {
                 return Err(format!("subnet {}: availabilityZone is required", s.id));
+            }
+            if !s.vpc_id.is_empty() {
+                match vpcs.iter().find(|(id, _)| id == &s.vpc_id) {
+                    None => return Err(format!("subnet {}: no vpc {}", s.id, s.vpc_id)),
+                    Some((_, v)) if !(v.contains(c.network) && v.contains(c.last())) => {
+                        return Err(format!("subnet {} is outside vpc {}", s.id, s.vpc_id))
+                    }
+                    Some(_) => {}
+                }
             }
             for (other, oc) in &seen {
                 if other == &s.id {
@@ -260,6 +473,7 @@ impl NetworkConfig {
         if groups.len() != self.security_groups.len() {
             return Err("a security group is defined twice".into());
         }
+        let mut names = BTreeSet::new();
         for g in &self.security_groups {
             if !id_ok(&g.id, "sg-") {
                 return Err(format!(
@@ -267,16 +481,17 @@ impl NetworkConfig {
                     g.id
                 ));
             }
-            for r in &g.ingress {
-                if !matches!(r.protocol.as_str(), "tcp" | "udp" | "-1") {
-                    return Err(format!("{}: protocol must be tcp, udp or -1", g.id));
-                }
-                if r.from_port > r.to_port {
-                    return Err(format!(
-                        "{}: fromPort {} is above toPort {}",
-                        g.id, r.from_port, r.to_port
-                    ));
-                }
+            if !g.vpc_id.is_empty() && !vpcs.iter().any(|(id, _)| id == &g.vpc_id) {
+                return Err(format!("{}: no vpc {}", g.id, g.vpc_id));
+            }
+            if !g.name.is_empty() && !names.insert((g.vpc_id.as_str(), g.name.as_str())) {
+                return Err(format!(
+                    "{}: the name {:?} is taken in its vpc",
+                    g.id, g.name
+                ));
+            }
+            for r in g.ingress.iter().chain(&g.egress) {
+                check_rule(r).map_err(|e| format!("{}: {e}", g.id))?;
                 match (&r.cidr, &r.source_group) {
                     (Some(c), None) if Cidr::parse(c).is_some() => {}
                     (None, Some(sg)) if groups.contains(sg.as_str()) => {}

@@ -449,13 +449,29 @@ async fn delete_rule(rule: &str) -> Result<(), RuntimeError> {
     iptables_ok(&args).await.map(|_| ())
 }
 
-/// Sets the host-side filter of sandbox `id` at `ip` to `rules`, its
-/// chain's jumps marked with the sandbox, so that a later task at the
+/// The jumps to a sandboxed task's host chains: (hook, chain, and how the
+/// jump matches the task's address). Ingress by destination from every
+/// hook that sees traffic to the task, egress by source.
+fn host_jumps_at(ip: std::net::Ipv4Addr) -> Vec<(&'static str, String, &'static str)> {
+    let mut out: Vec<(&'static str, String, &'static str)> = crate::firewall::HOST_HOOKS
+        .iter()
+        .map(|h| (*h, crate::firewall::host_chain(ip), "-d"))
+        .collect();
+    out.push((
+        crate::firewall::HOST_EGRESS_HOOK,
+        crate::firewall::host_egress_chain(ip),
+        "-s",
+    ));
+    out
+}
+
+/// Sets the host-side filter of sandbox `id` at `ip` to `filter`, its
+/// chains' jumps marked with the sandbox, so that a later task at the
 /// address takes them over and the removal of this one leaves them be.
 async fn host_filter(
     id: &str,
     ip: std::net::Ipv4Addr,
-    rules: &[crate::firewall::IngressRule],
+    filter: &crate::firewall::Filter,
     known: &Mutex<HashMap<String, String>>,
 ) -> Result<(), RuntimeError> {
     // Bridged packets reach the host's filter only through br_netfilter.
@@ -471,10 +487,11 @@ async fn host_filter(
         })?;
     }
     let chain = crate::firewall::host_chain(ip);
+    let egress = crate::firewall::host_egress_chain(ip);
     restore(
         tokio::process::Command::new("iptables-restore").args(["-w", "--noflush"]),
-        &crate::firewall::host_table(&chain, rules),
-        &format!("of {chain}"),
+        &crate::firewall::host_table(&chain, &egress, filter),
+        &format!("of {chain} and {egress}"),
     )
     .await?;
     let mark = format!("berth-sandbox-{}", &id[..id.len().min(12)]);
@@ -486,9 +503,9 @@ async fn host_filter(
     if placed.as_ref() == Some(&mark) {
         return Ok(());
     }
-    let dest = format!("{ip}/32");
-    for hook in crate::firewall::HOST_HOOKS {
-        let have = jumps_to(hook, &chain).await?;
+    let address = format!("{ip}/32");
+    for (hook, target, side) in host_jumps_at(ip) {
+        let have = jumps_to(hook, &target).await?;
         if have.len() == 1 && have[0].contains(&mark) {
             continue;
         }
@@ -499,14 +516,14 @@ async fn host_filter(
             "-I",
             hook,
             "1",
-            "-d",
-            &dest,
+            side,
+            &address,
             "-m",
             "comment",
             "--comment",
             &mark,
             "-j",
-            &chain,
+            &target,
         ])
         .await?;
     }
@@ -535,8 +552,8 @@ async fn drop_host_filter(
         }
     }
     let mut others = false;
-    for hook in crate::firewall::HOST_HOOKS {
-        for rule in jumps_to(hook, &chain).await? {
+    for (hook, target, _) in host_jumps_at(ip) {
+        for rule in jumps_to(hook, &target).await? {
             if rule.contains(&mark) {
                 delete_rule(&rule).await?;
             } else {
@@ -545,8 +562,10 @@ async fn drop_host_filter(
         }
     }
     if !others {
-        let _ = iptables(&["-F", &chain]).await?;
-        let _ = iptables(&["-X", &chain]).await?;
+        for target in [chain, crate::firewall::host_egress_chain(ip)] {
+            let _ = iptables(&["-F", &target]).await?;
+            let _ = iptables(&["-X", &target]).await?;
+        }
     }
     Ok(())
 }
@@ -991,10 +1010,10 @@ impl ContainerRuntime for DockerRuntime {
         }
     }
 
-    async fn apply_ingress(
+    async fn apply_filter(
         &self,
         id: &str,
-        rules: &[crate::firewall::IngressRule],
+        filter: &crate::firewall::Filter,
     ) -> Result<(), RuntimeError> {
         let c = self
             .docker
@@ -1002,7 +1021,7 @@ impl ContainerRuntime for DockerRuntime {
             .await
             .map_err(unavailable)?;
         if let Some(ip) = sandbox_address(&c) {
-            return host_filter(id, ip, rules, &self.host_jumps).await;
+            return host_filter(id, ip, filter, &self.host_jumps).await;
         }
         // The address is this namespace's now: a sandbox's host chain left
         // at it (a sandbox removed behind the agent's back) must not filter
@@ -1035,7 +1054,7 @@ impl ContainerRuntime for DockerRuntime {
                 "--",
                 "iptables-restore",
             ]),
-            &crate::firewall::filter_table(rules),
+            &crate::firewall::filter_table(filter),
             &format!("in the namespace of {id}"),
         )
         .await
@@ -1336,19 +1355,21 @@ async fn restore(
     Ok(())
 }
 
-/// Takes away whatever host chain a sandbox left at `ip`, if any.
+/// Takes away whatever host chains a sandbox left at `ip`, if any.
 async fn clear_host_chain(ip: std::net::Ipv4Addr) -> Result<(), RuntimeError> {
     let chain = crate::firewall::host_chain(ip);
     if !iptables(&["-S", &chain]).await?.0 {
         return Ok(());
     }
-    for hook in crate::firewall::HOST_HOOKS {
-        for rule in jumps_to(hook, &chain).await? {
+    for (hook, target, _) in host_jumps_at(ip) {
+        for rule in jumps_to(hook, &target).await? {
             delete_rule(&rule).await?;
         }
     }
-    let _ = iptables(&["-F", &chain]).await?;
-    let _ = iptables(&["-X", &chain]).await?;
+    for target in [chain, crate::firewall::host_egress_chain(ip)] {
+        let _ = iptables(&["-F", &target]).await?;
+        let _ = iptables(&["-X", &target]).await?;
+    }
     Ok(())
 }
 

@@ -29,7 +29,7 @@ pub enum Call {
     EnsureNetwork(crate::NetworkSpec),
     RemoveNetwork(String),
     EnsurePauseImage,
-    ApplyIngress(String, Vec<crate::firewall::IngressRule>),
+    ApplyFilter(String, crate::firewall::Filter),
     RouteEndpoint(String, std::net::Ipv4Addr, u16),
     RouteHostEndpoint(u16),
     UnrouteEndpoint(std::net::Ipv4Addr, u16),
@@ -365,14 +365,14 @@ impl ContainerRuntime for FakeRuntime {
         Ok(())
     }
 
-    async fn apply_ingress(
+    async fn apply_filter(
         &self,
         id: &str,
-        rules: &[crate::firewall::IngressRule],
+        filter: &crate::firewall::Filter,
     ) -> Result<(), RuntimeError> {
         self.state()
             .calls
-            .push(Call::ApplyIngress(id.to_string(), rules.to_vec()));
+            .push(Call::ApplyFilter(id.to_string(), filter.clone()));
         Ok(())
     }
 

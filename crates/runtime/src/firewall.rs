@@ -1,36 +1,66 @@
-//! Security groups on the host: a task's ingress rules as the packet
-//! filter of its own network namespace. Rules there see every packet that
+//! Security groups on the host: a task's ingress and egress rules as the
+//! packet filter of its own network namespace. Rules there see every packet that
 //! reaches the task's interface, from other tasks, other subnets or the
 //! host alike, as a security group sees what reaches an ENI; and they live
 //! and die with the namespace, so no rule outlasts its task or can hit the
 //! next task to get the address.
 
-/// Traffic one rule lets in.
+/// Traffic one rule lets through: in from its peer (ingress) or out to
+/// it (egress).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct IngressRule {
-    /// `tcp`, `udp`, or `-1` for every protocol (ports then do not apply).
+pub struct Rule {
+    /// `tcp`, `udp`, `icmp`, `-1` for every protocol, or a protocol
+    /// number (ports then do not apply).
     pub protocol: String,
+    /// Ports for tcp and udp; for icmp the type and the code, 65535
+    /// standing for any.
     pub from_port: u16,
     pub to_port: u16,
-    /// Where from, as a CIDR block.
-    pub source: String,
+    /// The peer, as a CIDR block.
+    pub peer: String,
 }
 
-/// The lines of `chain` that accept what `rules` allow.
-fn accepts(chain: &str, rules: &[IngressRule]) -> String {
+/// A task's security groups as the kernel applies them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Filter {
+    pub ingress: Vec<Rule>,
+    /// None: everything may go out (a server that sends no egress rules).
+    pub egress: Option<Vec<Rule>>,
+}
+
+/// Where a task's agent-side endpoints answer (task metadata and
+/// credentials, `endpoint::ADDRESS`): reached whatever the egress rules
+/// say, as ECS's endpoints are not subject to security groups.
+const ENDPOINT: &str = "169.254.170.2/32";
+
+/// The lines of `chain` that accept what `rules` allow; `side` is `-s`
+/// (peers are sources) or `-d` (peers are destinations).
+fn accepts(chain: &str, side: &str, rules: &[Rule]) -> String {
     let mut out = String::new();
     for r in rules {
-        let source = &r.source;
+        let peer = &r.peer;
         match r.protocol.as_str() {
             "tcp" | "udp" => out.push_str(&format!(
-                "-A {chain} -s {source} -p {p} -m {p} --dport {}:{} -j ACCEPT\n",
+                "-A {chain} {side} {peer} -p {p} -m {p} --dport {}:{} -j ACCEPT\n",
                 r.from_port,
                 r.to_port,
                 p = r.protocol
             )),
-            "-1" => out.push_str(&format!("-A {chain} -s {source} -j ACCEPT\n")),
-            // The server only sends the protocols above; anything else
-            // allows nothing rather than everything.
+            "icmp" => {
+                let kind = match (r.from_port, r.to_port) {
+                    (u16::MAX, _) => String::new(),
+                    (t, u16::MAX) => format!(" -m icmp --icmp-type {t}"),
+                    (t, c) => format!(" -m icmp --icmp-type {t}/{c}"),
+                };
+                out.push_str(&format!(
+                    "-A {chain} {side} {peer} -p icmp{kind} -j ACCEPT\n"
+                ));
+            }
+            "-1" => out.push_str(&format!("-A {chain} {side} {peer} -j ACCEPT\n")),
+            n if n.parse::<u8>().is_ok() => {
+                out.push_str(&format!("-A {chain} {side} {peer} -p {n} -j ACCEPT\n"))
+            }
+            // Anything else allows nothing rather than everything.
             _ => {}
         }
     }
@@ -39,14 +69,24 @@ fn accepts(chain: &str, rules: &[IngressRule]) -> String {
 
 /// The filter table of a task's namespace, for `iptables-restore` (which
 /// replaces the table in one step): loopback and replies to the task's own
-/// connections always pass, then what a rule allows, and nothing else.
-pub fn filter_table(rules: &[IngressRule]) -> String {
-    let mut out = String::from(
-        "*filter\n:INPUT DROP [0:0]\n:FORWARD DROP [0:0]\n:OUTPUT ACCEPT [0:0]\n\
+/// connections always pass, then what a rule allows, and nothing else; out
+/// of the task the same with the egress rules, when there are any.
+pub fn filter_table(f: &Filter) -> String {
+    let output = if f.egress.is_some() { "DROP" } else { "ACCEPT" };
+    let mut out = format!(
+        "*filter\n:INPUT DROP [0:0]\n:FORWARD DROP [0:0]\n:OUTPUT {output} [0:0]\n\
          -A INPUT -i lo -j ACCEPT\n\
-         -A INPUT -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT\n",
+         -A INPUT -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT\n"
     );
-    out.push_str(&accepts("INPUT", rules));
+    out.push_str(&accepts("INPUT", "-s", &f.ingress));
+    if let Some(egress) = &f.egress {
+        out.push_str(&format!(
+            "-A OUTPUT -o lo -j ACCEPT\n\
+             -A OUTPUT -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT\n\
+             -A OUTPUT -d {ENDPOINT} -j ACCEPT\n"
+        ));
+        out.push_str(&accepts("OUTPUT", "-d", egress));
+    }
     out.push_str("COMMIT\n");
     out
 }
@@ -57,23 +97,45 @@ pub fn host_chain(ip: std::net::Ipv4Addr) -> String {
     format!("BERTH-SG-{:08X}", u32::from(ip))
 }
 
+/// The host's chain that holds a sandboxed task's egress rules.
+pub fn host_egress_chain(ip: std::net::Ipv4Addr) -> String {
+    format!("BERTH-EG-{:08X}", u32::from(ip))
+}
+
 /// The host's filter table hooks that see traffic to a task's address:
 /// bridged and routed packets (bridged ones through br_netfilter), and the
 /// host's own.
 pub const HOST_HOOKS: [&str; 2] = ["FORWARD", "OUTPUT"];
 
-/// `iptables-restore --noflush` input that fills a sandboxed task's chain
-/// on the host (its network stack lives in its sandbox, which takes
+/// The host's hook that sees what a sandboxed task sends to other tasks
+/// and beyond the host (what it sends the host itself, such as its
+/// endpoints, goes through INPUT and is not filtered).
+pub const HOST_EGRESS_HOOK: &str = "FORWARD";
+
+/// `iptables-restore --noflush` input that fills a sandboxed task's
+/// chains on the host (its network stack lives in its sandbox, which takes
 /// packets off its interface before its namespace's filter sees them):
 /// replies to the task's own connections pass, then what a rule allows,
-/// and nothing else.
-pub fn host_table(chain: &str, rules: &[IngressRule]) -> String {
+/// and nothing else; the egress chain passes everything when there are no
+/// egress rules to apply.
+pub fn host_table(ingress: &str, egress: &str, f: &Filter) -> String {
     let mut out = format!(
-        "*filter\n:{chain} - [0:0]\n\
-         -A {chain} -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT\n"
+        "*filter\n:{ingress} - [0:0]\n:{egress} - [0:0]\n\
+         -A {ingress} -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT\n"
     );
-    out.push_str(&accepts(chain, rules));
-    out.push_str(&format!("-A {chain} -j DROP\nCOMMIT\n"));
+    out.push_str(&accepts(ingress, "-s", &f.ingress));
+    out.push_str(&format!("-A {ingress} -j DROP\n"));
+    match &f.egress {
+        Some(rules) => {
+            out.push_str(&format!(
+                "-A {egress} -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT\n"
+            ));
+            out.push_str(&accepts(egress, "-d", rules));
+            out.push_str(&format!("-A {egress} -j DROP\n"));
+        }
+        None => out.push_str(&format!("-A {egress} -j ACCEPT\n")),
+    }
+    out.push_str("COMMIT\n");
     out
 }
 
@@ -81,53 +143,89 @@ pub fn host_table(chain: &str, rules: &[IngressRule]) -> String {
 mod tests {
     use super::*;
 
-    #[test]
-    fn rules_become_one_table_that_denies_the_rest() {
-        let t = filter_table(&[
-            IngressRule {
-                protocol: "tcp".into(),
-                from_port: 80,
-                to_port: 80,
-                source: "0.0.0.0/0".into(),
-            },
-            IngressRule {
-                protocol: "-1".into(),
-                from_port: 0,
-                to_port: 0,
-                source: "10.128.0.7/32".into(),
-            },
-            IngressRule {
-                protocol: "icmp".into(),
-                from_port: 0,
-                to_port: 0,
-                source: "0.0.0.0/0".into(),
-            },
-        ]);
-        assert!(t.starts_with("*filter\n:INPUT DROP"));
-        assert!(t.contains("-A INPUT -s 0.0.0.0/0 -p tcp -m tcp --dport 80:80 -j ACCEPT\n"));
-        assert!(t.contains("-A INPUT -s 10.128.0.7/32 -j ACCEPT\n"));
-        assert!(!t.contains("icmp"));
-        assert!(t.ends_with("COMMIT\n"));
-        assert_eq!(filter_table(&[]).matches("-A INPUT").count(), 2);
+    fn rule(protocol: &str, from_port: u16, to_port: u16, peer: &str) -> Rule {
+        Rule {
+            protocol: protocol.into(),
+            from_port,
+            to_port,
+            peer: peer.into(),
+        }
     }
 
     #[test]
-    fn a_sandboxed_task_gets_a_host_chain_that_denies_the_rest() {
-        let chain = host_chain("10.128.0.7".parse().expect("ip"));
+    fn rules_become_one_table_that_denies_the_rest() {
+        let f = Filter {
+            ingress: vec![
+                rule("tcp", 80, 80, "0.0.0.0/0"),
+                rule("-1", 0, 0, "10.128.0.7/32"),
+                rule("icmp", 8, u16::MAX, "0.0.0.0/0"),
+                rule("icmp", u16::MAX, u16::MAX, "10.0.0.0/8"),
+                rule("47", 0, 65535, "10.0.0.0/8"),
+                rule("bogus", 0, 0, "0.0.0.0/0"),
+            ],
+            egress: None,
+        };
+        let t = filter_table(&f);
+        assert!(t.starts_with("*filter\n:INPUT DROP"));
+        assert!(t.contains(":OUTPUT ACCEPT"));
+        assert!(t.contains("-A INPUT -s 0.0.0.0/0 -p tcp -m tcp --dport 80:80 -j ACCEPT\n"));
+        assert!(t.contains("-A INPUT -s 10.128.0.7/32 -j ACCEPT\n"));
+        assert!(t.contains("-A INPUT -s 0.0.0.0/0 -p icmp -m icmp --icmp-type 8 -j ACCEPT\n"));
+        assert!(t.contains("-A INPUT -s 10.0.0.0/8 -p icmp -j ACCEPT\n"));
+        assert!(t.contains("-A INPUT -s 10.0.0.0/8 -p 47 -j ACCEPT\n"));
+        assert!(!t.contains("bogus"));
+        assert!(!t.contains("-A OUTPUT"));
+        assert!(t.ends_with("COMMIT\n"));
+        assert_eq!(
+            filter_table(&Filter::default()).matches("-A INPUT").count(),
+            2
+        );
+    }
+
+    #[test]
+    fn egress_rules_close_the_way_out_but_for_replies_and_the_endpoints() {
+        let f = Filter {
+            ingress: vec![],
+            egress: Some(vec![rule("tcp", 443, 443, "10.0.0.0/8")]),
+        };
+        let t = filter_table(&f);
+        assert!(t.contains(":OUTPUT DROP"));
+        assert!(t.contains("-A OUTPUT -o lo -j ACCEPT\n"));
+        assert!(t.contains("-A OUTPUT -d 169.254.170.2/32 -j ACCEPT\n"));
+        assert!(t.contains("-A OUTPUT -d 10.0.0.0/8 -p tcp -m tcp --dport 443:443 -j ACCEPT\n"));
+    }
+
+    #[test]
+    fn a_sandboxed_task_gets_host_chains_that_deny_the_rest() {
+        let ip = "10.128.0.7".parse().expect("ip");
+        let (chain, out) = (host_chain(ip), host_egress_chain(ip));
         assert_eq!(chain, "BERTH-SG-0A800007");
+        assert_eq!(out, "BERTH-EG-0A800007");
         let t = host_table(
             &chain,
-            &[IngressRule {
-                protocol: "udp".into(),
-                from_port: 53,
-                to_port: 53,
-                source: "10.0.0.0/8".into(),
-            }],
+            &out,
+            &Filter {
+                ingress: vec![rule("udp", 53, 53, "10.0.0.0/8")],
+                egress: None,
+            },
         );
-        assert!(t.starts_with("*filter\n:BERTH-SG-0A800007 - [0:0]\n"));
+        assert!(t.starts_with("*filter\n:BERTH-SG-0A800007 - [0:0]\n:BERTH-EG-0A800007 - [0:0]\n"));
         assert!(t.contains(
             "-A BERTH-SG-0A800007 -s 10.0.0.0/8 -p udp -m udp --dport 53:53 -j ACCEPT\n"
         ));
-        assert!(t.ends_with("-A BERTH-SG-0A800007 -j DROP\nCOMMIT\n"));
+        assert!(t.contains("-A BERTH-SG-0A800007 -j DROP\n"));
+        assert!(t.ends_with("-A BERTH-EG-0A800007 -j ACCEPT\nCOMMIT\n"));
+        let t = host_table(
+            &chain,
+            &out,
+            &Filter {
+                ingress: vec![],
+                egress: Some(vec![rule("tcp", 80, 80, "10.128.0.9/32")]),
+            },
+        );
+        assert!(t.contains(
+            "-A BERTH-EG-0A800007 -d 10.128.0.9/32 -p tcp -m tcp --dport 80:80 -j ACCEPT\n"
+        ));
+        assert!(t.ends_with("-A BERTH-EG-0A800007 -j DROP\nCOMMIT\n"));
     }
 }

@@ -442,14 +442,11 @@ pub trait ContainerRuntime: Send + Sync {
             "this container runtime cannot give tasks a kernel of their own".into(),
         ))
     }
-    /// Lets into the network namespace of running container `id` what
-    /// `rules` allow and nothing else (replies to its own connections and
-    /// loopback aside); applying it again replaces the last set.
-    async fn apply_ingress(
-        &self,
-        id: &str,
-        rules: &[firewall::IngressRule],
-    ) -> Result<(), RuntimeError>;
+    /// Lets into and out of the network namespace of running container
+    /// `id` what `filter` allows and nothing else (replies to its own
+    /// connections and loopback aside); applying it again replaces the
+    /// last one.
+    async fn apply_filter(&self, id: &str, filter: &firewall::Filter) -> Result<(), RuntimeError>;
     /// Sends what `source`, a task's address on `network`, opens to the
     /// task endpoint ([`endpoint::ADDRESS`]) to 127.0.0.1:`port`, where its
     /// agent listens, in place of any earlier rule for that address.

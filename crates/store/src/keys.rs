@@ -775,6 +775,14 @@ pub mod ec2 {
     pub fn version(scope: &Scope, id: &str, number: i64) -> String {
         format!("{}{number:010}", versions_of(scope, id))
     }
+    /// The account's VPCs, subnets and security groups, one record
+    /// (`network::NetworkConfig`): small, changed rarely, and changed as a
+    /// whole with compare-and-swap so that no check (overlapping blocks,
+    /// names, rules naming groups) races another change. Not regional:
+    /// Berth's hosts share one network whatever region a caller names.
+    pub fn network(account: &str) -> String {
+        format!("/berth/v1/{account}/ec2-network")
+    }
 }
 
 /// ECS's custom capacity providers (over Auto Scaling groups): regional,

@@ -412,13 +412,19 @@ pub struct DesiredNetwork {
     /// members' addresses; everything else is dropped.
     #[serde(default)]
     pub ingress: Vec<AllowedIngress>,
+    /// What its security groups let out (`source` is then the
+    /// destination); None from a server that sends no egress rules, and
+    /// then everything may go out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub egress: Option<Vec<AllowedIngress>>,
 }
 
-/// One kind of traffic a task's interface lets in.
+/// One kind of traffic a task's interface lets in (or, in `egress`, out).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AllowedIngress {
-    /// `tcp`, `udp`, or `-1` for all.
+    /// `tcp`, `udp`, `icmp` (ports are then the type and the code, 65535
+    /// for any), `-1` for all, or a protocol number.
     pub protocol: String,
     pub from_port: u16,
     pub to_port: u16,

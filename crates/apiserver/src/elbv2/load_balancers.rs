@@ -38,8 +38,9 @@ fn subnets(st: &AppState, req: &w::CreateLoadBalancerInput) -> Result<Vec<LbSubn
     ids.sort();
     ids.dedup();
     let mut out = vec![];
+    let network = st.ctl.networks.current();
     for id in ids {
-        let Some(s) = st.config.network.subnet(&id) else {
+        let Some(s) = network.subnet(&id) else {
             return Err(ElbError::new(
                 ElbCode::SubnetNotFound,
                 format!("The subnet ID '{id}' is not valid"),
@@ -104,14 +105,22 @@ pub async fn create_load_balancer(
         .into());
     }
     let subnets = subnets(st, &req)?;
-    let groups = req
-        .security_groups
-        .clone()
-        .unwrap_or_else(|| vec!["sg-default".into()]);
-    if let Some(bad) = groups
-        .iter()
-        .find(|g| st.config.network.security_group(g).is_none())
-    {
+    let network = st.ctl.networks.current();
+    // Without groups a load balancer is in its VPC's default one, as in AWS.
+    let vpc = network
+        .subnet(&subnets[0].id)
+        .map(|s| s.vpc_id.clone())
+        .unwrap_or_default();
+    let groups = match req.security_groups.clone() {
+        Some(g) => g,
+        None => network
+            .security_groups
+            .iter()
+            .filter(|g| g.vpc_id == vpc && g.name == "default")
+            .map(|g| g.id.clone())
+            .collect(),
+    };
+    if let Some(bad) = groups.iter().find(|g| network.security_group(g).is_none()) {
         return Err(ElbError::new(
             ElbCode::InvalidSecurityGroup,
             format!("One or more security groups are invalid: '{bad}'"),
