@@ -142,8 +142,8 @@ def free_port():
         return s.getsockname()[1]
 
 
-def client(url):
-    return boto3.client("ecs", endpoint_url=url, region_name="us-east-1", aws_access_key_id=os.environ["AWS_ACCESS_KEY_ID"],
+def client(url, service="ecs"):
+    return boto3.client(service, endpoint_url=url, region_name="us-east-1", aws_access_key_id=os.environ["AWS_ACCESS_KEY_ID"],
                         aws_secret_access_key=os.environ["AWS_SECRET_ACCESS_KEY"], config=botocore.config.Config(retries={"max_attempts": 1}))
 
 

@@ -12,7 +12,7 @@ import urllib.request
 import botocore.exceptions
 import pytest
 
-from conftest import IMAGE, Cluster, docker, wait_for
+from conftest import IMAGE, Cluster, aws_cli, docker, make_client, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -223,3 +223,60 @@ def test_security_groups_let_in_what_their_rules_allow_and_drop_the_rest(sg):
                     lambda: not from_task(again_c, f"http://{db_ip}:9000/"), timeout=15)
     for t in (db, other, again):
         sg.ecs.stop_task(cluster=sg.name, task=t["taskArn"])
+
+
+def test_rules_changed_with_aws_ec2_reach_running_tasks(sg):
+    ec2 = make_client(sg.server.url, "ec2")
+    td = serving(sg, "sg-live", [8080])
+    web_td = serving(sg, "sg-live-web", [8080])
+
+    def start(td, group):
+        t = sg.ecs.run_task(cluster=sg.name, taskDefinition=td,
+                            networkConfiguration=net("subnet-sg-a", groups=(group,)))["tasks"][0]
+        t = sg.wait_status(t["taskArn"], "RUNNING")
+        return t, eni(t)[1]["privateIPv4Address"], t["containers"][0]["runtimeId"]
+
+    def from_task(container, url):
+        return subprocess.run(["docker", "exec", container, "timeout", "3", "wget", "-qO-", url],
+                              capture_output=True, text=True).returncode == 0
+
+    t, ip, c = start(td, "sg-none")
+    web, web_ip, _ = start(web_td, "sg-web")
+    assert wait_for("the task to reach sg-web's open port", lambda: from_task(c, f"http://{web_ip}:8080/"))
+    url = f"http://{ip}:8080/"
+    assert _get(url) is None, "sg-none lets nothing in"
+
+    # An ingress rule added with the aws CLI opens the running task; revoking it closes it.
+    rule = ["--group-id", "sg-none", "--protocol", "tcp", "--port", "8080", "--cidr", "0.0.0.0/0"]
+    aws_cli(sg.server, "ec2", "authorize-security-group-ingress", *rule)
+    assert wait_for("the new rule to let the host in", lambda: _get(url), timeout=10) == "up\n"
+    aws_cli(sg.server, "ec2", "revoke-security-group-ingress", *rule)
+    assert wait_for("the revoked rule to shut the host out", lambda: _get(url) is None, timeout=10)
+
+    # Egress: without its allow-all rule the task reaches nothing; a rule
+    # to sg-web's members lets it reach them, and only on that port.
+    out = [r for r in ec2.describe_security_group_rules(Filters=[{"Name": "group-id", "Values": ["sg-none"]}])[
+        "SecurityGroupRules"] if r["IsEgress"]]
+    ec2.revoke_security_group_egress(GroupId="sg-none", SecurityGroupRuleIds=[r["SecurityGroupRuleId"] for r in out])
+    assert wait_for("egress to close", lambda: not from_task(c, f"http://{web_ip}:8080/"), timeout=10)
+    ec2.authorize_security_group_egress(GroupId="sg-none", IpPermissions=[
+        {"IpProtocol": "tcp", "FromPort": 8080, "ToPort": 8080, "UserIdGroupPairs": [{"GroupId": "sg-web"}]}])
+    assert wait_for("egress to sg-web to open", lambda: from_task(c, f"http://{web_ip}:8080/"), timeout=10)
+    ec2.authorize_security_group_egress(GroupId="sg-none", IpPermissions=[
+        {"IpProtocol": "-1", "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}])
+
+    # Its interface, and what it keeps from being deleted.
+    enis = ec2.describe_network_interfaces(Filters=[{"Name": "private-ip-address", "Values": [ip]}])["NetworkInterfaces"]
+    assert len(enis) == 1
+    assert enis[0]["NetworkInterfaceId"] == eni(t)[1]["networkInterfaceId"]
+    assert enis[0]["SubnetId"] == "subnet-sg-a" and enis[0]["Groups"][0]["GroupId"] == "sg-none"
+    assert enis[0]["RequesterManaged"] and enis[0]["Status"] == "in-use"
+    code, _ = error_of(ec2.delete_security_group, GroupId="sg-none")
+    assert code == "DependencyViolation"
+    code, _ = error_of(ec2.delete_subnet, SubnetId="subnet-sg-a")
+    assert code == "DependencyViolation"
+    for x in (t, web):
+        sg.ecs.stop_task(cluster=sg.name, task=x["taskArn"])
+    sg.wait_status(t["taskArn"], "STOPPED")
+    assert not ec2.describe_network_interfaces(
+        Filters=[{"Name": "private-ip-address", "Values": [ip]}])["NetworkInterfaces"]

@@ -530,6 +530,28 @@ def test_a_fargate_task_lets_in_only_what_its_security_groups_allow(fg):
     # ... but it serves, inside its own namespace.
     c = closed_task["containers"][0]["runtimeId"]
     assert "up" in docker("exec", c, "wget", "-qO-", "http://127.0.0.1:8080/")
+    # Rules changed with the EC2 API reach the sandbox's host chains: an
+    # ingress rule lets the host in, and without its egress rule the task
+    # reaches nothing out of its sandbox.
+    from conftest import make_client
+    ec2 = make_client(fg.server.url, "ec2")
+    rule = [{"IpProtocol": "tcp", "FromPort": 8080, "ToPort": 8080, "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}]
+    ec2.authorize_security_group_ingress(GroupId="sg-default", IpPermissions=rule)
+    assert wait_for("the rule to let the host in", lambda: get(f"http://{closed_ip}:8080/"), timeout=10) == "up\n"
+    ec2.revoke_security_group_ingress(GroupId="sg-default", IpPermissions=rule)
+    assert wait_for("the rule to go", lambda: get(f"http://{closed_ip}:8080/") is None, timeout=10)
+
+    def reaches_open():
+        return subprocess.run(["docker", "exec", c, "timeout", "3", "wget", "-qO-", f"http://{open_ip}:8080/"],
+                              capture_output=True).returncode == 0
+    assert wait_for("the task to reach the open one", reaches_open)
+    out = [{"IpProtocol": "-1", "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}]
+    ec2.revoke_security_group_egress(GroupId="sg-default", IpPermissions=out)
+    try:
+        assert wait_for("egress to close", lambda: not reaches_open(), timeout=15)
+    finally:
+        ec2.authorize_security_group_egress(GroupId="sg-default", IpPermissions=out)
+    assert wait_for("egress to open again", reaches_open, timeout=15)
     for t in (open_task, closed_task):
         fg.ecs.stop_task(cluster=fg.name, task=t["taskArn"])
 

@@ -822,8 +822,7 @@ async fn converse(
     )
     .await?;
     // The desired set changes with the instance's index, and its tasks'
-    // security groups with the addresses other tasks take and free and
-    // with the network's rules.
+    // security groups with the addresses other tasks take and free.
     let mut changes = st
         .hub
         .subscribe(
@@ -832,11 +831,20 @@ async fn converse(
                 (scope.instance_tasks_of(cluster, id), Route::Entries),
                 (scope.subnet_ips(), Route::Any),
                 (scope.warm_ips_of(cluster, id), Route::Any),
-                (
-                    berth_store::keys::ec2::network(&st.config.account_id),
-                    Route::Any,
-                ),
             ],
+        )
+        .await;
+    // And with the network's rules, watched apart: a change's revision
+    // then says which network the push must be made from, which the
+    // server's copy may not have reached when the watch fires.
+    let mut rules = st
+        .hub
+        .subscribe(
+            &st.store,
+            vec![(
+                berth_store::keys::ec2::network_prefix(&st.config.account_id),
+                Route::Any,
+            )],
         )
         .await;
     let (first, mut warm) = desired(st, scope, cluster, id).await?;
@@ -867,6 +875,19 @@ async fn converse(
                     desired_changes(st, scope, cluster, &own, change.revision, warm.clone()).await?
                 };
                 send(socket, &message).await?;
+            }
+            change = rules.next() => {
+                let Some(change) = change else {
+                    return Err("the gateway's watch ended".into());
+                };
+                st.ctl
+                    .networks
+                    .catch_up(change.revision)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let (whole, now_warm) = desired(st, scope, cluster, id).await?;
+                warm = now_warm;
+                send(socket, &whole).await?;
             }
             Some(ask) = asks.recv() => {
                 next_request += 1;

@@ -95,6 +95,16 @@ impl Networks {
         Ok(())
     }
 
+    /// Reads the store's record unless what is in memory is at least as
+    /// new as `revision` (0: read it whatever is in memory).
+    pub async fn catch_up(&self, revision: i64) -> Result<(), ControlError> {
+        let kept = self.current.read().0;
+        if revision == 0 || kept < revision {
+            self.load().await?;
+        }
+        Ok(())
+    }
+
     /// Puts the initial network in the store unless one is there: the
     /// first start of a store decides it, later ones use what the EC2 API
     /// made of it. Says whether this call wrote it.

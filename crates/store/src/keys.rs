@@ -781,7 +781,11 @@ pub mod ec2 {
     /// names, rules naming groups) races another change. Not regional:
     /// Berth's hosts share one network whatever region a caller names.
     pub fn network(account: &str) -> String {
-        format!("/berth/v1/{account}/ec2-network")
+        format!("{}config", network_prefix(account))
+    }
+    /// The prefix the network record is under, for watches.
+    pub fn network_prefix(account: &str) -> String {
+        format!("/berth/v1/{account}/ec2-network/")
     }
 }
 
