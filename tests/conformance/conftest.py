@@ -2,6 +2,7 @@
 
 import json
 import os
+import random
 import shutil
 import socket
 import ssl
@@ -527,3 +528,87 @@ def check_production_task(ecs, cluster, task, given):
 
     wait_for("both containers' output in the Logs API", shipped, timeout=30)
     ecs.stop_task(cluster=cluster, task=task["taskArn"])
+
+
+class EngineHost:
+    """A second machine, as far as Berth can tell: a network namespace
+    linked to ours by a veth pair (its default route goes through us, so
+    such hosts reach each other and the server), with a Docker engine of
+    its own in it that holds the test image. Agents run in it with
+    `agent_args()`."""
+
+    def __init__(self, tmp):
+        tag = uuid.uuid4().hex[:6]
+        self.tag, self.tmp = tag, tmp
+        self.ns, self.outside, self.inside = f"berth-h{tag}", f"bo{tag}", f"bi{tag}"
+        net = f"10.233.{random.randrange(64) * 4}"
+        self.gateway, self.ip = f"{net}.1", f"{net}.2"
+        self.run_dir = f"/run/berth-test-{tag}"
+        self.sock = f"{self.run_dir}/docker.sock"
+        self.dockerd = None
+
+    def _sh(self, *args):
+        p = subprocess.run(args, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+        if p.returncode != 0:
+            raise AssertionError(f"{' '.join(args)} failed: {p.stderr}")
+        return p.stdout
+
+    def docker(self, *args):
+        return self._sh("docker", "-H", f"unix://{self.sock}", *args)
+
+    def start(self):
+        self._sh("ip", "netns", "add", self.ns)
+        self._sh("ip", "link", "add", self.outside, "type", "veth", "peer", "name", self.inside)
+        self._sh("ip", "link", "set", self.inside, "netns", self.ns)
+        self._sh("ip", "addr", "add", f"{self.gateway}/30", "dev", self.outside)
+        self._sh("ip", "link", "set", self.outside, "up")
+        inside = ["ip", "netns", "exec", self.ns]
+        self._sh(*inside, "ip", "addr", "add", f"{self.ip}/30", "dev", self.inside)
+        self._sh(*inside, "ip", "link", "set", self.inside, "up")
+        self._sh(*inside, "ip", "link", "set", "lo", "up")
+        self._sh(*inside, "ip", "route", "add", "default", "via", self.gateway)
+        # Our engine's FORWARD policy drops what it does not know: let the
+        # hosts' traffic through.
+        for d in ("-i", "-o"):
+            self._sh("iptables", "-I", "DOCKER-USER", d, self.outside, "-j", "ACCEPT")
+        os.makedirs(self.run_dir, exist_ok=True)
+        # Only the network namespace: `ip netns exec` would remount /sys
+        # and hide the cgroup hierarchies from the engine.
+        self.dockerd = subprocess.Popen(
+            ["nsenter", f"--net=/var/run/netns/{self.ns}", "dockerd", "--data-root", os.path.join(self.tmp, "docker"),
+             "--exec-root", f"{self.run_dir}/exec", "-H", f"unix://{self.sock}", "--pidfile", f"{self.run_dir}/docker.pid",
+             "--containerd-namespace", f"bh{self.tag}", "--containerd-plugins-namespace", f"bh{self.tag}p"],
+            stdout=subprocess.DEVNULL, stderr=open(os.path.join(self.tmp, "dockerd.log"), "ab"), stdin=subprocess.DEVNULL)
+        wait_for("the host's engine", lambda: subprocess.run(
+            ["docker", "-H", f"unix://{self.sock}", "info"], capture_output=True).returncode == 0, timeout=60)
+        save = subprocess.Popen(["docker", "save", IMAGE], stdout=subprocess.PIPE)
+        self._sh_in(save)
+        return self
+
+    def _sh_in(self, producer):
+        p = subprocess.run(["docker", "-H", f"unix://{self.sock}", "load"], stdin=producer.stdout, capture_output=True, text=True)
+        producer.wait()
+        if p.returncode != 0:
+            raise AssertionError(f"docker load failed: {p.stderr}")
+
+    def agent_args(self):
+        """`wrap` and `extra` for an Agent on this host."""
+        return ["nsenter", f"--net=/var/run/netns/{self.ns}"], ["--docker-socket", self.sock]
+
+    def stop(self):
+        if self.dockerd:
+            ids = subprocess.run(["docker", "-H", f"unix://{self.sock}", "ps", "-aq"], capture_output=True,
+                                 text=True).stdout.split()
+            if ids:
+                subprocess.run(["docker", "-H", f"unix://{self.sock}", "rm", "-f", *ids], capture_output=True)
+            self.dockerd.terminate()
+            try:
+                self.dockerd.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.dockerd.kill()
+        for d in ("-i", "-o"):
+            subprocess.run(["iptables", "-D", "DOCKER-USER", d, self.outside, "-j", "ACCEPT"], capture_output=True)
+        subprocess.run(["ip", "netns", "del", self.ns], capture_output=True)
+        subprocess.run(["ip", "link", "del", self.outside], capture_output=True)
+        shutil.rmtree(self.run_dir, ignore_errors=True)
+        shutil.rmtree(os.path.join(self.tmp, "docker"), ignore_errors=True)

@@ -157,6 +157,10 @@ pub struct AgentConfig {
     pub stats_interval: Duration,
     /// What keeps Fargate tasks apart on this host (Fargate hosts only).
     pub isolation: Isolation,
+    /// The address other hosts reach this one at for VPC traffic
+    /// (docs/adr/0007); None: the one its connection to the server
+    /// leaves from.
+    pub vpc_address: Option<std::net::Ipv4Addr>,
 }
 
 /// How a Fargate host keeps its tasks apart (docs/adr/0004).
@@ -580,6 +584,64 @@ async fn register_anywhere(
     }
 }
 
+/// The address this host's connection to the server leaves from: where
+/// other hosts that reach the server reach it too. None when it is a
+/// loopback address (then no other machine reaches it).
+fn address_towards(server: &str) -> Option<std::net::Ipv4Addr> {
+    let uri: hyper::Uri = server.parse().ok()?;
+    let host = uri.host()?;
+    let port = uri
+        .port_u16()
+        .unwrap_or(if uri.scheme_str() == Some("https") {
+            443
+        } else {
+            80
+        });
+    let target = std::net::ToSocketAddrs::to_socket_addrs(&(host, port))
+        .ok()?
+        .find(|a| a.is_ipv4())?;
+    let probe = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+    probe.connect(target).ok()?;
+    match probe.local_addr().ok()?.ip() {
+        std::net::IpAddr::V4(ip) if !ip.is_loopback() && !ip.is_unspecified() => Some(ip),
+        _ => None,
+    }
+}
+
+/// Makes the host's VPC tunnel (docs/adr/0007) and adds what other hosts
+/// need of it to the attributes it registers with. A host without one
+/// still runs awsvpc tasks; only tasks on other hosts cannot reach them.
+async fn vpc_tunnel(config: &mut AgentConfig, runtime: &dyn ContainerRuntime) {
+    let Some(address) = config
+        .vpc_address
+        .or_else(|| config.servers.iter().find_map(|s| address_towards(s)))
+    else {
+        tracing::info!(
+            "no VPC tunnel: the server is on this machine's loopback, so no other host is"
+        );
+        return;
+    };
+    match runtime.vpc_tunnel(address).await {
+        Ok(mac) => {
+            tracing::info!(%address, %mac, "VPC tunnel ready");
+            config.attributes.retain(|(n, _)| {
+                n != berth_wire::agent::VPC_ADDRESS_ATTRIBUTE
+                    && n != berth_wire::agent::VPC_MAC_ATTRIBUTE
+            });
+            config.attributes.push((
+                berth_wire::agent::VPC_ADDRESS_ATTRIBUTE.into(),
+                Some(address.to_string()),
+            ));
+            config
+                .attributes
+                .push((berth_wire::agent::VPC_MAC_ATTRIBUTE.into(), Some(mac)));
+        }
+        Err(e) => {
+            tracing::warn!(%address, error = %e, "no VPC tunnel: tasks on other hosts cannot reach this host's")
+        }
+    }
+}
+
 /// Registers, then runs tasks and keeps a connection to a gateway until
 /// `shutdown`. Containers keep running when the agent stops.
 pub async fn run(
@@ -605,6 +667,7 @@ pub async fn run(
             tracing::info!(runsc = %runsc.display(), "Fargate tasks run on kernels of their own (gVisor)");
         }
     }
+    vpc_tunnel(&mut config, &*runtime).await;
     let Some((mut at, arn, creds)) = register_anywhere(&config, &*runtime, &shutdown).await? else {
         return Ok(());
     };
@@ -782,7 +845,13 @@ impl Drop for ReaderSet {
 }
 
 /// Task ARN -> desired task, and the warm addresses.
-type DesiredSet = (BTreeMap<String, DesiredTask>, Vec<DesiredNetwork>);
+/// The desired tasks, the warm addresses, and the routes to other hosts'
+/// tasks (kept from the last whole push).
+type DesiredSet = (
+    BTreeMap<String, DesiredTask>,
+    Vec<DesiredNetwork>,
+    Option<Vec<berth_wire::agent::VpcRoute>>,
+);
 
 fn encode(m: &AgentMessage) -> Message {
     Message::text(serde_json::to_string(m).unwrap_or_default())
@@ -794,6 +863,7 @@ impl Link<'_> {
         let desired = runner::Desired {
             tasks: set.0.values().cloned().collect(),
             warm: set.1.clone(),
+            routes: set.2.clone(),
         };
         self.desired
             .send(desired)
@@ -911,9 +981,9 @@ impl Link<'_> {
                                 ws.send(encode(&AgentMessage::TaskState(r))).await.map_err(|e| e.to_string())?;
                             }
                         }
-                        Ok(ServerMessage::Desired { revision, tasks, warm }) => {
+                        Ok(ServerMessage::Desired { revision, tasks, warm, routes }) => {
                             tracing::debug!(revision, tasks = tasks.len(), warm = warm.len(), "desired tasks");
-                            let set = current.insert((BTreeMap::new(), warm));
+                            let set = current.insert((BTreeMap::new(), warm, routes));
                             set.0.extend(tasks.into_iter().map(|t| (t.task_arn.clone(), t)));
                             self.hand_over(set)?;
                         }
@@ -999,6 +1069,7 @@ mod tests {
             endpoint_port: 0,
             stats_interval: Duration::from_secs(10),
             isolation: Isolation::Container,
+            vpc_address: None,
         };
         assert_eq!(load_state(&config).expect("no file"), None);
         let s = State {

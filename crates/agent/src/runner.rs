@@ -16,6 +16,8 @@ use tokio::sync::mpsc;
 pub struct Desired {
     pub tasks: Vec<DesiredTask>,
     pub warm: Vec<DesiredNetwork>,
+    /// Routes to other hosts' awsvpc tasks; None: as they are.
+    pub routes: Option<Vec<berth_wire::agent::VpcRoute>>,
 }
 
 struct Runner {
@@ -27,6 +29,8 @@ struct Runner {
     /// Pause containers at warm addresses no task has taken yet, by
     /// address: made (or being made) in the background.
     warm: HashMap<String, WarmPause>,
+    /// The routes last set on the host, once set.
+    routed: Option<Vec<berth_wire::agent::VpcRoute>>,
 }
 
 /// Container name to id, per task ARN, for the containers of this agent
@@ -133,8 +137,34 @@ fn ready(id: String) -> WarmPause {
 }
 
 impl Runner {
+    /// Brings the host's routes to other hosts' tasks to `routes`, when
+    /// they changed; a failure leaves them to the next push.
+    async fn route_vpc(&mut self, mut routes: Vec<berth_wire::agent::VpcRoute>) {
+        routes.sort();
+        if self.routed.as_ref() == Some(&routes) {
+            return;
+        }
+        let parsed: Vec<berth_runtime::overlay::Route> = routes
+            .iter()
+            .filter_map(|r| {
+                Some(berth_runtime::overlay::Route {
+                    ip: r.ip.parse().ok()?,
+                    host: r.host.parse().ok()?,
+                    mac: r.mac.clone(),
+                })
+            })
+            .collect();
+        match self.ctx.runtime.vpc_routes(&parsed).await {
+            Ok(()) => {
+                tracing::debug!(routes = parsed.len(), "VPC routes set");
+                self.routed = Some(routes);
+            }
+            Err(e) => tracing::warn!(error = %e, "VPC routes not set; the next push tries again"),
+        }
+    }
+
     async fn converge(&mut self, desired: Desired) {
-        let Desired { tasks, warm } = desired;
+        let Desired { tasks, warm, .. } = desired;
         let wanted: HashSet<String> = tasks.iter().map(|t| t.task_arn.clone()).collect();
         let mut found = HashMap::new();
         if !self.adopted {
@@ -261,6 +291,7 @@ pub async fn run(ctx: Ctx, mut desired: mpsc::UnboundedReceiver<Desired>) {
         drivers: HashMap::new(),
         adopted: false,
         warm: HashMap::new(),
+        routed: None,
     };
     loop {
         tokio::select! {
@@ -270,7 +301,11 @@ pub async fn run(ctx: Ctx, mut desired: mpsc::UnboundedReceiver<Desired>) {
                     while let Ok(newer) = desired.try_recv() {
                         set = newer;
                     }
+                    let routes = set.routes.clone();
                     runner.converge(set).await;
+                    if let Some(r) = routes {
+                        runner.route_vpc(r).await;
+                    }
                 }
                 None => return,
             },

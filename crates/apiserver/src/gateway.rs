@@ -220,10 +220,14 @@ async fn desired(
         }
     }
     let warm = warm_addresses(st, scope, cluster, instance).await?;
+    let routes = berth_control::network::routes_for(&st.ctl, scope, cluster, instance)
+        .await
+        .map_err(|e| e.to_string())?;
     let message = ServerMessage::Desired {
         revision: listed.revision,
         tasks,
         warm: warm.clone(),
+        routes,
     };
     Ok((message, warm))
 }

@@ -158,6 +158,12 @@ struct HostArgs {
     /// gVisor's runsc (a path, or a name looked up on PATH; default runsc).
     #[arg(long, env = "BERTH_RUNSC")]
     runsc: Option<PathBuf>,
+    /// The address other hosts reach this one at for traffic between
+    /// awsvpc tasks (its VXLAN tunnel, docs/adr/0007); default: the
+    /// address its connection to the server leaves from (none when the
+    /// server is on loopback).
+    #[arg(long, env = "BERTH_VPC_ADDRESS")]
+    vpc_address: Option<std::net::Ipv4Addr>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -1379,6 +1385,7 @@ fn agent_config(
         endpoint_port: host.endpoint_port,
         stats_interval: Duration::from_secs(host.stats_interval),
         isolation: host.isolation(),
+        vpc_address: host.vpc_address,
     })
 }
 

@@ -290,3 +290,63 @@ pub async fn zones(ctl: &Control, scope: &Scope) -> Result<Vec<String>, ControlE
     }
     Ok(out.into_iter().collect())
 }
+
+/// A host's VPC tunnel, as it registered it: its VPC address and MAC.
+fn tunnel_of(host: &ContainerInstance) -> Option<(String, String)> {
+    let get = |name: &str| {
+        host.attributes
+            .iter()
+            .find(|a| a.name.as_deref() == Some(name))
+            .and_then(|a| a.value.clone())
+    };
+    Some((
+        get(berth_wire::agent::VPC_ADDRESS_ATTRIBUTE)?,
+        get(berth_wire::agent::VPC_MAC_ATTRIBUTE)?,
+    ))
+}
+
+/// The routes host `instance` of `cluster` needs to the awsvpc tasks on
+/// other hosts (docs/adr/0007): None when it has no VPC tunnel. Hosts at
+/// its own VPC address are the same machine (agents sharing an engine),
+/// whose tasks share its bridges and need no route.
+pub async fn routes_for(
+    ctl: &Control,
+    scope: &Scope,
+    cluster: &str,
+    instance: &str,
+) -> Result<Option<Vec<berth_wire::agent::VpcRoute>>, ControlError> {
+    let own =
+        typed::get::<ContainerInstance>(&*ctl.store, &scope.instance(cluster, instance)).await?;
+    let Some((own_address, _)) = own.as_ref().and_then(|o| tunnel_of(&o.value)) else {
+        return Ok(None);
+    };
+    let mut hosts: HashMap<(String, String), Option<(String, String)>> = HashMap::new();
+    let mut out = vec![];
+    for (ip, t) in interfaces(ctl, scope).await? {
+        let host_cluster = if t.launch_type == "FARGATE" {
+            berth_domain::instance::FARGATE_POOL.to_string()
+        } else {
+            t.cluster.clone()
+        };
+        let key = (host_cluster, t.container_instance.clone());
+        if !hosts.contains_key(&key) {
+            let host =
+                typed::get::<ContainerInstance>(&*ctl.store, &scope.instance(&key.0, &key.1))
+                    .await?;
+            hosts.insert(key.clone(), host.and_then(|h| tunnel_of(&h.value)));
+        }
+        let Some(Some((address, mac))) = hosts.get(&key) else {
+            continue;
+        };
+        if *address == own_address {
+            continue;
+        }
+        out.push(berth_wire::agent::VpcRoute {
+            ip,
+            host: address.clone(),
+            mac: mac.clone(),
+        });
+    }
+    out.sort();
+    Ok(Some(out))
+}

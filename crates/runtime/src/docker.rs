@@ -17,8 +17,8 @@ use bollard::models::{
 };
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, EventsOptionsBuilder,
-    ListContainersOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
-    StatsOptionsBuilder, StopContainerOptionsBuilder,
+    ListContainersOptionsBuilder, ListNetworksOptionsBuilder, LogsOptionsBuilder,
+    RemoveContainerOptionsBuilder, StatsOptionsBuilder, StopContainerOptionsBuilder,
 };
 use bollard::{Docker, API_DEFAULT_VERSION};
 use futures::stream::BoxStream;
@@ -1060,6 +1060,40 @@ impl ContainerRuntime for DockerRuntime {
         .await
     }
 
+    async fn vpc_tunnel(&self, local: std::net::Ipv4Addr) -> Result<String, RuntimeError> {
+        crate::overlay::ensure_device(local).await
+    }
+
+    async fn vpc_routes(&self, routes: &[crate::overlay::Route]) -> Result<(), RuntimeError> {
+        // The subnets' bridges: Berth names their networks berth-subnet-...
+        let filters = HashMap::from([("name", vec!["berth-subnet-"])]);
+        let nets = self
+            .docker
+            .list_networks(Some(
+                ListNetworksOptionsBuilder::default()
+                    .filters(&filters)
+                    .build(),
+            ))
+            .await
+            .map_err(unavailable)?;
+        let bridges: Vec<(String, String)> = nets
+            .iter()
+            .filter_map(|n| {
+                let bridge = n
+                    .options
+                    .as_ref()
+                    .and_then(|o| o.get("com.docker.network.bridge.name").cloned())
+                    .or_else(|| {
+                        n.id.as_ref()
+                            .map(|id| format!("br-{}", &id[..id.len().min(12)]))
+                    })?;
+                let cidr = n.ipam.as_ref()?.config.as_ref()?.first()?.subnet.clone()?;
+                Some((bridge, cidr))
+            })
+            .collect();
+        crate::overlay::apply(routes, &bridges).await
+    }
+
     async fn route_endpoint(
         &self,
         network: &str,
@@ -1384,7 +1418,11 @@ async fn iptables_ok(args: &[&str]) -> Result<String, RuntimeError> {
 }
 
 /// Puts `rule` first in `chain` of `table` unless it is there.
-async fn ensure_rule(table: &str, chain: &str, rule: &[String]) -> Result<(), RuntimeError> {
+pub(crate) async fn ensure_rule(
+    table: &str,
+    chain: &str,
+    rule: &[String],
+) -> Result<(), RuntimeError> {
     let mut check = vec!["-t", table, "-C", chain];
     check.extend(rule.iter().map(String::as_str));
     if iptables(&check).await?.0 {

@@ -15,6 +15,7 @@ pub mod endpoint;
 pub mod fake;
 pub mod firewall;
 pub mod gvisor;
+pub mod overlay;
 pub mod pause;
 mod pull;
 
@@ -441,6 +442,20 @@ pub trait ContainerRuntime: Send + Sync {
         Err(RuntimeError::Rejected(
             "this container runtime cannot give tasks a kernel of their own".into(),
         ))
+    }
+    /// Makes this host's VPC tunnel on its address `local`
+    /// (docs/adr/0007) and returns the device's MAC.
+    async fn vpc_tunnel(&self, local: std::net::Ipv4Addr) -> Result<String, RuntimeError> {
+        let _ = local;
+        Err(RuntimeError::Rejected(
+            "this container runtime has no VPC tunnel".into(),
+        ))
+    }
+    /// Routes this host's subnets to other hosts' awsvpc tasks: exactly
+    /// `routes`, through the tunnel [`ContainerRuntime::vpc_tunnel`] made.
+    async fn vpc_routes(&self, routes: &[overlay::Route]) -> Result<(), RuntimeError> {
+        let _ = routes;
+        Ok(())
     }
     /// Lets into and out of the network namespace of running container
     /// `id` what `filter` allows and nothing else (replies to its own

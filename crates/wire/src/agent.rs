@@ -306,6 +306,12 @@ pub enum ServerMessage {
         /// at each, for the next awsvpc tasks placed here to take.
         #[serde(default)]
         warm: Vec<DesiredNetwork>,
+        /// Where the awsvpc tasks on other hosts are (docs/adr/0007):
+        /// the host routes them through its VPC tunnel. Whole pushes carry
+        /// them, as they change only when addresses are taken or freed;
+        /// None from a server without VPC routes.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        routes: Option<Vec<VpcRoute>>,
     },
     /// What changed in the desired set since the last message, as of
     /// `revision`: tasks added or changed, and the ARNs of tasks that left
@@ -419,6 +425,20 @@ pub struct DesiredNetwork {
     pub egress: Option<Vec<AllowedIngress>>,
 }
 
+/// An awsvpc task on another host, as this host reaches it: its address,
+/// through the VXLAN tunnel to that host's VPC address and device MAC.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VpcRoute {
+    pub ip: String,
+    pub host: String,
+    pub mac: String,
+}
+
+/// The container instance attributes a host reports its VPC tunnel with.
+pub const VPC_ADDRESS_ATTRIBUTE: &str = "berth.vpc-address";
+pub const VPC_MAC_ATTRIBUTE: &str = "berth.vpc-mac";
+
 /// One kind of traffic a task's interface lets in (or, in `egress`, out).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -526,7 +546,8 @@ mod tests {
             ServerMessage::Desired {
                 revision: 7,
                 tasks: vec![],
-                warm: vec![]
+                warm: vec![],
+                routes: None,
             }
         );
         let report = AgentMessage::TaskState(TaskReport {
