@@ -12,7 +12,7 @@ one run on one engine:
     Berth's runtime (`berth-runsc`, as the agent registers it) against
     runc, the same image, interleaved: a syscall-heavy one (busybox `dd`
     copying 1-byte blocks: 2 syscalls per byte) and a network-heavy one
-    (a loopback TCP transfer through busybox `nc`). Wall time of the
+    (512 MiB over loopback TCP, busybox httpd to wget). Wall time of the
     workload inside one running container (`docker exec`), so container
     start-up is not in it. No target: the ratios say what to expect.
 
@@ -31,6 +31,8 @@ sys.path.insert(0, os.path.dirname(__file__))
 from tasks import BERTH, IMAGE, client, cleanup, free_port, join_token, pct, wait_agent, wait_health  # noqa: E402
 
 RUNS = int(os.environ.get("RUNS", "30"))
+# WORK_ONLY=1: only the workloads (b), not RunTask (a).
+WORK_ONLY = os.environ.get("WORK_ONLY") == "1"
 WORK_RUNS = int(os.environ.get("WORK_RUNS", "5"))
 
 
@@ -91,9 +93,13 @@ def run_task_latency(ecs):
 WORKLOADS = {
     "syscalls: dd 1-byte blocks, 200,000 (400,000 syscalls)":
         "dd if=/dev/zero of=/dev/null bs=1 count=200000 2>/dev/null",
-    "network: 256 MiB over loopback TCP (nc)":
-        "nc -l -p 9000 >/dev/null & sleep 0.3; dd if=/dev/zero bs=65536 count=4096 2>/dev/null | nc 127.0.0.1 9000",
+    "network: 512 MiB over loopback TCP (httpd to wget)":
+        "wget -q -O /dev/null http://127.0.0.1:8081/big",
 }
+
+# Run once in each container before any workload is timed: the file and
+# the server the network workload fetches from.
+SETUP = "mkdir -p /w && dd if=/dev/zero of=/w/big bs=1048576 count=512 2>/dev/null && httpd -p 8081 -h /w"
 
 
 def workloads():
@@ -111,6 +117,8 @@ def workloads():
             t0 = time.perf_counter()
             subprocess.run(["docker", "exec", cid, "sh", "-c", script], check=True, capture_output=True)
             return time.perf_counter() - t0
+        for cid in ids.values():
+            subprocess.run(["docker", "exec", cid, "sh", "-c", SETUP], check=True, capture_output=True)
         out = {w: {k: [] for k in ids} for w in WORKLOADS}
         base = {k: statistics.median(timed(c, "true") for _ in range(5)) for k, c in ids.items()}
         for i in range(WORK_RUNS):
@@ -125,6 +133,13 @@ def workloads():
 
 
 def main():
+    if WORK_ONLY:
+        work, exec_cost = workloads()
+        report_workloads(work)
+        os.makedirs("bench/results", exist_ok=True)
+        with open(time.strftime("bench/results/isolation-work-%Y%m%d-%H%M%S.json"), "w") as f:
+            json.dump({"work_runs": WORK_RUNS, "workload_s": work, "exec_cost_s": exec_cost}, f)
+        return
     with tempfile.TemporaryDirectory() as tmp:
         port = free_port()
         url = f"http://127.0.0.1:{port}"
@@ -167,6 +182,10 @@ def main():
         print(f"| {kind} | {pct(xs, 50)*1000:.0f} | {pct(xs, 99)*1000:.0f} | {statistics.mean(xs)*1000:.0f} | "
               f"{pct(xs, 50)/pct(base, 50):.2f}x | {pct(xs, 99)/pct(base, 99):.2f}x |")
     print("\nTarget: FARGATE (gVisor) p50 at most 1.5x FARGATE (container).")
+    report_workloads(work)
+
+
+def report_workloads(work):
     print(f"\n(b) Workloads, {WORK_RUNS} runs each, interleaved (median seconds)\n")
     print("| workload | runc s | gVisor s | gVisor vs runc |")
     print("|---|---|---|---|")

@@ -995,7 +995,12 @@ impl ContainerRuntime for DockerRuntime {
             ..Default::default()
         };
         match self.docker.create_network(request).await {
-            Ok(_) => Ok(()),
+            Ok(made) => {
+                // Tasks on other hosts reach this subnet through the VPC
+                // tunnel, if this host has one, from now on.
+                let bridge = format!("br-{}", &made.id[..made.id.len().min(12)]);
+                crate::overlay::prepare_bridge(&bridge, &spec.cidr).await
+            }
             // Another driver made it first.
             Err(e) if e.to_string().contains("already exists") => Ok(()),
             Err(e) => Err(refused(e)),

@@ -225,33 +225,41 @@ pub async fn apply(wanted: &[Route], bridges: &[(String, String)]) -> Result<(),
     batch("bridge", &bridge).await?;
     batch("ip", &ip).await?;
     for (iface, cidr) in bridges {
-        let proxy = format!("/proc/sys/net/ipv4/conf/{iface}/proxy_arp");
-        // An engine in another network namespace than this agent's has
-        // its bridges there: nothing of them to set from here.
-        if !std::path::Path::new(&proxy).exists() {
-            continue;
-        }
-        if std::fs::read_to_string(&proxy)
-            .map(|v| v.trim() != "1")
-            .unwrap_or(false)
-        {
-            std::fs::write(&proxy, "1")
-                .map_err(|e| RuntimeError::Unavailable(format!("{proxy}: {e}")))?;
-        }
-        crate::docker::ensure_rule(
-            "filter",
-            "DOCKER-USER",
-            &["-i", DEVICE, "-o", iface, "-j", "ACCEPT"].map(String::from),
-        )
-        .await?;
-        crate::docker::ensure_rule(
-            "nat",
-            "POSTROUTING",
-            &["-s", cidr, "-o", DEVICE, "-j", "RETURN"].map(String::from),
-        )
-        .await?;
+        prepare_bridge(iface, cidr).await?;
     }
     Ok(())
+}
+
+/// Readies a subnet's bridge for traffic through the tunnel, once there
+/// is one: it answers ARP for the addresses routed through it, and what
+/// crosses between it and the tunnel is let through and never
+/// masqueraded. A bridge of another network namespace than this
+/// process's (an engine elsewhere) is left alone.
+pub async fn prepare_bridge(iface: &str, cidr: &str) -> Result<(), RuntimeError> {
+    let proxy = format!("/proc/sys/net/ipv4/conf/{iface}/proxy_arp");
+    if !std::path::Path::new(&proxy).exists() || run("ip", &["link", "show", DEVICE]).await.is_err()
+    {
+        return Ok(());
+    }
+    if std::fs::read_to_string(&proxy)
+        .map(|v| v.trim() != "1")
+        .unwrap_or(false)
+    {
+        std::fs::write(&proxy, "1")
+            .map_err(|e| RuntimeError::Unavailable(format!("{proxy}: {e}")))?;
+    }
+    crate::docker::ensure_rule(
+        "filter",
+        "DOCKER-USER",
+        &["-i", DEVICE, "-o", iface, "-j", "ACCEPT"].map(String::from),
+    )
+    .await?;
+    crate::docker::ensure_rule(
+        "nat",
+        "POSTROUTING",
+        &["-s", cidr, "-o", DEVICE, "-j", "RETURN"].map(String::from),
+    )
+    .await
 }
 
 #[cfg(test)]
