@@ -15,7 +15,7 @@ use berth_domain::network::WarmAddress;
 use berth_domain::task::{ObservedTask, Task, TaskStatus};
 use berth_domain::taskdef::{parse_cpu, parse_memory};
 use berth_domain::{arn, Scope};
-use berth_store::keys::Keys;
+use berth_store::keys::{ElbKeys, Keys};
 use berth_store::{typed, Op, RangeRequest, Txn};
 use berth_wire::agent::{AgentMessage, DesiredNetwork, DesiredTask, ServerMessage, TaskReport};
 use serde::{Deserialize, Serialize};
@@ -838,17 +838,22 @@ async fn converse(
             ],
         )
         .await;
-    // And with the network's rules, watched apart: a change's revision
-    // then says which network the push must be made from, which the
-    // server's copy may not have reached when the watch fires.
+    // And with the network's rules and the load balancers' groups,
+    // watched apart: a change's revision then says which network the push
+    // must be made from, which the server's copy may not have reached
+    // when the watch fires.
     let mut rules = st
         .hub
         .subscribe(
             &st.store,
-            vec![(
-                berth_store::keys::ec2::network_prefix(&st.config.account_id),
-                Route::Any,
-            )],
+            vec![
+                (
+                    berth_store::keys::ec2::network_prefix(&st.config.account_id),
+                    Route::Any,
+                ),
+                // A load balancer's groups stand for its address in rules.
+                (scope.load_balancers(), Route::Any),
+            ],
         )
         .await;
     let (first, mut warm) = desired(st, scope, cluster, id).await?;

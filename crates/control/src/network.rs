@@ -195,7 +195,11 @@ impl Networks {
 }
 
 /// The addresses of each security group's members: every awsvpc task that
-/// holds an address (the `subnet-ips/` keys name them), in any cluster.
+/// holds an address (the `subnet-ips/` keys name them), in any cluster;
+/// and for a load balancer's groups, the address its traffic to targets
+/// leaves from: the host's own on each subnet of its VPC (the first
+/// address, on the subnet's bridge), as the load balancer runs in the
+/// server on the host.
 pub async fn members(
     ctl: &Control,
     scope: &Scope,
@@ -206,6 +210,29 @@ pub async fn members(
         let Ok(ip) = n.ip.parse() else { continue };
         for g in n.security_groups {
             out.entry(g).or_default().push(ip);
+        }
+    }
+    let network = ctl.networks.current();
+    let lbs = typed::list::<LoadBalancer>(&*ctl.store, &scope.load_balancers()).await?;
+    for (_, lb) in lbs {
+        let lb = lb.value;
+        let Some(vpc) = lb
+            .subnets
+            .first()
+            .and_then(|s| network.subnet(&s.id))
+            .map(|s| s.vpc_id.clone())
+        else {
+            continue;
+        };
+        let gateways: Vec<Ipv4Addr> = network
+            .subnets
+            .iter()
+            .filter(|s| s.vpc_id == vpc)
+            .filter_map(|s| berth_domain::network::Cidr::parse(&s.cidr))
+            .map(|c| c.gateway())
+            .collect();
+        for g in &lb.security_groups {
+            out.entry(g.clone()).or_default().extend(&gateways);
         }
     }
     Ok(out)

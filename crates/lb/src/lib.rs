@@ -352,8 +352,14 @@ async fn discover(store: &dyn Store) -> Result<Vec<Scope>, berth_store::StoreErr
                 limit: Some(1),
             })
             .await?;
-        let Some((scope, _, _)) = page.kvs.first().and_then(|kv| parts(&kv.key)) else {
+        let Some(first) = page.kvs.first() else {
             return Ok(out);
+        };
+        // Account-wide records (the network, IAM) are in no region's
+        // scope: step over them.
+        let Some((scope, _, _)) = parts(&first.key) else {
+            after = Some(first.key.clone());
+            continue;
         };
         let elb = store
             .range(RangeRequest {

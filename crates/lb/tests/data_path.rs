@@ -121,6 +121,7 @@ fn fixture(scope: &Scope) -> Fixture {
         protocol_version: "HTTP1".into(),
         port: 80,
         target_type: "ip".into(),
+        vpc_id: "vpc-local".into(),
         health: HealthCheck {
             enabled: false,
             ..HealthCheck::default()
@@ -139,6 +140,7 @@ fn fixture(scope: &Scope) -> Fixture {
             zone: "a".into(),
         }],
         security_groups: vec![],
+        vpc_id: "vpc-local".into(),
         created_at: 0.0,
         tags: vec![],
         attributes: attributes::load_balancer_defaults(),

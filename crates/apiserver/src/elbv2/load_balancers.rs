@@ -111,6 +111,16 @@ pub async fn create_load_balancer(
         .subnet(&subnets[0].id)
         .map(|s| s.vpc_id.clone())
         .unwrap_or_default();
+    if let Some(other) = subnets
+        .iter()
+        .find(|s| network.subnet(&s.id).is_some_and(|n| n.vpc_id != vpc))
+    {
+        return Err(ElbError::validation(format!(
+            "Subnets: '{}' and '{}' are in different VPCs; a load balancer's subnets must all be in one",
+            subnets[0].id, other.id
+        ))
+        .into());
+    }
     let groups = match req.security_groups.clone() {
         Some(g) => g,
         None => network
@@ -131,8 +141,8 @@ pub async fn create_load_balancer(
     elb::validate_tags(&tags)?;
     let scope = &ctx.scope;
     let key = scope.load_balancer(&name);
-    let (name, key, subnets, groups, tags, scheme) =
-        (&name, &key, &subnets, &groups, &tags, &scheme);
+    let (name, key, subnets, groups, tags, scheme, vpc) =
+        (&name, &key, &subnets, &groups, &tags, &scheme, &vpc);
     let lb = swap(st, || async move {
         let existing = typed::get::<LoadBalancer>(&*st.store, key).await?;
         if let Some(e) = existing {
@@ -156,6 +166,7 @@ pub async fn create_load_balancer(
             ip_address_type: "ipv4".into(),
             subnets: subnets.clone(),
             security_groups: groups.clone(),
+            vpc_id: vpc.clone(),
             created_at: st.now(),
             tags: tags.clone(),
             attributes: attributes::load_balancer_defaults(),

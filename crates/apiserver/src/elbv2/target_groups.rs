@@ -111,12 +111,8 @@ pub async fn create_target_group(
     })?;
     elb::validate_port(port, "port")?;
     let vpc = super::required(&req.vpc_id, "vpcId")?;
-    if vpc != elb::VPC_ID {
-        return Err(ElbError::validation(format!(
-            "The VPC ID '{vpc}' is not found; Berth's subnets are in '{}'",
-            elb::VPC_ID
-        ))
-        .into());
+    if !st.ctl.networks.current().vpcs.iter().any(|v| v.id == vpc) {
+        return Err(ElbError::validation(format!("The VPC ID '{vpc}' is not found")).into());
     }
     let health = health_input!(req).apply(&HealthCheck::default())?;
     let tags = req.tags.clone().unwrap_or_default();
@@ -147,6 +143,7 @@ pub async fn create_target_group(
             protocol_version: "HTTP1".into(),
             port,
             target_type: target_type.clone(),
+            vpc_id: vpc.to_string(),
             health: health.clone(),
             created_at: st.now(),
             tags: tags.clone(),

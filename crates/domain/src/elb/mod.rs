@@ -12,8 +12,13 @@ use berth_wire::elbv2 as w;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-/// The one VPC of a Berth installation: every configured subnet is in it.
+/// The default VPC, which records made before load balancers and target
+/// groups kept a VPC of their own are in.
 pub const VPC_ID: &str = "vpc-local";
+
+fn default_vpc() -> String {
+    VPC_ID.into()
+}
 /// The hosted zone id ALB reports for its DNS name.
 pub const HOSTED_ZONE_ID: &str = "Z35SXDOTRQ7X7K";
 
@@ -237,6 +242,9 @@ pub struct LoadBalancer {
     pub ip_address_type: String,
     pub subnets: Vec<LbSubnet>,
     pub security_groups: Vec<String>,
+    /// The VPC of its subnets.
+    #[serde(default = "default_vpc")]
+    pub vpc_id: String,
     pub created_at: Timestamp,
     #[serde(default)]
     pub tags: Vec<w::Tag>,
@@ -266,7 +274,7 @@ impl LoadBalancer {
             canonical_hosted_zone_id: Some(HOSTED_ZONE_ID.into()),
             created_time: Some(iso8601(self.created_at)),
             scheme: Some(self.scheme.clone()),
-            vpc_id: Some(VPC_ID.into()),
+            vpc_id: Some(self.vpc_id.clone()),
             state: Some(w::LoadBalancerState {
                 code: Some("active".into()),
                 reason: None,
@@ -331,6 +339,8 @@ pub struct TargetGroup {
     pub port: i32,
     /// `instance` or `ip`.
     pub target_type: String,
+    #[serde(default = "default_vpc")]
+    pub vpc_id: String,
     pub health: HealthCheck,
     pub created_at: Timestamp,
     #[serde(default)]
@@ -374,7 +384,7 @@ impl TargetGroup {
             protocol: Some(self.protocol.clone()),
             protocol_version: Some(self.protocol_version.clone()),
             port: Some(self.port),
-            vpc_id: Some(VPC_ID.into()),
+            vpc_id: Some(self.vpc_id.clone()),
             health_check_enabled: Some(h.enabled),
             health_check_protocol: Some(h.protocol.clone()),
             health_check_port: Some(h.port.clone()),
@@ -820,6 +830,7 @@ mod tests {
             protocol_version: "HTTP1".into(),
             port: 80,
             target_type: "ip".into(),
+            vpc_id: "vpc-local".into(),
             health: HealthCheck::default(),
             created_at: 0.0,
             tags: vec![],
