@@ -146,7 +146,8 @@ impl Rule {
     }
 }
 
-fn allow_all_egress() -> Vec<Rule> {
+/// What a new group lets out: everything, as in EC2.
+pub fn allow_all_egress() -> Vec<Rule> {
     vec![Rule {
         id: String::new(),
         protocol: "-1".into(),

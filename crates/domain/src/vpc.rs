@@ -6,7 +6,8 @@
 
 use crate::asg::Ec2Error;
 use crate::network::{
-    check_rule, Cidr, NetworkConfig, Rule, SecurityGroupConfig, SubnetConfig, Tags, VpcConfig,
+    allow_all_egress, check_rule, Cidr, NetworkConfig, Rule, SecurityGroupConfig, SubnetConfig,
+    Tags, VpcConfig,
 };
 use berth_wire::ec2 as w;
 use std::collections::BTreeSet;
@@ -165,16 +166,10 @@ fn default_group(vpc: &str, new_id: NewId) -> SecurityGroupConfig {
 }
 
 fn all_out(new_id: NewId) -> Rule {
-    Rule {
-        id: new_id("sgr-"),
-        protocol: "-1".into(),
-        from_port: 0,
-        to_port: 0,
-        cidr: Some("0.0.0.0/0".into()),
-        cidr_ipv6: None,
-        source_group: None,
-        description: None,
-    }
+    let mut all = allow_all_egress();
+    let mut r = all.remove(0);
+    r.id = new_id("sgr-");
+    r
 }
 
 /// Tags as given in a request (`TagSpecification`s for `resource_type`,

@@ -488,7 +488,7 @@ async fn host_filter(
     }
     let chain = crate::firewall::host_chain(ip);
     let egress = crate::firewall::host_egress_chain(ip);
-    restore(
+    feed(
         tokio::process::Command::new("iptables-restore").args(["-w", "--noflush"]),
         &crate::firewall::host_table(&chain, &egress, filter),
         &format!("of {chain} and {egress}"),
@@ -1051,7 +1051,7 @@ impl ContainerRuntime for DockerRuntime {
         // The engine has no API for a container's packet filter; the
         // host's iptables, run inside the namespace, is what Docker itself
         // uses for its own rules.
-        restore(
+        feed(
             tokio::process::Command::new("nsenter").args([
                 "--target",
                 &pid.to_string(),
@@ -1360,34 +1360,38 @@ async fn iptables(args: &[&str]) -> Result<(bool, String), RuntimeError> {
     Ok((out.status.success(), text))
 }
 
-/// [`iptables`], where failing is an error.
-/// Feeds `table` to `command` (an `iptables-restore`); `what` says where,
-/// for its error.
-async fn restore(
+/// Runs `command` with `input` on its standard input (iptables-restore's
+/// tables, `ip -batch`'s commands); an error names the program and `what`.
+pub(crate) async fn feed(
     command: &mut tokio::process::Command,
-    table: &str,
+    input: &str,
     what: &str,
 ) -> Result<(), RuntimeError> {
+    let program = command
+        .as_std()
+        .get_program()
+        .to_string_lossy()
+        .into_owned();
     let mut child = command
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()
-        .map_err(|e| RuntimeError::Unavailable(format!("cannot run iptables-restore: {e}")))?;
+        .map_err(|e| RuntimeError::Unavailable(format!("cannot run {program}: {e}")))?;
     if let Some(mut stdin) = child.stdin.take() {
         use tokio::io::AsyncWriteExt;
         stdin
-            .write_all(table.as_bytes())
+            .write_all(input.as_bytes())
             .await
-            .map_err(|e| RuntimeError::Unavailable(format!("iptables-restore: {e}")))?;
+            .map_err(|e| RuntimeError::Unavailable(format!("{program}: {e}")))?;
     }
     let out = child
         .wait_with_output()
         .await
-        .map_err(|e| RuntimeError::Unavailable(format!("iptables-restore: {e}")))?;
+        .map_err(|e| RuntimeError::Unavailable(format!("{program}: {e}")))?;
     if !out.status.success() {
         return Err(RuntimeError::Rejected(format!(
-            "iptables-restore {what}: {}",
+            "{program} {what}: {}",
             String::from_utf8_lossy(&out.stderr).trim()
         )));
     }
@@ -1412,6 +1416,7 @@ async fn clear_host_chain(ip: std::net::Ipv4Addr) -> Result<(), RuntimeError> {
     Ok(())
 }
 
+/// [`iptables`], where failing is an error.
 async fn iptables_ok(args: &[&str]) -> Result<String, RuntimeError> {
     match iptables(args).await? {
         (true, out) => Ok(out),

@@ -45,34 +45,15 @@ async fn run(program: &str, args: &[&str]) -> Result<String, RuntimeError> {
 
 /// Runs `commands` (one per line) through `program -batch -`.
 async fn batch(program: &str, commands: &str) -> Result<(), RuntimeError> {
-    use tokio::io::AsyncWriteExt;
     if commands.is_empty() {
         return Ok(());
     }
-    let mut child = tokio::process::Command::new(program)
-        .args(["-batch", "-"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .map_err(|e| RuntimeError::Unavailable(format!("{program}: {e}")))?;
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin
-            .write_all(commands.as_bytes())
-            .await
-            .map_err(|e| RuntimeError::Unavailable(format!("{program}: {e}")))?;
-    }
-    let out = child
-        .wait_with_output()
-        .await
-        .map_err(|e| RuntimeError::Unavailable(format!("{program}: {e}")))?;
-    if !out.status.success() {
-        return Err(RuntimeError::Rejected(format!(
-            "{program} -batch: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
-    }
-    Ok(())
+    crate::docker::feed(
+        tokio::process::Command::new(program).args(["-batch", "-"]),
+        commands,
+        "-batch",
+    )
+    .await
 }
 
 /// Makes the tunnel device on `local` (again, if it was made on another
