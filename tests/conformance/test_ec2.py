@@ -179,3 +179,20 @@ def test_the_aws_cli_manages_groups_with_its_short_forms(server):
             "--port", "53", "--source-group", gid)
     aws_cli(server, "ec2", "delete-security-group", "--group-id", gid)
     aws_cli(server, "ec2", "delete-vpc", "--vpc-id", vpc)
+
+
+def test_dry_runs_and_unserved_members_are_answered_not_ignored(ec2):
+    before = snapshot(ec2)
+    assert error_of(ec2.create_vpc, CidrBlock="10.204.0.0/16", DryRun=True)[0] == "DryRunOperation"
+    assert error_of(ec2.create_security_group, GroupName="dry", Description="d", DryRun=True)[0] == "DryRunOperation"
+    code, msg = error_of(ec2.create_vpc, CidrBlock="10.204.0.0/16", AmazonProvidedIpv6CidrBlock=True)
+    assert code == "InvalidParameterValue" and "AmazonProvidedIpv6CidrBlock" in msg
+    code, msg = error_of(ec2.create_vpc, CidrBlock="10.204.0.0/16", InstanceTenancy="dedicated")
+    assert code == "InvalidParameterValue" and "InstanceTenancy" in msg
+    code, msg = error_of(ec2.create_subnet, VpcId="vpc-local", CidrBlock="10.128.200.0/24", Ipv6Native=True)
+    assert code == "InvalidParameterValue" and "Ipv6Native" in msg
+    code, msg = error_of(ec2.authorize_security_group_ingress, GroupId="sg-allow-all", IpPermissions=[
+        {"IpProtocol": "tcp", "FromPort": 1, "ToPort": 1, "IpRanges": [{"CidrIp": "10.0.0.0/8"}]}],
+        TagSpecifications=[{"ResourceType": "security-group-rule", "Tags": [{"Key": "a", "Value": "b"}]}])
+    assert code == "InvalidParameterValue" and "TagSpecifications" in msg
+    assert snapshot(ec2) == before, "a dry run or a refused request changed something"

@@ -35,6 +35,18 @@ fn tag_list(tags: &Tags) -> Option<Vec<w::Tag>> {
     })
 }
 
+/// Refuses the first request member Berth does not serve (IPv6 blocks,
+/// IPAM pools, tenancy, Outposts...) rather than ignoring it.
+fn refuse_unserved(members: &[(&str, bool)]) -> Result<(), Ec2Error> {
+    match members.iter().find(|(_, given)| *given) {
+        Some((field, _)) => Err(Ec2Error::new(
+            "InvalidParameterValue",
+            format!("{field} is not supported by Berth; see docs/api-coverage.md."),
+        )),
+        None => Ok(()),
+    }
+}
+
 fn s(v: &str) -> Vec<String> {
     vec![v.to_string()]
 }
@@ -148,6 +160,29 @@ pub(crate) async fn create_vpc(
     _ctx: &RequestContext,
     input: w::CreateVpcRequest,
 ) -> Out<w::CreateVpcResult> {
+    refuse_unserved(&[
+        (
+            "AmazonProvidedIpv6CidrBlock",
+            input.amazon_provided_ipv6_cidr_block == Some(true),
+        ),
+        ("Ipv6CidrBlock", input.ipv6_cidr_block.is_some()),
+        ("Ipv6IpamPoolId", input.ipv6_ipam_pool_id.is_some()),
+        ("Ipv6NetmaskLength", input.ipv6_netmask_length.is_some()),
+        ("Ipv6Pool", input.ipv6_pool.is_some()),
+        ("Ipv4IpamPoolId", input.ipv4_ipam_pool_id.is_some()),
+        ("Ipv4NetmaskLength", input.ipv4_netmask_length.is_some()),
+        (
+            "VpcEncryptionControl",
+            input.vpc_encryption_control.is_some(),
+        ),
+        (
+            "InstanceTenancy",
+            input
+                .instance_tenancy
+                .as_deref()
+                .is_some_and(|t| t != "default"),
+        ),
+    ])?;
     let tags = vpc::tags_of(input.tag_specifications.as_deref(), "vpc")?;
     let v = st
         .ctl
@@ -277,6 +312,15 @@ pub(crate) async fn create_subnet(
     ctx: &RequestContext,
     input: w::CreateSubnetRequest,
 ) -> Out<w::CreateSubnetResult> {
+    refuse_unserved(&[
+        ("Ipv6CidrBlock", input.ipv6_cidr_block.is_some()),
+        ("Ipv6IpamPoolId", input.ipv6_ipam_pool_id.is_some()),
+        ("Ipv6Native", input.ipv6_native == Some(true)),
+        ("Ipv6NetmaskLength", input.ipv6_netmask_length.is_some()),
+        ("Ipv4IpamPoolId", input.ipv4_ipam_pool_id.is_some()),
+        ("Ipv4NetmaskLength", input.ipv4_netmask_length.is_some()),
+        ("OutpostArn", input.outpost_arn.is_some()),
+    ])?;
     let tags = vpc::tags_of(input.tag_specifications.as_deref(), "subnet")?;
     let zones = net::zones(&st.ctl, &ctx.scope).await?;
     let zone = input
@@ -668,6 +712,31 @@ impl Asked {
     }
 }
 
+/// An Authorize/Revoke request's [`Asked`]; a source group of another
+/// account is refused (Berth has one).
+macro_rules! asked {
+    ($st:expr, $i:ident, $group_name:expr) => {{
+        if let Some(owner) = $i
+            .source_security_group_owner_id
+            .as_deref()
+            .filter(|o| *o != $st.config.account_id)
+        {
+            return Err(Ec2Error::invalid(format!(
+                "SourceSecurityGroupOwnerId {owner} is not this account ({})",
+                $st.config.account_id
+            ))
+            .into());
+        }
+        Asked {
+            group_id: $i.group_id,
+            group_name: $group_name,
+            perms: $i.ip_permissions.unwrap_or_default(),
+            flat: flat($i.ip_protocol, $i.from_port, $i.to_port, $i.cidr_ip),
+            flat_group: $i.source_security_group_name,
+        }
+    }};
+}
+
 fn flat(
     protocol: Option<String>,
     from: Option<i32>,
@@ -773,13 +842,8 @@ pub(crate) async fn authorize_security_group_ingress(
     ctx: &RequestContext,
     i: w::AuthorizeSecurityGroupIngressRequest,
 ) -> Out<w::AuthorizeSecurityGroupIngressResult> {
-    let asked = Asked {
-        group_id: i.group_id,
-        group_name: i.group_name,
-        perms: i.ip_permissions.unwrap_or_default(),
-        flat: flat(i.ip_protocol, i.from_port, i.to_port, i.cidr_ip),
-        flat_group: i.source_security_group_name,
-    };
+    refuse_unserved(&[("TagSpecifications", i.tag_specifications.is_some())])?;
+    let asked = asked!(st, i, i.group_name);
     let rules = authorize(st, ctx, asked, false).await?;
     Ok(w::AuthorizeSecurityGroupIngressResult {
         r#return: Some(true),
@@ -792,13 +856,8 @@ pub(crate) async fn authorize_security_group_egress(
     ctx: &RequestContext,
     i: w::AuthorizeSecurityGroupEgressRequest,
 ) -> Out<w::AuthorizeSecurityGroupEgressResult> {
-    let asked = Asked {
-        group_id: i.group_id,
-        group_name: None,
-        perms: i.ip_permissions.unwrap_or_default(),
-        flat: flat(i.ip_protocol, i.from_port, i.to_port, i.cidr_ip),
-        flat_group: i.source_security_group_name,
-    };
+    refuse_unserved(&[("TagSpecifications", i.tag_specifications.is_some())])?;
+    let asked = asked!(st, i, None);
     let rules = authorize(st, ctx, asked, true).await?;
     Ok(w::AuthorizeSecurityGroupEgressResult {
         r#return: Some(true),
@@ -811,13 +870,7 @@ pub(crate) async fn revoke_security_group_ingress(
     ctx: &RequestContext,
     i: w::RevokeSecurityGroupIngressRequest,
 ) -> Out<w::RevokeSecurityGroupIngressResult> {
-    let asked = Asked {
-        group_id: i.group_id,
-        group_name: i.group_name,
-        perms: i.ip_permissions.unwrap_or_default(),
-        flat: flat(i.ip_protocol, i.from_port, i.to_port, i.cidr_ip),
-        flat_group: i.source_security_group_name,
-    };
+    let asked = asked!(st, i, i.group_name);
     let gone = revoke(
         st,
         ctx,
@@ -838,13 +891,7 @@ pub(crate) async fn revoke_security_group_egress(
     ctx: &RequestContext,
     i: w::RevokeSecurityGroupEgressRequest,
 ) -> Out<w::RevokeSecurityGroupEgressResult> {
-    let asked = Asked {
-        group_id: i.group_id,
-        group_name: None,
-        perms: i.ip_permissions.unwrap_or_default(),
-        flat: flat(i.ip_protocol, i.from_port, i.to_port, i.cidr_ip),
-        flat_group: i.source_security_group_name,
-    };
+    let asked = asked!(st, i, None);
     let gone = revoke(
         st,
         ctx,

@@ -96,6 +96,8 @@ impl ApiError {
             ApiError::CloudWatch(e) => (e.status, e.code, e.message.clone()),
             ApiError::Sqs(e) => (e.status, e.code, e.message.clone()),
             ApiError::Asg(e) => (e.status, e.code, e.message.clone()),
+            // EC2 answers a DryRun that would have succeeded with 412.
+            ApiError::Ec2(e) if e.code == "DryRunOperation" => (412, e.code, e.message.clone()),
             ApiError::Ec2(e) => (400, e.code, e.message.clone()),
             ApiError::Aas(e) => (
                 if e.code == "InternalServiceException" {

@@ -174,6 +174,17 @@ fn ec2_query<'a>(
     action: &'a str,
     params: &'a QueryParams,
 ) -> Reply<'a> {
+    // DryRun asks only whether the caller may: authorization, which the
+    // front door did before this, has said yes.
+    if params.get("DryRun") == Some("true") && crate::ec2::IMPLEMENTED.contains(&action) {
+        return Box::pin(async {
+            Err(berth_domain::asg::Ec2Error::new(
+                "DryRunOperation",
+                "Request would have succeeded, but DryRun flag is set.",
+            )
+            .into())
+        });
+    }
     Box::pin(crate::ec2::dispatch(st, ctx, action, params))
 }
 
