@@ -414,7 +414,12 @@ def test_a_lost_host_is_replaced_and_leaves_no_duplicates_when_it_returns(own):
         alive = docker("ps", "-q", "--filter", f"label=com.amazonaws.ecs.task-arn={arn}").split()
         assert alive, ("the lost host's containers still run while it is away",
                        docker("ps", "-a", "--format", "{{.Names}} {{.Status}}"))
-    assert len(task_containers()) == 2 + len(lost_tasks), (docker("ps", "-a", "--format", "{{.ID}} {{.Names}} {{.Status}} {{.Label \"berth.instance\"}}"), [(t["taskArn"], t["containerInstanceArn"], t["lastStatus"], [c.get("runtimeId") for c in t["containers"]]) for t in live_tasks(own, "l")], victim_arn)
+    assert len(task_containers()) == 2 + len(lost_tasks), (
+        [(t["taskArn"][-6:], t["containerInstanceArn"][-6:], t["lastStatus"], (t.get("stoppedReason") or "")[:50])
+         for t in own.ecs.describe_tasks(cluster=own.name, tasks=own.ecs.list_tasks(
+             cluster=own.name, serviceName="l", desiredStatus="STOPPED")["taskArns"] + [
+             t["taskArn"] for t in live_tasks(own, "l")])["tasks"]], victim_arn[-6:],
+        docker("ps", "-a", "--format", "{{.ID}} {{.Status}} {{.Label \"berth.instance\"}}"))
     # The host comes back: its stale containers are stopped, and the
     # service still runs exactly its desired count.
     agent.start()

@@ -801,6 +801,15 @@ async fn session(
     result
 }
 
+/// Ends the lease keeper with the connection, however it ends.
+struct KeepAlive(tokio::task::JoinHandle<()>);
+
+impl Drop for KeepAlive {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// The connected part of a session: pushes the desired set whenever the
 /// instance's task index changes, records reports, keeps the lease alive.
 async fn converse(
@@ -856,12 +865,31 @@ async fn converse(
             ],
         )
         .await;
+    // The lease is renewed on its own clock for as long as this loop
+    // runs: renewing inside the loop lost live hosts whenever a push or a
+    // burst of durable report writes held it past the lease, and a loaded
+    // server then marked a healthy host's tasks lost. A silent agent still
+    // ends the connection through the loop's deadline, which revokes the
+    // lease.
+    let mut keeper = KeepAlive(tokio::spawn({
+        let store = st.store.clone();
+        async move {
+            let mut tick = tokio::time::interval(interval / 2);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                if store.lease_keep_alive(lease).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }));
     let (first, mut warm) = desired(st, scope, cluster, id).await?;
     send(socket, &first).await?;
     let mut deadline = tokio::time::Instant::now() + timeout;
-    let mut renewed = tokio::time::Instant::now();
     loop {
         tokio::select! {
+            _ = &mut keeper.0 => return Err("the connection's lease ran out".into()),
             change = changes.next() => {
                 let Some(change) = change else {
                     return Err("the gateway's watch ended".into());
@@ -907,16 +935,9 @@ async fn converse(
             message = next(socket, deadline.saturating_duration_since(tokio::time::Instant::now())) => {
                 deadline = tokio::time::Instant::now() + timeout;
                 let message = message?;
-                // Any message shows the agent is there. A busy agent's
+                // Any message shows the agent is there: a busy agent's
                 // heartbeat can wait behind hundreds of reports that take
-                // a durable write each: renewing only on heartbeats lost
-                // the connections of the busiest hosts.
-                if renewed.elapsed() >= interval / 2 {
-                    if st.store.lease_keep_alive(lease).await.is_err() {
-                        return Err("the connection's lease ran out".into());
-                    }
-                    renewed = tokio::time::Instant::now();
-                }
+                // a durable write each.
                 // Whoever stopped listening to a log stream: the agent stops reading it.
                 let gone: Vec<u64> = pending.iter().filter(|(_, out)| out.is_closed()).map(|(r, _)| *r).collect();
                 for request in gone {
