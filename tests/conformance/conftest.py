@@ -535,10 +535,11 @@ class EngineHost:
     linked to ours by a veth pair (its default route goes through us, so
     such hosts reach each other and the server), with a Docker engine of
     its own in it that holds the test image. Agents run in it with
-    `agent_args()`."""
+    `agent_args()`. `mtu`: the link's, if not 1500."""
 
-    def __init__(self, tmp):
+    def __init__(self, tmp, mtu=None):
         tag = uuid.uuid4().hex[:6]
+        self.mtu = mtu
         self.tag, self.tmp = tag, tmp
         self.ns, self.outside, self.inside = f"berth-h{tag}", f"bo{tag}", f"bi{tag}"
         net = f"10.233.{random.randrange(64) * 4}"
@@ -559,6 +560,9 @@ class EngineHost:
     def start(self):
         self._sh("ip", "netns", "add", self.ns)
         self._sh("ip", "link", "add", self.outside, "type", "veth", "peer", "name", self.inside)
+        if self.mtu:
+            for d in (self.outside, self.inside):
+                self._sh("ip", "link", "set", d, "mtu", str(self.mtu))
         self._sh("ip", "link", "set", self.inside, "netns", self.ns)
         self._sh("ip", "addr", "add", f"{self.gateway}/30", "dev", self.outside)
         self._sh("ip", "link", "set", self.outside, "up")

@@ -30,7 +30,9 @@ def vpc(tmp_path_factory):
     try:
         for i in range(2):
             os.makedirs(tmp / f"host{i}", exist_ok=True)
-            hosts.append(EngineHost(str(tmp / f"host{i}")).start())
+            # Jumbo frames between the hosts, as between instances of an
+            # AWS VPC: tasks get them too, less the tunnel's headers.
+            hosts.append(EngineHost(str(tmp / f"host{i}"), mtu=9001).start())
         # The server listens on our end of the first host's link, which
         # every host reaches through its default route.
         server = Server(str(tmp / "server"), host=hosts[0].gateway,
@@ -56,7 +58,8 @@ def vpc(tmp_path_factory):
 
 
 def serving(ecs):
-    script = "mkdir -p /www; echo up > /www/index.html; exec httpd -f -p 8080 -h /www"
+    # A page of several full-sized segments, so jumbo ones cross the tunnel.
+    script = "mkdir -p /www; seq 1 20000 > /www/index.html; exec httpd -f -p 8080 -h /www"
     return ecs.register_task_definition(
         family="vpc-web", networkMode="awsvpc", requiresCompatibilities=["EC2"], containerDefinitions=[
             {"name": "app", "image": IMAGE, "memory": 16, "stopTimeout": 1, "command": ["sh", "-c", script]}]
@@ -91,8 +94,11 @@ def test_tasks_of_one_subnet_on_two_hosts_talk_through_their_security_groups(vpc
     def reaches(host, container, ip):
         p = subprocess.run(["docker", "-H", f"unix://{hosts[host].sock}", "exec", container, "timeout", "3", "wget",
                             "-qO-", f"http://{ip}:8080/"], capture_output=True, text=True)
-        return p.returncode == 0
+        return p.returncode == 0 and p.stdout.endswith("\n20000\n")
 
+    for host, container in ((0, a_c), (1, b_c)):
+        mtu = hosts[host].docker("exec", container, "cat", "/sys/class/net/eth0/mtu").strip()
+        assert mtu == "8951", mtu
     # sg-default lets its members in: across hosts, both ways (so a's
     # packets reach b with a's own address: masqueraded to its host's, b's
     # filter would drop them).

@@ -622,8 +622,8 @@ async fn vpc_tunnel(config: &mut AgentConfig, runtime: &dyn ContainerRuntime) {
         return;
     };
     match runtime.vpc_tunnel(address).await {
-        Ok(mac) => {
-            tracing::info!(%address, %mac, "VPC tunnel ready");
+        Ok(berth_runtime::overlay::Tunnel { mac, mtu }) => {
+            tracing::info!(%address, %mac, mtu, "VPC tunnel ready");
             config.attributes.retain(|(n, _)| {
                 n != berth_wire::agent::VPC_ADDRESS_ATTRIBUTE
                     && n != berth_wire::agent::VPC_MAC_ATTRIBUTE

@@ -49,6 +49,8 @@ pub struct DockerRuntime {
     /// the sandbox they are marked with: a task taking a warm sandbox then
     /// costs one `iptables-restore`, not a look at the hooks too.
     host_jumps: Mutex<HashMap<String, String>>,
+    /// The VPC tunnel's MTU, which subnets' bridges take; 0 without one.
+    subnet_mtu: std::sync::atomic::AtomicU32,
     /// Containers whose addresses were cleared of any sandbox's host chain.
     cleared: Mutex<HashSet<String>>,
 }
@@ -84,7 +86,19 @@ fn is_not_found(e: &DockerError) -> bool {
     )
 }
 
+/// The bridge driver's option for its bridge's and interfaces' MTU.
+const MTU_OPTION: &str = "com.docker.network.driver.mtu";
+
 impl DockerRuntime {
+    /// The MTU subnets' bridges are made with: the VPC tunnel's, if the
+    /// host has one (the engine's default otherwise).
+    fn wanted_mtu(&self) -> Option<String> {
+        match self.subnet_mtu.load(std::sync::atomic::Ordering::Relaxed) {
+            0 => None,
+            mtu => Some(mtu.to_string()),
+        }
+    }
+
     /// One stats sample of container `id`; `one_shot` skips the engine's
     /// second sample (and so `precpu_stats`).
     async fn sample(
@@ -137,6 +151,7 @@ impl DockerRuntime {
             log_drivers,
             endpoint_lock: tokio::sync::Mutex::default(),
             host_jumps: Mutex::default(),
+            subnet_mtu: Default::default(),
             cleared: Mutex::default(),
         })
     }
@@ -967,14 +982,26 @@ impl ContainerRuntime for DockerRuntime {
                     .into_iter()
                     .filter_map(|c| c.subnet)
                     .collect();
-                return if subnets.contains(&spec.cidr) {
-                    Ok(())
-                } else {
-                    Err(RuntimeError::Rejected(format!(
+                if !subnets.contains(&spec.cidr) {
+                    return Err(RuntimeError::Rejected(format!(
                         "network {} exists with subnets {subnets:?}, not {}",
                         spec.name, spec.cidr
-                    )))
-                };
+                    )));
+                }
+                // Made before this host had its tunnel (or another one):
+                // made again while nothing is attached, so that its tasks'
+                // packets fit the tunnel.
+                let has = n
+                    .options
+                    .as_ref()
+                    .and_then(|o| o.get(MTU_OPTION))
+                    .cloned()
+                    .unwrap_or_default();
+                let idle = n.containers.as_ref().is_none_or(|c| c.is_empty());
+                if has == self.wanted_mtu().unwrap_or_default() || !idle {
+                    return Ok(());
+                }
+                self.remove_network(&spec.name).await?;
             }
             Err(e) if is_not_found(&e) => {}
             Err(e) => return Err(unavailable(e)),
@@ -992,6 +1019,9 @@ impl ContainerRuntime for DockerRuntime {
                 ..Default::default()
             }),
             labels: Some(spec.labels.clone().into_iter().collect()),
+            options: self
+                .wanted_mtu()
+                .map(|mtu| HashMap::from([(MTU_OPTION.to_string(), mtu)])),
             ..Default::default()
         };
         match self.docker.create_network(request).await {
@@ -1065,8 +1095,14 @@ impl ContainerRuntime for DockerRuntime {
         .await
     }
 
-    async fn vpc_tunnel(&self, local: std::net::Ipv4Addr) -> Result<String, RuntimeError> {
-        crate::overlay::ensure_device(local).await
+    async fn vpc_tunnel(
+        &self,
+        local: std::net::Ipv4Addr,
+    ) -> Result<crate::overlay::Tunnel, RuntimeError> {
+        let tunnel = crate::overlay::ensure_device(local).await?;
+        self.subnet_mtu
+            .store(tunnel.mtu, std::sync::atomic::Ordering::Relaxed);
+        Ok(tunnel)
     }
 
     async fn vpc_routes(&self, routes: &[crate::overlay::Route]) -> Result<(), RuntimeError> {

@@ -444,8 +444,8 @@ pub trait ContainerRuntime: Send + Sync {
         ))
     }
     /// Makes this host's VPC tunnel on its address `local`
-    /// (docs/adr/0007) and returns the device's MAC.
-    async fn vpc_tunnel(&self, local: std::net::Ipv4Addr) -> Result<String, RuntimeError> {
+    /// (docs/adr/0007); subnets made from then on take its MTU.
+    async fn vpc_tunnel(&self, local: std::net::Ipv4Addr) -> Result<overlay::Tunnel, RuntimeError> {
         let _ = local;
         Err(RuntimeError::Rejected(
             "this container runtime has no VPC tunnel".into(),

@@ -15,8 +15,20 @@ pub const DEVICE: &str = "berth-vx";
 /// Its VXLAN network identifier and UDP port.
 pub const VNI: u32 = 4242;
 pub const PORT: u16 = 4789;
-/// 1500 less VXLAN's 50 bytes.
-pub const MTU: u32 = 1450;
+/// What VXLAN's headers take of the underlay's MTU.
+pub const OVERHEAD: u32 = 50;
+/// The least a tunnel may carry: IPv4's minimum for a link that must also
+/// carry IPv6 one day, and what a task needs for its own headers.
+const MIN_MTU: u32 = 1280;
+
+/// The tunnel a host made: its MAC, and the MTU its packets fit in (the
+/// underlay device's less VXLAN's headers), which the host's subnets take
+/// too so that tasks never need path MTU discovery to reach another host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tunnel {
+    pub mac: String,
+    pub mtu: u32,
+}
 
 /// A task on another host: its address, and that host's VPC address and
 /// tunnel MAC.
@@ -57,8 +69,22 @@ async fn batch(program: &str, commands: &str) -> Result<(), RuntimeError> {
 }
 
 /// Makes the tunnel device on `local` (again, if it was made on another
-/// address) and returns its MAC.
-pub async fn ensure_device(local: Ipv4Addr) -> Result<String, RuntimeError> {
+/// address), sized to the device that carries `local`.
+pub async fn ensure_device(local: Ipv4Addr) -> Result<Tunnel, RuntimeError> {
+    let addresses = run("ip", &["-o", "-4", "addr", "show"]).await?;
+    let underlay = device_with(&addresses, local).ok_or_else(|| {
+        RuntimeError::Rejected(format!("no device of this host has the address {local}"))
+    })?;
+    let link = run("ip", &["-o", "link", "show", "dev", &underlay]).await?;
+    let mtu = mtu_of(&link)
+        .map(|m| m.saturating_sub(OVERHEAD))
+        .filter(|m| *m >= MIN_MTU)
+        .ok_or_else(|| {
+            RuntimeError::Rejected(format!(
+                "{underlay} (which has {local}) leaves less than {MIN_MTU} bytes for the tunnel: {}",
+                link.trim()
+            ))
+        })?;
     let have = run("ip", &["-d", "link", "show", DEVICE]).await.ok();
     let current = have.as_deref().is_some_and(|d| {
         d.contains(&format!("vxlan id {VNI} ")) && d.contains(&format!("local {local} "))
@@ -97,13 +123,37 @@ pub async fn ensure_device(local: Ipv4Addr) -> Result<String, RuntimeError> {
     }
     run(
         "ip",
-        &["link", "set", DEVICE, "mtu", &MTU.to_string(), "up"],
+        &["link", "set", DEVICE, "mtu", &mtu.to_string(), "up"],
     )
     .await?;
     // Asked of iproute2, not sysfs: /sys shows the namespace it was
     // mounted in, which need not be this process's.
     let link = run("ip", &["-o", "link", "show", DEVICE]).await?;
-    mac_of(&link).ok_or_else(|| RuntimeError::Unavailable(format!("{DEVICE} has no MAC: {link}")))
+    let mac = mac_of(&link)
+        .ok_or_else(|| RuntimeError::Unavailable(format!("{DEVICE} has no MAC: {link}")))?;
+    Ok(Tunnel { mac, mtu })
+}
+
+/// The device that has `ip`, in `ip -o -4 addr show` output.
+fn device_with(text: &str, ip: Ipv4Addr) -> Option<String> {
+    let wanted = format!("{ip}/");
+    text.lines().find_map(|l| {
+        let words: Vec<&str> = l.split_whitespace().collect();
+        let at = words.iter().position(|w| *w == "inet")?;
+        words.get(at + 1)?.starts_with(&wanted).then(|| {
+            // "veth0@if12" names the peer too.
+            words
+                .get(1)
+                .map(|d| d.split('@').next().unwrap_or(d).to_string())
+        })?
+    })
+}
+
+/// The MTU in `ip -o link show` output.
+fn mtu_of(link: &str) -> Option<u32> {
+    let words: Vec<&str> = link.split_whitespace().collect();
+    let at = words.iter().position(|w| *w == "mtu")?;
+    words.get(at + 1)?.parse().ok()
 }
 
 /// The MAC in `ip -o link show` output.
@@ -253,6 +303,23 @@ mod tests {
             mac_of("12: berth-vx: <BROADCAST,MULTICAST,UP,LOWER_UP> mtu 1450 qdisc noqueue state UNKNOWN mode DEFAULT group default qlen 1000\\    link/ether 3e:1f:aa:bb:cc:dd brd ff:ff:ff:ff:ff:ff").as_deref(),
             Some("3e:1f:aa:bb:cc:dd")
         );
+        assert_eq!(
+            mtu_of("7: bi1a2b3c@if8: <BROADCAST,MULTICAST,UP,LOWER_UP> mtu 9001 qdisc noqueue state UP"),
+            Some(9001)
+        );
+        let addrs = "1: lo    inet 127.0.0.1/8 scope host lo\\       valid_lft forever\n\
+                     7: bi1a2b3c@if8    inet 10.233.4.2/30 scope global bi1a2b3c\\       valid_lft forever\n\
+                     9: eth1    inet 10.233.4.22/24 scope global eth1\\       valid_lft forever\n";
+        let ip = |s: &str| s.parse::<Ipv4Addr>().expect("ip");
+        assert_eq!(
+            device_with(addrs, ip("10.233.4.2")).as_deref(),
+            Some("bi1a2b3c")
+        );
+        assert_eq!(
+            device_with(addrs, ip("10.233.4.22")).as_deref(),
+            Some("eth1")
+        );
+        assert_eq!(device_with(addrs, ip("10.233.4.20")), None);
         let routes =
             parse_routes("10.128.0.7 via 10.231.5.2 onlink \n10.128.0.9 via 10.231.6.2 onlink \n");
         assert_eq!(routes.len(), 2);
