@@ -94,10 +94,40 @@ class Process:
         self.proc.wait(timeout=20)
 
 
-class Server(Process):
-    """A berth server process on its own port and data directory."""
+def own_subnets_config():
+    """The default network (vpc-local, a /20 subnet per local zone,
+    sg-default and sg-allow-all) on a /16 of its own: servers of the suite
+    share one Docker engine, where Berth refuses a subnet overlapping one
+    another installation's tasks use. The /16s go round 10.160-10.199,
+    counted in a file both CI lanes share."""
+    import fcntl
+    with open(os.path.join(tempfile.gettempdir(), "berth-test-subnets"), "a+") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        f.seek(0)
+        n = int(f.read().strip() or "0")
+        f.seek(0)
+        f.truncate()
+        f.write(str(n + 1))
+    octet = 160 + n % 40
+    rule = lambda **kw: dict({"protocol": "-1", "fromPort": 0, "toPort": 0}, **kw)  # noqa: E731
+    return {
+        "vpcs": [{"id": "vpc-local", "cidr": f"10.{octet}.0.0/16", "isDefault": True}],
+        "subnets": [{"id": f"subnet-local-1{z}", "cidr": f"10.{octet}.{i * 16}.0/20", "availabilityZone": f"local-1{z}",
+                     "vpcId": "vpc-local", "defaultForAz": True} for i, z in enumerate("abc")],
+        "securityGroups": [
+            {"id": "sg-default", "name": "default", "description": "default VPC security group", "vpcId": "vpc-local",
+             "ingress": [rule(sourceGroup="sg-default")]},
+            {"id": "sg-allow-all", "name": "allow-all", "description": "everything from anywhere", "vpcId": "vpc-local",
+             "ingress": [rule(cidr="0.0.0.0/0")]}]}
 
-    def __init__(self, data_dir, store=None, extra_env=None, host="127.0.0.1"):
+
+class Server(Process):
+    """A berth server process on its own port and data directory.
+    `own_subnets`: the default network moved to a /16 of its own
+    (own_subnets_config), unless extra_env names a network config; False
+    keeps Berth's 10.128.0.0/16."""
+
+    def __init__(self, data_dir, store=None, extra_env=None, host="127.0.0.1", own_subnets=True):
         self.port = free_port()
         self.host = host
         # A server given a certificate speaks TLS; it is its own CA.
@@ -106,6 +136,7 @@ class Server(Process):
         self.data_dir = data_dir
         self.store = store
         self.extra_env = extra_env or {}
+        self.own_subnets = own_subnets and "BERTH_NETWORK_CONFIG" not in self.extra_env
         self.proc = None
         self.log = os.path.join(data_dir, "server.log")
 
@@ -115,6 +146,14 @@ class Server(Process):
             args += ["--store", self.store]
         # extra_env: None removes a variable the server would inherit.
         env = {k: v for k, v in dict(os.environ, **self.extra_env).items() if v is not None}
+        if self.own_subnets:
+            # Read on the store's first start only: a restart keeps its network.
+            path = os.path.join(self.data_dir, "test-network.json")
+            if not os.path.exists(path):
+                os.makedirs(self.data_dir, exist_ok=True)
+                with open(path, "w") as f:
+                    json.dump(own_subnets_config(), f)
+            env["BERTH_NETWORK_CONFIG"] = path
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=open(self.log, "ab"), env=env, stdin=subprocess.DEVNULL)
         deadline = time.time() + 30
         while time.time() < deadline:
@@ -151,7 +190,9 @@ class Etcd(Process):
 
 @pytest.fixture(scope="session")
 def server(tmp_path_factory):
-    s = Server(str(tmp_path_factory.mktemp("berth"))).start()
+    # Berth's own default network (10.128.0.0/16), which test_ec2 checks;
+    # every other server of the suite has subnets of its own.
+    s = Server(str(tmp_path_factory.mktemp("berth")), own_subnets=False).start()
     yield s
     s.stop()
 

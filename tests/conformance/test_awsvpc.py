@@ -2,12 +2,13 @@
 and an address of the subnet it names, its containers share localhost, and
 DescribeTasks shows the interface as an ElasticNetworkInterface
 attachment. Berth's default network configuration has one subnet per local
-zone (subnet-local-1a is 10.128.0.0/20 in local-1a)."""
+zone (subnet-local-1a in local-1a, and so on)."""
 
 import ipaddress
 import json
 import subprocess
 import urllib.request
+import uuid
 
 import botocore.exceptions
 import pytest
@@ -89,7 +90,8 @@ def test_an_awsvpc_task_has_its_own_address_and_shares_localhost(cl):
     ip = details["privateIPv4Address"]
     assert attachment["status"] == "ATTACHED"
     assert details["subnetId"] == "subnet-local-1a" and details["networkInterfaceId"].startswith("eni-")
-    assert ipaddress.ip_address(ip) in ipaddress.ip_network("10.128.0.0/20")
+    subnet = make_client(cl.server.url, "ec2").describe_subnets(SubnetIds=["subnet-local-1a"])["Subnets"][0]
+    assert ipaddress.ip_address(ip) in ipaddress.ip_network(subnet["CidrBlock"])
     assert len(details["macAddress"]) == 17
     assert all(c["networkInterfaces"][0]["privateIpv4Address"] == ip for c in t["containers"])
     assert all(c["networkBindings"] == [] for c in t["containers"])
@@ -134,6 +136,42 @@ def test_a_service_spreads_awsvpc_tasks_over_its_subnets_zones(cl):
     s = cl.ecs.describe_services(cluster=cl.name, services=["vpcsvc"])["services"][0]
     assert s["networkConfiguration"]["awsvpcConfiguration"]["subnets"] == ["subnet-local-1a", "subnet-local-1b"]
     cl.ecs.delete_service(cluster=cl.name, service="vpcsvc", force=True)
+
+
+def test_two_installations_on_one_engine_never_share_a_subnet_bridge(tmp_path):
+    """Two Berth installations (servers with stores of their own) whose
+    default subnets have the same ranges, with agents on one Docker engine:
+    each names its bridges apart; while one's tasks use a range, the
+    other's task there fails saying why; once that range is idle, the other
+    takes it over."""
+    from conftest import own_subnets_config
+    shared = tmp_path / "network.json"
+    shared.write_text(json.dumps(own_subnets_config()))
+    env = {"BERTH_NETWORK_CONFIG": str(shared), "BERTH_WARM_ADDRESSES": "0", "BERTH_AGENT_TIMEOUT": "3"}
+    tag = uuid.uuid4().hex[:6]
+    first = Cluster(str(tmp_path / "first"), f"first-{tag}", [[]], extra_env=env).start()
+    second = Cluster(str(tmp_path / "second"), f"second-{tag}", [[]], extra_env=env).start()
+    try:
+        def run(c):
+            td = c.ecs.register_task_definition(
+                family="shared-engine", networkMode="awsvpc", requiresCompatibilities=["EC2"],
+                containerDefinitions=[{"name": "app", "image": IMAGE, "memory": 16, "stopTimeout": 1,
+                                       "command": ["sleep", "3600"]}])["taskDefinition"]["taskDefinitionArn"]
+            return c.ecs.run_task(cluster=c.name, taskDefinition=td,
+                                  networkConfiguration=net("subnet-local-1a"))["tasks"][0]["taskArn"]
+        held = run(first)
+        first.wait_status(held, "RUNNING")
+        refused = second.wait_status(run(second), "STOPPED")
+        said = " ".join([refused.get("stoppedReason", "")] + [c.get("reason", "") for c in refused["containers"]])
+        assert "overlaps" in said and "another Berth network" in said, said
+        first.ecs.stop_task(cluster=first.name, task=held)
+        first.wait_status(held, "STOPPED")
+        taken = run(second)
+        second.wait_status(taken, "RUNNING")
+        second.ecs.stop_task(cluster=second.name, task=taken)
+    finally:
+        first.stop()
+        second.stop()
 
 
 def _get(url):

@@ -21,9 +21,10 @@ from conftest import (IMAGE, Agent, Cluster, Registry, cgroup_limit, check_produ
                       make_client, production_task, wait_for)
 
 ZONES = ("local-1a", "local-1b")
-SUBNETS = {"subnet-local-1a": "10.128.0.0/20", "subnet-local-1b": "10.128.16.0/20"}
+# Filled with their ranges from the EC2 API when the module's server is up.
+SUBNETS = {"subnet-local-1a": None, "subnet-local-1b": None}
 # The zone of the host with container isolation.
-CONTAINER_SUBNET = ("subnet-local-1b", SUBNETS["subnet-local-1b"])
+CONTAINER_SUBNET = "subnet-local-1b"
 
 
 class Fargate(Cluster):
@@ -63,6 +64,8 @@ class Fargate(Cluster):
 @pytest.fixture(scope="module")
 def fg(tmp_path_factory):
     f = Fargate(str(tmp_path_factory.mktemp("fargate")), "serverless").start()
+    ec2 = make_client(f.server.url, "ec2")
+    SUBNETS.update({s["SubnetId"]: s["CidrBlock"] for s in ec2.describe_subnets(SubnetIds=list(SUBNETS))["Subnets"]})
     yield f
     f.stop()
 
@@ -231,7 +234,7 @@ def test_container_isolation_runs_fargate_tasks_hardened_on_the_host_kernel(fg):
     def one(seconds):
         o = {"containerOverrides": [{"name": "app", "command": ["sleep", str(seconds)]}]}
         t = fg.ecs.run_task(cluster=fg.name, taskDefinition=td, launchType="FARGATE", overrides=o,
-                            networkConfiguration=net(CONTAINER_SUBNET[0]))["tasks"][0]
+                            networkConfiguration=net(CONTAINER_SUBNET))["tasks"][0]
         return fg.wait_status(t["taskArn"], "RUNNING")
     a, b = one(4242), one(4343)
     assert isolation_of(a) == isolation_of(b) == "container"
@@ -485,12 +488,12 @@ def test_a_task_takes_a_namespace_its_host_made_ahead_and_the_host_makes_another
     def warm_pauses():
         out = docker("ps", "--filter", "label=berth.warm-address", "--format", '{{.ID}} {{.Label "berth.warm-address"}}')
         return dict(reversed(line.split()) for line in out.splitlines())
-    zone = ipaddress.ip_network(CONTAINER_SUBNET[1])
+    zone = ipaddress.ip_network(SUBNETS[CONTAINER_SUBNET])
     before = wait_for("two warm namespaces in local-1b", lambda: (lambda w: w if len(
         [ip for ip in w if ipaddress.ip_address(ip) in zone]) >= 2 else None)(warm_pauses()))
     td = register(fg, "fg-warm")
     t = fg.ecs.run_task(cluster=fg.name, taskDefinition=td, launchType="FARGATE",
-                        networkConfiguration=net(CONTAINER_SUBNET[0]))["tasks"][0]
+                        networkConfiguration=net(CONTAINER_SUBNET))["tasks"][0]
     t = fg.wait_status(t["taskArn"], "RUNNING")
     ip = address(t)["privateIPv4Address"]
     assert ip in before, "the task took one of its host's warm addresses"

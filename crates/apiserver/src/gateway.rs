@@ -249,6 +249,7 @@ async fn warm_addresses(
                 // Only while its subnet is still there.
                 let subnet = network.subnet(&w.value.subnet_id)?;
                 Some(desired_network(
+                    &network.namespace,
                     &subnet.id,
                     &subnet.cidr,
                     &w.value.ip,
@@ -340,6 +341,7 @@ async fn desired_task(
             let ingress = network.ingress_of(&n.security_groups, m);
             let egress = network.egress_of(&n.security_groups, m);
             Some(desired_network(
+                &network.namespace,
                 &n.subnet_id,
                 &n.cidr,
                 &n.ip,
@@ -632,6 +634,7 @@ async fn task_secrets(
 /// An address on a subnet as the agent needs it: the host's bridge
 /// network for the subnet (the host takes the subnet's first address).
 fn desired_network(
+    namespace: &str,
     subnet: &str,
     cidr: &str,
     ip: &str,
@@ -639,7 +642,7 @@ fn desired_network(
     egress: Option<Vec<berth_wire::agent::AllowedIngress>>,
 ) -> DesiredNetwork {
     DesiredNetwork {
-        name: format!("berth-{subnet}"),
+        name: berth_domain::network::bridge_name(namespace, subnet),
         subnet_id: subnet.to_string(),
         cidr: cidr.to_string(),
         gateway: berth_domain::network::Cidr::parse(cidr)

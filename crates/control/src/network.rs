@@ -111,6 +111,9 @@ impl Networks {
     pub async fn bootstrap(&self) -> Result<bool, ControlError> {
         let mut cfg = (*self.current()).clone();
         berth_domain::vpc::settle(&mut cfg, &mut new_id).map_err(ControlError::Internal)?;
+        if cfg.namespace.is_empty() {
+            cfg.namespace = uuid::Uuid::new_v4().simple().to_string()[..8].to_string();
+        }
         cfg.validate().map_err(ControlError::Internal)?;
         let txn = Txn::when(
             vec![typed::unchanged(&self.key, 0)],

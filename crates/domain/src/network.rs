@@ -241,10 +241,27 @@ pub struct WarmAddress {
     pub ip: String,
 }
 
+/// The name of the bridge network hosts make for `subnet` of the network
+/// in `namespace` ([`NetworkConfig::namespace`]).
+pub fn bridge_name(namespace: &str, subnet: &str) -> String {
+    if namespace.is_empty() {
+        format!("berth-{subnet}")
+    } else {
+        format!("berth-{namespace}-{subnet}")
+    }
+}
+
 /// The networks Berth offers awsvpc tasks.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct NetworkConfig {
+    /// What hosts name this network's subnet bridges with, so that two
+    /// networks on one Docker engine (two installations of Berth, or two
+    /// accounts) never share a bridge and its addresses. Set when a
+    /// store's network is first written; empty in stores written before,
+    /// whose bridges keep their old names.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub namespace: String,
     #[serde(default)]
     pub vpcs: Vec<VpcConfig>,
     #[serde(default)]
@@ -378,6 +395,7 @@ impl NetworkConfig {
             description: None,
         };
         NetworkConfig {
+            namespace: String::new(),
             vpcs: vec![VpcConfig {
                 id: DEFAULT_VPC.into(),
                 cidr: "10.128.0.0/16".into(),

@@ -88,8 +88,76 @@ fn is_not_found(e: &DockerError) -> bool {
 
 /// The bridge driver's option for its bridge's and interfaces' MTU.
 const MTU_OPTION: &str = "com.docker.network.driver.mtu";
+/// The label on the bridge networks Berth makes for subnets.
+const SUBNET_LABEL: &str = "berth.subnet";
+
+/// Whether two `a.b.c.d/n` ranges share an address.
+fn overlap(a: &str, b: &str) -> bool {
+    let range = |c: &str| -> Option<(u32, u32)> {
+        let (ip, len) = c.split_once('/')?;
+        let ip = u32::from(ip.parse::<std::net::Ipv4Addr>().ok()?);
+        let len: u32 = len.parse().ok().filter(|l| *l <= 32)?;
+        let mask = u32::MAX.checked_shl(32 - len).unwrap_or(0);
+        Some((ip & mask, (ip & mask) | !mask))
+    };
+    match (range(a), range(b)) {
+        (Some((a0, a1)), Some((b0, b1))) => a0 <= b1 && b0 <= a1,
+        _ => false,
+    }
+}
 
 impl DockerRuntime {
+    /// Removes the idle subnet bridges whose ranges overlap `spec`'s (left
+    /// by an installation of Berth that is gone, or by this one under an
+    /// older name); refuses, saying whose it is, if one is in use.
+    async fn clear_overlaps(&self, spec: &crate::NetworkSpec) -> Result<(), RuntimeError> {
+        let nets = self
+            .docker
+            .list_networks(None::<bollard::query_parameters::ListNetworksOptions>)
+            .await
+            .map_err(unavailable)?;
+        let subnet = spec.labels.get(SUBNET_LABEL).unwrap_or(&spec.name);
+        for n in nets {
+            let name = n.name.clone().unwrap_or_default();
+            let Some(cidr) = n
+                .ipam
+                .as_ref()
+                .and_then(|i| i.config.as_ref())
+                .into_iter()
+                .flatten()
+                .filter_map(|c| c.subnet.clone())
+                .find(|c| overlap(c, &spec.cidr))
+            else {
+                continue;
+            };
+            let berths = n
+                .labels
+                .as_ref()
+                .is_some_and(|l| l.contains_key(SUBNET_LABEL));
+            if !berths {
+                return Err(RuntimeError::Rejected(format!(
+                    "subnet {subnet} ({}) overlaps Docker network {name} ({cidr}) on this host, which Berth did not make: remove it, or use subnets that do not overlap it",
+                    spec.cidr
+                )));
+            }
+            let inspected = self
+                .docker
+                .inspect_network(&name, None)
+                .await
+                .map_err(unavailable)?;
+            let busy = inspected.containers.as_ref().is_some_and(|c| !c.is_empty());
+            if busy {
+                return Err(RuntimeError::Rejected(format!(
+                    "subnet {subnet} ({}) overlaps bridge {name} ({cidr}) on this host's Docker engine, which tasks of another Berth network use (another installation of Berth, or another account, sharing this engine): each needs subnets of its own on one engine; give this host an engine of its own, or create subnets that do not overlap (aws ec2 create-subnet)",
+                    spec.cidr
+                )));
+            }
+            tracing::info!(network = %name, %cidr, "removing an idle subnet bridge in the way of {}", spec.name);
+            self.remove_network(&name).await?;
+        }
+        Ok(())
+    }
+
     /// The MTU subnets' bridges are made with: the VPC tunnel's, if the
     /// host has one (the engine's default otherwise).
     fn wanted_mtu(&self) -> Option<String> {
@@ -780,6 +848,11 @@ impl ContainerRuntime for DockerRuntime {
                 network: name,
                 ip: e.ip_address.unwrap_or_default(),
                 mac: e.mac_address.unwrap_or_default(),
+                prefix_len: e
+                    .ip_prefix_len
+                    .and_then(|l| u8::try_from(l).ok())
+                    .unwrap_or(32),
+                gateway: e.gateway.unwrap_or_default(),
             })
             .collect();
         networks.sort_by(|a, b| a.network.cmp(&b.network));
@@ -1024,7 +1097,16 @@ impl ContainerRuntime for DockerRuntime {
                 .map(|mtu| HashMap::from([(MTU_OPTION.to_string(), mtu)])),
             ..Default::default()
         };
-        match self.docker.create_network(request).await {
+        let made = match self.docker.create_network(request.clone()).await {
+            // A bridge of the same range is in the way: made again once
+            // what is left over is gone, refused if it is in use.
+            Err(e) if e.to_string().contains("overlaps") => {
+                self.clear_overlaps(spec).await?;
+                self.docker.create_network(request).await
+            }
+            other => other,
+        };
+        match made {
             Ok(made) => {
                 // Tasks on other hosts reach this subnet through the VPC
                 // tunnel, if this host has one, from now on.
@@ -1106,8 +1188,7 @@ impl ContainerRuntime for DockerRuntime {
     }
 
     async fn vpc_routes(&self, routes: &[crate::overlay::Route]) -> Result<(), RuntimeError> {
-        // The subnets' bridges: Berth names their networks berth-subnet-...
-        let filters = HashMap::from([("name", vec!["berth-subnet-"])]);
+        let filters = HashMap::from([("label", vec![SUBNET_LABEL])]);
         let nets = self
             .docker
             .list_networks(Some(
@@ -1307,6 +1388,18 @@ impl ContainerRuntime for DockerRuntime {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ranges_overlap_when_they_share_an_address() {
+        assert!(overlap("10.128.0.0/20", "10.128.0.0/20"));
+        assert!(overlap("10.128.0.0/16", "10.128.16.0/20"));
+        assert!(overlap("10.128.16.0/20", "10.128.0.0/16"));
+        assert!(overlap("10.128.15.255/32", "10.128.0.0/20"));
+        assert!(!overlap("10.128.0.0/20", "10.128.16.0/20"));
+        assert!(!overlap("172.17.0.0/16", "10.128.0.0/20"));
+        assert!(overlap("0.0.0.0/0", "10.1.2.3/32"));
+        assert!(!overlap("not a range", "10.1.2.3/32"));
+    }
 
     #[test]
     fn references_split_into_repository_and_tag() {

@@ -44,9 +44,10 @@ fn ip_zone(st: &AppState, id: &str, given: Option<&str>) -> Result<String, ApiEr
             format!("The IP address '{id}' is not a valid IPv4 address"),
         )
     })?;
-    let subnet = st
-        .config
-        .network
+    // The network as the EC2 API keeps it: the configuration given at
+    // start is only the store's first.
+    let network = st.ctl.networks.current();
+    let subnet = network
         .subnets
         .iter()
         .find(|s| Cidr::parse(&s.cidr).is_some_and(|c| c.contains(ip)));
