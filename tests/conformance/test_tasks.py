@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 
 import boto3
 
@@ -376,6 +377,41 @@ def test_volumes_links_and_the_other_container_settings_reach_the_engine(cl, nam
     assert by["app"]["Config"]["Hostname"] == "apphost"
     cl.ecs.stop_task(cluster=cl.name, task=t["taskArn"])
     cl.wait_status(t["taskArn"], "STOPPED")
+
+
+def test_bridge_mode_tasks_reach_only_each_others_published_ports(cl, name):
+    serve = "mkdir -p /w && echo {0} > /w/index.html && exec httpd -f -p {1} -h /w"
+    register(cl, name, [
+        {"name": "web", "image": IMAGE, "memory": 16, "stopTimeout": 1, "portMappings": [{"containerPort": 8080}],
+         "command": ["sh", "-c", serve.format("web", 8080)]},
+        {"name": "admin", "image": IMAGE, "memory": 16, "stopTimeout": 1, "command": ["sh", "-c", serve.format("admin", 9090)]},
+        {"name": "side", "image": IMAGE, "memory": 16, "stopTimeout": 1, "links": ["admin"], "command": ["sleep", "600"]}])
+    register(cl, name + "-other", [{"name": "probe", "image": IMAGE, "memory": 16, "stopTimeout": 1,
+                                    "command": ["sleep", "600"]}])
+    # Both on one host, where they share its bridge.
+    t = run(cl, name, placementConstraints=[{"type": "memberOf", "expression": "attribute:stack == blue"}])[0]
+    o = run(cl, name + "-other", placementConstraints=[{"type": "memberOf", "expression": "attribute:stack == blue"}])[0]
+    t = cl.wait_status(t["taskArn"], "RUNNING")
+    o = cl.wait_status(o["taskArn"], "RUNNING")
+    ids = {c["name"]: c["runtimeId"] for c in t["containers"] + o["containers"]}
+    ip = {n: docker("inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", i).strip()
+          for n, i in ids.items()}
+
+    def fetch(container, url):
+        p = subprocess.run(["docker", "exec", ids[container], "timeout", "3", "wget", "-qO-", url],
+                           capture_output=True, text=True)
+        return p.stdout.strip() if p.returncode == 0 else None
+    # Its own task's containers, by link and by address.
+    assert wait_for("the sidecar to reach admin", lambda: fetch("side", "http://admin:9090/") == "admin", timeout=10)
+    assert fetch("side", f"http://{ip['web']}:8080/") == "web"
+    # Another task: the published container port only.
+    assert fetch("probe", f"http://{ip['web']}:8080/") == "web"
+    assert fetch("probe", f"http://{ip['admin']}:9090/") is None
+    # The host reaches them all, as it does on ECS.
+    with urllib.request.urlopen(f"http://{ip['admin']}:9090/", timeout=5) as r:
+        assert r.read().strip() == b"admin"
+    for x in (t, o):
+        cl.ecs.stop_task(cluster=cl.name, task=x["taskArn"])
 
 
 def test_a_shared_volume_is_made_only_with_autoprovision(cl, name):

@@ -965,6 +965,56 @@ impl Driver {
         Ok(())
     }
 
+    /// Bridge mode: keeps each running container of the task to what ECS's
+    /// model publishes (docs/networking.md), brought up to date whenever
+    /// one starts, since each lets in the others' addresses.
+    async fn isolate(&mut self) -> Result<(), berth_runtime::RuntimeError> {
+        let mode = self.desired.definition.network_mode.as_deref();
+        if self.desired.network.is_some() || !matches!(mode, None | Some("bridge")) {
+            return Ok(());
+        }
+        let mut members = vec![];
+        for c in self.containers.iter().filter(|c| c.started) {
+            let Some(id) = &c.id else { continue };
+            let Some(info) = self.ctx.runtime.inspect(id).await? else {
+                continue;
+            };
+            if info.state != berth_runtime::ContainerState::Running {
+                continue;
+            }
+            let Some(a) = info.networks.into_iter().find(|a| !a.ip.is_empty()) else {
+                continue;
+            };
+            let Ok(ip) = a.ip.parse::<std::net::Ipv4Addr>() else {
+                continue;
+            };
+            let ports: Vec<(u16, String)> = c
+                .def
+                .port_mappings
+                .iter()
+                .flatten()
+                .filter_map(|m| {
+                    let port = u16::try_from(m.container_port?).ok()?;
+                    let protocol = m.protocol.as_deref().unwrap_or("tcp").to_ascii_lowercase();
+                    Some((port, protocol))
+                })
+                .collect();
+            members.push((id.clone(), ip, a, ports));
+        }
+        let peers: Vec<std::net::Ipv4Addr> = members.iter().map(|m| m.1).collect();
+        for (id, ip, a, ports) in &members {
+            let filter = berth_runtime::firewall::bridge_filter(
+                *ip,
+                a.prefix_len,
+                &a.gateway,
+                &peers,
+                ports,
+            );
+            self.ctx.runtime.apply_filter(id, &filter).await?;
+        }
+        Ok(())
+    }
+
     /// Whether container `i`'s dependencies allow it to start: Some(true)
     /// yes, Some(false) not yet, None never.
     fn ready(&self, i: usize) -> Option<bool> {
@@ -1061,6 +1111,16 @@ impl Driver {
                     });
                 }
                 self.note_started(i, &id).await;
+                if let Err(e) = self.isolate().await {
+                    let reason = format!(
+                        "CannotStartContainerError: cannot keep the task's containers from other tasks' unpublished ports: {e}"
+                    );
+                    self.containers[i].reason = Some(reason.clone());
+                    return Err(Stop {
+                        code: StopCode::TaskFailedToStart,
+                        reason,
+                    });
+                }
                 progressed = true;
             }
             if !progressed {
@@ -1109,6 +1169,10 @@ impl Driver {
         c.exit_code = None;
         c.restarts += 1;
         self.note_started(i, &id).await;
+        // A restarted container may have a new address on the bridge.
+        if let Err(e) = self.isolate().await {
+            tracing::warn!(task = %self.desired.task_arn, error = %e, "a restarted container's filter could not be set");
+        }
         let c = &self.containers[i];
         tracing::info!(task = %self.desired.task_arn, container = %c.name, restarts = c.restarts, "container restarted");
         true

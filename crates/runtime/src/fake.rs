@@ -247,6 +247,8 @@ impl ContainerRuntime for FakeRuntime {
                         network: network.clone(),
                         ip: ip.clone(),
                         mac: "02:42:00:00:00:01".into(),
+                        prefix_len: 24,
+                        gateway: String::new(),
                     }],
                     _ => vec![],
                 },

@@ -91,6 +91,53 @@ pub fn filter_table(f: &Filter) -> String {
     out
 }
 
+/// What a bridge-mode task's container lets in (docs/networking.md): of
+/// its bridge's subnet (`ip`/`prefix_len`), only the host (`gateway`, which
+/// also carries what reaches published ports through the engine's proxy),
+/// its own task's containers (`peers`) and, from anyone, its published
+/// container ports (`ports`: port and `tcp` or `udp`); from beyond the
+/// bridge everything, which the host's own rules decide. Nothing out is
+/// held back.
+pub fn bridge_filter(
+    ip: std::net::Ipv4Addr,
+    prefix_len: u8,
+    gateway: &str,
+    peers: &[std::net::Ipv4Addr],
+    ports: &[(u16, String)],
+) -> Filter {
+    let all = |peer: String| Rule {
+        protocol: "-1".into(),
+        from_port: 0,
+        to_port: 0,
+        peer,
+    };
+    let bits = u32::from(ip);
+    let len = u32::from(prefix_len.min(32));
+    // The world less the subnet: for each of the subnet's prefix bits,
+    // the block that agrees with it up to that bit and differs at it.
+    let mut ingress: Vec<Rule> = (0..len)
+        .map(|i| {
+            let keep = if i == 0 { 0 } else { u32::MAX << (32 - i) };
+            let block = (bits & keep) | ((!bits) & (1 << (31 - i)));
+            all(format!("{}/{}", std::net::Ipv4Addr::from(block), i + 1))
+        })
+        .collect();
+    if !gateway.is_empty() {
+        ingress.push(all(format!("{gateway}/32")));
+    }
+    ingress.extend(peers.iter().map(|p| all(format!("{p}/32"))));
+    ingress.extend(ports.iter().map(|(port, protocol)| Rule {
+        protocol: protocol.clone(),
+        from_port: *port,
+        to_port: *port,
+        peer: "0.0.0.0/0".into(),
+    }));
+    Filter {
+        ingress,
+        egress: None,
+    }
+}
+
 /// The host's chain that holds a sandboxed task's ingress rules, by its
 /// address (the chain name must stay under iptables' 28 characters).
 pub fn host_chain(ip: std::net::Ipv4Addr) -> String {
@@ -142,6 +189,57 @@ pub fn host_table(ingress: &str, egress: &str, f: &Filter) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_bridge_task_lets_in_its_own_the_host_its_published_ports_and_the_world_beyond() {
+        let ip = |s: &str| s.parse::<std::net::Ipv4Addr>().expect("ip");
+        let f = bridge_filter(
+            ip("172.17.0.5"),
+            16,
+            "172.17.0.1",
+            &[ip("172.17.0.6")],
+            &[(8080, "tcp".into())],
+        );
+        assert_eq!(f.egress, None);
+        let blocks: Vec<(u32, u32)> = f
+            .ingress
+            .iter()
+            .filter(|r| r.protocol == "-1")
+            .map(|r| {
+                let (a, l) = r.peer.split_once('/').expect("cidr");
+                let l: u32 = l.parse().expect("len");
+                let mask = if l == 0 { 0 } else { u32::MAX << (32 - l) };
+                (u32::from(ip(a)) & mask, mask)
+            })
+            .collect();
+        let covers = |a: &str| {
+            blocks
+                .iter()
+                .filter(|(net, mask)| u32::from(ip(a)) & mask == *net)
+                .count()
+        };
+        // The world beyond the bridge, once each; the bridge itself only
+        // at the host's and the task's own addresses.
+        for outside in [
+            "0.0.0.1",
+            "10.0.0.1",
+            "172.16.255.255",
+            "172.18.0.0",
+            "255.255.255.255",
+        ] {
+            assert_eq!(covers(outside), 1, "{outside}");
+        }
+        for inside in ["172.17.0.2", "172.17.0.7", "172.17.255.254"] {
+            assert_eq!(covers(inside), 0, "{inside}");
+        }
+        assert_eq!(covers("172.17.0.1"), 1);
+        assert_eq!(covers("172.17.0.6"), 1);
+        assert!(f.ingress.iter().any(|r| r.protocol == "tcp"
+            && r.from_port == 8080
+            && r.to_port == 8080
+            && r.peer == "0.0.0.0/0"));
+        assert!(filter_table(&f).contains(":INPUT DROP"));
+    }
 
     fn rule(protocol: &str, from_port: u16, to_port: u16, peer: &str) -> Rule {
         Rule {

@@ -157,6 +157,9 @@ pub struct Attachment {
     pub network: String,
     pub ip: String,
     pub mac: String,
+    /// The network's prefix length and the host's address on it.
+    pub prefix_len: u8,
+    pub gateway: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
