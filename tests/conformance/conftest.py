@@ -99,16 +99,28 @@ def own_subnets_config():
     sg-default and sg-allow-all) on a /16 of its own: servers of the suite
     share one Docker engine, where Berth refuses a subnet overlapping one
     another installation's tasks use. The /16s go round 10.160-10.199,
-    counted in a file both CI lanes share."""
+    counted in a file both CI lanes share, past those in use."""
     import fcntl
+    # Ranges of bridges with containers on them (tests that leave some
+    # behind) are skipped; idle ones are Berth's to take over.
+    busy = set()
+    ids = subprocess.run(["docker", "network", "ls", "-q"], capture_output=True, text=True).stdout.split()
+    if ids:
+        nets = subprocess.run(["docker", "network", "inspect", *ids], capture_output=True, text=True).stdout
+        for n in json.loads(nets or "[]"):
+            for c in (n.get("IPAM") or {}).get("Config") or []:
+                parts = c.get("Subnet", "").split(".")
+                if n.get("Containers") and len(parts) == 4 and parts[0] == "10":
+                    busy.add(int(parts[1]))
     with open(os.path.join(tempfile.gettempdir(), "berth-test-subnets"), "a+") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
         f.seek(0)
         n = int(f.read().strip() or "0")
+        k = next((k for k in range(40) if 160 + (n + k) % 40 not in busy), 0)
         f.seek(0)
         f.truncate()
-        f.write(str(n + 1))
-    octet = 160 + n % 40
+        f.write(str(n + k + 1))
+    octet = 160 + (n + k) % 40
     rule = lambda **kw: dict({"protocol": "-1", "fromPort": 0, "toPort": 0}, **kw)  # noqa: E731
     return {
         "vpcs": [{"id": "vpc-local", "cidr": f"10.{octet}.0.0/16", "isDefault": True}],
@@ -576,11 +588,13 @@ class EngineHost:
     linked to ours by a veth pair (its default route goes through us, so
     such hosts reach each other and the server), with a Docker engine of
     its own in it that holds the test image. Agents run in it with
-    `agent_args()`. `mtu`: the link's, if not 1500."""
+    `agent_args()`. `mtu`: the link's, if not 1500; `runtimes`: the
+    engine's own OCI runtimes (its daemon.json then is its own, not this
+    machine's)."""
 
-    def __init__(self, tmp, mtu=None):
+    def __init__(self, tmp, mtu=None, runtimes=None):
         tag = uuid.uuid4().hex[:6]
-        self.mtu = mtu
+        self.mtu, self.runtimes = mtu, runtimes
         self.tag, self.tmp = tag, tmp
         self.ns, self.outside, self.inside = f"berth-h{tag}", f"bo{tag}", f"bi{tag}"
         net = f"10.233.{random.randrange(64) * 4}"
@@ -619,10 +633,16 @@ class EngineHost:
         os.makedirs(self.run_dir, exist_ok=True)
         # Only the network namespace: `ip netns exec` would remount /sys
         # and hide the cgroup hierarchies from the engine.
+        config = []
+        if self.runtimes is not None:
+            path = os.path.join(self.tmp, "daemon.json")
+            with open(path, "w") as f:
+                json.dump({"runtimes": self.runtimes}, f)
+            config = ["--config-file", path]
         self.dockerd = subprocess.Popen(
             ["nsenter", f"--net=/var/run/netns/{self.ns}", "dockerd", "--data-root", os.path.join(self.tmp, "docker"),
              "--exec-root", f"{self.run_dir}/exec", "-H", f"unix://{self.sock}", "--pidfile", f"{self.run_dir}/docker.pid",
-             "--containerd-namespace", f"bh{self.tag}", "--containerd-plugins-namespace", f"bh{self.tag}p"],
+             "--containerd-namespace", f"bh{self.tag}", "--containerd-plugins-namespace", f"bh{self.tag}p", *config],
             stdout=subprocess.DEVNULL, stderr=open(os.path.join(self.tmp, "dockerd.log"), "ab"), stdin=subprocess.DEVNULL)
         wait_for("the host's engine", lambda: subprocess.run(
             ["docker", "-H", f"unix://{self.sock}", "info"], capture_output=True).returncode == 0, timeout=60)

@@ -17,8 +17,8 @@ import uuid
 import botocore.exceptions
 import pytest
 
-from conftest import (IMAGE, Agent, Cluster, Registry, cgroup_limit, check_production_task, docker, docker_inspect,
-                      make_client, production_task, wait_for)
+from conftest import (IMAGE, Agent, Cluster, EngineHost, Registry, Server, cgroup_limit, check_production_task, docker,
+                      docker_inspect, make_client, production_task, wait_for)
 
 ZONES = ("local-1a", "local-1b")
 # Filled with their ranges from the EC2 API when the module's server is up.
@@ -226,6 +226,49 @@ def test_a_fargate_host_without_gvisor_refuses_to_join_unless_told_to_use_contai
         p = subprocess.run([BERTH, "agent", "--server", fg.server.url, *extra], capture_output=True, text=True,
                            stdin=subprocess.DEVNULL, timeout=30)
         assert p.returncode != 0 and "applies to Fargate capacity" in p.stderr, p.stderr
+
+
+def test_a_sandbox_that_breaks_at_run_time_fails_the_task_and_never_falls_back(tmp_path):
+    """A Fargate host whose gVisor breaks after it joined (its engine's
+    runtime for sandboxes fails every start; an engine of its own, as the
+    runtime's registration is the engine's): the task stops saying why, and
+    nothing of it runs on the host's kernel."""
+    # Berth's runtime as the agent registers it, with a flag that makes
+    # every sandbox fail to boot: runsc has no such platform.
+    os.makedirs(tmp_path / "host")
+    host = EngineHost(str(tmp_path / "host"), runtimes={"berth-runsc": {
+        "path": "/var/lib/berth/runtimes/berth-runsc", "runtimeArgs": ["--platform=no-such-platform"]}}).start()
+    server = agent = None
+    try:
+        server = Server(str(tmp_path / "server"), host=host.gateway, extra_env={"BERTH_WARM_ADDRESSES": "0"})
+        os.makedirs(server.data_dir)
+        server.start()
+        ecs = make_client(server.url)
+        ecs.create_cluster(clusterName="broken", capacityProviders=["FARGATE"])
+        wrap, extra = host.agent_args()
+        agent = Agent(server, "ignored", str(tmp_path / "agent"), "i-" + uuid.uuid4().hex[:17], zone="local-1a",
+                      wrap=wrap, extra=[*extra, "--capacity", "fargate"]).start()
+        wait_for("the Fargate host to connect", lambda: "connected to the gateway" in open(agent.log).read())
+        ecs.register_task_definition(family="broken", requiresCompatibilities=["FARGATE"], networkMode="awsvpc",
+                                     cpu="256", memory="512", containerDefinitions=[
+                                         {"name": "app", "image": IMAGE, "command": ["sleep", "600"]}])
+        arn = ecs.run_task(cluster="broken", taskDefinition="broken", launchType="FARGATE",
+                           networkConfiguration=net("subnet-local-1a"))["tasks"][0]["taskArn"]
+
+        def stopped():
+            t = ecs.describe_tasks(cluster="broken", tasks=[arn])["tasks"][0]
+            return t if t["lastStatus"] == "STOPPED" else None
+        t = wait_for("the task to stop", stopped, timeout=60)
+        assert t["stopCode"] == "TaskFailedToStart", t
+        assert "gVisor sandbox" in t["stoppedReason"] and "host's kernel instead" in t["stoppedReason"], t
+        assert "no-such-platform" in t["stoppedReason"], t
+        assert host.docker("ps", "-q", "--filter", f"label=com.amazonaws.ecs.task-arn={arn}").split() == []
+    finally:
+        if agent:
+            agent.stop()
+        if server:
+            server.stop()
+        host.stop()
 
 
 def test_container_isolation_runs_fargate_tasks_hardened_on_the_host_kernel(fg):

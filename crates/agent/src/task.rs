@@ -864,8 +864,22 @@ impl Driver {
         if self.sandboxed() {
             spec::sandbox_root(&mut s, cgroup);
         }
-        let id = self.running_pause(&s, Some(&net)).await.map_err(failed)?;
-        if self.sandboxed() {
+        let sandboxed = self.sandboxed();
+        let id = self
+            .running_pause(&s, Some(&net))
+            .await
+            .map_err(|e| {
+                if sandboxed {
+                    // Said plainly: the task was promised a kernel of its
+                    // own, and does not get the host's instead.
+                    format!(
+                        "CannotStartContainerError: the task's gVisor sandbox (its own kernel) could not start, and the task does not run on the host's kernel instead: {e}"
+                    )
+                } else {
+                    failed(e)
+                }
+            })?;
+        if sandboxed {
             self.report.sandbox = Some(id.clone());
         }
         let rt = &self.ctx.runtime;

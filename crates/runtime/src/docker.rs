@@ -119,6 +119,10 @@ impl DockerRuntime {
         let subnet = spec.labels.get(SUBNET_LABEL).unwrap_or(&spec.name);
         for n in nets {
             let name = n.name.clone().unwrap_or_default();
+            // This subnet's own bridge, made meanwhile, is no obstacle.
+            if name == spec.name {
+                continue;
+            }
             let Some(cidr) = n
                 .ipam
                 .as_ref()
@@ -1097,25 +1101,38 @@ impl ContainerRuntime for DockerRuntime {
                 .map(|mtu| HashMap::from([(MTU_OPTION.to_string(), mtu)])),
             ..Default::default()
         };
-        let made = match self.docker.create_network(request.clone()).await {
-            // A bridge of the same range is in the way: made again once
-            // what is left over is gone, refused if it is in use.
-            Err(e) if e.to_string().contains("overlaps") => {
-                self.clear_overlaps(spec).await?;
-                self.docker.create_network(request).await
+        let mut cleared = false;
+        loop {
+            match self.docker.create_network(request.clone()).await {
+                Ok(made) => {
+                    // Tasks on other hosts reach this subnet through the
+                    // VPC tunnel, if this host has one, from now on.
+                    let bridge = format!("br-{}", &made.id[..made.id.len().min(12)]);
+                    return crate::overlay::prepare_bridge(&bridge, &spec.cidr).await;
+                }
+                // Another driver (or a concurrent call) made it first.
+                Err(e) if e.to_string().contains("already exists") => return Ok(()),
+                Err(e) if e.to_string().contains("overlaps") => {
+                    // The engine takes the range before it records the
+                    // name: another agent of this engine making this very
+                    // bridge looks like an overlap until it is done.
+                    for _ in 0..20 {
+                        if self.docker.inspect_network(&spec.name, None).await.is_ok() {
+                            return Ok(());
+                        }
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    }
+                    // Otherwise a bridge of the same range is in the way:
+                    // made again once what is left over is gone, refused
+                    // if it is in use.
+                    if cleared {
+                        return Err(refused(e));
+                    }
+                    self.clear_overlaps(spec).await?;
+                    cleared = true;
+                }
+                Err(e) => return Err(refused(e)),
             }
-            other => other,
-        };
-        match made {
-            Ok(made) => {
-                // Tasks on other hosts reach this subnet through the VPC
-                // tunnel, if this host has one, from now on.
-                let bridge = format!("br-{}", &made.id[..made.id.len().min(12)]);
-                crate::overlay::prepare_bridge(&bridge, &spec.cidr).await
-            }
-            // Another driver made it first.
-            Err(e) if e.to_string().contains("already exists") => Ok(()),
-            Err(e) => Err(refused(e)),
         }
     }
 
