@@ -477,6 +477,36 @@ def test_a_service_registers_its_tasks_and_replaces_those_failing_health_checks(
     wait_for("targets to be gone", lambda: states(cl, tg) == {}, timeout=30)
 
 
+def test_a_rule_naming_the_load_balancers_group_lets_it_reach_an_awsvpc_target(cl, name):
+    """A load balancer's security groups stand for it in other groups'
+    rules, as in a VPC: a task whose group lets in nothing fails the load
+    balancer's health checks; a rule letting in the load balancer's group
+    makes it healthy and reachable through the listener."""
+    ec2 = make_client(cl.server.url, "ec2")
+    lb_sg = ec2.create_security_group(GroupName=f"{name}-lb", Description="the load balancer")["GroupId"]
+    task_sg = ec2.create_security_group(GroupName=f"{name}-task", Description="the tasks")["GroupId"]
+    lb = cli(cl, "create-load-balancer", "--name", name, "--subnets", *SUBNETS, "--security-groups", lb_sg)
+    lb = lb["LoadBalancers"][0]
+    assert lb["SecurityGroups"] == [lb_sg]
+    tg = target_group(cl, name, 8080)["TargetGroupArn"]
+    port = listener_port()
+    cli(cl, "create-listener", "--load-balancer-arn", lb["LoadBalancerArn"], "--protocol", "HTTP", "--port", str(port),
+        "--default-actions", f"Type=forward,TargetGroupArn={tg}")
+    td = web_taskdef(cl, name, "v1", network_mode="awsvpc")
+    t = cl.ecs.run_task(cluster=cl.name, taskDefinition=td, networkConfiguration={"awsvpcConfiguration": {
+        "subnets": ["subnet-local-1a"], "securityGroups": [task_sg]}})["tasks"][0]
+    t = cl.wait_status(t["taskArn"], "RUNNING")
+    ip = next(d["value"] for a in t["attachments"] for d in a["details"] if d["name"] == "privateIPv4Address")
+    cli(cl, "register-targets", "--target-group-arn", tg, "--targets", f"Id={ip},Port=8080")
+    wait_for("the walled-off target to fail its checks", lambda: states(cl, tg) == {(ip, 8080): "unhealthy"},
+             timeout=30)
+    ec2.authorize_security_group_ingress(GroupId=task_sg, IpPermissions=[
+        {"IpProtocol": "tcp", "FromPort": 8080, "ToPort": 8080, "UserIdGroupPairs": [{"GroupId": lb_sg}]}])
+    wait_for("the target to be healthy", lambda: states(cl, tg) == {(ip, 8080): "healthy"}, timeout=30)
+    assert get(f"http://127.0.0.1:{port}/")[1].startswith("v1 ")
+    cl.ecs.stop_task(cluster=cl.name, task=t["taskArn"])
+
+
 def test_a_service_acts_with_its_role_which_must_allow_what_it_does(cl, name):
     tg, _ = service_behind(cl, name)
     td = web_taskdef(cl, name, "v1")
