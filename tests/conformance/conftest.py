@@ -1,5 +1,6 @@
 """Conformance fixtures: a freshly started `berth server` and real AWS clients."""
 
+import ipaddress
 import json
 import os
 import random
@@ -179,6 +180,34 @@ class Server(Process):
             except OSError:
                 time.sleep(0.05)
         raise RuntimeError("berth did not become healthy")
+
+    def stop(self):
+        super().stop()
+        if self.own_subnets:
+            remove_idle_bridges(os.path.join(self.data_dir, "test-network.json"))
+
+
+def remove_idle_bridges(config_path):
+    """The subnet bridges agents made for a server's own /16 (Berth keeps
+    them for the next task), removed once nothing is attached: else each
+    test server leaves its bridges, and Docker's filter rules for them,
+    on the engine every later test's packets cross."""
+    try:
+        with open(config_path) as f:
+            vpc = ipaddress.ip_network(json.load(f)["vpcs"][0]["cidr"])
+    except (OSError, ValueError, KeyError, IndexError):
+        return
+    ids = subprocess.run(["docker", "network", "ls", "-q", "--filter", "label=berth.subnet"],
+                         capture_output=True, text=True).stdout.split()
+    if not ids:
+        return
+    nets = subprocess.run(["docker", "network", "inspect", *ids], capture_output=True, text=True).stdout
+    for n in json.loads(nets or "[]"):
+        ranges = [c.get("Subnet", "") for c in (n.get("IPAM") or {}).get("Config") or []]
+        ours = any(r and ipaddress.ip_network(r, strict=False).subnet_of(vpc) for r in ranges)
+        if ours and not n.get("Containers"):
+            # One still in use (a test that leaves tasks behind) stays.
+            subprocess.run(["docker", "network", "rm", n["Id"]], capture_output=True)
 
 
 class Etcd(Process):

@@ -23,7 +23,7 @@ use bollard::query_parameters::{
 use bollard::{Docker, API_DEFAULT_VERSION};
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -91,7 +91,9 @@ const MTU_OPTION: &str = "com.docker.network.driver.mtu";
 /// The label on the bridge networks Berth makes for subnets.
 const SUBNET_LABEL: &str = "berth.subnet";
 
-/// Whether two `a.b.c.d/n` ranges share an address.
+/// Whether two `a.b.c.d/n` ranges share an address: the engine's own
+/// networks' ranges come as text, and this crate depends on none of
+/// Berth's others (so not on `berth_domain::network::Cidr`).
 fn overlap(a: &str, b: &str) -> bool {
     let range = |c: &str| -> Option<(u32, u32)> {
         let (ip, len) = c.split_once('/')?;
@@ -657,7 +659,68 @@ async fn drop_host_filter(
     Ok(())
 }
 
+/// The sandbox and address a host-side filter's jump was placed for, from
+/// its line in `iptables -S`.
+fn sandbox_jump(rule: &str) -> Option<(String, std::net::Ipv4Addr)> {
+    let words: Vec<&str> = rule.split_whitespace().collect();
+    let mark = words
+        .iter()
+        .find_map(|w| w.strip_prefix("berth-sandbox-"))
+        .filter(|m| !m.is_empty() && m.bytes().all(|b| b.is_ascii_hexdigit()))?;
+    let address = words
+        .windows(2)
+        .find(|w| w[0] == "-d" || w[0] == "-s")
+        .map(|w| w[1])?;
+    let ip = address
+        .strip_suffix("/32")
+        .unwrap_or(address)
+        .parse()
+        .ok()?;
+    Some((mark.to_string(), ip))
+}
+
 impl DockerRuntime {
+    /// Takes away the host-side filters of sandboxes that are gone:
+    /// removed behind an agent's back (`docker rm -f`) or while none ran.
+    /// Their jumps would go on filtering whichever task next holds the
+    /// address on this engine, sandboxed or not, by rules that are nobody's.
+    async fn sweep_host_filters(&self) -> Result<(), RuntimeError> {
+        let mut placed = BTreeSet::new();
+        let hooks: BTreeSet<&str> = crate::firewall::HOST_HOOKS
+            .into_iter()
+            .chain([crate::firewall::HOST_EGRESS_HOOK])
+            .collect();
+        for hook in hooks {
+            placed.extend(
+                iptables_ok(&["-S", hook])
+                    .await?
+                    .lines()
+                    .filter_map(sandbox_jump),
+            );
+        }
+        if placed.is_empty() {
+            return Ok(());
+        }
+        // Listed after the jumps: a sandbox is made before its jumps, so
+        // one placed meanwhile is among these.
+        let options = ListContainersOptionsBuilder::new().all(true).build();
+        let ids: Vec<String> = self
+            .docker
+            .list_containers(Some(options))
+            .await
+            .map_err(unavailable)?
+            .into_iter()
+            .filter_map(|c| c.id)
+            .collect();
+        for (mark, ip) in placed {
+            if !ids.iter().any(|id| id.starts_with(&mark)) {
+                tracing::info!(sandbox = %mark, %ip, "removing the host filter of a sandbox that is gone");
+                drop_host_filter(&mark, ip, &self.host_jumps).await?;
+            }
+        }
+        Ok(())
+    }
+
     /// Whether the engine runs containers with [`crate::gvisor::RUNTIME`]
     /// through Berth's script.
     async fn has_runtime(&self) -> Result<bool, RuntimeError> {
@@ -691,6 +754,10 @@ impl ContainerRuntime for DockerRuntime {
             .await
             .map_err(|e| RuntimeError::Unavailable(e.to_string()))?
             .map_err(RuntimeError::Rejected)?;
+        // Another agent on the engine may sweep at the same time.
+        if let Err(e) = self.sweep_host_filters().await {
+            tracing::warn!(error = %e, "could not remove the host filters of sandboxes that are gone");
+        }
         if self.has_runtime().await? {
             return Ok(());
         }
@@ -1405,6 +1472,33 @@ impl ContainerRuntime for DockerRuntime {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_sandbox_jump_names_its_sandbox_and_address() {
+        assert_eq!(
+            sandbox_jump(
+                "-A FORWARD -d 10.128.0.8/32 -m comment --comment berth-sandbox-50ea225aec08 -j BERTH-SG-0A800008"
+            ),
+            Some(("50ea225aec08".to_string(), "10.128.0.8".parse().expect("ip")))
+        );
+        assert_eq!(
+            sandbox_jump(
+                "-A FORWARD -s 10.160.0.7/32 -m comment --comment berth-sandbox-e17094ba5a2f -j BERTH-EG-0AA00007"
+            ),
+            Some(("e17094ba5a2f".to_string(), "10.160.0.7".parse().expect("ip")))
+        );
+        // Docker's own rules, and anything not marked as a sandbox's, are
+        // left alone.
+        assert_eq!(sandbox_jump("-A FORWARD -o docker0 -j DOCKER"), None);
+        assert_eq!(
+            sandbox_jump("-A FORWARD -d 10.1.2.3/32 -m comment --comment berth-sandbox- -j X"),
+            None
+        );
+        assert_eq!(
+            sandbox_jump("-A FORWARD -m comment --comment berth-sandbox-abc -j X"),
+            None
+        );
+    }
 
     #[test]
     fn ranges_overlap_when_they_share_an_address() {
