@@ -91,6 +91,9 @@ struct Container {
     follower: Option<tokio::task::JoinHandle<()>>,
     /// awslogs: sends that copy to the Logs API, for the task's life.
     shipper: Option<crate::awslogs::Shipper>,
+    /// Bridge mode: its address on the bridge since it last started,
+    /// learnt once per start for its task's filters.
+    bridge: Option<(std::net::Ipv4Addr, berth_runtime::Attachment)>,
 }
 
 impl Container {
@@ -203,6 +206,7 @@ impl Driver {
                     restarts: 0,
                     follower: None,
                     shipper: None,
+                    bridge: None,
                     name,
                 }
             })
@@ -987,19 +991,23 @@ impl Driver {
         if self.desired.network.is_some() || !matches!(mode, None | Some("bridge")) {
             return Ok(());
         }
-        let mut members = vec![];
-        for c in self.containers.iter().filter(|c| c.started) {
-            let Some(id) = &c.id else { continue };
-            let Some(info) = self.ctx.runtime.inspect(id).await? else {
+        let live = |c: &Container| c.started && c.status != Status::Stopped;
+        // Those whose start did not show their address (or that the agent
+        // took over) are asked once.
+        for i in 0..self.containers.len() {
+            let c = &self.containers[i];
+            let Some(id) = c.id.clone().filter(|_| live(c) && c.bridge.is_none()) else {
                 continue;
             };
-            if info.state != berth_runtime::ContainerState::Running {
-                continue;
+            if let Some(info) = self.ctx.runtime.inspect(&id).await? {
+                if info.state == ContainerState::Running {
+                    self.containers[i].bridge = bridge_address(info.networks);
+                }
             }
-            let Some(a) = info.networks.into_iter().find(|a| !a.ip.is_empty()) else {
-                continue;
-            };
-            let Ok(ip) = a.ip.parse::<std::net::Ipv4Addr>() else {
+        }
+        let mut members = vec![];
+        for c in self.containers.iter().filter(|c| live(c)) {
+            let (Some(id), Some((ip, a))) = (&c.id, &c.bridge) else {
                 continue;
             };
             let ports: Vec<(u16, String)> = c
@@ -1013,7 +1021,7 @@ impl Driver {
                     Some((port, protocol))
                 })
                 .collect();
-            members.push((id.clone(), ip, a, ports));
+            members.push((id, *ip, a, ports));
         }
         let peers: Vec<std::net::Ipv4Addr> = members.iter().map(|m| m.1).collect();
         for (id, ip, a, ports) in &members {
@@ -1228,8 +1236,12 @@ impl Driver {
         c.started = true;
         c.status = Status::Running;
         c.last_start = Some(Instant::now());
+        c.bridge = None;
         if let Some(info) = info {
             c.bindings = bindings(&info.ports);
+            if info.state == ContainerState::Running {
+                c.bridge = bridge_address(info.networks);
+            }
             if info.state == ContainerState::Exited {
                 c.status = Status::Stopped;
                 c.exit_code = info.exit_code.and_then(|x| i32::try_from(x).ok());
@@ -1486,6 +1498,14 @@ pub(crate) async fn create_pause(
         }
         other => other,
     }
+}
+
+/// A bridge-mode container's address: the first network that gave it one.
+fn bridge_address(
+    networks: Vec<berth_runtime::Attachment>,
+) -> Option<(std::net::Ipv4Addr, berth_runtime::Attachment)> {
+    let a = networks.into_iter().find(|a| !a.ip.is_empty())?;
+    Some((a.ip.parse().ok()?, a))
 }
 
 fn bindings(ports: &[berth_runtime::Binding]) -> Vec<w::NetworkBinding> {

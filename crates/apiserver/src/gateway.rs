@@ -192,8 +192,42 @@ async fn instance(
 
 /// The desired set of an instance: every task placed on it that the
 /// server has not yet recorded STOPPED.
-/// Security group -> member addresses, read at most once per push.
-type Members = Option<HashMap<String, Vec<std::net::Ipv4Addr>>>;
+/// What one push needs of the account's awsvpc address holders: read at
+/// most once, and only when a task's rules or the host's tunnel routes
+/// need them.
+#[derive(Default)]
+struct Holders {
+    held: Option<Vec<(String, Task)>>,
+    /// Security group -> member addresses.
+    members: Option<HashMap<String, Vec<std::net::Ipv4Addr>>>,
+}
+
+impl Holders {
+    async fn held(&mut self, st: &AppState, scope: &Scope) -> Result<&[(String, Task)], String> {
+        if self.held.is_none() {
+            let held = berth_control::network::interfaces(&st.ctl, scope)
+                .await
+                .map_err(|e| e.to_string())?;
+            self.held = Some(held);
+        }
+        Ok(self.held.as_deref().unwrap_or_default())
+    }
+
+    async fn members(
+        &mut self,
+        st: &AppState,
+        scope: &Scope,
+    ) -> Result<&HashMap<String, Vec<std::net::Ipv4Addr>>, String> {
+        if self.members.is_none() {
+            let held = self.held(st, scope).await?;
+            let members = berth_control::network::members_of(&st.ctl, scope, held)
+                .await
+                .map_err(|e| e.to_string())?;
+            self.members = Some(members);
+        }
+        Ok(self.members.get_or_insert_with(HashMap::new))
+    }
+}
 
 /// The instance's whole desired set, and the warm addresses it carries
 /// (kept for the pushes of changes that follow).
@@ -210,19 +244,29 @@ async fn desired(
         .await
         .map_err(|e| e.to_string())?;
     let mut tasks = vec![];
-    let mut members = None;
+    let mut holders = Holders::default();
     for kv in &listed.kvs {
         let Some(entry) = kv.key.strip_prefix(&prefix) else {
             continue;
         };
-        if let Some(t) = desired_task(st, scope, cluster, entry, &mut members, true).await? {
+        if let Some(t) = desired_task(st, scope, cluster, entry, &mut holders, true).await? {
             tasks.push(t);
         }
     }
     let warm = warm_addresses(st, scope, cluster, instance).await?;
-    let routes = berth_control::network::routes_for(&st.ctl, scope, cluster, instance)
+    let tunnel = berth_control::network::tunnel_address(&st.ctl, scope, cluster, instance)
         .await
         .map_err(|e| e.to_string())?;
+    let routes = match tunnel {
+        Some(own) => {
+            let held = holders.held(st, scope).await?;
+            let routes = berth_control::network::routes_from(&st.ctl, scope, &own, held)
+                .await
+                .map_err(|e| e.to_string())?;
+            Some(routes)
+        }
+        None => None,
+    };
     let message = ServerMessage::Desired {
         revision: listed.revision,
         tasks,
@@ -274,13 +318,13 @@ async fn desired_changes(
     warm: Vec<DesiredNetwork>,
 ) -> Result<ServerMessage, String> {
     let (mut tasks, mut removed) = (vec![], vec![]);
-    let mut members = None;
+    let mut holders = Holders::default();
     for (entry, put) in entries {
         // An entry is put only for a task that has not reported STOPPED
         // (placement, or a stop request, which compares the report), and
         // the report that says STOPPED deletes it in the same write.
         let task = match put {
-            true => desired_task(st, scope, cluster, entry, &mut members, false).await?,
+            true => desired_task(st, scope, cluster, entry, &mut holders, false).await?,
             false => None,
         };
         match task {
@@ -307,7 +351,7 @@ async fn desired_task(
     scope: &Scope,
     cluster: &str,
     entry: &str,
-    members: &mut Members,
+    holders: &mut Holders,
     check_report: bool,
 ) -> Result<Option<DesiredTask>, String> {
     // The Fargate pool's entries name the task's cluster too.
@@ -331,13 +375,8 @@ async fn desired_task(
     let t = t.value;
     let network = match &t.network {
         Some(n) => {
-            // Read once per push, and only when a task needs it.
-            if members.is_none() {
-                *members = Some(group_members(st, scope).await?);
-            }
+            let m = holders.members(st, scope).await?;
             let network = st.ctl.networks.current();
-            let empty = HashMap::new();
-            let m = members.as_ref().unwrap_or(&empty);
             let ingress = network.ingress_of(&n.security_groups, m);
             let egress = network.egress_of(&n.security_groups, m);
             Some(desired_network(
@@ -652,15 +691,6 @@ fn desired_network(
         ingress,
         egress,
     }
-}
-
-async fn group_members(
-    st: &AppState,
-    scope: &Scope,
-) -> Result<HashMap<String, Vec<std::net::Ipv4Addr>>, String> {
-    berth_control::network::members(&st.ctl, scope)
-        .await
-        .map_err(|e| e.to_string())
 }
 
 /// Records what the agent observed of one of its tasks. Reports for tasks

@@ -207,12 +207,22 @@ pub async fn members(
     ctl: &Control,
     scope: &Scope,
 ) -> Result<HashMap<String, Vec<Ipv4Addr>>, ControlError> {
+    members_of(ctl, scope, &interfaces(ctl, scope).await?).await
+}
+
+/// [`members`] from the address holders [`interfaces`] read, for a caller
+/// that needs them for more than this.
+pub async fn members_of(
+    ctl: &Control,
+    scope: &Scope,
+    held: &[(String, Task)],
+) -> Result<HashMap<String, Vec<Ipv4Addr>>, ControlError> {
     let mut out: HashMap<String, Vec<Ipv4Addr>> = HashMap::new();
-    for (_, t) in holders(ctl, scope, &scope.subnet_ips()).await? {
-        let Some(n) = t.network else { continue };
+    for (_, t) in held {
+        let Some(n) = &t.network else { continue };
         let Ok(ip) = n.ip.parse() else { continue };
-        for g in n.security_groups {
-            out.entry(g).or_default().push(ip);
+        for g in &n.security_groups {
+            out.entry(g.clone()).or_default().push(ip);
         }
     }
     let network = ctl.networks.current();
@@ -335,24 +345,35 @@ fn tunnel_of(host: &ContainerInstance) -> Option<(String, String)> {
     ))
 }
 
-/// The routes host `instance` of `cluster` needs to the awsvpc tasks on
-/// other hosts (docs/adr/0007): None when it has no VPC tunnel. Hosts at
-/// its own VPC address are the same machine (agents sharing an engine),
-/// whose tasks share its bridges and need no route.
-pub async fn routes_for(
+/// The VPC address of host `instance` of `cluster`'s tunnel; None when it
+/// has none.
+pub async fn tunnel_address(
     ctl: &Control,
     scope: &Scope,
     cluster: &str,
     instance: &str,
-) -> Result<Option<Vec<berth_wire::agent::VpcRoute>>, ControlError> {
+) -> Result<Option<String>, ControlError> {
     let own =
         typed::get::<ContainerInstance>(&*ctl.store, &scope.instance(cluster, instance)).await?;
-    let Some((own_address, _)) = own.as_ref().and_then(|o| tunnel_of(&o.value)) else {
-        return Ok(None);
-    };
+    Ok(own
+        .and_then(|o| tunnel_of(&o.value))
+        .map(|(address, _)| address))
+}
+
+/// The routes the host whose tunnel is at `own_address` needs to the
+/// awsvpc tasks on other hosts (docs/adr/0007), from the address holders
+/// [`interfaces`] read. Hosts at its own VPC address are the same machine
+/// (agents sharing an engine), whose tasks share its bridges and need no
+/// route.
+pub async fn routes_from(
+    ctl: &Control,
+    scope: &Scope,
+    own_address: &str,
+    held: &[(String, Task)],
+) -> Result<Vec<berth_wire::agent::VpcRoute>, ControlError> {
     let mut hosts: HashMap<(String, String), Option<(String, String)>> = HashMap::new();
     let mut out = vec![];
-    for (ip, t) in interfaces(ctl, scope).await? {
+    for (ip, t) in held {
         let host_cluster = if t.launch_type == "FARGATE" {
             berth_domain::instance::FARGATE_POOL.to_string()
         } else {
@@ -368,15 +389,15 @@ pub async fn routes_for(
         let Some(Some((address, mac))) = hosts.get(&key) else {
             continue;
         };
-        if *address == own_address {
+        if address == own_address {
             continue;
         }
         out.push(berth_wire::agent::VpcRoute {
-            ip,
+            ip: ip.clone(),
             host: address.clone(),
             mac: mac.clone(),
         });
     }
     out.sort();
-    Ok(Some(out))
+    Ok(out)
 }
