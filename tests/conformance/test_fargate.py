@@ -204,6 +204,10 @@ def test_fargate_tasks_run_on_kernels_of_their_own(fg):
     assert pause["HostConfig"]["Runtime"] == "berth-runsc"
     assert labels.get("berth.warm-address") == address(a)["privateIPv4Address"]
     assert cgroup_limit(pause["State"]["Pid"], "memory", labels["berth.warm-cgroup"]) == 512 * 1024 * 1024
+    # Its cpu (256 units: a quarter of a CPU) goes on once it runs: the
+    # sandbox's kernel starts the task's containers in that cgroup.
+    wait_for("the task's cpu limit", lambda: cgroup_limit(pause["State"]["Pid"], "cpu",
+                                                          labels["berth.warm-cgroup"]) == 25000, timeout=10)
     # The task metadata endpoint says so too.
     meta = json.loads(sh(ids["probe"], "wget -qO- $ECS_CONTAINER_METADATA_URI_V4/task"))
     assert meta["Isolation"] == "gvisor"

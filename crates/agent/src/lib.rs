@@ -21,6 +21,7 @@ pub mod metadata;
 mod report;
 mod runner;
 pub mod spec;
+mod starts;
 mod task;
 mod usage;
 
@@ -707,6 +708,7 @@ pub async fn run(
         asks: asks_tx,
         endpoint,
         shipping,
+        starts: Default::default(),
         data_dir: config.data_dir.clone(),
         isolation: config.isolation.clone(),
     };

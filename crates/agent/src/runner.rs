@@ -8,8 +8,9 @@ use berth_wire::agent::{DesiredNetwork, DesiredTask};
 use futures::future::FutureExt;
 use futures::StreamExt;
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 
 /// What the server wants of this host: its tasks, and the addresses to
 /// keep namespaces ready at.
@@ -28,7 +29,7 @@ struct Runner {
     adopted: bool,
     /// Pause containers at warm addresses no task has taken yet, by
     /// address: made (or being made) in the background.
-    warm: HashMap<String, WarmPause>,
+    warm: HashMap<String, Warm>,
     /// The routes last set on the host, once set.
     routed: Option<Vec<berth_wire::agent::VpcRoute>>,
 }
@@ -83,10 +84,21 @@ pub(crate) async fn remove_warm(rt: &dyn berth_runtime::ContainerRuntime, id: &s
     }
 }
 
+/// The longest a warm namespace waits for starting tasks before it is
+/// made anyway.
+const WARM_DEFERRAL: Duration = Duration::from_secs(2);
+
 /// Makes a warm pause container at `net`'s address, filter shut; its id.
 /// On a sandboxed host it boots the sandbox the next task there joins, in
 /// a cgroup of its own that gets that task's limits.
-async fn make_warm(ctx: Ctx, net: DesiredNetwork) -> Option<String> {
+///
+/// It first lets the host's starting tasks run (up to [`WARM_DEFERRAL`]),
+/// unless a task at its address is already waiting for it (`hurry`).
+async fn make_warm(ctx: Ctx, net: DesiredNetwork, hurry: Arc<Notify>) -> Option<String> {
+    tokio::select! {
+        _ = ctx.starts.quiet(WARM_DEFERRAL) => {}
+        _ = hurry.notified() => {}
+    }
     let rt = &ctx.runtime;
     let s = if sandboxed(&ctx) {
         let name = format!("warm-{:016x}", rand::random::<u64>());
@@ -132,10 +144,6 @@ async fn make_warm(ctx: Ctx, net: DesiredNetwork) -> Option<String> {
     }
 }
 
-fn ready(id: String) -> WarmPause {
-    futures::future::ready(Some(id)).boxed().shared()
-}
-
 impl Runner {
     /// Brings the host's routes to other hosts' tasks to `routes`, when
     /// they changed; a failure leaves them to the next push.
@@ -175,7 +183,7 @@ impl Runner {
             found = tasks_found;
             self.warm = warm_found
                 .into_iter()
-                .map(|(ip, id)| (ip, ready(id)))
+                .map(|(ip, id)| (ip, Warm::ready(id)))
                 .collect();
             for (arn, containers) in &found {
                 if wanted.contains(arn) {
@@ -201,7 +209,11 @@ impl Runner {
         for t in tasks {
             let arn = t.task_arn.clone();
             // A task at a warm address takes the namespace made for it.
-            let taken = t.network.as_ref().and_then(|n| self.warm.remove(&n.ip));
+            let taken = t
+                .network
+                .as_ref()
+                .and_then(|n| self.warm.remove(&n.ip))
+                .map(Warm::take);
             if let Some(tx) = self.drivers.get(&arn) {
                 if tx.send(Input::Desired(Box::new(t.clone()))).is_ok() {
                     continue;
@@ -242,7 +254,7 @@ impl Runner {
             if let Some(w) = self.warm.remove(&ip) {
                 let rt = self.ctx.runtime.clone();
                 tokio::spawn(async move {
-                    if let Some(id) = w.await {
+                    if let Some(id) = w.take().await {
                         remove_warm(&*rt, &id).await;
                     }
                 });
@@ -251,10 +263,13 @@ impl Runner {
         for net in warm {
             if !self.warm.contains_key(&net.ip) {
                 let ip = net.ip.clone();
-                let made = make_warm(self.ctx.clone(), net).boxed().shared();
+                let hurry = Arc::new(Notify::new());
+                let made = make_warm(self.ctx.clone(), net, hurry.clone())
+                    .boxed()
+                    .shared();
                 // Started now, not when first awaited.
                 tokio::spawn(made.clone());
-                self.warm.insert(ip, made);
+                self.warm.insert(ip, Warm { made, hurry });
             }
         }
         self.drivers.retain(|arn, tx| {
@@ -280,6 +295,29 @@ impl Runner {
         for tx in self.drivers.values() {
             let _ = tx.send(Input::Resync);
         }
+    }
+}
+
+/// A warm address's namespace, and how to tell its making that a task
+/// waits for it now.
+struct Warm {
+    made: WarmPause,
+    hurry: Arc<Notify>,
+}
+
+impl Warm {
+    fn ready(id: String) -> Warm {
+        Warm {
+            made: futures::future::ready(Some(id)).boxed().shared(),
+            hurry: Arc::default(),
+        }
+    }
+
+    /// Its namespace for the task at its address, which has no reason
+    /// left to wait for other tasks' starts.
+    fn take(self) -> WarmPause {
+        self.hurry.notify_one();
+        self.made
     }
 }
 

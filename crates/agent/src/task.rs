@@ -54,6 +54,8 @@ pub struct Ctx {
     pub endpoint: crate::endpoint::Endpoint,
     /// Where awslogs output goes.
     pub shipping: Arc<crate::awslogs::Shipping>,
+    /// This host's tasks on their way to RUNNING.
+    pub starts: crate::starts::Starts,
     /// The agent's data directory (FireLens configurations live there).
     pub data_dir: std::path::PathBuf,
     /// What keeps this host's Fargate tasks apart.
@@ -146,6 +148,10 @@ pub struct Driver {
     /// It came with a saved report or containers (an agent restart, a
     /// warm namespace): the agent has touched it before.
     adopted: bool,
+    /// Held from the start of a new task until it runs or stops.
+    starting: Option<crate::starts::Starting>,
+    /// A sandboxed task's cpu limit, put on its cgroup once it runs.
+    cpu_deferred: Option<i64>,
 }
 
 /// How a task came to stop, when the agent decided it.
@@ -236,10 +242,15 @@ impl Driver {
             forget: false,
             secrets: None,
             adopted,
+            starting: None,
+            cpu_deferred: None,
         }
     }
 
     fn publish(&mut self) {
+        if matches!(self.report.last_status.as_str(), "RUNNING" | "STOPPED") {
+            self.starting = None;
+        }
         self.report.containers = self.containers.iter().map(Container::report).collect();
         self.report.health_status = Some(self.task_health());
         self.ctx.reporter.publish(self.report.clone());
@@ -416,6 +427,9 @@ impl Driver {
             if self.adopted {
                 self.publish();
             }
+            if matches!(self.report.last_status.as_str(), "PENDING" | "PROVISIONING") {
+                self.starting = Some(self.ctx.starts.begin());
+            }
             if let Err(stop) = self.start().await {
                 self.stop(Some(stop)).await;
             }
@@ -440,8 +454,19 @@ impl Driver {
 
     /// The task's cgroup, when it has task-level limits and the runtime
     /// can give it one; without, its containers carry the limits.
-    async fn task_cgroup(&self) -> Option<String> {
-        let limits = self.task_limits()?;
+    ///
+    /// A sandboxed task's cpu limit waits until it runs: the sandbox's
+    /// kernel does the work of starting the task's containers (joining
+    /// them, loading their programs under ptrace) inside the task's cgroup,
+    /// and under a quarter of a CPU that work took longer than everything
+    /// else on the way to RUNNING. The limit is for the task's own
+    /// processes, as with runc, whose work to start a container is not
+    /// counted against it; memory bounds the sandbox from the start.
+    async fn task_cgroup(&mut self) -> Option<String> {
+        let mut limits = self.task_limits()?;
+        if self.sandboxed() && self.report.last_status != TaskStatus::Running {
+            self.cpu_deferred = limits.cpu_units.take();
+        }
         let name = self.cgroup_name();
         match self.ctx.runtime.task_cgroup(name, limits).await {
             Ok(parent) => parent,
@@ -449,6 +474,25 @@ impl Driver {
                 tracing::warn!(task = %self.desired.task_arn, error = %e, "no task cgroup: each container carries the task's limits");
                 None
             }
+        }
+    }
+
+    /// Puts a sandboxed task's cpu limit on its cgroup, once it runs.
+    async fn limit_cpu(&mut self) {
+        let Some(units) = self.cpu_deferred.take() else {
+            return;
+        };
+        let limits = TaskLimits {
+            cpu_units: Some(units),
+            ..self.task_limits().unwrap_or_default()
+        };
+        if let Err(e) = self
+            .ctx
+            .runtime
+            .task_cgroup(self.cgroup_name(), limits)
+            .await
+        {
+            tracing::warn!(task = %self.desired.task_arn, error = %e, "the task's cpu limit could not be set");
         }
     }
 
@@ -1306,6 +1350,9 @@ impl Driver {
                 self.note_status(TaskStatus::Activating);
             }
             self.publish();
+            if self.report.last_status == TaskStatus::Running {
+                self.limit_cpu().await;
+            }
             match self.rx.recv().await {
                 Some(Input::Resync) => self.inspect_all().await,
                 Some(i) => self.apply(i),
@@ -1570,9 +1617,83 @@ mod tests {
             }),
             asks,
             endpoint,
+            starts: Default::default(),
             isolation: crate::Isolation::Container,
             data_dir: dir.to_path_buf(),
         }
+    }
+
+    /// A sandbox's kernel starts the task's containers inside the task's
+    /// cgroup: memory bounds it from the start, the cpu limit goes on once
+    /// the task runs.
+    #[tokio::test]
+    async fn a_sandboxed_task_gets_its_cpu_limit_once_it_runs() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let rt = Arc::new(FakeRuntime::new());
+        rt.publish("app:1");
+        let mut c = ctx(rt.clone(), dir.path()).await;
+        c.isolation = crate::Isolation::Gvisor {
+            runsc: "runsc".into(),
+        };
+        let mut desired = DesiredTask {
+            launch_type: "FARGATE".into(),
+            ..spec::tests::task(vec![w::ContainerDefinition {
+                name: Some("app".into()),
+                image: Some("app:1".into()),
+                essential: Some(true),
+                ..Default::default()
+            }])
+        };
+        desired.definition.volumes = None;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let driver = Driver::new(c, desired, None, HashMap::new(), None, rx);
+        let run = tokio::spawn(driver.run());
+        let limits = || -> Vec<TaskLimits> {
+            rt.calls()
+                .into_iter()
+                .filter_map(|c| match c {
+                    Call::TaskCgroup(_, l) => Some(l),
+                    _ => None,
+                })
+                .collect()
+        };
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while limits().len() < 2 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .expect("the cpu limit is set");
+        let started = rt
+            .calls()
+            .iter()
+            .position(|c| matches!(c, Call::Start(_)))
+            .expect("the container started");
+        let second = rt
+            .calls()
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| matches!(c, Call::TaskCgroup(..)))
+            .nth(1)
+            .map(|(i, _)| i)
+            .expect("two cgroup calls");
+        assert!(second > started, "the cpu limit comes after the start");
+        assert_eq!(
+            limits(),
+            vec![
+                TaskLimits {
+                    cpu_units: None,
+                    memory_mib: Some(256)
+                },
+                TaskLimits {
+                    cpu_units: Some(512),
+                    memory_mib: Some(256)
+                },
+            ]
+        );
+        tx.send(Input::Forget).expect("driver listens");
+        drop(tx);
+        run.abort();
     }
 
     /// A task stopped before it made its network still owns the warm
