@@ -85,22 +85,11 @@ pub async fn create(
     req: &w::CreateCapacityProviderRequest,
 ) -> Result<ProviderRecord> {
     let name = rules::check_provider_name(req.name.as_deref())?.to_string();
-    if req.managed_instances_provider.is_some() {
-        return Err(EcsError::UnsupportedFeature(
-            "managedInstancesProvider: Berth has no ECS Managed Instances; use autoScalingGroupProvider.".into(),
-        )
-        .into());
-    }
-    if req.cluster.is_some() {
-        return Err(EcsError::invalid(
-            "cluster is only for capacity providers of ECS Managed Instances; an Auto Scaling group provider is associated with clusters by PutClusterCapacityProviders.",
-        )
-        .into());
-    }
-    let given = req
-        .auto_scaling_group_provider
-        .as_ref()
-        .ok_or_else(|| EcsError::invalid("autoScalingGroupProvider is required."))?;
+    let given = rules::asg_provider(
+        req.managed_instances_provider.is_some(),
+        req.cluster.is_some(),
+        req.auto_scaling_group_provider.as_ref(),
+    )?;
     let arn = given
         .auto_scaling_group_arn
         .clone()

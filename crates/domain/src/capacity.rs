@@ -122,6 +122,28 @@ pub fn managed_desired(
     desired.clamp(i64::from(group_min), i64::from(group_max.max(group_min))) as i32
 }
 
+/// The Auto Scaling group provider a CreateCapacityProvider or
+/// UpdateCapacityProvider gives (`given`): Berth has no ECS Managed
+/// Instances, whose fields (`managedInstancesProvider`, `cluster`) are
+/// refused by name.
+pub fn asg_provider<T>(
+    managed_instances: bool,
+    cluster: bool,
+    given: Option<T>,
+) -> Result<T, EcsError> {
+    if managed_instances {
+        return Err(EcsError::UnsupportedFeature(
+            "managedInstancesProvider: Berth has no ECS Managed Instances; use autoScalingGroupProvider.".into(),
+        ));
+    }
+    if cluster {
+        return Err(EcsError::invalid(
+            "cluster is only for capacity providers of ECS Managed Instances; an Auto Scaling group provider is associated with clusters by PutClusterCapacityProviders.",
+        ));
+    }
+    given.ok_or_else(|| EcsError::invalid("autoScalingGroupProvider is required."))
+}
+
 /// A custom provider's name: 1 to 255 letters, digits, hyphens and
 /// underscores, not beginning with `aws`, `ecs` or `fargate`.
 pub fn check_provider_name(name: Option<&str>) -> Result<&str, EcsError> {
@@ -387,6 +409,19 @@ pub fn assign(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_asg_provider_is_the_only_kind() {
+        assert_eq!(asg_provider(false, false, Some(7)), Ok(7));
+        let e = asg_provider(false, false, None::<u8>).expect_err("missing");
+        assert!(e.to_string().contains("autoScalingGroupProvider"), "{e}");
+        let e = asg_provider(true, false, Some(7)).expect_err("managed instances");
+        assert_eq!(e.code(), "UnsupportedFeatureException");
+        assert!(e.to_string().contains("managedInstancesProvider"), "{e}");
+        let e = asg_provider(false, true, Some(7)).expect_err("cluster");
+        assert_eq!(e.code(), "InvalidParameterException");
+        assert!(e.to_string().starts_with("cluster "), "{e}");
+    }
 
     #[test]
     fn custom_provider_names_and_settings_follow_ecs() {

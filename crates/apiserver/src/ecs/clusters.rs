@@ -470,23 +470,12 @@ pub async fn update_capacity_provider(
     req: w::UpdateCapacityProviderRequest,
 ) -> Result<w::UpdateCapacityProviderResponse, ApiError> {
     let name = provider_name(&ctx.scope, req.name.as_deref())?;
-    if req.managed_instances_provider.is_some() {
-        return Err(EcsError::UnsupportedFeature(
-            "managedInstancesProvider: Berth has no ECS Managed Instances; use autoScalingGroupProvider.".into(),
-        )
-        .into());
-    }
-    if req.cluster.is_some() {
-        return Err(EcsError::invalid(
-            "cluster is only for capacity providers of ECS Managed Instances; an Auto Scaling group provider is associated with clusters by PutClusterCapacityProviders.",
-        )
-        .into());
-    }
-    let given = req
-        .auto_scaling_group_provider
-        .clone()
-        .ok_or_else(|| EcsError::invalid("autoScalingGroupProvider is required."))?;
-    let p = berth_control::capacity_providers::update(st, &ctx.scope, &name, &given).await?;
+    let given = capacity::asg_provider(
+        req.managed_instances_provider.is_some(),
+        req.cluster.is_some(),
+        req.auto_scaling_group_provider.as_ref(),
+    )?;
+    let p = berth_control::capacity_providers::update(st, &ctx.scope, &name, given).await?;
     Ok(w::UpdateCapacityProviderResponse {
         capacity_provider: Some(p.view(&ctx.scope, true)),
     })

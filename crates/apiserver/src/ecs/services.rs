@@ -90,8 +90,6 @@ fn scheduling(given: Option<&str>) -> Result<Scheduling, EcsError> {
     })
 }
 
-/// What Berth cannot do for a service yet, refused by name rather than
-/// accepted and ignored.
 /// What CreateService and UpdateService may ask for that Berth does not
 /// have: refused, never stored and ignored.
 struct Asked<'a> {
@@ -104,6 +102,33 @@ struct Asked<'a> {
     rebalancing: Option<&'a str>,
 }
 
+/// What a CreateService or UpdateService request asks of the parts Berth
+/// does not run: the two shapes differ, their members do not.
+macro_rules! asked {
+    ($req:expr) => {
+        Asked {
+            registries: $req.service_registries.as_deref(),
+            connect: $req.service_connect_configuration.as_ref(),
+            controller: $req.deployment_controller.as_ref(),
+            gateways: $req
+                .gateway_connectors
+                .as_ref()
+                .is_some_and(|g| !g.is_empty()),
+            lattice: $req
+                .vpc_lattice_configurations
+                .as_ref()
+                .is_some_and(|l| !l.is_empty()),
+            volumes: $req
+                .volume_configurations
+                .as_ref()
+                .is_some_and(|v| !v.is_empty()),
+            rebalancing: $req.availability_zone_rebalancing.as_deref(),
+        }
+    };
+}
+
+/// What Berth cannot do for a service yet, refused by name rather than
+/// accepted and ignored.
 fn unsupported_parts(a: Asked<'_>) -> Result<(), EcsError> {
     if a.registries.is_some_and(|r| !r.is_empty()) {
         return Err(EcsError::UnsupportedFeature(
@@ -223,24 +248,7 @@ pub async fn create_service(
     let (cluster, record) = active_cluster(st, scope, req.cluster.as_deref()).await?;
     let name = service::validate_name(req.service_name.as_deref())?.to_string();
     let sched = scheduling(req.scheduling_strategy.as_deref())?;
-    unsupported_parts(Asked {
-        registries: req.service_registries.as_deref(),
-        connect: req.service_connect_configuration.as_ref(),
-        controller: req.deployment_controller.as_ref(),
-        gateways: req
-            .gateway_connectors
-            .as_ref()
-            .is_some_and(|g| !g.is_empty()),
-        lattice: req
-            .vpc_lattice_configurations
-            .as_ref()
-            .is_some_and(|l| !l.is_empty()),
-        volumes: req
-            .volume_configurations
-            .as_ref()
-            .is_some_and(|v| !v.is_empty()),
-        rebalancing: req.availability_zone_rebalancing.as_deref(),
-    })?;
+    unsupported_parts(asked!(req))?;
     let desired = match sched {
         Scheduling::Daemon => {
             daemon_rules(req.desired_count, req.placement_strategy.as_deref())?;
@@ -402,24 +410,7 @@ pub async fn update_service(
 ) -> Result<w::UpdateServiceResponse, ApiError> {
     let scope = &ctx.scope;
     let (cluster, record) = active_cluster(st, scope, req.cluster.as_deref()).await?;
-    unsupported_parts(Asked {
-        registries: req.service_registries.as_deref(),
-        connect: req.service_connect_configuration.as_ref(),
-        controller: req.deployment_controller.as_ref(),
-        gateways: req
-            .gateway_connectors
-            .as_ref()
-            .is_some_and(|g| !g.is_empty()),
-        lattice: req
-            .vpc_lattice_configurations
-            .as_ref()
-            .is_some_and(|l| !l.is_empty()),
-        volumes: req
-            .volume_configurations
-            .as_ref()
-            .is_some_and(|v| !v.is_empty()),
-        rebalancing: req.availability_zone_rebalancing.as_deref(),
-    })?;
+    unsupported_parts(asked!(req))?;
     // A new strategy moves the service onto those providers (FARGATE).
     let new_capacity = match req.capacity_provider_strategy.as_deref() {
         Some(s) if !s.is_empty() => Some(launch_type(
