@@ -254,7 +254,8 @@ impl Runner {
             if let Some(w) = self.warm.remove(&ip) {
                 let rt = self.ctx.runtime.clone();
                 tokio::spawn(async move {
-                    if let Some(id) = w.take().await {
+                    // Not hurried: no task waits for it.
+                    if let Some(id) = w.made.await {
                         remove_warm(&*rt, &id).await;
                     }
                 });

@@ -150,8 +150,9 @@ pub struct Driver {
     adopted: bool,
     /// Held from the start of a new task until it runs or stops.
     starting: Option<crate::starts::Starting>,
-    /// A sandboxed task's cpu limit, put on its cgroup once it runs.
-    cpu_deferred: Option<i64>,
+    /// The task's cpu limit is on its cgroup: a sandboxed task's goes on
+    /// once it runs (also after an agent restart mid-start).
+    cpu_limited: bool,
 }
 
 /// How a task came to stop, when the agent decided it.
@@ -243,7 +244,7 @@ impl Driver {
             secrets: None,
             adopted,
             starting: None,
-            cpu_deferred: None,
+            cpu_limited: false,
         }
     }
 
@@ -464,8 +465,8 @@ impl Driver {
     /// counted against it; memory bounds the sandbox from the start.
     async fn task_cgroup(&mut self) -> Option<String> {
         let mut limits = self.task_limits()?;
-        if self.sandboxed() && self.report.last_status != TaskStatus::Running {
-            self.cpu_deferred = limits.cpu_units.take();
+        if self.sandboxed() && !self.cpu_limited {
+            limits.cpu_units = None;
         }
         let name = self.cgroup_name();
         match self.ctx.runtime.task_cgroup(name, limits).await {
@@ -479,12 +480,11 @@ impl Driver {
 
     /// Puts a sandboxed task's cpu limit on its cgroup, once it runs.
     async fn limit_cpu(&mut self) {
-        let Some(units) = self.cpu_deferred.take() else {
+        if std::mem::replace(&mut self.cpu_limited, true) || !self.sandboxed() {
             return;
-        };
-        let limits = TaskLimits {
-            cpu_units: Some(units),
-            ..self.task_limits().unwrap_or_default()
+        }
+        let Some(limits) = self.task_limits().filter(|l| l.cpu_units.is_some()) else {
+            return;
         };
         if let Err(e) = self
             .ctx

@@ -273,17 +273,18 @@ fn edit_json(
 /// `berth oci-runsc --runsc PATH -- RUNC-ARGS...`: what the engine runs in
 /// place of runc. Returns the exit code.
 pub fn shim_main(runsc_path: &Path, argv: &[String]) -> i32 {
-    let Some(mut inv) = Invocation::parse(argv) else {
+    let parsed = Invocation::parse(argv);
+    // A create may boot a sandbox: it decides once it has read the bundle.
+    if parsed.as_ref().is_none_or(|i| i.command != "create") {
         without_membarrier();
+    }
+    let Some(mut inv) = parsed else {
         // `--version` and the like.
         return match runsc(runsc_path, &[]).args(argv).status() {
             Ok(s) => exit_code(s),
             Err(e) => fail(e),
         };
     };
-    if inv.command != "create" {
-        without_membarrier();
-    }
     match inv.command.as_str() {
         "create" => {
             let bundle = inv
